@@ -1,0 +1,66 @@
+"""Entry point of the `hubploy` command: builds the argument parser from the command modules and
+reports every :class:`~hubploy.errors.HubployError` in one place, as one line, with exit code 1."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Callable, Sequence
+
+from hubploy.errors import ConfigError, HubployError
+
+# Each module exposes register(subparsers) and sets a `func(args) -> int` default on its parsers.
+# Modules are imported lazily by name so that `hubploy validate` never pays for importing Prefect.
+COMMAND_MODULES: dict[str, str] = {
+    "validate": "cli.config_commands",
+    "schema": "cli.config_commands",
+    "render": "cli.config_commands",
+    "sandbox": "cli.sandbox_commands",
+}
+
+
+def build_parser(command: str | None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hubploy", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log INFO messages")
+    parser.add_argument("-d", "--debug", action="store_true", help="log DEBUG messages")
+    parser.add_argument("-D", "--helm-debug", action="store_true", help="pass --debug to helm (not in CI)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    wanted = [COMMAND_MODULES[command]] if command in COMMAND_MODULES else list(dict.fromkeys(COMMAND_MODULES.values()))
+    for module_name in wanted:
+        importlib.import_module(module_name).register(sub)
+    return parser
+
+
+def _first_command(argv: Sequence[str]) -> str | None:
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_first_command(argv))
+    args = parser.parse_args(argv)
+    level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 2
+    try:
+        return func(args)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(f"error: {issue.format()}", file=sys.stderr)
+        print(f"{len(exc.issues)} error(s)", file=sys.stderr)
+        return 1
+    except HubployError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Prefect flows (and, in flows.tasks, the Prefect tasks they are made of)."""

@@ -1,0 +1,1 @@
+"""Prefect tasks: thin wrappers over the core library with retries, caching and logging."""

@@ -1,0 +1,1 @@
+"""What starts flows: the GitHub webhook receiver, serving, schedules."""
