@@ -1,0 +1,40 @@
+"""`hubploy validate`, `hubploy schema` and `hubploy render`: config checks that touch no cluster."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from hubploy.config.models import HubConfig, RepoSettings
+from hubploy.errors import ConfigError
+from hubploy.validate import validate_repo
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("validate", help="check every hub's config (or the named hubs) and report all errors")
+    p.add_argument("hubs", nargs="*", metavar="HUB", help="hub directory names under deployments/ (default: all)")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("schema", help="print the JSON Schema of hubploy.yaml (or of hubploy-repo.yaml)")
+    p.add_argument("--repo", action="store_true", help="print the schema of hubploy-repo.yaml instead")
+    p.set_defaults(func=cmd_schema)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    root = Path.cwd()
+    issues = validate_repo(root, args.hubs)
+    if issues:
+        raise ConfigError(issues)
+    from hubploy.layout import load_repo
+    checked = args.hubs or load_repo(root).hub_names()
+    print(f"ok: {len(checked)} hub(s) valid: {', '.join(checked)}")
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    model = RepoSettings if args.repo else HubConfig
+    json.dump(model.model_json_schema(), sys.stdout, indent=2)
+    print()
+    return 0

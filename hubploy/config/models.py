@@ -1,0 +1,299 @@
+"""The `hubploy.yaml` model: every classic hubploy key, plus what the Prefect design adds.
+
+Unknown keys are rejected everywhere (a misspelt key is an error, not silently ignored). Legacy
+keys are read exactly as hubploy reads them: `images.image_name` + `image_config_path`, the aws
+`project` -> `account_id` and `zone` -> `region` aliases, and the v1 `name: repo:tag` form.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+DEFAULT_SUBSTITUTION_PATH = "jupyterhub.singleuser.image"
+DEFAULT_ENVIRONMENTS = ("staging", "prod")
+ALLOWED_ENVIRONMENTS = ("develop", "staging", "prod")
+
+_BLOCK_DOC = "Name of a Prefect credentials block to use instead of a key file in secrets/."
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+def split_image_reference(reference: str) -> tuple[str, str | None]:
+    """Split `host:port/repo:tag` into (`host:port/repo`, `tag`); the tag is None when absent.
+
+    Only a colon after the last slash starts a tag, so a registry port is never taken for one
+    (classic hubploy's `split(":")` got this wrong).
+    """
+    reference = reference.split("@", 1)[0]
+    slash = reference.rfind("/")
+    colon = reference.rfind(":")
+    if colon > slash:
+        return reference[:colon], reference[colon + 1:]
+    return reference, None
+
+
+def _rename_legacy_aws(data: Any) -> Any:
+    """hubploy's legacy aws keys: `project` means `account_id`, `zone` means `region`."""
+    if isinstance(data, dict):
+        data = dict(data)
+        for old, new in (("project", "account_id"), ("zone", "region")):
+            if old in data and new not in data:
+                data[new] = data.pop(old)
+    return data
+
+
+class _OneKeySource(Strict):
+    """Shared rule for aws sections: exactly one way to get credentials."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "_OneKeySource":
+        sources = [k for k in ("service_key", "role_arn", "credentials_block") if getattr(self, k, None)]
+        if len(sources) > 1:
+            raise ValueError(f"set only one of service_key, role_arn or credentials_block (found {', '.join(sources)})")
+        return self
+
+
+# ---------------------------------------------------------------- registries (classic `build`)
+
+class GcloudRegistry(Strict):
+    project: str | None = Field(None, description="GCP project of the registry (accepted, unused by classic hubploy).")
+    service_key: str | None = Field(None, description="Service-account key file in secrets/, usually sops-encrypted.")
+    credentials_block: str | None = Field(None, description=_BLOCK_DOC)
+    host: str | None = Field(None, description="Registry host to log in to, e.g. us-central1-docker.pkg.dev "
+                                                "(classic hubploy only configured gcr.io).")
+
+
+class AwsRegistry(_OneKeySource):
+    account_id: str = Field(description="12-digit AWS account id owning the ECR registry (legacy key: project).")
+    region: str = Field(description="AWS region of the ECR registry (legacy key: zone).")
+    service_key: str | None = Field(None, description="AWS credentials file in secrets/.")
+    role_arn: str | None = Field(None, description="IAM role to assume for registry access.")
+    credentials_block: str | None = Field(None, description=_BLOCK_DOC)
+
+    _legacy = model_validator(mode="before")(_rename_legacy_aws)
+
+
+class AzureRegistry(Strict):
+    resource_group: str = Field(description="Azure resource group of the container registry.")
+    registry: str = Field(description="Azure Container Registry name (without .azurecr.io).")
+    auth_file: str | None = Field(None, description="Service principal JSON/YAML (appId, tenant, password) in secrets/.")
+    credentials_block: str | None = Field(None, description=_BLOCK_DOC)
+
+
+class DockerconfigRegistry(Strict):
+    filename: str | None = Field(None, description="A docker config.json in secrets/, usually sops-encrypted.")
+    credentials_block: str | None = Field(
+        None, description="Name of a prefect-docker DockerRegistryCredentials block (username/password registries).")
+
+
+class Registry(Strict):
+    provider: Literal["gcloud", "aws", "azure", "dockerconfig"] = Field(description="How to log in to the registry.")
+    gcloud: GcloudRegistry | None = Field(None, description="Settings when provider is gcloud.")
+    aws: AwsRegistry | None = Field(None, description="Settings when provider is aws.")
+    azure: AzureRegistry | None = Field(None, description="Settings when provider is azure.")
+    dockerconfig: DockerconfigRegistry | None = Field(None, description="Settings when provider is dockerconfig.")
+
+    @model_validator(mode="after")
+    def _section_present(self) -> "Registry":
+        if self.provider != "gcloud" and getattr(self, self.provider) is None:
+            raise ValueError(f"provider is {self.provider!r} but there is no `{self.provider}:` section")
+        return self
+
+    @property
+    def settings(self) -> BaseModel | None:
+        return getattr(self, self.provider)
+
+
+# ---------------------------------------------------------------- images
+
+class Repo2Docker(Strict):
+    base_image: str | None = Field(None, description="Base image repo2docker builds on (hubploy PR #114).")
+
+
+class ImageEntry(Strict):
+    name: str = Field(description="Image repository, e.g. us-central1-docker.pkg.dev/proj/repo/user-image. "
+                                  "The v1 form `name:tag` pins the tag instead of deriving it from git.")
+    path: str | None = Field(None, description="Image build dir relative to the hub dir (required unless the tag is pinned).")
+    helm_substitution_path: str = Field(DEFAULT_SUBSTITUTION_PATH,
+                                        description="Dotted values path whose .name and .tag receive this image.")
+    repo2docker: Repo2Docker | None = Field(None, description="repo2docker options.")
+
+    @model_validator(mode="after")
+    def _path_or_tag(self) -> "ImageEntry":
+        _, tag = split_image_reference(self.name)
+        if self.path is None and tag is None:
+            raise ValueError("an image needs `path` (its build dir) unless `name` pins a tag (name:tag)")
+        return self
+
+
+class Images(Strict):
+    image_name: str | None = Field(None, description="Legacy single image: repository name; its build dir is image/.")
+    image_config_path: str | None = Field(None, description="Legacy name of helm_substitution_path for image_name.")
+    images: list[ImageEntry] = Field(default_factory=list, description="The hub's images.")
+    registry: Registry | None = Field(None, description="Registry login used by `build --push/--check-registry`.")
+
+    @model_validator(mode="after")
+    def _legacy_or_list(self) -> "Images":
+        if self.image_name and self.images:
+            raise ValueError("use either the legacy `image_name` or the `images:` list, not both")
+        if self.image_config_path and not self.image_name:
+            raise ValueError("`image_config_path` only applies to the legacy `image_name`")
+        return self
+
+    def entries(self) -> list[ImageEntry]:
+        """The images, with the legacy single-image form turned into a list entry."""
+        if self.image_name:
+            return [ImageEntry(name=self.image_name, path="image",
+                               helm_substitution_path=self.image_config_path or DEFAULT_SUBSTITUTION_PATH)]
+        return list(self.images)
+
+
+# ---------------------------------------------------------------- clusters
+
+class GcloudCluster(Strict):
+    project: str = Field(description="GCP project of the GKE cluster.")
+    cluster: str = Field(description="GKE cluster name.")
+    zone: str = Field(description="Zone or region of the cluster.")
+    service_key: str | None = Field(None, description="Service-account key file in secrets/ (classic); "
+                                                     "without it application default credentials are used.")
+    credentials_block: str | None = Field(None, description=_BLOCK_DOC)
+
+
+class AwsCluster(_OneKeySource):
+    account_id: str | None = Field(None, description="AWS account id (legacy key: project; unused by the deploy).")
+    cluster: str = Field(description="EKS cluster name.")
+    region: str = Field(description="AWS region of the cluster (legacy key: zone).")
+    service_key: str | None = Field(None, description="AWS credentials file in secrets/ (ini, or sops YAML with creds.*).")
+    role_arn: str | None = Field(None, description="IAM role to assume (session name hubploy-cluster-auth).")
+    credentials_block: str | None = Field(None, description=_BLOCK_DOC)
+
+    _legacy = model_validator(mode="before")(_rename_legacy_aws)
+
+
+class AzureCluster(Strict):
+    resource_group: str = Field(description="Azure resource group of the AKS cluster.")
+    cluster: str = Field(description="AKS cluster name.")
+    auth_file: str | None = Field(None, description="Service principal file (appId, tenant, password) in secrets/.")
+    credentials_block: str | None = Field(None, description=_BLOCK_DOC)
+
+
+class KubeconfigCluster(Strict):
+    filename: str | None = Field(None, description="Kubeconfig file in secrets/, usually sops-encrypted.")
+    context: str | None = Field(None, description="Context to use; `{namespace}` is replaced by the release namespace.")
+    credentials_block: str | None = Field(None, description=_BLOCK_DOC)
+
+
+class Cluster(Strict):
+    provider: Literal["gcloud", "aws", "azure", "kubeconfig"] = Field(description="How to get cluster credentials.")
+    gcloud: GcloudCluster | None = Field(None, description="Settings when provider is gcloud.")
+    aws: AwsCluster | None = Field(None, description="Settings when provider is aws.")
+    azure: AzureCluster | None = Field(None, description="Settings when provider is azure.")
+    kubeconfig: KubeconfigCluster | None = Field(
+        None, description="Settings when provider is kubeconfig; `context` is honoured for every provider.")
+
+    @model_validator(mode="after")
+    def _section_present(self) -> "Cluster":
+        if getattr(self, self.provider) is None:
+            raise ValueError(f"provider is {self.provider!r} but there is no `{self.provider}:` section")
+        section = getattr(self, self.provider)
+        if self.provider == "kubeconfig" and not (section.filename or section.credentials_block):
+            raise ValueError("kubeconfig needs `filename` or `credentials_block`")
+        if self.provider == "azure" and not (section.auth_file or section.credentials_block):
+            raise ValueError("azure needs `auth_file` or `credentials_block`")
+        if self.provider == "aws" and not (section.service_key or section.role_arn or section.credentials_block):
+            raise ValueError("aws needs one of service_key, role_arn or credentials_block")
+        return self
+
+    @property
+    def settings(self) -> BaseModel:
+        return getattr(self, self.provider)
+
+    @property
+    def context_template(self) -> str | None:
+        return self.kubeconfig.context if self.kubeconfig else None
+
+
+# ---------------------------------------------------------------- environments (new)
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+class EnvironmentSettings(Strict):
+    url: str | None = Field(None, description="Public URL of the hub in this environment, for the health check.")
+    release: str | None = Field(None, description="Helm release name (default <hub>-<env>).")
+    namespace: str | None = Field(None, description="Kubernetes namespace (default <hub>-<env>).")
+
+
+EnvName = Literal["develop", "staging", "prod"]
+
+def _environments_schema(schema: dict[str, Any]) -> None:
+    """Editors should accept both spellings: a list of names, or a mapping name -> settings."""
+    mapping = {k: schema.pop(k) for k in list(schema) if k not in ("title", "description")}
+    schema["anyOf"] = [
+        {"type": "array", "items": {"enum": list(ALLOWED_ENVIRONMENTS)}, "uniqueItems": True, "minItems": 1},
+        {**mapping, "minProperties": 1},
+    ]
+
+
+class HubConfig(Strict):
+    """Contents of deployments/<hub>/hubploy.yaml."""
+
+    images: Images | None = Field(None, description="Images built for this hub and injected into its values.")
+    cluster: Cluster | None = Field(None, description="Where the hub is deployed.")
+    environments: dict[EnvName, EnvironmentSettings] = Field(
+        default_factory=lambda: {env: EnvironmentSettings() for env in DEFAULT_ENVIRONMENTS},
+        description="Environments this hub is deployed to: a list of names, or a mapping name -> settings "
+                    "(url, release, namespace). Default: staging and prod.",
+        json_schema_extra=_environments_schema)
+
+    @field_validator("environments", mode="before")
+    @classmethod
+    def _list_to_mapping(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            names = [v for v in value if isinstance(v, str)]
+            if len(set(names)) != len(names):
+                raise ValueError("environments lists a name twice")
+            value = {name: None for name in value} if len(names) == len(value) else value
+        if isinstance(value, dict):
+            if not value:
+                raise ValueError("environments must name at least one environment")
+            value = {k: (v if v is not None else {}) for k, v in value.items()}
+        return value
+
+    def image_entries(self) -> list[ImageEntry]:
+        return self.images.entries() if self.images else []
+
+
+# ---------------------------------------------------------------- repository settings (new)
+
+class SecretsSettings(Strict):
+    allow_plaintext: bool = Field(False, description="Allow files under secrets/ without sops metadata "
+                                                     "(for repos whose secrets are protected by git-crypt).")
+    age_key_file: str | None = Field(None, description="age key file for sops, relative to the repo root or "
+                                                       "absolute; overrides SOPS_AGE_KEY_FILE for hubploy's sops calls.")
+
+
+class FreezeWindow(Strict):
+    start: str = Field(description="First frozen moment, ISO 8601 date or datetime (UTC if no offset).")
+    end: str = Field(description="End of the freeze, exclusive, ISO 8601 date or datetime.")
+    reason: str = Field("", description="Shown when a promotion is refused, e.g. 'final exams'.")
+
+
+class RepoSettings(Strict):
+    """Contents of the optional hubploy-repo.yaml at the deployment repo root."""
+
+    chart: str = Field("hub", description="Path of the local umbrella chart, relative to the repo root.")
+    staging_branch: str = Field("staging", description="Branch whose pushes start the lifecycle.")
+    prod_branch: str = Field("prod", description="Branch that only ever receives merges of staging.")
+    shared_paths: list[str] = Field(default_factory=list,
+                                    description="Extra paths (glob) whose change affects every hub; the chart always does.")
+    secrets: SecretsSettings = Field(default_factory=SecretsSettings, description="Secret file policy.")
+    freeze_windows: list[FreezeWindow] = Field(default_factory=list,
+                                               description="Date ranges during which prod promotion is refused.")
+    approval_timeout_hours: float = Field(24, gt=0, description="How long the lifecycle waits for an approval.")
+    cluster_concurrency: int = Field(4, ge=1, description="Most deploys run at once against one cluster.")
