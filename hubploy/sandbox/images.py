@@ -1,0 +1,60 @@
+"""The tiny base image: FROM scratch with a static busybox, pushed to the sandbox registry."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Mapping
+
+from hubploy.errors import SandboxError
+from hubploy.runner import run
+from hubploy.sandbox import registry
+from hubploy.sandbox.paths import SandboxPaths
+
+BASE_REPOSITORY = "base/busybox"
+BASE_TAG = "latest"
+DOCKERFILE = 'FROM scratch\nCOPY rootfs/ /\nENV PATH=/bin\nCMD ["/bin/sh"]\n'
+
+
+def base_image(paths: SandboxPaths) -> str:
+    return f"{paths.registry_host}/{BASE_REPOSITORY}:{BASE_TAG}"
+
+
+def base_image_present(paths: SandboxPaths) -> bool:
+    return registry.manifest_status(paths, BASE_REPOSITORY, BASE_TAG) == 200
+
+
+def _context(paths: SandboxPaths, env: Mapping[str, str]) -> Path:
+    busybox = shutil.which("busybox", path="/bin:/usr/bin")
+    if busybox is None:
+        raise SandboxError("busybox is not installed", hint="run `hubploy sandbox install` (busybox-static)")
+    ctx = paths.runtime / "base-image"
+    shutil.rmtree(ctx, ignore_errors=True)
+    root = ctx / "rootfs"
+    for d in ("bin", "etc", "tmp", "root"):
+        (root / d).mkdir(parents=True)
+    (root / "tmp").chmod(0o1777)
+    shutil.copy2(busybox, root / "bin" / "busybox")
+    applets = run([busybox, "--list"], env=env).stdout.split()
+    for applet in applets:
+        if applet != "busybox" and "/" not in applet:
+            (root / "bin" / applet).symlink_to("busybox")
+    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n")
+    (root / "etc" / "group").write_text("root:x:0:\nnogroup:x:65534:\n")
+    (ctx / "Dockerfile").write_text(DOCKERFILE)
+    return ctx
+
+
+def ensure_base_image(paths: SandboxPaths, env: Mapping[str, str]) -> bool:
+    """Build and push the base image unless the registry has it; True if it was built."""
+    if base_image_present(paths):
+        return False
+    ctx = _context(paths, env)
+    buildah = str(paths.bin / "buildah")
+    image = base_image(paths)
+    run([buildah, "bud", "--isolation", "chroot", "-t", image, str(ctx)], env=env, timeout=300)
+    run([buildah, "push", image], env=env, timeout=300)
+    shutil.rmtree(ctx, ignore_errors=True)
+    if not base_image_present(paths):
+        raise SandboxError(f"pushed {image} but the registry does not list it")
+    return True

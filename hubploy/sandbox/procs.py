@@ -1,0 +1,78 @@
+"""Detached processes tracked by PID files: start (through the runner), check, stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from hubploy.errors import SandboxError
+from hubploy.runner import run
+
+
+def proc_start_time(pid: int) -> int | None:
+    """The kernel's start time of ``pid`` (guards against PID reuse), or None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()
+    if fields[0] in ("Z", "X"):  # zombie or dead: not running
+        return None
+    return int(fields[19])
+
+
+def read_pid(pid_file: Path) -> int | None:
+    """The PID recorded in ``pid_file`` if that very process still runs, else None."""
+    try:
+        parts = pid_file.read_text().split()
+        pid, started = int(parts[0]), int(parts[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    now = proc_start_time(pid)
+    if now is None or (started and now != started):
+        return None
+    return pid
+
+
+def spawn(argv: Sequence[str | os.PathLike[str]], *, pid_file: Path, log: Path, env: Mapping[str, str],
+          cwd: Path | None = None) -> int:
+    """Start ``argv`` detached (new session, output to ``log``); return its PID."""
+    launcher = [sys.executable, "-m", "hubploy.sandbox.spawn", "--pid-file", str(pid_file), "--log", str(log)]
+    if cwd is not None:
+        launcher += ["--cwd", str(cwd)]
+    run(launcher + ["--", *map(os.fspath, argv)], env=env, timeout=60)
+    pid = read_pid(pid_file)
+    if pid is None:
+        tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+        raise SandboxError(f"{os.fspath(argv[0])} exited at once: {tail.strip().splitlines()[-1:] or 'no output'}",
+                           hint=f"see {log}")
+    return pid
+
+
+def stop(pid_file: Path, *, timeout: float = 10.0) -> bool:
+    """Stop the process group recorded in ``pid_file`` (TERM, then KILL); True if one was running."""
+    pid = read_pid(pid_file)
+    pid_file.unlink(missing_ok=True)
+    if pid is None:
+        return False
+    _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc_start_time(pid) is None:
+            return True
+        time.sleep(0.1)
+    _signal(pid, signal.SIGKILL)
+    return True
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)  # spawn() makes each program a session (and group) leader
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        os.kill(pid, sig)
