@@ -35,3 +35,6 @@ def deployment_repo(tmp_path: Path, write_files) -> Callable[..., Path]:
         return write_files(root, {**base, **(files or {})})
 
     return make
+
+
+pytest_plugins = ["fixtures.prefect_server"]
