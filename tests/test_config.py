@@ -176,7 +176,7 @@ BAD_CASES: dict[str, tuple[dict[str, str], list[str]]] = {
         ["deployments/h/hubploy.yaml:4: cluster.aws: set only one of service_key, role_arn or credentials_block "
          "(found service_key, role_arn) (hint: an aws block takes either service_key"]),
     "provider without section": ({"deployments/h/hubploy.yaml": "cluster:\n  provider: gcloud\n"},
-                                 ["deployments/h/hubploy.yaml:2: cluster: provider is 'gcloud' but there is no "
+                                 ["deployments/h/hubploy.yaml:1: cluster: provider is 'gcloud' but there is no "
                                   "`gcloud:` section"]),
     "missing required key": ({"deployments/h/hubploy.yaml": "cluster:\n  provider: azure\n  azure: {cluster: c, auth_file: a}\n"},
                              ["deployments/h/hubploy.yaml:3: cluster.azure.resource_group: required key is missing"]),

@@ -94,6 +94,9 @@ def _data_path(loc: tuple[Any, ...], data: Any) -> KeyPath:
         elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
             path.append(part)
             node = node[part]
+        elif isinstance(node, list) and isinstance(part, str) and part in node:
+            path.append(part)  # a list the model reads as a mapping (environments: [staging, prod])
+            node = None
         elif isinstance(node, dict) and isinstance(part, str) and not any(c in part for c in "[]-,"):
             path.append(part)  # a missing key: name it, there is nothing below it
             node = None
