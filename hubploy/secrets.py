@@ -94,27 +94,36 @@ def in_secrets_dir(path: Path) -> bool:
     return SECRETS_DIR in Path(path).parent.parts
 
 
-def check_secret_file(path: Path, allow_plaintext: bool) -> str | None:
-    """What is wrong with using ``path`` as a secret file, or None when it is fine (for validate)."""
-    path = Path(path)
-    try:
-        state = _state(path)
-    except SecretsError as exc:
-        return exc.message.removeprefix(f"{path}: ")
+def _problem(path: Path, state: State, allow_plaintext: bool) -> tuple[str, str] | None:
+    """(what is wrong, what to do) for a secret file in ``state``, or None when it may be used."""
     if state == "git-crypt":
-        return "file is still locked by git-crypt: run `git-crypt unlock` in the repository first"
+        return ("file is still locked by git-crypt",
+                "run `git-crypt unlock` in the repository before running hubploy")
     if state == "plaintext" and in_secrets_dir(path) and not allow_plaintext:
-        return ("plaintext file under secrets/ (no sops metadata): encrypt it with "
-                f"`sops --encrypt --in-place {path.name}`, or, if git-crypt protects your secrets, "
-                "set `secrets: {allow_plaintext: true}` in hubploy-repo.yaml")
+        return ("plaintext file under secrets/ (no sops metadata)",
+                f"encrypt it with `sops --encrypt --in-place {path.name}`, or, if git-crypt protects "
+                "your secrets, set `secrets: {allow_plaintext: true}` in hubploy-repo.yaml")
     return None
 
 
+def check_secret_file(path: Path, allow_plaintext: bool) -> str | None:
+    """What is wrong with using ``path`` as a secret file (with what to do), or None when it is
+    fine. For ``hubploy validate``.
+    """
+    path = Path(path)
+    try:
+        problem = _problem(path, _state(path), allow_plaintext)
+    except SecretsError as exc:
+        return exc.message.removeprefix(f"{path}: ")
+    return f"{problem[0]}: {problem[1]}" if problem else None
+
+
 def _require_usable(path: Path, allow_plaintext: bool) -> State:
-    problem = check_secret_file(path, allow_plaintext)
+    state = _state(path)
+    problem = _problem(path, state, allow_plaintext)
     if problem is not None:
-        raise SecretsError(f"{path}: {problem}")
-    return _state(path)
+        raise SecretsError(f"{path}: {problem[0]}", hint=problem[1])
+    return state
 
 
 def _sops(env: Mapping[str, str]) -> str:

@@ -18,11 +18,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, NamedTuple
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, NamedTuple
 
 import yaml
 
-from hubploy.errors import ConfigError, ConfigIssue, HubployError, SecretsError
+from hubploy.errors import ConfigError, ConfigIssue, GitError, HubployError, SecretsError
+from hubploy.git import image_tag
+
+if TYPE_CHECKING:
+    from hubploy.layout import ImageSpec
 
 
 class ImageValue(NamedTuple):
@@ -62,6 +66,22 @@ def _decrypted_path(decrypted: Mapping[Path, Path], path: Path) -> Path:
         return decrypted[path]
     except KeyError:
         raise SecretsError(f"secret values file {path} was not decrypted before use") from None
+
+
+def image_values(repo_root: Path, images: Iterable[ImageSpec], *, allow_dirty: bool = False,
+                 env: Mapping[str, str] | None = None) -> list[ImageValue]:
+    """The name and tag to inject for each image: its pinned tag (v1 ``name:tag`` form), else
+    hubploy's git tag of its build dir (:func:`hubploy.git.image_tag`; a dirty dir is a GitError).
+    """
+    values = []
+    for spec in images:
+        tag = spec.pinned_tag
+        if tag is None:
+            if spec.path is None:
+                raise GitError(f"image {spec.name} has neither a pinned tag nor a build directory")
+            tag = image_tag(repo_root, spec.path, allow_dirty=allow_dirty, env=env)
+        values.append(ImageValue(spec.helm_substitution_path, spec.name, tag))
+    return values
 
 
 def secret_values_files(hub_dir: Path, repo_root: Path, hub: str, env: str) -> list[Path]:

@@ -7,6 +7,7 @@ import os
 import stat
 import sys
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import yaml
@@ -45,7 +46,7 @@ def env(age_key: tuple[Path, str], tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def encrypt(age_key: tuple[Path, str], env: dict[str, str]):
+def encrypt(age_key: tuple[Path, str], env: dict[str, str]) -> Callable[[Path, str], Path]:
     def write_encrypted(path: Path, text: str) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
@@ -163,6 +164,7 @@ def test_plaintext_under_secrets_is_refused(tmp_path: Path, env) -> None:
         with decrypted([plain], env=env):
             pass
     assert str(plain) in err.value.message and "plaintext" in err.value.message
+    assert "sops --encrypt --in-place prod.yaml" in (err.value.hint or "")
     with pytest.raises(SecretsError, match="plaintext"):
         decrypt_to_mapping(plain, env=env)
 

@@ -6,8 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from hubploy.errors import ConfigError, HubployError, SecretsError
-from hubploy.values import ImageValue, ValuesPlan, layered_values, merged_values
+from helpers.gitrepo import init_repo
+from hubploy.errors import ConfigError, GitError, HubployError, SecretsError
+from hubploy.git import shortest_alpha_prefix
+from hubploy.layout import ImageSpec
+from hubploy.values import ImageValue, ValuesPlan, image_values, layered_values, merged_values
 
 HUB = "myhub"
 
@@ -180,3 +183,21 @@ def test_merged_values_bad_file(repo: Path, text: str) -> None:
 def test_merged_values_empty_file(repo: Path) -> None:
     touch(hub_dir(repo) / "config" / "common.yaml", "")
     assert merged_values(plan(repo), {}, {"a": 1}) == {"a": 1}
+
+
+def test_image_values_pinned_or_from_git(tmp_path: Path) -> None:
+    repo = init_repo(tmp_path / "repo")
+    sha = repo.commit({"deployments/hub/image/Dockerfile": "FROM scratch\n"}, "image")
+    repo.commit({"deployments/hub/config/common.yaml": "{}\n"}, "config")
+    built = ImageSpec("localhost:5000/hub/user", None, repo.root / "deployments/hub/image",
+                      "jupyterhub.singleuser.image")
+    pinned = ImageSpec("quay.io/jupyter/base", "2024-01-01", None, "jupyterhub.hub.image")
+    values = image_values(repo.root, [built, pinned], env=repo.env)
+    assert values == [ImageValue("jupyterhub.singleuser.image", "localhost:5000/hub/user", shortest_alpha_prefix(sha)),
+                      ImageValue("jupyterhub.hub.image", "quay.io/jupyter/base", "2024-01-01")]
+    repo.write({"deployments/hub/image/Dockerfile": "FROM busybox\n"})
+    with pytest.raises(GitError, match="uncommitted"):
+        image_values(repo.root, [built], env=repo.env)
+    assert image_values(repo.root, [built], allow_dirty=True, env=repo.env) == values[:1]
+    with pytest.raises(GitError, match="neither"):
+        image_values(repo.root, [ImageSpec("x/y", None, None, "a.b")], env=repo.env)
