@@ -33,7 +33,11 @@ def _env(env: Mapping[str, str] | None) -> Mapping[str, str]:
     return env if env is not None else child_env({"GIT_TERMINAL_PROMPT": "0"})
 
 
-def _git(repo_root: Path, args: list[str], env: Mapping[str, str] | None) -> str:
+_RANGE_HINT = ("check that both ends of the range exist locally: a force-push or a shallow clone loses "
+               "commits (fetch with more depth, e.g. `git fetch --unshallow`)")
+
+
+def _git(repo_root: Path, args: list[str], env: Mapping[str, str] | None, *, hint: str | None = None) -> str:
     """Run git in ``repo_root`` and return stdout; a failure becomes a GitError saying why."""
     env = _env(env)
     if not Path(repo_root).is_dir():
@@ -45,7 +49,8 @@ def _git(repo_root: Path, args: list[str], env: Mapping[str, str] | None) -> str
         if probe.returncode != 0 or probe.stdout.strip() != "true":
             raise GitError(f"{repo_root} is not inside a git work tree",
                            hint="run hubploy from a clone of the deployment repository") from None
-        raise GitError(f"`git {' '.join(args[:3])}` failed in {repo_root}: {exc.stderr_tail.strip()}") from None
+        raise GitError(f"`git {' '.join(args[:3])}` failed in {repo_root}: {exc.stderr_tail.strip()}",
+                       hint=hint) from None
 
 
 def _no_option(value: str, what: str) -> str:
@@ -108,7 +113,8 @@ def candidate_tags(repo_root: Path, image_path: Path | str, n: int = CANDIDATE_T
 
 def changed_files(repo_root: Path, commit_range: str, *, env: Mapping[str, str] | None = None) -> list[str]:
     """``git diff --name-only RANGE``: paths relative to the top of the work tree."""
-    out = _git(repo_root, ["diff", "--name-only", _no_option(commit_range, "commit range"), "--"], env)
+    out = _git(repo_root, ["diff", "--name-only", _no_option(commit_range, "commit range"), "--"], env,
+               hint=_RANGE_HINT)
     return [line for line in out.splitlines() if line]
 
 
@@ -116,7 +122,7 @@ def path_changed(repo_root: Path, commit_range: str, path: Path | str, *,
                  env: Mapping[str, str] | None = None) -> bool:
     """True when ``git diff --name-only RANGE -- PATH`` is non-empty (hubploy's --commit-range rule)."""
     out = _git(repo_root, ["diff", "--name-only", _no_option(commit_range, "commit range"), "--",
-                           os.fspath(path)], env)
+                           os.fspath(path)], env, hint=_RANGE_HINT)
     return bool(out.strip())
 
 
@@ -138,5 +144,6 @@ def head_sha(repo_root: Path, *, env: Mapping[str, str] | None = None) -> str:
 def commit_messages(repo_root: Path, commit_range: str, *,
                     env: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
     """(full SHA, subject) of each commit in ``commit_range``, newest first."""
-    out = _git(repo_root, ["log", "--pretty=format:%H%x00%s", _no_option(commit_range, "commit range"), "--"], env)
+    out = _git(repo_root, ["log", "--pretty=format:%H%x00%s", _no_option(commit_range, "commit range"), "--"], env,
+               hint=_RANGE_HINT)
     return [(sha, subject) for sha, _, subject in (line.partition("\0") for line in out.splitlines() if line)]

@@ -159,8 +159,11 @@ def test_commit_messages(repo: Repo) -> None:
 
 
 def test_bad_range_is_a_git_error(repo: Repo) -> None:
-    with pytest.raises(GitError, match="failed"):
+    with pytest.raises(GitError, match="failed") as err:
         changed_files(repo.root, f"{'0' * 40}...HEAD")
+    assert "shallow" in (err.value.hint or "")
+    with pytest.raises(GitError, match="failed"):
+        commit_messages(repo.root, "nosuchbranch..HEAD")
     with pytest.raises(GitError, match="invalid commit range"):
         changed_files(repo.root, "--output=/tmp/x")
     with pytest.raises(GitError, match="invalid commit"):
@@ -193,3 +196,9 @@ def test_repo_root_may_be_a_subdirectory_of_the_work_tree(tmp_path: Path) -> Non
     assert image_tag(root, "deployments/hub/image") == shortest_alpha_prefix(sha)
     (root / "deployments/hub/image/extra").write_text("x")
     assert uncommitted_changes(root, "deployments/hub/image") == ["examples/deploy/deployments/hub/image/extra"]
+
+
+def test_dirty_paths_with_spaces_and_renames(repo: Repo) -> None:
+    repo.commit({f"{IMAGE}/old name.txt": "x\n"}, "file with a space")
+    repo.git("mv", f"{IMAGE}/old name.txt", f"{IMAGE}/new name.txt")
+    assert uncommitted_changes(repo.root, IMAGE) == [f"{IMAGE}/new name.txt", f"{IMAGE}/old name.txt"]
