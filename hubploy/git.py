@@ -37,16 +37,20 @@ _RANGE_HINT = ("check that both ends of the range exist locally: a force-push or
                "commits (fetch with more depth, e.g. `git fetch --unshallow`)")
 
 
-def _git(repo_root: Path, args: list[str], env: Mapping[str, str] | None, *, hint: str | None = None) -> str:
-    """Run git in ``repo_root`` and return stdout; a failure becomes a GitError saying why."""
+def run_git(repo_root: Path, args: list[str], env: Mapping[str, str] | None, *, hint: str | None = None,
+            check: bool = True) -> str:
+    """Run git in ``repo_root`` (a work tree or a bare repo) and return stdout; a failure becomes a
+    GitError saying why, or is ignored with ``check=False``."""
     env = _env(env)
     if not Path(repo_root).is_dir():
         raise GitError(f"{repo_root} is not a directory, so not a git repository")
+    if not check:
+        return run(["git", *args], env=env, cwd=repo_root, check=False).stdout
     try:
         return run(["git", *args], env=env, cwd=repo_root).stdout
     except CommandError as exc:
-        probe = run(["git", "rev-parse", "--is-inside-work-tree"], env=env, cwd=repo_root, check=False)
-        if probe.returncode != 0 or probe.stdout.strip() != "true":
+        probe = run(["git", "rev-parse", "--git-dir"], env=env, cwd=repo_root, check=False)
+        if probe.returncode != 0:
             raise GitError(f"{repo_root} is not inside a git work tree",
                            hint="run hubploy from a clone of the deployment repository") from None
         raise GitError(f"`git {' '.join(args[:3])}` failed in {repo_root}: {exc.stderr_tail.strip()}",
@@ -61,7 +65,7 @@ def _no_option(value: str, what: str) -> str:
 
 
 def _commits_touching(repo_root: Path, path: Path | str, n: int, env: Mapping[str, str] | None) -> list[str]:
-    out = _git(repo_root, ["log", "-n", str(n), "--pretty=format:%H", "--", os.fspath(path)], env)
+    out = run_git(repo_root, ["log", "-n", str(n), "--pretty=format:%H", "--", os.fspath(path)], env)
     return [line for line in out.splitlines() if line]
 
 
@@ -69,7 +73,7 @@ def uncommitted_changes(repo_root: Path, path: Path | str, *, env: Mapping[str, 
     """Files under ``path`` that differ from HEAD: modified, staged, deleted or untracked (ignored
     files excluded). Paths are relative to the top of the git work tree, sorted.
     """
-    out = _git(repo_root, ["status", "--porcelain=v1", "-z", "--untracked-files=all", "--",
+    out = run_git(repo_root, ["status", "--porcelain=v1", "-z", "--untracked-files=all", "--",
                            os.fspath(path)], env)
     files: set[str] = set()
     entries = iter(out.split("\0"))
@@ -113,7 +117,7 @@ def candidate_tags(repo_root: Path, image_path: Path | str, n: int = CANDIDATE_T
 
 def changed_files(repo_root: Path, commit_range: str, *, env: Mapping[str, str] | None = None) -> list[str]:
     """``git diff --name-only RANGE``: paths relative to the top of the work tree."""
-    out = _git(repo_root, ["diff", "--name-only", _no_option(commit_range, "commit range"), "--"], env,
+    out = run_git(repo_root, ["diff", "--name-only", _no_option(commit_range, "commit range"), "--"], env,
                hint=_RANGE_HINT)
     return [line for line in out.splitlines() if line]
 
@@ -121,7 +125,7 @@ def changed_files(repo_root: Path, commit_range: str, *, env: Mapping[str, str] 
 def path_changed(repo_root: Path, commit_range: str, path: Path | str, *,
                  env: Mapping[str, str] | None = None) -> bool:
     """True when ``git diff --name-only RANGE -- PATH`` is non-empty (hubploy's --commit-range rule)."""
-    out = _git(repo_root, ["diff", "--name-only", _no_option(commit_range, "commit range"), "--",
+    out = run_git(repo_root, ["diff", "--name-only", _no_option(commit_range, "commit range"), "--",
                            os.fspath(path)], env, hint=_RANGE_HINT)
     return bool(out.strip())
 
@@ -131,19 +135,19 @@ def commit_exists(repo_root: Path, sha: str, *, env: Mapping[str, str] | None = 
     force-pushed-away ``before`` commit or a shallow clone gives False.
     """
     _no_option(sha, "commit")
-    _git(repo_root, ["rev-parse", "--git-dir"], env)  # GitError outside a repository
+    run_git(repo_root, ["rev-parse", "--git-dir"], env)  # GitError outside a repository
     return run(["git", "cat-file", "-e", f"{sha}^{{commit}}"], env=_env(env), cwd=repo_root,
                check=False).returncode == 0
 
 
 def head_sha(repo_root: Path, *, env: Mapping[str, str] | None = None) -> str:
     """The full SHA of HEAD; GitError in a repository with no commits."""
-    return _git(repo_root, ["rev-parse", "--verify", "HEAD^{commit}"], env).strip()
+    return run_git(repo_root, ["rev-parse", "--verify", "HEAD^{commit}"], env).strip()
 
 
 def commit_messages(repo_root: Path, commit_range: str, *,
                     env: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
     """(full SHA, subject) of each commit in ``commit_range``, newest first."""
-    out = _git(repo_root, ["log", "--pretty=format:%H%x00%s", _no_option(commit_range, "commit range"), "--"], env,
+    out = run_git(repo_root, ["log", "--pretty=format:%H%x00%s", _no_option(commit_range, "commit range"), "--"], env,
                hint=_RANGE_HINT)
     return [(sha, subject) for sha, _, subject in (line.partition("\0") for line in out.splitlines() if line)]

@@ -8,6 +8,7 @@ keys are read exactly as hubploy reads them: `images.image_name` + `image_config
 from __future__ import annotations
 
 import re
+from datetime import date, datetime, timezone
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -278,10 +279,35 @@ class SecretsSettings(Strict):
                                                        "absolute; overrides SOPS_AGE_KEY_FILE for hubploy's sops calls.")
 
 
+def parse_moment(text: str) -> datetime:
+    """An ISO 8601 date (midnight UTC) or datetime (UTC when it has no offset)."""
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        parsed = datetime.combine(date.fromisoformat(text), datetime.min.time())
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
 class FreezeWindow(Strict):
     start: str = Field(description="First frozen moment, ISO 8601 date or datetime (UTC if no offset).")
     end: str = Field(description="End of the freeze, exclusive, ISO 8601 date or datetime.")
     reason: str = Field("", description="Shown when a promotion is refused, e.g. 'final exams'.")
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _iso(cls, value: Any) -> str:
+        text = value.isoformat() if isinstance(value, (date, datetime)) else str(value)
+        try:
+            parse_moment(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is not an ISO 8601 date or datetime (e.g. 2026-12-14)") from None
+        return text
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "FreezeWindow":
+        if parse_moment(self.end) <= parse_moment(self.start):
+            raise ValueError("a freeze window must end after it starts")
+        return self
 
 
 class RepoSettings(Strict):
