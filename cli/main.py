@@ -18,6 +18,7 @@ COMMAND_MODULES: dict[str, str] = {
     "schema": "cli.config_commands",
     "render": "cli.config_commands",
     "sandbox": "cli.sandbox_commands",
+    "webhook": "cli.webhook_commands",
 }
 
 

@@ -1,0 +1,34 @@
+"""`hubploy webhook serve`: run the GitHub webhook receiver in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from hubploy.layout import try_load_repo
+from triggers.routing import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_SECRET_BLOCK, Routes
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    webhook = sub.add_parser("webhook", help="the GitHub webhook receiver")
+    actions = webhook.add_subparsers(dest="webhook_command", metavar="ACTION", required=True)
+    p = actions.add_parser("serve", help="receive GitHub push/pull_request/ping deliveries and start deployments")
+    p.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST})")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to bind (default {DEFAULT_PORT})")
+    p.add_argument("--secret-block", default=DEFAULT_SECRET_BLOCK, metavar="NAME",
+                   help=f"Prefect Secret block holding the webhook secret (default {DEFAULT_SECRET_BLOCK})")
+    p.add_argument("--repo", type=Path, default=Path.cwd(), metavar="DIR",
+                   help="deployment repo whose hubploy-repo.yaml names the staging/prod branches "
+                        "(default: the current directory; staging/prod when it is not a deployment repo)")
+    p.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from triggers.webhook import WebhookConfig, serve_webhook
+
+    repo, _ = try_load_repo(args.repo)
+    routes = Routes.from_repo_settings(repo.settings) if repo else Routes()
+    print(f"webhook receiver: http://{args.host}:{args.port}/webhook "
+          f"(staging branch {routes.staging_branch!r}, prod branch {routes.prod_branch!r})", flush=True)
+    serve_webhook(args.host, args.port, secret_block=args.secret_block, config=WebhookConfig(routes=routes))
+    return 0

@@ -1,0 +1,116 @@
+"""Which Prefect deployment a GitHub webhook delivery starts, and with which parameters (pure).
+
+- ``push`` to the staging branch → the lifecycle;
+- ``push`` to the prod branch (a merge made outside the lifecycle) → the prod deploy;
+- ``pull_request`` opened/synchronize/reopened against the staging branch → PR validation;
+- anything else (other events, branches, tags, deleted branches, PR actions) → :class:`Ignored`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from hubploy.config.models import RepoSettings
+from hubploy.errors import HubployError
+
+# Receiver defaults, here rather than in triggers.webhook so that the CLI can show them without importing Prefect.
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8787
+DEFAULT_SECRET_BLOCK = "hubploy-webhook-secret"
+
+NULL_SHA = "0" * 40
+PR_ACTIONS = frozenset({"opened", "synchronize", "reopened"})
+
+
+@dataclass(frozen=True)
+class Routes:
+    """Branch names and the ``flow-name/deployment-name`` each kind of delivery starts."""
+
+    staging_branch: str = "staging"
+    prod_branch: str = "prod"
+    lifecycle_deployment: str = "hubploy-lifecycle/lifecycle"
+    prod_deployment: str = "hubploy-prod-deploy/prod-deploy"
+    pr_validation_deployment: str = "hubploy-pr-validation/pr-validation"
+
+    @classmethod
+    def from_repo_settings(cls, settings: RepoSettings, **overrides: str) -> Routes:
+        return cls(staging_branch=settings.staging_branch, prod_branch=settings.prod_branch, **overrides)
+
+
+@dataclass(frozen=True)
+class Start:
+    """Start ``deployment`` with ``parameters``."""
+
+    deployment: str
+    parameters: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Ignored:
+    """Nothing to start; ``reason`` says why (returned to GitHub and logged)."""
+
+    reason: str
+
+
+class PayloadError(HubployError):
+    """The payload lacks a field its event always carries."""
+
+
+def route(event: str, payload: Mapping[str, Any], delivery: str, routes: Routes = Routes()) -> Start | Ignored:
+    if event == "push":
+        return _route_push(payload, delivery, routes)
+    if event == "pull_request":
+        return _route_pull_request(payload, delivery, routes)
+    return Ignored(f"event {event!r} is not handled")
+
+
+def _route_push(payload: Mapping[str, Any], delivery: str, routes: Routes) -> Start | Ignored:
+    ref = _field(payload, "ref")
+    if not ref.startswith("refs/heads/"):
+        return Ignored(f"{ref} is not a branch")
+    branch = ref.removeprefix("refs/heads/")
+    deployment = {routes.staging_branch: routes.lifecycle_deployment,
+                  routes.prod_branch: routes.prod_deployment}.get(branch)
+    if deployment is None:
+        return Ignored(f"branch {branch!r} is not configured")
+    after = _field(payload, "after")
+    if payload.get("deleted") or after == NULL_SHA:
+        return Ignored(f"branch {branch!r} was deleted")
+    repo = _repository(payload)
+    return Start(deployment, {"sha": after, "before": _field(payload, "before"), **repo,
+                              "trigger": f"github push {delivery}"})
+
+
+def _route_pull_request(payload: Mapping[str, Any], delivery: str, routes: Routes) -> Start | Ignored:
+    action = _field(payload, "action")
+    if action not in PR_ACTIONS:
+        return Ignored(f"pull_request action {action!r} is not handled")
+    pr = payload.get("pull_request")
+    if not isinstance(pr, Mapping):
+        raise PayloadError("pull_request event without a pull_request object")
+    base, head = pr.get("base"), pr.get("head")
+    if not isinstance(base, Mapping) or not isinstance(head, Mapping):
+        raise PayloadError("pull_request without base/head")
+    if _field(base, "ref") != routes.staging_branch:
+        return Ignored(f"pull request targets {base['ref']!r}, not {routes.staging_branch!r}")
+    number = pr.get("number", payload.get("number"))
+    if not isinstance(number, int):
+        raise PayloadError("pull_request without a number")
+    return Start(routes.pr_validation_deployment,
+                 {"sha": _field(head, "sha"), "base_sha": _field(base, "sha"), "pr_number": number,
+                  **_repository(payload), "trigger": f"github pull_request {delivery}"})
+
+
+def _repository(payload: Mapping[str, Any]) -> dict[str, str]:
+    repo = payload.get("repository")
+    if not isinstance(repo, Mapping):
+        raise PayloadError("payload without a repository object")
+    return {"repo_url": _field(repo, "clone_url"), "repo_full_name": _field(repo, "full_name")}
+
+
+def _field(obj: Mapping[str, Any], key: str) -> str:
+    value = obj.get(key)
+    if not isinstance(value, str) or not value:
+        raise PayloadError(f"missing or non-string field {key!r}")
+    return value
