@@ -56,7 +56,9 @@ def handle_pod(core: client.CoreV1Api, pod: Any) -> None:
             log.info("finalized pod %s/%s", ns, name)
         elif not kubelet.pod_is_current(pod):
             core.patch_namespaced_pod_status(name, ns, kubelet.pod_status(pod))
-            log.info("pod %s/%s running%s", ns, name, ", never ready" if kubelet.never_ready(pod) else " and ready")
+            state = ("succeeded" if kubelet.runs_to_completion(pod) else
+                     "running, never ready" if kubelet.never_ready(pod) else "running and ready")
+            log.info("pod %s/%s %s", ns, name, state)
     except ApiException as exc:
         if exc.status not in (404, 409):
             raise

@@ -62,8 +62,7 @@ def install_apt(paths: SandboxPaths, say: Say) -> None:
     say(f"apt-get install {' '.join(missing)}")
     env = child_env({"DEBIAN_FRONTEND": "noninteractive"})
     run(["apt-get", "update", "-qq"], env=env, timeout=600)
-    run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing], env=env, timeout=1800,
-        on_line=lambda line: None)
+    run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing], env=env, timeout=1800)
 
 
 def install_pip(paths: SandboxPaths, say: Say) -> None:

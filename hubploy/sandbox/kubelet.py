@@ -63,9 +63,16 @@ def pod_ip(pod: Any) -> str:
     return f"10.244.{digest[0]}.{max(digest[1], 2) % 254 + 1}"
 
 
+def runs_to_completion(pod: Any) -> bool:
+    """Pods of Jobs (e.g. helm hooks) complete at once, successfully."""
+    return any(o.kind == "Job" for o in (pod.metadata.owner_references or []))
+
+
 def pod_is_current(pod: Any) -> bool:
     """True when the pod's status already is what :func:`pod_status` would write."""
     status = pod.status
+    if status is not None and runs_to_completion(pod):
+        return status.phase == "Succeeded"
     if status is None or status.phase != "Running":
         return False
     want = "False" if never_ready(pod) else "True"
@@ -87,17 +94,21 @@ def pod_status(pod: Any) -> dict[str, Any]:
         for cond in conditions[2:]:
             cond.update(reason="NeverReady", message="the sandbox agent keeps this pod unready")
     uid = pod.metadata.uid
+    done = runs_to_completion(pod)
+    if done:
+        for cond in conditions[2:]:
+            cond.update(status="False", reason="PodCompleted", message="")
 
     def container(c: Any, init: bool) -> dict[str, Any]:
         state = ({"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": t, "finishedAt": t}}
-                 if init else {"running": {"startedAt": t}})
+                 if init or done else {"running": {"startedAt": t}})
         return {"name": c.name, "image": c.image, "imageID": f"sandbox://{c.image}",
-                "containerID": f"sandbox://{uid}/{c.name}", "ready": ready or init, "started": not init,
-                "restartCount": 0, "state": state}
+                "containerID": f"sandbox://{uid}/{c.name}", "ready": (ready or init) and not done,
+                "started": not init and not done, "restartCount": 0, "state": state}
 
     ip = pod_ip(pod)
     status: dict[str, Any] = {
-        "phase": "Running", "hostIP": "127.0.0.1", "podIP": ip, "podIPs": [{"ip": ip}], "startTime": t,
+        "phase": "Succeeded" if done else "Running", "hostIP": "127.0.0.1", "podIP": ip, "podIPs": [{"ip": ip}], "startTime": t,
         "conditions": conditions, "containerStatuses": [container(c, False) for c in pod.spec.containers or []]}
     if pod.spec.init_containers:
         status["initContainerStatuses"] = [container(c, True) for c in pod.spec.init_containers]

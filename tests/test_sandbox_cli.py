@@ -1,0 +1,71 @@
+"""`hubploy sandbox up | status | env | down` end to end, on a second sandbox with its own runtime dir
+and shifted ports, so the shared sandbox other tests use is never disturbed."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+
+from hubploy.runner import child_env, run
+from hubploy.sandbox.procs import proc_start_time
+
+pytest_plugins = ["fixtures.sandbox"]
+
+pytestmark = pytest.mark.sandbox
+
+
+def hubploy(env: dict[str, str], *args: str, check: bool = True):  # noqa: ANN201
+    return run([sys.executable, "-m", "cli.main", "sandbox", *args], env=env, check=check, timeout=300)
+
+
+def exports(text: str) -> dict[str, str]:
+    return dict(shlex.split(line.removeprefix("export "))[0].split("=", 1) for line in text.splitlines())
+
+
+def recorded_pids(runtime: Path) -> list[int]:
+    return [int(p.read_text().split()[0]) for p in (runtime / "pids").rglob("*.pid")]
+
+
+def test_up_is_idempotent_and_down_stops_everything(tmp_path: Path) -> None:
+    runtime = tmp_path / "sandbox"
+    env = child_env({"HUBPLOY_SANDBOX_DIR": str(runtime), "HUBPLOY_SANDBOX_PORT_OFFSET": "1100"},
+                    drop=["HUBPLOY_SANDBOX_KUBECONFIG"])
+    try:
+        first = hubploy(env, "up").stdout
+        assert "kube-apiserver: ready in" in first and "sandbox ready in" in first
+        assert "127.0.0.1:27543" in first and "127.0.0.1:6100" in first
+        second = hubploy(env, "up").stdout
+        assert "kube-apiserver: already running" in second and "agent: already running" in second
+        assert "stopped" not in hubploy(env, "status").stdout
+        sandbox_env = exports(hubploy(env, "env").stdout)
+        assert sandbox_env["HUBPLOY_REGISTRY"] == "localhost:6100"
+        assert sandbox_env["KUBECONFIG"] == str(runtime / "kubeconfig")
+        nodes = run([sandbox_env["PATH"].split(":")[0] + "/kubectl", "get", "nodes", "-o", "name"],
+                    env={**env, **sandbox_env}).stdout
+        assert "node/sandbox-node" in nodes
+        pids = recorded_pids(runtime)
+        assert len(pids) == 6
+    finally:
+        hubploy(env, "down")
+    assert not runtime.exists()
+    assert all(proc_start_time(pid) is None for pid in pids)
+    status = hubploy(env, "status", check=False)
+    assert status.returncode == 1 and "running" not in status.stdout
+    assert hubploy(env, "env", check=False).returncode == 1
+
+
+def test_existing_cluster_skips_kubernetes_and_the_agent(sandbox, tmp_path: Path) -> None:  # noqa: ANN001
+    runtime = tmp_path / "external"
+    env = child_env({"HUBPLOY_SANDBOX_DIR": str(runtime), "HUBPLOY_SANDBOX_PORT_OFFSET": "1200"},
+                    drop=["HUBPLOY_SANDBOX_KUBECONFIG"])
+    try:
+        out = hubploy(env, "up", "--use-kubeconfig", str(sandbox.kubeconfig)).stdout
+        assert "existing cluster" in out and "kube-apiserver" not in out
+        assert exports(hubploy(env, "env").stdout)["KUBECONFIG"] == str(sandbox.kubeconfig)
+        assert len(recorded_pids(runtime)) == 1  # only the registry
+    finally:
+        hubploy(env, "down")
+    assert sandbox.kubectl("get", "nodes").returncode == 0  # the cluster itself is untouched
