@@ -1,0 +1,75 @@
+"""Cluster credentials for one run, per cloud, without global side effects.
+
+`cluster_access(hub, env_name, base_env=...)` yields a :class:`ClusterAccess`: a temporary
+kubeconfig and the env for helm/kubectl. Nothing here mutates ``os.environ`` or the user's gcloud,
+az or aws config: CLOUDSDK_CONFIG, AZURE_CONFIG_DIR and the AWS_* files point at private temp dirs
+in the child env only, and those dirs are deleted when the context exits, also on an exception. No
+secret is ever on a command line; every secret is registered with the runner for redaction.
+
+This module reads the classic key files named in hubploy.yaml (sops-decrypted just in time); a
+`credentials_block` is resolved by ``blocks.resolve.cluster_access_for``, which falls back to this.
+The provider modules (gcloud, aws, azure, kubeconfig) take plain credential values, so the Prefect
+blocks reuse them, and each offers a `*_env` context (a logged-in CLI env) for registry logins.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Mapping
+
+from hubploy.cloud import aws, azure, gcloud, kubeconfig
+from hubploy.cloud.base import ClusterAccess, fill_context
+from hubploy.errors import CredentialsError
+from hubploy.layout import Hub
+from hubploy.secrets import decrypt_to_mapping
+
+__all__ = ["ClusterAccess", "cluster_access", "fill_context"]
+
+
+@contextlib.contextmanager
+def cluster_access(hub: Hub, env_name: str, *, base_env: Mapping[str, str]) -> Iterator[ClusterAccess]:
+    """Credentials from the key files of ``hub``'s hubploy.yaml, or the ambient KUBECONFIG without a
+    ``cluster:`` section. The ``cluster.kubeconfig.context`` template applies to every provider."""
+    namespace = hub.namespace(env_name)
+    cluster = hub.config.cluster
+    if cluster is None:
+        yield kubeconfig.ambient_access(base_env)
+        return
+    settings = cluster.settings
+    if getattr(settings, "credentials_block", None):
+        raise CredentialsError(f"hub {hub.name!r} names credentials block {settings.credentials_block!r}",
+                               hint="resolve it with blocks.resolve.cluster_access_for")
+    context = fill_context(cluster.context_template, namespace)
+    allow_plaintext = hub.repo.settings.secrets.allow_plaintext
+
+    def read(filename: str) -> dict:
+        return decrypt_to_mapping(hub.secret_file(filename), env=base_env, allow_plaintext=allow_plaintext)
+
+    if cluster.provider == "gcloud":
+        gc = cluster.gcloud
+        assert gc is not None
+        info = read(gc.service_key) if gc.service_key else None
+        with gcloud.cluster_access(project=gc.project, cluster=gc.cluster, location=gc.zone,
+                                   service_account_info=info, base_env=base_env, context=context) as access:
+            yield access
+    elif cluster.provider == "aws":
+        ac = cluster.aws
+        assert ac is not None
+        key_id, secret = aws.keys_from_mapping(read(ac.service_key)) if ac.service_key else (None, None)
+        with aws.cluster_access(cluster=ac.cluster, region=ac.region, access_key_id=key_id,
+                                secret_access_key=secret, role_arn=ac.role_arn, base_env=base_env,
+                                context=context) as access:
+            yield access
+    elif cluster.provider == "azure":
+        az = cluster.azure
+        assert az is not None and az.auth_file is not None
+        app_id, tenant, password = azure.service_principal_from_mapping(read(az.auth_file))
+        with azure.cluster_access(client_id=app_id, tenant_id=tenant, client_secret=password,
+                                  resource_group=az.resource_group, cluster=az.cluster, base_env=base_env,
+                                  context=context) as access:
+            yield access
+    else:
+        kc = cluster.kubeconfig
+        assert kc is not None and kc.filename is not None
+        with kubeconfig.kubeconfig_access(read(kc.filename), base_env=base_env, context=context) as access:
+            yield access

@@ -1,0 +1,85 @@
+"""What every provider shares: the per-run access record, private temp dirs and files, contexts."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import yaml
+
+from hubploy.errors import CommandError, CommandNotFoundError, CredentialsError
+
+
+@dataclass(frozen=True)
+class ClusterAccess:
+    """Access to one cluster for one run; valid only inside the context that yielded it."""
+
+    kubeconfig: Path          # temp kubeconfig for this one run
+    env: dict[str, str]       # full env for child processes (helm/kubectl): base env + KUBECONFIG + cloud vars
+    context: str | None       # kube context to pass as --kube-context (placeholder filled), or None
+
+    def kube_args(self) -> list[str]:
+        """``--kubeconfig`` (and ``--kube-context``) for helm."""
+        args = ["--kubeconfig", str(self.kubeconfig)]
+        return args + ["--kube-context", self.context] if self.context else args
+
+    def kubectl_args(self) -> list[str]:
+        """``--kubeconfig`` (and ``--context``) for kubectl."""
+        args = ["--kubeconfig", str(self.kubeconfig)]
+        return args + ["--context", self.context] if self.context else args
+
+
+def fill_context(template: str | None, namespace: str) -> str | None:
+    """A kube context name with ``{namespace}`` replaced (hubploy PR #121)."""
+    return template.replace("{namespace}", namespace) if template else None
+
+
+@contextlib.contextmanager
+def private_dir(prefix: str) -> Iterator[Path]:
+    """A 0700 temp dir, removed on exit (also on an exception)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        os.chmod(path, 0o700)
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def write_private(path: Path, text: str) -> Path:
+    """Write ``text`` to a new 0600 file (never through a world-readable moment)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return path
+
+
+def kube_env(base_env: Mapping[str, str], kubeconfig: Path, extra: Mapping[str, str] | None = None,
+             drop: tuple[str, ...] = ()) -> dict[str, str]:
+    """``base_env`` without ``drop``, plus ``extra`` and KUBECONFIG."""
+    env = {k: v for k, v in base_env.items() if k not in drop}
+    env.update(extra or {})
+    env["KUBECONFIG"] = str(kubeconfig)
+    return env
+
+
+def load_kubeconfig(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise CredentialsError(f"{path}: not a readable kubeconfig: {type(exc).__name__}") from None
+    if not isinstance(data, dict):
+        raise CredentialsError(f"{path}: not a kubeconfig (expected a mapping)")
+    return data
+
+
+def credentials_failed(what: str, exc: CommandError) -> CredentialsError | CommandError:
+    """A failed cloud CLI call as a CredentialsError (a missing program stays as it is)."""
+    if isinstance(exc, CommandNotFoundError):
+        return exc
+    detail = exc.stderr_tail.strip().splitlines()[-1] if exc.stderr_tail.strip() else f"exit {exc.returncode}"
+    return CredentialsError(f"{what} failed: {detail}", hint=exc.hint)
