@@ -1,0 +1,530 @@
+"""Deploy one hub to one environment: classic ``hubploy deploy``, made safe.
+
+The sequence (each step fails before the next one runs):
+
+1. ``helm dependency update``, skipped while Chart.yaml/Chart.lock and charts/ match a stamp file;
+2. decrypt the secret values files just in time (0600 temp files, removed afterwards);
+3. get cluster credentials (a provider passed in; the core never imports Prefect blocks);
+4. create the namespace if it is missing;
+5. preflight ``helm template`` with exactly the values arguments of the upgrade;
+6. check that every image in the merged values (every ``{name, tag}`` mapping) is in its registry;
+7. recover a stuck release, then ``helm upgrade --install --wait --timeout`` with rollback on failure;
+8. health check: rollouts, then ``GET <hub url>/hub/api``; on failure roll back and raise
+   :class:`~hubploy.errors.HealthCheckError`.
+
+Only the release is ever changed; nothing here touches ``os.environ`` (deploys run in threads).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ContextManager, Iterator, Mapping, Protocol, Sequence
+
+import yaml
+
+from hubploy import helm, values
+from hubploy.errors import (CommandError, CommandTimeoutError, DeployError, HealthCheckError, HubployError,
+                            RegistryError)
+from hubploy.git import head_sha
+from hubploy.health import check_health
+from hubploy.images import effective_tag
+from hubploy.layout import DeploymentRepo, Hub
+from hubploy.registry import RegistryCredentials, manifest_digest
+from hubploy.runner import REDACTED, child_env, redact, register_secret, run
+from hubploy.secrets import decrypted
+
+log = logging.getLogger("hubploy.deploy")
+
+DEFAULT_TIMEOUT = "10m"
+DEPS_STAMP = ".hubploy-dependencies.sha256"
+SECRET_PLACEHOLDER = "<secret>"
+_TRANSIENT_MARKERS = ("connection refused", "connection reset", "i/o timeout", "tls handshake timeout",
+                      "another operation (install/upgrade/rollback) is in progress", "etcdserver",
+                      "the server is currently unable", "too many requests", "no route to host",
+                      "unexpected eof", "server has asked for the client to provide credentials")
+_dependency_locks: dict[Path, threading.Lock] = {}
+_dependency_locks_guard = threading.Lock()
+
+
+class ClusterAccessLike(Protocol):
+    """What a deploy needs from cluster credentials (see ``hubploy.cloud.ClusterAccess``)."""
+
+    kubeconfig: Path
+    env: dict[str, str]
+    context: str | None
+
+
+ClusterAccessProvider = Callable[[Hub, str], ContextManager[ClusterAccessLike]]
+ImageDigest = Callable[[str, str], "str | None"]
+Logger = logging.Logger | logging.LoggerAdapter
+
+
+@dataclass(frozen=True)
+class DeployOptions:
+    """Everything ``hubploy deploy`` can change; the defaults are a safe CI deploy."""
+
+    namespace: str | None = None
+    release: str | None = None
+    chart: Path | None = None
+    set_values: tuple[str, ...] = ()
+    set_string_values: tuple[str, ...] = ()
+    flags: helm.UpgradeFlags = helm.UpgradeFlags(timeout=DEFAULT_TIMEOUT, atomic=True)
+    health_check: bool = True
+    health_timeout: float = 180.0
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    path: str       # dotted values path of the {name, tag} mapping
+    name: str
+    tag: str
+    digest: str | None
+
+    @property
+    def reference(self) -> str:
+        return f"{self.name}:{self.tag}"
+
+
+@dataclass
+class DeployResult:
+    hub: str
+    env: str
+    release: str
+    namespace: str
+    git_sha: str | None = None
+    revision_before: int | None = None
+    revision_after: int | None = None
+    values_digest: str | None = None
+    images: list[ImageRef] = field(default_factory=list)
+    duration: float = 0.0
+    result: str = "pending"          # deployed | dry-run | rolled-back | refused | failed
+    message: str = ""
+    recovered: list[str] = field(default_factory=list)
+    hub_version: str | None = None
+    rendered: str | None = None      # dry-run output, secrets redacted
+
+    def summary(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("rendered")
+        return data
+
+
+def deploy(repo: DeploymentRepo, hub_name: str, env_name: str, *, options: DeployOptions = DeployOptions(),
+           cluster_access: ClusterAccessProvider | None = None, base_env: Mapping[str, str] | None = None,
+           image_digest: ImageDigest | None = None, logger: Logger = log,
+           on_result: Callable[[DeployResult], None] | None = None) -> DeployResult:
+    """Run the deploy sequence for ``hub_name`` in ``env_name`` and return what happened.
+
+    Raises a :class:`~hubploy.errors.HubployError` on any failure (after any rollback);
+    ``on_result`` is always called with the final result, on success and failure alike.
+    """
+    start = time.monotonic()
+    hub = repo.load_hub(hub_name)
+    env = dict(base_env) if base_env is not None else child_env()
+    result = DeployResult(hub=hub.name, env=env_name, release=options.release or hub.release(env_name),
+                          namespace=options.namespace or hub.namespace(env_name))
+    try:
+        _deploy(repo, hub, options, result, env, cluster_access or ambient_cluster_access(env),
+                image_digest or registry_image_digest(env), logger)
+        return result
+    except HubployError as exc:
+        if result.result == "pending":
+            result.result = "failed"
+        result.message = str(exc)
+        raise
+    finally:
+        result.duration = round(time.monotonic() - start, 3)
+        if on_result is not None:
+            on_result(result)
+
+
+def _deploy(repo: DeploymentRepo, hub: Hub, options: DeployOptions, result: DeployResult, env: dict[str, str],
+            cluster_access: ClusterAccessProvider, image_digest: ImageDigest, logger: Logger) -> None:
+    chart = (options.chart or repo.chart_dir).resolve()
+    executable = helm.helm_executable(env)
+    major = helm.helm_major_version(executable, env)
+    flags = options.flags
+    with contextlib.suppress(HubployError):
+        result.git_sha = head_sha(repo.root)
+    image_values = [values.ImageValue(spec.helm_substitution_path, spec.name, effective_tag(hub, spec))
+                    for spec in hub.images]
+    plan = values.layered_values(hub.dir, repo.root, hub.name, result.env, images=image_values,
+                                 set_values=options.set_values, set_string_values=options.set_string_values)
+    update_dependencies(executable, chart, env=env, logger=logger)                          # 1
+    with decrypted(plan.secret_files, env=sops_env(repo, env),                              # 2
+                   allow_plaintext=repo.settings.secrets.allow_plaintext) as files:
+        secret_strings = register_secret_values(plan.secret_files, files)
+        merged = values.merged_values(plan, files, _chart_values(chart))
+        result.values_digest = values_digest(merged, plan.secret_files, files)
+        values_args = plan.helm_args(files)
+        with cluster_access(hub, result.env) as access:                                     # 3
+            kube_env = {**access.env, "KUBECONFIG": str(access.kubeconfig)}
+            context = access.context.replace("{namespace}", result.namespace) if access.context else None
+            if not flags.dry_run:
+                ensure_namespace(result.namespace, env=kube_env, kube_context=context, logger=logger)  # 4
+            logger.info("preflight: helm template %s", result.release)
+            run(helm.template_argv(executable, result.release, str(chart), result.namespace, values_args,  # 5
+                                   version=flags.version), env=env, hint="the chart does not render with these values")
+            result.images = check_images(merged, image_digest, logger=logger)              # 6
+            if flags.dry_run:
+                out = run(helm.upgrade_argv(executable, major, result.release, str(chart), result.namespace,
+                                            values_args, flags, kube_context=context), env=kube_env)
+                result.rendered = redact_rendered(out.stdout, secret_strings)
+                result.result = "dry-run"
+                return
+            _upgrade_and_check(hub, executable, major, str(chart), values_args, options, result, kube_env,
+                               context, logger)
+
+
+def _upgrade_and_check(hub: Hub, executable: str, major: int, chart: str, values_args: list[str],
+                       options: DeployOptions, result: DeployResult, env: dict[str, str], context: str | None,
+                       logger: Logger) -> None:
+    name, ns = result.release, result.namespace
+    history = release_history(executable, name, ns, env=env, kube_context=context)
+    result.recovered = recover_stuck_release(executable, name, ns, env=env, kube_context=context,
+                                             timeout=options.flags.timeout, logger=logger, history=history)
+    if result.recovered:
+        history = release_history(executable, name, ns, env=env, kube_context=context)
+    before = helm.last_deployed(history)
+    result.revision_before = before.revision if before else None
+    logger.info("helm upgrade %s in %s (deployed revision before: %s)", name, ns, result.revision_before or "none")
+    try:
+        run(helm.upgrade_argv(executable, major, name, chart, ns, values_args, options.flags, kube_context=context),
+            env=env, on_line=lambda line: logger.debug("helm: %s", line))
+    except CommandError as exc:
+        after = helm.last_deployed(release_history(executable, name, ns, env=env, kube_context=context))
+        result.revision_after = after.revision if after else None
+        rolled = options.flags.atomic and result.revision_before is not None
+        result.result = "rolled-back" if rolled else "failed"
+        where = (f"rolled back; revision {result.revision_after} is serving" if rolled
+                 else "the first install was removed" if options.flags.atomic else "no rollback was requested")
+        raise DeployError(f"helm upgrade of {name} failed ({where}): {_last_line(exc.stderr_tail)}",
+                          hint="see the helm output above; `kubectl get pods -n " + ns + "` shows what is not ready"
+                          ) from None
+    current = helm.last_deployed(release_history(executable, name, ns, env=env, kube_context=context))
+    result.revision_after = current.revision if current else None
+    if not options.health_check:
+        result.result = "deployed"
+        return
+    try:
+        result.hub_version = check_health(hub, result.env, namespace=ns, release=name, env=env,
+                                          kube_context=context, timeout=options.health_timeout, logger=logger)
+    except HealthCheckError as exc:
+        result.result = "rolled-back" if result.revision_before else "failed"
+        reason = exc.message
+        if result.revision_before is not None:
+            logger.warning("health check of %s failed (%s); rolling back to revision %s",
+                           name, reason, result.revision_before)
+            rollback(executable, name, ns, result.revision_before, env=env, kube_context=context,
+                     timeout=options.flags.timeout)
+            after = helm.last_deployed(release_history(executable, name, ns, env=env, kube_context=context))
+            result.revision_after = after.revision if after else None
+            raise HealthCheckError(f"{name}: health check failed, rolled back to revision "
+                                   f"{result.revision_before}: {reason}") from None
+        logger.warning("health check of %s failed (%s); uninstalling the failed first install", name, reason)
+        uninstall(executable, name, ns, env=env, kube_context=context)
+        result.revision_after = None
+        raise HealthCheckError(f"{name}: health check failed on the first install, which was removed: {reason}"
+                               ) from None
+    result.result = "deployed"
+    logger.info("deployed %s revision %s (JupyterHub %s)", name, result.revision_after, result.hub_version)
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "no output"
+
+
+# --- step 1: chart dependencies ----------------------------------------------------------------------
+
+def _dependency_fingerprint(chart: Path) -> str | None:
+    """Hash of Chart.yaml, Chart.lock and the charts/ listing; None if the chart has no dependencies."""
+    chart_yaml = chart / "Chart.yaml"
+    try:
+        meta = yaml.safe_load(chart_yaml.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise DeployError(f"cannot read {chart_yaml}: {exc}") from None
+    if not meta.get("dependencies"):
+        return None
+    digest = hashlib.sha256(chart_yaml.read_bytes())
+    lock = chart / "Chart.lock"
+    digest.update(lock.read_bytes() if lock.is_file() else b"no lock")
+    charts = chart / "charts"
+    for entry in sorted(charts.iterdir()) if charts.is_dir() else []:
+        if entry.name != DEPS_STAMP:
+            digest.update(f"{entry.name}:{entry.stat().st_size}\n".encode())
+    return digest.hexdigest()
+
+
+def update_dependencies(executable: str, chart: Path, *, env: Mapping[str, str], logger: Logger = log) -> bool:
+    """``helm dependency update`` unless nothing changed since the last one; True if it ran."""
+    with _dependency_locks_guard:
+        lock = _dependency_locks.setdefault(chart, threading.Lock())
+    with lock:
+        fingerprint = _dependency_fingerprint(chart)
+        stamp = chart / "charts" / DEPS_STAMP
+        if fingerprint is None or (stamp.is_file() and stamp.read_text().strip() == fingerprint):
+            logger.debug("chart dependencies of %s unchanged; skipping helm dependency update", chart)
+            return False
+        logger.info("helm dependency update %s", chart)
+        run(helm.dependency_update_argv(executable, str(chart)), env=env, cwd=chart)
+        stamp.parent.mkdir(exist_ok=True)
+        stamp.write_text(_dependency_fingerprint(chart) or "")
+        return True
+
+
+# --- step 2: secrets ------------------------------------------------------------------------------------
+
+def sops_env(repo: DeploymentRepo, env: Mapping[str, str]) -> dict[str, str]:
+    """sops's environment: ``env`` plus SOPS_AGE_KEY_FILE when the repo names an age key file."""
+    key = repo.settings.secrets.age_key_file
+    return {**env, "SOPS_AGE_KEY_FILE": str(repo.root / key)} if key else dict(env)
+
+
+def _leaves(data: Any, prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
+    if isinstance(data, dict) and data:
+        for key, value in data.items():
+            yield from _leaves(value, (*prefix, str(key)))
+    else:
+        yield prefix, data
+
+
+def _load(path: Path) -> dict[str, Any]:
+    data = yaml.safe_load(path.read_text())
+    return data if isinstance(data, dict) else {}
+
+
+def register_secret_values(secret_files: Sequence[Path], files: Mapping[Path, Path]) -> list[str]:
+    """Every string in the decrypted secret values files, registered for redaction."""
+    strings = []
+    for path in secret_files:
+        for _, value in _leaves(_load(files[path])):
+            if isinstance(value, str):
+                register_secret(value)
+                strings.append(value)
+    return strings
+
+
+def values_digest(merged: Mapping[str, Any], secret_files: Sequence[Path], files: Mapping[Path, Path]) -> str:
+    """sha256 of the merged values with every key set by a secret file replaced by a placeholder."""
+    masked = json.loads(json.dumps(merged, default=str))
+    for path in secret_files:
+        for keys, _ in _leaves(_load(files[path])):
+            target = masked
+            for key in keys[:-1]:
+                target = target.get(key) if isinstance(target, dict) else None
+            if isinstance(target, dict) and keys and keys[-1] in target:
+                target[keys[-1]] = SECRET_PLACEHOLDER
+    text = json.dumps(masked, sort_keys=True, separators=(",", ":"), default=str)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def redact_rendered(text: str, secret_strings: Sequence[str]) -> str:
+    """Rendered manifests without secrets: every Secret's data/stringData values and every secret string."""
+    out: list[str] = []
+    in_secret, in_data, data_indent = False, False, 0
+    for line in text.splitlines():
+        stripped = line.strip()
+        indent = len(line) - len(line.lstrip())
+        if stripped == "---" or stripped.startswith("MANIFEST:"):
+            in_secret, in_data = False, False
+        elif indent == 0 and stripped.startswith("kind:"):
+            in_secret = stripped.split(":", 1)[1].strip() == "Secret"
+        elif in_data and stripped and indent <= data_indent:
+            in_data = False
+        if in_data and ":" in stripped:
+            key = line.split(":", 1)[0]
+            out.append(f"{key}: {REDACTED}")
+            continue
+        if in_secret and stripped in ("data:", "stringData:"):
+            in_data, data_indent = True, indent
+        out.append(line)
+    return redact("\n".join(out) + ("\n" if text.endswith("\n") else ""), secret_strings)
+
+
+def _chart_values(chart: Path) -> dict[str, Any]:
+    path = chart / "values.yaml"
+    return _load(path) if path.is_file() else {}
+
+
+# --- step 3: cluster access -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AmbientAccess:
+    """The caller's own KUBECONFIG (a hub without a ``cluster:`` section)."""
+
+    kubeconfig: Path
+    env: dict[str, str]
+    context: str | None = None
+
+
+def ambient_cluster_access(base_env: Mapping[str, str]) -> ClusterAccessProvider:
+    @contextlib.contextmanager
+    def provider(hub: Hub, env_name: str) -> Iterator[ClusterAccessLike]:
+        if hub.config.cluster is not None:
+            raise DeployError(f"hub {hub.name} has a cluster: section but no credentials provider was given")
+        kubeconfig = base_env.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
+        yield AmbientAccess(Path(kubeconfig), dict(base_env))
+    return provider
+
+
+# --- step 4: namespace -----------------------------------------------------------------------------------
+
+def kubectl_argv(env: Mapping[str, str], kube_context: str | None, *args: str) -> list[str]:
+    return [env.get("KUBECTL_EXECUTABLE", "kubectl"), *(["--context", kube_context] if kube_context else []), *args]
+
+
+def ensure_namespace(namespace: str, *, env: Mapping[str, str], kube_context: str | None = None,
+                     logger: Logger = log) -> bool:
+    """Create ``namespace`` unless it exists (helm 3 no longer does); True if it was created."""
+    got = run(kubectl_argv(env, kube_context, "get", "namespace", namespace, "-o", "name"), env=env, check=False)
+    if got.returncode == 0:
+        return False
+    if "NotFound" not in got.stderr:
+        raise DeployError(f"cannot read namespace {namespace}: {_last_line(got.stderr)}")
+    logger.info("creating namespace %s", namespace)
+    made = run(kubectl_argv(env, kube_context, "create", "namespace", namespace), env=env, check=False)
+    if made.returncode != 0 and "AlreadyExists" not in made.stderr:
+        raise DeployError(f"cannot create namespace {namespace}: {_last_line(made.stderr)}")
+    return made.returncode == 0
+
+
+# --- step 6: images --------------------------------------------------------------------------------------
+
+def image_references(merged: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """Every ``{name, tag}`` mapping in ``merged``: (dotted path, name, tag), in values order."""
+    found: list[tuple[str, str, str]] = []
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            name, tag = node.get("name"), node.get("tag")
+            if isinstance(name, str) and name and "tag" in node:
+                found.append((path, name, "" if tag is None else str(tag)))
+            for key, value in node.items():
+                walk(value, f"{path}.{key}" if path else str(key))
+        elif isinstance(node, list):
+            for index, item in enumerate(node):
+                walk(item, f"{path}[{index}]")
+
+    walk(merged, "")
+    return found
+
+
+def registry_image_digest(env: Mapping[str, str]) -> ImageDigest:
+    """Manifest lookups, with the HUBPLOY_REGISTRY* credentials for that one registry host."""
+    host = env.get("HUBPLOY_REGISTRY")
+    creds = (RegistryCredentials(host, env.get("HUBPLOY_REGISTRY_USERNAME", ""), env["HUBPLOY_REGISTRY_PASSWORD"])
+             if host and env.get("HUBPLOY_REGISTRY_PASSWORD") else None)
+
+    def lookup(name: str, tag: str) -> str | None:
+        use = creds if creds is not None and name.startswith(creds.host + "/") else None
+        return manifest_digest(name, tag, use)
+    return lookup
+
+
+def check_images(merged: Mapping[str, Any], image_digest: ImageDigest, *, logger: Logger = log) -> list[ImageRef]:
+    """Look up every image of the merged values; refuse the deploy naming each missing one."""
+    refs: list[ImageRef] = []
+    missing: list[str] = []
+    seen: dict[tuple[str, str], str | None] = {}
+    for path, name, tag in image_references(merged):
+        if not tag:
+            missing.append(f"{name} at {path} has no tag")
+            continue
+        if (name, tag) not in seen:
+            seen[(name, tag)] = image_digest(name, tag)
+        digest = seen[(name, tag)]
+        if digest is None:
+            missing.append(f"{name}:{tag} (at {path})")
+        refs.append(ImageRef(path, name, tag, digest))
+    if missing:
+        raise DeployError("image(s) not found in their registry, refusing to deploy: " + "; ".join(missing),
+                          hint="build and push them first (`hubploy build <hub> --push`), or fix the tag")
+    logger.info("images present: %s", ", ".join(sorted({f"{r.reference}@{r.digest}" for r in refs})) or "none")
+    return refs
+
+
+# --- step 7: release state, recovery and rollback -----------------------------------------------------------
+
+def release_history(executable: str, name: str, namespace: str, *, env: Mapping[str, str],
+                    kube_context: str | None = None) -> list[helm.Revision]:
+    """``helm history`` of the release, oldest first; [] when it does not exist."""
+    out = run(helm.history_argv(executable, name, namespace, kube_context=kube_context), env=env, check=False)
+    if out.returncode != 0:
+        if helm.is_release_not_found(out.stderr):
+            return []
+        raise DeployError(f"cannot read the history of release {name}: {_last_line(out.stderr)}")
+    return helm.parse_history(out.stdout)
+
+
+def rollback(executable: str, name: str, namespace: str, revision: int, *, env: Mapping[str, str],
+             kube_context: str | None = None, timeout: str | None = DEFAULT_TIMEOUT) -> None:
+    """``helm rollback --wait`` to ``revision`` (0: the previous one)."""
+    run(helm.rollback_argv(executable, name, namespace, revision, timeout=timeout, kube_context=kube_context),
+        env=env)
+
+
+def uninstall(executable: str, name: str, namespace: str, *, env: Mapping[str, str],
+              kube_context: str | None = None) -> None:
+    run(helm.uninstall_argv(executable, name, namespace, kube_context=kube_context), env=env)
+
+
+def recover_stuck_release(executable: str, name: str, namespace: str, *, env: Mapping[str, str],
+                          kube_context: str | None = None, timeout: str | None = DEFAULT_TIMEOUT,
+                          logger: Logger = log, history: Sequence[helm.Revision] | None = None) -> list[str]:
+    """Bring a release that an interrupted or failed run left behind back to an upgradable state.
+
+    - pending-install/upgrade/rollback ("another operation is in progress"): roll back to the last
+      deployed revision, or uninstall when there never was one;
+    - failed with no deployed revision (hubploy#25, "has no deployed releases"): uninstall, so that
+      the upgrade that follows is a fresh install.
+
+    Call it only while holding the release lock: a pending status may be another run's live upgrade.
+    ``history`` saves reading it again when the caller just did. Returns one line per action taken.
+    """
+    if history is None:
+        history = release_history(executable, name, namespace, env=env, kube_context=kube_context)
+    if not history:
+        return []
+    latest = history[-1]
+    deployed = helm.last_deployed(history)
+    actions: list[str] = []
+    if latest.status in helm.PENDING_STATUSES:
+        if deployed is not None:
+            line = (f"release {name} is stuck in {latest.status} at revision {latest.revision} (another operation "
+                    f"is in progress, left by an interrupted run): rolling back to revision {deployed.revision}, "
+                    "the last deployed one")
+            logger.warning(line)
+            rollback(executable, name, namespace, deployed.revision, env=env, kube_context=kube_context,
+                     timeout=timeout)
+        else:
+            line = (f"release {name} is stuck in {latest.status} with no deployed revision (an interrupted "
+                    "first install): uninstalling it before installing again")
+            logger.warning(line)
+            uninstall(executable, name, namespace, env=env, kube_context=kube_context)
+        actions.append(line)
+    elif deployed is None and latest.status == "failed":
+        line = (f"release {name} has only failed revisions (a failed first install): uninstalling it and "
+                "retrying the install")
+        logger.warning(line)
+        uninstall(executable, name, namespace, env=env, kube_context=kube_context)
+        actions.append(line)
+    return actions
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth retrying: registry 5xx/429/no answer, or a command that failed on the network or a busy API."""
+    if isinstance(exc, HealthCheckError | CommandTimeoutError):
+        return False
+    if isinstance(exc, RegistryError):
+        return exc.transient
+    text = (exc.stderr_tail if isinstance(exc, CommandError) else str(exc)).lower()
+    return isinstance(exc, CommandError | DeployError) and any(m in text for m in _TRANSIENT_MARKERS)
+

@@ -1,0 +1,123 @@
+"""Post-deploy health check: the release's rollouts finished, and its hub answers as JupyterHub does.
+
+The hub's URL is ``environments.<env>.url`` of its hubploy.yaml. On the sandbox the JSON map at
+``HUBPLOY_HUB_URLS`` (``{"<namespace or release>": "http://127.0.0.1:PORT"}``) takes precedence: it
+names the real JupyterHub process the sandbox runs for the release, and it is re-read on every try
+because a replaced hub pod gets a new process and port.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Callable, Mapping
+
+import httpx
+
+from hubploy.errors import CommandError, HealthCheckError
+from hubploy.layout import Hub
+from hubploy.runner import run
+
+log = logging.getLogger("hubploy.health")
+
+HUB_URLS_ENV = "HUBPLOY_HUB_URLS"
+# The sandbox agent notices a replaced hub pod within ~1 s; a success must hold across that window.
+CONFIRM_DELAY = 1.2
+
+
+def wait_for_rollouts(namespace: str, *, env: Mapping[str, str], timeout: float,
+                      kube_context: str | None = None) -> list[str]:
+    """``kubectl rollout status`` for every Deployment and StatefulSet in ``namespace``; their names."""
+    kubectl = [env.get("KUBECTL_EXECUTABLE", "kubectl"), *(["--context", kube_context] if kube_context else [])]
+    names = run([*kubectl, "get", "deployments,statefulsets", "--namespace", namespace, "-o", "name"],
+                env=env).stdout.split()
+    deadline = time.monotonic() + timeout
+    for name in names:
+        left = max(1, int(deadline - time.monotonic()))
+        try:
+            run([*kubectl, "rollout", "status", name, "--namespace", namespace, f"--timeout={left}s"],
+                env=env, timeout=left + 30)
+        except CommandError as exc:
+            raise HealthCheckError(f"{name} in {namespace} did not finish rolling out: "
+                                   f"{exc.stderr_tail.strip().splitlines()[-1] if exc.stderr_tail.strip() else exc}"
+                                   ) from None
+    return names
+
+
+def url_source(hub: Hub, env_name: str, namespace: str, release: str,
+               env: Mapping[str, str]) -> Callable[[], str | None]:
+    """A function giving the hub's current URL (None while unknown)."""
+    urls_file = env.get(HUB_URLS_ENV)
+    if urls_file:
+        def from_map() -> str | None:
+            try:
+                urls = json.loads(Path(urls_file).read_text())
+            except (OSError, ValueError):
+                return None
+            return urls.get(namespace) or urls.get(release)
+        return from_map
+    url = hub.url(env_name)
+    return lambda: url
+
+
+def probe_hub_api(url: str, *, client: httpx.Client) -> tuple[str | None, str]:
+    """(JupyterHub version, "") when ``<url>/hub/api`` answers like JupyterHub, else (None, why not)."""
+    try:
+        response = client.get(url.rstrip("/") + "/hub/api")
+    except httpx.HTTPError as exc:
+        return None, f"{url}/hub/api: {type(exc).__name__}: {exc}"
+    if response.status_code != 200:
+        return None, f"{url}/hub/api answered HTTP {response.status_code}"
+    try:
+        body = response.json()
+    except ValueError:
+        return None, f"{url}/hub/api answered something that is not JSON"
+    if not isinstance(body, dict) or "version" not in body:
+        return None, f"{url}/hub/api answered JSON without a JupyterHub version: {str(body)[:200]}"
+    return str(body["version"]), ""
+
+
+def wait_for_hub_api(urls: Callable[[], str | None], *, timeout: float, confirm: bool = False) -> str:
+    """Poll until the hub answers (backoff 0.5 s doubling to 5 s); its version, else HealthCheckError.
+
+    With ``confirm``, a success counts only if the URL is unchanged and answers again after
+    CONFIRM_DELAY (the sandbox may still list the hub of a pod that was just replaced).
+    """
+    deadline = time.monotonic() + timeout
+    delay, why = 0.5, "no URL for the hub yet"
+    with httpx.Client(timeout=5.0, follow_redirects=True) as client:
+        while True:
+            url = urls()
+            if url:
+                version, why = probe_hub_api(url, client=client)
+                if version is not None and confirm:
+                    time.sleep(CONFIRM_DELAY)
+                    if urls() == url:
+                        version, why = probe_hub_api(url, client=client)
+                    else:
+                        version, why = None, f"the hub moved from {url} to {urls()}"
+                if version is not None:
+                    return version
+            if time.monotonic() + delay > deadline:
+                raise HealthCheckError(f"the hub did not answer as JupyterHub within {timeout:.0f} s: {why}")
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def check_health(hub: Hub, env_name: str, *, namespace: str, release: str, env: Mapping[str, str],
+                 kube_context: str | None = None, timeout: float = 180.0,
+                 logger: logging.Logger | logging.LoggerAdapter = log) -> str | None:
+    """Rollouts, then the hub API; returns the JupyterHub version (None when no URL is configured)."""
+    start = time.monotonic()
+    wait_for_rollouts(namespace, env=env, timeout=timeout, kube_context=kube_context)
+    urls = url_source(hub, env_name, namespace, release, env)
+    on_sandbox = HUB_URLS_ENV in env
+    if not on_sandbox and urls() is None:
+        logger.warning("hub %s has no url for %s in hubploy.yaml; only its rollouts were checked", hub.name, env_name)
+        return None
+    left = max(5.0, timeout - (time.monotonic() - start))
+    version = wait_for_hub_api(urls, timeout=left, confirm=on_sandbox)
+    logger.info("health check of %s passed: %s/hub/api answers JupyterHub %s", release, urls(), version)
+    return version
