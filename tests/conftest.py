@@ -38,3 +38,33 @@ def deployment_repo(tmp_path: Path, write_files) -> Callable[..., Path]:
 
 
 pytest_plugins = ["fixtures.prefect_server"]
+
+
+TIERS = ("browser", "reliability", "prefect", "sandbox")
+
+
+def _tier(item: pytest.Item) -> str:
+    return next((t for t in TIERS if item.get_closest_marker(t)), "unit")
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # type: ignore[no-untyped-def]
+    """Print wall time and counts per test tier (unit, sandbox, prefect, reliability, browser)."""
+    seconds: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            tier = getattr(report, "hubploy_tier", None)
+            if tier is None:
+                continue
+            seconds[tier] = seconds.get(tier, 0.0) + report.duration  # setup + call + teardown
+            counts[tier] = counts.get(tier, 0) + (report.when == "call")
+    if seconds:
+        terminalreporter.section("time per test tier (setup, call and teardown)")
+        for tier in sorted(seconds):
+            terminalreporter.write_line(f"{tier:<12} {counts[tier]:>4} tests {seconds[tier]:>8.1f} s")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call):  # type: ignore[no-untyped-def]
+    outcome = yield
+    outcome.get_result().hubploy_tier = _tier(item)
