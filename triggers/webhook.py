@@ -62,8 +62,8 @@ class _BodyTooLarge(Exception):
     pass
 
 
-def _answer(status: int, **body: Any) -> JSONResponse:
-    return JSONResponse({"ok": 200 <= status < 300, **body}, status_code=status)
+def _answer(code: int, /, **body: Any) -> JSONResponse:
+    return JSONResponse({"ok": 200 <= code < 300, **body}, status_code=code)
 
 
 class _Receiver:

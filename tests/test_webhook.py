@@ -1,0 +1,320 @@
+"""The webhook receiver against a real Prefect server: signed requests in, flow runs (or none) out."""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+import pytest
+import uvicorn
+from prefect import flow
+from prefect.blocks.system import Secret
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
+from prefect.client.schemas.objects import FlowRun
+
+from triggers.routing import Routes
+from triggers.webhook import WebhookConfig, create_app
+
+pytestmark = pytest.mark.prefect
+
+SECRET = "test-webhook-secret-" + secrets.token_hex(8)
+SECRET_BLOCK = "hubploy-test-webhook-secret"
+REPO = {"clone_url": "https://github.com/org/deploy.git", "full_name": "org/deploy"}
+VENV_BIN = Path(sys.executable).parent
+
+
+@flow(name="hubploy-lifecycle")
+def lifecycle(sha: str, before: str, repo_url: str, repo_full_name: str, trigger: str) -> None:
+    pass
+
+
+@flow(name="hubploy-prod-deploy")
+def prod_deploy(sha: str, before: str, repo_url: str, repo_full_name: str, trigger: str) -> None:
+    pass
+
+
+@flow(name="hubploy-pr-validation")
+def pr_validation(sha: str, base_sha: str, pr_number: int, repo_url: str, repo_full_name: str,
+                  trigger: str) -> None:
+    pass
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen[bytes] | None = None, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"receiver exited with {proc.returncode}")
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("receiver did not start")
+
+
+@pytest.fixture(scope="module")
+def deployment_ids(prefect_api: str) -> dict[str, uuid.UUID]:
+    """Real deployments with the receiver's default names (no worker: their runs stay Scheduled)."""
+    ids = {}
+    for fn, name in ((lifecycle, "lifecycle"), (prod_deploy, "prod-deploy"), (pr_validation, "pr-validation")):
+        ids[f"{fn.name}/{name}"] = fn.to_deployment(name=name).apply()
+    return ids
+
+
+@contextmanager
+def cli_receiver(tmp_path: Path) -> Iterator[str]:
+    """`hubploy webhook serve` as a user runs it, secret from the Secret block."""
+    port = _free_port()
+    log = open(tmp_path / f"receiver-{port}.log", "w")
+    proc = subprocess.Popen([str(VENV_BIN / "hubploy"), "webhook", "serve", "--port", str(port),
+                             "--secret-block", SECRET_BLOCK], cwd=tmp_path, stdout=log,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, proc)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        log.close()
+        assert SECRET not in (tmp_path / f"receiver-{port}.log").read_text()
+
+
+@pytest.fixture(scope="module")
+def receiver(prefect_api: str, deployment_ids: dict[str, uuid.UUID],
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    Secret(value=SECRET).save(SECRET_BLOCK, overwrite=True)
+    with cli_receiver(tmp_path_factory.mktemp("receiver")) as url:
+        yield url
+
+
+@contextmanager
+def in_process_receiver(config: WebhookConfig) -> Iterator[str]:
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(SECRET, config), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    # the thread must see this test's Prefect settings (PREFECT_API_URL), which live in a context var
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(server.run,), daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url)
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
+
+
+def sha() -> str:
+    return secrets.token_hex(20)
+
+
+def push(branch: str, after: str, before: str = "0" * 39 + "1") -> dict[str, Any]:
+    return {"ref": f"refs/heads/{branch}", "before": before, "after": after, "repository": REPO}
+
+
+def pull_request(head_sha: str, base: str = "staging", number: int = 12) -> dict[str, Any]:
+    return {"action": "opened", "number": number, "repository": REPO,
+            "pull_request": {"number": number, "head": {"ref": "feature", "sha": head_sha},
+                             "base": {"ref": base, "sha": "c" * 40}}}
+
+
+def signature(body: bytes, secret: str = SECRET) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def deliver(url: str, event: str, payload: Any = None, *, body: bytes | None = None,
+            delivery: str | None = None, sign: str | None | bool = True,
+            client: httpx.Client | None = None) -> httpx.Response:
+    body = json.dumps(payload).encode() if body is None else body
+    headers = {"Content-Type": "application/json", "X-GitHub-Event": event,
+               "X-GitHub-Delivery": delivery or str(uuid.uuid4())}
+    if sign is True:
+        headers["X-Hub-Signature-256"] = signature(body)
+    elif isinstance(sign, str):
+        headers["X-Hub-Signature-256"] = sign
+    return (client or httpx).post(f"{url}/webhook", content=body, headers=headers, timeout=60)
+
+
+def all_runs(deployment_ids: dict[str, uuid.UUID]) -> list[FlowRun]:
+    runs: list[FlowRun] = []
+    with get_client(sync_client=True) as client:
+        while True:
+            page = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=list(deployment_ids.values()))),
+                offset=len(runs), limit=200)
+            runs.extend(page)
+            if len(page) < 200:
+                return runs
+
+
+def runs_for(deployment_ids: dict[str, uuid.UUID], commit: str) -> list[tuple[str, FlowRun]]:
+    names = {v: k for k, v in deployment_ids.items()}
+    return [(names[r.deployment_id], r) for r in all_runs(deployment_ids) if r.parameters.get("sha") == commit]
+
+
+def test_push_to_staging_starts_one_lifecycle_run(receiver: str, deployment_ids: dict[str, uuid.UUID]) -> None:
+    after, delivery = sha(), str(uuid.uuid4())
+    response = deliver(receiver, "push", push("staging", after), delivery=delivery)
+    assert response.status_code == 202, response.text
+    assert response.json()["status"] == "started"
+    [(name, run)] = runs_for(deployment_ids, after)
+    assert name == "hubploy-lifecycle/lifecycle"
+    assert str(run.id) == response.json()["flow_run_id"]
+    assert run.parameters == {"sha": after, "before": "0" * 39 + "1", "repo_url": REPO["clone_url"],
+                              "repo_full_name": "org/deploy", "trigger": f"github push {delivery}"}
+    assert run.idempotency_key == f"github-{delivery}"
+    assert run.state is not None and run.state.is_scheduled()
+
+    again = deliver(receiver, "push", push("staging", after), delivery=delivery)
+    assert again.status_code == 200 and again.json()["status"] == "duplicate"
+    assert len(runs_for(deployment_ids, after)) == 1
+
+
+def test_push_to_prod_starts_the_prod_deploy(receiver: str, deployment_ids: dict[str, uuid.UUID]) -> None:
+    after = sha()
+    assert deliver(receiver, "push", push("prod", after)).status_code == 202
+    [(name, run)] = runs_for(deployment_ids, after)
+    assert name == "hubploy-prod-deploy/prod-deploy"
+    assert run.parameters["before"] == "0" * 39 + "1"
+
+
+def test_pull_request_to_staging_starts_validation(receiver: str, deployment_ids: dict[str, uuid.UUID]) -> None:
+    head = sha()
+    assert deliver(receiver, "pull_request", pull_request(head)).status_code == 202
+    [(name, run)] = runs_for(deployment_ids, head)
+    assert name == "hubploy-pr-validation/pr-validation"
+    assert run.parameters["base_sha"] == "c" * 40 and run.parameters["pr_number"] == 12
+
+
+def test_ping(receiver: str) -> None:
+    response = deliver(receiver, "ping", {"zen": "Keep it logically awesome.", "hook_id": 1})
+    assert response.status_code == 200 and response.json() == {"ok": True}
+
+
+def test_health(receiver: str) -> None:
+    assert httpx.get(f"{receiver}/health").json() == {"ok": True}
+
+
+def test_rejected_and_ignored_deliveries_start_nothing(receiver: str,
+                                                        deployment_ids: dict[str, uuid.UUID]) -> None:
+    commits = {case: sha() for case in ("missing", "wrong", "other-secret", "oversize", "chunked", "json",
+                                        "event", "branch", "deleted", "tag", "pr-main", "pr-closed", "no-delivery")}
+
+    def body(case: str, branch: str = "staging") -> bytes:
+        return json.dumps(push(branch, commits[case])).encode()
+
+    expected = {
+        "missing": (deliver(receiver, "push", body=body("missing"), sign=None), 401),
+        "wrong": (deliver(receiver, "push", body=body("wrong"), sign="sha256=" + "0" * 64), 401),
+        "other-secret": (deliver(receiver, "push", body=body("other-secret"),
+                                 sign=signature(body("other-secret"), "not-the-secret")), 401),
+        # correctly signed, but larger than 1 MiB: by Content-Length, and streamed without one
+        "oversize": (deliver(receiver, "push", body=body("oversize") + b" " * (1 << 20)), 413),
+        "json": (deliver(receiver, "push", body=body("json")[:-1]), 400),
+        "event": (deliver(receiver, "issues", push("staging", commits["event"])), 202),
+        "branch": (deliver(receiver, "push", push("main", commits["branch"])), 202),
+        "deleted": (deliver(receiver, "push", {**push("staging", "0" * 40, before=commits["deleted"])}), 202),
+        "tag": (deliver(receiver, "push", {**push("staging", commits["tag"]), "ref": "refs/tags/staging"}), 202),
+        "pr-main": (deliver(receiver, "pull_request", pull_request(commits["pr-main"], base="main")), 202),
+        "pr-closed": (deliver(receiver, "pull_request",
+                              {**pull_request(commits["pr-closed"]), "action": "closed"}), 202),
+    }
+    chunked = body("chunked") + b" " * (1 << 20)
+    expected["chunked"] = (httpx.post(f"{receiver}/webhook", content=iter([chunked[i:i + 65536] for i in
+                                                                          range(0, len(chunked), 65536)]),
+                                      headers={"X-GitHub-Event": "push", "X-GitHub-Delivery": str(uuid.uuid4()),
+                                               "X-Hub-Signature-256": signature(chunked)}), 413)
+    no_delivery = body("no-delivery")
+    expected["no-delivery"] = (httpx.post(f"{receiver}/webhook", content=no_delivery,
+                                          headers={"X-GitHub-Event": "push",
+                                                   "X-Hub-Signature-256": signature(no_delivery)}), 400)
+    for case, (response, status) in expected.items():
+        assert response.status_code == status, (case, response.text)
+        if status == 202:
+            assert response.json()["status"] == "ignored", case
+        assert SECRET not in response.text
+    started = [r for r in all_runs(deployment_ids) if r.parameters.get("sha") in commits.values()
+               or r.parameters.get("before") == commits["deleted"]]
+    assert started == []
+
+
+def test_flood_of_pushes_and_redeliveries(receiver: str, deployment_ids: dict[str, uuid.UUID]) -> None:
+    pushes = [(str(uuid.uuid4()), sha()) for _ in range(50)]
+    deliveries = pushes + pushes[:10]
+    with httpx.Client(limits=httpx.Limits(max_connections=60)) as client, ThreadPoolExecutor(30) as pool:
+        responses = list(pool.map(lambda d: deliver(receiver, "push", push("staging", d[1]), delivery=d[0],
+                                                    client=client), deliveries))
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [200] * 10 + [202] * 50, [r.text for r in responses if r.status_code >= 300]
+    commits = {c for _, c in pushes}
+    runs = [r for r in all_runs(deployment_ids) if r.parameters.get("sha") in commits]
+    assert len(runs) == 50
+    assert {r.parameters["sha"] for r in runs} == commits
+
+
+def test_redelivery_after_a_restart_starts_nothing(receiver: str, deployment_ids: dict[str, uuid.UUID],
+                                                    tmp_path: Path) -> None:
+    after, delivery = sha(), str(uuid.uuid4())
+    first = deliver(receiver, "push", push("staging", after), delivery=delivery)
+    assert first.status_code == 202
+    with cli_receiver(tmp_path) as fresh:  # a new process: its in-memory LRU is empty
+        again = deliver(fresh, "push", push("staging", after), delivery=delivery)
+    assert again.status_code == 202, again.text
+    assert again.json()["flow_run_id"] == first.json()["flow_run_id"]
+    assert len(runs_for(deployment_ids, after)) == 1
+
+
+def test_unknown_deployment_is_503_and_can_be_redelivered(prefect_api: str,
+                                                          deployment_ids: dict[str, uuid.UUID]) -> None:
+    config = WebhookConfig(routes=Routes(staging_branch="main", lifecycle_deployment="hubploy-lifecycle/missing"))
+    after, delivery = sha(), str(uuid.uuid4())
+    with in_process_receiver(config) as url:
+        for _ in range(2):  # not remembered as seen: a redelivery tries again
+            response = deliver(url, "push", push("main", after), delivery=delivery)
+            assert response.status_code == 503, response.text
+            assert "hubploy-lifecycle/missing" in response.json()["error"]
+    assert runs_for(deployment_ids, after) == []
+
+
+def test_routes_from_the_config_dataclass(prefect_api: str, deployment_ids: dict[str, uuid.UUID]) -> None:
+    config = WebhookConfig(routes=Routes(staging_branch="main", prod_branch="live"), max_body_bytes=1024)
+    live, main = sha(), sha()
+    with in_process_receiver(config) as url:
+        assert deliver(url, "push", push("live", live)).status_code == 202
+        assert deliver(url, "push", push("main", main)).status_code == 202
+        assert deliver(url, "push", push("staging", sha())).status_code == 202
+        assert deliver(url, "push", {**push("main", sha()), "pad": "x" * 1024}).status_code == 413
+    assert [n for n, _ in runs_for(deployment_ids, live)] == ["hubploy-prod-deploy/prod-deploy"]
+    assert [n for n, _ in runs_for(deployment_ids, main)] == ["hubploy-lifecycle/lifecycle"]
+
+
+def test_missing_secret_block_fails_clearly(prefect_api: str, tmp_path: Path) -> None:
+    result = subprocess.run([str(VENV_BIN / "hubploy"), "webhook", "serve", "--port", str(_free_port()),
+                             "--secret-block", "no-such-block"], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=60, env={**os.environ})
+    assert result.returncode == 1
+    assert "no Prefect Secret block named 'no-such-block'" in result.stderr
