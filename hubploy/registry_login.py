@@ -16,13 +16,16 @@ Each builder is a pure function returning a :class:`LoginCommand`: the argv, the
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 from hubploy.errors import CredentialsError
-from hubploy.registry import RegistryCredentials
+from hubploy.layout import Hub
+from hubploy.registry import RegistryCredentials, credentials_from_docker_config
 from hubploy.runner import child_env, register_secret, run
+from hubploy.secrets import decrypt_to_mapping, decrypted
 
 GCLOUD_USERNAME = "oauth2accesstoken"
 AWS_USERNAME = "AWS"
@@ -113,3 +116,58 @@ def fetch_credentials(command: LoginCommand, host: str | None = None, *,
         raise CredentialsError(f"`{' '.join(command.argv[:3])}` printed no password for {target}")
     register_secret(password)
     return RegistryCredentials(target, command.username, password)
+
+
+def credentials_from_env(host: str, environ: Mapping[str, str]) -> RegistryCredentials | None:
+    """HUBPLOY_REGISTRY_USERNAME/PASSWORD, when HUBPLOY_REGISTRY names ``host`` (the sandbox, CI)."""
+    username, password = environ.get("HUBPLOY_REGISTRY_USERNAME"), environ.get("HUBPLOY_REGISTRY_PASSWORD")
+    if environ.get("HUBPLOY_REGISTRY") == host and username and password:
+        return RegistryCredentials(host, username, password)
+    return None
+
+
+def aws_keys(data: Mapping[str, Any]) -> AwsKeys:
+    """Keys from an aws ``service_key``: modern YAML ``creds.*`` or a classic credentials INI ``[default]``."""
+    section = data.get("creds") or data.get("default") or data
+    try:
+        return AwsKeys(section["aws_access_key_id"], section["aws_secret_access_key"],
+                       section.get("aws_session_token"))
+    except (KeyError, TypeError):
+        raise CredentialsError("the aws service_key has no aws_access_key_id/aws_secret_access_key "
+                               "(expected creds.* in YAML or a [default] profile)") from None
+
+
+def credentials_from_key_files(hub: Hub, host: str, env: Mapping[str, str]) -> RegistryCredentials | None:
+    """Credentials from the key files named by the hub's ``images.registry`` (decrypted with sops when
+    needed); None when the registry is configured with a credentials block instead (see the flows)."""
+    registry = hub.config.images.registry if hub.config.images else None
+    if registry is None:
+        raise CredentialsError(f"hub {hub.name} has no images.registry section, so no registry credentials "
+                               f"for {host}", hint="add images.registry to hubploy.yaml, or set "
+                               "HUBPLOY_REGISTRY, HUBPLOY_REGISTRY_USERNAME and HUBPLOY_REGISTRY_PASSWORD")
+    settings = registry.settings
+    if settings is not None and getattr(settings, "credentials_block", None):
+        return None
+    allow_plaintext = hub.repo.settings.secrets.allow_plaintext
+    if hub.repo.settings.secrets.age_key_file:
+        env = {**env, "SOPS_AGE_KEY_FILE": str(hub.repo.root / hub.repo.settings.secrets.age_key_file)}
+    with tempfile.TemporaryDirectory(prefix="hubploy-registry-login-") as tmp:
+        if registry.provider == "dockerconfig" and settings.filename:
+            config = decrypt_to_mapping(hub.secret_file(settings.filename), env=env, allow_plaintext=allow_plaintext)
+            found = credentials_from_docker_config(config, host)
+            if found is None:
+                raise CredentialsError(f"{settings.filename} has no credentials for {host}")
+            return found
+        if registry.provider == "gcloud" and settings is not None and settings.service_key:
+            key = hub.secret_file(settings.service_key)
+            with decrypted([key], env=env, allow_plaintext=allow_plaintext) as files:
+                return fetch_credentials(gcloud_login(Path(tmp), files[key]), host, base_env=env)
+        if registry.provider == "aws" and settings.service_key:
+            keys = aws_keys(decrypt_to_mapping(hub.secret_file(settings.service_key), env=env,
+                                               allow_plaintext=allow_plaintext))
+            return fetch_credentials(aws_login(Path(tmp), settings.account_id, settings.region, keys),
+                                     base_env=env)
+    raise CredentialsError(f"registry provider {registry.provider} of hub {hub.name} needs a cloud login "
+                           "this command cannot do from key files",
+                           hint="set images.registry.<provider>.credentials_block and run the build_images flow, "
+                                "or set HUBPLOY_REGISTRY_USERNAME/PASSWORD")
