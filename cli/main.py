@@ -19,6 +19,7 @@ COMMAND_MODULES: dict[str, str] = {
     "render": "cli.config_commands",
     "sandbox": "cli.sandbox_commands",
     "webhook": "cli.webhook_commands",
+    "build": "cli.build_commands",
 }
 
 
