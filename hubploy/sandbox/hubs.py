@@ -18,10 +18,17 @@ import yaml
 from hubploy.errors import HubployError
 from hubploy.sandbox.hub_config import write_hub_config
 from hubploy.sandbox.paths import NODE_NAME
-from hubploy.sandbox.procs import read_pid, spawn, stop
+from hubploy.sandbox.procs import read_pid, spawn, stop, stop_recorded
 
 log = logging.getLogger("hubploy.sandbox.hubs")
 HUB_SECRET = "hub"
+PROXY_PID_FILE = "jupyterhub-proxy.pid"  # written by JupyterHub into the hub's directory
+
+
+def stop_hub(pid_file: Path, directory: Path) -> None:
+    """Stop a JupyterHub and its proxy (JupyterHub starts the proxy in a session of its own)."""
+    stop(pid_file)
+    stop_recorded(directory / PROXY_PID_FILE, must_contain="configurable-http-proxy")
 
 
 @dataclass
@@ -31,6 +38,7 @@ class HubProcess:
     pod_uid: str
     url: str
     pid_file: Path
+    directory: Path
 
 
 def free_port() -> int:
@@ -70,7 +78,7 @@ class HubManager:
         self.hubs: dict[str, HubProcess] = {}
         self._written: dict[str, str] | None = None
         for stale in pid_dir.glob("*.pid"):  # hubs of an earlier agent run
-            stop(stale)
+            stop_hub(stale, state_dir / "hubs" / stale.stem)
 
     def reconcile(self) -> None:
         pods = self.core.list_pod_for_all_namespaces(label_selector="component=hub",
@@ -94,11 +102,12 @@ class HubManager:
         values = hub_values(self.core, namespace)
         public, hub_port, api = free_port(), free_port(), free_port()
         directory = self.state_dir / "hubs" / namespace
+        stop_recorded(directory / PROXY_PID_FILE, must_contain="configurable-http-proxy")
         shutil.rmtree(directory, ignore_errors=True)
         config = write_hub_config(directory, values, public=public, hub=hub_port, api=api)
         pid_file = self.pid_dir / f"{namespace}.pid"
         url = f"http://127.0.0.1:{public}"
-        self.hubs[namespace] = HubProcess(namespace, release, pod.metadata.uid, url, pid_file)
+        self.hubs[namespace] = HubProcess(namespace, release, pod.metadata.uid, url, pid_file, directory)
         log.info("namespace %s: starting JupyterHub for pod %s at %s", namespace, pod.metadata.name, url)
         try:
             spawn([sys.executable, "-m", "jupyterhub", "-f", str(config)], pid_file=pid_file,
@@ -109,7 +118,7 @@ class HubManager:
     def stop(self, namespace: str) -> None:
         hub = self.hubs.pop(namespace, None)
         if hub is not None:
-            stop(hub.pid_file)
+            stop_hub(hub.pid_file, hub.directory)
 
     def stop_all(self) -> None:
         for ns in list(self.hubs):

@@ -18,7 +18,8 @@ from hubploy.sandbox.components import (AGENT, ALL, APISERVER, CONTROLLER_MANAGE
                                         STOP_ORDER, Component)
 from hubploy.sandbox.health import wait_for
 from hubploy.sandbox.paths import SandboxPaths
-from hubploy.sandbox.procs import read_pid, spawn, stop
+from hubploy.sandbox.hubs import PROXY_PID_FILE
+from hubploy.sandbox.procs import read_pid, spawn, stop, stop_recorded
 
 Say = Callable[[str], None]
 
@@ -139,6 +140,9 @@ def down(paths: SandboxPaths, *, say: Say = print) -> None:
             _stop(comp.name, comp.pid_file(paths), say)
         for pid_file in sorted(paths.pids.glob("hubs/*.pid")):  # JupyterHubs the agent started
             _stop(f"hub {pid_file.stem}", pid_file, say)
+        for proxy_pid in sorted(paths.agent_state.glob(f"hubs/*/{PROXY_PID_FILE}")):  # and their proxies
+            if stop_recorded(proxy_pid, must_contain="configurable-http-proxy"):
+                say(f"proxy of hub {proxy_pid.parent.name}: stopped")
         for comp in STOP_ORDER[1:]:
             _stop(comp.name, comp.pid_file(paths), say)
         for pid_file in sorted(paths.pids.rglob("*.pid")):  # anything else recorded

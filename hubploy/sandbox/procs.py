@@ -69,6 +69,23 @@ def stop(pid_file: Path, *, timeout: float = 10.0) -> bool:
     return True
 
 
+def stop_recorded(pid_file: Path, *, must_contain: str) -> bool:
+    """Stop a process whose plain PID file another program wrote (e.g. JupyterHub's proxy), if its
+    command line still contains ``must_contain`` (so a reused PID is never hit)."""
+    try:
+        pid = int(pid_file.read_text().split()[0])
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except (OSError, ValueError, IndexError):
+        return False
+    if must_contain not in cmdline or proc_start_time(pid) is None:
+        return False
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def _signal(pid: int, sig: int) -> None:
     try:
         os.killpg(pid, sig)  # spawn() makes each program a session (and group) leader
