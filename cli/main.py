@@ -18,6 +18,7 @@ COMMAND_MODULES: dict[str, str] = {
     "schema": "cli.config_commands",
     "render": "cli.config_commands",
     "sandbox": "cli.sandbox_commands",
+    "approve": "cli.approve_commands",
     "webhook": "cli.webhook_commands",
     "build": "cli.build_commands",
 }

@@ -1,0 +1,148 @@
+"""The change lifecycle for one staging commit: plan → validate → build → deploy staging →
+approval in the Prefect UI → promote exactly that commit to prod → deploy prod.
+
+Every step before the approval is a task whose result is persisted, so that a suspended run
+re-enters after its approval without redoing them (see flows/approval.py for pause vs suspend).
+
+Final states, each with its reason in the state message:
+- ``NothingToDeploy`` (Completed): no change touches a hub, the chart or a shared file;
+- ``StagingFailed`` (Failed): a staging deploy or health check failed and was rolled back; no
+  approval was asked;
+- ``Rejected`` / ``ApprovalTimedOut`` / ``Superseded`` (Cancelled): prod untouched;
+- ``ProdFailed`` (Failed): a prod deploy failed and was rolled back;
+- ``Completed``: prod runs the approved commit.
+
+Concurrency: staging deploys of one release never overlap (a lock per release, in deploy_hub). A
+newer run reaching its approval cancels older runs of the same repo still waiting (Superseded), and
+promotion + prod deploy hold a per-repository lock, so past the staging deploy one lifecycle per
+repository acts at a time.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.concurrency.sync import concurrency
+from prefect.context import FlowRunContext
+from prefect.futures import wait
+from prefect.states import Cancelled, Completed, Failed, State
+
+from flows.approval import Approval, Decision, schedule_timeout_watch, supersede_waiting_runs, wait_for_approval
+from flows.build_images import build_images
+from flows.tasks.deploy import deploy_hub, ensure_limit
+from flows.tasks.lifecycle import ChangeSet, checkout_commit, plan_commit, promote_commit, repo_key, validate_hubs
+from flows.tasks.render import prod_diffs
+from hubploy.freeze import active_freeze, freeze_message
+from hubploy.layout import load_repo
+
+MAX_APPROVAL_ROUNDS = 20
+
+
+def _run_id() -> str:
+    context = FlowRunContext.get()
+    return str(context.flow_run.id) if context and context.flow_run else "local"
+
+
+def deploy_all(tree: str, hubs: list[str], env: str, trigger: str) -> dict[str, dict[str, Any] | BaseException]:
+    """Deploy hubs concurrently (deploy_hub holds the per-release and per-cluster limits)."""
+    futures = {hub: deploy_hub.submit(hub, env, repo_path=tree, trigger=trigger) for hub in hubs}
+    wait(list(futures.values()))
+    results: dict[str, dict[str, Any] | BaseException] = {}
+    for hub, future in futures.items():
+        state = future.state
+        results[hub] = future.result() if state.is_completed() else state.result(raise_on_failure=False)
+    return results
+
+
+def _failures(results: dict[str, Any]) -> dict[str, str]:
+    return {hub: str(r) for hub, r in results.items() if isinstance(r, BaseException)}
+
+
+def describe(sha: str, change: ChangeSet, staging: dict[str, Any], diffs: dict[str, str], *,
+             timeout_hours: float, note: str = "") -> str:
+    """The markdown above the approval form."""
+    lines = []
+    if note:
+        lines += [f"> **{note}**", ""]
+    lines += [f"## Promote `{sha[:12]}` to prod?", "",
+              f"Staging is deployed and healthy. Choose **approve** or **reject** below, then submit. "
+              f"Without a decision within {timeout_hours:g} h the run is cancelled and prod stays untouched.", "",
+              "| hub | staging | revision | JupyterHub | images |", "|---|---|---|---|---|"]
+    for hub, result in staging.items():
+        images = ", ".join(f"`{i['name']}:{i['tag']}`" for i in result.get("images", [])) or "–"
+        lines.append(f"| {hub} | {result.get('result')} | {result.get('revision_after')} | "
+                     f"{result.get('hub_version') or '–'} | {images} |")
+    base = (change.base or "none")[:12]
+    lines += ["", f"### Commits `{base}..{sha[:12]}`", ""]
+    lines += [f"- `{c[:10]}` {subject}" for c, subject in change.commits[:30]] or ["- (none)"]
+    if len(change.commits) > 30:
+        lines.append(f"- … and {len(change.commits) - 30} more")
+    lines += ["", "### What prod will change", ""]
+    for hub, diff in diffs.items():
+        lines += [f"**{hub}**", "", f"```diff\n{diff}\n```" if diff else "_no change to the rendered manifests_", ""]
+    return "\n".join(lines)
+
+
+@task
+def record_approval(sha: str, approval: Approval, round_number: int) -> None:
+    create_markdown_artifact(
+        key="approval", description=f"approval of {sha[:12]}",
+        markdown=(f"**{approval.decision.value}** of `{sha}` by {approval.approver or 'unknown'} "
+                  f"(round {round_number})\n\nReason: {approval.reason or '–'}"))
+
+
+@flow(name="hubploy-lifecycle", persist_result=True, log_prints=True)
+def lifecycle(sha: str, repo_url: str, before: str | None = None, trigger: str = "manual",
+              approval_timeout_hours: float | None = None) -> State:
+    """Take one staging commit of the deployment repository at ``repo_url`` through to prod."""
+    logger = get_run_logger()
+    run_id = _run_id()
+    tree = checkout_commit(repo_url, sha)
+    settings = load_repo(tree).settings
+    change = plan_commit(repo_url, tree, sha, before, settings.prod_branch)
+    if change.plan.empty:
+        return Completed(name="NothingToDeploy", message=change.plan.summary())
+    hubs = change.plan.hub_names
+    validate_hubs(tree, hubs)
+    build_images(hubs=hubs, repo_path=tree, push=True, check_registry=True)
+    staging = deploy_all(tree, hubs, "staging", trigger=f"lifecycle {run_id} ({trigger})")
+    failed = _failures(staging)
+    if failed:
+        return Failed(name="StagingFailed", message="staging failed, no approval asked: " +
+                      "; ".join(f"{h}: {m}" for h, m in failed.items()))
+    diffs = prod_diffs(tree, hubs)
+    timeout_hours = approval_timeout_hours or settings.approval_timeout_hours
+    supersede_waiting_runs(run_id, repo_url, sha)
+    note = ""
+    for round_number in range(1, MAX_APPROVAL_ROUNDS + 1):
+        key = f"approval-{round_number}"
+        watched = schedule_timeout_watch(run_id, key, timeout_hours)
+        description = describe(sha, change, staging, diffs, timeout_hours=timeout_hours, note=note)
+        approval = wait_for_approval(description, timeout=timedelta(hours=timeout_hours), key=key, watched=watched)
+        record_approval(sha, approval, round_number)
+        if approval.decision is not Decision.approve:
+            return Cancelled(name="Rejected", message=f"rejected by {approval.approver or 'unknown'}: "
+                                                      f"{approval.reason or 'no reason given'}; prod untouched")
+        window = active_freeze(settings.freeze_windows)
+        if window is None:
+            break
+        note = f"Approval refused: {freeze_message(window)}."
+        logger.warning("%s", note)
+    else:
+        return Cancelled(name="Frozen", message=f"{note} Gave up after {MAX_APPROVAL_ROUNDS} rounds.")
+    logger.info("approved by %s: %s", approval.approver or "unknown", approval.reason or "no reason given")
+    lock = f"promote-{repo_key(repo_url)}"
+    ensure_limit(lock, 1)
+    with concurrency(lock, occupy=1):
+        message = (f"Promote {sha[:12]} to {settings.prod_branch}\n\nApproved by {approval.approver or 'unknown'}: "
+                   f"{approval.reason or 'no reason given'}\nhubploy lifecycle run {run_id}")
+        promotion = promote_commit(repo_url, sha, message, settings.staging_branch, settings.prod_branch)
+        prod = deploy_all(tree, hubs, "prod", trigger=f"lifecycle {run_id} promotion of {sha[:12]}")
+    failed = _failures(prod)
+    if failed:
+        return Failed(name="ProdFailed", message="prod deploy failed and was rolled back: " +
+                      "; ".join(f"{h}: {m}" for h, m in failed.items()))
+    return Completed(message=f"prod runs {sha[:12]} (merge {promotion.prod_after[:12]}) for {', '.join(hubs)}")

@@ -1,0 +1,93 @@
+"""Tasks of the change lifecycle that are not builds or deploys: checkout, plan, validate, the prod
+diff for the approval form, and promotion. Each is cached per flow run (Prefect's default policy with
+persisted results), so a suspended lifecycle re-enters without redoing them."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from prefect import get_run_logger, task
+
+from hubploy.errors import ConfigError
+from hubploy.git import changed_files, commit_messages, run_git
+from hubploy.layout import load_repo
+from hubploy.planner import Plan, plan_changes
+from hubploy.promote import Promotion, promote
+from hubploy.runner import child_env
+from hubploy.validate import validate_repo
+from hubploy.workspace import branch_head, checkout, default_cache_dir, fetch_mirror
+
+GIT_RETRIES = dict(retries=2, retry_delay_seconds=[2, 10])
+
+
+def git_env() -> dict[str, str]:
+    return child_env({"GIT_TERMINAL_PROMPT": "0"})
+
+
+def repo_key(repo_url: str) -> str:
+    """A short stable name for a repository, for concurrency limits."""
+    return hashlib.sha256(repo_url.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class ChangeSet:
+    base: str | None                 # what the change is compared with (prod head, or the push's before)
+    commits: list[tuple[str, str]]   # (sha, subject), newest first
+    plan: Plan
+
+
+@task(**GIT_RETRIES)
+def checkout_commit(repo_url: str, sha: str) -> str:
+    """A worktree of the deployment repo at exactly ``sha``."""
+    tree = checkout(repo_url, sha, cache_dir=default_cache_dir(), env=git_env())
+    get_run_logger().info("checked out %s at %s", repo_url, sha[:12])
+    return str(tree)
+
+
+@task(**GIT_RETRIES)
+def plan_commit(repo_url: str, tree: str, sha: str, before: str | None, prod_branch: str) -> ChangeSet:
+    """Which hubs reach prod if ``sha`` is promoted: the diff from prod's head (or the push's before)."""
+    env = git_env()
+    mirror = fetch_mirror(repo_url, default_cache_dir(), env)
+    repo = load_repo(tree)
+    base = branch_head(mirror, prod_branch, env)
+    if base is None and before and set(before) != {"0"}:
+        base = before
+    image_dirs = {}
+    for name in repo.hub_names():
+        hub, _ = repo.try_load_hub(name)
+        if hub is not None:
+            image_dirs[name] = [str(i.path.relative_to(hub.dir.resolve())) for i in hub.images if i.path]
+    if base is None:
+        files = run_git(Path(tree), ["ls-files"], env).splitlines()
+        commits = commit_messages(Path(tree), sha, env=env)[:50]
+    else:
+        files = changed_files(Path(tree), f"{base}...{sha}", env=env)
+        commits = commit_messages(Path(tree), f"{base}..{sha}", env=env)
+    plan = plan_changes(files, repo.hub_names(), chart=repo.settings.chart,
+                        shared_paths=repo.settings.shared_paths, image_dirs=image_dirs)
+    get_run_logger().info("plan for %s: %s", sha[:12], plan.summary())
+    return ChangeSet(base, commits, plan)
+
+
+@task
+def validate_hubs(tree: str, hubs: list[str]) -> None:
+    issues = validate_repo(Path(tree), hubs)
+    if issues:
+        for issue in issues:
+            get_run_logger().error("%s", issue.format(Path(tree)))
+        raise ConfigError(issues)
+
+
+@task(**GIT_RETRIES)
+def promote_commit(repo_url: str, sha: str, message: str, staging_branch: str, prod_branch: str,
+                   git_overrides: dict[str, str] | None = None) -> Promotion:
+    result = promote(repo_url, sha, message=message, cache_dir=default_cache_dir(),
+                     env=child_env({"GIT_TERMINAL_PROMPT": "0", **(git_overrides or {})}),
+                     staging_branch=staging_branch, prod_branch=prod_branch)
+    get_run_logger().info("promoted %s to %s: %s -> %s", sha[:12], prod_branch,
+                          (result.prod_before or "none")[:12], result.prod_after[:12])
+    return result
+
