@@ -1,0 +1,117 @@
+"""Fast checks of the sandbox's pure parts (no platform needed): what the agent reports for pods,
+the generated JupyterHub config, env exports, PID files, paths."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+from types import SimpleNamespace as NS
+
+import pytest
+from traitlets.config import Config
+
+from hubploy.errors import SandboxError
+from hubploy.sandbox import kubelet
+from hubploy.sandbox.env import ENV_NAMES, sandbox_env, shell_exports
+from hubploy.sandbox.hub_config import write_hub_config
+from hubploy.sandbox.paths import SandboxPaths
+from hubploy.sandbox.procs import proc_start_time, read_pid
+
+
+def pod(image: str = "localhost:5000/user:v1", annotations: dict | None = None, owner: str | None = None) -> NS:
+    meta = NS(name="p", namespace="n", uid="1234-abcd", annotations=annotations or {},
+              owner_references=[NS(kind=owner)] if owner else None, deletion_timestamp=None)
+    spec = NS(containers=[NS(name="c", image=image)], init_containers=None)
+    return NS(metadata=meta, spec=spec, status=None)
+
+
+def conditions(status: dict) -> dict[str, str]:
+    return {c["type"]: c["status"] for c in status["status"]["conditions"]}
+
+
+def test_pods_become_running_and_ready() -> None:
+    status = kubelet.pod_status(pod())
+    assert status["status"]["phase"] == "Running"
+    assert conditions(status) == {"PodScheduled": "True", "Initialized": "True", "ContainersReady": "True",
+                                  "Ready": "True"}
+    assert status["status"]["containerStatuses"][0]["ready"] is True
+
+
+@pytest.mark.parametrize("p", [pod(image="localhost:5000/never-ready/user:v2"),
+                               pod(annotations={"hubploy.sandbox/never-ready": "true"})])
+def test_never_ready_pods_run_but_are_not_ready(p: NS) -> None:
+    status = kubelet.pod_status(p)
+    assert status["status"]["phase"] == "Running"
+    assert conditions(status)["Ready"] == "False"
+    assert status["status"]["containerStatuses"][0]["ready"] is False
+
+
+def test_job_pods_complete() -> None:
+    status = kubelet.pod_status(pod(owner="Job"))
+    assert status["status"]["phase"] == "Succeeded"
+    assert status["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
+
+
+def test_not_ready_taint_is_dropped_and_others_kept() -> None:
+    node = NS(spec=NS(taints=[NS(key="node.kubernetes.io/not-ready", value=None, effect="NoSchedule"),
+                              NS(key="dedicated", value="x", effect="NoSchedule")]))
+    assert kubelet.kept_taints(node) == [{"key": "dedicated", "value": "x", "effect": "NoSchedule"}]
+    assert kubelet.kept_taints(NS(spec=NS(taints=None))) is None
+
+
+def load_hub_config(path: Path) -> Config:
+    c = Config()
+    code = compile(path.read_text(), str(path), "exec")
+    exec(code, {"get_config": lambda: c, "__file__": str(path)})  # noqa: S102 - as JupyterHub loads it
+    return c
+
+
+def test_hub_config_applies_values_like_z2jh(tmp_path: Path) -> None:
+    values = {"hub": {"config": {"JupyterHub": {"authenticator_class": "dummy", "admin_access": True}},
+                      "extraConfig": {"20-b": "c.JupyterHub.concurrent_spawn_limit = 7\n",
+                                      "10-a": "c.JupyterHub.concurrent_spawn_limit = 3\n"
+                                              "c.JupyterHub.template_vars = {'x': z2jh_get_config('hub.db.type')}\n"},
+                      "db": {"type": "sqlite-memory"}}}
+    c = load_hub_config(write_hub_config(tmp_path, values, public=1001, hub=1002, api=1003))
+    assert c.JupyterHub.authenticator_class == "dummy" and c.JupyterHub.admin_access is True
+    assert c.JupyterHub.concurrent_spawn_limit == 7  # snippets run in name order
+    assert c.JupyterHub.template_vars == {"x": "sqlite-memory"}
+    assert c.JupyterHub.bind_url == "http://127.0.0.1:1001"
+    assert c.JupyterHub.hub_bind_url == "http://127.0.0.1:1002"
+    assert c.ConfigurableHTTPProxy.api_url == "http://127.0.0.1:1003"
+    assert c.JupyterHub.db_url == "sqlite:///:memory:"
+
+
+def test_hub_config_extra_config_errors_propagate(tmp_path: Path) -> None:
+    values = {"hub": {"extraConfig": {"x": "raise RuntimeError('boom')\n"}}}
+    with pytest.raises(RuntimeError, match="boom"):
+        load_hub_config(write_hub_config(tmp_path, values, public=1, hub=2, api=3))
+
+
+def test_shell_exports_are_quoted() -> None:
+    env = {name: f"value of {name} with 'quotes' $x" for name in ENV_NAMES}
+    out = shell_exports(env)
+    parsed = dict(shlex.split(line.removeprefix("export "))[0].split("=", 1) for line in out.splitlines())
+    assert parsed == env
+
+
+def test_env_of_a_sandbox_that_is_not_up_is_an_error(tmp_path: Path) -> None:
+    paths = SandboxPaths.from_env({"HUBPLOY_SANDBOX_DIR": str(tmp_path / "none")})
+    with pytest.raises(SandboxError, match="no sandbox is running"):
+        sandbox_env(paths)
+
+
+def test_pid_files_guard_against_pid_reuse(tmp_path: Path) -> None:
+    me = os.getpid()
+    good, reused = tmp_path / "good.pid", tmp_path / "reused.pid"
+    good.write_text(f"{me} {proc_start_time(me)}\n")
+    reused.write_text(f"{me} {proc_start_time(me) + 1}\n")
+    assert read_pid(good) == me
+    assert read_pid(reused) is None
+    assert read_pid(tmp_path / "missing.pid") is None
+
+
+def test_port_offset_moves_every_port() -> None:
+    paths = SandboxPaths.from_env({"HUBPLOY_SANDBOX_PORT_OFFSET": "100"})
+    assert (paths.ports.etcd_client, paths.ports.apiserver, paths.registry_host) == (22479, 26543, "localhost:5100")
