@@ -1,0 +1,160 @@
+"""Reporting back to GitHub: the exact requests, checked against a local HTTP stand-in for the API."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import threading
+import traceback
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Iterator
+
+import pytest
+from prefect import flow
+from prefect_github import GitHubCredentials
+
+from hubploy.errors import CredentialsError, HubployError
+from triggers.github_status import post_pr_comment, report_status
+
+pytestmark = pytest.mark.prefect
+
+TOKEN = "ghp_" + secrets.token_hex(18)
+BLOCK = "hubploy-test-github"
+SHA = "a" * 40
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+
+
+class StandIn:
+    """A fake api.github.com: records every request, answers with the status set for its path."""
+
+    def __init__(self) -> None:
+        self.requests: list[Recorded] = []
+        self.answers: dict[str, tuple[int, dict[str, Any]]] = {}
+        stand_in = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                stand_in.requests.append(Recorded("POST", self.path, dict(self.headers),
+                                                  json.loads(self.rfile.read(length))))
+                status, answer = stand_in.answers.get(self.path, (201, {"id": 1}))
+                data = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+
+@pytest.fixture
+def github() -> Iterator[StandIn]:
+    stand_in = StandIn()
+    thread = threading.Thread(target=stand_in.server.serve_forever, daemon=True)
+    thread.start()
+    yield stand_in
+    stand_in.server.shutdown()
+    stand_in.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def credentials(prefect_api: str) -> str:
+    GitHubCredentials(token=TOKEN).save(BLOCK, overwrite=True)
+    return BLOCK
+
+
+def assert_api_headers(request: Recorded) -> None:
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    assert headers["authorization"] == f"Bearer {TOKEN}"
+    assert headers["accept"] == "application/vnd.github+json"
+    assert headers["x-github-api-version"] == "2022-11-28"
+    assert headers["content-type"] == "application/json"
+
+
+def test_commit_status(github: StandIn, credentials: str) -> None:
+    report_status(credentials, "org/deploy", SHA, "pending", "hubploy/lifecycle", "deploying to staging",
+                  "http://127.0.0.1:4200/flow-runs/flow-run/1", api_url=github.url)
+    [request] = github.requests
+    assert (request.method, request.path) == ("POST", f"/repos/org/deploy/statuses/{SHA}")
+    assert_api_headers(request)
+    assert request.body == {"state": "pending", "context": "hubploy/lifecycle",
+                            "description": "deploying to staging",
+                            "target_url": "http://127.0.0.1:4200/flow-runs/flow-run/1"}
+
+
+def test_long_description_is_cut_to_140(github: StandIn, credentials: str) -> None:
+    report_status(credentials, "org/deploy", SHA, "failure", "hubploy/pr-validation", "x" * 500,
+                  "http://ui/run", api_url=github.url + "/")
+    description = github.requests[0].body["description"]
+    assert len(description) == 140 and description.endswith("…")
+
+
+def test_target_url_defaults_to_the_current_flow_run(github: StandIn, credentials: str, prefect_api: str) -> None:
+    @flow
+    def reporting() -> str:
+        from prefect.runtime import flow_run
+
+        report_status(credentials, "org/deploy", SHA, "success", "hubploy/lifecycle", "done", api_url=github.url)
+        return flow_run.id
+
+    run_id = reporting()
+    assert github.requests[0].body["target_url"].endswith(f"/flow-runs/flow-run/{run_id}")
+    assert github.requests[0].body["target_url"].startswith(prefect_api.removesuffix("/api"))
+
+
+def test_pr_comment(github: StandIn, credentials: str) -> None:
+    body = "### hubploy plan\n\n| hub | env |\n|---|---|\n| physics | staging |\n\n**Result:** ✅ valid"
+    post_pr_comment(credentials, "org/deploy", 12, body, api_url=github.url)
+    [request] = github.requests
+    assert (request.method, request.path) == ("POST", "/repos/org/deploy/issues/12/comments")
+    assert_api_headers(request)
+    assert request.body == {"body": body}
+
+
+def test_no_credentials_block_means_no_requests(github: StandIn) -> None:
+    report_status(None, "org/deploy", SHA, "success", "hubploy/lifecycle", "done", "http://ui", api_url=github.url)
+    post_pr_comment(None, "org/deploy", 1, "hi", api_url=github.url)
+    assert github.requests == []
+
+
+@pytest.mark.parametrize("status,error", [(401, CredentialsError), (403, CredentialsError), (422, HubployError),
+                                          (502, HubployError)])
+def test_errors_are_clear_and_never_show_the_token(github: StandIn, credentials: str, status: int,
+                                                   error: type[HubployError],
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    github.answers[f"/repos/org/deploy/statuses/{SHA}"] = (status, {"message": "Bad credentials"})
+    with pytest.raises(error) as info:
+        report_status(credentials, "org/deploy", SHA, "error", "hubploy/lifecycle", "x", "http://ui",
+                      api_url=github.url)
+    assert f"GitHub answered {status} to POST /repos/org/deploy/statuses/{SHA}: Bad credentials" in str(info.value)
+    shown = str(info.value) + "".join(traceback.format_exception(info.value)) + caplog.text
+    assert TOKEN not in shown
+
+
+def test_unreachable_api_and_missing_block(credentials: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(HubployError, match="cannot reach GitHub") as info:
+        post_pr_comment(credentials, "org/deploy", 1, "hi", api_url="http://127.0.0.1:1")
+    assert TOKEN not in "".join(traceback.format_exception(info.value)) + caplog.text
+    with pytest.raises(CredentialsError, match="no GitHubCredentials block named 'nope'"):
+        post_pr_comment("nope", "org/deploy", 1, "hi", api_url="http://127.0.0.1:1")
+
+
+def test_invalid_state_is_refused(credentials: str) -> None:
+    with pytest.raises(ValueError, match="invalid commit status state"):
+        report_status(credentials, "org/deploy", SHA, "done", "hubploy/x", "x", "http://ui")  # type: ignore[arg-type]
