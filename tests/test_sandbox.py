@@ -83,6 +83,28 @@ def test_install_with_wait_and_the_hub_answers(sandbox, sandbox_namespace, tmp_p
     assert "version" in info
 
 
+def test_hub_follows_its_pod_config_change_and_uninstall(sandbox, sandbox_namespace, tmp_path) -> None:  # noqa: ANN001
+    helm_install(sandbox, "3", sandbox_namespace, layered_values(tmp_path))
+    first = sandbox.hub_url(sandbox_namespace)
+    wait_hub_api(first)
+    change = {"jupyterhub": {"hub": {"config": {"JupyterHub": {"admin_access": False}}}}}
+    helm_install(sandbox, "3", sandbox_namespace, layered_values(tmp_path, change))  # rolls the hub pod
+    deadline = time.monotonic() + 30
+    while sandbox.hub_urls().get(sandbox_namespace) in (None, first) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    second = sandbox.hub_url(sandbox_namespace)
+    assert second != first
+    wait_hub_api(second)
+    assert http_get(first + "/hub/api")[0] is None
+    sandbox.run([str(sandbox.helm_path("3")), "uninstall", sandbox_namespace, "-n", sandbox_namespace, "--wait"],
+                timeout=120)
+    deadline = time.monotonic() + 30
+    while sandbox_namespace in sandbox.hub_urls() and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert sandbox_namespace not in sandbox.hub_urls()
+    assert http_get(second + "/hub/api")[0] is None
+
+
 def test_rollout_that_never_gets_ready_fails_wait(sandbox, sandbox_namespace, tmp_path) -> None:  # noqa: ANN001
     helm_install(sandbox, "3", sandbox_namespace, layered_values(tmp_path))
     bad = {"jupyterhub": {"singleuser": {"image": {"name": "localhost:5000/example/never-ready", "tag": "v2"}}}}
@@ -115,12 +137,15 @@ def test_buildah_build_push_and_registry_api(sandbox, tmp_path) -> None:  # noqa
     ctx = tmp_path / "image"
     ctx.mkdir()
     (ctx / "Dockerfile").write_text(f"FROM {sandbox.registry}/base/busybox:latest\n"
-                                    "RUN echo built-by-buildah > /hello\nCOPY app.txt /app.txt\n")
+                                    "RUN echo built-by-buildah > /hello\nCOPY app.txt /app.txt\n"
+                                    "RUN test -s /etc/ssl/certs/ca-certificates.crt\n")
     (ctx / "app.txt").write_text("hello\n")
     repo = f"test/app-{secrets.token_hex(4)}"
     image = f"{sandbox.registry}/{repo}:v1"
     buildah = str(sandbox.bin / "buildah")
-    sandbox.run([buildah, "bud", "--isolation", "chroot", "-t", image, str(ctx)], timeout=300)
+    ca = "/etc/ssl/certs/ca-certificates.crt"  # the host CA bundle, for builds that need TLS
+    sandbox.run([buildah, "bud", "--isolation", "chroot", "-v", f"{ca}:{ca}:ro", "-t", image, str(ctx)],
+                timeout=300)
     user, password = sandbox.registry_auth
     sandbox.run([buildah, "push", "--tls-verify=false", "--creds", f"{user}:{password}", image],
                 secrets=[password], timeout=300)
