@@ -121,6 +121,8 @@ def up(paths: SandboxPaths, *, use_kubeconfig: Path | None = None, say: Say = pr
             k8s.write_kubeconfig(paths)
             s.start(CONTROLLER_MANAGER)
             s.start(SCHEDULER)
+            if AGENT.pid(paths) is None:
+                (paths.agent_state / "ready").unlink(missing_ok=True)  # left by an agent that died
             s.start(AGENT, child_env({"PATH": f"{paths.chp_bin}{os.pathsep}{os.environ.get('PATH', '')}"}))
             s.wait(CONTROLLER_MANAGER)
             s.wait(SCHEDULER)
