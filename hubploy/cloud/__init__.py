@@ -18,12 +18,12 @@ import contextlib
 from typing import Iterator, Mapping
 
 from hubploy.cloud import aws, azure, gcloud, kubeconfig
-from hubploy.cloud.base import ClusterAccess, fill_context
+from hubploy.cloud.base import ClusterAccess, fill_context, verify_access
 from hubploy.errors import CredentialsError
 from hubploy.layout import Hub
 from hubploy.secrets import decrypt_to_mapping
 
-__all__ = ["ClusterAccess", "cluster_access", "fill_context"]
+__all__ = ["ClusterAccess", "cluster_access", "fill_context", "verify_access"]
 
 
 @contextlib.contextmanager

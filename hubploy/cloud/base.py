@@ -12,6 +12,7 @@ from typing import Iterator, Mapping
 
 import yaml
 
+from hubploy import runner
 from hubploy.errors import CommandError, CommandNotFoundError, CredentialsError
 
 
@@ -83,3 +84,21 @@ def credentials_failed(what: str, exc: CommandError) -> CredentialsError | Comma
         return exc
     detail = exc.stderr_tail.strip().splitlines()[-1] if exc.stderr_tail.strip() else f"exit {exc.returncode}"
     return CredentialsError(f"{what} failed: {detail}", hint=exc.hint)
+
+
+def verify_access(access: ClusterAccess, *, kubectl: str = "kubectl") -> None:
+    """Check that the API server accepts the credentials (GET /version with them).
+
+    Raises CredentialsError when the server rejects them (401) or cannot be reached.
+    """
+    try:
+        runner.run([kubectl, *access.kubectl_args(), "get", "--raw", "/version"], env=access.env, timeout=60)
+    except CommandNotFoundError:
+        raise
+    except CommandError as exc:
+        rejected = any(s in exc.stderr_tail for s in ("Unauthorized", "must be logged in", "401"))
+        detail = exc.stderr_tail.strip().splitlines()[-1] if exc.stderr_tail.strip() else f"exit {exc.returncode}"
+        what = "rejected the credentials" if rejected else "cannot be reached with these credentials"
+        raise CredentialsError(f"the Kubernetes API server {what}: {detail}",
+                               hint="check the token or certificate of the cluster credentials" if rejected
+                               else "check the server address and CA of the cluster credentials") from None

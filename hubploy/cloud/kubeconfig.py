@@ -44,13 +44,20 @@ def _named(data: Mapping[str, Any], kind: str, name: str) -> dict[str, Any]:
     raise CredentialsError(f"the kubeconfig has no {kind.rstrip('s')} named {name!r}")
 
 
+def _read(name: str, base_dir: Path | None) -> bytes:
+    path = Path(name).expanduser() if base_dir is None else base_dir / Path(name).expanduser()
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise CredentialsError(f"the kubeconfig names {path}, which cannot be read: {exc.strerror}") from None
+
+
 def _data_or_file(section: Mapping[str, Any], key: str, base_dir: Path | None) -> str | None:
     """``<key>-data`` as it is, or the file ``<key>`` read and base64-encoded."""
     if section.get(f"{key}-data"):
         return str(section[f"{key}-data"])
     if section.get(key):
-        path = Path(section[key]) if base_dir is None else base_dir / section[key]
-        return base64.b64encode(path.read_bytes()).decode()
+        return base64.b64encode(_read(section[key], base_dir)).decode()
     return None
 
 
@@ -70,8 +77,7 @@ def fields_from_kubeconfig(data: Mapping[str, Any], context: str | None = None, 
                                hint="use the GCP, AWS or Azure cluster credentials block, or a token")
     token = user.get("token")
     if not token and user.get("tokenFile"):
-        token_path = Path(user["tokenFile"]) if base_dir is None else base_dir / user["tokenFile"]
-        token = token_path.read_text().strip()
+        token = _read(user["tokenFile"], base_dir).decode().strip()
     fields = KubeconfigFields(
         context=name, server=str(cluster.get("server", "")),
         certificate_authority_data=_data_or_file(cluster, "certificate-authority", base_dir),
