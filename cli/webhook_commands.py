@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hubploy.layout import try_load_repo
+from hubploy.errors import ConfigError
+from hubploy.layout import REPO_SETTINGS_FILE, load_repo, try_load_repo
 from triggers.routing import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_SECRET_BLOCK, Routes
 
 
@@ -17,18 +18,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to bind (default {DEFAULT_PORT})")
     p.add_argument("--secret-block", default=DEFAULT_SECRET_BLOCK, metavar="NAME",
                    help=f"Prefect Secret block holding the webhook secret (default {DEFAULT_SECRET_BLOCK})")
-    p.add_argument("--repo", type=Path, default=Path.cwd(), metavar="DIR",
+    p.add_argument("--repo", type=Path, metavar="DIR",
                    help="deployment repo whose hubploy-repo.yaml names the staging/prod branches "
-                        "(default: the current directory; staging/prod when it is not a deployment repo)")
+                        "(default: the current directory if it is one, else branches staging and prod)")
     p.set_defaults(func=cmd_serve)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from triggers.webhook import WebhookConfig, serve_webhook
 
-    repo, _ = try_load_repo(args.repo)
-    routes = Routes.from_repo_settings(repo.settings) if repo else Routes()
+    routes = _routes(args.repo)
     print(f"webhook receiver: http://{args.host}:{args.port}/webhook "
           f"(staging branch {routes.staging_branch!r}, prod branch {routes.prod_branch!r})", flush=True)
     serve_webhook(args.host, args.port, secret_block=args.secret_block, config=WebhookConfig(routes=routes))
     return 0
+
+
+def _routes(repo_dir: Path | None) -> Routes:
+    if repo_dir is not None:
+        return Routes.from_repo_settings(load_repo(repo_dir).settings)
+    repo, issues = try_load_repo(Path.cwd())
+    if repo is None and (Path.cwd() / REPO_SETTINGS_FILE).exists():
+        raise ConfigError(issues)
+    return Routes.from_repo_settings(repo.settings) if repo else Routes()

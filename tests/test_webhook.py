@@ -6,7 +6,6 @@ import contextvars
 import hashlib
 import hmac
 import json
-import os
 import secrets
 import socket
 import subprocess
@@ -85,12 +84,12 @@ def deployment_ids(prefect_api: str) -> dict[str, uuid.UUID]:
 
 
 @contextmanager
-def cli_receiver(tmp_path: Path) -> Iterator[str]:
+def cli_receiver(tmp_path: Path, *args: str) -> Iterator[str]:
     """`hubploy webhook serve` as a user runs it, secret from the Secret block."""
     port = _free_port()
     log = open(tmp_path / f"receiver-{port}.log", "w")
     proc = subprocess.Popen([str(VENV_BIN / "hubploy"), "webhook", "serve", "--port", str(port),
-                             "--secret-block", SECRET_BLOCK], cwd=tmp_path, stdout=log,
+                             "--secret-block", SECRET_BLOCK, *args], cwd=tmp_path, stdout=log,
                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -237,7 +236,7 @@ def test_rejected_and_ignored_deliveries_start_nothing(receiver: str,
         "json": (deliver(receiver, "push", body=body("json")[:-1]), 400),
         "event": (deliver(receiver, "issues", push("staging", commits["event"])), 202),
         "branch": (deliver(receiver, "push", push("main", commits["branch"])), 202),
-        "deleted": (deliver(receiver, "push", {**push("staging", "0" * 40, before=commits["deleted"])}), 202),
+        "deleted": (deliver(receiver, "push", push("staging", "0" * 40, before=commits["deleted"])), 202),
         "tag": (deliver(receiver, "push", {**push("staging", commits["tag"]), "ref": "refs/tags/staging"}), 202),
         "pr-main": (deliver(receiver, "pull_request", pull_request(commits["pr-main"], base="main")), 202),
         "pr-closed": (deliver(receiver, "pull_request",
@@ -312,9 +311,29 @@ def test_routes_from_the_config_dataclass(prefect_api: str, deployment_ids: dict
     assert [n for n, _ in runs_for(deployment_ids, main)] == ["hubploy-lifecycle/lifecycle"]
 
 
+def test_cli_takes_branches_from_the_repo_settings(receiver: str, deployment_ids: dict[str, uuid.UUID],
+                                                   deployment_repo, tmp_path: Path) -> None:
+    repo = deployment_repo({"hubploy-repo.yaml": "staging_branch: main\nprod_branch: live\n",
+                            "deployments/.keep": ""})
+    main, staging = sha(), sha()
+    with cli_receiver(tmp_path, "--repo", str(repo)) as url:
+        assert deliver(url, "push", push("main", main)).json()["status"] == "started"
+        assert deliver(url, "push", push("staging", staging)).json()["status"] == "ignored"
+    assert [n for n, _ in runs_for(deployment_ids, main)] == ["hubploy-lifecycle/lifecycle"]
+    assert runs_for(deployment_ids, staging) == []
+
+
+def test_invalid_repo_settings_fail_clearly(prefect_api: str, deployment_repo) -> None:
+    repo = deployment_repo({"hubploy-repo.yaml": "staging_branch: [1]\n", "deployments/.keep": ""})
+    result = subprocess.run([str(VENV_BIN / "hubploy"), "webhook", "serve"], cwd=repo, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 1
+    assert "hubploy-repo.yaml:1: staging_branch:" in result.stderr
+
+
 def test_missing_secret_block_fails_clearly(prefect_api: str, tmp_path: Path) -> None:
     result = subprocess.run([str(VENV_BIN / "hubploy"), "webhook", "serve", "--port", str(_free_port()),
                              "--secret-block", "no-such-block"], cwd=tmp_path, capture_output=True, text=True,
-                            timeout=60, env={**os.environ})
+                            timeout=60)
     assert result.returncode == 1
     assert "no Prefect Secret block named 'no-such-block'" in result.stderr
