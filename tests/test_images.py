@@ -1,0 +1,343 @@
+"""Unit tests of the image rules: tags, decisions, commit ranges, rebuild tags, build/login argv."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from hubploy import git
+from hubploy.build import (CACHE_DEPTH, BuildahBackend, BuildRequest, build_image, dockerfile_for,
+                           registry_error)
+from hubploy.commitrange import detect_commit_range, range_from_event
+from hubploy.errors import BuildError, CommandError, GitError, HubployError, RegistryError
+from hubploy.images import (effective_tag, plan_hub, read_rebuild_tags, rebuild_tag, select_images,
+                            write_rebuild_tags)
+from hubploy.layout import load_repo
+from hubploy.registry import AuthFiles, RegistryCredentials, auth_files, credentials_from_docker_config
+from hubploy.registry_login import (ACR_USERNAME, AwsKeys, aws_login, azure_login, ecr_host, fetch_credentials,
+                                    gcloud_login)
+from helpers.gitrepo import Repo, init_repo
+
+HUB_YAML = """\
+images:
+  images:
+    - name: registry.example.org/physics/user
+      path: images/user
+    - name: registry.example.org/physics/hub
+      path: images/hub
+    - name: registry.example.org/upstream/notebook:2024.01.01
+"""
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Repo:
+    repo = init_repo(tmp_path / "repo")
+    repo.commit({"hub/Chart.yaml": "apiVersion: v2\nname: hub\nversion: 0.1.0\n",
+                 "deployments/physics/hubploy.yaml": HUB_YAML,
+                 "deployments/physics/images/user/Dockerfile": "FROM scratch\n",
+                 "deployments/physics/images/hub/Dockerfile": "FROM scratch\n"}, "initial")
+    return repo
+
+
+def _hub(repo: Repo):  # type: ignore[no-untyped-def]
+    return load_repo(repo.root).load_hub("physics")
+
+
+# ------------------------------------------------------------------ tags and decisions
+
+def test_tags_are_git_derived_per_image_dir_or_pinned(repo: Repo) -> None:
+    first = repo.head()
+    user_sha = repo.commit({"deployments/physics/images/user/extra.txt": "x\n"}, "user only")
+    hub = _hub(repo)
+    user, hub_image, pinned = hub.images
+    assert effective_tag(hub, user) == git.shortest_alpha_prefix(user_sha)
+    assert effective_tag(hub, hub_image) == git.shortest_alpha_prefix(first)
+    assert effective_tag(hub, pinned) == "2024.01.01"
+
+
+def test_check_registry_builds_exactly_what_the_registry_lacks(repo: Repo) -> None:
+    hub = _hub(repo)
+    tag = git.shortest_alpha_prefix(repo.head())
+    asked: list[tuple[str, str]] = []
+
+    def exists(name: str, t: str) -> bool:
+        asked.append((name, t))
+        return name.endswith("/hub")
+
+    plans = plan_hub(hub, check_registry=True, exists=exists)
+    assert [(p.name, p.tag, p.build) for p in plans] == [
+        ("registry.example.org/physics/user", tag, True),
+        ("registry.example.org/physics/hub", tag, False),
+        ("registry.example.org/upstream/notebook", "2024.01.01", False)]
+    assert plans[0].reason == f"registry.example.org/physics/user:{tag} not in the registry"
+    assert plans[1].reason == f"registry.example.org/physics/hub:{tag} already in the registry"
+    assert plans[2].reason == "pinned to 2024.01.01 with no build dir"
+    assert ("registry.example.org/upstream/notebook", "2024.01.01") not in asked
+
+
+def test_commit_range_builds_images_whose_dir_changed(repo: Repo) -> None:
+    base = repo.head()
+    repo.commit({"deployments/physics/images/hub/Dockerfile": "FROM scratch\nENV A=1\n"}, "hub image change")
+    repo.commit({"deployments/physics/config/common.yaml": "a: 1\n"}, "config change")
+    plans = plan_hub(_hub(repo), commit_range=f"{base}...HEAD")
+    assert [p.build for p in plans] == [False, True, False]
+    assert plans[1].reason == f"deployments/physics/images/hub changed in {base}...HEAD"
+    assert plans[0].reason == f"deployments/physics/images/user unchanged in {base}...HEAD"
+
+
+def test_modes_are_exclusive_and_one_is_required(repo: Repo) -> None:
+    hub = _hub(repo)
+    with pytest.raises(HubployError, match="mutually exclusive"):
+        plan_hub(hub, check_registry=True, commit_range="a...b", exists=lambda n, t: False)
+    with pytest.raises(HubployError, match="no build mode"):
+        plan_hub(hub)
+
+
+def test_image_selection_by_full_name_without_tag(repo: Repo) -> None:
+    hub = _hub(repo)
+    assert [s.name for s in select_images(hub.images, ["registry.example.org/physics/hub"])] == [
+        "registry.example.org/physics/hub"]
+    assert len(select_images(hub.images, [])) == 3
+    with pytest.raises(HubployError, match="no image named physics/hub"):
+        select_images(hub.images, ["physics/hub"])
+
+
+def test_recorded_rebuild_tag_applies_only_to_its_source_tag(repo: Repo) -> None:
+    hub = _hub(repo)
+    user = hub.images[0]
+    tag = effective_tag(hub, user)
+    write_rebuild_tags(hub.dir, {user.name: {"source_tag": tag, "tag": f"{tag}-r20261127"}})
+    assert effective_tag(hub, user) == f"{tag}-r20261127"
+    assert effective_tag(hub, hub.images[1]) == tag  # no record for the hub image
+    assert read_rebuild_tags(hub.dir)[user.name]["source_tag"] == tag
+    repo.commit({"deployments/physics/images/user/Dockerfile": "FROM scratch\nENV B=2\n"}, "change user image")
+    new_tag = git.shortest_alpha_prefix(repo.head())
+    assert effective_tag(_hub(repo), user) == new_tag  # the record is stale now
+
+
+def test_rebuild_tag_never_reuses_an_existing_tag() -> None:
+    day = dt.date(2026, 11, 27)
+    assert rebuild_tag("1a2b3c4", lambda t: False, day) == "1a2b3c4-r20261127"
+    existing = {"1a2b3c4-r20261127", "1a2b3c4-r20261127.2"}
+    assert rebuild_tag("1a2b3c4", existing.__contains__, day) == "1a2b3c4-r20261127.3"
+    today = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d")
+    assert rebuild_tag("abc1234", lambda t: False) == f"abc1234-r{today}"
+
+
+# ------------------------------------------------------------------ commit range detection
+
+def _event(tmp_path: Path, event: dict) -> dict[str, str]:
+    path = tmp_path / "event.json"
+    path.write_text(json.dumps(event))
+    return {"GITHUB_ACTIONS": "true", "GITHUB_EVENT_PATH": str(path)}
+
+
+def test_push_event_gives_before_range(repo: Repo, tmp_path: Path) -> None:
+    before = repo.head()
+    repo.commit({"a.txt": "a\n"}, "next")
+    env = _event(tmp_path, {"before": before, "after": repo.head(), "ref": "refs/heads/staging"})
+    assert detect_commit_range(repo.root, env) == f"{before}...HEAD"
+
+
+def test_pull_request_event_gives_base_range(repo: Repo, tmp_path: Path) -> None:
+    env = _event(tmp_path, {"pull_request": {"base": {"sha": "f" * 40}, "head": {"sha": repo.head()}},
+                            "before": "ignored"})
+    assert detect_commit_range(repo.root, env) == f"{'f' * 40}...HEAD"
+
+
+def test_force_push_is_a_clear_error(repo: Repo, tmp_path: Path) -> None:
+    gone = repo.commit({"b.txt": "b\n"}, "will be force-pushed away")
+    repo.git("reset", "-q", "--hard", "HEAD~1")
+    repo.git("reflog", "expire", "--expire=now", "--all")
+    repo.git("gc", "-q", "--prune=now")
+    env = _event(tmp_path, {"before": gone, "after": repo.head()})
+    with pytest.raises(GitError, match="force-pushed") as info:
+        detect_commit_range(repo.root, env)
+    assert "--check-registry" in str(info.value)
+
+
+def test_no_mode_is_a_clear_error(repo: Repo, tmp_path: Path) -> None:
+    with pytest.raises(HubployError, match="GITHUB_ACTIONS is not set") as info:
+        detect_commit_range(repo.root, {})
+    assert "--check-registry" in str(info.value) and "--commit-range" in str(info.value)
+    with pytest.raises(HubployError, match="created the branch"):
+        range_from_event(repo.root, {"before": "0" * 40})
+    with pytest.raises(HubployError, match="neither a push nor a pull_request"):
+        range_from_event(repo.root, {"action": "opened"})
+    with pytest.raises(HubployError, match="cannot read the GitHub event file"):
+        detect_commit_range(repo.root, {"GITHUB_ACTIONS": "true", "GITHUB_EVENT_PATH": str(tmp_path / "nope")})
+
+
+# ------------------------------------------------------------------ build argv and rules
+
+def test_buildah_build_argv(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.crt"
+    ca.write_text("cert")
+    auth = AuthFiles(tmp_path / "auth.json", {})
+    request = BuildRequest("localhost:5000/hub/user", "1a2b3c4", tmp_path, tmp_path / "Dockerfile",
+                           cache_from="localhost:5000/hub/user:0f0f0f0", build_args={"A": "1"})
+    assert BuildahBackend(ca_bundle=ca).build_argv(request, auth) == [
+        "buildah", "--storage-driver", "vfs", "bud", "--isolation", "chroot", "--layers",
+        "-t", "localhost:5000/hub/user:1a2b3c4", "--authfile", str(tmp_path / "auth.json"),
+        "--cache-from", "localhost:5000/hub/user", "--build-arg", "A=1",
+        "-v", f"{ca}:/etc/ssl/certs/ca-certificates.crt:ro", "-f", str(tmp_path / "Dockerfile"), str(tmp_path)]
+    no_cache = BuildRequest("gcr.io/p/user", "abc1234", tmp_path, tmp_path / "Dockerfile", no_cache=True)
+    assert BuildahBackend(ca_bundle=tmp_path / "missing").build_argv(no_cache, None) == [
+        "buildah", "--storage-driver", "vfs", "bud", "--isolation", "chroot", "--layers",
+        "-t", "gcr.io/p/user:abc1234", "--no-cache", "-f", str(tmp_path / "Dockerfile"), str(tmp_path)]
+
+
+def test_buildah_push_and_pull_argv(tmp_path: Path) -> None:
+    auth = AuthFiles(tmp_path / "auth.json", {})
+    backend = BuildahBackend()
+    assert backend.push_argv("localhost:5000/hub/user:1a2b3c4", auth, tmp_path / "digest") == [
+        "buildah", "--storage-driver", "vfs", "push", "--authfile", str(tmp_path / "auth.json"),
+        "--tls-verify=false", "--digestfile", str(tmp_path / "digest"),
+        "localhost:5000/hub/user:1a2b3c4", "docker://localhost:5000/hub/user:1a2b3c4"]
+    assert backend.push_argv("us-docker.pkg.dev/p/r/user:1a2b3c4", auth, tmp_path / "d") == [
+        "buildah", "--storage-driver", "vfs", "push", "--authfile", str(tmp_path / "auth.json"),
+        "--digestfile", str(tmp_path / "d"),
+        "us-docker.pkg.dev/p/r/user:1a2b3c4", "docker://us-docker.pkg.dev/p/r/user:1a2b3c4"]
+    assert backend.pull_argv("127.0.0.1:5000/u:t", None) == [
+        "buildah", "--storage-driver", "vfs", "pull", "--quiet", "--tls-verify=false", "docker://127.0.0.1:5000/u:t"]
+
+
+def test_repo2docker_only_dir_is_refused_not_pretended(tmp_path: Path) -> None:
+    (tmp_path / "environment.yml").write_text("dependencies: [numpy]\n")
+    (tmp_path / "postBuild").write_text("#!/bin/sh\n")
+    with pytest.raises(BuildError) as info:
+        dockerfile_for(tmp_path)
+    message = str(info.value)
+    assert "repo2docker cannot run here" in message and "Docker engine" in message
+    assert "environment.yml, postBuild" in message and "Dockerfile" in message
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(BuildError, match="has no Dockerfile"):
+        dockerfile_for(empty)
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    assert dockerfile_for(tmp_path) == tmp_path / "Dockerfile"
+
+
+class FakeBackend:
+    name = "fake"
+
+    def __init__(self, pullable: set[str]) -> None:
+        self.pullable = pullable
+        self.pulls: list[str] = []
+        self.builds: list[BuildRequest] = []
+
+    def pull(self, reference: str, auth: AuthFiles | None) -> bool:
+        self.pulls.append(reference)
+        return reference in self.pullable
+
+    def build(self, request: BuildRequest, auth: AuthFiles | None) -> None:
+        self.builds.append(request)
+
+    def push(self, reference: str, auth: AuthFiles | None) -> str:
+        return "sha256:0"
+
+
+def test_cache_source_is_first_older_tag_that_pulls_within_15(tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    older = [f"t{i:06d}a" for i in range(20)]
+    backend = FakeBackend({"r/x:t000003a", "r/x:t000005a"})
+    result = build_image(backend, "r/x", "new1234", tmp_path, older_tags=older)
+    assert backend.pulls == [f"r/x:t{i:06d}a" for i in range(4)]
+    assert result.cache_from == "r/x:t000003a" and backend.builds[0].cache_from == "r/x:t000003a"
+    nothing = FakeBackend(set())
+    build_image(nothing, "r/x", "new1234", tmp_path, older_tags=older)
+    assert len(nothing.pulls) == CACHE_DEPTH == 15
+    no_cache = FakeBackend({"r/x:t000000a"})
+    assert build_image(no_cache, "r/x", "n", tmp_path, older_tags=older, no_cache=True).cache_from is None
+    assert no_cache.pulls == [] and no_cache.builds[0].no_cache
+
+
+def test_buildah_failures_map_to_registry_errors() -> None:
+    def err(text: str) -> RegistryError | None:
+        return registry_error(CommandError(["buildah", "push"], 125, text), "localhost:5000/a:b")
+
+    unauthorized = err('Error: pushing image ... exists in localhost:5000/a: unauthorized: authentication required')
+    assert unauthorized is not None and unauthorized.status == 401 and not unauthorized.transient
+    refused = err('pinging container registry localhost:5999: Get "http://localhost:5999/v2/": dial tcp '
+                  '127.0.0.1:5999: connect: connection refused')
+    assert refused is not None and refused.status is None and refused.transient
+    unavailable = err("writing blob: received unexpected HTTP status: 503 Service Unavailable")
+    assert unavailable is not None and unavailable.status == 503 and unavailable.transient
+    assert err("STEP 2/3: RUN false\nerror building at STEP: exit status 1") is None
+
+
+# ------------------------------------------------------------------ registry logins
+
+def _no_home_paths(env: dict[str, str]) -> None:
+    home = os.path.expanduser("~")
+    for key, value in env.items():
+        assert not value.startswith(home + os.sep) and value != home, (key, value)
+
+
+def test_gcloud_login_argv_and_env(tmp_path: Path) -> None:
+    cmd = gcloud_login(tmp_path / "gcloud", tmp_path / "key.json")
+    assert cmd.argv == ["gcloud", "auth", "print-access-token"]
+    assert cmd.env == {"CLOUDSDK_CONFIG": str(tmp_path / "gcloud"), "CLOUDSDK_CORE_DISABLE_PROMPTS": "1",
+                       "CLOUDSDK_AUTH_CREDENTIAL_FILE_OVERRIDE": str(tmp_path / "key.json")}
+    assert cmd.username == "oauth2accesstoken"
+    assert cmd.parse_password("ya29.token\n") == "ya29.token"
+    _no_home_paths(cmd.env)
+
+
+def test_aws_login_argv_and_env(tmp_path: Path) -> None:
+    cmd = aws_login(tmp_path / "aws", "123456789012", "us-west-2", AwsKeys("AKIAEXAMPLE", "s3cr3tkey", "tok3n"))
+    assert cmd.argv == ["aws", "ecr", "get-login-password", "--region", "us-west-2"]
+    assert cmd.env == {"AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "aws" / "credentials"),
+                       "AWS_CONFIG_FILE": str(tmp_path / "aws" / "config"), "AWS_PAGER": "",
+                       "AWS_REGION": "us-west-2", "AWS_ACCESS_KEY_ID": "AKIAEXAMPLE",
+                       "AWS_SECRET_ACCESS_KEY": "s3cr3tkey", "AWS_SESSION_TOKEN": "tok3n"}
+    assert cmd.username == "AWS" and cmd.host == ecr_host("123456789012", "us-west-2") == \
+        "123456789012.dkr.ecr.us-west-2.amazonaws.com"
+    assert set(cmd.secrets) == {"s3cr3tkey", "tok3n"}
+    _no_home_paths(cmd.env)
+
+
+def test_azure_login_argv_and_env(tmp_path: Path) -> None:
+    env = {"AZURE_CONFIG_DIR": str(tmp_path / "az"), "PATH": "/usr/bin"}
+    cmd = azure_login("myacr", env)
+    assert cmd.argv == ["az", "acr", "login", "--name", "myacr", "--expose-token", "--output", "json"]
+    assert cmd.env == env and cmd.host == "myacr.azurecr.io" and cmd.username == ACR_USERNAME
+    assert cmd.parse_password('{"accessToken": "eyJ.tok", "loginServer": "myacr.azurecr.io"}') == "eyJ.tok"
+    _no_home_paths(cmd.env)
+    with pytest.raises(HubployError, match="AZURE_CONFIG_DIR"):
+        azure_login("myacr", {"PATH": "/usr/bin"})
+
+
+def test_fetch_credentials_runs_the_login_with_its_own_env(tmp_path: Path) -> None:
+    fake = tmp_path / "bin" / "gcloud"
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\n[ "$*" = "auth print-access-token" ] || exit 3\n'
+                    'echo "$CLOUDSDK_CONFIG" > "$CLOUDSDK_CONFIG/seen"\necho ya29.faketoken\n')
+    fake.chmod(0o755)
+    config = tmp_path / "cfg"
+    config.mkdir()
+    base = {"PATH": f"{fake.parent}{os.pathsep}{os.environ['PATH']}"}
+    creds = fetch_credentials(gcloud_login(config), "us-docker.pkg.dev", base_env=base)
+    assert creds == RegistryCredentials("us-docker.pkg.dev", "oauth2accesstoken", "ya29.faketoken")
+    assert (config / "seen").read_text().strip() == str(config)
+    assert "CLOUDSDK_CONFIG" not in os.environ or os.environ["CLOUDSDK_CONFIG"] != str(config)
+
+
+# ------------------------------------------------------------------ auth files
+
+def test_auth_file_is_private_temporary_and_in_docker_format() -> None:
+    creds = [RegistryCredentials("localhost:5000", "ci", "cipass-1234")]
+    with auth_files(creds) as auth:
+        assert stat.S_IMODE(auth.path.stat().st_mode) == 0o600
+        assert stat.S_IMODE(auth.path.parent.stat().st_mode) == 0o700
+        assert auth.env == {"DOCKER_CONFIG": str(auth.path.parent), "REGISTRY_AUTH_FILE": str(auth.path)}
+        config = json.loads(auth.path.read_text())
+        assert credentials_from_docker_config(config, "localhost:5000") == creds[0]
+        assert "DOCKER_CONFIG" not in os.environ or os.environ["DOCKER_CONFIG"] != str(auth.path.parent)
+    assert not auth.path.parent.exists()
+    assert "cipass-1234" not in repr(creds[0])
