@@ -21,6 +21,7 @@ COMMAND_MODULES: dict[str, str] = {
     "approve": "cli.approve_commands",
     "webhook": "cli.webhook_commands",
     "build": "cli.build_commands",
+    "deploy": "cli.deploy_commands",
 }
 
 

@@ -1,0 +1,98 @@
+"""`hubploy deploy <hub> <chart> <env>`: classic hubploy's deploy, run directly (no Prefect server).
+
+Same arguments as hubploy; what is added: images are checked before helm runs, a stuck release is
+recovered, the hub's health is checked after the upgrade and a failed check is rolled back. Rollback
+on a failed upgrade (`--atomic`) is on by default here; `--no-atomic` turns it off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+from pathlib import Path
+
+from hubploy.config.models import ALLOWED_ENVIRONMENTS
+from hubploy.deploy import ClusterAccessProvider, DeployOptions, deploy, sops_env
+from hubploy.errors import HubployError
+from hubploy.helm import UpgradeFlags
+from hubploy.layout import DeploymentRepo, load_repo
+from hubploy.runner import child_env
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("deploy", help="deploy a hub with helm: preflight, image check, upgrade, health check",
+                       description=__doc__)
+    p.add_argument("hub", help="hub directory name under deployments/")
+    p.add_argument("chart", help="path of the local umbrella chart, e.g. hub")
+    p.add_argument("environment", choices=ALLOWED_ENVIRONMENTS, help="environment to deploy to")
+    p.add_argument("--namespace", help="namespace (default: <hub>-<environment>, or hubploy.yaml's)")
+    p.add_argument("--set", dest="set_values", action="append", default=[], metavar="KEY=VALUE",
+                   help="passed to helm as --set (repeatable)")
+    p.add_argument("--set-string", dest="set_string_values", action="append", default=[], metavar="KEY=VALUE",
+                   help="passed to helm as --set-string (repeatable)")
+    p.add_argument("--version", help="chart version (only for charts from a repository)")
+    p.add_argument("--timeout", default="10m",
+                   help="helm timeout: a duration such as 30m, or a number of seconds (default 10m)")
+    p.add_argument("--force", action="store_true", help="helm --force (helm 4: --force-replace)")
+    p.add_argument("--atomic", dest="atomic", action="store_true", default=True,
+                   help="roll back a failed upgrade (the default; helm 4: --rollback-on-failure)")
+    p.add_argument("--no-atomic", dest="atomic", action="store_false", help="leave a failed upgrade in place")
+    p.add_argument("--cleanup-on-fail", action="store_true", help="helm --cleanup-on-fail")
+    p.add_argument("--dry-run", action="store_true",
+                   help="render and validate with helm --dry-run; prints manifests with secrets redacted")
+    p.add_argument("--no-health-check", dest="health_check", action="store_false",
+                   help="skip the post-deploy health check (and its rollback)")
+    p.set_defaults(func=cmd_deploy)
+
+
+def helm_timeout(value: str) -> str:
+    """hubploy's help said seconds but helm wants a duration: a bare number means seconds."""
+    return f"{value}s" if re.fullmatch(r"\d+", value) else value
+
+
+def _refuse_debug_in_ci(args: argparse.Namespace, env: dict[str, str]) -> None:
+    """Like modern hubploy: helm debug output and dry runs print values, so not in CI logs."""
+    wanted = [flag for flag, on in (("--helm-debug", getattr(args, "helm_debug", False)),
+                                    ("--dry-run", args.dry_run)) if on]
+    if wanted and env.get("CI") and not env.get("HUBPLOY_LOCAL_DEBUG"):
+        raise HubployError(f"{' and '.join(wanted)} refused in CI (CI is set): they can print configuration",
+                           hint="set HUBPLOY_LOCAL_DEBUG=1 if this is really a local run")
+
+
+def _cluster_access(repo: DeploymentRepo, hub_name: str, env: dict[str, str]) -> ClusterAccessProvider | None:
+    """Prefect credential blocks only when the hub names one (that needs a Prefect API); else None,
+    which means the classic key files or the ambient KUBECONFIG."""
+    cluster = repo.load_hub(hub_name).config.cluster
+    if cluster is None or not getattr(cluster.settings, "credentials_block", None):
+        return None
+    from blocks.resolve import cluster_access_for
+
+    base_env = sops_env(repo, env)
+    return lambda hub, env_name: cluster_access_for(hub, env_name, base_env=base_env)
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    env = child_env()
+    _refuse_debug_in_ci(args, env)
+    repo = load_repo(Path.cwd())
+    chart = Path(args.chart).resolve()
+    if not (chart / "Chart.yaml").is_file():
+        raise HubployError(f"{args.chart} is not a chart directory (no Chart.yaml)",
+                           hint=f"this repository's chart is {repo.settings.chart}/")
+    flags = UpgradeFlags(version=args.version, timeout=helm_timeout(args.timeout), force=args.force,
+                         atomic=args.atomic, cleanup_on_fail=args.cleanup_on_fail, dry_run=args.dry_run,
+                         debug=getattr(args, "helm_debug", False))
+    options = DeployOptions(namespace=args.namespace, chart=chart, set_values=tuple(args.set_values),
+                            set_string_values=tuple(args.set_string_values), flags=flags,
+                            health_check=args.health_check)
+    for name in ("hubploy.deploy", "hubploy.health"):  # progress lines, even without --verbose
+        logging.getLogger(name).setLevel(logging.DEBUG if getattr(args, "debug", False) else logging.INFO)
+    result = deploy(repo, args.hub, args.environment, options=options, base_env=env,
+                    cluster_access=_cluster_access(repo, args.hub, env))
+    if result.rendered is not None:
+        sys.stdout.write(result.rendered)
+    print(f"{result.release}: {result.result} (revision {result.revision_before or 'none'} -> "
+          f"{result.revision_after or 'none'}, {result.duration:.1f} s)", file=sys.stderr)
+    return 0
