@@ -40,10 +40,12 @@ def cluster_access(hub: Hub, env_name: str, *, base_env: Mapping[str, str]) -> I
         raise CredentialsError(f"hub {hub.name!r} names credentials block {settings.credentials_block!r}",
                                hint="resolve it with blocks.resolve.cluster_access_for")
     context = fill_context(cluster.context_template, namespace)
-    allow_plaintext = hub.repo.settings.secrets.allow_plaintext
+    policy = hub.repo.settings.secrets
+    sops_env = {**base_env, "SOPS_AGE_KEY_FILE": str(hub.repo.root / policy.age_key_file)} \
+        if policy.age_key_file else base_env
 
     def read(filename: str) -> dict:
-        return decrypt_to_mapping(hub.secret_file(filename), env=base_env, allow_plaintext=allow_plaintext)
+        return decrypt_to_mapping(hub.secret_file(filename), env=sops_env, allow_plaintext=policy.allow_plaintext)
 
     if cluster.provider == "gcloud":
         gc = cluster.gcloud
