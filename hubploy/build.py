@@ -106,6 +106,7 @@ def build_image(backend: BuildBackend, name: str, tag: str, image_dir: Path, *, 
 
 
 def _tls_args(reference: str) -> list[str]:
+    """Plain http only for a localhost/127.0.0.1 registry (a local image's build pulls its bases so too)."""
     return ["--tls-verify=false"] if is_local(split_repository(reference)[0]) else []
 
 
@@ -133,7 +134,7 @@ class BuildahBackend:
 
     def build_argv(self, request: BuildRequest, auth: AuthFiles | None) -> list[str]:
         argv = [*self._base(), "bud", "--isolation", "chroot", "--layers", "-t", request.reference,
-                *self._auth_args(auth)]
+                *self._auth_args(auth), *_tls_args(request.reference)]
         if request.cache_from:
             argv += ["--cache-from", request.name]
         if request.no_cache:

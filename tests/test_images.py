@@ -183,7 +183,7 @@ def test_buildah_build_argv(tmp_path: Path) -> None:
                            cache_from="localhost:5000/hub/user:0f0f0f0", build_args={"A": "1"})
     assert BuildahBackend(ca_bundle=ca).build_argv(request, auth) == [
         "buildah", "--storage-driver", "vfs", "bud", "--isolation", "chroot", "--layers",
-        "-t", "localhost:5000/hub/user:1a2b3c4", "--authfile", str(tmp_path / "auth.json"),
+        "-t", "localhost:5000/hub/user:1a2b3c4", "--authfile", str(tmp_path / "auth.json"), "--tls-verify=false",
         "--cache-from", "localhost:5000/hub/user", "--build-arg", "A=1",
         "-v", f"{ca}:/etc/ssl/certs/ca-certificates.crt:ro", "-f", str(tmp_path / "Dockerfile"), str(tmp_path)]
     no_cache = BuildRequest("gcr.io/p/user", "abc1234", tmp_path, tmp_path / "Dockerfile", no_cache=True)
