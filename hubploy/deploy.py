@@ -18,6 +18,7 @@ Only the release is ever changed; nothing here touches ``os.environ`` (deploys r
 from __future__ import annotations
 
 import contextlib
+import datetime
 import hashlib
 import json
 import logging
@@ -29,7 +30,7 @@ from typing import Any, Callable, ContextManager, Iterator, Mapping, Protocol, S
 
 import yaml
 
-from hubploy import helm, values
+from hubploy import cloud, helm, values
 from hubploy.errors import (CommandError, CommandTimeoutError, DeployError, HealthCheckError, HubployError,
                             RegistryError)
 from hubploy.git import head_sha
@@ -103,6 +104,8 @@ class DeployResult:
     revision_after: int | None = None
     values_digest: str | None = None
     images: list[ImageRef] = field(default_factory=list)
+    started: str = ""                # UTC, ISO 8601
+    finished: str = ""
     duration: float = 0.0
     result: str = "pending"          # deployed | dry-run | rolled-back | refused | failed
     message: str = ""
@@ -126,12 +129,13 @@ def deploy(repo: DeploymentRepo, hub_name: str, env_name: str, *, options: Deplo
     ``on_result`` is always called with the final result, on success and failure alike.
     """
     start = time.monotonic()
+    started = _utcnow()
     hub = repo.load_hub(hub_name)
     env = dict(base_env) if base_env is not None else child_env()
     result = DeployResult(hub=hub.name, env=env_name, release=options.release or hub.release(env_name),
-                          namespace=options.namespace or hub.namespace(env_name))
+                          namespace=options.namespace or hub.namespace(env_name), started=started)
     try:
-        _deploy(repo, hub, options, result, env, cluster_access or ambient_cluster_access(env),
+        _deploy(repo, hub, options, result, env, cluster_access or classic_cluster_access(sops_env(repo, env)),
                 image_digest or registry_image_digest(env), logger)
         return result
     except HubployError as exc:
@@ -141,6 +145,7 @@ def deploy(repo: DeploymentRepo, hub_name: str, env_name: str, *, options: Deplo
         raise
     finally:
         result.duration = round(time.monotonic() - start, 3)
+        result.finished = _utcnow()
         if on_result is not None:
             on_result(result)
 
@@ -235,6 +240,10 @@ def _upgrade_and_check(hub: Hub, executable: str, major: int, chart: str, values
                                ) from None
     result.result = "deployed"
     logger.info("deployed %s revision %s (JupyterHub %s)", name, result.revision_after, result.hub_version)
+
+
+def _utcnow() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
 
 
 def _last_line(text: str) -> str:
@@ -356,23 +365,9 @@ def _chart_values(chart: Path) -> dict[str, Any]:
 
 # --- step 3: cluster access -------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class AmbientAccess:
-    """The caller's own KUBECONFIG (a hub without a ``cluster:`` section)."""
-
-    kubeconfig: Path
-    env: dict[str, str]
-    context: str | None = None
-
-
-def ambient_cluster_access(base_env: Mapping[str, str]) -> ClusterAccessProvider:
-    @contextlib.contextmanager
-    def provider(hub: Hub, env_name: str) -> Iterator[ClusterAccessLike]:
-        if hub.config.cluster is not None:
-            raise DeployError(f"hub {hub.name} has a cluster: section but no credentials provider was given")
-        kubeconfig = base_env.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
-        yield AmbientAccess(Path(kubeconfig), dict(base_env))
-    return provider
+def classic_cluster_access(base_env: Mapping[str, str]) -> ClusterAccessProvider:
+    """Credentials from the hub's key files (or the ambient KUBECONFIG), without Prefect blocks."""
+    return lambda hub, env_name: cloud.cluster_access(hub, env_name, base_env=base_env)
 
 
 # --- step 4: namespace -----------------------------------------------------------------------------------
