@@ -83,6 +83,22 @@ def test_install_with_wait_and_the_hub_answers(sandbox, sandbox_namespace, tmp_p
     assert "version" in info
 
 
+def test_example_hub_layered_values_install(sandbox, sandbox_namespace, tmp_path) -> None:  # noqa: ANN001
+    """deployments/physics: common + staging config and the sops-encrypted staging secrets."""
+    repo = Path(__file__).resolve().parent.parent
+    hub = repo / "deployments" / "physics"
+    secrets_file = tmp_path / "secrets-staging.yaml"
+    decrypted = sandbox.run([str(sandbox.bin / "sops"), "--decrypt", str(hub / "secrets" / "staging.yaml")],
+                            env={**sandbox.env, "SOPS_AGE_KEY_FILE": str(repo / "example-age.key")}).stdout
+    secrets_file.write_text(decrypted)
+    values = ["-f", str(hub / "config" / "common.yaml"), "-f", str(hub / "config" / "staging.yaml"),
+              "-f", str(secrets_file)]
+    helm_install(sandbox, "4", sandbox_namespace, values)
+    rollout = sandbox.kubectl("rollout", "status", "deployment/hub", "-n", sandbox_namespace, "--timeout=30s")
+    assert "successfully rolled out" in rollout.stdout
+    assert "version" in wait_hub_api(sandbox.hub_url(sandbox_namespace))
+
+
 def test_hub_follows_its_pod_config_change_and_uninstall(sandbox, sandbox_namespace, tmp_path) -> None:  # noqa: ANN001
     helm_install(sandbox, "3", sandbox_namespace, layered_values(tmp_path))
     first = sandbox.hub_url(sandbox_namespace)
