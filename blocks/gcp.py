@@ -10,6 +10,7 @@ from prefect.types import SecretDict
 from pydantic import Field, field_validator
 
 from hubploy.cloud import ClusterAccess, gcloud
+from hubploy.errors import CredentialsError
 
 
 class GcpClusterCredentials(Block):
@@ -38,7 +39,10 @@ class GcpClusterCredentials(Block):
     @classmethod
     def _is_key(cls, value: SecretDict | None) -> SecretDict | None:
         if value is not None:
-            gcloud.check_service_account_info(value.get_secret_value())
+            try:
+                gcloud.check_service_account_info(value.get_secret_value())
+            except CredentialsError as exc:
+                raise ValueError(exc.message) from None
         return value
 
     @contextlib.contextmanager
