@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 
-def _paths():  # noqa: ANN202 - imported lazily so `hubploy --help` stays fast
+def _paths():
     from hubploy.sandbox.paths import SandboxPaths
 
     return SandboxPaths.from_env()
@@ -48,8 +48,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     rows = status(paths)
     for row in rows:
         state = "running" if row.running else "stopped"
-        extra = "".join([f" pid {row.pid}" if row.pid else "", f" port {row.port}" if row.port else "",
-                         f" ({row.detail})" if row.detail else ""])
+        extra = "".join(
+            [
+                f" pid {row.pid}" if row.pid else "",
+                f" port {row.port}" if row.port else "",
+                f" ({row.detail})" if row.detail else "",
+            ]
+        )
         print(f"{row.name:<24} {state}{extra}")
     if paths.hub_urls.exists():
         print(f"{'hubs':<24} {paths.hub_urls.read_text().strip() or '{}'}")
@@ -64,17 +69,25 @@ def cmd_env(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    parser = subparsers.add_parser("sandbox", help="a real local platform: Kubernetes API, helm, registry, "
-                                                   "buildah, sops",
-                                   description=__doc__.splitlines()[0])
+    parser = subparsers.add_parser(
+        "sandbox",
+        help="a real local platform: Kubernetes API, helm, registry, buildah, sops",
+        description=__doc__.splitlines()[0],
+    )
     sub = parser.add_subparsers(dest="sandbox_command", metavar="ACTION", required=True)
-    sub.add_parser("install", help="install what is missing (apt, pip, helm, Kubernetes build)") \
-        .set_defaults(func=cmd_install)
+    sub.add_parser("install", help="install what is missing (apt, pip, helm, Kubernetes build)").set_defaults(
+        func=cmd_install
+    )
     up = sub.add_parser("up", help="start everything on loopback and wait until it is ready")
-    up.add_argument("--use-kubeconfig", type=Path, metavar="PATH",
-                    help="use this existing cluster instead of starting Kubernetes (also: "
-                         "HUBPLOY_SANDBOX_KUBECONFIG)")
+    up.add_argument(
+        "--use-kubeconfig",
+        type=Path,
+        metavar="PATH",
+        help="use this existing cluster instead of starting Kubernetes (also: HUBPLOY_SANDBOX_KUBECONFIG)",
+    )
     up.set_defaults(func=cmd_up)
     sub.add_parser("down", help="stop what `up` started and remove its data").set_defaults(func=cmd_down)
     sub.add_parser("status", help="say what runs").set_defaults(func=cmd_status)
-    sub.add_parser("env", help="print shell exports: eval \"$(hubploy sandbox env)\"").set_defaults(func=cmd_env)
+    sub.add_parser("env", help='print shell exports: eval "$(hubploy sandbox env)"').set_defaults(
+        func=cmd_env
+    )

@@ -22,8 +22,9 @@ def helm(request: pytest.FixtureRequest) -> str:
 
 
 def render(helm: str, *args: str) -> list[dict]:
-    out = run([helm, "template", "example", str(CHART), "--namespace", "example-staging", *args],
-              env=child_env()).stdout
+    out = run(
+        [helm, "template", "example", str(CHART), "--namespace", "example-staging", *args], env=child_env()
+    ).stdout
     return [doc for doc in yaml.safe_load_all(out) if doc]
 
 
@@ -35,8 +36,14 @@ def test_lint_passes(helm: str) -> None:
 def test_template_defaults_render_z2jh_like_objects(helm: str) -> None:
     docs = render(helm)
     kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
-    assert {("Deployment", "hub"), ("Deployment", "proxy"), ("Secret", "hub"), ("Service", "hub"),
-            ("Service", "proxy-public"), ("Deployment", "continuous-image-puller")} <= kinds
+    assert {
+        ("Deployment", "hub"),
+        ("Deployment", "proxy"),
+        ("Secret", "hub"),
+        ("Service", "hub"),
+        ("Service", "proxy-public"),
+        ("Deployment", "continuous-image-puller"),
+    } <= kinds
     hub = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "hub")
     labels = hub["spec"]["template"]["metadata"]["labels"]
     assert labels == {"app": "jupyterhub", "component": "hub", "release": "example"}
@@ -46,8 +53,17 @@ def test_template_defaults_render_z2jh_like_objects(helm: str) -> None:
 
 
 def test_every_service_port_says_tcp(helm: str) -> None:
-    services = [d for d in render(helm, "--set", "jupyterhub.ingress.enabled=true",
-                                  "--set", "jupyterhub.ingress.hosts={hub.example.org}") if d["kind"] == "Service"]
+    services = [
+        d
+        for d in render(
+            helm,
+            "--set",
+            "jupyterhub.ingress.enabled=true",
+            "--set",
+            "jupyterhub.ingress.hosts={hub.example.org}",
+        )
+        if d["kind"] == "Service"
+    ]
     assert len(services) >= 3
     for svc in services:
         for port in svc["spec"]["ports"]:
@@ -56,24 +72,36 @@ def test_every_service_port_says_tcp(helm: str) -> None:
 
 def test_config_change_rolls_the_hub_pod(helm: str) -> None:
     def checksum(*args: str) -> str:
-        hub = next(d for d in render(helm, *args) if d["kind"] == "Deployment" and d["metadata"]["name"] == "hub")
+        hub = next(
+            d for d in render(helm, *args) if d["kind"] == "Deployment" and d["metadata"]["name"] == "hub"
+        )
         return hub["spec"]["template"]["metadata"]["annotations"]["checksum/config-map"]
 
     assert checksum() != checksum("--set", "jupyterhub.hub.config.JupyterHub.admin_access=false")
 
 
 def test_images_come_from_values(helm: str) -> None:
-    docs = render(helm, "--set", "jupyterhub.singleuser.image.name=localhost:5000/example/user",
-                  "--set-string", "jupyterhub.singleuser.image.tag=abc123")
+    docs = render(
+        helm,
+        "--set",
+        "jupyterhub.singleuser.image.name=localhost:5000/example/user",
+        "--set-string",
+        "jupyterhub.singleuser.image.tag=abc123",
+    )
     puller = next(d for d in docs if d["metadata"]["name"] == "continuous-image-puller")
-    assert puller["spec"]["template"]["spec"]["containers"][0]["image"] == "localhost:5000/example/user:abc123"
+    assert (
+        puller["spec"]["template"]["spec"]["containers"][0]["image"] == "localhost:5000/example/user:abc123"
+    )
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--set", "jupyterhub.singleuser.image.tag=3"], "tag"),
-    (["--set", "jupyterhub.proxy.service.type=Nope"], "type"),
-    (["--set", "jupyterhub.hub.nosuchkey=1"], "nosuchkey"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--set", "jupyterhub.singleuser.image.tag=3"], "tag"),
+        (["--set", "jupyterhub.proxy.service.type=Nope"], "type"),
+        (["--set", "jupyterhub.hub.nosuchkey=1"], "nosuchkey"),
+    ],
+)
 def test_schema_rejects_bad_values(helm: str, args: list[str], message: str) -> None:
     with pytest.raises(CommandError) as exc:
         render(helm, *args)

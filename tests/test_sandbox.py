@@ -25,13 +25,16 @@ pytest_plugins = ["fixtures.sandbox"]  # harmless when tests/conftest.py loads i
 pytestmark = pytest.mark.sandbox
 
 
-def http_get(url: str, timeout: float = 2.0, auth: tuple[str, str] | None = None,
-             method: str = "GET") -> tuple[int | None, bytes]:
+def http_get(
+    url: str, timeout: float = 2.0, auth: tuple[str, str] | None = None, method: str = "GET"
+) -> tuple[int | None, bytes]:
     req = urllib.request.Request(url, method=method)
     if auth:
         req.add_header("Authorization", "Basic " + base64.b64encode(":".join(auth).encode()).decode())
-    req.add_header("Accept", "application/vnd.oci.image.manifest.v1+json, "
-                             "application/vnd.docker.distribution.manifest.v2+json")
+    req.add_header(
+        "Accept",
+        "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json",
+    )
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status, resp.read()
@@ -53,11 +56,18 @@ def wait_hub_api(url: str, timeout: float = 60.0) -> dict:
 
 def layered_values(tmp_path: Path, *extra: dict) -> list[str]:
     """An example hub's layered values files (common, then staging, then any extra), as -f arguments."""
-    common = {"jupyterhub": {"hub": {"config": {"JupyterHub": {"authenticator_class": "dummy",
-                                                               "admin_access": True}}},
-                             "singleuser": {"image": {"name": "localhost:5000/example/user", "tag": "v1"}}}}
-    staging = {"jupyterhub": {"hub": {"extraConfig": {"10-staging": "c.JupyterHub.shutdown_on_logout = True\n"}},
-                              "proxy": {"secretToken": secrets.token_hex(16)}}}
+    common = {
+        "jupyterhub": {
+            "hub": {"config": {"JupyterHub": {"authenticator_class": "dummy", "admin_access": True}}},
+            "singleuser": {"image": {"name": "localhost:5000/example/user", "tag": "v1"}},
+        }
+    }
+    staging = {
+        "jupyterhub": {
+            "hub": {"extraConfig": {"10-staging": "c.JupyterHub.shutdown_on_logout = True\n"}},
+            "proxy": {"secretToken": secrets.token_hex(16)},
+        }
+    }
     args: list[str] = []
     for i, values in enumerate([common, staging, *extra]):
         path = tmp_path / f"values-{i}.yaml"
@@ -66,40 +76,66 @@ def layered_values(tmp_path: Path, *extra: dict) -> list[str]:
     return args
 
 
-def helm_install(sandbox, helm: str, namespace: str, values: list[str], timeout: str = "60s"):  # noqa: ANN001,ANN201
-    return sandbox.run([str(sandbox.helm_path(helm)), "upgrade", "--install", namespace, str(sandbox.chart),
-                        "--namespace", namespace, "--wait", "--timeout", timeout, *values],
-                       env=sandbox.env_for(helm), timeout=180)
+def helm_install(sandbox, helm: str, namespace: str, values: list[str], timeout: str = "60s"):
+    return sandbox.run(
+        [
+            str(sandbox.helm_path(helm)),
+            "upgrade",
+            "--install",
+            namespace,
+            str(sandbox.chart),
+            "--namespace",
+            namespace,
+            "--wait",
+            "--timeout",
+            timeout,
+            *values,
+        ],
+        env=sandbox.env_for(helm),
+        timeout=180,
+    )
 
 
 @pytest.mark.parametrize("helm", ["3", "4"], ids=["helm3", "helm4"])
-def test_install_with_wait_and_the_hub_answers(sandbox, sandbox_namespace, tmp_path, helm) -> None:  # noqa: ANN001
+def test_install_with_wait_and_the_hub_answers(sandbox, sandbox_namespace, tmp_path, helm) -> None:
     helm_install(sandbox, helm, sandbox_namespace, layered_values(tmp_path))
-    deploy = json.loads(sandbox.kubectl("get", "deployment", "hub", "-n", sandbox_namespace, "-o", "json").stdout)
+    deploy = json.loads(
+        sandbox.kubectl("get", "deployment", "hub", "-n", sandbox_namespace, "-o", "json").stdout
+    )
     assert deploy["status"]["readyReplicas"] == 1
-    lb = json.loads(sandbox.kubectl("get", "service", "proxy-public", "-n", sandbox_namespace, "-o", "json").stdout)
+    lb = json.loads(
+        sandbox.kubectl("get", "service", "proxy-public", "-n", sandbox_namespace, "-o", "json").stdout
+    )
     assert lb["status"]["loadBalancer"]["ingress"] == [{"ip": "127.0.0.1"}]
     info = wait_hub_api(sandbox.hub_url(sandbox_namespace))
     assert "version" in info
 
 
-def test_example_hub_layered_values_install(sandbox, sandbox_namespace, tmp_path) -> None:  # noqa: ANN001
+def test_example_hub_layered_values_install(sandbox, sandbox_namespace, tmp_path) -> None:
     """deployments/physics: common + staging config and the sops-encrypted staging secrets."""
     repo = Path(__file__).resolve().parent.parent
     hub = repo / "deployments" / "physics"
     secrets_file = tmp_path / "secrets-staging.yaml"
-    decrypted = sandbox.run([str(sandbox.bin / "sops"), "--decrypt", str(hub / "secrets" / "staging.yaml")],
-                            env={**sandbox.env, "SOPS_AGE_KEY_FILE": str(repo / "example-age.key")}).stdout
+    decrypted = sandbox.run(
+        [str(sandbox.bin / "sops"), "--decrypt", str(hub / "secrets" / "staging.yaml")],
+        env={**sandbox.env, "SOPS_AGE_KEY_FILE": str(repo / "example-age.key")},
+    ).stdout
     secrets_file.write_text(decrypted)
-    values = ["-f", str(hub / "config" / "common.yaml"), "-f", str(hub / "config" / "staging.yaml"),
-              "-f", str(secrets_file)]
+    values = [
+        "-f",
+        str(hub / "config" / "common.yaml"),
+        "-f",
+        str(hub / "config" / "staging.yaml"),
+        "-f",
+        str(secrets_file),
+    ]
     helm_install(sandbox, "4", sandbox_namespace, values)
     rollout = sandbox.kubectl("rollout", "status", "deployment/hub", "-n", sandbox_namespace, "--timeout=30s")
     assert "successfully rolled out" in rollout.stdout
     assert "version" in wait_hub_api(sandbox.hub_url(sandbox_namespace))
 
 
-def test_hub_follows_its_pod_config_change_and_uninstall(sandbox, sandbox_namespace, tmp_path) -> None:  # noqa: ANN001
+def test_hub_follows_its_pod_config_change_and_uninstall(sandbox, sandbox_namespace, tmp_path) -> None:
     helm_install(sandbox, "3", sandbox_namespace, layered_values(tmp_path))
     first = sandbox.hub_url(sandbox_namespace)
     wait_hub_api(first)
@@ -112,8 +148,10 @@ def test_hub_follows_its_pod_config_change_and_uninstall(sandbox, sandbox_namesp
     assert second != first
     wait_hub_api(second)
     assert http_get(first + "/hub/api")[0] is None
-    sandbox.run([str(sandbox.helm_path("3")), "uninstall", sandbox_namespace, "-n", sandbox_namespace, "--wait"],
-                timeout=120)
+    sandbox.run(
+        [str(sandbox.helm_path("3")), "uninstall", sandbox_namespace, "-n", sandbox_namespace, "--wait"],
+        timeout=120,
+    )
     deadline = time.monotonic() + 30
     while sandbox_namespace in sandbox.hub_urls() and time.monotonic() < deadline:
         time.sleep(0.3)
@@ -121,23 +159,30 @@ def test_hub_follows_its_pod_config_change_and_uninstall(sandbox, sandbox_namesp
     assert http_get(second + "/hub/api")[0] is None
 
 
-def test_rollout_that_never_gets_ready_fails_wait(sandbox, sandbox_namespace, tmp_path) -> None:  # noqa: ANN001
+def test_rollout_that_never_gets_ready_fails_wait(sandbox, sandbox_namespace, tmp_path) -> None:
     helm_install(sandbox, "3", sandbox_namespace, layered_values(tmp_path))
-    bad = {"jupyterhub": {"singleuser": {"image": {"name": "localhost:5000/example/never-ready", "tag": "v2"}}}}
+    bad = {
+        "jupyterhub": {"singleuser": {"image": {"name": "localhost:5000/example/never-ready", "tag": "v2"}}}
+    }
     for helm in ("3", "4"):
         with pytest.raises(CommandError) as exc:
             helm_install(sandbox, helm, sandbox_namespace, layered_values(tmp_path, bad), timeout="15s")
         assert "deadline" in exc.value.stderr_tail or "timed out" in exc.value.stderr_tail.lower()
 
 
-@pytest.mark.parametrize("broken", [
-    {"config": {"JupyterHub": {"authenticator_class": "no-such-authenticator"}}},
-    {"extraConfig": {"99-broken": "raise RuntimeError('broken hub config')\n"}},
-], ids=["bad-authenticator", "raising-extraConfig"])
-def test_broken_hub_config_really_fails(sandbox, sandbox_namespace, tmp_path, broken) -> None:  # noqa: ANN001
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"config": {"JupyterHub": {"authenticator_class": "no-such-authenticator"}}},
+        {"extraConfig": {"99-broken": "raise RuntimeError('broken hub config')\n"}},
+    ],
+    ids=["bad-authenticator", "raising-extraConfig"],
+)
+def test_broken_hub_config_really_fails(sandbox, sandbox_namespace, tmp_path, broken) -> None:
     helm_install(sandbox, "4", sandbox_namespace, layered_values(tmp_path, {"jupyterhub": {"hub": broken}}))
-    pod = json.loads(sandbox.kubectl("get", "pods", "-n", sandbox_namespace, "-l", "component=hub",
-                                     "-o", "json").stdout)["items"][0]
+    pod = json.loads(
+        sandbox.kubectl("get", "pods", "-n", sandbox_namespace, "-l", "component=hub", "-o", "json").stdout
+    )["items"][0]
     assert {c["type"]: c["status"] for c in pod["status"]["conditions"]}["Ready"] == "True"
     url = sandbox.hub_url(sandbox_namespace)
     pid_file = sandbox.paths.pids / "hubs" / f"{sandbox_namespace}.pid"
@@ -149,22 +194,28 @@ def test_broken_hub_config_really_fails(sandbox, sandbox_namespace, tmp_path, br
     assert http_get(url + "/hub/api")[0] is None
 
 
-def test_buildah_build_push_and_registry_api(sandbox, tmp_path) -> None:  # noqa: ANN001
+def test_buildah_build_push_and_registry_api(sandbox, tmp_path) -> None:
     ctx = tmp_path / "image"
     ctx.mkdir()
-    (ctx / "Dockerfile").write_text(f"FROM {sandbox.registry}/base/busybox:latest\n"
-                                    "RUN echo built-by-buildah > /hello\nCOPY app.txt /app.txt\n"
-                                    "RUN test -s /etc/ssl/certs/ca-certificates.crt\n")
+    (ctx / "Dockerfile").write_text(
+        f"FROM {sandbox.registry}/base/busybox:latest\n"
+        "RUN echo built-by-buildah > /hello\nCOPY app.txt /app.txt\n"
+        "RUN test -s /etc/ssl/certs/ca-certificates.crt\n"
+    )
     (ctx / "app.txt").write_text("hello\n")
     repo = f"test/app-{secrets.token_hex(4)}"
     image = f"{sandbox.registry}/{repo}:v1"
     buildah = str(sandbox.bin / "buildah")
     ca = "/etc/ssl/certs/ca-certificates.crt"  # the host CA bundle, for builds that need TLS
-    sandbox.run([buildah, "bud", "--isolation", "chroot", "-v", f"{ca}:{ca}:ro", "-t", image, str(ctx)],
-                timeout=300)
+    sandbox.run(
+        [buildah, "bud", "--isolation", "chroot", "-v", f"{ca}:{ca}:ro", "-t", image, str(ctx)], timeout=300
+    )
     user, password = sandbox.registry_auth
-    sandbox.run([buildah, "push", "--tls-verify=false", "--creds", f"{user}:{password}", image],
-                secrets=[password], timeout=300)
+    sandbox.run(
+        [buildah, "push", "--tls-verify=false", "--creds", f"{user}:{password}", image],
+        secrets=[password],
+        timeout=300,
+    )
     base = f"http://{sandbox.registry}/v2/{repo}"
     assert http_get(f"{base}/manifests/v1", auth=sandbox.registry_auth, method="HEAD")[0] == 200
     assert http_get(f"{base}/manifests/nope", auth=sandbox.registry_auth, method="HEAD")[0] == 404
@@ -173,12 +224,22 @@ def test_buildah_build_push_and_registry_api(sandbox, tmp_path) -> None:  # noqa
     assert status == 200 and json.loads(body)["tags"] == ["v1"]
 
 
-def test_sops_round_trip_with_the_age_key(sandbox, tmp_path) -> None:  # noqa: ANN001
+def test_sops_round_trip_with_the_age_key(sandbox, tmp_path) -> None:
     key = Path(sandbox.env["SOPS_AGE_KEY_FILE"])
-    public = next(line.split(":", 1)[1].strip() for line in key.read_text().splitlines()
-                  if line.startswith("# public key:"))
-    (tmp_path / ".sops.yaml").write_text(yaml.safe_dump({"creation_rules": [
-        {"path_regex": r".*secret.*\.yaml$", "encrypted_regex": "^(jupyterhub)$", "age": public}]}))
+    public = next(
+        line.split(":", 1)[1].strip()
+        for line in key.read_text().splitlines()
+        if line.startswith("# public key:")
+    )
+    (tmp_path / ".sops.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "creation_rules": [
+                    {"path_regex": r".*secret.*\.yaml$", "encrypted_regex": "^(jupyterhub)$", "age": public}
+                ]
+            }
+        )
+    )
     plain = {"jupyterhub": {"proxy": {"secretToken": "s3cret-token-value"}}}
     (tmp_path / "secret.yaml").write_text(yaml.safe_dump(plain))
     sops = str(sandbox.bin / "sops")
@@ -188,15 +249,25 @@ def test_sops_round_trip_with_the_age_key(sandbox, tmp_path) -> None:  # noqa: A
     decrypted = sandbox.run([sops, "--decrypt", "secret.enc.yaml"], cwd=tmp_path).stdout
     assert yaml.safe_load(decrypted) == plain
     no_key = {k: v for k, v in sandbox.env.items() if not k.startswith("SOPS_AGE")}
-    assert sandbox.run([sops, "--decrypt", "secret.enc.yaml"], cwd=tmp_path, env=no_key,
-                       check=False).returncode != 0
+    assert (
+        sandbox.run([sops, "--decrypt", "secret.enc.yaml"], cwd=tmp_path, env=no_key, check=False).returncode
+        != 0
+    )
 
 
-def test_env_exports_exactly_the_documented_names(sandbox) -> None:  # noqa: ANN001
+def test_env_exports_exactly_the_documented_names(sandbox) -> None:
     out = sandbox.run([sys.executable, "-m", "cli.main", "sandbox", "env"]).stdout
     env = dict(shlex.split(line.removeprefix("export "))[0].split("=", 1) for line in out.splitlines())
-    assert set(env) == {"KUBECONFIG", "HELM_EXECUTABLE", "HUBPLOY_REGISTRY", "HUBPLOY_REGISTRY_USERNAME",
-                        "HUBPLOY_REGISTRY_PASSWORD", "SOPS_AGE_KEY_FILE", "HUBPLOY_HUB_URLS", "PATH"}
+    assert set(env) == {
+        "KUBECONFIG",
+        "HELM_EXECUTABLE",
+        "HUBPLOY_REGISTRY",
+        "HUBPLOY_REGISTRY_USERNAME",
+        "HUBPLOY_REGISTRY_PASSWORD",
+        "SOPS_AGE_KEY_FILE",
+        "HUBPLOY_HUB_URLS",
+        "PATH",
+    }
     status = sandbox.run([sys.executable, "-m", "cli.main", "sandbox", "status"]).stdout
     assert "stopped" not in status and "kube-apiserver" in status
     assert env["PATH"].split(":")[0] == str(sandbox.bin)

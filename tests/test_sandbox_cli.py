@@ -17,7 +17,7 @@ pytest_plugins = ["fixtures.sandbox"]
 pytestmark = pytest.mark.sandbox
 
 
-def hubploy(env: dict[str, str], *args: str, check: bool = True):  # noqa: ANN201
+def hubploy(env: dict[str, str], *args: str, check: bool = True):
     return run([sys.executable, "-m", "cli.main", "sandbox", *args], env=env, check=check, timeout=300)
 
 
@@ -31,8 +31,10 @@ def recorded_pids(runtime: Path) -> list[int]:
 
 def test_up_is_idempotent_and_down_stops_everything(tmp_path: Path) -> None:
     runtime = tmp_path / "sandbox"
-    env = child_env({"HUBPLOY_SANDBOX_DIR": str(runtime), "HUBPLOY_SANDBOX_PORT_OFFSET": "1100"},
-                    drop=["HUBPLOY_SANDBOX_KUBECONFIG"])
+    env = child_env(
+        {"HUBPLOY_SANDBOX_DIR": str(runtime), "HUBPLOY_SANDBOX_PORT_OFFSET": "1100"},
+        drop=["HUBPLOY_SANDBOX_KUBECONFIG"],
+    )
     try:
         first = hubploy(env, "up").stdout
         assert "kube-apiserver: ready in" in first and "sandbox ready in" in first
@@ -43,8 +45,10 @@ def test_up_is_idempotent_and_down_stops_everything(tmp_path: Path) -> None:
         sandbox_env = exports(hubploy(env, "env").stdout)
         assert sandbox_env["HUBPLOY_REGISTRY"] == "localhost:6100"
         assert sandbox_env["KUBECONFIG"] == str(runtime / "kubeconfig")
-        nodes = run([sandbox_env["PATH"].split(":")[0] + "/kubectl", "get", "nodes", "-o", "name"],
-                    env={**env, **sandbox_env}).stdout
+        nodes = run(
+            [sandbox_env["PATH"].split(":")[0] + "/kubectl", "get", "nodes", "-o", "name"],
+            env={**env, **sandbox_env},
+        ).stdout
         assert "node/sandbox-node" in nodes
         pids = recorded_pids(runtime)
         assert len(pids) == 6
@@ -57,10 +61,12 @@ def test_up_is_idempotent_and_down_stops_everything(tmp_path: Path) -> None:
     assert hubploy(env, "env", check=False).returncode == 1
 
 
-def test_existing_cluster_skips_kubernetes_and_the_agent(sandbox, tmp_path: Path) -> None:  # noqa: ANN001
+def test_existing_cluster_skips_kubernetes_and_the_agent(sandbox, tmp_path: Path) -> None:
     runtime = tmp_path / "external"
-    env = child_env({"HUBPLOY_SANDBOX_DIR": str(runtime), "HUBPLOY_SANDBOX_PORT_OFFSET": "1200"},
-                    drop=["HUBPLOY_SANDBOX_KUBECONFIG"])
+    env = child_env(
+        {"HUBPLOY_SANDBOX_DIR": str(runtime), "HUBPLOY_SANDBOX_PORT_OFFSET": "1200"},
+        drop=["HUBPLOY_SANDBOX_KUBECONFIG"],
+    )
     try:
         out = hubploy(env, "up", "--use-kubeconfig", str(sandbox.kubeconfig)).stdout
         assert "existing cluster" in out and "kube-apiserver" not in out

@@ -19,9 +19,17 @@ from hubploy.sandbox.paths import SandboxPaths
 from hubploy.sandbox.procs import proc_start_time, read_pid
 
 
-def pod(image: str = "localhost:5000/user:v1", annotations: dict | None = None, owner: str | None = None) -> NS:
-    meta = NS(name="p", namespace="n", uid="1234-abcd", annotations=annotations or {},
-              owner_references=[NS(kind=owner)] if owner else None, deletion_timestamp=None)
+def pod(
+    image: str = "localhost:5000/user:v1", annotations: dict | None = None, owner: str | None = None
+) -> NS:
+    meta = NS(
+        name="p",
+        namespace="n",
+        uid="1234-abcd",
+        annotations=annotations or {},
+        owner_references=[NS(kind=owner)] if owner else None,
+        deletion_timestamp=None,
+    )
     spec = NS(containers=[NS(name="c", image=image)], init_containers=None)
     return NS(metadata=meta, spec=spec, status=None)
 
@@ -33,13 +41,22 @@ def conditions(status: dict) -> dict[str, str]:
 def test_pods_become_running_and_ready() -> None:
     status = kubelet.pod_status(pod())
     assert status["status"]["phase"] == "Running"
-    assert conditions(status) == {"PodScheduled": "True", "Initialized": "True", "ContainersReady": "True",
-                                  "Ready": "True"}
+    assert conditions(status) == {
+        "PodScheduled": "True",
+        "Initialized": "True",
+        "ContainersReady": "True",
+        "Ready": "True",
+    }
     assert status["status"]["containerStatuses"][0]["ready"] is True
 
 
-@pytest.mark.parametrize("p", [pod(image="localhost:5000/never-ready/user:v2"),
-                               pod(annotations={"hubploy.sandbox/never-ready": "true"})])
+@pytest.mark.parametrize(
+    "p",
+    [
+        pod(image="localhost:5000/never-ready/user:v2"),
+        pod(annotations={"hubploy.sandbox/never-ready": "true"}),
+    ],
+)
 def test_never_ready_pods_run_but_are_not_ready(p: NS) -> None:
     status = kubelet.pod_status(p)
     assert status["status"]["phase"] == "Running"
@@ -54,8 +71,14 @@ def test_job_pods_complete() -> None:
 
 
 def test_not_ready_taint_is_dropped_and_others_kept() -> None:
-    node = NS(spec=NS(taints=[NS(key="node.kubernetes.io/not-ready", value=None, effect="NoSchedule"),
-                              NS(key="dedicated", value="x", effect="NoSchedule")]))
+    node = NS(
+        spec=NS(
+            taints=[
+                NS(key="node.kubernetes.io/not-ready", value=None, effect="NoSchedule"),
+                NS(key="dedicated", value="x", effect="NoSchedule"),
+            ]
+        )
+    )
     assert kubelet.kept_taints(node) == [{"key": "dedicated", "value": "x", "effect": "NoSchedule"}]
     assert kubelet.kept_taints(NS(spec=NS(taints=None))) is None
 
@@ -68,11 +91,17 @@ def load_hub_config(path: Path) -> Config:
 
 
 def test_hub_config_applies_values_like_z2jh(tmp_path: Path) -> None:
-    values = {"hub": {"config": {"JupyterHub": {"authenticator_class": "dummy", "admin_access": True}},
-                      "extraConfig": {"20-b": "c.JupyterHub.concurrent_spawn_limit = 7\n",
-                                      "10-a": "c.JupyterHub.concurrent_spawn_limit = 3\n"
-                                              "c.JupyterHub.template_vars = {'x': z2jh_get_config('hub.db.type')}\n"},
-                      "db": {"type": "sqlite-memory"}}}
+    values = {
+        "hub": {
+            "config": {"JupyterHub": {"authenticator_class": "dummy", "admin_access": True}},
+            "extraConfig": {
+                "20-b": "c.JupyterHub.concurrent_spawn_limit = 7\n",
+                "10-a": "c.JupyterHub.concurrent_spawn_limit = 3\n"
+                "c.JupyterHub.template_vars = {'x': z2jh_get_config('hub.db.type')}\n",
+            },
+            "db": {"type": "sqlite-memory"},
+        }
+    }
     c = load_hub_config(write_hub_config(tmp_path, values, public=1001, hub=1002, api=1003))
     assert c.JupyterHub.authenticator_class == "dummy" and c.JupyterHub.admin_access is True
     assert c.JupyterHub.concurrent_spawn_limit == 7  # snippets run in name order
@@ -114,4 +143,8 @@ def test_pid_files_guard_against_pid_reuse(tmp_path: Path) -> None:
 
 def test_port_offset_moves_every_port() -> None:
     paths = SandboxPaths.from_env({"HUBPLOY_SANDBOX_PORT_OFFSET": "100"})
-    assert (paths.ports.etcd_client, paths.ports.apiserver, paths.registry_host) == (22479, 26543, "localhost:5100")
+    assert (paths.ports.etcd_client, paths.ports.apiserver, paths.registry_host) == (
+        22479,
+        26543,
+        "localhost:5100",
+    )

@@ -12,9 +12,9 @@ import os
 import signal
 import sys
 import threading
-import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
@@ -26,6 +26,7 @@ from hubploy.sandbox.paths import NODE_NAME
 
 log = logging.getLogger("hubploy.sandbox.agent")
 stopping = threading.Event()
+hub_pods_changed = threading.Event()  # wakes the JupyterHub reconciler at once
 
 
 def api(kubeconfig: Path) -> client.CoreV1Api:
@@ -49,15 +50,23 @@ def ensure_node(core: client.CoreV1Api) -> None:
 
 def handle_pod(core: client.CoreV1Api, pod: Any) -> None:
     name, ns = pod.metadata.name, pod.metadata.namespace
+    if (pod.metadata.labels or {}).get("component") == "hub":
+        hub_pods_changed.set()
     try:
         if pod.metadata.deletion_timestamp is not None:
-            core.delete_namespaced_pod(name, ns, grace_period_seconds=0,
-                                       body=client.V1DeleteOptions(grace_period_seconds=0))
+            core.delete_namespaced_pod(
+                name, ns, grace_period_seconds=0, body=client.V1DeleteOptions(grace_period_seconds=0)
+            )
             log.info("finalized pod %s/%s", ns, name)
         elif not kubelet.pod_is_current(pod):
             core.patch_namespaced_pod_status(name, ns, kubelet.pod_status(pod))
-            state = ("succeeded" if kubelet.runs_to_completion(pod) else
-                     "running, never ready" if kubelet.never_ready(pod) else "running and ready")
+            state = (
+                "succeeded"
+                if kubelet.runs_to_completion(pod)
+                else "running, never ready"
+                if kubelet.never_ready(pod)
+                else "running and ready"
+            )
             log.info("pod %s/%s %s", ns, name, state)
     except ApiException as exc:
         if exc.status not in (404, 409):
@@ -68,14 +77,21 @@ def handle_service(core: client.CoreV1Api, svc: Any) -> None:
     if kubelet.needs_ingress(svc):
         try:
             core.patch_namespaced_service_status(svc.metadata.name, svc.metadata.namespace, kubelet.LB_STATUS)
-            log.info("service %s/%s: load balancer ingress 127.0.0.1", svc.metadata.namespace, svc.metadata.name)
+            log.info(
+                "service %s/%s: load balancer ingress 127.0.0.1", svc.metadata.namespace, svc.metadata.name
+            )
         except ApiException as exc:
             if exc.status != 404:
                 raise
 
 
-def watch_forever(name: str, kubeconfig: Path, list_func: Callable[[client.CoreV1Api], Callable[..., Any]],
-                  handle: Callable[[client.CoreV1Api, Any], None], **selectors: str) -> None:
+def watch_forever(
+    name: str,
+    kubeconfig: Path,
+    list_func: Callable[[client.CoreV1Api], Callable[..., Any]],
+    handle: Callable[[client.CoreV1Api, Any], None],
+    **selectors: str,
+) -> None:
     """List, handle everything, then watch from that point; relist after any error or expiry."""
     while not stopping.is_set():
         try:
@@ -92,18 +108,23 @@ def watch_forever(name: str, kubeconfig: Path, list_func: Callable[[client.CoreV
                     break
                 if event["type"] in ("ADDED", "MODIFIED"):
                     handle(core, event["object"])
-        except Exception:  # noqa: BLE001 - log, back off, relist: the agent must keep going
+        except Exception:
             log.exception("%s watch failed; restarting", name)
             stopping.wait(1.0)
 
 
-def loop_forever(name: str, every: float, func: Callable[[], None]) -> None:
+def loop_forever(
+    name: str, every: float, func: Callable[[], None], wake: threading.Event | None = None
+) -> None:
+    """Run ``func`` every ``every`` seconds, or as soon as ``wake`` is set."""
     while not stopping.is_set():
+        if wake is not None:
+            wake.clear()
         try:
             func()
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("%s failed", name)
-        stopping.wait(every)
+        (wake or stopping).wait(every)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,25 +146,40 @@ def main(argv: list[str] | None = None) -> int:
         try:
             ensure_node(api(args.kubeconfig))
             break
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("cannot register the node yet")
             stopping.wait(1.0)
-    hubs = HubManager(api(args.kubeconfig), state, args.hub_urls or state / "hub-urls.json",
-                      args.pid_dir or state / "pids", args.log_dir or state / "logs",
-                      child_env({"TRAITLETS_APPLICATION_RAISE_CONFIG_FILE_ERROR": "1"}))
+    hubs = HubManager(
+        api(args.kubeconfig),
+        state,
+        args.hub_urls or state / "hub-urls.json",
+        args.pid_dir or state / "pids",
+        args.log_dir or state / "logs",
+        child_env({"TRAITLETS_APPLICATION_RAISE_CONFIG_FILE_ERROR": "1"}),
+    )
     hubs.pid_dir.mkdir(parents=True, exist_ok=True)
     hubs.write_urls()
     pod_selector = {"field_selector": f"spec.nodeName={NODE_NAME}"}
     threads = [
-        threading.Thread(target=watch_forever, daemon=True,
-                         args=("pods", args.kubeconfig, lambda c: c.list_pod_for_all_namespaces, handle_pod),
-                         kwargs=pod_selector),
-        threading.Thread(target=watch_forever, daemon=True,
-                         args=("services", args.kubeconfig, lambda c: c.list_service_for_all_namespaces,
-                               handle_service)),
-        threading.Thread(target=loop_forever, daemon=True,
-                         args=("node heartbeat", 20.0, lambda: ensure_node(api(args.kubeconfig)))),
-        threading.Thread(target=loop_forever, daemon=True, args=("hubs", 1.0, hubs.reconcile)),
+        threading.Thread(
+            target=watch_forever,
+            daemon=True,
+            args=("pods", args.kubeconfig, lambda c: c.list_pod_for_all_namespaces, handle_pod),
+            kwargs=pod_selector,
+        ),
+        threading.Thread(
+            target=watch_forever,
+            daemon=True,
+            args=("services", args.kubeconfig, lambda c: c.list_service_for_all_namespaces, handle_service),
+        ),
+        threading.Thread(
+            target=loop_forever,
+            daemon=True,
+            args=("node heartbeat", 20.0, lambda: ensure_node(api(args.kubeconfig))),
+        ),
+        threading.Thread(
+            target=loop_forever, daemon=True, args=("hubs", 1.0, hubs.reconcile, hub_pods_changed)
+        ),
     ]
     for thread in threads:
         thread.start()

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from hubploy.sandbox import k8s, registry
 from hubploy.sandbox.paths import SandboxPaths
@@ -32,9 +32,21 @@ class Component:
 
 
 def agent_argv(paths: SandboxPaths) -> list[str]:
-    return [sys.executable, "-m", "hubploy.sandbox.agent", "--kubeconfig", str(paths.kubeconfig),
-            "--state-dir", str(paths.agent_state), "--hub-urls", str(paths.hub_urls),
-            "--pid-dir", str(paths.pids / "hubs"), "--log-dir", str(paths.logs / "hubs")]
+    return [
+        sys.executable,
+        "-m",
+        "hubploy.sandbox.agent",
+        "--kubeconfig",
+        str(paths.kubeconfig),
+        "--state-dir",
+        str(paths.agent_state),
+        "--hub-urls",
+        str(paths.hub_urls),
+        "--pid-dir",
+        str(paths.pids / "hubs"),
+        "--log-dir",
+        str(paths.logs / "hubs"),
+    ]
 
 
 def agent_ready(paths: SandboxPaths) -> bool:
@@ -42,11 +54,16 @@ def agent_ready(paths: SandboxPaths) -> bool:
 
 
 ETCD = Component("etcd", k8s.etcd_argv, k8s.etcd_ready, lambda p: p.ports.etcd_client, 30)
-APISERVER = Component("kube-apiserver", k8s.apiserver_argv, k8s.apiserver_ready, lambda p: p.ports.apiserver, 90)
-CONTROLLER_MANAGER = Component("kube-controller-manager", k8s.controller_manager_argv,
-                               k8s.controller_manager_ready, timeout=60)
+APISERVER = Component(
+    "kube-apiserver", k8s.apiserver_argv, k8s.apiserver_ready, lambda p: p.ports.apiserver, 90
+)
+CONTROLLER_MANAGER = Component(
+    "kube-controller-manager", k8s.controller_manager_argv, k8s.controller_manager_ready, timeout=60
+)
 SCHEDULER = Component("kube-scheduler", k8s.scheduler_argv, lambda p: True, timeout=10)
-REGISTRY = Component("registry", registry.argv, registry.ready, lambda p: p.ports.registry, 30, kubernetes=False)
+REGISTRY = Component(
+    "registry", registry.argv, registry.ready, lambda p: p.ports.registry, 30, kubernetes=False
+)
 AGENT = Component("agent", agent_argv, agent_ready, timeout=60)
 
 ALL = [ETCD, APISERVER, CONTROLLER_MANAGER, SCHEDULER, REGISTRY, AGENT]

@@ -4,18 +4,28 @@ from __future__ import annotations
 
 import os
 import shlex
-from typing import Mapping
+from collections.abc import Mapping
 
 from hubploy.errors import SandboxError
 from hubploy.sandbox import registry, tools
 from hubploy.sandbox.lifecycle import external_kubeconfig
 from hubploy.sandbox.paths import REGISTRY_USER, SandboxPaths
 
-ENV_NAMES = ("KUBECONFIG", "HELM_EXECUTABLE", "HUBPLOY_REGISTRY", "HUBPLOY_REGISTRY_USERNAME",
-             "HUBPLOY_REGISTRY_PASSWORD", "SOPS_AGE_KEY_FILE", "HUBPLOY_HUB_URLS", "PATH")
+ENV_NAMES = (
+    "KUBECONFIG",
+    "HELM_EXECUTABLE",
+    "HUBPLOY_REGISTRY",
+    "HUBPLOY_REGISTRY_USERNAME",
+    "HUBPLOY_REGISTRY_PASSWORD",
+    "SOPS_AGE_KEY_FILE",
+    "HUBPLOY_HUB_URLS",
+    "PATH",
+)
 
 
-def sandbox_env(paths: SandboxPaths | None = None, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+def sandbox_env(
+    paths: SandboxPaths | None = None, environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """Exactly the variables of ENV_NAMES for a running sandbox (raises SandboxError if it is not up).
 
     HELM_EXECUTABLE follows HUBPLOY_HELM_VERSION (3 or 4, default 3) at call time.

@@ -7,21 +7,30 @@ import ssl
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from hubploy.errors import SandboxError
 
 
-def http_status(url: str, *, cafile: Path | None = None, token: str | None = None,
-                basic: tuple[str, str] | None = None, method: str = "GET", timeout: float = 2.0,
-                headers: dict[str, str] | None = None) -> int | None:
+def http_status(
+    url: str,
+    *,
+    cafile: Path | None = None,
+    token: str | None = None,
+    basic: tuple[str, str] | None = None,
+    method: str = "GET",
+    timeout: float = 2.0,
+    headers: dict[str, str] | None = None,
+) -> int | None:
     """The HTTP status ``url`` answers with, or None when nothing answers."""
     req = urllib.request.Request(url, method=method, headers=dict(headers or {}))
     if token:
         req.add_header("Authorization", f"Bearer {token}")
     if basic:
-        req.add_header("Authorization", "Basic " + base64.b64encode(f"{basic[0]}:{basic[1]}".encode()).decode())
+        req.add_header(
+            "Authorization", "Basic " + base64.b64encode(f"{basic[0]}:{basic[1]}".encode()).decode()
+        )
     context = ssl.create_default_context(cafile=str(cafile)) if cafile else None
     try:
         with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
@@ -32,18 +41,27 @@ def http_status(url: str, *, cafile: Path | None = None, token: str | None = Non
         return None
 
 
-def wait_for(what: str, check: Callable[[], bool], *, timeout: float, log: Path | None = None,
-             alive: Callable[[], bool] | None = None) -> None:
+def wait_for(
+    what: str,
+    check: Callable[[], bool],
+    *,
+    timeout: float,
+    log: Path | None = None,
+    alive: Callable[[], bool] | None = None,
+) -> None:
     """Poll ``check`` until it is true; raise SandboxError after ``timeout`` s or when ``alive`` turns false."""
     deadline = time.monotonic() + timeout
     while True:
         if check():
             return
         if alive is not None and not alive():
-            raise SandboxError(f"{what} exited while starting{_tail(log)}", hint=f"see {log}" if log else None)
+            raise SandboxError(
+                f"{what} exited while starting{_tail(log)}", hint=f"see {log}" if log else None
+            )
         if time.monotonic() > deadline:
-            raise SandboxError(f"{what} not ready after {timeout:.0f} s{_tail(log)}",
-                               hint=f"see {log}" if log else None)
+            raise SandboxError(
+                f"{what} not ready after {timeout:.0f} s{_tail(log)}", hint=f"see {log}" if log else None
+            )
         time.sleep(0.2)
 
 

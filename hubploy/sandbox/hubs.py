@@ -9,9 +9,10 @@ import os
 import shutil
 import socket
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -71,8 +72,15 @@ def hub_values(core: Any, namespace: str) -> dict[str, Any]:
 class HubManager:
     """Keeps one JupyterHub per namespace in step with that namespace's Ready hub pod."""
 
-    def __init__(self, core: Any, state_dir: Path, urls_file: Path, pid_dir: Path, log_dir: Path,
-                 env: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        core: Any,
+        state_dir: Path,
+        urls_file: Path,
+        pid_dir: Path,
+        log_dir: Path,
+        env: Mapping[str, str],
+    ) -> None:
         self.core, self.state_dir, self.urls_file = core, state_dir, urls_file
         self.pid_dir, self.log_dir, self.env = pid_dir, log_dir, dict(env)
         self.hubs: dict[str, HubProcess] = {}
@@ -81,8 +89,9 @@ class HubManager:
             stop_hub(stale, state_dir / "hubs" / stale.stem)
 
     def reconcile(self) -> None:
-        pods = self.core.list_pod_for_all_namespaces(label_selector="component=hub",
-                                                     field_selector=f"spec.nodeName={NODE_NAME}").items
+        pods = self.core.list_pod_for_all_namespaces(
+            label_selector="component=hub", field_selector=f"spec.nodeName={NODE_NAME}"
+        ).items
         desired: dict[str, Any] = {}
         for pod in sorted(pods, key=lambda p: p.metadata.creation_timestamp):
             if pod_ready(pod):
@@ -110,8 +119,13 @@ class HubManager:
         self.hubs[namespace] = HubProcess(namespace, release, pod.metadata.uid, url, pid_file, directory)
         log.info("namespace %s: starting JupyterHub for pod %s at %s", namespace, pod.metadata.name, url)
         try:
-            spawn([sys.executable, "-m", "jupyterhub", "-f", str(config)], pid_file=pid_file,
-                  log=self.log_dir / f"{namespace}.log", env=self.env, cwd=directory)
+            spawn(
+                [sys.executable, "-m", "jupyterhub", "-f", str(config)],
+                pid_file=pid_file,
+                log=self.log_dir / f"{namespace}.log",
+                env=self.env,
+                cwd=directory,
+            )
         except HubployError as exc:  # a broken config: the URL stays in the map and does not answer
             log.warning("namespace %s: JupyterHub did not start: %s", namespace, exc)
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from hubploy.errors import SandboxError
 from hubploy.runner import run
@@ -39,7 +39,9 @@ def _context(paths: SandboxPaths, env: Mapping[str, str]) -> Path:
     for applet in applets:
         if applet != "busybox" and "/" not in applet:
             (root / "bin" / applet).symlink_to("busybox")
-    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n")
+    (root / "etc" / "passwd").write_text(
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"
+    )
     (root / "etc" / "group").write_text("root:x:0:\nnogroup:x:65534:\n")
     (ctx / "Dockerfile").write_text(DOCKERFILE)
     return ctx

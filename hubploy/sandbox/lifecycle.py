@@ -7,18 +7,27 @@ import fcntl
 import os
 import shutil
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 from hubploy.errors import SandboxError
 from hubploy.runner import child_env
 from hubploy.sandbox import images, k8s, registry, tools
-from hubploy.sandbox.components import (AGENT, ALL, APISERVER, CONTROLLER_MANAGER, ETCD, REGISTRY, SCHEDULER,
-                                        STOP_ORDER, Component)
+from hubploy.sandbox.components import (
+    AGENT,
+    ALL,
+    APISERVER,
+    CONTROLLER_MANAGER,
+    ETCD,
+    REGISTRY,
+    SCHEDULER,
+    STOP_ORDER,
+    Component,
+)
 from hubploy.sandbox.health import wait_for
-from hubploy.sandbox.paths import SandboxPaths
 from hubploy.sandbox.hubs import PROXY_PID_FILE
+from hubploy.sandbox.paths import SandboxPaths
 from hubploy.sandbox.procs import read_pid, spawn, stop, stop_recorded
 
 Say = Callable[[str], None]
@@ -64,19 +73,31 @@ class _Starter:
         if pid is not None:
             return
         self.started[comp.name] = time.monotonic()
-        spawn(comp.argv(self.paths), pid_file=comp.pid_file(self.paths), log=comp.log(self.paths),
-              env=env or self.env, cwd=self.paths.runtime)
+        spawn(
+            comp.argv(self.paths),
+            pid_file=comp.pid_file(self.paths),
+            log=comp.log(self.paths),
+            env=env or self.env,
+            cwd=self.paths.runtime,
+        )
 
     def wait(self, comp: Component) -> None:
         since = self.started.get(comp.name)
-        wait_for(comp.name, lambda: comp.ready(self.paths), timeout=comp.timeout, log=comp.log(self.paths),
-                 alive=lambda: comp.pid(self.paths) is not None)
+        wait_for(
+            comp.name,
+            lambda: comp.ready(self.paths),
+            timeout=comp.timeout,
+            log=comp.log(self.paths),
+            alive=lambda: comp.pid(self.paths) is not None,
+        )
         port = comp.port(self.paths)
         where = f" on 127.0.0.1:{port}" if port else ""
         if since is None:
             self.say(f"{comp.name}: already running (pid {comp.pid(self.paths)}){where}")
         else:
-            self.say(f"{comp.name}: ready in {time.monotonic() - since:.1f} s (pid {comp.pid(self.paths)}){where}")
+            self.say(
+                f"{comp.name}: ready in {time.monotonic() - since:.1f} s (pid {comp.pid(self.paths)}){where}"
+            )
 
     def step(self, name: str, func: Callable[[], object]) -> object:
         start = time.monotonic()
@@ -101,8 +122,10 @@ def up(paths: SandboxPaths, *, use_kubeconfig: Path | None = None, say: Say = pr
         s = _Starter(paths, say)
         if external is None:
             if not k8s.binaries_present(paths):
-                raise SandboxError(f"Kubernetes binaries are missing in {paths.k8s_bin}",
-                                   hint="run `hubploy sandbox install`")
+                raise SandboxError(
+                    f"Kubernetes binaries are missing in {paths.k8s_bin}",
+                    hint="run `hubploy sandbox install`",
+                )
             s.start(ETCD)
         registry.configure(paths, s.env)
         s.start(REGISTRY)
@@ -129,7 +152,7 @@ def up(paths: SandboxPaths, *, use_kubeconfig: Path | None = None, say: Say = pr
             s.wait(AGENT)
         else:
             say(f"kubernetes: using the existing cluster of {external} (no local control plane, no agent)")
-    say(f"sandbox ready in {time.monotonic() - t0:.1f} s; run `eval \"$(hubploy sandbox env)\"`")
+    say(f'sandbox ready in {time.monotonic() - t0:.1f} s; run `eval "$(hubploy sandbox env)"`')
 
 
 def down(paths: SandboxPaths, *, say: Say = print) -> None:

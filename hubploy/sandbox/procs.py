@@ -6,8 +6,8 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from hubploy.errors import SandboxError
 from hubploy.runner import run
@@ -19,7 +19,7 @@ def proc_start_time(pid: int) -> int | None:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = stat[stat.rindex(")") + 2:].split()
+    fields = stat[stat.rindex(")") + 2 :].split()
     if fields[0] in ("Z", "X"):  # zombie or dead: not running
         return None
     return int(fields[19])
@@ -38,8 +38,14 @@ def read_pid(pid_file: Path) -> int | None:
     return pid
 
 
-def spawn(argv: Sequence[str | os.PathLike[str]], *, pid_file: Path, log: Path, env: Mapping[str, str],
-          cwd: Path | None = None) -> int:
+def spawn(
+    argv: Sequence[str | os.PathLike[str]],
+    *,
+    pid_file: Path,
+    log: Path,
+    env: Mapping[str, str],
+    cwd: Path | None = None,
+) -> int:
     """Start ``argv`` detached (new session, output to ``log``); return its PID."""
     launcher = [sys.executable, "-m", "hubploy.sandbox.spawn", "--pid-file", str(pid_file), "--log", str(log)]
     if cwd is not None:
@@ -48,8 +54,10 @@ def spawn(argv: Sequence[str | os.PathLike[str]], *, pid_file: Path, log: Path, 
     pid = read_pid(pid_file)
     if pid is None:
         tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-        raise SandboxError(f"{os.fspath(argv[0])} exited at once: {tail.strip().splitlines()[-1:] or 'no output'}",
-                           hint=f"see {log}")
+        raise SandboxError(
+            f"{os.fspath(argv[0])} exited at once: {tail.strip().splitlines()[-1:] or 'no output'}",
+            hint=f"see {log}",
+        )
     return pid
 
 

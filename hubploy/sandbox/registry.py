@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-from typing import Mapping
+from collections.abc import Mapping
 
 import yaml
 
@@ -38,10 +38,13 @@ def configure(paths: SandboxPaths, env: Mapping[str, str]) -> None:
         out = run(["htpasswd", "-Bbn", REGISTRY_USER, pw], env=env, secrets=[pw]).stdout
         htpasswd.write_text(out.strip() + "\n")
         htpasswd.chmod(0o600)
-    config = {"version": 0.1, "log": {"level": "warn"},
-              "storage": {"filesystem": {"rootdirectory": str(reg / "data")}, "delete": {"enabled": True}},
-              "http": {"addr": f"127.0.0.1:{paths.ports.registry}"},
-              "auth": {"htpasswd": {"realm": "hubploy-sandbox", "path": str(htpasswd)}}}
+    config = {
+        "version": 0.1,
+        "log": {"level": "warn"},
+        "storage": {"filesystem": {"rootdirectory": str(reg / "data")}, "delete": {"enabled": True}},
+        "http": {"addr": f"127.0.0.1:{paths.ports.registry}"},
+        "auth": {"htpasswd": {"realm": "hubploy-sandbox", "path": str(htpasswd)}},
+    }
     (reg / "config.yml").write_text(yaml.safe_dump(config))
 
 
@@ -58,9 +61,10 @@ def ready(paths: SandboxPaths) -> bool:
 def manifest_status(paths: SandboxPaths, repository: str, tag: str) -> int | None:
     """HTTP status of a manifest HEAD for ``repository:tag`` (200 present, 404 missing)."""
     url = f"http://127.0.0.1:{paths.ports.registry}/v2/{repository}/manifests/{tag}"
-    accept = ", ".join(["application/vnd.oci.image.manifest.v1+json",
-                        "application/vnd.docker.distribution.manifest.v2+json",
-                        "application/vnd.oci.image.index.v1+json"])
+    accept = (
+        "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json, "
+        "application/vnd.oci.image.index.v1+json"
+    )
     return http_status(url, method="HEAD", basic=(REGISTRY_USER, password(paths)), headers={"Accept": accept})
 
 

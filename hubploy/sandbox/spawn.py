@@ -29,8 +29,15 @@ def main(argv: list[str] | None = None) -> int:
     args.log.parent.mkdir(parents=True, exist_ok=True)
     args.pid_file.parent.mkdir(parents=True, exist_ok=True)
     with open(args.log, "ab") as log, open(os.devnull, "rb") as devnull:
-        proc = subprocess.Popen(command, stdin=devnull, stdout=log, stderr=subprocess.STDOUT,
-                                cwd=args.cwd, start_new_session=True, close_fds=True)
+        proc = subprocess.Popen(
+            command,
+            stdin=devnull,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=args.cwd,
+            start_new_session=True,
+            close_fds=True,
+        )
     tmp = args.pid_file.with_suffix(".tmp")
     tmp.write_text(f"{proc.pid} {proc_start_time(proc.pid) or 0}\n")
     os.replace(tmp, args.pid_file)

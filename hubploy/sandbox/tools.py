@@ -6,8 +6,8 @@ import os
 import shlex
 import shutil
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from hubploy.errors import SandboxError
 from hubploy.runner import run
@@ -56,19 +56,30 @@ def write_containers_config(paths: SandboxPaths) -> dict[str, str]:
     conf = paths.containers
     conf.mkdir(parents=True, exist_ok=True, mode=0o700)
     hosts = [paths.registry_host, f"127.0.0.1:{paths.ports.registry}"]
-    (conf / "registries.conf").write_text("unqualified-search-registries = []\n" + "".join(
-        f'\n[[registry]]\nlocation = "{h}"\ninsecure = true\n' for h in hosts))
+    (conf / "registries.conf").write_text(
+        "unqualified-search-registries = []\n"
+        + "".join(f'\n[[registry]]\nlocation = "{h}"\ninsecure = true\n' for h in hosts)
+    )
     auth = conf / "auth.json"
     auth.touch(mode=0o600)
     auth.write_text(registry.auth_json(paths))
-    return {"BUILDAH_ISOLATION": "chroot", "CONTAINERS_REGISTRIES_CONF": str(conf / "registries.conf"),
-            "REGISTRY_AUTH_FILE": str(auth)}
+    return {
+        "BUILDAH_ISOLATION": "chroot",
+        "CONTAINERS_REGISTRIES_CONF": str(conf / "registries.conf"),
+        "REGISTRY_AUTH_FILE": str(auth),
+    }
 
 
 def buildah_global_args(paths: SandboxPaths) -> list[str]:
     """vfs storage under the runtime dir: daemonless, no overlay or fuse needed."""
-    return ["--root", str(paths.containers / "storage"), "--runroot", str(paths.containers / "run"),
-            "--storage-driver", "vfs"]
+    return [
+        "--root",
+        str(paths.containers / "storage"),
+        "--runroot",
+        str(paths.containers / "run"),
+        "--storage-driver",
+        "vfs",
+    ]
 
 
 def write_bin(paths: SandboxPaths, helm: str) -> None:
@@ -87,8 +98,11 @@ def write_bin(paths: SandboxPaths, helm: str) -> None:
         if system is None:
             raise SandboxError(f"{tool} is not installed", hint="run `hubploy sandbox install`")
         args = " ".join(shlex.quote(a) for a in [system, *extra])
-        _script(paths.bin / tool, f"#!/bin/sh\n# hubploy sandbox {tool}: sandbox storage, registry and auth\n"
-                                  f"{exports}exec {args} \"$@\"\n")
+        _script(
+            paths.bin / tool,
+            f"#!/bin/sh\n# hubploy sandbox {tool}: sandbox storage, registry and auth\n"
+            f'{exports}exec {args} "$@"\n',
+        )
 
 
 def ensure_age_key(paths: SandboxPaths, env: Mapping[str, str]) -> Path:
