@@ -1,0 +1,287 @@
+"""The deploy sequence against the real sandbox: helm, a 1.20 API server, real JupyterHubs.
+
+Each test deploys its own hub (unique name, so release and namespace ``<hub>-staging``) from a copy of
+the example repo whose images all point at the sandbox's base image, so no build is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import pytest
+import yaml
+
+from fixtures.sandbox import Sandbox
+from helpers.cli import run_cli
+from hubploy.deploy import DeployOptions, DeployResult, deploy
+from hubploy.errors import DeployError, HealthCheckError
+from hubploy.helm import UpgradeFlags
+from hubploy.layout import load_repo
+from hubploy.registry import RegistryCredentials, auth_files
+from hubploy.sandbox.images import BASE_REPOSITORY, BASE_TAG, ensure_base_image
+from hubploy.sandbox.paths import REGISTRY_USER
+
+pytest_plugins = ["fixtures.sandbox"]
+pytestmark = pytest.mark.sandbox
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+GIT = ["git", "-c", "user.email=t@example.org", "-c", "user.name=t"]
+FAST = DeployOptions(flags=UpgradeFlags(timeout="60s", atomic=True), health_timeout=60)
+
+
+class HubRepo:
+    """A git repo holding one hub ``name`` deployable to staging on the sandbox."""
+
+    def __init__(self, root: Path, name: str, sandbox: Sandbox, env: dict[str, str]) -> None:
+        self.root, self.name, self.sandbox, self.env = root, name, sandbox, env
+        self.release = self.namespace = f"{name}-staging"
+
+    @property
+    def hub_dir(self) -> Path:
+        return self.root / "deployments" / self.name
+
+    def set_user_image(self, reference: str) -> None:
+        (self.hub_dir / "hubploy.yaml").write_text(yaml.safe_dump({"images": {"images": [{"name": reference}]}}))
+        self.commit("user image " + reference)
+
+    def commit(self, message: str) -> None:
+        subprocess.run([*GIT, "add", "-A"], cwd=self.root, check=True)
+        subprocess.run([*GIT, "commit", "-qm", message], cwd=self.root, check=True)
+
+    def deploy(self, options: DeployOptions = FAST) -> DeployResult:
+        return deploy(load_repo(self.root), self.name, "staging", options=options, base_env=self.env)
+
+    def history(self) -> list[dict]:
+        out = self.sandbox.run([self.env["HELM_EXECUTABLE"], "history", self.release, "-n", self.namespace,
+                                "-o", "json"], env=self.env, check=False)
+        return json.loads(out.stdout) if out.returncode == 0 else []
+
+    def hub_version(self, timeout: float = 60) -> str:
+        """The version the sandbox's JupyterHub of this release answers with (waits for it)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            url = self.sandbox.hub_urls().get(self.namespace)
+            try:
+                if url:
+                    return httpx.get(f"{url}/hub/api", timeout=3).json()["version"]
+            except (httpx.HTTPError, ValueError, KeyError):
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.namespace}: no JupyterHub answers (url {url})")
+            time.sleep(0.5)
+
+
+def base_image(sandbox: Sandbox) -> str:
+    return f"{sandbox.registry}/{BASE_REPOSITORY}:{BASE_TAG}"
+
+
+def push_copy(sandbox: Sandbox, target: str) -> str:
+    """Copy the base image to ``target`` (repository:tag) in the sandbox registry; its reference."""
+    creds = RegistryCredentials(sandbox.registry, *sandbox.registry_auth)
+    with auth_files([creds]) as files:
+        sandbox.run([str(sandbox.bin / "skopeo"), "copy", "--src-tls-verify=false", "--dest-tls-verify=false",
+                     f"docker://{base_image(sandbox)}", f"docker://{sandbox.registry}/{target}"],
+                    env={**sandbox.env, **files.env}, timeout=120)
+    return f"{sandbox.registry}/{target}"
+
+
+@pytest.fixture
+def hub_repo(tmp_path: Path, sandbox: Sandbox, request: pytest.FixtureRequest) -> Iterator[HubRepo]:
+    ensure_base_image(sandbox.paths, sandbox.env)
+    helm_version = getattr(request, "param", "3")
+    env = sandbox.env_for(helm_version)
+    name = f"d{secrets.token_hex(3)}"
+    root = tmp_path / "repo"
+    root.mkdir()
+    for item in ("hub", "hubploy-repo.yaml", ".sops.yaml", "example-age.key"):
+        src = PROJECT_ROOT / item
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, root / item)
+    shutil.copytree(PROJECT_ROOT / "deployments" / "minimal", root / "deployments" / name)
+    image = base_image(sandbox)
+    common = root / "deployments" / name / "config" / "common.yaml"
+    values = yaml.safe_load(common.read_text())
+    repository, tag = image.rsplit(":", 1)
+    values["jupyterhub"]["hub"]["image"] = {"name": repository, "tag": tag}
+    values["jupyterhub"]["proxy"] = {"chp": {"image": {"name": repository, "tag": tag}}}
+    common.write_text(yaml.safe_dump(values))
+    subprocess.run(["git", "init", "-q", "-b", "staging", str(root)], check=True)
+    repo = HubRepo(root, name, sandbox, env)
+    repo.set_user_image(image)
+    yield repo
+    sandbox.run([env["HELM_EXECUTABLE"], "uninstall", repo.release, "-n", repo.namespace], env=env, check=False)
+    sandbox.kubectl("delete", "namespace", repo.namespace, "--wait=false", "--ignore-not-found", check=False)
+
+
+def test_first_install_upgrade_and_noop_upgrade(hub_repo: HubRepo) -> None:
+    first = hub_repo.deploy()
+    assert (first.result, first.revision_before, first.revision_after) == ("deployed", None, 1)
+    assert first.hub_version == hub_repo.hub_version()
+    assert {i.path for i in first.images} == {"jupyterhub.hub.image", "jupyterhub.proxy.chp.image",
+                                              "jupyterhub.singleuser.image"}
+    assert all(i.digest and i.digest.startswith("sha256:") for i in first.images)
+    assert first.git_sha and first.values_digest.startswith("sha256:")
+
+    second = hub_repo.deploy(DeployOptions(set_string_values=("jupyterhub.hub.extraEnv.COLOUR=blue",),
+                                           flags=FAST.flags, health_timeout=60))
+    assert (second.result, second.revision_before, second.revision_after) == ("deployed", 1, 2)
+    assert second.values_digest != first.values_digest
+
+    noop = hub_repo.deploy(DeployOptions(set_string_values=("jupyterhub.hub.extraEnv.COLOUR=blue",),
+                                         flags=FAST.flags, health_timeout=60))
+    assert (noop.result, noop.revision_before, noop.revision_after) == ("deployed", 2, 3)
+    assert noop.values_digest == second.values_digest
+    assert [r["status"] for r in hub_repo.history()] == ["superseded", "superseded", "deployed"]
+
+
+@pytest.mark.parametrize("hub_repo", ["4"], indirect=True)
+def test_helm4_install_and_upgrade(hub_repo: HubRepo) -> None:
+    assert hub_repo.deploy().revision_after == 1
+    result = hub_repo.deploy(DeployOptions(set_string_values=("jupyterhub.hub.extraEnv.HELM=4",),
+                                           flags=FAST.flags, health_timeout=60))
+    assert (result.result, result.revision_before, result.revision_after) == ("deployed", 1, 2)
+    assert hub_repo.hub_version()
+
+
+def test_upgrade_that_never_becomes_ready_is_rolled_back(hub_repo: HubRepo, sandbox: Sandbox) -> None:
+    hub_repo.deploy()
+    hub_repo.set_user_image(push_copy(sandbox, f"{hub_repo.name}/never-ready:v1"))
+    options = DeployOptions(flags=UpgradeFlags(timeout="15s", atomic=True), health_timeout=30)
+    with pytest.raises(DeployError, match="rolled back; revision 3 is serving"):
+        hub_repo.deploy(options)
+    history = hub_repo.history()
+    assert [(r["revision"], r["status"]) for r in history] == [(1, "superseded"), (2, "failed"), (3, "deployed")]
+    assert hub_repo.hub_version()
+
+
+def test_failed_health_check_is_rolled_back(hub_repo: HubRepo) -> None:
+    hub_repo.deploy()
+    broken = DeployOptions(set_string_values=("jupyterhub.hub.config.JupyterHub.authenticator_class=no-such-auth",),
+                           flags=FAST.flags, health_timeout=20)
+    results: list[DeployResult] = []
+    with pytest.raises(HealthCheckError, match="rolled back to revision 1"):
+        deploy(load_repo(hub_repo.root), hub_repo.name, "staging", options=broken, base_env=hub_repo.env,
+               on_result=results.append)
+    assert results[0].result == "rolled-back" and results[0].revision_after == 3
+    assert [r["status"] for r in hub_repo.history()] == ["superseded", "superseded", "deployed"]
+    assert hub_repo.hub_version()
+
+
+def test_stuck_pending_upgrade_is_recovered(hub_repo: HubRepo, sandbox: Sandbox) -> None:
+    hub_repo.deploy()
+    never = push_copy(sandbox, f"{hub_repo.name}/never-ready:v1")
+    repository, tag = never.rsplit(":", 1)
+    helm = subprocess.Popen([hub_repo.env["HELM_EXECUTABLE"], "upgrade", "--wait", "--timeout", "5m",
+                             hub_repo.release, str(hub_repo.root / "hub"), "-n", hub_repo.namespace,
+                             "--reuse-values", "--set-string", f"jupyterhub.singleuser.image.name={repository}",
+                             "--set-string", f"jupyterhub.singleuser.image.tag={tag}"],
+                            env=hub_repo.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not any(r["status"] == "pending-upgrade" for r in hub_repo.history()):
+            assert time.monotonic() < deadline, "helm never reached pending-upgrade"
+            time.sleep(0.3)
+    finally:
+        helm.send_signal(signal.SIGKILL)
+        helm.wait()
+    assert hub_repo.history()[-1]["status"] == "pending-upgrade"
+
+    result = hub_repo.deploy()
+    assert result.result == "deployed"
+    assert len(result.recovered) == 1 and "stuck in pending-upgrade" in result.recovered[0]
+    assert "rolling back to revision 1" in result.recovered[0]
+    assert result.revision_before == 3 and result.revision_after == 4
+    assert hub_repo.hub_version()
+
+
+def test_failed_first_install_is_cleaned_up_and_retried(hub_repo: HubRepo, sandbox: Sandbox) -> None:
+    good = base_image(sandbox)
+    hub_repo.set_user_image(push_copy(sandbox, f"{hub_repo.name}/never-ready:v1"))
+    with pytest.raises(DeployError, match="no rollback was requested"):
+        hub_repo.deploy(DeployOptions(flags=UpgradeFlags(timeout="10s", atomic=False), health_check=False))
+    assert [r["status"] for r in hub_repo.history()] == ["failed"]
+    hub_repo.set_user_image(good)
+    result = hub_repo.deploy()
+    assert result.result == "deployed" and "only failed revisions" in result.recovered[0]
+    assert [r["status"] for r in hub_repo.history()] == ["deployed"]
+
+
+def test_missing_image_is_refused_before_helm_runs(hub_repo: HubRepo, sandbox: Sandbox) -> None:
+    hub_repo.deploy()
+    missing = f"{sandbox.registry}/{hub_repo.name}/no-such-image:v9"
+    hub_repo.set_user_image(missing)
+    with pytest.raises(DeployError, match=f"{missing} \\(at jupyterhub.singleuser.image\\)"):
+        hub_repo.deploy()
+    assert len(hub_repo.history()) == 1
+
+
+def test_cli_deploy_and_dry_run_never_prints_secrets(hub_repo: HubRepo) -> None:
+    env = {**hub_repo.env, "CI": ""}
+    done = run_cli("deploy", hub_repo.name, "hub", "staging", "--timeout", "60", cwd=hub_repo.root, env=env)
+    assert done.returncode == 0, done.stderr
+    assert f"{hub_repo.release}: deployed (revision none -> 1" in done.stderr
+    token = subprocess.run([str(hub_repo.sandbox.bin / "sops"), "--decrypt", "--extract",
+                            '["jupyterhub"]["proxy"]["secretToken"]', str(hub_repo.hub_dir / "secrets/staging.yaml")],
+                           env={**env, "SOPS_AGE_KEY_FILE": str(hub_repo.root / "example-age.key")},
+                           capture_output=True, text=True, check=True).stdout.strip()
+    assert len(token) > 8
+    dry = run_cli("-D", "deploy", hub_repo.name, "hub", "staging", "--dry-run", cwd=hub_repo.root, env=env)
+    assert dry.returncode == 0, dry.stderr
+    assert "kind: Secret" in dry.stdout and "USER-SUPPLIED VALUES" in dry.stdout
+    assert token not in dry.stdout + dry.stderr
+    assert [r["revision"] for r in hub_repo.history()] == [1]
+    refused = run_cli("deploy", hub_repo.name, "hub", "staging", "--dry-run", cwd=hub_repo.root,
+                      env={**env, "CI": "true"})
+    assert refused.returncode == 1 and "refused in CI" in refused.stderr
+
+
+@pytest.mark.prefect
+def test_concurrent_deploys_of_one_release_are_serialized(hub_repo: HubRepo, prefect_api: str,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from flows.tasks.deploy import deploy_hub
+
+    for key, value in hub_repo.env.items():
+        monkeypatch.setenv(key, value)  # the task takes its child env from the process, as a worker would
+    records: list[dict] = []
+    errors: list[BaseException] = []
+
+    def one(colour: str) -> None:
+        try:
+            records.append(deploy_hub(hub_repo.name, "staging", str(hub_repo.root), timeout="60s",
+                                      set_string_values=[f"jupyterhub.hub.extraEnv.COLOUR={colour}"],
+                                      trigger=f"test-{colour}"))
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(c,)) for c in ("red", "green")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors, errors
+    first, second = sorted(records, key=lambda r: r["started"])
+    assert first["finished"] <= second["started"], "the two deploys of one release overlapped"
+    assert {first["revision_after"], second["revision_after"]} == {1, 2}
+    assert second["revision_before"] == first["revision_after"]
+
+    with get_client(sync_client=True) as client:
+        limit = client.read_global_concurrency_limit_by_name(f"deploy-{hub_repo.release}")
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=[f"audit-{hub_repo.release}"])))
+    assert limit.limit == 1
+    assert len(artifacts) == 2
+    text = artifacts[0].data
+    for field in ("git SHA", "values digest (secrets excluded)", "helm revision before", "helm revision after",
+                  "duration", "trigger", "jupyterhub.singleuser.image", "sha256:"):
+        assert field in text
