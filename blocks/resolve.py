@@ -26,7 +26,10 @@ BLOCK_TYPES: dict[str, type[ClusterCredentials]] = {
 
 def load_block(provider: str, name: str) -> ClusterCredentials:
     """Load the credentials block ``name`` of the type that serves ``provider``."""
-    block_type = BLOCK_TYPES[provider]
+    block_type = BLOCK_TYPES.get(provider)
+    if block_type is None:
+        raise CredentialsError(f"no hubploy credentials block serves provider {provider!r}",
+                               hint=f"the block types are for: {', '.join(BLOCK_TYPES)}")
     try:
         return block_type.load(name)
     except ValueError as exc:

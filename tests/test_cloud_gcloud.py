@@ -105,14 +105,14 @@ def test_failure_is_a_credentials_error_and_cleans_up(recorder: Recorder, base_e
 
     def fail(argv: list[str], env: dict[str, str]) -> None:
         dirs.append(Path(env["CLOUDSDK_CONFIG"]).parent)
-        raise CommandError(argv, 1, f"ERROR: invalid key {PRIVATE_KEY[:40]}")
+        raise CommandError(argv, 1, "ERROR: (gcloud.auth) invalid key\nPlease run:\n  $ gcloud auth login")
 
     recorder.on("gcloud", "auth", effect=fail)
     with pytest.raises(CredentialsError) as info:
         with gcloud.cluster_access(project="p", cluster="hubs", location="us-central1", service_account_info=KEY,
                                    base_env=base_env):
             pass
-    assert "gcloud service-account activation failed" in str(info.value)
+    assert str(info.value) == "gcloud service-account activation failed: ERROR: (gcloud.auth) invalid key"
     assert dirs and not dirs[0].exists()
 
 

@@ -20,7 +20,7 @@ from hubploy.errors import CommandError, CommandNotFoundError, CredentialsError
 class ClusterAccess:
     """Access to one cluster for one run; valid only inside the context that yielded it."""
 
-    kubeconfig: Path          # temp kubeconfig for this one run
+    kubeconfig: Path          # temp kubeconfig for this one run (the caller's own without a cluster section)
     env: dict[str, str]       # full env for child processes (helm/kubectl): base env + KUBECONFIG + cloud vars
     context: str | None       # kube context to pass as --kube-context (placeholder filled), or None
 
@@ -82,8 +82,16 @@ def credentials_failed(what: str, exc: CommandError) -> CredentialsError | Comma
     """A failed cloud CLI call as a CredentialsError (a missing program stays as it is)."""
     if isinstance(exc, CommandNotFoundError):
         return exc
-    detail = exc.stderr_tail.strip().splitlines()[-1] if exc.stderr_tail.strip() else f"exit {exc.returncode}"
-    return CredentialsError(f"{what} failed: {detail}", hint=exc.hint)
+    return CredentialsError(f"{what} failed: {_detail(exc)}", hint=exc.hint)
+
+
+def _detail(exc: CommandError) -> str:
+    """The telling line of a CLI's stderr: its first ERROR line (gcloud, az print advice after it)."""
+    lines = [line.strip() for line in exc.stderr_tail.splitlines() if line.strip()]
+    if not lines:
+        return f"exit code {exc.returncode}"
+    errors = [line for line in lines if line.upper().startswith("ERROR")]
+    return (errors[0] if errors else lines[-1])[:400]
 
 
 def verify_access(access: ClusterAccess, *, kubectl: str = "kubectl") -> None:
@@ -97,8 +105,7 @@ def verify_access(access: ClusterAccess, *, kubectl: str = "kubectl") -> None:
         raise
     except CommandError as exc:
         rejected = any(s in exc.stderr_tail for s in ("Unauthorized", "must be logged in", "401"))
-        detail = exc.stderr_tail.strip().splitlines()[-1] if exc.stderr_tail.strip() else f"exit {exc.returncode}"
         what = "rejected the credentials" if rejected else "cannot be reached with these credentials"
-        raise CredentialsError(f"the Kubernetes API server {what}: {detail}",
+        raise CredentialsError(f"the Kubernetes API server {what}: {_detail(exc)}",
                                hint="check the token or certificate of the cluster credentials" if rejected
                                else "check the server address and CA of the cluster credentials") from None
