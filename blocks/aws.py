@@ -19,9 +19,13 @@ class AwsClusterCredentials(Block):
 
     Example:
         ```python
+        import os
         from blocks.aws import AwsClusterCredentials
         AwsClusterCredentials(role_arn="arn:aws:iam::123456789012:role/deployer", cluster="hubs",
                               region="us-west-2").save("hubs")
+        credentials = AwsClusterCredentials.load("BLOCK_NAME")
+        with credentials.cluster_access("hub-staging", base_env=dict(os.environ)) as access:
+            print(access.kubeconfig)  # run helm/kubectl with env=access.env
         ```
     """
 

@@ -17,10 +17,11 @@ class AzureClusterCredentials(Block):
 
     Example:
         ```python
-        from pydantic import SecretStr
+        import os
         from blocks.azure import AzureClusterCredentials
-        AzureClusterCredentials(client_id="00000000-0000-0000-0000-000000000000", tenant_id="contoso.onmicrosoft.com",
-                                client_secret=SecretStr("..."), resource_group="hubs", cluster="hubs").save("hubs")
+        credentials = AzureClusterCredentials.load("BLOCK_NAME")
+        with credentials.cluster_access("hub-staging", base_env=dict(os.environ)) as access:
+            print(access.kubeconfig)  # run helm/kubectl with env=access.env
         ```
     """
 

@@ -19,8 +19,11 @@ class GcpClusterCredentials(Block):
 
     Example:
         ```python
+        import os
         from blocks.gcp import GcpClusterCredentials
-        GcpClusterCredentials(project="my-project", cluster="hubs", location="us-central1").save("hubs")
+        credentials = GcpClusterCredentials.load("BLOCK_NAME")
+        with credentials.cluster_access("hub-staging", base_env=dict(os.environ)) as access:
+            print(access.kubeconfig, access.context)  # run helm/kubectl with env=access.env
         ```
     """
 

@@ -27,8 +27,12 @@ class KubeconfigCredentials(Block):
 
     Example:
         ```python
+        import os
         from blocks.kubeconfig import KubeconfigCredentials
         KubeconfigCredentials.from_kubeconfig("~/.kube/config", context="nrp").save("nrp", overwrite=True)
+        credentials = KubeconfigCredentials.load("BLOCK_NAME")
+        with credentials.cluster_access("hub-staging", base_env=dict(os.environ)) as access:
+            print(access.kubeconfig, access.context)  # run helm/kubectl with env=access.env
         ```
     """
 

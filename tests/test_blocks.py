@@ -10,6 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from prefect.blocks.core import Block
+from prefect.testing.standard_test_suites import BlockStandardTestSuite
 from pydantic import SecretStr, ValidationError
 
 from blocks.aws import AwsClusterCredentials
@@ -168,3 +170,19 @@ def test_resolve_a_kubeconfig_block_against_the_sandbox(prefect_api: str, sandbo
                   timeout=60)
         assert out.stdout.strip() == f"namespace/{sandbox_namespace}"
     assert not access.kubeconfig.exists()
+
+
+# ---------------------------------------------------------------- Prefect's block standards
+
+class TestBlockStandards(BlockStandardTestSuite):
+    test_has_a_valid_image = None  # type: ignore[assignment]  # no logos; that check downloads them
+
+    @pytest.fixture(params=[GcpClusterCredentials, AwsClusterCredentials, AzureClusterCredentials,
+                            KubeconfigCredentials], ids=lambda b: b.__name__)
+    def block(self, request: pytest.FixtureRequest) -> type[Block]:
+        return request.param
+
+    def test_code_example_compiles(self, block: type[Block]) -> None:
+        code = block.get_code_example()
+        assert code is not None
+        compile(code.strip().removeprefix("```python").removesuffix("```"), block.__name__, "exec")
