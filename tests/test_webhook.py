@@ -24,8 +24,9 @@ import uvicorn
 from prefect import flow
 from prefect.blocks.system import Secret
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId, FlowRunFilterIdempotencyKey
 from prefect.client.schemas.objects import FlowRun
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from triggers.routing import Routes
 from triggers.webhook import WebhookConfig, create_app
@@ -35,22 +36,24 @@ pytestmark = pytest.mark.prefect
 SECRET = "test-webhook-secret-" + secrets.token_hex(8)
 SECRET_BLOCK = "hubploy-test-webhook-secret"
 REPO = {"clone_url": "https://github.com/org/deploy.git", "full_name": "org/deploy"}
+REPO_URL = "git://127.0.0.1:9418/deploy.git"
 VENV_BIN = Path(sys.executable).parent
 
 
+# Stand-ins with the parameters of the real flows (flows/*.py); repo_url is a deployment default, as
+# in prefect.yaml. The server enforces the parameter schema, so a mismatch would show here as a 503.
 @flow(name="hubploy-lifecycle")
-def lifecycle(sha: str, before: str, repo_url: str, repo_full_name: str, trigger: str) -> None:
+def lifecycle(sha: str, repo_url: str, before: str | None = None, trigger: str = "manual") -> None:
     pass
 
 
 @flow(name="hubploy-prod-deploy")
-def prod_deploy(sha: str, before: str, repo_url: str, repo_full_name: str, trigger: str) -> None:
+def prod_deploy(sha: str, repo_url: str, before: str | None = None, trigger: str = "manual") -> None:
     pass
 
 
 @flow(name="hubploy-pr-validation")
-def pr_validation(sha: str, base_sha: str, pr_number: int, repo_url: str, repo_full_name: str,
-                  trigger: str) -> None:
+def pr_validation(sha: str, base_sha: str, pr_number: int, repo_url: str) -> None:
     pass
 
 
@@ -79,7 +82,7 @@ def deployment_ids(prefect_api: str) -> dict[str, uuid.UUID]:
     """Real deployments with the receiver's default names (no worker: their runs stay Scheduled)."""
     ids = {}
     for fn, name in ((lifecycle, "lifecycle"), (prod_deploy, "prod-deploy"), (pr_validation, "pr-validation")):
-        ids[f"{fn.name}/{name}"] = fn.to_deployment(name=name).apply()
+        ids[f"{fn.name}/{name}"] = fn.to_deployment(name=name, parameters={"repo_url": REPO_URL}).apply()
     return ids
 
 
@@ -183,8 +186,8 @@ def test_push_to_staging_starts_one_lifecycle_run(receiver: str, deployment_ids:
     [(name, run)] = runs_for(deployment_ids, after)
     assert name == "hubploy-lifecycle/lifecycle"
     assert str(run.id) == response.json()["flow_run_id"]
-    assert run.parameters == {"sha": after, "before": "0" * 39 + "1", "repo_url": REPO["clone_url"],
-                              "repo_full_name": "org/deploy", "trigger": f"github push {delivery}"}
+    assert run.parameters == {"sha": after, "before": "0" * 39 + "1", "repo_url": REPO_URL,
+                              "trigger": f"github push {delivery}"}
     assert run.idempotency_key == f"github-{delivery}"
     assert run.state is not None and run.state.is_scheduled()
 
@@ -287,16 +290,40 @@ def test_redelivery_after_a_restart_starts_nothing(receiver: str, deployment_ids
     assert len(runs_for(deployment_ids, after)) == 1
 
 
-def test_unknown_deployment_is_503_and_can_be_redelivered(prefect_api: str,
-                                                          deployment_ids: dict[str, uuid.UUID]) -> None:
-    config = WebhookConfig(routes=Routes(staging_branch="main", lifecycle_deployment="hubploy-lifecycle/missing"))
+@flow(name="hubploy-mismatch")
+def mismatch(commit: str) -> None:
+    pass
+
+
+@pytest.mark.parametrize("deployment,reason", [
+    ("hubploy-lifecycle/missing", "no such deployment on the Prefect server"),
+    ("hubploy-mismatch/mismatch", "the Prefect server answered 409: Error creating flow run: Validation failed. "
+                                  "Failure reason: 'commit' is a required property"),
+])
+def test_prefect_refusing_the_run_is_503_and_can_be_redelivered(prefect_api: str, deployment: str, reason: str,
+                                                                 deployment_ids: dict[str, uuid.UUID]) -> None:
+    mismatch.to_deployment(name="mismatch").apply()  # its parameters do not fit: the server refuses the run
+    config = WebhookConfig(routes=Routes(staging_branch="main", lifecycle_deployment=deployment))
     after, delivery = sha(), str(uuid.uuid4())
     with in_process_receiver(config) as url:
         for _ in range(2):  # not remembered as seen: a redelivery tries again
             response = deliver(url, "push", push("main", after), delivery=delivery)
             assert response.status_code == 503, response.text
-            assert "hubploy-lifecycle/missing" in response.json()["error"]
-    assert runs_for(deployment_ids, after) == []
+            assert response.json()["error"].startswith(f"cannot start deployment {deployment!r}: {reason}")
+    with get_client(sync_client=True) as client:
+        key = FlowRunFilterIdempotencyKey(any_=[f"github-{delivery}"])
+        assert client.read_flow_runs(flow_run_filter=FlowRunFilter(idempotency_key=key)) == []
+
+
+def test_unreachable_prefect_server_is_a_quick_503(prefect_api: str) -> None:
+    config = WebhookConfig(prefect_timeout=1)
+    with temporary_settings(updates={PREFECT_API_URL: f"http://127.0.0.1:{_free_port()}/api"}), \
+            in_process_receiver(config) as url:
+        started = time.monotonic()
+        response = deliver(url, "push", push("staging", sha()))
+    assert response.status_code == 503
+    assert time.monotonic() - started < 5
+    assert response.json()["error"].startswith("cannot start deployment 'hubploy-lifecycle/lifecycle': ")
 
 
 def test_routes_from_the_config_dataclass(prefect_api: str, deployment_ids: dict[str, uuid.UUID]) -> None:

@@ -22,9 +22,7 @@ def pull_request(action: str = "opened", base: str = "staging") -> dict:
 
 def test_push_to_staging_starts_the_lifecycle() -> None:
     assert route("push", push("staging"), "d1") == Start(
-        "hubploy-lifecycle/lifecycle",
-        {"sha": A, "before": B, "repo_url": REPO["clone_url"], "repo_full_name": "org/deploy",
-         "trigger": "github push d1"})
+        "hubploy-lifecycle/lifecycle", {"sha": A, "before": B, "trigger": "github push d1"})
 
 
 def test_push_to_prod_starts_the_prod_deploy() -> None:
@@ -50,9 +48,7 @@ def test_ignored(event: str, payload: dict) -> None:
 def test_pull_request_against_staging_starts_validation() -> None:
     for action in ("opened", "synchronize", "reopened"):
         assert route("pull_request", pull_request(action), "d3") == Start(
-            "hubploy-pr-validation/pr-validation",
-            {"sha": A, "base_sha": B, "pr_number": 7, "repo_url": REPO["clone_url"],
-             "repo_full_name": "org/deploy", "trigger": "github pull_request d3"})
+            "hubploy-pr-validation/pr-validation", {"sha": A, "base_sha": B, "pr_number": 7})
 
 
 def test_branches_and_names_come_from_settings_and_config() -> None:
@@ -66,7 +62,7 @@ def test_branches_and_names_come_from_settings_and_config() -> None:
 
 @pytest.mark.parametrize("event,payload", [
     ("push", {"ref": "refs/heads/staging"}),
-    ("push", {**push("staging"), "repository": None}),
+    ("push", {**push("staging"), "before": None}),
     ("pull_request", {"action": "opened"}),
     ("pull_request", {**pull_request(), "pull_request": {"number": 7, "base": {"ref": "staging", "sha": B}}}),
 ])

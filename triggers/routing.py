@@ -4,6 +4,10 @@
 - ``push`` to the prod branch (a merge made outside the lifecycle) → the prod deploy;
 - ``pull_request`` opened/synchronize/reopened against the staging branch → PR validation;
 - anything else (other events, branches, tags, deleted branches, PR actions) → :class:`Ignored`.
+
+Parameters carry only what the delivery says about this event (SHAs, PR number, delivery id). Which
+repository to clone (``repo_url``) and where to report are deployment configuration (prefect.yaml
+defaults): GitHub's ``clone_url`` is HTTPS and would override the remote the worker has credentials for.
 """
 
 from __future__ import annotations
@@ -77,9 +81,7 @@ def _route_push(payload: Mapping[str, Any], delivery: str, routes: Routes) -> St
     after = _field(payload, "after")
     if payload.get("deleted") or after == NULL_SHA:
         return Ignored(f"branch {branch!r} was deleted")
-    repo = _repository(payload)
-    return Start(deployment, {"sha": after, "before": _field(payload, "before"), **repo,
-                              "trigger": f"github push {delivery}"})
+    return Start(deployment, {"sha": after, "before": _field(payload, "before"), "trigger": f"github push {delivery}"})
 
 
 def _route_pull_request(payload: Mapping[str, Any], delivery: str, routes: Routes) -> Start | Ignored:
@@ -98,15 +100,7 @@ def _route_pull_request(payload: Mapping[str, Any], delivery: str, routes: Route
     if not isinstance(number, int):
         raise PayloadError("pull_request without a number")
     return Start(routes.pr_validation_deployment,
-                 {"sha": _field(head, "sha"), "base_sha": _field(base, "sha"), "pr_number": number,
-                  **_repository(payload), "trigger": f"github pull_request {delivery}"})
-
-
-def _repository(payload: Mapping[str, Any]) -> dict[str, str]:
-    repo = payload.get("repository")
-    if not isinstance(repo, Mapping):
-        raise PayloadError("payload without a repository object")
-    return {"repo_url": _field(repo, "clone_url"), "repo_full_name": _field(repo, "full_name")}
+                 {"sha": _field(head, "sha"), "base_sha": _field(base, "sha"), "pr_number": number})
 
 
 def _field(obj: Mapping[str, Any], key: str) -> str:

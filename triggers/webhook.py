@@ -8,8 +8,9 @@ streamed body over the limit → 413; wrong signature (HMAC-SHA256 of the raw bo
 compare) → 401; missing ``X-GitHub-Event``/``X-GitHub-Delivery`` or malformed JSON → 400; ``ping`` →
 200 ``{"ok": true}``; a delivery id seen before → 200 ``duplicate``; unknown events, unconfigured
 branches, deleted branches, other PR actions → 202 ``ignored``. A delivery that routes somewhere
-starts the deployment and answers 202 with the flow run id; if Prefect cannot be reached or refuses
-the run → 503 (the delivery can be redelivered from GitHub).
+starts the deployment and answers 202 with the flow run id; if Prefect cannot be reached within
+``prefect_timeout`` or refuses the run → 503 with the reason (the delivery can be redelivered from
+GitHub).
 
 Design choice: the receiver calls ``run_deployment(name, parameters=..., timeout=0,
 idempotency_key=f"github-{delivery}")`` directly rather than emitting a Prefect event for a
@@ -24,6 +25,7 @@ redelivery after a receiver restart starts nothing either.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -36,7 +38,7 @@ from typing import Any, AsyncIterator
 import httpx
 from prefect.client.orchestration import PrefectClient, get_client
 from prefect.deployments import arun_deployment
-from prefect.exceptions import PrefectException
+from prefect.exceptions import ObjectNotFound, PrefectException
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -56,6 +58,7 @@ class WebhookConfig:
     routes: Routes = field(default_factory=Routes)
     max_body_bytes: int = 1 << 20
     dedup_capacity: int = 10_000
+    prefect_timeout: float = 8.0  # GitHub gives up on a delivery after 10 s
 
 
 class _BodyTooLarge(Exception):
@@ -119,16 +122,30 @@ class _Receiver:
             return _answer(202, status="ignored", reason=decision.reason)
 
         try:
-            run = await arun_deployment(decision.deployment, client=self.client, parameters=decision.parameters,
-                                        timeout=0, idempotency_key=f"github-{delivery}", as_subflow=False)
-        except (PrefectException, httpx.HTTPError) as exc:
+            async with asyncio.timeout(self._config.prefect_timeout):
+                run = await arun_deployment(decision.deployment, client=self.client, parameters=decision.parameters,
+                                            timeout=0, idempotency_key=f"github-{delivery}", as_subflow=False)
+        except (PrefectException, httpx.HTTPError, TimeoutError) as exc:
             self._seen.pop(delivery, None)  # let a redelivery try again
-            log.warning("delivery %s: cannot start %s: %s", delivery, decision.deployment, exc)
-            return _answer(503, error=f"cannot start deployment {decision.deployment!r}: "
-                                      f"{type(exc).__name__}: {exc}")
+            error = f"cannot start deployment {decision.deployment!r}: {self._describe(exc)}"
+            log.warning("delivery %s: %s", delivery, error)
+            return _answer(503, error=error)
         log.info("delivery %s (%s) started %s run %s", delivery, event, decision.deployment, run.id)
         return _answer(202, status="started", deployment=decision.deployment, flow_run_id=str(run.id),
                        flow_run_name=run.name)
+
+    def _describe(self, exc: Exception) -> str:
+        if isinstance(exc, ObjectNotFound):
+            return "no such deployment on the Prefect server (deploy it with `prefect deploy --all`)"
+        if isinstance(exc, TimeoutError):
+            return f"the Prefect server did not answer within {self._config.prefect_timeout:g} s"
+        if isinstance(exc, httpx.HTTPStatusError):
+            try:
+                detail = exc.response.json().get("detail")
+            except ValueError:
+                detail = None
+            return f"the Prefect server answered {exc.response.status_code}: {detail or exc.response.reason_phrase}"
+        return f"{type(exc).__name__}: {exc}"
 
     @staticmethod
     async def _read(request: Request, limit: int) -> bytes:
