@@ -93,9 +93,34 @@ def test_block_access_writes_a_private_kubeconfig(tmp_path: Path, base_env: dict
 def test_ambient_kubeconfig_is_reused(tmp_path: Path, base_env: dict[str, str]) -> None:
     path = _kubeconfig(tmp_path)
     env = {**base_env, "KUBECONFIG": f"{path}:{tmp_path / 'other'}"}
-    assert kubeconfig.ambient_access(env) == ClusterAccess(kubeconfig=path, env=env, context=None)
+    with kubeconfig.ambient_access(env) as access:
+        assert access == ClusterAccess(kubeconfig=path, env=env, context=None)
+    assert path.exists()
     with pytest.raises(CredentialsError, match="no `cluster:` section"):
-        kubeconfig.ambient_access(base_env)
+        with kubeconfig.ambient_access({**base_env, "KUBERNETES_SERVICE_HOST": "10.0.0.1"}):
+            pass  # no service-account token either
+
+
+def _service_account(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, token: str, ca: bytes) -> Path:
+    sa = tmp_path / "serviceaccount"
+    sa.mkdir()
+    (sa / "token").write_text(token)
+    (sa / "ca.crt").write_bytes(ca)
+    (sa / "namespace").write_text("hubploy-system\n")
+    monkeypatch.setattr(kubeconfig, "SERVICE_ACCOUNT_DIR", sa)
+    return sa
+
+
+def test_in_cluster_service_account(tmp_path: Path, base_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    sa = _service_account(tmp_path, monkeypatch, TOKEN, b"CA")
+    env = {**base_env, "KUBERNETES_SERVICE_HOST": "fd00::1", "KUBERNETES_SERVICE_PORT": "443"}
+    with kubeconfig.ambient_access(env) as access:
+        data = yaml.safe_load(access.kubeconfig.read_text())
+        assert data["clusters"][0]["cluster"] == {"server": "https://[fd00::1]:443",
+                                                  "certificate-authority": str(sa / "ca.crt")}
+        assert data["users"][0]["user"] == {"tokenFile": str(sa / "token")}  # re-read: rotation-safe
+        assert data["contexts"][0]["context"]["namespace"] == "hubploy-system"
+    assert not access.kubeconfig.exists()
 
 
 def test_from_cluster_config_moves_credentials_into_secret_fields(tmp_path: Path) -> None:
@@ -126,6 +151,23 @@ def test_sandbox_kubectl_with_block_credentials(sandbox, sandbox_namespace: str)
         assert f"namespace/{sandbox_namespace}" in out.stdout.split()
         verify_access(access)
     assert not access.kubeconfig.exists()
+
+
+@pytest.mark.sandbox
+def test_sandbox_in_cluster_service_account(sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pod fallback for real: the sandbox's token and CA laid out as a pod's service account."""
+    fields = kubeconfig.fields_from_kubeconfig(yaml.safe_load(sandbox.kubeconfig.read_text()),
+                                               base_dir=sandbox.kubeconfig.parent)
+    assert fields.token and fields.certificate_authority_data
+    _service_account(tmp_path, monkeypatch, fields.token, base64.b64decode(fields.certificate_authority_data))
+    host, port = fields.server.removeprefix("https://").rsplit(":", 1)
+    base = {k: v for k, v in sandbox.env.items() if k != "KUBECONFIG"}
+    base.update(HOME=str(tmp_path), KUBERNETES_SERVICE_HOST=host, KUBERNETES_SERVICE_PORT=port)
+    with kubeconfig.ambient_access(base) as access:
+        verify_access(access)
+        out = run(["kubectl", *access.kubectl_args(), "get", "ns", "default", "-o", "name"], env=access.env,
+                  timeout=60)
+        assert out.stdout.strip() == "namespace/default"
 
 
 @pytest.mark.sandbox

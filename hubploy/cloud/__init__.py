@@ -28,12 +28,13 @@ __all__ = ["ClusterAccess", "cluster_access", "fill_context", "verify_access"]
 
 @contextlib.contextmanager
 def cluster_access(hub: Hub, env_name: str, *, base_env: Mapping[str, str]) -> Iterator[ClusterAccess]:
-    """Credentials from the key files of ``hub``'s hubploy.yaml, or the ambient KUBECONFIG without a
-    ``cluster:`` section. The ``cluster.kubeconfig.context`` template applies to every provider."""
+    """Credentials from the key files of ``hub``'s hubploy.yaml; without a ``cluster:`` section, the
+    ambient KUBECONFIG (or the pod's service account). ``cluster.kubeconfig.context`` applies to every provider."""
     namespace = hub.namespace(env_name)
     cluster = hub.config.cluster
     if cluster is None:
-        yield kubeconfig.ambient_access(base_env)
+        with kubeconfig.ambient_access(base_env) as access:
+            yield access
         return
     settings = cluster.settings
     if getattr(settings, "credentials_block", None):

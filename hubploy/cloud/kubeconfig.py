@@ -20,6 +20,7 @@ from hubploy.cloud.base import ClusterAccess, kube_env, private_dir, write_priva
 from hubploy.errors import CredentialsError
 
 DEFAULT_CONTEXT = "hubploy"
+SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 _SECRET_USER_KEYS = ("token", "client-key-data", "password")
 
 
@@ -129,13 +130,35 @@ def kubeconfig_access(kubeconfig: Mapping[str, Any], *, base_env: Mapping[str, s
         yield ClusterAccess(kubeconfig=path, env=kube_env(base_env, path), context=context)
 
 
-def ambient_access(base_env: Mapping[str, str], context: str | None = None) -> ClusterAccess:
-    """The caller's own kubeconfig (KUBECONFIG, else ~/.kube/config), reused as it is."""
+@contextlib.contextmanager
+def ambient_access(base_env: Mapping[str, str]) -> Iterator[ClusterAccess]:
+    """The caller's own kubeconfig (KUBECONFIG, else ~/.kube/config), reused as it is; inside a pod
+    without one, the pod's service account (as hubploy's in-cluster fallback)."""
     paths = [p for p in base_env.get("KUBECONFIG", "").split(":") if p]
     if not paths and base_env.get("HOME"):
         paths = [str(Path(base_env["HOME"]) / ".kube" / "config")]
-    if not paths or not Path(paths[0]).is_file():
-        raise CredentialsError("hubploy.yaml has no `cluster:` section and there is no kubeconfig "
-                               f"({paths[0] if paths else 'KUBECONFIG unset'})",
-                               hint="set KUBECONFIG, or add a `cluster:` section to hubploy.yaml")
-    return ClusterAccess(kubeconfig=Path(paths[0]), env=dict(base_env), context=context)
+    if paths and Path(paths[0]).is_file():
+        yield ClusterAccess(kubeconfig=Path(paths[0]), env=dict(base_env), context=None)
+        return
+    if base_env.get("KUBERNETES_SERVICE_HOST") and (SERVICE_ACCOUNT_DIR / "token").is_file():
+        with kubeconfig_access(in_cluster_kubeconfig(base_env), base_env=base_env) as access:
+            yield access
+        return
+    raise CredentialsError("hubploy.yaml has no `cluster:` section and there is no kubeconfig "
+                           f"({paths[0] if paths else 'KUBECONFIG unset'})",
+                           hint="set KUBECONFIG, or add a `cluster:` section to hubploy.yaml")
+
+
+def in_cluster_kubeconfig(base_env: Mapping[str, str]) -> dict[str, Any]:
+    """A kubeconfig for the pod's service account. It names the token *file*, which kubectl and helm
+    re-read, so the kubelet's rotation of projected tokens never leaves a long deploy with a stale one."""
+    host = base_env["KUBERNETES_SERVICE_HOST"]
+    host = f"[{host}]" if ":" in host else host
+    data = build_kubeconfig(server=f"https://{host}:{base_env.get('KUBERNETES_SERVICE_PORT', '443')}",
+                            context="in-cluster")
+    data["clusters"][0]["cluster"]["certificate-authority"] = str(SERVICE_ACCOUNT_DIR / "ca.crt")
+    data["users"][0]["user"]["tokenFile"] = str(SERVICE_ACCOUNT_DIR / "token")
+    namespace = SERVICE_ACCOUNT_DIR / "namespace"
+    if namespace.is_file():
+        data["contexts"][0]["context"]["namespace"] = namespace.read_text().strip()
+    return data
