@@ -1,4 +1,6 @@
-"""The tiny base image: FROM scratch with a static busybox, pushed to the sandbox registry."""
+"""The tiny base image: FROM scratch with a static busybox, pushed to the sandbox registry, and
+copies of it under the names the example chart's defaults use for the hub, proxy and user images
+(the real Zero to JupyterHub images cannot be pulled here)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ from hubploy.sandbox.paths import SandboxPaths
 
 BASE_REPOSITORY = "base/busybox"
 BASE_TAG = "latest"
+STAND_IN_IMAGES = (("jupyterhub/k8s-hub", "4.2.0"), ("jupyterhub/configurable-http-proxy", "4.6.3"),
+                   ("jupyterhub/k8s-singleuser-sample", "4.2.0"))
 DOCKERFILE = 'FROM scratch\nCOPY rootfs/ /\nENV PATH=/bin\nCMD ["/bin/sh"]\n'
 
 
@@ -60,3 +64,17 @@ def ensure_base_image(paths: SandboxPaths, env: Mapping[str, str]) -> bool:
     if not base_image_present(paths):
         raise SandboxError(f"pushed {image} but the registry does not list it")
     return True
+
+
+def ensure_stand_in_images(paths: SandboxPaths, env: Mapping[str, str]) -> list[str]:
+    """Copy the base image to every missing stand-in name; returns the names copied."""
+    copied = []
+    for repository, tag in STAND_IN_IMAGES:
+        if registry.manifest_status(paths, repository, tag) == 200:
+            continue
+        target = f"{paths.registry_host}/{repository}:{tag}"
+        run([str(paths.bin / "skopeo"), "copy", "--src-tls-verify=false", "--dest-tls-verify=false",
+             f"docker://{base_image(paths)}", f"docker://{target}"],
+            env=env, timeout=120)
+        copied.append(target)
+    return copied

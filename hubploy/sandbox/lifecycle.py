@@ -139,6 +139,7 @@ def up(paths: SandboxPaths, *, use_kubeconfig: Path | None = None, say: Say = pr
         build_env = s.env
         built = s.step("base image", lambda: images.ensure_base_image(paths, build_env))
         say(f"base image {images.base_image(paths)}: {'built and pushed' if built else 'already present'}")
+        s.step("stand-in hub, proxy and user images", lambda: images.ensure_stand_in_images(paths, build_env))
         if external is None:
             s.wait(APISERVER)
             k8s.write_kubeconfig(paths)

@@ -1,0 +1,89 @@
+"""Tasks comparing what the repo renders with what a release runs: the approval form's prod diff and
+the drift check. Secret values never leave: manifests are normalized with Secret data digested."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from prefect import get_run_logger, task
+
+from blocks.resolve import cluster_access_for
+from hubploy import helm
+from hubploy.layout import load_repo
+from hubploy.manifest_diff import manifest_diff
+from hubploy.render import deployed_manifest, prepared_values, render_manifest, template
+from hubploy.runner import child_env, redact, run
+
+
+@dataclass(frozen=True)
+class Drift:
+    hub: str
+    env: str
+    release: str
+    manifest_diff: str          # running vs rendered, secrets digested; "" when equal
+    values_changed: list[str]   # top-level value paths whose user-supplied value differs
+    installed: bool
+
+
+def _running(hub_name: str, env_name: str, tree: str) -> tuple[str | None, dict | None]:
+    """(manifest, user-supplied values) of the release now, or (None, None) when not installed."""
+    repo = load_repo(tree)
+    hub = repo.load_hub(hub_name)
+    base = child_env()
+    with cluster_access_for(hub, env_name, base_env=base) as access:
+        env = {**access.env, "KUBECONFIG": str(access.kubeconfig)}
+        executable = helm.helm_executable(env)
+        manifest = deployed_manifest(executable, hub.release(env_name), hub.namespace(env_name), env=env,
+                                     kube_context=access.context)
+        if manifest is None:
+            return None, None
+        out = run(helm.get_values_argv(executable, hub.release(env_name), hub.namespace(env_name),
+                                       kube_context=access.context), env=env).stdout
+        return manifest, json.loads(out or "{}") or {}
+
+
+@task(retries=2, retry_delay_seconds=[2, 10])
+def prod_diffs(tree: str, hubs: list[str], env_name: str = "prod") -> dict[str, str]:
+    """Per hub: diff between what the release runs now and what this commit renders for it."""
+    repo = load_repo(tree)
+    diffs = {}
+    for hub in hubs:
+        running, _ = _running(hub, env_name, tree)
+        rendered = render_manifest(repo, hub, env_name, base_env=child_env())
+        diffs[hub] = manifest_diff(running or "", rendered, old_label=f"{hub}-{env_name} running" if running
+                                   else "not installed", new_label="this commit")
+    return diffs
+
+
+def _changed_paths(running: dict, wanted: dict, prefix: str = "") -> list[str]:
+    keys = sorted(set(running) | set(wanted))
+    changed = []
+    for key in keys:
+        path = f"{prefix}.{key}" if prefix else str(key)
+        a, b = running.get(key), wanted.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changed += _changed_paths(a, b, path)
+        elif a != b:
+            changed.append(path)
+    return changed
+
+
+@task(retries=2, retry_delay_seconds=[2, 10])
+def detect_drift(tree: str, hub_name: str, env_name: str) -> Drift:
+    """Compare the release's deployed manifest and values (helm get) with what ``tree`` renders."""
+    repo = load_repo(tree)
+    hub = repo.load_hub(hub_name)
+    running_manifest, running_values = _running(hub_name, env_name, tree)
+    if running_manifest is None:
+        return Drift(hub_name, env_name, hub.release(env_name), "", [], installed=False)
+    env = child_env()
+    with prepared_values(repo, hub, env_name, base_env=env) as prepared:
+        rendered = template(prepared, env=env)
+        changed = [redact(p, prepared.secret_strings)
+                   for p in _changed_paths(running_values or {}, prepared.user_values)]
+    diff = manifest_diff(running_manifest, rendered, old_label="running", new_label="repo")
+    if diff or changed:
+        get_run_logger().warning("drift in %s: %d manifest diff lines, values %s", hub.release(env_name),
+                                  len(diff.splitlines()), changed or "unchanged")
+    return Drift(hub_name, env_name, hub.release(env_name), diff, changed, installed=True)
