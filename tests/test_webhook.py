@@ -270,12 +270,20 @@ def test_flood_of_pushes_and_redeliveries(receiver: str, deployment_ids: dict[st
     with httpx.Client(limits=httpx.Limits(max_connections=60)) as client, ThreadPoolExecutor(30) as pool:
         responses = list(pool.map(lambda d: deliver(receiver, "push", push("staging", d[1]), delivery=d[0],
                                                     client=client), deliveries))
-    statuses = sorted(r.status_code for r in responses)
-    assert statuses == [200] * 10 + [202] * 50, [r.text for r in responses if r.status_code >= 300]
+        # On a loaded machine some may run out of the receiver's time budget (503); redeliver those as
+        # GitHub would. A run the server created after all is found again through its idempotency key.
+        for _ in range(5):
+            failed = [i for i, r in enumerate(responses) if r.status_code == 503]
+            for i in failed:
+                responses[i] = deliver(receiver, "push", push("staging", deliveries[i][1]),
+                                       delivery=deliveries[i][0], client=client)
+    assert all(r.status_code in (200, 202) for r in responses), [r.text for r in responses if r.status_code >= 300]
+    assert {r.json()["status"] for r in responses} <= {"started", "duplicate"}
     commits = {c for _, c in pushes}
     runs = [r for r in all_runs(deployment_ids) if r.parameters.get("sha") in commits]
     assert len(runs) == 50
     assert {r.parameters["sha"] for r in runs} == commits
+    assert {r.idempotency_key for r in runs} == {f"github-{d}" for d, _ in pushes}
 
 
 def test_redelivery_after_a_restart_starts_nothing(receiver: str, deployment_ids: dict[str, uuid.UUID],
