@@ -146,11 +146,12 @@ class BuildahBackend:
         return [*argv, "-f", str(request.dockerfile), str(request.context)]
 
     def push_argv(self, reference: str, auth: AuthFiles | None, digestfile: Path) -> list[str]:
-        return [*self._base(), "push", *self._auth_args(auth), *_tls_args(reference),
+        """``--retry 0``: retries and backoff belong to the caller (the push task), not to buildah too."""
+        return [*self._base(), "push", "--retry", "0", *self._auth_args(auth), *_tls_args(reference),
                 "--digestfile", str(digestfile), reference, f"docker://{reference}"]
 
     def pull_argv(self, reference: str, auth: AuthFiles | None) -> list[str]:
-        return [*self._base(), "pull", "--quiet", *self._auth_args(auth), *_tls_args(reference),
+        return [*self._base(), "pull", "--quiet", "--retry", "0", *self._auth_args(auth), *_tls_args(reference),
                 f"docker://{reference}"]
 
     def pull(self, reference: str, auth: AuthFiles | None) -> bool:
@@ -195,7 +196,7 @@ def registry_error(exc: CommandError, reference: str) -> RegistryError | None:
     """A RegistryError (with the status buildah's message implies) when a build, pull or push failed
     talking to a registry; None when the failure was something else."""
     text = exc.stderr_tail.lower()
-    detail = _last_line(exc.stderr_tail)
+    detail = ": ".join(_last_line(exc.stderr_tail).split(": ")[-2:])  # the cause at the end of buildah's chain
     host = split_repository(reference)[0]
     for needle, status in _AUTH_FAILURES:
         if needle in text:

@@ -196,15 +196,15 @@ def test_buildah_push_and_pull_argv(tmp_path: Path) -> None:
     auth = AuthFiles(tmp_path / "auth.json", {})
     backend = BuildahBackend()
     assert backend.push_argv("localhost:5000/hub/user:1a2b3c4", auth, tmp_path / "digest") == [
-        "buildah", "--storage-driver", "vfs", "push", "--authfile", str(tmp_path / "auth.json"),
+        "buildah", "--storage-driver", "vfs", "push", "--retry", "0", "--authfile", str(tmp_path / "auth.json"),
         "--tls-verify=false", "--digestfile", str(tmp_path / "digest"),
         "localhost:5000/hub/user:1a2b3c4", "docker://localhost:5000/hub/user:1a2b3c4"]
     assert backend.push_argv("us-docker.pkg.dev/p/r/user:1a2b3c4", auth, tmp_path / "d") == [
-        "buildah", "--storage-driver", "vfs", "push", "--authfile", str(tmp_path / "auth.json"),
+        "buildah", "--storage-driver", "vfs", "push", "--retry", "0", "--authfile", str(tmp_path / "auth.json"),
         "--digestfile", str(tmp_path / "d"),
         "us-docker.pkg.dev/p/r/user:1a2b3c4", "docker://us-docker.pkg.dev/p/r/user:1a2b3c4"]
     assert backend.pull_argv("127.0.0.1:5000/u:t", None) == [
-        "buildah", "--storage-driver", "vfs", "pull", "--quiet", "--tls-verify=false", "docker://127.0.0.1:5000/u:t"]
+        "buildah", "--storage-driver", "vfs", "pull", "--quiet", "--retry", "0", "--tls-verify=false", "docker://127.0.0.1:5000/u:t"]
 
 
 def test_repo2docker_only_dir_is_refused_not_pretended(tmp_path: Path) -> None:
@@ -263,9 +263,13 @@ def test_buildah_failures_map_to_registry_errors() -> None:
 
     unauthorized = err('Error: pushing image ... exists in localhost:5000/a: unauthorized: authentication required')
     assert unauthorized is not None and unauthorized.status == 401 and not unauthorized.transient
+    assert str(unauthorized).startswith("registry localhost:5000 refused localhost:5000/a:b (HTTP 401): "
+                                        "unauthorized: authentication required")
     refused = err('pinging container registry localhost:5999: Get "http://localhost:5999/v2/": dial tcp '
                   '127.0.0.1:5999: connect: connection refused')
     assert refused is not None and refused.status is None and refused.transient
+    assert str(refused).startswith("cannot reach registry localhost:5000 for localhost:5000/a:b: "
+                                   "connect: connection refused")
     unavailable = err("writing blob: received unexpected HTTP status: 503 Service Unavailable")
     assert unavailable is not None and unavailable.status == 503 and unavailable.transient
     assert err("STEP 2/3: RUN false\nerror building at STEP: exit status 1") is None
@@ -341,3 +345,68 @@ def test_auth_file_is_private_temporary_and_in_docker_format() -> None:
         assert "DOCKER_CONFIG" not in os.environ or os.environ["DOCKER_CONFIG"] != str(auth.path.parent)
     assert not auth.path.parent.exists()
     assert "cipass-1234" not in repr(creds[0])
+
+
+# ------------------------------------------------------------------ retry policy and backend selection
+
+def test_only_transient_failures_are_retried() -> None:
+    from prefect.states import Failed
+
+    from flows.tasks.images import is_transient, retry_transient
+
+    assert not is_transient(RegistryError("refused", status=401))
+    assert not is_transient(RegistryError("forbidden", status=403))
+    assert is_transient(RegistryError("down", status=503)) and is_transient(RegistryError("no answer"))
+    assert is_transient(ConnectionResetError()) and is_transient(TimeoutError())
+    assert is_transient(CommandError(["buildah"], 125, "dial tcp 127.0.0.1:5000: connect: connection refused"))
+    assert is_transient(CommandError(["buildah"], 125, "received unexpected HTTP status: 502 Bad Gateway"))
+    assert not is_transient(CommandError(["buildah"], 125, "unauthorized: authentication required"))
+    assert not is_transient(BuildError("RUN false failed"))
+    assert retry_transient(None, None, Failed(data=RegistryError("x", status=500)))
+    assert not retry_transient(None, None, Failed(data=RegistryError("x", status=401)))
+
+
+class FakeImages:
+    def __init__(self, push_lines: list[dict]) -> None:
+        self.push_lines = push_lines
+        self.calls: list[tuple] = []
+
+    def build(self, **kwargs: object) -> None:
+        self.calls.append(("build", kwargs))
+
+    def push(self, name: str, **kwargs: object) -> list[dict]:
+        self.calls.append(("push", name, kwargs))
+        return self.push_lines
+
+
+def test_docker_backend_push_digest_auth_and_errors(tmp_path: Path) -> None:
+    from flows.tasks.docker_backend import DockerBackend
+
+    creds = [RegistryCredentials("localhost:5000", "ci", "cipass-9876")]
+    images = FakeImages([{"status": "Pushing"}, {"aux": {"Tag": "t", "Digest": "sha256:feed"}}])
+    client = type("Client", (), {"images": images})()
+    with auth_files(creds) as auth:
+        assert DockerBackend(client).push("localhost:5000/a/b:t", auth) == "sha256:feed"
+        assert images.calls[-1] == ("push", "localhost:5000/a/b", {
+            "tag": "t", "auth_config": {"username": "ci", "password": "cipass-9876"}, "stream": True, "decode": True})
+        images.push_lines = [{"error": "unauthorized: authentication required"}]
+        with pytest.raises(RegistryError) as info:
+            DockerBackend(client).push("localhost:5000/a/b:t", auth)
+        assert info.value.status == 401
+    request = BuildRequest("r/x", "t1", tmp_path, tmp_path / "Dockerfile", cache_from="r/x:t0")
+    DockerBackend(client).build(request, None)
+    assert images.calls[-1] == ("build", {"path": str(tmp_path), "dockerfile": str(tmp_path / "Dockerfile"),
+                                          "tag": "r/x:t1", "nocache": False, "rm": True, "cache_from": ["r/x:t0"],
+                                          "buildargs": None})
+
+
+def test_buildah_is_selected_when_no_docker_daemon_answers(tmp_path: Path) -> None:
+    from flows.tasks.docker_backend import select_backend
+
+    assert isinstance(select_backend({"DOCKER_HOST": f"unix://{tmp_path / 'docker.sock'}"}), BuildahBackend)
+    assert isinstance(select_backend({"DOCKER_HOST": "tcp://127.0.0.1:1"}), BuildahBackend)
+    import socket
+
+    with socket.socket(socket.AF_UNIX) as silent:  # a socket file whose daemon does not answer
+        silent.bind(str(tmp_path / "silent.sock"))
+        assert isinstance(select_backend({"DOCKER_HOST": f"unix://{tmp_path / 'silent.sock'}"}), BuildahBackend)
