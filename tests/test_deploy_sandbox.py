@@ -6,6 +6,7 @@ the example repo whose images all point at the sandbox's base image, so no build
 
 from __future__ import annotations
 
+import contextvars
 import json
 import secrets
 import shutil
@@ -264,7 +265,8 @@ def test_concurrent_deploys_of_one_release_are_serialized(hub_repo: HubRepo, pre
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
 
-    threads = [threading.Thread(target=one, args=(c,)) for c in ("red", "green")]
+    # each thread gets this context, whose Prefect settings name the test server
+    threads = [threading.Thread(target=contextvars.copy_context().run, args=(one, c)) for c in ("red", "green")]
     for t in threads:
         t.start()
     for t in threads:

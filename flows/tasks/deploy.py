@@ -22,6 +22,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.client.orchestration import get_client
 from prefect.concurrency.sync import concurrency
 from prefect.context import FlowRunContext, TaskRunContext
+from prefect.exceptions import ObjectAlreadyExists
 
 from hubploy.deploy import ClusterAccessProvider, DeployOptions, DeployResult, deploy, is_transient, sops_env
 from hubploy.helm import UpgradeFlags
@@ -47,7 +48,10 @@ def ensure_limit(name: str, limit: int) -> None:
         if _ensured.get(name) == limit:
             return
     with get_client(sync_client=True) as client:
-        client.upsert_global_concurrency_limit_by_name(name, limit)
+        try:
+            client.upsert_global_concurrency_limit_by_name(name, limit)
+        except ObjectAlreadyExists:  # a concurrent run created it between the read and the create
+            client.upsert_global_concurrency_limit_by_name(name, limit)
     with _ensured_lock:
         _ensured[name] = limit
 
