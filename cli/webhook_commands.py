@@ -13,7 +13,8 @@ from triggers.routing import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_SECRET_BLOCK, R
 def register(sub: argparse._SubParsersAction) -> None:
     webhook = sub.add_parser("webhook", help="the GitHub webhook receiver")
     actions = webhook.add_subparsers(dest="webhook_command", metavar="ACTION", required=True)
-    p = actions.add_parser("serve", help="receive GitHub push/pull_request/ping deliveries and start deployments")
+    p = actions.add_parser("serve",
+                           help="receive GitHub push/pull_request/ping deliveries and start deployments")
     p.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST})")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to bind (default {DEFAULT_PORT})")
     p.add_argument("--secret-block", default=DEFAULT_SECRET_BLOCK, metavar="NAME",

@@ -24,12 +24,13 @@ import uvicorn
 from prefect import flow
 from prefect.blocks.system import Secret
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId, FlowRunFilterIdempotencyKey
+from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterDeploymentId,
+                                            FlowRunFilterIdempotencyKey)
 from prefect.client.schemas.objects import FlowRun
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from triggers.routing import Routes
-from triggers.webhook import WebhookConfig, create_app
+from triggers.webhook import WebhookConfig, create_app, ensure_webhook_secret, load_webhook_secret
 
 pytestmark = pytest.mark.prefect
 
@@ -38,6 +39,7 @@ SECRET_BLOCK = "hubploy-test-webhook-secret"
 REPO = {"clone_url": "https://github.com/org/deploy.git", "full_name": "org/deploy"}
 REPO_URL = "git://127.0.0.1:9418/deploy.git"
 VENV_BIN = Path(sys.executable).parent
+Ids = dict[str, uuid.UUID]
 
 
 # Stand-ins with the parameters of the real flows (flows/*.py); repo_url is a deployment default, as
@@ -81,7 +83,8 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes] | None = None, timeout
 def deployment_ids(prefect_api: str) -> dict[str, uuid.UUID]:
     """Real deployments with the receiver's default names (no worker: their runs stay Scheduled)."""
     ids = {}
-    for fn, name in ((lifecycle, "lifecycle"), (prod_deploy, "prod-deploy"), (pr_validation, "pr-validation")):
+    for fn, name in ((lifecycle, "lifecycle"), (prod_deploy, "prod-deploy"),
+                     (pr_validation, "pr-validation")):
         ids[f"{fn.name}/{name}"] = fn.to_deployment(name=name, parameters={"repo_url": REPO_URL}).apply()
     return ids
 
@@ -106,7 +109,7 @@ def cli_receiver(tmp_path: Path, *args: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def receiver(prefect_api: str, deployment_ids: dict[str, uuid.UUID],
+def receiver(prefect_api: str, deployment_ids: Ids,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     Secret(value=SECRET).save(SECRET_BLOCK, overwrite=True)
     with cli_receiver(tmp_path_factory.mktemp("receiver")) as url:
@@ -161,24 +164,26 @@ def deliver(url: str, event: str, payload: Any = None, *, body: bytes | None = N
     return (client or httpx).post(f"{url}/webhook", content=body, headers=headers, timeout=60)
 
 
-def all_runs(deployment_ids: dict[str, uuid.UUID]) -> list[FlowRun]:
+def all_runs(deployment_ids: Ids) -> list[FlowRun]:
     runs: list[FlowRun] = []
     with get_client(sync_client=True) as client:
         while True:
             page = client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=list(deployment_ids.values()))),
+                flow_run_filter=FlowRunFilter(
+                    deployment_id=FlowRunFilterDeploymentId(any_=list(deployment_ids.values()))),
                 offset=len(runs), limit=200)
             runs.extend(page)
             if len(page) < 200:
                 return runs
 
 
-def runs_for(deployment_ids: dict[str, uuid.UUID], commit: str) -> list[tuple[str, FlowRun]]:
+def runs_for(deployment_ids: Ids, commit: str) -> list[tuple[str, FlowRun]]:
     names = {v: k for k, v in deployment_ids.items()}
-    return [(names[r.deployment_id], r) for r in all_runs(deployment_ids) if r.parameters.get("sha") == commit]
+    return [(names[r.deployment_id], r) for r in all_runs(deployment_ids)
+            if r.parameters.get("sha") == commit]
 
 
-def test_push_to_staging_starts_one_lifecycle_run(receiver: str, deployment_ids: dict[str, uuid.UUID]) -> None:
+def test_push_to_staging_starts_one_lifecycle_run(receiver: str, deployment_ids: Ids) -> None:
     after, delivery = sha(), str(uuid.uuid4())
     response = deliver(receiver, "push", push("staging", after), delivery=delivery)
     assert response.status_code == 202, response.text
@@ -196,7 +201,7 @@ def test_push_to_staging_starts_one_lifecycle_run(receiver: str, deployment_ids:
     assert len(runs_for(deployment_ids, after)) == 1
 
 
-def test_push_to_prod_starts_the_prod_deploy(receiver: str, deployment_ids: dict[str, uuid.UUID]) -> None:
+def test_push_to_prod_starts_the_prod_deploy(receiver: str, deployment_ids: Ids) -> None:
     after = sha()
     assert deliver(receiver, "push", push("prod", after)).status_code == 202
     [(name, run)] = runs_for(deployment_ids, after)
@@ -204,7 +209,7 @@ def test_push_to_prod_starts_the_prod_deploy(receiver: str, deployment_ids: dict
     assert run.parameters["before"] == "0" * 39 + "1"
 
 
-def test_pull_request_to_staging_starts_validation(receiver: str, deployment_ids: dict[str, uuid.UUID]) -> None:
+def test_pull_request_to_staging_starts_validation(receiver: str, deployment_ids: Ids) -> None:
     head = sha()
     assert deliver(receiver, "pull_request", pull_request(head)).status_code == 202
     [(name, run)] = runs_for(deployment_ids, head)
@@ -222,9 +227,10 @@ def test_health(receiver: str) -> None:
 
 
 def test_rejected_and_ignored_deliveries_start_nothing(receiver: str,
-                                                        deployment_ids: dict[str, uuid.UUID]) -> None:
+                                                        deployment_ids: Ids) -> None:
     commits = {case: sha() for case in ("missing", "wrong", "other-secret", "oversize", "chunked", "json",
-                                        "event", "branch", "deleted", "tag", "pr-main", "pr-closed", "no-delivery")}
+                                        "event", "branch", "deleted", "tag", "pr-main", "pr-closed",
+                                        "no-delivery")}
 
     def body(case: str, branch: str = "staging") -> bytes:
         return json.dumps(push(branch, commits[case])).encode()
@@ -240,7 +246,8 @@ def test_rejected_and_ignored_deliveries_start_nothing(receiver: str,
         "event": (deliver(receiver, "issues", push("staging", commits["event"])), 202),
         "branch": (deliver(receiver, "push", push("main", commits["branch"])), 202),
         "deleted": (deliver(receiver, "push", push("staging", "0" * 40, before=commits["deleted"])), 202),
-        "tag": (deliver(receiver, "push", {**push("staging", commits["tag"]), "ref": "refs/tags/staging"}), 202),
+        "tag": (deliver(receiver, "push", {**push("staging", commits["tag"]), "ref": "refs/tags/staging"}),
+                202),
         "pr-main": (deliver(receiver, "pull_request", pull_request(commits["pr-main"], base="main")), 202),
         "pr-closed": (deliver(receiver, "pull_request",
                               {**pull_request(commits["pr-closed"]), "action": "closed"}), 202),
@@ -248,7 +255,8 @@ def test_rejected_and_ignored_deliveries_start_nothing(receiver: str,
     chunked = body("chunked") + b" " * (1 << 20)
     expected["chunked"] = (httpx.post(f"{receiver}/webhook", content=iter([chunked[i:i + 65536] for i in
                                                                           range(0, len(chunked), 65536)]),
-                                      headers={"X-GitHub-Event": "push", "X-GitHub-Delivery": str(uuid.uuid4()),
+                                      headers={"X-GitHub-Event": "push",
+                                               "X-GitHub-Delivery": str(uuid.uuid4()),
                                                "X-Hub-Signature-256": signature(chunked)}), 413)
     no_delivery = body("no-delivery")
     expected["no-delivery"] = (httpx.post(f"{receiver}/webhook", content=no_delivery,
@@ -264,7 +272,7 @@ def test_rejected_and_ignored_deliveries_start_nothing(receiver: str,
     assert started == []
 
 
-def test_flood_of_pushes_and_redeliveries(receiver: str, deployment_ids: dict[str, uuid.UUID]) -> None:
+def test_flood_of_pushes_and_redeliveries(receiver: str, deployment_ids: Ids) -> None:
     pushes = [(str(uuid.uuid4()), sha()) for _ in range(50)]
     deliveries = pushes + pushes[:10]
     with httpx.Client(limits=httpx.Limits(max_connections=60)) as client, ThreadPoolExecutor(30) as pool:
@@ -277,7 +285,8 @@ def test_flood_of_pushes_and_redeliveries(receiver: str, deployment_ids: dict[st
             for i in failed:
                 responses[i] = deliver(receiver, "push", push("staging", deliveries[i][1]),
                                        delivery=deliveries[i][0], client=client)
-    assert all(r.status_code in (200, 202) for r in responses), [r.text for r in responses if r.status_code >= 300]
+    assert all(r.status_code in (200, 202) for r in responses), [r.text for r in responses
+                                                                 if r.status_code >= 300]
     assert {r.json()["status"] for r in responses} <= {"started", "duplicate"}
     commits = {c for _, c in pushes}
     runs = [r for r in all_runs(deployment_ids) if r.parameters.get("sha") in commits]
@@ -286,7 +295,7 @@ def test_flood_of_pushes_and_redeliveries(receiver: str, deployment_ids: dict[st
     assert {r.idempotency_key for r in runs} == {f"github-{d}" for d, _ in pushes}
 
 
-def test_redelivery_after_a_restart_starts_nothing(receiver: str, deployment_ids: dict[str, uuid.UUID],
+def test_redelivery_after_a_restart_starts_nothing(receiver: str, deployment_ids: Ids,
                                                     tmp_path: Path) -> None:
     after, delivery = sha(), str(uuid.uuid4())
     first = deliver(receiver, "push", push("staging", after), delivery=delivery)
@@ -305,11 +314,11 @@ def mismatch(commit: str) -> None:
 
 @pytest.mark.parametrize("deployment,reason", [
     ("hubploy-lifecycle/missing", "no such deployment on the Prefect server"),
-    ("hubploy-mismatch/mismatch", "the Prefect server answered 409: Error creating flow run: Validation failed. "
-                                  "Failure reason: 'commit' is a required property"),
+    ("hubploy-mismatch/mismatch", "the Prefect server answered 409: Error creating flow run: "
+                                  "Validation failed. Failure reason: 'commit' is a required property"),
 ])
-def test_prefect_refusing_the_run_is_503_and_can_be_redelivered(prefect_api: str, deployment: str, reason: str,
-                                                                 deployment_ids: dict[str, uuid.UUID]) -> None:
+def test_prefect_refusing_the_run_is_503_and_can_be_redelivered(prefect_api: str, deployment: str,
+                                                                 reason: str, deployment_ids: Ids) -> None:
     mismatch.to_deployment(name="mismatch").apply()  # its parameters do not fit: the server refuses the run
     config = WebhookConfig(routes=Routes(staging_branch="main", lifecycle_deployment=deployment))
     after, delivery = sha(), str(uuid.uuid4())
@@ -334,7 +343,7 @@ def test_unreachable_prefect_server_is_a_quick_503(prefect_api: str) -> None:
     assert response.json()["error"].startswith("cannot start deployment 'hubploy-lifecycle/lifecycle': ")
 
 
-def test_routes_from_the_config_dataclass(prefect_api: str, deployment_ids: dict[str, uuid.UUID]) -> None:
+def test_routes_from_the_config_dataclass(prefect_api: str, deployment_ids: Ids) -> None:
     config = WebhookConfig(routes=Routes(staging_branch="main", prod_branch="live"), max_body_bytes=1024)
     live, main = sha(), sha()
     with in_process_receiver(config) as url:
@@ -346,7 +355,7 @@ def test_routes_from_the_config_dataclass(prefect_api: str, deployment_ids: dict
     assert [n for n, _ in runs_for(deployment_ids, main)] == ["hubploy-lifecycle/lifecycle"]
 
 
-def test_cli_takes_branches_from_the_repo_settings(receiver: str, deployment_ids: dict[str, uuid.UUID],
+def test_cli_takes_branches_from_the_repo_settings(receiver: str, deployment_ids: Ids,
                                                    deployment_repo, tmp_path: Path) -> None:
     repo = deployment_repo({"hubploy-repo.yaml": "staging_branch: main\nprod_branch: live\n",
                             "deployments/.keep": ""})
@@ -364,6 +373,13 @@ def test_invalid_repo_settings_fail_clearly(prefect_api: str, deployment_repo) -
                             text=True, timeout=60)
     assert result.returncode == 1
     assert "hubploy-repo.yaml:1: staging_branch:" in result.stderr
+
+
+def test_ensure_webhook_secret_generates_once(prefect_api: str) -> None:
+    name = f"hubploy-test-{uuid.uuid4().hex[:8]}"
+    first = ensure_webhook_secret(name)
+    assert len(first) == 64
+    assert ensure_webhook_secret(name) == first == load_webhook_secret(name)
 
 
 def test_missing_secret_block_fails_clearly(prefect_api: str, tmp_path: Path) -> None:

@@ -17,7 +17,8 @@ def push(branch: str, after: str = A, **extra: object) -> dict:
 
 def pull_request(action: str = "opened", base: str = "staging") -> dict:
     return {"action": action, "number": 7, "repository": REPO,
-            "pull_request": {"number": 7, "head": {"ref": "feature", "sha": A}, "base": {"ref": base, "sha": B}}}
+            "pull_request": {"number": 7, "head": {"ref": "feature", "sha": A},
+                             "base": {"ref": base, "sha": B}}}
 
 
 def test_push_to_staging_starts_the_lifecycle() -> None:

@@ -1,4 +1,5 @@
-"""Reporting back to GitHub: commit statuses and PR comments, with a prefect-github ``GitHubCredentials`` block.
+"""Reporting back to GitHub: commit statuses and PR comments, with a prefect-github ``GitHubCredentials``
+block.
 
 prefect-github 0.4.4's ``GitHubCredentials.get_client()`` is a GraphQL endpoint with a fixed URL
 (``https://api.github.com/graphql``), and commit statuses and issue comments are REST calls; so this
@@ -28,8 +29,9 @@ MAX_COMMENT = 65536
 TIMEOUT = 30
 
 
-def report_status(credentials_block: str | None, repo_full_name: str, sha: str, state: StatusState, context: str,
-                  description: str, target_url: str | None = None, *, api_url: str = DEFAULT_API_URL) -> None:
+def report_status(credentials_block: str | None, repo_full_name: str, sha: str, state: StatusState,
+                  context: str, description: str, target_url: str | None = None, *,
+                  api_url: str = DEFAULT_API_URL) -> None:
     """Set a commit status (``context`` like ``hubploy/lifecycle``); ``target_url`` defaults to the current
     flow run's page in the Prefect UI."""
     if credentials_block is None:
@@ -40,7 +42,8 @@ def report_status(credentials_block: str | None, repo_full_name: str, sha: str, 
         from prefect.runtime import flow_run
 
         target_url = flow_run.ui_url
-    body: dict[str, Any] = {"state": state, "context": context, "description": _truncate(description, MAX_DESCRIPTION)}
+    body: dict[str, Any] = {"state": state, "context": context,
+                            "description": _truncate(description, MAX_DESCRIPTION)}
     if target_url:
         body["target_url"] = target_url
     _post(credentials_block, api_url, f"/repos/{repo_full_name}/statuses/{sha}", body)
@@ -68,7 +71,8 @@ def _token(credentials_block: str) -> str:
         credentials = GitHubCredentials.load(credentials_block)
     except ValueError as exc:
         raise CredentialsError(f"no GitHubCredentials block named {credentials_block!r}",
-                               hint="create one in the Prefect UI or with GitHubCredentials(token=...).save()") from exc
+                               hint="create one in the Prefect UI or with GitHubCredentials(token=...)"
+                                    ".save(name)") from exc
     if credentials.token is None or not credentials.token.get_secret_value():
         raise CredentialsError(f"GitHubCredentials block {credentials_block!r} has no token")
     token = credentials.token.get_secret_value()
@@ -77,7 +81,8 @@ def _token(credentials_block: str) -> str:
 
 
 def _post(credentials_block: str, api_url: str, path: str, body: dict[str, Any]) -> None:
-    headers = {"Authorization": f"Bearer {_token(credentials_block)}", "Accept": "application/vnd.github+json",
+    headers = {"Authorization": f"Bearer {_token(credentials_block)}",
+               "Accept": "application/vnd.github+json",
                "X-GitHub-Api-Version": "2022-11-28", "User-Agent": "hubploy"}
     url = api_url.rstrip("/") + path
     try:
@@ -92,6 +97,7 @@ def _post(credentials_block: str, api_url: str, path: str, body: dict[str, Any])
         message = ""
     text = f"GitHub answered {response.status_code} to POST {path}" + (f": {message}" if message else "")
     if response.status_code in (401, 403):
-        raise CredentialsError(text, hint=f"check the token in GitHubCredentials block {credentials_block!r}: "
-                                          "it needs the repo:status scope (statuses) or pull request write access")
+        raise CredentialsError(text, hint=f"check the token of GitHubCredentials block {credentials_block!r}"
+                                          "; it needs repo:status (statuses) and pull request write access "
+                                          "(comments)")
     raise HubployError(text)

@@ -18,7 +18,8 @@ from typing import Any, Mapping
 from hubploy.config.models import RepoSettings
 from hubploy.errors import HubployError
 
-# Receiver defaults, here rather than in triggers.webhook so that the CLI can show them without importing Prefect.
+# Receiver defaults, here rather than in triggers.webhook so that the CLI can show them without
+# importing Prefect.
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8787
 DEFAULT_SECRET_BLOCK = "hubploy-webhook-secret"
@@ -61,7 +62,8 @@ class PayloadError(HubployError):
     """The payload lacks a field its event always carries."""
 
 
-def route(event: str, payload: Mapping[str, Any], delivery: str, routes: Routes = Routes()) -> Start | Ignored:
+def route(event: str, payload: Mapping[str, Any], delivery: str,
+          routes: Routes = Routes()) -> Start | Ignored:
     if event == "push":
         return _route_push(payload, delivery, routes)
     if event == "pull_request":
@@ -81,7 +83,8 @@ def _route_push(payload: Mapping[str, Any], delivery: str, routes: Routes) -> St
     after = _field(payload, "after")
     if payload.get("deleted") or after == NULL_SHA:
         return Ignored(f"branch {branch!r} was deleted")
-    return Start(deployment, {"sha": after, "before": _field(payload, "before"), "trigger": f"github push {delivery}"})
+    return Start(deployment, {"sha": after, "before": _field(payload, "before"),
+                              "trigger": f"github push {delivery}"})
 
 
 def _route_pull_request(payload: Mapping[str, Any], delivery: str, routes: Routes) -> Start | Ignored:

@@ -30,6 +30,7 @@ import hashlib
 import hmac
 import json
 import logging
+import secrets
 from collections import OrderedDict
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -46,7 +47,8 @@ from starlette.routing import Route
 
 from hubploy.errors import CredentialsError, HubployError
 from hubploy.runner import register_secret
-from triggers.routing import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_SECRET_BLOCK, Ignored, PayloadError, Routes, route
+from triggers.routing import (DEFAULT_HOST, DEFAULT_PORT, DEFAULT_SECRET_BLOCK, Ignored, PayloadError, Routes,
+                              route)
 
 log = logging.getLogger("hubploy.webhook")
 
@@ -123,8 +125,9 @@ class _Receiver:
 
         try:
             async with asyncio.timeout(self._config.prefect_timeout):
-                run = await arun_deployment(decision.deployment, client=self.client, parameters=decision.parameters,
-                                            timeout=0, idempotency_key=f"github-{delivery}", as_subflow=False)
+                run = await arun_deployment(decision.deployment, client=self.client,
+                                            parameters=decision.parameters, timeout=0,
+                                            idempotency_key=f"github-{delivery}", as_subflow=False)
         except (PrefectException, httpx.HTTPError, TimeoutError) as exc:
             self._seen.pop(delivery, None)  # let a redelivery try again
             error = f"cannot start deployment {decision.deployment!r}: {self._describe(exc)}"
@@ -144,7 +147,8 @@ class _Receiver:
                 detail = exc.response.json().get("detail")
             except ValueError:
                 detail = None
-            return f"the Prefect server answered {exc.response.status_code}: {detail or exc.response.reason_phrase}"
+            status = exc.response.status_code
+            return f"the Prefect server answered {status}: {detail or exc.response.reason_phrase}"
         return f"{type(exc).__name__}: {exc}"
 
     @staticmethod
@@ -192,11 +196,26 @@ def load_webhook_secret(block_name: str = DEFAULT_SECRET_BLOCK) -> str:
         value = Secret.load(block_name).get()
     except ValueError as exc:
         raise CredentialsError(f"no Prefect Secret block named {block_name!r}",
-                               hint="run `hubploy up` (it creates one) or save a Secret block with that name") from exc
+                               hint="run `hubploy up` (it creates one) or save a Secret block with that name"
+                               ) from exc
     except httpx.HTTPError as exc:
         raise HubployError(f"cannot reach the Prefect server: {exc}", hint="check PREFECT_API_URL") from exc
     if not isinstance(value, str) or not value:
         raise CredentialsError(f"Prefect Secret block {block_name!r} does not hold a non-empty string")
+    return value
+
+
+def ensure_webhook_secret(block_name: str = DEFAULT_SECRET_BLOCK) -> str:
+    """The webhook secret, generated (32 random bytes, hex) and saved in the block on first use."""
+    from prefect.blocks.system import Secret
+
+    try:
+        return load_webhook_secret(block_name)
+    except CredentialsError:
+        pass
+    value = secrets.token_hex(32)
+    Secret(value=value).save(block_name)
+    register_secret(value)
     return value
 
 
