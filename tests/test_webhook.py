@@ -288,6 +288,11 @@ def test_flood_of_pushes_and_redeliveries(receiver: str, deployment_ids: Ids) ->
     assert all(r.status_code in (200, 202) for r in responses), [r.text for r in responses
                                                                  if r.status_code >= 300]
     assert {r.json()["status"] for r in responses} <= {"started", "duplicate"}
+    run_ids: dict[str, set[str]] = {}  # a redelivery racing its original gets the same run back
+    for (delivery, _), response in zip(deliveries, responses):
+        if response.json()["status"] == "started":
+            run_ids.setdefault(delivery, set()).add(response.json()["flow_run_id"])
+    assert len(run_ids) == 50 and all(len(ids) == 1 for ids in run_ids.values())
     commits = {c for _, c in pushes}
     runs = [r for r in all_runs(deployment_ids) if r.parameters.get("sha") in commits]
     assert len(runs) == 50

@@ -18,9 +18,10 @@ deployment trigger. Reasons: GitHub learns whether a run was really created (a 5
 of an event that silently matches nothing); routing and parameters are plain, tested code
 (:mod:`triggers.routing`) instead of automation templates that must be kept in sync with
 prefect.yaml; and the response carries the flow run id. De-duplication has two layers: an in-memory
-LRU of delivery ids (cheap, answers "duplicate"), and the idempotency key, which the Prefect server
-enforces per flow (unique ``(flow_id, idempotency_key)``, the existing run is returned) — so a
-redelivery after a receiver restart starts nothing either.
+LRU of handled delivery ids (cheap, answers "duplicate"), and the idempotency key, which the Prefect
+server enforces per flow (unique ``(flow_id, idempotency_key)``; the existing run is returned). The key
+covers what the LRU cannot: a redelivery after a receiver restart, a redelivery racing the original,
+and a run the server created although the receiver gave up waiting (503) — none starts a second run.
 """
 
 from __future__ import annotations
@@ -118,8 +119,8 @@ class _Receiver:
             decision = route(event, payload, delivery, self._config.routes)
         except PayloadError as exc:
             return _answer(400, error=f"{event} payload: {exc.message}")
-        self._remember(delivery)
         if isinstance(decision, Ignored):
+            self._remember(delivery)
             log.info("ignored delivery %s (%s): %s", delivery, event, decision.reason)
             return _answer(202, status="ignored", reason=decision.reason)
 
@@ -129,10 +130,10 @@ class _Receiver:
                                             parameters=decision.parameters, timeout=0,
                                             idempotency_key=f"github-{delivery}", as_subflow=False)
         except (PrefectException, httpx.HTTPError, TimeoutError) as exc:
-            self._seen.pop(delivery, None)  # let a redelivery try again
             error = f"cannot start deployment {decision.deployment!r}: {self._describe(exc)}"
             log.warning("delivery %s: %s", delivery, error)
             return _answer(503, error=error)
+        self._remember(delivery)
         log.info("delivery %s (%s) started %s run %s", delivery, event, decision.deployment, run.id)
         return _answer(202, status="started", deployment=decision.deployment, flow_run_id=str(run.id),
                        flow_run_name=run.name)
