@@ -152,6 +152,7 @@ def test_helm4_install_and_upgrade(hub_repo: HubRepo) -> None:
     assert hub_repo.hub_version()
 
 
+@pytest.mark.parametrize("hub_repo", ["3", "4"], indirect=True)
 def test_upgrade_that_never_becomes_ready_is_rolled_back(hub_repo: HubRepo, sandbox: Sandbox) -> None:
     hub_repo.deploy()
     hub_repo.set_user_image(push_copy(sandbox, f"{hub_repo.name}/never-ready:v1"))
@@ -176,6 +177,7 @@ def test_failed_health_check_is_rolled_back(hub_repo: HubRepo) -> None:
     assert hub_repo.hub_version()
 
 
+@pytest.mark.parametrize("hub_repo", ["3", "4"], indirect=True)
 def test_stuck_pending_upgrade_is_recovered(hub_repo: HubRepo, sandbox: Sandbox) -> None:
     hub_repo.deploy()
     never = push_copy(sandbox, f"{hub_repo.name}/never-ready:v1")
@@ -287,3 +289,29 @@ def test_concurrent_deploys_of_one_release_are_serialized(hub_repo: HubRepo, pre
     for field in ("git SHA", "values digest (secrets excluded)", "helm revision before", "helm revision after",
                   "duration", "trigger", "jupyterhub.singleuser.image", "sha256:"):
         assert field in text
+
+
+@pytest.mark.prefect
+def test_fleet_flow_deploys_hubs_concurrently_and_reports_each(hub_repo: HubRepo, sandbox: Sandbox,
+                                                               prefect_api: str,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.deploy_hubs import deploy_hubs
+
+    for key, value in hub_repo.env.items():
+        monkeypatch.setenv(key, value)
+    other = HubRepo(hub_repo.root, f"{hub_repo.name}b", sandbox, hub_repo.env)
+    broken = HubRepo(hub_repo.root, f"{hub_repo.name}x", sandbox, hub_repo.env)
+    shutil.copytree(hub_repo.hub_dir, other.hub_dir)
+    shutil.copytree(hub_repo.hub_dir, broken.hub_dir)
+    broken.set_user_image(f"{sandbox.registry}/{broken.name}/absent:v1")
+    try:
+        with pytest.raises(DeployError, match=f"1 of 3 hub\\(s\\) failed to deploy to staging: {broken.name}"):
+            deploy_hubs([hub_repo.name, other.name, broken.name], "staging", str(hub_repo.root), timeout="60s")
+        assert hub_repo.history()[-1]["status"] == "deployed"
+        assert other.history()[-1]["status"] == "deployed"
+        assert broken.history() == []
+    finally:
+        sandbox.run([other.env["HELM_EXECUTABLE"], "uninstall", other.release, "-n", other.namespace],
+                    env=other.env, check=False)
+        for ns in (other.namespace, broken.namespace):
+            sandbox.kubectl("delete", "namespace", ns, "--wait=false", "--ignore-not-found", check=False)

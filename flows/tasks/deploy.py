@@ -24,6 +24,7 @@ from prefect.concurrency.sync import concurrency
 from prefect.context import FlowRunContext, TaskRunContext
 from prefect.exceptions import ObjectAlreadyExists
 
+from blocks.resolve import cluster_access_for
 from hubploy.deploy import ClusterAccessProvider, DeployOptions, DeployResult, deploy, is_transient, sops_env
 from hubploy.helm import UpgradeFlags
 from hubploy.layout import DeploymentRepo, Hub, load_repo
@@ -87,12 +88,8 @@ def deploy_locks(repo: DeploymentRepo, hub: Hub, release: str) -> Iterator[None]
             yield
 
 
-def blocks_cluster_access(base_env: Mapping[str, str]) -> ClusterAccessProvider | None:
-    """``blocks.resolve.cluster_access_for`` (credential blocks, then classic key files), if installed."""
-    try:
-        from blocks.resolve import cluster_access_for
-    except ImportError:
-        return None
+def blocks_cluster_access(base_env: Mapping[str, str]) -> ClusterAccessProvider:
+    """Credential blocks named in hubploy.yaml, else classic key files, else the ambient KUBECONFIG."""
     return lambda hub, env_name: cluster_access_for(hub, env_name, base_env=base_env)
 
 
