@@ -4,7 +4,8 @@ cost a heartbeat-bound second each); each task holds its release lock and a slot
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact

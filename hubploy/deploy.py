@@ -24,15 +24,23 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Iterator, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 import yaml
 
 from hubploy import cloud, helm, values
-from hubploy.errors import (CommandError, CommandTimeoutError, DeployError, HealthCheckError, HubployError,
-                            RegistryError)
+from hubploy.errors import (
+    CommandError,
+    CommandTimeoutError,
+    DeployError,
+    HealthCheckError,
+    HubployError,
+    RegistryError,
+)
 from hubploy.git import head_sha
 from hubploy.health import check_health
 from hubploy.images import effective_tag
@@ -62,7 +70,7 @@ class ClusterAccessLike(Protocol):
     context: str | None
 
 
-ClusterAccessProvider = Callable[[Hub, str], ContextManager[ClusterAccessLike]]
+ClusterAccessProvider = Callable[[Hub, str], AbstractContextManager[ClusterAccessLike]]
 ImageDigest = Callable[[str, str], "str | None"]
 Logger = logging.Logger | logging.LoggerAdapter
 
@@ -76,7 +84,8 @@ class DeployOptions:
     chart: Path | None = None
     set_values: tuple[str, ...] = ()
     set_string_values: tuple[str, ...] = ()
-    flags: helm.UpgradeFlags = helm.UpgradeFlags(timeout=DEFAULT_TIMEOUT, atomic=True)
+    flags: helm.UpgradeFlags = field(
+        default_factory=lambda: helm.UpgradeFlags(timeout=DEFAULT_TIMEOUT, atomic=True))
     health_check: bool = True
     health_timeout: float = 180.0
 
@@ -172,12 +181,22 @@ def _deploy(repo: DeploymentRepo, hub: Hub, options: DeployOptions, result: Depl
         with cluster_access(hub, result.env) as access:                                     # 3
             kube_env = {**access.env, "KUBECONFIG": str(access.kubeconfig)}
             context = access.context.replace("{namespace}", result.namespace) if access.context else None
-            if not flags.dry_run:
-                ensure_namespace(result.namespace, env=kube_env, kube_context=context, logger=logger)  # 4
-            logger.info("preflight: helm template %s", result.release)
-            run(helm.template_argv(executable, result.release, str(chart), result.namespace, values_args,  # 5
-                                   version=flags.version), env=env, hint="the chart does not render with these values")
-            result.images = check_images(merged, image_digest, logger=logger)              # 6
+            created = not flags.dry_run and ensure_namespace(result.namespace, env=kube_env,  # 4
+                                                             kube_context=context, logger=logger)
+            try:
+                logger.info("preflight: helm template %s", result.release)
+                run(helm.template_argv(executable, result.release, str(chart), result.namespace,  # 5
+                                       values_args, version=flags.version),
+                    env=env, hint="the chart does not render with these values")
+                result.images = check_images(merged, image_digest, logger=logger)          # 6
+            except HubployError:
+                result.result = "refused"
+                if created:
+                    logger.info("removing namespace %s, created for this deploy: nothing was deployed",
+                                result.namespace)
+                    run(kubectl_argv(kube_env, context, "delete", "namespace", result.namespace, "--wait=false"),
+                        env=kube_env, check=False)
+                raise
             if flags.dry_run:
                 out = run(helm.upgrade_argv(executable, major, result.release, str(chart), result.namespace,
                                             values_args, flags, kube_context=context), env=kube_env)
@@ -243,7 +262,7 @@ def _upgrade_and_check(hub: Hub, executable: str, major: int, chart: str, values
 
 
 def _utcnow() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
 
 
 def _last_line(text: str) -> str:
@@ -377,13 +396,26 @@ def kubectl_argv(env: Mapping[str, str], kube_context: str | None, *args: str) -
 
 
 def ensure_namespace(namespace: str, *, env: Mapping[str, str], kube_context: str | None = None,
-                     logger: Logger = log) -> bool:
-    """Create ``namespace`` unless it exists (helm 3 no longer does); True if it was created."""
-    got = run(kubectl_argv(env, kube_context, "get", "namespace", namespace, "-o", "name"), env=env, check=False)
-    if got.returncode == 0:
-        return False
-    if "NotFound" not in got.stderr:
-        raise DeployError(f"cannot read namespace {namespace}: {_last_line(got.stderr)}")
+                     logger: Logger = log, terminating_timeout: float = 120.0) -> bool:
+    """Create ``namespace`` unless it exists (helm 3 no longer does); True if it was created.
+
+    A namespace still being deleted is waited for, then created again.
+    """
+    deadline = time.monotonic() + terminating_timeout
+    while True:
+        got = run(kubectl_argv(env, kube_context, "get", "namespace", namespace, "-o", "jsonpath={.status.phase}"),
+                  env=env, check=False)
+        if got.returncode != 0 and "NotFound" not in got.stderr:
+            raise DeployError(f"cannot read namespace {namespace}: {_last_line(got.stderr)}")
+        if got.returncode == 0 and got.stdout.strip() != "Terminating":
+            return False
+        if got.returncode != 0:
+            break
+        if time.monotonic() > deadline:
+            raise DeployError(f"namespace {namespace} is still being deleted after {terminating_timeout:.0f} s",
+                              hint=f"see `kubectl get namespace {namespace} -o yaml` for what blocks its deletion")
+        logger.info("namespace %s is being deleted; waiting to create it again", namespace)
+        time.sleep(1.0)
     logger.info("creating namespace %s", namespace)
     made = run(kubectl_argv(env, kube_context, "create", "namespace", namespace), env=env, check=False)
     if made.returncode != 0 and "AlreadyExists" not in made.stderr:

@@ -15,8 +15,8 @@ from __future__ import annotations
 import json
 import re
 import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 from hubploy.errors import DeployError
 from hubploy.runner import run

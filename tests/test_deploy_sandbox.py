@@ -14,22 +14,21 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
 import yaml
-
 from fixtures.sandbox import Sandbox
 from helpers.cli import run_cli
+
 from hubploy.deploy import DeployOptions, DeployResult, deploy
 from hubploy.errors import DeployError, HealthCheckError
 from hubploy.helm import UpgradeFlags
 from hubploy.layout import load_repo
 from hubploy.registry import RegistryCredentials, auth_files
 from hubploy.sandbox.images import BASE_REPOSITORY, BASE_TAG, ensure_base_image
-from hubploy.sandbox.paths import REGISTRY_USER
 
 pytest_plugins = ["fixtures.sandbox"]
 pytestmark = pytest.mark.sandbox
@@ -218,10 +217,21 @@ def test_failed_first_install_is_cleaned_up_and_retried(hub_repo: HubRepo, sandb
 
 
 def test_missing_image_is_refused_before_helm_runs(hub_repo: HubRepo, sandbox: Sandbox) -> None:
-    hub_repo.deploy()
+    good = base_image(sandbox)
     missing = f"{sandbox.registry}/{hub_repo.name}/no-such-image:v9"
     hub_repo.set_user_image(missing)
+    results: list[DeployResult] = []
     with pytest.raises(DeployError, match=f"{missing} \\(at jupyterhub.singleuser.image\\)"):
+        deploy(load_repo(hub_repo.root), hub_repo.name, "staging", options=FAST, base_env=hub_repo.env,
+               on_result=results.append)
+    assert results[0].result == "refused" and hub_repo.history() == []
+    gone = sandbox.kubectl("get", "namespace", hub_repo.namespace, "-o", "jsonpath={.status.phase}", check=False)
+    assert gone.returncode != 0 or gone.stdout == "Terminating", "the namespace created for it was left behind"
+
+    hub_repo.set_user_image(good)
+    hub_repo.deploy()
+    hub_repo.set_user_image(missing)
+    with pytest.raises(DeployError, match="refusing to deploy"):
         hub_repo.deploy()
     assert len(hub_repo.history()) == 1
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -83,9 +84,8 @@ def deploy_locks(repo: DeploymentRepo, hub: Hub, release: str) -> Iterator[None]
     cluster_lock = limit_name("cluster", cluster_key(hub))
     ensure_limit(release_lock, 1)
     ensure_limit(cluster_lock, repo.settings.cluster_concurrency)
-    with concurrency(release_lock, occupy=1, strict=True):
-        with concurrency(cluster_lock, occupy=1, strict=True):
-            yield
+    with concurrency(release_lock, occupy=1, strict=True), concurrency(cluster_lock, occupy=1, strict=True):
+        yield
 
 
 def blocks_cluster_access(base_env: Mapping[str, str]) -> ClusterAccessProvider:
