@@ -33,7 +33,8 @@ from prefect.states import Cancelled, Completed, Failed, State
 from flows.approval import Approval, Decision, schedule_timeout_watch, supersede_waiting_runs, wait_for_approval
 from flows.build_images import build_images
 from flows.tasks.deploy import deploy_hub, ensure_limit
-from flows.tasks.lifecycle import ChangeSet, checkout_commit, plan_commit, promote_commit, repo_key, validate_hubs
+from flows.tasks.lifecycle import (ChangeSet, checkout_commit, plan_commit, head_of, promote_commit, repo_key,
+                                   validate_hubs)
 from flows.tasks.render import prod_diffs
 from hubploy.freeze import active_freeze, freeze_message
 from hubploy.layout import load_repo
@@ -57,7 +58,7 @@ def deploy_all(tree: str, hubs: list[str], env: str, trigger: str) -> dict[str, 
     return results
 
 
-def _failures(results: dict[str, Any]) -> dict[str, str]:
+def failures(results: dict[str, Any]) -> dict[str, str]:
     return {hub: str(r) for hub, r in results.items() if isinstance(r, BaseException)}
 
 
@@ -102,14 +103,14 @@ def lifecycle(sha: str, repo_url: str, before: str | None = None, trigger: str =
     run_id = _run_id()
     tree = checkout_commit(repo_url, sha)
     settings = load_repo(tree).settings
-    change = plan_commit(repo_url, tree, sha, before, settings.prod_branch)
+    change = plan_commit(tree, sha, head_of(repo_url, settings.prod_branch) or before)
     if change.plan.empty:
         return Completed(name="NothingToDeploy", message=change.plan.summary())
     hubs = change.plan.hub_names
     validate_hubs(tree, hubs)
     build_images(hubs=hubs, repo_path=tree, push=True, check_registry=True)
     staging = deploy_all(tree, hubs, "staging", trigger=f"lifecycle {run_id} ({trigger})")
-    failed = _failures(staging)
+    failed = failures(staging)
     if failed:
         return Failed(name="StagingFailed", message="staging failed, no approval asked: " +
                       "; ".join(f"{h}: {m}" for h, m in failed.items()))
@@ -141,7 +142,7 @@ def lifecycle(sha: str, repo_url: str, before: str | None = None, trigger: str =
                    f"{approval.reason or 'no reason given'}\nhubploy lifecycle run {run_id}")
         promotion = promote_commit(repo_url, sha, message, settings.staging_branch, settings.prod_branch)
         prod = deploy_all(tree, hubs, "prod", trigger=f"lifecycle {run_id} promotion of {sha[:12]}")
-    failed = _failures(prod)
+    failed = failures(prod)
     if failed:
         return Failed(name="ProdFailed", message="prod deploy failed and was rolled back: " +
                       "; ".join(f"{h}: {m}" for h, m in failed.items()))

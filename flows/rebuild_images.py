@@ -12,28 +12,36 @@ to prod. Build and deploy read the tag with :func:`hubploy.images.effective_tag`
 record only while the image dir's git tag equals its ``source_tag``: a later change to the image dir
 makes the record stale and the new git tag wins, with no cleanup needed. Nothing is deployed by this
 flow, and prod only gets the rebuild when staging has been approved.
+
+The scheduled deployment passes ``repo_url``: the flow then works in a private clone (never in a
+shared per-SHA worktree) and pushes the commit there; if staging moved meanwhile it rebases once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import tempfile
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from prefect import flow, get_run_logger
 
 from flows.build_images import build_images
 from hubploy.errors import GitError
+from hubploy.git import run_git
 from hubploy.images import write_rebuild_tags
-from hubploy.layout import load_repo
-from hubploy.runner import child_env, run
+from hubploy.config.models import RepoSettings
+from hubploy.layout import HUBS_DIR, load_repo
+from hubploy.runner import child_env
 
 BOT_IDENTITY = {"GIT_AUTHOR_NAME": "hubploy image rebuild", "GIT_AUTHOR_EMAIL": "hubploy@localhost",
                 "GIT_COMMITTER_NAME": "hubploy image rebuild", "GIT_COMMITTER_EMAIL": "hubploy@localhost"}
 
 
 def _git(root: Path, *args: str) -> str:
-    return run(["git", *args], env=child_env({**BOT_IDENTITY, "GIT_TERMINAL_PROMPT": "0"}), cwd=root).stdout.strip()
+    return run_git(root, list(args), child_env({**BOT_IDENTITY, "GIT_TERMINAL_PROMPT": "0"})).strip()
 
 
 def rebuilt_records(rows: list[Mapping[str, Any]]) -> dict[str, dict[str, dict[str, str]]]:
@@ -49,7 +57,7 @@ def require_branch(repo_root: Path, branch: str) -> None:
     current = _git(repo_root, "rev-parse", "--abbrev-ref", "HEAD")
     if current != branch:
         raise GitError(f"the rebuild records tags on branch {branch!r}, but {repo_root} has {current!r} checked out",
-                       hint=f"run the rebuild in a checkout of {branch}")
+                       hint=f"run the rebuild in a checkout of {branch}, or give repo_url")
 
 
 def commit_rebuild_tags(repo_root: Path, records: Mapping[str, Mapping[str, Mapping[str, str]]],
@@ -67,18 +75,53 @@ def commit_rebuild_tags(repo_root: Path, records: Mapping[str, Mapping[str, Mapp
     return _git(repo_root, "rev-parse", "HEAD")
 
 
+def push_branch(repo_root: Path, branch: str, remote: str = "origin") -> str:
+    """Push HEAD to ``branch``; if the branch moved meanwhile, rebase once onto it and push again.
+    A record rebased past a change of its image dir is stale, and effective_tag ignores it."""
+    try:
+        _git(repo_root, "push", "-q", remote, f"HEAD:refs/heads/{branch}")
+    except GitError:
+        _git(repo_root, "pull", "-q", "--rebase", remote, branch)
+        _git(repo_root, "push", "-q", remote, f"HEAD:refs/heads/{branch}")
+    return _git(repo_root, "rev-parse", "HEAD")
+
+
+@contextlib.contextmanager
+def branch_clone(repo_url: str, branch: str | None) -> Iterator[tuple[Path, str]]:
+    """A private full clone of ``repo_url`` with ``branch`` (default: its staging branch) checked out."""
+    tmp = Path(tempfile.mkdtemp(prefix="hubploy-rebuild-"))
+    try:
+        root = tmp / "repo"
+        _git(tmp, "clone", "-q", repo_url, str(root))
+        if branch is None:  # the default branch's settings; an empty checkout (remote HEAD unborn) has none
+            branch = (load_repo(root).settings.staging_branch if (root / HUBS_DIR).is_dir()
+                      else RepoSettings().staging_branch)
+        _git(root, "checkout", "-q", branch)
+        yield root, branch
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 @flow(name="rebuild-images", log_prints=True)
-def rebuild_images(hubs: list[str] | None = None, repo_path: str = ".", branch: str | None = None,
-                   remote: str | None = "origin", max_concurrency: int = 2) -> dict[str, Any]:
-    """Rebuild without cache under new tags, record them on the staging branch and push it."""
+def rebuild_images(repo_url: str | None = None, hubs: list[str] | None = None, repo_path: str = ".",
+                   branch: str | None = None, push_commit: bool = True, max_concurrency: int = 2) -> dict[str, Any]:
+    """Rebuild without cache under new tags and commit them on the staging branch, then push it.
+
+    With ``repo_url`` the flow works in a private clone of it; otherwise in ``repo_path``, which must
+    have the staging branch checked out (its remote ``origin`` receives the push).
+    """
     logger = get_run_logger()
-    repo = load_repo(repo_path)
-    branch = branch or repo.settings.staging_branch
-    require_branch(repo.root, branch)
-    rows = build_images(hubs=hubs, repo_path=str(repo.root), push=True, check_registry=False, no_cache=True,
-                        max_concurrency=max_concurrency, rebuild=True)
-    sha = commit_rebuild_tags(repo.root, rebuilt_records(rows), branch)
-    if sha and remote:
-        _git(repo.root, "push", "-q", remote, f"HEAD:refs/heads/{branch}")
+    with contextlib.ExitStack() as stack:
+        if repo_url:
+            root, branch = stack.enter_context(branch_clone(repo_url, branch))
+        else:
+            root = load_repo(repo_path).root
+            branch = branch or load_repo(root).settings.staging_branch
+        require_branch(root, branch)
+        rows = build_images(hubs=hubs, repo_path=str(root), push=True, check_registry=False, no_cache=True,
+                            max_concurrency=max_concurrency, rebuild=True)
+        sha = commit_rebuild_tags(root, rebuilt_records(rows), branch)
+        if sha and push_commit:
+            sha = push_branch(root, branch)
     logger.info("rebuild tags committed on %s as %s", branch, sha or "nothing (no image rebuilt)")
     return {"commit": sha, "branch": branch, "images": rows}

@@ -16,7 +16,7 @@ from prefect import flow
 from prefect_github import GitHubCredentials
 
 from hubploy.errors import CredentialsError, HubployError
-from triggers.github_status import post_pr_comment, report_status
+from flows.tasks.github_status import post_pr_comment, report_status
 
 pytestmark = pytest.mark.prefect
 

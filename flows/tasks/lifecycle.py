@@ -47,14 +47,19 @@ def checkout_commit(repo_url: str, sha: str) -> str:
 
 
 @task(**GIT_RETRIES)
-def plan_commit(repo_url: str, tree: str, sha: str, before: str | None, prod_branch: str) -> ChangeSet:
-    """Which hubs reach prod if ``sha`` is promoted: the diff from prod's head (or the push's before)."""
+def head_of(repo_url: str, branch: str) -> str | None:
+    """The SHA at the head of ``branch`` now, or None when the branch does not exist."""
     env = git_env()
-    mirror = fetch_mirror(repo_url, default_cache_dir(), env)
+    return branch_head(fetch_mirror(repo_url, default_cache_dir(), env), branch, env)
+
+
+@task(**GIT_RETRIES)
+def plan_commit(tree: str, sha: str, base: str | None) -> ChangeSet:
+    """Which hubs ``sha`` changes compared with ``base`` (all hubs when there is no base)."""
+    env = git_env()
     repo = load_repo(tree)
-    base = branch_head(mirror, prod_branch, env)
-    if base is None and before and set(before) != {"0"}:
-        base = before
+    if base is not None and set(base) == {"0"}:
+        base = None  # a push that created the branch
     image_dirs = {}
     for name in repo.hub_names():
         hub, _ = repo.try_load_hub(name)

@@ -1,0 +1,245 @@
+"""The change lifecycle end to end, on the sandbox and a real Prefect server with a real process
+worker running the deployments of prefect.yaml: staging → approval → prod, and every way out."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+import yaml
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
+from prefect.deployments import run_deployment
+from prefect.flow_runs import resume_flow_run
+
+from conftest import PROJECT_ROOT
+from fixtures.prefect_worker import Worker, wait_for_state
+from helpers.cli import run_cli
+from helpers.gitrepo import Repo, init_repo
+
+pytestmark = [pytest.mark.sandbox, pytest.mark.prefect]
+
+LIFECYCLE = "hubploy-lifecycle/lifecycle"
+
+
+@dataclass
+class DeployRepo:
+    work: Repo
+    origin: Path
+    hub: str
+    sandbox: Any
+
+    @property
+    def url(self) -> str:
+        return str(self.origin)
+
+    def push(self, files: dict[str, str], message: str) -> str:
+        sha = self.work.commit(files, message)
+        self.work.git("push", "--quiet", self.url, "staging")
+        return sha
+
+    def config(self, name: str) -> str:
+        return f"deployments/{self.hub}/config/{name}"
+
+    def origin_git(self, *args: str) -> str:
+        return subprocess.run(["git", "-C", self.url, *args], capture_output=True, text=True, check=True).stdout.strip()
+
+    def prod_parents(self) -> list[str]:
+        return self.origin_git("rev-list", "--parents", "-n", "1", "prod").split()[1:]
+
+    def helm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        env = self.sandbox.env
+        return subprocess.run([env["HELM_EXECUTABLE"], *args], env=env, capture_output=True, text=True, check=check)
+
+    def revisions(self, env: str) -> list[dict[str, Any]]:
+        out = self.helm("history", f"{self.hub}-{env}", "-n", f"{self.hub}-{env}", "-o", "json", check=False)
+        return json.loads(out.stdout) if out.returncode == 0 else []
+
+    def start(self, sha: str, **params: Any) -> UUID:
+        run = run_deployment(LIFECYCLE, parameters={"sha": sha, "repo_url": self.url, **params}, timeout=0)
+        return run.id
+
+
+@pytest.fixture
+def deploy_repo(tmp_path: Path, sandbox, hubploy_worker: Worker) -> DeployRepo:  # type: ignore[no-untyped-def]
+    """A deployment repo with one fresh hub (a copy of the minimal example), staging and prod
+    branches at the same commit, pushed to a bare origin."""
+    hub = f"lc{secrets.token_hex(3)}"
+    work = init_repo(tmp_path / "work", branch="staging")
+    for item in ("hub", "hubploy-repo.yaml", ".sops.yaml", "example-age.key"):
+        src = PROJECT_ROOT / item
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, work.root / item)
+    shutil.copytree(PROJECT_ROOT / "deployments" / "minimal", work.root / "deployments" / hub)
+    shutil.rmtree(work.root / "hub" / "charts", ignore_errors=True)
+    work.commit(None, f"add hub {hub}")
+    origin = tmp_path / "origin.git"
+    work.git("init", "--bare", "--quiet", str(origin))
+    work.git("branch", "prod")
+    work.git("push", "--quiet", str(origin), "staging", "prod")
+    repo = DeployRepo(work, origin, hub, sandbox)
+    yield repo
+    for env in ("staging", "prod"):
+        repo.helm("uninstall", f"{hub}-{env}", "-n", f"{hub}-{env}", check=False)
+
+
+def paused(run) -> bool:  # type: ignore[no-untyped-def]
+    return run.state is not None and run.state.is_paused()
+
+
+def final(run) -> bool:  # type: ignore[no-untyped-def]
+    return run.state is not None and run.state.is_final()
+
+
+def description(run_id: UUID) -> str:
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(run_id)
+        keyset = run.state.state_details.run_input_keyset
+        return client.read_flow_run_input(run_id, keyset["description"])
+
+
+def artifact_keys() -> set[str]:
+    with get_client(sync_client=True) as client:
+        return {a.key for a in client.read_artifacts() if a.key}
+
+
+def change_values(repo: DeployRepo, text: str) -> str:
+    return repo.push({repo.config("common.yaml"): (repo.work.root / repo.config("common.yaml")).read_text()
+                      + text}, f"change {secrets.token_hex(2)}")
+
+
+def test_approved_change_reaches_prod_at_the_approved_sha(deploy_repo: DeployRepo, hubploy_worker: Worker) -> None:
+    repo = deploy_repo
+    sha = change_values(repo, "# a comment-only change still counts\n")
+    run_id = repo.start(sha)
+    wait_for_state(run_id, paused, worker=hubploy_worker)
+    text = description(run_id)
+    assert f"Promote `{sha[:12]}` to prod?" in text and repo.hub in text
+    assert "| deployed |" in text and "localhost:5000/hubploy/minimal-user:" in text
+    assert "What prod will change" in text and "+kind: Deployment" in text or "kind: Deployment" in text
+    assert repo.revisions("prod") == []  # nothing touched prod before the approval
+    approved = run_cli("approve", str(run_id), "--reason", "looks good", "--as", "alice", cwd=PROJECT_ROOT)
+    assert approved.returncode == 0, approved.stderr
+    run = wait_for_state(run_id, final, worker=hubploy_worker)
+    assert run.state.is_completed(), run.state.message
+    assert repo.prod_parents()[1] == sha
+    assert repo.revisions("prod")[-1]["status"] == "deployed"
+    assert repo.revisions("staging")[-1]["status"] == "deployed"
+    keys = artifact_keys()
+    assert {f"audit-{repo.hub}-staging", f"audit-{repo.hub}-prod", "approval"} <= keys
+    assert "alice" in repo.origin_git("log", "-1", "--format=%B", "prod")
+
+
+def test_rejection_leaves_prod_untouched(deploy_repo: DeployRepo, hubploy_worker: Worker) -> None:
+    repo = deploy_repo
+    prod_before = repo.origin_git("rev-parse", "prod")
+    run_id = repo.start(change_values(repo, "# reject me\n"))
+    wait_for_state(run_id, paused, worker=hubploy_worker)
+    assert run_cli("approve", str(run_id), "--reject", "--reason", "not now", cwd=PROJECT_ROOT).returncode == 0
+    run = wait_for_state(run_id, final, worker=hubploy_worker)
+    assert (run.state.type.value, run.state.name) == ("CANCELLED", "Rejected")
+    assert "not now" in run.state.message and "prod untouched" in run.state.message
+    assert repo.origin_git("rev-parse", "prod") == prod_before
+    assert repo.revisions("prod") == []
+
+
+def test_approval_timeout_leaves_prod_untouched(deploy_repo: DeployRepo, hubploy_worker: Worker) -> None:
+    repo = deploy_repo
+    run_id = repo.start(change_values(repo, "# time out\n"), approval_timeout_hours=0.004)  # about 15 s
+    wait_for_state(run_id, paused, worker=hubploy_worker)
+    run = wait_for_state(run_id, final, timeout=240, worker=hubploy_worker)
+    assert (run.state.type.value, run.state.name) == ("CANCELLED", "ApprovalTimedOut"), run.state.message
+    assert "prod untouched" in run.state.message
+    assert repo.revisions("prod") == []
+    with pytest.raises(Exception):
+        resume_flow_run(run_id, run_input={"decision": "approve"})
+
+
+def test_staging_health_failure_rolls_back_and_asks_no_approval(deploy_repo: DeployRepo,
+                                                                hubploy_worker: Worker) -> None:
+    repo = deploy_repo
+    first = run_cli("deploy", repo.hub, "hub", "staging", cwd=repo.work.root, env=repo.sandbox.env)
+    assert first.returncode == 0, first.stderr
+    good_revision = repo.revisions("staging")[-1]["revision"]
+    broken = yaml.safe_load((repo.work.root / repo.config("common.yaml")).read_text())
+    broken["jupyterhub"]["hub"]["config"]["JupyterHub"]["authenticator_class"] = "no-such-authenticator"
+    sha = repo.push({repo.config("common.yaml"): yaml.safe_dump(broken)}, "break the hub config")
+    run_id = repo.start(sha)
+    run = wait_for_state(run_id, lambda r: paused(r) or final(r), worker=hubploy_worker)
+    assert (run.state.type.value, run.state.name) == ("FAILED", "StagingFailed"), run.state.message
+    assert "health check failed" in run.state.message
+    history = repo.revisions("staging")
+    assert history[-1]["status"] == "deployed" and f"Rollback to {good_revision}" in history[-1]["description"]
+    assert repo.revisions("prod") == []
+
+
+def test_staging_moving_on_during_the_wait_promotes_the_approved_sha(deploy_repo: DeployRepo,
+                                                                       hubploy_worker: Worker) -> None:
+    repo = deploy_repo
+    approved = change_values(repo, "# approved\n")
+    run_id = repo.start(approved)
+    wait_for_state(run_id, paused, worker=hubploy_worker)
+    newer = change_values(repo, "# pushed after the approval was asked\n")
+    resume_flow_run(run_id, run_input={"decision": "approve", "reason": "ok", "approver": "bob"})
+    run = wait_for_state(run_id, final, worker=hubploy_worker)
+    assert run.state.is_completed(), run.state.message
+    assert repo.prod_parents()[1] == approved
+    assert subprocess.run(["git", "-C", repo.url, "merge-base", "--is-ancestor", newer, "prod"]).returncode == 1
+
+
+def test_approval_survives_a_worker_restart(deploy_repo: DeployRepo, hubploy_worker: Worker) -> None:
+    repo = deploy_repo
+    sha = change_values(repo, "# survive a restart\n")
+    run_id = repo.start(sha)
+    wait_for_state(run_id, paused, worker=hubploy_worker)
+    hubploy_worker.restart()  # SIGKILL of the worker and any flow process, then a fresh worker
+    resume_flow_run(run_id, run_input={"decision": "approve", "reason": "after restart", "approver": "carol"})
+    run = wait_for_state(run_id, final, worker=hubploy_worker)
+    assert run.state.is_completed(), run.state.message
+    assert repo.prod_parents()[1] == sha
+
+
+def test_newer_push_supersedes_a_waiting_run(deploy_repo: DeployRepo, hubploy_worker: Worker) -> None:
+    repo = deploy_repo
+    older = repo.start(change_values(repo, "# older\n"))
+    wait_for_state(older, paused, worker=hubploy_worker)
+    newer = repo.start(change_values(repo, "# newer\n"))
+    wait_for_state(newer, paused, worker=hubploy_worker)
+    run = wait_for_state(older, final, timeout=30, worker=hubploy_worker)
+    assert (run.state.type.value, run.state.name) == ("CANCELLED", "Superseded")
+    assert str(newer) in run.state.message
+    resume_flow_run(newer, run_input={"decision": "reject", "reason": "cleanup", "approver": "t"})
+    wait_for_state(newer, final, worker=hubploy_worker)
+
+
+def test_freeze_window_refuses_approval_until_it_ends(deploy_repo: DeployRepo, hubploy_worker: Worker) -> None:
+    repo = deploy_repo
+    settings = yaml.safe_load((repo.work.root / "hubploy-repo.yaml").read_text())
+    settings["freeze_windows"] = [{"start": "2020-01-01", "end": "2099-01-01", "reason": "exam weeks"}]
+    sha = repo.push({"hubploy-repo.yaml": yaml.safe_dump(settings)}, "freeze prod for exams")
+    run_id = repo.start(sha)
+    wait_for_state(run_id, paused, worker=hubploy_worker)
+    refused = run_cli("approve", str(run_id), cwd=repo.work.root)
+    assert refused.returncode == 1
+    assert "frozen (exam weeks) until 2099-01-01" in refused.stderr and "Traceback" not in refused.stderr
+    resume_flow_run(run_id, run_input={"decision": "approve", "reason": "try anyway", "approver": "dave"})
+    run = wait_for_state(run_id, lambda r: paused(r) and r.state.state_details.pause_key == "approval-2",
+                         worker=hubploy_worker)
+    assert "Approval refused: prod is frozen (exam weeks)" in description(run.id)
+    assert repo.revisions("prod") == []
+    resume_flow_run(run_id, run_input={"decision": "reject", "reason": "wait for the window", "approver": "dave"})
+    assert wait_for_state(run_id, final, worker=hubploy_worker).state.name == "Rejected"
+
+
+def test_nothing_to_deploy(deploy_repo: DeployRepo, hubploy_worker: Worker) -> None:
+    repo = deploy_repo
+    run_id = repo.start(repo.push({"README.md": "docs only\n"}, "docs"))
+    run = wait_for_state(run_id, final, worker=hubploy_worker)
+    assert (run.state.type.value, run.state.name) == ("COMPLETED", "NothingToDeploy")
+    assert repo.revisions("staging") == []
