@@ -213,6 +213,7 @@ def test_rebuild_makes_a_new_tag_and_keeps_the_old(sandbox, sandbox_path, prefec
     remote = tmp_path / "remote.git"
     subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True)
     repo.git("remote", "add", "origin", str(remote))
+    repo.git("push", "-q", "origin", "main")
     repo.checkout("staging", create=True)
     [original] = build_images(hubs=["h"], repo_path=str(repo.root))
     old_tag, old_digest = original["tag"], original["digest"]
@@ -230,9 +231,18 @@ def test_rebuild_makes_a_new_tag_and_keeps_the_old(sandbox, sandbox_path, prefec
     [after] = build_images(hubs=["h"], repo_path=str(repo.root))
     assert (after["tag"], after["result"]) == (row["tag"], "skipped"), "build and deploy now use the rebuild tag"
 
-    second = rebuild_images(hubs=["h"], repo_path=str(repo.root))["images"][0]
+    repo.commit({"deployments/h/config/common.yaml": "a: 1\n"}, "staging moved on meanwhile")
+    repo.git("push", "-q", "origin", "staging")
+    again = rebuild_images(repo_url=str(remote), hubs=["h"])  # as the scheduled deployment runs it
+    [second] = again["images"]
     assert second["tag"] == f"{row['tag']}.2" and second["source_tag"] == old_tag
     assert manifest_digest(name, row["tag"], creds) == row["digest"]
+    assert repo.git("--git-dir", str(remote), "rev-parse", "staging") == again["commit"]
+    assert repo.git("--git-dir", str(remote), "log", "-1", "--format=%an %s", "staging") == (
+        f"hubploy image rebuild Rebuild images without cache: {name}:{second['tag']}")
+    assert repo.git("--git-dir", str(remote), "show", "staging:deployments/h/image-tags.yaml").endswith(
+        f"tag: {second['tag']}")
+    assert "staging moved on meanwhile" in repo.git("--git-dir", str(remote), "log", "--format=%s", "staging")
     print(f"\ntiming: rebuild flow (no cache, push, commit) {elapsed:.1f} s")
 
 
