@@ -4,6 +4,7 @@ tags, and the `hubploy build` CLI end to end."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -278,3 +279,20 @@ def test_cli_build_check_registry_push_end_to_end(sandbox, tmp_path: Path, names
     both = run_cli("build", "minimal", "--check-registry", "--commit-range", "a...b", cwd=repo.root, env=env)
     assert both.returncode == 2 and "not allowed with argument" in both.stderr
     print(f"\ntiming: `hubploy build minimal --check-registry --push` {elapsed:.1f} s")
+
+    before = repo.head()
+    repo.commit({"deployments/minimal/config/common.yaml": "# touched\n"}, "config only")
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps({"before": before, "after": repo.head()}))
+    actions = {**env, "GITHUB_ACTIONS": "true", "GITHUB_EVENT_PATH": str(event)}
+    unchanged = run_cli("build", "minimal", cwd=repo.root, env=actions)
+    assert unchanged.returncode == 0, unchanged.stderr
+    assert f"commit range from the GitHub event: {before}...HEAD" in unchanged.stdout
+    assert f"skip {name}:{tag}: deployments/minimal/image unchanged in {before}...HEAD" in unchanged.stdout
+    before = repo.head()
+    repo.commit({"deployments/minimal/image/hello.txt": "changed\n"}, "image change")
+    event.write_text(json.dumps({"before": before, "after": repo.head()}))
+    changed = run_cli("build", "minimal", "--image", name, cwd=repo.root, env=actions)
+    assert changed.returncode == 0, changed.stderr
+    assert f"deployments/minimal/image changed in {before}...HEAD (backend buildah)" in changed.stdout
+    assert "minimal: 1 built, 0 skipped" in changed.stdout

@@ -410,3 +410,38 @@ def test_buildah_is_selected_when_no_docker_daemon_answers(tmp_path: Path) -> No
     with socket.socket(socket.AF_UNIX) as silent:  # a socket file whose daemon does not answer
         silent.bind(str(tmp_path / "silent.sock"))
         assert isinstance(select_backend({"DOCKER_HOST": f"unix://{tmp_path / 'silent.sock'}"}), BuildahBackend)
+
+
+@pytest.mark.prefect
+def test_flow_builds_concurrently_up_to_the_limit(prefect_api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+    import time
+
+    import flows.build_images as module
+
+    names = [f"registry.example.org/team/img{i}" for i in range(5)]
+    images = "".join(f"    - name: {n}\n      path: images/{n[-4:]}\n" for n in names)
+    repo = init_repo(tmp_path / "repo")
+    repo.commit({"hub/Chart.yaml": "apiVersion: v2\nname: hub\nversion: 0.1.0\n",
+                 "deployments/h/hubploy.yaml": f"images:\n  images:\n{images}",
+                 **{f"deployments/h/images/{n[-4:]}/Dockerfile": "FROM scratch\n" for n in names}}, "hub")
+    lock, running, peak = threading.Lock(), [0], [0]
+
+    class SlowBackend(FakeBackend):
+        def build(self, request: BuildRequest, auth: AuthFiles | None) -> None:
+            with lock:
+                running[0] += 1
+                peak[0] = max(peak[0], running[0])
+            time.sleep(0.6)
+            with lock:
+                running[0] -= 1
+            super().build(request, auth)
+
+    backend = SlowBackend(set())
+    monkeypatch.setattr(module, "select_backend", lambda: backend)
+    rows = module.build_images(hubs=["h"], repo_path=str(repo.root), push=False, check_registry=False,
+                               max_concurrency=2)
+    assert peak[0] == 2
+    assert sorted(r.reference for r in backend.builds) == sorted(f"{n}:{rows[0]['tag']}" for n in names)
+    assert {r["result"] for r in rows} == {"built"}
+    assert rows[0]["reason"] == "registry check off: built unconditionally (not pushed)"
