@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from hubploy import git
 from hubploy.build import CACHE_DEPTH, BuildBackend, build_image

@@ -23,16 +23,17 @@ import contextlib
 import shutil
 import tempfile
 from collections import defaultdict
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from prefect import flow, get_run_logger
 
 from flows.build_images import build_images
+from hubploy.config.models import RepoSettings
 from hubploy.errors import GitError
 from hubploy.git import run_git
 from hubploy.images import write_rebuild_tags
-from hubploy.config.models import RepoSettings
 from hubploy.layout import HUBS_DIR, load_repo
 from hubploy.runner import child_env
 

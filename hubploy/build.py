@@ -16,9 +16,10 @@ import os
 import re
 import tempfile
 import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Protocol
+from typing import Protocol
 
 from hubploy.errors import BuildError, CommandError, RegistryError
 from hubploy.registry import AuthFiles, is_local, split_repository

@@ -6,8 +6,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from hubploy.errors import GitError, HubployError
 from hubploy.git import commit_exists

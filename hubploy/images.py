@@ -22,9 +22,9 @@ is non-empty.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
 
 import yaml
 
@@ -101,7 +101,7 @@ def effective_tag(hub: Hub, spec: ImageSpec, *, allow_dirty: bool = False) -> st
 
 def rebuild_tag(tag: str, exists: Callable[[str], bool], today: dt.date | None = None) -> str:
     """``<tag>-r<YYYYMMDD>`` (UTC), or the first of ``.2``, ``.3``... for which ``exists`` is False."""
-    day = today or dt.datetime.now(dt.timezone.utc).date()
+    day = today or dt.datetime.now(dt.UTC).date()
     base = f"{tag}-r{day:%Y%m%d}"
     candidate, n = base, 1
     while exists(candidate):

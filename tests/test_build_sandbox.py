@@ -14,14 +14,14 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
-
 from helpers.cli import run_cli
 from helpers.gitrepo import Repo, init_repo
+
 from hubploy.build import BuildahBackend, BuildRequest
 from hubploy.errors import HubployError
 from hubploy.registry import AuthFiles, RegistryCredentials, manifest_digest

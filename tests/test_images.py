@@ -9,19 +9,38 @@ import stat
 from pathlib import Path
 
 import pytest
+from helpers.gitrepo import Repo, init_repo
 
 from hubploy import git
-from hubploy.build import (CACHE_DEPTH, BuildahBackend, BuildRequest, build_image, dockerfile_for,
-                           registry_error)
+from hubploy.build import (
+    CACHE_DEPTH,
+    BuildahBackend,
+    BuildRequest,
+    build_image,
+    dockerfile_for,
+    registry_error,
+)
 from hubploy.commitrange import detect_commit_range, range_from_event
 from hubploy.errors import BuildError, CommandError, GitError, HubployError, RegistryError
-from hubploy.images import (effective_tag, plan_hub, read_rebuild_tags, rebuild_tag, select_images,
-                            write_rebuild_tags)
+from hubploy.images import (
+    effective_tag,
+    plan_hub,
+    read_rebuild_tags,
+    rebuild_tag,
+    select_images,
+    write_rebuild_tags,
+)
 from hubploy.layout import load_repo
 from hubploy.registry import AuthFiles, RegistryCredentials, auth_files, credentials_from_docker_config
-from hubploy.registry_login import (ACR_USERNAME, AwsKeys, aws_login, azure_login, ecr_host, fetch_credentials,
-                                    gcloud_login)
-from helpers.gitrepo import Repo, init_repo
+from hubploy.registry_login import (
+    ACR_USERNAME,
+    AwsKeys,
+    aws_login,
+    azure_login,
+    ecr_host,
+    fetch_credentials,
+    gcloud_login,
+)
 
 HUB_YAML = """\
 images:
@@ -125,7 +144,7 @@ def test_rebuild_tag_never_reuses_an_existing_tag() -> None:
     assert rebuild_tag("1a2b3c4", lambda t: False, day) == "1a2b3c4-r20261127"
     existing = {"1a2b3c4-r20261127", "1a2b3c4-r20261127.2"}
     assert rebuild_tag("1a2b3c4", existing.__contains__, day) == "1a2b3c4-r20261127.3"
-    today = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d")
+    today = dt.datetime.now(dt.UTC).strftime("%Y%m%d")
     assert rebuild_tag("abc1234", lambda t: False) == f"abc1234-r{today}"
 
 

@@ -8,13 +8,12 @@ import hashlib
 import http.server
 import socket
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from hubploy.errors import RegistryError
-from hubploy.registry import (MANIFEST_TYPES, RegistryCredentials, base_url, manifest_digest,
-                              split_repository)
+from hubploy.registry import MANIFEST_TYPES, RegistryCredentials, base_url, manifest_digest, split_repository
 
 pytest_plugins = ["fixtures.sandbox"]
 
@@ -53,7 +52,7 @@ class StandIn(http.server.BaseHTTPRequestHandler):
         return {"WWW-Authenticate": f'Bearer realm="http://{host}:{port}/token",service="stand-in",'
                                     f'scope="repository:team/app:pull"'}
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         type(self).requests.append(("GET", self.path, dict(self.headers)))
         if self.path.startswith("/token"):
             basic = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
@@ -64,7 +63,7 @@ class StandIn(http.server.BaseHTTPRequestHandler):
             return
         self.do_HEAD(record=False)
 
-    def do_HEAD(self, record: bool = True) -> None:  # noqa: N802
+    def do_HEAD(self, record: bool = True) -> None:
         if record:
             type(self).requests.append(("HEAD", self.path, dict(self.headers)))
         if not self._authorized():
@@ -114,7 +113,7 @@ def test_present_absent_and_auth_flows(stand_in: str, mode: str) -> None:
     StandIn.mode = mode
     assert manifest_digest(f"{stand_in}/team/app", "present", _creds(stand_in)) == DIGEST
     assert manifest_digest(f"{stand_in}/team/app", "missing", _creds(stand_in)) is None
-    head = [h for m, p, h in StandIn.requests if m == "HEAD"][0]
+    head = next(h for m, p, h in StandIn.requests if m == "HEAD")
     assert head["Accept"] == ", ".join(MANIFEST_TYPES)
     assert "application/vnd.oci.image.manifest.v1+json" in MANIFEST_TYPES
     assert "application/vnd.docker.distribution.manifest.v2+json" in MANIFEST_TYPES

@@ -7,7 +7,8 @@ and the docker SDK are imported lazily, so selecting buildah costs nothing.
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from hubploy.build import BuildahBackend, BuildBackend, BuildRequest, docker_socket
 from hubploy.errors import BuildError, RegistryError

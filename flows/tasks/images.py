@@ -8,21 +8,29 @@ timeouts, or a failed command whose output shows a network error or a 5xx. Never
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NONE
 from prefect.tasks import exponential_backoff
 
 from hubploy import git
-from hubploy.build import CACHE_DEPTH, BuildBackend, BuildResult, build_image as core_build_image
+from hubploy.build import CACHE_DEPTH, BuildBackend, BuildResult
+from hubploy.build import build_image as core_build_image
 from hubploy.errors import CommandError, CommandTimeoutError, CredentialsError, RegistryError
 from hubploy.images import effective_tag
 from hubploy.layout import Hub, ImageSpec, load_repo
 from hubploy.registry import AuthFiles, RegistryCredentials, manifest_digest
-from hubploy.registry_login import (aws_login, azure_login, credentials_from_env, credentials_from_key_files,
-                                    fetch_credentials, gcloud_login)
+from hubploy.registry_login import (
+    aws_login,
+    azure_login,
+    credentials_from_env,
+    credentials_from_key_files,
+    fetch_credentials,
+    gcloud_login,
+)
 
 RETRIES = 3
 BACKOFF = exponential_backoff(backoff_factor=2)
