@@ -53,7 +53,10 @@ def cmd_build(args: argparse.Namespace) -> int:
         commit_range = detect_commit_range(repo.root, os.environ)
         print(f"commit range from the GitHub event: {commit_range}", flush=True)
     hosts = sorted({split_repository(s.name)[0] for s in select_images(hub.images, args.image)})
-    credentials = registry_credentials(hub, hosts, os.environ) if (args.push or args.check_registry) else []
+    if args.push or args.check_registry:
+        credentials = registry_credentials(hub, hosts, os.environ)
+    else:  # as classic hubploy, no registry login for a local build; env credentials still help pull bases
+        credentials = [c for c in (credentials_from_env(h, os.environ) for h in hosts) if c is not None]
     by_host = {c.host: c for c in credentials}
 
     def exists(name: str, tag: str) -> bool:

@@ -129,7 +129,7 @@ def build_images(hubs: list[str] | None = None, repo_path: str = ".", push: bool
     logger = get_run_logger()
     repo = load_repo(repo_path)
     loaded = [repo.load_hub(name) for name in (hubs or repo.hub_names())]
-    credentials = _credentials(loaded) if (push or check_registry or rebuild) else {}
+    credentials = _credentials(loaded)  # also for builds without push: private bases and cache pulls
     backend = select_backend()
     with auth_files(credentials.values()) as auth:
         jobs = [_plan(hub, spec, str(repo.root), credentials.get(split_repository(spec.name)[0]),
