@@ -113,7 +113,7 @@ class DeployResult:
     revision_after: int | None = None
     values_digest: str | None = None
     images: list[ImageRef] = field(default_factory=list)
-    started: str = ""                # UTC, ISO 8601
+    started: str = field(default_factory=lambda: _utcnow())  # UTC, ISO 8601
     finished: str = ""
     duration: float = 0.0
     result: str = "pending"          # deployed | dry-run | rolled-back | refused | failed
@@ -137,16 +137,60 @@ def deploy(repo: DeploymentRepo, hub_name: str, env_name: str, *, options: Deplo
     Raises a :class:`~hubploy.errors.HubployError` on any failure (after any rollback);
     ``on_result`` is always called with the final result, on success and failure alike.
     """
-    start = time.monotonic()
-    started = _utcnow()
     hub = repo.load_hub(hub_name)
     env = dict(base_env) if base_env is not None else child_env()
     result = DeployResult(hub=hub.name, env=env_name, release=options.release or hub.release(env_name),
-                          namespace=options.namespace or hub.namespace(env_name), started=started)
-    try:
+                          namespace=options.namespace or hub.namespace(env_name))
+    with _recording(result, on_result):
         _deploy(repo, hub, options, result, env, cluster_access or classic_cluster_access(sops_env(repo, env)),
                 image_digest or registry_image_digest(env), logger)
-        return result
+    return result
+
+
+def rollback_hub(repo: DeploymentRepo, hub_name: str, env_name: str, *, revision: int | None = None,
+                 namespace: str | None = None, release: str | None = None,
+                 cluster_access: ClusterAccessProvider | None = None, base_env: Mapping[str, str] | None = None,
+                 health_check: bool = True, health_timeout: float = 180.0, timeout: str = DEFAULT_TIMEOUT,
+                 logger: Logger = log, on_result: Callable[[DeployResult], None] | None = None) -> DeployResult:
+    """Roll a hub's release back to ``revision`` (default: the deployed revision before the current
+    one), wait for it, and health-check it. Raises DeployError when there is nothing to roll back to.
+    """
+    hub = repo.load_hub(hub_name)
+    env = dict(base_env) if base_env is not None else child_env()
+    result = DeployResult(hub=hub.name, env=env_name, release=release or hub.release(env_name),
+                          namespace=namespace or hub.namespace(env_name))
+    provider = cluster_access or classic_cluster_access(sops_env(repo, env))
+    with _recording(result, on_result), provider(hub, env_name) as access:
+        executable = helm.helm_executable(env)
+        kube_env = {**access.env, "KUBECONFIG": str(access.kubeconfig)}
+        context = access.context.replace("{namespace}", result.namespace) if access.context else None
+        name, ns = result.release, result.namespace
+        history = release_history(executable, name, ns, env=kube_env, kube_context=context)
+        current = helm.last_deployed(history)
+        result.revision_before = current.revision if current else None
+        earlier = [r for r in history if current and r.revision < current.revision
+                   and r.status in ("deployed", "superseded")]
+        target = revision or (earlier[-1].revision if earlier else None)
+        if target is None or not any(r.revision == target for r in history):
+            raise DeployError(f"release {name} has no revision {target or 'before the current one'} to roll back to")
+        logger.warning("rolling %s back from revision %s to revision %s", name, result.revision_before, target)
+        rollback(executable, name, ns, target, env=kube_env, kube_context=context, timeout=timeout)
+        after = helm.last_deployed(release_history(executable, name, ns, env=kube_env, kube_context=context))
+        result.revision_after = after.revision if after else None
+        if health_check:
+            result.hub_version = check_health(hub, env_name, namespace=ns, release=name, env=kube_env,
+                                              kube_context=context, timeout=health_timeout, logger=logger)
+        result.result = "rolled-back"
+        result.message = f"rolled back to the configuration of revision {target}"
+    return result
+
+
+@contextlib.contextmanager
+def _recording(result: DeployResult, on_result: Callable[[DeployResult], None] | None) -> Iterator[None]:
+    """Time ``result``, record a failure's message, and always hand the final result to ``on_result``."""
+    start = time.monotonic()
+    try:
+        yield
     except HubployError as exc:
         if result.result == "pending":
             result.result = "failed"

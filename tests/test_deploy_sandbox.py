@@ -325,3 +325,23 @@ def test_fleet_flow_deploys_hubs_concurrently_and_reports_each(hub_repo: HubRepo
                     env=other.env, check=False)
         for ns in (other.namespace, broken.namespace):
             sandbox.kubectl("delete", "namespace", ns, "--wait=false", "--ignore-not-found", check=False)
+
+
+@pytest.mark.prefect
+def test_rollback_task_restores_the_previous_configuration(hub_repo: HubRepo, prefect_api: str,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.tasks.deploy import rollback_hub
+
+    for key, value in hub_repo.env.items():
+        monkeypatch.setenv(key, value)
+    hub_repo.deploy()
+    hub_repo.deploy(DeployOptions(set_string_values=("jupyterhub.hub.extraEnv.COLOUR=blue",),
+                                  flags=FAST.flags, health_timeout=60))
+    record = rollback_hub(hub_repo.name, "staging", str(hub_repo.root), timeout="60s", trigger="test")
+    assert (record["result"], record["revision_before"], record["revision_after"]) == ("rolled-back", 2, 3)
+    assert record["hub_version"] == hub_repo.hub_version()
+    values = hub_repo.sandbox.run([hub_repo.env["HELM_EXECUTABLE"], "get", "values", hub_repo.release,
+                                   "-n", hub_repo.namespace, "-o", "json"], env=hub_repo.env).stdout
+    assert "COLOUR" not in values
+    with pytest.raises(DeployError, match="no revision 9"):
+        rollback_hub(hub_repo.name, "staging", str(hub_repo.root), revision=9)

@@ -1,4 +1,5 @@
-"""Prefect task ``deploy_hub``: one hub to one environment, locked, retried when transient, audited.
+"""Prefect tasks ``deploy_hub`` and ``rollback_hub``: one hub in one environment, locked, retried when
+the error is transient, audited.
 
 Locks are Prefect global concurrency limits, created (or corrected) on first use:
 
@@ -7,7 +8,7 @@ Locks are Prefect global concurrency limits, created (or corrected) on first use
   overload one cluster. The release lock is taken first, so a run waiting for a cluster slot never
   blocks another release.
 
-Every deploy, successful or not, writes a markdown artifact with key ``audit-<release>``.
+Every deploy or rollback, successful or not, writes a markdown artifact with key ``audit-<release>``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import contextlib
 import re
 import threading
 from collections.abc import Iterator, Mapping
+from functools import partial
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -27,6 +29,7 @@ from prefect.exceptions import ObjectAlreadyExists
 
 from blocks.resolve import cluster_access_for
 from hubploy.deploy import ClusterAccessProvider, DeployOptions, DeployResult, deploy, is_transient, sops_env
+from hubploy.deploy import rollback_hub as core_rollback
 from hubploy.helm import UpgradeFlags
 from hubploy.layout import DeploymentRepo, Hub, load_repo
 from hubploy.runner import child_env
@@ -115,7 +118,7 @@ def audit_markdown(result: DeployResult, trigger: Mapping[str, Any]) -> str:
             ("helm revision after", result.revision_after or "none"),
             ("duration", f"{result.duration:.1f} s"), ("JupyterHub version", result.hub_version or "not checked")]
     rows += [(k.replace("_", " "), v) for k, v in trigger.items() if v]
-    lines = [f"# Deploy {result.release}: {result.result}", "", "| field | value |", "|---|---|"]
+    lines = [f"# {result.release}: {result.result}", "", "| field | value |", "|---|---|"]
     lines += [f"| {k} | `{v}` |" for k, v in rows]
     lines += ["", "## Images", "", "| values path | image | digest |", "|---|---|---|"]
     lines += [f"| {i.path} | `{i.reference}` | `{i.digest}` |" for i in result.images]
@@ -142,14 +145,35 @@ def deploy_hub(hub: str, env: str, repo_path: str = ".", *, namespace: str | Non
     name = release or hub_obj.release(env)
     base_env = child_env()
     triggered = trigger_info(trigger)
-
-    def audit(result: DeployResult) -> None:
-        create_markdown_artifact(key=limit_name("audit", result.release), markdown=audit_markdown(result, triggered),
-                                 description=f"deploy of {result.release}: {result.result}")
-
     with deploy_locks(repo, hub_obj, name):
         logger.info("holding the locks for %s; deploying", name)
-        result = deploy(repo, hub, env, options=options, base_env=base_env, logger=logger, on_result=audit,
+        result = deploy(repo, hub, env, options=options, base_env=base_env, logger=logger,
+                        on_result=partial(write_audit, trigger=triggered),
                         cluster_access=blocks_cluster_access(sops_env(repo, base_env)))
     return {**result.summary(), **triggered}
 
+
+@task(name="rollback-hub", retries=len(RETRY_DELAYS), retry_delay_seconds=RETRY_DELAYS,
+      retry_condition_fn=_retry_transient, task_run_name="rollback-{hub}-{env}")
+def rollback_hub(hub: str, env: str, repo_path: str = ".", *, revision: int | None = None,
+                 namespace: str | None = None, release: str | None = None, timeout: str = "10m",
+                 health_check: bool = True, trigger: str | None = None) -> dict[str, Any]:
+    """Roll ``hub`` in ``env`` back to ``revision`` (default: the previous deployed one) under the
+    same locks as a deploy, health-check it, and audit it; returns the audit record."""
+    logger = get_run_logger()
+    repo = load_repo(repo_path)
+    hub_obj = repo.load_hub(hub)
+    name = release or hub_obj.release(env)
+    base_env = child_env()
+    triggered = trigger_info(trigger)
+    with deploy_locks(repo, hub_obj, name):
+        result = core_rollback(repo, hub, env, revision=revision, namespace=namespace, release=release,
+                               base_env=base_env, health_check=health_check, timeout=timeout, logger=logger,
+                               cluster_access=blocks_cluster_access(sops_env(repo, base_env)),
+                               on_result=partial(write_audit, trigger=triggered))
+    return {**result.summary(), **triggered}
+
+
+def write_audit(result: DeployResult, *, trigger: Mapping[str, Any]) -> None:
+    create_markdown_artifact(key=limit_name("audit", result.release), markdown=audit_markdown(result, trigger),
+                             description=f"{result.release}: {result.result}")
