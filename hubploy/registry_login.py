@@ -168,7 +168,7 @@ def credentials_from_key_files(hub: Hub, host: str, env: Mapping[str, str]) -> R
                                                allow_plaintext=allow_plaintext))
             return fetch_credentials(aws_login(Path(tmp), settings.account_id, settings.region, keys),
                                      base_env=env)
-    raise CredentialsError(f"registry provider {registry.provider} of hub {hub.name} needs a cloud login "
-                           "this command cannot do from key files",
+    raise CredentialsError(f"hub {hub.name}'s registry provider {registry.provider} names no key file that gives "
+                           "registry credentials (azure and role_arn need a cloud login)",
                            hint="set images.registry.<provider>.credentials_block and run the build_images flow, "
                                 "or set HUBPLOY_REGISTRY_USERNAME/PASSWORD")

@@ -464,3 +464,30 @@ def test_flow_builds_concurrently_up_to_the_limit(prefect_api, tmp_path: Path, m
     assert sorted(r.reference for r in backend.builds) == sorted(f"{n}:{rows[0]['tag']}" for n in names)
     assert {r["result"] for r in rows} == {"built"}
     assert rows[0]["reason"] == "registry check off: built unconditionally (not pushed)"
+
+
+def test_registry_credentials_from_env_and_key_files(tmp_path: Path) -> None:
+    import base64
+
+    from hubploy.registry_login import aws_keys, credentials_from_env, credentials_from_key_files
+
+    env = {"HUBPLOY_REGISTRY": "localhost:5000", "HUBPLOY_REGISTRY_USERNAME": "u",
+           "HUBPLOY_REGISTRY_PASSWORD": "pw-12345"}
+    assert credentials_from_env("localhost:5000", env) == RegistryCredentials("localhost:5000", "u", "pw-12345")
+    assert credentials_from_env("gcr.io", env) is None
+    token = base64.b64encode(b"robot:robot-pass").decode()
+    repo = init_repo(tmp_path / "repo")
+    repo.commit({"hub/Chart.yaml": "apiVersion: v2\nname: hub\nversion: 0.1.0\n",
+                 "hubploy-repo.yaml": "secrets:\n  allow_plaintext: true\n",
+                 "deployments/h/hubploy.yaml": "images:\n  image_name: quay.io/org/user\n  registry:\n"
+                                               "    provider: dockerconfig\n    dockerconfig:\n"
+                                               "      filename: docker-config.json\n",
+                 "deployments/h/image/Dockerfile": "FROM scratch\n",
+                 "deployments/h/secrets/docker-config.json": json.dumps({"auths": {"https://quay.io": {"auth": token}}})},
+                "hub")
+    hub = load_repo(repo.root).load_hub("h")
+    assert credentials_from_key_files(hub, "quay.io", os.environ) == RegistryCredentials("quay.io", "robot", "robot-pass")
+    with pytest.raises(HubployError, match="no credentials for ghcr.io"):
+        credentials_from_key_files(hub, "ghcr.io", os.environ)
+    assert aws_keys({"creds": {"aws_access_key_id": "AKIA1", "aws_secret_access_key": "sk"}}) == AwsKeys("AKIA1", "sk")
+    assert aws_keys({"default": {"aws_access_key_id": "AKIA2", "aws_secret_access_key": "sk2"}}).access_key_id == "AKIA2"
