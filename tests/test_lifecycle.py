@@ -164,6 +164,8 @@ def test_approval_timeout_leaves_prod_untouched(deploy_repo: DeployRepo, hubploy
 def test_staging_health_failure_rolls_back_and_asks_no_approval(deploy_repo: DeployRepo,
                                                                 hubploy_worker: Worker) -> None:
     repo = deploy_repo
+    built = run_cli("build", repo.hub, "--check-registry", "--push", cwd=repo.work.root, env=repo.sandbox.env)
+    assert built.returncode == 0, built.stderr
     first = run_cli("deploy", repo.hub, "hub", "staging", cwd=repo.work.root, env=repo.sandbox.env)
     assert first.returncode == 0, first.stderr
     good_revision = repo.revisions("staging")[-1]["revision"]
