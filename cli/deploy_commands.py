@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from hubploy.config.models import ALLOWED_ENVIRONMENTS
-from hubploy.deploy import ClusterAccessProvider, DeployOptions, deploy, sops_env
+from hubploy.deploy import ClusterAccessProvider, DeployOptions, RegistryCredentialsFor, deploy, sops_env
 from hubploy.errors import HubployError
 from hubploy.helm import UpgradeFlags
 from hubploy.layout import DeploymentRepo, load_repo
@@ -63,7 +63,7 @@ def _refuse_debug_in_ci(args: argparse.Namespace, env: dict[str, str]) -> None:
 
 def _cluster_access(repo: DeploymentRepo, hub_name: str, env: dict[str, str]) -> ClusterAccessProvider | None:
     """Prefect credential blocks only when the hub names one (that needs a Prefect API); else None,
-    which means the classic key files or the ambient KUBECONFIG."""
+    which means the classic key files or the ambient KUBECONFIG (likewise for the registry)."""
     cluster = repo.load_hub(hub_name).config.cluster
     if cluster is None or not getattr(cluster.settings, "credentials_block", None):
         return None
@@ -71,6 +71,17 @@ def _cluster_access(repo: DeploymentRepo, hub_name: str, env: dict[str, str]) ->
 
     base_env = sops_env(repo, env)
     return lambda hub, env_name: cluster_access_for(hub, env_name, base_env=base_env)
+
+
+def _registry_credentials(repo: DeploymentRepo, hub_name: str, env: dict[str, str]) -> RegistryCredentialsFor | None:
+    """A Prefect registry credentials block only when the hub's images.registry names one."""
+    hub = repo.load_hub(hub_name)
+    registry = hub.config.images.registry if hub.config.images else None
+    if registry is None or not getattr(registry.settings, "credentials_block", None):
+        return None
+    from flows.tasks.images import hub_registry_credentials
+
+    return lambda host: hub_registry_credentials(hub, host, env)
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
@@ -90,7 +101,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     for name in ("hubploy.deploy", "hubploy.health"):  # progress lines, even without --verbose
         logging.getLogger(name).setLevel(logging.DEBUG if getattr(args, "debug", False) else logging.INFO)
     result = deploy(repo, args.hub, args.environment, options=options, base_env=env,
-                    cluster_access=_cluster_access(repo, args.hub, env))
+                    cluster_access=_cluster_access(repo, args.hub, env),
+                    registry_credentials=_registry_credentials(repo, args.hub, env))
     if result.rendered is not None:
         sys.stdout.write(result.rendered)
     print(f"{result.release}: {result.result} (revision {result.revision_before or 'none'} -> "

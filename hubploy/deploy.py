@@ -45,7 +45,8 @@ from hubploy.git import head_sha
 from hubploy.health import check_health
 from hubploy.images import effective_tag
 from hubploy.layout import DeploymentRepo, Hub
-from hubploy.registry import RegistryCredentials, manifest_digest
+from hubploy.registry import RegistryCredentials, manifest_digest, split_repository
+from hubploy.registry_login import credentials_from_env, credentials_from_key_files
 from hubploy.runner import REDACTED, child_env, redact, register_secret, run
 from hubploy.secrets import decrypted
 
@@ -72,6 +73,7 @@ class ClusterAccessLike(Protocol):
 
 ClusterAccessProvider = Callable[[Hub, str], AbstractContextManager[ClusterAccessLike]]
 ImageDigest = Callable[[str, str], "str | None"]
+RegistryCredentialsFor = Callable[[str], "RegistryCredentials | None"]
 Logger = logging.Logger | logging.LoggerAdapter
 
 
@@ -130,10 +132,12 @@ class DeployResult:
 
 def deploy(repo: DeploymentRepo, hub_name: str, env_name: str, *, options: DeployOptions = DeployOptions(),
            cluster_access: ClusterAccessProvider | None = None, base_env: Mapping[str, str] | None = None,
-           image_digest: ImageDigest | None = None, logger: Logger = log,
+           registry_credentials: RegistryCredentialsFor | None = None, logger: Logger = log,
            on_result: Callable[[DeployResult], None] | None = None) -> DeployResult:
     """Run the deploy sequence for ``hub_name`` in ``env_name`` and return what happened.
 
+    ``cluster_access`` and ``registry_credentials`` (host -> credentials, asked only when a registry
+    refuses anonymous access) default to the hub's classic key files, without Prefect blocks.
     Raises a :class:`~hubploy.errors.HubployError` on any failure (after any rollback);
     ``on_result`` is always called with the final result, on success and failure alike.
     """
@@ -141,9 +145,10 @@ def deploy(repo: DeploymentRepo, hub_name: str, env_name: str, *, options: Deplo
     env = dict(base_env) if base_env is not None else child_env()
     result = DeployResult(hub=hub.name, env=env_name, release=options.release or hub.release(env_name),
                           namespace=options.namespace or hub.namespace(env_name))
+    credentials_for = registry_credentials or hub_key_file_credentials(hub, sops_env(repo, env))
     with _recording(result, on_result):
         _deploy(repo, hub, options, result, env, cluster_access or classic_cluster_access(sops_env(repo, env)),
-                image_digest or registry_image_digest(env), logger)
+                registry_image_digest(env, credentials_for), logger)
     return result
 
 
@@ -488,15 +493,37 @@ def image_references(merged: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     return found
 
 
-def registry_image_digest(env: Mapping[str, str]) -> ImageDigest:
-    """Manifest lookups, with the HUBPLOY_REGISTRY* credentials for that one registry host."""
-    host = env.get("HUBPLOY_REGISTRY")
-    creds = (RegistryCredentials(host, env.get("HUBPLOY_REGISTRY_USERNAME", ""), env["HUBPLOY_REGISTRY_PASSWORD"])
-             if host and env.get("HUBPLOY_REGISTRY_PASSWORD") else None)
+def hub_key_file_credentials(hub: Hub, env: Mapping[str, str]) -> RegistryCredentialsFor:
+    """Credentials from the key files of the hub's ``images.registry`` (no Prefect blocks), or None."""
+    registry = hub.config.images.registry if hub.config.images else None
+
+    def for_host(host: str) -> RegistryCredentials | None:
+        if registry is None or getattr(registry.settings, "credentials_block", None):
+            return None
+        return credentials_from_key_files(hub, host, env)
+    return for_host
+
+
+def registry_image_digest(env: Mapping[str, str], credentials_for: RegistryCredentialsFor | None = None
+                          ) -> ImageDigest:
+    """Manifest lookups: HUBPLOY_REGISTRY* credentials for that host, else anonymous; when a registry
+    refuses (401/403), ``credentials_for(host)`` once per host (a registry login can be slow)."""
+    logins: dict[str, RegistryCredentials | None] = {}
 
     def lookup(name: str, tag: str) -> str | None:
-        use = creds if creds is not None and name.startswith(creds.host + "/") else None
-        return manifest_digest(name, tag, use)
+        host, _ = split_repository(name)
+        creds = logins.get(host) or credentials_from_env(host, env)
+        try:
+            return manifest_digest(name, tag, creds)
+        except RegistryError as exc:
+            if exc.status not in (401, 403) or credentials_for is None or host in logins:
+                raise
+        logins[host] = credentials_for(host)
+        if logins[host] is None:
+            raise RegistryError(f"registry {host} refused anonymous access to {name}:{tag} and the hub "
+                                "configures no credentials for it", status=401,
+                                hint="set images.registry in hubploy.yaml, or HUBPLOY_REGISTRY_USERNAME/PASSWORD")
+        return manifest_digest(name, tag, logins[host])
     return lookup
 
 

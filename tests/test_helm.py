@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from hubploy import deploy as deploy_module
 from hubploy import helm
-from hubploy.deploy import image_references, is_transient, redact_rendered, values_digest
+from hubploy.deploy import check_images, image_references, is_transient, redact_rendered, values_digest
 from hubploy.errors import CommandError, CommandTimeoutError, DeployError, HealthCheckError, RegistryError
+from hubploy.registry import RegistryCredentials
 from hubploy.runner import REDACTED
 
 VALUES = ["-f", "config/common.yaml", "-f", "/tmp/s/0-staging.yaml", "--set", "a=1", "--set-string", "b=2"]
@@ -144,3 +146,42 @@ def test_only_transient_errors_are_retried() -> None:
     assert not is_transient(CommandTimeoutError(["helm"], -9, "connection refused"))
     assert not is_transient(HealthCheckError("hub down: connection refused"))
     assert not is_transient(ValueError("connection refused"))
+
+
+def test_image_lookup_logs_in_once_per_host_only_when_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[str, str | None]] = []
+
+    def fake_digest(name: str, tag: str, creds: RegistryCredentials | None) -> str | None:
+        calls.append((name, creds.username if creds else None))
+        if name.startswith("private.example.org/") and creds is None:
+            raise RegistryError("refused", status=401)
+        return "sha256:1"
+
+    monkeypatch.setattr(deploy_module, "manifest_digest", fake_digest)
+    asked: list[str] = []
+
+    def login(host: str) -> RegistryCredentials:
+        asked.append(host)
+        return RegistryCredentials(host, "robot", "pw-123456")
+
+    env = {"HUBPLOY_REGISTRY": "localhost:5000", "HUBPLOY_REGISTRY_USERNAME": "hubploy",
+           "HUBPLOY_REGISTRY_PASSWORD": "sandbox-pw"}
+    lookup = deploy_module.registry_image_digest(env, login)
+    assert lookup("private.example.org/a/user", "v1") == "sha256:1"
+    assert lookup("private.example.org/a/hub", "v1") == "sha256:1"
+    assert lookup("localhost:5000/base/busybox", "latest") == "sha256:1"
+    assert lookup("quay.io/jupyterhub/k8s-hub", "4.2.0") == "sha256:1"
+    assert asked == ["private.example.org"]
+    assert calls == [("private.example.org/a/user", None), ("private.example.org/a/user", "robot"),
+                     ("private.example.org/a/hub", "robot"), ("localhost:5000/base/busybox", "hubploy"),
+                     ("quay.io/jupyterhub/k8s-hub", None)]
+    with pytest.raises(RegistryError, match="configures no credentials"):
+        deploy_module.registry_image_digest(env, lambda host: None)("private.example.org/x", "1")
+
+
+def test_missing_images_are_all_named() -> None:
+    merged = {"hub": {"image": {"name": "r/hub", "tag": "1"}}, "user": {"image": {"name": "r/user", "tag": "2"}}}
+    with pytest.raises(DeployError, match=r"r/hub:1 \(at hub.image\); r/user:2 \(at user.image\)"):
+        check_images(merged, lambda name, tag: None)
+    refs = check_images(merged, lambda name, tag: f"sha256:{name}")
+    assert [(r.reference, r.digest) for r in refs] == [("r/hub:1", "sha256:r/hub"), ("r/user:2", "sha256:r/user")]

@@ -28,6 +28,7 @@ from prefect.context import FlowRunContext, TaskRunContext
 from prefect.exceptions import ObjectAlreadyExists
 
 from blocks.resolve import cluster_access_for
+from flows.tasks.images import hub_registry_credentials
 from hubploy.deploy import ClusterAccessProvider, DeployOptions, DeployResult, deploy, is_transient, sops_env
 from hubploy.deploy import rollback_hub as core_rollback
 from hubploy.helm import UpgradeFlags
@@ -149,7 +150,8 @@ def deploy_hub(hub: str, env: str, repo_path: str = ".", *, namespace: str | Non
         logger.info("holding the locks for %s; deploying", name)
         result = deploy(repo, hub, env, options=options, base_env=base_env, logger=logger,
                         on_result=partial(write_audit, trigger=triggered),
-                        cluster_access=blocks_cluster_access(sops_env(repo, base_env)))
+                        cluster_access=blocks_cluster_access(sops_env(repo, base_env)),
+                        registry_credentials=partial(hub_registry_credentials, hub_obj, base_env=base_env))
     return {**result.summary(), **triggered}
 
 
