@@ -66,7 +66,7 @@ def cmd_build(args: argparse.Namespace) -> int:
                      images=args.image)
     from flows.tasks.docker_backend import select_backend
 
-    backend = select_backend()
+    backend = select_backend(on_line=lambda line: print(f"    {line}", flush=True))
     with auth_files(credentials) as auth:
         for plan in plans:
             _build_one(plan, hub, backend, auth, push=args.push, no_cache=args.no_cache)

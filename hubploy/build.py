@@ -116,10 +116,9 @@ class BuildahBackend:
 
     name = "buildah"
 
-    def __init__(self, *, executable: str = "buildah", env: Mapping[str, str] | None = None,
-                 ca_bundle: Path | None = CA_BUNDLE, on_line: Callable[[str], None] | None = None) -> None:
+    def __init__(self, *, executable: str = "buildah", ca_bundle: Path | None = CA_BUNDLE,
+                 on_line: Callable[[str], None] | None = None) -> None:
         self.executable = executable
-        self.env_overrides = dict(env or {})
         self.ca_bundle = ca_bundle
         self.on_line = on_line
 
@@ -127,7 +126,7 @@ class BuildahBackend:
         return [self.executable, "--storage-driver", "vfs"]
 
     def _env(self, auth: AuthFiles | None) -> dict[str, str]:
-        return child_env({**self.env_overrides, **(auth.env if auth else {})})
+        return child_env(auth.env if auth else None)
 
     @staticmethod
     def _auth_args(auth: AuthFiles | None) -> list[str]:

@@ -7,7 +7,7 @@ and the docker SDK are imported lazily, so selecting buildah costs nothing.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from hubploy.build import BuildahBackend, BuildBackend, BuildRequest, docker_socket
@@ -89,7 +89,8 @@ def docker_client(env: Mapping[str, str] | None = None) -> Any | None:
     return client
 
 
-def select_backend(env: Mapping[str, str] | None = None) -> BuildBackend:
-    """Docker where a daemon answers, else buildah (daemonless)."""
+def select_backend(env: Mapping[str, str] | None = None, *,
+                   on_line: Callable[[str], None] | None = None) -> BuildBackend:
+    """Docker where a daemon answers, else buildah (daemonless; ``on_line`` gets its output lines)."""
     client = docker_client(env)
-    return DockerBackend(client) if client is not None else BuildahBackend()
+    return DockerBackend(client) if client is not None else BuildahBackend(on_line=on_line)
