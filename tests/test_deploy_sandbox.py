@@ -291,9 +291,11 @@ def test_concurrent_deploys_of_one_release_are_serialized(hub_repo: HubRepo, pre
 
     with get_client(sync_client=True) as client:
         limit = client.read_global_concurrency_limit_by_name(f"deploy-{hub_repo.release}")
+        cluster_limit = client.read_global_concurrency_limit_by_name("cluster-default")
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
             key=ArtifactFilterKey(any_=[f"audit-{hub_repo.release}"])))
     assert limit.limit == 1
+    assert cluster_limit.limit == load_repo(hub_repo.root).settings.cluster_concurrency
     assert len(artifacts) == 2
     text = artifacts[0].data
     for field in ("git SHA", "values digest (secrets excluded)", "helm revision before", "helm revision after",
