@@ -19,6 +19,9 @@ COMMAND_MODULES: dict[str, str] = {
     "render": "cli.config_commands",
     "sandbox": "cli.sandbox_commands",
     "approve": "cli.approve_commands",
+    "up": "cli.up_commands",
+    "down": "cli.up_commands",
+    "demo": "cli.up_commands",
     "webhook": "cli.webhook_commands",
     "build": "cli.build_commands",
     "deploy": "cli.deploy_commands",
@@ -26,7 +29,8 @@ COMMAND_MODULES: dict[str, str] = {
 
 
 def build_parser(command: str | None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hubploy", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="hubploy", description="Continuous deployment of JupyterHubs with the "
+                                     "Zero to JupyterHub chart, as Prefect flows.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log INFO messages")
     parser.add_argument("-d", "--debug", action="store_true", help="log DEBUG messages")
     parser.add_argument("-D", "--helm-debug", action="store_true", help="pass --debug to helm (not in CI)")

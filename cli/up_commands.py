@@ -1,0 +1,115 @@
+"""`hubploy up`, `hubploy down` and `hubploy demo`: run everything on this machine."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import time
+from typing import Any
+
+from rich.console import Console
+
+from hubploy.errors import HubployError
+
+console = Console(stderr=True)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    for name, help_text in (("up", "start the local Prefect server, sandbox, worker and webhook receiver; "
+                                   "Ctrl-C stops them"),
+                            ("demo", "push a change to the example repo through the webhook and follow the "
+                                     "lifecycle to the approval form (--approve: on to prod)")):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--port", type=int, default=4200, help="Prefect server port on 127.0.0.1 (default 4200)")
+        p.add_argument("--webhook-port", type=int, default=8787, help="webhook receiver port (default 8787)")
+        p.add_argument("--repo", help="git URL of your deployment repo (default: the example repo, created once)")
+        p.add_argument("--no-sandbox", action="store_true", help="use your own cluster (KUBECONFIG) instead")
+        if name == "demo":
+            p.add_argument("--approve", action="store_true", help="approve the change and follow it to prod")
+            p.add_argument("--keep", action="store_true", help="keep everything running afterwards")
+        p.set_defaults(func=cmd_up if name == "up" else cmd_demo)
+    sub.add_parser("down", help="stop what `hubploy up` started").set_defaults(func=cmd_down)
+
+
+def _say(line: str) -> None:
+    console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {line}", highlight=False)
+
+
+def _start(args: argparse.Namespace) -> Any:
+    from triggers.stack import up
+
+    with console.status("starting hubploy", spinner="dots"):
+        return up(port=args.port, webhook_port=args.webhook_port, repo_url=args.repo,
+                  with_sandbox=not args.no_sandbox, say=_say)
+
+
+def _print_stack(stack: Any) -> None:
+    console.print(f"""
+[bold]hubploy is up[/]
+  Prefect UI       {stack.ui_url}   (user:password in {stack.paths.auth_file})
+  webhook URL      {stack.webhook_url}
+  webhook secret   {stack.webhook_secret}
+  deployment repo  {stack.repo_url}
+Point a GitHub webhook (push and pull_request events, content type application/json) at the webhook
+URL through your reverse proxy, with that secret. Try it with `hubploy demo`.""", highlight=False)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from triggers.stack import down
+
+    stack = _start(args)
+    _print_stack(stack)
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    try:
+        while not stopping:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    down(say=_say)
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from triggers.stack import down
+
+    down(say=_say)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+
+    from triggers.demo import demo
+    from triggers.stack import down
+
+    stack = _start(args)
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: stack.api_url,
+                                         PREFECT_API_AUTH_STRING: stack.env["PREFECT_API_AUTH_STRING"]}):
+            result = demo(stack, approve=args.approve, say=_say)
+            if not args.approve and result.state in ("Paused", "Suspended"):
+                console.print(f"\nApprove in the UI: {result.run_url}\nor: hubploy approve {result.run_id}\n"
+                              "Everything keeps running until Ctrl-C.")
+                args.keep = True
+                _wait_for_interrupt()
+    finally:
+        if not args.keep:
+            down(say=_say)
+    console.print(f"""
+[bold]demo summary[/]
+  change     {result.sha[:12]} on staging (hub minimal)
+  run        {result.run_name}: {result.state} {result.message}
+  run page   {result.run_url}
+  Prefect UI {stack.ui_url}""", highlight=False)
+    if result.state not in ("Completed", "Paused", "Suspended"):
+        raise HubployError(f"the lifecycle ended {result.state}: {result.message}")
+    return 0
+
+
+def _wait_for_interrupt() -> None:
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
