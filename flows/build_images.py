@@ -82,38 +82,43 @@ def _plan(hub: Hub, spec: ImageSpec, repo_path: str, creds: RegistryCredentials 
     return _Job(row, spec, no_cache or rebuild)
 
 
-def _submit(job: _Job, backend: BuildBackend, repo_path: str, auth: AuthFiles | None, push: bool) -> PrefectFuture:
+def _submit(job: _Job, backend: BuildBackend, repo_path: str, auth: AuthFiles | None,
+            push: bool) -> tuple[PrefectFuture, PrefectFuture | None]:
     built = build_image.submit(backend, repo_path, job.spec, job.row.tag, auth, job.no_cache)
     if not push:
-        return built
-    return push_image.submit(backend, f"{job.spec.name}:{job.row.tag}", auth, wait_for=[built])
+        return built, None
+    return built, push_image.submit(backend, f"{job.spec.name}:{job.row.tag}", auth, wait_for=[built])
 
 
-def _finish(job: _Job, future: PrefectFuture, push: bool) -> None:
+def _finish(job: _Job, built: PrefectFuture, pushed: PrefectFuture | None) -> None:
+    """Record the outcome; the build's own error wins over the push's "upstream failed"."""
     try:
-        value = future.result()
+        result = built.result()
+        digest = pushed.result() if pushed is not None else None
     except Exception as exc:  # reported per image; the flow fails after the artifact
         job.row.result, job.row.reason = "failed", f"{type(exc).__name__}: {exc}"
         return
-    if push:
-        job.row.digest = str(value)
-    else:
+    if result.cache_from:
+        job.row.reason += f"; cache from {result.cache_from}"
+    if digest is None:
         job.row.reason += " (not pushed)"
+    else:
+        job.row.digest = str(digest)
 
 
 def _run_limited(jobs: list[_Job], limit: int, backend: BuildBackend, repo_path: str, auth: AuthFiles | None,
                  push: bool) -> None:
     """Submit build(+push) pipelines, at most ``limit`` in flight."""
-    pending: dict[concurrent.futures.Future, tuple[_Job, PrefectFuture]] = {}
+    pending: dict[concurrent.futures.Future, tuple[_Job, PrefectFuture, PrefectFuture | None]] = {}
     for job in jobs:
         while len(pending) >= limit:
             done, _ = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
             for key in done:
-                _finish(*pending.pop(key), push)
-        future = _submit(job, backend, repo_path, auth, push)
-        pending[future.wrapped_future] = (job, future)
+                _finish(*pending.pop(key))
+        built, pushed = _submit(job, backend, repo_path, auth, push)
+        pending[(pushed or built).wrapped_future] = (job, built, pushed)
     for key in list(pending):
-        _finish(*pending.pop(key), push)
+        _finish(*pending.pop(key))
 
 
 def _markdown(rows: list[ImageRow]) -> str:

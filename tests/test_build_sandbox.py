@@ -116,6 +116,12 @@ def test_build_push_then_skip_with_reason(sandbox, sandbox_path, prefect_api, tm
         ("skipped", "already in the registry", r["digest"]) for r in rows]
     print(f"\ntiming: build+push of 2 images {first:.1f} s; second run (skip) {second:.1f} s")
 
+    repo.commit({"deployments/h/images/user/content.txt": "user v2\n"}, "change the user image")
+    third = build_images(hubs=["h"], repo_path=str(repo.root))
+    assert third[0]["tag"] != rows[0]["tag"] and third[0]["result"] == "built"
+    assert third[0]["reason"] == f"not in the registry; cache from {names[0]}:{rows[0]['tag']}"
+    assert (third[1]["result"], third[1]["tag"]) == ("skipped", rows[1]["tag"])
+
 
 def test_wrong_credentials_fail_clearly_without_retries(sandbox, sandbox_path, prefect_api,  # type: ignore[no-untyped-def]
                                                         tmp_path: Path, namespace: str) -> None:

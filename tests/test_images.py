@@ -491,3 +491,38 @@ def test_registry_credentials_from_env_and_key_files(tmp_path: Path) -> None:
         credentials_from_key_files(hub, "ghcr.io", os.environ)
     assert aws_keys({"creds": {"aws_access_key_id": "AKIA1", "aws_secret_access_key": "sk"}}) == AwsKeys("AKIA1", "sk")
     assert aws_keys({"default": {"aws_access_key_id": "AKIA2", "aws_secret_access_key": "sk2"}}).access_key_id == "AKIA2"
+
+
+@pytest.mark.prefect
+def test_flow_reports_a_failed_build_in_the_artifact_and_fails(prefect_api, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import flows.build_images as module
+
+    repo = init_repo(tmp_path / "repo")
+    repo.commit({"hub/Chart.yaml": "apiVersion: v2\nname: hub\nversion: 0.1.0\n",
+                 "deployments/h/hubploy.yaml": "images:\n  images:\n"
+                                               "    - {name: registry.example.org/t/r2d, path: images/r2d}\n"
+                                               "    - {name: registry.example.org/t/ok, path: images/ok}\n",
+                 "deployments/h/images/r2d/requirements.txt": "numpy\n",
+                 "deployments/h/images/ok/Dockerfile": "FROM scratch\n"}, "hub")
+    backend = FakeBackend(set())
+    monkeypatch.setattr(module, "select_backend", lambda: backend)
+    state = module.build_images(hubs=["h"], repo_path=str(repo.root), push=True, check_registry=False,
+                                return_state=True)
+    assert state.is_failed()
+    with pytest.raises(HubployError, match="1 image.s. failed: registry.example.org/t/r2d"):
+        state.result()
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        [artifact] = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=["image-builds"]),
+            flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
+    rows = {row["image"]: row for row in (json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data)}
+    assert artifact.key == "image-builds"
+    assert rows["registry.example.org/t/r2d"]["result"] == "failed"
+    assert rows["registry.example.org/t/r2d"]["reason"].startswith("BuildError: ") and \
+        "repo2docker cannot run here" in rows["registry.example.org/t/r2d"]["reason"]
+    assert (rows["registry.example.org/t/ok"]["result"], rows["registry.example.org/t/ok"]["digest"]) == ("built", "sha256:0")
+    assert [r.name for r in backend.builds] == ["registry.example.org/t/ok"]
