@@ -279,7 +279,7 @@ def _upgrade_and_check(hub: Hub, executable: str, major: int, chart: str, values
         where = (f"rolled back; revision {result.revision_after} is serving" if rolled
                  else "the first install was removed" if options.flags.atomic else "no rollback was requested")
         raise DeployError(f"helm upgrade of {name} failed ({where}): {_last_line(exc.stderr_tail)}",
-                          hint="see the helm output above; `kubectl get pods -n " + ns + "` shows what is not ready"
+                          hint=f"`kubectl get pods -n {ns}` shows what is not ready; --debug logs helm's output"
                           ) from None
     current = helm.last_deployed(release_history(executable, name, ns, env=env, kube_context=context))
     result.revision_after = current.revision if current else None
@@ -295,8 +295,15 @@ def _upgrade_and_check(hub: Hub, executable: str, major: int, chart: str, values
         if result.revision_before is not None:
             logger.warning("health check of %s failed (%s); rolling back to revision %s",
                            name, reason, result.revision_before)
-            rollback(executable, name, ns, result.revision_before, env=env, kube_context=context,
-                     timeout=options.flags.timeout)
+            try:
+                rollback(executable, name, ns, result.revision_before, env=env, kube_context=context,
+                         timeout=options.flags.timeout)
+            except CommandError as failed:
+                result.result = "failed"
+                raise DeployError(f"{name}: health check failed ({reason}) and the rollback to revision "
+                                  f"{result.revision_before} failed too: {_last_line(failed.stderr_tail)}",
+                                  hint=f"roll back by hand: helm rollback {name} {result.revision_before} -n {ns}"
+                                  ) from None
             after = helm.last_deployed(release_history(executable, name, ns, env=env, kube_context=context))
             result.revision_after = after.revision if after else None
             raise HealthCheckError(f"{name}: health check failed, rolled back to revision "
