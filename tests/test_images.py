@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import os
 import stat
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -526,3 +527,77 @@ def test_flow_reports_a_failed_build_in_the_artifact_and_fails(prefect_api, tmp_
         "repo2docker cannot run here" in rows["registry.example.org/t/r2d"]["reason"]
     assert (rows["registry.example.org/t/ok"]["result"], rows["registry.example.org/t/ok"]["digest"]) == ("built", "sha256:0")
     assert [r.name for r in backend.builds] == ["registry.example.org/t/ok"]
+
+
+FAKE_CLOUD_CLI = """#!/bin/sh
+echo "$(basename "$0") $*|CLOUDSDK_CONFIG=$CLOUDSDK_CONFIG|AWS_SHARED_CREDENTIALS_FILE=$AWS_SHARED_CREDENTIALS_FILE\
+|AZURE_CONFIG_DIR=$AZURE_CONFIG_DIR" >> "$FAKE_CLOUD_LOG"
+case "$(basename "$0") $1 $2" in
+  "gcloud auth print-access-token") echo ya29.fake-token ;;
+  "aws ecr get-login-password") echo ecr-fake-password ;;
+  "az acr login") echo '{"accessToken": "acr-fake-token", "loginServer": "myacr.azurecr.io"}' ;;
+esac
+"""
+
+
+@pytest.mark.prefect
+def test_cloud_registry_logins_through_the_cloud_credential_blocks(prefect_api, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from blocks.aws import AwsClusterCredentials
+    from blocks.azure import AzureClusterCredentials
+    from blocks.gcp import GcpClusterCredentials
+    from flows.tasks.images import hub_registry_credentials
+
+    bin_dir, home, log = tmp_path / "bin", tmp_path / "home", tmp_path / "calls.log"
+    bin_dir.mkdir()
+    home.mkdir()
+    for tool in ("gcloud", "aws", "az"):
+        (bin_dir / tool).write_text(FAKE_CLOUD_CLI)
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("FAKE_CLOUD_LOG", str(log))
+    suffix = os.urandom(4).hex()
+    GcpClusterCredentials(service_account_info={"type": "service_account", "client_email": "ci@p.iam",
+                                                "private_key": "-----BEGIN PRIVATE KEY-----x"},
+                          project="p", cluster="c", location="us-central1").save(f"g-{suffix}", overwrite=True)
+    AwsClusterCredentials(aws_access_key_id="AKIAFAKE", aws_secret_access_key="aws-secret-fake",
+                          cluster="c", region="us-west-2").save(f"a-{suffix}", overwrite=True)
+    AzureClusterCredentials(client_id="app", tenant_id="tenant", client_secret="az-secret-fake",
+                            resource_group="rg", cluster="c").save(f"z-{suffix}", overwrite=True)
+    registries = {
+        "g": ("us-docker.pkg.dev/p/r/user", f"provider: gcloud\n    gcloud:\n      credentials_block: g-{suffix}\n"),
+        "a": ("123456789012.dkr.ecr.us-west-2.amazonaws.com/user",
+              f"provider: aws\n    aws:\n      account_id: '123456789012'\n      region: us-west-2\n"
+              f"      credentials_block: a-{suffix}\n"),
+        "z": ("myacr.azurecr.io/user",
+              f"provider: azure\n    azure:\n      resource_group: rg\n      registry: myacr\n"
+              f"      credentials_block: z-{suffix}\n")}
+    repo = init_repo(tmp_path / "repo")
+    files = {"hub/Chart.yaml": "apiVersion: v2\nname: hub\nversion: 0.1.0\n"}
+    for hub, (image, registry) in registries.items():
+        files[f"deployments/{hub}/hubploy.yaml"] = f"images:\n  image_name: {image}\n  registry:\n    {registry}"
+        files[f"deployments/{hub}/image/Dockerfile"] = "FROM scratch\n"
+    repo.commit(files, "hubs")
+    deployment = load_repo(repo.root)
+
+    def login(hub: str) -> RegistryCredentials | None:
+        return hub_registry_credentials(deployment.load_hub(hub), registries[hub][0].split("/")[0], dict(os.environ))
+
+    assert login("g") == RegistryCredentials("us-docker.pkg.dev", "oauth2accesstoken", "ya29.fake-token")
+    assert login("a") == RegistryCredentials("123456789012.dkr.ecr.us-west-2.amazonaws.com", "AWS",
+                                             "ecr-fake-password")
+    assert login("z") == RegistryCredentials("myacr.azurecr.io", ACR_USERNAME, "acr-fake-token")
+    calls = log.read_text().splitlines()
+    commands = [c.split("|")[0] for c in calls]
+    assert "gcloud auth print-access-token" in commands
+    assert "aws ecr get-login-password --region us-west-2" in commands
+    assert "az acr login --name myacr --expose-token --output json" in commands
+    for call in calls:
+        for setting in call.split("|")[1:]:
+            value = setting.split("=", 1)[1]
+            assert not value.startswith(str(home)), call
+    token_call = next(c for c in calls if c.startswith("gcloud auth print-access-token"))
+    assert token_call.split("|")[1].startswith(f"CLOUDSDK_CONFIG={tempfile.gettempdir()}/hubploy-gcloud-")
+    assert list(home.rglob("*")) == []
+    assert not any("aws-secret-fake" in c or "az-secret-fake" in c for c in calls), "no secret on an argv"
