@@ -102,10 +102,6 @@ def manifest_digest(name: str, tag: str, credentials: RegistryCredentials | None
         raise _status_error(response.status_code, f"{name}:{tag}", host)
 
 
-def image_exists(name: str, tag: str, credentials: RegistryCredentials | None = None, **kwargs: Any) -> bool:
-    return manifest_digest(name, tag, credentials, **kwargs) is not None
-
-
 def _request(client: httpx.Client, method: str, url: str, headers: Mapping[str, str],
              auth: tuple[str, str] | None = None) -> httpx.Response:
     try:
