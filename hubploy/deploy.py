@@ -89,7 +89,7 @@ class DeployOptions:
     flags: helm.UpgradeFlags = field(
         default_factory=lambda: helm.UpgradeFlags(timeout=DEFAULT_TIMEOUT, atomic=True))
     health_check: bool = True
-    health_timeout: float = 180.0
+    health_timeout: float | None = None   # None: the repo's health_check_timeout
 
 
 @dataclass(frozen=True)
@@ -155,7 +155,7 @@ def deploy(repo: DeploymentRepo, hub_name: str, env_name: str, *, options: Deplo
 def rollback_hub(repo: DeploymentRepo, hub_name: str, env_name: str, *, revision: int | None = None,
                  namespace: str | None = None, release: str | None = None,
                  cluster_access: ClusterAccessProvider | None = None, base_env: Mapping[str, str] | None = None,
-                 health_check: bool = True, health_timeout: float = 180.0, timeout: str = DEFAULT_TIMEOUT,
+                 health_check: bool = True, health_timeout: float | None = None, timeout: str = DEFAULT_TIMEOUT,
                  logger: Logger = log, on_result: Callable[[DeployResult], None] | None = None) -> DeployResult:
     """Roll a hub's release back to ``revision`` (default: the deployed revision before the current
     one), wait for it, and health-check it. Raises DeployError when there is nothing to roll back to.
@@ -184,7 +184,9 @@ def rollback_hub(repo: DeploymentRepo, hub_name: str, env_name: str, *, revision
         result.revision_after = after.revision if after else None
         if health_check:
             result.hub_version = check_health(hub, env_name, namespace=ns, release=name, env=kube_env,
-                                              kube_context=context, timeout=health_timeout, logger=logger)
+                                              kube_context=context,
+                                              timeout=health_timeout or repo.settings.health_check_timeout,
+                                              logger=logger)
         result.result = "rolled-back"
         result.message = f"rolled back to the configuration of revision {target}"
     return result
@@ -288,7 +290,9 @@ def _upgrade_and_check(hub: Hub, executable: str, major: int, chart: str, values
         return
     try:
         result.hub_version = check_health(hub, result.env, namespace=ns, release=name, env=env,
-                                          kube_context=context, timeout=options.health_timeout, logger=logger)
+                                          kube_context=context,
+                                          timeout=options.health_timeout or hub.repo.settings.health_check_timeout,
+                                          logger=logger)
     except HealthCheckError as exc:
         result.result = "rolled-back" if result.revision_before else "failed"
         reason = exc.message

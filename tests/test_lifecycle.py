@@ -78,6 +78,8 @@ def deploy_repo(tmp_path: Path, sandbox, hubploy_worker: Worker) -> DeployRepo: 
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, work.root / item)
     shutil.copytree(PROJECT_ROOT / "deployments" / "minimal", work.root / "deployments" / hub)
     shutil.rmtree(work.root / "hub" / "charts", ignore_errors=True)
+    settings = work.root / "hubploy-repo.yaml"
+    settings.write_text(settings.read_text() + "health_check_timeout: 30\n")  # a broken hub fails in 30 s
     work.commit(None, f"add hub {hub}")
     origin = tmp_path / "origin.git"
     work.git("init", "--bare", "--quiet", str(origin))
@@ -245,3 +247,45 @@ def test_nothing_to_deploy(deploy_repo: DeployRepo, hubploy_worker: Worker) -> N
     run = wait_for_state(run_id, final, worker=hubploy_worker)
     assert (run.state.type.value, run.state.name) == ("COMPLETED", "NothingToDeploy")
     assert repo.revisions("staging") == []
+
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.mark.browser
+def test_approve_in_the_prefect_ui_then_prod_is_deployed(deploy_repo: DeployRepo, hubploy_worker: Worker,
+                                                          prefect_api: str, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    repo = deploy_repo
+    sha = change_values(repo, "# approved in the browser\n")
+    run_id = repo.start(sha)
+    wait_for_state(run_id, paused, worker=hubploy_worker)
+    ui = prefect_api.removesuffix("/api")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{ui}/runs/flow-run/{run_id}")
+        page.get_by_role("button", name="Resume").click()
+        dialog = page.get_by_role("dialog")
+        assert f"Promote {sha[:12]} to prod?" in dialog.inner_text()  # the markdown description is shown
+        assert repo.hub in dialog.inner_text()
+        decision = dialog.locator(".p-select-button__control")
+        decision.click()
+        for _ in range(4):  # the select is keyboard driven: step until it shows "approve"
+            if decision.inner_text().strip() == "approve":
+                break
+            page.keyboard.press("ArrowDown")
+            page.keyboard.press("Enter")
+        assert decision.inner_text().strip() == "approve"
+        dialog.locator("textarea").nth(0).fill("checked staging in the browser")
+        dialog.locator("textarea").nth(1).fill("erin@example.org")
+        page.screenshot(path=str(tmp_path / "approval-form.png"))
+        dialog.get_by_role("button", name="Submit").click()
+        browser.close()
+    run = wait_for_state(run_id, final, worker=hubploy_worker)
+    assert run.state.is_completed(), run.state.message
+    assert repo.prod_parents()[1] == sha
+    assert repo.revisions("prod")[-1]["status"] == "deployed"
+    assert "erin@example.org" in repo.origin_git("log", "-1", "--format=%B", "prod")

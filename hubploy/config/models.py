@@ -323,3 +323,5 @@ class RepoSettings(Strict):
                                                description="Date ranges during which prod promotion is refused.")
     approval_timeout_hours: float = Field(24, gt=0, description="How long the lifecycle waits for an approval.")
     cluster_concurrency: int = Field(4, ge=1, description="Most deploys run at once against one cluster.")
+    health_check_timeout: float = Field(180, gt=0, description="Seconds a deployed hub has to answer /hub/api "
+                                                               "before the deploy is rolled back.")
