@@ -21,7 +21,7 @@ repository acts at a time.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import Any, Callable
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -32,14 +32,17 @@ from prefect.states import Cancelled, Completed, Failed, State
 
 from flows.approval import Approval, Decision, schedule_timeout_watch, supersede_waiting_runs, wait_for_approval
 from flows.build_images import build_images
+from flows.tasks.github_status import report_status
 from flows.tasks.deploy import deploy_hub, ensure_limit
 from flows.tasks.lifecycle import (ChangeSet, checkout_commit, plan_commit, head_of, promote_commit, repo_key,
                                    validate_hubs)
 from flows.tasks.render import prod_diffs
+from hubploy.errors import HubployError
 from hubploy.freeze import active_freeze, freeze_message
 from hubploy.layout import load_repo
 
 MAX_APPROVAL_ROUNDS = 20
+CONTEXT = "hubploy/lifecycle"
 
 
 def _run_id() -> str:
@@ -95,12 +98,41 @@ def record_approval(sha: str, approval: Approval, round_number: int) -> None:
                   f"(round {round_number})\n\nReason: {approval.reason or '–'}"))
 
 
+def github_reporter(block: str | None, repo_full_name: str | None, sha: str) -> Callable[[str, str], None]:
+    """report(state, description): a `hubploy/lifecycle` commit status, when GitHub is configured.
+    A failure to report is logged, never fatal to the deploy."""
+
+    def report(state: str, description: str) -> None:
+        if not (block and repo_full_name):
+            return
+        try:
+            report_status(block, repo_full_name, sha, state, CONTEXT, description)  # type: ignore[arg-type]
+        except HubployError as exc:
+            get_run_logger().warning("could not report to GitHub: %s", exc)
+
+    return report
+
+
 @flow(name="hubploy-lifecycle", persist_result=True, log_prints=True)
 def lifecycle(sha: str, repo_url: str, before: str | None = None, trigger: str = "manual",
-              approval_timeout_hours: float | None = None) -> State:
+              approval_timeout_hours: float | None = None, repo_full_name: str | None = None,
+              github_credentials_block: str | None = None) -> State:
     """Take one staging commit of the deployment repository at ``repo_url`` through to prod."""
+    report = github_reporter(github_credentials_block, repo_full_name, sha)
+    try:
+        state = _lifecycle(sha, repo_url, before, trigger, approval_timeout_hours, report)
+    except HubployError as exc:
+        report("failure", str(exc))
+        raise
+    report("success" if state.is_completed() else "failure", f"{state.name}: {state.message or ''}")
+    return state
+
+
+def _lifecycle(sha: str, repo_url: str, before: str | None, trigger: str, approval_timeout_hours: float | None,
+               report: Callable[[str, str], None]) -> State:
     logger = get_run_logger()
     run_id = _run_id()
+    report("pending", "planning, building and deploying staging")
     tree = checkout_commit(repo_url, sha)
     settings = load_repo(tree).settings
     change = plan_commit(tree, sha, head_of(repo_url, settings.prod_branch) or before)
@@ -117,6 +149,7 @@ def lifecycle(sha: str, repo_url: str, before: str | None = None, trigger: str =
     diffs = prod_diffs(tree, hubs)
     timeout_hours = approval_timeout_hours or settings.approval_timeout_hours
     supersede_waiting_runs(run_id, repo_url, sha)
+    report("pending", "staging is healthy; waiting for approval")
     note = ""
     for round_number in range(1, MAX_APPROVAL_ROUNDS + 1):
         key = f"approval-{round_number}"
