@@ -17,6 +17,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("hubs", nargs="*", metavar="HUB", help="hub directory names under deployments/ (default: all)")
     p.set_defaults(func=cmd_validate)
 
+    p = sub.add_parser("render", help="print what a deploy of HUB to ENV would apply (helm template; secrets "
+                                      "redacted); touches no cluster")
+    p.add_argument("hub", metavar="HUB")
+    p.add_argument("environment", metavar="ENV", choices=["develop", "staging", "prod"])
+    p.set_defaults(func=cmd_render)
+
     p = sub.add_parser("schema", help="print the JSON Schema of hubploy.yaml (or of hubploy-repo.yaml)")
     p.add_argument("--repo", action="store_true", help="print the schema of hubploy-repo.yaml instead")
     p.set_defaults(func=cmd_schema)
@@ -30,6 +36,19 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from hubploy.layout import load_repo
     checked = args.hubs or load_repo(root).hub_names()
     print(f"ok: {len(checked)} hub(s) valid: {', '.join(checked)}")
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from hubploy.deploy import redact_rendered
+    from hubploy.layout import load_repo
+    from hubploy.render import prepared_values, template
+    from hubploy.runner import child_env
+
+    repo = load_repo(Path.cwd())
+    env = child_env()
+    with prepared_values(repo, repo.load_hub(args.hub), args.environment, base_env=env) as prepared:
+        sys.stdout.write(redact_rendered(template(prepared, env=env), prepared.secret_strings))
     return 0
 
 

@@ -429,7 +429,7 @@ def redact_rendered(text: str, secret_strings: Sequence[str]) -> str:
             in_data = False
         if in_data and ":" in stripped:
             key = line.split(":", 1)[0]
-            out.append(f"{key}: {REDACTED}")
+            out.append(f"{key}: \"{REDACTED}\"")  # quoted: the output stays valid YAML
             continue
         if in_secret and stripped in ("data:", "stringData:"):
             in_data, data_indent = True, indent
