@@ -133,7 +133,7 @@ def test_redact_rendered_hides_secret_data_and_secret_strings() -> None:
             "  # a comment\n  tok: \"eHl6\"\ntype: Opaque\n")
     out = redact_rendered(text, ["s3cr3t-token-value"])
     assert "s3cr3t-token-value" not in out and "aGVsbG8=" not in out and "eHl6" not in out
-    assert f"  values.yaml: {REDACTED}" in out and "  other: fine" in out and "type: Opaque" in out
+    assert f"  values.yaml: \"{REDACTED}\"" in out and "  other: fine" in out and "type: Opaque" in out
 
 
 def test_only_transient_errors_are_retried() -> None:
