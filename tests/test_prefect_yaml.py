@@ -1,0 +1,123 @@
+"""prefect.yaml against a real local Prefect server: `prefect deploy --all` (run by the hubploy_worker
+fixture, exactly as a user would) registers the six deployments as declared; and the prod-deploy
+deployment takes a push to prod made outside the lifecycle to a healthy prod, or rolls it back."""
+
+from __future__ import annotations
+
+import yaml
+from prefect.client.orchestration import get_client
+from prefect.deployments import run_deployment
+
+import pytest
+import test_lifecycle as lc
+from conftest import PROJECT_ROOT
+from fixtures.prefect_worker import POOL, Worker, wait_for_state
+from helpers.cli import run_cli
+
+pytestmark = [pytest.mark.sandbox, pytest.mark.prefect]
+
+deploy_repo = lc.deploy_repo  # the same fresh-hub repository as the lifecycle tests
+
+EXPECTED = {
+    "hubploy-lifecycle/lifecycle": "flows/lifecycle.py:lifecycle",
+    "hubploy-approval-timeout/approval-timeout": "flows/approval.py:approval_timeout",
+    "hubploy-pr-validation/pr-validation": "flows/pr_validation.py:pr_validation",
+    "hubploy-prod-deploy/prod-deploy": "flows/prod_deploy.py:prod_deploy",
+    "rebuild-images/rebuild-images": "flows/rebuild_images.py:rebuild_images",
+    "hubploy-drift-check/drift-check": "flows/drift.py:drift_check",
+}
+WITH_REPO_URL = set(EXPECTED) - {"hubploy-approval-timeout/approval-timeout"}
+PROD = "hubploy-prod-deploy/prod-deploy"
+
+
+def test_prefect_deploy_all_registers_every_deployment(hubploy_worker: Worker, prefect_api: str) -> None:
+    with get_client(sync_client=True) as client:
+        pool = client.read_work_pool(POOL)
+        assert pool.type == "process"
+        deployments = {name: client.read_deployment_by_name(name) for name in EXPECTED}
+    for name, deployment in deployments.items():
+        assert deployment.entrypoint == EXPECTED[name], name
+        assert deployment.work_pool_name == POOL, name
+        # flows run from the project directory (the default pull step); the hub config is the pushed
+        # SHA, checked out by each flow itself (documented in prefect.yaml)
+        assert deployment.pull_steps == [{"prefect.deployments.steps.set_working_directory":
+                                          {"directory": str(PROJECT_ROOT)}}], name
+        if name in WITH_REPO_URL:  # "{{ $HUBPLOY_REPO_URL }}" resolved at deploy time
+            assert deployment.parameters["repo_url"] == hubploy_worker.env["HUBPLOY_REPO_URL"], name
+    crons = {name: [(s.schedule.cron, s.schedule.timezone, s.active) for s in d.schedules]
+             for name, d in deployments.items() if d.schedules}
+    assert crons == {"rebuild-images/rebuild-images": [("0 4 * * 1", "UTC", True)],
+                     "hubploy-drift-check/drift-check": [("30 5 * * *", "UTC", True)]}
+    assert deployments["hubploy-lifecycle/lifecycle"].global_concurrency_limit.limit == 4
+    # the declared flows take the parameters the webhook receiver sends
+    schema = deployments[PROD].parameter_openapi_schema["properties"]
+    assert {"sha", "repo_url", "before", "trigger"} <= set(schema)
+
+
+def test_prefect_yaml_documents_kubernetes_pool_and_postgres() -> None:
+    text = (PROJECT_ROOT / "prefect.yaml").read_text()
+    assert "Kubernetes work pool" in text and "Postgres" in text
+    assert yaml.safe_load(text)["definitions"]["work_pools"]["process"]["name"] == POOL
+
+
+def _push_to_prod(repo: lc.DeployRepo, files: dict[str, str], message: str) -> tuple[str, str]:
+    """A change committed on staging and merged into prod by hand (not by the lifecycle); returns
+    (prod before, prod after)."""
+    before = repo.origin_git("rev-parse", "prod")
+    repo.push(files, message)
+    work = repo.work
+    work.git("checkout", "--quiet", "-B", "prod", before)
+    work.git("merge", "--no-ff", "--quiet", "-m", f"hotfix merge: {message}", "staging")
+    work.git("push", "--quiet", repo.url, "prod")
+    after = work.git("rev-parse", "HEAD")
+    work.git("checkout", "--quiet", "staging")
+    return before, after
+
+
+def _final(run) -> bool:  # type: ignore[no-untyped-def]
+    return run.state is not None and run.state.is_final()
+
+
+def test_prod_push_outside_the_lifecycle_is_deployed_then_a_broken_one_rolled_back(
+        deploy_repo: lc.DeployRepo, hubploy_worker: Worker) -> None:
+    repo = deploy_repo
+    built = run_cli("build", repo.hub, "--check-registry", "--push", cwd=repo.work.root, env=repo.sandbox.env)
+    assert built.returncode == 0, built.stderr
+    common = repo.work.root / repo.config("common.yaml")
+    before, sha = _push_to_prod(repo, {repo.config("common.yaml"): common.read_text() + "# hotfix\n"}, "hotfix")
+    run = run_deployment(PROD, parameters={"sha": sha, "before": before, "repo_url": repo.url}, timeout=0)
+    run = wait_for_state(run.id, _final, worker=hubploy_worker)
+    assert run.state.is_completed(), run.state.message
+    assert f"prod runs {sha[:12]} for {repo.hub}" in run.state.message
+    history = repo.revisions("prod")
+    assert [h["status"] for h in history] == ["deployed"]
+    assert repo.revisions("staging") == []  # a prod push deploys prod only
+    good_revision = history[-1]["revision"]
+    # the health check ran: the audit record says so
+    with get_client(sync_client=True) as client:
+        audit = [a for a in client.read_artifacts() if a.key == f"audit-{repo.hub}-prod"
+                 and a.flow_run_id == run.id]
+    assert audit and "JupyterHub version" in audit[0].data and "not checked" not in audit[0].data
+
+    broken = yaml.safe_load(common.read_text())
+    broken["jupyterhub"]["hub"]["config"]["JupyterHub"]["authenticator_class"] = "no-such-authenticator"
+    before, bad = _push_to_prod(repo, {repo.config("common.yaml"): yaml.safe_dump(broken)}, "break prod")
+    run = run_deployment(PROD, parameters={"sha": bad, "before": before, "repo_url": repo.url}, timeout=0)
+    run = wait_for_state(run.id, _final, worker=hubploy_worker)
+    assert (run.state.type.value, run.state.name) == ("FAILED", "ProdFailed"), run.state.message
+    assert "rolled back" in run.state.message and "health check failed" in run.state.message
+    history = repo.revisions("prod")
+    assert history[-1]["status"] == "deployed"
+    assert f"Rollback to {good_revision}" in history[-1]["description"]
+
+
+def test_prod_push_that_does_not_validate_deploys_nothing(deploy_repo: lc.DeployRepo,
+                                                          hubploy_worker: Worker) -> None:
+    repo = deploy_repo
+    before, sha = _push_to_prod(repo, {f"deployments/{repo.hub}/hubploy.yaml": "images: [unclosed\n"},
+                                "broken hubploy.yaml")
+    run = run_deployment(PROD, parameters={"sha": sha, "before": before, "repo_url": repo.url}, timeout=0)
+    run = wait_for_state(run.id, _final, worker=hubploy_worker)
+    assert run.state.is_failed(), run.state.message
+    assert "hubploy.yaml" in run.state.message
+    assert repo.revisions("prod") == []
