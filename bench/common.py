@@ -1,0 +1,400 @@
+"""Shared helpers of the benchmarks: the sandbox env, generated hub repos, a Prefect server and worker
+of our own, process-tree memory sampling, timing and table printing. Nothing here runs on import."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+BENCH_DIR = Path(os.environ.get("HUBPLOY_BENCH_DIR", "/var/cache/hubploy/bench"))
+CLASSIC_VENV = Path(os.environ.get("HUBPLOY_BENCH_CLASSIC_VENV", BENCH_DIR / "classic-venv"))
+PREFECT = str(Path(sys.executable).parent / "prefect")
+POOL = "hubploy-process"
+GIT = ["git", "-c", "user.email=bench@example.org", "-c", "user.name=bench"]
+
+
+def say(*parts: object) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}]", *parts, flush=True)
+
+
+def now_utc() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def parse_time(text: str) -> datetime.datetime:
+    """An ISO 8601 time as helm or Prefect print it (nanoseconds and a trailing Z allowed)."""
+    text = text.strip().replace("Z", "+00:00")
+    if "." in text:
+        head, rest = text.split(".", 1)
+        digits = "".join(ch for ch in rest if ch.isdigit())
+        tz = rest[len(digits):]
+        text = f"{head}.{digits[:6]}{tz}"
+    value = datetime.datetime.fromisoformat(text)
+    return value if value.tzinfo else value.replace(tzinfo=datetime.UTC)
+
+
+# --- sandbox ----------------------------------------------------------------------------------------------
+
+@dataclass
+class Sandbox:
+    paths: Any
+    env: dict[str, str]
+
+    @property
+    def registry(self) -> str:
+        return self.env["HUBPLOY_REGISTRY"]
+
+    @property
+    def helm(self) -> str:
+        return self.env["HELM_EXECUTABLE"]
+
+    def base_image(self) -> str:
+        from hubploy.sandbox.images import BASE_REPOSITORY, BASE_TAG
+        return f"{self.registry}/{BASE_REPOSITORY}:{BASE_TAG}"
+
+
+def sandbox() -> Sandbox:
+    from hubploy.runner import child_env
+    from hubploy.sandbox import lifecycle
+    from hubploy.sandbox.env import sandbox_env
+    from hubploy.sandbox.images import ensure_base_image
+    from hubploy.sandbox.paths import SandboxPaths
+
+    paths = SandboxPaths.from_env()
+    if not lifecycle.healthy(paths):
+        sys.exit("the sandbox is not running: `.venv/bin/hubploy sandbox up` first")
+    env = child_env(sandbox_env(paths))
+    ensure_base_image(paths, env)
+    return Sandbox(paths, env)
+
+
+def run(argv: Sequence[str], *, env: dict[str, str], cwd: Path | None = None, check: bool = True,
+        timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    out = subprocess.run(list(argv), env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                         stdin=subprocess.DEVNULL)
+    if check and out.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed ({out.returncode}):\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
+    return out
+
+
+# --- generated repos -------------------------------------------------------------------------------------
+
+def token() -> str:
+    return secrets.token_hex(2)
+
+
+def _copy_repo_base(root: Path, settings_extra: str = "") -> None:
+    root.mkdir(parents=True)
+    for item in ("hub", "hubploy-repo.yaml", ".sops.yaml", "example-age.key"):
+        src = ROOT / item
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, root / item)
+    shutil.rmtree(root / "hub" / "charts", ignore_errors=True)
+    if settings_extra:
+        settings = root / "hubploy-repo.yaml"
+        settings.write_text(settings.read_text() + settings_extra)
+
+
+def git_commit_all(root: Path, message: str) -> str:
+    subprocess.run([*GIT, "add", "-A"], cwd=root, check=True)
+    subprocess.run([*GIT, "commit", "-qm", message], cwd=root, check=True)
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def make_repo(root: Path, hubs: Iterable[str], image: str | None, *, classic_kubeconfig: Path | None = None,
+              settings_extra: str = "") -> Path:
+    """A git repo (branch staging) of copies of the minimal example hub, one per name, pinned to ``image``.
+
+    Ours: ``images: {images: [{name: <image>}]}`` in hubploy.yaml (injected at jupyterhub.singleuser.image).
+    Classic (``classic_kubeconfig`` given): hubploy 0.4 derives image tags from git history, so the same
+    image is set in config/common.yaml instead, and hubploy.yaml names a plaintext kubeconfig in secrets/.
+    Either way helm gets the same merged values. ``image`` None: the minimal hub's hubploy.yaml unchanged.
+    """
+    _copy_repo_base(root, settings_extra)
+    repository, tag = image.rsplit(":", 1) if image else ("", "")
+    for hub in hubs:
+        hub_dir = root / "deployments" / hub
+        shutil.copytree(ROOT / "deployments" / "minimal", hub_dir)
+        if image is None:
+            continue
+        if classic_kubeconfig is None:
+            (hub_dir / "hubploy.yaml").write_text(yaml.safe_dump({"images": {"images": [{"name": image}]}}))
+        else:
+            shutil.rmtree(hub_dir / "image")
+            (hub_dir / "hubploy.yaml").write_text(yaml.safe_dump(
+                {"cluster": {"provider": "kubeconfig", "kubeconfig": {"filename": "kubeconfig.yaml"}}}))
+            shutil.copy2(classic_kubeconfig, hub_dir / "secrets" / "kubeconfig.yaml")
+            common = hub_dir / "config" / "common.yaml"
+            values = yaml.safe_load(common.read_text())
+            values["jupyterhub"]["singleuser"]["image"] = {"name": repository, "tag": tag}
+            common.write_text(yaml.safe_dump(values))
+    subprocess.run(["git", "init", "-q", "-b", "staging", str(root)], check=True)
+    git_commit_all(root, "bench hubs")
+    return root
+
+
+# --- cleanup ---------------------------------------------------------------------------------------------
+
+def cleanup_releases(sb: Sandbox, prefix: str) -> int:
+    """helm uninstall every release whose name starts with ``prefix``; delete its namespace (no wait)."""
+    out = run([sb.helm, "list", "-A", "-a", "-o", "json"], env=sb.env, check=False)
+    releases = [r for r in (json.loads(out.stdout) if out.returncode == 0 and out.stdout.strip() else [])
+                if r["name"].startswith(prefix)]
+    for r in releases:
+        run([sb.helm, "uninstall", r["name"], "-n", r["namespace"]], env=sb.env, check=False)
+    out = run(["kubectl", "get", "ns", "-o", "name"], env=sb.env, check=False)
+    namespaces = [n.split("/", 1)[1] for n in out.stdout.split() if n.split("/", 1)[-1].startswith(prefix)]
+    if namespaces:
+        run(["kubectl", "delete", "ns", *namespaces, "--wait=false"], env=sb.env, check=False)
+    return len(releases)
+
+
+# --- memory ----------------------------------------------------------------------------------------------
+
+def _children() -> dict[int, list[int]]:
+    kids: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        kids.setdefault(ppid, []).append(int(entry))
+    return kids
+
+
+def _status_kb(pid: int, key: str) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")[:120]
+    except OSError:
+        return ""
+
+
+class TreeMemory:
+    """Samples the RSS of a process and all its descendants every ``interval`` s (a thread).
+
+    ``peak_tree_kb``: the largest sum of VmRSS over the tree at one sample; ``peak_by_proc``: the largest
+    VmHWM seen per process (worker, flow-run process, helm/kubectl children are reported grouped)."""
+
+    def __init__(self, pid: int, interval: float = 0.1) -> None:
+        self.pid, self.interval = pid, interval
+        self.peak_tree_kb = 0
+        self.peak_by_proc: dict[int, tuple[int, str]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _tree(self) -> list[int]:
+        kids = _children()
+        out, todo = [], [self.pid]
+        while todo:
+            pid = todo.pop()
+            out.append(pid)
+            todo += kids.get(pid, [])
+        return out
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            total = 0
+            for pid in self._tree():
+                total += _status_kb(pid, "VmRSS")
+                hwm = _status_kb(pid, "VmHWM")
+                if hwm > self.peak_by_proc.get(pid, (0, ""))[0]:
+                    self.peak_by_proc[pid] = (hwm, _cmdline(pid))
+            self.peak_tree_kb = max(self.peak_tree_kb, total)
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> TreeMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def top(self, n: int = 4) -> list[tuple[int, str]]:
+        return sorted(self.peak_by_proc.values(), reverse=True)[:n]
+
+
+# --- Prefect server and worker of the bench --------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _healthy(api_url: str) -> bool:
+    import httpx
+    try:
+        return httpx.get(f"{api_url}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@dataclass
+class PrefectStack:
+    """A Prefect server (own PREFECT_HOME, SQLite, loopback) and a process worker with the sandbox env."""
+
+    sb: Sandbox
+    home: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="prefect-", dir=BENCH_DIR)))
+    api_url: str = ""
+    server: subprocess.Popen | None = None
+    worker: subprocess.Popen | None = None
+    worker_env: dict[str, str] = field(default_factory=dict)
+
+    def start_server(self) -> None:
+        port = _free_port()
+        self.api_url = f"http://127.0.0.1:{port}/api"
+        env = {**os.environ, "PREFECT_HOME": str(self.home), "PREFECT_SERVER_API_HOST": "127.0.0.1",
+               "PREFECT_SERVER_API_PORT": str(port), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+               "PREFECT_API_URL": self.api_url}
+        log = open(self.home / "server.log", "w")
+        self.server = subprocess.Popen([PREFECT, "server", "start"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                       start_new_session=True)
+        deadline = time.monotonic() + 180
+        while not _healthy(self.api_url):
+            if self.server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"Prefect server did not start; see {self.home / 'server.log'}")
+            time.sleep(0.5)
+        os.environ["PREFECT_API_URL"] = self.api_url
+        os.environ["PREFECT_HOME"] = str(self.home)
+
+    def prefect(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return run([PREFECT, "--no-prompt", *args], env=self.worker_env, cwd=ROOT, timeout=300)
+
+    def deploy(self, repo_url: str) -> None:
+        """prefect.yaml's deployments, plus `deploy-hubs/bench` (the fleet flow) on the same pool."""
+        from blocks.sandbox import save_sandbox_blocks
+
+        self.worker_env = {**self.sb.env, "PREFECT_API_URL": self.api_url, "PREFECT_HOME": str(self.home),
+                           "HUBPLOY_REPO_URL": repo_url,
+                           "HUBPLOY_WORKSPACE_DIR": str(self.home / "workspaces"),
+                           "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "5",
+                           "PREFECT_LOGGING_EXTRA_LOGGERS": "hubploy", "PYTHONUNBUFFERED": "1"}
+        save_sandbox_blocks(self.sb.env)
+        self.prefect("work-pool", "create", POOL, "--type", "process", "--overwrite")
+        self.prefect("deploy", "--all")
+        from flows.deploy_hubs import deploy_hubs
+        deploy_hubs.from_source(source=str(ROOT), entrypoint="flows/deploy_hubs.py:deploy_hubs").deploy(
+            name="bench", work_pool_name=POOL, print_next_steps=False)
+
+    def start_worker(self) -> None:
+        log = open(self.home / "worker.log", "a")
+        self.worker = subprocess.Popen([PREFECT, "worker", "start", "--pool", POOL, "--limit", "6"],
+                                       env=self.worker_env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                       start_new_session=True, stdin=subprocess.DEVNULL)
+
+    def stop(self) -> None:
+        for proc in (self.worker, self.server):
+            if proc is not None and proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait()
+
+
+def flow_run_states(run_id: Any) -> list[Any]:
+    from prefect.client.orchestration import get_client
+    with get_client(sync_client=True) as client:
+        return sorted(client.read_flow_run_states(run_id), key=lambda s: s.timestamp)
+
+
+def wait_run(run_id: Any, predicate: Any, *, timeout: float = 600, interval: float = 0.1) -> Any:
+    from prefect.client.orchestration import get_client
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            flow_run = client.read_flow_run(run_id)
+            if predicate(flow_run):
+                return flow_run
+            if flow_run.state is not None and flow_run.state.is_final():
+                raise RuntimeError(f"run {flow_run.name} ended {flow_run.state.name}: {flow_run.state.message}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"run {flow_run.name} still {flow_run.state.name if flow_run.state else None}")
+            time.sleep(interval)
+
+
+def first_state(states: Sequence[Any], type_name: str, after: datetime.datetime | None = None) -> Any:
+    for s in states:
+        if s.type.value == type_name and (after is None or s.timestamp >= after):
+            return s
+    raise LookupError(f"no {type_name} state")
+
+
+# --- timing and output -----------------------------------------------------------------------------------
+
+@contextmanager
+def timed(into: dict[str, float], key: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        into[key] = time.perf_counter() - start
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
+    cells = [[str(c) for c in header], *[[str(c) for c in r] for r in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(cells[0], widths)) + " |",
+             "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    lines += ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in cells[1:]]
+    return "\n".join(lines)
+
+
+def machine() -> dict[str, str]:
+    def out(argv: Sequence[str], env: dict[str, str] | None = None) -> str:
+        try:
+            return subprocess.run(list(argv), capture_output=True, text=True, timeout=30, env=env).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            return "?"
+    import prefect
+    helm = os.environ.get("HELM_EXECUTABLE") or "/tmp/hubploy-sandbox/bin/helm3"
+    return {"date": now_utc().isoformat(timespec="seconds"), "nproc": out(["nproc"]),
+            "cpu": out(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"]).strip(),
+            "free -g": out(["free", "-g"]).replace("\n", " / "),
+            "python": sys.version.split()[0], "prefect": prefect.__version__,
+            "helm": out([helm, "version", "--short"]),
+            "classic hubploy": out([str(CLASSIC_VENV / "bin" / "pip"), "show", "hubploy"]).split("\n")[1]
+            if (CLASSIC_VENV / "bin" / "pip").exists() else "not installed"}

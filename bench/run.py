@@ -1,0 +1,411 @@
+#!/usr/bin/env python
+"""Benchmarks of hubploy on Prefect against classic hubploy 0.4, on the sandbox. Run by hand:
+
+    .venv/bin/python bench/run.py all [--hubs 20]      # every figure, one run, prints the table
+    .venv/bin/python bench/run.py planner|overhead|fleet|lifecycle [...]
+    .venv/bin/python bench/run.py cleanup               # remove every bench-* release and namespace
+
+See bench/README.md. Not part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (BENCH_DIR, CLASSIC_VENV, ROOT, PrefectStack, Sandbox, TreeMemory, cleanup_releases,  # noqa: E402
+                    first_state, flow_run_states, git_commit_all, machine, make_repo, median, now_utc, parse_time,
+                    run, sandbox, say, table, timed, token, wait_run)
+
+PREFIX = "bench-"
+LIFECYCLE = "hubploy-lifecycle/lifecycle"
+FLEET = "deploy-hubs/bench"
+RESULTS: dict[str, Any] = {}
+
+
+def settle(sb: Sandbox, seconds: float = 8.0) -> None:
+    """Let the sandbox's JupyterHubs of the previous phase finish starting (they cost CPU)."""
+    time.sleep(seconds)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and os.getloadavg()[0] > 1.5:
+        time.sleep(2)
+
+
+# --- planner ---------------------------------------------------------------------------------------------
+
+def bench_planner(sb: Sandbox | None, work: Path, hubs: int = 500, reps: int = 5) -> dict[str, Any]:
+    from prefect.logging import disable_run_logger
+
+    from flows.tasks.lifecycle import plan_commit
+    from hubploy.git import changed_files
+    from hubploy.layout import load_repo
+    from hubploy.planner import plan_changes
+
+    say(f"planner: generating a repo of {hubs} hubs")
+    names = [f"p{i:03d}" for i in range(hubs)]
+    root = make_repo(work / "planner", names, None)
+    base = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
+    for hub in ("p007", "p123", "p499"):
+        common = root / "deployments" / hub / "config" / "common.yaml"
+        common.write_text(common.read_text() + "# changed\n")
+    (root / "deployments" / "p250" / "image" / "hello.txt").write_text("changed\n")
+    git_commit_all(root, "change 4 hubs")
+    (root / "README.md").write_text("docs\n")
+    head = git_commit_all(root, "docs")
+    times: dict[str, list[float]] = defaultdict(list)
+    plan = None
+    for _ in range(reps):
+        t: dict[str, float] = {}
+        with timed(t, "git diff"):
+            files = changed_files(root, f"{base}...{head}")
+        with timed(t, "hub list"):
+            repo = load_repo(root)
+            hub_names = repo.hub_names()
+        with timed(t, "plan_changes"):
+            plan = plan_changes(files, hub_names, chart=repo.settings.chart, shared_paths=repo.settings.shared_paths)
+        with timed(t, "plan_commit task body"), disable_run_logger():
+            change = plan_commit.fn(str(root), head, base)
+        for k, v in t.items():
+            times[k].append(v)
+    assert plan is not None and plan.hub_names == ["p007", "p123", "p250", "p499"], plan
+    assert change.plan.hubs[2].images_changed == ("image",), change.plan
+    result = {k: median(v) for k, v in times.items()}
+    result["diff+plan"] = result["git diff"] + result["hub list"] + result["plan_changes"]
+    result["hubs"] = hubs
+    say("planner:", {k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()})
+    return result
+
+
+# --- overhead: one hub, our deploy (no health check) vs raw helm -----------------------------------------
+
+def instrument_commands() -> dict[str, list[float]]:
+    """Time every command hubploy runs in this process, by tool and subcommand (profiling aid)."""
+    import hubploy.runner as runner
+    spent: dict[str, list[float]] = defaultdict(list)
+    original = runner.run
+
+    def timed_run(argv: Any, *args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return original(argv, *args, **kwargs)
+        finally:
+            words = [Path(str(argv[0])).name] + [str(a) for a in argv[1:] if not str(a).startswith("-")][:2]
+            key = " ".join(words[:2]) if words[0] != "kubectl" else " ".join(words[:3])
+            spent[key].append(time.perf_counter() - start)
+
+    for name, module in list(sys.modules.items()):
+        if name.startswith("hubploy") and getattr(module, "run", None) is original:
+            module.run = timed_run  # type: ignore[attr-defined]
+    import hubploy.deploy as deploy_module
+    original_digest = deploy_module.manifest_digest
+
+    def timed_digest(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return original_digest(*args, **kwargs)
+        finally:
+            spent["registry manifest HEAD"].append(time.perf_counter() - start)
+    deploy_module.manifest_digest = timed_digest
+    return spent
+
+
+def raw_helm_argv(sb: Sandbox, root: Path, hub: str, files: dict[Path, Path]) -> list[str]:
+    from hubploy import values
+    from hubploy.images import effective_tag
+    from hubploy.layout import load_repo
+    repo = load_repo(root)
+    hub_obj = repo.load_hub(hub)
+    images = [values.ImageValue(s.helm_substitution_path, s.name, effective_tag(hub_obj, s)) for s in hub_obj.images]
+    plan = values.layered_values(hub_obj.dir, repo.root, hub, "staging", images=images)
+    return [sb.helm, "upgrade", "--install", "--wait", "--timeout", "10m", f"{hub}-staging", str(repo.chart_dir),
+            "--namespace", f"{hub}-staging", *plan.helm_args(files)]
+
+
+def bench_overhead(sb: Sandbox, root: Path, hub: str, reps: int = 5) -> dict[str, Any]:
+    from hubploy import values
+    from hubploy.deploy import DeployOptions, deploy, sops_env
+    from hubploy.helm import UpgradeFlags
+    from hubploy.layout import load_repo
+    from hubploy.secrets import decrypted
+
+    repo = load_repo(root)
+    hub_obj = repo.load_hub(hub)
+    plan = values.layered_values(hub_obj.dir, repo.root, hub, "staging")
+    spent = instrument_commands()
+    no_health = DeployOptions(flags=UpgradeFlags(timeout="10m", atomic=True), health_check=False)
+    with_health = DeployOptions(flags=UpgradeFlags(timeout="10m", atomic=True), health_check=True)
+    raw_t, ours_t, health_t = [], [], []
+    with decrypted(plan.secret_files, env=sops_env(repo, sb.env)) as files:
+        argv = raw_helm_argv(sb, root, hub, files)
+        run(argv, env=sb.env)  # warm-up: the release exists and is at these values
+        deploy(load_repo(root), hub, "staging", options=no_health, base_env=sb.env)
+        spent.clear()
+        for _ in range(reps):
+            start = time.perf_counter()
+            run(argv, env=sb.env)
+            raw_t.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            deploy(load_repo(root), hub, "staging", options=no_health, base_env=sb.env)
+            ours_t.append(time.perf_counter() - start)
+        breakdown = {k: (len(v) / reps, sum(v) / reps) for k, v in sorted(spent.items(), key=lambda kv: -sum(kv[1]))}
+        for _ in range(2):
+            start = time.perf_counter()
+            deploy(load_repo(root), hub, "staging", options=with_health, base_env=sb.env)
+            health_t.append(time.perf_counter() - start)
+    result = {"raw helm": median(raw_t), "ours, no health check": median(ours_t),
+              "ours, with health check": median(health_t), "reps": reps,
+              "breakdown (calls/deploy, s/deploy)": breakdown}
+    result["ratio"] = result["ours, no health check"] / result["raw helm"]
+    say("overhead:", json.dumps(result, default=str, indent=1))
+    return result
+
+
+# --- fleet: N hubs to staging, ours (deploy_hubs on a worker) vs classic 0.4 in sequence -----------------
+
+def classic_fleet(sb: Sandbox, root: Path, hubs: list[str]) -> dict[str, Any]:
+    exe = CLASSIC_VENV / "bin" / "hubploy"
+    env = {**sb.env, "SOPS_AGE_KEY_FILE": str(root / "example-age.key"),
+           "PATH": f"{CLASSIC_VENV / 'bin'}:{sb.env['PATH']}"}
+    per_hub = []
+    start = time.perf_counter()
+    for hub in hubs:
+        t0 = time.perf_counter()
+        run([str(exe), "deploy", hub, "hub", "staging"], env=env, cwd=root)
+        per_hub.append(time.perf_counter() - t0)
+    total = time.perf_counter() - start
+    return {"total": total, "per hub median": median(per_hub), "per hub max": max(per_hub)}
+
+
+def ours_fleet(stack: PrefectStack, root: Path, hubs: list[str]) -> dict[str, Any]:
+    from prefect.deployments import run_deployment
+    assert stack.worker is not None
+    with TreeMemory(stack.worker.pid) as memory:
+        start = time.perf_counter()
+        flow_run = run_deployment(FLEET, parameters={"hubs": hubs, "env": "staging", "repo_path": str(root),
+                                                     "trigger": "bench"}, timeout=0)
+        done = wait_run(flow_run.id, lambda r: r.state is not None and r.state.is_completed(), timeout=900)
+        total = time.perf_counter() - start
+    states = flow_run_states(flow_run.id)
+    scheduled = first_state(states, "SCHEDULED").timestamp
+    running = first_state(states, "RUNNING").timestamp
+    completed = first_state(states, "COMPLETED").timestamp
+    return {"total (trigger to Completed)": total, "flow run (Running to Completed)": (completed - running).total_seconds(),
+            "process start (Scheduled to Running)": (running - scheduled).total_seconds(),
+            "worker tree peak RSS MB": memory.peak_tree_kb / 1024,
+            "peak VmHWM by process": [(round(kb / 1024), cmd) for kb, cmd in memory.top(4)],
+            "flow run": done.name}
+
+
+def bench_fleet(sb: Sandbox, stack: PrefectStack, work: Path, tok: str, n: int) -> dict[str, Any]:
+    image = sb.base_image()
+    ours_hubs = [f"{PREFIX}{tok}-o{i:02d}" for i in range(1, n + 1)]
+    classic_hubs = [f"{PREFIX}{tok}-c{i:02d}" for i in range(1, n + 1)]
+    ours_root = make_repo(work / "fleet-ours", ours_hubs, image)
+    classic_root = make_repo(work / "fleet-classic", classic_hubs, image,
+                             classic_kubeconfig=Path(sb.env["KUBECONFIG"]))
+    result: dict[str, Any] = {"hubs": n, "ours_root": str(ours_root), "ours_hubs": ours_hubs}
+    for phase in ("install", "upgrade"):
+        settle(sb)
+        say(f"fleet {phase}: classic hubploy 0.4, {n} hubs one after another")
+        result[f"classic {phase}"] = classic_fleet(sb, classic_root, classic_hubs)
+        say(f"fleet {phase}: classic", result[f"classic {phase}"])
+        settle(sb)
+        say(f"fleet {phase}: ours, deploy-hubs flow run by the worker")
+        result[f"ours {phase}"] = ours_fleet(stack, ours_root, ours_hubs)
+        say(f"fleet {phase}: ours", result[f"ours {phase}"])
+    return result
+
+
+# --- lifecycle: trigger to approval pause, and resume to the first prod helm call ------------------------
+
+def helm_history(sb: Sandbox, release: str) -> list[dict[str, Any]]:
+    out = run([sb.helm, "history", release, "-n", release, "-o", "json"], env=sb.env, check=False)
+    return json.loads(out.stdout) if out.returncode == 0 else []
+
+
+def prod_task_start(run_id: Any, hub: str, after: Any) -> Any:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
+    starts = [r.start_time for r in runs if r.name.startswith(f"deploy-{hub}-prod") and r.start_time
+              and r.start_time >= after]
+    return min(starts) if starts else None
+
+
+def bench_lifecycle(sb: Sandbox, stack: PrefectStack, work: Path, tok: str, origin: Path, rounds: int = 2
+                    ) -> dict[str, Any]:
+    from prefect.deployments import run_deployment
+    from prefect.flow_runs import resume_flow_run
+
+    from hubploy.deploy import DeployOptions, deploy
+    from hubploy.helm import UpgradeFlags
+    from hubploy.layout import load_repo
+
+    hub = f"{PREFIX}{tok}-lc"
+    root = work / "lc-work"
+    say("lifecycle: first staging deploy of", hub, "(not timed)")
+    deploy(load_repo(root), hub, "staging", options=DeployOptions(flags=UpgradeFlags(timeout="5m", atomic=True)),
+           base_env=sb.env)
+    common = root / "deployments" / hub / "config" / "common.yaml"
+    out: dict[str, Any] = {"rounds": []}
+    for n in range(1, rounds + 1):
+        common.write_text(common.read_text() + f"# bench change {n}\n")
+        sha = git_commit_all(root, f"bench change {n}")
+        subprocess.run(["git", "push", "-q", str(origin), "staging"], cwd=root, check=True)
+        t0 = now_utc()
+        start = time.perf_counter()
+        flow_run = run_deployment(LIFECYCLE, parameters={"sha": sha, "repo_url": str(origin)}, timeout=0)
+        wait_run(flow_run.id, lambda r: r.state is not None and r.state.is_paused(), timeout=600)
+        seen = time.perf_counter() - start
+        states = flow_run_states(flow_run.id)
+        scheduled = first_state(states, "SCHEDULED").timestamp
+        running = first_state(states, "RUNNING").timestamp
+        paused = first_state(states, "PAUSED").timestamp
+        r: dict[str, Any] = {"trigger to Paused (client)": seen,
+                             "trigger to Paused (server)": (paused - t0).total_seconds(),
+                             "Prefect start (Scheduled to Running)": (running - scheduled).total_seconds(),
+                             "ours (Running to Paused)": (paused - running).total_seconds()}
+        before = len(helm_history(sb, f"{hub}-prod"))
+        resumed = now_utc()
+        resume_flow_run(flow_run.id, run_input={"decision": "approve", "reason": "bench", "approver": "bench"})
+        done = wait_run(flow_run.id, lambda x: x.state is not None and x.state.is_final(), timeout=600)
+        if not done.state.is_completed():
+            raise RuntimeError(f"lifecycle ended {done.state.name}: {done.state.message}")
+        history = helm_history(sb, f"{hub}-prod")
+        new = [h for h in history[before:]]
+        helm_start = parse_time(new[0]["updated"]) if new else None
+        task_start = prod_task_start(flow_run.id, hub, resumed)
+        states = flow_run_states(flow_run.id)
+        rerun = first_state(states, "RUNNING", after=resumed).timestamp
+        r.update({"resume to flow Running again": (rerun - resumed).total_seconds(),
+                  "resume to prod deploy task start": (task_start - resumed).total_seconds() if task_start else None,
+                  "resume to prod helm upgrade (helm history)": (helm_start - resumed).total_seconds()
+                  if helm_start else None,
+                  "resume to Completed": (done.state.timestamp - resumed).total_seconds()})
+        say(f"lifecycle round {n}:", json.dumps(r, indent=1, default=str))
+        out["rounds"].append(r)
+    out["hub"] = hub
+    return out
+
+
+def make_lifecycle_repo(sb: Sandbox, work: Path, tok: str) -> Path:
+    hub = f"{PREFIX}{tok}-lc"
+    root = make_repo(work / "lc-work", [hub], sb.base_image(), settings_extra="health_check_timeout: 60\n")
+    origin = work / "lc-origin.git"
+    subprocess.run(["git", "init", "--bare", "-q", str(origin)], check=True)
+    subprocess.run(["git", "branch", "prod"], cwd=root, check=True)
+    subprocess.run(["git", "push", "-q", str(origin), "staging", "prod"], cwd=root, check=True)
+    return origin
+
+
+# --- report ----------------------------------------------------------------------------------------------
+
+def f(x: Any, digits: int = 2) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def report(results: dict[str, Any]) -> str:
+    rows = []
+    fleet = results.get("fleet")
+    if fleet:
+        for phase in ("install", "upgrade"):
+            ours, classic = fleet[f"ours {phase}"], fleet[f"classic {phase}"]
+            e2e, inner = ours["total (trigger to Completed)"], ours["flow run (Running to Completed)"]
+            rows.append((f"Fleet {phase}, {fleet['hubs']} hubs, trigger to Completed", f"{f(e2e, 1)} s / {f(classic['total'], 1)} s",
+                         f(e2e / classic["total"]), "≤ 0.25"))
+            rows.append((f"Fleet {phase}, flow run only (Running to Completed)", f"{f(inner, 1)} s / {f(classic['total'], 1)} s",
+                         f(inner / classic["total"]), "≤ 0.25"))
+        rows.append(("Memory: worker tree peak RSS during fleet install / upgrade",
+                     f"{f(fleet['ours install']['worker tree peak RSS MB'], 0)} MB / "
+                     f"{f(fleet['ours upgrade']['worker tree peak RSS MB'], 0)} MB", "–", "–"))
+    over = results.get("overhead")
+    if over:
+        rows.append(("Overhead: one hub, ours without health check / raw helm upgrade --install --wait",
+                     f"{f(over['ours, no health check'])} s / {f(over['raw helm'])} s", f(over["ratio"]), "≤ 1.5"))
+    lc = results.get("lifecycle")
+    if lc:
+        for i, r in enumerate(lc["rounds"], 1):
+            rows.append((f"No-op lifecycle #{i}: trigger to Paused (Prefect start + ours)",
+                         f"{f(r['Prefect start (Scheduled to Running)'], 1)} + {f(r['ours (Running to Paused)'], 1)} s",
+                         f"{f(r['trigger to Paused (server)'], 1)} s total", "ours ≤ 5 s"))
+            rows.append((f"Approval latency #{i}: resume to prod helm upgrade (task start)",
+                         f"{f(r['resume to prod helm upgrade (helm history)'], 1)} s "
+                         f"({f(r['resume to prod deploy task start'], 1)} s)", "–", "≤ 5 s"))
+    pl = results.get("planner")
+    if pl:
+        rows.append((f"Planner, {pl['hubs']} hubs: git diff + hub list + plan_changes (plan_commit task body)",
+                     f"{f(pl['diff+plan'], 3)} s ({f(pl['plan_commit task body'], 3)} s)", "–", "≤ 1 s"))
+    return table(rows, ("figure", "measured", "ratio", "target"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["all", "planner", "overhead", "fleet", "lifecycle", "cleanup"])
+    parser.add_argument("--hubs", type=int, default=20, help="fleet size (default 20)")
+    parser.add_argument("--planner-hubs", type=int, default=500)
+    parser.add_argument("--keep", action="store_true", help="leave the releases and the Prefect server running")
+    args = parser.parse_args()
+
+    if args.what == "planner":
+        BENCH_DIR.mkdir(parents=True, exist_ok=True)
+        work = BENCH_DIR / f"run-{token()}"
+        RESULTS["planner"] = bench_planner(None, work, args.planner_hubs)
+        print(report(RESULTS))
+        shutil.rmtree(work, ignore_errors=True)
+        return
+    sb = sandbox()
+    if args.what == "cleanup":
+        say("removed", cleanup_releases(sb, PREFIX), "releases")
+        return
+    tok = token()
+    work = BENCH_DIR / f"run-{tok}"
+    work.mkdir(parents=True)
+    say("bench run", tok, "in", work)
+    RESULTS["machine"] = machine()
+    stack = PrefectStack(sb)
+    try:
+        if args.what in ("all", "planner"):
+            RESULTS["planner"] = bench_planner(sb, work, args.planner_hubs)
+        if args.what in ("all", "fleet", "lifecycle"):
+            say("starting a Prefect server and a worker")
+            stack.start_server()
+            origin = make_lifecycle_repo(sb, work, tok)
+            stack.deploy(str(origin))
+            stack.start_worker()
+        if args.what in ("all", "fleet"):
+            RESULTS["fleet"] = bench_fleet(sb, stack, work, tok, args.hubs)
+        if args.what in ("all", "overhead"):
+            if "fleet" in RESULTS:
+                root, hub = Path(RESULTS["fleet"]["ours_root"]), RESULTS["fleet"]["ours_hubs"][0]
+            else:
+                hub = f"{PREFIX}{tok}-ov"
+                root = make_repo(work / "overhead", [hub], sb.base_image())
+            settle(sb)
+            RESULTS["overhead"] = bench_overhead(sb, root, hub)
+        if args.what in ("all", "lifecycle"):
+            settle(sb)
+            RESULTS["lifecycle"] = bench_lifecycle(sb, stack, work, tok, origin)
+    finally:
+        (work / "results.json").write_text(json.dumps(RESULTS, indent=1, default=str))
+        if not args.keep:
+            stack.stop()
+            say("cleanup: removed", cleanup_releases(sb, f"{PREFIX}{tok}"), "releases")
+    print()
+    print(json.dumps(RESULTS.get("machine", {}), indent=1))
+    print(report(RESULTS))
+    print(f"\nraw results: {work / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()
