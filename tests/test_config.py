@@ -212,6 +212,12 @@ BAD_CASES: dict[str, tuple[dict[str, str], list[str]]] = {
                               ["deployments/h/hubploy.yaml:1: environments: environments lists a name twice"]),
     "image without path": ({"deployments/h/hubploy.yaml": "images:\n  images:\n    - name: x/y\n"},
                            ["deployments/h/hubploy.yaml:3: images.images[0]: an image needs `path`"]),
+    "plaintext secret": ({"deployments/h/hubploy.yaml": "environments: [staging]\n",
+                          "deployments/h/secrets/staging.yaml": "jupyterhub: {proxy: {secretToken: abc}}\n"},
+                         ["deployments/h/secrets/staging.yaml: plaintext file under secrets/"]),
+    "git-crypt locked": ({"deployments/h/hubploy.yaml": "environments: [staging]\n",
+                          "deployments/h/secrets/prod.yaml": "\x00GITCRYPT\x00locked-bytes"},
+                         ["deployments/h/secrets/prod.yaml: file is still locked by git-crypt: run `git-crypt unlock`"]),
     "repo settings typo": ({"hubploy-repo.yaml": "chrat: hub\n", "deployments/h/hubploy.yaml": "{}\n"},
                            ["hubploy-repo.yaml:1: chrat: unknown key (hint: did you mean `chart`?)"]),
 }
