@@ -43,4 +43,7 @@ def drift_check(repo_url: str, envs: list[str] | None = None, staging_branch: st
     drifted = [d.release for d in drifts if d.manifest_diff or d.values_changed]
     if drifted:
         return Failed(name="Drifted", message=f"{len(drifted)} release(s) differ from the repo: {', '.join(drifted)}")
-    return Completed(message=f"{len(drifts)} release(s) match the repo")
+    installed = [d for d in drifts if d.installed]
+    missing = [d.release for d in drifts if not d.installed]
+    return Completed(message=f"{len(installed)} release(s) match the repo"
+                             + (f"; not installed: {', '.join(missing)}" if missing else ""))
