@@ -8,7 +8,7 @@ from prefect import flow, get_run_logger, task
 from prefect.states import Completed, Failed, State
 
 from flows.build_images import build_images
-from flows.tasks.github_status import post_pr_comment, report_status
+from flows.tasks.github_status import DEFAULT_API_URL, post_pr_comment, report_status
 from flows.tasks.lifecycle import checkout_commit, plan_commit, validate_hubs
 from hubploy.errors import HubployError
 from hubploy.layout import load_repo
@@ -34,6 +34,31 @@ def render_all(tree: str, hubs: list[str]) -> dict[str, str]:
     return problems
 
 
+class _GitHub:
+    """Commit statuses and PR comments for one PR head, when a GitHubCredentials block is named. A
+    failure to report is logged, never fatal to the validation."""
+
+    def __init__(self, block: str | None, repo_full_name: str | None, sha: str, pr_number: int | None,
+                 api_url: str) -> None:
+        self.block = block if repo_full_name else None
+        self.repo, self.sha, self.pr_number, self.api_url = repo_full_name or "", sha, pr_number, api_url
+
+    def status(self, state: str, description: str) -> None:
+        self._safely(report_status, self.block, self.repo, self.sha, state, CONTEXT, description,
+                     api_url=self.api_url)
+
+    def comment(self, body: str) -> None:
+        if self.pr_number is not None:
+            self._safely(post_pr_comment, self.block, self.repo, self.pr_number, body, api_url=self.api_url)
+
+    @staticmethod
+    def _safely(call, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        try:
+            call(*args, **kwargs)
+        except HubployError as exc:
+            get_run_logger().warning("could not report to GitHub: %s", exc)
+
+
 def _comment(sha: str, summary: str, outcome: str, details: list[str]) -> str:
     return "\n".join([f"### hubploy: {outcome} for `{sha[:12]}`", "", f"**Plan:** {summary}", "",
                       *[f"- {d}" for d in details]])
@@ -42,9 +67,11 @@ def _comment(sha: str, summary: str, outcome: str, details: list[str]) -> str:
 @flow(name="hubploy-pr-validation", persist_result=True, log_prints=True)
 def pr_validation(sha: str, repo_url: str, base_sha: str | None = None, pr_number: int | None = None,
                   repo_full_name: str | None = None, trigger: str = "manual",
-                  github_credentials_block: str | None = None) -> State:
-    github = github_credentials_block if repo_full_name else None
-    report_status(github, repo_full_name or "", sha, "pending", CONTEXT, "validating")
+                  github_credentials_block: str | None = None, github_api_url: str = DEFAULT_API_URL) -> State:
+    """Validate, render and build (never push) what the PR head ``sha`` changes compared with
+    ``base_sha``. ``github_api_url``: the REST base (GitHub Enterprise: https://HOST/api/v3)."""
+    github = _GitHub(github_credentials_block, repo_full_name, sha, pr_number, github_api_url)
+    github.status("pending", "validating")
     tree = checkout_commit(repo_url, sha)
     change = plan_commit(tree, sha, base_sha)
     details: list[str] = []
@@ -59,13 +86,9 @@ def pr_validation(sha: str, repo_url: str, base_sha: str | None = None, pr_numbe
             if problems:
                 raise HubployError(f"{len(problems)} release(s) do not render")
     except HubployError as exc:
-        report_status(github, repo_full_name or "", sha, "failure", CONTEXT, str(exc))
-        if pr_number is not None:
-            post_pr_comment(github, repo_full_name or "", pr_number, _comment(sha, change.plan.summary(), "failed",
-                                                                              [str(exc), *details]))
+        github.status("failure", str(exc))
+        github.comment(_comment(sha, change.plan.summary(), "failed", [str(exc), *details]))
         return Failed(name="ValidationFailed", message=str(exc))
-    report_status(github, repo_full_name or "", sha, "success", CONTEXT, change.plan.summary())
-    if pr_number is not None:
-        post_pr_comment(github, repo_full_name or "", pr_number,
-                        _comment(sha, change.plan.summary(), "valid", details or ["nothing to build"]))
+    github.status("success", change.plan.summary())
+    github.comment(_comment(sha, change.plan.summary(), "valid", details or ["nothing to build"]))
     return Completed(message=change.plan.summary())
