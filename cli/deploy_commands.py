@@ -15,10 +15,11 @@ from pathlib import Path
 
 from hubploy.config.models import ALLOWED_ENVIRONMENTS
 from hubploy.deploy import ClusterAccessProvider, DeployOptions, RegistryCredentialsFor, deploy, sops_env
-from hubploy.errors import HubployError
+from hubploy.errors import ConfigError, HubployError
 from hubploy.helm import UpgradeFlags
 from hubploy.layout import DeploymentRepo, load_repo
 from hubploy.runner import child_env
+from hubploy.validate import validate_repo
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -88,6 +89,12 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     env = child_env()
     _refuse_debug_in_ci(args, env)
     repo = load_repo(Path.cwd())
+    # every check that needs no cluster, before any cluster call; the repo's default chart dir only
+    # matters when hubploy-repo.yaml names it (classic repos pass their chart as an argument)
+    issues = [i for i in validate_repo(repo.root, [args.hub])
+              if i.key_path != "chart" or "chart" in repo.settings.model_fields_set]
+    if issues:
+        raise ConfigError(issues)
     chart = Path(args.chart).resolve()
     if not (chart / "Chart.yaml").is_file():
         raise HubployError(f"{args.chart} is not a chart directory (no Chart.yaml)",

@@ -24,6 +24,11 @@ def validate_repo(root: Path, hubs: Iterable[str] = ()) -> list[ConfigIssue]:
         issues.append(ConfigIssue(repo.settings_file if repo.settings_file.exists() else repo.chart_dir, "chart",
                                   f"chart directory {repo.settings.chart}/ with a Chart.yaml not found",
                                   hint="set `chart:` in hubploy-repo.yaml to your umbrella chart's directory"))
+    key_file = repo.settings.secrets.age_key_file
+    if key_file and not (repo.root / key_file).is_file():
+        issues.append(ConfigIssue(repo.settings_file, "secrets.age_key_file",
+                                  f"age key file {key_file} does not exist",
+                                  hint="the path is relative to the repository root; sops could decrypt nothing"))
     names = list(hubs) or repo.hub_names()
     if not names:
         issues.append(ConfigIssue(repo.hubs_dir, "", "no hubs found: no deployments/<hub>/hubploy.yaml"))
@@ -45,6 +50,7 @@ def validate_hub(repo: DeploymentRepo, name: str) -> list[ConfigIssue]:
     if not (hub_dir / HUB_FILE).is_file():
         return issues + [ConfigIssue(hub_dir / HUB_FILE, "", "file not found",
                                      hint="every hub dir needs a hubploy.yaml, even a minimal `{}`-like one")]
+    issues.extend(_check_layout(repo.root, hub_dir))
     hub, load_issues = repo.try_load_hub(name)
     issues.extend(load_issues)
     issues.extend(_check_value_files(hub_dir))
@@ -146,4 +152,23 @@ def _check_secrets_dir(hub_dir: Path, allow_plaintext: bool) -> list[ConfigIssue
         problem = check_secret_file(path, allow_plaintext)
         if problem:
             issues.append(ConfigIssue(path, "", problem))
+    return issues
+
+
+def _check_layout(root: Path, hub_dir: Path) -> list[ConfigIssue]:
+    """config/ and secrets/ are directories when present (else their files would be silently
+    ignored), and no symlink in the hub dir leads outside the repository."""
+    issues = []
+    for sub in ("config", "secrets"):
+        path = hub_dir / sub
+        if path.exists() and not path.is_dir():
+            issues.append(ConfigIssue(path, "", f"{sub}/ is not a directory",
+                                      hint=f"the hub's {sub} files live in deployments/<hub>/{sub}/"))
+    repo_root = root.resolve()
+    for path in sorted(hub_dir.rglob("*")):
+        if path.is_symlink():
+            target = path.resolve()
+            if target != repo_root and repo_root not in target.parents:
+                issues.append(ConfigIssue(path, "", f"symlink points outside the repository (to {target})",
+                                          hint="a deployment repo must be self-contained; copy the file in"))
     return issues

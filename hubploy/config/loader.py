@@ -65,7 +65,30 @@ def load_yaml(path: Path) -> tuple[Any, LineMap, list[ConfigIssue]]:
         return None, {}, [ConfigIssue(path, "", f"malformed YAML: {problem}", line=line)]
     except yaml.YAMLError as exc:
         return None, {}, [ConfigIssue(path, "", f"malformed YAML: {exc}")]
+    duplicates = _duplicate_keys(node, path) if node is not None else []
+    if duplicates:
+        return None, {}, duplicates
     return data, (_line_map(node) if node is not None else {}), []
+
+
+def _duplicate_keys(node: yaml.Node, file: Path, path: KeyPath = ()) -> list[ConfigIssue]:
+    """A key given twice in one mapping: YAML loaders keep the last silently, losing the first."""
+    issues: list[ConfigIssue] = []
+    if isinstance(node, yaml.MappingNode):
+        seen: set[Any] = set()
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode) and key.value in seen and key.tag != "tag:yaml.org,2002:merge":
+                issues.append(ConfigIssue(file, format_key_path(path + (key.value,)),
+                                          "duplicate key: it is given twice in the same mapping",
+                                          line=key.start_mark.line + 1,
+                                          hint="keep one; YAML would silently use only the last"))
+            seen.add(key.value if isinstance(key, yaml.ScalarNode) else id(key))
+            issues.extend(_duplicate_keys(value, file, path + (key.value if isinstance(key, yaml.ScalarNode)
+                                                              else "?",)))
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            issues.extend(_duplicate_keys(item, file, path + (index,)))
+    return issues
 
 
 def load_mapping(path: Path, *, allow_empty: bool = False) -> tuple[dict | None, LineMap, list[ConfigIssue]]:
