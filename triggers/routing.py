@@ -12,6 +12,7 @@ defaults): GitHub's ``clone_url`` is HTTPS and would override the remote the wor
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -25,6 +26,7 @@ DEFAULT_PORT = 8787
 DEFAULT_SECRET_BLOCK = "hubploy-webhook-secret"
 
 NULL_SHA = "0" * 40
+_SHA = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
 PR_ACTIONS = frozenset({"opened", "synchronize", "reopened"})
 
 
@@ -80,10 +82,10 @@ def _route_push(payload: Mapping[str, Any], delivery: str, routes: Routes) -> St
                   routes.prod_branch: routes.prod_deployment}.get(branch)
     if deployment is None:
         return Ignored(f"branch {branch!r} is not configured")
-    after = _field(payload, "after")
+    after = _sha_field(payload, "after")
     if payload.get("deleted") or after == NULL_SHA:
         return Ignored(f"branch {branch!r} was deleted")
-    return Start(deployment, {"sha": after, "before": _field(payload, "before"),
+    return Start(deployment, {"sha": after, "before": _sha_field(payload, "before"),
                               "trigger": f"github push {delivery}"})
 
 
@@ -103,7 +105,15 @@ def _route_pull_request(payload: Mapping[str, Any], delivery: str, routes: Route
     if not isinstance(number, int):
         raise PayloadError("pull_request without a number")
     return Start(routes.pr_validation_deployment,
-                 {"sha": _field(head, "sha"), "base_sha": _field(base, "sha"), "pr_number": number})
+                 {"sha": _sha_field(head, "sha"), "base_sha": _sha_field(base, "sha"), "pr_number": number})
+
+
+def _sha_field(obj: Mapping[str, Any], key: str) -> str:
+    """A commit SHA (40 hex digits, or 64 for SHA-256 repos): it becomes a git argument in the flows."""
+    value = _field(obj, key)
+    if not _SHA.fullmatch(value):
+        raise PayloadError(f"field {key!r} is not a commit SHA")
+    return value
 
 
 def _field(obj: Mapping[str, Any], key: str) -> str:
