@@ -278,6 +278,7 @@ class PrefectStack:
     server: subprocess.Popen | None = None
     worker: subprocess.Popen | None = None
     worker_env: dict[str, str] = field(default_factory=dict)
+    _settings: Any = None
 
     def start_server(self) -> None:
         port = _free_port()
@@ -293,8 +294,10 @@ class PrefectStack:
             if self.server.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"Prefect server did not start; see {self.home / 'server.log'}")
             time.sleep(0.5)
-        os.environ["PREFECT_API_URL"] = self.api_url
-        os.environ["PREFECT_HOME"] = str(self.home)
+        os.environ["PREFECT_API_URL"] = self.api_url  # child processes (prefect CLI) use it too
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+        self._settings = temporary_settings(updates={PREFECT_API_URL: self.api_url})
+        self._settings.__enter__()  # for the rest of this process (settings are read at import)
 
     def prefect(self, *args: str) -> subprocess.CompletedProcess[str]:
         return run([PREFECT, "--no-prompt", *args], env=self.worker_env, cwd=ROOT, timeout=300)

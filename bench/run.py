@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -147,8 +148,8 @@ def bench_overhead(sb: Sandbox, root: Path, hub: str, reps: int = 5) -> dict[str
     raw_t, ours_t, health_t = [], [], []
     with decrypted(plan.secret_files, env=sops_env(repo, sb.env)) as files:
         argv = raw_helm_argv(sb, root, hub, files)
-        run(argv, env=sb.env)  # warm-up: the release exists and is at these values
-        deploy(load_repo(root), hub, "staging", options=no_health, base_env=sb.env)
+        deploy(load_repo(root), hub, "staging", options=no_health, base_env=sb.env)  # warm-up: the release
+        run(argv, env=sb.env)                                                          # exists at these values
         spent.clear()
         for _ in range(reps):
             start = time.perf_counter()
@@ -339,9 +340,10 @@ def report(results: dict[str, Any]) -> str:
             rows.append((f"No-op lifecycle #{i}: trigger to Paused (Prefect start + ours)",
                          f"{f(r['Prefect start (Scheduled to Running)'], 1)} + {f(r['ours (Running to Paused)'], 1)} s",
                          f"{f(r['trigger to Paused (server)'], 1)} s total", "ours ≤ 5 s"))
-            rows.append((f"Approval latency #{i}: resume to prod helm upgrade (task start)",
-                         f"{f(r['resume to prod helm upgrade (helm history)'], 1)} s "
-                         f"({f(r['resume to prod deploy task start'], 1)} s)", "–", "≤ 5 s"))
+            helm_at, rerun = r['resume to prod helm upgrade (helm history)'], r['resume to flow Running again']
+            rows.append((f"Approval latency #{i}: resume to prod helm upgrade (Prefect restart + ours)",
+                         f"{f(rerun, 1)} + {f(helm_at - rerun if helm_at is not None else None, 1)} s",
+                         f"{f(helm_at, 1)} s total", "≤ 5 s"))
     pl = results.get("planner")
     if pl:
         rows.append((f"Planner, {pl['hubs']} hubs: git diff + hub list + plan_changes (plan_commit task body)",
@@ -356,6 +358,7 @@ def main() -> None:
     parser.add_argument("--planner-hubs", type=int, default=500)
     parser.add_argument("--keep", action="store_true", help="leave the releases and the Prefect server running")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup in `finally` on kill
 
     if args.what == "planner":
         BENCH_DIR.mkdir(parents=True, exist_ok=True)
@@ -373,6 +376,7 @@ def main() -> None:
     work.mkdir(parents=True)
     say("bench run", tok, "in", work)
     RESULTS["machine"] = machine()
+    say("machine:", RESULTS["machine"])
     stack = PrefectStack(sb)
     try:
         if args.what in ("all", "planner"):
