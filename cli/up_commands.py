@@ -32,15 +32,28 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _say(line: str) -> None:
-    console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {line}", highlight=False)
+    console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {line}", highlight=False, soft_wrap=True)
 
 
 def _start(args: argparse.Namespace) -> Any:
-    from triggers.stack import up
+    """Start the stack; Ctrl-C (or SIGTERM) while it starts stops what was started so far."""
+    from triggers.stack import down, up
 
-    with console.status("starting hubploy", spinner="dots"):
-        return up(port=args.port, webhook_port=args.webhook_port, repo_url=args.repo,
-                  with_sandbox=not args.no_sandbox, say=_say)
+    # Ctrl-C must work even when SIGINT was inherited as ignored (started from a script with `&`)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        with console.status("starting hubploy", spinner="dots"):
+            return up(port=args.port, webhook_port=args.webhook_port, repo_url=args.repo,
+                      with_sandbox=not args.no_sandbox, say=_say)
+    except KeyboardInterrupt:
+        _say("interrupted: stopping what was started")
+        down(say=_say)
+        raise SystemExit(130) from None
+
+
+def _interrupt(*_: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def _print_stack(stack: Any) -> None:
@@ -51,22 +64,22 @@ def _print_stack(stack: Any) -> None:
   webhook secret   {stack.webhook_secret}
   deployment repo  {stack.repo_url}
 Point a GitHub webhook (push and pull_request events, content type application/json) at the webhook
-URL through your reverse proxy, with that secret. Try it with `hubploy demo`.""", highlight=False)
+URL through your reverse proxy, with that secret. Try it with `hubploy demo`.
+Ctrl-C stops everything `hubploy up` started.""", highlight=False, soft_wrap=True)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
     from triggers.stack import down
 
     stack = _start(args)
-    _print_stack(stack)
-    stopping = []
-    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     try:
-        while not stopping:
+        _print_stack(stack)
+        while True:
             time.sleep(1)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (see _start)
         pass
-    down(say=_say)
+    finally:
+        down(say=_say)
     return 0
 
 
@@ -101,7 +114,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
   change     {result.sha[:12]} on staging (hub minimal)
   run        {result.run_name}: {result.state} {result.message}
   run page   {result.run_url}
-  Prefect UI {stack.ui_url}""", highlight=False)
+  Prefect UI {stack.ui_url}""", highlight=False, soft_wrap=True)
     if result.state not in ("Completed", "Paused", "Suspended"):
         raise HubployError(f"the lifecycle ended {result.state}: {result.message}")
     return 0
