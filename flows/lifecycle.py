@@ -32,7 +32,7 @@ from prefect.states import Cancelled, Completed, Failed, State
 
 from flows.approval import Approval, Decision, schedule_timeout_watch, supersede_waiting_runs, wait_for_approval
 from flows.build_images import build_images
-from flows.tasks.github_status import report_status
+from flows.tasks.github_status import DEFAULT_API_URL, report_status
 from flows.tasks.deploy import deploy_hub, ensure_limit
 from flows.tasks.lifecycle import (ChangeSet, checkout_commit, plan_commit, head_of, promote_commit, repo_key,
                                    validate_hubs)
@@ -98,7 +98,8 @@ def record_approval(sha: str, approval: Approval, round_number: int) -> None:
                   f"(round {round_number})\n\nReason: {approval.reason or '–'}"))
 
 
-def github_reporter(block: str | None, repo_full_name: str | None, sha: str) -> Callable[[str, str], None]:
+def github_reporter(block: str | None, repo_full_name: str | None, sha: str,
+                    api_url: str = DEFAULT_API_URL) -> Callable[[str, str], None]:
     """report(state, description): a `hubploy/lifecycle` commit status, when GitHub is configured.
     A failure to report is logged, never fatal to the deploy."""
 
@@ -106,7 +107,8 @@ def github_reporter(block: str | None, repo_full_name: str | None, sha: str) -> 
         if not (block and repo_full_name):
             return
         try:
-            report_status(block, repo_full_name, sha, state, CONTEXT, description)  # type: ignore[arg-type]
+            report_status(block, repo_full_name, sha, state, CONTEXT, description,  # type: ignore[arg-type]
+                          api_url=api_url)
         except HubployError as exc:
             get_run_logger().warning("could not report to GitHub: %s", exc)
 
@@ -116,9 +118,10 @@ def github_reporter(block: str | None, repo_full_name: str | None, sha: str) -> 
 @flow(name="hubploy-lifecycle", persist_result=True, log_prints=True)
 def lifecycle(sha: str, repo_url: str, before: str | None = None, trigger: str = "manual",
               approval_timeout_hours: float | None = None, repo_full_name: str | None = None,
-              github_credentials_block: str | None = None) -> State:
-    """Take one staging commit of the deployment repository at ``repo_url`` through to prod."""
-    report = github_reporter(github_credentials_block, repo_full_name, sha)
+              github_credentials_block: str | None = None, github_api_url: str = DEFAULT_API_URL) -> State:
+    """Take one staging commit of the deployment repository at ``repo_url`` through to prod.
+    ``github_api_url``: the REST base (GitHub Enterprise: https://HOST/api/v3)."""
+    report = github_reporter(github_credentials_block, repo_full_name, sha, github_api_url)
     try:
         state = _lifecycle(sha, repo_url, before, trigger, approval_timeout_hours, report)
     except HubployError as exc:
