@@ -61,8 +61,12 @@ def deploy_all(tree: str, hubs: list[str], env: str, trigger: str) -> dict[str, 
     return results
 
 
-def failures(results: dict[str, Any]) -> dict[str, str]:
-    return {hub: str(r) for hub, r in results.items() if isinstance(r, BaseException)}
+def failure_state(results: dict[str, Any], name: str, what: str) -> State | None:
+    """A Failed state named ``name`` listing the hubs whose deploy failed, or None when all succeeded."""
+    failed = {hub: str(r) for hub, r in results.items() if isinstance(r, BaseException)}
+    if not failed:
+        return None
+    return Failed(name=name, message=f"{what}: " + "; ".join(f"{h}: {m}" for h, m in failed.items()))
 
 
 def describe(sha: str, change: ChangeSet, staging: dict[str, Any], diffs: dict[str, str], *,
@@ -145,10 +149,9 @@ def _lifecycle(sha: str, repo_url: str, before: str | None, trigger: str, approv
     validate_hubs(tree, hubs)
     build_images(hubs=hubs, repo_path=tree, push=True, check_registry=True)
     staging = deploy_all(tree, hubs, "staging", trigger=f"lifecycle {run_id} ({trigger})")
-    failed = failures(staging)
+    failed = failure_state(staging, "StagingFailed", "staging failed, no approval asked")
     if failed:
-        return Failed(name="StagingFailed", message="staging failed, no approval asked: " +
-                      "; ".join(f"{h}: {m}" for h, m in failed.items()))
+        return failed
     diffs = prod_diffs(tree, hubs)
     timeout_hours = approval_timeout_hours or settings.approval_timeout_hours
     supersede_waiting_runs(run_id, repo_url, sha)
@@ -178,8 +181,7 @@ def _lifecycle(sha: str, repo_url: str, before: str | None, trigger: str, approv
                    f"{approval.reason or 'no reason given'}\nhubploy lifecycle run {run_id}")
         promotion = promote_commit(repo_url, sha, message, settings.staging_branch, settings.prod_branch)
         prod = deploy_all(tree, hubs, "prod", trigger=f"lifecycle {run_id} promotion of {sha[:12]}")
-    failed = failures(prod)
+    failed = failure_state(prod, "ProdFailed", "prod deploy failed and was rolled back")
     if failed:
-        return Failed(name="ProdFailed", message="prod deploy failed and was rolled back: " +
-                      "; ".join(f"{h}: {m}" for h, m in failed.items()))
+        return failed
     return Completed(message=f"prod runs {sha[:12]} (merge {promotion.prod_after[:12]}) for {', '.join(hubs)}")

@@ -4,9 +4,9 @@ deployed with health checks and rolled back on failure, for the hubs the push ch
 from __future__ import annotations
 
 from prefect import flow
-from prefect.states import Completed, Failed, State
+from prefect.states import Completed, State
 
-from flows.lifecycle import deploy_all, failures
+from flows.lifecycle import deploy_all, failure_state
 from flows.tasks.lifecycle import checkout_commit, plan_commit, validate_hubs
 
 
@@ -20,8 +20,7 @@ def prod_deploy(sha: str, repo_url: str, before: str | None = None, trigger: str
     hubs = change.plan.hub_names
     validate_hubs(tree, hubs)
     results = deploy_all(tree, hubs, "prod", trigger=f"prod push {sha[:12]} ({trigger})")
-    failed = failures(results)
+    failed = failure_state(results, "ProdFailed", "prod deploy failed and was rolled back")
     if failed:
-        return Failed(name="ProdFailed", message="prod deploy failed and was rolled back: " +
-                      "; ".join(f"{h}: {m}" for h, m in failed.items()))
+        return failed
     return Completed(message=f"prod runs {sha[:12]} for {', '.join(hubs)}")
