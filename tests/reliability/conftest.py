@@ -13,7 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rel_support import Shims, _write_shim, closed_port
+from rel_support import PROJECT_ROOT, Shims, _write_shim, closed_port  # noqa: F401
+
+# Test modules import helpers of tests/test_lifecycle.py, which does `from conftest import PROJECT_ROOT`;
+# with this directory's conftest loaded as `conftest`, that name must be here as well.
 
 
 @pytest.fixture
