@@ -68,7 +68,10 @@ class CommandError(HubployError):
         self.returncode = returncode
         self.stderr_tail = stderr_tail
         shown = " ".join(self.argv[:4]) + (" …" if len(self.argv) > 4 else "")
-        detail = stderr_tail.strip().splitlines()[-1] if stderr_tail.strip() else "no output"
+        lines = [line.strip() for line in stderr_tail.strip().splitlines() if line.strip()]
+        # the program's own error line, not a trailing advice line (helm: "Use --debug flag to render ...")
+        errors = [line for line in lines if line.lower().startswith(("error:", "fatal:"))]
+        detail = (errors[-1] if errors else lines[-1]) if lines else "no output"
         super().__init__(f"`{shown}` failed with exit code {returncode}: {detail}", hint=hint)
 
 
