@@ -11,7 +11,7 @@ from prefect.deployments import run_deployment
 import pytest
 import test_lifecycle as lc
 from conftest import PROJECT_ROOT
-from fixtures.prefect_worker import POOL, Worker, wait_for_state
+from fixtures.prefect_worker import POOL, Worker, _prefect, wait_for_state
 from helpers.cli import run_cli
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.prefect]
@@ -54,10 +54,35 @@ def test_prefect_deploy_all_registers_every_deployment(hubploy_worker: Worker, p
     assert {"sha", "repo_url", "before", "trigger"} <= set(schema)
 
 
-def test_prefect_yaml_documents_kubernetes_pool_and_postgres() -> None:
+def test_the_documented_kubernetes_work_pool_deploys(hubploy_worker: Worker, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The Kubernetes pool of prefect.yaml, used as its comments say: the pool type exists
+    (prefect-kubernetes) and a deployment switched to it registers with its job variables."""
     text = (PROJECT_ROOT / "prefect.yaml").read_text()
-    assert "Kubernetes work pool" in text and "Postgres" in text
-    assert yaml.safe_load(text)["definitions"]["work_pools"]["process"]["name"] == POOL
+    assert "prefect work-pool create hubploy-kubernetes --type kubernetes" in text
+    assert "PREFECT_SERVER_DATABASE_CONNECTION_URL=postgresql+asyncpg://" in text
+    config = yaml.safe_load(text)
+    pool = config["definitions"]["work_pools"]["kubernetes"]
+    lifecycle = next(d for d in config["deployments"] if d["name"] == "lifecycle")
+    config["deployments"] = [{**lifecycle, "name": "lifecycle-on-kubernetes", "work_pool": pool}]
+    del config["definitions"]
+    prefect_file = tmp_path / "prefect.yaml"
+    prefect_file.write_text(yaml.safe_dump(config))
+    env = {**hubploy_worker.env, "HUBPLOY_WORKER_IMAGE": "registry.example/hubploy:1.0"}
+    created = _prefect(["work-pool", "create", pool["name"], "--type", "kubernetes", "--overwrite"], env)
+    assert created.returncode == 0, created.stdout + created.stderr
+    try:
+        deployed = _prefect(["deploy", "--prefect-file", str(prefect_file), "--name", "lifecycle-on-kubernetes"], env)
+        assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+        with get_client(sync_client=True) as client:
+            deployment = client.read_deployment_by_name("hubploy-lifecycle/lifecycle-on-kubernetes")
+            assert client.read_work_pool(pool["name"]).type == "kubernetes"
+        assert deployment.work_pool_name == "hubploy-kubernetes"
+        assert deployment.job_variables["image"] == "registry.example/hubploy:1.0"
+        assert deployment.job_variables["namespace"] == "hubploy"
+        assert deployment.entrypoint == "flows/lifecycle.py:lifecycle"
+    finally:
+        _prefect(["deployment", "delete", "hubploy-lifecycle/lifecycle-on-kubernetes"], env)
+        _prefect(["work-pool", "delete", pool["name"]], env)
 
 
 def _push_to_prod(repo: lc.DeployRepo, files: dict[str, str], message: str) -> tuple[str, str]:
