@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from fixtures.sandbox import free_port_offset
 from hubploy.runner import child_env, run
 from hubploy.sandbox.procs import proc_start_time
 
@@ -32,7 +33,7 @@ def recorded_pids(runtime: Path) -> list[int]:
 def test_up_is_idempotent_and_down_stops_everything(tmp_path: Path) -> None:
     runtime = tmp_path / "sandbox"
     env = child_env(
-        {"HUBPLOY_SANDBOX_DIR": str(runtime), "HUBPLOY_SANDBOX_PORT_OFFSET": "1100"},
+        {"HUBPLOY_SANDBOX_DIR": str(runtime), "HUBPLOY_SANDBOX_PORT_OFFSET": str(free_port_offset())},
         drop=["HUBPLOY_SANDBOX_KUBECONFIG"],
     )
     try:
@@ -64,7 +65,7 @@ def test_up_is_idempotent_and_down_stops_everything(tmp_path: Path) -> None:
 def test_existing_cluster_skips_kubernetes_and_the_agent(sandbox, tmp_path: Path) -> None:
     runtime = tmp_path / "external"
     env = child_env(
-        {"HUBPLOY_SANDBOX_DIR": str(runtime), "HUBPLOY_SANDBOX_PORT_OFFSET": "1200"},
+        {"HUBPLOY_SANDBOX_DIR": str(runtime), "HUBPLOY_SANDBOX_PORT_OFFSET": str(free_port_offset(1200))},
         drop=["HUBPLOY_SANDBOX_KUBECONFIG"],
     )
     try:
