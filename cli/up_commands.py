@@ -42,13 +42,14 @@ def _start(args: argparse.Namespace) -> Any:
     # Ctrl-C must work even when SIGINT was inherited as ignored (started from a script with `&`)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
+    started: list[str] = []
     try:
         with console.status("starting hubploy", spinner="dots"):
             return up(port=args.port, webhook_port=args.webhook_port, repo_url=args.repo,
-                      with_sandbox=not args.no_sandbox, say=_say)
+                      with_sandbox=not args.no_sandbox, say=_say, started=started)
     except KeyboardInterrupt:
         _say("interrupted: stopping what was started")
-        down(say=_say)
+        down(say=_say, only=started)
         raise SystemExit(130) from None
 
 
@@ -65,7 +66,8 @@ def _print_stack(stack: Any) -> None:
   deployment repo  {stack.repo_url}
 Point a GitHub webhook (push and pull_request events, content type application/json) at the webhook
 URL through your reverse proxy, with that secret. Try it with `hubploy demo`.
-Ctrl-C stops everything `hubploy up` started.""", highlight=False, soft_wrap=True)
+Ctrl-C stops what this `hubploy up` started ({', '.join(stack.started) or 'nothing: all was running'}).""",
+                  highlight=False, soft_wrap=True)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -79,7 +81,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (see _start)
         pass
     finally:
-        down(say=_say)
+        down(say=_say, only=stack.started)  # what was already running before is left alone
     return 0
 
 
@@ -97,27 +99,37 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from triggers.stack import down
 
     stack = _start(args)
+    stop = not args.keep
     try:
         with temporary_settings(updates={PREFECT_API_URL: stack.api_url,
                                          PREFECT_API_AUTH_STRING: stack.env["PREFECT_API_AUTH_STRING"]}):
             result = demo(stack, approve=args.approve, say=_say)
-            if not args.approve and result.state in ("Paused", "Suspended"):
-                console.print(f"\nApprove in the UI: {result.run_url}\nor: hubploy approve {result.run_id}\n"
-                              "Everything keeps running until Ctrl-C.")
-                args.keep = True
+        _print_summary(stack, result)
+        if not args.approve and result.state in ("Paused", "Suspended"):
+            console.print(f"""
+Approve in the UI: {result.run_url}
+or in another shell:
+  PREFECT_API_URL={stack.api_url} PREFECT_API_AUTH_STRING="$(cat {stack.paths.auth_file})" \\
+    hubploy approve {result.run_id}
+""" + ("Everything keeps running (--keep); `hubploy down` stops it." if args.keep else
+       "Everything keeps running until Ctrl-C."), highlight=False, soft_wrap=True)
+            if not args.keep:
                 _wait_for_interrupt()
     finally:
-        if not args.keep:
-            down(say=_say)
+        if stop:
+            down(say=_say, only=stack.started)
+    if result.state not in ("Completed", "Paused", "Suspended"):
+        raise HubployError(f"the lifecycle ended {result.state}: {result.message}")
+    return 0
+
+
+def _print_summary(stack: Any, result: Any) -> None:
     console.print(f"""
 [bold]demo summary[/]
   change     {result.sha[:12]} on staging (hub minimal)
   run        {result.run_name}: {result.state} {result.message}
   run page   {result.run_url}
-  Prefect UI {stack.ui_url}""", highlight=False, soft_wrap=True)
-    if result.state not in ("Completed", "Paused", "Suspended"):
-        raise HubployError(f"the lifecycle ended {result.state}: {result.message}")
-    return 0
+  Prefect UI {stack.ui_url}   (user:password in {stack.paths.auth_file})""", highlight=False, soft_wrap=True)
 
 
 def _wait_for_interrupt() -> None:

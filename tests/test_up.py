@@ -99,7 +99,8 @@ def test_hubploy_up_serves_everything_locked_down_and_ctrl_c_stops_it(sandbox, t
                             cwd=tmp_path, env=_env(home), stdout=log.open("w"), stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, start_new_session=True)
     try:
-        out = _wait_for("Ctrl-C stops everything", log, proc, timeout=300)
+        out = _wait_for("Ctrl-C stops what this `hubploy up` started", log, proc, timeout=300)
+        assert "started (prefect-server, worker, webhook)" in out
         ui = f"http://127.0.0.1:{port}"
         assert f"Prefect UI       {ui}" in out
         webhook_url = re.search(r"webhook URL +(\S+)", out).group(1)
@@ -148,6 +149,8 @@ def test_hubploy_up_serves_everything_locked_down_and_ctrl_c_stops_it(sandbox, t
                                                              "X-GitHub-Delivery": str(uuid.uuid4())}, timeout=10)
         assert bad.status_code == 401
 
+        _demo_without_approve_then_approve_from_another_shell(home, port, webhook_port, started, tmp_path)
+
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in the terminal: the foreground process group
         assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]
     finally:
@@ -162,9 +165,49 @@ def test_hubploy_up_serves_everything_locked_down_and_ctrl_c_stops_it(sandbox, t
     assert not [name for name, pid in started.items() if _alive(pid)], log.read_text()[-3000:]
     assert _listen_addresses(port) == set() and _listen_addresses(webhook_port) == set()
     out = log.read_text()
-    assert "sandbox" not in out.split("Ctrl-C stops everything")[1]  # it did not start the sandbox: left alone
+    assert "sandbox" not in out.split("Ctrl-C stops what")[1]  # it did not start the sandbox: left alone
     from hubploy.sandbox import lifecycle
     assert lifecycle.healthy(sandbox.paths)
+
+
+def _demo_without_approve_then_approve_from_another_shell(home: Path, port: int, webhook_port: int,
+                                                          up_pids: dict[str, int], tmp_path: Path) -> None:
+    """`hubploy demo` next to a running `hubploy up`: it stops at the approval form, says how to approve,
+    and Ctrl-C leaves the stack it did not start running; the printed approve command works."""
+    log = tmp_path / "demo.log"
+    demo = subprocess.Popen([str(VENV_BIN / "hubploy"), "demo", "--port", str(port), "--webhook-port",
+                             str(webhook_port)], cwd=tmp_path, env=_env(home), stdout=log.open("w"),
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        out = _wait_for("Everything keeps running until Ctrl-C.", log, demo, timeout=900)
+        assert "prefect-server: already running" in out and "worker: already running" in out
+        assert re.search(r"run +\S+: (Paused|Suspended)", out), out
+        run_id = re.search(r"hubploy approve ([0-9a-f-]{36})", out).group(1)
+        assert f"Approve in the UI: http://127.0.0.1:{port}/runs/flow-run/{run_id}" in out
+        assert (f'PREFECT_API_URL=http://127.0.0.1:{port}/api PREFECT_API_AUTH_STRING="$(cat {home}/prefect-auth)"'
+                in out)
+        os.killpg(demo.pid, signal.SIGINT)
+        assert demo.wait(timeout=60) == 0, log.read_text()[-3000:]
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGKILL)
+    assert all(_alive(pid) for pid in up_pids.values()), "the demo stopped what `hubploy up` started"
+    # the approve command as printed, from another shell
+    shell_env = {**_env(home), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+                 "PREFECT_API_AUTH_STRING": (home / "prefect-auth").read_text().strip()}
+    approved = subprocess.run([str(VENV_BIN / "hubploy"), "approve", run_id, "--reason", "from a shell"],
+                              cwd=tmp_path, env=shell_env, capture_output=True, text=True, timeout=120)
+    assert approved.returncode == 0, approved.stdout + approved.stderr
+    user, _, password = shell_env["PREFECT_API_AUTH_STRING"].partition(":")
+    deadline = time.monotonic() + 600
+    while True:
+        state = httpx.get(f"http://127.0.0.1:{port}/api/flow_runs/{run_id}", auth=(user, password),
+                          timeout=10).json()["state"]
+        if state["type"] in ("COMPLETED", "FAILED", "CANCELLED", "CRASHED"):
+            break
+        assert time.monotonic() < deadline, state
+        time.sleep(2)
+    assert state["type"] == "COMPLETED", state
 
 
 def test_hubploy_demo_approve_runs_to_prod_and_cleans_up(sandbox, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -80,6 +80,7 @@ class Stack:
     webhook_secret: str
     repo_url: str
     env: dict[str, str]     # what a client of this stack needs (Prefect URL and auth, sandbox tools)
+    started: tuple[str, ...] = ()   # what this call of `up` started ("sandbox" included), for `down(only=)`
 
 
 def auth_string(paths: StackPaths) -> str:
@@ -122,11 +123,13 @@ def _prefect(env: Mapping[str, str], *args: str) -> None:
         timeout=600)
 
 
-def _start(paths: StackPaths, name: str, argv: list[str], env: Mapping[str, str], say: Say) -> None:
+def _start(paths: StackPaths, name: str, argv: list[str], env: Mapping[str, str], say: Say,
+           started: list[str]) -> None:
     if read_pid(paths.pid(name)) is not None:
         say(f"{name}: already running")
         return
     pid = spawn(argv, pid_file=paths.pid(name), log=paths.log(name), env=env, cwd=PROJECT_ROOT)
+    started.append(name)
     say(f"{name}: started (pid {pid}, log {paths.log(name)})")
 
 
@@ -152,8 +155,10 @@ def ensure_demo_repo(paths: StackPaths, env: Mapping[str, str]) -> str:
 
 
 def up(*, port: int = 4200, webhook_port: int = 8787, repo_url: str | None = None, with_sandbox: bool = True,
-       say: Say = print) -> Stack:
-    """Start whatever is not running yet and return how to reach it."""
+       say: Say = print, started: list[str] | None = None) -> Stack:
+    """Start whatever is not running yet and return how to reach it. ``started`` (if given) receives
+    the name of each part as soon as this call starts it, so that an interrupted start can be undone."""
+    started = [] if started is None else started
     paths = StackPaths.from_env()
     auth = auth_string(paths)
     api_url = f"http://127.0.0.1:{port}/api"
@@ -164,12 +169,14 @@ def up(*, port: int = 4200, webhook_port: int = 8787, repo_url: str | None = Non
                   "PREFECT_SERVER_API_PORT": str(port), "PREFECT_SERVER_API_AUTH_STRING": auth}
     start = time.monotonic()
     _start(paths, "prefect-server", [str(Path(sys.executable).parent / "prefect"), "server", "start"],
-           server_env, say)
+           server_env, say, started)
     if with_sandbox:
         sandbox_paths = SandboxPaths.from_env()
         if not sandbox.healthy(sandbox_paths):
-            sandbox.up(sandbox_paths, say=lambda line: say(f"sandbox: {line}"))
+            started.append("sandbox")
             state["sandbox_started"] = True
+            paths.state_file.write_text(json.dumps(state))
+            sandbox.up(sandbox_paths, say=lambda line: say(f"sandbox: {line}"))
         base.update(sandbox_env(sandbox_paths))
     _wait_until(lambda: server_healthy(api_url, auth), 180, "the Prefect server", paths.log("prefect-server"))
     say(f"prefect server: healthy at {api_url} ({time.monotonic() - start:.1f} s)")
@@ -183,15 +190,15 @@ def up(*, port: int = 4200, webhook_port: int = 8787, repo_url: str | None = Non
     _prefect(env, "deploy", "--all")
     say("deployments: lifecycle, approval-timeout, pr-validation, prod-deploy, rebuild-images, drift-check")
     _start(paths, "worker", [str(Path(sys.executable).parent / "prefect"), "worker", "start", "--pool", POOL],
-           {**env, "PREFECT_WORKER_QUERY_SECONDS": "2"}, say)
+           {**env, "PREFECT_WORKER_QUERY_SECONDS": "2"}, say, started)
     _start(paths, "webhook", [str(Path(sys.executable).parent / "hubploy"), "webhook", "serve",
-                              "--port", str(webhook_port)], env, say)
+                              "--port", str(webhook_port)], env, say, started)
     _wait_until(lambda: _answers(f"http://127.0.0.1:{webhook_port}/health"), 60, "the webhook receiver",
                 paths.log("webhook"))
     state.update(repo_url=repo_url, port=port, webhook_port=webhook_port)
     paths.state_file.write_text(json.dumps(state))
     return Stack(paths, api_url, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{webhook_port}/webhook", secret,
-                 repo_url, env)
+                 repo_url, env, tuple(started))
 
 
 def _save_blocks(env: Mapping[str, str], with_sandbox: bool) -> str:
@@ -208,14 +215,15 @@ def _save_blocks(env: Mapping[str, str], with_sandbox: bool) -> str:
         return ensure_webhook_secret()
 
 
-def down(*, say: Say = print) -> None:
-    """Stop the worker, the webhook receiver and the server, and the sandbox if `up` started it."""
+def down(*, say: Say = print, only: tuple[str, ...] | list[str] | None = None) -> None:
+    """Stop the worker, the webhook receiver and the server, and the sandbox if `up` started it;
+    with ``only``, just those of them (what one call of `up` started: Stack.started)."""
     paths = StackPaths.from_env()
     for name in ("worker", "webhook", "prefect-server"):
-        if stop(paths.pid(name), timeout=10):
+        if (only is None or name in only) and stop(paths.pid(name), timeout=10):
             say(f"{name}: stopped")
     state = json.loads(paths.state_file.read_text()) if paths.state_file.is_file() else {}
-    if state.pop("sandbox_started", False):
+    if (only is None or "sandbox" in only) and state.pop("sandbox_started", False):
         sandbox.down(SandboxPaths.from_env(), say=lambda line: say(f"sandbox: {line}"))
     if paths.state_file.parent.is_dir():
         paths.state_file.write_text(json.dumps(state))
