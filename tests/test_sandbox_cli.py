@@ -32,14 +32,15 @@ def recorded_pids(runtime: Path) -> list[int]:
 
 def test_up_is_idempotent_and_down_stops_everything(tmp_path: Path) -> None:
     runtime = tmp_path / "sandbox"
+    offset = free_port_offset()
     env = child_env(
-        {"HUBPLOY_SANDBOX_DIR": str(runtime), "HUBPLOY_SANDBOX_PORT_OFFSET": str(free_port_offset())},
+        {"HUBPLOY_SANDBOX_DIR": str(runtime), "HUBPLOY_SANDBOX_PORT_OFFSET": str(offset)},
         drop=["HUBPLOY_SANDBOX_KUBECONFIG"],
     )
     try:
         first = hubploy(env, "up").stdout
         assert "kube-apiserver: ready in" in first and "sandbox ready in" in first
-        assert "127.0.0.1:27543" in first and "127.0.0.1:6100" in first
+        assert f"127.0.0.1:{26443 + offset}" in first and f"127.0.0.1:{5000 + offset}" in first
         second = hubploy(env, "up").stdout
         assert "kube-apiserver: already running" in second and "agent: already running" in second
         assert "stopped" not in hubploy(env, "status").stdout
