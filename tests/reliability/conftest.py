@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from rel_support import PROJECT_ROOT, Shims, _write_shim, closed_port  # noqa: F401
 
 # Test modules import helpers of tests/test_lifecycle.py, which does `from conftest import PROJECT_ROOT`;
@@ -42,3 +41,21 @@ def shims(tmp_path: Path, sandbox) -> Shims:  # type: ignore[no-untyped-def]
     return Shims(shim_dir, log, kubeconfig, env)
 
 
+
+
+@pytest.fixture
+def deploy_repos(tmp_path: Path, sandbox, hubploy_worker):  # type: ignore[no-untyped-def]
+    """A factory of tests/test_lifecycle.py's `deploy_repo` (a fresh hub each, helm releases removed
+    afterwards), for cases that run several lifecycles side by side."""
+    from test_lifecycle import deploy_repo
+
+    made = []
+
+    def make():  # type: ignore[no-untyped-def]
+        gen = deploy_repo.__wrapped__(tmp_path / f"repo{len(made)}", sandbox, hubploy_worker)
+        made.append(gen)
+        return next(gen)
+
+    yield make
+    for gen in made:
+        next(gen, None)

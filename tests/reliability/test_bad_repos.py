@@ -11,14 +11,12 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from helpers.cli import run_cli
 from helpers.gitrepo import init_repo
-
 from rel_support import GOOD_HUB, Shims, copy_good_repo
 
 pytestmark = [pytest.mark.reliability, pytest.mark.sandbox]

@@ -19,15 +19,18 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
 import yaml
-
 from fixtures.sandbox import Sandbox
 from helpers.cli import VENV_BIN, run_cli
+from rel_support import PROJECT_ROOT
+from test_build_sandbox import _repo, _save_block, _task_runs, own_registry, sandbox_path  # noqa: F401 (own_registry, sandbox_path: fixtures)
+from test_deploy_sandbox import HubRepo, base_image, push_copy
+
 from hubploy.errors import HubployError
 from hubploy.registry import manifest_digest
 from hubploy.runner import child_env
@@ -36,9 +39,6 @@ from hubploy.sandbox.components import APISERVER
 from hubploy.sandbox.env import sandbox_env
 from hubploy.sandbox.paths import SandboxPaths
 from hubploy.sandbox.procs import stop
-from rel_support import PROJECT_ROOT
-from test_build_sandbox import _repo, _save_block, _task_runs, own_registry, sandbox_path  # noqa: F401
-from test_deploy_sandbox import HubRepo, base_image, push_copy
 
 pytestmark = [pytest.mark.reliability, pytest.mark.sandbox, pytest.mark.prefect]
 
@@ -164,7 +164,7 @@ def _free_offset() -> int:
 
 
 @pytest.fixture(scope="module")
-def private_sandbox(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:  # noqa: ARG001
+def private_sandbox(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     """A second sandbox of our own (etcd, API server, registry, agent...), stopped afterwards. The
     shared one must exist first: its cache (binaries) is reused."""
     root = tmp_path_factory.mktemp("private-sandbox")
@@ -219,7 +219,7 @@ def test_api_server_stopped_mid_deploy_then_restarted(private_sandbox: Sandbox, 
     # an upgrade that takes its time (its pods never become ready), killed under by the API server dying
     repo.set_user_image(push_copy(sbx, f"{repo.name}/never-ready:v1"))
     deploy = subprocess.Popen([str(VENV_BIN / "hubploy"), "deploy", repo.name, "hub",
-                               "staging", "--timeout", "60s"], cwd=repo.root, env={**os.environ, **repo.env},
+                               "staging", "--timeout", "30s"], cwd=repo.root, env={**os.environ, **repo.env},
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 90
