@@ -45,7 +45,7 @@ def test_up_is_idempotent_and_down_stops_everything(tmp_path: Path) -> None:
         assert "kube-apiserver: already running" in second and "agent: already running" in second
         assert "stopped" not in hubploy(env, "status").stdout
         sandbox_env = exports(hubploy(env, "env").stdout)
-        assert sandbox_env["HUBPLOY_REGISTRY"] == "localhost:6100"
+        assert sandbox_env["HUBPLOY_REGISTRY"] == f"localhost:{5000 + offset}"
         assert sandbox_env["KUBECONFIG"] == str(runtime / "kubeconfig")
         nodes = run(
             [sandbox_env["PATH"].split(":")[0] + "/kubectl", "get", "nodes", "-o", "name"],
