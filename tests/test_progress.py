@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import time
 
 import pytest
 from prefect.client.orchestration import get_client
@@ -56,6 +57,18 @@ def test_build_and_deploy_print_progress_lines(deploy_repo: lc.DeployRepo) -> No
         assert line in text, text
 
 
+def _all_logs(flow_run_id):  # type: ignore[no-untyped-def]
+    """Every log of a flow run, page by page (the API answers at most 200 at a time)."""
+    logs: list = []
+    with get_client(sync_client=True) as client:
+        while True:
+            page = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])),
+                                    sort=LogSort.TIMESTAMP_ASC, limit=200, offset=len(logs))
+            logs += page
+            if len(page) < 200:
+                return logs
+
+
 @pytest.mark.sandbox
 @pytest.mark.prefect
 def test_a_deploy_run_streams_its_progress_into_prefect_logs(deploy_repo: lc.DeployRepo,
@@ -69,14 +82,18 @@ def test_a_deploy_run_streams_its_progress_into_prefect_logs(deploy_repo: lc.Dep
                          parameters={"sha": sha, "before": before, "repo_url": repo.url})
     run = wait_for_state(run.id, lambda r: r.state is not None and r.state.is_final(), worker=hubploy_worker)
     assert run.state.is_completed(), run.state.message
-    with get_client(sync_client=True) as client:
-        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])),
-                                sort=LogSort.TIMESTAMP_ASC)
     release = f"{repo.hub}-prod"
-    task_logs = [log for log in logs if log.task_run_id is not None]
-    messages = "\n".join(log.message for log in task_logs)
-    for line in ("preflight: helm template", f"helm upgrade {release} in {release}",
-                 f"health check of {release} passed", f"deployed {release} revision 1"):
+    wanted = ("preflight: helm template", f"helm upgrade {release} in {release}",
+              f"health check of {release} passed", f"deployed {release} revision 1")
+    deadline = time.monotonic() + 30  # the API log handler ships in batches, after the state may be final
+    while True:
+        logs = _all_logs(run.id)
+        task_logs = [log for log in logs if log.task_run_id is not None]
+        messages = "\n".join(log.message for log in task_logs)
+        if all(line in messages for line in wanted) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    for line in wanted:
         assert line in messages, messages
     # the hubploy.* library loggers reach Prefect too, attached to the deploy task run
     commands = [log for log in task_logs if log.name == "hubploy.run"]
