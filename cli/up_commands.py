@@ -36,7 +36,7 @@ def _say(line: str) -> None:
 
 
 def _start(args: argparse.Namespace) -> Any:
-    """Start the stack; Ctrl-C (or SIGTERM) while it starts stops what was started so far."""
+    """Start the stack; Ctrl-C (or SIGTERM), or a failure, while it starts stops what was started so far."""
     from triggers.stack import down, up
 
     # Ctrl-C must work even when SIGINT was inherited as ignored (started from a script with `&`)
@@ -51,6 +51,11 @@ def _start(args: argparse.Namespace) -> Any:
         _say("interrupted: stopping what was started")
         down(say=_say, only=started)
         raise SystemExit(130) from None
+    except Exception:
+        if started:
+            _say(f"could not start everything: stopping what was started ({', '.join(started)})")
+            down(say=_say, only=started)
+        raise
 
 
 def _interrupt(*_: Any) -> None:

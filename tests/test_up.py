@@ -238,3 +238,25 @@ def test_hubploy_demo_approve_runs_to_prod_and_cleans_up(sandbox, tmp_path: Path
     assert _listen_addresses(port) == set() and _listen_addresses(webhook_port) == set()
     from hubploy.sandbox import lifecycle
     assert lifecycle.healthy(sandbox.paths)
+
+
+def test_hubploy_up_that_cannot_start_fails_fast_and_leaves_nothing_running(sandbox, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    home = tmp_path / "home"
+    with socket.socket() as taken:  # the Prefect port is taken by something else
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        start = time.monotonic()
+        proc = subprocess.run([str(VENV_BIN / "hubploy"), "up", "--port", str(port), "--webhook-port",
+                               str(_free_port())], cwd=tmp_path, env=_env(home), capture_output=True, text=True,
+                              timeout=300, stdin=subprocess.DEVNULL)
+        elapsed = time.monotonic() - start
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out
+    assert "error: the Prefect server exited" in out and "Traceback" not in out
+    assert elapsed < 120, f"took {elapsed:.0f} s"  # not the 180 s readiness timeout
+    started = {name: int(pid) for name, pid in re.findall(r"(\S+): started \(pid (\d+)", out)}
+    assert set(started) == {"prefect-server"}
+    assert not any(_alive(pid) for pid in started.values())
+    from hubploy.sandbox import lifecycle
+    assert lifecycle.healthy(sandbox.paths)

@@ -110,9 +110,14 @@ def _answers(url: str) -> bool:
         return False
 
 
-def _wait_until(ready: Callable[[], bool], timeout: float, what: str, log: Path) -> None:
+def _wait_until(ready: Callable[[], bool], timeout: float, what: str, log: Path,
+                pid_file: Path | None = None) -> None:
+    """Wait for ``ready``; fail at once when the process of ``pid_file`` has exited."""
     deadline = time.monotonic() + timeout
     while not ready():
+        if pid_file is not None and read_pid(pid_file) is None:
+            tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.is_file() else []
+            raise HubployError(f"{what} exited: {tail[0] if tail else 'no output'}", hint=f"see {log}")
         if time.monotonic() > deadline:
             raise HubployError(f"{what} did not become ready in {timeout:.0f} s", hint=f"see {log}")
         time.sleep(0.5)
@@ -178,7 +183,8 @@ def up(*, port: int = 4200, webhook_port: int = 8787, repo_url: str | None = Non
             paths.state_file.write_text(json.dumps(state))
             sandbox.up(sandbox_paths, say=lambda line: say(f"sandbox: {line}"))
         base.update(sandbox_env(sandbox_paths))
-    _wait_until(lambda: server_healthy(api_url, auth), 180, "the Prefect server", paths.log("prefect-server"))
+    _wait_until(lambda: server_healthy(api_url, auth), 180, "the Prefect server", paths.log("prefect-server"),
+                paths.pid("prefect-server"))
     say(f"prefect server: healthy at {api_url} ({time.monotonic() - start:.1f} s)")
     repo_url = repo_url or state.get("repo_url") or ensure_demo_repo(paths, base)
     env = {**base, "HUBPLOY_REPO_URL": repo_url}
@@ -194,7 +200,7 @@ def up(*, port: int = 4200, webhook_port: int = 8787, repo_url: str | None = Non
     _start(paths, "webhook", [str(Path(sys.executable).parent / "hubploy"), "webhook", "serve",
                               "--port", str(webhook_port)], env, say, started)
     _wait_until(lambda: _answers(f"http://127.0.0.1:{webhook_port}/health"), 60, "the webhook receiver",
-                paths.log("webhook"))
+                paths.log("webhook"), paths.pid("webhook"))
     state.update(repo_url=repo_url, port=port, webhook_port=webhook_port)
     paths.state_file.write_text(json.dumps(state))
     return Stack(paths, api_url, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{webhook_port}/webhook", secret,
