@@ -22,14 +22,17 @@ import datetime
 import hashlib
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import httpx
 import yaml
 
 from hubploy import cloud, helm, values
@@ -45,6 +48,7 @@ from hubploy.git import head_sha
 from hubploy.health import check_health
 from hubploy.images import effective_tag
 from hubploy.layout import DeploymentRepo, Hub
+from hubploy.registry import TIMEOUT as REGISTRY_TIMEOUT
 from hubploy.registry import RegistryCredentials, manifest_digest, split_repository
 from hubploy.registry_login import credentials_from_env, credentials_from_key_files
 from hubploy.runner import REDACTED, child_env, redact, register_secret, run
@@ -146,9 +150,10 @@ def deploy(repo: DeploymentRepo, hub_name: str, env_name: str, *, options: Deplo
     result = DeployResult(hub=hub.name, env=env_name, release=options.release or hub.release(env_name),
                           namespace=options.namespace or hub.namespace(env_name))
     credentials_for = registry_credentials or hub_key_file_credentials(hub, sops_env(repo, env))
-    with _recording(result, on_result):
+    # One registry client for all image checks of this deploy (one TLS setup and connection, not one per image).
+    with _recording(result, on_result), httpx.Client(timeout=REGISTRY_TIMEOUT) as registry_client:
         _deploy(repo, hub, options, result, env, cluster_access or classic_cluster_access(sops_env(repo, env)),
-                registry_image_digest(env, credentials_for), logger)
+                registry_image_digest(env, credentials_for, client=registry_client), logger)
     return result
 
 
@@ -229,11 +234,19 @@ def _deploy(repo: DeploymentRepo, hub: Hub, options: DeployOptions, result: Depl
         merged = values.merged_values(plan, files, _chart_values(chart))
         result.values_digest = values_digest(merged, plan.secret_files, files)
         values_args = plan.helm_args(files)
-        with cluster_access(hub, result.env) as access:                                     # 3
+        with cluster_access(hub, result.env) as access, ThreadPoolExecutor(2) as background:  # 3
             kube_env = {**access.env, "KUBECONFIG": str(access.kubeconfig)}
             context = access.context.replace("{namespace}", result.namespace) if access.context else None
-            created = not flags.dry_run and ensure_namespace(result.namespace, env=kube_env,  # 4
-                                                             kube_context=context, logger=logger)
+            # Speed: the namespace check (4) and the read-only history read of step 7 run while the
+            # client-side preflight (5, 6) runs. Outcomes are as if in order: a namespace error wins
+            # over a preflight refusal, and a refusal removes a namespace created for this deploy.
+            namespace: Future[bool] | None = None
+            history: Future[list[helm.Revision]] | None = None
+            if not flags.dry_run:
+                namespace = background.submit(ensure_namespace, result.namespace, env=kube_env,  # 4
+                                              kube_context=context, logger=logger)
+                history = background.submit(release_history, executable, result.release, result.namespace,
+                                            env=kube_env, kube_context=context)
             try:
                 logger.info("preflight: helm template %s", result.release)
                 run(helm.template_argv(executable, result.release, str(chart), result.namespace,  # 5
@@ -241,6 +254,7 @@ def _deploy(repo: DeploymentRepo, hub: Hub, options: DeployOptions, result: Depl
                     env=env, hint="the chart does not render with these values")
                 result.images = check_images(merged, image_digest, logger=logger)          # 6
             except HubployError:
+                created = namespace is not None and namespace.result()  # its error, if any, comes first
                 result.result = "refused"
                 if created:
                     logger.info("removing namespace %s, created for this deploy: nothing was deployed",
@@ -248,21 +262,25 @@ def _deploy(repo: DeploymentRepo, hub: Hub, options: DeployOptions, result: Depl
                     run(kubectl_argv(kube_env, context, "delete", "namespace", result.namespace, "--wait=false"),
                         env=kube_env, check=False)
                 raise
+            # A namespace created just now (perhaps after waiting out a terminating one) holds no release.
+            created = namespace is not None and namespace.result()
             if flags.dry_run:
                 out = run(helm.upgrade_argv(executable, major, result.release, str(chart), result.namespace,
                                             values_args, flags, kube_context=context), env=kube_env)
                 result.rendered = redact_rendered(out.stdout, secret_strings)
                 result.result = "dry-run"
                 return
+            assert history is not None
             _upgrade_and_check(hub, executable, major, str(chart), values_args, options, result, kube_env,
-                               context, logger)
+                               context, logger, history=[] if created else history.result())
 
 
 def _upgrade_and_check(hub: Hub, executable: str, major: int, chart: str, values_args: list[str],
                        options: DeployOptions, result: DeployResult, env: dict[str, str], context: str | None,
-                       logger: Logger) -> None:
+                       logger: Logger, history: list[helm.Revision] | None = None) -> None:
     name, ns = result.release, result.namespace
-    history = release_history(executable, name, ns, env=env, kube_context=context)
+    if history is None:
+        history = release_history(executable, name, ns, env=env, kube_context=context)
     result.recovered = recover_stuck_release(executable, name, ns, env=env, kube_context=context,
                                              timeout=options.flags.timeout, logger=logger, history=history)
     if result.recovered:
@@ -271,8 +289,9 @@ def _upgrade_and_check(hub: Hub, executable: str, major: int, chart: str, values
     result.revision_before = before.revision if before else None
     logger.info("helm upgrade %s in %s (deployed revision before: %s)", name, ns, result.revision_before or "none")
     try:
-        run(helm.upgrade_argv(executable, major, name, chart, ns, values_args, options.flags, kube_context=context),
-            env=env, on_line=lambda line: logger.debug("helm: %s", line))
+        upgraded = run(helm.upgrade_argv(executable, major, name, chart, ns, values_args, options.flags,
+                                         kube_context=context),
+                       env=env, on_line=lambda line: logger.debug("helm: %s", line))
     except CommandError as exc:
         after = helm.last_deployed(release_history(executable, name, ns, env=env, kube_context=context))
         result.revision_after = after.revision if after else None
@@ -283,8 +302,10 @@ def _upgrade_and_check(hub: Hub, executable: str, major: int, chart: str, values
         raise DeployError(f"helm upgrade of {name} failed ({where}): {_last_line(exc.stderr_tail)}",
                           hint=f"`kubectl get pods -n {ns}` shows what is not ready; --debug logs helm's output"
                           ) from None
-    current = helm.last_deployed(release_history(executable, name, ns, env=env, kube_context=context))
-    result.revision_after = current.revision if current else None
+    result.revision_after = deployed_revision(upgraded.stdout)
+    if result.revision_after is None:
+        current = helm.last_deployed(release_history(executable, name, ns, env=env, kube_context=context))
+        result.revision_after = current.revision if current else None
     if not options.health_check:
         result.result = "deployed"
         return
@@ -319,6 +340,24 @@ def _upgrade_and_check(hub: Hub, executable: str, major: int, chart: str, values
                                ) from None
     result.result = "deployed"
     logger.info("deployed %s revision %s (JupyterHub %s)", name, result.revision_after, result.hub_version)
+
+
+_STATUS_LINE = re.compile(r"^STATUS: (\S+)\s*$")
+_REVISION_LINE = re.compile(r"^REVISION: (\d+)\s*$")
+
+
+def deployed_revision(upgrade_stdout: str) -> int | None:
+    """The revision a successful ``helm upgrade`` reports (its STATUS/REVISION lines, before the chart's
+    NOTES), when it says ``deployed``; None when the output does not say (then read the history)."""
+    status = revision = None
+    for line in upgrade_stdout.splitlines():
+        if line.startswith("NOTES:"):
+            break
+        if status is None and (m := _STATUS_LINE.match(line)):
+            status = m.group(1)
+        if revision is None and (m := _REVISION_LINE.match(line)):
+            revision = int(m.group(1))
+    return revision if status == "deployed" else None
 
 
 def _utcnow() -> str:
@@ -515,26 +554,33 @@ def hub_key_file_credentials(hub: Hub, env: Mapping[str, str]) -> RegistryCreden
     return for_host
 
 
-def registry_image_digest(env: Mapping[str, str], credentials_for: RegistryCredentialsFor | None = None
-                          ) -> ImageDigest:
+def registry_image_digest(env: Mapping[str, str], credentials_for: RegistryCredentialsFor | None = None, *,
+                          client: httpx.Client | None = None) -> ImageDigest:
     """Manifest lookups: HUBPLOY_REGISTRY* credentials for that host, else anonymous; when a registry
-    refuses (401/403), ``credentials_for(host)`` once per host (a registry login can be slow)."""
+    refuses (401/403), ``credentials_for(host)`` once per host (a registry login can be slow).
+    Thread-safe; ``client`` (shared by the lookups) saves a TLS setup and connection per image."""
     logins: dict[str, RegistryCredentials | None] = {}
+    login_lock = threading.Lock()
+    shared = {"client": client} if client is not None else {}
 
     def lookup(name: str, tag: str) -> str | None:
         host, _ = split_repository(name)
         creds = logins.get(host) or credentials_from_env(host, env)
         try:
-            return manifest_digest(name, tag, creds)
+            return manifest_digest(name, tag, creds, **shared)
         except RegistryError as exc:
-            if exc.status not in (401, 403) or credentials_for is None or host in logins:
+            if exc.status not in (401, 403) or credentials_for is None:
                 raise
-        logins[host] = credentials_for(host)
+            with login_lock:
+                if host not in logins:
+                    logins[host] = credentials_for(host)
+                elif logins[host] is None or logins[host] is creds:
+                    raise  # refused with the host's login too (a concurrent lookup's login is used below)
         if logins[host] is None:
             raise RegistryError(f"registry {host} refused anonymous access to {name}:{tag} and the hub "
                                 "configures no credentials for it", status=401,
                                 hint="set images.registry in hubploy.yaml, or HUBPLOY_REGISTRY_USERNAME/PASSWORD")
-        return manifest_digest(name, tag, logins[host])
+        return manifest_digest(name, tag, logins[host], **shared)
     return lookup
 
 
@@ -542,13 +588,16 @@ def check_images(merged: Mapping[str, Any], image_digest: ImageDigest, *, logger
     """Look up every image of the merged values; refuse the deploy naming each missing one."""
     refs: list[ImageRef] = []
     missing: list[str] = []
-    seen: dict[tuple[str, str], str | None] = {}
-    for path, name, tag in image_references(merged):
+    found = image_references(merged)
+    wanted = list(dict.fromkeys((name, tag) for _, name, tag in found if tag))
+    # Distinct images are looked up concurrently; results (and the first error) are taken in values order.
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(wanted)))) as pool:
+        lookups = {key: pool.submit(image_digest, *key) for key in wanted}
+        seen = {key: lookups[key].result() for key in wanted}
+    for path, name, tag in found:
         if not tag:
             missing.append(f"{name} at {path} has no tag")
             continue
-        if (name, tag) not in seen:
-            seen[(name, tag)] = image_digest(name, tag)
         digest = seen[(name, tag)]
         if digest is None:
             missing.append(f"{name}:{tag} (at {path})")
