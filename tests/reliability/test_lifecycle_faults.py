@@ -10,18 +10,18 @@ origin, `health_check_timeout: 30`).
 
 from __future__ import annotations
 
+import contextvars
 import time
-from uuid import UUID
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 import yaml
-from prefect.client.orchestration import get_client
-from prefect.flow_runs import resume_flow_run
-
 from fixtures.prefect_worker import Worker, wait_for_state
 from helpers.cli import run_cli
-from test_lifecycle import DeployRepo, change_values, deploy_repo, final, paused  # noqa: F401
+from prefect.client.orchestration import get_client
+from prefect.flow_runs import resume_flow_run
+from test_lifecycle import DeployRepo, change_values, deploy_repo, final, paused  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.reliability, pytest.mark.sandbox, pytest.mark.prefect]
 
@@ -71,9 +71,7 @@ def hub_answers(repo: DeployRepo, env: str = "staging", timeout: float = 60) -> 
         time.sleep(0.5)
 
 
-def test_helm_failure_then_failing_health_check_roll_back_staging(deploy_repo: DeployRepo,  # noqa: F811
-                                                                   hubploy_worker: Worker) -> None:
-    repo = deploy_repo
+def helm_failure_then_failing_health_check(repo: DeployRepo, hubploy_worker: Worker) -> None:
     prod_before = repo.origin_git("rev-parse", "prod")
     good = build_and_deploy_staging(repo)
     history = repo.revisions("staging")
@@ -84,6 +82,7 @@ def test_helm_failure_then_failing_health_check_roll_back_staging(deploy_repo: D
     run = wait_for_state(repo.start(broken_chart), paused_or_final, worker=hubploy_worker)
     assert state_of(run) == ("FAILED", "StagingFailed"), run.state.message
     assert "no approval asked" in run.state.message and "broken.yaml" in run.state.message, run.state.message
+    assert "nil pointer" in run.state.message, run.state.message
     assert repo.revisions("staging") == history, "a release revision was made for a chart that cannot render"
     assert_prod_untouched(repo, prod_before)
 
@@ -112,8 +111,7 @@ def test_helm_failure_then_failing_health_check_roll_back_staging(deploy_repo: D
     assert_no_pending(repo)
 
 
-def test_rejected_approval(deploy_repo: DeployRepo, hubploy_worker: Worker) -> None:  # noqa: F811
-    repo = deploy_repo
+def rejected_approval(repo: DeployRepo, hubploy_worker: Worker) -> None:
     prod_before = repo.origin_git("rev-parse", "prod")
     sha = change_values(repo, "# reject me\n")
     run_id = repo.start(sha)
@@ -132,8 +130,7 @@ def test_rejected_approval(deploy_repo: DeployRepo, hubploy_worker: Worker) -> N
     assert_prod_untouched(repo, prod_before)
 
 
-def test_approval_timed_out(deploy_repo: DeployRepo, hubploy_worker: Worker) -> None:  # noqa: F811
-    repo = deploy_repo
+def approval_timed_out(repo: DeployRepo, hubploy_worker: Worker) -> None:
     prod_before = repo.origin_git("rev-parse", "prod")
     run_id = repo.start(change_values(repo, "# nobody answers\n"), approval_timeout_hours=0.003)  # about 11 s
     wait_for_state(run_id, paused, worker=hubploy_worker)
@@ -171,8 +168,7 @@ def test_worker_killed_while_waiting_then_approved(deploy_repo: DeployRepo,  # n
     assert_no_pending(repo)
 
 
-def test_two_pushes_racing(deploy_repo: DeployRepo, hubploy_worker: Worker) -> None:  # noqa: F811
-    repo = deploy_repo
+def two_pushes_racing(repo: DeployRepo, hubploy_worker: Worker) -> None:
     prod_before = repo.origin_git("rev-parse", "prod")
     older_sha = change_values(repo, "# older push\n")
     newer_sha = change_values(repo, "# newer push\n")
@@ -203,3 +199,34 @@ def test_two_pushes_racing(deploy_repo: DeployRepo, hubploy_worker: Worker) -> N
     for run_id in (older, newer):
         with get_client(sync_client=True) as client:
             assert client.read_flow_run(run_id).state.name in FINAL_NAMES
+
+
+SCENARIOS = {"helm failure, schema violation and failing health check": helm_failure_then_failing_health_check,
+             "approval rejected": rejected_approval,
+             "approval timed out": approval_timed_out,
+             "two pushes racing": two_pushes_racing}
+
+
+def test_faults_side_by_side(deploy_repos, hubploy_worker: Worker) -> None:  # type: ignore[no-untyped-def]
+    """The scenarios above, each on its own fresh hub, run at the same time (they mostly wait: for
+    helm, for health checks, for approvals) to keep the suite's wall time down."""
+    repos = {name: deploy_repos() for name in SCENARIOS}
+    failures: dict[str, BaseException] = {}
+    timings: dict[str, float] = {}
+
+    def run(name: str) -> None:
+        started = time.monotonic()
+        try:
+            SCENARIOS[name](repos[name], hubploy_worker)
+        except BaseException as exc:  # noqa: BLE001 — reported below, with the scenario's name
+            failures[name] = exc
+        timings[name] = time.monotonic() - started
+
+    contexts = {name: contextvars.copy_context() for name in SCENARIOS}  # this test's Prefect settings
+    with ThreadPoolExecutor(len(SCENARIOS)) as pool:
+        list(pool.map(lambda name: contexts[name].run(run, name), SCENARIOS))
+    print("\n" + "\n".join(f"timing: {name}: {seconds:.0f} s" for name, seconds in timings.items()))
+    if failures:
+        name, exc = next(iter(failures.items()))
+        others = "; ".join(f"{n}: {(str(e).splitlines() or [repr(e)])[0]}" for n, e in list(failures.items())[1:])
+        raise AssertionError(f"{name}: {exc}" + (f"\n(also failed: {others})" if others else "")) from exc
