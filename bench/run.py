@@ -24,9 +24,29 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (BENCH_DIR, CLASSIC_VENV, ROOT, PrefectStack, Sandbox, TreeMemory, cleanup_releases,  # noqa: E402
-                    first_state, flow_run_states, git_commit_all, machine, make_repo, median, now_utc, parse_time,
-                    run, sandbox, say, table, timed, token, wait_run)
+from common import (
+    BENCH_DIR,
+    CLASSIC_VENV,
+    PrefectStack,
+    Sandbox,
+    TreeMemory,
+    cleanup_releases,
+    first_state,
+    flow_run_states,
+    git_commit_all,
+    machine,
+    make_repo,
+    median,
+    now_utc,
+    parse_time,
+    run,
+    sandbox,
+    say,
+    table,
+    timed,
+    token,
+    wait_run,
+)
 
 PREFIX = "bench-"
 LIFECYCLE = "hubploy-lifecycle/lifecycle"
@@ -55,7 +75,8 @@ def bench_planner(sb: Sandbox | None, work: Path, hubs: int = 500, reps: int = 5
     say(f"planner: generating a repo of {hubs} hubs")
     names = [f"p{i:03d}" for i in range(hubs)]
     root = make_repo(work / "planner", names, None)
-    base = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
+    base = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                          check=True).stdout.strip()
     for hub in ("p007", "p123", "p499"):
         common = root / "deployments" / hub / "config" / "common.yaml"
         common.write_text(common.read_text() + "# changed\n")
@@ -91,7 +112,7 @@ def bench_planner(sb: Sandbox | None, work: Path, hubs: int = 500, reps: int = 5
 
 def instrument_commands() -> dict[str, list[float]]:
     """Time every command hubploy runs in this process, by tool and subcommand (profiling aid)."""
-    import hubploy.runner as runner
+    from hubploy import runner
     spent: dict[str, list[float]] = defaultdict(list)
     original = runner.run
 
@@ -184,7 +205,8 @@ def classic_fleet(sb: Sandbox, root: Path, hubs: list[str]) -> dict[str, Any]:
         run([str(exe), "deploy", hub, "hub", "staging"], env=env, cwd=root)
         per_hub.append(time.perf_counter() - t0)
     total = time.perf_counter() - start
-    return {"total": total, "per hub median": median(per_hub), "per hub max": max(per_hub)}
+    return {"total": total, "per hub median": median(per_hub), "per hub max": max(per_hub),
+            "load average (1 min) at the end": os.getloadavg()[0]}
 
 
 def ours_fleet(stack: PrefectStack, root: Path, hubs: list[str]) -> dict[str, Any]:
@@ -200,14 +222,45 @@ def ours_fleet(stack: PrefectStack, root: Path, hubs: list[str]) -> dict[str, An
     scheduled = first_state(states, "SCHEDULED").timestamp
     running = first_state(states, "RUNNING").timestamp
     completed = first_state(states, "COMPLETED").timestamp
-    return {"total (trigger to Completed)": total, "flow run (Running to Completed)": (completed - running).total_seconds(),
+    waits = lock_waits(flow_run.id)
+    return {"load average (1 min) at the end": os.getloadavg()[0],
+            "lock wait per hub (median, max)": (median(waits), max(waits) if waits else None),
+            "mean slots held (of cluster_concurrency)": LAST_OCCUPANCY.get(flow_run.id),
+            "lock wait total": sum(waits),"total (trigger to Completed)": total, "flow run (Running to Completed)": (completed - running).total_seconds(),
             "process start (Scheduled to Running)": (running - scheduled).total_seconds(),
             "worker tree peak RSS MB": memory.peak_tree_kb / 1024,
             "peak VmHWM by process": [(round(kb / 1024), cmd) for kb, cmd in memory.top(4)],
             "flow run": done.name}
 
 
-def bench_fleet(sb: Sandbox, stack: PrefectStack, work: Path, tok: str, n: int) -> dict[str, Any]:
+def lock_waits(run_id: Any) -> list[float]:
+    """Per deploy-hub task: task start to its "holding the locks" log line (time queued for the locks)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
+    with get_client(sync_client=True) as client:
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
+        logs: list[Any] = []
+        while True:
+            page = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])),
+                                    limit=200, offset=len(logs))
+            logs += page
+            if len(page) < 200:
+                break
+    held = {log.task_run_id: log.timestamp for log in logs if log.message.startswith("holding the locks")}
+    waits = [(held[t.id] - t.start_time).total_seconds() for t in tasks if t.id in held and t.start_time]
+    spans = [(held[t.id], t.end_time) for t in tasks if t.id in held and t.end_time]
+    if spans:  # mean number of deploys holding a cluster slot, from the first acquire to the last release
+        first, last = min(a for a, _ in spans), max(b for _, b in spans)
+        busy = sum((b - a).total_seconds() for a, b in spans)
+        LAST_OCCUPANCY[run_id] = busy / max((last - first).total_seconds(), 1e-9)
+    return waits
+
+
+LAST_OCCUPANCY: dict[Any, float] = {}
+
+
+def bench_fleet(sb: Sandbox, stack: PrefectStack, work: Path, tok: str, n: int, classic: bool = True
+                ) -> dict[str, Any]:
     image = sb.base_image()
     ours_hubs = [f"{PREFIX}{tok}-o{i:02d}" for i in range(1, n + 1)]
     classic_hubs = [f"{PREFIX}{tok}-c{i:02d}" for i in range(1, n + 1)]
@@ -216,10 +269,11 @@ def bench_fleet(sb: Sandbox, stack: PrefectStack, work: Path, tok: str, n: int) 
                              classic_kubeconfig=Path(sb.env["KUBECONFIG"]))
     result: dict[str, Any] = {"hubs": n, "ours_root": str(ours_root), "ours_hubs": ours_hubs}
     for phase in ("install", "upgrade"):
-        settle(sb)
-        say(f"fleet {phase}: classic hubploy 0.4, {n} hubs one after another")
-        result[f"classic {phase}"] = classic_fleet(sb, classic_root, classic_hubs)
-        say(f"fleet {phase}: classic", result[f"classic {phase}"])
+        if classic:
+            settle(sb)
+            say(f"fleet {phase}: classic hubploy 0.4, {n} hubs one after another")
+            result[f"classic {phase}"] = classic_fleet(sb, classic_root, classic_hubs)
+            say(f"fleet {phase}: classic", result[f"classic {phase}"])
         settle(sb)
         say(f"fleet {phase}: ours, deploy-hubs flow run by the worker")
         result[f"ours {phase}"] = ours_fleet(stack, ours_root, ours_hubs)
@@ -319,7 +373,7 @@ def f(x: Any, digits: int = 2) -> str:
 def report(results: dict[str, Any]) -> str:
     rows = []
     fleet = results.get("fleet")
-    if fleet:
+    if fleet and "classic install" in fleet:
         for phase in ("install", "upgrade"):
             ours, classic = fleet[f"ours {phase}"], fleet[f"classic {phase}"]
             e2e, inner = ours["total (trigger to Completed)"], ours["flow run (Running to Completed)"]
@@ -328,8 +382,8 @@ def report(results: dict[str, Any]) -> str:
             rows.append((f"Fleet {phase}, flow run only (Running to Completed)", f"{f(inner, 1)} s / {f(classic['total'], 1)} s",
                          f(inner / classic["total"]), "≤ 0.25"))
         rows.append(("Memory: worker tree peak RSS during fleet install / upgrade",
-                     f"{f(fleet['ours install']['worker tree peak RSS MB'], 0)} MB / "
-                     f"{f(fleet['ours upgrade']['worker tree peak RSS MB'], 0)} MB", "–", "–"))
+                     (f"{f(fleet['ours install']['worker tree peak RSS MB'], 0)} MB / "
+                     f"{f(fleet['ours upgrade']['worker tree peak RSS MB'], 0)} MB"), "–", "–"))
     over = results.get("overhead")
     if over:
         rows.append(("Overhead: one hub, ours without health check / raw helm upgrade --install --wait",
@@ -356,6 +410,7 @@ def main() -> None:
     parser.add_argument("what", choices=["all", "planner", "overhead", "fleet", "lifecycle", "cleanup"])
     parser.add_argument("--hubs", type=int, default=20, help="fleet size (default 20)")
     parser.add_argument("--planner-hubs", type=int, default=500)
+    parser.add_argument("--skip-classic", action="store_true", help="fleet: ours only (A/B runs of our code)")
     parser.add_argument("--keep", action="store_true", help="leave the releases and the Prefect server running")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup in `finally` on kill
@@ -388,7 +443,7 @@ def main() -> None:
             stack.deploy(str(origin))
             stack.start_worker()
         if args.what in ("all", "fleet"):
-            RESULTS["fleet"] = bench_fleet(sb, stack, work, tok, args.hubs)
+            RESULTS["fleet"] = bench_fleet(sb, stack, work, tok, args.hubs, classic=not args.skip_classic)
         if args.what in ("all", "overhead"):
             if "fleet" in RESULTS:
                 root, hub = Path(RESULTS["fleet"]["ours_root"]), RESULTS["fleet"]["ours_hubs"][0]
