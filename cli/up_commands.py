@@ -15,10 +15,10 @@ console = Console(stderr=True)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    for name, help_text in (("up", "start the local Prefect server, sandbox, worker and webhook receiver; "
-                                   "Ctrl-C stops them"),
-                            ("demo", "push a change to the example repo through the webhook and follow the "
-                                     "lifecycle to the approval form (--approve: on to prod)")):
+    for name, help_text in (("up", ("start the local Prefect server, sandbox, worker and webhook receiver; "
+                                    "Ctrl-C stops what it started")),
+                            ("demo", ("push a change to the example repo through the webhook and follow the "
+                                      "lifecycle to the approval form (--approve: on to prod)"))):
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--port", type=int, default=4200, help="Prefect server port on 127.0.0.1 (default 4200)")
         p.add_argument("--webhook-port", type=int, default=8787, help="webhook receiver port (default 8787)")

@@ -9,13 +9,12 @@ import json
 import secrets
 
 import pytest
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
-from prefect.deployments import run_deployment
-
 import test_lifecycle as lc
 from fixtures.prefect_worker import Worker, wait_for_state
 from helpers.cli import run_cli
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+from prefect.deployments import run_deployment
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.prefect]
 

@@ -10,14 +10,13 @@ import re
 import secrets
 import urllib.error
 import urllib.request
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
-from prefect.deployments import run_deployment
-from prefect_github import GitHubCredentials
-
 import test_lifecycle as lc
 from fixtures.prefect_worker import Worker, wait_for_state
+from prefect.deployments import run_deployment
+from prefect_github import GitHubCredentials
 from test_github_status import StandIn
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.prefect]

@@ -4,15 +4,14 @@ deployment takes a push to prod made outside the lifecycle to a healthy prod, or
 
 from __future__ import annotations
 
-import yaml
-from prefect.client.orchestration import get_client
-from prefect.deployments import run_deployment
-
 import pytest
 import test_lifecycle as lc
+import yaml
 from conftest import PROJECT_ROOT
 from fixtures.prefect_worker import POOL, Worker, _prefect, wait_for_state
 from helpers.cli import run_cli
+from prefect.client.orchestration import get_client
+from prefect.deployments import run_deployment
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.prefect]
 

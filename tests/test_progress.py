@@ -9,15 +9,14 @@ import secrets
 import time
 
 import pytest
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
-from prefect.client.schemas.sorting import LogSort
-from prefect.deployments import run_deployment
-
 import test_lifecycle as lc
 from conftest import PROJECT_ROOT
 from fixtures.prefect_worker import Worker, wait_for_state
 from helpers.cli import run_cli
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+from prefect.client.schemas.sorting import LogSort
+from prefect.deployments import run_deployment
 from test_prefect_yaml import _push_to_prod
 
 deploy_repo = lc.deploy_repo
@@ -30,7 +29,7 @@ def test_sandbox_up_says_what_each_part_does_and_the_total_time(sandbox) -> None
     lines = result.stdout.splitlines()
     for part in ("etcd", "kube-apiserver", "registry"):
         assert any(re.match(rf"{part}: (already running \(pid \d+\)|ready in \d+\.\d s)", line) for line in lines), part
-    assert re.search(r"^sandbox ready in \d+\.\d s", result.stdout, re.M)
+    assert re.search(r"^sandbox ready in \d+\.\d s", result.stdout, re.MULTILINE)
     # a fresh start's per-part "ready in N s" lines: tests/test_sandbox_cli.py::test_up_is_idempotent_and_down_stops_everything
 
 
@@ -42,10 +41,10 @@ def test_build_and_deploy_print_progress_lines(deploy_repo: lc.DeployRepo) -> No
     built = run_cli("build", repo.hub, "--check-registry", "--push", cwd=repo.work.root, env=repo.sandbox.env)
     assert built.returncode == 0, built.stderr
     out = built.stdout
-    assert re.search(r"^build \S+minimal-user:\S+: ", out, re.M), out
-    assert re.search(r"^    .*STEP", out, re.M) or re.search(r"^    \S", out, re.M), out  # the builder's own lines
-    assert re.search(r"^built \S+ in \d+\.\d s", out, re.M), out
-    assert re.search(r"^pushed \S+ sha256:", out, re.M), out
+    assert re.search(r"^build \S+minimal-user:\S+: ", out, re.MULTILINE), out
+    assert re.search(r"^    .*STEP", out, re.MULTILINE) or re.search(r"^    \S", out, re.MULTILINE), out  # the builder's own lines
+    assert re.search(r"^built \S+ in \d+\.\d s", out, re.MULTILINE), out
+    assert re.search(r"^pushed \S+ sha256:", out, re.MULTILINE), out
     assert f"{repo.hub}: 1 built, 0 skipped" in out
 
     deployed = run_cli("deploy", repo.hub, "hub", "staging", cwd=repo.work.root, env=repo.sandbox.env)

@@ -18,8 +18,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-from conftest import PROJECT_ROOT
 from helpers.cli import VENV_BIN
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.prefect]
@@ -196,7 +194,8 @@ def _demo_without_approve_then_approve_from_another_shell(home: Path, port: int,
     shell_env = {**_env(home), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
                  "PREFECT_API_AUTH_STRING": (home / "prefect-auth").read_text().strip()}
     approved = subprocess.run([str(VENV_BIN / "hubploy"), "approve", run_id, "--reason", "from a shell"],
-                              cwd=tmp_path, env=shell_env, capture_output=True, text=True, timeout=120)
+                              cwd=tmp_path, env=shell_env, capture_output=True, text=True, timeout=120,
+                              check=False)
     assert approved.returncode == 0, approved.stdout + approved.stderr
     user, _, password = shell_env["PREFECT_API_AUTH_STRING"].partition(":")
     deadline = time.monotonic() + 600
@@ -215,7 +214,7 @@ def test_hubploy_demo_approve_runs_to_prod_and_cleans_up(sandbox, tmp_path: Path
     port, webhook_port = _free_port(), _free_port()
     proc = subprocess.run([str(VENV_BIN / "hubploy"), "demo", "--approve", "--port", str(port),
                            "--webhook-port", str(webhook_port)], cwd=tmp_path, env=_env(home), capture_output=True,
-                          text=True, timeout=1500, stdin=subprocess.DEVNULL)
+                          text=True, timeout=1500, stdin=subprocess.DEVNULL, check=False)
     out = proc.stdout + proc.stderr
     started = {name: int(pid) for name, pid in re.findall(r"(\S+): started \(pid (\d+)", out)}
     try:
@@ -249,7 +248,7 @@ def test_hubploy_up_that_cannot_start_fails_fast_and_leaves_nothing_running(sand
         start = time.monotonic()
         proc = subprocess.run([str(VENV_BIN / "hubploy"), "up", "--port", str(port), "--webhook-port",
                                str(_free_port())], cwd=tmp_path, env=_env(home), capture_output=True, text=True,
-                              timeout=300, stdin=subprocess.DEVNULL)
+                              timeout=300, stdin=subprocess.DEVNULL, check=False)
         elapsed = time.monotonic() - start
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1, out

@@ -16,9 +16,9 @@ import secrets
 import shutil
 import sys
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
 
 import httpx
 
@@ -41,7 +41,7 @@ class StackPaths:
     home: Path
 
     @classmethod
-    def from_env(cls) -> "StackPaths":
+    def from_env(cls) -> StackPaths:
         return cls(Path(os.environ.get("HUBPLOY_HOME", Path.home() / ".hubploy")))
 
     @property
