@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from fixtures.sandbox import Sandbox
+from fixtures.sandbox import Sandbox, free_port_offset
 from helpers.cli import VENV_BIN, run_cli
 from rel_support import PROJECT_ROOT
 from test_build_sandbox import _repo, _save_block, _task_runs, own_registry, sandbox_path  # noqa: F401 (own_registry, sandbox_path: fixtures)
@@ -149,27 +149,13 @@ def test_registry_stopped_during_a_push_then_back(sandbox_path, prefect_api, tmp
 
 # ------------------------------------------------------------------ the API server dies during a deploy
 
-def _free_offset() -> int:
-    """A port offset at which the sandbox's four ports are all free."""
-    for offset in range(1200, 3000, 100):
-        ports = (22379 + offset, 22380 + offset, 26443 + offset, 5000 + offset)
-        try:
-            for port in ports:
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return offset
-    raise AssertionError("no free port offset for a private sandbox")
-
-
 @pytest.fixture(scope="module")
 def private_sandbox(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     """A second sandbox of our own (etcd, API server, registry, agent...), stopped afterwards. The
     shared one must exist first: its cache (binaries) is reused."""
     root = tmp_path_factory.mktemp("private-sandbox")
     environ = {**os.environ, "HUBPLOY_SANDBOX_DIR": str(root / "sbx"),
-               "HUBPLOY_SANDBOX_PORT_OFFSET": str(_free_offset())}
+               "HUBPLOY_SANDBOX_PORT_OFFSET": str(free_port_offset(start=2300))}
     paths = SandboxPaths.from_env(environ)
     lines: list[str] = []
     try:
