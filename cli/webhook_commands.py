@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from hubploy.errors import ConfigError
@@ -22,13 +23,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repo", type=Path, metavar="DIR",
                    help="deployment repo whose hubploy-repo.yaml names the staging/prod branches "
                         "(default: the current directory if it is one, else branches staging and prod)")
+    defaults = Routes()
+    for flag, field in (("--lifecycle-deployment", "lifecycle_deployment"),
+                        ("--prod-deployment", "prod_deployment"),
+                        ("--pr-validation-deployment", "pr_validation_deployment")):
+        p.add_argument(flag, dest=field, default=getattr(defaults, field), metavar="FLOW/DEPLOYMENT",
+                       help=f"Prefect deployment to start (default {getattr(defaults, field)})")
     p.set_defaults(func=cmd_serve)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from triggers.webhook import WebhookConfig, serve_webhook
 
-    routes = _routes(args.repo)
+    routes = dataclasses.replace(_routes(args.repo), lifecycle_deployment=args.lifecycle_deployment,
+                                 prod_deployment=args.prod_deployment,
+                                 pr_validation_deployment=args.pr_validation_deployment)
     print(f"webhook receiver: http://{args.host}:{args.port}/webhook "
           f"(staging branch {routes.staging_branch!r}, prod branch {routes.prod_branch!r})", flush=True)
     serve_webhook(args.host, args.port, secret_block=args.secret_block, config=WebhookConfig(routes=routes))

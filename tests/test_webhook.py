@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -44,17 +45,27 @@ Ids = dict[str, uuid.UUID]
 
 # Stand-ins with the parameters of the real flows (flows/*.py); repo_url is a deployment default, as
 # in prefect.yaml. The server enforces the parameter schema, so a mismatch would show here as a 503.
-@flow(name="hubploy-lifecycle")
+# They have names of their own, so that the real deployments of prefect.yaml (run by the session's
+# worker) are never replaced; every receiver here is told these names.
+LIFECYCLE = "webhook-test-lifecycle/lifecycle"
+PROD_DEPLOY = "webhook-test-prod-deploy/prod-deploy"
+PR_VALIDATION = "webhook-test-pr-validation/pr-validation"
+ROUTES = Routes(lifecycle_deployment=LIFECYCLE, prod_deployment=PROD_DEPLOY, pr_validation_deployment=PR_VALIDATION)
+ROUTE_FLAGS = ("--lifecycle-deployment", LIFECYCLE, "--prod-deployment", PROD_DEPLOY,
+               "--pr-validation-deployment", PR_VALIDATION)
+
+
+@flow(name="webhook-test-lifecycle")
 def lifecycle(sha: str, repo_url: str, before: str | None = None, trigger: str = "manual") -> None:
     pass
 
 
-@flow(name="hubploy-prod-deploy")
+@flow(name="webhook-test-prod-deploy")
 def prod_deploy(sha: str, repo_url: str, before: str | None = None, trigger: str = "manual") -> None:
     pass
 
 
-@flow(name="hubploy-pr-validation")
+@flow(name="webhook-test-pr-validation")
 def pr_validation(sha: str, base_sha: str, pr_number: int, repo_url: str) -> None:
     pass
 
@@ -95,7 +106,7 @@ def cli_receiver(tmp_path: Path, *args: str) -> Iterator[str]:
     port = _free_port()
     log = open(tmp_path / f"receiver-{port}.log", "w")
     proc = subprocess.Popen([str(VENV_BIN / "hubploy"), "webhook", "serve", "--port", str(port),
-                             "--secret-block", SECRET_BLOCK, *args], cwd=tmp_path, stdout=log,
+                             "--secret-block", SECRET_BLOCK, *ROUTE_FLAGS, *args], cwd=tmp_path, stdout=log,
                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -189,7 +200,7 @@ def test_push_to_staging_starts_one_lifecycle_run(receiver: str, deployment_ids:
     assert response.status_code == 202, response.text
     assert response.json()["status"] == "started"
     [(name, run)] = runs_for(deployment_ids, after)
-    assert name == "hubploy-lifecycle/lifecycle"
+    assert name == LIFECYCLE
     assert str(run.id) == response.json()["flow_run_id"]
     assert run.parameters == {"sha": after, "before": "0" * 39 + "1", "repo_url": REPO_URL,
                               "trigger": f"github push {delivery}"}
@@ -205,7 +216,7 @@ def test_push_to_prod_starts_the_prod_deploy(receiver: str, deployment_ids: Ids)
     after = sha()
     assert deliver(receiver, "push", push("prod", after)).status_code == 202
     [(name, run)] = runs_for(deployment_ids, after)
-    assert name == "hubploy-prod-deploy/prod-deploy"
+    assert name == PROD_DEPLOY
     assert run.parameters["before"] == "0" * 39 + "1"
 
 
@@ -213,7 +224,7 @@ def test_pull_request_to_staging_starts_validation(receiver: str, deployment_ids
     head = sha()
     assert deliver(receiver, "pull_request", pull_request(head)).status_code == 202
     [(name, run)] = runs_for(deployment_ids, head)
-    assert name == "hubploy-pr-validation/pr-validation"
+    assert name == PR_VALIDATION
     assert run.parameters["base_sha"] == "c" * 40 and run.parameters["pr_number"] == 12
 
 
@@ -318,14 +329,15 @@ def mismatch(commit: str) -> None:
 
 
 @pytest.mark.parametrize("deployment,reason", [
-    ("hubploy-lifecycle/missing", "no such deployment on the Prefect server"),
+    ("webhook-test-lifecycle/missing", "no such deployment on the Prefect server"),
     ("hubploy-mismatch/mismatch", "the Prefect server answered 409: Error creating flow run: "
                                   "Validation failed. Failure reason: 'commit' is a required property"),
 ])
 def test_prefect_refusing_the_run_is_503_and_can_be_redelivered(prefect_api: str, deployment: str,
                                                                  reason: str, deployment_ids: Ids) -> None:
     mismatch.to_deployment(name="mismatch").apply()  # its parameters do not fit: the server refuses the run
-    config = WebhookConfig(routes=Routes(staging_branch="main", lifecycle_deployment=deployment))
+    config = WebhookConfig(routes=dataclasses.replace(ROUTES, staging_branch="main",
+                                                      lifecycle_deployment=deployment))
     after, delivery = sha(), str(uuid.uuid4())
     with in_process_receiver(config) as url:
         for _ in range(2):  # not remembered as seen: a redelivery tries again
@@ -338,26 +350,27 @@ def test_prefect_refusing_the_run_is_503_and_can_be_redelivered(prefect_api: str
 
 
 def test_unreachable_prefect_server_is_a_quick_503(prefect_api: str) -> None:
-    config = WebhookConfig(prefect_timeout=1)
+    config = WebhookConfig(routes=ROUTES, prefect_timeout=1)
     with temporary_settings(updates={PREFECT_API_URL: f"http://127.0.0.1:{_free_port()}/api"}), \
             in_process_receiver(config) as url:
         started = time.monotonic()
         response = deliver(url, "push", push("staging", sha()))
     assert response.status_code == 503
     assert time.monotonic() - started < 5
-    assert response.json()["error"].startswith("cannot start deployment 'hubploy-lifecycle/lifecycle': ")
+    assert response.json()["error"].startswith(f"cannot start deployment '{LIFECYCLE}': ")
 
 
 def test_routes_from_the_config_dataclass(prefect_api: str, deployment_ids: Ids) -> None:
-    config = WebhookConfig(routes=Routes(staging_branch="main", prod_branch="live"), max_body_bytes=1024)
+    config = WebhookConfig(routes=dataclasses.replace(ROUTES, staging_branch="main", prod_branch="live"),
+                           max_body_bytes=1024)
     live, main = sha(), sha()
     with in_process_receiver(config) as url:
         assert deliver(url, "push", push("live", live)).status_code == 202
         assert deliver(url, "push", push("main", main)).status_code == 202
         assert deliver(url, "push", push("staging", sha())).status_code == 202
         assert deliver(url, "push", {**push("main", sha()), "pad": "x" * 1024}).status_code == 413
-    assert [n for n, _ in runs_for(deployment_ids, live)] == ["hubploy-prod-deploy/prod-deploy"]
-    assert [n for n, _ in runs_for(deployment_ids, main)] == ["hubploy-lifecycle/lifecycle"]
+    assert [n for n, _ in runs_for(deployment_ids, live)] == [PROD_DEPLOY]
+    assert [n for n, _ in runs_for(deployment_ids, main)] == [LIFECYCLE]
 
 
 def test_cli_takes_branches_from_the_repo_settings(receiver: str, deployment_ids: Ids,
@@ -368,7 +381,7 @@ def test_cli_takes_branches_from_the_repo_settings(receiver: str, deployment_ids
     with cli_receiver(tmp_path, "--repo", str(repo)) as url:
         assert deliver(url, "push", push("main", main)).json()["status"] == "started"
         assert deliver(url, "push", push("staging", staging)).json()["status"] == "ignored"
-    assert [n for n, _ in runs_for(deployment_ids, main)] == ["hubploy-lifecycle/lifecycle"]
+    assert [n for n, _ in runs_for(deployment_ids, main)] == [LIFECYCLE]
     assert runs_for(deployment_ids, staging) == []
 
 

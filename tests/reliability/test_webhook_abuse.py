@@ -6,42 +6,20 @@ redeliveries and forged deliveries mixed in gives exactly 200 runs, one per deli
 from __future__ import annotations
 
 import json
-import os
 import random
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from fixtures.prefect_worker import POOL, _prefect
 
 # The receiver harness and stand-in deployments of the webhook tests, reused as they are.
-from test_webhook import SECRET, all_runs, deliver, deployment_ids, push, receiver, runs_for, sha, signature  # noqa: F401 (deployment_ids, receiver: fixtures)
+from test_webhook import LIFECYCLE, SECRET, all_runs, deliver, deployment_ids, push, receiver, runs_for, sha, signature  # noqa: F401 (deployment_ids, receiver: fixtures)
 
 pytestmark = [pytest.mark.reliability, pytest.mark.prefect]
 
 Ids = dict[str, uuid.UUID]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def real_deployments_restored(prefect_api: str) -> Iterator[None]:
-    """The stand-ins replace the deployments of prefect.yaml of the same names on the shared server;
-    when the real ones were registered (a worker fixture ran earlier in this session), register them
-    again afterwards so that later lifecycle tests run the real flows."""
-    from prefect.client.orchestration import get_client
-
-    with get_client(sync_client=True) as client:
-        try:
-            real = client.read_deployment_by_name("hubploy-lifecycle/lifecycle")
-        except Exception:  # noqa: BLE001 — not registered: nothing to restore
-            real = None
-    yield
-    if real is not None and real.work_pool_name == POOL:
-        env = {**os.environ, "PREFECT_API_URL": prefect_api, "HUBPLOY_REPO_URL": real.parameters["repo_url"]}
-        deployed = _prefect(["deploy", "--all"], env)
-        assert deployed.returncode == 0, deployed.stdout + deployed.stderr
 
 
 def _no_runs_for(ids: Ids, commits: set[str]) -> list:
@@ -113,7 +91,7 @@ def test_replay_of_one_delivery_starts_one_run(receiver: str, deployment_ids: Id
     if swapped.json()["status"] == "started":  # then it must be the first run, found by its idempotency key
         assert swapped.json()["flow_run_id"] == first.json()["flow_run_id"]
     [(name, run)] = runs_for(deployment_ids, after)
-    assert name == "hubploy-lifecycle/lifecycle" and run.idempotency_key == f"github-{delivery}"
+    assert name == LIFECYCLE and run.idempotency_key == f"github-{delivery}"
     assert runs_for(deployment_ids, other) == []
 
 
