@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
 import socket
 import time
 from pathlib import Path
@@ -25,6 +26,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_approve(args: argparse.Namespace) -> int:
+    """Talks to PREFECT_API_URL when it is set, else to the server `hubploy up` runs on this machine."""
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+
+    from triggers.stack import client_settings
+
+    local = None if os.environ.get("PREFECT_API_URL") else client_settings()
+    if local is None:
+        return _approve(args)
+    with temporary_settings(updates={PREFECT_API_URL: local["PREFECT_API_URL"],
+                                     PREFECT_API_AUTH_STRING: local["PREFECT_API_AUTH_STRING"]}):
+        return _approve(args)
+
+
+def _approve(args: argparse.Namespace) -> int:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
     from prefect.exceptions import ObjectNotFound

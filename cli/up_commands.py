@@ -113,9 +113,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if not args.approve and result.state in ("Paused", "Suspended"):
             console.print(f"""
 Approve in the UI: {result.run_url}
-or in another shell:
-  PREFECT_API_URL={stack.api_url} PREFECT_API_AUTH_STRING="$(cat {stack.paths.auth_file})" \\
-    hubploy approve {result.run_id}
+or in another shell: hubploy approve {result.run_id}
 """ + ("Everything keeps running (--keep); `hubploy down` stops it." if args.keep else
        "Everything keeps running until Ctrl-C."), highlight=False, soft_wrap=True)
             if not args.keep:

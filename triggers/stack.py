@@ -233,3 +233,14 @@ def down(*, say: Say = print, only: tuple[str, ...] | list[str] | None = None) -
         sandbox.down(SandboxPaths.from_env(), say=lambda line: say(f"sandbox: {line}"))
     if paths.state_file.parent.is_dir():
         paths.state_file.write_text(json.dumps(state))
+
+
+def client_settings() -> dict[str, str] | None:
+    """PREFECT_API_URL and PREFECT_API_AUTH_STRING of the server `hubploy up` runs, if it runs."""
+    paths = StackPaths.from_env()
+    if read_pid(paths.pid("prefect-server")) is None or not paths.state_file.is_file():
+        return None
+    port = json.loads(paths.state_file.read_text()).get("port")
+    if not port or not paths.auth_file.is_file():
+        return None
+    return {"PREFECT_API_URL": f"http://127.0.0.1:{port}/api", "PREFECT_API_AUTH_STRING": auth_string(paths)}
