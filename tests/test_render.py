@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import subprocess
 
+import pytest
 import yaml
 
 from conftest import PROJECT_ROOT
 from helpers.cli import run_cli
+from hubploy.layout import load_repo
+from hubploy.render import prepared_values, template
+from hubploy.runner import run
 
 
 def _token(hub: str, env: str, sandbox) -> str:  # type: ignore[no-untyped-def]
@@ -34,3 +38,21 @@ def test_render_errors_are_one_line(sandbox) -> None:  # type: ignore[no-untyped
     missing = run_cli("render", "nosuch", "staging", cwd=PROJECT_ROOT, env=sandbox.env)
     assert missing.returncode == 1 and "no hub named 'nosuch'" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+@pytest.mark.parametrize("helm_version", ["3", "4"])
+@pytest.mark.parametrize("hub,env_name", [("minimal", "staging"), ("minimal", "prod"),
+                                          ("physics", "staging"), ("physics", "prod")])
+def test_every_example_hub_lints_and_renders_with_its_layered_values(sandbox, hub: str, env_name: str,  # type: ignore[no-untyped-def]
+                                                                      helm_version: str) -> None:
+    env = sandbox.env_for(helm_version)
+    repo = load_repo(PROJECT_ROOT)
+    with prepared_values(repo, repo.load_hub(hub), env_name, base_env=env) as prepared:
+        lint = run([env["HELM_EXECUTABLE"], "lint", str(prepared.chart), "--strict", *prepared.values_args],
+                   env=env, check=False)
+        assert lint.returncode == 0, lint.stdout + lint.stderr
+        docs = [d for d in yaml.safe_load_all(template(prepared, env=env)) if d]
+    images = {c["image"] for d in docs if d["kind"] == "Deployment"
+              for c in d["spec"]["template"]["spec"]["containers"]}
+    for spec in repo.load_hub(hub).images:  # every image of the hub is injected at its substitution path
+        assert any(i.startswith(f"{spec.name}:") for i in images), (spec.name, images)
