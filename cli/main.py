@@ -72,6 +72,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
         sys.stdout = open(os.devnull, "w")
         return 0
+    except Exception as exc:  # a bug or an unexpected failure of a library: one line, the trace on -d
+        if args.debug:
+            raise
+        print(f"error: unexpected {type(exc).__name__}: {exc} (hint: run `hubploy -d ...` for the full trace)",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
