@@ -215,25 +215,57 @@ def _recording(result: DeployResult, on_result: Callable[[DeployResult], None] |
             on_result(result)
 
 
-def _deploy(repo: DeploymentRepo, hub: Hub, options: DeployOptions, result: DeployResult, env: dict[str, str],
-            cluster_access: ClusterAccessProvider, image_digest: ImageDigest, logger: Logger) -> None:
-    chart = (options.chart or repo.chart_dir).resolve()
-    executable = helm.helm_executable(env)
-    major = helm.helm_major_version(executable, env)
-    flags = options.flags
-    with contextlib.suppress(HubployError):
-        result.git_sha = head_sha(repo.root)
-    image_values = [values.ImageValue(spec.helm_substitution_path, spec.name, effective_tag(hub, spec))
-                    for spec in hub.images]
-    plan = values.layered_values(hub.dir, repo.root, hub.name, result.env, images=image_values,
-                                 set_values=options.set_values, set_string_values=options.set_string_values)
-    update_dependencies(executable, chart, env=env, logger=logger)                          # 1
-    with decrypted(plan.secret_files, env=sops_env(repo, env),                              # 2
+@dataclass(frozen=True)
+class PreparedValues:
+    """Exactly the values a deploy of one hub/env uses, with secrets decrypted to temp files."""
+
+    hub: Hub
+    env_name: str
+    chart: Path
+    helm: str
+    plan: values.ValuesPlan
+    decrypted: Mapping[Path, Path]   # secret file -> its decrypted temp file
+    values_args: list[str]           # -f ... --set ... --set-string ... (paths of decrypted temp files)
+    merged: dict[str, Any]           # chart values + every layer, as helm merges them
+    secret_strings: list[str]        # every string from a secret file (registered for redaction)
+
+    @property
+    def user_values(self) -> dict[str, Any]:
+        """The layers without the chart's defaults: what `helm get values` reports for the release."""
+        return values.merged_values(self.plan, self.decrypted)
+
+
+@contextlib.contextmanager
+def prepared_values(repo: DeploymentRepo, hub: Hub, env_name: str, *, base_env: Mapping[str, str],
+                    set_values: tuple[str, ...] = (), set_string_values: tuple[str, ...] = (),
+                    chart: Path | None = None, logger: Logger = log) -> Iterator[PreparedValues]:
+    """Layer the values (images injected last), update chart dependencies and decrypt the secrets;
+    the decrypted files exist only inside the ``with`` block."""
+    chart = (chart or repo.chart_dir).resolve()
+    executable = helm.helm_executable(base_env)
+    images = [values.ImageValue(spec.helm_substitution_path, spec.name, effective_tag(hub, spec)) for spec in hub.images]
+    plan = values.layered_values(hub.dir, repo.root, hub.name, env_name, images=images,
+                                 set_values=set_values, set_string_values=set_string_values)
+    update_dependencies(executable, chart, env=base_env, logger=logger)
+    with decrypted(plan.secret_files, env=sops_env(repo, base_env),
                    allow_plaintext=repo.settings.secrets.allow_plaintext) as files:
         secret_strings = register_secret_values(plan.secret_files, files)
         merged = values.merged_values(plan, files, _chart_values(chart))
-        result.values_digest = values_digest(merged, plan.secret_files, files)
-        values_args = plan.helm_args(files)
+        yield PreparedValues(hub, env_name, chart, executable, plan, files, plan.helm_args(files), merged,
+                             secret_strings)
+
+
+def _deploy(repo: DeploymentRepo, hub: Hub, options: DeployOptions, result: DeployResult, env: dict[str, str],
+            cluster_access: ClusterAccessProvider, image_digest: ImageDigest, logger: Logger) -> None:
+    flags = options.flags
+    with contextlib.suppress(HubployError):
+        result.git_sha = head_sha(repo.root)
+    with prepared_values(repo, hub, result.env, base_env=env, set_values=options.set_values,                # 1, 2
+                         set_string_values=options.set_string_values, chart=options.chart, logger=logger) as prepared:
+        executable, chart, files = prepared.helm, prepared.chart, prepared.decrypted
+        major = helm.helm_major_version(executable, env)
+        secret_strings, merged, values_args = prepared.secret_strings, prepared.merged, prepared.values_args
+        result.values_digest = values_digest(merged, prepared.plan.secret_files, files)
         with cluster_access(hub, result.env) as access, ThreadPoolExecutor(2) as background:  # 3
             kube_env = {**access.env, "KUBECONFIG": str(access.kubeconfig)}
             context = access.context.replace("{namespace}", result.namespace) if access.context else None
