@@ -2,7 +2,8 @@
 
 Same arguments as hubploy; what is added: images are checked before helm runs, a stuck release is
 recovered, the hub's health is checked after the upgrade and a failed check is rolled back. Rollback
-on a failed upgrade (`--atomic`) is on by default here; `--no-atomic` turns it off.
+on a failed upgrade (`--atomic`) is on by default here; `--no-atomic` turns it off. A release that
+already runs exactly this chart and these values is left alone (`--redeploy` or `--force` upgrades it).
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="render and validate with helm --dry-run; prints manifests with secrets redacted")
     p.add_argument("--no-health-check", dest="health_check", action="store_false",
                    help="skip the post-deploy health check (and its rollback)")
+    p.add_argument("--redeploy", action="store_true",
+                   help="upgrade even when the release already runs exactly this chart and these values")
     p.set_defaults(func=cmd_deploy)
 
 
@@ -104,7 +107,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
                          debug=getattr(args, "helm_debug", False))
     options = DeployOptions(namespace=args.namespace, chart=chart, set_values=tuple(args.set_values),
                             set_string_values=tuple(args.set_string_values), flags=flags,
-                            health_check=args.health_check)
+                            health_check=args.health_check, skip_unchanged=not (args.redeploy or args.force))
     for name in ("hubploy.deploy", "hubploy.health"):  # progress lines, even without --verbose
         logging.getLogger(name).setLevel(logging.DEBUG if getattr(args, "debug", False) else logging.INFO)
     result = deploy(repo, args.hub, args.environment, options=options, base_env=env,

@@ -5,12 +5,15 @@ The sequence (each step fails before the next one runs):
 1. ``helm dependency update``, skipped while Chart.yaml/Chart.lock and charts/ match a stamp file;
 2. decrypt the secret values files just in time (0600 temp files, removed afterwards);
 3. get cluster credentials (a provider passed in; the core never imports Prefect blocks);
-4. create the namespace if it is missing;
-5. preflight ``helm template`` with exactly the values arguments of the upgrade;
-6. check that every image in the merged values (every ``{name, tag}`` mapping) is in its registry;
-7. recover a stuck release, then ``helm upgrade --install --wait --timeout`` with rollback on failure;
-8. health check: rollouts, then ``GET <hub url>/hub/api``; on failure roll back and raise
-   :class:`~hubploy.errors.HealthCheckError`.
+4. create the namespace if it is missing (while the release's history is read);
+5. check that every image in the merged values (every ``{name, tag}`` mapping) is in its registry;
+6. stop if the deployed revision was made by hubploy from exactly this chart and these values (its helm
+   description carries their digest): nothing to upgrade (``skip_unchanged=False`` upgrades anyway);
+7. recover a stuck release, then ``helm upgrade --install --wait --timeout`` with rollback on failure.
+   Helm renders and validates the chart before it changes anything, so a render or schema error
+   leaves the release untouched (no separate ``helm template`` pass is needed);
+8. health check: ``GET <hub url>/hub/api`` (helm has already waited for the rollouts); on failure roll
+   back and raise :class:`~hubploy.errors.HealthCheckError`.
 
 Only the release is ever changed; nothing here touches ``os.environ`` (deploys run in threads).
 """
@@ -26,7 +29,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -76,6 +79,7 @@ class ClusterAccessLike(Protocol):
 
 
 ClusterAccessProvider = Callable[[Hub, str], AbstractContextManager[ClusterAccessLike]]
+ClusterSlot = Callable[[], AbstractContextManager[object]]  # held while a deploy loads the cluster API
 ImageDigest = Callable[[str, str], "str | None"]
 RegistryCredentialsFor = Callable[[str], "RegistryCredentials | None"]
 Logger = logging.Logger | logging.LoggerAdapter
@@ -94,6 +98,7 @@ class DeployOptions:
         default_factory=lambda: helm.UpgradeFlags(timeout=DEFAULT_TIMEOUT, atomic=True))
     health_check: bool = True
     health_timeout: float | None = None   # None: the repo's health_check_timeout
+    skip_unchanged: bool = True           # False: upgrade even if the release already runs this configuration
 
 
 @dataclass(frozen=True)
@@ -137,11 +142,14 @@ class DeployResult:
 def deploy(repo: DeploymentRepo, hub_name: str, env_name: str, *, options: DeployOptions = DeployOptions(),
            cluster_access: ClusterAccessProvider | None = None, base_env: Mapping[str, str] | None = None,
            registry_credentials: RegistryCredentialsFor | None = None, logger: Logger = log,
-           on_result: Callable[[DeployResult], None] | None = None) -> DeployResult:
+           on_result: Callable[[DeployResult], None] | None = None,
+           cluster_slot: ClusterSlot = contextlib.nullcontext) -> DeployResult:
     """Run the deploy sequence for ``hub_name`` in ``env_name`` and return what happened.
 
     ``cluster_access`` and ``registry_credentials`` (host -> credentials, asked only when a registry
     refuses anonymous access) default to the hub's classic key files, without Prefect blocks.
+    ``cluster_slot`` is entered around the steps that load the cluster API (namespace, history,
+    upgrade) and left before the health check waits for the hub.
     Raises a :class:`~hubploy.errors.HubployError` on any failure (after any rollback);
     ``on_result`` is always called with the final result, on success and failure alike.
     """
@@ -153,7 +161,7 @@ def deploy(repo: DeploymentRepo, hub_name: str, env_name: str, *, options: Deplo
     # One registry client for all image checks of this deploy (one TLS setup and connection, not one per image).
     with _recording(result, on_result), httpx.Client(timeout=REGISTRY_TIMEOUT) as registry_client:
         _deploy(repo, hub, options, result, env, cluster_access or classic_cluster_access(sops_env(repo, env)),
-                registry_image_digest(env, credentials_for, client=registry_client), logger)
+                registry_image_digest(env, credentials_for, client=registry_client), logger, cluster_slot)
     return result
 
 
@@ -189,7 +197,6 @@ def rollback_hub(repo: DeploymentRepo, hub_name: str, env_name: str, *, revision
         result.revision_after = after.revision if after else None
         if health_check:
             result.hub_version = check_health(hub, env_name, namespace=ns, release=name, env=kube_env,
-                                              kube_context=context,
                                               timeout=health_timeout or repo.settings.health_check_timeout,
                                               logger=logger)
         result.result = "rolled-back"
@@ -256,63 +263,87 @@ def prepared_values(repo: DeploymentRepo, hub: Hub, env_name: str, *, base_env: 
 
 
 def _deploy(repo: DeploymentRepo, hub: Hub, options: DeployOptions, result: DeployResult, env: dict[str, str],
-            cluster_access: ClusterAccessProvider, image_digest: ImageDigest, logger: Logger) -> None:
+            cluster_access: ClusterAccessProvider, image_digest: ImageDigest, logger: Logger,
+            cluster_slot: ClusterSlot) -> None:
     flags = options.flags
     with contextlib.suppress(HubployError):
         result.git_sha = head_sha(repo.root)
     with prepared_values(repo, hub, result.env, base_env=env, set_values=options.set_values,                # 1, 2
                          set_string_values=options.set_string_values, chart=options.chart, logger=logger) as prepared:
-        executable, chart, files = prepared.helm, prepared.chart, prepared.decrypted
+        executable, chart = prepared.helm, str(prepared.chart)
         major = helm.helm_major_version(executable, env)
-        secret_strings, merged, values_args = prepared.secret_strings, prepared.merged, prepared.values_args
-        result.values_digest = values_digest(merged, prepared.plan.secret_files, files)
-        with cluster_access(hub, result.env) as access, ThreadPoolExecutor(2) as background:  # 3
+        result.values_digest = values_digest(prepared.merged, prepared.plan.secret_files, prepared.decrypted)
+        with cluster_access(hub, result.env) as access:                                                   # 3
             kube_env = {**access.env, "KUBECONFIG": str(access.kubeconfig)}
             context = access.context.replace("{namespace}", result.namespace) if access.context else None
-            # Speed: the namespace check (4) and the read-only history read of step 7 run while the
-            # client-side preflight (5, 6) runs. Outcomes are as if in order: a namespace error wins
-            # over a preflight refusal, and a refusal removes a namespace created for this deploy.
-            namespace: Future[bool] | None = None
-            history: Future[list[helm.Revision]] | None = None
-            if not flags.dry_run:
-                namespace = background.submit(ensure_namespace, result.namespace, env=kube_env,  # 4
-                                              kube_context=context, logger=logger)
-                history = background.submit(release_history, executable, result.release, result.namespace,
-                                            env=kube_env, kube_context=context)
-            try:
-                logger.info("preflight: helm template %s", result.release)
-                run(helm.template_argv(executable, result.release, str(chart), result.namespace,  # 5
-                                       values_args, version=flags.version),
-                    env=env, hint="the chart does not render with these values")
-                result.images = check_images(merged, image_digest, logger=logger)          # 6
-            except HubployError:
-                created = namespace is not None and namespace.result()  # its error, if any, comes first
-                result.result = "refused"
-                if created:
-                    logger.info("removing namespace %s, created for this deploy: nothing was deployed",
-                                result.namespace)
-                    run(kubectl_argv(kube_env, context, "delete", "namespace", result.namespace, "--wait=false"),
-                        env=kube_env, check=False)
-                raise
-            # A namespace created just now (perhaps after waiting out a terminating one) holds no release.
-            created = namespace is not None and namespace.result()
             if flags.dry_run:
-                out = run(helm.upgrade_argv(executable, major, result.release, str(chart), result.namespace,
-                                            values_args, flags, kube_context=context), env=kube_env)
-                result.rendered = redact_rendered(out.stdout, secret_strings)
+                result.images = check_images(prepared.merged, image_digest, logger=logger)
+                out = run(helm.upgrade_argv(executable, major, result.release, chart, result.namespace,
+                                            prepared.values_args, flags, kube_context=context), env=kube_env)
+                result.rendered = redact_rendered(out.stdout, prepared.secret_strings)
                 result.result = "dry-run"
                 return
-            assert history is not None
-            _upgrade_and_check(hub, executable, major, str(chart), values_args, options, result, kube_env,
-                               context, logger, history=[] if created else history.result())
+            with cluster_slot():
+                history, created = _prepare_release(prepared, result, image_digest, kube_env, context, logger)  # 4, 5
+                stamp = config_stamp(config_digest(prepared, result.release, result.namespace, flags.version))
+                current = helm.last_deployed(history)
+                if (options.skip_unchanged and history and current is history[-1]                         # 6
+                        and current.status == "deployed" and stamp in current.description):
+                    result.revision_before = result.revision_after = current.revision
+                    result.result = "unchanged"
+                    result.message = (f"revision {current.revision} already runs exactly this chart and these values;"
+                                      " nothing to upgrade")
+                    logger.info("%s: %s", result.release, result.message)
+                else:
+                    try:
+                        _upgrade(executable, major, chart, prepared.values_args, options, result, kube_env,  # 7
+                                 context, logger, history=history,
+                                 description=f"{stamp} (git {(result.git_sha or 'unknown')[:12]})")
+                    except DeployError:
+                        # Nothing of the release is left when helm refused it or --atomic removed the first install.
+                        if created and (result.result == "refused" or options.flags.atomic):
+                            remove_namespace(result.namespace, env=kube_env, kube_context=context, logger=logger)
+                        raise
+            if options.health_check:
+                _check_health_or_roll_back(hub, executable, options, result, kube_env, context, logger)  # 8
+            elif result.result == "pending":
+                result.result = "deployed"
 
 
-def _upgrade_and_check(hub: Hub, executable: str, major: int, chart: str, values_args: list[str],
-                       options: DeployOptions, result: DeployResult, env: dict[str, str], context: str | None,
-                       logger: Logger, history: list[helm.Revision] | None = None) -> None:
+def _prepare_release(prepared: PreparedValues, result: DeployResult, image_digest: ImageDigest,
+                     env: dict[str, str], context: str | None, logger: Logger) -> tuple[list[helm.Revision], bool]:
+    """Steps 4 and 5: make sure the namespace exists and every image is in its registry. Returns the
+    release's history (read meanwhile) and whether the namespace was created just now.
+
+    Outcomes are as if in order: a namespace error wins over an image refusal, and a refusal removes a
+    namespace created for this deploy.
+    """
+    with ThreadPoolExecutor(2) as background:
+        namespace = background.submit(ensure_namespace, result.namespace, env=env, kube_context=context,
+                                      logger=logger)
+        history = background.submit(release_history, prepared.helm, result.release, result.namespace,
+                                    env=env, kube_context=context)
+        try:
+            result.images = check_images(prepared.merged, image_digest, logger=logger)
+        except HubployError:
+            result.result = "refused"
+            if namespace.result():  # its error, if any, comes first
+                remove_namespace(result.namespace, env=env, kube_context=context, logger=logger)
+            raise
+        # A namespace created just now (perhaps after waiting out a terminating one) holds no release.
+        created = namespace.result()
+        return ([] if created else history.result()), created
+
+
+def _upgrade(executable: str, major: int, chart: str, values_args: list[str], options: DeployOptions,
+             result: DeployResult, env: dict[str, str], context: str | None, logger: Logger, *,
+             history: list[helm.Revision], description: str) -> None:
+    """Step 7: recover a stuck release, then ``helm upgrade --install --wait`` with rollback on failure.
+
+    Helm renders and validates the chart before it changes anything, so a chart or values error leaves
+    the release as it was (no new revision) and is reported as such.
+    """
     name, ns = result.release, result.namespace
-    if history is None:
-        history = release_history(executable, name, ns, env=env, kube_context=context)
     result.recovered = recover_stuck_release(executable, name, ns, env=env, kube_context=context,
                                              timeout=options.flags.timeout, logger=logger, history=history)
     if result.recovered:
@@ -322,15 +353,20 @@ def _upgrade_and_check(hub: Hub, executable: str, major: int, chart: str, values
     logger.info("helm upgrade %s in %s (deployed revision before: %s)", name, ns, result.revision_before or "none")
     try:
         upgraded = run(helm.upgrade_argv(executable, major, name, chart, ns, values_args, options.flags,
-                                         kube_context=context),
+                                         kube_context=context, description=description),
                        env=env, on_line=lambda line: logger.debug("helm: %s", line))
     except CommandError as exc:
-        after = helm.last_deployed(release_history(executable, name, ns, env=env, kube_context=context))
+        after_history = release_history(executable, name, ns, env=env, kube_context=context)
+        after = helm.last_deployed(after_history)
         result.revision_after = after.revision if after else None
-        rolled = options.flags.atomic and result.revision_before is not None
-        result.result = "rolled-back" if rolled else "failed"
-        where = (f"rolled back; revision {result.revision_after} is serving" if rolled
-                 else "the first install was removed" if options.flags.atomic else "no rollback was requested")
+        if [r.revision for r in after_history] == [r.revision for r in history]:
+            result.result = "refused"
+            where = "nothing was changed: the chart does not render or validate with these values"
+        else:
+            rolled = options.flags.atomic and result.revision_before is not None
+            result.result = "rolled-back" if rolled else "failed"
+            where = (f"rolled back; revision {result.revision_after} is serving" if rolled
+                     else "the first install was removed" if options.flags.atomic else "no rollback was requested")
         raise DeployError(f"helm upgrade of {name} failed ({where}): {_last_line(exc.stderr_tail)}",
                           hint=f"`kubectl get pods -n {ns}` shows what is not ready; --debug logs helm's output"
                           ) from None
@@ -338,17 +374,25 @@ def _upgrade_and_check(hub: Hub, executable: str, major: int, chart: str, values
     if result.revision_after is None:
         current = helm.last_deployed(release_history(executable, name, ns, env=env, kube_context=context))
         result.revision_after = current.revision if current else None
-    if not options.health_check:
-        result.result = "deployed"
-        return
+
+
+def _check_health_or_roll_back(hub: Hub, executable: str, options: DeployOptions, result: DeployResult,
+                               env: dict[str, str], context: str | None, logger: Logger) -> None:
+    """Step 8, outside the cluster slot (it waits on the hub, not on the cluster API). An unchanged
+    release is only probed: it failing is not this deploy's doing, so nothing is rolled back."""
+    name, ns = result.release, result.namespace
+    unchanged = result.result == "unchanged"
     try:
         result.hub_version = check_health(hub, result.env, namespace=ns, release=name, env=env,
-                                          kube_context=context,
                                           timeout=options.health_timeout or hub.repo.settings.health_check_timeout,
-                                          logger=logger)
+                                          logger=logger, just_replaced=not unchanged)
     except HealthCheckError as exc:
-        result.result = "rolled-back" if result.revision_before else "failed"
         reason = exc.message
+        if unchanged:
+            result.result = "failed"
+            raise HealthCheckError(f"{name}: health check failed on revision {result.revision_after}, which already "
+                                   f"ran this configuration (nothing was changed or rolled back): {reason}") from None
+        result.result = "rolled-back" if result.revision_before else "failed"
         if result.revision_before is not None:
             logger.warning("health check of %s failed (%s); rolling back to revision %s",
                            name, reason, result.revision_before)
@@ -370,8 +414,9 @@ def _upgrade_and_check(hub: Hub, executable: str, major: int, chart: str, values
         result.revision_after = None
         raise HealthCheckError(f"{name}: health check failed on the first install, which was removed: {reason}"
                                ) from None
-    result.result = "deployed"
-    logger.info("deployed %s revision %s (JupyterHub %s)", name, result.revision_after, result.hub_version)
+    if not unchanged:
+        result.result = "deployed"
+        logger.info("deployed %s revision %s (JupyterHub %s)", name, result.revision_after, result.hub_version)
 
 
 _STATUS_LINE = re.compile(r"^STATUS: (\S+)\s*$")
@@ -554,7 +599,14 @@ def ensure_namespace(namespace: str, *, env: Mapping[str, str], kube_context: st
     return made.returncode == 0
 
 
-# --- step 6: images --------------------------------------------------------------------------------------
+def remove_namespace(namespace: str, *, env: Mapping[str, str], kube_context: str | None = None,
+                     logger: Logger = log) -> None:
+    """Delete a namespace this deploy created when nothing was deployed into it (best effort)."""
+    logger.info("removing namespace %s, created for this deploy: nothing was deployed", namespace)
+    run(kubectl_argv(env, kube_context, "delete", "namespace", namespace, "--wait=false"), env=env, check=False)
+
+
+# --- step 5: images --------------------------------------------------------------------------------------
 
 def image_references(merged: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     """Every ``{name, tag}`` mapping in ``merged``: (dotted path, name, tag), in values order."""
@@ -639,6 +691,30 @@ def check_images(merged: Mapping[str, Any], image_digest: ImageDigest, *, logger
                           hint="build and push them first (`hubploy build <hub> --push`), or fix the tag")
     logger.info("images present: %s", ", ".join(sorted({f"{r.reference}@{r.digest}" for r in refs})) or "none")
     return refs
+
+
+# --- step 6: unchanged releases ----------------------------------------------------------------------------
+
+CONFIG_STAMP_PREFIX = "hubploy config sha256:"
+
+
+def config_digest(prepared: PreparedValues, release: str, namespace: str, version: str | None) -> str:
+    """sha256 of everything that decides what helm deploys: every file of the chart, the merged values
+    (secrets included: helm stores them in the release anyway), the ``--set`` arguments, release,
+    namespace and chart version. Comments and key order in values files do not count."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in prepared.chart.rglob("*") if p.is_file() and p.name != DEPS_STAMP):
+        digest.update(f"{path.relative_to(prepared.chart)}\0".encode())
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    described = {"values": prepared.merged, "set": prepared.plan.set_args, "set-string": prepared.plan.set_string_args,
+                 "release": release, "namespace": namespace, "version": version}
+    digest.update(json.dumps(described, sort_keys=True, separators=(",", ":"), default=str).encode())
+    return digest.hexdigest()
+
+
+def config_stamp(digest: str) -> str:
+    """What a revision's helm description carries, so a later deploy can tell it is unchanged."""
+    return CONFIG_STAMP_PREFIX + digest
 
 
 # --- step 7: release state, recovery and rollback -----------------------------------------------------------

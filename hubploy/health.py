@@ -1,4 +1,4 @@
-"""Post-deploy health check: the release's rollouts finished, and its hub answers as JupyterHub does.
+"""Post-deploy health check: the hub answers as JupyterHub does (helm's ``--wait`` covers the rollouts).
 
 The hub's URL is ``environments.<env>.url`` of its hubploy.yaml. On the sandbox the JSON map at
 ``HUBPLOY_HUB_URLS`` (``{"<namespace or release>": "http://127.0.0.1:PORT"}``) takes precedence: it
@@ -16,34 +16,14 @@ from pathlib import Path
 
 import httpx
 
-from hubploy.errors import CommandError, HealthCheckError
+from hubploy.errors import HealthCheckError
 from hubploy.layout import Hub
-from hubploy.runner import run
 
 log = logging.getLogger("hubploy.health")
 
 HUB_URLS_ENV = "HUBPLOY_HUB_URLS"
 # The sandbox agent notices a replaced hub pod within ~1 s; a success must hold across that window.
 CONFIRM_DELAY = 1.2
-
-
-def wait_for_rollouts(namespace: str, *, env: Mapping[str, str], timeout: float,
-                      kube_context: str | None = None) -> list[str]:
-    """``kubectl rollout status`` for every Deployment and StatefulSet in ``namespace``; their names."""
-    kubectl = [env.get("KUBECTL_EXECUTABLE", "kubectl"), *(["--context", kube_context] if kube_context else [])]
-    names = run([*kubectl, "get", "deployments,statefulsets", "--namespace", namespace, "-o", "name"],
-                env=env).stdout.split()
-    deadline = time.monotonic() + timeout
-    for name in names:
-        left = max(1, int(deadline - time.monotonic()))
-        try:
-            run([*kubectl, "rollout", "status", name, "--namespace", namespace, f"--timeout={left}s"],
-                env=env, timeout=left + 30)
-        except CommandError as exc:
-            raise HealthCheckError(f"{name} in {namespace} did not finish rolling out: "
-                                   f"{exc.stderr_tail.strip().splitlines()[-1] if exc.stderr_tail.strip() else exc}"
-                                   ) from None
-    return names
 
 
 def url_source(hub: Hub, env_name: str, namespace: str, release: str,
@@ -107,17 +87,18 @@ def wait_for_hub_api(urls: Callable[[], str | None], *, timeout: float, confirm:
 
 
 def check_health(hub: Hub, env_name: str, *, namespace: str, release: str, env: Mapping[str, str],
-                 kube_context: str | None = None, timeout: float = 180.0,
+                 timeout: float = 180.0, just_replaced: bool = True,
                  logger: logging.Logger | logging.LoggerAdapter = log) -> str | None:
-    """Rollouts, then the hub API; returns the JupyterHub version (None when no URL is configured)."""
-    start = time.monotonic()
-    wait_for_rollouts(namespace, env=env, timeout=timeout, kube_context=kube_context)
+    """The hub API answers as JupyterHub; returns its version (None when no URL is configured).
+
+    Call it after ``helm upgrade/rollback --wait``: helm has already waited for the release's rollouts.
+    ``just_replaced=False`` (a release left as it was) skips the sandbox's confirmation delay.
+    """
     urls = url_source(hub, env_name, namespace, release, env)
     on_sandbox = HUB_URLS_ENV in env
     if not on_sandbox and urls() is None:
-        logger.warning("hub %s has no url for %s in hubploy.yaml; only its rollouts were checked", hub.name, env_name)
+        logger.warning("hub %s has no url for %s in hubploy.yaml; its health was not checked", hub.name, env_name)
         return None
-    left = max(5.0, timeout - (time.monotonic() - start))
-    version = wait_for_hub_api(urls, timeout=left, confirm=on_sandbox)
+    version = wait_for_hub_api(urls, timeout=timeout, confirm=on_sandbox and just_replaced)
     logger.info("health check of %s passed: %s/hub/api answers JupyterHub %s", release, urls(), version)
     return version

@@ -77,7 +77,9 @@ def template_argv(helm: str, name: str, chart: str, namespace: str, values_args:
 
 
 def upgrade_argv(helm: str, major: int, name: str, chart: str, namespace: str, values_args: Sequence[str],
-                 flags: UpgradeFlags = UpgradeFlags(), *, kube_context: str | None = None) -> list[str]:
+                 flags: UpgradeFlags = UpgradeFlags(), *, kube_context: str | None = None,
+                 description: str | None = None) -> list[str]:
+    """``description`` is stored with the new revision (``helm history`` shows it)."""
     argv = [helm, "upgrade", "--wait", "--install", "--namespace", namespace, name, chart]
     if flags.version:
         argv += ["--version", flags.version]
@@ -93,6 +95,8 @@ def upgrade_argv(helm: str, major: int, name: str, chart: str, namespace: str, v
         argv.append("--dry-run" if major < 4 else "--dry-run=client")
     if flags.debug:
         argv.append("--debug")
+    if description:
+        argv += ["--description", description]
     return [*argv, *_context(kube_context), *values_args]
 
 

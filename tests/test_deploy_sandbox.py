@@ -23,7 +23,7 @@ import yaml
 from fixtures.sandbox import Sandbox
 from helpers.cli import run_cli
 
-from hubploy.deploy import DeployOptions, DeployResult, deploy
+from hubploy.deploy import CONFIG_STAMP_PREFIX, DeployOptions, DeployResult, deploy
 from hubploy.errors import DeployError, HealthCheckError
 from hubploy.helm import UpgradeFlags
 from hubploy.layout import load_repo
@@ -121,7 +121,7 @@ def hub_repo(tmp_path: Path, sandbox: Sandbox, request: pytest.FixtureRequest) -
     sandbox.kubectl("delete", "namespace", repo.namespace, "--wait=false", "--ignore-not-found", check=False)
 
 
-def test_first_install_upgrade_and_noop_upgrade(hub_repo: HubRepo) -> None:
+def test_first_install_upgrade_unchanged_and_redeploy(hub_repo: HubRepo) -> None:
     first = hub_repo.deploy()
     assert (first.result, first.revision_before, first.revision_after) == ("deployed", None, 1)
     assert first.hub_version == hub_repo.hub_version()
@@ -129,17 +129,43 @@ def test_first_install_upgrade_and_noop_upgrade(hub_repo: HubRepo) -> None:
                                               "jupyterhub.singleuser.image"}
     assert all(i.digest and i.digest.startswith("sha256:") for i in first.images)
     assert first.git_sha and first.values_digest.startswith("sha256:")
+    assert hub_repo.history()[-1]["description"].startswith(CONFIG_STAMP_PREFIX)
 
-    second = hub_repo.deploy(DeployOptions(set_string_values=("jupyterhub.hub.extraEnv.COLOUR=blue",),
-                                           flags=FAST.flags, health_timeout=60))
+    colour = ("jupyterhub.hub.extraEnv.COLOUR=blue",)
+    second = hub_repo.deploy(DeployOptions(set_string_values=colour, flags=FAST.flags, health_timeout=60))
     assert (second.result, second.revision_before, second.revision_after) == ("deployed", 1, 2)
     assert second.values_digest != first.values_digest
 
-    noop = hub_repo.deploy(DeployOptions(set_string_values=("jupyterhub.hub.extraEnv.COLOUR=blue",),
-                                         flags=FAST.flags, health_timeout=60))
-    assert (noop.result, noop.revision_before, noop.revision_after) == ("deployed", 2, 3)
-    assert noop.values_digest == second.values_digest
-    assert [r["status"] for r in hub_repo.history()] == ["superseded", "superseded", "deployed"]
+    # The same chart and values again, after a comment-only commit: nothing to upgrade, the hub is probed.
+    common = hub_repo.hub_dir / "config" / "common.yaml"
+    common.write_text("# a comment changes no value\n" + common.read_text())
+    hub_repo.commit("a comment")
+    unchanged = hub_repo.deploy(DeployOptions(set_string_values=colour, flags=FAST.flags, health_timeout=60))
+    assert (unchanged.result, unchanged.revision_before, unchanged.revision_after) == ("unchanged", 2, 2)
+    assert unchanged.hub_version == hub_repo.hub_version() and "nothing to upgrade" in unchanged.message
+    assert unchanged.values_digest == second.values_digest
+    assert len(hub_repo.history()) == 2
+
+    redeploy = hub_repo.deploy(DeployOptions(set_string_values=colour, flags=FAST.flags, health_timeout=60,
+                                             skip_unchanged=False))
+    assert (redeploy.result, redeploy.revision_before, redeploy.revision_after) == ("deployed", 2, 3)
+
+    # A chart file change is a change even when every value is the same.
+    (hub_repo.root / "hub" / "templates" / "extra.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: extra\ndata:\n  a: b\n")
+    hub_repo.commit("a chart change")
+    changed = hub_repo.deploy(DeployOptions(set_string_values=colour, flags=FAST.flags, health_timeout=60))
+    assert (changed.result, changed.revision_before, changed.revision_after) == ("deployed", 3, 4)
+    assert [r["status"] for r in hub_repo.history()] == ["superseded"] * 3 + ["deployed"]
+
+
+def test_unchanged_release_that_is_unhealthy_fails_without_a_rollback(hub_repo: HubRepo) -> None:
+    assert hub_repo.deploy().result == "deployed"
+    hub_repo.env = {**hub_repo.env, "HUBPLOY_HUB_URLS": str(hub_repo.root / "no-urls.json")}
+    (hub_repo.root / "no-urls.json").write_text("{}")
+    with pytest.raises(HealthCheckError, match="nothing was changed or rolled back"):
+        hub_repo.deploy(DeployOptions(flags=FAST.flags, health_timeout=3))
+    assert [r["status"] for r in hub_repo.history()] == ["deployed"]
 
 
 @pytest.mark.parametrize("hub_repo", ["4"], indirect=True)
@@ -234,6 +260,28 @@ def test_missing_image_is_refused_before_helm_runs(hub_repo: HubRepo, sandbox: S
     with pytest.raises(DeployError, match="refusing to deploy"):
         hub_repo.deploy()
     assert len(hub_repo.history()) == 1
+
+
+def test_chart_that_does_not_render_changes_nothing(hub_repo: HubRepo, sandbox: Sandbox) -> None:
+    broken = hub_repo.root / "hub" / "templates" / "broken.yaml"
+    broken.write_text("kind: ConfigMap\ndata:\n  x: {{ .Values.no.such.key }}\n")
+    hub_repo.commit("a template that cannot render")
+    results: list[DeployResult] = []
+    with pytest.raises(DeployError, match="nothing was changed: the chart does not render.*broken.yaml"):
+        deploy(load_repo(hub_repo.root), hub_repo.name, "staging", options=FAST, base_env=hub_repo.env,
+               on_result=results.append)
+    assert results[0].result == "refused" and hub_repo.history() == []
+    gone = sandbox.kubectl("get", "namespace", hub_repo.namespace, "-o", "jsonpath={.status.phase}", check=False)
+    assert gone.returncode != 0 or gone.stdout == "Terminating", "the namespace created for it was left behind"
+
+    broken.unlink()
+    hub_repo.commit("fixed")
+    assert hub_repo.deploy().revision_after == 1
+    broken.write_text("kind: ConfigMap\ndata:\n  x: {{ .Values.no.such.key }}\n")
+    hub_repo.commit("broken again")
+    with pytest.raises(DeployError, match="nothing was changed"):
+        hub_repo.deploy()
+    assert [r["status"] for r in hub_repo.history()] == ["deployed"]
 
 
 def test_cli_deploy_and_dry_run_never_prints_secrets(hub_repo: HubRepo) -> None:

@@ -51,7 +51,7 @@ def test_build_and_deploy_print_progress_lines(deploy_repo: lc.DeployRepo) -> No
     assert deployed.returncode == 0, deployed.stderr
     text = deployed.stdout + deployed.stderr
     release = f"{repo.hub}-staging"
-    for line in ("preflight: helm template", f"helm upgrade {release} in {release}",
+    for line in ("images present:", f"helm upgrade {release} in {release}",
                  f"health check of {release} passed", f"deployed {release} revision 1"):
         assert line in text, text
 
@@ -82,7 +82,7 @@ def test_a_deploy_run_streams_its_progress_into_prefect_logs(deploy_repo: lc.Dep
     run = wait_for_state(run.id, lambda r: r.state is not None and r.state.is_final(), worker=hubploy_worker)
     assert run.state.is_completed(), run.state.message
     release = f"{repo.hub}-prod"
-    wanted = ("preflight: helm template", f"helm upgrade {release} in {release}",
+    wanted = ("images present:", f"helm upgrade {release} in {release}",
               f"health check of {release} passed", f"deployed {release} revision 1")
     deadline = time.monotonic() + 30  # the API log handler ships in batches, after the state may be final
     while True:
