@@ -24,7 +24,7 @@ from hubploy.validate import validate_repo
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("deploy", help="deploy a hub with helm: preflight, image check, upgrade, health check",
+    p = sub.add_parser("deploy", help="deploy a hub with helm: image check, upgrade, health check",
                        description=__doc__)
     p.add_argument("hub", help="hub directory name under deployments/")
     p.add_argument("chart", help="path of the local umbrella chart, e.g. hub")

@@ -71,7 +71,7 @@ def dependency_update_argv(helm: str, chart: str) -> list[str]:
 
 def template_argv(helm: str, name: str, chart: str, namespace: str, values_args: Sequence[str], *,
                   version: str | None = None) -> list[str]:
-    """The preflight render: client-side only, with exactly the upgrade's values arguments."""
+    """A client-side render (``hubploy render``, drift and the approval diff), with a deploy's values arguments."""
     return [helm, "template", name, chart, "--namespace", namespace,
             *(["--version", version] if version else []), *values_args]
 
