@@ -303,6 +303,11 @@ def test_cli_deploy_and_dry_run_never_prints_secrets(hub_repo: HubRepo) -> None:
                       env={**env, "CI": "true"})
     assert refused.returncode == 1 and "refused in CI" in refused.stderr
 
+    again = run_cli("deploy", hub_repo.name, "hub", "staging", "--timeout", "60", cwd=hub_repo.root, env=env)
+    assert again.returncode == 0 and f"{hub_repo.release}: unchanged (revision 1 -> 1" in again.stderr, again.stderr
+    forced = run_cli("deploy", hub_repo.name, "hub", "staging", "--redeploy", cwd=hub_repo.root, env=env)
+    assert forced.returncode == 0 and f"{hub_repo.release}: deployed (revision 1 -> 2" in forced.stderr, forced.stderr
+
 
 @pytest.mark.prefect
 def test_concurrent_deploys_of_one_release_are_serialized(hub_repo: HubRepo, prefect_api: str,
