@@ -6,7 +6,8 @@ Locks are Prefect global concurrency limits, created (or corrected) on first use
 - ``deploy-<release>`` with limit 1: two runs never drive the same release at once;
 - ``cluster-<name>`` with limit ``cluster_concurrency`` of hubploy-repo.yaml: fleet deploys do not
   overload one cluster. The release lock is taken first, so a run waiting for a cluster slot never
-  blocks another release.
+  blocks another release. The tasks of one process queue for the cluster slots in a process-local
+  FIFO and pass a slot they leave straight on to the next waiting task (``process_slot``).
 
 Every deploy or rollback, successful or not, writes a markdown artifact with key ``audit-<release>``.
 """
@@ -14,8 +15,10 @@ Every deploy or rollback, successful or not, writes a markdown artifact with key
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import threading
+from collections import deque
 from collections.abc import Iterator, Mapping
 from functools import partial
 from typing import Any
@@ -24,7 +27,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.client.orchestration import get_client
 from prefect.concurrency.sync import concurrency
-from prefect.context import FlowRunContext, TaskRunContext
+from prefect.context import FlowRunContext, SettingsContext, TaskRunContext, get_settings_context
 from prefect.exceptions import ObjectAlreadyExists
 
 from blocks.resolve import cluster_access_for
@@ -81,6 +84,222 @@ def cluster_key(hub: Hub) -> str:
     return "-".join(p for p in parts if p)
 
 
+class _Claim:
+    """One task's place in a gate's queue: granted a keeper (a server slot), or failed."""
+
+    def __init__(self) -> None:
+        self.decided = threading.Event()
+        self.keeper: _Keeper | None = None
+        self.error: Exception | None = None
+
+    def grant(self, keeper: _Keeper) -> None:
+        self.keeper = keeper
+        self.decided.set()
+
+    def fail(self, error: Exception) -> None:
+        self.error = error
+        self.decided.set()
+
+
+def _retry_after(error: Exception) -> float | None:
+    """The server's Retry-After when it refused a slot because the limit is full (HTTP 423), else None."""
+    response = getattr(error.__cause__, "response", None)
+    if getattr(response, "status_code", None) != 423:
+        return None
+    return float(response.headers.get("Retry-After", 1.0))
+
+
+class _Keeper:
+    """A thread that gets one slot of the gate's limit from the server (Prefect's strict ``concurrency``,
+    with its lease renewal) and holds it while the tasks of this process pass it on to each other."""
+
+    def __init__(self, gate: _SlotGate, settings: SettingsContext) -> None:
+        self.gate = gate
+        self.settings = settings
+        self.error: Exception | None = None
+        self.wake = threading.Event()  # the queue emptied: stop sleeping the server's Retry-After
+        self._retire = threading.Event()
+        self._done = threading.Event()
+        threading.Thread(target=self._run, name=f"slot-keeper-{gate.name}", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            # A new thread starts without context: bring the caller's settings (API URL) and nothing else,
+            # so that the lease belongs to no task run (a task's ConcurrencyContext releases its leases
+            # when that task ends).
+            with SettingsContext(profile=self.settings.profile, settings=self.settings.settings):
+                self._serve()
+        except Exception as exc:
+            if not self._retire.is_set():
+                raise  # a release nobody waits for: threading.excepthook reports it
+            self.error = exc  # raised by the task that retires this keeper
+        finally:
+            self.gate.finished(self)
+            self._done.set()
+
+    def _serve(self) -> None:
+        with contextlib.ExitStack() as held:
+            while True:
+                self.wake.clear()
+                if not self.gate.wanted():
+                    return
+                try:
+                    # One request per try (max_retries=0): Prefect's own waiting would go on asking after
+                    # every task of the process has been served. A failed lease renewal is logged only:
+                    # cancelling this thread would not stop the deploy that holds the slot.
+                    held.enter_context(concurrency(self.gate.name, occupy=1, strict=True, max_retries=0,
+                                                   raise_on_lease_renewal_failure=False))
+                    break
+                except Exception as exc:  # noqa: BLE001 - a refusal is retried, anything else goes to a task
+                    retry_after = _retry_after(exc)
+                    if retry_after is None:
+                        self.gate.failed(self, exc)
+                        return
+                self.wake.wait(retry_after)
+            if self.gate.acquired(self):
+                self._retire.wait()
+
+    def retire(self) -> None:
+        """Release the slot on the server and wait until it is released."""
+        self._retire.set()
+        self._done.wait()
+        if self.error is not None:
+            raise self.error
+
+
+class _SlotGate:
+    """A process-local FIFO queue in front of one global concurrency limit.
+
+    Prefect's own waiting hands a freed slot over slowly: waiters poll one request per limit at a time
+    and sleep a ``Retry-After`` that grows with the refusals, and on SQLite an acquire that meets
+    concurrent writes (releases, task states) is often refused with 503 (database busy), which the client
+    retries only after 1-3 s. Here at most ``limit`` keepers of this process ask the server; a task leaving the block
+    hands its keeper's slot to the longest-waiting task of the process without a server round trip, and
+    the last task out releases it on the server before it returns. The server's limit still bounds all
+    processes together; a process keeps its slots while it has tasks waiting."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._waiting: deque[_Claim] = deque()
+        self._keepers = 0  # asking for a slot or holding one
+        self._unsettled: set[_Keeper] = set()  # neither passing a slot among tasks nor finished
+        self._limit = 1
+
+    @contextlib.contextmanager
+    def slot(self, limit: int) -> Iterator[None]:
+        claim = _Claim()
+        with self._lock:
+            self._limit = limit
+            self._waiting.append(claim)
+            if self._keepers < limit:
+                self._start_keeper(get_settings_context())
+        try:
+            claim.decided.wait()
+        except BaseException:
+            self._abandon(claim)
+            raise
+        if claim.error is not None:
+            raise claim.error
+        assert claim.keeper is not None
+        try:
+            yield
+        finally:
+            self._pass_on(claim.keeper)
+
+    def _start_keeper(self, settings: SettingsContext) -> None:
+        """Called with the lock held."""
+        self._keepers += 1
+        self._unsettled.add(_Keeper(self, settings))
+
+    def wanted(self) -> bool:
+        """Whether a task still waits; if not, the asking keeper stops."""
+        with self._lock:
+            if self._waiting:
+                return True
+            self._keepers -= 1
+            return False
+
+    def acquired(self, keeper: _Keeper) -> bool:
+        """A keeper got a server slot: grant it to the first waiting task (False: none waits any more)."""
+        with self._lock:
+            if not self._waiting:
+                self._keepers -= 1
+                return False
+            self._waiting.popleft().grant(keeper)
+            self._unsettled.discard(keeper)
+            self._changed.notify_all()
+            return True
+
+    def failed(self, keeper: _Keeper, error: Exception) -> None:
+        """A keeper could not get a slot: the first waiting task raises the error, the next one gets a
+        keeper of its own."""
+        with self._lock:
+            self._keepers -= 1
+            if self._waiting:
+                self._waiting.popleft().fail(error)
+            if self._waiting and self._keepers < self._limit:
+                self._start_keeper(keeper.settings)
+
+    def finished(self, keeper: _Keeper) -> None:
+        with self._lock:
+            self._unsettled.discard(keeper)
+            self._changed.notify_all()
+
+    def _pass_on(self, keeper: _Keeper) -> None:
+        """Hand the slot to the first waiting task. With none waiting, release it on the server, and
+        wait for the keepers still asking to stop (releasing what they got meanwhile), so that no slot
+        outlives the last task of the process."""
+        with self._lock:
+            if self._waiting and self._keepers <= self._limit:
+                self._waiting.popleft().grant(keeper)
+                return
+            self._keepers -= 1
+            asking = set() if self._waiting else set(self._unsettled)
+        for other in asking:
+            other.wake.set()
+        try:
+            keeper.retire()
+        finally:
+            with self._lock:
+                self._changed.wait_for(lambda: bool(self._waiting) or not self._unsettled & asking)
+
+    def _abandon(self, claim: _Claim) -> None:
+        """A waiting task was interrupted: leave the queue, or pass on the slot granted meanwhile."""
+        with self._lock:
+            if claim in self._waiting:
+                self._waiting.remove(claim)
+                return
+        if claim.keeper is not None:
+            self._pass_on(claim.keeper)
+
+
+_gates: dict[str, _SlotGate] = {}
+_gates_lock = threading.Lock()
+
+
+def _forget_gates() -> None:
+    """In a forked child: the keeper threads did not survive the fork, so neither may their gates."""
+    global _gates_lock
+    _gates_lock = threading.Lock()
+    _gates.clear()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_forget_gates)
+
+
+def process_slot(name: str, limit: int) -> contextlib.AbstractContextManager[None]:
+    """Hold one slot of the global concurrency limit ``name`` (``limit`` slots, strict: the limit must
+    exist), queued first come, first served with the other tasks of this process."""
+    with _gates_lock:
+        gate = _gates.get(name)
+        if gate is None:
+            gate = _gates[name] = _SlotGate(name)
+    return gate.slot(limit)
+
+
 @contextlib.contextmanager
 def deploy_locks(repo: DeploymentRepo, hub: Hub, release: str) -> Iterator[None]:
     """Hold ``deploy-<release>`` (1 slot), then ``cluster-<name>`` (cluster_concurrency slots)."""
@@ -88,7 +307,8 @@ def deploy_locks(repo: DeploymentRepo, hub: Hub, release: str) -> Iterator[None]
     cluster_lock = limit_name("cluster", cluster_key(hub))
     ensure_limit(release_lock, 1)
     ensure_limit(cluster_lock, repo.settings.cluster_concurrency)
-    with concurrency(release_lock, occupy=1, strict=True), concurrency(cluster_lock, occupy=1, strict=True):
+    with (concurrency(release_lock, occupy=1, strict=True),
+          process_slot(cluster_lock, repo.settings.cluster_concurrency)):
         yield
 
 
