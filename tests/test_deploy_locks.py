@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import logging
 import multiprocessing
 import secrets
 import threading
@@ -224,6 +225,9 @@ def test_the_server_limit_bounds_two_processes_together(prefect_api: str) -> Non
     assert _active_slots(name) == 0
 
 
+LOG = logging.getLogger("test_deploy_locks")
+
+
 def _hub(cluster: str) -> Any:
     """Just what deploy_locks reads of a hub: its cluster (named by the kube context)."""
     return SimpleNamespace(config=SimpleNamespace(cluster=SimpleNamespace(
@@ -249,12 +253,12 @@ def test_a_run_waiting_for_its_release_lock_holds_no_cluster_slot(prefect_api: s
     monkeypatch.setattr(deploy, "concurrency", recorded)
 
     def first() -> None:
-        with deploy_locks(repo, _hub(cluster), busy):
+        with deploy_locks(repo, _hub(cluster), busy, LOG):
             holding.set()
             let_go.wait(HANG)
 
     def same_release() -> None:
-        with deploy_locks(repo, _hub(cluster), busy):
+        with deploy_locks(repo, _hub(cluster), busy, LOG):
             second_in.set()
 
     threads = [_start(first)]
@@ -264,7 +268,7 @@ def test_a_run_waiting_for_its_release_lock_holds_no_cluster_slot(prefect_api: s
     entered_other = threading.Event()
 
     def other_release() -> None:
-        with deploy_locks(repo, _hub(cluster), other):
+        with deploy_locks(repo, _hub(cluster), other, LOG):
             entered_other.set()
 
     threads.append(_start(other_release))

@@ -7,7 +7,9 @@ Locks are Prefect global concurrency limits, created (or corrected) on first use
 - ``cluster-<name>`` with limit ``cluster_concurrency`` of hubploy-repo.yaml: fleet deploys do not
   overload one cluster. The release lock is taken first, so a run waiting for a cluster slot never
   blocks another release. The tasks of one process queue for the cluster slots in a process-local
-  FIFO and pass a slot they leave straight on to the next waiting task (``process_slot``).
+  FIFO and pass a slot they leave straight on to the next waiting task (``process_slot``). A deploy
+  holds its cluster slot only while it loads the cluster API (namespace, history, helm upgrade), not
+  while the health check waits for the hub.
 
 Every deploy or rollback, successful or not, writes a markdown artifact with key ``audit-<release>``.
 """
@@ -32,7 +34,15 @@ from prefect.exceptions import ObjectAlreadyExists
 
 from blocks.resolve import cluster_access_for
 from flows.tasks.images import hub_registry_credentials
-from hubploy.deploy import ClusterAccessProvider, DeployOptions, DeployResult, deploy, is_transient, sops_env
+from hubploy.deploy import (
+    ClusterAccessProvider,
+    DeployOptions,
+    DeployResult,
+    Logger,
+    deploy,
+    is_transient,
+    sops_env,
+)
 from hubploy.deploy import rollback_hub as core_rollback
 from hubploy.helm import UpgradeFlags
 from hubploy.layout import DeploymentRepo, Hub, load_repo
@@ -301,14 +311,32 @@ def process_slot(name: str, limit: int) -> contextlib.AbstractContextManager[Non
 
 
 @contextlib.contextmanager
-def deploy_locks(repo: DeploymentRepo, hub: Hub, release: str) -> Iterator[None]:
-    """Hold ``deploy-<release>`` (1 slot), then ``cluster-<name>`` (cluster_concurrency slots)."""
-    release_lock = limit_name("deploy", release)
-    cluster_lock = limit_name("cluster", cluster_key(hub))
-    ensure_limit(release_lock, 1)
-    ensure_limit(cluster_lock, repo.settings.cluster_concurrency)
-    with (concurrency(release_lock, occupy=1, strict=True),
-          process_slot(cluster_lock, repo.settings.cluster_concurrency)):
+def release_lock(release: str) -> Iterator[None]:
+    """Hold ``deploy-<release>`` (1 slot): two runs never drive the same release at once."""
+    name = limit_name("deploy", release)
+    ensure_limit(name, 1)
+    with concurrency(name, occupy=1, strict=True):
+        yield
+
+
+@contextlib.contextmanager
+def cluster_slot(repo: DeploymentRepo, hub: Hub, logger: Logger) -> Iterator[None]:
+    """Hold a slot of ``cluster-<name>`` (cluster_concurrency slots), logging when it is taken and left."""
+    name = limit_name("cluster", cluster_key(hub))
+    ensure_limit(name, repo.settings.cluster_concurrency)
+    with process_slot(name, repo.settings.cluster_concurrency):
+        logger.info("holding a slot of %s", name)
+        try:
+            yield
+        finally:
+            logger.info("left the slot of %s", name)
+
+
+@contextlib.contextmanager
+def deploy_locks(repo: DeploymentRepo, hub: Hub, release: str, logger: Logger) -> Iterator[None]:
+    """Hold ``deploy-<release>``, then a slot of ``cluster-<name>``: the release lock first, so a run
+    waiting for a cluster slot never blocks another release."""
+    with release_lock(release), cluster_slot(repo, hub, logger):
         yield
 
 
@@ -355,23 +383,26 @@ def audit_markdown(result: DeployResult, trigger: Mapping[str, Any]) -> str:
 def deploy_hub(hub: str, env: str, repo_path: str = ".", *, namespace: str | None = None,
                release: str | None = None, set_values: list[str] | None = None,
                set_string_values: list[str] | None = None, timeout: str = "10m", health_check: bool = True,
-               trigger: str | None = None) -> dict[str, Any]:
-    """Deploy ``hub`` to ``env`` under the release and cluster locks; returns the audit record."""
+               trigger: str | None = None, redeploy: bool = False) -> dict[str, Any]:
+    """Deploy ``hub`` to ``env`` under the release and cluster locks; returns the audit record.
+    ``redeploy`` upgrades even a release that already runs exactly this configuration."""
     logger = get_run_logger()
     repo = load_repo(repo_path)
     hub_obj = repo.load_hub(hub)
     options = DeployOptions(namespace=namespace, release=release, set_values=tuple(set_values or ()),
                             set_string_values=tuple(set_string_values or ()), health_check=health_check,
-                            flags=UpgradeFlags(timeout=timeout, atomic=True))
+                            flags=UpgradeFlags(timeout=timeout, atomic=True), skip_unchanged=not redeploy)
     name = release or hub_obj.release(env)
     base_env = child_env()
     triggered = trigger_info(trigger)
-    with deploy_locks(repo, hub_obj, name):
-        logger.info("holding the locks for %s; deploying", name)
+    # The cluster slot is held only while the deploy loads the cluster API, not while it waits for the hub.
+    with release_lock(name):
+        logger.info("holding the release lock of %s; deploying", name)
         result = deploy(repo, hub, env, options=options, base_env=base_env, logger=logger,
                         on_result=partial(write_audit, trigger=triggered),
                         cluster_access=blocks_cluster_access(sops_env(repo, base_env)),
-                        registry_credentials=partial(hub_registry_credentials, hub_obj, base_env=base_env))
+                        registry_credentials=partial(hub_registry_credentials, hub_obj, base_env=base_env),
+                        cluster_slot=partial(cluster_slot, repo, hub_obj, logger))
     return {**result.summary(), **triggered}
 
 
@@ -388,7 +419,7 @@ def rollback_hub(hub: str, env: str, repo_path: str = ".", *, revision: int | No
     name = release or hub_obj.release(env)
     base_env = child_env()
     triggered = trigger_info(trigger)
-    with deploy_locks(repo, hub_obj, name):
+    with deploy_locks(repo, hub_obj, name, logger):
         result = core_rollback(repo, hub, env, revision=revision, namespace=namespace, release=release,
                                base_env=base_env, health_check=health_check, timeout=timeout, logger=logger,
                                cluster_access=blocks_cluster_access(sops_env(repo, base_env)),
