@@ -2,12 +2,17 @@
 """Micro-benchmark of the cluster lock in a fleet deploy, without helm (CPU-light, so robust to a
 busy machine): N tasks in one flow, each holding a slot of a `cluster_concurrency`-slot global
 concurrency limit for HOLD seconds, as deploy_hub does. Ideal wall time: ceil(N / slots) * HOLD.
+A handoff is the time from the k-th block's end to the (k + slots)-th block's start: how long a freed
+slot stays unused (ideal: 0; a slot first acquired late counts here too).
 
     .venv/bin/python bench/locks.py [--tasks 16] [--slots 4] [--hold 1.0]
 
 Variants: `server only` (every task asks the Prefect server for the slot and sleeps its Retry-After
-when refused: what deploy_locks does), `local queue + server` (a process-local semaphore of the same
-size in front of it) and `local only` (no server limit: the cost of the tasks themselves).
+when refused: what deploy_locks did), `local queue + server` (a process-local semaphore of the same
+size in front of it: each handoff is still a server release then a server acquire), the same two with
+`own polling`, `process_slot` (what deploy_locks does: a process-local FIFO whose keeper threads hold
+the server slots and hand them from task to task without a server round trip) and `local only` (no
+server limit: the cost of the tasks themselves).
 Starts a private Prefect server unless PREFECT_API_URL answers.
 """
 
@@ -17,6 +22,7 @@ import argparse
 import contextlib
 import math
 import random
+import statistics
 import sys
 import threading
 import time
@@ -29,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import PrefectStack, sandbox, say, table, token
 
 VARIANTS = ("server only", "local queue + server", "own polling", "local queue + own polling",
-            "local only (no server limit)")
+            "process_slot (shipped)", "local only (no server limit)")
 
 
 def main() -> None:
@@ -49,7 +55,7 @@ def main() -> None:
         from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
         from prefect.task_runners import ThreadPoolTaskRunner
 
-        from flows.tasks.deploy import ensure_limit
+        from flows.tasks.deploy import ensure_limit, process_slot
 
         local_slots: dict[str, threading.BoundedSemaphore] = {}
         guard = threading.Lock()
@@ -79,19 +85,31 @@ def main() -> None:
 
         @task
         def hold(name: str, variant: str, seconds: float) -> None:
-            queue = local_queue(name) if variant not in ("server only", "own polling") else contextlib.nullcontext()
-            if variant == "local only (no server limit)":
-                server: Any = contextlib.nullcontext()
+            queue = local_queue(name) if "local" in variant else contextlib.nullcontext()
+            if variant == "process_slot (shipped)":
+                server: Any = process_slot(name, args.slots)
+            elif variant == "local only (no server limit)":
+                server = contextlib.nullcontext()
             elif "polling" in variant:
                 server = polled(name)
             else:
                 server = concurrency(name, occupy=1, strict=True)
             with queue, server:
+                entered = time.perf_counter()
                 time.sleep(seconds)
+                held.append((entered, time.perf_counter()))
 
         @flow(task_runner=ThreadPoolTaskRunner(max_workers=16))
         def fleet(name: str, variant: str) -> None:
             wait([hold.submit(name, variant, args.hold) for _ in range(args.tasks)])
+
+        held: list[tuple[float, float]] = []  # (entered, left) of each task's block, this round
+
+        def handoffs() -> list[float]:
+            """For each task after the first `slots`: from the k-th block's end to the (k+slots)-th start."""
+            starts = sorted(entered for entered, _ in held)
+            ends = sorted(left for _, left in held)
+            return [start - end for start, end in zip(starts[args.slots:], ends)]
 
         rows = []
         ideal = math.ceil(args.tasks / args.slots) * args.hold
@@ -100,12 +118,16 @@ def main() -> None:
                 for label in VARIANTS:
                     name = f"cluster-bench-{token()}"
                     ensure_limit(name, args.slots)
+                    held.clear()
                     start = time.perf_counter()
                     fleet(name, label)
                     took = time.perf_counter() - start
+                    gaps = handoffs()
                     say(f"round {n + 1} {label}: {took:.1f} s")
-                    rows.append((n + 1, label, f"{took:.1f} s", f"{ideal:.1f} s", f"{took / ideal:.2f}"))
-        print(table(rows, ("round", "variant", "wall time", "ideal", "wall / ideal")))
+                    rows.append((n + 1, label, f"{took:.1f} s", f"{ideal:.1f} s", f"{took / ideal:.2f}",
+                                 f"{1000 * statistics.median(gaps):.0f} ms", f"{1000 * max(gaps):.0f} ms"))
+        print(table(rows, ("round", "variant", "wall time", "ideal", "wall / ideal", "handoff median",
+                           "handoff max")))
     finally:
         stack.stop()
 
