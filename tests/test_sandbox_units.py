@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import sys
 from pathlib import Path
 from types import SimpleNamespace as NS
 
@@ -13,10 +14,11 @@ from traitlets.config import Config
 
 from hubploy.errors import SandboxError
 from hubploy.sandbox import kubelet
+from hubploy.sandbox.components import AGENT, agent_ready
 from hubploy.sandbox.env import ENV_NAMES, sandbox_env, shell_exports
 from hubploy.sandbox.hub_config import write_hub_config
 from hubploy.sandbox.paths import SandboxPaths
-from hubploy.sandbox.procs import proc_start_time, read_pid
+from hubploy.sandbox.procs import command_line, proc_start_time, read_pid, runs
 
 
 def pod(
@@ -139,6 +141,26 @@ def test_pid_files_guard_against_pid_reuse(tmp_path: Path) -> None:
     assert read_pid(good) == me
     assert read_pid(reused) is None
     assert read_pid(tmp_path / "missing.pid") is None
+
+
+def test_a_process_runs_its_command_line_whichever_link_started_it(tmp_path: Path) -> None:
+    mine = command_line(os.getpid())
+    assert mine is not None
+    link = tmp_path / "python-link"
+    link.symlink_to(sys.executable)
+    assert runs(os.getpid(), mine) and runs(os.getpid(), [link, *mine[1:]])
+    assert not runs(os.getpid(), [*mine, "--one-more"])
+    assert not runs(os.getpid(), ["/bin/sh", *mine[1:]])
+
+
+def test_a_ready_file_left_by_an_earlier_agent_does_not_count(tmp_path: Path) -> None:
+    paths = SandboxPaths.from_env({"HUBPLOY_SANDBOX_DIR": str(tmp_path)})
+    paths.agent_state.mkdir(parents=True)
+    (paths.agent_state / "ready").write_text(f"{os.getpid()}\n")
+    assert not agent_ready(paths)
+    AGENT.pid_file(paths).parent.mkdir(parents=True)
+    AGENT.pid_file(paths).write_text(f"{os.getpid()} {proc_start_time(os.getpid())}\n")
+    assert agent_ready(paths)
 
 
 def test_port_offset_moves_every_port() -> None:

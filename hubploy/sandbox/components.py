@@ -50,7 +50,11 @@ def agent_argv(paths: SandboxPaths) -> list[str]:
 
 
 def agent_ready(paths: SandboxPaths) -> bool:
-    return (paths.agent_state / "ready").exists()
+    """The running agent wrote its PID to the ready file (one left by an earlier agent does not count)."""
+    try:
+        return int((paths.agent_state / "ready").read_text()) == AGENT.pid(paths)
+    except (OSError, ValueError):
+        return False
 
 
 ETCD = Component("etcd", k8s.etcd_argv, k8s.etcd_ready, lambda p: p.ports.etcd_client, 30)

@@ -28,7 +28,7 @@ from hubploy.sandbox.components import (
 from hubploy.sandbox.health import wait_for
 from hubploy.sandbox.hubs import PROXY_PID_FILE
 from hubploy.sandbox.paths import SandboxPaths
-from hubploy.sandbox.procs import read_pid, spawn, stop, stop_recorded
+from hubploy.sandbox.procs import read_pid, runs, spawn, stop, stop_recorded
 
 Say = Callable[[str], None]
 
@@ -61,7 +61,8 @@ def wanted(paths: SandboxPaths) -> list[Component]:
 
 
 class _Starter:
-    """Starts components unless already running, and waits for them, printing the time taken."""
+    """Starts components unless already running (restarting one whose command line changed, e.g. after
+    an upgrade of hubploy), and waits for them, printing the time taken."""
 
     def __init__(self, paths: SandboxPaths, say: Say) -> None:
         self.paths, self.say = paths, say
@@ -69,12 +70,16 @@ class _Starter:
         self.env = child_env()
 
     def start(self, comp: Component, env: dict[str, str] | None = None) -> None:
+        argv = comp.argv(self.paths)
         pid = comp.pid(self.paths)
         if pid is not None:
-            return
+            if runs(pid, argv):
+                return
+            self.say(f"{comp.name}: restarting (pid {pid} runs an older command line)")
+            stop(comp.pid_file(self.paths))
         self.started[comp.name] = time.monotonic()
         spawn(
-            comp.argv(self.paths),
+            argv,
             pid_file=comp.pid_file(self.paths),
             log=comp.log(self.paths),
             env=env or self.env,
@@ -145,8 +150,6 @@ def up(paths: SandboxPaths, *, use_kubeconfig: Path | None = None, say: Say = pr
             k8s.write_kubeconfig(paths)
             s.start(CONTROLLER_MANAGER)
             s.start(SCHEDULER)
-            if AGENT.pid(paths) is None:
-                (paths.agent_state / "ready").unlink(missing_ok=True)  # left by an agent that died
             s.start(AGENT, child_env({"PATH": f"{paths.chp_bin}{os.pathsep}{os.environ.get('PATH', '')}"}))
             s.wait(CONTROLLER_MANAGER)
             s.wait(SCHEDULER)

@@ -25,6 +25,26 @@ def proc_start_time(pid: int) -> int | None:
     return int(fields[19])
 
 
+def command_line(pid: int) -> list[str] | None:
+    """The argv that ``pid`` runs, or None if it is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return raw.decode(errors="replace").split("\0")[:-1]
+
+
+def runs(pid: int, argv: Sequence[str | os.PathLike[str]]) -> bool:
+    """Whether ``pid`` runs ``argv``: the same arguments, and the same program once symlinks are
+    resolved (a virtualenv's python and python3 are one program)."""
+    running, wanted = command_line(pid), [os.fspath(a) for a in argv]
+    return (
+        bool(running)
+        and running[1:] == wanted[1:]
+        and os.path.realpath(running[0]) == os.path.realpath(wanted[0])
+    )
+
+
 def read_pid(pid_file: Path) -> int | None:
     """The PID recorded in ``pid_file`` if that very process still runs, else None."""
     try:
@@ -82,10 +102,9 @@ def stop_recorded(pid_file: Path, *, must_contain: str) -> bool:
     command line still contains ``must_contain`` (so a reused PID is never hit)."""
     try:
         pid = int(pid_file.read_text().split()[0])
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except (OSError, ValueError, IndexError):
         return False
-    if must_contain not in cmdline or proc_start_time(pid) is None:
+    if must_contain not in " ".join(command_line(pid) or []) or proc_start_time(pid) is None:
         return False
     try:
         os.kill(pid, signal.SIGTERM)
