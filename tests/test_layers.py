@@ -1,4 +1,5 @@
-"""The core library imports nothing from Prefect; the CLI's quick commands do not import Prefect either."""
+"""The core library imports nothing from Prefect; the CLI's quick commands do not import Prefect either;
+importing Prefect builds no IRI grammar."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import subprocess
 import sys
 
 from conftest import PROJECT_ROOT
+
+from hubploy.runner import child_env, run
 
 PROBE = """
 import importlib, pkgutil, sys
@@ -26,3 +29,14 @@ def test_validate_does_not_import_prefect() -> None:
             "print(code, any(m.startswith('prefect') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "0 False", out.stdout + out.stderr
+
+
+def test_the_project_venv_has_no_jupyterhub() -> None:
+    """JupyterHub runs from a virtualenv of its own: in this one, jupyter-events pulls in rfc3987-syntax,
+    whose Lark grammar jsonschema (imported by Prefect) builds at import, about a second per process."""
+    code = ("import importlib.util, sys, jsonschema; "
+            "print(sorted({m.partition('.')[0] for m in sys.modules} & {'rfc3987_syntax', 'lark'}), "
+            "[n for n in ('jupyterhub', 'jupyter_events') if importlib.util.find_spec(n)])")
+    out = run([sys.executable, "-c", code], env=child_env(), cwd=PROJECT_ROOT).stdout.strip()
+    assert out == "[] []", (f"{out}: run `{sys.executable} -m pip uninstall jupyterhub jupyter-events rfc3987-syntax`"
+                            " (`hubploy sandbox install` gives JupyterHub a virtualenv of its own)")

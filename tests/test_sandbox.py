@@ -18,7 +18,8 @@ import pytest
 import yaml
 
 from hubploy.errors import CommandError
-from hubploy.sandbox.procs import read_pid
+from hubploy.sandbox.install import jupyterhub_version
+from hubploy.sandbox.procs import command_line, read_pid
 
 pytest_plugins = ["fixtures.sandbox"]  # harmless when tests/conftest.py loads it too
 
@@ -109,6 +110,15 @@ def test_install_with_wait_and_the_hub_answers(sandbox, sandbox_namespace, tmp_p
     assert lb["status"]["loadBalancer"]["ingress"] == [{"ip": "127.0.0.1"}]
     info = wait_hub_api(sandbox.hub_url(sandbox_namespace))
     assert "version" in info
+
+
+def test_hubs_run_from_jupyterhubs_own_virtualenv(sandbox, sandbox_namespace, tmp_path) -> None:
+    helm_install(sandbox, "4", sandbox_namespace, layered_values(tmp_path))
+    info = wait_hub_api(sandbox.hub_url(sandbox_namespace))
+    pid = read_pid(sandbox.paths.pids / "hubs" / f"{sandbox_namespace}.pid")
+    assert pid is not None
+    assert command_line(pid)[:3] == [str(sandbox.paths.hub_python), "-m", "jupyterhub"]
+    assert info["version"] == jupyterhub_version(sandbox.paths)
 
 
 def test_example_hub_layered_values_install(sandbox, sandbox_namespace, tmp_path) -> None:

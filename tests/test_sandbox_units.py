@@ -1,24 +1,34 @@
 """Fast checks of the sandbox's pure parts (no platform needed): what the agent reports for pods,
-the generated JupyterHub config, env exports, PID files, paths."""
+the generated JupyterHub config (loaded in JupyterHub's own virtualenv), env exports, PID files, paths."""
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import sys
 from pathlib import Path
 from types import SimpleNamespace as NS
+from typing import Any
 
 import pytest
-from traitlets.config import Config
 
 from hubploy.errors import SandboxError
+from hubploy.runner import CommandResult, child_env, run
 from hubploy.sandbox import kubelet
 from hubploy.sandbox.components import AGENT, agent_ready
 from hubploy.sandbox.env import ENV_NAMES, sandbox_env, shell_exports
 from hubploy.sandbox.hub_config import write_hub_config
 from hubploy.sandbox.paths import SandboxPaths
 from hubploy.sandbox.procs import command_line, proc_start_time, read_pid, runs
+
+# Loads a config file the way JupyterHub does, and prints the sections the sandbox sets.
+LOAD_HUB_CONFIG = """
+import json, sys
+from traitlets.config.loader import PyFileConfigLoader
+c = PyFileConfigLoader(sys.argv[1]).load_config()
+print(json.dumps({s: dict(c[s]) for s in ("JupyterHub", "ConfigurableHTTPProxy")}, default=str))
+"""
 
 
 def pod(
@@ -85,11 +95,17 @@ def test_not_ready_taint_is_dropped_and_others_kept() -> None:
     assert kubelet.kept_taints(NS(spec=NS(taints=None))) is None
 
 
-def load_hub_config(path: Path) -> Config:
-    c = Config()
-    code = compile(path.read_text(), str(path), "exec")
-    exec(code, {"get_config": lambda: c, "__file__": str(path)})  # noqa: S102 - as JupyterHub loads it
-    return c
+def run_hub_config(path: Path) -> CommandResult:
+    """Load ``path`` with traitlets in JupyterHub's own virtualenv (the project's has neither)."""
+    python = SandboxPaths.from_env().hub_python
+    assert python.exists(), f"{python} is missing: run `hubploy sandbox install`"
+    return run([python, "-c", LOAD_HUB_CONFIG, path], env=child_env(), check=False, timeout=60)
+
+
+def load_hub_config(path: Path) -> dict[str, dict[str, Any]]:
+    result = run_hub_config(path)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
 
 
 def test_hub_config_applies_values_like_z2jh(tmp_path: Path) -> None:
@@ -105,19 +121,20 @@ def test_hub_config_applies_values_like_z2jh(tmp_path: Path) -> None:
         }
     }
     c = load_hub_config(write_hub_config(tmp_path, values, public=1001, hub=1002, api=1003))
-    assert c.JupyterHub.authenticator_class == "dummy" and c.JupyterHub.admin_access is True
-    assert c.JupyterHub.concurrent_spawn_limit == 7  # snippets run in name order
-    assert c.JupyterHub.template_vars == {"x": "sqlite-memory"}
-    assert c.JupyterHub.bind_url == "http://127.0.0.1:1001"
-    assert c.JupyterHub.hub_bind_url == "http://127.0.0.1:1002"
-    assert c.ConfigurableHTTPProxy.api_url == "http://127.0.0.1:1003"
-    assert c.JupyterHub.db_url == "sqlite:///:memory:"
+    hub, proxy = c["JupyterHub"], c["ConfigurableHTTPProxy"]
+    assert hub["authenticator_class"] == "dummy" and hub["admin_access"] is True
+    assert hub["concurrent_spawn_limit"] == 7  # snippets run in name order
+    assert hub["template_vars"] == {"x": "sqlite-memory"}
+    assert hub["bind_url"] == "http://127.0.0.1:1001"
+    assert hub["hub_bind_url"] == "http://127.0.0.1:1002"
+    assert proxy["api_url"] == "http://127.0.0.1:1003"
+    assert hub["db_url"] == "sqlite:///:memory:"
 
 
 def test_hub_config_extra_config_errors_propagate(tmp_path: Path) -> None:
     values = {"hub": {"extraConfig": {"x": "raise RuntimeError('boom')\n"}}}
-    with pytest.raises(RuntimeError, match="boom"):
-        load_hub_config(write_hub_config(tmp_path, values, public=1, hub=2, api=3))
+    result = run_hub_config(write_hub_config(tmp_path, values, public=1, hub=2, api=3))
+    assert result.returncode != 0 and "RuntimeError: boom" in result.stderr
 
 
 def test_shell_exports_are_quoted() -> None:

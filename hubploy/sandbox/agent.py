@@ -1,7 +1,8 @@
 """The pod-readiness agent: stands in for a kubelet on the sandbox's one node, and runs a real
 JupyterHub for every hub release whose hub pod is Ready.
 
-Run as ``python -m hubploy.sandbox.agent --kubeconfig K --state-dir S --hub-urls F --pid-dir P --log-dir L``.
+Run as ``python -m hubploy.sandbox.agent --kubeconfig K --state-dir S --hub-python PY [--hub-urls F]
+[--pid-dir P] [--log-dir L]``, where PY is the python of JupyterHub's own virtualenv.
 """
 
 from __future__ import annotations
@@ -131,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hubploy.sandbox.agent", description=__doc__.splitlines()[0])
     parser.add_argument("--kubeconfig", required=True, type=Path)
     parser.add_argument("--state-dir", required=True, type=Path)
+    parser.add_argument("--hub-python", required=True, type=Path)
     parser.add_argument("--hub-urls", type=Path)
     parser.add_argument("--pid-dir", type=Path)
     parser.add_argument("--log-dir", type=Path)
@@ -156,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         args.pid_dir or state / "pids",
         args.log_dir or state / "logs",
         child_env({"TRAITLETS_APPLICATION_RAISE_CONFIG_FILE_ERROR": "1"}),
+        args.hub_python,
     )
     hubs.pid_dir.mkdir(parents=True, exist_ok=True)
     hubs.write_urls()

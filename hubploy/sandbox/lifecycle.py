@@ -131,6 +131,11 @@ def up(paths: SandboxPaths, *, use_kubeconfig: Path | None = None, say: Say = pr
                     f"Kubernetes binaries are missing in {paths.k8s_bin}",
                     hint="run `hubploy sandbox install`",
                 )
+            if not paths.hub_python.exists():
+                raise SandboxError(
+                    f"JupyterHub's virtualenv {paths.hub_venv} is missing",
+                    hint="run `hubploy sandbox install`",
+                )
             s.start(ETCD)
         registry.configure(paths, s.env)
         s.start(REGISTRY)

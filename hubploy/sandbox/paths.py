@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +64,15 @@ class SandboxPaths:
     @property
     def chp_bin(self) -> Path:
         return self.cache / "chp" / "node_modules" / ".bin"
+
+    @property
+    def hub_venv(self) -> Path:
+        """JupyterHub's own virtualenv: in the project's, its dependencies would slow every import of Prefect."""
+        return self.cache / f"jupyterhub-py{sys.version_info.major}.{sys.version_info.minor}"
+
+    @property
+    def hub_python(self) -> Path:
+        return self.hub_venv / "bin" / "python"
 
     # runtime -------------------------------------------------------------
     @property
