@@ -47,20 +47,31 @@ class Plan:
         return f"{len(self.hubs)} hub(s): {', '.join(self.hub_names)}"
 
 
+def _hub_dir_of(path: PurePosixPath) -> str | None:
+    """The hub whose own dir ``deployments/<hub>/`` holds ``path`` (where its image dirs are)."""
+    parts = path.parts
+    return parts[1] if len(parts) >= 3 and parts[0] == "deployments" else None
+
+
 def _hub_of(path: PurePosixPath) -> str | None:
     parts = path.parts
-    if len(parts) >= 3 and parts[0] == "deployments":
-        return parts[1]
     if len(parts) >= 4 and parts[:2] == ("secrets", "deployments"):
         return parts[2]
-    return None
+    return _hub_dir_of(path)
+
+
+def hubs_with_changed_dirs(changed_files: Iterable[str]) -> set[str]:
+    """The hubs with a changed path in their own dir: the only hubs whose ``image_dirs`` plan_changes
+    reads (a shared or chart change selects every hub but changes none of their images)."""
+    return {hub for raw in changed_files if (hub := _hub_dir_of(PurePosixPath(raw))) is not None}
 
 
 def plan_changes(changed_files: Iterable[str], hubs: Iterable[str], *, chart: str = "hub",
                  shared_paths: Iterable[str] = (), image_dirs: Mapping[str, Iterable[str]] | None = None) -> Plan:
     """Plan from the changed paths (repo-relative, '/'-separated) and the repo's hub names.
 
-    ``image_dirs`` maps a hub to its image dirs relative to the hub dir (e.g. ``["image"]``).
+    ``image_dirs`` maps a hub to its image dirs relative to the hub dir (e.g. ``["image"]``); only the
+    hubs in ``hubs_with_changed_dirs(changed_files)`` are looked up.
     """
     known = sorted(set(hubs))
     shared = [*REPO_WIDE_FILES, *shared_paths]
@@ -79,7 +90,7 @@ def plan_changes(changed_files: Iterable[str], hubs: Iterable[str], *, chart: st
             ignored.append(raw)
             continue
         reasons.setdefault(hub, []).append(raw)
-        if path.parts[0] == "deployments":
+        if _hub_dir_of(path) is not None:
             inside = PurePosixPath(*path.parts[2:])
             for image_dir in (image_dirs or {}).get(hub, ()):
                 if PurePosixPath(image_dir) in inside.parents:
