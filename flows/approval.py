@@ -1,10 +1,19 @@
 """The human approval between staging and prod.
 
-Design: a lifecycle run that comes from a deployment *suspends* (`suspend_flow_run`): the worker is
-freed, and the approval survives a restart of the process that was waiting — on resume the run is
-rescheduled and re-enters the flow, where every task before the approval returns its persisted
-result. A run started outside a deployment (a plain script or test) cannot be suspended, so it
-*pauses* instead and keeps its process alive.
+Design: a lifecycle run that comes from a deployment *suspends* (`suspend_flow_run`): the run shows
+`Suspended` with the approval form, and the approval survives the death of the process that was
+waiting — on resume the run is rescheduled to the worker and re-enters the flow, where every task
+before the approval returns its persisted result. A run started outside a deployment (a plain script
+or test) cannot be suspended, so it *pauses* instead and keeps its process alive.
+
+Hot window: after suspending, the flow-run process does not exit at once. For `HOT_WINDOW` (15 min;
+`HUBPLOY_APPROVAL_HOT_WINDOW_SECONDS` overrides it, 0 turns it off) it polls the run every 0.5 s, and
+a resume within that window continues the flow right in this process, without the worker starting a
+new one and re-entering the cached tasks (flows/hot_window.py). The run is `Suspended` all the while,
+so everything else is unchanged: the Resume form, `hubploy approve`, the timeout watch and
+supersession below, and a killed process (a resume then goes through the worker). When the window
+ends without a decision, or the worker takes the resumed run first, the process exits as after a
+plain suspend. While it waits, the process holds a slot of its worker.
 
 Timeouts: Prefect fails an expired pause with a generic "never resumed". To end a timed-out approval
 in a named state with its reason, the lifecycle schedules a run of the `approval-timeout` deployment
@@ -13,11 +22,13 @@ at the deadline; if the run still waits for that same approval, it is set to
 
 Supersession: when a newer lifecycle run for the same repository reaches its approval, every older
 run of the same deployment still waiting for approval is cancelled with a note naming the newer run.
+A waiting process sees the cancellation (or timeout) and exits without touching the run's state.
 """
 
 from __future__ import annotations
 
 import enum
+import os
 from datetime import datetime, timedelta, timezone
 from uuid import UUID
 
@@ -28,15 +39,19 @@ from prefect.client.schemas.filters import (DeploymentFilter, DeploymentFilterId
                                             FlowRunFilterState, FlowRunFilterStateType)
 from prefect.client.schemas.objects import StateType
 from prefect.deployments import run_deployment
-from prefect.flow_runs import pause_flow_run, suspend_flow_run
+from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from prefect.context import FlowRunContext
 from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelled
 
+from flows.hot_window import suspend_with_hot_window
+
 TIMEOUT_DEPLOYMENT = "hubploy-approval-timeout/approval-timeout"
 BACKSTOP_MARGIN = timedelta(minutes=10)
 WAITING = [StateType.PAUSED]
+HOT_WINDOW = timedelta(minutes=15)
+HOT_WINDOW_ENV = "HUBPLOY_APPROVAL_HOT_WINDOW_SECONDS"
 
 
 def current_deployment_id() -> str | None:
@@ -60,12 +75,26 @@ class Approval(RunInput):
     approver: str = Field("", description="Your name or email (the open-source Prefect server records no user).")
 
 
+def hot_window() -> timedelta:
+    """How long a suspended run's process waits for a fast resume: HOT_WINDOW, or the number of
+    seconds in HUBPLOY_APPROVAL_HOT_WINDOW_SECONDS (0: exit at once, as a plain suspend)."""
+    raw = os.environ.get(HOT_WINDOW_ENV)
+    if raw is None:
+        return HOT_WINDOW
+    try:
+        return timedelta(seconds=max(0.0, float(raw)))
+    except (ValueError, OverflowError):
+        get_run_logger().warning("%s=%r is not a number of seconds; using %s", HOT_WINDOW_ENV, raw, HOT_WINDOW)
+        return HOT_WINDOW
+
+
 def wait_for_approval(description: str, *, timeout: timedelta, key: str, watched: bool) -> Approval:
-    """Suspend (from a deployment) or pause (otherwise) until the form is submitted."""
+    """Suspend with a hot window (from a deployment) or pause (otherwise) until the form is submitted."""
     form = Approval.with_initial_data(description=description)
     if current_deployment_id():
         backstop = timeout + BACKSTOP_MARGIN if watched else timeout
-        return suspend_flow_run(wait_for_input=form, timeout=int(backstop.total_seconds()), key=key)
+        return suspend_with_hot_window(form, timeout=int(backstop.total_seconds()), key=key,
+                                       window=min(hot_window(), backstop))
     return pause_flow_run(wait_for_input=form, timeout=int(timeout.total_seconds()), key=key, poll_interval=2)
 
 
