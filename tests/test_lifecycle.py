@@ -4,10 +4,14 @@ worker running the deployments of prefect.yaml: staging → approval → prod, a
 from __future__ import annotations
 
 import json
+import os
+import re
 import secrets
+import time
 import shutil
 import subprocess
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -15,7 +19,8 @@ from uuid import UUID
 import pytest
 import yaml
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId,
+                                           LogFilter, LogFilterFlowRunId, LogFilterTextSearch)
 from prefect.deployments import run_deployment
 from prefect.flow_runs import resume_flow_run
 
@@ -27,6 +32,9 @@ from helpers.gitrepo import Repo, init_repo
 pytestmark = [pytest.mark.sandbox, pytest.mark.prefect]
 
 LIFECYCLE = "hubploy-lifecycle/lifecycle"
+HOT_WINDOW_ENV = "HUBPLOY_APPROVAL_HOT_WINDOW_SECONDS"
+WAITING_IN = re.compile(r"waiting for approval in flow-run process (\d+)")
+CONTINUING_IN = re.compile(r"continuing in flow-run process (\d+)")
 
 
 @dataclass
@@ -62,8 +70,9 @@ class DeployRepo:
         out = self.helm("history", f"{self.hub}-{env}", "-n", f"{self.hub}-{env}", "-o", "json", check=False)
         return json.loads(out.stdout) if out.returncode == 0 else []
 
-    def start(self, sha: str, **params: Any) -> UUID:
-        run = run_deployment(LIFECYCLE, parameters={"sha": sha, "repo_url": self.url, **params}, timeout=0)
+    def start(self, sha: str, job_variables: dict[str, Any] | None = None, **params: Any) -> UUID:
+        run = run_deployment(LIFECYCLE, parameters={"sha": sha, "repo_url": self.url, **params}, timeout=0,
+                             job_variables=job_variables)
         return run.id
 
 
@@ -104,6 +113,39 @@ def description(run_id: UUID) -> str:
         run = client.read_flow_run(run_id)
         keyset = run.state.state_details.run_input_keyset
         return client.read_flow_run_input(run_id, keyset["description"])
+
+
+def process_log_pids(run_id: UUID, pattern: re.Pattern[str]) -> list[int]:
+    """The flow-run process ids named by the run's hot-window log lines that match ``pattern``."""
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id]),
+                                                     text=LogFilterTextSearch(query='"flow-run process"')))
+    return [int(m.group(1)) for log in logs if (m := pattern.search(log.message))]
+
+
+def wait_for_process_log(run_id: UUID, pattern: re.Pattern[str], timeout: float = 60) -> int:
+    """The process id of the first log line matching ``pattern`` (logs reach the server in batches)."""
+    deadline = time.monotonic() + timeout
+    while not (pids := process_log_pids(run_id, pattern)):
+        assert time.monotonic() < deadline, f"no log line {pattern.pattern!r} for run {run_id}"
+        time.sleep(0.5)
+    return pids[0]
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def states_after_resume(run_id: UUID) -> list[Any]:
+    """The run's states from its last resume ("Resuming") on, oldest first."""
+    with get_client(sync_client=True) as client:
+        history = sorted(client.read_flow_run_states(run_id), key=lambda s: s.timestamp)
+    last = max(i for i, s in enumerate(history) if s.name == "Resuming")
+    return history[last:]
 
 
 def artifact_keys() -> set[str]:
@@ -207,6 +249,69 @@ def test_approval_survives_a_worker_restart(deploy_repo: DeployRepo, hubploy_wor
     run = wait_for_state(run_id, final, worker=hubploy_worker)
     assert run.state.is_completed(), run.state.message
     assert repo.prod_parents()[1] == sha
+
+
+def helm_time(text: str) -> datetime:
+    """A time as `helm history -o json` prints it (nanoseconds, maybe a trailing Z)."""
+    head, _, rest = text.replace("Z", "+00:00").partition(".")
+    digits = re.match(r"\d*", rest).group()  # type: ignore[union-attr]
+    return datetime.fromisoformat(f"{head}.{digits[:6]}{rest[len(digits):]}" if digits else head + rest)
+
+
+def report_approval_latency(run_id: UUID, repo: DeployRepo) -> None:
+    """Print resume → Running again, → prod deploy task, → prod helm release (server and helm clocks)."""
+    resumed, *later = states_after_resume(run_id)
+    running = next(s.timestamp for s in later if s.is_running())
+    with get_client(sync_client=True) as client:
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
+    prod_task = min(t.start_time for t in tasks if t.name.startswith(f"deploy-{repo.hub}-prod") and t.start_time)
+    helm = helm_time(repo.revisions("prod")[-1]["updated"])
+    print(f"\napproval latency: resume → Running {(running - resumed.timestamp).total_seconds():.2f} s, "
+          f"→ prod deploy task {(prod_task - resumed.timestamp).total_seconds():.2f} s, "
+          f"→ prod helm release {(helm - resumed.timestamp).total_seconds():.2f} s")
+
+
+def test_approval_in_the_hot_window_continues_in_the_same_process(deploy_repo: DeployRepo,
+                                                                  hubploy_worker: Worker) -> None:
+    repo = deploy_repo
+    sha = change_values(repo, "# approved while the flow-run process waits\n")
+    run_id = repo.start(sha)
+    run = wait_for_state(run_id, paused, worker=hubploy_worker)
+    assert run.state.name == "Suspended" and run.state.state_details.pause_reschedule  # as a plain suspend
+    waiting = wait_for_process_log(run_id, WAITING_IN)
+    assert process_alive(waiting)
+    approved = run_cli("approve", str(run_id), "--reason", "quick", "--as", "hot", cwd=PROJECT_ROOT)
+    assert approved.returncode == 0, approved.stderr
+    run = wait_for_state(run_id, final, worker=hubploy_worker)
+    assert run.state.is_completed(), run.state.message
+    assert repo.prod_parents()[1] == sha
+    assert repo.revisions("prod")[-1]["status"] == "deployed"
+    assert wait_for_process_log(run_id, CONTINUING_IN) == waiting
+    # this process claimed the resumed run (Pending, Running): the worker started no second one
+    assert [s.name for s in states_after_resume(run_id)] == ["Resuming", "Pending", "Running", "Completed"]
+    report_approval_latency(run_id, repo)
+
+
+def test_after_the_hot_window_the_process_exits_and_a_resume_goes_through_the_worker(
+        deploy_repo: DeployRepo, hubploy_worker: Worker) -> None:
+    repo = deploy_repo
+    sha = change_values(repo, "# approved after the hot window\n")
+    run_id = repo.start(sha, job_variables={"env": {HOT_WINDOW_ENV: "2"}})
+    suspended = wait_for_state(run_id, paused, worker=hubploy_worker).state
+    waiting = wait_for_process_log(run_id, WAITING_IN)
+    deadline = time.monotonic() + 120
+    while process_alive(waiting):
+        assert time.monotonic() < deadline, f"flow-run process {waiting} still runs after its 2 s hot window"
+        time.sleep(0.5)
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(run_id).state.id == suspended.id  # left exactly as it was: Suspended
+    resume_flow_run(run_id, run_input={"decision": "approve", "reason": "later", "approver": "cold"})
+    run = wait_for_state(run_id, final, worker=hubploy_worker)
+    assert run.state.is_completed(), run.state.message
+    assert repo.prod_parents()[1] == sha
+    assert repo.revisions("prod")[-1]["status"] == "deployed"
+    assert process_log_pids(run_id, CONTINUING_IN) == []
+    assert "Submitting" in [s.name for s in states_after_resume(run_id)]  # a new process, from the worker
 
 
 def test_newer_push_supersedes_a_waiting_run(deploy_repo: DeployRepo, hubploy_worker: Worker) -> None:
