@@ -111,17 +111,26 @@ def install_pip(paths: SandboxPaths, say: Say) -> None:
         run([sys.executable, "-m", "pip", "install", "-q", *missing], env=child_env(), timeout=900)
 
 
+# jupyter-events pulls jsonschema[format-nongpl], whose optional rfc3987-syntax builds a Lark grammar when
+# imported: about 1 s of CPU in every hub process the sandbox starts (on a real cluster that is a node's CPU,
+# here it is the runner's). JupyterHub checks no IRI formats, and jsonschema skips that check without it.
+SLOW_OPTIONAL = "rfc3987-syntax"
+
+
 def jupyterhub_version(paths: SandboxPaths) -> str | None:
-    """The JupyterHub version the hub virtualenv's python imports, or None if it cannot."""
+    """The JupyterHub version the hub virtualenv's python imports, or None if it cannot (or if it still
+    has SLOW_OPTIONAL)."""
     if not paths.hub_python.exists():
         return None
+    probe = ("import importlib.util, jupyterhub; "
+             "print(jupyterhub.__version__ if importlib.util.find_spec('rfc3987_syntax') is None else '')")
     result = run(
-        [paths.hub_python, "-c", "import jupyterhub; print(jupyterhub.__version__)"],
+        [paths.hub_python, "-c", probe],
         env=child_env(),
         check=False,
         timeout=60,
     )
-    return result.stdout.strip() if result.returncode == 0 else None
+    return (result.stdout.strip() or None) if result.returncode == 0 else None
 
 
 def install_jupyterhub(paths: SandboxPaths, say: Say) -> None:
@@ -133,11 +142,10 @@ def install_jupyterhub(paths: SandboxPaths, say: Say) -> None:
     run([sys.executable, "-m", "venv", paths.hub_venv], env=child_env(), timeout=300)
     spec = f"jupyterhub>={JUPYTERHUB_MAJOR}"
     say(f"pip install {spec} (into {paths.hub_venv})")
-    run(
-        [paths.hub_python, "-m", "pip", "install", "-q", "--disable-pip-version-check", spec],
-        env=child_env(),
-        timeout=900,
-    )
+    pip = [paths.hub_python, "-m", "pip", "--disable-pip-version-check"]
+    run([*pip, "install", "-q", spec], env=child_env(), timeout=900)
+    say(f"pip uninstall {SLOW_OPTIONAL} (an optional import costing 1 s per hub start)")
+    run([*pip, "uninstall", "-q", "-y", SLOW_OPTIONAL], env=child_env(), timeout=300)
 
 
 def install_helm(paths: SandboxPaths, say: Say) -> None:
