@@ -21,12 +21,14 @@ MAX_PARALLEL = 16
 @flow(name="deploy-hubs", task_runner=ThreadPoolTaskRunner(max_workers=MAX_PARALLEL),
       flow_run_name="deploy-{env}")
 def deploy_hubs(hubs: Sequence[str], env: str, repo_path: str = ".", trigger: str = "manual",
-                timeout: str = "10m", redeploy: bool = False) -> dict[str, dict[str, Any]]:
+                timeout: str = "10m", redeploy: bool = False, health_check: bool = True) -> dict[str, dict[str, Any]]:
     """Deploy ``hubs`` to ``env`` concurrently; returns {hub: audit record}. Fails if any hub failed,
     after every hub has finished (one failure never cancels the others). Hubs whose release already
-    runs exactly their configuration are left alone unless ``redeploy``."""
+    runs exactly their configuration are left alone unless ``redeploy``; ``health_check=False`` does not
+    wait for the hubs to answer after helm's own wait (nor roll back on it)."""
     logger = get_run_logger()
-    futures = {hub: deploy_hub.submit(hub, env, repo_path, timeout=timeout, trigger=trigger, redeploy=redeploy)
+    futures = {hub: deploy_hub.submit(hub, env, repo_path, timeout=timeout, trigger=trigger, redeploy=redeploy,
+                                      health_check=health_check)
                for hub in hubs}
     wait(list(futures.values()))
     results: dict[str, dict[str, Any]] = {}
