@@ -4,7 +4,6 @@ worker running the deployments of prefect.yaml: staging → approval → prod, a
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import time
@@ -133,11 +132,12 @@ def wait_for_process_log(run_id: UUID, pattern: re.Pattern[str], timeout: float 
 
 
 def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, exited but not yet reaped, does not; Linux /proc)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
         return False
-    return True
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def states_after_resume(run_id: UUID) -> list[Any]:
@@ -244,7 +244,9 @@ def test_approval_survives_a_worker_restart(deploy_repo: DeployRepo, hubploy_wor
     sha = change_values(repo, "# survive a restart\n")
     run_id = repo.start(sha)
     wait_for_state(run_id, paused, worker=hubploy_worker)
+    waiting = wait_for_process_log(run_id, WAITING_IN)  # in its hot window
     hubploy_worker.restart()  # SIGKILL of the worker and any flow process, then a fresh worker
+    assert not process_alive(waiting)
     resume_flow_run(run_id, run_input={"decision": "approve", "reason": "after restart", "approver": "carol"})
     run = wait_for_state(run_id, final, worker=hubploy_worker)
     assert run.state.is_completed(), run.state.message

@@ -21,7 +21,19 @@ from fixtures.prefect_worker import Worker, wait_for_state
 from helpers.cli import run_cli
 from prefect.client.orchestration import get_client
 from prefect.flow_runs import resume_flow_run
-from test_lifecycle import DeployRepo, change_values, deploy_repo, final, paused  # noqa: F401 (fixture)
+from test_lifecycle import (  # noqa: F401 (deploy_repo is a fixture)
+    CONTINUING_IN,
+    WAITING_IN,
+    DeployRepo,
+    change_values,
+    deploy_repo,
+    final,
+    paused,
+    process_alive,
+    wait_for_process_log,
+)
+
+from flows.hot_window import LEASE_SECONDS
 
 pytestmark = [pytest.mark.reliability, pytest.mark.sandbox, pytest.mark.prefect]
 
@@ -151,8 +163,10 @@ def test_worker_killed_while_waiting_then_approved(deploy_repo: DeployRepo,  # n
     sha = change_values(repo, "# survive a killed worker\n")
     run_id = repo.start(sha)
     wait_for_state(run_id, paused, worker=hubploy_worker)
+    waiting = wait_for_process_log(run_id, WAITING_IN)  # in its hot window
     hubploy_worker.kill()  # SIGKILL of the worker and of the flow process waiting for the approval
     try:
+        assert not process_alive(waiting)
         time.sleep(3)
         with get_client(sync_client=True) as client:
             assert client.read_flow_run(run_id).state.is_paused(), "the wait was lost with the process"
@@ -166,6 +180,33 @@ def test_worker_killed_while_waiting_then_approved(deploy_repo: DeployRepo,  # n
     assert repo.prod_parents()[1] == sha
     assert [r["status"] for r in repo.revisions("prod")] == ["deployed"]
     assert_no_pending(repo)
+
+
+def test_a_run_in_the_hot_window_outlives_its_revoked_deployment_lease(deploy_repo: DeployRepo,  # noqa: F811
+                                                                       hubploy_worker: Worker) -> None:
+    """The lifecycle deployment has a concurrency limit, so its flow-run process renews a deployment
+    lease, which the suspension revokes. Unless the hot window stops that renewal, the engine cancels the
+    waiting process at the next renewal (75 % of the lease, at most 225 s later) and the run ends Crashed."""
+    repo = deploy_repo
+    sha = change_values(repo, "# approved after a lease renewal period\n")
+    run_id = repo.start(sha)
+    suspended = wait_for_state(run_id, paused, worker=hubploy_worker).state
+    assert suspended.state_details.deployment_concurrency_lease_id, "no deployment lease: nothing to outlive"
+    waiting = wait_for_process_log(run_id, WAITING_IN)
+    past_renewal = time.monotonic() + 0.75 * LEASE_SECONDS + 15
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < past_renewal:
+            state = client.read_flow_run(run_id).state
+            assert state.id == suspended.id, f"the waiting run became {state.name}: {state.message}"
+            time.sleep(5)
+    assert process_alive(waiting)
+    approved = run_cli("approve", str(run_id), "--reason", "after 4 minutes", "--as", "rel", cwd=repo.work.root)
+    assert approved.returncode == 0, approved.stderr
+    run = wait_for_state(run_id, final, worker=hubploy_worker)
+    assert state_of(run) == ("COMPLETED", "Completed"), run.state.message
+    assert wait_for_process_log(run_id, CONTINUING_IN) == waiting
+    assert repo.prod_parents()[1] == sha
+    assert [r["status"] for r in repo.revisions("prod")] == ["deployed"]
 
 
 def two_pushes_racing(repo: DeployRepo, hubploy_worker: Worker) -> None:
