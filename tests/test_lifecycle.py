@@ -140,6 +140,13 @@ def process_alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def wait_for_process_exit(pid: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while process_alive(pid):
+        assert time.monotonic() < deadline, f"flow-run process {pid} still runs"
+        time.sleep(0.2)
+
+
 def states_after_resume(run_id: UUID) -> list[Any]:
     """The run's states from its last resume ("Resuming") on, oldest first."""
     with get_client(sync_client=True) as client:
@@ -246,7 +253,7 @@ def test_approval_survives_a_worker_restart(deploy_repo: DeployRepo, hubploy_wor
     wait_for_state(run_id, paused, worker=hubploy_worker)
     waiting = wait_for_process_log(run_id, WAITING_IN)  # in its hot window
     hubploy_worker.restart()  # SIGKILL of the worker and any flow process, then a fresh worker
-    assert not process_alive(waiting)
+    wait_for_process_exit(waiting)
     resume_flow_run(run_id, run_input={"decision": "approve", "reason": "after restart", "approver": "carol"})
     run = wait_for_state(run_id, final, worker=hubploy_worker)
     assert run.state.is_completed(), run.state.message
@@ -300,11 +307,7 @@ def test_after_the_hot_window_the_process_exits_and_a_resume_goes_through_the_wo
     sha = change_values(repo, "# approved after the hot window\n")
     run_id = repo.start(sha, job_variables={"env": {HOT_WINDOW_ENV: "2"}})
     suspended = wait_for_state(run_id, paused, worker=hubploy_worker).state
-    waiting = wait_for_process_log(run_id, WAITING_IN)
-    deadline = time.monotonic() + 120
-    while process_alive(waiting):
-        assert time.monotonic() < deadline, f"flow-run process {waiting} still runs after its 2 s hot window"
-        time.sleep(0.5)
+    wait_for_process_exit(wait_for_process_log(run_id, WAITING_IN))  # at the end of its 2 s hot window
     with get_client(sync_client=True) as client:
         assert client.read_flow_run(run_id).state.id == suspended.id  # left exactly as it was: Suspended
     resume_flow_run(run_id, run_input={"decision": "approve", "reason": "later", "approver": "cold"})

@@ -30,6 +30,7 @@ from test_lifecycle import (  # noqa: F401 (deploy_repo is a fixture)
     final,
     paused,
     process_alive,
+    wait_for_process_exit,
     wait_for_process_log,
 )
 
@@ -166,7 +167,7 @@ def test_worker_killed_while_waiting_then_approved(deploy_repo: DeployRepo,  # n
     waiting = wait_for_process_log(run_id, WAITING_IN)  # in its hot window
     hubploy_worker.kill()  # SIGKILL of the worker and of the flow process waiting for the approval
     try:
-        assert not process_alive(waiting)
+        wait_for_process_exit(waiting, timeout=10)
         time.sleep(3)
         with get_client(sync_client=True) as client:
             assert client.read_flow_run(run_id).state.is_paused(), "the wait was lost with the process"
