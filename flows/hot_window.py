@@ -93,7 +93,8 @@ def _continue_if_resumed(wait_for_input: type[R], suspended: State, window: time
             return None
         claimed = _claim(client, run_id)
         if claimed is None:
-            logger.info("the resumed run was taken over by the worker: this process exits")
+            logger.info("the resumed run went to the worker (it claimed the run first, or the deployment's "
+                        "concurrency limit is reached): this process exits")
             return None
     _detach_suspension_request(context)
     if lease := claimed.state_details.deployment_concurrency_lease_id:
@@ -113,7 +114,7 @@ def _await_change(client: SyncPrefectClient, run_id: UUID, suspended: State, win
         except Exception as exc:  # noqa: BLE001 — the wait is an optimisation; never fail the run for it
             get_run_logger().warning("hot window ended early, could not read the run: %s", exc)
             return None
-        if state is None or state.id != suspended.id:
+        if state is not None and state.id != suspended.id:
             return state
     return None
 

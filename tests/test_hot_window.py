@@ -1,6 +1,7 @@
 """The parts of the approval hot window (flows/hot_window.py) that lean on Prefect internals, against
-Prefect's own code and a real server: the deployment concurrency lease renewal that a suspension
-revokes, and the window setting. The hot window end to end is in tests/test_lifecycle.py."""
+Prefect's own code and a real server: claiming a resumed run against a worker, the deployment
+concurrency lease renewal that a suspension revokes, and the window setting. The hot window end to end
+is in tests/test_lifecycle.py."""
 
 from __future__ import annotations
 
@@ -9,12 +10,38 @@ from datetime import timedelta
 from uuid import uuid4
 
 import pytest
+from prefect import flow
 from prefect._internal.concurrency.cancellation import CancelledError
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.responses import SetStateStatus
 from prefect.concurrency._leases import maintain_concurrency_lease
+from prefect.exceptions import Abort
 from prefect.logging import disable_run_logger
+from prefect.states import Pending, Running, Scheduled
+from prefect.utilities.engine import propose_state_sync
 
 from flows.approval import HOT_WINDOW, HOT_WINDOW_ENV, hot_window
-from flows.hot_window import LEASE_SECONDS, _stop_lease_renewal
+from flows.hot_window import LEASE_SECONDS, _claim, _stop_lease_renewal
+
+
+@flow(name="hot-window-claim")
+def resumed() -> None:
+    """Stands for a resumed lifecycle run: a Scheduled flow run that a worker may pick up."""
+
+
+@pytest.mark.prefect
+def test_the_claim_of_a_resumed_run_excludes_a_worker(prefect_api: str) -> None:
+    with get_client(sync_client=True) as client:
+        claimed = client.create_flow_run(resumed, state=Scheduled())
+        assert _claim(client, claimed.id).is_running()
+        with pytest.raises(Abort):  # what a worker's _propose_pending_state gets: it starts no process
+            propose_state_sync(client, Pending(), flow_run_id=claimed.id)
+
+        taken = client.create_flow_run(resumed, state=Scheduled())
+        assert propose_state_sync(client, Pending(), flow_run_id=taken.id).is_pending()  # a worker was first
+        assert _claim(client, taken.id) is None
+        # why the claim proposes Pending first: Running alone would be accepted next to the worker's run
+        assert client.set_flow_run_state(taken.id, Running()).status == SetStateStatus.ACCEPT
 
 
 def wait_for_cancellation(seconds: float) -> None:
