@@ -1,5 +1,6 @@
 """Flow ``deploy_hubs``: several hubs to one environment at once, one task per hub (no subflows, which
-cost a heartbeat-bound second each); each task holds its release lock and a slot of its cluster's limit.
+cost a heartbeat-bound second each). The flow takes every release lock in one request; each task holds
+a slot of its cluster's limit while it loads the cluster API.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ from prefect.artifacts import create_table_artifact
 from prefect.futures import wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.tasks.deploy import deploy_hub
+from flows.tasks.deploy import deploy_hub, fleet_release_locks
 from hubploy.errors import DeployError
 
-MAX_PARALLEL = 16
+MAX_PARALLEL = 32  # tasks mostly wait (cluster slot, helm --wait, the hub); the cluster limit bounds helm
 
 
 @flow(name="deploy-hubs", task_runner=ThreadPoolTaskRunner(max_workers=MAX_PARALLEL),
@@ -27,10 +28,11 @@ def deploy_hubs(hubs: Sequence[str], env: str, repo_path: str = ".", trigger: st
     runs exactly their configuration are left alone unless ``redeploy``; ``health_check=False`` does not
     wait for the hubs to answer after helm's own wait (nor roll back on it)."""
     logger = get_run_logger()
-    futures = {hub: deploy_hub.submit(hub, env, repo_path, timeout=timeout, trigger=trigger, redeploy=redeploy,
-                                      health_check=health_check)
-               for hub in hubs}
-    wait(list(futures.values()))
+    with fleet_release_locks(repo_path, hubs, env):
+        futures = {hub: deploy_hub.submit(hub, env, repo_path, timeout=timeout, trigger=trigger, redeploy=redeploy,
+                                          health_check=health_check)
+                   for hub in hubs}
+        wait(list(futures.values()))
     results: dict[str, dict[str, Any]] = {}
     failed: list[str] = []
     for hub, future in futures.items():

@@ -33,7 +33,7 @@ from prefect.states import Cancelled, Completed, Failed, State
 from flows.approval import Approval, Decision, schedule_timeout_watch, supersede_waiting_runs, wait_for_approval
 from flows.build_images import build_images
 from flows.tasks.github_status import DEFAULT_API_URL, report_status
-from flows.tasks.deploy import deploy_hub, ensure_limit
+from flows.tasks.deploy import deploy_hub, ensure_limit, fleet_release_locks
 from flows.tasks.lifecycle import (ChangeSet, checkout_commit, plan_commit, head_of, promote_commit, repo_key,
                                    validate_hubs)
 from flows.tasks.render import prod_diffs
@@ -51,9 +51,11 @@ def _run_id() -> str:
 
 
 def deploy_all(tree: str, hubs: list[str], env: str, trigger: str) -> dict[str, dict[str, Any] | BaseException]:
-    """Deploy hubs concurrently (deploy_hub holds the per-release and per-cluster limits)."""
-    futures = {hub: deploy_hub.submit(hub, env, repo_path=tree, trigger=trigger) for hub in hubs}
-    wait(list(futures.values()))
+    """Deploy hubs concurrently, holding their release locks (one request); each deploy_hub holds a
+    slot of its cluster's limit."""
+    with fleet_release_locks(tree, hubs, env):
+        futures = {hub: deploy_hub.submit(hub, env, repo_path=tree, trigger=trigger) for hub in hubs}
+        wait(list(futures.values()))
     results: dict[str, dict[str, Any] | BaseException] = {}
     for hub, future in futures.items():
         state = future.state

@@ -243,7 +243,7 @@ def test_a_run_waiting_for_its_release_lock_holds_no_cluster_slot(prefect_api: s
     repo: Any = SimpleNamespace(settings=SimpleNamespace(cluster_concurrency=2))
     busy, other = f"busy-{cluster}", f"other-{cluster}"
     holding, let_go, second_in = threading.Event(), threading.Event(), threading.Event()
-    asked: list[str] = []
+    asked: list[Any] = []
     real_concurrency = deploy.concurrency
 
     def recorded(names: str, **kwargs: Any) -> Any:
@@ -264,7 +264,7 @@ def test_a_run_waiting_for_its_release_lock_holds_no_cluster_slot(prefect_api: s
     threads = [_start(first)]
     assert holding.wait(HANG)
     threads.append(_start(same_release))
-    _wait_until(lambda: asked.count(limit_name("deploy", busy)) == 2)  # it waits for the release lock
+    _wait_until(lambda: asked.count([limit_name("deploy", busy)]) == 2)  # it waits for the release lock
     entered_other = threading.Event()
 
     def other_release() -> None:
@@ -278,3 +278,45 @@ def test_a_run_waiting_for_its_release_lock_holds_no_cluster_slot(prefect_api: s
     _join(threads)
     assert second_in.is_set()
     assert _active_slots(limit_name("cluster", cluster)) == 0
+
+
+def test_a_fleet_takes_its_release_locks_once_and_its_tasks_reuse_them(prefect_api: str,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.tasks import deploy
+    from flows.tasks.deploy import limit_name, release_lock, release_locks
+
+    releases = [f"fleet-{secrets.token_hex(3)}-{i}" for i in range(3)]
+    asked: list[Any] = []
+    real_concurrency = deploy.concurrency
+
+    def recorded(names: Any, **kwargs: Any) -> Any:
+        asked.append(names)
+        return real_concurrency(names, **kwargs)
+
+    monkeypatch.setattr(deploy, "concurrency", recorded)
+    outside = contextvars.copy_context()  # another run: it holds none of the fleet's locks
+    other_in = threading.Event()
+
+    def other_run() -> None:
+        with release_lock(releases[1]):
+            other_in.set()
+
+    with release_locks(releases):
+        assert asked == [sorted(limit_name("deploy", r) for r in releases)]
+        assert all(_active_slots(limit_name("deploy", r)) == 1 for r in releases)
+        inside: list[bool] = []
+
+        def task_of_the_fleet() -> None:
+            with release_lock(releases[2]):
+                inside.append(True)
+
+        _join([_start(task_of_the_fleet)])
+        assert inside == [True] and len(asked) == 1, "a task of the fleet asked the server again"
+        thread = threading.Thread(target=outside.run, args=(other_run,), daemon=True)
+        thread.start()
+        _wait_until(lambda: len(asked) == 2)
+        time.sleep(0.5)
+        assert not other_in.is_set(), "another run got a release lock the fleet holds"
+    _join([thread])
+    assert other_in.is_set()
+    assert all(_active_slots(limit_name("deploy", r)) == 0 for r in releases)
