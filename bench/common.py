@@ -75,7 +75,9 @@ class Sandbox:
         return f"{self.registry}/{BASE_REPOSITORY}:{BASE_TAG}"
 
 
-def sandbox() -> Sandbox:
+def sandbox(helm_major: int = 3) -> Sandbox:
+    """The running sandbox's environment; ``helm_major`` picks the helm both tools run (hubploy through
+    HELM_EXECUTABLE, classic hubploy as ``helm`` on PATH)."""
     from hubploy.runner import child_env
     from hubploy.sandbox import lifecycle
     from hubploy.sandbox.env import sandbox_env
@@ -86,6 +88,13 @@ def sandbox() -> Sandbox:
     if not lifecycle.healthy(paths):
         sys.exit("the sandbox is not running: `.venv/bin/hubploy sandbox up` first")
     env = child_env(sandbox_env(paths))
+    if helm_major != 3:
+        chosen = Path(env["HELM_EXECUTABLE"]).with_name(f"helm{helm_major}")
+        on_path = BENCH_DIR / f"helm{helm_major}-as-helm"
+        on_path.mkdir(parents=True, exist_ok=True)
+        if not (on_path / "helm").exists():
+            (on_path / "helm").symlink_to(chosen)
+        env = {**env, "HELM_EXECUTABLE": str(chosen), "PATH": f"{on_path}:{env['PATH']}"}
     ensure_base_image(paths, env)
     return Sandbox(paths, env)
 

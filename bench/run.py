@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -286,15 +287,21 @@ def change_every_hub(root: Path, hubs: list[str], value: str) -> str:
     return git_commit_all(root, f"bench round {value}")
 
 
-def bench_fleet(sb: Sandbox, stack: PrefectStack, work: Path, tok: str, n: int, classic: bool = True
-                ) -> dict[str, Any]:
+def bench_fleet(sb: Sandbox, stack: PrefectStack, work: Path, tok: str, n: int, classic: bool = True,
+                cluster_concurrency: int | None = None) -> dict[str, Any]:
     image = sb.base_image()
     ours_hubs = [f"{PREFIX}{tok}-o{i:02d}" for i in range(1, n + 1)]
     classic_hubs = [f"{PREFIX}{tok}-c{i:02d}" for i in range(1, n + 1)]
     ours_root = make_repo(work / "fleet-ours", ours_hubs, image)
+    if cluster_concurrency:
+        settings = ours_root / "hubploy-repo.yaml"
+        settings.write_text(re.sub(r"(?m)^cluster_concurrency: .*$", f"cluster_concurrency: {cluster_concurrency}",
+                                   settings.read_text()))
+        git_commit_all(ours_root, f"cluster_concurrency {cluster_concurrency}")
     classic_root = make_repo(work / "fleet-classic", classic_hubs, image,
                              classic_kubeconfig=Path(sb.env["KUBECONFIG"]))
-    result: dict[str, Any] = {"hubs": n, "ours_root": str(ours_root), "ours_hubs": ours_hubs}
+    result: dict[str, Any] = {"hubs": n, "ours_root": str(ours_root), "ours_hubs": ours_hubs,
+                              "helm": Path(sb.helm).name, "cluster_concurrency": cluster_concurrency or "default"}
     for phase in FLEET_PHASES:
         if phase == "change":
             change_every_hub(ours_root, ours_hubs, "2")
@@ -452,6 +459,10 @@ def main() -> None:
     parser.add_argument("--planner-hubs", type=int, default=500)
     parser.add_argument("--skip-classic", action="store_true", help="fleet: ours only (A/B runs of our code)")
     parser.add_argument("--keep", action="store_true", help="leave the releases and the Prefect server running")
+    parser.add_argument("--helm", type=int, choices=[3, 4], default=3,
+                        help="the helm major version both tools run (default 3, as classic hubploy's users do)")
+    parser.add_argument("--cluster-concurrency", type=int,
+                        help="fleet: cluster_concurrency of our generated repo (default: hubploy-repo.yaml's)")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup in `finally` on kill
 
@@ -462,7 +473,7 @@ def main() -> None:
         print(report(RESULTS))
         shutil.rmtree(work, ignore_errors=True)
         return
-    sb = sandbox()
+    sb = sandbox(args.helm)
     if args.what == "cleanup":
         say("removed", cleanup_releases(sb, PREFIX), "releases")
         return
@@ -483,7 +494,8 @@ def main() -> None:
             stack.deploy(str(origin))
             stack.start_worker()
         if args.what in ("all", "fleet"):
-            RESULTS["fleet"] = bench_fleet(sb, stack, work, tok, args.hubs, classic=not args.skip_classic)
+            RESULTS["fleet"] = bench_fleet(sb, stack, work, tok, args.hubs, classic=not args.skip_classic,
+                                           cluster_concurrency=args.cluster_concurrency)
         if args.what in ("all", "overhead"):
             if "fleet" in RESULTS:
                 root, hub = Path(RESULTS["fleet"]["ours_root"]), RESULTS["fleet"]["ours_hubs"][0]
