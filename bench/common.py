@@ -335,12 +335,15 @@ class PrefectStack:
                                        start_new_session=True, stdin=subprocess.DEVNULL)
 
     def stop(self) -> None:
+        """Kill the worker, the flow-run processes it started (each in a session of its own), the server."""
+        from hubploy.sandbox.procs import child_pids
         for proc in (self.worker, self.server):
             if proc is not None and proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+                for group in [proc.pid, *(child_pids(proc.pid) if proc is self.worker else [])]:
+                    try:
+                        os.killpg(group, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
                 proc.wait()
 
 

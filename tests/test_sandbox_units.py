@@ -7,6 +7,7 @@ import json
 import os
 import shlex
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace as NS
 from typing import Any
@@ -20,7 +21,7 @@ from hubploy.sandbox.components import AGENT, agent_ready
 from hubploy.sandbox.env import ENV_NAMES, sandbox_env, shell_exports
 from hubploy.sandbox.hub_config import write_hub_config
 from hubploy.sandbox.paths import SandboxPaths
-from hubploy.sandbox.procs import command_line, proc_start_time, read_pid, runs
+from hubploy.sandbox.procs import command_line, proc_start_time, read_pid, runs, spawn, stop
 
 # Loads a config file the way JupyterHub does, and prints the sections the sandbox sets.
 LOAD_HUB_CONFIG = """
@@ -187,3 +188,23 @@ def test_port_offset_moves_every_port() -> None:
         26543,
         "localhost:5100",
     )
+
+
+def test_stop_with_children_also_stops_the_sessions_they_lead(tmp_path: Path) -> None:
+    """As a Prefect process worker does: each flow-run process leads a session of its own."""
+    parent = ("import subprocess, sys, time; "
+              "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)'], start_new_session=True); "
+              f"open({str(tmp_path / 'child')!r}, 'w').write(str(child.pid)); time.sleep(300)")
+    pid_file = tmp_path / "parent.pid"
+    spawn([sys.executable, "-c", parent], pid_file=pid_file, log=tmp_path / "parent.log", env=child_env())
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "child").is_file() or not (tmp_path / "child").read_text():
+        assert time.monotonic() < deadline, "the parent did not start its child"
+        time.sleep(0.05)
+    child = int((tmp_path / "child").read_text())
+    assert proc_start_time(child) is not None
+    assert stop(pid_file, timeout=5, children=True)
+    deadline = time.monotonic() + 10
+    while proc_start_time(child) is not None and command_line(child):  # gone, or a zombie (no command line)
+        assert time.monotonic() < deadline, "the child's session outlived stop(children=True)"
+        time.sleep(0.05)

@@ -226,7 +226,7 @@ def down(*, say: Say = print, only: tuple[str, ...] | list[str] | None = None) -
     with ``only``, just those of them (what one call of `up` started: Stack.started)."""
     paths = StackPaths.from_env()
     for name in ("worker", "webhook", "prefect-server"):
-        if (only is None or name in only) and stop(paths.pid(name), timeout=10):
+        if (only is None or name in only) and stop(paths.pid(name), timeout=10, children=name == "worker"):
             say(f"{name}: stopped")
     state = json.loads(paths.state_file.read_text()) if paths.state_file.is_file() else {}
     if (only is None or "sandbox" in only) and state.pop("sandbox_started", False):

@@ -81,19 +81,37 @@ def spawn(
     return pid
 
 
-def stop(pid_file: Path, *, timeout: float = 10.0) -> bool:
-    """Stop the process group recorded in ``pid_file`` (TERM, then KILL); True if one was running."""
+def child_pids(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux /proc)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # the process ended meanwhile
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return children
+
+
+def stop(pid_file: Path, *, timeout: float = 10.0, children: bool = False) -> bool:
+    """Stop the process group recorded in ``pid_file`` (TERM, then KILL); True if one was running.
+    With ``children``, also the sessions its children lead (a Prefect process worker starts each flow-run
+    process in a session of its own, which the worker's group signal would miss)."""
     pid = read_pid(pid_file)
     pid_file.unlink(missing_ok=True)
     if pid is None:
         return False
-    _signal(pid, signal.SIGTERM)
+    groups = [pid, *(child_pids(pid) if children else [])]
+    for group in groups:
+        _signal(group, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc_start_time(pid) is None:
+        if all(proc_start_time(group) is None for group in groups):
             return True
         time.sleep(0.1)
-    _signal(pid, signal.SIGKILL)
+    for group in groups:
+        _signal(group, signal.SIGKILL)
     return True
 
 
