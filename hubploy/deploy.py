@@ -5,8 +5,9 @@ The sequence (each step fails before the next one runs):
 1. ``helm dependency update``, skipped while Chart.yaml/Chart.lock and charts/ match a stamp file;
 2. decrypt the secret values files just in time (0600 temp files, removed afterwards);
 3. get cluster credentials (a provider passed in; the core never imports Prefect blocks);
-4. create the namespace if it is missing (while the release's history is read);
-5. check that every image in the merged values (every ``{name, tag}`` mapping) is in its registry;
+4. read the release's history while checking that every image in the merged values (every
+   ``{name, tag}`` mapping) is in its registry;
+5. when the release has no history, create its namespace if it is missing;
 6. stop if the deployed revision was made by hubploy from exactly this chart and these values (its helm
    description carries their digest): nothing to upgrade (``skip_unchanged=False`` upgrades anyway);
 7. recover a stuck release, then ``helm upgrade --install --wait --timeout`` with rollback on failure.
@@ -312,27 +313,25 @@ def _deploy(repo: DeploymentRepo, hub: Hub, options: DeployOptions, result: Depl
 
 def _prepare_release(prepared: PreparedValues, result: DeployResult, image_digest: ImageDigest,
                      env: dict[str, str], context: str | None, logger: Logger) -> tuple[list[helm.Revision], bool]:
-    """Steps 4 and 5: make sure the namespace exists and every image is in its registry. Returns the
-    release's history (read meanwhile) and whether the namespace was created just now.
-
-    Outcomes are as if in order: a namespace error wins over an image refusal, and a refusal removes a
-    namespace created for this deploy.
-    """
-    with ThreadPoolExecutor(2) as background:
-        namespace = background.submit(ensure_namespace, result.namespace, env=env, kube_context=context,
-                                      logger=logger)
+    """Steps 4 and 5: read the release's history while every image is looked up in its registry; only
+    when the release has no history, make sure the namespace exists (a release with revisions lives in
+    one). Returns the history and whether the namespace was created just now (then it holds no release,
+    even if a terminating namespace of that name still listed one). A history error wins over an image
+    refusal; an image refusal leaves the cluster untouched."""
+    with ThreadPoolExecutor(1) as background:
         history = background.submit(release_history, prepared.helm, result.release, result.namespace,
                                     env=env, kube_context=context)
         try:
             result.images = check_images(prepared.merged, image_digest, logger=logger)
         except HubployError:
             result.result = "refused"
-            if namespace.result():  # its error, if any, comes first
-                remove_namespace(result.namespace, env=env, kube_context=context, logger=logger)
+            history.result()  # its error, if any, comes first
             raise
-        # A namespace created just now (perhaps after waiting out a terminating one) holds no release.
-        created = namespace.result()
-        return ([] if created else history.result()), created
+        revisions = history.result()
+    if revisions:
+        return revisions, False
+    created = ensure_namespace(result.namespace, env=env, kube_context=context, logger=logger)
+    return [], created
 
 
 def _upgrade(executable: str, major: int, chart: str, values_args: list[str], options: DeployOptions,
@@ -565,7 +564,7 @@ def classic_cluster_access(base_env: Mapping[str, str]) -> ClusterAccessProvider
     return lambda hub, env_name: cloud.cluster_access(hub, env_name, base_env=base_env)
 
 
-# --- step 4: namespace -----------------------------------------------------------------------------------
+# --- step 5 (after the images of step 4, below): namespace ----------------------------------------------------------------------------
 
 def kubectl_argv(env: Mapping[str, str], kube_context: str | None, *args: str) -> list[str]:
     return [env.get("KUBECTL_EXECUTABLE", "kubectl"), *(["--context", kube_context] if kube_context else []), *args]
@@ -606,7 +605,7 @@ def remove_namespace(namespace: str, *, env: Mapping[str, str], kube_context: st
     run(kubectl_argv(env, kube_context, "delete", "namespace", namespace, "--wait=false"), env=env, check=False)
 
 
-# --- step 5: images --------------------------------------------------------------------------------------
+# --- step 4: images ---------------------------------------------------------------------------------------
 
 def image_references(merged: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     """Every ``{name, tag}`` mapping in ``merged``: (dotted path, name, tag), in values order."""

@@ -234,23 +234,30 @@ def _hub(cluster: str) -> Any:
         settings=None, context_template=cluster, provider="kubeconfig")))
 
 
+def _record_server_requests(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The names of every ``concurrency`` request the deploy locks make, in order."""
+    from flows.tasks import deploy
+
+    asked: list[Any] = []
+    real_concurrency = deploy.concurrency
+
+    def recorded(names: Any, **kwargs: Any) -> Any:
+        asked.append(names)
+        return real_concurrency(names, **kwargs)
+
+    monkeypatch.setattr(deploy, "concurrency", recorded)
+    return asked
+
+
 def test_a_run_waiting_for_its_release_lock_holds_no_cluster_slot(prefect_api: str,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    from flows.tasks import deploy
     from flows.tasks.deploy import deploy_locks, limit_name
 
     cluster = f"test-{secrets.token_hex(4)}"
     repo: Any = SimpleNamespace(settings=SimpleNamespace(cluster_concurrency=2))
     busy, other = f"busy-{cluster}", f"other-{cluster}"
     holding, let_go, second_in = threading.Event(), threading.Event(), threading.Event()
-    asked: list[Any] = []
-    real_concurrency = deploy.concurrency
-
-    def recorded(names: str, **kwargs: Any) -> Any:
-        asked.append(names)
-        return real_concurrency(names, **kwargs)
-
-    monkeypatch.setattr(deploy, "concurrency", recorded)
+    asked = _record_server_requests(monkeypatch)
 
     def first() -> None:
         with deploy_locks(repo, _hub(cluster), busy, LOG):
@@ -282,18 +289,10 @@ def test_a_run_waiting_for_its_release_lock_holds_no_cluster_slot(prefect_api: s
 
 def test_a_fleet_takes_its_release_locks_once_and_its_tasks_reuse_them(prefect_api: str,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    from flows.tasks import deploy
     from flows.tasks.deploy import limit_name, release_lock, release_locks
 
     releases = [f"fleet-{secrets.token_hex(3)}-{i}" for i in range(3)]
-    asked: list[Any] = []
-    real_concurrency = deploy.concurrency
-
-    def recorded(names: Any, **kwargs: Any) -> Any:
-        asked.append(names)
-        return real_concurrency(names, **kwargs)
-
-    monkeypatch.setattr(deploy, "concurrency", recorded)
+    asked = _record_server_requests(monkeypatch)
     outside = contextvars.copy_context()  # another run: it holds none of the fleet's locks
     other_in = threading.Event()
 
