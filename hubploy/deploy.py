@@ -564,7 +564,7 @@ def classic_cluster_access(base_env: Mapping[str, str]) -> ClusterAccessProvider
     return lambda hub, env_name: cloud.cluster_access(hub, env_name, base_env=base_env)
 
 
-# --- step 5 (after the images of step 4, below): namespace ----------------------------------------------------------------------------
+# --- step 5 (after step 4's image check, below): namespace ----------------------------------------
 
 def kubectl_argv(env: Mapping[str, str], kube_context: str | None, *args: str) -> list[str]:
     return [env.get("KUBECTL_EXECUTABLE", "kubectl"), *(["--context", kube_context] if kube_context else []), *args]
