@@ -39,7 +39,7 @@ from typing import Any, Protocol
 import httpx
 import yaml
 
-from hubploy import cloud, helm, values
+from hubploy import cloud, helm, http, values
 from hubploy.errors import (
     CommandError,
     CommandTimeoutError,
@@ -160,7 +160,7 @@ def deploy(repo: DeploymentRepo, hub_name: str, env_name: str, *, options: Deplo
                           namespace=options.namespace or hub.namespace(env_name))
     credentials_for = registry_credentials or hub_key_file_credentials(hub, sops_env(repo, env))
     # One registry client for all image checks of this deploy (one TLS setup and connection, not one per image).
-    with _recording(result, on_result), httpx.Client(timeout=REGISTRY_TIMEOUT) as registry_client:
+    with _recording(result, on_result), http.client(timeout=REGISTRY_TIMEOUT) as registry_client:
         _deploy(repo, hub, options, result, env, cluster_access or classic_cluster_access(sops_env(repo, env)),
                 registry_image_digest(env, credentials_for, client=registry_client), logger, cluster_slot)
     return result

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 
+from hubploy import http
 from hubploy.errors import HealthCheckError
 from hubploy.layout import Hub
 
@@ -67,7 +68,7 @@ def wait_for_hub_api(urls: Callable[[], str | None], *, timeout: float, confirm:
     """
     deadline = time.monotonic() + timeout
     delay, why = 0.5, "no URL for the hub yet"
-    with httpx.Client(timeout=5.0, follow_redirects=True) as client:
+    with http.client(timeout=5.0, follow_redirects=True) as client:
         while True:
             url = urls()
             if url:

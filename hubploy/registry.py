@@ -28,6 +28,7 @@ from typing import Any
 
 import httpx
 
+from hubploy import http
 from hubploy.errors import RegistryError
 from hubploy.runner import register_secret
 
@@ -90,7 +91,7 @@ def manifest_digest(name: str, tag: str, credentials: RegistryCredentials | None
     headers = {"Accept": ", ".join(MANIFEST_TYPES)}
     with contextlib.ExitStack() as stack:
         if client is None:
-            client = stack.enter_context(httpx.Client(timeout=timeout))
+            client = stack.enter_context(http.client(timeout=timeout))
         response = _request(client, "HEAD", url, headers)
         if response.status_code == 401:
             headers = {**headers, **_authorization(client, response, repository, credentials, f"{name}:{tag}")}
