@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 import re
 import secrets
-import time
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -17,16 +17,20 @@ from uuid import UUID
 
 import pytest
 import yaml
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId,
-                                           LogFilter, LogFilterFlowRunId, LogFilterTextSearch)
-from prefect.deployments import run_deployment
-from prefect.flow_runs import resume_flow_run
-
 from conftest import PROJECT_ROOT
 from fixtures.prefect_worker import Worker, wait_for_state
 from helpers.cli import run_cli
 from helpers.gitrepo import Repo, init_repo
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterId,
+    LogFilter,
+    LogFilterFlowRunId,
+    LogFilterTextSearch,
+)
+from prefect.deployments import run_deployment
+from prefect.flow_runs import resume_flow_run
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.prefect]
 
@@ -165,6 +169,16 @@ def change_values(repo: DeployRepo, text: str) -> str:
                       + text}, f"change {secrets.token_hex(2)}")
 
 
+def approve_until_prod(repo: DeployRepo, run_id: UUID, sha: str, worker: Worker, reason: str, approver: str) -> None:
+    """`hubploy approve` the waiting run, which then completes with ``sha`` merged into prod and deployed."""
+    approved = run_cli("approve", str(run_id), "--reason", reason, "--as", approver, cwd=PROJECT_ROOT)
+    assert approved.returncode == 0, approved.stderr
+    run = wait_for_state(run_id, final, worker=worker)
+    assert run.state.is_completed(), run.state.message
+    assert repo.prod_parents()[1] == sha
+    assert repo.revisions("prod")[-1]["status"] == "deployed"
+
+
 def test_approved_change_reaches_prod_at_the_approved_sha(deploy_repo: DeployRepo, hubploy_worker: Worker) -> None:
     repo = deploy_repo
     sha = change_values(repo, "# a comment-only change still counts\n")
@@ -175,12 +189,7 @@ def test_approved_change_reaches_prod_at_the_approved_sha(deploy_repo: DeployRep
     assert "| deployed |" in text and "localhost:5000/hubploy/minimal-user:" in text
     assert "What prod will change" in text and "+kind: Deployment" in text or "kind: Deployment" in text
     assert repo.revisions("prod") == []  # nothing touched prod before the approval
-    approved = run_cli("approve", str(run_id), "--reason", "looks good", "--as", "alice", cwd=PROJECT_ROOT)
-    assert approved.returncode == 0, approved.stderr
-    run = wait_for_state(run_id, final, worker=hubploy_worker)
-    assert run.state.is_completed(), run.state.message
-    assert repo.prod_parents()[1] == sha
-    assert repo.revisions("prod")[-1]["status"] == "deployed"
+    approve_until_prod(repo, run_id, sha, hubploy_worker, "looks good", "alice")
     assert repo.revisions("staging")[-1]["status"] == "deployed"
     keys = artifact_keys()
     assert {f"audit-{repo.hub}-staging", f"audit-{repo.hub}-prod", "approval"} <= keys
@@ -289,12 +298,7 @@ def test_approval_in_the_hot_window_continues_in_the_same_process(deploy_repo: D
     assert run.state.name == "Suspended" and run.state.state_details.pause_reschedule  # as a plain suspend
     waiting = wait_for_process_log(run_id, WAITING_IN)
     assert process_alive(waiting)
-    approved = run_cli("approve", str(run_id), "--reason", "quick", "--as", "hot", cwd=PROJECT_ROOT)
-    assert approved.returncode == 0, approved.stderr
-    run = wait_for_state(run_id, final, worker=hubploy_worker)
-    assert run.state.is_completed(), run.state.message
-    assert repo.prod_parents()[1] == sha
-    assert repo.revisions("prod")[-1]["status"] == "deployed"
+    approve_until_prod(repo, run_id, sha, hubploy_worker, "quick", "hot")
     assert wait_for_process_log(run_id, CONTINUING_IN) == waiting
     # this process claimed the resumed run (Pending, Running): the worker started no second one
     assert [s.name for s in states_after_resume(run_id)] == ["Resuming", "Pending", "Running", "Completed"]
