@@ -307,17 +307,18 @@ def _deploy(repo: DeploymentRepo, hub: Hub, options: DeployOptions, result: Depl
                         raise
             if options.health_check:
                 _check_health_or_roll_back(hub, executable, options, result, kube_env, context, logger)  # 8
-            elif result.result == "pending":
+            if result.result == "pending":
                 result.result = "deployed"
+                logger.info("deployed %s revision %s (JupyterHub %s)", result.release, result.revision_after,
+                            result.hub_version or "not checked")
 
 
 def _prepare_release(prepared: PreparedValues, result: DeployResult, image_digest: ImageDigest,
                      env: dict[str, str], context: str | None, logger: Logger) -> tuple[list[helm.Revision], bool]:
     """Steps 4 and 5: read the release's history while every image is looked up in its registry; only
     when the release has no history, make sure the namespace exists (a release with revisions lives in
-    one). Returns the history and whether the namespace was created just now (then it holds no release,
-    even if a terminating namespace of that name still listed one). A history error wins over an image
-    refusal; an image refusal leaves the cluster untouched."""
+    one). Returns the history and whether the namespace was created just now. A history error wins over
+    an image refusal; an image refusal leaves the cluster untouched."""
     with ThreadPoolExecutor(1) as background:
         history = background.submit(release_history, prepared.helm, result.release, result.namespace,
                                     env=env, kube_context=context)
@@ -330,8 +331,7 @@ def _prepare_release(prepared: PreparedValues, result: DeployResult, image_diges
         revisions = history.result()
     if revisions:
         return revisions, False
-    created = ensure_namespace(result.namespace, env=env, kube_context=context, logger=logger)
-    return [], created
+    return [], ensure_namespace(result.namespace, env=env, kube_context=context, logger=logger)
 
 
 def _upgrade(executable: str, major: int, chart: str, values_args: list[str], options: DeployOptions,
@@ -413,9 +413,6 @@ def _check_health_or_roll_back(hub: Hub, executable: str, options: DeployOptions
         result.revision_after = None
         raise HealthCheckError(f"{name}: health check failed on the first install, which was removed: {reason}"
                                ) from None
-    if not unchanged:
-        result.result = "deployed"
-        logger.info("deployed %s revision %s (JupyterHub %s)", name, result.revision_after, result.hub_version)
 
 
 _STATUS_LINE = re.compile(r"^STATUS: (\S+)\s*$")
