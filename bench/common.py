@@ -71,7 +71,7 @@ class Sandbox:
         return self.env["HELM_EXECUTABLE"]
 
     def base_image(self) -> str:
-        from hubploy.sandbox.images import BASE_REPOSITORY, BASE_TAG
+        from hubploy_sandbox.images import BASE_REPOSITORY, BASE_TAG
         return f"{self.registry}/{BASE_REPOSITORY}:{BASE_TAG}"
 
 
@@ -79,10 +79,10 @@ def sandbox(helm_major: int = 3) -> Sandbox:
     """The running sandbox's environment; ``helm_major`` picks the helm both tools run (hubploy through
     HELM_EXECUTABLE, classic hubploy as ``helm`` on PATH)."""
     from hubploy.runner import child_env
-    from hubploy.sandbox import lifecycle
-    from hubploy.sandbox.env import sandbox_env
-    from hubploy.sandbox.images import ensure_base_image
-    from hubploy.sandbox.paths import SandboxPaths
+    from hubploy_sandbox import lifecycle
+    from hubploy_sandbox.env import sandbox_env
+    from hubploy_sandbox.images import ensure_base_image
+    from hubploy_sandbox.paths import SandboxPaths
 
     paths = SandboxPaths.from_env()
     if not lifecycle.healthy(paths):
@@ -336,7 +336,7 @@ class PrefectStack:
 
     def stop(self) -> None:
         """Kill the worker, the flow-run processes it started (each in a session of its own), the server."""
-        from hubploy.sandbox.procs import child_pids
+        from hubploy_sandbox.procs import child_pids
         for proc in (self.worker, self.server):
             if proc is not None and proc.poll() is None:
                 for group in [proc.pid, *(child_pids(proc.pid) if proc is self.worker else [])]:

@@ -1,4 +1,4 @@
-"""`hubploy sandbox install | up | down | status | env`: the local platform (see hubploy.sandbox)."""
+"""`hubploy sandbox install | up | down | status | env`: the local platform (see hubploy_sandbox)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 
 def _paths():
-    from hubploy.sandbox.paths import SandboxPaths
+    from hubploy_sandbox.paths import SandboxPaths
 
     return SandboxPaths.from_env()
 
@@ -19,7 +19,7 @@ def _say(line: str) -> None:
 
 
 def cmd_install(args: argparse.Namespace) -> int:
-    from hubploy.sandbox.install import install
+    from hubploy_sandbox.install import install
 
     start = time.monotonic()
     install(_paths(), say=_say)
@@ -28,21 +28,21 @@ def cmd_install(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from hubploy.sandbox.lifecycle import up
+    from hubploy_sandbox.lifecycle import up
 
     up(_paths(), use_kubeconfig=args.use_kubeconfig, say=_say)
     return 0
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from hubploy.sandbox.lifecycle import down
+    from hubploy_sandbox.lifecycle import down
 
     down(_paths(), say=_say)
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from hubploy.sandbox.lifecycle import status
+    from hubploy_sandbox.lifecycle import status
 
     paths = _paths()
     rows = status(paths)
@@ -62,7 +62,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_env(args: argparse.Namespace) -> int:
-    from hubploy.sandbox.env import sandbox_env, shell_exports
+    from hubploy_sandbox.env import sandbox_env, shell_exports
 
     sys.stdout.write(shell_exports(sandbox_env()))
     return 0

@@ -9,7 +9,7 @@ import yaml
 
 from hubploy.errors import CommandError
 from hubploy.runner import child_env, run
-from hubploy.sandbox.paths import HELM_VERSIONS, SandboxPaths
+from hubploy_sandbox.paths import HELM_VERSIONS, SandboxPaths
 
 CHART = Path(__file__).resolve().parent.parent / "hub"
 

@@ -28,7 +28,7 @@ from hubploy.errors import DeployError, HealthCheckError
 from hubploy.helm import UpgradeFlags
 from hubploy.layout import load_repo
 from hubploy.registry import RegistryCredentials, auth_files
-from hubploy.sandbox.images import BASE_REPOSITORY, BASE_TAG, ensure_base_image
+from hubploy_sandbox.images import BASE_REPOSITORY, BASE_TAG, ensure_base_image
 
 pytest_plugins = ["fixtures.sandbox"]
 pytestmark = pytest.mark.sandbox

@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 from hubploy.errors import CommandError
-from hubploy.sandbox.install import jupyterhub_version
-from hubploy.sandbox.procs import command_line, read_pid
+from hubploy_sandbox.install import jupyterhub_version
+from hubploy_sandbox.procs import command_line, read_pid
 
 pytest_plugins = ["fixtures.sandbox"]  # harmless when tests/conftest.py loads it too
 

@@ -11,7 +11,7 @@ import pytest
 
 from fixtures.sandbox import free_port_offset
 from hubploy.runner import child_env, run
-from hubploy.sandbox.procs import proc_start_time
+from hubploy_sandbox.procs import proc_start_time
 
 pytest_plugins = ["fixtures.sandbox"]
 

@@ -16,12 +16,12 @@ import pytest
 
 from hubploy.errors import SandboxError
 from hubploy.runner import CommandResult, child_env, run
-from hubploy.sandbox import kubelet
-from hubploy.sandbox.components import AGENT, agent_ready
-from hubploy.sandbox.env import ENV_NAMES, sandbox_env, shell_exports
-from hubploy.sandbox.hub_config import write_hub_config
-from hubploy.sandbox.paths import SandboxPaths
-from hubploy.sandbox.procs import command_line, proc_start_time, read_pid, runs, spawn, stop
+from hubploy_sandbox import kubelet
+from hubploy_sandbox.components import AGENT, agent_ready
+from hubploy_sandbox.env import ENV_NAMES, sandbox_env, shell_exports
+from hubploy_sandbox.hub_config import write_hub_config
+from hubploy_sandbox.paths import SandboxPaths
+from hubploy_sandbox.procs import command_line, proc_start_time, read_pid, runs, spawn, stop
 
 # Loads a config file the way JupyterHub does, and prints the sections the sandbox sets.
 LOAD_HUB_CONFIG = """
@@ -67,7 +67,7 @@ def test_pods_become_running_and_ready() -> None:
     "p",
     [
         pod(image="localhost:5000/never-ready/user:v2"),
-        pod(annotations={"hubploy.sandbox/never-ready": "true"}),
+        pod(annotations={"hubploy_sandbox/never-ready": "true"}),
     ],
 )
 def test_never_ready_pods_run_but_are_not_ready(p: NS) -> None:

@@ -164,7 +164,7 @@ def test_hubploy_up_serves_everything_locked_down_and_ctrl_c_stops_it(sandbox, t
     assert _listen_addresses(port) == set() and _listen_addresses(webhook_port) == set()
     out = log.read_text()
     assert "sandbox" not in out.split("Ctrl-C stops what")[1]  # it did not start the sandbox: left alone
-    from hubploy.sandbox import lifecycle
+    from hubploy_sandbox import lifecycle
     assert lifecycle.healthy(sandbox.paths)
 
 
@@ -233,7 +233,7 @@ def test_hubploy_demo_approve_runs_to_prod_and_cleans_up(sandbox, tmp_path: Path
                 os.killpg(pid, signal.SIGKILL)
     assert not [name for name, pid in started.items() if _alive(pid)]
     assert _listen_addresses(port) == set() and _listen_addresses(webhook_port) == set()
-    from hubploy.sandbox import lifecycle
+    from hubploy_sandbox import lifecycle
     assert lifecycle.healthy(sandbox.paths)
 
 
@@ -255,5 +255,5 @@ def test_hubploy_up_that_cannot_start_fails_fast_and_leaves_nothing_running(sand
     started = {name: int(pid) for name, pid in re.findall(r"(\S+): started \(pid (\d+)", out)}
     assert set(started) == {"prefect-server"}
     assert not any(_alive(pid) for pid in started.values())
-    from hubploy.sandbox import lifecycle
+    from hubploy_sandbox import lifecycle
     assert lifecycle.healthy(sandbox.paths)

@@ -24,10 +24,10 @@ import httpx
 
 from hubploy.errors import HubployError
 from hubploy.runner import child_env, run
-from hubploy.sandbox import lifecycle as sandbox
-from hubploy.sandbox.env import sandbox_env
-from hubploy.sandbox.paths import SandboxPaths
-from hubploy.sandbox.procs import read_pid, spawn, stop
+from hubploy_sandbox import lifecycle as sandbox
+from hubploy_sandbox.env import sandbox_env
+from hubploy_sandbox.paths import SandboxPaths
+from hubploy_sandbox.procs import read_pid, spawn, stop
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEMO_FILES = ("hub", "deployments", "hubploy-repo.yaml", ".sops.yaml", "example-age.key")

@@ -34,11 +34,11 @@ from test_deploy_sandbox import HubRepo, base_image, push_copy
 from hubploy.errors import HubployError
 from hubploy.registry import manifest_digest
 from hubploy.runner import child_env
-from hubploy.sandbox import lifecycle
-from hubploy.sandbox.components import APISERVER
-from hubploy.sandbox.env import sandbox_env
-from hubploy.sandbox.paths import SandboxPaths
-from hubploy.sandbox.procs import stop
+from hubploy_sandbox import lifecycle
+from hubploy_sandbox.components import APISERVER
+from hubploy_sandbox.env import sandbox_env
+from hubploy_sandbox.paths import SandboxPaths
+from hubploy_sandbox.procs import stop
 
 pytestmark = [pytest.mark.reliability, pytest.mark.sandbox, pytest.mark.prefect]
 

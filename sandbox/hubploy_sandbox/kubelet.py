@@ -6,9 +6,9 @@ import datetime as dt
 import hashlib
 from typing import Any
 
-from hubploy.sandbox.paths import NODE_NAME
+from hubploy_sandbox.paths import NODE_NAME
 
-NEVER_READY_ANNOTATION = "hubploy.sandbox/never-ready"
+NEVER_READY_ANNOTATION = "hubploy_sandbox/never-ready"
 NEVER_READY_IMAGE_MARK = "never-ready"
 DROP_TAINTS = {"node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"}
 

@@ -9,8 +9,8 @@ import yaml
 
 from hubploy.errors import SandboxError
 from hubploy.runner import run
-from hubploy.sandbox.health import http_status
-from hubploy.sandbox.paths import SandboxPaths
+from hubploy_sandbox.health import http_status
+from hubploy_sandbox.paths import SandboxPaths
 
 
 def etcd_argv(paths: SandboxPaths) -> list[str]:

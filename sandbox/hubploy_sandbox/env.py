@@ -7,9 +7,9 @@ import shlex
 from collections.abc import Mapping
 
 from hubploy.errors import SandboxError
-from hubploy.sandbox import registry, tools
-from hubploy.sandbox.lifecycle import external_kubeconfig
-from hubploy.sandbox.paths import REGISTRY_USER, SandboxPaths
+from hubploy_sandbox import registry, tools
+from hubploy_sandbox.lifecycle import external_kubeconfig
+from hubploy_sandbox.paths import REGISTRY_USER, SandboxPaths
 
 ENV_NAMES = (
     "KUBECONFIG",

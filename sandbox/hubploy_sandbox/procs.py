@@ -67,7 +67,7 @@ def spawn(
     cwd: Path | None = None,
 ) -> int:
     """Start ``argv`` detached (new session, output to ``log``); return its PID."""
-    launcher = [sys.executable, "-m", "hubploy.sandbox.spawn", "--pid-file", str(pid_file), "--log", str(log)]
+    launcher = [sys.executable, "-m", "hubploy_sandbox.spawn", "--pid-file", str(pid_file), "--log", str(log)]
     if cwd is not None:
         launcher += ["--cwd", str(cwd)]
     run(launcher + ["--", *map(os.fspath, argv)], env=env, timeout=60)

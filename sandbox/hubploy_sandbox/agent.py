@@ -1,7 +1,7 @@
 """The pod-readiness agent: stands in for a kubelet on the sandbox's one node, and runs a real
 JupyterHub for every hub release whose hub pod is Ready.
 
-Run as ``python -m hubploy.sandbox.agent --kubeconfig K --state-dir S --hub-python PY [--hub-urls F]
+Run as ``python -m hubploy_sandbox.agent --kubeconfig K --state-dir S --hub-python PY [--hub-urls F]
 [--pid-dir P] [--log-dir L]``, where PY is the python of JupyterHub's own virtualenv.
 """
 
@@ -21,11 +21,11 @@ from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
 from hubploy.runner import child_env
-from hubploy.sandbox import kubelet
-from hubploy.sandbox.hubs import HubManager
-from hubploy.sandbox.paths import NODE_NAME
+from hubploy_sandbox import kubelet
+from hubploy_sandbox.hubs import HubManager
+from hubploy_sandbox.paths import NODE_NAME
 
-log = logging.getLogger("hubploy.sandbox.agent")
+log = logging.getLogger("hubploy_sandbox.agent")
 stopping = threading.Event()
 hub_pods_changed = threading.Event()  # wakes the JupyterHub reconciler at once
 
@@ -129,7 +129,7 @@ def loop_forever(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hubploy.sandbox.agent", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="hubploy_sandbox.agent", description=__doc__.splitlines()[0])
     parser.add_argument("--kubeconfig", required=True, type=Path)
     parser.add_argument("--state-dir", required=True, type=Path)
     parser.add_argument("--hub-python", required=True, type=Path)

@@ -10,8 +10,8 @@ from collections.abc import Mapping
 import yaml
 
 from hubploy.runner import register_secret, run
-from hubploy.sandbox.health import http_status
-from hubploy.sandbox.paths import REGISTRY_USER, SandboxPaths
+from hubploy_sandbox.health import http_status
+from hubploy_sandbox.paths import REGISTRY_USER, SandboxPaths
 
 
 def password(paths: SandboxPaths) -> str:

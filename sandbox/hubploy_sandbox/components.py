@@ -7,9 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from hubploy.sandbox import k8s, registry
-from hubploy.sandbox.paths import SandboxPaths
-from hubploy.sandbox.procs import read_pid
+from hubploy_sandbox import k8s, registry
+from hubploy_sandbox.paths import SandboxPaths
+from hubploy_sandbox.procs import read_pid
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ def agent_argv(paths: SandboxPaths) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "hubploy.sandbox.agent",
+        "hubploy_sandbox.agent",
         "--kubeconfig",
         str(paths.kubeconfig),
         "--state-dir",

@@ -21,16 +21,12 @@ from pathlib import Path
 
 from hubploy.errors import SandboxError
 from hubploy.runner import child_env, run
-from hubploy.sandbox.paths import HELM_VERSIONS, HELM_WHEELS, SandboxPaths
+from hubploy_sandbox.paths import HELM_VERSIONS, HELM_WHEELS, SandboxPaths
 
 APT_PACKAGES = [
-    "golang-go",
-    "rsync",
-    "make",
     "gcc",
     "libc6-dev",
-    "etcd-server",
-    "etcd-client",
+    "python3-venv",
     "docker-registry",
     "skopeo",
     "buildah",
@@ -210,7 +206,7 @@ def install_chp(paths: SandboxPaths, say: Say) -> None:
 
 
 def install_kubernetes(paths: SandboxPaths, say: Say) -> None:
-    script = resources.files("hubploy.sandbox") / "scripts" / "build-kubernetes.sh"
+    script = resources.files("hubploy_sandbox") / "scripts" / "build-kubernetes.sh"
     with resources.as_file(script) as path:
         run(
             ["bash", str(path), str(paths.cache)],

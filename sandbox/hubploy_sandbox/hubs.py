@@ -16,11 +16,11 @@ from typing import Any
 import yaml
 
 from hubploy.errors import HubployError
-from hubploy.sandbox.hub_config import write_hub_config
-from hubploy.sandbox.paths import NODE_NAME
-from hubploy.sandbox.procs import read_pid, spawn, stop, stop_recorded
+from hubploy_sandbox.hub_config import write_hub_config
+from hubploy_sandbox.paths import NODE_NAME
+from hubploy_sandbox.procs import read_pid, spawn, stop, stop_recorded
 
-log = logging.getLogger("hubploy.sandbox.hubs")
+log = logging.getLogger("hubploy_sandbox.hubs")
 HUB_SECRET = "hub"
 PROXY_PID_FILE = "jupyterhub-proxy.pid"  # written by JupyterHub into the hub's directory
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from hubploy.errors import SandboxError
 from hubploy.runner import run
-from hubploy.sandbox import registry
-from hubploy.sandbox.paths import SandboxPaths
+from hubploy_sandbox import registry
+from hubploy_sandbox.paths import SandboxPaths
 
 BASE_REPOSITORY = "base/busybox"
 BASE_TAG = "latest"

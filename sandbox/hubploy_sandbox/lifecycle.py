@@ -13,8 +13,8 @@ from pathlib import Path
 
 from hubploy.errors import SandboxError
 from hubploy.runner import child_env
-from hubploy.sandbox import images, k8s, registry, tools
-from hubploy.sandbox.components import (
+from hubploy_sandbox import images, k8s, registry, tools
+from hubploy_sandbox.components import (
     AGENT,
     ALL,
     APISERVER,
@@ -25,10 +25,10 @@ from hubploy.sandbox.components import (
     STOP_ORDER,
     Component,
 )
-from hubploy.sandbox.health import wait_for
-from hubploy.sandbox.hubs import PROXY_PID_FILE
-from hubploy.sandbox.paths import SandboxPaths
-from hubploy.sandbox.procs import read_pid, runs, spawn, stop, stop_recorded
+from hubploy_sandbox.health import wait_for
+from hubploy_sandbox.hubs import PROXY_PID_FILE
+from hubploy_sandbox.paths import SandboxPaths
+from hubploy_sandbox.procs import read_pid, runs, spawn, stop, stop_recorded
 
 Say = Callable[[str], None]
 

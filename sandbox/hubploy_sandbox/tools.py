@@ -11,8 +11,8 @@ from pathlib import Path
 
 from hubploy.errors import SandboxError
 from hubploy.runner import run
-from hubploy.sandbox import registry
-from hubploy.sandbox.paths import HELM_VERSIONS, SandboxPaths
+from hubploy_sandbox import registry
+from hubploy_sandbox.paths import HELM_VERSIONS, SandboxPaths
 
 
 def helm_major(environ: Mapping[str, str] | None = None) -> str:
