@@ -64,7 +64,7 @@ def main() -> None:
             with guard:
                 return local_slots.setdefault(name, threading.BoundedSemaphore(args.slots))
 
-        from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError
+        from flows.prefect_compat import ConcurrencySlotAcquisitionError, retry_after
 
         @contextlib.contextmanager
         def polled(name: str) -> Iterator[None]:
@@ -76,8 +76,7 @@ def main() -> None:
                         stack.enter_context(concurrency(name, occupy=1, strict=True, max_retries=0))
                         break
                     except ConcurrencySlotAcquisitionError as exc:
-                        cause = exc.__cause__
-                        if getattr(getattr(cause, "response", None), "status_code", None) != 423:
+                        if retry_after(exc) is None:
                             raise
                     time.sleep(delay + random.uniform(0, delay))
                     delay = min(delay * 2, 1.0)

@@ -16,14 +16,13 @@ process polls the run for ``window``:
 Two engine mechanisms of a flow-run process assume that a suspended run's process is gone, and are
 handled here: the suspension observer (it marks the run as suspended, which would make the next task
 call exit the process) and the renewal of the deployment concurrency lease (suspending revokes it;
-the next renewal, at most 225 s later, would cancel the flow and leave the run `Crashed`).
+the next renewal, at most 225 s later, would cancel the flow and leave the run `Crashed`). Both lean
+on Prefect internals, reached through flows/prefect_compat.py.
 """
 
 from __future__ import annotations
 
-import inspect
 import os
-import threading
 import time
 from contextlib import ExitStack
 from datetime import timedelta
@@ -31,20 +30,24 @@ from typing import TypeVar
 from uuid import UUID
 
 from prefect import get_run_logger
-from prefect._flow_run_suspension import FlowRunSuspensionRequest
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.objects import State
-from prefect.concurrency._leases import maintain_concurrency_lease
 from prefect.context import FlowRunContext
 from prefect.exceptions import Abort, Pause
 from prefect.flow_runs import suspend_flow_run
 from prefect.input import RunInput, keyset_from_paused_state
 from prefect.states import Pending, Running
-from prefect.utilities.engine import propose_state_sync
+
+from flows.prefect_compat import (
+    ENGINE_LEASE_SECONDS,
+    detach_suspension_request,
+    maintain_concurrency_lease,
+    propose_state_sync,
+    stop_lease_renewal,
+    suspended_state,
+)
 
 POLL_SECONDS = 0.5
-LEASE_SECONDS = 300  # what the engine renews a deployment concurrency lease for (every 75 % of it)
-LEASE_THREAD_PREFIX = "concurrency-lease-renewal-"  # prefect.concurrency._leases names its threads so
 
 R = TypeVar("R", bound=RunInput)
 
@@ -57,7 +60,7 @@ def suspend_with_hot_window(wait_for_input: type[R], *, timeout: int, key: str, 
     try:
         return suspend_flow_run(wait_for_input=wait_for_input, timeout=timeout, key=key)
     except Pause as pause:
-        suspended = pause.state
+        suspended = suspended_state(pause)
         if window <= timedelta(0) or not _is_own_suspension(suspended, key):
             raise
         answer = _continue_if_resumed(wait_for_input, suspended, window)
@@ -77,7 +80,9 @@ def _continue_if_resumed(wait_for_input: type[R], suspended: State, window: time
     assert context is not None and context.flow_run is not None  # suspend_flow_run checked both
     run_id = context.flow_run.id
     lease = suspended.state_details.deployment_concurrency_lease_id
-    if lease and not _stop_lease_renewal(lease):
+    # The engine cancels the flow when a renewal fails; suspending revoked the lease, so the next renewal
+    # (at most 225 s later) would end the run `Crashed` while it waits.
+    if lease and not stop_lease_renewal(lease):
         logger.warning("approval hot window unavailable: this Prefect version renews lease %s in a way "
                        "hubploy cannot stop; the process exits and a resume restarts the run", lease)
         return None
@@ -96,9 +101,10 @@ def _continue_if_resumed(wait_for_input: type[R], suspended: State, window: time
             logger.info("the resumed run went to the worker (it claimed the run first, or the deployment's "
                         "concurrency limit is reached): this process exits")
             return None
-    _detach_suspension_request(context)
+    detach_suspension_request(context)  # it runs again here: no later task call may exit the process
     if lease := claimed.state_details.deployment_concurrency_lease_id:
-        _claimed_leases.enter_context(maintain_concurrency_lease(lease, LEASE_SECONDS, suppress_warnings=True))
+        _claimed_leases.enter_context(maintain_concurrency_lease(lease, ENGINE_LEASE_SECONDS,
+                                                                 suppress_warnings=True))
     logger.info("resumed within the hot window: continuing in flow-run process %s", os.getpid())
     return wait_for_input.load(keyset_from_paused_state(suspended))
 
@@ -142,33 +148,3 @@ def _claim(client: SyncPrefectClient, run_id: UUID) -> State | None:
     except Abort:
         return None
     return running if running.is_running() else None
-
-
-def _detach_suspension_request(context: FlowRunContext) -> None:
-    """Forget the suspension that the engine recorded for this run, now that it runs again here.
-
-    `suspend_flow_run` and the engine's suspension observer mark a request object that every later task
-    call and the flow's completion check, to exit the process. The observer keeps the old object, so a
-    late notice of the (already resumed) suspension cannot stop the run either."""
-    context.flow_run_suspension_request = FlowRunSuspensionRequest()
-
-
-def _stop_lease_renewal(lease_id: UUID) -> bool:
-    """Stop this process's renewal of the deployment concurrency lease ``lease_id``; False when the
-    renewal cannot be found and stopped.
-
-    The engine renews the lease of a deployment with a concurrency limit until the flow returns, and
-    cancels the flow when a renewal fails. Suspending revokes the lease, so the next renewal (at most
-    225 s later) would end the run `Crashed` while it waits. Prefect offers no handle on that renewal:
-    its thread is found by name and its stop event (prefect.concurrency._leases) is set, as the engine
-    itself does when a flow returns."""
-    thread = next((t for t in threading.enumerate() if t.name == f"{LEASE_THREAD_PREFIX}{lease_id}"), None)
-    target = getattr(thread, "_target", None)
-    if target is None:
-        return False
-    handler = inspect.getclosurevars(target).nonlocals.get("_run_with_failure_handler")
-    stop = inspect.getclosurevars(handler).nonlocals.get("stop_event") if callable(handler) else None
-    if not isinstance(stop, threading.Event):
-        return False
-    stop.set()
-    return True

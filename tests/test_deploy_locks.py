@@ -162,8 +162,7 @@ def test_an_exception_in_the_block_passes_the_slot_on_and_leaks_nothing(prefect_
 
 
 def test_a_missing_limit_is_an_error_for_every_waiting_task(prefect_api: str) -> None:
-    from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError
-
+    from flows.prefect_compat import ConcurrencySlotAcquisitionError
     from flows.tasks.deploy import process_slot
 
     name = _limit_name()  # never created

@@ -11,17 +11,21 @@ from uuid import uuid4
 
 import pytest
 from prefect import flow
-from prefect._internal.concurrency.cancellation import CancelledError
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.responses import SetStateStatus
-from prefect.concurrency._leases import maintain_concurrency_lease
 from prefect.exceptions import Abort
 from prefect.logging import disable_run_logger
 from prefect.states import Pending, Running, Scheduled
-from prefect.utilities.engine import propose_state_sync
 
 from flows.approval import HOT_WINDOW, HOT_WINDOW_ENV, hot_window
-from flows.hot_window import LEASE_SECONDS, _claim, _stop_lease_renewal
+from flows.hot_window import _claim
+from flows.prefect_compat import (
+    ENGINE_LEASE_SECONDS,
+    CancelledError,
+    maintain_concurrency_lease,
+    propose_state_sync,
+    stop_lease_renewal,
+)
 
 
 @flow(name="hot-window-claim")
@@ -59,18 +63,18 @@ def test_a_revoked_lease_cancels_the_waiting_flow_unless_its_renewal_is_stopped(
     # renewal is immediate, so the failure shows within the client's retries instead of 225 s.
     started = time.monotonic()
     with (pytest.raises(CancelledError),
-          maintain_concurrency_lease(uuid4(), LEASE_SECONDS, raise_on_lease_renewal_failure=True)):
+          maintain_concurrency_lease(uuid4(), ENGINE_LEASE_SECONDS, raise_on_lease_renewal_failure=True)):
         wait_for_cancellation(60)
     cancelled_after = time.monotonic() - started
 
     lease = uuid4()
-    with maintain_concurrency_lease(lease, LEASE_SECONDS, raise_on_lease_renewal_failure=True):
-        assert _stop_lease_renewal(lease)
+    with maintain_concurrency_lease(lease, ENGINE_LEASE_SECONDS, raise_on_lease_renewal_failure=True):
+        assert stop_lease_renewal(lease)
         wait_for_cancellation(2 * cancelled_after + 2)  # no CancelledError
 
 
 def test_an_unknown_lease_renewal_cannot_be_stopped() -> None:
-    assert not _stop_lease_renewal(uuid4())
+    assert not stop_lease_renewal(uuid4())
 
 
 def test_hot_window_setting(monkeypatch: pytest.MonkeyPatch) -> None:

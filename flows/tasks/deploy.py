@@ -34,6 +34,7 @@ from prefect.context import FlowRunContext, SettingsContext, TaskRunContext, get
 from prefect.exceptions import ObjectAlreadyExists
 
 from blocks.resolve import cluster_access_for
+from flows.prefect_compat import retry_after as compat_retry_after
 from flows.tasks.images import hub_registry_credentials
 from hubploy.deploy import (
     ClusterAccessProvider,
@@ -129,14 +130,6 @@ class _Claim:
         self.decided.set()
 
 
-def _retry_after(error: Exception) -> float | None:
-    """The server's Retry-After when it refused a slot because the limit is full (HTTP 423), else None."""
-    response = getattr(error.__cause__, "response", None)
-    if getattr(response, "status_code", None) != 423:
-        return None
-    return float(response.headers.get("Retry-After", 1.0))
-
-
 class _Keeper:
     """A thread that gets one slot of the gate's limit from the server (Prefect's strict ``concurrency``,
     with its lease renewal) and holds it while the tasks of this process pass it on to each other."""
@@ -179,7 +172,7 @@ class _Keeper:
                                                    raise_on_lease_renewal_failure=False))
                     break
                 except Exception as exc:  # noqa: BLE001 - a refusal is retried, anything else goes to a task
-                    retry_after = _retry_after(exc)
+                    retry_after = compat_retry_after(exc)
                     if retry_after is None:
                         self.gate.failed(self, exc)
                         return

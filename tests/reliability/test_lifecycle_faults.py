@@ -34,7 +34,7 @@ from test_lifecycle import (  # noqa: F401 (deploy_repo is a fixture)
     wait_for_process_log,
 )
 
-from flows.hot_window import LEASE_SECONDS
+from flows.prefect_compat import ENGINE_LEASE_SECONDS
 
 pytestmark = [pytest.mark.reliability, pytest.mark.sandbox, pytest.mark.prefect]
 
@@ -194,7 +194,7 @@ def test_a_run_in_the_hot_window_outlives_its_revoked_deployment_lease(deploy_re
     suspended = wait_for_state(run_id, paused, worker=hubploy_worker).state
     assert suspended.state_details.deployment_concurrency_lease_id, "no deployment lease: nothing to outlive"
     waiting = wait_for_process_log(run_id, WAITING_IN)
-    past_renewal = time.monotonic() + 0.75 * LEASE_SECONDS + 15
+    past_renewal = time.monotonic() + 0.75 * ENGINE_LEASE_SECONDS + 15
     with get_client(sync_client=True) as client:
         while time.monotonic() < past_renewal:
             state = client.read_flow_run(run_id).state
