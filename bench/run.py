@@ -129,8 +129,8 @@ def instrument_commands() -> dict[str, list[float]]:
     for name, module in list(sys.modules.items()):
         if name.startswith("hubploy") and getattr(module, "run", None) is original:
             module.run = timed_run  # type: ignore[attr-defined]
-    import hubploy.deploy as deploy_module
-    original_digest = deploy_module.manifest_digest
+    import hubploy.deploy.images as deploy_images
+    original_digest = deploy_images.manifest_digest
 
     def timed_digest(*args: Any, **kwargs: Any) -> Any:
         start = time.perf_counter()
@@ -138,7 +138,7 @@ def instrument_commands() -> dict[str, list[float]]:
             return original_digest(*args, **kwargs)
         finally:
             spent["registry manifest HEAD"].append(time.perf_counter() - start)
-    deploy_module.manifest_digest = timed_digest
+    deploy_images.manifest_digest = timed_digest
     return spent
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from hubploy import deploy as deploy_module
 from hubploy import helm
+from hubploy.deploy import images as deploy_images
 from hubploy.deploy import check_images, image_references, is_transient, redact_rendered, values_digest
 from hubploy.errors import CommandError, CommandTimeoutError, DeployError, HealthCheckError, RegistryError
 from hubploy.registry import RegistryCredentials
@@ -157,7 +157,7 @@ def test_image_lookup_logs_in_once_per_host_only_when_refused(monkeypatch: pytes
             raise RegistryError("refused", status=401)
         return "sha256:1"
 
-    monkeypatch.setattr(deploy_module, "manifest_digest", fake_digest)
+    monkeypatch.setattr(deploy_images, "manifest_digest", fake_digest)
     asked: list[str] = []
 
     def login(host: str) -> RegistryCredentials:
@@ -166,7 +166,7 @@ def test_image_lookup_logs_in_once_per_host_only_when_refused(monkeypatch: pytes
 
     env = {"HUBPLOY_REGISTRY": "localhost:5000", "HUBPLOY_REGISTRY_USERNAME": "hubploy",
            "HUBPLOY_REGISTRY_PASSWORD": "sandbox-pw"}
-    lookup = deploy_module.registry_image_digest(env, login)
+    lookup = deploy_images.registry_image_digest(env, login)
     assert lookup("private.example.org/a/user", "v1") == "sha256:1"
     assert lookup("private.example.org/a/hub", "v1") == "sha256:1"
     assert lookup("localhost:5000/base/busybox", "latest") == "sha256:1"
@@ -176,7 +176,7 @@ def test_image_lookup_logs_in_once_per_host_only_when_refused(monkeypatch: pytes
                      ("private.example.org/a/hub", "robot"), ("localhost:5000/base/busybox", "hubploy"),
                      ("quay.io/jupyterhub/k8s-hub", None)]
     with pytest.raises(RegistryError, match="configures no credentials"):
-        deploy_module.registry_image_digest(env, lambda host: None)("private.example.org/x", "1")
+        deploy_images.registry_image_digest(env, lambda host: None)("private.example.org/x", "1")
 
 
 def test_missing_images_are_all_named() -> None:

@@ -1,0 +1,207 @@
+"""Release preparation: the values a deploy of one hub/env uses (layered, images injected last), the
+chart's dependencies, the secrets decrypted just in time and registered for redaction, and the digests
+of values and configuration that the audit record and the unchanged-release check use."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hubploy import helm, values
+from hubploy.deploy.model import Logger, log
+from hubploy.errors import DeployError
+from hubploy.images import effective_tag
+from hubploy.layout import DeploymentRepo, Hub
+from hubploy.runner import REDACTED, redact, register_secret, run
+from hubploy.secrets import decrypted
+
+DEPS_STAMP = ".hubploy-dependencies.sha256"
+SECRET_PLACEHOLDER = "<secret>"
+_dependency_locks: dict[Path, threading.Lock] = {}
+_dependency_locks_guard = threading.Lock()
+
+
+@dataclass(frozen=True)
+class PreparedValues:
+    """Exactly the values a deploy of one hub/env uses, with secrets decrypted to temp files."""
+
+    hub: Hub
+    env_name: str
+    chart: Path
+    helm: str
+    plan: values.ValuesPlan
+    decrypted: Mapping[Path, Path]   # secret file -> its decrypted temp file
+    values_args: list[str]           # -f ... --set ... --set-string ... (paths of decrypted temp files)
+    merged: dict[str, Any]           # chart values + every layer, as helm merges them
+    secret_strings: list[str]        # every string from a secret file (registered for redaction)
+
+    @property
+    def user_values(self) -> dict[str, Any]:
+        """The layers without the chart's defaults: what `helm get values` reports for the release."""
+        return values.merged_values(self.plan, self.decrypted)
+
+
+@contextlib.contextmanager
+def prepared_values(repo: DeploymentRepo, hub: Hub, env_name: str, *, base_env: Mapping[str, str],
+                    set_values: tuple[str, ...] = (), set_string_values: tuple[str, ...] = (),
+                    chart: Path | None = None, logger: Logger = log) -> Iterator[PreparedValues]:
+    """Layer the values (images injected last), update chart dependencies and decrypt the secrets;
+    the decrypted files exist only inside the ``with`` block."""
+    chart = (chart or repo.chart_dir).resolve()
+    executable = helm.helm_executable(base_env)
+    images = [values.ImageValue(spec.helm_substitution_path, spec.name, effective_tag(hub, spec)) for spec in hub.images]
+    plan = values.layered_values(hub.dir, repo.root, hub.name, env_name, images=images,
+                                 set_values=set_values, set_string_values=set_string_values)
+    update_dependencies(executable, chart, env=base_env, logger=logger)
+    with decrypted(plan.secret_files, env=sops_env(repo, base_env),
+                   allow_plaintext=repo.settings.secrets.allow_plaintext) as files:
+        secret_strings = register_secret_values(plan.secret_files, files)
+        merged = values.merged_values(plan, files, _chart_values(chart))
+        yield PreparedValues(hub, env_name, chart, executable, plan, files, plan.helm_args(files), merged,
+                             secret_strings)
+
+
+
+# --- step 1: chart dependencies ----------------------------------------------------------------------
+
+def _dependency_fingerprint(chart: Path) -> str | None:
+    """Hash of Chart.yaml, Chart.lock and the charts/ listing; None if the chart has no dependencies."""
+    chart_yaml = chart / "Chart.yaml"
+    try:
+        meta = yaml.safe_load(chart_yaml.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise DeployError(f"cannot read {chart_yaml}: {exc}") from None
+    if not meta.get("dependencies"):
+        return None
+    digest = hashlib.sha256(chart_yaml.read_bytes())
+    lock = chart / "Chart.lock"
+    digest.update(lock.read_bytes() if lock.is_file() else b"no lock")
+    charts = chart / "charts"
+    for entry in sorted(charts.iterdir()) if charts.is_dir() else []:
+        if entry.name != DEPS_STAMP:
+            digest.update(f"{entry.name}:{entry.stat().st_size}\n".encode())
+    return digest.hexdigest()
+
+
+def update_dependencies(executable: str, chart: Path, *, env: Mapping[str, str], logger: Logger = log) -> bool:
+    """``helm dependency update`` unless nothing changed since the last one; True if it ran."""
+    with _dependency_locks_guard:
+        lock = _dependency_locks.setdefault(chart, threading.Lock())
+    with lock:
+        fingerprint = _dependency_fingerprint(chart)
+        stamp = chart / "charts" / DEPS_STAMP
+        if fingerprint is None or (stamp.is_file() and stamp.read_text().strip() == fingerprint):
+            logger.debug("chart dependencies of %s unchanged; skipping helm dependency update", chart)
+            return False
+        logger.info("helm dependency update %s", chart)
+        run(helm.dependency_update_argv(executable, str(chart)), env=env, cwd=chart)
+        stamp.parent.mkdir(exist_ok=True)
+        stamp.write_text(_dependency_fingerprint(chart) or "")
+        return True
+
+
+# --- step 2: secrets ------------------------------------------------------------------------------------
+
+def sops_env(repo: DeploymentRepo, env: Mapping[str, str]) -> dict[str, str]:
+    """sops's environment: ``env`` plus SOPS_AGE_KEY_FILE when the repo names an age key file."""
+    key = repo.settings.secrets.age_key_file
+    return {**env, "SOPS_AGE_KEY_FILE": str(repo.root / key)} if key else dict(env)
+
+
+def _leaves(data: Any, prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
+    if isinstance(data, dict) and data:
+        for key, value in data.items():
+            yield from _leaves(value, (*prefix, str(key)))
+    else:
+        yield prefix, data
+
+
+def _load(path: Path) -> dict[str, Any]:
+    data = yaml.safe_load(path.read_text())
+    return data if isinstance(data, dict) else {}
+
+
+def register_secret_values(secret_files: Sequence[Path], files: Mapping[Path, Path]) -> list[str]:
+    """Every string in the decrypted secret values files, registered for redaction."""
+    strings = []
+    for path in secret_files:
+        for _, value in _leaves(_load(files[path])):
+            if isinstance(value, str):
+                register_secret(value)
+                strings.append(value)
+    return strings
+
+
+def values_digest(merged: Mapping[str, Any], secret_files: Sequence[Path], files: Mapping[Path, Path]) -> str:
+    """sha256 of the merged values with every key set by a secret file replaced by a placeholder."""
+    masked = json.loads(json.dumps(merged, default=str))
+    for path in secret_files:
+        for keys, _ in _leaves(_load(files[path])):
+            target = masked
+            for key in keys[:-1]:
+                target = target.get(key) if isinstance(target, dict) else None
+            if isinstance(target, dict) and keys and keys[-1] in target:
+                target[keys[-1]] = SECRET_PLACEHOLDER
+    text = json.dumps(masked, sort_keys=True, separators=(",", ":"), default=str)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def redact_rendered(text: str, secret_strings: Sequence[str]) -> str:
+    """Rendered manifests without secrets: every Secret's data/stringData values and every secret string."""
+    out: list[str] = []
+    in_secret, in_data, data_indent = False, False, 0
+    for line in text.splitlines():
+        stripped = line.strip()
+        indent = len(line) - len(line.lstrip())
+        if stripped == "---" or stripped.startswith("MANIFEST:"):
+            in_secret, in_data = False, False
+        elif indent == 0 and stripped.startswith("kind:"):
+            in_secret = stripped.split(":", 1)[1].strip() == "Secret"
+        elif in_data and stripped and indent <= data_indent:
+            in_data = False
+        if in_data and ":" in stripped:
+            key = line.split(":", 1)[0]
+            out.append(f"{key}: \"{REDACTED}\"")  # quoted: the output stays valid YAML
+            continue
+        if in_secret and stripped in ("data:", "stringData:"):
+            in_data, data_indent = True, indent
+        out.append(line)
+    return redact("\n".join(out) + ("\n" if text.endswith("\n") else ""), secret_strings)
+
+
+def _chart_values(chart: Path) -> dict[str, Any]:
+    path = chart / "values.yaml"
+    return _load(path) if path.is_file() else {}
+
+
+
+# --- step 6: unchanged releases ----------------------------------------------------------------------------
+
+CONFIG_STAMP_PREFIX = "hubploy config sha256:"
+
+
+def config_digest(prepared: PreparedValues, release: str, namespace: str, version: str | None) -> str:
+    """sha256 of everything that decides what helm deploys: every file of the chart, the merged values
+    (secrets included: helm stores them in the release anyway), the ``--set`` arguments, release,
+    namespace and chart version. Comments and key order in values files do not count."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in prepared.chart.rglob("*") if p.is_file() and p.name != DEPS_STAMP):
+        digest.update(f"{path.relative_to(prepared.chart)}\0".encode())
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    described = {"values": prepared.merged, "set": prepared.plan.set_args, "set-string": prepared.plan.set_string_args,
+                 "release": release, "namespace": namespace, "version": version}
+    digest.update(json.dumps(described, sort_keys=True, separators=(",", ":"), default=str).encode())
+    return digest.hexdigest()
+
+
+def config_stamp(digest: str) -> str:
+    """What a revision's helm description carries, so a later deploy can tell it is unchanged."""
+    return CONFIG_STAMP_PREFIX + digest
