@@ -115,6 +115,6 @@ def cmd_deploy(args: argparse.Namespace) -> int:
                     registry_credentials=_registry_credentials(repo, args.hub, env))
     if result.rendered is not None:
         sys.stdout.write(result.rendered)
-    print(f"{result.release}: {result.result} (revision {result.revision_before or 'none'} -> "
+    print(f"{result.release}: {result.outcome} (revision {result.revision_before or 'none'} -> "
           f"{result.revision_after or 'none'}, {result.duration:.1f} s)", file=sys.stderr)
     return 0

@@ -14,6 +14,7 @@ from prefect.futures import wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.tasks.deploy import deploy_hub, fleet_release_locks
+from hubploy.deploy import Outcome
 from hubploy.errors import DeployError
 
 MAX_PARALLEL = 32  # tasks mostly wait (cluster slot, helm --wait, the hub); the cluster limit bounds helm
@@ -36,11 +37,11 @@ def deploy_hubs(hubs: Sequence[str], env: str, repo_path: str = ".", trigger: st
     results: dict[str, dict[str, Any]] = {}
     failed: list[str] = []
     for hub, future in futures.items():
-        outcome = future.result(raise_on_failure=False)
+        record = future.result(raise_on_failure=False)
         if future.state.is_completed():
-            results[hub] = outcome
+            results[hub] = record
         else:
-            results[hub] = {"hub": hub, "env": env, "result": "failed", "message": str(outcome)}
+            results[hub] = {"hub": hub, "env": env, "result": Outcome.failed, "message": str(record)}
             failed.append(hub)
         logger.info("%s: %s %s", hub, results[hub].get("result"), results[hub].get("message") or "")
     create_table_artifact(key=f"deploy-hubs-{env}", description=f"deploy of {len(hubs)} hub(s) to {env}",

@@ -23,7 +23,7 @@ import yaml
 from fixtures.sandbox import Sandbox
 from helpers.cli import run_cli
 
-from hubploy.deploy import CONFIG_STAMP_PREFIX, DeployOptions, DeployResult, deploy
+from hubploy.deploy import CONFIG_STAMP_PREFIX, DeployOptions, DeployResult, Outcome, deploy
 from hubploy.errors import DeployError, HealthCheckError
 from hubploy.helm import UpgradeFlags
 from hubploy.layout import load_repo
@@ -123,7 +123,7 @@ def hub_repo(tmp_path: Path, sandbox: Sandbox, request: pytest.FixtureRequest) -
 
 def test_first_install_upgrade_unchanged_and_redeploy(hub_repo: HubRepo) -> None:
     first = hub_repo.deploy()
-    assert (first.result, first.revision_before, first.revision_after) == ("deployed", None, 1)
+    assert (first.outcome, first.revision_before, first.revision_after) == (Outcome.deployed, None, 1)
     assert first.hub_version == hub_repo.hub_version()
     assert {i.path for i in first.images} == {"jupyterhub.hub.image", "jupyterhub.proxy.chp.image",
                                               "jupyterhub.singleuser.image"}
@@ -133,7 +133,7 @@ def test_first_install_upgrade_unchanged_and_redeploy(hub_repo: HubRepo) -> None
 
     colour = ("jupyterhub.hub.extraEnv.COLOUR=blue",)
     second = hub_repo.deploy(DeployOptions(set_string_values=colour, flags=FAST.flags, health_timeout=60))
-    assert (second.result, second.revision_before, second.revision_after) == ("deployed", 1, 2)
+    assert (second.outcome, second.revision_before, second.revision_after) == (Outcome.deployed, 1, 2)
     assert second.values_digest != first.values_digest
 
     # The same chart and values again, after a comment-only commit: nothing to upgrade, the hub is probed.
@@ -141,26 +141,27 @@ def test_first_install_upgrade_unchanged_and_redeploy(hub_repo: HubRepo) -> None
     common.write_text("# a comment changes no value\n" + common.read_text())
     hub_repo.commit("a comment")
     unchanged = hub_repo.deploy(DeployOptions(set_string_values=colour, flags=FAST.flags, health_timeout=60))
-    assert (unchanged.result, unchanged.revision_before, unchanged.revision_after) == ("unchanged", 2, 2)
+    assert (unchanged.outcome, unchanged.revision_before, unchanged.revision_after) == (
+        Outcome.unchanged, 2, 2)
     assert unchanged.hub_version == hub_repo.hub_version() and "nothing to upgrade" in unchanged.message
     assert unchanged.values_digest == second.values_digest
     assert len(hub_repo.history()) == 2
 
     redeploy = hub_repo.deploy(DeployOptions(set_string_values=colour, flags=FAST.flags, health_timeout=60,
                                              skip_unchanged=False))
-    assert (redeploy.result, redeploy.revision_before, redeploy.revision_after) == ("deployed", 2, 3)
+    assert (redeploy.outcome, redeploy.revision_before, redeploy.revision_after) == (Outcome.deployed, 2, 3)
 
     # A chart file change is a change even when every value is the same.
     (hub_repo.root / "hub" / "templates" / "extra.yaml").write_text(
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: extra\ndata:\n  a: b\n")
     hub_repo.commit("a chart change")
     changed = hub_repo.deploy(DeployOptions(set_string_values=colour, flags=FAST.flags, health_timeout=60))
-    assert (changed.result, changed.revision_before, changed.revision_after) == ("deployed", 3, 4)
+    assert (changed.outcome, changed.revision_before, changed.revision_after) == (Outcome.deployed, 3, 4)
     assert [r["status"] for r in hub_repo.history()] == ["superseded"] * 3 + ["deployed"]
 
 
 def test_unchanged_release_that_is_unhealthy_fails_without_a_rollback(hub_repo: HubRepo) -> None:
-    assert hub_repo.deploy().result == "deployed"
+    assert hub_repo.deploy().outcome is Outcome.deployed
     hub_repo.env = {**hub_repo.env, "HUBPLOY_HUB_URLS": str(hub_repo.root / "no-urls.json")}
     (hub_repo.root / "no-urls.json").write_text("{}")
     with pytest.raises(HealthCheckError, match="nothing was changed or rolled back"):
@@ -173,7 +174,7 @@ def test_helm4_install_and_upgrade(hub_repo: HubRepo) -> None:
     assert hub_repo.deploy().revision_after == 1
     result = hub_repo.deploy(DeployOptions(set_string_values=("jupyterhub.hub.extraEnv.HELM=4",),
                                            flags=FAST.flags, health_timeout=60))
-    assert (result.result, result.revision_before, result.revision_after) == ("deployed", 1, 2)
+    assert (result.outcome, result.revision_before, result.revision_after) == (Outcome.deployed, 1, 2)
     assert hub_repo.hub_version()
 
 
@@ -197,7 +198,7 @@ def test_failed_health_check_is_rolled_back(hub_repo: HubRepo) -> None:
     with pytest.raises(HealthCheckError, match="rolled back to revision 1"):
         deploy(load_repo(hub_repo.root), hub_repo.name, "staging", options=broken, base_env=hub_repo.env,
                on_result=results.append)
-    assert results[0].result == "rolled-back" and results[0].revision_after == 3
+    assert results[0].outcome is Outcome.rolled_back and results[0].revision_after == 3
     assert [r["status"] for r in hub_repo.history()] == ["superseded", "superseded", "deployed"]
     assert hub_repo.hub_version()
 
@@ -223,7 +224,7 @@ def test_stuck_pending_upgrade_is_recovered(hub_repo: HubRepo, sandbox: Sandbox)
     assert hub_repo.history()[-1]["status"] == "pending-upgrade"
 
     result = hub_repo.deploy()
-    assert result.result == "deployed"
+    assert result.outcome is Outcome.deployed
     assert len(result.recovered) == 1 and "stuck in pending-upgrade" in result.recovered[0]
     assert "rolling back to revision 1" in result.recovered[0]
     assert result.revision_before == 3 and result.revision_after == 4
@@ -238,7 +239,7 @@ def test_failed_first_install_is_cleaned_up_and_retried(hub_repo: HubRepo, sandb
     assert [r["status"] for r in hub_repo.history()] == ["failed"]
     hub_repo.set_user_image(good)
     result = hub_repo.deploy()
-    assert result.result == "deployed" and "only failed revisions" in result.recovered[0]
+    assert result.outcome is Outcome.deployed and "only failed revisions" in result.recovered[0]
     assert [r["status"] for r in hub_repo.history()] == ["deployed"]
 
 
@@ -250,7 +251,7 @@ def test_missing_image_is_refused_before_helm_runs(hub_repo: HubRepo, sandbox: S
     with pytest.raises(DeployError, match=f"{missing} \\(at jupyterhub.singleuser.image\\)"):
         deploy(load_repo(hub_repo.root), hub_repo.name, "staging", options=FAST, base_env=hub_repo.env,
                on_result=results.append)
-    assert results[0].result == "refused" and hub_repo.history() == []
+    assert results[0].outcome is Outcome.refused and hub_repo.history() == []
     gone = sandbox.kubectl("get", "namespace", hub_repo.namespace, "-o", "jsonpath={.status.phase}", check=False)
     assert gone.returncode != 0 or gone.stdout == "Terminating", "the namespace created for it was left behind"
 
@@ -270,7 +271,7 @@ def test_chart_that_does_not_render_changes_nothing(hub_repo: HubRepo, sandbox: 
     with pytest.raises(DeployError, match="nothing was changed: the chart does not render.*broken.yaml"):
         deploy(load_repo(hub_repo.root), hub_repo.name, "staging", options=FAST, base_env=hub_repo.env,
                on_result=results.append)
-    assert results[0].result == "refused" and hub_repo.history() == []
+    assert results[0].outcome is Outcome.refused and hub_repo.history() == []
     gone = sandbox.kubectl("get", "namespace", hub_repo.namespace, "-o", "jsonpath={.status.phase}", check=False)
     assert gone.returncode != 0 or gone.stdout == "Terminating", "the namespace created for it was left behind"
 
@@ -393,7 +394,8 @@ def test_rollback_task_restores_the_previous_configuration(hub_repo: HubRepo, pr
     hub_repo.deploy(DeployOptions(set_string_values=("jupyterhub.hub.extraEnv.COLOUR=blue",),
                                   flags=FAST.flags, health_timeout=60))
     record = rollback_hub(hub_repo.name, "staging", str(hub_repo.root), timeout="60s", trigger="test")
-    assert (record["result"], record["revision_before"], record["revision_after"]) == ("rolled-back", 2, 3)
+    assert (record["result"], record["revision_before"], record["revision_after"]) == (
+        Outcome.rolled_back, 2, 3)
     assert record["hub_version"] == hub_repo.hub_version()
     values = hub_repo.sandbox.run([hub_repo.env["HELM_EXECUTABLE"], "get", "values", hub_repo.release,
                                    "-n", hub_repo.namespace, "-o", "json"], env=hub_repo.env).stdout

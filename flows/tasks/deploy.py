@@ -406,13 +406,14 @@ def trigger_info(trigger: str | None) -> dict[str, Any]:
 
 def audit_markdown(result: DeployResult, trigger: Mapping[str, Any]) -> str:
     rows = [("hub", result.hub), ("env", result.env), ("release", result.release),
-            ("namespace", result.namespace), ("result", result.result), ("git SHA", result.git_sha or "unknown"),
+            ("namespace", result.namespace), ("result", result.outcome),
+            ("git SHA", result.git_sha or "unknown"),
             ("values digest (secrets excluded)", result.values_digest or "not computed"),
             ("helm revision before", result.revision_before or "none"),
             ("helm revision after", result.revision_after or "none"),
             ("duration", f"{result.duration:.1f} s"), ("JupyterHub version", result.hub_version or "not checked")]
     rows += [(k.replace("_", " "), v) for k, v in trigger.items() if v]
-    lines = [f"# {result.release}: {result.result}", "", "| field | value |", "|---|---|"]
+    lines = [f"# {result.release}: {result.outcome}", "", "| field | value |", "|---|---|"]
     lines += [f"| {k} | `{v}` |" for k, v in rows]
     lines += ["", "## Images", "", "| values path | image | digest |", "|---|---|---|"]
     lines += [f"| {i.path} | `{i.reference}` | `{i.digest}` |" for i in result.images]
@@ -474,4 +475,4 @@ def rollback_hub(hub: str, env: str, repo_path: str = ".", *, revision: int | No
 
 def write_audit(result: DeployResult, *, trigger: Mapping[str, Any]) -> None:
     create_markdown_artifact(key=limit_name("audit", result.release), markdown=audit_markdown(result, trigger),
-                             description=f"{result.release}: {result.result}")
+                             description=f"{result.release}: {result.outcome}")

@@ -36,6 +36,7 @@ from hubploy.deploy.model import (
     DeployResult,
     ImageRef,
     Logger,
+    Outcome,
     RegistryCredentialsFor,
 )
 from hubploy.deploy.prepare import (
@@ -49,7 +50,7 @@ from hubploy.deploy.prepare import (
 from hubploy.deploy.release import is_transient
 from hubploy.deploy.sequence import deploy, rollback_hub
 
-__all__ = ["CONFIG_STAMP_PREFIX", "ClusterAccessProvider", "DeployOptions", "DeployResult", "ImageRef", "Logger",
-           "PreparedValues", "RegistryCredentialsFor", "check_images", "deploy", "image_references",
-           "is_transient", "prepared_values", "redact_rendered", "registry_image_digest", "rollback_hub",
-           "sops_env", "values_digest"]
+__all__ = ["CONFIG_STAMP_PREFIX", "ClusterAccessProvider", "DeployOptions", "DeployResult", "ImageRef",
+           "Logger", "Outcome", "PreparedValues", "RegistryCredentialsFor", "check_images", "deploy",
+           "image_references", "is_transient", "prepared_values", "redact_rendered", "registry_image_digest",
+           "rollback_hub", "sops_env", "values_digest"]

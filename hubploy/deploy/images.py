@@ -72,12 +72,14 @@ def registry_image_digest(env: Mapping[str, str], credentials_for: RegistryCrede
         if logins[host] is None:
             raise RegistryError(f"registry {host} refused anonymous access to {name}:{tag} and the hub "
                                 "configures no credentials for it", status=401,
-                                hint="set images.registry in hubploy.yaml, or HUBPLOY_REGISTRY_USERNAME/PASSWORD")
+                                hint="set images.registry in hubploy.yaml, or "
+                                     "HUBPLOY_REGISTRY_USERNAME/PASSWORD")
         return manifest_digest(name, tag, logins[host], **shared)
     return lookup
 
 
-def check_images(merged: Mapping[str, Any], image_digest: ImageDigest, *, logger: Logger = log) -> list[ImageRef]:
+def check_images(merged: Mapping[str, Any], image_digest: ImageDigest, *,
+                 logger: Logger = log) -> list[ImageRef]:
     """Look up every image of the merged values; refuse the deploy naming each missing one."""
     refs: list[ImageRef] = []
     missing: list[str] = []
@@ -98,5 +100,6 @@ def check_images(merged: Mapping[str, Any], image_digest: ImageDigest, *, logger
     if missing:
         raise DeployError("image(s) not found in their registry, refusing to deploy: " + "; ".join(missing),
                           hint="build and push them first (`hubploy build <hub> --push`), or fix the tag")
-    logger.info("images present: %s", ", ".join(sorted({f"{r.reference}@{r.digest}" for r in refs})) or "none")
+    present = sorted({f"{r.reference}@{r.digest}" for r in refs})
+    logger.info("images present: %s", ", ".join(present) or "none")
     return refs

@@ -57,7 +57,8 @@ def prepared_values(repo: DeploymentRepo, hub: Hub, env_name: str, *, base_env: 
     the decrypted files exist only inside the ``with`` block."""
     chart = (chart or repo.chart_dir).resolve()
     executable = helm.helm_executable(base_env)
-    images = [values.ImageValue(spec.helm_substitution_path, spec.name, effective_tag(hub, spec)) for spec in hub.images]
+    images = [values.ImageValue(spec.helm_substitution_path, spec.name, effective_tag(hub, spec))
+              for spec in hub.images]
     plan = values.layered_values(hub.dir, repo.root, hub.name, env_name, images=images,
                                  set_values=set_values, set_string_values=set_string_values)
     update_dependencies(executable, chart, env=base_env, logger=logger)
@@ -91,7 +92,8 @@ def _dependency_fingerprint(chart: Path) -> str | None:
     return digest.hexdigest()
 
 
-def update_dependencies(executable: str, chart: Path, *, env: Mapping[str, str], logger: Logger = log) -> bool:
+def update_dependencies(executable: str, chart: Path, *, env: Mapping[str, str],
+                        logger: Logger = log) -> bool:
     """``helm dependency update`` unless nothing changed since the last one; True if it ran."""
     with _dependency_locks_guard:
         lock = _dependency_locks.setdefault(chart, threading.Lock())
@@ -196,8 +198,9 @@ def config_digest(prepared: PreparedValues, release: str, namespace: str, versio
     for path in sorted(p for p in prepared.chart.rglob("*") if p.is_file() and p.name != DEPS_STAMP):
         digest.update(f"{path.relative_to(prepared.chart)}\0".encode())
         digest.update(hashlib.sha256(path.read_bytes()).digest())
-    described = {"values": prepared.merged, "set": prepared.plan.set_args, "set-string": prepared.plan.set_string_args,
-                 "release": release, "namespace": namespace, "version": version}
+    described = {"values": prepared.merged, "set": prepared.plan.set_args,
+                 "set-string": prepared.plan.set_string_args, "release": release, "namespace": namespace,
+                 "version": version}
     digest.update(json.dumps(described, sort_keys=True, separators=(",", ":"), default=str).encode())
     return digest.hexdigest()
 
