@@ -55,7 +55,7 @@ def main() -> None:
         from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
         from prefect.task_runners import ThreadPoolTaskRunner
 
-        from flows.tasks.deploy import ensure_limit, process_slot
+        from flows.tasks.locks import ensure_limit, process_slot
 
         local_slots: dict[str, threading.BoundedSemaphore] = {}
         guard = threading.Lock()

@@ -13,7 +13,8 @@ from prefect.artifacts import create_table_artifact
 from prefect.futures import wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.tasks.deploy import deploy_hub, fleet_release_locks
+from flows.tasks.deploy import deploy_hub
+from flows.tasks.locks import fleet_release_locks
 from hubploy.deploy import Outcome
 from hubploy.errors import DeployError
 

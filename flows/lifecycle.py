@@ -33,7 +33,8 @@ from prefect.states import Cancelled, Completed, Failed, State
 from flows.approval import Approval, Decision, schedule_timeout_watch, supersede_waiting_runs, wait_for_approval
 from flows.build_images import build_images
 from flows.tasks.github_status import DEFAULT_API_URL, report_status
-from flows.tasks.deploy import deploy_hub, ensure_limit, fleet_release_locks
+from flows.tasks.deploy import deploy_hub
+from flows.tasks.locks import ensure_limit, fleet_release_locks
 from flows.tasks.lifecycle import (ChangeSet, checkout_commit, plan_commit, head_of, promote_commit, repo_key,
                                    validate_hubs)
 from flows.tasks.render import prod_diffs

@@ -1,5 +1,6 @@
-"""The deploy locks against a real Prefect server: ``process_slot`` (the process-local FIFO in front of a
-cluster's global concurrency limit) and ``deploy_locks``. Behaviour only; the timing is in bench/locks.py.
+"""The deploy locks (flows/tasks/locks.py) against a real Prefect server: ``process_slot`` (the
+process-local FIFO in front of a cluster's global concurrency limit) and ``deploy_locks``; the gate alone,
+against a stand-in server, is in tests/test_locks_gate.py. Behaviour only; the timing is in bench/locks.py.
 Every wait has a generous timeout, there only so that a broken gate fails instead of hanging."""
 
 from __future__ import annotations
@@ -55,9 +56,9 @@ def _wait_until(condition: Callable[[], bool]) -> None:
 
 
 def _queued(name: str) -> int:
-    from flows.tasks.deploy import _gates
+    from flows.tasks.locks import gate
 
-    return len(_gates[name]._waiting)
+    return gate(name).waiting()
 
 
 class Occupancy:
@@ -80,7 +81,7 @@ class Occupancy:
 
 
 def test_never_more_holders_than_slots_and_none_left_on_the_server(prefect_api: str) -> None:
-    from flows.tasks.deploy import ensure_limit, process_slot
+    from flows.tasks.locks import ensure_limit, process_slot
 
     name = _limit_name()
     ensure_limit(name, 3)
@@ -102,7 +103,7 @@ def test_never_more_holders_than_slots_and_none_left_on_the_server(prefect_api: 
 
 
 def test_waiting_tasks_of_a_process_get_the_slot_first_come_first_served(prefect_api: str) -> None:
-    from flows.tasks.deploy import ensure_limit, process_slot
+    from flows.tasks.locks import ensure_limit, process_slot
 
     name = _limit_name()
     ensure_limit(name, 1)
@@ -130,7 +131,7 @@ def test_waiting_tasks_of_a_process_get_the_slot_first_come_first_served(prefect
 
 
 def test_an_exception_in_the_block_passes_the_slot_on_and_leaks_nothing(prefect_api: str) -> None:
-    from flows.tasks.deploy import ensure_limit, process_slot
+    from flows.tasks.locks import ensure_limit, process_slot
 
     name = _limit_name()
     ensure_limit(name, 1)
@@ -163,7 +164,7 @@ def test_an_exception_in_the_block_passes_the_slot_on_and_leaks_nothing(prefect_
 
 def test_a_missing_limit_is_an_error_for_every_waiting_task(prefect_api: str) -> None:
     from flows.prefect_compat import ConcurrencySlotAcquisitionError
-    from flows.tasks.deploy import process_slot
+    from flows.tasks.locks import process_slot
 
     name = _limit_name()  # never created
     with pytest.raises(ConcurrencySlotAcquisitionError, match="must be created"), process_slot(name, 1):
@@ -185,7 +186,7 @@ def test_a_missing_limit_is_an_error_for_every_waiting_task(prefect_api: str) ->
 def _hold_in_threads(name: str, limit: int, threads: int, current: Synchronized, peak: Synchronized,
                      done: Synchronized) -> None:
     """In a spawned process: ``threads`` threads each hold a slot of ``name`` for a moment."""
-    from flows.tasks.deploy import process_slot
+    from flows.tasks.locks import process_slot
 
     def one() -> None:
         with process_slot(name, limit):
@@ -206,7 +207,7 @@ def _hold_in_threads(name: str, limit: int, threads: int, current: Synchronized,
 
 
 def test_the_server_limit_bounds_two_processes_together(prefect_api: str) -> None:
-    from flows.tasks.deploy import ensure_limit
+    from flows.tasks.locks import ensure_limit
 
     name = _limit_name()
     ensure_limit(name, 3)
@@ -235,22 +236,22 @@ def _hub(cluster: str) -> Any:
 
 def _record_server_requests(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """The names of every ``concurrency`` request the deploy locks make, in order."""
-    from flows.tasks import deploy
+    from flows.tasks import locks
 
     asked: list[Any] = []
-    real_concurrency = deploy.concurrency
+    real_concurrency = locks.concurrency
 
     def recorded(names: Any, **kwargs: Any) -> Any:
         asked.append(names)
         return real_concurrency(names, **kwargs)
 
-    monkeypatch.setattr(deploy, "concurrency", recorded)
+    monkeypatch.setattr(locks, "concurrency", recorded)
     return asked
 
 
 def test_a_run_waiting_for_its_release_lock_holds_no_cluster_slot(prefect_api: str,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    from flows.tasks.deploy import deploy_locks, limit_name
+    from flows.tasks.locks import deploy_locks, limit_name
 
     cluster = f"test-{secrets.token_hex(4)}"
     repo: Any = SimpleNamespace(settings=SimpleNamespace(cluster_concurrency=2))
@@ -259,12 +260,12 @@ def test_a_run_waiting_for_its_release_lock_holds_no_cluster_slot(prefect_api: s
     asked = _record_server_requests(monkeypatch)
 
     def first() -> None:
-        with deploy_locks(repo, _hub(cluster), busy, LOG):
+        with deploy_locks(repo, _hub(cluster), busy, LOG) as slot, slot():
             holding.set()
             let_go.wait(HANG)
 
     def same_release() -> None:
-        with deploy_locks(repo, _hub(cluster), busy, LOG):
+        with deploy_locks(repo, _hub(cluster), busy, LOG) as slot, slot():
             second_in.set()
 
     threads = [_start(first)]
@@ -274,7 +275,7 @@ def test_a_run_waiting_for_its_release_lock_holds_no_cluster_slot(prefect_api: s
     entered_other = threading.Event()
 
     def other_release() -> None:
-        with deploy_locks(repo, _hub(cluster), other, LOG):
+        with deploy_locks(repo, _hub(cluster), other, LOG) as slot, slot():
             entered_other.set()
 
     threads.append(_start(other_release))
@@ -288,7 +289,7 @@ def test_a_run_waiting_for_its_release_lock_holds_no_cluster_slot(prefect_api: s
 
 def test_a_fleet_takes_its_release_locks_once_and_its_tasks_reuse_them(prefect_api: str,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    from flows.tasks.deploy import limit_name, release_lock, release_locks
+    from flows.tasks.locks import limit_name, release_lock, release_locks
 
     releases = [f"fleet-{secrets.token_hex(3)}-{i}" for i in range(3)]
     asked = _record_server_requests(monkeypatch)
