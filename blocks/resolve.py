@@ -44,7 +44,7 @@ def cluster_access_for(hub: Hub, env_name: str, *, base_env: Mapping[str, str]) 
     `cluster:` section if it names one, else through hubploy.cloud.cluster_access (key files, or the
     ambient KUBECONFIG). `cluster.kubeconfig.context` in hubploy.yaml wins over the block's context."""
     cluster = hub.config.cluster
-    block_name = getattr(cluster.settings, "credentials_block", None) if cluster else None
+    block_name = cluster.settings.credentials_block if cluster else None
     if cluster is None or not block_name:
         with cloud.cluster_access(hub, env_name, base_env=base_env) as access:
             yield access

@@ -69,7 +69,7 @@ def _cluster_access(repo: DeploymentRepo, hub_name: str, env: dict[str, str]) ->
     """Prefect credential blocks only when the hub names one (that needs a Prefect API); else None,
     which means the classic key files or the ambient KUBECONFIG (likewise for the registry)."""
     cluster = repo.load_hub(hub_name).config.cluster
-    if cluster is None or not getattr(cluster.settings, "credentials_block", None):
+    if cluster is None or not cluster.settings.credentials_block:
         return None
     from blocks.resolve import cluster_access_for
 
@@ -81,7 +81,7 @@ def _registry_credentials(repo: DeploymentRepo, hub_name: str, env: dict[str, st
     """A Prefect registry credentials block only when the hub's images.registry names one."""
     hub = repo.load_hub(hub_name)
     registry = hub.config.images.registry if hub.config.images else None
-    if registry is None or not getattr(registry.settings, "credentials_block", None):
+    if registry is None or registry.settings is None or not registry.settings.credentials_block:
         return None
     from flows.tasks.images import hub_registry_credentials
 

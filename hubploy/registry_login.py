@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hubploy.config.models import AwsRegistry, DockerconfigRegistry, GcloudRegistry
 from hubploy.errors import CredentialsError
 from hubploy.layout import Hub
 from hubploy.registry import RegistryCredentials, credentials_from_docker_config
@@ -147,27 +148,28 @@ def credentials_from_key_files(hub: Hub, host: str, env: Mapping[str, str]) -> R
                                f"for {host}", hint="add images.registry to hubploy.yaml, or set "
                                "HUBPLOY_REGISTRY, HUBPLOY_REGISTRY_USERNAME and HUBPLOY_REGISTRY_PASSWORD")
     settings = registry.settings
-    if settings is not None and getattr(settings, "credentials_block", None):
+    if settings is not None and settings.credentials_block:
         return None
     allow_plaintext = hub.repo.settings.secrets.allow_plaintext
     if hub.repo.settings.secrets.age_key_file:
         env = {**env, "SOPS_AGE_KEY_FILE": str(hub.repo.root / hub.repo.settings.secrets.age_key_file)}
     with tempfile.TemporaryDirectory(prefix="hubploy-registry-login-") as tmp:
-        if registry.provider == "dockerconfig" and settings.filename:
-            config = decrypt_to_mapping(hub.secret_file(settings.filename), env=env, allow_plaintext=allow_plaintext)
-            found = credentials_from_docker_config(config, host)
-            if found is None:
-                raise CredentialsError(f"{settings.filename} has no credentials for {host}")
-            return found
-        if registry.provider == "gcloud" and settings is not None and settings.service_key:
-            key = hub.secret_file(settings.service_key)
-            with decrypted([key], env=env, allow_plaintext=allow_plaintext) as files:
-                return fetch_credentials(gcloud_login(Path(tmp), files[key]), host, base_env=env)
-        if registry.provider == "aws" and settings.service_key:
-            keys = aws_keys(decrypt_to_mapping(hub.secret_file(settings.service_key), env=env,
-                                               allow_plaintext=allow_plaintext))
-            return fetch_credentials(aws_login(Path(tmp), settings.account_id, settings.region, keys),
-                                     base_env=env)
+        match settings:
+            case DockerconfigRegistry(filename=str(filename)):
+                config = decrypt_to_mapping(hub.secret_file(filename), env=env,
+                                            allow_plaintext=allow_plaintext)
+                found = credentials_from_docker_config(config, host)
+                if found is None:
+                    raise CredentialsError(f"{filename} has no credentials for {host}")
+                return found
+            case GcloudRegistry(service_key=str(service_key)):
+                key = hub.secret_file(service_key)
+                with decrypted([key], env=env, allow_plaintext=allow_plaintext) as files:
+                    return fetch_credentials(gcloud_login(Path(tmp), files[key]), host, base_env=env)
+            case AwsRegistry(service_key=str(service_key), account_id=account_id, region=region):
+                keys = aws_keys(decrypt_to_mapping(hub.secret_file(service_key), env=env,
+                                                   allow_plaintext=allow_plaintext))
+                return fetch_credentials(aws_login(Path(tmp), account_id, region, keys), base_env=env)
     raise CredentialsError(f"hub {hub.name}'s registry provider {registry.provider} names no key file that gives "
                            "registry credentials (azure and role_arn need a cloud login)",
                            hint="set images.registry.<provider>.credentials_block and run the build_images flow, "

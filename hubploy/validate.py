@@ -6,13 +6,11 @@ from pathlib import Path
 from typing import Iterable
 
 from hubploy.config.loader import load_mapping
-from hubploy.config.models import BaseModel
+from hubploy.config.models import ProviderSettings
 from hubploy.errors import ConfigIssue, HubNotFoundError
 from hubploy.layout import DNS_LABEL, HUB_FILE, MAX_RELEASE_NAME, DeploymentRepo, Hub, try_load_repo
 from hubploy.secrets import check_secret_file
 
-# Keys in hubploy.yaml that name a file in the hub's secrets/ dir.
-_KEY_FILE_FIELDS = ("service_key", "auth_file", "filename")
 
 
 def validate_repo(root: Path, hubs: Iterable[str] = ()) -> list[ConfigIssue]:
@@ -101,8 +99,8 @@ def _check_images(hub: Hub) -> list[ConfigIssue]:
     return issues
 
 
-def _sections(hub: Hub) -> list[tuple[str, BaseModel]]:
-    found: list[tuple[str, BaseModel]] = []
+def _sections(hub: Hub) -> list[tuple[str, ProviderSettings]]:
+    found: list[tuple[str, ProviderSettings]] = []
     if hub.config.images and hub.config.images.registry and hub.config.images.registry.settings is not None:
         registry = hub.config.images.registry
         found.append((f"images.registry.{registry.provider}", registry.settings))
@@ -118,10 +116,7 @@ def _check_key_files(hub: Hub) -> list[ConfigIssue]:
     issues = []
     secrets_dir = (hub.dir / "secrets").resolve()
     for prefix, section in _sections(hub):
-        for field in _KEY_FILE_FIELDS:
-            filename = getattr(section, field, None)
-            if not filename:
-                continue
+        for field, filename in section.key_files().items():
             key = f"{prefix}.{field}"
             line = hub.lines.get(tuple(key.split(".")))
             path = hub.secret_file(filename).resolve()

@@ -63,6 +63,40 @@ def test_legacy_aws_keys_are_renamed(section: str) -> None:
     assert (settings.account_id, settings.region) == ("123456789012", "us-west-2")
 
 
+CLUSTERS = {
+    "gcloud": ({"gcloud": {"project": "p", "cluster": "c", "zone": "z", "service_key": "k.json"}},
+               "GcloudCluster", {"service_key": "k.json"}, "gcloud-p-c"),
+    "aws": ({"aws": {"cluster": "eks", "region": "r", "role_arn": "arn"}}, "AwsCluster", {}, "aws-eks"),
+    "azure": ({"azure": {"resource_group": "rg", "cluster": "aks", "auth_file": "sp.json"}},
+              "AzureCluster", {"auth_file": "sp.json"}, "azure-rg-aks"),
+    "kubeconfig": ({"kubeconfig": {"filename": "kube.yaml"}}, "KubeconfigCluster", {"filename": "kube.yaml"},
+                   "kubeconfig-kube.yaml"),
+}
+
+
+@pytest.mark.parametrize("provider", list(CLUSTERS))
+def test_cluster_settings_are_one_typed_value_per_provider(provider: str) -> None:
+    section, kind, key_files, key = CLUSTERS[provider]
+    other = "gcloud" if provider != "gcloud" else "aws"  # another provider's section is read by no one
+    cluster = HubConfig.model_validate({"cluster": {"provider": provider, **section,
+                                                    **CLUSTERS[other][0]}}).cluster
+    assert type(cluster.settings).__name__ == kind and cluster.settings.provider == provider
+    assert cluster.settings.key_files() == key_files and cluster.key() == key
+    kubeconfig = {**section.get("kubeconfig", {}), "context": "ctx-{namespace}"}
+    with_context = HubConfig.model_validate({"cluster": {"provider": provider, **section, "kubeconfig": kubeconfig}})
+    assert with_context.cluster.key() == "ctx-"
+
+
+def test_registry_settings_are_typed_and_gcloud_needs_no_section() -> None:
+    registry = HubConfig.model_validate({"images": {"image_name": "x/y", "registry": {"provider": "gcloud"}}})
+    assert registry.images.registry.settings is None
+    docker = HubConfig.model_validate({"images": {"image_name": "x/y", "registry": {
+        "provider": "dockerconfig", "dockerconfig": {"filename": "docker.json", "credentials_block": "b"}}}})
+    settings = docker.images.registry.settings
+    assert (settings.provider, settings.key_files(), settings.credentials_block) == (
+        "dockerconfig", {"filename": "docker.json"}, "b")
+
+
 @pytest.mark.parametrize("reference,expected", [
     ("us-central1-docker.pkg.dev/p/r/user:511c4637d702", ("us-central1-docker.pkg.dev/p/r/user", "511c4637d702")),
     ("localhost:5000/hubploy/user:abc1234", ("localhost:5000/hubploy/user", "abc1234")),

@@ -19,6 +19,7 @@ from prefect.tasks import exponential_backoff
 from hubploy import git
 from hubploy.build import CACHE_DEPTH, BuildBackend, BuildResult
 from hubploy.build import build_image as core_build_image
+from hubploy.config.models import AwsRegistry, AzureRegistry, GcloudRegistry
 from hubploy.errors import CommandError, CommandTimeoutError, CredentialsError, RegistryError
 from hubploy.images import effective_tag
 from hubploy.layout import Hub, ImageSpec, load_repo
@@ -103,27 +104,34 @@ def push_image(backend: BuildBackend, reference: str, auth: AuthFiles | None) ->
 def credentials_from_cloud_block(hub: Hub, host: str, base_env: Mapping[str, str]) -> RegistryCredentials:
     """A registry login with the identity of the per-cloud credentials block named by the hub's
     ``images.registry.<provider>.credentials_block``, in private config dirs (hubploy.cloud)."""
+    from blocks.aws import AwsClusterCredentials
+    from blocks.azure import AzureClusterCredentials
+    from blocks.gcp import GcpClusterCredentials
     from blocks.resolve import load_block
     from hubploy.cloud import aws, azure, gcloud
 
     registry = hub.config.images.registry  # type: ignore[union-attr]
     settings = registry.settings
+    assert settings is not None and settings.credentials_block is not None
     block = load_block(registry.provider, settings.credentials_block)
-    if registry.provider == "gcloud":
-        info = block.service_account_info.get_secret_value() if block.service_account_info else None
-        with gcloud.gcloud_env(info, base_env=base_env) as env:
-            return fetch_credentials(gcloud_login(Path(env["CLOUDSDK_CONFIG"])), host, base_env=env)
-    if registry.provider == "aws":
-        secret = block.aws_secret_access_key.get_secret_value() if block.aws_secret_access_key else None
-        with aws.aws_env(region=settings.region, access_key_id=block.aws_access_key_id, secret_access_key=secret,
-                         role_arn=block.role_arn, session_name="hubploy-registry-auth", base_env=base_env) as env:
-            command = aws_login(Path(env["AWS_SHARED_CREDENTIALS_FILE"]).parent, settings.account_id,
-                                settings.region)
-            return fetch_credentials(command, base_env=env)
-    with azure.az_env(client_id=block.client_id, tenant_id=block.tenant_id,
-                      client_secret=block.client_secret.get_secret_value(),
-                      subscription_id=block.subscription_id, base_env=base_env) as env:
-        return fetch_credentials(azure_login(settings.registry, env), base_env=env)
+    match settings, block:
+        case GcloudRegistry(), GcpClusterCredentials():
+            info = block.service_account_info.get_secret_value() if block.service_account_info else None
+            with gcloud.gcloud_env(info, base_env=base_env) as env:
+                return fetch_credentials(gcloud_login(Path(env["CLOUDSDK_CONFIG"])), host, base_env=env)
+        case AwsRegistry(account_id=account_id, region=region), AwsClusterCredentials():
+            secret = block.aws_secret_access_key.get_secret_value() if block.aws_secret_access_key else None
+            with aws.aws_env(region=region, access_key_id=block.aws_access_key_id, secret_access_key=secret,
+                             role_arn=block.role_arn, session_name="hubploy-registry-auth",
+                             base_env=base_env) as env:
+                command = aws_login(Path(env["AWS_SHARED_CREDENTIALS_FILE"]).parent, account_id, region)
+                return fetch_credentials(command, base_env=env)
+        case AzureRegistry(registry=name), AzureClusterCredentials():
+            with azure.az_env(client_id=block.client_id, tenant_id=block.tenant_id,
+                              client_secret=block.client_secret.get_secret_value(),
+                              subscription_id=block.subscription_id, base_env=base_env) as env:
+                return fetch_credentials(azure_login(name, env), base_env=env)
+    raise CredentialsError(f"a {type(block).__name__} block gives no {registry.provider} registry login")
 
 
 def hub_registry_credentials(hub: Hub, host: str, base_env: Mapping[str, str]) -> RegistryCredentials | None:
@@ -133,7 +141,7 @@ def hub_registry_credentials(hub: Hub, host: str, base_env: Mapping[str, str]) -
     registry = hub.config.images.registry if hub.config.images else None
     if registry is None:
         return credentials_from_env(host, base_env)
-    block_name = getattr(registry.settings, "credentials_block", None)
+    block_name = registry.settings.credentials_block if registry.settings else None
     if block_name and registry.provider == "dockerconfig":
         return credentials_from_block(block_name, host)
     if block_name:

@@ -75,17 +75,8 @@ def limit_name(prefix: str, key: str) -> str:
 
 
 def cluster_key(hub: Hub) -> str:
-    """A name for the cluster a hub deploys to (its kube context when it names one)."""
-    cluster = hub.config.cluster
-    if cluster is None:
-        return "default"
-    settings = cluster.settings
-    if cluster.context_template:
-        return cluster.context_template.split("{", 1)[0] or cluster.provider
-    parts = [cluster.provider, getattr(settings, "project", None) or getattr(settings, "resource_group", None),
-             getattr(settings, "cluster", None) or getattr(settings, "credentials_block", None)
-             or getattr(settings, "filename", None)]
-    return "-".join(p for p in parts if p)
+    """A name for the cluster a hub deploys to (``Cluster.key``; ``default`` for the ambient kubeconfig)."""
+    return hub.config.cluster.key() if hub.config.cluster else "default"
 
 
 # --- the process-local gate in front of a cluster's limit ------------------------------------------------

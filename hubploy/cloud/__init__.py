@@ -15,10 +15,13 @@ blocks reuse them, and each offers a `*_env` context (a logged-in CLI env) for r
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
+from typing import Any
 
 from hubploy.cloud import aws, azure, gcloud, kubeconfig
 from hubploy.cloud.base import ClusterAccess, fill_context, verify_access
+from hubploy.config.models import AwsCluster, AzureCluster, ClusterSettings, GcloudCluster, KubeconfigCluster
 from hubploy.errors import CredentialsError
 from hubploy.layout import Hub
 from hubploy.secrets import decrypt_to_mapping
@@ -37,7 +40,7 @@ def cluster_access(hub: Hub, env_name: str, *, base_env: Mapping[str, str]) -> I
             yield access
         return
     settings = cluster.settings
-    if getattr(settings, "credentials_block", None):
+    if settings.credentials_block:
         raise CredentialsError(f"hub {hub.name!r} names credentials block {settings.credentials_block!r}",
                                hint="resolve it with blocks.resolve.cluster_access_for")
     context = fill_context(cluster.context_template, namespace)
@@ -48,31 +51,26 @@ def cluster_access(hub: Hub, env_name: str, *, base_env: Mapping[str, str]) -> I
     def read(filename: str) -> dict:
         return decrypt_to_mapping(hub.secret_file(filename), env=sops_env, allow_plaintext=policy.allow_plaintext)
 
-    if cluster.provider == "gcloud":
-        gc = cluster.gcloud
-        assert gc is not None
-        info = read(gc.service_key) if gc.service_key else None
-        with gcloud.cluster_access(project=gc.project, cluster=gc.cluster, location=gc.zone,
-                                   service_account_info=info, base_env=base_env, context=context) as access:
-            yield access
-    elif cluster.provider == "aws":
-        ac = cluster.aws
-        assert ac is not None
-        key_id, secret = aws.keys_from_mapping(read(ac.service_key)) if ac.service_key else (None, None)
-        with aws.cluster_access(cluster=ac.cluster, region=ac.region, access_key_id=key_id,
-                                secret_access_key=secret, role_arn=ac.role_arn, base_env=base_env,
-                                context=context) as access:
-            yield access
-    elif cluster.provider == "azure":
-        az = cluster.azure
-        assert az is not None and az.auth_file is not None
-        app_id, tenant, password = azure.service_principal_from_mapping(read(az.auth_file))
-        with azure.cluster_access(client_id=app_id, tenant_id=tenant, client_secret=password,
-                                  resource_group=az.resource_group, cluster=az.cluster, base_env=base_env,
-                                  context=context) as access:
-            yield access
-    else:
-        kc = cluster.kubeconfig
-        assert kc is not None and kc.filename is not None
-        with kubeconfig.kubeconfig_access(read(kc.filename), base_env=base_env, context=context) as access:
-            yield access
+    with _key_file_access(settings, read, base_env, context) as access:
+        yield access
+
+
+def _key_file_access(settings: ClusterSettings, read: Callable[[str], dict[str, Any]],
+                     base_env: Mapping[str, str], context: str | None) -> AbstractContextManager[ClusterAccess]:
+    """The provider module's cluster access for these settings, with the key files they name."""
+    match settings:
+        case GcloudCluster(project=project, cluster=name, zone=zone, service_key=key):
+            return gcloud.cluster_access(project=project, cluster=name, location=zone, base_env=base_env,
+                                         service_account_info=read(key) if key else None, context=context)
+        case AwsCluster(cluster=name, region=region, service_key=key, role_arn=role_arn):
+            key_id, secret = aws.keys_from_mapping(read(key)) if key else (None, None)
+            return aws.cluster_access(cluster=name, region=region, access_key_id=key_id, role_arn=role_arn,
+                                      secret_access_key=secret, base_env=base_env, context=context)
+        case AzureCluster(resource_group=group, cluster=name, auth_file=str(auth_file)):
+            app_id, tenant, password = azure.service_principal_from_mapping(read(auth_file))
+            return azure.cluster_access(client_id=app_id, tenant_id=tenant, client_secret=password,
+                                        resource_group=group, cluster=name, base_env=base_env,
+                                        context=context)
+        case KubeconfigCluster(filename=str(filename)):
+            return kubeconfig.kubeconfig_access(read(filename), base_env=base_env, context=context)
+    raise CredentialsError(f"{settings.provider}: no key file to get cluster credentials from")

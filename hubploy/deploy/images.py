@@ -41,7 +41,7 @@ def hub_key_file_credentials(hub: Hub, env: Mapping[str, str]) -> RegistryCreden
     registry = hub.config.images.registry if hub.config.images else None
 
     def for_host(host: str) -> RegistryCredentials | None:
-        if registry is None or getattr(registry.settings, "credentials_block", None):
+        if registry is None or registry.settings is not None and registry.settings.credentials_block:
             return None
         return credentials_from_key_files(hub, host, env)
     return for_host
