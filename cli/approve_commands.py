@@ -68,11 +68,10 @@ def _approve(args: argparse.Namespace) -> int:
 
 def _check_freeze() -> None:
     """Refuse here, with when the window ends, when run from a deployment repo that is frozen now."""
-    from hubploy.freeze import check_not_frozen
     from hubploy.layout import REPO_SETTINGS_FILE, load_repo
 
     if (Path.cwd() / REPO_SETTINGS_FILE).is_file():
-        check_not_frozen(load_repo(Path.cwd()).settings.freeze_windows)
+        load_repo(Path.cwd()).settings.check_not_frozen()
 
 
 def _resume(run_id: UUID, run_input: dict[str, str]) -> None:

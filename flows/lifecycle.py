@@ -39,7 +39,6 @@ from flows.tasks.lifecycle import (ChangeSet, checkout_commit, plan_commit, head
                                    validate_hubs)
 from flows.tasks.render import prod_diffs
 from hubploy.errors import HubployError
-from hubploy.freeze import active_freeze, freeze_message
 from hubploy.layout import load_repo
 
 MAX_APPROVAL_ROUNDS = 20
@@ -169,10 +168,10 @@ def _lifecycle(sha: str, repo_url: str, before: str | None, trigger: str, approv
         if approval.decision is not Decision.approve:
             return Cancelled(name="Rejected", message=f"rejected by {approval.approver or 'unknown'}: "
                                                       f"{approval.reason or 'no reason given'}; prod untouched")
-        window = active_freeze(settings.freeze_windows)
+        window = settings.active_freeze()
         if window is None:
             break
-        note = f"Approval refused: {freeze_message(window)}."
+        note = f"Approval refused: {window.refusal()}."
         logger.warning("%s", note)
     else:
         return Cancelled(name="Frozen", message=f"{note} Gave up after {MAX_APPROVAL_ROUNDS} rounds.")

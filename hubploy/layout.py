@@ -6,7 +6,6 @@ In code, a *hub* is a directory under `deployments/`; a Prefect deployment is ne
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,8 +16,6 @@ from hubploy.errors import ConfigError, ConfigIssue, HubNotFoundError
 HUBS_DIR = "deployments"
 HUB_FILE = "hubploy.yaml"
 REPO_SETTINGS_FILE = "hubploy-repo.yaml"
-DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-MAX_RELEASE_NAME = 53  # helm's limit for release names
 
 
 @dataclass(frozen=True)
@@ -131,11 +128,11 @@ class Hub:
 
     def release(self, env: str) -> str:
         self._check_env(env)
-        return self.config.environments[env].release or f"{self.name}-{env}"
+        return self.config.release(self.name, env)
 
     def namespace(self, env: str) -> str:
         self._check_env(env)
-        return self.config.environments[env].namespace or f"{self.name}-{env}"
+        return self.config.namespace(self.name, env)
 
     def url(self, env: str) -> str | None:
         self._check_env(env)

@@ -12,7 +12,6 @@ import pytest
 from helpers.gitrepo import Repo, git_env, init_repo
 from hubploy.config.models import FreezeWindow, RepoSettings
 from hubploy.errors import ApprovalError, GitError
-from hubploy.freeze import active_freeze, check_not_frozen
 from hubploy.manifest_diff import manifest_diff
 from hubploy.promote import promote
 from hubploy.workspace import checkout
@@ -99,10 +98,11 @@ def test_manifest_diff_hides_secret_values_but_shows_the_change() -> None:
 
 def test_freeze_windows() -> None:
     windows = [FreezeWindow(start="2026-12-07", end="2026-12-19", reason="final exams")]
-    assert active_freeze(windows, datetime(2026, 12, 10, tzinfo=timezone.utc)) is windows[0]
-    assert active_freeze(windows, datetime(2026, 12, 19, tzinfo=timezone.utc)) is None
+    settings = RepoSettings(freeze_windows=windows)
+    assert settings.active_freeze(datetime(2026, 12, 10, tzinfo=timezone.utc)) is windows[0]
+    assert settings.active_freeze(datetime(2026, 12, 19, tzinfo=timezone.utc)) is None
     with pytest.raises(ApprovalError, match=r"frozen \(final exams\) until 2026-12-19T00:00:00\+00:00"):
-        check_not_frozen(windows, datetime(2026, 12, 18, 23, tzinfo=timezone.utc))
+        settings.check_not_frozen(datetime(2026, 12, 18, 23, tzinfo=timezone.utc))
     with pytest.raises(ValueError, match="must end after it starts"):
         RepoSettings.model_validate({"freeze_windows": [{"start": "2026-12-19", "end": "2026-12-07"}]})
     with pytest.raises(ValueError, match="not an ISO 8601 date"):

@@ -9,21 +9,47 @@ name (`provider: aws` + `aws: {...}`), as classic hubploy files do. Code reads t
 ``Registry.settings`` and ``Cluster.settings``: one typed value of the union ``RegistrySettings`` or
 ``ClusterSettings``, told apart by its class (each declares its ``provider``), never by probing for
 attributes.
+
+Checks that need more than one key live here too, as methods: ``HubConfig.problems`` (names helm and
+Kubernetes refuse, image dirs and key files the file refers to), ``RepoSettings.problems`` (the chart dir
+and the age key file) and the freeze windows (``RepoSettings.active_freeze``). ``hubploy validate``
+reports what they find with the file and line.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import date, datetime, timezone
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from hubploy.errors import ApprovalError
 
 DEFAULT_SUBSTITUTION_PATH = "jupyterhub.singleuser.image"
 DEFAULT_ENVIRONMENTS = ("staging", "prod")
 ALLOWED_ENVIRONMENTS = ("develop", "staging", "prod")
 
 _BLOCK_DOC = "Name of a Prefect credentials block to use instead of a key file in secrets/."
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+MAX_DNS_LABEL = 63  # Kubernetes' limit for a namespace name
+MAX_RELEASE_NAME = 53  # helm's limit for release names
+KeyPath = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What a check of the model finds wrong: the key path it is at, what is wrong, what to do."""
+
+    path: KeyPath
+    message: str
+    hint: str | None = None
+
+
+def is_dns_label(name: str) -> bool:
+    return len(name) <= MAX_DNS_LABEL and bool(DNS_LABEL.match(name))
 
 
 class Strict(BaseModel):
@@ -300,8 +326,6 @@ class Cluster(Strict):
 
 # ---------------------------------------------------------------- environments (new)
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-
 
 class EnvironmentSettings(Strict):
     url: str | None = Field(None, description="Public URL of the hub in this environment, for the health check.")
@@ -348,6 +372,74 @@ class HubConfig(Strict):
     def image_entries(self) -> list[ImageEntry]:
         return self.images.entries() if self.images else []
 
+    def release(self, hub: str, env: str) -> str:
+        """The helm release of hub ``hub`` (its directory's name) in ``env``."""
+        return self.environments[env].release or f"{hub}-{env}"  # type: ignore[index]
+
+    def namespace(self, hub: str, env: str) -> str:
+        return self.environments[env].namespace or f"{hub}-{env}"  # type: ignore[index]
+
+    def problems(self, hub: str, hub_dir: Path) -> list[Problem]:
+        """What this valid file still gets wrong for hub ``hub`` in ``hub_dir``: release and namespace
+        names that helm or Kubernetes refuse, image dirs and key files that are missing or outside the
+        hub's dir."""
+        return [*self._name_problems(hub), *self._image_problems(hub_dir), *self._key_file_problems(hub_dir)]
+
+    def _name_problems(self, hub: str) -> list[Problem]:
+        found = []
+        for env in self.environments:
+            release, namespace = self.release(hub, env), self.namespace(hub, env)
+            if len(release) > MAX_RELEASE_NAME:
+                found.append(Problem(("environments", env), f"release name {release!r} is {len(release)} "
+                                     f"characters; helm allows {MAX_RELEASE_NAME}",
+                                     "shorten the hub name or set environments.<env>.release"))
+            if not is_dns_label(namespace):
+                found.append(Problem(("environments", env),
+                                     f"namespace {namespace!r} is not a valid DNS label"))
+        return found
+
+    def _image_problems(self, hub_dir: Path) -> list[Problem]:
+        found = []
+        hub_root = hub_dir.resolve()
+        legacy = bool(self.images and self.images.image_name)
+        for index, entry in enumerate(self.image_entries()):
+            if entry.path is None:
+                continue
+            path = (hub_dir / entry.path).resolve()
+            key: KeyPath = ("images", "image_name") if legacy else ("images", "images", index, "path")
+            if path != hub_root and hub_root not in path.parents:
+                found.append(Problem(key, f"image path {path} is outside the hub directory",
+                                     "image dirs must live inside deployments/<hub>/"))
+            elif not path.is_dir():
+                found.append(Problem(key, f"image directory {path.relative_to(hub_root)}/ does not exist"))
+        return found
+
+    def _provider_settings(self) -> list[tuple[KeyPath, ProviderSettings]]:
+        """Every provider section in use, with its key path (the kubeconfig section also names the
+        context of another provider's cluster)."""
+        found: list[tuple[KeyPath, ProviderSettings]] = []
+        registry = self.images.registry if self.images else None
+        if registry is not None and registry.settings is not None:
+            found.append((("images", "registry", registry.provider), registry.settings))
+        if self.cluster is not None:
+            found.append((("cluster", self.cluster.provider), self.cluster.settings))
+            if self.cluster.provider != "kubeconfig" and self.cluster.kubeconfig is not None:
+                found.append((("cluster", "kubeconfig"), self.cluster.kubeconfig))
+        return found
+
+    def _key_file_problems(self, hub_dir: Path) -> list[Problem]:
+        found = []
+        secrets_dir = (hub_dir / "secrets").resolve()
+        for prefix, settings in self._provider_settings():
+            for key, filename in settings.key_files().items():
+                path = (secrets_dir / filename).resolve()
+                if secrets_dir not in path.parents:
+                    found.append(Problem((*prefix, key), f"{filename!r} is outside the hub's secrets/ dir"))
+                elif not path.is_file():
+                    found.append(Problem((*prefix, key), f"key file secrets/{filename} does not exist",
+                                         "key files are looked up in deployments/<hub>/secrets/"))
+        return found
+
 
 # ---------------------------------------------------------------- repository settings (new)
 
@@ -384,9 +476,25 @@ class FreezeWindow(Strict):
 
     @model_validator(mode="after")
     def _ordered(self) -> "FreezeWindow":
-        if parse_moment(self.end) <= parse_moment(self.start):
+        if self.ends <= self.starts:
             raise ValueError("a freeze window must end after it starts")
         return self
+
+    @property
+    def starts(self) -> datetime:
+        return parse_moment(self.start)
+
+    @property
+    def ends(self) -> datetime:
+        return parse_moment(self.end)
+
+    def covers(self, moment: datetime) -> bool:
+        return self.starts <= moment < self.ends
+
+    def refusal(self) -> str:
+        """Why a promotion is refused during this window, and until when."""
+        why = f" ({self.reason})" if self.reason else ""
+        return f"prod is frozen{why} until {self.ends.isoformat()}; promotion is refused until then"
 
 
 class RepoSettings(Strict):
@@ -404,3 +512,27 @@ class RepoSettings(Strict):
     cluster_concurrency: int = Field(4, ge=1, description="Most deploys run at once against one cluster.")
     health_check_timeout: float = Field(180, gt=0, description="Seconds a deployed hub has to answer /hub/api "
                                                                "before the deploy is rolled back.")
+
+    def active_freeze(self, now: datetime | None = None) -> FreezeWindow | None:
+        """The freeze window ``now`` (default: the current time) falls in, if any."""
+        now = now or datetime.now(timezone.utc)
+        return next((window for window in self.freeze_windows if window.covers(now)), None)
+
+    def check_not_frozen(self, now: datetime | None = None) -> None:
+        """Raise ApprovalError, saying until when, during a freeze window."""
+        window = self.active_freeze(now)
+        if window is not None:
+            raise ApprovalError(window.refusal(), hint="approve again after the window ends")
+
+    def problems(self, root: Path) -> list[Problem]:
+        """What this valid file still gets wrong in the repository at ``root``: a chart dir without a
+        Chart.yaml, an age key file that does not exist."""
+        found = []
+        if not (root / self.chart / "Chart.yaml").is_file():
+            found.append(Problem(("chart",), f"chart directory {self.chart}/ with a Chart.yaml not found",
+                                 "set `chart:` in hubploy-repo.yaml to your umbrella chart's directory"))
+        key_file = self.secrets.age_key_file
+        if key_file and not (root / key_file).is_file():
+            found.append(Problem(("secrets", "age_key_file"), f"age key file {key_file} does not exist",
+                                 "the path is relative to the repository root; sops could decrypt nothing"))
+        return found
