@@ -83,7 +83,8 @@ def test_cluster_settings_are_one_typed_value_per_provider(provider: str) -> Non
     assert type(cluster.settings).__name__ == kind and cluster.settings.provider == provider
     assert cluster.settings.key_files() == key_files and cluster.key() == key
     kubeconfig = {**section.get("kubeconfig", {}), "context": "ctx-{namespace}"}
-    with_context = HubConfig.model_validate({"cluster": {"provider": provider, **section, "kubeconfig": kubeconfig}})
+    with_context = HubConfig.model_validate({"cluster": {"provider": provider, **section,
+                                                         "kubeconfig": kubeconfig}})
     assert with_context.cluster.key() == "ctx-"
 
 

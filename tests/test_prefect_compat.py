@@ -114,15 +114,18 @@ def test_the_lease_renewal_thread_and_its_stop_event(unreachable_api: None) -> N
     internal = "the lease renewal thread of prefect.concurrency._leases"
     lease = uuid.uuid4()
     with compat.maintain_concurrency_lease(lease, compat.ENGINE_LEASE_SECONDS, suppress_warnings=True):
-        names = [t.name for t in threading.enumerate()]
-        [thread] = [t for t in threading.enumerate() if t.name == f"{compat.LEASE_THREAD_PREFIX}{lease}"] or [None]
-        assert thread is not None, changed(internal, f"no thread is named {compat.LEASE_THREAD_PREFIX}<id>: {names}")
+        threads = {t.name: t for t in threading.enumerate()}
+        thread = threads.get(f"{compat.LEASE_THREAD_PREFIX}{lease}")
+        assert thread is not None, changed(
+            internal, f"no thread is named {compat.LEASE_THREAD_PREFIX}<lease id>: {sorted(threads)}")
         target = getattr(thread, "_target", None)
         assert callable(target), changed(internal, "threading.Thread._target is not its target function")
         handler = inspect.getclosurevars(target).nonlocals.get("_run_with_failure_handler")
-        assert callable(handler), changed(internal, "its target no longer closes over _run_with_failure_handler")
+        assert callable(handler), changed(internal,
+                                          "its target does not close over _run_with_failure_handler")
         stop = inspect.getclosurevars(handler).nonlocals.get("stop_event")
-        assert isinstance(stop, threading.Event), changed(internal, "_run_with_failure_handler has no stop_event")
+        assert isinstance(stop, threading.Event), changed(internal,
+                                                          "_run_with_failure_handler has no stop_event")
         assert compat.lease_renewal_stop_event(lease) is stop
         assert compat.stop_lease_renewal(lease) and stop.is_set()
         thread.join(timeout=10)
@@ -136,8 +139,10 @@ class AnsweringClient:
     def __init__(self, status: SetStateStatus) -> None:
         self.status = status
 
-    def set_flow_run_state(self, flow_run_id: uuid.UUID, state: State, force: bool = False) -> OrchestrationResult:
-        details = StateAbortDetails(reason="taken") if self.status is SetStateStatus.ABORT else StateAcceptDetails()
+    def set_flow_run_state(self, flow_run_id: uuid.UUID, state: State,
+                           force: bool = False) -> OrchestrationResult:
+        aborted = self.status is SetStateStatus.ABORT
+        details = StateAbortDetails(reason="taken") if aborted else StateAcceptDetails()
         return OrchestrationResult(state=state.model_copy(), status=self.status, details=details)
 
 
@@ -147,7 +152,8 @@ def test_propose_state_sync() -> None:
         internal, f"its parameters are {parameters(compat.propose_state_sync)}")
     assert inspect.signature(compat.propose_state_sync).parameters["force"].default is False, changed(
         internal, "it forces the state by default")
-    accepted = compat.propose_state_sync(AnsweringClient(SetStateStatus.ACCEPT), Pending(), flow_run_id=uuid.uuid4())
+    accepted = compat.propose_state_sync(AnsweringClient(SetStateStatus.ACCEPT), Pending(),
+                                         flow_run_id=uuid.uuid4())
     assert isinstance(accepted, State) and accepted.is_pending(), changed(
         internal, f"an accepted proposal returns {accepted!r}, not the accepted state")
     with pytest.raises(Abort):
@@ -156,8 +162,9 @@ def test_propose_state_sync() -> None:
 
 def test_cancelled_error_of_a_failed_lease_renewal() -> None:
     internal = "prefect._internal.concurrency.cancellation.CancelledError"
-    assert issubclass(compat.CancelledError, BaseException) and not issubclass(compat.CancelledError, Exception), (
-        changed(internal, "it is no longer a BaseException outside Exception (an `except Exception` would stop it)"))
+    error = compat.CancelledError
+    assert issubclass(error, BaseException) and not issubclass(error, Exception), changed(
+        internal, "it is no longer a BaseException outside Exception (an `except Exception` would stop it)")
 
 
 @pytest.mark.prefect
@@ -171,11 +178,13 @@ def test_a_slot_refused_while_the_limit_is_full_says_when_to_retry(prefect_api: 
         client.upsert_global_concurrency_limit_by_name(name, 1)
     with concurrency(name, occupy=1, strict=True):
         with pytest.raises(compat.ConcurrencySlotAcquisitionError) as refused:
-            with concurrency(name, occupy=1, strict=True, max_retries=0, raise_on_lease_renewal_failure=False):
+            with concurrency(name, occupy=1, strict=True, max_retries=0,
+                             raise_on_lease_renewal_failure=False):
                 pytest.fail("got a slot of a full limit")
     wait = compat.retry_after(refused.value)
-    assert wait is not None and wait > 0, changed(internal, f"its cause is {refused.value.__cause__!r}, not the "
-                                                            f"server's HTTP {compat.LOCKED} with Retry-After")
+    cause = refused.value.__cause__
+    assert wait is not None and wait > 0, changed(
+        internal, f"its cause is {cause!r}, not the server's HTTP {compat.LOCKED} with Retry-After")
     with pytest.raises(compat.ConcurrencySlotAcquisitionError) as missing:
         with concurrency(f"{name}-missing", occupy=1, strict=True, max_retries=0):
             pytest.fail("got a slot of a limit that does not exist")

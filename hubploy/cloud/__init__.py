@@ -56,7 +56,8 @@ def cluster_access(hub: Hub, env_name: str, *, base_env: Mapping[str, str]) -> I
 
 
 def _key_file_access(settings: ClusterSettings, read: Callable[[str], dict[str, Any]],
-                     base_env: Mapping[str, str], context: str | None) -> AbstractContextManager[ClusterAccess]:
+                     base_env: Mapping[str, str],
+                     context: str | None) -> AbstractContextManager[ClusterAccess]:
     """The provider module's cluster access for these settings, with the key files they name."""
     match settings:
         case GcloudCluster(project=project, cluster=name, zone=zone, service_key=key):

@@ -2,8 +2,9 @@
 
 Run as ``python fake_cluster.py helm|kubectl ARGS...``; the cluster is the JSON file named by
 ``FAKE_CLUSTER_STATE``: ``{"releases": {name: [revision, ...]}, "namespaces": [...], "calls": [...],
-"upgrade": "ok" | "render-error" | "not-ready", "rollback": "ok" | "fail", "api": "ok" | "unreachable"}``. Every call is logged in
-``calls``. It answers the argv that hubploy.helm builds, with helm 3's output and exit codes.
+"upgrade": "ok" | "render-error" | "not-ready", "rollback": "ok" | "fail", "api": "ok" | "unreachable"}``.
+Every call is logged in ``calls``. It answers the argv that hubploy.helm builds, with helm 3's
+output and exit codes.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ def helm_upgrade(state: State, args: list[str]) -> int:
         return fail("Error: UPGRADE FAILED: context deadline exceeded")
     supersede(revisions)
     number = append(revisions, "deployed", option(args, "--description") or "Upgrade complete")
-    print(f"Release \"{name}\" has been upgraded.\nSTATUS: deployed\nREVISION: {number}\nNOTES:\nREVISION: 99")
+    print(f"Release \"{name}\" has been upgraded.\nSTATUS: deployed\nREVISION: {number}")
+    print("NOTES:\nREVISION: 99")  # the chart's notes: not helm's revision
     return 0
 
 
@@ -76,7 +78,7 @@ def helm(state: State, args: list[str]) -> int:
         return helm_upgrade(state, args)
     name = args[1]
     if state.get("api") == "unreachable":
-        return fail("Error: Kubernetes cluster unreachable: dial tcp 127.0.0.1:6443: connect: connection refused")
+        return fail("Error: Kubernetes cluster unreachable: dial tcp 127.0.0.1:6443: connection refused")
     if name not in state["releases"]:
         return fail("Error: release: not found")
     revisions = state["releases"][name]
