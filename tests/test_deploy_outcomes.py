@@ -9,6 +9,7 @@ import ast
 import contextlib
 import json
 import os
+import shutil
 import stat
 import sys
 from collections.abc import Callable, Iterator
@@ -25,7 +26,8 @@ from hubploy.deploy import health_gate as deploy_health
 from hubploy.deploy import images as deploy_images
 from hubploy.errors import DeployError, HealthCheckError
 from hubploy.helm import UpgradeFlags
-from hubploy.layout import load_repo
+from cli.main import main
+from hubploy.layout import REPOS, load_repo
 
 FAKE_CLUSTER = Path(__file__).parent / "helpers" / "fake_cluster.py"
 HUB_IMAGE = "registry.example.org/hub"
@@ -303,3 +305,64 @@ def test_the_outcome_is_set_in_one_place() -> None:
                     if isinstance(leaf, ast.Attribute) and leaf.attr == "outcome":
                         assigned.append(f"{path.name}:{node.lineno}")
     assert len(assigned) == 1 and assigned[0].startswith("model.py:"), assigned
+
+
+@pytest.fixture
+def cluster_env(monkeypatch: pytest.MonkeyPatch, cluster: Cluster, tmp_path: Path) -> None:
+    """This process's environment points at the stand-in cluster, as a worker's or a shell's would."""
+    for key, value in cluster.env.items():
+        monkeypatch.setenv(key, value)
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))  # the ambient kubeconfig of a hub without `cluster:`
+
+
+def test_a_cli_deploy_validates_each_file_once(run_deploy: Callable[..., DeployResult], cluster_env: None,
+                                               monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    root: Path = run_deploy.root  # type: ignore[attr-defined]
+    (root / "hubploy-repo.yaml").write_text("health_check_timeout: 5\n")
+    monkeypatch.chdir(root)
+    assert main(["deploy", "h", "hub", "staging"]) == 0
+    assert "h-staging: deployed (revision none -> 1" in capsys.readouterr().err
+    validated = [REPOS.loads[root / "hubploy-repo.yaml"], REPOS.loads[root / "deployments/h/hubploy.yaml"]]
+    assert validated == [1, 1]
+
+
+@pytest.mark.prefect
+def test_a_fleet_deploy_validates_each_hubploy_yaml_once(prefect_api: str, cluster_env: None,
+                                                         run_deploy: Callable[..., DeployResult]) -> None:
+    from flows.deploy_hubs import deploy_hubs
+
+    root: Path = run_deploy.root  # type: ignore[attr-defined]
+    shutil.copytree(root / "deployments" / "h", root / "deployments" / "g")
+    records = deploy_hubs(["h", "g"], "staging", str(root), trigger="test")
+    assert {hub: (r["result"], r["revision_after"]) for hub, r in records.items()} == {
+        "h": (Outcome.deployed, 1), "g": (Outcome.deployed, 1)}
+    assert [REPOS.loads[root / "deployments" / hub / "hubploy.yaml"] for hub in ("h", "g")] == [1, 1]
+
+
+@pytest.mark.prefect
+def test_the_rollback_task_holds_the_cluster_slot_only_around_helm(
+        prefect_api: str, run_deploy: Callable[..., DeployResult], cluster: Cluster, cluster_env: None,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.tasks import locks
+    from flows.tasks.deploy import rollback_hub as rollback_task
+
+    real_slot = locks.cluster_slot
+
+    @contextlib.contextmanager
+    def recorded_slot(*args: Any) -> Iterator[None]:
+        with real_slot(*args), cluster.slot():
+            yield
+
+    monkeypatch.setattr(locks, "cluster_slot", recorded_slot)
+    run_deploy()
+    run_deploy(CHANGED)
+    cluster.events.clear()
+    before = len(cluster.state()["calls"])
+    record = rollback_task("h", "staging", str(run_deploy.root), trigger="test")  # type: ignore[attr-defined]
+    assert (record["result"], record["revision_before"], record["revision_after"]) == (
+        Outcome.rolled_back, 2, 3)
+    assert cluster.events == [f"slot entered after {before} calls", f"slot left after {before + 3} calls",
+                              "health checked (just replaced: True)"]

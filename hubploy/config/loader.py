@@ -47,13 +47,26 @@ def _line_map(node: yaml.Node, path: KeyPath = (), lines: LineMap | None = None)
     return lines
 
 
-def load_yaml(path: Path) -> tuple[Any, LineMap, list[ConfigIssue]]:
-    """Parse one YAML file. Returns (data, line map, issues); data is None when unusable."""
+def read_file(path: Path) -> tuple[bytes | None, list[ConfigIssue]]:
+    """The bytes of a file, or None and why not."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_bytes(), []
     except FileNotFoundError:
-        return None, {}, [ConfigIssue(path, "", "file not found")]
-    except (OSError, UnicodeDecodeError) as exc:
+        return None, [ConfigIssue(path, "", "file not found")]
+    except OSError as exc:
+        return None, [ConfigIssue(path, "", f"cannot read file: {exc}")]
+
+
+def load_yaml(path: Path, raw: bytes | None = None) -> tuple[Any, LineMap, list[ConfigIssue]]:
+    """Parse one YAML file (``raw``: its bytes, when the caller has read them). Returns (data, line map,
+    issues); data is None when unusable."""
+    if raw is None:
+        raw, issues = read_file(path)
+        if raw is None:
+            return None, {}, issues
+    try:
+        text = raw.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")  # as a text-mode read
+    except UnicodeDecodeError as exc:
         return None, {}, [ConfigIssue(path, "", f"cannot read file: {exc}")]
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -91,9 +104,10 @@ def _duplicate_keys(node: yaml.Node, file: Path, path: KeyPath = ()) -> list[Con
     return issues
 
 
-def load_mapping(path: Path, *, allow_empty: bool = False) -> tuple[dict | None, LineMap, list[ConfigIssue]]:
-    """Parse a YAML file that must hold a mapping at its top level."""
-    data, lines, issues = load_yaml(path)
+def load_mapping(path: Path, *, allow_empty: bool = False,
+                 raw: bytes | None = None) -> tuple[dict | None, LineMap, list[ConfigIssue]]:
+    """Parse a YAML file that must hold a mapping at its top level (``raw``: its bytes, if read)."""
+    data, lines, issues = load_yaml(path, raw)
     if issues:
         return None, lines, issues
     if data is None:

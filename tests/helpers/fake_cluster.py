@@ -9,10 +9,10 @@ output and exit codes.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 State = dict[str, Any]
@@ -113,11 +113,14 @@ def kubectl(state: State, args: list[str]) -> int:
 
 def main() -> int:
     tool, args = sys.argv[1], sys.argv[2:]
-    path = Path(os.environ["FAKE_CLUSTER_STATE"])
-    state = json.loads(path.read_text())
-    state["calls"].append([tool, *args])
-    code = helm(state, args) if tool == "helm" else kubectl(state, args)
-    path.write_text(json.dumps(state))
+    with open(os.environ["FAKE_CLUSTER_STATE"], "r+") as file:
+        fcntl.flock(file, fcntl.LOCK_EX)  # one call at a time, as the API server orders writes
+        state = json.load(file)
+        state["calls"].append([tool, *args])
+        code = helm(state, args) if tool == "helm" else kubectl(state, args)
+        file.seek(0)
+        file.truncate()
+        json.dump(state, file)
     return code
 
 
