@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from blocks.resolve import credentials
 from hubploy import git
 from hubploy.build import CACHE_DEPTH, BuildBackend, build_image
 from hubploy.commitrange import detect_commit_range
@@ -38,10 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def registry_credentials(hub: Hub, hosts: list[str], environ: Mapping[str, str]) -> list[RegistryCredentials]:
     """Credentials for each host that has some: the env first, then the hub's registry config."""
-    from flows.tasks.images import hub_registry_credentials
-
-    found = [credentials_from_env(host, environ) or hub_registry_credentials(hub, host, child_env())
-             for host in hosts]
+    source = credentials(hub.repo, child_env())
+    found = [credentials_from_env(host, environ) or source.registry(hub, host) for host in hosts]
     return [c for c in found if c is not None]
 
 

@@ -15,10 +15,11 @@ import sys
 from pathlib import Path
 
 from hubploy.config.models import ALLOWED_ENVIRONMENTS
-from hubploy.deploy import ClusterAccessProvider, DeployOptions, RegistryCredentialsFor, deploy, sops_env
+from blocks.resolve import credentials
+from hubploy.deploy import DeployOptions, deploy
 from hubploy.errors import ConfigError, HubployError
 from hubploy.helm import UpgradeFlags
-from hubploy.layout import DeploymentRepo, load_repo
+from hubploy.layout import load_repo
 from hubploy.runner import child_env
 from hubploy.validate import validate_repo
 
@@ -65,29 +66,6 @@ def _refuse_debug_in_ci(args: argparse.Namespace, env: dict[str, str]) -> None:
                            hint="set HUBPLOY_LOCAL_DEBUG=1 if this is really a local run")
 
 
-def _cluster_access(repo: DeploymentRepo, hub_name: str, env: dict[str, str]) -> ClusterAccessProvider | None:
-    """Prefect credential blocks only when the hub names one (that needs a Prefect API); else None,
-    which means the classic key files or the ambient KUBECONFIG (likewise for the registry)."""
-    cluster = repo.load_hub(hub_name).config.cluster
-    if cluster is None or not cluster.settings.credentials_block:
-        return None
-    from blocks.resolve import cluster_access_for
-
-    base_env = sops_env(repo, env)
-    return lambda hub, env_name: cluster_access_for(hub, env_name, base_env=base_env)
-
-
-def _registry_credentials(repo: DeploymentRepo, hub_name: str, env: dict[str, str]) -> RegistryCredentialsFor | None:
-    """A Prefect registry credentials block only when the hub's images.registry names one."""
-    hub = repo.load_hub(hub_name)
-    registry = hub.config.images.registry if hub.config.images else None
-    if registry is None or registry.settings is None or not registry.settings.credentials_block:
-        return None
-    from flows.tasks.images import hub_registry_credentials
-
-    return lambda host: hub_registry_credentials(hub, host, env)
-
-
 def cmd_deploy(args: argparse.Namespace) -> int:
     env = child_env()
     _refuse_debug_in_ci(args, env)
@@ -111,8 +89,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     for name in ("hubploy.deploy", "hubploy.health"):  # progress lines, even without --verbose
         logging.getLogger(name).setLevel(logging.DEBUG if getattr(args, "debug", False) else logging.INFO)
     result = deploy(repo, args.hub, args.environment, options=options, base_env=env,
-                    cluster_access=_cluster_access(repo, args.hub, env),
-                    registry_credentials=_registry_credentials(repo, args.hub, env))
+                    credentials=credentials(repo, env))
     if result.rendered is not None:
         sys.stdout.write(result.rendered)
     print(f"{result.release}: {result.outcome} (revision {result.revision_before or 'none'} -> "

@@ -21,7 +21,8 @@ from prefect.artifacts import create_table_artifact
 from prefect.futures import PrefectFuture
 
 from flows.tasks.docker_backend import select_backend
-from flows.tasks.images import build_image, hub_registry_credentials, image_exists, image_tag, push_image
+from blocks.resolve import BlockCredentials, credentials
+from flows.tasks.images import build_image, image_exists, image_tag, push_image
 from hubploy.build import BuildBackend
 from hubploy.errors import HubployError
 from hubploy.images import git_tag, rebuild_tag
@@ -50,12 +51,12 @@ class _Job:
     no_cache: bool
 
 
-def _credentials(hubs: list[Hub]) -> dict[str, RegistryCredentials]:
+def _credentials(hubs: list[Hub], source: BlockCredentials) -> dict[str, RegistryCredentials]:
     found: dict[str, RegistryCredentials] = {}
     for hub in hubs:
         for host in sorted({split_repository(s.name)[0] for s in hub.images if s.path is not None}):
             if host not in found:
-                creds = hub_registry_credentials(hub, host, child_env())
+                creds = source.registry(hub, host)
                 if creds is not None:
                     found[host] = creds
     return found
@@ -134,10 +135,11 @@ def build_images(hubs: list[str] | None = None, repo_path: str = ".", push: bool
     logger = get_run_logger()
     repo = load_repo(repo_path)
     loaded = [repo.load_hub(name) for name in (hubs or repo.hub_names())]
-    credentials = _credentials(loaded)  # also for builds without push: private bases and cache pulls
+    # Logins also without push: for private base images and cache pulls.
+    logins = _credentials(loaded, credentials(repo, child_env()))
     backend = select_backend()
-    with auth_files(credentials.values()) as auth:
-        jobs = [_plan(hub, spec, str(repo.root), credentials.get(split_repository(spec.name)[0]),
+    with auth_files(logins.values()) as auth:
+        jobs = [_plan(hub, spec, str(repo.root), logins.get(split_repository(spec.name)[0]),
                       check_registry=check_registry, rebuild=rebuild, no_cache=no_cache)
                 for hub in loaded for spec in hub.images]
         for job in jobs:

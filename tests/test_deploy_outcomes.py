@@ -58,8 +58,12 @@ class Cluster:
         return [r["status"] for r in self.state()["releases"].get(release, [])]
 
     @contextlib.contextmanager
-    def access(self, hub: Any, env_name: str) -> Iterator[SimpleNamespace]:
+    def cluster_access(self, hub: Any, env_name: str) -> Iterator[SimpleNamespace]:
+        """The cluster's credentials (``hubploy.deploy.Credentials``): its env, no login for registries."""
         yield SimpleNamespace(kubeconfig=self.state_file.parent / "kubeconfig", env=self.env, context=None)
+
+    def registry(self, hub: Any, host: str) -> None:
+        return None
 
     @contextlib.contextmanager
     def slot(self) -> Iterator[None]:
@@ -123,7 +127,7 @@ def run_deploy(deployment_repo: Callable[..., Path], cluster: Cluster, registry:
 
     def run(options: DeployOptions = OPTIONS) -> DeployResult:
         return deploy(load_repo(root), "h", "staging", options=options, base_env=cluster.env,
-                      cluster_access=cluster.access, cluster_slot=cluster.slot, on_result=results.append)
+                      credentials=cluster, cluster_slot=cluster.slot, on_result=results.append)
 
     run.results = results  # type: ignore[attr-defined]
     run.root = root  # type: ignore[attr-defined]
@@ -270,7 +274,7 @@ def test_rollback_hub_holds_the_cluster_slot_only_around_helm(run_deploy: Callab
     before = len(cluster.state()["calls"])
     results: list[DeployResult] = []
     repo = load_repo(run_deploy.root)  # type: ignore[attr-defined]
-    rolled = rollback_hub(repo, "h", "staging", base_env=cluster.env, cluster_access=cluster.access,
+    rolled = rollback_hub(repo, "h", "staging", base_env=cluster.env, credentials=cluster,
                           cluster_slot=cluster.slot, on_result=results.append)
     assert results == [rolled]
     assert (rolled.outcome, rolled.revision_before, rolled.revision_after, rolled.hub_version) == (
@@ -287,7 +291,7 @@ def test_rollback_to_a_revision_that_does_not_exist_fails(run_deploy: Callable[.
     results: list[DeployResult] = []
     with pytest.raises(DeployError, match="release h-staging has no revision 9 to roll back to"):
         rollback_hub(load_repo(run_deploy.root), "h", "staging", revision=9,  # type: ignore[attr-defined]
-                     base_env=cluster.env, cluster_access=cluster.access, on_result=results.append)
+                     base_env=cluster.env, credentials=cluster, on_result=results.append)
     assert [r.outcome for r in results] == [Outcome.failed]
     assert "helm rollback" not in cluster.verbs()
 

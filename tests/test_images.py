@@ -546,7 +546,7 @@ def test_cloud_registry_logins_through_the_cloud_credential_blocks(prefect_api, 
     from blocks.aws import AwsClusterCredentials
     from blocks.azure import AzureClusterCredentials
     from blocks.gcp import GcpClusterCredentials
-    from flows.tasks.images import hub_registry_credentials
+    from blocks.resolve import hub_registry_credentials
 
     bin_dir, home, log = tmp_path / "bin", tmp_path / "home", tmp_path / "calls.log"
     bin_dir.mkdir()

@@ -3,8 +3,11 @@ importing Prefect builds no IRI grammar."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 from conftest import PROJECT_ROOT
 
@@ -29,6 +32,29 @@ def test_validate_does_not_import_prefect() -> None:
             "print(code, any(m.startswith('prefect') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "0 False", out.stdout + out.stderr
+
+
+CREDENTIALS_PROBE = """
+import sys
+from blocks.resolve import credentials
+from hubploy.layout import load_repo
+repo = load_repo(".")
+hub = repo.load_hub("h")
+source = credentials(repo, {"KUBECONFIG": "kubeconfig"})
+with source.cluster_access(hub, "staging") as access:
+    print(access.kubeconfig.name, source.registry(hub, "quay.io"))
+print(sorted(m for m in sys.modules if m == "prefect" or m.startswith(("prefect.", "prefect_"))))
+"""
+
+
+def test_credentials_of_a_hub_without_blocks_import_no_prefect(deployment_repo: Callable[..., Path]) -> None:
+    """`hubploy deploy` and `hubploy build` of a classic repository resolve their credentials through
+    blocks.resolve without loading Prefect (only a hub that names a block does)."""
+    root = deployment_repo({"deployments/h/hubploy.yaml": "environments: [staging]\n",
+                            "kubeconfig": "apiVersion: v1\nkind: Config\n"})
+    env = {**child_env(), "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), *sys.path])}
+    out = run([sys.executable, "-c", CREDENTIALS_PROBE], env=env, cwd=root).stdout.splitlines()
+    assert out == ["kubeconfig None", "[]"]
 
 
 def test_the_project_venv_has_no_jupyterhub() -> None:

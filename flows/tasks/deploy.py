@@ -14,13 +14,12 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.context import FlowRunContext, TaskRunContext
 
-from blocks.resolve import cluster_access_for
-from flows.tasks.images import hub_registry_credentials
+from blocks.resolve import credentials
 from flows.tasks.locks import deploy_locks, limit_name
-from hubploy.deploy import ClusterAccessProvider, DeployOptions, DeployResult, deploy, is_transient, sops_env
+from hubploy.deploy import DeployOptions, DeployResult, deploy, is_transient
 from hubploy.deploy import rollback_hub as core_rollback
 from hubploy.helm import UpgradeFlags
-from hubploy.layout import DeploymentRepo, Hub, load_repo
+from hubploy.layout import DeploymentRepo, load_repo
 from hubploy.runner import child_env
 
 RETRY_DELAYS = [10, 30]
@@ -32,11 +31,6 @@ def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
     except Exception as exc:  # noqa: BLE001 - the state's own exception, classified below
         return is_transient(exc)
     return False
-
-
-def blocks_cluster_access(base_env: Mapping[str, str]) -> ClusterAccessProvider:
-    """Credential blocks named in hubploy.yaml, else classic key files, else the ambient KUBECONFIG."""
-    return lambda hub, env_name: cluster_access_for(hub, env_name, base_env=base_env)
 
 
 def trigger_info(trigger: str | None) -> dict[str, Any]:
@@ -86,9 +80,8 @@ def deploy_hub(hub: str, env: str, repo_path: str = ".", *, namespace: str | Non
                             set_string_values=tuple(set_string_values or ()), health_check=health_check,
                             flags=UpgradeFlags(timeout=timeout, atomic=True), skip_unchanged=not redeploy)
 
-    def run(repo: DeploymentRepo, hub_obj: Hub, common: dict[str, Any]) -> DeployResult:
-        registry = partial(hub_registry_credentials, hub_obj, base_env=common["base_env"])
-        return deploy(repo, hub, env, options=options, registry_credentials=registry, **common)
+    def run(repo: DeploymentRepo, common: dict[str, Any]) -> DeployResult:
+        return deploy(repo, hub, env, options=options, **common)
 
     return _locked_and_audited(hub, env, repo_path, release, trigger, run)
 
@@ -101,7 +94,7 @@ def rollback_hub(hub: str, env: str, repo_path: str = ".", *, revision: int | No
     """Roll ``hub`` in ``env`` back to ``revision`` (default: the previous deployed one) under the
     same locks as a deploy, health-check it, and audit it; returns the audit record."""
 
-    def run(repo: DeploymentRepo, hub_obj: Hub, common: dict[str, Any]) -> DeployResult:
+    def run(repo: DeploymentRepo, common: dict[str, Any]) -> DeployResult:
         return core_rollback(repo, hub, env, revision=revision, namespace=namespace, release=release,
                              health_check=health_check, timeout=timeout, **common)
 
@@ -109,19 +102,19 @@ def rollback_hub(hub: str, env: str, repo_path: str = ".", *, revision: int | No
 
 
 def _locked_and_audited(hub: str, env: str, repo_path: str, release: str | None, trigger: str | None,
-                        run: Callable[[DeploymentRepo, Hub, dict[str, Any]], DeployResult]) -> dict[str, Any]:
+                        run: Callable[[DeploymentRepo, dict[str, Any]], DeployResult]) -> dict[str, Any]:
     """Run a deploy or rollback of ``hub`` in ``env`` holding its release lock, with its cluster slot to
-    hold only around cluster calls (not while the health check waits for the hub), credentials from
-    blocks, and an audit artifact; returns the audit record."""
+    hold only around cluster calls (not while the health check waits for the hub), its credentials
+    (blocks.resolve.credentials) and an audit artifact; returns the audit record."""
     logger = get_run_logger()
     repo = load_repo(repo_path)
     hub_obj = repo.load_hub(hub)
     base_env = child_env()
     triggered = trigger_info(trigger)
     with deploy_locks(repo, hub_obj, release or hub_obj.release(env), logger) as cluster_slot:
-        result = run(repo, hub_obj, {
+        result = run(repo, {
             "base_env": base_env, "logger": logger, "on_result": partial(write_audit, trigger=triggered),
-            "cluster_access": blocks_cluster_access(sops_env(repo, base_env)), "cluster_slot": cluster_slot})
+            "credentials": credentials(repo, base_env), "cluster_slot": cluster_slot})
     return {**result.summary(), **triggered}
 
 

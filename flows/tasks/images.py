@@ -8,7 +8,6 @@ timeouts, or a failed command whose output shows a network error or a 5xx. Never
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,19 +18,10 @@ from prefect.tasks import exponential_backoff
 from hubploy import git
 from hubploy.build import CACHE_DEPTH, BuildBackend, BuildResult
 from hubploy.build import build_image as core_build_image
-from hubploy.config.models import AwsRegistry, AzureRegistry, GcloudRegistry
-from hubploy.errors import CommandError, CommandTimeoutError, CredentialsError, RegistryError
+from hubploy.errors import CommandError, CommandTimeoutError, RegistryError
 from hubploy.images import effective_tag
-from hubploy.layout import Hub, ImageSpec, load_repo
+from hubploy.layout import ImageSpec, load_repo
 from hubploy.registry import AuthFiles, RegistryCredentials, manifest_digest
-from hubploy.registry_login import (
-    aws_login,
-    azure_login,
-    credentials_from_env,
-    credentials_from_key_files,
-    fetch_credentials,
-    gcloud_login,
-)
 
 RETRIES = 3
 BACKOFF = exponential_backoff(backoff_factor=2)
@@ -60,21 +50,6 @@ def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
     return isinstance(exc, BaseException) and is_transient(exc)
 
 
-def credentials_from_block(block_name: str, host: str) -> RegistryCredentials:
-    """Username/password from a prefect-docker DockerRegistryCredentials block."""
-    from prefect_docker.credentials import DockerRegistryCredentials
-
-    try:
-        block = DockerRegistryCredentials.load(block_name)
-    except ValueError as exc:
-        raise CredentialsError(f"cannot load the DockerRegistryCredentials block {block_name!r}: {exc}",
-                               hint="create it in the Prefect UI or with DockerRegistryCredentials(...).save()") from None
-    block_host = re.sub(r"^https?://", "", block.registry_url).rstrip("/")
-    if block_host != host:
-        raise CredentialsError(f"block {block_name!r} holds credentials for {block_host}, not for {host}")
-    return RegistryCredentials(host, block.username, block.password.get_secret_value())
-
-
 @task(name="image-tag", cache_policy=NONE)
 def image_tag(repo_path: str, hub_name: str, spec: ImageSpec) -> str:
     """The tag to build and deploy (git-derived or pinned, or a recorded rebuild tag)."""
@@ -99,51 +74,3 @@ def build_image(backend: BuildBackend, repo_path: str, spec: ImageSpec, tag: str
 def push_image(backend: BuildBackend, reference: str, auth: AuthFiles | None) -> str:
     """Push and return the digest."""
     return backend.push(reference, auth)
-
-
-def credentials_from_cloud_block(hub: Hub, host: str, base_env: Mapping[str, str]) -> RegistryCredentials:
-    """A registry login with the identity of the per-cloud credentials block named by the hub's
-    ``images.registry.<provider>.credentials_block``, in private config dirs (hubploy.cloud)."""
-    from blocks.aws import AwsClusterCredentials
-    from blocks.azure import AzureClusterCredentials
-    from blocks.gcp import GcpClusterCredentials
-    from blocks.resolve import load_block
-    from hubploy.cloud import aws, azure, gcloud
-
-    registry = hub.config.images.registry  # type: ignore[union-attr]
-    settings = registry.settings
-    assert settings is not None and settings.credentials_block is not None
-    block = load_block(registry.provider, settings.credentials_block)
-    match settings, block:
-        case GcloudRegistry(), GcpClusterCredentials():
-            info = block.service_account_info.get_secret_value() if block.service_account_info else None
-            with gcloud.gcloud_env(info, base_env=base_env) as env:
-                return fetch_credentials(gcloud_login(Path(env["CLOUDSDK_CONFIG"])), host, base_env=env)
-        case AwsRegistry(account_id=account_id, region=region), AwsClusterCredentials():
-            secret = block.aws_secret_access_key.get_secret_value() if block.aws_secret_access_key else None
-            with aws.aws_env(region=region, access_key_id=block.aws_access_key_id, secret_access_key=secret,
-                             role_arn=block.role_arn, session_name="hubploy-registry-auth",
-                             base_env=base_env) as env:
-                command = aws_login(Path(env["AWS_SHARED_CREDENTIALS_FILE"]).parent, account_id, region)
-                return fetch_credentials(command, base_env=env)
-        case AzureRegistry(registry=name), AzureClusterCredentials():
-            with azure.az_env(client_id=block.client_id, tenant_id=block.tenant_id,
-                              client_secret=block.client_secret.get_secret_value(),
-                              subscription_id=block.subscription_id, base_env=base_env) as env:
-                return fetch_credentials(azure_login(name, env), base_env=env)
-    raise CredentialsError(f"a {type(block).__name__} block gives no {registry.provider} registry login")
-
-
-def hub_registry_credentials(hub: Hub, host: str, base_env: Mapping[str, str]) -> RegistryCredentials | None:
-    """Credentials for pushing ``hub``'s images to ``host``: the hub's credentials block
-    (DockerRegistryCredentials for dockerconfig, a cloud block otherwise), else its key files, else
-    HUBPLOY_REGISTRY_USERNAME/PASSWORD; None for a hub with no registry config and no such env."""
-    registry = hub.config.images.registry if hub.config.images else None
-    if registry is None:
-        return credentials_from_env(host, base_env)
-    block_name = registry.settings.credentials_block if registry.settings else None
-    if block_name and registry.provider == "dockerconfig":
-        return credentials_from_block(block_name, host)
-    if block_name:
-        return credentials_from_cloud_block(hub, host, base_env)
-    return credentials_from_key_files(hub, host, base_env)

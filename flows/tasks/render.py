@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from prefect import get_run_logger, task
 
-from blocks.resolve import cluster_access_for
+from blocks.resolve import credentials
 from hubploy import helm
 from hubploy.layout import load_repo
 from hubploy.manifest_diff import manifest_diff
@@ -30,8 +30,7 @@ def _running(hub_name: str, env_name: str, tree: str) -> tuple[str | None, dict 
     """(manifest, user-supplied values) of the release now, or (None, None) when not installed."""
     repo = load_repo(tree)
     hub = repo.load_hub(hub_name)
-    base = child_env()
-    with cluster_access_for(hub, env_name, base_env=base) as access:
+    with credentials(repo, child_env()).cluster_access(hub, env_name) as access:
         env = {**access.env, "KUBECONFIG": str(access.kubeconfig)}
         executable = helm.helm_executable(env)
         manifest = deployed_manifest(executable, hub.release(env_name), hub.namespace(env_name), env=env,

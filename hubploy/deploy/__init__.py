@@ -21,7 +21,8 @@ Only the release is ever changed; nothing here touches ``os.environ`` (deploys r
 Where each concern lives:
 
 - ``sequence``: the sequence above (``deploy``) and ``rollback_hub``;
-- ``model``: options, the cluster access a deploy needs, the result;
+- ``model``: options, where a deploy acts, how it ended (``Outcome``, set only by ``settle``);
+- ``credentials``: where its cluster and registry credentials come from;
 - ``prepare``: release preparation (steps 1 and 2: values, chart dependencies, secrets, digests);
 - ``images``: the image check of step 4;
 - ``namespaces``: step 5;
@@ -29,16 +30,9 @@ Where each concern lives:
 - ``health_gate``: step 8.
 """
 
+from hubploy.deploy.credentials import Credentials, KeyFileCredentials
 from hubploy.deploy.images import check_images, image_references, registry_image_digest
-from hubploy.deploy.model import (
-    ClusterAccessProvider,
-    DeployOptions,
-    DeployResult,
-    ImageRef,
-    Logger,
-    Outcome,
-    RegistryCredentialsFor,
-)
+from hubploy.deploy.model import DeployOptions, DeployResult, ImageRef, Logger, Outcome
 from hubploy.deploy.prepare import (
     CONFIG_STAMP_PREFIX,
     PreparedValues,
@@ -50,7 +44,7 @@ from hubploy.deploy.prepare import (
 from hubploy.deploy.release import is_transient
 from hubploy.deploy.sequence import deploy, rollback_hub
 
-__all__ = ["CONFIG_STAMP_PREFIX", "ClusterAccessProvider", "DeployOptions", "DeployResult", "ImageRef",
-           "Logger", "Outcome", "PreparedValues", "RegistryCredentialsFor", "check_images", "deploy",
+__all__ = ["CONFIG_STAMP_PREFIX", "Credentials", "DeployOptions", "DeployResult", "ImageRef",
+           "KeyFileCredentials", "Logger", "Outcome", "PreparedValues", "check_images", "deploy",
            "image_references", "is_transient", "prepared_values", "redact_rendered", "registry_image_digest",
            "rollback_hub", "sops_env", "values_digest"]

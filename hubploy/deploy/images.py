@@ -12,9 +12,8 @@ import httpx
 
 from hubploy.deploy.model import ImageDigest, ImageRef, Logger, RegistryCredentialsFor, log
 from hubploy.errors import DeployError, RegistryError
-from hubploy.layout import Hub
 from hubploy.registry import RegistryCredentials, manifest_digest, split_repository
-from hubploy.registry_login import credentials_from_env, credentials_from_key_files
+from hubploy.registry_login import credentials_from_env
 
 
 def image_references(merged: Mapping[str, Any]) -> list[tuple[str, str, str]]:
@@ -34,17 +33,6 @@ def image_references(merged: Mapping[str, Any]) -> list[tuple[str, str, str]]:
 
     walk(merged, "")
     return found
-
-
-def hub_key_file_credentials(hub: Hub, env: Mapping[str, str]) -> RegistryCredentialsFor:
-    """Credentials from the key files of the hub's ``images.registry`` (no Prefect blocks), or None."""
-    registry = hub.config.images.registry if hub.config.images else None
-
-    def for_host(host: str) -> RegistryCredentials | None:
-        if registry is None or registry.settings is not None and registry.settings.credentials_block:
-            return None
-        return credentials_from_key_files(hub, host, env)
-    return for_host
 
 
 def registry_image_digest(env: Mapping[str, str], credentials_for: RegistryCredentialsFor | None = None, *,

@@ -8,10 +8,12 @@ import contextlib
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
-from hubploy import cloud, helm, http
+from hubploy import helm, http
+from hubploy.deploy.credentials import Credentials, KeyFileCredentials
 from hubploy.deploy.health_gate import check_health_or_roll_back, probe
-from hubploy.deploy.images import check_images, hub_key_file_credentials, registry_image_digest
+from hubploy.deploy.images import check_images, registry_image_digest
 from hubploy.deploy.model import (
     DEFAULT_TIMEOUT,
     ClusterAccessProvider,
@@ -22,7 +24,6 @@ from hubploy.deploy.model import (
     ImageDigest,
     Logger,
     Outcome,
-    RegistryCredentialsFor,
     Target,
     log,
     settle,
@@ -54,14 +55,13 @@ SAFE_DEFAULTS = DeployOptions()
 
 
 def deploy(repo: DeploymentRepo, hub_name: str, env_name: str, *, options: DeployOptions = SAFE_DEFAULTS,
-           cluster_access: ClusterAccessProvider | None = None, base_env: Mapping[str, str] | None = None,
-           registry_credentials: RegistryCredentialsFor | None = None, logger: Logger = log,
-           on_result: Callable[[DeployResult], None] | None = None,
+           credentials: Credentials | None = None, base_env: Mapping[str, str] | None = None,
+           logger: Logger = log, on_result: Callable[[DeployResult], None] | None = None,
            cluster_slot: ClusterSlot = contextlib.nullcontext) -> DeployResult:
     """Run the deploy sequence for ``hub_name`` in ``env_name`` and return what happened.
 
-    ``cluster_access`` and ``registry_credentials`` (host -> credentials, asked only when a registry
-    refuses anonymous access) default to the hub's classic key files, without Prefect blocks.
+    ``credentials`` (cluster access, and a registry login asked only when a registry refuses anonymous
+    access) default to the hub's classic key files, without Prefect blocks.
     ``cluster_slot`` is entered around the steps that load the cluster API (namespace, history,
     upgrade) and left before the health check waits for the hub.
     Raises a :class:`~hubploy.errors.HubployError` on any failure (after any rollback);
@@ -71,18 +71,13 @@ def deploy(repo: DeploymentRepo, hub_name: str, env_name: str, *, options: Deplo
     env = dict(base_env) if base_env is not None else child_env()
     result = DeployResult(hub=hub.name, env=env_name, release=options.release or hub.release(env_name),
                           namespace=options.namespace or hub.namespace(env_name))
-    credentials_for = registry_credentials or hub_key_file_credentials(hub, sops_env(repo, env))
+    credentials = credentials or KeyFileCredentials(sops_env(repo, env))
     # One registry client for all image checks of this deploy (one TLS setup and connection per deploy).
     with http.client(timeout=REGISTRY_TIMEOUT) as registry_client:
-        steps = _Deploy(repo, hub, options, result, env, logger, cluster_slot,
-                        cluster_access or classic_cluster_access(sops_env(repo, env)),
-                        registry_image_digest(env, credentials_for, client=registry_client))
+        image_digest = registry_image_digest(env, partial(credentials.registry, hub), client=registry_client)
+        steps = _Deploy(repo, hub, options, result, env, logger, cluster_slot, credentials.cluster_access,
+                        image_digest)
         return settle(result, steps.run, on_result)
-
-
-def classic_cluster_access(base_env: Mapping[str, str]) -> ClusterAccessProvider:
-    """Credentials from the hub's key files (or the ambient KUBECONFIG), without Prefect blocks."""
-    return lambda hub, env_name: cloud.cluster_access(hub, env_name, base_env=base_env)
 
 
 @dataclass(frozen=True)
@@ -197,8 +192,8 @@ def _refused(refusal: HubployError, history: Future[list[helm.Revision]]) -> End
 
 def rollback_hub(repo: DeploymentRepo, hub_name: str, env_name: str, *, revision: int | None = None,
                  namespace: str | None = None, release: str | None = None,
-                 cluster_access: ClusterAccessProvider | None = None,
-                 base_env: Mapping[str, str] | None = None, health_check: bool = True,
+                 credentials: Credentials | None = None, base_env: Mapping[str, str] | None = None,
+                 health_check: bool = True,
                  health_timeout: float | None = None, timeout: str = DEFAULT_TIMEOUT, logger: Logger = log,
                  on_result: Callable[[DeployResult], None] | None = None,
                  cluster_slot: ClusterSlot = contextlib.nullcontext) -> DeployResult:
@@ -209,10 +204,10 @@ def rollback_hub(repo: DeploymentRepo, hub_name: str, env_name: str, *, revision
     env = dict(base_env) if base_env is not None else child_env()
     result = DeployResult(hub=hub.name, env=env_name, release=release or hub.release(env_name),
                           namespace=namespace or hub.namespace(env_name))
-    provider = cluster_access or classic_cluster_access(sops_env(repo, env))
+    credentials = credentials or KeyFileCredentials(sops_env(repo, env))
 
     def steps() -> Ending:
-        with provider(hub, env_name) as access:
+        with credentials.cluster_access(hub, env_name) as access:
             target = Target.of(helm.helm_executable(env), result.release, result.namespace, access)
             with cluster_slot():
                 history = release_history(target)
