@@ -12,16 +12,16 @@ import multiprocessing
 import secrets
 import threading
 import time
-from collections.abc import Callable
 from multiprocessing.sharedctypes import Synchronized
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from helpers.threads import HANG, Occupancy, join, start, wait_until
+
+from hubploy.config.models import Cluster
 
 pytestmark = pytest.mark.prefect
-
-HANG = 120  # seconds: only a guard against a hang
 
 
 def _limit_name() -> str:
@@ -35,49 +35,10 @@ def _active_slots(name: str) -> int:
         return client.read_global_concurrency_limit_by_name(name).active_slots
 
 
-def _start(target: Callable[..., None], *args: Any) -> threading.Thread:
-    """A thread running ``target`` in a copy of this context (whose Prefect settings name the test server)."""
-    thread = threading.Thread(target=contextvars.copy_context().run, args=(target, *args), daemon=True)
-    thread.start()
-    return thread
-
-
-def _join(threads: list[threading.Thread]) -> None:
-    for thread in threads:
-        thread.join(timeout=HANG)
-        assert not thread.is_alive(), "a thread waiting for a slot hung"
-
-
-def _wait_until(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + HANG
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.01)
-
-
 def _queued(name: str) -> int:
     from flows.tasks.locks import gate
 
     return gate(name).waiting()
-
-
-class Occupancy:
-    """Counts the holders of a slot at the same time, and the most seen."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.current = 0
-        self.peak = 0
-        self.done = 0
-
-    def hold(self, seconds: float) -> None:
-        with self._lock:
-            self.current += 1
-            self.peak = max(self.peak, self.current)
-        time.sleep(seconds)
-        with self._lock:
-            self.current -= 1
-            self.done += 1
 
 
 def test_never_more_holders_than_slots_and_none_left_on_the_server(prefect_api: str) -> None:
@@ -95,7 +56,7 @@ def test_never_more_holders_than_slots_and_none_left_on_the_server(prefect_api: 
         except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
             errors.append(exc)
 
-    _join([_start(one) for _ in range(12)])
+    join([start(one) for _ in range(12)])
     assert not errors, errors
     assert occupancy.done == 12
     assert occupancy.peak <= 3
@@ -119,13 +80,13 @@ def test_waiting_tasks_of_a_process_get_the_slot_first_come_first_served(prefect
         with process_slot(name, 1):
             order.append(n)
 
-    threads = [_start(first)]
+    threads = [start(first)]
     assert holding.wait(HANG)
     for n in range(8):
-        threads.append(_start(waiter, n))
-        _wait_until(lambda queued=n + 1: _queued(name) == queued)  # n is queued behind 0 .. n-1
+        threads.append(start(waiter, n))
+        wait_until(lambda queued=n + 1: _queued(name) == queued)  # n is queued behind 0 .. n-1
     let_go.set()
-    _join(threads)
+    join(threads)
     assert order == list(range(8))
     assert _active_slots(name) == 0
 
@@ -152,12 +113,12 @@ def test_an_exception_in_the_block_passes_the_slot_on_and_leaks_nothing(prefect_
         with process_slot(name, 1):
             entered.set()
 
-    threads = [_start(failing)]
+    threads = [start(failing)]
     assert holding.wait(HANG)
-    threads.append(_start(waiter))
-    _wait_until(lambda: _queued(name) == 1)
+    threads.append(start(waiter))
+    wait_until(lambda: _queued(name) == 1)
     let_go.set()
-    _join(threads)
+    join(threads)
     assert entered.is_set()
     assert _active_slots(name) == 0
 
@@ -179,7 +140,7 @@ def test_a_missing_limit_is_an_error_for_every_waiting_task(prefect_api: str) ->
         except ConcurrencySlotAcquisitionError as exc:
             errors.append(exc)
 
-    _join([_start(one) for _ in range(4)])
+    join([start(one) for _ in range(4)])
     assert len(errors) == 4
 
 
@@ -230,8 +191,9 @@ LOG = logging.getLogger("test_deploy_locks")
 
 def _hub(cluster: str) -> Any:
     """Just what deploy_locks reads of a hub: its cluster (named by the kube context)."""
-    return SimpleNamespace(config=SimpleNamespace(cluster=SimpleNamespace(
-        settings=None, context_template=cluster, provider="kubeconfig")))
+    kubeconfig = {"filename": "kubeconfig.yaml", "context": cluster}
+    cluster_config = Cluster(provider="kubeconfig", kubeconfig=kubeconfig)
+    return SimpleNamespace(config=SimpleNamespace(cluster=cluster_config))
 
 
 def _record_server_requests(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
@@ -268,21 +230,21 @@ def test_a_run_waiting_for_its_release_lock_holds_no_cluster_slot(prefect_api: s
         with deploy_locks(repo, _hub(cluster), busy, LOG) as slot, slot():
             second_in.set()
 
-    threads = [_start(first)]
+    threads = [start(first)]
     assert holding.wait(HANG)
-    threads.append(_start(same_release))
-    _wait_until(lambda: asked.count([limit_name("deploy", busy)]) == 2)  # it waits for the release lock
+    threads.append(start(same_release))
+    wait_until(lambda: asked.count([limit_name("deploy", busy)]) == 2)  # it waits for the release lock
     entered_other = threading.Event()
 
     def other_release() -> None:
         with deploy_locks(repo, _hub(cluster), other, LOG) as slot, slot():
             entered_other.set()
 
-    threads.append(_start(other_release))
+    threads.append(start(other_release))
     assert entered_other.wait(HANG), "a run waiting for its release lock blocked another release's cluster slot"
     assert not second_in.is_set()
     let_go.set()
-    _join(threads)
+    join(threads)
     assert second_in.is_set()
     assert _active_slots(limit_name("cluster", cluster)) == 0
 
@@ -309,13 +271,13 @@ def test_a_fleet_takes_its_release_locks_once_and_its_tasks_reuse_them(prefect_a
             with release_lock(releases[2]):
                 inside.append(True)
 
-        _join([_start(task_of_the_fleet)])
+        join([start(task_of_the_fleet)])
         assert inside == [True] and len(asked) == 1, "a task of the fleet asked the server again"
         thread = threading.Thread(target=outside.run, args=(other_run,), daemon=True)
         thread.start()
-        _wait_until(lambda: len(asked) == 2)
+        wait_until(lambda: len(asked) == 2)
         time.sleep(0.5)
         assert not other_in.is_set(), "another run got a release lock the fleet holds"
-    _join([thread])
+    join([thread])
     assert other_in.is_set()
     assert all(_active_slots(limit_name("deploy", r)) == 0 for r in releases)

@@ -6,17 +6,14 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 
 import pytest
+from helpers.threads import HANG, Occupancy, join, start, wait_until
 
 from flows.tasks.locks import SlotGate
-
-HANG = 30  # seconds: only a guard against a hang
-
 
 class Full(Exception):
     """The stand-in server refuses: the limit is full."""
@@ -57,42 +54,17 @@ class StandInServer:
         return 0.01 if isinstance(error, Full) else None
 
 
-def start(target: Callable[..., None], *args: object) -> threading.Thread:
-    thread = threading.Thread(target=target, args=args, daemon=True)
-    thread.start()
-    return thread
-
-
-def join(threads: list[threading.Thread]) -> None:
-    for thread in threads:
-        thread.join(timeout=HANG)
-        assert not thread.is_alive(), "a task waiting for a slot hung"
-
-
-def wait_until(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + HANG
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.005)
-
-
 def test_never_more_holders_than_slots_and_none_left_on_the_server() -> None:
     server = StandInServer(cluster=3)
     gate = SlotGate("cluster", server)
-    lock, holding, peak, done = threading.Lock(), [0], [0], []
+    occupancy = Occupancy()
 
     def task() -> None:
         with gate.slot(3):
-            with lock:
-                holding[0] += 1
-                peak[0] = max(peak[0], holding[0])
-            time.sleep(0.02)
-            with lock:
-                holding[0] -= 1
-        done.append(True)
+            occupancy.hold(0.02)
 
     join([start(task) for _ in range(12)])
-    assert len(done) == 12 and 1 <= peak[0] <= 3
+    assert occupancy.done == 12 and 1 <= occupancy.peak <= 3
     assert server.held["cluster"] == 0
 
 
