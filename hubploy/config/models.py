@@ -4,56 +4,48 @@ Unknown keys are rejected everywhere (a misspelt key is an error, not silently i
 keys are read exactly as hubploy reads them: `images.image_name` + `image_config_path`, the aws
 `project` -> `account_id` and `zone` -> `region` aliases, and the v1 `name: repo:tag` form.
 
-A registry or cluster section names its provider and keeps the provider's settings under a key of that
-name (`provider: aws` + `aws: {...}`), as classic hubploy files do. Code reads them through
-``Registry.settings`` and ``Cluster.settings``: one typed value of the union ``RegistrySettings`` or
-``ClusterSettings``, told apart by its class (each declares its ``provider``), never by probing for
-attributes.
-
-Checks that need more than one key live here too, as methods: ``HubConfig.problems`` (names helm and
-Kubernetes refuse, image dirs and key files the file refers to), ``RepoSettings.problems`` (the chart dir
-and the age key file) and the freeze windows (``RepoSettings.active_freeze``). ``hubploy validate``
-reports what they find with the file and line.
+The registry and cluster sections live in ``hubploy.config.providers``, hubploy-repo.yaml in
+``hubploy.config.repo_settings``; this module names them all. Checks that need more than one key live
+in the models too, as methods: ``HubConfig.problems`` (names helm and Kubernetes refuse, image dirs and
+key files the file refers to), ``RepoSettings.problems`` (the chart dir and the age key file) and the
+freeze windows (``RepoSettings.active_freeze``). ``hubploy validate`` reports what they find with the
+file and line.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from hubploy.errors import ApprovalError
+from hubploy.config.base import MAX_RELEASE_NAME, KeyPath, Problem, Strict, is_dns_label
+from hubploy.config.providers import (
+    AwsCluster,
+    AwsRegistry,
+    AzureCluster,
+    AzureRegistry,
+    Cluster,
+    ClusterSettings,
+    DockerconfigRegistry,
+    GcloudCluster,
+    GcloudRegistry,
+    KubeconfigCluster,
+    ProviderSettings,
+    Registry,
+    RegistrySettings,
+)
+from hubploy.config.repo_settings import FreezeWindow, RepoSettings, SecretsSettings, parse_moment
+
+__all__ = ["ALLOWED_ENVIRONMENTS", "AwsCluster", "AwsRegistry", "AzureCluster", "AzureRegistry", "Cluster",
+           "ClusterSettings", "DockerconfigRegistry", "EnvironmentSettings", "FreezeWindow", "GcloudCluster",
+           "GcloudRegistry", "HubConfig", "ImageEntry", "Images", "KubeconfigCluster", "Problem",
+           "ProviderSettings", "Registry", "RegistrySettings", "RepoSettings", "SecretsSettings", "Strict",
+           "is_dns_label", "parse_moment", "split_image_reference"]
 
 DEFAULT_SUBSTITUTION_PATH = "jupyterhub.singleuser.image"
 DEFAULT_ENVIRONMENTS = ("staging", "prod")
 ALLOWED_ENVIRONMENTS = ("develop", "staging", "prod")
-
-_BLOCK_DOC = "Name of a Prefect credentials block to use instead of a key file in secrets/."
-DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-MAX_DNS_LABEL = 63  # Kubernetes' limit for a namespace name
-MAX_RELEASE_NAME = 53  # helm's limit for release names
-KeyPath = tuple[str | int, ...]
-
-
-@dataclass(frozen=True)
-class Problem:
-    """What a check of the model finds wrong: the key path it is at, what is wrong, what to do."""
-
-    path: KeyPath
-    message: str
-    hint: str | None = None
-
-
-def is_dns_label(name: str) -> bool:
-    return len(name) <= MAX_DNS_LABEL and bool(DNS_LABEL.match(name))
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
 def split_image_reference(reference: str) -> tuple[str, str | None]:
@@ -68,113 +60,6 @@ def split_image_reference(reference: str) -> tuple[str, str | None]:
     if colon > slash:
         return reference[:colon], reference[colon + 1:]
     return reference, None
-
-
-def _rename_legacy_aws(data: Any) -> Any:
-    """hubploy's legacy aws keys: `project` means `account_id`, `zone` means `region`."""
-    if isinstance(data, dict):
-        data = dict(data)
-        for old, new in (("project", "account_id"), ("zone", "region")):
-            if old in data and new not in data:
-                data[new] = data.pop(old)
-    return data
-
-
-class ProviderSettings(Strict):
-    """What every provider's settings have: an optional credentials block, and key files in secrets/."""
-
-    provider: ClassVar[str]
-    credentials_block: str | None = Field(None, description=_BLOCK_DOC)
-
-    def key_files(self) -> dict[str, str]:
-        """The key files these settings name in the hub's secrets/ dir: key -> file name."""
-        return {}
-
-
-class _AwsSettings(ProviderSettings):
-    """Shared rules of the aws sections: the legacy keys, and exactly one way to get credentials."""
-
-    service_key: str | None = None
-    role_arn: str | None = None
-
-    _legacy = model_validator(mode="before")(_rename_legacy_aws)
-
-    @model_validator(mode="after")
-    def _one_source(self) -> "_AwsSettings":
-        given = {"service_key": self.service_key, "role_arn": self.role_arn,
-                 "credentials_block": self.credentials_block}
-        sources = [key for key, value in given.items() if value]
-        if len(sources) > 1:
-            raise ValueError(f"set only one of service_key, role_arn or credentials_block (found {', '.join(sources)})")
-        return self
-
-    def key_files(self) -> dict[str, str]:
-        return {"service_key": self.service_key} if self.service_key else {}
-
-
-# ---------------------------------------------------------------- registries (classic `build`)
-
-class GcloudRegistry(ProviderSettings):
-    provider: ClassVar[str] = "gcloud"
-    project: str | None = Field(None, description="GCP project of the registry (accepted, unused by classic hubploy).")
-    service_key: str | None = Field(None, description="Service-account key file in secrets/, usually sops-encrypted.")
-    host: str | None = Field(None, description="Registry host to log in to, e.g. us-central1-docker.pkg.dev "
-                                                "(classic hubploy only configured gcr.io).")
-
-    def key_files(self) -> dict[str, str]:
-        return {"service_key": self.service_key} if self.service_key else {}
-
-
-class AwsRegistry(_AwsSettings):
-    provider: ClassVar[str] = "aws"
-    account_id: str = Field(description="12-digit AWS account id owning the ECR registry (legacy key: project).")
-    region: str = Field(description="AWS region of the ECR registry (legacy key: zone).")
-    service_key: str | None = Field(None, description="AWS credentials file in secrets/.")
-    role_arn: str | None = Field(None, description="IAM role to assume for registry access.")
-
-
-class AzureRegistry(ProviderSettings):
-    provider: ClassVar[str] = "azure"
-    resource_group: str = Field(description="Azure resource group of the container registry.")
-    registry: str = Field(description="Azure Container Registry name (without .azurecr.io).")
-    auth_file: str | None = Field(None, description="Service principal JSON/YAML (appId, tenant, password) in secrets/.")
-
-    def key_files(self) -> dict[str, str]:
-        return {"auth_file": self.auth_file} if self.auth_file else {}
-
-
-class DockerconfigRegistry(ProviderSettings):
-    provider: ClassVar[str] = "dockerconfig"
-    filename: str | None = Field(None, description="A docker config.json in secrets/, usually sops-encrypted.")
-    credentials_block: str | None = Field(
-        None, description="Name of a prefect-docker DockerRegistryCredentials block (username/password registries).")
-
-    def key_files(self) -> dict[str, str]:
-        return {"filename": self.filename} if self.filename else {}
-
-
-RegistrySettings = GcloudRegistry | AwsRegistry | AzureRegistry | DockerconfigRegistry
-
-
-class Registry(Strict):
-    provider: Literal["gcloud", "aws", "azure", "dockerconfig"] = Field(description="How to log in to the registry.")
-    gcloud: GcloudRegistry | None = Field(None, description="Settings when provider is gcloud.")
-    aws: AwsRegistry | None = Field(None, description="Settings when provider is aws.")
-    azure: AzureRegistry | None = Field(None, description="Settings when provider is azure.")
-    dockerconfig: DockerconfigRegistry | None = Field(None, description="Settings when provider is dockerconfig.")
-
-    @model_validator(mode="after")
-    def _section_present(self) -> "Registry":
-        if self.provider != "gcloud" and self.settings is None:
-            raise ValueError(f"provider is {self.provider!r} but there is no `{self.provider}:` section")
-        return self
-
-    @property
-    def settings(self) -> RegistrySettings | None:
-        """The settings of ``provider`` (None only for gcloud without a section)."""
-        sections: dict[str, RegistrySettings | None] = {
-            "gcloud": self.gcloud, "aws": self.aws, "azure": self.azure, "dockerconfig": self.dockerconfig}
-        return sections[self.provider]
 
 
 # ---------------------------------------------------------------- images
@@ -219,109 +104,6 @@ class Images(Strict):
             return [ImageEntry(name=self.image_name, path="image",
                                helm_substitution_path=self.image_config_path or DEFAULT_SUBSTITUTION_PATH)]
         return list(self.images)
-
-
-# ---------------------------------------------------------------- clusters
-
-class GcloudCluster(ProviderSettings):
-    provider: ClassVar[str] = "gcloud"
-    project: str = Field(description="GCP project of the GKE cluster.")
-    cluster: str = Field(description="GKE cluster name.")
-    zone: str = Field(description="Zone or region of the cluster.")
-    service_key: str | None = Field(None, description="Service-account key file in secrets/ (classic); "
-                                                     "without it application default credentials are used.")
-
-    def key_files(self) -> dict[str, str]:
-        return {"service_key": self.service_key} if self.service_key else {}
-
-    def names(self) -> list[str]:
-        """What names the cluster within its provider."""
-        return [self.project, self.cluster]
-
-
-class AwsCluster(_AwsSettings):
-    provider: ClassVar[str] = "aws"
-    account_id: str | None = Field(None, description="AWS account id (legacy key: project; unused by the deploy).")
-    cluster: str = Field(description="EKS cluster name.")
-    region: str = Field(description="AWS region of the cluster (legacy key: zone).")
-    service_key: str | None = Field(None, description="AWS credentials file in secrets/ (ini, or sops YAML with creds.*).")
-    role_arn: str | None = Field(None, description="IAM role to assume (session name hubploy-cluster-auth).")
-
-    def names(self) -> list[str]:
-        return [self.cluster]
-
-
-class AzureCluster(ProviderSettings):
-    provider: ClassVar[str] = "azure"
-    resource_group: str = Field(description="Azure resource group of the AKS cluster.")
-    cluster: str = Field(description="AKS cluster name.")
-    auth_file: str | None = Field(None, description="Service principal file (appId, tenant, password) in secrets/.")
-
-    def key_files(self) -> dict[str, str]:
-        return {"auth_file": self.auth_file} if self.auth_file else {}
-
-    def names(self) -> list[str]:
-        return [self.resource_group, self.cluster]
-
-
-class KubeconfigCluster(ProviderSettings):
-    provider: ClassVar[str] = "kubeconfig"
-    filename: str | None = Field(None, description="Kubeconfig file in secrets/, usually sops-encrypted.")
-    context: str | None = Field(None, description="Context to use; `{namespace}` is replaced by the release namespace.")
-
-    def key_files(self) -> dict[str, str]:
-        return {"filename": self.filename} if self.filename else {}
-
-    def names(self) -> list[str]:
-        name = self.credentials_block or self.filename
-        return [name] if name else []
-
-
-ClusterSettings = GcloudCluster | AwsCluster | AzureCluster | KubeconfigCluster
-
-
-class Cluster(Strict):
-    provider: Literal["gcloud", "aws", "azure", "kubeconfig"] = Field(description="How to get cluster credentials.")
-    gcloud: GcloudCluster | None = Field(None, description="Settings when provider is gcloud.")
-    aws: AwsCluster | None = Field(None, description="Settings when provider is aws.")
-    azure: AzureCluster | None = Field(None, description="Settings when provider is azure.")
-    kubeconfig: KubeconfigCluster | None = Field(
-        None, description="Settings when provider is kubeconfig; `context` is honoured for every provider.")
-
-    @model_validator(mode="after")
-    def _section_present(self) -> "Cluster":
-        section = self._sections()[self.provider]
-        if section is None:
-            raise ValueError(f"provider is {self.provider!r} but there is no `{self.provider}:` section")
-        if isinstance(section, KubeconfigCluster) and not (section.filename or section.credentials_block):
-            raise ValueError("kubeconfig needs `filename` or `credentials_block`")
-        if isinstance(section, AzureCluster) and not (section.auth_file or section.credentials_block):
-            raise ValueError("azure needs `auth_file` or `credentials_block`")
-        if isinstance(section, AwsCluster) and not (section.service_key or section.role_arn
-                                                    or section.credentials_block):
-            raise ValueError("aws needs one of service_key, role_arn or credentials_block")
-        return self
-
-    def _sections(self) -> dict[str, ClusterSettings | None]:
-        return {"gcloud": self.gcloud, "aws": self.aws, "azure": self.azure, "kubeconfig": self.kubeconfig}
-
-    @property
-    def settings(self) -> ClusterSettings:
-        """The settings of ``provider`` (validation made sure they are there)."""
-        section = self._sections()[self.provider]
-        assert section is not None
-        return section
-
-    @property
-    def context_template(self) -> str | None:
-        return self.kubeconfig.context if self.kubeconfig else None
-
-    def key(self) -> str:
-        """A name for the cluster: its kube context up to ``{namespace}`` when it names one, else the
-        provider and what names the cluster there (the cluster's concurrency limit is named after it)."""
-        if self.context_template:
-            return self.context_template.split("{", 1)[0] or self.provider
-        return "-".join([self.provider, *self.settings.names()])
 
 
 # ---------------------------------------------------------------- environments (new)
@@ -438,101 +220,4 @@ class HubConfig(Strict):
                 elif not path.is_file():
                     found.append(Problem((*prefix, key), f"key file secrets/{filename} does not exist",
                                          "key files are looked up in deployments/<hub>/secrets/"))
-        return found
-
-
-# ---------------------------------------------------------------- repository settings (new)
-
-class SecretsSettings(Strict):
-    allow_plaintext: bool = Field(False, description="Allow files under secrets/ without sops metadata "
-                                                     "(for repos whose secrets are protected by git-crypt).")
-    age_key_file: str | None = Field(None, description="age key file for sops, relative to the repo root or "
-                                                       "absolute; overrides SOPS_AGE_KEY_FILE for hubploy's sops calls.")
-
-
-def parse_moment(text: str) -> datetime:
-    """An ISO 8601 date (midnight UTC) or datetime (UTC when it has no offset)."""
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        parsed = datetime.combine(date.fromisoformat(text), datetime.min.time())
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
-
-
-class FreezeWindow(Strict):
-    start: str = Field(description="First frozen moment, ISO 8601 date or datetime (UTC if no offset).")
-    end: str = Field(description="End of the freeze, exclusive, ISO 8601 date or datetime.")
-    reason: str = Field("", description="Shown when a promotion is refused, e.g. 'final exams'.")
-
-    @field_validator("start", "end", mode="before")
-    @classmethod
-    def _iso(cls, value: Any) -> str:
-        text = value.isoformat() if isinstance(value, (date, datetime)) else str(value)
-        try:
-            parse_moment(text)
-        except ValueError:
-            raise ValueError(f"{text!r} is not an ISO 8601 date or datetime (e.g. 2026-12-14)") from None
-        return text
-
-    @model_validator(mode="after")
-    def _ordered(self) -> "FreezeWindow":
-        if self.ends <= self.starts:
-            raise ValueError("a freeze window must end after it starts")
-        return self
-
-    @property
-    def starts(self) -> datetime:
-        return parse_moment(self.start)
-
-    @property
-    def ends(self) -> datetime:
-        return parse_moment(self.end)
-
-    def covers(self, moment: datetime) -> bool:
-        return self.starts <= moment < self.ends
-
-    def refusal(self) -> str:
-        """Why a promotion is refused during this window, and until when."""
-        why = f" ({self.reason})" if self.reason else ""
-        return f"prod is frozen{why} until {self.ends.isoformat()}; promotion is refused until then"
-
-
-class RepoSettings(Strict):
-    """Contents of the optional hubploy-repo.yaml at the deployment repo root."""
-
-    chart: str = Field("hub", description="Path of the local umbrella chart, relative to the repo root.")
-    staging_branch: str = Field("staging", description="Branch whose pushes start the lifecycle.")
-    prod_branch: str = Field("prod", description="Branch that only ever receives merges of staging.")
-    shared_paths: list[str] = Field(default_factory=list,
-                                    description="Extra paths (glob) whose change affects every hub; the chart always does.")
-    secrets: SecretsSettings = Field(default_factory=SecretsSettings, description="Secret file policy.")
-    freeze_windows: list[FreezeWindow] = Field(default_factory=list,
-                                               description="Date ranges during which prod promotion is refused.")
-    approval_timeout_hours: float = Field(24, gt=0, description="How long the lifecycle waits for an approval.")
-    cluster_concurrency: int = Field(4, ge=1, description="Most deploys run at once against one cluster.")
-    health_check_timeout: float = Field(180, gt=0, description="Seconds a deployed hub has to answer /hub/api "
-                                                               "before the deploy is rolled back.")
-
-    def active_freeze(self, now: datetime | None = None) -> FreezeWindow | None:
-        """The freeze window ``now`` (default: the current time) falls in, if any."""
-        now = now or datetime.now(timezone.utc)
-        return next((window for window in self.freeze_windows if window.covers(now)), None)
-
-    def check_not_frozen(self, now: datetime | None = None) -> None:
-        """Raise ApprovalError, saying until when, during a freeze window."""
-        window = self.active_freeze(now)
-        if window is not None:
-            raise ApprovalError(window.refusal(), hint="approve again after the window ends")
-
-    def problems(self, root: Path) -> list[Problem]:
-        """What this valid file still gets wrong in the repository at ``root``: a chart dir without a
-        Chart.yaml, an age key file that does not exist."""
-        found = []
-        if not (root / self.chart / "Chart.yaml").is_file():
-            found.append(Problem(("chart",), f"chart directory {self.chart}/ with a Chart.yaml not found",
-                                 "set `chart:` in hubploy-repo.yaml to your umbrella chart's directory"))
-        key_file = self.secrets.age_key_file
-        if key_file and not (root / key_file).is_file():
-            found.append(Problem(("secrets", "age_key_file"), f"age key file {key_file} does not exist",
-                                 "the path is relative to the repository root; sops could decrypt nothing"))
         return found
