@@ -10,7 +10,7 @@ them.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -30,10 +30,13 @@ def _rename_legacy_aws(data: Any) -> Any:
 
 
 class ProviderSettings(Strict):
-    """What every provider's settings have: an optional credentials block, and key files in secrets/."""
+    """What every provider's settings have: an optional credentials block, and key files in secrets/.
+    Each class declares its own fields (``credentials_block`` among them) in the order the JSON Schema
+    of hubploy.yaml lists them."""
 
     provider: ClassVar[str]
-    credentials_block: str | None = Field(None, description=_BLOCK_DOC)
+    if TYPE_CHECKING:
+        credentials_block: str | None
 
     def key_files(self) -> dict[str, str]:
         """The key files these settings name in the hub's secrets/ dir: key -> file name."""
@@ -43,8 +46,9 @@ class ProviderSettings(Strict):
 class _AwsSettings(ProviderSettings):
     """Shared rules of the aws sections: the legacy keys, and exactly one way to get credentials."""
 
-    service_key: str | None = None
-    role_arn: str | None = None
+    if TYPE_CHECKING:
+        service_key: str | None
+        role_arn: str | None
 
     _legacy = model_validator(mode="before")(_rename_legacy_aws)
 
@@ -67,6 +71,7 @@ class GcloudRegistry(ProviderSettings):
     provider: ClassVar[str] = "gcloud"
     project: str | None = Field(None, description="GCP project of the registry (accepted, unused by classic hubploy).")
     service_key: str | None = Field(None, description="Service-account key file in secrets/, usually sops-encrypted.")
+    credentials_block: str | None = Field(None, description=_BLOCK_DOC)
     host: str | None = Field(None, description="Registry host to log in to, e.g. us-central1-docker.pkg.dev "
                                                 "(classic hubploy only configured gcr.io).")
 
@@ -80,6 +85,7 @@ class AwsRegistry(_AwsSettings):
     region: str = Field(description="AWS region of the ECR registry (legacy key: zone).")
     service_key: str | None = Field(None, description="AWS credentials file in secrets/.")
     role_arn: str | None = Field(None, description="IAM role to assume for registry access.")
+    credentials_block: str | None = Field(None, description=_BLOCK_DOC)
 
 
 class AzureRegistry(ProviderSettings):
@@ -87,6 +93,7 @@ class AzureRegistry(ProviderSettings):
     resource_group: str = Field(description="Azure resource group of the container registry.")
     registry: str = Field(description="Azure Container Registry name (without .azurecr.io).")
     auth_file: str | None = Field(None, description="Service principal JSON/YAML (appId, tenant, password) in secrets/.")
+    credentials_block: str | None = Field(None, description=_BLOCK_DOC)
 
     def key_files(self) -> dict[str, str]:
         return {"auth_file": self.auth_file} if self.auth_file else {}
@@ -135,6 +142,7 @@ class GcloudCluster(ProviderSettings):
     zone: str = Field(description="Zone or region of the cluster.")
     service_key: str | None = Field(None, description="Service-account key file in secrets/ (classic); "
                                                      "without it application default credentials are used.")
+    credentials_block: str | None = Field(None, description=_BLOCK_DOC)
 
     def key_files(self) -> dict[str, str]:
         return {"service_key": self.service_key} if self.service_key else {}
@@ -151,6 +159,7 @@ class AwsCluster(_AwsSettings):
     region: str = Field(description="AWS region of the cluster (legacy key: zone).")
     service_key: str | None = Field(None, description="AWS credentials file in secrets/ (ini, or sops YAML with creds.*).")
     role_arn: str | None = Field(None, description="IAM role to assume (session name hubploy-cluster-auth).")
+    credentials_block: str | None = Field(None, description=_BLOCK_DOC)
 
     def names(self) -> list[str]:
         return [self.cluster]
@@ -161,6 +170,7 @@ class AzureCluster(ProviderSettings):
     resource_group: str = Field(description="Azure resource group of the AKS cluster.")
     cluster: str = Field(description="AKS cluster name.")
     auth_file: str | None = Field(None, description="Service principal file (appId, tenant, password) in secrets/.")
+    credentials_block: str | None = Field(None, description=_BLOCK_DOC)
 
     def key_files(self) -> dict[str, str]:
         return {"auth_file": self.auth_file} if self.auth_file else {}
@@ -173,6 +183,7 @@ class KubeconfigCluster(ProviderSettings):
     provider: ClassVar[str] = "kubeconfig"
     filename: str | None = Field(None, description="Kubeconfig file in secrets/, usually sops-encrypted.")
     context: str | None = Field(None, description="Context to use; `{namespace}` is replaced by the release namespace.")
+    credentials_block: str | None = Field(None, description=_BLOCK_DOC)
 
     def key_files(self) -> dict[str, str]:
         return {"filename": self.filename} if self.filename else {}
