@@ -91,6 +91,6 @@ def retry_after(error: BaseException) -> float | None:
     """The server's ``Retry-After`` when it refused a slot because the limit is full (HTTP 423), else
     None (any other failure: a missing limit, no answer, an error of the server)."""
     response = getattr(error.__cause__, "response", None)
-    if getattr(response, "status_code", None) != LOCKED:
+    if response is None or getattr(response, "status_code", None) != LOCKED:
         return None
     return float(response.headers.get("Retry-After", 1.0))

@@ -52,7 +52,7 @@ def validate_hub(repo: DeploymentRepo, name: str) -> list[ConfigIssue]:
 
 def _issues(file: Path, problems: Iterable[Problem], lines: LineMap | None = None) -> list[ConfigIssue]:
     """The model's problems as issues of ``file``, at the line of their key (or of its parent)."""
-    issues = []
+    issues: list[ConfigIssue] = []
     for problem in problems:
         line = lines.get(problem.path) or lines.get(problem.path[:-1]) if lines and problem.path else None
         issues.append(ConfigIssue(file, format_key_path(problem.path), problem.message, line=line,

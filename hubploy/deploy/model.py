@@ -27,9 +27,14 @@ DEFAULT_TIMEOUT = "10m"
 class ClusterAccessLike(Protocol):
     """What a deploy needs from cluster credentials (see ``hubploy.cloud.ClusterAccess``)."""
 
-    kubeconfig: Path
-    env: dict[str, str]
-    context: str | None
+    @property
+    def kubeconfig(self) -> Path: ...
+
+    @property
+    def env(self) -> dict[str, str]: ...
+
+    @property
+    def context(self) -> str | None: ...
 
 
 ClusterAccessProvider = Callable[[Hub, str], AbstractContextManager[ClusterAccessLike]]

@@ -114,8 +114,10 @@ class _Deploy:
                 if changed is not None and changed.error is not None:
                     return changed
                 unhealthy = self._health_gate(target, unchanged=changed is not None)               # 8
-        if unhealthy is not None or changed is not None:
-            return unhealthy or changed
+        if unhealthy is not None:
+            return unhealthy
+        if changed is not None:
+            return changed  # unchanged, and its hub answers
         self.logger.info("deployed %s revision %s (JupyterHub %s)", result.release, result.revision_after,
                          result.hub_version or "not checked")
         return Ending(Outcome.deployed)
