@@ -14,8 +14,8 @@ import re
 import sys
 from pathlib import Path
 
-from hubploy.config.models import ALLOWED_ENVIRONMENTS
 from blocks.resolve import credentials
+from hubploy.config.models import ALLOWED_ENVIRONMENTS
 from hubploy.deploy import DeployOptions, deploy
 from hubploy.errors import ConfigError, HubployError
 from hubploy.helm import UpgradeFlags

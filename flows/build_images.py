@@ -20,8 +20,8 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.futures import PrefectFuture
 
-from flows.tasks.docker_backend import select_backend
 from blocks.resolve import BlockCredentials, credentials
+from flows.tasks.docker_backend import select_backend
 from flows.tasks.images import build_image, image_exists, image_tag, push_image
 from hubploy.build import BuildBackend
 from hubploy.errors import HubployError
