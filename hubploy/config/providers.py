@@ -42,6 +42,10 @@ class ProviderSettings(Strict):
         """The key files these settings name in the hub's secrets/ dir: key -> file name."""
         return {}
 
+    @staticmethod
+    def _given(**files: str | None) -> dict[str, str]:
+        return {key: name for key, name in files.items() if name}
+
 
 class _AwsSettings(ProviderSettings):
     """Shared rules of the aws sections: the legacy keys, and exactly one way to get credentials."""
@@ -62,7 +66,7 @@ class _AwsSettings(ProviderSettings):
         return self
 
     def key_files(self) -> dict[str, str]:
-        return {"service_key": self.service_key} if self.service_key else {}
+        return self._given(service_key=self.service_key)
 
 
 # ---------------------------------------------------------------- registries (classic `build`)
@@ -76,7 +80,7 @@ class GcloudRegistry(ProviderSettings):
                                                 "(classic hubploy only configured gcr.io).")
 
     def key_files(self) -> dict[str, str]:
-        return {"service_key": self.service_key} if self.service_key else {}
+        return self._given(service_key=self.service_key)
 
 
 class AwsRegistry(_AwsSettings):
@@ -96,7 +100,7 @@ class AzureRegistry(ProviderSettings):
     credentials_block: str | None = Field(None, description=_BLOCK_DOC)
 
     def key_files(self) -> dict[str, str]:
-        return {"auth_file": self.auth_file} if self.auth_file else {}
+        return self._given(auth_file=self.auth_file)
 
 
 class DockerconfigRegistry(ProviderSettings):
@@ -106,7 +110,7 @@ class DockerconfigRegistry(ProviderSettings):
         None, description="Name of a prefect-docker DockerRegistryCredentials block (username/password registries).")
 
     def key_files(self) -> dict[str, str]:
-        return {"filename": self.filename} if self.filename else {}
+        return self._given(filename=self.filename)
 
 
 RegistrySettings = GcloudRegistry | AwsRegistry | AzureRegistry | DockerconfigRegistry
@@ -145,7 +149,7 @@ class GcloudCluster(ProviderSettings):
     credentials_block: str | None = Field(None, description=_BLOCK_DOC)
 
     def key_files(self) -> dict[str, str]:
-        return {"service_key": self.service_key} if self.service_key else {}
+        return self._given(service_key=self.service_key)
 
     def names(self) -> list[str]:
         """What names the cluster within its provider."""
@@ -173,7 +177,7 @@ class AzureCluster(ProviderSettings):
     credentials_block: str | None = Field(None, description=_BLOCK_DOC)
 
     def key_files(self) -> dict[str, str]:
-        return {"auth_file": self.auth_file} if self.auth_file else {}
+        return self._given(auth_file=self.auth_file)
 
     def names(self) -> list[str]:
         return [self.resource_group, self.cluster]
@@ -186,7 +190,7 @@ class KubeconfigCluster(ProviderSettings):
     credentials_block: str | None = Field(None, description=_BLOCK_DOC)
 
     def key_files(self) -> dict[str, str]:
-        return {"filename": self.filename} if self.filename else {}
+        return self._given(filename=self.filename)
 
     def names(self) -> list[str]:
         name = self.credentials_block or self.filename
