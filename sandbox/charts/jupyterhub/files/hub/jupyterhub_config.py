@@ -14,6 +14,7 @@ values (read with z2jh.get_config from the mounted hub Secret) into traitlets co
 
 import copy
 import glob
+import importlib.metadata
 import importlib.util
 import os
 import re
@@ -41,6 +42,24 @@ def camel_case(snake: str) -> str:
 def chart_copy(key, default=None):
     """A chart value this file may change without changing what z2jh.get_config returns later."""
     return copy.deepcopy(get_config(key, default))
+
+
+def kubespawner_major() -> int:
+    try:
+        return int(importlib.metadata.version("jupyterhub-kubespawner").split(".")[0])
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        return 7
+
+
+# KubeSpawner before 7 (in Z2JH 3.x hub images) takes volumes and mounts as lists only and knows no
+# {user_server} in name templates, which KubeSpawner 7 defines as {username}--{servername}.
+LEGACY_KUBESPAWNER = kubespawner_major() < 7
+
+
+def name_template(template):
+    if LEGACY_KUBESPAWNER and template:
+        return template.replace("{user_server}", "{username}--{servername}")
+    return template
 
 
 # --- 1. wiring ----------------------------------------------------------------------------------
@@ -122,7 +141,6 @@ c.KubeSpawner.namespace = os.environ.get("POD_NAMESPACE", "default")
 
 # KubeSpawner trait <- singleuser.<value>, where the value is not the trait's camelCase name.
 SINGLEUSER_TRAITS = {
-    "pod_name_template": None,
     "start_timeout": None,
     "image_pull_policy": "image.pullPolicy",
     "events_enabled": "events",
@@ -151,6 +169,8 @@ SINGLEUSER_TRAITS = {
 }
 for trait, key in SINGLEUSER_TRAITS.items():
     set_config_if_not_none(c.KubeSpawner, trait, "singleuser." + (key or camel_case(trait)))
+if get_config("singleuser.podNameTemplate"):
+    c.KubeSpawner.pod_name_template = name_template(get_config("singleuser.podNameTemplate"))
 
 image = get_config("singleuser.image.name")
 if image:
@@ -198,20 +218,27 @@ tolerations = chart_copy("scheduling.userPods.tolerations", []) + chart_copy("si
 if tolerations:
     c.KubeSpawner.tolerations = tolerations
 
-# Home directories. KubeSpawner takes volumes and mounts as mappings, so hub.extraConfig can
-# replace one by its key.
+# Home directories. KubeSpawner 7 takes volumes and mounts as mappings, so hub.extraConfig can
+# replace one by its key (older ones get lists, see LEGACY_KUBESPAWNER).
 volumes, volume_mounts = {}, {}
 home = get_config("singleuser.storage.homeMountPath")
 storage_type = get_config("singleuser.storage.type")
 if storage_type == "dynamic":
     # A PVC per user server, created by KubeSpawner; storageClass null = the default class.
     c.KubeSpawner.storage_pvc_ensure = True
-    set_config_if_not_none(c.KubeSpawner, "pvc_name_template", "singleuser.storage.dynamic.pvcNameTemplate")
+    pvc_template = name_template(get_config("singleuser.storage.dynamic.pvcNameTemplate"))
+    claim = "{pvc_name}"
+    if LEGACY_KUBESPAWNER:
+        # No {pvc_name} before KubeSpawner 7: the volume names its claim with the same template
+        # (KubeSpawner 6's default unless one is given).
+        claim = pvc_template = pvc_template or "claim-{username}--{servername}"
+    if pvc_template:
+        c.KubeSpawner.pvc_name_template = pvc_template
     set_config_if_not_none(c.KubeSpawner, "storage_class", "singleuser.storage.dynamic.storageClass")
     set_config_if_not_none(c.KubeSpawner, "storage_access_modes", "singleuser.storage.dynamic.storageAccessModes")
     set_config_if_not_none(c.KubeSpawner, "storage_capacity", "singleuser.storage.capacity")
-    volume = get_config("singleuser.storage.dynamic.volumeNameTemplate")
-    volumes[volume] = {"name": volume, "persistentVolumeClaim": {"claimName": "{pvc_name}"}}
+    volume = name_template(get_config("singleuser.storage.dynamic.volumeNameTemplate"))
+    volumes[volume] = {"name": volume, "persistentVolumeClaim": {"claimName": claim}}
     volume_mounts[volume] = {"name": volume, "mountPath": home,
                              "subPath": get_config("singleuser.storage.dynamic.subPath")}
 elif storage_type == "static":
@@ -236,6 +263,8 @@ volumes.update(extra_volumes if isinstance(extra_volumes, dict) else {v["name"]:
 extra_mounts = chart_copy("singleuser.storage.extraVolumeMounts") or {}
 volume_mounts.update(extra_mounts if isinstance(extra_mounts, dict)
                      else {f"{i}-{m['name']}": m for i, m in enumerate(extra_mounts)})
+if LEGACY_KUBESPAWNER:
+    volumes, volume_mounts = list(volumes.values()), list(volume_mounts.values())
 c.KubeSpawner.volumes = volumes
 c.KubeSpawner.volume_mounts = volume_mounts
 
