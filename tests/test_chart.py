@@ -113,7 +113,8 @@ def test_lint_strict_passes(helm: str, chart: Path) -> None:
 
 def test_chart_metadata() -> None:
     meta = yaml.safe_load((SUBCHART / "Chart.yaml").read_text())
-    assert (meta["apiVersion"], meta["name"], meta["version"], meta["appVersion"]) == ("v2", "jupyterhub", "4.4.0", "5.5.0")
+    assert (meta["apiVersion"], meta["name"], meta["version"], meta["appVersion"]) == (
+        "v2", "jupyterhub", "4.4.0", "5.5.0")
     assert meta["kubeVersion"] == ">=1.28.0-0"
     umbrella = yaml.safe_load((UMBRELLA / "Chart.yaml").read_text())
     assert umbrella["dependencies"] == [
@@ -135,7 +136,8 @@ def test_dependency_build_and_update_work_offline(helm: str, tmp_path: Path) -> 
     shutil.copytree(SUBCHART, tmp_path / "sandbox" / "charts" / "jupyterhub")
     home = tmp_path / "helm-home"
     env = {**child_env(), "HELM_CACHE_HOME": str(home / "cache"), "HELM_CONFIG_HOME": str(home / "config"),
-           "HELM_DATA_HOME": str(home / "data"), "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
+           "HELM_DATA_HOME": str(home / "data"),
+           "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}  # no network
     lock = (UMBRELLA / "Chart.lock").read_text()
     for command in ("build", "update"):
         shutil.rmtree(tmp_path / "hub" / "charts", ignore_errors=True)

@@ -200,7 +200,8 @@ def test_defaults(hub_python: Path, chart: Path, tmp_path: Path) -> None:
 
 def test_example_physics_prod(hub_python: Path, chart: Path, tmp_path: Path) -> None:
     config = PROJECT / "deployments" / "physics" / "config"
-    got = load_hub_config(hub_python, chart, tmp_path, "-f", str(config / "common.yaml"), "-f", str(config / "prod.yaml"))
+    got = load_hub_config(hub_python, chart, tmp_path,
+                          "-f", str(config / "common.yaml"), "-f", str(config / "prod.yaml"))
     assert got.hub["template_vars"] == {"course": "Physics 101"}  # from hub.extraConfig.00-physics
     assert got.spawner["mem_limit"] == 4 * 1024**3
     assert int(got.report["pod"]["spec"]["containers"][0]["resources"]["limits"]["memory"]) == 4 * 1024**3
@@ -217,7 +218,8 @@ def test_values_reach_jupyterhub_and_kubespawner(hub_python: Path, chart: Path, 
             "loadRoles": {"graders": {"scopes": ["list:users"], "services": ["grader"]}},
             # applied in name order, each after hub.config
             "extraConfig": {"20-second": "c.JupyterHub.template_vars['order'] += ['second']\n",
-                            "10-first": "c.JupyterHub.template_vars = {'order': ['first'], 'admin': c.JupyterHub.admin_access}\n"},
+                            "10-first": "c.JupyterHub.template_vars = "
+                                        "{'order': ['first'], 'admin': c.JupyterHub.admin_access}\n"},
         },
         "singleuser": {
             "cmd": ["jupyter", "lab"], "defaultUrl": "/lab",
@@ -273,7 +275,8 @@ def test_sqlite_memory_and_existing_secret(hub_python: Path, chart: Path, tmp_pa
     got = load_hub_config(
         hub_python, chart, tmp_path, "--set", "jupyterhub.hub.db.type=sqlite-memory",
         "--set", "jupyterhub.hub.existingSecret=my-secret", "--set", "jupyterhub.custom.site=from-values",
-        "--set", "jupyterhub.hub.extraConfig.site=c.JupyterHub.template_vars = {'site': z2jh.get_config('custom.site')}",
+        "--set",
+        "jupyterhub.hub.extraConfig.site=c.JupyterHub.template_vars = {'site': z2jh.get_config('custom.site')}",
         "--set", "jupyterhub.hub.extraConfig.00-import=import z2jh", extra_files=existing)
     assert got.hub["db_url"] == "sqlite://"
     assert got.report["cookie_secret"] == "00ff" * 16

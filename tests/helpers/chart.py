@@ -41,7 +41,8 @@ def render(helm: str, chart: Path, *args: str, release: str = RELEASE, namespace
 
 def find(docs: list[dict], kind: str, name: str) -> dict:
     matches = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
-    assert len(matches) == 1, f"{kind}/{name}: {len(matches)} found in {[(d['kind'], d['metadata']['name']) for d in docs]}"
+    names = [(d["kind"], d["metadata"]["name"]) for d in docs]
+    assert len(matches) == 1, f"{kind}/{name}: {len(matches)} found in {names}"
     return matches[0]
 
 
