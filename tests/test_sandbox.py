@@ -9,6 +9,7 @@ import base64
 import json
 import secrets
 import shlex
+import socket
 import sys
 import urllib.error
 import urllib.request
@@ -173,6 +174,9 @@ def test_pods_get_unique_addresses_and_reach_services_by_name(sandbox, sandbox_n
     ]), ns)
     first = pod(sandbox, ns, "web-a")
     assert condition(first, "Ready") != "True"  # the readiness probe gates it while the server sleeps
+    cluster_ip = sandbox.get("service", "web", namespace=ns)["spec"]["clusterIP"]
+    with pytest.raises(ConnectionRefusedError):  # no ready endpoint: refused, as kube-proxy rejects
+        socket.create_connection((cluster_ip, 80), timeout=3).close()
     ips = {wait_ready(sandbox, ns, name)["status"]["podIP"] for name in ("web-a", "web-b")}
     assert len(ips) == 2
     client = ("python3 -c \"import urllib.request as u; "
@@ -186,7 +190,6 @@ def test_pods_get_unique_addresses_and_reach_services_by_name(sandbox, sandbox_n
     assert set(out.split()) == {"served-by-web-a", "served-by-web-b"}  # round robin over both endpoints
     public = sandbox.service_address("web-public", ns)
     assert http_get(public + "/who")[0] == 200
-    cluster_ip = sandbox.get("service", "web", namespace=ns)["spec"]["clusterIP"]
     assert http_get(f"http://{cluster_ip}/who")[1].startswith(b"served-by-web-")
 
 
@@ -216,12 +219,12 @@ def test_deleting_a_pod_stops_its_process(sandbox, sandbox_namespace) -> None:
 def test_a_program_the_host_lacks_is_simulated_with_an_event(sandbox, sandbox_namespace) -> None:
     ns = sandbox_namespace
     manifest = yaml.safe_load(pod_manifest("scheduler", ""))
-    manifest["spec"]["containers"][0] = {"name": "main", "image": "registry.k8s.io/kube-scheduler:v1.30.14",
-                                         "command": ["/usr/local/bin/kube-scheduler"]}
+    manifest["spec"]["containers"][0] = {"name": "main", "image": "quay.io/example/vendor-tool:1.0",
+                                         "command": ["/opt/vendor/bin/tool", "--serve"]}
     sandbox.apply(yaml.safe_dump(manifest), ns)
     wait_ready(sandbox, ns, "scheduler")
     simulated = [e for e in events(sandbox, ns, "scheduler") if e["reason"] == "Simulated"]
-    assert simulated and "/usr/local/bin/kube-scheduler" in simulated[0]["message"]
+    assert simulated and "'/opt/vendor/bin/tool' does not exist" in simulated[0]["message"]
 
 
 def test_init_containers_run_first_and_jobs_complete_or_fail(sandbox, sandbox_namespace) -> None:

@@ -84,6 +84,7 @@ def test_port_offset_moves_the_registry() -> None:
     ("quay.io/jupyterhub/configurable-http-proxy:5.2.0", image_envs.PROXY_IMAGE_5),
     ("quay.io/jupyterhub/configurable-http-proxy:4.6.1", image_envs.PROXY_IMAGE_4),
     ("registry.k8s.io/pause:3.10.1", image_envs.PAUSE_IMAGE),
+    ("registry.k8s.io/kube-scheduler:v1.30.14", image_envs.KUBE_SCHEDULER_IMAGE),
     ("quay.io/jupyterhub/k8s-image-awaiter:4.4.0@sha256:abc", image_envs.IMAGE_AWAITER_IMAGE),
     ("localhost:5000/hubploy/physics-user:0a1b2c3d", image_envs.OTHER_IMAGE),
 ])
@@ -191,8 +192,11 @@ def test_programs_are_found_through_the_containers_mounts(tmp_path: Path) -> Non
     assert containers.find_program("run.sh", "/usr/bin:/scripts", mounts) == "/scripts/run.sh"
     assert containers.find_program("sh", "/bin", []) == "/bin/sh"
     assert containers.find_program("no-such-program", "/usr/bin:/bin", mounts) is None
-    assert containers.find_program("/image-awaiter", "/bin", containers.standin_mounts(
-        image_envs.IMAGE_AWAITER_IMAGE)) == "/image-awaiter"
+    assert containers.find_program("/image-awaiter", "/bin", containers.image_file_mounts(
+        image_envs.IMAGE_AWAITER_IMAGE, Path("/cache"))) == "/image-awaiter"
+    scheduler = containers.image_file_mounts(image_envs.KUBE_SCHEDULER_IMAGE, Path("/cache"))
+    assert scheduler == [Mount(f"/cache/kubernetes-{versions.KUBERNETES_VERSION}/kube-scheduler",
+                               "/usr/local/bin/kube-scheduler", readonly=True)]
 
 
 def test_volume_item_paths_stay_inside_their_volume(tmp_path: Path) -> None:

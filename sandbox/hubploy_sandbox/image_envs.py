@@ -5,7 +5,8 @@ An image is matched by its repository's last path element and its tag, whatever 
 (``quay.io/jupyterhub/k8s-hub:4.4.0`` and ``localhost:5000/jupyterhub/k8s-hub:4.4.0`` are the same).
 Each :class:`ImageEnv` is what the image would provide: programs first on PATH (a virtualenv built with
 Debian's python3, so any user can run it, or an npm prefix), the image's ENTRYPOINT, CMD, WORKDIR and
-user, and small stand-in programs placed into the container's filesystem (``/pause``, ``/image-awaiter``).
+user, and programs placed into the container's filesystem: small stand-ins (``/pause``, ``/image-awaiter``)
+and the sandbox's own kube-scheduler (for Z2JH's user-scheduler).
 An image nothing matches runs with the host's programs, plus the single-user environment (user images
 are built on such an image).
 
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hubploy.runner import child_env, run
+from hubploy_sandbox.versions import KUBERNETES_VERSION
 
 STANDINS = Path(__file__).resolve().parent / "standins"
 SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's: readable by the containers' users, unlike a python under /root
@@ -55,7 +57,8 @@ class ImageEnv:
     cmd: tuple[str, ...] = ()
     workdir: str = "/"
     user: User = ROOT
-    files: dict[str, str] = field(default_factory=dict)  # path in the container -> stand-in in standins/
+    # path in the container -> a stand-in program in standins/, or "kubernetes/<command>" of the sandbox's build
+    files: dict[str, str] = field(default_factory=dict)
 
     def matches(self, repository: str, tag: str) -> bool:
         return repository == self.repository and fnmatch.fnmatchcase(tag, self.tags)
@@ -70,6 +73,11 @@ class ImageEnv:
 
     def path(self, cache: Path) -> str:
         return ":".join([*self.bin_dirs(cache), HOST_PATH])
+
+    def file_sources(self, cache: Path) -> dict[str, Path]:
+        """Each file of ``files`` (path in the container -> where it is on the host)."""
+        return {target: cache / f"kubernetes-{KUBERNETES_VERSION}" / source.removeprefix("kubernetes/")
+                if source.startswith("kubernetes/") else STANDINS / source for target, source in self.files.items()}
 
 
 HUB_IMAGE_4 = ImageEnv(
@@ -98,9 +106,13 @@ SINGLEUSER_IMAGE = ImageEnv(
 PAUSE_IMAGE = ImageEnv("pause", "pause", files={"/pause": "pause"}, entrypoint=("/pause",), user=NOBODY)
 IMAGE_AWAITER_IMAGE = ImageEnv("k8s-image-awaiter", "k8s-image-awaiter",
                                files={"/image-awaiter": "image-awaiter"}, entrypoint=("/image-awaiter",))
+# Z2JH's user-scheduler: the sandbox's own kube-scheduler (its release, whatever the tag asks for).
+KUBE_SCHEDULER_IMAGE = ImageEnv("kube-scheduler", "kube-scheduler",
+                                files={"/usr/local/bin/kube-scheduler": "kubernetes/kube-scheduler"},
+                                entrypoint=("/usr/local/bin/kube-scheduler",))
 
 CATALOG = (HUB_IMAGE_4, HUB_IMAGE_3, PROXY_IMAGE_5, PROXY_IMAGE_4, SINGLEUSER_IMAGE, PAUSE_IMAGE,
-           IMAGE_AWAITER_IMAGE)
+           IMAGE_AWAITER_IMAGE, KUBE_SCHEDULER_IMAGE)
 # An image the catalog does not know: a user image, built on the single-user image, or a tool image.
 OTHER_IMAGE = ImageEnv("other", "*")
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from hubploy_sandbox.agent.envvars import expand
 from hubploy_sandbox.agent.volumes import Mount
-from hubploy_sandbox.image_envs import STANDINS, ImageEnv
+from hubploy_sandbox.image_envs import ImageEnv
 
 
 @dataclass(frozen=True)
@@ -44,9 +44,9 @@ def identity(pod: dict[str, Any], container: dict[str, Any], image: ImageEnv) ->
     return Identity(int(uid), int(gid), tuple(int(g) for g in groups))
 
 
-def standin_mounts(image: ImageEnv) -> list[Mount]:
-    """The image's stand-in programs, placed at their paths in the container (read-only)."""
-    return [Mount(str(STANDINS / name), target, readonly=True) for target, name in image.files.items()]
+def image_file_mounts(image: ImageEnv, cache: Path) -> list[Mount]:
+    """The image's programs (stand-ins, the sandbox's kube-scheduler), placed at their paths (read-only)."""
+    return [Mount(str(source), target, readonly=True) for target, source in image.file_sources(cache).items()]
 
 
 def host_path_of(container_path: str, mounts: list[Mount]) -> str:

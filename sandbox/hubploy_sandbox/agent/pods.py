@@ -254,7 +254,7 @@ class PodWorker:
                for n, text in (("passwd", passwd), ("group", group))]
         etc += [Mount(str(self.dir / "hosts"), "/etc/hosts"), Mount(str(self.dir / "resolv.conf"), "/etc/resolv.conf")]
         assert self.volumes is not None
-        mounts = [*etc, *containers.standin_mounts(image), *self.volumes.mounts(spec, env)]
+        mounts = [*etc, *containers.image_file_mounts(image, self.ctx.cache), *self.volumes.mounts(spec, env)]
         argv = containers.command(spec, image, env)
         program = containers.find_program(argv[0], env.get("PATH", ""), mounts) if argv else None
         if program is None:

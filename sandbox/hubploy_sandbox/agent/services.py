@@ -4,8 +4,8 @@
   and the pods' /etc/hosts, rewritten when Services change).
 * LoadBalancer Services get the next free address of the cluster's load-balancer range in their status.
 * :class:`ServiceProxy` is a userspace proxy (as kube-proxy's first mode was): it listens on every
-  Service's cluster IP (and load-balancer address) and port, and forwards each connection to a ready
-  endpoint of its EndpointSlices, round robin. TCP only.
+  Service's cluster IP (and load-balancer address) and port that has a ready endpoint in its
+  EndpointSlices, and forwards each connection to one of them, round robin. TCP only.
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ class ServiceProxy:
         asyncio.run_coroutine_threadsafe(self._service_changed(kind, svc), self.loop).result(timeout=30)
 
     def slice_changed(self, kind: str, eps: dict[str, Any]) -> None:
-        self.loop.call_soon_threadsafe(self._slice_changed, kind, eps)
+        asyncio.run_coroutine_threadsafe(self._slice_changed(kind, eps), self.loop).result(timeout=30)
 
     # --- inside the loop ------------------------------------------------------------------------------
     def _wanted(self, svc: dict[str, Any]) -> dict[tuple[str, int], tuple[str, str, str]]:
@@ -166,24 +166,30 @@ class ServiceProxy:
             self._services.pop(key, None)
         else:
             self._services[key] = svc
+        await self._sync_listeners()
+
+    async def _sync_listeners(self) -> None:
+        """Listen exactly on the addresses of Service ports that have a ready endpoint: with none, nothing
+        listens and a connection is refused, as kube-proxy's REJECT rule makes it."""
         wanted: dict[tuple[str, int], tuple[str, str, str]] = {}
         for service in self._services.values():
-            wanted.update(self._wanted(service))
-        for addr in [a for a in self._servers if self._servers[a][1][:2] == key and a not in wanted]:
+            wanted.update({addr: target for addr, target in self._wanted(service).items()
+                           if self._backends.get(target, Backends()).addresses})
+        for addr in [a for a in self._servers if self._servers[a][1] != wanted.get(a)]:
             server, _ = self._servers.pop(addr)
             server.close()
         for addr, target in wanted.items():
-            if target[:2] != key or addr in self._servers:
+            if addr in self._servers:
                 continue
             try:
                 server = await asyncio.start_server(
                     lambda r, w, t=target: self._forward(r, w, t), host=addr[0], port=addr[1], reuse_address=True)
             except OSError as exc:
-                log.error("service %s/%s: cannot listen on %s:%s: %s", key[0], key[1], addr[0], addr[1], exc)
+                log.error("service %s/%s: cannot listen on %s:%s: %s", target[0], target[1], addr[0], addr[1], exc)
                 continue
             self._servers[addr] = (server, target)
 
-    def _slice_changed(self, kind: str, eps: dict[str, Any]) -> None:
+    async def _slice_changed(self, kind: str, eps: dict[str, Any]) -> None:
         meta = eps["metadata"]
         service = (meta.get("labels") or {}).get(SERVICE_NAME_LABEL)
         if not service:
@@ -193,6 +199,7 @@ class ServiceProxy:
         else:
             self._slices[(meta["namespace"], meta["name"])] = eps
         self._rebuild(meta["namespace"], service)
+        await self._sync_listeners()
 
     def _rebuild(self, namespace: str, service: str) -> None:
         by_port: dict[str, list[tuple[str, int]]] = {}
@@ -212,8 +219,8 @@ class ServiceProxy:
     async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                        target: tuple[str, str, str]) -> None:
         backend = self._backends.get(target, Backends()).pick()
-        if backend is None:
-            writer.close()  # no ready endpoint: refused, as kube-proxy's REJECT rule does
+        if backend is None:  # the last endpoint went away after the connection was accepted
+            writer.close()
             return
         try:
             up_reader, up_writer = await asyncio.wait_for(asyncio.open_connection(*backend), timeout=10)
