@@ -199,7 +199,7 @@ def rollback_hub(repo: DeploymentRepo, hub_name: str, env_name: str, *, revision
         if health_check:
             result.hub_version = check_health(hub, env_name, namespace=ns, release=name, env=kube_env,
                                               timeout=health_timeout or repo.settings.health_check_timeout,
-                                              logger=logger)
+                                              kube_context=context, logger=logger)
         result.result = "rolled-back"
         result.message = f"rolled back to the configuration of revision {target}"
     return result
@@ -384,7 +384,7 @@ def _check_health_or_roll_back(hub: Hub, executable: str, options: DeployOptions
     try:
         result.hub_version = check_health(hub, result.env, namespace=ns, release=name, env=env,
                                           timeout=options.health_timeout or hub.repo.settings.health_check_timeout,
-                                          logger=logger, just_replaced=not unchanged)
+                                          kube_context=context, logger=logger)
     except HealthCheckError as exc:
         reason = exc.message
         if unchanged:
