@@ -30,7 +30,7 @@ def cmd_install(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     from hubploy_sandbox.lifecycle import up
 
-    up(_paths(), use_kubeconfig=args.use_kubeconfig, say=_say)
+    up(_paths(), clusters=args.clusters, use_kubeconfig=args.use_kubeconfig, say=_say)
     return 0
 
 
@@ -43,21 +43,15 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from hubploy_sandbox.lifecycle import status
+    from hubploy_sandbox.versions import ETCD_VERSION, KUBERNETES_VERSION
 
-    paths = _paths()
-    rows = status(paths)
+    rows = status(_paths())
+    print(f"{'kubernetes':<28} {KUBERNETES_VERSION} (etcd {ETCD_VERSION})")
     for row in rows:
         state = "running" if row.running else "stopped"
-        extra = "".join(
-            [
-                f" pid {row.pid}" if row.pid else "",
-                f" port {row.port}" if row.port else "",
-                f" ({row.detail})" if row.detail else "",
-            ]
-        )
-        print(f"{row.name:<24} {state}{extra}")
-    if paths.hub_urls.exists():
-        print(f"{'hubs':<24} {paths.hub_urls.read_text().strip() or '{}'}")
+        extra = "".join([f" pid {row.pid}" if row.pid else "", f" on {row.where}" if row.where else "",
+                         f" ({row.detail})" if row.detail else ""])
+        print(f"{row.name:<28} {state}{extra}")
     return 0 if all(r.running for r in rows) else 1
 
 
@@ -75,10 +69,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         description=__doc__.splitlines()[0],
     )
     sub = parser.add_subparsers(dest="sandbox_command", metavar="ACTION", required=True)
-    sub.add_parser("install", help="install what is missing (apt, pip, helm, Kubernetes build)").set_defaults(
-        func=cmd_install
+    sub.add_parser(
+        "install", help="install what is missing (apt, pip, helm, Kubernetes and etcd builds, image environments)"
+    ).set_defaults(func=cmd_install
     )
-    up = sub.add_parser("up", help="start everything on loopback and wait until it is ready")
+    up = sub.add_parser("up", help="start everything on this host and wait until it is ready")
+    up.add_argument("--clusters", type=int, default=1, metavar="N",
+                    help="run N Kubernetes clusters (contexts sandbox, sandbox-2, ...; default 1)")
     up.add_argument(
         "--use-kubeconfig",
         type=Path,

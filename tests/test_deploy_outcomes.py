@@ -51,8 +51,14 @@ class Cluster:
         self.state_file.write_text(json.dumps({**self.state(), **changes}))
 
     def verbs(self) -> list[str]:
-        """Every helm and kubectl call so far, as `tool verb`."""
-        return [f"{call[0]} {call[1]}" for call in self.state()["calls"]]
+        """Every helm and kubectl call so far, as `tool verb` (each kubectl call names the context)."""
+        verbs = []
+        for tool, *args in self.state()["calls"]:
+            if tool == "kubectl":
+                assert args[:2] == ["--context", "fake-h-staging"], args
+                args = args[2:]
+            verbs.append(f"{tool} {args[0]}")
+        return verbs
 
     def statuses(self, release: str = "h-staging") -> list[str]:
         return [r["status"] for r in self.state()["releases"].get(release, [])]
@@ -60,7 +66,8 @@ class Cluster:
     @contextlib.contextmanager
     def cluster_access(self, hub: Any, env_name: str) -> Iterator[SimpleNamespace]:
         """The cluster's credentials (``hubploy.deploy.Credentials``): its env, no login for registries."""
-        yield SimpleNamespace(kubeconfig=self.state_file.parent / "kubeconfig", env=self.env, context=None)
+        yield SimpleNamespace(kubeconfig=self.state_file.parent / "kubeconfig", env=self.env,
+                              context="fake-{namespace}")
 
     def registry(self, hub: Any, host: str) -> None:
         return None
@@ -105,8 +112,8 @@ def health(monkeypatch: pytest.MonkeyPatch, cluster: Cluster) -> list[bool]:
     """Whether the next health checks pass (the last answer repeats); each check is a cluster event."""
     answers = [True]
 
-    def check_health(hub: Any, env_name: str, *, just_replaced: bool = True, **kwargs: Any) -> str:
-        cluster.events.append(f"health checked (just replaced: {just_replaced})")
+    def check_health(hub: Any, env_name: str, *, kube_context: str | None = None, **kwargs: Any) -> str:
+        cluster.events.append(f"health checked in {kube_context}")
         healthy = answers.pop(0) if len(answers) > 1 else answers[0]
         if not healthy:
             raise HealthCheckError("the hub did not answer as JupyterHub within 5 s")
@@ -147,7 +154,7 @@ def test_first_install_then_unchanged_then_redeploy(run_deploy: Callable[..., De
     again = run_deploy()
     assert (again.outcome, again.revision_before, again.revision_after) == (Outcome.unchanged, 1, 1)
     assert "nothing to upgrade" in again.message and cluster.statuses() == ["deployed"]
-    assert cluster.events[-1] == "health checked (just replaced: False)"
+    assert cluster.events[-1] == "health checked in fake-h-staging"
 
     forced = run_deploy(DeployOptions(flags=OPTIONS.flags, skip_unchanged=False))
     assert (forced.outcome, forced.revision_before, forced.revision_after) == (Outcome.deployed, 1, 2)
@@ -158,7 +165,7 @@ def test_the_cluster_slot_is_left_before_the_health_check(run_deploy: Callable[.
     run_deploy()
     calls = len(cluster.state()["calls"])
     assert cluster.events == ["slot entered after 1 calls", f"slot left after {calls} calls",
-                              "health checked (just replaced: True)"]
+                              "health checked in fake-h-staging"]
     assert cluster.verbs()[:1] == ["helm version"]  # the only call outside the slot
 
 
@@ -282,7 +289,7 @@ def test_rollback_hub_holds_the_cluster_slot_only_around_helm(run_deploy: Callab
     assert rolled.message == "rolled back to the configuration of revision 1"
     assert cluster.verbs()[before:] == ["helm history", "helm rollback", "helm history"]
     assert cluster.events == [f"slot entered after {before} calls", f"slot left after {before + 3} calls",
-                              "health checked (just replaced: True)"]
+                              "health checked in fake-h-staging"]
 
 
 def test_rollback_to_a_revision_that_does_not_exist_fails(run_deploy: Callable[..., DeployResult],
@@ -369,4 +376,4 @@ def test_the_rollback_task_holds_the_cluster_slot_only_around_helm(
     assert (record["result"], record["revision_before"], record["revision_after"]) == (
         Outcome.rolled_back, 2, 3)
     assert cluster.events == [f"slot entered after {before} calls", f"slot left after {before + 3} calls",
-                              "health checked (just replaced: True)"]
+                              "health checked in None"]

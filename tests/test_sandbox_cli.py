@@ -3,6 +3,7 @@ and shifted ports, so the shared sandbox other tests use is never disturbed."""
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from fixtures.sandbox import free_port_offset
 from hubploy.runner import child_env, run
 from hubploy_sandbox.procs import proc_start_time
+from hubploy_sandbox.versions import KUBERNETES_VERSION
 
 pytest_plugins = ["fixtures.sandbox"]
 
@@ -30,7 +32,12 @@ def recorded_pids(runtime: Path) -> list[int]:
     return [int(p.read_text().split()[0]) for p in (runtime / "pids").rglob("*.pid")]
 
 
-def test_up_is_idempotent_and_down_stops_everything(tmp_path: Path) -> None:
+def bridges() -> set[str]:
+    out = run(["ip", "-j", "link", "show", "type", "bridge"], env=child_env()).stdout or "[]"
+    return {link["ifname"] for link in json.loads(out)}
+
+
+def test_up_with_two_clusters_is_idempotent_and_down_stops_everything(tmp_path: Path) -> None:
     runtime = tmp_path / "sandbox"
     offset = free_port_offset()
     env = child_env(
@@ -38,28 +45,37 @@ def test_up_is_idempotent_and_down_stops_everything(tmp_path: Path) -> None:
         drop=["HUBPLOY_SANDBOX_KUBECONFIG"],
     )
     try:
-        first = hubploy(env, "up").stdout
-        assert "kube-apiserver: ready in" in first and "sandbox ready in" in first
-        assert f"127.0.0.1:{26443 + offset}" in first and f"127.0.0.1:{5000 + offset}" in first
-        second = hubploy(env, "up").stdout
-        assert "kube-apiserver: already running" in second and "agent: already running" in second
-        assert "stopped" not in hubploy(env, "status").stdout
+        first = hubploy(env, "up", "--clusters", "2").stdout
+        assert "kube-apiserver: ready in" in first and "kube-apiserver-2: ready in" in first
+        assert f"127.0.0.1:{5000 + offset}" in first and "contexts: sandbox, sandbox-2" in first
+        second = hubploy(env, "up").stdout  # keeps the clusters it has
+        assert "kube-apiserver-2: already running" in second and "agent-2: already running" in second
+        status = hubploy(env, "status").stdout
+        assert "stopped" not in status and KUBERNETES_VERSION in status
         sandbox_env = exports(hubploy(env, "env").stdout)
         assert sandbox_env["HUBPLOY_REGISTRY"] == f"localhost:{5000 + offset}"
         assert sandbox_env["KUBECONFIG"] == str(runtime / "kubeconfig")
-        nodes = run(
-            [sandbox_env["PATH"].split(":")[0] + "/kubectl", "get", "nodes", "-o", "name"],
-            env={**env, **sandbox_env},
-        ).stdout
-        assert "node/sandbox-node" in nodes
+        kubectl = sandbox_env["PATH"].split(":")[0] + "/kubectl"
+        nodes = {}
+        for context in ("sandbox", "sandbox-2"):
+            got = run([kubectl, "--context", context, "get", "nodes", "-o", "json"], env={**env, **sandbox_env})
+            (node,) = json.loads(got.stdout)["items"]
+            nodes[context] = node["status"]["addresses"][0]["address"]
+        assert nodes["sandbox"] != nodes["sandbox-2"]  # two control planes, each with its own node
+        run([kubectl, "--context", "sandbox-2", "create", "namespace", "only-on-two"], env={**env, **sandbox_env})
+        assert run([kubectl, "--context", "sandbox", "get", "namespace", "only-on-two"], env={**env, **sandbox_env},
+                   check=False).returncode != 0
         pids = recorded_pids(runtime)
-        assert len(pids) == 6
+        assert len(pids) == 11  # the registry, and etcd, API server, controller manager, scheduler, agent twice
+        networks = {json.loads((runtime / "clusters" / i / "network.json").read_text())["block"] for i in "12"}
+        assert {f"hsb{b}" for b in networks} <= bridges()
     finally:
         hubploy(env, "down")
     assert not runtime.exists()
     assert all(proc_start_time(pid) is None for pid in pids)
+    assert not {f"hsb{b}" for b in networks} & bridges()
     status = hubploy(env, "status", check=False)
-    assert status.returncode == 1 and "running" not in status.stdout
+    assert status.returncode == 1 and "running" not in status.stdout.replace("kubernetes", "")
     assert hubploy(env, "env", check=False).returncode == 1
 
 

@@ -11,12 +11,11 @@ from hubploy.health import check_health
 from hubploy.layout import Hub
 
 
-def probe(hub: Hub, env_name: str, target: Target, logger: Logger, *, timeout: float,
-          just_replaced: bool = True) -> str | None:
-    """The hub's JupyterHub version once ``/hub/api`` answers (None: the hub has no URL to check);
-    HealthCheckError when it does not answer within ``timeout``."""
+def probe(hub: Hub, env_name: str, target: Target, logger: Logger, *, timeout: float) -> str:
+    """The hub's JupyterHub version once ``/hub/api`` answers (at its configured URL, else where the
+    cluster's Services say); HealthCheckError when it does not answer within ``timeout``."""
     return check_health(hub, env_name, namespace=target.namespace, release=target.release, env=target.env,
-                        timeout=timeout, logger=logger, just_replaced=just_replaced)
+                        timeout=timeout, kube_context=target.context, logger=logger)
 
 
 def check_health_or_roll_back(hub: Hub, target: Target, result: DeployResult, logger: Logger, *,
@@ -24,8 +23,7 @@ def check_health_or_roll_back(hub: Hub, target: Target, result: DeployResult, lo
     """Step 8, outside the cluster slot (it waits on the hub, not on the cluster API): None when the hub
     answers, else how the deploy ends, after the rollback."""
     try:
-        result.hub_version = probe(hub, result.env, target, logger, timeout=timeout,
-                                   just_replaced=not unchanged)
+        result.hub_version = probe(hub, result.env, target, logger, timeout=timeout)
     except HealthCheckError as exc:
         reason = exc.message
     else:

@@ -4,17 +4,12 @@ release has no history, and removes it again when nothing was deployed into it."
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 
 from hubploy.deploy.model import Logger, Target, log
 from hubploy.deploy.release import last_line
 from hubploy.errors import DeployError
+from hubploy.health import kubectl_argv
 from hubploy.runner import run
-
-
-def kubectl_argv(env: Mapping[str, str], kube_context: str | None, *args: str) -> list[str]:
-    context = ["--context", kube_context] if kube_context else []
-    return [env.get("KUBECTL_EXECUTABLE", "kubectl"), *context, *args]
 
 
 def ensure_namespace(target: Target, *, logger: Logger = log, terminating_timeout: float = 120.0) -> bool:

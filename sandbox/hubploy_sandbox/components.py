@@ -1,4 +1,8 @@
-"""The sandbox's long-running processes: how each starts, where it logs, and when it is ready."""
+"""The sandbox's long-running processes: how each starts, where it logs, and when it is ready.
+
+The registry is shared; every cluster has its own etcd, API server, controller manager, scheduler and
+agent, named with the cluster's suffix (``etcd``, ``etcd-2``, ...).
+"""
 
 from __future__ import annotations
 
@@ -7,70 +11,88 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from hubploy_sandbox import k8s, registry
-from hubploy_sandbox.paths import SandboxPaths
+from hubploy_sandbox import k8s, network, registry
+from hubploy_sandbox.paths import (
+    APISERVER_PORT,
+    ETCD_CLIENT_PORT,
+    KUBELET_PORT,
+    ClusterPaths,
+    SandboxPaths,
+)
 from hubploy_sandbox.procs import read_pid
 
 
 @dataclass(frozen=True)
 class Component:
     name: str
-    argv: Callable[[SandboxPaths], list[str]]
-    ready: Callable[[SandboxPaths], bool]
-    port: Callable[[SandboxPaths], int | None] = lambda p: None
-    timeout: float = 60.0
-    kubernetes: bool = True  # skipped when the sandbox uses an existing cluster
+    argv: Callable[[], list[str]]
+    ready: Callable[[], bool]
+    pid_file: Path
+    log: Path
+    timeout: float
+    where: str = ""  # address shown by `up` and `status`
 
-    def pid_file(self, paths: SandboxPaths) -> Path:
-        return paths.pids / f"{self.name}.pid"
-
-    def log(self, paths: SandboxPaths) -> Path:
-        return paths.logs / f"{self.name}.log"
-
-    def pid(self, paths: SandboxPaths) -> int | None:
-        return read_pid(self.pid_file(paths))
+    def pid(self) -> int | None:
+        return read_pid(self.pid_file)
 
 
-def agent_argv(paths: SandboxPaths) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "hubploy_sandbox.agent",
-        "--kubeconfig",
-        str(paths.kubeconfig),
-        "--state-dir",
-        str(paths.agent_state),
-        "--hub-python",
-        str(paths.hub_python),
-        "--hub-urls",
-        str(paths.hub_urls),
-        "--pid-dir",
-        str(paths.pids / "hubs"),
-        "--log-dir",
-        str(paths.logs / "hubs"),
-    ]
+def _component(paths: SandboxPaths, name: str, argv: Callable[[], list[str]], ready: Callable[[], bool],
+               timeout: float, where: str = "") -> Component:
+    return Component(name, argv, ready, paths.pids / f"{name}.pid", paths.logs / f"{name}.log", timeout, where)
 
 
-def agent_ready(paths: SandboxPaths) -> bool:
+def registry_component(paths: SandboxPaths) -> Component:
+    return _component(paths, "registry", lambda: registry.argv(paths), lambda: registry.ready(paths), 30,
+                      f"127.0.0.1:{paths.ports.registry}")
+
+
+def agent_argv(paths: SandboxPaths, cluster: ClusterPaths) -> list[str]:
+    return [sys.executable, "-m", "hubploy_sandbox.agent", "--cache-dir", str(paths.cache),
+            "--cluster-dir", str(cluster.root), "--cluster-index", str(cluster.index)]
+
+
+def agent_ready(cluster: ClusterPaths, pid_file: Path) -> bool:
     """The running agent wrote its PID to the ready file (one left by an earlier agent does not count)."""
     try:
-        return int((paths.agent_state / "ready").read_text()) == AGENT.pid(paths)
+        return int((cluster.agent_state / "ready").read_text()) == read_pid(pid_file)
     except (OSError, ValueError):
         return False
 
 
-ETCD = Component("etcd", k8s.etcd_argv, k8s.etcd_ready, lambda p: p.ports.etcd_client, 30)
-APISERVER = Component(
-    "kube-apiserver", k8s.apiserver_argv, k8s.apiserver_ready, lambda p: p.ports.apiserver, 90
-)
-CONTROLLER_MANAGER = Component(
-    "kube-controller-manager", k8s.controller_manager_argv, k8s.controller_manager_ready, timeout=60
-)
-SCHEDULER = Component("kube-scheduler", k8s.scheduler_argv, lambda p: True, timeout=10)
-REGISTRY = Component(
-    "registry", registry.argv, registry.ready, lambda p: p.ports.registry, 30, kubernetes=False
-)
-AGENT = Component("agent", agent_argv, agent_ready, timeout=60)
+@dataclass(frozen=True)
+class ClusterComponents:
+    etcd: Component
+    apiserver: Component
+    controller_manager: Component
+    scheduler: Component
+    agent: Component
 
-ALL = [ETCD, APISERVER, CONTROLLER_MANAGER, SCHEDULER, REGISTRY, AGENT]
-STOP_ORDER = [AGENT, SCHEDULER, CONTROLLER_MANAGER, APISERVER, ETCD, REGISTRY]
+    def all(self) -> list[Component]:
+        return [self.etcd, self.apiserver, self.controller_manager, self.scheduler, self.agent]
+
+    def stop_order(self) -> list[Component]:
+        """The agent first (it stops its pods), etcd last."""
+        return list(reversed(self.all()))
+
+
+def cluster_components(paths: SandboxPaths, cluster: ClusterPaths) -> ClusterComponents:
+    s = cluster.suffix
+
+    def addr(port: int) -> str:
+        found = network.load(cluster)
+        return f"{found.node_ip}:{port}" if found else ""
+
+    agent_pid = paths.pids / f"agent{s}.pid"
+    return ClusterComponents(
+        etcd=_component(paths, f"etcd{s}", lambda: k8s.etcd_argv(paths, cluster),
+                        lambda: k8s.etcd_ready(paths, cluster), 30, addr(ETCD_CLIENT_PORT)),
+        apiserver=_component(paths, f"kube-apiserver{s}", lambda: k8s.apiserver_argv(paths, cluster),
+                             lambda: k8s.apiserver_ready(paths, cluster), 90, addr(APISERVER_PORT)),
+        controller_manager=_component(paths, f"kube-controller-manager{s}",
+                                      lambda: k8s.controller_manager_argv(paths, cluster),
+                                      lambda: k8s.controller_manager_ready(paths, cluster), 60),
+        scheduler=_component(paths, f"kube-scheduler{s}", lambda: k8s.scheduler_argv(paths, cluster),
+                             lambda: True, 10),
+        agent=Component(f"agent{s}", lambda: agent_argv(paths, cluster), lambda: agent_ready(cluster, agent_pid),
+                        agent_pid, paths.logs / f"agent{s}.log", 60, addr(KUBELET_PORT)),
+    )

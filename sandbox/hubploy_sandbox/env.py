@@ -18,7 +18,6 @@ ENV_NAMES = (
     "HUBPLOY_REGISTRY_USERNAME",
     "HUBPLOY_REGISTRY_PASSWORD",
     "SOPS_AGE_KEY_FILE",
-    "HUBPLOY_HUB_URLS",
     "PATH",
 )
 
@@ -44,7 +43,6 @@ def sandbox_env(
         "HUBPLOY_REGISTRY_USERNAME": REGISTRY_USER,
         "HUBPLOY_REGISTRY_PASSWORD": registry.password(paths),
         "SOPS_AGE_KEY_FILE": str(paths.age_key),
-        "HUBPLOY_HUB_URLS": str(paths.hub_urls),
         "PATH": os.pathsep.join([sandbox_bin, *rest]),
     }
 

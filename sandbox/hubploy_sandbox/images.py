@@ -1,6 +1,7 @@
 """The tiny base image: FROM scratch with a static busybox, pushed to the sandbox registry, and
-copies of it under the names the example chart's defaults use for the hub, proxy and user images
-(the real Zero to JupyterHub images cannot be pulled here)."""
+copies of it under the names of Zero to JupyterHub's images (4.4.0 and 3.3.8), so that hubploy's check
+that every image of a release exists in its registry passes for charts pointed at the sandbox registry.
+The real images cannot be pulled here; what runs for them is :mod:`hubploy_sandbox.image_envs`."""
 
 from __future__ import annotations
 
@@ -15,8 +16,13 @@ from hubploy_sandbox.paths import SandboxPaths
 
 BASE_REPOSITORY = "base/busybox"
 BASE_TAG = "latest"
-STAND_IN_IMAGES = (("jupyterhub/k8s-hub", "4.2.0"), ("jupyterhub/configurable-http-proxy", "4.6.3"),
-                   ("jupyterhub/k8s-singleuser-sample", "4.2.0"))
+STAND_IN_IMAGES = (
+    ("jupyterhub/k8s-hub", "4.4.0"), ("jupyterhub/k8s-hub", "3.3.8"),
+    ("jupyterhub/configurable-http-proxy", "5.2.0"), ("jupyterhub/configurable-http-proxy", "4.6.1"),
+    ("jupyterhub/k8s-singleuser-sample", "4.4.0"), ("jupyterhub/k8s-singleuser-sample", "3.3.8"),
+    ("jupyterhub/k8s-image-awaiter", "4.4.0"), ("jupyterhub/k8s-image-awaiter", "3.3.8"),
+    ("pause", "3.10.1"), ("pause", "3.10"), ("kube-scheduler", "v1.30.14"), ("traefik", "v3.6.12"),
+)
 DOCKERFILE = 'FROM scratch\nCOPY rootfs/ /\nENV PATH=/bin\nCMD ["/bin/sh"]\n'
 
 

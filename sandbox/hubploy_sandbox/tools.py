@@ -12,7 +12,8 @@ from pathlib import Path
 from hubploy.errors import SandboxError
 from hubploy.runner import run
 from hubploy_sandbox import registry
-from hubploy_sandbox.paths import HELM_VERSIONS, SandboxPaths
+from hubploy_sandbox.paths import SandboxPaths
+from hubploy_sandbox.versions import HELM_VERSIONS
 
 
 def helm_major(environ: Mapping[str, str] | None = None) -> str:
@@ -89,7 +90,7 @@ def write_bin(paths: SandboxPaths, helm: str) -> None:
     for major in HELM_VERSIONS:
         _link(paths.bin / f"helm{major}", paths.helm_dir(major) / "helm")
     _link(paths.bin / "helm", paths.helm_dir(helm) / "helm")
-    _link(paths.bin / "kubectl", paths.helm_dir("3") / "kubectl")
+    _link(paths.bin / "kubectl", paths.k8s_bin / "kubectl")  # the same release as the clusters
     _link(paths.bin / "sops", find_sops())
     env = write_containers_config(paths)
     exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items())

@@ -98,6 +98,8 @@ def helm(state: State, args: list[str]) -> int:
 
 
 def kubectl(state: State, args: list[str]) -> int:
+    if args[0] == "--context":
+        args = args[2:]
     verb, kind, namespace = args[0], args[1], args[2]
     assert kind == "namespace", args
     if verb == "get":
