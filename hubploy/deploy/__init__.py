@@ -4,7 +4,8 @@ The sequence (each step fails before the next one runs):
 
 1. ``helm dependency update``, skipped while Chart.yaml/Chart.lock and charts/ match a stamp file;
 2. decrypt the secret values files just in time (0600 temp files, removed afterwards);
-3. get cluster credentials (a provider passed in; the core never imports Prefect blocks);
+3. get cluster credentials (``Credentials`` passed in, by default the hub's key files; the core never
+   imports Prefect blocks);
 4. read the release's history while checking that every image in the merged values (every
    ``{name, tag}`` mapping) is in its registry;
 5. when the release has no history, create its namespace if it is missing;
@@ -15,6 +16,9 @@ The sequence (each step fails before the next one runs):
    leaves the release untouched (no separate ``helm template`` pass is needed);
 8. health check: ``GET <hub url>/hub/api`` (helm has already waited for the rollouts); on failure roll
    back and raise :class:`~hubploy.errors.HealthCheckError`.
+
+Each step that decides how the deploy ends returns an ``Ending`` (an ``Outcome``, a message, the error
+to raise); ``model.settle`` is the one place that records it in the ``DeployResult``.
 
 Only the release is ever changed; nothing here touches ``os.environ`` (deploys run in threads).
 
