@@ -1,7 +1,9 @@
-"""The deploy sequence against the real sandbox: helm, a 1.20 API server, real JupyterHubs.
+"""The deploy sequence against the real sandbox: helm 3 and 4, a current Kubernetes, the Z2JH-shaped chart
+whose hub (JupyterHub with KubeSpawner) and proxy (CHP) really run.
 
 Each test deploys its own hub (unique name, so release and namespace ``<hub>-staging``) from a copy of
-the example repo whose images all point at the sandbox's base image, so no build is needed.
+the example repo; its user image is a copy of the sandbox's base image, so no build is needed. A change
+that breaks a hub is a real one: a hub config that makes JupyterHub exit, so its pod never gets ready.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import pytest
 import yaml
 from fixtures.sandbox import Sandbox
 from helpers.cli import run_cli
+from helpers.example_repo import copy_example_repo
 
 from hubploy.deploy import CONFIG_STAMP_PREFIX, DeployOptions, DeployResult, Outcome, deploy
 from hubploy.errors import DeployError, HealthCheckError
@@ -33,9 +36,13 @@ from hubploy_sandbox.images import BASE_REPOSITORY, BASE_TAG, ensure_base_image
 pytest_plugins = ["fixtures.sandbox"]
 pytestmark = pytest.mark.sandbox
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 GIT = ["git", "-c", "user.email=t@example.org", "-c", "user.name=t"]
 FAST = DeployOptions(flags=UpgradeFlags(timeout="60s", atomic=True), health_timeout=60)
+# A hub config that makes JupyterHub exit at start: the hub pod crash-loops and never gets ready.
+BROKEN_HUB = "jupyterhub.hub.extraConfig.99-broken=raise SystemExit('broken on purpose')"
+CHART_IMAGES = {"jupyterhub.hub.image", "jupyterhub.proxy.chp.image", "jupyterhub.singleuser.image",
+                "jupyterhub.prePuller.hook.image", "jupyterhub.prePuller.pause.image",
+                "jupyterhub.scheduling.userPlaceholder.image", "jupyterhub.scheduling.userScheduler.image"}
 
 
 class HubRepo:
@@ -66,17 +73,16 @@ class HubRepo:
         return json.loads(out.stdout) if out.returncode == 0 else []
 
     def hub_version(self, timeout: float = 60) -> str:
-        """The version the sandbox's JupyterHub of this release answers with (waits for it)."""
+        """The version this release's JupyterHub answers with through its proxy-public Service (waits)."""
+        url = self.sandbox.service_address("proxy-public", self.namespace, timeout)
         deadline = time.monotonic() + timeout
         while True:
-            url = self.sandbox.hub_urls().get(self.namespace)
             try:
-                if url:
-                    return httpx.get(f"{url}/hub/api", timeout=3).json()["version"]
+                return httpx.get(f"{url}/hub/api", timeout=3).json()["version"]
             except (httpx.HTTPError, ValueError, KeyError):
                 pass
             if time.monotonic() > deadline:
-                raise AssertionError(f"{self.namespace}: no JupyterHub answers (url {url})")
+                raise AssertionError(f"{self.namespace}: no JupyterHub answers at {url}")
             time.sleep(0.5)
 
 
@@ -100,22 +106,10 @@ def hub_repo(tmp_path: Path, sandbox: Sandbox, request: pytest.FixtureRequest) -
     helm_version = getattr(request, "param", "3")
     env = sandbox.env_for(helm_version)
     name = f"d{secrets.token_hex(3)}"
-    root = tmp_path / "repo"
-    root.mkdir()
-    for item in ("hub", "hubploy-repo.yaml", ".sops.yaml", "example-age.key"):
-        src = PROJECT_ROOT / item
-        (shutil.copytree if src.is_dir() else shutil.copy2)(src, root / item)
-    shutil.copytree(PROJECT_ROOT / "deployments" / "minimal", root / "deployments" / name)
-    image = base_image(sandbox)
-    common = root / "deployments" / name / "config" / "common.yaml"
-    values = yaml.safe_load(common.read_text())
-    repository, tag = image.rsplit(":", 1)
-    values["jupyterhub"]["hub"]["image"] = {"name": repository, "tag": tag}
-    values["jupyterhub"]["proxy"] = {"chp": {"image": {"name": repository, "tag": tag}}}
-    common.write_text(yaml.safe_dump(values))
+    root = copy_example_repo(tmp_path / "repo", {name: "minimal"})
     subprocess.run(["git", "init", "-q", "-b", "staging", str(root)], check=True)
     repo = HubRepo(root, name, sandbox, env)
-    repo.set_user_image(image)
+    repo.set_user_image(base_image(sandbox))
     yield repo
     sandbox.run([env["HELM_EXECUTABLE"], "uninstall", repo.release, "-n", repo.namespace], env=env, check=False)
     sandbox.kubectl("delete", "namespace", repo.namespace, "--wait=false", "--ignore-not-found", check=False)
@@ -125,8 +119,7 @@ def test_first_install_upgrade_unchanged_and_redeploy(hub_repo: HubRepo) -> None
     first = hub_repo.deploy()
     assert (first.outcome, first.revision_before, first.revision_after) == (Outcome.deployed, None, 1)
     assert first.hub_version == hub_repo.hub_version()
-    assert {i.path for i in first.images} == {"jupyterhub.hub.image", "jupyterhub.proxy.chp.image",
-                                              "jupyterhub.singleuser.image"}
+    assert {i.path for i in first.images} == CHART_IMAGES
     assert all(i.digest and i.digest.startswith("sha256:") for i in first.images)
     assert first.git_sha and first.values_digest.startswith("sha256:")
     assert hub_repo.history()[-1]["description"].startswith(CONFIG_STAMP_PREFIX)
@@ -160,10 +153,9 @@ def test_first_install_upgrade_unchanged_and_redeploy(hub_repo: HubRepo) -> None
     assert [r["status"] for r in hub_repo.history()] == ["superseded"] * 3 + ["deployed"]
 
 
-def test_unchanged_release_that_is_unhealthy_fails_without_a_rollback(hub_repo: HubRepo) -> None:
+def test_unchanged_release_that_is_unhealthy_fails_without_a_rollback(hub_repo: HubRepo, sandbox: Sandbox) -> None:
     assert hub_repo.deploy().outcome is Outcome.deployed
-    hub_repo.env = {**hub_repo.env, "HUBPLOY_HUB_URLS": str(hub_repo.root / "no-urls.json")}
-    (hub_repo.root / "no-urls.json").write_text("{}")
+    sandbox.kubectl("scale", "deployment/proxy", "--replicas=0", "-n", hub_repo.namespace)  # users can't reach it
     with pytest.raises(HealthCheckError, match="nothing was changed or rolled back"):
         hub_repo.deploy(DeployOptions(flags=FAST.flags, health_timeout=3))
     assert [r["status"] for r in hub_repo.history()] == ["deployed"]
@@ -181,8 +173,8 @@ def test_helm4_install_and_upgrade(hub_repo: HubRepo) -> None:
 @pytest.mark.parametrize("hub_repo", ["3", "4"], indirect=True)
 def test_upgrade_that_never_becomes_ready_is_rolled_back(hub_repo: HubRepo, sandbox: Sandbox) -> None:
     hub_repo.deploy()
-    hub_repo.set_user_image(push_copy(sandbox, f"{hub_repo.name}/never-ready:v1"))
-    options = DeployOptions(flags=UpgradeFlags(timeout="15s", atomic=True), health_timeout=30)
+    options = DeployOptions(set_string_values=(BROKEN_HUB,), flags=UpgradeFlags(timeout="15s", atomic=True),
+                            health_timeout=30)
     with pytest.raises(DeployError, match="rolled back; revision 3 is serving"):
         hub_repo.deploy(options)
     history = hub_repo.history()
@@ -191,9 +183,10 @@ def test_upgrade_that_never_becomes_ready_is_rolled_back(hub_repo: HubRepo, sand
 
 
 def test_failed_health_check_is_rolled_back(hub_repo: HubRepo) -> None:
+    """Every pod gets ready, but users no longer reach the hub where they did (it moved to another base URL)."""
     hub_repo.deploy()
-    broken = DeployOptions(set_string_values=("jupyterhub.hub.config.JupyterHub.authenticator_class=no-such-auth",),
-                           flags=FAST.flags, health_timeout=20)
+    broken = DeployOptions(set_string_values=("jupyterhub.hub.baseUrl=/elsewhere/",), flags=FAST.flags,
+                           health_timeout=20)
     results: list[DeployResult] = []
     with pytest.raises(HealthCheckError, match="rolled back to revision 1"):
         deploy(load_repo(hub_repo.root), hub_repo.name, "staging", options=broken, base_env=hub_repo.env,
@@ -206,12 +199,9 @@ def test_failed_health_check_is_rolled_back(hub_repo: HubRepo) -> None:
 @pytest.mark.parametrize("hub_repo", ["3", "4"], indirect=True)
 def test_stuck_pending_upgrade_is_recovered(hub_repo: HubRepo, sandbox: Sandbox) -> None:
     hub_repo.deploy()
-    never = push_copy(sandbox, f"{hub_repo.name}/never-ready:v1")
-    repository, tag = never.rsplit(":", 1)
     helm = subprocess.Popen([hub_repo.env["HELM_EXECUTABLE"], "upgrade", "--wait", "--timeout", "5m",
                              hub_repo.release, str(hub_repo.root / "hub"), "-n", hub_repo.namespace,
-                             "--reuse-values", "--set-string", f"jupyterhub.singleuser.image.name={repository}",
-                             "--set-string", f"jupyterhub.singleuser.image.tag={tag}"],
+                             "--reuse-values", "--set-string", BROKEN_HUB],
                             env=hub_repo.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
@@ -232,12 +222,10 @@ def test_stuck_pending_upgrade_is_recovered(hub_repo: HubRepo, sandbox: Sandbox)
 
 
 def test_failed_first_install_is_cleaned_up_and_retried(hub_repo: HubRepo, sandbox: Sandbox) -> None:
-    good = base_image(sandbox)
-    hub_repo.set_user_image(push_copy(sandbox, f"{hub_repo.name}/never-ready:v1"))
     with pytest.raises(DeployError, match="no rollback was requested"):
-        hub_repo.deploy(DeployOptions(flags=UpgradeFlags(timeout="10s", atomic=False), health_check=False))
+        hub_repo.deploy(DeployOptions(set_string_values=(BROKEN_HUB,), flags=UpgradeFlags(timeout="10s", atomic=False),
+                                      health_check=False))
     assert [r["status"] for r in hub_repo.history()] == ["failed"]
-    hub_repo.set_user_image(good)
     result = hub_repo.deploy()
     assert result.outcome is Outcome.deployed and "only failed revisions" in result.recovered[0]
     assert [r["status"] for r in hub_repo.history()] == ["deployed"]
