@@ -19,7 +19,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 from fixtures.sandbox import Sandbox
@@ -73,17 +72,7 @@ class HubRepo:
         return json.loads(out.stdout) if out.returncode == 0 else []
 
     def hub_version(self, timeout: float = 60) -> str:
-        """The version this release's JupyterHub answers with through its proxy-public Service (waits)."""
-        url = self.sandbox.service_address("proxy-public", self.namespace, timeout)
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                return httpx.get(f"{url}/hub/api", timeout=3).json()["version"]
-            except (httpx.HTTPError, ValueError, KeyError):
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{self.namespace}: no JupyterHub answers at {url}")
-            time.sleep(0.5)
+        return self.sandbox.hub_version(self.namespace, timeout)
 
 
 def base_image(sandbox: Sandbox) -> str:

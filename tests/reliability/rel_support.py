@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+
+from helpers.example_repo import copy_example_repo
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -63,12 +64,4 @@ GOOD_HUB = "h"
 def copy_good_repo(root: Path, hub: str = GOOD_HUB) -> Path:
     """This project's example layout with one hub ``hub`` (a copy of deployments/minimal): the chart,
     repo settings (with a 30 s health check), sops rules and the example age key."""
-    root.mkdir(parents=True, exist_ok=True)
-    for item in ("hub", "hubploy-repo.yaml", ".sops.yaml", "example-age.key"):
-        src = PROJECT_ROOT / item
-        (shutil.copytree if src.is_dir() else shutil.copy2)(src, root / item)
-    shutil.rmtree(root / "hub" / "charts", ignore_errors=True)
-    shutil.copytree(PROJECT_ROOT / "deployments" / "minimal", root / "deployments" / hub)
-    settings = root / "hubploy-repo.yaml"
-    settings.write_text(settings.read_text() + "health_check_timeout: 30\n")
-    return root
+    return copy_example_repo(root, {hub: "minimal"}, settings_extra="health_check_timeout: 30\n")

@@ -71,17 +71,8 @@ def build_and_deploy_staging(repo: DeployRepo) -> int:
 
 
 def hub_answers(repo: DeployRepo, env: str = "staging", timeout: float = 60) -> str:
-    """The JupyterHub version the sandbox's hub of ``env`` answers with (waits for it)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        url = repo.sandbox.hub_urls().get(f"{repo.hub}-{env}")
-        try:
-            if url:
-                return httpx.get(f"{url}/hub/api", timeout=3).json()["version"]
-        except (httpx.HTTPError, ValueError, KeyError):
-            pass
-        assert time.monotonic() < deadline, f"no JupyterHub answers for {repo.hub}-{env}"
-        time.sleep(0.5)
+    """The JupyterHub version the hub of ``env`` answers with through its proxy-public Service (waits)."""
+    return repo.sandbox.hub_version(f"{repo.hub}-{env}", timeout)
 
 
 def helm_failure_then_failing_health_check(repo: DeployRepo, hubploy_worker: Worker) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -24,18 +23,17 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 from fixtures.sandbox import Sandbox, free_port_offset
 from helpers.cli import VENV_BIN, run_cli
-from rel_support import PROJECT_ROOT
 from test_build_sandbox import _repo, _save_block, _task_runs, own_registry, sandbox_path  # noqa: F401 (own_registry, sandbox_path: fixtures)
-from test_deploy_sandbox import HubRepo, base_image, push_copy
+from helpers.example_repo import copy_example_repo
+from test_deploy_sandbox import BROKEN_HUB, HubRepo, base_image
 
 from hubploy.errors import HubployError
 from hubploy.registry import manifest_digest
 from hubploy.runner import child_env
 from hubploy_sandbox import lifecycle
-from hubploy_sandbox.components import APISERVER
+from hubploy_sandbox.components import cluster_components
 from hubploy_sandbox.env import sandbox_env
 from hubploy_sandbox.paths import SandboxPaths
 from hubploy_sandbox.procs import stop
@@ -168,24 +166,10 @@ def private_sandbox(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) 
 def _private_hub_repo(tmp_path: Path, sandbox: Sandbox) -> HubRepo:
     """As tests/test_deploy_sandbox.py's hub_repo, on the private sandbox."""
     name = f"a{secrets.token_hex(3)}"
-    root = tmp_path / "repo"
-    root.mkdir()
-    for item in ("hub", "hubploy-repo.yaml", ".sops.yaml", "example-age.key"):
-        src = PROJECT_ROOT / item
-        (shutil.copytree if src.is_dir() else shutil.copy2)(src, root / item)
-    shutil.rmtree(root / "hub" / "charts", ignore_errors=True)
-    (root / "hubploy-repo.yaml").write_text((root / "hubploy-repo.yaml").read_text() + "health_check_timeout: 30\n")
-    shutil.copytree(PROJECT_ROOT / "deployments" / "minimal", root / "deployments" / name)
-    image = base_image(sandbox)
-    common = root / "deployments" / name / "config" / "common.yaml"
-    values = yaml.safe_load(common.read_text())
-    repository, tag = image.rsplit(":", 1)
-    values["jupyterhub"]["hub"]["image"] = {"name": repository, "tag": tag}
-    values["jupyterhub"]["proxy"] = {"chp": {"image": {"name": repository, "tag": tag}}}
-    common.write_text(yaml.safe_dump(values))
+    root = copy_example_repo(tmp_path / "repo", {name: "minimal"}, settings_extra="health_check_timeout: 30\n")
     subprocess.run(["git", "init", "-q", "-b", "staging", str(root)], check=True)
     repo = HubRepo(root, name, sandbox, sandbox.env_for("3"))
-    repo.set_user_image(image)
+    repo.set_user_image(base_image(sandbox))
     return repo
 
 
@@ -196,16 +180,14 @@ def _cli_deploy(repo: HubRepo, *args: str, timeout: float = 300) -> subprocess.C
 def test_api_server_stopped_mid_deploy_then_restarted(private_sandbox: Sandbox, tmp_path: Path) -> None:
     sbx = private_sandbox
     repo = _private_hub_repo(tmp_path, sbx)
-    good = base_image(sbx)
     first = _cli_deploy(repo)
     assert first.returncode == 0, first.stderr
     version = repo.hub_version()
     assert [r["status"] for r in repo.history()] == ["deployed"]
 
-    # an upgrade that takes its time (its pods never become ready), killed under by the API server dying
-    repo.set_user_image(push_copy(sbx, f"{repo.name}/never-ready:v1"))
-    deploy = subprocess.Popen([str(VENV_BIN / "hubploy"), "deploy", repo.name, "hub",
-                               "staging", "--timeout", "30s"], cwd=repo.root, env={**os.environ, **repo.env},
+    # an upgrade that takes its time (its hub never gets ready), killed under by the API server dying
+    deploy = subprocess.Popen([str(VENV_BIN / "hubploy"), "deploy", repo.name, "hub", "staging", "--timeout", "30s",
+                               "--set-string", BROKEN_HUB], cwd=repo.root, env={**os.environ, **repo.env},
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 90
@@ -213,7 +195,8 @@ def test_api_server_stopped_mid_deploy_then_restarted(private_sandbox: Sandbox, 
             assert deploy.poll() is None, f"the deploy ended before the fault: {deploy.communicate()}"
             assert time.monotonic() < deadline, "the upgrade never started"
             time.sleep(0.3)
-        assert stop(APISERVER.pid_file(sbx.paths))  # the API server goes away mid-deploy
+        apiserver = cluster_components(sbx.paths, sbx.paths.cluster(1)).apiserver
+        assert stop(apiserver.pid_file)  # the API server goes away mid-deploy
         stopped_at = time.monotonic()
         out, err = deploy.communicate(timeout=300)
     finally:
@@ -232,7 +215,6 @@ def test_api_server_stopped_mid_deploy_then_restarted(private_sandbox: Sandbox, 
     assert history[0]["status"] in ("deployed", "superseded") and len(history) == 2, history
     assert history[-1]["status"] in ("pending-upgrade", "failed", "deployed"), history
 
-    repo.set_user_image(good)
     recovered = _cli_deploy(repo)
     assert recovered.returncode == 0, recovered.stderr
     revisions = repo.history()
