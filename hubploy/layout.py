@@ -50,6 +50,12 @@ class DeploymentRepo:
     def settings_file(self) -> Path:
         return self.root / REPO_SETTINGS_FILE
 
+    @property
+    def age_key_file(self) -> Path | None:
+        """The age key file hubploy-repo.yaml names (relative to the root, or absolute)."""
+        key = self.settings.secrets.age_key_file
+        return self.root / key if key else None
+
     def hub_names(self) -> list[str]:
         """Every directory under deployments/ that holds a hubploy.yaml, sorted."""
         if not self.hubs_dir.is_dir():
@@ -57,6 +63,10 @@ class DeploymentRepo:
         return sorted(p.name for p in self.hubs_dir.iterdir() if (p / HUB_FILE).is_file())
 
     def hub_dir(self, name: str) -> Path:
+        """deployments/<name>; HubNotFoundError for a name that is not one directory name (``..``, a path)."""
+        if name in ("", ".", "..") or any(c in name for c in "/\\\0"):
+            raise HubNotFoundError(f"no hub named {name!r}: a hub is named by its directory under deployments/, "
+                                   "not by a path", hint=f"hubs found: {', '.join(self.hub_names()) or 'none'}")
         return self.hubs_dir / name
 
     def load_hub(self, name: str) -> Hub:

@@ -1,5 +1,12 @@
 """Load YAML files and validate them against a model, turning every problem into a ConfigIssue
-that names the file, the key path and the line."""
+that names the file, the key path and the line.
+
+Every YAML file hubploy reads from a deployment repository (hubploy.yaml, hubploy-repo.yaml, values
+files, decrypted secrets, the chart's Chart.yaml and values.yaml) goes through :func:`load_yaml`, which
+bounds what a hostile file can cost: files over ``MAX_YAML_BYTES`` are refused before they are read,
+bytes that are not UTF-8 are named with their line, and aliases may add at most ``MAX_ALIAS_NODES``
+values (a "billion laughs" file is refused before anything walks it).
+"""
 
 from __future__ import annotations
 
@@ -10,9 +17,11 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from hubploy.errors import ConfigIssue
+from hubploy.errors import ConfigError, ConfigIssue
 
 M = TypeVar("M", bound=BaseModel)
+MAX_YAML_BYTES = 16 * 1024 * 1024   # far above any real values file: a helm release must fit in a 1 MiB Secret
+MAX_ALIAS_NODES = 100_000           # values aliases may add, counted each time an alias is used
 KeyPath = tuple[str | int, ...]
 LineMap = dict[KeyPath, int]
 
@@ -33,28 +42,91 @@ def format_key_path(path: KeyPath) -> str:
     return out
 
 
-def _line_map(node: yaml.Node, path: KeyPath = (), lines: LineMap | None = None) -> LineMap:
+def _line_map(node: yaml.Node, path: KeyPath = (), lines: LineMap | None = None,
+              seen: set[int] | None = None) -> LineMap:
+    """The line of every key path; a node reached again through an alias is not walked twice."""
     lines = {} if lines is None else lines
+    seen = set() if seen is None else seen
     lines.setdefault(path, node.start_mark.line + 1)
+    if id(node) in seen:
+        return lines
+    seen.add(id(node))
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
             sub = path + (key.value,)
             lines[sub] = key.start_mark.line + 1
-            _line_map(value, sub, lines)
+            _line_map(value, sub, lines, seen)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _line_map(item, path + (index,), lines)
+            _line_map(item, path + (index,), lines, seen)
     return lines
 
 
-def read_file(path: Path) -> tuple[bytes | None, list[ConfigIssue]]:
-    """The bytes of a file, or None and why not."""
+def read_file(path: Path, *, limit: int = MAX_YAML_BYTES) -> tuple[bytes | None, list[ConfigIssue]]:
+    """The bytes of a file, or None and why not (a file over ``limit`` bytes is not read)."""
     try:
+        size = path.stat().st_size
+        if size > limit:
+            return None, [ConfigIssue(path, "", f"file is {size / 2 ** 20:.1f} MiB; hubploy reads files up to "
+                                                f"{limit // 2 ** 20} MiB (a helm release, its values included, "
+                                                "must fit in one 1 MiB Kubernetes Secret)")]
         return path.read_bytes(), []
     except FileNotFoundError:
         return None, [ConfigIssue(path, "", "file not found")]
     except OSError as exc:
-        return None, [ConfigIssue(path, "", f"cannot read file: {exc}")]
+        return None, [ConfigIssue(path, "", f"cannot read file: {exc.strerror or exc}")]
+
+
+def decode_text(path: Path, raw: bytes) -> tuple[str | None, list[ConfigIssue]]:
+    """``raw`` as text, with newlines as a text-mode read gives them; None and the line of the first byte
+    that is not UTF-8."""
+    try:
+        return raw.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n"), []
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        return None, [ConfigIssue(path, "", f"not UTF-8 text: byte 0x{raw[exc.start]:02x} cannot be decoded",
+                                  line=line, hint="YAML files must be UTF-8; re-save the file as UTF-8")]
+
+
+class AliasBombError(yaml.YAMLError):
+    """Aliases of a YAML file expand to too many values, or refer to themselves."""
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int]) -> int:
+    """How many values ``node`` stands for once every alias in it is expanded (memoized per node)."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_nodes:
+        raise AliasBombError("an alias refers to a value that contains it (a recursive alias)")
+    open_nodes.add(key)
+    children: list[yaml.Node] = []
+    if isinstance(node, yaml.MappingNode):
+        children = [part for pair in node.value for part in pair]
+    elif isinstance(node, yaml.SequenceNode):
+        children = list(node.value)
+    total = 1 + sum(_expanded_size(child, sizes, open_nodes) for child in children)
+    open_nodes.discard(key)
+    sizes[key] = total
+    return total
+
+
+def parse_yaml(text: str) -> tuple[Any, yaml.Node | None]:
+    """(data, node) of a one-document YAML text. Raises yaml.YAMLError, or AliasBombError when aliases
+    would add more than MAX_ALIAS_NODES values."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, None
+        sizes: dict[int, int] = {}
+        expanded = _expanded_size(node, sizes, set())
+        if expanded - len(sizes) > MAX_ALIAS_NODES:
+            raise AliasBombError(f"its aliases expand to {expanded:,} values from {len(sizes):,} written ones "
+                                 f"(at most {MAX_ALIAS_NODES:,} more are allowed): an alias bomb?")
+        return loader.construct_document(node), node
+    finally:
+        loader.dispose()
 
 
 def load_yaml(path: Path, raw: bytes | None = None) -> tuple[Any, LineMap, list[ConfigIssue]]:
@@ -64,28 +136,41 @@ def load_yaml(path: Path, raw: bytes | None = None) -> tuple[Any, LineMap, list[
         raw, issues = read_file(path)
         if raw is None:
             return None, {}, issues
+    text, issues = decode_text(path, raw)
+    if text is None:
+        return None, {}, issues
     try:
-        text = raw.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")  # as a text-mode read
-    except UnicodeDecodeError as exc:
-        return None, {}, [ConfigIssue(path, "", f"cannot read file: {exc}")]
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        data, node = parse_yaml(text)
+    except AliasBombError as exc:
+        return None, {}, [ConfigIssue(path, "", f"refused YAML: {exc}")]
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         problem = exc.problem or str(exc).splitlines()[0]
         return None, {}, [ConfigIssue(path, "", f"malformed YAML: {problem}", line=line)]
-    except yaml.YAMLError as exc:
-        return None, {}, [ConfigIssue(path, "", f"malformed YAML: {exc}")]
+    except (yaml.YAMLError, RecursionError) as exc:
+        return None, {}, [ConfigIssue(path, "", f"malformed YAML: {exc or type(exc).__name__}")]
     duplicates = _duplicate_keys(node, path) if node is not None else []
     if duplicates:
         return None, {}, duplicates
     return data, (_line_map(node) if node is not None else {}), []
 
 
-def _duplicate_keys(node: yaml.Node, file: Path, path: KeyPath = ()) -> list[ConfigIssue]:
+def load_yaml_or_raise(path: Path) -> Any:
+    """The data of a YAML file (None when empty), or ConfigError naming the file and what is wrong."""
+    data, _, issues = load_yaml(path)
+    if issues:
+        raise ConfigError(issues)
+    return data
+
+
+def _duplicate_keys(node: yaml.Node, file: Path, path: KeyPath = (),
+                    seen_nodes: set[int] | None = None) -> list[ConfigIssue]:
     """A key given twice in one mapping: YAML loaders keep the last silently, losing the first."""
+    seen_nodes = set() if seen_nodes is None else seen_nodes
+    if id(node) in seen_nodes:
+        return []
+    seen_nodes.add(id(node))
     issues: list[ConfigIssue] = []
     if isinstance(node, yaml.MappingNode):
         seen: set[Any] = set()
@@ -97,10 +182,10 @@ def _duplicate_keys(node: yaml.Node, file: Path, path: KeyPath = ()) -> list[Con
                                           hint="keep one; YAML would silently use only the last"))
             seen.add(key.value if isinstance(key, yaml.ScalarNode) else id(key))
             issues.extend(_duplicate_keys(value, file, path + (key.value if isinstance(key, yaml.ScalarNode)
-                                                              else "?",)))
+                                                              else "?",), seen_nodes))
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            issues.extend(_duplicate_keys(item, file, path + (index,)))
+            issues.extend(_duplicate_keys(item, file, path + (index,), seen_nodes))
     return issues
 
 
