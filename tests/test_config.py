@@ -222,13 +222,14 @@ BAD_CASES: dict[str, tuple[dict[str, str], list[str]]] = {
     "missing image dir": ({"deployments/h/hubploy.yaml": "images:\n  image_name: x/y\n"},
                           ["deployments/h/hubploy.yaml:2: images.image_name: image directory image/ does not exist"]),
     "image path escapes": ({"deployments/h/hubploy.yaml": "images:\n  images:\n    - name: x/y\n"
-                                                           "      path: ../../outside\n",
-                            "outside/Dockerfile": ""},
-                           ["deployments/h/hubploy.yaml:4: images.images[0].path: image path"]),
+                                                           "      path: ../../../outside\n",
+                            "../outside/Dockerfile": ""},
+                           ["deployments/h/hubploy.yaml:4: images.images[0].path: image path '../../../outside' "
+                            "resolves outside the repository"]),
     "key file escapes": ({"deployments/h/hubploy.yaml": "cluster:\n  provider: kubeconfig\n"
-                                                         "  kubeconfig: {filename: ../../../etc/passwd}\n"},
-                         ["deployments/h/hubploy.yaml:3: cluster.kubeconfig.filename: '../../../etc/passwd' is "
-                          "outside the hub's secrets/ dir"]),
+                                                         "  kubeconfig: {filename: ../../../../etc/passwd}\n"},
+                         ["deployments/h/hubploy.yaml:3: cluster.kubeconfig.filename: key file "
+                          "'../../../../etc/passwd' resolves outside the repository"]),
     "bad hub name": ({"deployments/Bad_Hub/hubploy.yaml": "environments: [staging]\n"},
                      ["deployments/Bad_Hub: hub name 'Bad_Hub' is not a valid DNS label"]),
     "release too long": ({"deployments/" + "a" * 50 + "/hubploy.yaml": "environments: [staging]\n"},
@@ -250,7 +251,7 @@ BAD_CASES: dict[str, tuple[dict[str, str], list[str]]] = {
     "plaintext secret": ({"deployments/h/hubploy.yaml": "environments: [staging]\n",
                           "deployments/h/secrets/staging.yaml": "jupyterhub: {proxy: {secretToken: abc}}\n"},
                          ["deployments/h/secrets/staging.yaml: plaintext file under secrets/"]),
-    "git-crypt locked": ({"deployments/h/hubploy.yaml": "environments: [staging]\n",
+    "git-crypt locked": ({"deployments/h/hubploy.yaml": "environments: [staging, prod]\n",
                           "deployments/h/secrets/prod.yaml": "\x00GITCRYPT\x00locked-bytes"},
                          ["deployments/h/secrets/prod.yaml: file is still locked by git-crypt: run `git-crypt unlock`"]),
     "repo settings typo": ({"hubploy-repo.yaml": "chrat: hub\n", "deployments/h/hubploy.yaml": "{}\n"},

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
@@ -21,6 +22,12 @@ class Problem:
     path: KeyPath
     message: str
     hint: str | None = None
+
+
+def inside(path: Path, root: Path) -> bool:
+    """Whether ``path`` (already resolved) is ``root`` or under it, once ``root``'s symlinks are resolved."""
+    root = root.resolve()
+    return path == root or root in path.parents
 
 
 def is_dns_label(name: str) -> bool:

@@ -14,12 +14,13 @@ file and line.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from hubploy.config.base import MAX_RELEASE_NAME, KeyPath, Problem, Strict, is_dns_label
+from hubploy.config.base import MAX_RELEASE_NAME, KeyPath, Problem, Strict, inside, is_dns_label
 from hubploy.config.providers import (
     AwsCluster,
     AwsRegistry,
@@ -62,6 +63,43 @@ def split_image_reference(reference: str) -> tuple[str, str | None]:
     return reference, None
 
 
+_DOMAIN = re.compile(r"^(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+                     r"(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*(?::[0-9]+)?$|^\[[0-9a-fA-F:.]+\](?::[0-9]+)?$")
+_PATH_COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
+_TAG = re.compile(r"^[\w][\w.-]{0,127}$")
+_DIGEST = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[0-9a-fA-F]{32,}$")
+MAX_IMAGE_NAME = 255
+
+
+def image_reference_problem(reference: str) -> str | None:
+    """What the reference grammar of container registries (distribution's ``reference`` package, which
+    docker, buildah and every registry apply) refuses in ``reference``, or None when it is valid."""
+    rest, _, digest = reference.partition("@")
+    name, tag = split_image_reference(rest)
+    first, slash, remainder = name.partition("/")
+    is_domain = bool(slash) and ("." in first or ":" in first or first == "localhost" or first != first.lower())
+    path = remainder if is_domain else name
+    if is_domain and not _DOMAIN.match(first):
+        return f"registry host {first!r} is not a host name with an optional :port"
+    if not path or not all(_PATH_COMPONENT.match(part) for part in path.split("/")):
+        return (f"repository path {path!r} must be lowercase letters and digits, with '.', '_', '__' or '-' "
+                f"only between them, in components separated by '/'")
+    if len(name) > MAX_IMAGE_NAME:
+        return f"the name is {len(name)} characters; registries allow {MAX_IMAGE_NAME}"
+    if tag is not None and not _TAG.match(tag):
+        return f"tag {tag!r} must be 1-128 letters, digits, '_', '.' or '-', not starting with '.' or '-'"
+    if digest and not _DIGEST.match(digest):
+        return f"digest {digest!r} is not <algorithm>:<hex>"
+    return None
+
+
+def _valid_image_reference(value: str) -> str:
+    problem = image_reference_problem(value)
+    if problem is not None:
+        raise ValueError(f"{value!r} is not a valid image reference: {problem}")
+    return value
+
+
 # ---------------------------------------------------------------- images
 
 class Repo2Docker(Strict):
@@ -76,6 +114,8 @@ class ImageEntry(Strict):
                                         description="Dotted values path whose .name and .tag receive this image.")
     repo2docker: Repo2Docker | None = Field(None, description="repo2docker options.")
 
+    _reference = field_validator("name")(_valid_image_reference)
+
     @model_validator(mode="after")
     def _path_or_tag(self) -> "ImageEntry":
         _, tag = split_image_reference(self.name)
@@ -89,6 +129,11 @@ class Images(Strict):
     image_config_path: str | None = Field(None, description="Legacy name of helm_substitution_path for image_name.")
     images: list[ImageEntry] = Field(default_factory=list, description="The hub's images.")
     registry: Registry | None = Field(None, description="Registry login used by `build --push/--check-registry`.")
+
+    @field_validator("image_name")
+    @classmethod
+    def _image_name_reference(cls, value: str | None) -> str | None:
+        return None if value is None else _valid_image_reference(value)
 
     @model_validator(mode="after")
     def _legacy_or_list(self) -> "Images":
@@ -161,11 +206,13 @@ class HubConfig(Strict):
     def namespace(self, hub: str, env: str) -> str:
         return self.environments[env].namespace or f"{hub}-{env}"  # type: ignore[index]
 
-    def problems(self, hub: str, hub_dir: Path) -> list[Problem]:
+    def problems(self, hub: str, hub_dir: Path, repo_root: Path) -> list[Problem]:
         """What this valid file still gets wrong for hub ``hub`` in ``hub_dir``: release and namespace
-        names that helm or Kubernetes refuse, image dirs and key files that are missing or outside the
-        hub's dir."""
-        return [*self._name_problems(hub), *self._image_problems(hub_dir), *self._key_file_problems(hub_dir)]
+        names that helm or Kubernetes refuse, image dirs and key files that are missing or resolve
+        outside the repository at ``repo_root`` (another hub's image dir or key file is fine, as in
+        hubploy)."""
+        return [*self._name_problems(hub), *self._image_problems(hub_dir, repo_root),
+                *self._key_file_problems(hub_dir, repo_root)]
 
     def _name_problems(self, hub: str) -> list[Problem]:
         found = []
@@ -180,43 +227,43 @@ class HubConfig(Strict):
                                      f"namespace {namespace!r} is not a valid DNS label"))
         return found
 
-    def _image_problems(self, hub_dir: Path) -> list[Problem]:
+    def _image_problems(self, hub_dir: Path, repo_root: Path) -> list[Problem]:
         found = []
-        hub_root = hub_dir.resolve()
         legacy = bool(self.images and self.images.image_name)
         for index, entry in enumerate(self.image_entries()):
             if entry.path is None:
                 continue
             path = (hub_dir / entry.path).resolve()
             key: KeyPath = ("images", "image_name") if legacy else ("images", "images", index, "path")
-            if path != hub_root and hub_root not in path.parents:
-                found.append(Problem(key, f"image path {path} is outside the hub directory",
-                                     "image dirs must live inside deployments/<hub>/"))
+            if not inside(path, repo_root):
+                found.append(Problem(key, f"image path {entry.path!r} resolves outside the repository (to {path})",
+                                     "an image dir must live in the deployment repository"))
             elif not path.is_dir():
-                found.append(Problem(key, f"image directory {path.relative_to(hub_root)}/ does not exist"))
+                found.append(Problem(key, f"image directory {entry.path}/ does not exist",
+                                     "image paths are relative to deployments/<hub>/"))
         return found
 
-    def _provider_settings(self) -> list[tuple[KeyPath, ProviderSettings]]:
-        """Every provider section in use, with its key path (the kubeconfig section also names the
-        context of another provider's cluster)."""
+    def provider_settings(self) -> list[tuple[KeyPath, ProviderSettings]]:
+        """Every provider section in use, with its key path (of the kubeconfig section beside another
+        provider's, only the context is read)."""
         found: list[tuple[KeyPath, ProviderSettings]] = []
         registry = self.images.registry if self.images else None
         if registry is not None and registry.settings is not None:
             found.append((("images", "registry", registry.provider), registry.settings))
         if self.cluster is not None:
             found.append((("cluster", self.cluster.provider), self.cluster.settings))
-            if self.cluster.provider != "kubeconfig" and self.cluster.kubeconfig is not None:
-                found.append((("cluster", "kubeconfig"), self.cluster.kubeconfig))
         return found
 
-    def _key_file_problems(self, hub_dir: Path) -> list[Problem]:
+    def _key_file_problems(self, hub_dir: Path, repo_root: Path) -> list[Problem]:
         found = []
-        secrets_dir = (hub_dir / "secrets").resolve()
-        for prefix, settings in self._provider_settings():
+        secrets_dir = hub_dir / "secrets"
+        for prefix, settings in self.provider_settings():
             for key, filename in settings.key_files().items():
                 path = (secrets_dir / filename).resolve()
-                if secrets_dir not in path.parents:
-                    found.append(Problem((*prefix, key), f"{filename!r} is outside the hub's secrets/ dir"))
+                if not inside(path, repo_root):
+                    found.append(Problem((*prefix, key), f"key file {filename!r} resolves outside the repository "
+                                                         f"(to {path})",
+                                         "key files must live in the deployment repository"))
                 elif not path.is_file():
                     found.append(Problem((*prefix, key), f"key file secrets/{filename} does not exist",
                                          "key files are looked up in deployments/<hub>/secrets/"))

@@ -1,7 +1,8 @@
 """Registry and cluster sections of hubploy.yaml, per provider.
 
 A section names its provider and keeps the provider's settings under a key of that name
-(`provider: aws` + `aws: {...}`), as classic hubploy files do. Code reads them through
+(`provider: aws` + `aws: {...}`), as classic hubploy files do; as in hubploy, only the chosen
+provider's section is read (another provider's is dropped unread, but for ``kubeconfig.context``). Code reads them through
 ``Registry.settings`` and ``Cluster.settings``: one typed value of the union ``RegistrySettings`` or
 ``ClusterSettings``, told apart by its class (each declares its ``provider``), never by probing for
 attributes. The aws `project` -> `account_id` and `zone` -> `region` aliases are read as hubploy reads
@@ -10,9 +11,10 @@ them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, WithJsonSchema, model_validator
 
 from hubploy.config.base import Strict
 
@@ -27,6 +29,36 @@ def _rename_legacy_aws(data: Any) -> Any:
             if old in data and new not in data:
                 data[new] = data.pop(old)
     return data
+
+
+def _account_id(value: Any) -> Any:
+    """An AWS account id written as a YAML number (hubploy formats it into the ECR host as it is): its
+    digits, when they are the 12 an account id has (a number with leading zeros lost them)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if len(str(value)) != 12:
+            raise ValueError(f"account id {value} has {len(str(value))} digits, not 12: YAML read it as a number "
+                             "(and dropped any leading zeros); quote it")
+        return str(value)
+    return value
+
+
+AccountId = Annotated[str, BeforeValidator(_account_id), WithJsonSchema({"type": ["string", "integer"]})]
+
+
+def _chosen_section_only(data: Any, providers: tuple[str, ...], *, keep: Mapping[str, tuple[str, ...]]) -> Any:
+    """hubploy reads only the section of the chosen provider: the others are dropped unread (a repository
+    may keep another provider's settings around), except the keys in ``keep`` (the kubeconfig section's
+    ``context`` applies to every provider)."""
+    if not isinstance(data, dict) or data.get("provider") not in providers:
+        return data
+    chosen = data["provider"]
+    kept = {}
+    for key, value in data.items():
+        if key not in providers or key == chosen:
+            kept[key] = value
+        elif key in keep and isinstance(value, dict) and any(k in value for k in keep[key]):
+            kept[key] = {k: value[k] for k in keep[key] if k in value}
+    return kept
 
 
 class ProviderSettings(Strict):
@@ -85,7 +117,7 @@ class GcloudRegistry(ProviderSettings):
 
 class AwsRegistry(_AwsSettings):
     provider: ClassVar[str] = "aws"
-    account_id: str = Field(description="12-digit AWS account id owning the ECR registry (legacy key: project).")
+    account_id: AccountId = Field(description="12-digit AWS account id owning the ECR registry (legacy key: project).")
     region: str = Field(description="AWS region of the ECR registry (legacy key: zone).")
     service_key: str | None = Field(None, description="AWS credentials file in secrets/.")
     role_arn: str | None = Field(None, description="IAM role to assume for registry access.")
@@ -123,6 +155,11 @@ class Registry(Strict):
     azure: AzureRegistry | None = Field(None, description="Settings when provider is azure.")
     dockerconfig: DockerconfigRegistry | None = Field(None, description="Settings when provider is dockerconfig.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _only_the_chosen_section(cls, data: Any) -> Any:
+        return _chosen_section_only(data, ("gcloud", "aws", "azure", "dockerconfig"), keep={})
+
     @model_validator(mode="after")
     def _section_present(self) -> "Registry":
         if self.provider != "gcloud" and self.settings is None:
@@ -158,7 +195,7 @@ class GcloudCluster(ProviderSettings):
 
 class AwsCluster(_AwsSettings):
     provider: ClassVar[str] = "aws"
-    account_id: str | None = Field(None, description="AWS account id (legacy key: project; unused by the deploy).")
+    account_id: AccountId | None = Field(None, description="AWS account id (legacy key: project; unused by the deploy).")
     cluster: str = Field(description="EKS cluster name.")
     region: str = Field(description="AWS region of the cluster (legacy key: zone).")
     service_key: str | None = Field(None, description="AWS credentials file in secrets/ (ini, or sops YAML with creds.*).")
@@ -207,6 +244,12 @@ class Cluster(Strict):
     azure: AzureCluster | None = Field(None, description="Settings when provider is azure.")
     kubeconfig: KubeconfigCluster | None = Field(
         None, description="Settings when provider is kubeconfig; `context` is honoured for every provider.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _only_the_chosen_section(cls, data: Any) -> Any:
+        return _chosen_section_only(data, ("gcloud", "aws", "azure", "kubeconfig"),
+                                    keep={"kubeconfig": ("context",)})
 
     @model_validator(mode="after")
     def _section_present(self) -> "Cluster":
