@@ -27,7 +27,7 @@ from hubploy.errors import CredentialsError
 from hubploy.layout import Hub
 from hubploy.registry import RegistryCredentials, credentials_from_docker_config
 from hubploy.runner import child_env, register_secret, run
-from hubploy.secrets import decrypt_to_mapping, decrypted
+from hubploy.secrets import decrypt_to_mapping, decrypted, with_age_key
 
 GCLOUD_USERNAME = "oauth2accesstoken"
 AWS_USERNAME = "AWS"
@@ -151,8 +151,7 @@ def credentials_from_key_files(hub: Hub, host: str, env: Mapping[str, str]) -> R
     if settings is not None and settings.credentials_block:
         return None
     allow_plaintext = hub.repo.settings.secrets.allow_plaintext
-    if hub.repo.settings.secrets.age_key_file:
-        env = {**env, "SOPS_AGE_KEY_FILE": str(hub.repo.root / hub.repo.settings.secrets.age_key_file)}
+    env = with_age_key(env, hub.repo.age_key_file)
     with tempfile.TemporaryDirectory(prefix="hubploy-registry-login-") as tmp:
         match settings:
             case DockerconfigRegistry(filename=str(filename)):

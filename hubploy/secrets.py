@@ -4,7 +4,9 @@ A file is sops-encrypted when it carries sops metadata in the form sops writes f
 (chosen from the extension, as sops does): a top-level ``sops`` key in YAML (``.yaml``/``.yml``)
 and JSON (``.json``); ``sops_version=``/``sops_mac=`` keys in dotenv (``.env``); a ``[sops]``
 section in INI (``.ini``); and for any other extension ("binary") a JSON object with ``data`` and
-``sops`` keys. As in hubploy, a file that does not parse counts as plaintext.
+``sops`` keys. A YAML or JSON file that does not parse is refused with its parser's message and line
+(hubploy counted it as plaintext, which hid the real problem); a "binary" file that is not JSON is
+plaintext.
 
 Leak guard: a plaintext file under a ``secrets/`` directory is refused unless the repository
 declares ``secrets: {allow_plaintext: true}`` (git-crypt users). A still-locked git-crypt file is
@@ -13,8 +15,11 @@ always refused, with a hint to unlock it.
 
 from __future__ import annotations
 
+import atexit
 import configparser
 import contextlib
+import functools
+import hashlib
 import json
 import os
 import re
@@ -26,6 +31,7 @@ from typing import Any, Iterable, Iterator, Literal, Mapping
 
 import yaml
 
+from hubploy.config.loader import MAX_YAML_BYTES
 from hubploy.errors import CommandError, CommandNotFoundError, SecretsError
 from hubploy.runner import register_secret, run
 
@@ -33,12 +39,44 @@ GIT_CRYPT_HEADER = b"\x00GITCRYPT\x00"
 SECRETS_DIR = "secrets"
 
 Format = Literal["yaml", "json", "dotenv", "ini", "binary"]
-State = Literal["sops", "git-crypt", "plaintext"]
+State = Literal["sops", "git-crypt", "plaintext", "unparsable"]
 
 _KEY_HINT = ("sops needs a key that can decrypt this file: for age set SOPS_AGE_KEY_FILE (or SOPS_AGE_KEY); "
              "for cloud KMS give the credentials access to the key named in the file's sops metadata "
              "(e.g. GOOGLE_APPLICATION_CREDENTIALS for GCP KMS)")
 _SECRET_KEY_NAME = re.compile(r"pass|secret|token|key|credential|private|auth", re.IGNORECASE)
+
+
+@functools.cache
+def _private_dir() -> Path:
+    """This process's private temp dir (0700) for key material sops reads; removed when it exits."""
+    path = Path(tempfile.mkdtemp(prefix="hubploy-keys-"))
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
+def with_age_key(env: Mapping[str, str], key_file: Path | None) -> dict[str, str]:
+    """sops's environment: ``env`` with SOPS_AGE_KEY_FILE naming the repository's age ``key_file`` as well as
+    the user's own SOPS_AGE_KEY_FILE. sops reads one such file (besides SOPS_AGE_KEY and its default key
+    file), and several keys from it, so when both are set their keys go into one combined file (0600, in
+    this process's private temp dir, named by its content); neither hides the other."""
+    if key_file is None:
+        return dict(env)
+    users = env.get("SOPS_AGE_KEY_FILE")
+    if not users or Path(users).resolve() == key_file.resolve():
+        return {**env, "SOPS_AGE_KEY_FILE": str(key_file)}
+    try:
+        parts = [key_file.read_bytes(), Path(users).read_bytes()]
+    except OSError:  # one of them cannot be read: sops names the key it misses
+        return {**env, "SOPS_AGE_KEY_FILE": str(key_file)}
+    combined = b"\n".join(part.rstrip(b"\n") for part in parts) + b"\n"
+    target = _private_dir() / f"age-keys-{hashlib.sha256(combined).hexdigest()[:16]}.txt"
+    if not target.is_file():
+        fd, temporary = tempfile.mkstemp(dir=target.parent)  # mode 0600
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(combined)
+        os.replace(temporary, target)
+    return {**env, "SOPS_AGE_KEY_FILE": str(target)}
 
 
 def sops_format(path: Path) -> Format:
@@ -55,33 +93,66 @@ def sops_format(path: Path) -> Format:
     return "binary"
 
 
+class _Unparsable(Exception):
+    """A YAML or JSON secret file that its parser refuses (sops cannot decrypt it either)."""
+
+
 def _has_sops_metadata(data: bytes, fmt: Format) -> bool:
+    """Whether ``data`` carries sops metadata; _Unparsable for YAML or JSON that does not parse."""
     try:
         text = data.decode("utf-8")
-        if fmt == "yaml":
+    except UnicodeDecodeError as exc:
+        if fmt in ("yaml", "json"):
+            line = data[:exc.start].count(b"\n") + 1
+            raise _Unparsable(f"line {line}: byte 0x{data[exc.start]:02x} is not UTF-8") from None
+        return False
+    if fmt == "yaml":
+        try:
             return any(isinstance(doc, dict) and "sops" in doc for doc in yaml.safe_load_all(text))
-        if fmt == "dotenv":
-            return re.search(r"^sops_(version|mac)=", text, re.MULTILINE) is not None
-        if fmt == "ini":
-            return re.search(r"^\s*\[sops\]\s*$", text, re.MULTILINE) is not None
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            where = f"line {mark.line + 1}: " if mark else ""
+            raise _Unparsable(where + (exc.problem or str(exc).splitlines()[0])) from None
+        except (yaml.YAMLError, RecursionError) as exc:
+            raise _Unparsable(str(exc) or type(exc).__name__) from None
+    if fmt == "dotenv":
+        return re.search(r"^sops_(version|mac)=", text, re.MULTILINE) is not None
+    if fmt == "ini":
+        return re.search(r"^\s*\[sops\]\s*$", text, re.MULTILINE) is not None
+    try:
         parsed = json.loads(text)
-    except (UnicodeDecodeError, yaml.YAMLError, ValueError):
+    except (ValueError, RecursionError) as exc:
+        if fmt == "json":
+            raise _Unparsable(f"line {exc.lineno}: {exc.msg}" if isinstance(exc, json.JSONDecodeError)
+                              else type(exc).__name__) from None
         return False
     if fmt == "json":
         return isinstance(parsed, dict) and "sops" in parsed
     return isinstance(parsed, dict) and "sops" in parsed and "data" in parsed
 
 
-def _state(path: Path) -> State:
+def _inspect(path: Path) -> tuple[State, str]:
+    """The file's state, and for an unparsable one what its parser says."""
     try:
+        size = path.stat().st_size
+        if size > MAX_YAML_BYTES:
+            raise SecretsError(f"{path}: secret file is {size / 2 ** 20:.1f} MiB; hubploy reads secret files up "
+                               f"to {MAX_YAML_BYTES // 2 ** 20} MiB")
         data = path.read_bytes()
     except FileNotFoundError:
         raise SecretsError(f"{path}: secret file does not exist") from None
     except OSError as exc:
         raise SecretsError(f"{path}: cannot read secret file: {exc.strerror}") from None
     if data.startswith(GIT_CRYPT_HEADER):
-        return "git-crypt"
-    return "sops" if _has_sops_metadata(data, sops_format(path)) else "plaintext"
+        return "git-crypt", ""
+    try:
+        return ("sops" if _has_sops_metadata(data, sops_format(path)) else "plaintext"), ""
+    except _Unparsable as exc:
+        return "unparsable", str(exc)
+
+
+def _state(path: Path) -> State:
+    return _inspect(path)[0]
 
 
 def is_encrypted(path: Path) -> bool:
@@ -94,11 +165,15 @@ def in_secrets_dir(path: Path) -> bool:
     return SECRETS_DIR in Path(path).parent.parts
 
 
-def _problem(path: Path, state: State, allow_plaintext: bool) -> tuple[str, str] | None:
+def _problem(path: Path, state: State, allow_plaintext: bool, detail: str = "") -> tuple[str, str] | None:
     """(what is wrong, what to do) for a secret file in ``state``, or None when it may be used."""
     if state == "git-crypt":
         return ("file is still locked by git-crypt",
                 "run `git-crypt unlock` in the repository before running hubploy")
+    if state == "unparsable":
+        kind = sops_format(path).upper()
+        return (f"cannot be parsed as {kind} ({detail})",
+                f"fix the {kind} at that line: neither hubploy nor sops can read the file as it is")
     if state == "plaintext" and in_secrets_dir(path) and not allow_plaintext:
         return ("plaintext file under secrets/ (no sops metadata)",
                 f"encrypt it with `sops --encrypt --in-place {path.name}`, or, if git-crypt protects "
@@ -112,15 +187,16 @@ def check_secret_file(path: Path, allow_plaintext: bool) -> str | None:
     """
     path = Path(path)
     try:
-        problem = _problem(path, _state(path), allow_plaintext)
+        state, detail = _inspect(path)
+        problem = _problem(path, state, allow_plaintext, detail)
     except SecretsError as exc:
         return exc.message.removeprefix(f"{path}: ")
     return f"{problem[0]}: {problem[1]}" if problem else None
 
 
 def _require_usable(path: Path, allow_plaintext: bool) -> State:
-    state = _state(path)
-    problem = _problem(path, state, allow_plaintext)
+    state, detail = _inspect(path)
+    problem = _problem(path, state, allow_plaintext, detail)
     if problem is not None:
         raise SecretsError(f"{path}: {problem[0]}", hint=problem[1])
     return state

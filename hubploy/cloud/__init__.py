@@ -24,7 +24,7 @@ from hubploy.cloud.base import ClusterAccess, fill_context, verify_access
 from hubploy.config.models import AwsCluster, AzureCluster, ClusterSettings, GcloudCluster, KubeconfigCluster
 from hubploy.errors import CredentialsError
 from hubploy.layout import Hub
-from hubploy.secrets import decrypt_to_mapping
+from hubploy.secrets import decrypt_to_mapping, with_age_key
 
 __all__ = ["ClusterAccess", "cluster_access", "fill_context", "verify_access"]
 
@@ -45,8 +45,7 @@ def cluster_access(hub: Hub, env_name: str, *, base_env: Mapping[str, str]) -> I
                                hint="resolve it with blocks.resolve.cluster_access_for")
     context = fill_context(cluster.context_template, namespace)
     policy = hub.repo.settings.secrets
-    sops_env = {**base_env, "SOPS_AGE_KEY_FILE": str(hub.repo.root / policy.age_key_file)} \
-        if policy.age_key_file else base_env
+    sops_env = with_age_key(base_env, hub.repo.age_key_file)
 
     def read(filename: str) -> dict:
         return decrypt_to_mapping(hub.secret_file(filename), env=sops_env, allow_plaintext=policy.allow_plaintext)
