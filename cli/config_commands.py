@@ -15,6 +15,9 @@ from hubploy.validate import validate_repo
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("validate", help="check every hub's config (or the named hubs) and report all errors")
     p.add_argument("hubs", nargs="*", metavar="HUB", help="hub directory names under deployments/ (default: all)")
+    p.add_argument("--no-decrypt", dest="decrypt", action="store_false",
+                   help="check the secret values files' keys and types without decrypting them (no sops key "
+                        "needed)")
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("render", help="print what a deploy of HUB to ENV would apply (helm template; secrets "
@@ -30,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     root = Path.cwd()
-    issues = validate_repo(root, args.hubs)
+    issues = validate_repo(root, args.hubs, decrypt=args.decrypt)
     if issues:
         raise ConfigError(issues)
     from hubploy.layout import load_repo

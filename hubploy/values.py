@@ -15,13 +15,13 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, NamedTuple
 
-import yaml
-
+from hubploy.config.loader import load_yaml_or_raise
 from hubploy.errors import ConfigError, ConfigIssue, GitError, HubployError, SecretsError
 from hubploy.git import image_tag
 
@@ -129,19 +129,24 @@ def merged_values(plan: ValuesPlan, decrypted: Mapping[Path, Path],
     """
     user: dict[str, Any] = {}
     for path in [*plan.values_files, *(_decrypted_path(decrypted, p) for p in plan.secret_files)]:
-        user = _merge_maps(user, _load_values_file(path))
-    for arg in plan.set_args:
-        _apply_set(user, arg, as_string=False)
-    for arg in plan.set_string_args:
-        _apply_set(user, arg, as_string=True)
-    return _coalesce(dict(chart_values or {}), user)
+        user = merge_maps(user, load_values_file(path))
+    return coalesce(dict(chart_values or {}), set_values(user, plan.set_args, plan.set_string_args))
 
 
-def _load_values_file(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError([ConfigIssue(path, "", f"cannot read values file: {exc}")]) from None
+def set_values(values: Mapping[str, Any], set_args: Iterable[str], set_string_args: Iterable[str]
+               ) -> dict[str, Any]:
+    """``values`` with ``--set`` then ``--set-string`` arguments applied (see :func:`merged_values`)."""
+    out = copy.deepcopy(dict(values))  # the arguments change it
+    for arg in set_args:
+        _apply_set(out, arg, as_string=False)
+    for arg in set_string_args:
+        _apply_set(out, arg, as_string=True)
+    return out
+
+
+def load_values_file(path: Path) -> dict[str, Any]:
+    """A values file's mapping ({} when empty); ConfigError naming the file when it is not one."""
+    data = load_yaml_or_raise(path)
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -149,18 +154,18 @@ def _load_values_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def _merge_maps(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+def merge_maps(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     """helm's ``mergeMaps`` for ``-f`` files: nested maps merge, other values (and null) replace."""
     out = dict(base)
     for key, value in over.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge_maps(out[key], value)
+            out[key] = merge_maps(out[key], value)
         else:
             out[key] = value
     return out
 
 
-def _coalesce(chart: Mapping[str, Any], user: Mapping[str, Any]) -> dict[str, Any]:
+def coalesce(chart: Mapping[str, Any], user: Mapping[str, Any]) -> dict[str, Any]:
     """helm's ``coalesceValues``: user values win and chart values fill the gaps; a user ``null``
     deletes the chart's key (a ``null`` for a key the chart lacks stays, as in helm).
     """
@@ -171,7 +176,7 @@ def _coalesce(chart: Mapping[str, Any], user: Mapping[str, Any]) -> dict[str, An
         elif user[key] is None:
             del out[key]
         elif isinstance(default, dict) and isinstance(user[key], dict):
-            out[key] = _coalesce(default, user[key])
+            out[key] = coalesce(default, user[key])
     return out
 
 

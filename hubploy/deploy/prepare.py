@@ -7,26 +7,20 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from hubploy import helm, values
+from hubploy.charts import content_digest, update_dependencies
 from hubploy.deploy.model import Logger, log
-from hubploy.errors import DeployError
 from hubploy.images import effective_tag
 from hubploy.layout import DeploymentRepo, Hub
-from hubploy.runner import REDACTED, redact, register_secret, run
-from hubploy.secrets import decrypted
+from hubploy.runner import REDACTED, redact, register_secret
+from hubploy.secrets import decrypted, with_age_key
 
-DEPS_STAMP = ".hubploy-dependencies.sha256"
 SECRET_PLACEHOLDER = "<secret>"
-_dependency_locks: dict[Path, threading.Lock] = {}
-_dependency_locks_guard = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -61,7 +55,7 @@ def prepared_values(repo: DeploymentRepo, hub: Hub, env_name: str, *, base_env: 
               for spec in hub.images]
     plan = values.layered_values(hub.dir, repo.root, hub.name, env_name, images=images,
                                  set_values=set_values, set_string_values=set_string_values)
-    update_dependencies(executable, chart, env=base_env, logger=logger)
+    update_dependencies(executable, chart, root=repo.root, env=base_env, logger=logger)
     with decrypted(plan.secret_files, env=sops_env(repo, base_env),
                    allow_plaintext=repo.settings.secrets.allow_plaintext) as files:
         secret_strings = register_secret_values(plan.secret_files, files)
@@ -71,51 +65,11 @@ def prepared_values(repo: DeploymentRepo, hub: Hub, env_name: str, *, base_env: 
 
 
 
-# --- step 1: chart dependencies ----------------------------------------------------------------------
-
-def _dependency_fingerprint(chart: Path) -> str | None:
-    """Hash of Chart.yaml, Chart.lock and the charts/ listing; None if the chart has no dependencies."""
-    chart_yaml = chart / "Chart.yaml"
-    try:
-        meta = yaml.safe_load(chart_yaml.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise DeployError(f"cannot read {chart_yaml}: {exc}") from None
-    if not meta.get("dependencies"):
-        return None
-    digest = hashlib.sha256(chart_yaml.read_bytes())
-    lock = chart / "Chart.lock"
-    digest.update(lock.read_bytes() if lock.is_file() else b"no lock")
-    charts = chart / "charts"
-    for entry in sorted(charts.iterdir()) if charts.is_dir() else []:
-        if entry.name != DEPS_STAMP:
-            digest.update(f"{entry.name}:{entry.stat().st_size}\n".encode())
-    return digest.hexdigest()
-
-
-def update_dependencies(executable: str, chart: Path, *, env: Mapping[str, str],
-                        logger: Logger = log) -> bool:
-    """``helm dependency update`` unless nothing changed since the last one; True if it ran."""
-    with _dependency_locks_guard:
-        lock = _dependency_locks.setdefault(chart, threading.Lock())
-    with lock:
-        fingerprint = _dependency_fingerprint(chart)
-        stamp = chart / "charts" / DEPS_STAMP
-        if fingerprint is None or (stamp.is_file() and stamp.read_text().strip() == fingerprint):
-            logger.debug("chart dependencies of %s unchanged; skipping helm dependency update", chart)
-            return False
-        logger.info("helm dependency update %s", chart)
-        run(helm.dependency_update_argv(executable, str(chart)), env=env, cwd=chart)
-        stamp.parent.mkdir(exist_ok=True)
-        stamp.write_text(_dependency_fingerprint(chart) or "")
-        return True
-
-
 # --- step 2: secrets ------------------------------------------------------------------------------------
 
 def sops_env(repo: DeploymentRepo, env: Mapping[str, str]) -> dict[str, str]:
-    """sops's environment: ``env`` plus SOPS_AGE_KEY_FILE when the repo names an age key file."""
-    key = repo.settings.secrets.age_key_file
-    return {**env, "SOPS_AGE_KEY_FILE": str(repo.root / key)} if key else dict(env)
+    """sops's environment: ``env`` with the repository's age key file added to the user's own."""
+    return with_age_key(env, repo.age_key_file)
 
 
 def _leaves(data: Any, prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
@@ -126,16 +80,11 @@ def _leaves(data: Any, prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str
         yield prefix, data
 
 
-def _load(path: Path) -> dict[str, Any]:
-    data = yaml.safe_load(path.read_text())
-    return data if isinstance(data, dict) else {}
-
-
 def register_secret_values(secret_files: Sequence[Path], files: Mapping[Path, Path]) -> list[str]:
     """Every string in the decrypted secret values files, registered for redaction."""
     strings = []
     for path in secret_files:
-        for _, value in _leaves(_load(files[path])):
+        for _, value in _leaves(values.load_values_file(files[path])):
             if isinstance(value, str):
                 register_secret(value)
                 strings.append(value)
@@ -146,7 +95,7 @@ def values_digest(merged: Mapping[str, Any], secret_files: Sequence[Path], files
     """sha256 of the merged values with every key set by a secret file replaced by a placeholder."""
     masked = json.loads(json.dumps(merged, default=str))
     for path in secret_files:
-        for keys, _ in _leaves(_load(files[path])):
+        for keys, _ in _leaves(values.load_values_file(files[path])):
             target = masked
             for key in keys[:-1]:
                 target = target.get(key) if isinstance(target, dict) else None
@@ -181,8 +130,7 @@ def redact_rendered(text: str, secret_strings: Sequence[str]) -> str:
 
 def _chart_values(chart: Path) -> dict[str, Any]:
     path = chart / "values.yaml"
-    return _load(path) if path.is_file() else {}
-
+    return values.load_values_file(path) if path.is_file() else {}
 
 
 # --- step 6: unchanged releases ----------------------------------------------------------------------------
@@ -191,13 +139,11 @@ CONFIG_STAMP_PREFIX = "hubploy config sha256:"
 
 
 def config_digest(prepared: PreparedValues, release: str, namespace: str, version: str | None) -> str:
-    """sha256 of everything that decides what helm deploys: every file of the chart, the merged values
+    """sha256 of everything that decides what helm deploys: every file of the chart (a packaged
+    dependency by the files in it, not its bytes, which change each time helm packages it), the merged values
     (secrets included: helm stores them in the release anyway), the ``--set`` arguments, release,
     namespace and chart version. Comments and key order in values files do not count."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in prepared.chart.rglob("*") if p.is_file() and p.name != DEPS_STAMP):
-        digest.update(f"{path.relative_to(prepared.chart)}\0".encode())
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    digest = hashlib.sha256(content_digest(prepared.chart).encode())
     described = {"values": prepared.merged, "set": prepared.plan.set_args,
                  "set-string": prepared.plan.set_string_args, "release": release, "namespace": namespace,
                  "version": version}
