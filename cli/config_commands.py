@@ -21,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("render", help="print what a deploy of HUB to ENV would apply (helm template; secrets "
-                                      "redacted); touches no cluster")
+                                      "redacted, values the chart generates at random masked); touches no "
+                                      "cluster")
     p.add_argument("hub", metavar="HUB")
     p.add_argument("environment", metavar="ENV", choices=["develop", "staging", "prod"])
     p.set_defaults(func=cmd_render)
@@ -43,15 +44,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from hubploy.deploy import redact_rendered
     from hubploy.layout import load_repo
-    from hubploy.render import prepared_values, template
+    from hubploy.render import prepared_values, render, shown
     from hubploy.runner import child_env
 
     repo = load_repo(Path.cwd())
     env = child_env()
     with prepared_values(repo, repo.load_hub(args.hub), args.environment, base_env=env) as prepared:
-        sys.stdout.write(redact_rendered(template(prepared, env=env), prepared.secret_strings))
+        sys.stdout.write(shown(render(prepared, env=env), prepared.secret_strings))
     return 0
 
 

@@ -70,9 +70,10 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     env = child_env()
     _refuse_debug_in_ci(args, env)
     repo = load_repo(Path.cwd())
-    # every check that needs no cluster, before any cluster call; the repo's default chart dir only
-    # matters when hubploy-repo.yaml names it (classic repos pass their chart as an argument)
-    issues = [i for i in validate_repo(repo.root, [args.hub])
+    # every check that needs no cluster (the chart's values schema too) for this environment, before any
+    # cluster call; the repo's default chart dir only matters when hubploy-repo.yaml names it (classic
+    # repos pass their chart as an argument)
+    issues = [i for i in validate_repo(repo.root, [args.hub], envs=[args.environment], env=env)
               if i.key_path != "chart" or "chart" in repo.settings.model_fields_set]
     if issues:
         raise ConfigError(issues)

@@ -12,7 +12,7 @@ from blocks.resolve import credentials
 from hubploy import helm
 from hubploy.layout import load_repo
 from hubploy.manifest_diff import manifest_diff
-from hubploy.render import deployed_manifest, prepared_values, render_manifest, template
+from hubploy.render import deployed_manifest, prepared_values, render, render_manifest
 from hubploy.runner import child_env, redact, run
 
 
@@ -50,8 +50,9 @@ def prod_diffs(tree: str, hubs: list[str], env_name: str = "prod") -> dict[str, 
     for hub in hubs:
         running, _ = _running(hub, env_name, tree)
         rendered = render_manifest(repo, hub, env_name, base_env=child_env())
-        diffs[hub] = manifest_diff(running or "", rendered, old_label=f"{hub}-{env_name} running" if running
-                                   else "not installed", new_label="this commit")
+        diffs[hub] = manifest_diff(running or "", rendered.manifest, generated=rendered.generated,
+                                   old_label=f"{hub}-{env_name} running" if running else "not installed",
+                                   new_label="this commit")
     return diffs
 
 
@@ -78,10 +79,11 @@ def detect_drift(tree: str, hub_name: str, env_name: str) -> Drift:
         return Drift(hub_name, env_name, hub.release(env_name), "", [], installed=False)
     env = child_env()
     with prepared_values(repo, hub, env_name, base_env=env) as prepared:
-        rendered = template(prepared, env=env)
+        rendered = render(prepared, env=env)
         changed = [redact(p, prepared.secret_strings)
                    for p in _changed_paths(running_values or {}, prepared.user_values)]
-    diff = manifest_diff(running_manifest, rendered, old_label="running", new_label="repo")
+    diff = manifest_diff(running_manifest, rendered.manifest, generated=rendered.generated, old_label="running",
+                         new_label="repo")
     if diff or changed:
         get_run_logger().warning("drift in %s: %d manifest diff lines, values %s", hub.release(env_name),
                                   len(diff.splitlines()), changed or "unchanged")
