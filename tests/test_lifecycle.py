@@ -85,7 +85,7 @@ def deploy_repo(tmp_path: Path, sandbox, hubploy_worker: Worker) -> DeployRepo: 
     branches at the same commit, pushed to a bare origin."""
     hub = f"lc{secrets.token_hex(3)}"
     work = init_repo(tmp_path / "work", branch="staging")
-    for item in ("hub", "hubploy-repo.yaml", ".sops.yaml", "example-age.key"):
+    for item in ("hub", "sandbox/charts/jupyterhub", "hubploy-repo.yaml", ".sops.yaml", "example-age.key"):
         src = PROJECT_ROOT / item
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, work.root / item)
     shutil.copytree(PROJECT_ROOT / "deployments" / "minimal", work.root / "deployments" / hub)

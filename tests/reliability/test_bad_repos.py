@@ -135,8 +135,8 @@ CASES: dict[str, Bad] = {
     # --- image layout
     "image path is a file": Bad(hub("images:\n  images:\n    - name: localhost:5000/x/y\n"
                                     "      path: image/Dockerfile\n"), HUB_YAML, "images.images[0].path"),
-    "image dir symlink escapes the hub": Bad({f"{H}/image": None, f"{H}/image-link": Symlink("../../outside"),
-                                              "outside/Dockerfile": "FROM scratch\n",
+    "image dir symlink escapes the repo": Bad({f"{H}/image": None, f"{H}/image-link": Symlink("../../../outside"),
+                                               "../outside/Dockerfile": "FROM scratch\n",
                                               HUB_YAML: "images:\n  images:\n    - name: localhost:5000/x/y\n"
                                                         "      path: image-link\n"},
                                              HUB_YAML, "images.images[0].path", ("outside",)),
