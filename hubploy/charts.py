@@ -22,11 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import yaml
 
 from hubploy import helm
 from hubploy.config.base import inside
-from hubploy.config.loader import MAX_YAML_BYTES, load_yaml, parse_yaml
+from hubploy.config.loader import MAX_YAML_BYTES, decode_text, load_yaml, parse_checked
 from hubploy.errors import ConfigError, ConfigIssue
 from hubploy.runner import run
 
@@ -93,13 +92,12 @@ class Chart:
     packaged: tuple[Chart, ...] = ()  # the charts in its charts/ directory
 
 
-def _load(text: bytes, where: str, name: str) -> Any:
-    try:
-        data, _ = parse_yaml(text.decode("utf-8"))
-    except (UnicodeDecodeError, yaml.YAMLError, RecursionError) as exc:
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError([ConfigIssue(Path(where) / name, "", f"cannot read the chart's {name}: {problem}")]) \
-            from None
+def _load(raw: bytes, where: str, name: str) -> Any:
+    path = Path(where) / name
+    text, issues = decode_text(path, raw)
+    data, _, more = parse_checked(text, path) if text is not None else (None, {}, [])
+    if issues or more:
+        raise ConfigError(issues + more)
     return data
 
 

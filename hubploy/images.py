@@ -29,6 +29,7 @@ from pathlib import Path
 import yaml
 
 from hubploy import git
+from hubploy.config.loader import load_yaml_or_raise
 from hubploy.errors import ConfigError, ConfigIssue, HubployError
 from hubploy.layout import Hub, ImageSpec
 
@@ -70,10 +71,7 @@ def read_rebuild_tags(hub_dir: Path) -> dict[str, dict[str, str]]:
     path = rebuild_tags_file(hub_dir)
     if not path.is_file():
         return {}
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError([ConfigIssue(path, "", f"not valid YAML: {exc}")]) from None
+    data = load_yaml_or_raise(path) or {}
     images = data.get("images") if isinstance(data, dict) else None
     if not isinstance(images, dict) or not all(
             isinstance(v, dict) and isinstance(v.get("source_tag"), str) and isinstance(v.get("tag"), str)

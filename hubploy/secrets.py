@@ -31,7 +31,7 @@ from typing import Any, Iterable, Iterator, Literal, Mapping
 
 import yaml
 
-from hubploy.config.loader import MAX_YAML_BYTES
+from hubploy.config.loader import MAX_YAML_BYTES, parse_yaml, parse_yaml_documents, yaml_problem
 from hubploy.errors import CommandError, CommandNotFoundError, SecretsError
 from hubploy.runner import register_secret, run
 
@@ -108,13 +108,10 @@ def _has_sops_metadata(data: bytes, fmt: Format) -> bool:
         return False
     if fmt == "yaml":
         try:
-            return any(isinstance(doc, dict) and "sops" in doc for doc in yaml.safe_load_all(text))
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            where = f"line {mark.line + 1}: " if mark else ""
-            raise _Unparsable(where + (exc.problem or str(exc).splitlines()[0])) from None
+            return any(isinstance(doc, dict) and "sops" in doc for doc in parse_yaml_documents(text))
         except (yaml.YAMLError, RecursionError) as exc:
-            raise _Unparsable(str(exc) or type(exc).__name__) from None
+            message, line = yaml_problem(exc)
+            raise _Unparsable((f"line {line}: " if line else "") + message.split(": ", 1)[-1]) from None
     if fmt == "dotenv":
         return re.search(r"^sops_(version|mac)=", text, re.MULTILINE) is not None
     if fmt == "ini":
@@ -281,10 +278,10 @@ def _parse(text: str, fmt: Format, path: Path) -> dict[str, Any]:
         elif fmt == "json":
             data = json.loads(text)
         elif fmt == "yaml":
-            data = yaml.safe_load(text)
+            data = parse_yaml(text)[0]
         else:
             data = _parse_yaml_or_ini(text)
-    except (ValueError, yaml.YAMLError, configparser.Error) as exc:
+    except (ValueError, yaml.YAMLError, configparser.Error, RecursionError) as exc:
         raise SecretsError(f"{path}: cannot parse the decrypted {fmt} content: {type(exc).__name__}") from None
     if not isinstance(data, dict) or not data:
         raise SecretsError(f"{path}: expected a non-empty mapping of keys, found "
@@ -294,7 +291,7 @@ def _parse(text: str, fmt: Format, path: Path) -> dict[str, Any]:
 
 def _parse_yaml_or_ini(text: str) -> Any:
     try:
-        data = yaml.safe_load(text)
+        data = parse_yaml(text)[0]
     except yaml.YAMLError:
         data = None
     return data if isinstance(data, dict) else _parse_ini(text)

@@ -97,8 +97,11 @@ def validate_hub(repo: DeploymentRepo, name: str, *, chart: Chart | None = None,
         issues.extend(_issues(hub.config_file, hub.config.problems(hub.name, hub.dir, repo.root), hub.lines))
     if hub is not None and chart is not None and not files_issues:
         for env_name in env_names:
-            issues.extend(_check_schema(repo, hub, env_name, chart, decrypt=decrypt,
-                                        env=child_env() if env is None else env))
+            try:
+                issues.extend(_check_schema(repo, hub, env_name, chart, decrypt=decrypt,
+                                            env=child_env() if env is None else env))
+            except ConfigError as exc:
+                issues.extend(exc.issues)
     return issues
 
 
@@ -197,9 +200,16 @@ def _check_schema(repo: DeploymentRepo, hub: Hub, env_name: str, chart: Chart, *
     return check_values(chart, repo.root, [*defaults, *layers, _image_layer(hub)], merged)
 
 
-def _layer(path: Path, *, secret: bool = False) -> Layer:
-    data, lines, _ = load_yaml(path)
-    return Layer(path, data if isinstance(data, dict) else {}, lines, secret=secret)
+def _layer(path: Path, *, secret: bool = False, shown_as: Path | None = None) -> Layer:
+    """The values of a YAML file; ConfigError, naming ``shown_as`` (default: the file), when it does not
+    parse (a decrypted secret's own problems are reported without its text)."""
+    data, lines, issues = load_yaml(path)
+    if issues:
+        if shown_as is None:
+            raise ConfigError(issues)
+        raise ConfigError([ConfigIssue(shown_as, issue.key_path, "decrypted: " + issue.message.split(":")[0],
+                                       line=issue.line) for issue in issues])
+    return Layer(shown_as or path, data if isinstance(data, dict) else {}, lines, secret=secret)
 
 
 def _secret_layer(repo: DeploymentRepo, path: Path, *, decrypt: bool, env: Mapping[str, str]) -> Layer:
@@ -213,7 +223,7 @@ def _secret_layer(repo: DeploymentRepo, path: Path, *, decrypt: bool, env: Mappi
         return Layer(path, data, encrypted.lines, secret=True, placeholders=placeholders)
     with decrypted([path], env=with_age_key(env, repo.age_key_file),
                    allow_plaintext=repo.settings.secrets.allow_plaintext) as files:
-        clear = _layer(files[path])
+        clear = _layer(files[path], secret=True, shown_as=path)
     _register_strings(clear.data)
     return Layer(path, clear.data, encrypted.lines, secret=True)
 

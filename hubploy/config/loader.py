@@ -112,6 +112,14 @@ def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int])
     return total
 
 
+def _check_aliases(node: yaml.Node) -> None:
+    sizes: dict[int, int] = {}
+    expanded = _expanded_size(node, sizes, set())
+    if expanded - len(sizes) > MAX_ALIAS_NODES:
+        raise AliasBombError(f"its aliases expand to {expanded:,} values from {len(sizes):,} written ones "
+                             f"(at most {MAX_ALIAS_NODES:,} more are allowed): an alias bomb?")
+
+
 def parse_yaml(text: str) -> tuple[Any, yaml.Node | None]:
     """(data, node) of a one-document YAML text. Raises yaml.YAMLError, or AliasBombError when aliases
     would add more than MAX_ALIAS_NODES values."""
@@ -120,14 +128,47 @@ def parse_yaml(text: str) -> tuple[Any, yaml.Node | None]:
         node = loader.get_single_node()
         if node is None:
             return None, None
-        sizes: dict[int, int] = {}
-        expanded = _expanded_size(node, sizes, set())
-        if expanded - len(sizes) > MAX_ALIAS_NODES:
-            raise AliasBombError(f"its aliases expand to {expanded:,} values from {len(sizes):,} written ones "
-                                 f"(at most {MAX_ALIAS_NODES:,} more are allowed): an alias bomb?")
+        _check_aliases(node)
         return loader.construct_document(node), node
     finally:
         loader.dispose()
+
+
+def parse_yaml_documents(text: str) -> list[Any]:
+    """Every document of a YAML text, each bounded as in :func:`parse_yaml`."""
+    loader = SafeLoader(text)
+    try:
+        documents = []
+        while loader.check_node():
+            node = loader.get_node()
+            _check_aliases(node)
+            documents.append(loader.construct_document(node))
+        return documents
+    finally:
+        loader.dispose()
+
+
+def yaml_problem(exc: BaseException) -> tuple[str, int | None]:
+    """What a YAML error says, and its line."""
+    if isinstance(exc, AliasBombError):
+        return f"refused YAML: {exc}", None
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        return f"malformed YAML: {exc.problem or str(exc).splitlines()[0]}", mark.line + 1 if mark else None
+    return f"malformed YAML: {exc or type(exc).__name__}", None
+
+
+def parse_checked(text: str, path: Path) -> tuple[Any, LineMap, list[ConfigIssue]]:
+    """Parse the YAML text of ``path``: (data, line map, issues), with duplicate keys as issues."""
+    try:
+        data, node = parse_yaml(text)
+    except (yaml.YAMLError, RecursionError) as exc:
+        message, line = yaml_problem(exc)
+        return None, {}, [ConfigIssue(path, "", message, line=line)]
+    duplicates = _duplicate_keys(node, path) if node is not None else []
+    if duplicates:
+        return None, {}, duplicates
+    return data, (_line_map(node) if node is not None else {}), []
 
 
 def load_yaml(path: Path, raw: bytes | None = None) -> tuple[Any, LineMap, list[ConfigIssue]]:
@@ -140,21 +181,7 @@ def load_yaml(path: Path, raw: bytes | None = None) -> tuple[Any, LineMap, list[
     text, issues = decode_text(path, raw)
     if text is None:
         return None, {}, issues
-    try:
-        data, node = parse_yaml(text)
-    except AliasBombError as exc:
-        return None, {}, [ConfigIssue(path, "", f"refused YAML: {exc}")]
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else None
-        problem = exc.problem or str(exc).splitlines()[0]
-        return None, {}, [ConfigIssue(path, "", f"malformed YAML: {problem}", line=line)]
-    except (yaml.YAMLError, RecursionError) as exc:
-        return None, {}, [ConfigIssue(path, "", f"malformed YAML: {exc or type(exc).__name__}")]
-    duplicates = _duplicate_keys(node, path) if node is not None else []
-    if duplicates:
-        return None, {}, duplicates
-    return data, (_line_map(node) if node is not None else {}), []
+    return parse_checked(text, path)
 
 
 def load_yaml_or_raise(path: Path) -> Any:

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers.cli import run_cli
+from helpers.cli import VENV_BIN, run_cli
 from helpers.gitrepo import init_repo
-from rel_support import GOOD_HUB, Shims, copy_good_repo
+from rel_support import GOOD_HUB, PROJECT_ROOT, Shims, copy_good_repo
 
 pytestmark = [pytest.mark.reliability, pytest.mark.sandbox]
 
@@ -55,6 +55,25 @@ def hub(text: str) -> dict[str, str]:
 
 
 PLAINTEXT_SECRET = "jupyterhub:\n  proxy:\n    secretToken: plain-text-token-0123456789\n"
+CHART = (PROJECT_ROOT / "hub" / "Chart.yaml").read_text()
+HUGE = 100 * 2 ** 20
+
+
+def alias_bomb(key: str) -> str:
+    """Nine levels of nine aliases each: 9**9 (387 million) values from 90 written ones."""
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)]
+    return "\n".join(lines) + f"\n{key}: *a8\n"
+
+
+def write_huge(path: Path) -> None:
+    """A 100 MB YAML file of comments, written in chunks."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = b"# " + b"x" * 1021 + b"\n"
+    with path.open("wb") as handle:
+        handle.write(b"jupyterhub: {}\n")
+        for _ in range(HUGE // len(line) + 1):
+            handle.write(line)
 
 CASES: dict[str, Bad] = {
     # --- hubploy-repo.yaml: wrong types, bad values, deep unknown keys, lists for mappings
@@ -186,7 +205,55 @@ CASES: dict[str, Bad] = {
                               setup="tamper"),
     # --- hub dirs
     "hub dir is a file": Bad({H: None}, "deployments", "", ("no hubs found",), setup="hub-file"),
+    # --- hostile repos (issue 15): paths with '..' and symlinks leading out of the repository
+    "image path escapes the repo": Bad(hub("images:\n  images:\n    - name: localhost:5000/x/y\n"
+                                           "      path: ../../../outside\n"), HUB_YAML, "images.images[0].path",
+                                       ("outside the repository",), setup="outside-dir"),
+    "key file escapes the repo": Bad(hub(MINIMAL_HUB + "cluster:\n  provider: kubeconfig\n"
+                                                       "  kubeconfig: {filename: ../../../../etc/hostname}\n"),
+                                     HUB_YAML, "cluster.kubeconfig.filename", ("outside the repository",)),
+    "hub dir is a symlink out of the repo": Bad({}, H, "", ("outside the repository",), setup="hub-outside"),
+    "deployments/ is a symlink out of the repo": Bad({}, "deployments", "", ("outside the repository",),
+                                                     setup="deployments-outside"),
+    "chart dependency escapes the repo": Bad({"hub/Chart.yaml": CHART.replace("../sandbox/charts/jupyterhub",
+                                                                              "../../../outside-chart")},
+                                             "hub/Chart.yaml", "dependencies", ("outside the repository",)),
+    # --- YAML alias bombs ("billion laughs") and recursive aliases, wherever YAML is read
+    "alias bomb in hubploy.yaml": Bad(hub(alias_bomb("environments")), HUB_YAML, "", ("alias bomb",)),
+    "alias bomb in a values file": Bad({f"{H}/config/common.yaml": alias_bomb("jupyterhub")},
+                                       f"{H}/config/common.yaml", "", ("alias bomb",)),
+    "alias bomb in the chart's values": Bad({"hub/values.yaml": alias_bomb("jupyterhub")}, "hub/values.yaml", "",
+                                            ("alias bomb",)),
+    "alias bomb in a secret file": Bad({f"{H}/secrets/staging.yaml": alias_bomb("jupyterhub")},
+                                       f"{H}/secrets/staging.yaml", "", ("alias bomb",)),
+    "alias bomb in hubploy-repo.yaml": Bad({SETTINGS: alias_bomb("shared_paths")}, SETTINGS, "", ("alias bomb",)),
+    "recursive alias in a values file": Bad({f"{H}/config/common.yaml": "jupyterhub: &a {hub: *a}\n"},
+                                            f"{H}/config/common.yaml", "", ("recursive alias",)),
+    # --- 100 MB files: refused unread
+    "100 MB values file": Bad({}, f"{H}/config/common.yaml", "", ("MiB",), setup=f"huge:{H}/config/common.yaml"),
+    "100 MB hubploy.yaml": Bad({}, HUB_YAML, "", ("MiB",), setup=f"huge:{HUB_YAML}"),
+    "100 MB secret file": Bad({}, f"{H}/secrets/staging.yaml", "", ("MiB",),
+                              setup=f"huge:{H}/secrets/staging.yaml"),
+    "100 MB chart values": Bad({}, "hub/values.yaml", "", ("MiB",), setup="huge:hub/values.yaml"),
+    # --- bytes that are not UTF-8, named with their line
+    "values file not UTF-8": Bad({f"{H}/config/common.yaml": "jupyterhub:\n  hub: {caf\xe9: 1}\n".encode("latin-1")},
+                                 f"{H}/config/common.yaml", "", ("UTF-8", ":2:")),
+    "secret file not UTF-8": Bad({f"{H}/secrets/staging.yaml": "a: 1\nb: caf\xe9\n".encode("latin-1")},
+                                 f"{H}/secrets/staging.yaml", "", ("UTF-8", "line 2")),
+    "Chart.yaml not UTF-8": Bad({"hub/Chart.yaml": CHART.replace("The example", "L\xe9 example").encode("latin-1")},
+                                "hub/Chart.yaml", "", ("UTF-8",)),
+    "settings not UTF-8": Bad({SETTINGS: (GOOD_SETTINGS + "# r\xe9sum\xe9\n").encode("latin-1")}, SETTINGS, "",
+                              ("UTF-8",)),
+    # --- duplicate keys
+    "duplicate key in a values file": Bad({f"{H}/config/common.yaml": "jupyterhub:\n  hub: {}\n  hub: {}\n"},
+                                          f"{H}/config/common.yaml", "jupyterhub.hub", ("duplicate key",)),
+    "duplicate key in the chart's values": Bad({"hub/values.yaml": "jupyterhub: {}\njupyterhub: {}\n"},
+                                               "hub/values.yaml", "jupyterhub", ("duplicate key",)),
+    "duplicate key in Chart.yaml": Bad({"hub/Chart.yaml": CHART + "version: 0.2.0\n"}, "hub/Chart.yaml",
+                                       "version", ("duplicate key",)),
 }
+
+HOSTILE_NAMES = ["..", "../h", "../../etc", "h/../h", "/etc", "."]
 
 
 def _apply(root: Path, case: Bad) -> None:
@@ -213,6 +280,18 @@ def _apply(root: Path, case: Bad) -> None:
         (root / H).write_text("hubploy.yaml: {}\n")
     elif case.setup == "other-age-key":
         subprocess.run(["age-keygen", "-o", str(root / "other-age.key")], check=True, capture_output=True)
+    elif case.setup == "outside-dir":
+        (root.parent / "outside").mkdir(exist_ok=True)
+    elif case.setup == "hub-outside":
+        outside = root.parent / "outside-hub"
+        (root / H).rename(outside)
+        (root / H).symlink_to(outside)
+    elif case.setup == "deployments-outside":
+        outside = root.parent / "outside-deployments"
+        (root / "deployments").rename(outside)
+        (root / "deployments").symlink_to(outside)
+    elif case.setup and case.setup.startswith("huge:"):
+        write_huge(root / case.setup.removeprefix("huge:"))
     elif case.setup == "tamper":
         path = root / H / "secrets" / "staging.yaml"
         text = path.read_text()
@@ -281,3 +360,55 @@ def test_bad_repo_is_refused_clearly_without_a_cluster_call(name: str, good_temp
     _check_output(name, "deploy", deployed, case, ())
     assert shims.cluster_calls() == [], f"{name}: cluster calls {shims.cluster_calls()}\n{deployed.stderr}"
     assert time.monotonic() - started < 60, f"{name}: took {time.monotonic() - started:.0f} s"
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_hub_names_that_are_paths_are_refused_without_a_cluster_call(name: str, good_template: Path,
+                                                                     tmp_path: Path, shims: Shims) -> None:
+    root = _fresh_repo(good_template, tmp_path)
+    for argv in (["validate", name], ["render", name, "staging"], ["deploy", name, "hub", "staging"]):
+        result = run_cli(*argv, cwd=root, env=shims.env, timeout=60)
+        output = result.stdout + result.stderr
+        assert result.returncode == 1 and "Traceback" not in output, f"{argv}: {output}"
+        lines = _error_lines(result.stderr)
+        assert len(lines) == 1 and repr(name) in lines[0], f"{argv}: {output}"
+    assert shims.cluster_calls() == [], shims.cluster_calls()
+
+
+@dataclass(frozen=True)
+class Cost:
+    seconds: float
+    peak_mb: float
+    stderr: str
+
+
+def _validate_cost(root: Path, env: dict[str, str]) -> Cost:
+    """Wall time and peak resident memory of one `hubploy validate` process, as GNU time reads them."""
+    full_env = {**os.environ, **env, "PATH": f"{VENV_BIN}{os.pathsep}{env['PATH']}"}
+    done = subprocess.run(["/usr/bin/time", "-f", "cost %e %M", str(VENV_BIN / "hubploy"), "validate"], cwd=root,
+                          env=full_env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    *rest, cost = done.stderr.rstrip("\n").rsplit("\n", 1)
+    _, seconds, peak_kb = cost.split()
+    return Cost(float(seconds), int(peak_kb) / 1024, "\n".join(rest))
+
+
+def test_alias_bomb_and_100_mb_file_cost_bounded_time_and_memory(good_template: Path, tmp_path: Path,
+                                                                 shims: Shims) -> None:
+    """Measured, printed, and bounded generously: a hostile file costs at most 5 s and 200 MB more than
+    validating the good repository."""
+    (tmp_path / "base").mkdir()
+    base = _validate_cost(_fresh_repo(good_template, tmp_path / "base"), shims.env)
+    hostile = {name: CASES[name] for name in ("alias bomb in a values file", "alias bomb in hubploy.yaml",
+                                              "100 MB values file", "100 MB secret file")}
+    print(f"\nvalidate, good repository: {base.seconds:.2f} s, peak {base.peak_mb:.0f} MB")
+    for name, case in hostile.items():
+        where = tmp_path / name.replace(" ", "-")
+        where.mkdir()
+        root = _fresh_repo(good_template, where)
+        _apply(root, case)
+        cost = _validate_cost(root, shims.env)
+        print(f"validate, {name}: {cost.seconds:.2f} s (+{cost.seconds - base.seconds:.2f}), "
+              f"peak {cost.peak_mb:.0f} MB (+{cost.peak_mb - base.peak_mb:.0f})")
+        assert "error: " in cost.stderr and "Traceback" not in cost.stderr, cost.stderr
+        assert cost.seconds - base.seconds < 5, f"{name}: {cost.seconds:.1f} s"
+        assert cost.peak_mb - base.peak_mb < 200, f"{name}: {cost.peak_mb:.0f} MB"
