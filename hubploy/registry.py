@@ -29,10 +29,10 @@ from typing import Any
 import httpx
 
 from hubploy import http
+from hubploy.config.models import DOCKER_HUB, split_repository
 from hubploy.errors import RegistryError
 from hubploy.runner import register_secret
 
-DOCKER_HUB = "docker.io"
 MANIFEST_TYPES = (
     "application/vnd.oci.image.manifest.v1+json",
     "application/vnd.oci.image.index.v1+json",
@@ -60,16 +60,6 @@ class AuthFiles:
 
     path: Path
     env: dict[str, str]
-
-
-def split_repository(name: str) -> tuple[str, str]:
-    """``host[:port]/path`` -> (host, path) with Docker's rules: the first component is a registry
-    host only if it has a dot or a port or is ``localhost``; otherwise the image is on Docker Hub.
-    """
-    first, _, rest = name.partition("/")
-    if rest and ("." in first or ":" in first or first == "localhost"):
-        return first, rest
-    return DOCKER_HUB, name if rest else f"library/{name}"
 
 
 def is_local(host: str) -> bool:

@@ -179,6 +179,16 @@ def test_a_missing_image_is_refused_before_the_cluster_changes(
     assert cluster.verbs() == ["helm version", "helm history"] and cluster.state()["namespaces"] == []
 
 
+def test_an_image_left_out_by_image_check_is_not_looked_up(
+        run_deploy: Callable[..., DeployResult], registry: dict[str, str]) -> None:
+    registry.clear()  # the image is not there: only a lookup would refuse the deploy
+    hub_file = run_deploy.root / "deployments" / "h" / "hubploy.yaml"  # type: ignore[attr-defined]
+    hub_file.write_text(hub_file.read_text() + "image_check: {skip: [registry.example.org]}\n")
+    done = run_deploy()
+    assert done.outcome is Outcome.deployed
+    assert [(i.reference, i.digest, i.checked) for i in done.images] == [(f"{HUB_IMAGE}:1", None, False)]
+
+
 def test_a_history_error_is_raised_before_an_image_refusal(
         run_deploy: Callable[..., DeployResult], cluster: Cluster, registry: dict[str, str]) -> None:
     """The deploy is still refused (nothing changed), but the error reported is the cluster's."""

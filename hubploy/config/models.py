@@ -14,6 +14,7 @@ file and line.
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -40,13 +41,24 @@ from hubploy.config.repo_settings import FreezeWindow, RepoSettings, SecretsSett
 
 __all__ = ["ALLOWED_ENVIRONMENTS", "AwsCluster", "AwsRegistry", "AzureCluster", "AzureRegistry", "Cluster",
            "ClusterSettings", "DockerconfigRegistry", "EnvironmentSettings", "FreezeWindow", "GcloudCluster",
-           "GcloudRegistry", "HubConfig", "ImageEntry", "Images", "KubeconfigCluster", "Problem",
+           "GcloudRegistry", "HubConfig", "ImageCheck", "ImageEntry", "Images", "KubeconfigCluster", "Problem",
            "ProviderSettings", "Registry", "RegistrySettings", "RepoSettings", "SecretsSettings", "Strict",
-           "is_dns_label", "parse_moment", "split_image_reference"]
+           "is_dns_label", "parse_moment", "split_image_reference", "split_repository"]
 
 DEFAULT_SUBSTITUTION_PATH = "jupyterhub.singleuser.image"
+DOCKER_HUB = "docker.io"
 DEFAULT_ENVIRONMENTS = ("staging", "prod")
 ALLOWED_ENVIRONMENTS = ("develop", "staging", "prod")
+
+
+def split_repository(name: str) -> tuple[str, str]:
+    """``host[:port]/path`` -> (host, path) with Docker's rules: the first component is a registry
+    host only if it has a dot or a port or is ``localhost``; otherwise the image is on Docker Hub.
+    """
+    first, _, rest = name.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        return first, rest
+    return DOCKER_HUB, name if rest else f"library/{name}"
 
 
 def split_image_reference(reference: str) -> tuple[str, str | None]:
@@ -151,6 +163,47 @@ class Images(Strict):
         return list(self.images)
 
 
+# ---------------------------------------------------------------- the image check (new)
+
+class ImageCheck(Strict):
+    """Which images a deploy looks up in their registries before helm runs. A pattern is a registry host
+    (``quay.io``; ``docker.io`` for Docker Hub's short names), or a glob on the image name without its
+    tag (``quay.io/jupyterhub/*``)."""
+
+    only: Literal["all", "built"] | list[str] = Field(
+        "all", description="all: every {name, tag} in the hub's values (the default); built: only the images "
+                           "this hubploy.yaml declares under images:; or a list of patterns to check.")
+    skip: list[str] = Field(default_factory=list,
+                            description="Patterns of images never looked up (e.g. a registry this machine "
+                                        "cannot reach).")
+
+    @field_validator("only", "skip")
+    @classmethod
+    def _patterns(cls, value: Any) -> Any:
+        if isinstance(value, list) and not all(isinstance(p, str) and p.strip() for p in value):
+            raise ValueError("patterns are registry hosts or image name globs, not empty")
+        return value
+
+    def wants(self, name: str, built: set[str]) -> bool:
+        """Whether the image ``name`` (without tag) is looked up; ``built``: the names images: declares."""
+        if any(_matches(name, pattern) for pattern in self.skip):
+            return False
+        if self.only == "all":
+            return True
+        if self.only == "built":
+            return name in built
+        return any(_matches(name, pattern) for pattern in self.only)
+
+
+def _matches(name: str, pattern: str) -> bool:
+    """A registry host matches the images on it; anything else is a glob on the image name (Docker Hub's
+    short names are also tried as docker.io/<name>)."""
+    host, path = split_repository(name)
+    if "/" not in pattern and not any(c in pattern for c in "*?["):
+        return host == pattern
+    return fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(f"{host}/{path}", pattern)
+
+
 # ---------------------------------------------------------------- environments (new)
 
 
@@ -176,6 +229,9 @@ class HubConfig(Strict):
 
     images: Images | None = Field(None, description="Images built for this hub and injected into its values.")
     cluster: Cluster | None = Field(None, description="Where the hub is deployed.")
+    image_check: ImageCheck = Field(default_factory=ImageCheck,
+                                    description="Which images a deploy looks up in their registries first "
+                                                "(default: all of them).")
     environments: dict[EnvName, EnvironmentSettings] = Field(
         default_factory=lambda: {env: EnvironmentSettings() for env in DEFAULT_ENVIRONMENTS},
         description="Environments this hub is deployed to: a list of names, or a mapping name -> settings "

@@ -112,6 +112,7 @@ class ImageRef:
     name: str
     tag: str
     digest: str | None
+    checked: bool = True  # False: image_check in hubploy.yaml leaves it out
 
     @property
     def reference(self) -> str:

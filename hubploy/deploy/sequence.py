@@ -22,6 +22,7 @@ from hubploy.deploy.model import (
     DeployResult,
     Ending,
     ImageDigest,
+    ImageRef,
     Logger,
     Outcome,
     Target,
@@ -124,7 +125,7 @@ class _Deploy:
 
     def _dry_run(self, prepared: PreparedValues, target: Target, major: int) -> Ending:
         """Check the images and let helm render and validate the release, changing nothing."""
-        self.result.images = check_images(prepared.merged, self.image_digest, logger=self.logger)
+        self.result.images = self._check_images(prepared)
         argv = helm.upgrade_argv(target.helm, major, target.release, str(prepared.chart), target.namespace,
                                  prepared.values_args, self.options.flags, kube_context=target.context)
         self.result.rendered = redact_rendered(run(argv, env=target.env).stdout, prepared.secret_strings)
@@ -164,10 +165,15 @@ class _Deploy:
         with ThreadPoolExecutor(1) as background:
             history = background.submit(release_history, target)
             try:
-                self.result.images = check_images(prepared.merged, self.image_digest, logger=self.logger)
+                self.result.images = self._check_images(prepared)
             except HubployError as refusal:
                 return _refused(refusal, history)
             return history.result()
+
+    def _check_images(self, prepared: PreparedValues) -> list[ImageRef]:
+        """Step 4's lookups, as far as hubploy.yaml's image_check wants them."""
+        return check_images(prepared.merged, self.image_digest, logger=self.logger,
+                            scope=self.hub.config.image_check, built={spec.name for spec in self.hub.images})
 
     def _remove_created_namespace(self, created: bool, target: Target, outcome: Outcome) -> None:
         """Nothing of the release is left when helm refused it or --atomic removed the first install."""
