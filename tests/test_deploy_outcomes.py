@@ -210,16 +210,50 @@ def test_a_chart_that_does_not_render_is_refused_and_its_new_namespace_removed(
     assert cluster.state()["namespaces"] == [] and "h-staging" not in cluster.state()["releases"]
 
 
-def test_an_upgrade_that_never_becomes_ready_is_rolled_back_by_helm(run_deploy: Callable[..., DeployResult],
-                                                                    cluster: Cluster) -> None:
+NOT_READY = [
+    {"kind": "Pod", "metadata": {"name": "hub-1", "labels": {"release": "h-staging", "component": "hub"}},
+     "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "False"}],
+                "containerStatuses": [{"name": "hub", "ready": False, "restartCount": 4,
+                                       "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off"}},
+                                       "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}}}]}},
+    {"kind": "Pod", "metadata": {"name": "jupyter-ann", "labels": {"component": "singleuser-server"}},
+     "status": {"phase": "Pending"}},
+    {"kind": "PersistentVolumeClaim", "metadata": {"name": "hub-db-dir"}, "status": {"phase": "Pending"}},
+    {"kind": "Service", "metadata": {"name": "proxy-public"}, "spec": {"type": "LoadBalancer"}, "status": {}},
+    {"kind": "Pod", "metadata": {"name": "proxy-1", "labels": {"release": "h-staging"}},
+     "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}},
+]
+PROVISIONING = {"type": "Warning", "reason": "ProvisioningFailed", "lastTimestamp": "2026-01-01T00:00:00Z",
+                "message": 'storageclass.storage.k8s.io "nope" not found',
+                "involvedObject": {"kind": "PersistentVolumeClaim", "name": "hub-db-dir"}}
+
+
+def test_an_upgrade_that_times_out_is_told_as_a_timeout_and_rolled_back(run_deploy: Callable[..., DeployResult],
+                                                                         cluster: Cluster) -> None:
     run_deploy()
-    cluster.set(upgrade="not-ready")
-    with pytest.raises(DeployError, match="rolled back; revision 3 is serving"):
+    cluster.set(upgrade="not-ready", objects=NOT_READY, events=[PROVISIONING],
+                logs={"hub-1": "Traceback (most recent call last):\n    ValueError: boom from extraConfig\n"})
+    with pytest.raises(DeployError) as failed:
         run_deploy(CHANGED)
+    message = failed.value.message
+    assert message.startswith("helm upgrade of h-staging timed out after 60s waiting for the release to be ready "
+                              "(rolled back to revision 1's configuration as revision 3, which is serving): "
+                              "not ready: "), message
+    assert ('PersistentVolumeClaim hub-db-dir is Pending (ProvisioningFailed: storageclass.storage.k8s.io "nope" '
+            "not found)") in message
+    assert ("Pod hub-1 (container hub: CrashLoopBackOff, exit code 1, 4 restarts, last log line: ValueError: boom "
+            "from extraConfig)") in message
+    assert "Service proxy-public has no external address" in message
+    assert "jupyter-ann" not in message and "proxy-1" not in message  # a user pod, a ready pod
+    assert "does not render" not in message
     rolled = run_deploy.results[-1]  # type: ignore[attr-defined]
     assert (rolled.outcome, rolled.revision_before, rolled.revision_after) == (Outcome.rolled_back, 1, 3)
     assert cluster.statuses() == ["superseded", "failed", "deployed"]
     assert cluster.state()["namespaces"] == ["h-staging"]
+    verbs = cluster.verbs()  # what was not ready is read before the rollback replaces it
+    assert verbs.index("kubectl get") < verbs.index("kubectl logs") < verbs.index("helm rollback")
+    upgrade_argv = next(c for c in cluster.state()["calls"] if c[:2] == ["helm", "upgrade"])
+    assert "--atomic" not in upgrade_argv  # hubploy rolls back itself, after reading what was not ready
 
 
 def test_a_failed_first_install_without_rollback_fails(run_deploy: Callable[..., DeployResult],

@@ -3,11 +3,13 @@ rollback and uninstall, and which of their failures are worth retrying."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
 from hubploy import helm
+from hubploy.deploy.diagnose import diagnose, is_timeout
 from hubploy.deploy.model import DEFAULT_TIMEOUT, DeployResult, Ending, Logger, Outcome, Target, log
 from hubploy.errors import CommandError, CommandTimeoutError, DeployError, HealthCheckError, RegistryError
 from hubploy.runner import run
@@ -111,7 +113,8 @@ def upgrade(target: Target, major: int, chart: Path, values_args: list[str], fla
     None when the release is deployed, else how the deploy ends (see ``_failed_upgrade``).
 
     Helm renders and validates the chart before it changes anything, so a chart or values error leaves
-    the release as it was (no new revision) and is reported as such.
+    the release as it was (no new revision) and is reported as such. The rollback of ``flags.atomic`` is
+    hubploy's, not helm's: what was not ready is read from the API first, while it is still there.
     """
     result.recovered = recover_stuck_release(target, timeout=flags.timeout, logger=logger, history=history)
     if result.recovered:
@@ -121,35 +124,74 @@ def upgrade(target: Target, major: int, chart: Path, values_args: list[str], fla
     logger.info("helm upgrade %s in %s (deployed revision before: %s)", target.release, target.namespace,
                 result.revision_before or "none")
     argv = helm.upgrade_argv(target.helm, major, target.release, str(chart), target.namespace, values_args,
-                             flags, kube_context=target.context, description=description)
+                             dataclasses.replace(flags, atomic=False), kube_context=target.context,
+                             description=description)
     try:
         upgraded = run(argv, env=target.env, on_line=lambda line: logger.debug("helm: %s", line))
     except CommandError as exc:
-        return _failed_upgrade(target, flags.atomic, result, history, exc)
+        return _failed_upgrade(target, flags, result, history, exc, logger)
     result.revision_after = deployed_revision(upgraded.stdout)
     if result.revision_after is None:
         result.revision_after = deployed_revision_now(target)
     return None
 
 
-def _failed_upgrade(target: Target, atomic: bool, result: DeployResult, history: list[helm.Revision],
-                    exc: CommandError) -> Ending:
+def helm_reason(stderr: str) -> str:
+    """helm's error, from its last ``Error:`` line on, on one line (a hook's reason follows on the next)."""
+    lines = [line.strip(" \t*") for line in stderr.strip().splitlines()]
+    starts = [index for index, line in enumerate(lines) if line.lower().startswith("error:")]
+    chosen = lines[starts[-1]:] if starts else lines[-1:]
+    return " ".join(line for line in chosen if line) or "no output"
+
+
+def _failed_upgrade(target: Target, flags: helm.UpgradeFlags, result: DeployResult,
+                    history: list[helm.Revision], exc: CommandError, logger: Logger) -> Ending:
     """A failed ``helm upgrade`` is refused when it left the history as it was (the chart did not render
-    or validate), rolled back when --atomic restored a deployed revision, and failed otherwise."""
+    or validate). Otherwise what was not ready is read from the API, then, with ``flags.atomic``, the
+    release is rolled back to its deployed revision (a first install is removed): rolled back or
+    failed. A timeout is told as one, naming what was not ready and why."""
     after_history = release_history(target)
-    after = helm.last_deployed(after_history)
-    result.revision_after = after.revision if after else None
+    reason = helm_reason(exc.stderr_tail)
+    hint = f"`kubectl get pods -n {target.namespace}` shows what is not ready; --debug logs helm's output"
     if [r.revision for r in after_history] == [r.revision for r in history]:
-        outcome = Outcome.refused
-        where = "nothing was changed: the chart does not render or validate with these values"
-    elif atomic and result.revision_before is not None:
-        outcome, where = Outcome.rolled_back, f"rolled back; revision {result.revision_after} is serving"
+        after = helm.last_deployed(after_history)
+        result.revision_after = after.revision if after else None
+        return Ending.failure(Outcome.refused, DeployError(
+            f"helm upgrade of {target.release} failed (nothing was changed: the chart does not render or "
+            f"validate with these values): {reason}", hint=hint))
+    diagnosis = diagnose(target).summary()
+    logger.warning("helm upgrade of %s failed: %s; %s", target.release, reason, diagnosis)
+    outcome, where = _undo_failed_upgrade(target, flags, result, logger)
+    if is_timeout(reason):
+        what = (f"helm upgrade of {target.release} timed out after {flags.timeout or 'its default timeout'} "
+                f"waiting for the release to be ready ({where}): {diagnosis}")
     else:
-        outcome = Outcome.failed
-        where = "the first install was removed" if atomic else "no rollback was requested"
-    return Ending.failure(outcome, DeployError(
-        f"helm upgrade of {target.release} failed ({where}): {last_line(exc.stderr_tail)}",
-        hint=f"`kubectl get pods -n {target.namespace}` shows what is not ready; --debug logs helm's output"))
+        what = f"helm upgrade of {target.release} failed ({where}): {reason}; {diagnosis}"
+    return Ending.failure(outcome, DeployError(what, hint=hint))
+
+
+def _undo_failed_upgrade(target: Target, flags: helm.UpgradeFlags, result: DeployResult,
+                         logger: Logger) -> tuple[Outcome, str]:
+    """--atomic, done by hubploy: roll back to the deployed revision, or remove a failed first install."""
+    before = result.revision_before
+    if not flags.atomic:
+        current = helm.last_deployed(release_history(target))
+        result.revision_after = current.revision if current else None
+        return Outcome.failed, "no rollback was requested"
+    if before is None:
+        logger.warning("removing the failed first install of %s", target.release)
+        uninstall(target)
+        result.revision_after = None
+        return Outcome.failed, "the first install was removed"
+    logger.warning("rolling %s back to revision %s", target.release, before)
+    try:
+        rollback(target, before, timeout=flags.timeout)
+    except CommandError as failed:
+        result.revision_after = None
+        return Outcome.failed, f"the rollback to revision {before} failed too: {helm_reason(failed.stderr_tail)}"
+    result.revision_after = deployed_revision_now(target)
+    return Outcome.rolled_back, f"rolled back to revision {before}'s configuration as revision " \
+                                f"{result.revision_after}, which is serving"
 
 
 def deployed_revision(upgrade_stdout: str) -> int | None:

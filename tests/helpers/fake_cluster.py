@@ -2,7 +2,9 @@
 
 Run as ``python fake_cluster.py helm|kubectl ARGS...``; the cluster is the JSON file named by
 ``FAKE_CLUSTER_STATE``: ``{"releases": {name: [revision, ...]}, "namespaces": [...], "calls": [...],
-"upgrade": "ok" | "render-error" | "not-ready", "rollback": "ok" | "fail", "api": "ok" | "unreachable"}``.
+"upgrade": "ok" | "render-error" | "not-ready", "rollback": "ok" | "fail", "api": "ok" | "unreachable",
+"objects": [...], "events": [...], "logs": {pod: text}}`` (the last three: what ``kubectl get`` and
+``kubectl logs`` answer).
 Every call is logged in ``calls``. It answers the argv that hubploy.helm builds, with helm 3's
 output and exit codes.
 """
@@ -100,6 +102,12 @@ def helm(state: State, args: list[str]) -> int:
 def kubectl(state: State, args: list[str]) -> int:
     if args[0] == "--context":
         args = args[2:]
+    if args[0] == "logs":  # logs -n NS POD -c CONTAINER ...: the pod's canned log
+        print(state.get("logs", {}).get(args[3], ""))
+        return 0
+    if args[0] == "get" and args[1] != "namespace":  # the objects (and events) a diagnosis reads
+        print(json.dumps({"items": state.get("events" if args[1] == "events" else "objects", [])}))
+        return 0
     verb, kind, namespace = args[0], args[1], args[2]
     assert kind == "namespace", args
     if verb == "get":
