@@ -23,6 +23,7 @@ import pytest
 import hubploy.deploy
 from hubploy.deploy import DeployOptions, DeployResult, Outcome, deploy, rollback_hub
 from hubploy.deploy import health_gate as deploy_health
+from hubploy.deploy.release import at_least
 from hubploy.deploy import images as deploy_images
 from hubploy.errors import DeployError, HealthCheckError
 from hubploy.helm import UpgradeFlags
@@ -254,6 +255,14 @@ def test_an_upgrade_that_times_out_is_told_as_a_timeout_and_rolled_back(run_depl
     assert verbs.index("kubectl get") < verbs.index("kubectl logs") < verbs.index("helm rollback")
     upgrade_argv = next(c for c in cluster.state()["calls"] if c[:2] == ["helm", "upgrade"])
     assert "--atomic" not in upgrade_argv  # hubploy rolls back itself, after reading what was not ready
+    rollback_argv = next(c for c in cluster.state()["calls"] if c[:2] == ["helm", "rollback"])
+    assert rollback_argv[rollback_argv.index("--timeout") + 1] == "5m"  # not the failed upgrade's 60s
+
+
+@pytest.mark.parametrize("duration,floor,longer", [("15s", "5m", "5m"), ("30m", "5m", "30m"), ("1h5m", "5m", "1h5m"),
+                                                   ("290s", "5m", "5m"), ("not-a-duration", "5m", "not-a-duration")])
+def test_a_rollback_waits_at_least_its_floor(duration: str, floor: str, longer: str) -> None:
+    assert at_least(duration, floor) == longer
 
 
 def test_a_failed_first_install_without_rollback_fails(run_deploy: Callable[..., DeployResult],

@@ -164,7 +164,9 @@ def test_upgrade_that_never_becomes_ready_is_rolled_back(hub_repo: HubRepo, sand
     hub_repo.deploy()
     options = DeployOptions(set_string_values=(BROKEN_HUB,), flags=UpgradeFlags(timeout="15s", atomic=True),
                             health_timeout=30)
-    with pytest.raises(DeployError, match="rolled back; revision 3 is serving"):
+    with pytest.raises(DeployError, match=r"timed out after 15s waiting for the release to be ready \(rolled back "
+                                          r"to revision 1's configuration as revision 3, which is serving\): "
+                                          r"not ready: Pod hub-"):
         hub_repo.deploy(options)
     history = hub_repo.history()
     assert [(r["revision"], r["status"]) for r in history] == [(1, "superseded"), (2, "failed"), (3, "deployed")]

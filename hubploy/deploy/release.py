@@ -19,6 +19,9 @@ _TRANSIENT_MARKERS = ("connection refused", "connection reset", "i/o timeout", "
                       "the server is currently unable", "too many requests", "no route to host",
                       "unexpected eof", "server has asked for the client to provide credentials")
 _STATUS_LINE = re.compile(r"^STATUS: (\S+)\s*$")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+MIN_ROLLBACK_WAIT = "5m"
 _REVISION_LINE = re.compile(r"^REVISION: (\d+)\s*$")
 
 
@@ -46,9 +49,28 @@ def deployed_revision_now(target: Target) -> int | None:
 
 
 def rollback(target: Target, revision: int, *, timeout: str | None = DEFAULT_TIMEOUT) -> None:
-    """``helm rollback --wait`` to ``revision`` (0: the previous one)."""
-    run(helm.rollback_argv(target.helm, target.release, target.namespace, revision, timeout=timeout,
-                           kube_context=target.context), env=target.env)
+    """``helm rollback --wait`` to ``revision`` (0: the previous one). A rollback restores what ran before,
+    so it waits at least MIN_ROLLBACK_WAIT for it, however short the failed upgrade's timeout was: a
+    rollback that gives up waiting leaves a failed revision on top of the release."""
+    run(helm.rollback_argv(target.helm, target.release, target.namespace, revision,
+                           timeout=at_least(timeout, MIN_ROLLBACK_WAIT), kube_context=target.context),
+        env=target.env)
+
+
+def seconds(duration: str) -> float | None:
+    """A helm (Go) duration such as ``90s``, ``10m`` or ``1h30m`` in seconds; None when it is not one."""
+    parts = _DURATION_PART.findall(duration)
+    if not parts or "".join(f"{n}{u}" for n, u in parts) != duration:
+        return None
+    return sum(float(n) * _UNITS[u] for n, u in parts)
+
+
+def at_least(duration: str | None, floor: str) -> str:
+    """The longer of ``duration`` and ``floor`` (``duration`` itself when it is not a Go duration)."""
+    if duration is None:
+        return floor
+    given, least = seconds(duration), seconds(floor)
+    return floor if given is not None and least is not None and given < least else duration
 
 
 def uninstall(target: Target) -> None:
