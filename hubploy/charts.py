@@ -117,8 +117,11 @@ def _chart(files: Mapping[str, bytes], packaged: tuple[Chart, ...], where: str) 
         except ValueError as exc:
             raise ConfigError([ConfigIssue(Path(where) / "values.schema.json", "",
                                            f"the chart's values schema is not JSON: {exc}")]) from None
-    return Chart(where, meta["name"], str(meta.get("version", "")), _dependencies(meta, where), values or {},
-                 schema, packaged)
+    requirements = meta
+    if meta.get("apiVersion") == "v1" and "requirements.yaml" in files:  # a helm 2 era chart
+        requirements = _load(files["requirements.yaml"], where, "requirements.yaml") or {}
+    return Chart(where, meta["name"], str(meta.get("version", "")), _dependencies(requirements, where),
+                 values or {}, schema, packaged)
 
 
 def _dependencies(meta: Mapping[str, Any], where: str) -> tuple[Dependency, ...]:
@@ -134,7 +137,8 @@ def _dependencies(meta: Mapping[str, Any], where: str) -> tuple[Dependency, ...]
     return tuple(found)
 
 
-_READ = ("Chart.yaml", "values.yaml", "values.schema.json")
+_READ = ("Chart.yaml", "requirements.yaml", "values.yaml", "values.schema.json")
+_LOCKS = ("Chart.lock", "requirements.yaml", "requirements.lock")
 
 
 def read_chart(path: Path) -> Chart:
@@ -275,14 +279,15 @@ _dependency_locks_guard = threading.Lock()
 
 
 def dependency_fingerprint(chart_dir: Path, root: Path) -> str | None:
-    """Hash of Chart.yaml, Chart.lock, the charts/ listing and the content of every ``file://``
+    """Hash of Chart.yaml, its lock (and a helm 2 chart's requirements), the charts/ listing and the content of every ``file://``
     dependency (an edit there must reach charts/); None when the chart has no dependencies."""
     chart = read_chart(chart_dir)
     if not chart.dependencies:
         return None
     digest = hashlib.sha256((chart_dir / "Chart.yaml").read_bytes())
-    lock = chart_dir / "Chart.lock"
-    digest.update(lock.read_bytes() if lock.is_file() else b"no lock")
+    for name in _LOCKS:
+        lock = chart_dir / name
+        digest.update(lock.read_bytes() if lock.is_file() else f"no {name}".encode())
     charts = chart_dir / "charts"
     for entry in sorted(charts.iterdir()) if charts.is_dir() else []:
         if not entry.name.startswith(STAMP_PREFIX):
