@@ -254,6 +254,18 @@ BAD_CASES: dict[str, tuple[dict[str, str], list[str]]] = {
     "git-crypt locked": ({"deployments/h/hubploy.yaml": "environments: [staging, prod]\n",
                           "deployments/h/secrets/prod.yaml": "\x00GITCRYPT\x00locked-bytes"},
                          ["deployments/h/secrets/prod.yaml: file is still locked by git-crypt: run `git-crypt unlock`"]),
+    "uppercase image name": ({"deployments/h/hubploy.yaml": "images:\n  images:\n"
+                                                             "    - {name: Registry.Example.org/Hubs/Alpha, path: image}\n",
+                              "deployments/h/image/Dockerfile": ""},
+                             ["deployments/h/hubploy.yaml:3: images.images[0].name: 'Registry.Example.org/Hubs/Alpha' is "
+                              "not a valid image reference: repository path 'Hubs/Alpha' must be lowercase"]),
+    "uppercase legacy image name": ({"deployments/h/hubploy.yaml": "images: {image_name: quay.io/Org/User}\n"},
+                                    ["deployments/h/hubploy.yaml:1: images.image_name: 'quay.io/Org/User' is not a "
+                                     "valid image reference"]),
+    "sops file that does not parse": ({"deployments/h/hubploy.yaml": "environments: [staging]\n",
+                                       "deployments/h/secrets/staging.yaml": "a: b: c\nsops: {version: 3}\n"},
+                                      ["deployments/h/secrets/staging.yaml: cannot be parsed as YAML (line 1: mapping "
+                                       "values are not allowed"]),
     "repo settings typo": ({"hubploy-repo.yaml": "chrat: hub\n", "deployments/h/hubploy.yaml": "{}\n"},
                            ["hubploy-repo.yaml:1: chrat: unknown key (hint: did you mean `chart`?)"]),
 }

@@ -15,7 +15,7 @@ import yaml
 from hubploy.errors import SecretsError
 from hubploy.runner import child_env, redact, run
 from hubploy.secrets import (GIT_CRYPT_HEADER, check_secret_file, decrypt_to_mapping, decrypted, in_secrets_dir,
-                             is_encrypted, sops_format)
+                             is_encrypted, sops_format, with_age_key)
 
 VENV_BIN = str(Path(sys.executable).parent)
 
@@ -266,3 +266,47 @@ def test_decrypt_to_mapping_not_a_mapping(tmp_path: Path, encrypt, env) -> None:
     with pytest.raises(SecretsError, match="non-empty mapping"):
         decrypt_to_mapping(write(tmp_path / "config" / "list.yaml", "- a\n"), env=env)
     assert decrypt_to_mapping(odd, env=env) == {"a": 1}
+
+
+@pytest.mark.parametrize(("name", "content", "detail"), [
+    ("staging.yaml", "jupyterhub: {proxy: {secretToken: x}\nsops: {version: 3.11.0}\n",
+     "cannot be parsed as YAML (line 2: "),  # the parser's words: libyaml's or PyYAML's
+    ("staging.yaml", "a: b: c\nsops: {}\n", "cannot be parsed as YAML (line 1: mapping values are not allowed"),
+    ("staging.yaml", b"a: caf\xe9\nsops: {}\n", "cannot be parsed as YAML (line 1: byte 0xe9 is not UTF-8)"),
+    ("key.json", '{"sops": {"version": "3"},\n "data": }', "cannot be parsed as JSON (line 2: Expecting value)"),
+])
+def test_a_secret_file_that_does_not_parse_is_told_so_not_called_plaintext(tmp_path: Path, name: str,
+                                                                           content: str | bytes, detail: str) -> None:
+    path = write(tmp_path / "secrets" / name, content)
+    for allow_plaintext in (False, True):  # git-crypt users' repositories too: such a file is no secret hubploy can use
+        problem = check_secret_file(path, allow_plaintext)
+        assert problem is not None and problem.startswith(detail), problem
+        assert "plaintext" not in problem
+    with pytest.raises(SecretsError, match=r"cannot be parsed as"):
+        with decrypted([path], env=_env()):
+            pass
+
+
+def test_the_repositorys_age_key_and_the_users_are_both_used(tmp_path: Path, encrypt, env,
+                                                             age_key: tuple[Path, str]) -> None:
+    """A file for the user's key and one for the repository's key decrypt in one run; the combined key
+    file is private (0600 in a 0700 dir) and holds both keys."""
+    repo_key = tmp_path / "repo-age.key"
+    repo_public = _keygen(repo_key)
+    users_file = encrypt(tmp_path / "a" / "users.yaml", "token: for-the-users-key\n")
+    repos_file = write(tmp_path / "b" / "repos.yaml", "token: for-the-repos-key\n")
+    run(["sops", "--encrypt", "--age", repo_public, "--in-place", str(repos_file)], env=env, cwd=repos_file.parent)
+    sops_env = with_age_key(env, repo_key)
+    combined = Path(sops_env["SOPS_AGE_KEY_FILE"])
+    assert combined not in (repo_key, age_key[0])
+    assert stat.S_IMODE(combined.stat().st_mode) == 0o600 and stat.S_IMODE(combined.parent.stat().st_mode) == 0o700
+    assert repo_key.read_text().strip() in combined.read_text() and age_key[0].read_text().strip() in combined.read_text()
+    with decrypted([users_file, repos_file], env=sops_env) as files:
+        assert yaml.safe_load(files[users_file].read_text()) == {"token": "for-the-users-key"}
+        assert yaml.safe_load(files[repos_file].read_text()) == {"token": "for-the-repos-key"}
+    # only one of them: each alone cannot decrypt the other's file
+    with pytest.raises(SecretsError, match="sops cannot decrypt it"):
+        with decrypted([repos_file], env=env):
+            pass
+    assert with_age_key(_env(HOME=env["HOME"]), repo_key)["SOPS_AGE_KEY_FILE"] == str(repo_key)  # no user's key
+    assert with_age_key(env, None) == env  # no repository key: the user's as it is
