@@ -33,9 +33,10 @@ def validate_repo(root: Path, hubs: Iterable[str] = (), *, envs: Iterable[str] =
                   env: Mapping[str, str] | None = None) -> list[ConfigIssue]:
     """Check the repo settings, the chart dir and every hub (or the named ones) in every environment
     (or the named ones). ``env`` is the environment of helm and sops (default: this process's)."""
-    repo, issues = try_load_repo(root)
+    repo, loaded = try_load_repo(root)
     if repo is None:
-        return issues
+        return loaded
+    issues = list(loaded)  # the cache's list stays as it is
     settings_file = repo.settings_file if repo.settings_file.exists() else repo.chart_dir
     issues.extend(_issues(settings_file, repo.settings.problems(repo.root)))
     issues.extend(_check_link(repo.root, repo.hubs_dir))

@@ -205,6 +205,13 @@ CASES: dict[str, Bad] = {
                               setup="tamper"),
     # --- hub dirs
     "hub dir is a file": Bad({H: None}, "deployments", "", ("no hubs found",), setup="hub-file"),
+    # --- chart values against the chart's values.schema.json (issue 20): before any cluster call
+    "typo under jupyterhub": Bad({f"{H}/config/common.yaml": "jupyterhub:\n  singleuser:\n    imagee: {name: x}\n"},
+                                 f"{H}/config/common.yaml", "jupyterhub.singleuser.imagee", ("unknown key", ":3:")),
+    "number where the chart wants a string": Bad({f"{H}/config/staging.yaml": "jupyterhub:\n  hub:\n"
+                                                                              "    image: {tag: 4.4}\n"},
+                                                 f"{H}/config/staging.yaml", "jupyterhub.hub.image.tag",
+                                                 ("quote it",)),
     # --- hostile repos (issue 15): paths with '..' and symlinks leading out of the repository
     "image path escapes the repo": Bad(hub("images:\n  images:\n    - name: localhost:5000/x/y\n"
                                            "      path: ../../../outside\n"), HUB_YAML, "images.images[0].path",
