@@ -6,6 +6,7 @@ render-based comparison must still say "no change" for an unchanged hub, and sho
 from __future__ import annotations
 
 import difflib
+import secrets
 import shutil
 import time
 from pathlib import Path
@@ -101,3 +102,33 @@ def test_a_repository_without_charts_dir_renders_the_same_as_one_with_it(repo_ro
     second = run_cli("render", "minimal", "prod", cwd=repo_root, env=sandbox.env)
     assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
     assert first.stdout == second.stdout, _diff(first.stdout, second.stdout)
+
+
+def test_approval_diff_and_drift_of_a_deployed_hub_are_empty_until_it_changes(tmp_path: Path, sandbox) -> None:  # type: ignore[no-untyped-def]
+    """Against a release deployed by hubploy (its secrets kept by lookup in the cluster), the approval
+    form's diff and the drift check compare with a fresh render: no change, then a real one."""
+    from flows.tasks.render import detect_drift, prod_diffs
+
+    hub = f"n{secrets.token_hex(3)}"
+    root = copy_example_repo(tmp_path / "repo", {hub: "minimal"})
+    init_repo(root, branch="staging").commit(None, "one hub")
+    env = {**sandbox.env, "SOPS_AGE_KEY_FILE": ""}
+    release = f"{hub}-staging"
+    try:
+        built = run_cli("build", hub, "--check-registry", "--push", cwd=root, env=env)
+        assert built.returncode == 0, built.stderr
+        deployed = run_cli("deploy", hub, "hub", "staging", cwd=root, env=env)
+        assert deployed.returncode == 0, deployed.stderr
+        with pytest.MonkeyPatch.context() as patch:
+            for key, value in env.items():
+                patch.setenv(key, value)
+            assert prod_diffs.fn(str(root), [hub], "staging") == {hub: ""}
+            drift = detect_drift.fn(str(root), hub, "staging")
+            assert (drift.installed, drift.manifest_diff, drift.values_changed) == (True, "", [])
+            common = root / "deployments" / hub / "config" / "common.yaml"
+            common.write_text(common.read_text().replace("  hub:\n", "  hub:\n    extraEnv: {COURSE: p101}\n", 1))
+            diff = prod_diffs.fn(str(root), [hub], "staging")[hub]
+            assert "+" in diff and "COURSE" in diff and "checksum/secret" not in diff
+    finally:
+        sandbox.run([env["HELM_EXECUTABLE"], "uninstall", release, "-n", release], env=env, check=False)
+        sandbox.kubectl("delete", "namespace", release, "--wait=false", "--ignore-not-found", check=False)
