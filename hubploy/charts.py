@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-
 from hubploy import helm
 from hubploy.config.base import inside
 from hubploy.config.loader import MAX_YAML_BYTES, decode_text, load_yaml, parse_checked

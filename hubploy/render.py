@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import yaml
 
 from hubploy import helm
-from hubploy.deploy import PreparedValues, prepared_values, redact_rendered
 from hubploy.config.loader import SafeLoader
+from hubploy.deploy import PreparedValues, prepared_values, redact_rendered
 from hubploy.errors import CommandError
 from hubploy.layout import DeploymentRepo
 from hubploy.manifest_diff import GENERATED, FieldPath, document_key, generated_fields

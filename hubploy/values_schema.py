@@ -167,12 +167,10 @@ def _source(path: KeyPath, layers: list[Layer]) -> Layer | None:
 
 def _holds(data: Any, path: KeyPath) -> bool:
     for key in path:
-        if isinstance(data, Mapping) and key in data:
-            data = data[key]
-        elif isinstance(data, list) and isinstance(key, int) and 0 <= key < len(data):
-            data = data[key]
-        else:
+        if not (isinstance(data, Mapping) and key in data
+                or isinstance(data, list) and isinstance(key, int) and 0 <= key < len(data)):
             return False
+        data = data[key]
     return True
 
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 import secrets
 
 import pytest
+import test_deploy_sandbox
 from fixtures.sandbox import Sandbox
 from helpers.cli import run_cli
-from test_deploy_sandbox import HubRepo, hub_repo  # noqa: F401 (the fixture)
+from test_deploy_sandbox import HubRepo
 
 from hubploy.deploy import DeployOptions, DeployResult, Outcome, deploy
 from hubploy.errors import DeployError
@@ -18,6 +19,7 @@ from hubploy.helm import UpgradeFlags
 from hubploy.layout import load_repo
 
 pytestmark = pytest.mark.sandbox
+hub_repo = test_deploy_sandbox.hub_repo  # a hub of its own per test, deployable to staging
 
 RAISING_HUB = "jupyterhub.hub.extraConfig.99-broken=raise ValueError('boom from extraConfig')"
 HOOK = """{{- if dig "hubployTestHook" false (.Values.global | default dict) }}
@@ -73,7 +75,7 @@ def test_a_claim_of_a_missing_storage_class_times_out_naming_the_claim(hub_repo:
                             flags=UpgradeFlags(timeout="30s", atomic=True), health_timeout=30)
     result, error = _deploy(hub_repo, options)
     print(error.message)
-    assert f"timed out after 30s waiting for the release to be ready (the first install was removed)" \
+    assert "timed out after 30s waiting for the release to be ready (the first install was removed)" \
         in error.message
     assert ("PersistentVolumeClaim hub-db-dir is Pending (ProvisioningFailed: storageclass.storage.k8s.io "
             f'"{missing}" not found)') in error.message

@@ -10,10 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import PROJECT_ROOT
 from helpers.cli import run_cli
 from helpers.token_registry import SERVICE, TokenRegistry, serving
 
-from conftest import PROJECT_ROOT
 from hubploy.config.models import HubConfig, ImageCheck
 from hubploy.deploy import check_images, registry_image_digest
 from hubploy.errors import DeployError, RegistryError

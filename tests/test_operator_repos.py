@@ -21,11 +21,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import PROJECT_ROOT
 from fixtures.sandbox import Sandbox
 from helpers.cli import run_cli
 from helpers.gitrepo import init_repo
-
-from conftest import PROJECT_ROOT
 
 pytestmark = pytest.mark.sandbox
 

@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
-
 from helpers.cli import run_cli
 from helpers.example_repo import copy_example_repo
 from helpers.gitrepo import init_repo
+
 from hubploy.charts import DEPS_STAMP
 from hubploy.deploy.prepare import config_digest, prepared_values
 from hubploy.layout import load_repo

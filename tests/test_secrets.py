@@ -282,9 +282,8 @@ def test_a_secret_file_that_does_not_parse_is_told_so_not_called_plaintext(tmp_p
         problem = check_secret_file(path, allow_plaintext)
         assert problem is not None and problem.startswith(detail), problem
         assert "plaintext" not in problem
-    with pytest.raises(SecretsError, match=r"cannot be parsed as"):
-        with decrypted([path], env=_env()):
-            pass
+    with pytest.raises(SecretsError, match=r"cannot be parsed as"), decrypted([path], env=_env()):
+        pass
 
 
 def test_the_repositorys_age_key_and_the_users_are_both_used(tmp_path: Path, encrypt, env,
@@ -305,8 +304,7 @@ def test_the_repositorys_age_key_and_the_users_are_both_used(tmp_path: Path, enc
         assert yaml.safe_load(files[users_file].read_text()) == {"token": "for-the-users-key"}
         assert yaml.safe_load(files[repos_file].read_text()) == {"token": "for-the-repos-key"}
     # only one of them: each alone cannot decrypt the other's file
-    with pytest.raises(SecretsError, match="sops cannot decrypt it"):
-        with decrypted([repos_file], env=env):
-            pass
+    with pytest.raises(SecretsError, match="sops cannot decrypt it"), decrypted([repos_file], env=env):
+        pass
     assert with_age_key(_env(HOME=env["HOME"]), repo_key)["SOPS_AGE_KEY_FILE"] == str(repo_key)  # no user's key
     assert with_age_key(env, None) == env  # no repository key: the user's as it is

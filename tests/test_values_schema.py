@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import PROJECT_ROOT
 from helpers.cli import run_cli
 
-from conftest import PROJECT_ROOT
 from hubploy.validate import validate_repo
 
 STRICT_IMAGE = {"type": "object", "additionalProperties": False,
@@ -61,8 +61,8 @@ def test_a_typo_under_the_dependency_key_is_reported_in_its_file_at_its_line(rep
     root = repo({"deployments/h/hubploy.yaml": "environments: [staging]\n",
                  "deployments/h/config/common.yaml": "jupyterhub:\n  singleuser:\n    defaultUrl: /lab\n"
                                                      "    imagee: {name: x, tag: '1'}\n"})
-    assert issues(root) == ["deployments/h/config/common.yaml:4: jupyterhub.singleuser.imagee: unknown key: the "
-                            "jupyterhub chart's values schema allows no `imagee` here; did you mean `image`?"]
+    assert issues(root) == [("deployments/h/config/common.yaml:4: jupyterhub.singleuser.imagee: unknown key: the "
+                             "jupyterhub chart's values schema allows no `imagee` here; did you mean `image`?")]
 
 
 def test_each_error_is_in_the_layer_that_set_the_key(repo) -> None:  # type: ignore[no-untyped-def]
@@ -74,8 +74,8 @@ def test_each_error_is_in_the_layer_that_set_the_key(repo) -> None:  # type: ign
                                                    "    defaultUrl: 4.4\n"})
     assert sorted(issues(root)) == [
         'deployments/h/config/prod.yaml:3: jupyterhub.singleuser.cpu: must be one of "small", "large", not "huge"',
-        "deployments/h/config/prod.yaml:4: jupyterhub.singleuser.defaultUrl: must be string, not number 4.4 (YAML "
-        "read it as a number: quote it)",
+        ("deployments/h/config/prod.yaml:4: jupyterhub.singleuser.defaultUrl: must be string, not number 4.4 (YAML "
+         "read it as a number: quote it)"),
         "deployments/h/config/staging.yaml:3: jupyterhub.hub.replicas: 0 is less than the minimum of 1"]
     only_staging = issues(root, envs=["staging"])
     assert only_staging == ["deployments/h/config/staging.yaml:3: jupyterhub.hub.replicas: 0 is less than the minimum of 1"]
@@ -84,15 +84,15 @@ def test_each_error_is_in_the_layer_that_set_the_key(repo) -> None:  # type: ign
 def test_a_misspelt_dependency_key_is_caught_by_the_umbrella_schema(repo) -> None:  # type: ignore[no-untyped-def]
     root = repo({"deployments/h/hubploy.yaml": "environments: [staging]\n",
                  "deployments/h/config/common.yaml": "jupyterhb:\n  hub: {}\n"})
-    assert issues(root) == ["deployments/h/config/common.yaml:1: jupyterhb: unknown key: the hub chart's values "
-                            "schema allows no `jupyterhb` here; did you mean `jupyterhub`?"]
+    assert issues(root) == [("deployments/h/config/common.yaml:1: jupyterhb: unknown key: the hub chart's values "
+                             "schema allows no `jupyterhb` here; did you mean `jupyterhub`?")]
 
 
 def test_an_injected_image_is_reported_at_its_hubploy_yaml_entry(repo) -> None:  # type: ignore[no-untyped-def]
     root = repo({"deployments/h/hubploy.yaml": "images:\n  images:\n    - name: registry.example.org/hub:v1\n"
                                                "      helm_substitution_path: jupyterhub.hub.imagee\n"})
-    assert issues(root) == ["deployments/h/hubploy.yaml:3: jupyterhub.hub.imagee: unknown key: the jupyterhub "
-                            "chart's values schema allows no `imagee` here; did you mean `image`?"]
+    assert issues(root) == [("deployments/h/hubploy.yaml:3: jupyterhub.hub.imagee: unknown key: the jupyterhub "
+                             "chart's values schema allows no `imagee` here; did you mean `image`?")]
 
 
 @pytest.mark.parametrize("condition,values,checked", [
@@ -109,8 +109,8 @@ def test_a_disabled_dependency_is_not_checked(repo, condition: str | None, value
 def test_an_aliased_dependency_is_checked_under_its_alias(repo) -> None:  # type: ignore[no-untyped-def]
     root = repo({"deployments/h/hubploy.yaml": "environments: [staging]\n",
                  "deployments/h/config/common.yaml": "datahub:\n  singleuser: {cpu: huge}\n"}, alias="datahub")
-    assert issues(root) == ['deployments/h/config/common.yaml:2: datahub.singleuser.cpu: must be one of "small", '
-                            '"large", not "huge"']
+    assert issues(root) == [('deployments/h/config/common.yaml:2: datahub.singleuser.cpu: must be one of "small", '
+                             '"large", not "huge"')]
 
 
 def test_the_cli_reports_schema_errors_of_the_example_repo_copy_without_any_cluster(tmp_path: Path) -> None:

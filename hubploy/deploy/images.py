@@ -17,6 +17,8 @@ from hubploy.errors import DeployError, RegistryError
 from hubploy.registry import RegistryCredentials, manifest_digest, split_repository
 from hubploy.registry_login import credentials_from_env
 
+CHECK_ALL = ImageCheck()
+
 
 def image_references(merged: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     """Every ``{name, tag}`` mapping in ``merged``: (dotted path, name, tag), in values order."""
@@ -69,7 +71,7 @@ def registry_image_digest(env: Mapping[str, str], credentials_for: RegistryCrede
 
 
 def check_images(merged: Mapping[str, Any], image_digest: ImageDigest, *, logger: Logger = log,
-                 scope: ImageCheck = ImageCheck(), built: Collection[str] = ()) -> list[ImageRef]:
+                 scope: ImageCheck = CHECK_ALL, built: Collection[str] = ()) -> list[ImageRef]:
     """Look up every image of the merged values that ``scope`` (hubploy.yaml's ``image_check``) wants;
     ``built``: the image names hubploy.yaml declares. Refuse the deploy naming each missing image; an
     image whose registry cannot be asked is a RegistryError naming it, its registry and how to scope."""

@@ -393,7 +393,8 @@ def _validate_cost(root: Path, env: dict[str, str]) -> Cost:
     """Wall time and peak resident memory of one `hubploy validate` process, as GNU time reads them."""
     full_env = {**os.environ, **env, "PATH": f"{VENV_BIN}{os.pathsep}{env['PATH']}"}
     done = subprocess.run(["/usr/bin/time", "-f", "cost %e %M", str(VENV_BIN / "hubploy"), "validate"], cwd=root,
-                          env=full_env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+                          env=full_env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+                          check=False)
     *rest, cost = done.stderr.rstrip("\n").rsplit("\n", 1)
     _, seconds, peak_kb = cost.split()
     return Cost(float(seconds), int(peak_kb) / 1024, "\n".join(rest))
