@@ -62,7 +62,8 @@ def mask_text(manifest: str, generated: frozenset[FieldPath]) -> str:
     """``manifest`` with the text of each generated field replaced, its layout and comments kept."""
     if not generated:
         return manifest
-    chunks, current = [], []
+    chunks: list[str] = []
+    current: list[str] = []
     for line in manifest.splitlines(keepends=True):
         if line.rstrip("\r\n") == "---" and current:
             chunks.append("".join(current))

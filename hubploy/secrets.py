@@ -110,8 +110,8 @@ def _has_sops_metadata(data: bytes, fmt: Format) -> bool:
         try:
             return any(isinstance(doc, dict) and "sops" in doc for doc in parse_yaml_documents(text))
         except (yaml.YAMLError, RecursionError) as exc:
-            message, line = yaml_problem(exc)
-            raise _Unparsable((f"line {line}: " if line else "") + message.split(": ", 1)[-1]) from None
+            message, at = yaml_problem(exc)
+            raise _Unparsable((f"line {at}: " if at else "") + message.split(": ", 1)[-1]) from None
     if fmt == "dotenv":
         return re.search(r"^sops_(version|mac)=", text, re.MULTILINE) is not None
     if fmt == "ini":

@@ -167,10 +167,12 @@ def _source(path: KeyPath, layers: list[Layer]) -> Layer | None:
 
 def _holds(data: Any, path: KeyPath) -> bool:
     for key in path:
-        if not (isinstance(data, Mapping) and key in data
-                or isinstance(data, list) and isinstance(key, int) and 0 <= key < len(data)):
+        if isinstance(data, Mapping) and key in data:  # noqa: SIM114 (typed apart: a list takes int keys only)
+            data = data[key]
+        elif isinstance(data, list) and isinstance(key, int) and 0 <= key < len(data):
+            data = data[key]
+        else:
             return False
-        data = data[key]
     return True
 
 
