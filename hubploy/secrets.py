@@ -263,7 +263,7 @@ def decrypt_to_mapping(path: Path, *, env: Mapping[str, str], allow_plaintext: b
     fmt = sops_format(path)
     text = _run_sops(path, [], env) if state == "sops" else path.read_text()
     data = _parse(text, fmt, path)
-    _register_secret_values(data)
+    register_secret_strings(data)
     return data
 
 
@@ -303,12 +303,13 @@ def _parse_ini(text: str) -> dict[str, dict[str, str]]:
     return {section: dict(parser[section]) for section in parser.sections()}
 
 
-def _register_secret_values(data: Any, secret: bool = False) -> None:
+def register_secret_strings(data: Any, secret: bool = False) -> None:
+    """Register for redaction the strings of ``data`` under secret-looking keys, or all of them (``secret``)."""
     if isinstance(data, dict):
         for key, value in data.items():
-            _register_secret_values(value, secret or bool(_SECRET_KEY_NAME.search(str(key))))
+            register_secret_strings(value, secret or bool(_SECRET_KEY_NAME.search(str(key))))
     elif isinstance(data, list):
         for item in data:
-            _register_secret_values(item, secret)
+            register_secret_strings(item, secret)
     elif secret and isinstance(data, str):
         register_secret(data)

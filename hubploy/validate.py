@@ -21,9 +21,9 @@ from hubploy.config.loader import LineMap, format_key_path, load_mapping, load_y
 from hubploy.config.models import ALLOWED_ENVIRONMENTS, Problem, is_dns_label
 from hubploy.errors import CommandError, ConfigError, ConfigIssue, HubNotFoundError, SecretsError
 from hubploy.layout import HUB_FILE, DeploymentRepo, Hub, try_load_repo
-from hubploy.runner import child_env, register_secret
-from hubploy.secrets import check_secret_file, decrypted, is_encrypted, with_age_key
-from hubploy.values import coalesce, merge_maps, secret_values_files, set_values
+from hubploy.runner import child_env
+from hubploy.secrets import check_secret_file, decrypted, is_encrypted, register_secret_strings, with_age_key
+from hubploy.values import coalesce, config_values_files, merge_maps, secret_values_files, set_values
 from hubploy.values_schema import Layer, check_values, encrypted_structure
 
 PLACEHOLDER_TAG = "git-tag"  # the tag validate injects for an image whose tag git derives
@@ -116,13 +116,9 @@ def _issues(file: Path, problems: Iterable[Problem], lines: LineMap | None = Non
     return issues
 
 
-def _value_files(hub_dir: Path, env_name: str) -> list[Path]:
-    return [hub_dir / "config" / name for name in ("common.yaml", f"{env_name}.yaml")]
-
-
 def _check_value_files(hub_dir: Path, env_names: list[str]) -> list[ConfigIssue]:
     issues = []
-    for path in dict.fromkeys(p for env_name in env_names for p in _value_files(hub_dir, env_name)):
+    for path in dict.fromkeys(p for env_name in env_names for p in config_values_files(hub_dir, env_name)):
         if path.is_file():
             issues.extend(load_mapping(path, allow_empty=True)[2])
     return issues
@@ -184,7 +180,7 @@ def _check_schema(repo: DeploymentRepo, hub: Hub, env_name: str, chart: Chart, *
     set the key."""
     chart_values = repo.chart_dir / "values.yaml"
     defaults = [_layer(chart_values)] if chart_values.is_file() else []
-    layers = [_layer(path) for path in _value_files(hub.dir, env_name) if path.is_file()]
+    layers = [_layer(path) for path in config_values_files(hub.dir, env_name) if path.is_file()]
     for path in secret_values_files(hub.dir, repo.root, hub.name, env_name):
         try:
             layers.append(_secret_layer(repo, path, decrypt=decrypt, env=env))
@@ -225,19 +221,8 @@ def _secret_layer(repo: DeploymentRepo, path: Path, *, decrypt: bool, env: Mappi
     with decrypted([path], env=with_age_key(env, repo.age_key_file),
                    allow_plaintext=repo.settings.secrets.allow_plaintext) as files:
         clear = _layer(files[path], secret=True, shown_as=path)
-    _register_strings(clear.data)
+    register_secret_strings(clear.data, secret=True)
     return Layer(path, clear.data, encrypted.lines, secret=True)
-
-
-def _register_strings(data: object) -> None:
-    if isinstance(data, dict):
-        for value in data.values():
-            _register_strings(value)
-    elif isinstance(data, list):
-        for value in data:
-            _register_strings(value)
-    elif isinstance(data, str):
-        register_secret(data)
 
 
 def _images(hub: Hub) -> list[tuple[str, str, str]]:

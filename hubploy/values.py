@@ -84,6 +84,11 @@ def image_values(repo_root: Path, images: Iterable[ImageSpec], *, allow_dirty: b
     return values
 
 
+def config_values_files(hub_dir: Path, env: str) -> list[Path]:
+    """The values files hubploy reads for ``env``, in order, whether or not they exist."""
+    return [hub_dir / "config" / "common.yaml", hub_dir / "config" / f"{env}.yaml"]
+
+
 def secret_values_files(hub_dir: Path, repo_root: Path, hub: str, env: str) -> list[Path]:
     """The existing secret values files for ``env``: the hub's own, then the submodule's."""
     candidates = [hub_dir / "secrets" / f"{env}.yaml",
@@ -98,8 +103,7 @@ def layered_values(hub_dir: Path, repo_root: Path, hub: str, env: str, *,
 
     ``images`` are ``(helm_substitution_path, name, tag)`` in hubploy.yaml order.
     """
-    config = hub_dir / "config"
-    values_files = [p for p in (config / "common.yaml", config / f"{env}.yaml") if p.is_file()]
+    values_files = [p for p in config_values_files(hub_dir, env) if p.is_file()]
     injected: list[str] = []
     for substitution_path, name, tag in images:
         injected += [f"{substitution_path}.tag={tag}", f"{substitution_path}.name={name}"]
