@@ -64,8 +64,8 @@ class Dependency:
             found = _dig(values, path.strip().split(".")) if path.strip() else None
             if isinstance(found, bool):
                 return found
-        flags = [(values.get("tags") or {}).get(tag) for tag in self.tags] if isinstance(values.get("tags"),
-                                                                                          dict) else []
+        tags = values.get("tags")
+        flags = [tags.get(tag) for tag in self.tags] if isinstance(tags, dict) else []
         flags = [flag for flag in flags if isinstance(flag, bool)]
         return any(flags) if flags else True
 
