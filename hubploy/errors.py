@@ -120,6 +120,16 @@ class DeployError(HubployError):
     """A helm deploy failed (after any rollback was attempted)."""
 
 
+class UpgradeError(DeployError):
+    """A helm upgrade that changed the release failed. ``reason`` is helm's own error (the message adds
+    what was not ready, read from the cluster); ``timed_out``: helm gave up waiting."""
+
+    def __init__(self, message: str, *, reason: str, timed_out: bool, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.reason = reason
+        self.timed_out = timed_out
+
+
 class HealthCheckError(DeployError):
     """A deployed hub did not answer as a healthy JupyterHub does."""
 

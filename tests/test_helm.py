@@ -12,7 +12,8 @@ import pytest
 from hubploy import helm
 from hubploy.deploy import images as deploy_images
 from hubploy.deploy import check_images, image_references, is_transient, redact_rendered, values_digest
-from hubploy.errors import CommandError, CommandTimeoutError, DeployError, HealthCheckError, RegistryError
+from hubploy.errors import (CommandError, CommandTimeoutError, DeployError, HealthCheckError, RegistryError,
+                            UpgradeError)
 from hubploy.registry import RegistryCredentials
 from hubploy.runner import REDACTED
 
@@ -146,6 +147,13 @@ def test_only_transient_errors_are_retried() -> None:
     assert not is_transient(CommandTimeoutError(["helm"], -9, "connection refused"))
     assert not is_transient(HealthCheckError("hub down: connection refused"))
     assert not is_transient(ValueError("connection refused"))
+    logged = "not ready: Pod hub-1 (container hub: Error, last log line: connection refused)"
+    assert not is_transient(UpgradeError(f"timed out ...: {logged}", reason="Error: context deadline exceeded",
+                                         timed_out=True))
+    assert not is_transient(UpgradeError(f"failed: hook; {logged}", reason="Error: job failed: BackoffLimitExceeded",
+                                         timed_out=False))
+    assert is_transient(UpgradeError("failed", reason="Error: UPGRADE FAILED: etcdserver: request timed out",
+                                     timed_out=False))
 
 
 def test_image_lookup_logs_in_once_per_host_only_when_refused(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,7 +11,14 @@ from pathlib import Path
 from hubploy import helm
 from hubploy.deploy.diagnose import diagnose, is_timeout
 from hubploy.deploy.model import DEFAULT_TIMEOUT, DeployResult, Ending, Logger, Outcome, Target, log
-from hubploy.errors import CommandError, CommandTimeoutError, DeployError, HealthCheckError, RegistryError
+from hubploy.errors import (
+    CommandError,
+    CommandTimeoutError,
+    DeployError,
+    HealthCheckError,
+    RegistryError,
+    UpgradeError,
+)
 from hubploy.runner import run
 
 _TRANSIENT_MARKERS = ("connection refused", "connection reset", "i/o timeout", "tls handshake timeout",
@@ -184,12 +191,13 @@ def _failed_upgrade(target: Target, flags: helm.UpgradeFlags, result: DeployResu
     diagnosis = diagnose(target).summary()
     logger.warning("helm upgrade of %s failed: %s; %s", target.release, reason, diagnosis)
     outcome, where = _undo_failed_upgrade(target, flags, result, logger)
-    if is_timeout(reason):
+    timed_out = is_timeout(reason)
+    if timed_out:
         what = (f"helm upgrade of {target.release} timed out after {flags.timeout or 'its default timeout'} "
                 f"waiting for the release to be ready ({where}): {diagnosis}")
     else:
         what = f"helm upgrade of {target.release} failed ({where}): {reason}; {diagnosis}"
-    return Ending.failure(outcome, DeployError(what, hint=hint))
+    return Ending.failure(outcome, UpgradeError(what, reason=reason, timed_out=timed_out, hint=hint))
 
 
 def _undo_failed_upgrade(target: Target, flags: helm.UpgradeFlags, result: DeployResult,
@@ -231,10 +239,13 @@ def deployed_revision(upgrade_stdout: str) -> int | None:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Worth retrying: registry 5xx/429/no answer, or a command that failed on the network or a busy API."""
+    """Worth retrying: registry 5xx/429/no answer, or a command that failed on the network or a busy API
+    (not an upgrade that timed out)."""
     if isinstance(exc, HealthCheckError | CommandTimeoutError):
         return False
     if isinstance(exc, RegistryError):
         return exc.transient
+    if isinstance(exc, UpgradeError):  # helm's reason, not what pods logged; waiting longer is no retry
+        return not exc.timed_out and any(m in exc.reason.lower() for m in _TRANSIENT_MARKERS)
     text = (exc.stderr_tail if isinstance(exc, CommandError) else str(exc)).lower()
     return isinstance(exc, CommandError | DeployError) and any(m in text for m in _TRANSIENT_MARKERS)
