@@ -27,6 +27,7 @@ from hubploy.deploy.release import at_least
 from hubploy.deploy import images as deploy_images
 from hubploy.errors import DeployError, HealthCheckError
 from hubploy.helm import UpgradeFlags
+from hubploy.runner import register_secret
 from cli.main import main
 from hubploy.layout import REPOS, load_repo
 
@@ -221,6 +222,10 @@ NOT_READY = [
      "status": {"phase": "Pending"}},
     {"kind": "PersistentVolumeClaim", "metadata": {"name": "hub-db-dir"}, "status": {"phase": "Pending"}},
     {"kind": "Service", "metadata": {"name": "proxy-public"}, "spec": {"type": "LoadBalancer"}, "status": {}},
+    {"kind": "Pod", "metadata": {"name": "other-1"},
+     "status": {"phase": "Failed", "containerStatuses": [{"name": "app", "ready": False, "restartCount": 0,
+                                                          "state": {"terminated": {"exitCode": 2,
+                                                                                   "reason": "Error"}}}]}},
     {"kind": "Pod", "metadata": {"name": "proxy-1", "labels": {"release": "h-staging"}},
      "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}},
 ]
@@ -233,7 +238,9 @@ def test_an_upgrade_that_times_out_is_told_as_a_timeout_and_rolled_back(run_depl
                                                                          cluster: Cluster) -> None:
     run_deploy()
     cluster.set(upgrade="not-ready", objects=NOT_READY, events=[PROVISIONING],
-                logs={"hub-1": "Traceback (most recent call last):\n    ValueError: boom from extraConfig\n"})
+                logs={"hub-1": "Traceback (most recent call last):\n    ValueError: boom from extraConfig\n",
+                      "other-1": "connecting with token s3cret-hub-token-1234"})
+    register_secret("s3cret-hub-token-1234")  # what a deploy registers from its decrypted secrets
     with pytest.raises(DeployError) as failed:
         run_deploy(CHANGED)
     message = failed.value.message
@@ -246,6 +253,7 @@ def test_an_upgrade_that_times_out_is_told_as_a_timeout_and_rolled_back(run_depl
             "from extraConfig)") in message
     assert "Service proxy-public has no external address" in message
     assert "jupyter-ann" not in message and "proxy-1" not in message  # a user pod, a ready pod
+    assert "other-1 (container app: Error, exit code 2, last log line: connecting with token ********)" in message
     assert "does not render" not in message
     rolled = run_deploy.results[-1]  # type: ignore[attr-defined]
     assert (rolled.outcome, rolled.revision_before, rolled.revision_after) == (Outcome.rolled_back, 1, 3)

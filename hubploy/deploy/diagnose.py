@@ -15,7 +15,7 @@ from typing import Any
 
 from hubploy.deploy.model import Target
 from hubploy.health import kubectl_argv
-from hubploy.runner import run
+from hubploy.runner import redact, run
 
 KINDS = "pods,persistentvolumeclaims,jobs,services"
 MAX_LOGS = 6           # containers whose last log line is read
@@ -41,11 +41,12 @@ class Diagnosis:
     error: str = ""
 
     def summary(self, limit: int = 1500) -> str:
+        """One line; every registered secret redacted (a pod may log one)."""
         if self.error:
-            return f"what was not ready could not be read: {self.error}"
+            return redact(f"what was not ready could not be read: {self.error}")
         if not self.not_ready:
             return "every pod, claim, hook Job and Service of the release was ready when helm gave up"
-        text = "not ready: " + "; ".join(self.not_ready)
+        text = redact("not ready: " + "; ".join(self.not_ready))
         return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
