@@ -26,10 +26,10 @@ _TRANSIENT_MARKERS = ("connection refused", "connection reset", "i/o timeout", "
                       "the server is currently unable", "too many requests", "no route to host",
                       "unexpected eof", "server has asked for the client to provide credentials")
 _STATUS_LINE = re.compile(r"^STATUS: (\S+)\s*$")
+_REVISION_LINE = re.compile(r"^REVISION: (\d+)\s*$")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
-MIN_ROLLBACK_WAIT = "5m"
-_REVISION_LINE = re.compile(r"^REVISION: (\d+)\s*$")
+MIN_ROLLBACK_WAIT = "5m"  # however short a failed upgrade's timeout, its rollback waits this long
 
 
 def last_line(text: str) -> str:
