@@ -2,18 +2,21 @@
 
 The sequence (each step fails before the next one runs):
 
-1. ``helm dependency update``, skipped while Chart.yaml/Chart.lock and charts/ match a stamp file;
+1. ``helm dependency update``, skipped while Chart.yaml, its lock, charts/ and the content of each
+   ``file://`` dependency match a stamp file (hubploy.charts);
 2. decrypt the secret values files just in time (0600 temp files, removed afterwards);
 3. get cluster credentials (``Credentials`` passed in, by default the hub's key files; the core never
    imports Prefect blocks);
 4. read the release's history while checking that every image in the merged values (every
-   ``{name, tag}`` mapping) is in its registry;
+   ``{name, tag}`` mapping that hubploy.yaml's ``image_check`` wants) is in its registry;
 5. when the release has no history, create its namespace if it is missing;
 6. stop if the deployed revision was made by hubploy from exactly this chart and these values (its helm
    description carries their digest): nothing to upgrade (``skip_unchanged=False`` upgrades anyway);
-7. recover a stuck release, then ``helm upgrade --install --wait --timeout`` with rollback on failure.
-   Helm renders and validates the chart before it changes anything, so a render or schema error
-   leaves the release untouched (no separate ``helm template`` pass is needed);
+7. recover a stuck release, then ``helm upgrade --install --wait --timeout``. Helm renders and
+   validates the chart before it changes anything, so a render or schema error leaves the release
+   untouched (no separate ``helm template`` pass is needed). An upgrade that fails after changing the
+   release (a timeout, a failed hook) is diagnosed from the API (``diagnose``: what was not ready and
+   why), then rolled back by hubploy (``--atomic``), and reported as a timeout when it was one;
 8. health check: ``GET <hub url>/hub/api`` (helm has already waited for the rollouts); on failure roll
    back and raise :class:`~hubploy.errors.HealthCheckError`.
 
@@ -31,6 +34,7 @@ Where each concern lives:
 - ``images``: the image check of step 4;
 - ``namespaces``: step 5;
 - ``release``: helm release operations (history, recovery, upgrade, rollback, uninstall);
+- ``diagnose``: what was not ready when an upgrade failed, read from the API;
 - ``health_gate``: step 8.
 """
 
