@@ -19,8 +19,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +29,7 @@ import httpx
 from hubploy import http
 from hubploy.errors import RegistryError
 from hubploy.runner import register_secret
+from hubploy.workspace import private_dir
 
 DOCKER_HUB = "docker.io"
 MANIFEST_TYPES = (
@@ -182,12 +181,9 @@ def auth_files(credentials: Iterable[RegistryCredentials]) -> Iterator[AuthFiles
 
     Yields the file and ``{"DOCKER_CONFIG": dir, "REGISTRY_AUTH_FILE": file}`` for child envs.
     """
-    tmpdir = Path(tempfile.mkdtemp(prefix="hubploy-registry-auth-"))
-    try:
+    with private_dir("hubploy-registry-auth-") as tmpdir:
         path = tmpdir / "config.json"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             json.dump(docker_config(credentials), handle)
         yield AuthFiles(path, {"DOCKER_CONFIG": str(tmpdir), "REGISTRY_AUTH_FILE": str(path)})
-    finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)

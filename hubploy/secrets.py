@@ -20,7 +20,6 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Literal, Mapping
 
@@ -28,6 +27,7 @@ import yaml
 
 from hubploy.errors import CommandError, CommandNotFoundError, SecretsError
 from hubploy.runner import register_secret, run
+from hubploy.workspace import private_dir
 
 GIT_CRYPT_HEADER = b"\x00GITCRYPT\x00"
 SECRETS_DIR = "secrets"
@@ -158,8 +158,7 @@ def decrypted(paths: Iterable[Path], *, env: Mapping[str, str],
     """
     paths = [Path(p) for p in paths]
     states = {p: _require_usable(p, allow_plaintext) for p in paths}
-    tmpdir = Path(tempfile.mkdtemp(prefix="hubploy-secrets-"))  # mode 0700
-    try:
+    with private_dir("hubploy-secrets-") as tmpdir:  # 0700, in the run's private directory
         mapping: dict[Path, Path] = {}
         for index, path in enumerate(paths):
             if path in mapping:
@@ -173,8 +172,6 @@ def decrypted(paths: Iterable[Path], *, env: Mapping[str, str],
             os.chmod(target, 0o600)
             mapping[path] = target
         yield mapping
-    finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
 
 
 def decrypt_to_mapping(path: Path, *, env: Mapping[str, str], allow_plaintext: bool = False) -> dict[str, Any]:
