@@ -30,7 +30,7 @@ from hubploy_sandbox.paths import SandboxPaths
 from hubploy_sandbox.procs import read_pid, spawn, stop
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEMO_FILES = ("hub", "deployments", "hubploy-repo.yaml", ".sops.yaml", "example-age.key")
+DEMO_FILES = ("hub", "sandbox/charts/jupyterhub", "deployments", "hubploy-repo.yaml", ".sops.yaml", "example-age.key")
 POOL = "hubploy-process"
 BLOCK_MODULES = ("blocks.gcp", "blocks.aws", "blocks.azure", "blocks.kubeconfig")
 Say = Callable[[str], None]
@@ -81,6 +81,17 @@ class Stack:
     repo_url: str
     env: dict[str, str]     # what a client of this stack needs (Prefect URL and auth, sandbox tools)
     started: tuple[str, ...] = ()   # what this call of `up` started ("sandbox" included), for `down(only=)`
+
+    def login_url(self, then: str = "") -> str:
+        """The UI's log-in page; after logging in, the browser goes on to the UI path ``then``."""
+        return f"{self.ui_url}/login" + (f"?redirect={then}" if then else "")
+
+    def run_path(self, run_id: str) -> str:
+        return f"/runs/flow-run/{run_id}"
+
+    def how_to_log_in(self, then: str = "") -> str:
+        """Where to log in and where the auth string is (never the auth string itself)."""
+        return f"{self.login_url(then)} with the auth string (user:password) in {self.paths.auth_file}"
 
 
 def auth_string(paths: StackPaths) -> str:
