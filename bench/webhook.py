@@ -59,7 +59,11 @@ def signed_push(url: str, secret: str, delivery: str, sha: str, client: Any) -> 
 
 def runs_for(deliveries: list[str], deployment_id: Any) -> list[Any]:
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId, FlowRunFilterIdempotencyKey
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterDeploymentId,
+        FlowRunFilterIdempotencyKey,
+    )
 
     keys = [f"github-{d}" for d in deliveries]
     found: list[Any] = []
@@ -123,8 +127,9 @@ def main() -> None:
             all_runs = time.perf_counter() - start
             per_sha = Counter(r.parameters.get("sha") for r in runs)
             rows.append([round_number, args.pushes, args.concurrency, f"{wall:.1f}", f"{all_runs:.1f}",
-                         f"{percentile(latencies, 0.5) * 1000:.0f}", f"{percentile(latencies, 0.95) * 1000:.0f}",
-                         f"{max(latencies) * 1000:.0f}", ", ".join(f"{k} x{v}" for k, v in sorted(statuses.items())),
+                         f"{percentile(latencies, 0.5) * 1000:.0f}",
+                         f"{percentile(latencies, 0.95) * 1000:.0f}", f"{max(latencies) * 1000:.0f}",
+                         ", ".join(f"{k} x{v}" for k, v in sorted(statuses.items())),
                          len(runs), sum(n - 1 for n in per_sha.values()),
                          f"{_status_kb(receiver.pid, 'VmRSS') / 1024:.1f}",
                          f"{_status_kb(receiver.pid, 'VmHWM') / 1024:.1f}"])

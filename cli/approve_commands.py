@@ -25,7 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reject", action="store_true", help="reject: prod stays untouched")
     p.add_argument("--reason", default="", help="why (recorded in the audit trail)")
     p.add_argument("--as", dest="approver", default=f"{getpass.getuser()}@{socket.gethostname()}",
-                   help="who approves (default: user@host); with `approvers:` in hubploy-repo.yaml, a listed name")
+                   help="who approves (default: user@host); with `approvers:` in hubploy-repo.yaml, a name "
+                        "listed there")
     p.add_argument("--sha", help="decide only if the run promotes this commit (full or abbreviated SHA)")
     p.set_defaults(func=cmd_approve)
 
@@ -72,11 +73,12 @@ def _approve(args: argparse.Namespace) -> int:
     if decision is Decision.approve:
         _check_freeze()
     before = len(recorded_verdicts(run.id))
-    _resume(run.id, {"decision": decision.value, "sha": sha, "reason": args.reason, "approver": args.approver})
+    _resume(run.id, {"decision": decision.value, "sha": sha, "reason": args.reason,
+                     "approver": args.approver})
     verdict = _await_verdict(run.id, before)
     if verdict is None:
-        print(f"submitted the {decision.value} of run {run.name} ({run.id}), commit {sha[:12]}, as {args.approver}; "
-              f"the run had not judged it after {VERDICT_SECONDS} s: see its page")
+        print(f"submitted the {decision.value} of run {run.name} ({run.id}), commit {sha[:12]}, as "
+              f"{args.approver}; the run had not judged it after {VERDICT_SECONDS} s: see its page")
         return 0
     _, refused, why = verdict.partition(": refused: ")
     if refused:

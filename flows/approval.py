@@ -91,8 +91,8 @@ class Decision(str, enum.Enum):
 class Approval(RunInput):
     """The form shown in the Prefect UI ("Resume") and filled by `hubploy approve`."""
 
-    decision: Decision = Field(Decision.reject, description="approve: promote this commit to prod. "
-                                                            "reject (the default): stop here; prod stays untouched.")
+    decision: Decision = Field(Decision.reject, description=(
+        "approve: promote this commit to prod. reject (the default): stop here; prod stays untouched."))
     sha: str = Field("", description="The commit you decide on, as shown above (filled in). A decision that "
                                      "names another commit is refused.")
     reason: str = Field("", description="Why (recorded in the audit trail).")
@@ -168,7 +168,8 @@ def record_approval(sha: str, approval: Approval, round_number: int, refused: st
     create_markdown_artifact(
         key=AUDIT_KEY, description=verdict(approval, sha, refused),
         markdown="\n".join([
-            f"**{approval.decision.value}** of `{sha}` by {approval.who} (round {round_number}): {outcome}", "",
+            f"**{approval.decision.value}** of `{sha}` by {approval.who} (round {round_number}): {outcome}",
+            "",
             "| decision | commit named | approver | reason | outcome |", "|---|---|---|---|---|",
             (f"| {approval.decision.value} | `{approval.sha.strip() or '–'}` | {approval.who} | "
              f"{approval.reason or '–'} | {outcome} |")]))
@@ -227,7 +228,8 @@ def superseded_note(run_id: str) -> str | None:
     run's state history: a resume that raced the cancellation may have moved the run on since)."""
     with get_client(sync_client=True) as client:
         states = client.read_flow_run_states(UUID(run_id))
-    return next((s.message or "superseded" for s in states if s.is_cancelled() and s.name == "Superseded"), None)
+    notes = (s.message or "superseded" for s in states if s.is_cancelled() and s.name == "Superseded")
+    return next(notes, None)
 
 
 @flow(name="hubploy-approval-timeout", log_prints=True)

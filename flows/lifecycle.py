@@ -31,8 +31,8 @@ from prefect.context import FlowRunContext
 from prefect.futures import wait
 from prefect.states import Cancelled, Completed, Failed, State
 
-from flows.approval import (Decision, record_approval, refusal, schedule_timeout_watch, supersede_waiting_runs,
-                            superseded_note, wait_for_approval)
+from flows.approval import (Decision, record_approval, refusal, schedule_timeout_watch,
+                            supersede_waiting_runs, superseded_note, wait_for_approval)
 from flows.build_images import build_images
 from flows.tasks.github_status import DEFAULT_API_URL, report_status
 from flows.tasks.deploy import deploy_hub
@@ -84,9 +84,9 @@ def describe(sha: str, change: ChangeSet, staging: dict[str, Any], diffs: dict[s
 def _heading(sha: str, timeout_hours: float, note: str) -> list[str]:
     lines = [f"> **{note}**", ""] if note else []
     return lines + [f"## Promote `{sha[:12]}` to prod?", "",
-                    (f"Staging is deployed and healthy. Choose **approve** or **reject** (the default) below; the "
-                     f"form is for commit `{sha}` only. Without a decision within {timeout_hours:g} h the run is "
-                     "cancelled and prod stays untouched.")]
+                    (f"Staging is deployed and healthy. Choose **approve** or **reject** (the default) "
+                     f"below; the form is for commit `{sha}` only. Without a decision within "
+                     f"{timeout_hours:g} h the run is cancelled and prod stays untouched.")]
 
 
 def _staging_table(staging: dict[str, Any]) -> list[str]:
@@ -109,7 +109,8 @@ def _commit_list(sha: str, change: ChangeSet) -> list[str]:
 def _prod_changes(diffs: dict[str, str]) -> list[str]:
     lines = ["### What prod will change", ""]
     for hub, diff in diffs.items():
-        lines += [f"**{hub}**", "", f"```diff\n{diff}\n```" if diff else "_no change to the rendered manifests_", ""]
+        shown = f"```diff\n{diff}\n```" if diff else "_no change to the rendered manifests_"
+        lines += [f"**{hub}**", "", shown, ""]
     return lines
 
 
@@ -186,16 +187,16 @@ def _lifecycle(sha: str, repo_url: str, before: str | None, trigger: str, approv
         note = f"{approval.decision.noun} by {approval.who} refused: {refused}."
         logger.warning("%s", note)
     else:
-        return Cancelled(name="ApprovalRefused", message=f"{note} Gave up after {MAX_APPROVAL_ROUNDS} rounds; "
-                                                         "prod untouched")
+        return Cancelled(name="ApprovalRefused",
+                         message=f"{note} Gave up after {MAX_APPROVAL_ROUNDS} rounds; prod untouched")
     if approval.decision is not Decision.approve:
         return Cancelled(name="Rejected", message=f"rejected by {approval.who}: "
                                                   f"{approval.reason or 'no reason given'}; prod untouched")
     with concurrency(lock, occupy=1):
         superseded = superseded_note(run_id)
         if superseded is not None:
-            message = (f"the approval by {approval.who} arrived after this run was superseded ({superseded}): "
-                       "refused; prod untouched")
+            message = (f"the approval by {approval.who} arrived after this run was superseded "
+                       f"({superseded}): refused; prod untouched")
             logger.warning("%s", message)
             return Cancelled(name="Superseded", message=message)
         logger.info("approved by %s: %s", approval.who, approval.reason or "no reason given")

@@ -125,9 +125,9 @@ def runtime_root() -> Path:
         raise HubployError(f"cannot create the private run directory root {root}: {exc.strerror}",
                            hint=f"set {RUNTIME_DIR_ENV} to a directory of your own") from None
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
-        raise HubployError(f"{root} is not a directory of this user (a link, or someone else's): hubploy will not "
-                           "keep decrypted secrets there", hint=f"remove it, or set {RUNTIME_DIR_ENV} to a "
-                                                                "directory of your own")
+        raise HubployError(f"{root} is not a directory of this user (a link, or someone else's): hubploy "
+                           "will not keep decrypted secrets there",
+                           hint=f"remove it, or set {RUNTIME_DIR_ENV} to a directory of your own")
     if stat.S_IMODE(info.st_mode) != 0o700:
         os.chmod(root, 0o700)
     return root
@@ -151,7 +151,8 @@ def _create_run_dir(root: Path, pid: int) -> _RunDir:
     so that a sweep never sees a run directory of a live process without its held lock."""
     name = f"{RUN_PREFIX}{pid}-{secrets.token_hex(6)}"
     pending = root / f".new-{name}"
-    lock = open(os.open(pending, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb")  # noqa: SIM115 (kept open)
+    descriptor = os.open(pending, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    lock = open(descriptor, "wb")  # noqa: SIM115 (kept open for the life of the process)
     fcntl.flock(lock, fcntl.LOCK_EX)
     os.rename(pending, root / f"{name}.lock")
     path = root / name

@@ -32,8 +32,8 @@ def artifacts_dir(request: pytest.FixtureRequest) -> Path:
 
 
 def prod_revisions(sandbox) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
-    out = subprocess.run([sandbox.env["HELM_EXECUTABLE"], "history", "minimal-prod", "-n", "minimal-prod", "-o", "json"],
-                         env=sandbox.env, capture_output=True, text=True)
+    argv = [sandbox.env["HELM_EXECUTABLE"], "history", "minimal-prod", "-n", "minimal-prod", "-o", "json"]
+    out = subprocess.run(argv, env=sandbox.env, capture_output=True, text=True, check=False)
     return json.loads(out.stdout) if out.returncode == 0 else []
 
 
@@ -86,8 +86,8 @@ def choose(page, dialog, value: str) -> None:  # type: ignore[no-untyped-def]
     assert decision.inner_text().strip() == value
 
 
-def submit(page, dialog, stack: UpStack, demo: Demo, reason: str, approver: str,  # type: ignore[no-untyped-def]
-           shots: Path) -> None:
+def submit(page, dialog, stack: UpStack, demo: Demo,  # type: ignore[no-untyped-def]
+           reason: str, approver: str, shots: Path) -> None:
     dialog.locator("textarea").nth(1).fill(reason)
     dialog.locator("textarea").nth(2).fill(approver)
     dialog.get_by_text("What prod will change").scroll_into_view_if_needed()
@@ -99,7 +99,8 @@ def submit(page, dialog, stack: UpStack, demo: Demo, reason: str, approver: str,
     while stack.flow_run(demo.run_id)["state"]["type"] == "PAUSED":
         if time.monotonic() > deadline:
             page.screenshot(path=str(shots / "after-submit.png"))
-            raise AssertionError(f"the run still waits 180 s after Submit; the page says: {page.inner_text('body')[:2000]}")
+            page_text = page.inner_text("body")[:2000]
+            raise AssertionError(f"the run still waits 180 s after Submit; the page says: {page_text}")
         time.sleep(1)
 
 
@@ -122,8 +123,8 @@ def decide_in_the_browser(stack: UpStack, demo: Demo, decision: str, reason: str
             browser.close()
 
 
-def test_approve_in_the_browser_after_logging_in_then_prod_is_deployed(up_stack: UpStack, sandbox, tmp_path: Path,  # type: ignore[no-untyped-def]
-                                                                       request: pytest.FixtureRequest) -> None:
+def test_approve_in_the_browser_after_logging_in_then_prod_is_deployed(  # type: ignore[no-untyped-def]
+        up_stack: UpStack, sandbox, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     shots = artifacts_dir(request)
     with demo_hub_lock(), up_stack.demo(tmp_path) as demo:
         sha = git_origin(up_stack, "rev-parse", "staging")
@@ -139,8 +140,8 @@ def test_approve_in_the_browser_after_logging_in_then_prod_is_deployed(up_stack:
     assert (shots / "approval-form.png").stat().st_size > 10_000
 
 
-def test_reject_in_the_browser_with_a_reason_leaves_prod_untouched(up_stack: UpStack, sandbox, tmp_path: Path,  # type: ignore[no-untyped-def]
-                                                                   request: pytest.FixtureRequest) -> None:
+def test_reject_in_the_browser_with_a_reason_leaves_prod_untouched(  # type: ignore[no-untyped-def]
+        up_stack: UpStack, sandbox, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     shots = artifacts_dir(request)
     with demo_hub_lock(), up_stack.demo(tmp_path) as demo:
         prod_before, revisions_before = git_origin(up_stack, "rev-parse", "prod"), prod_revisions(sandbox)

@@ -60,8 +60,8 @@ def test_listed_approvers_only_when_the_list_is_set() -> None:
 
 def test_a_freeze_refuses_approvals_but_not_rejections() -> None:
     now = datetime.now(timezone.utc)
-    settings = RepoSettings(freeze_windows=[FreezeWindow(start=f"{now.year - 1}-01-01", end=f"{now.year + 1}-01-01",
-                                                         reason="exams")])
+    window = FreezeWindow(start=f"{now.year - 1}-01-01", end=f"{now.year + 1}-01-01", reason="exams")
+    settings = RepoSettings(freeze_windows=[window])
     why = refusal(approval(), SHA, approvers=Approvers(), settings=settings)
     assert why is not None and why.startswith("prod is frozen (exams) until")
     assert refusal(approval(Decision.reject), SHA, approvers=Approvers(), settings=settings) is None
@@ -80,7 +80,8 @@ def test_the_recorded_approver_is_the_checked_one() -> None:
     ("approvers:\n  staging: [a]\n  prod: []\n", ["approvers.staging: unknown key",
                                                   "approvers.prod: List should have at least 1 item"]),
 ])
-def test_bad_approvers_are_reported_with_file_key_and_line(tmp_path: Path, text: str, expected: list[str]) -> None:
+def test_bad_approvers_are_reported_with_file_key_and_line(tmp_path: Path, text: str,
+                                                           expected: list[str]) -> None:
     (tmp_path / "hub").mkdir()
     (tmp_path / "hub" / "Chart.yaml").write_text("apiVersion: v2\nname: hub\nversion: 0.1.0\n")
     (tmp_path / "deployments").mkdir()
@@ -96,6 +97,6 @@ def test_bad_approvers_are_reported_with_file_key_and_line(tmp_path: Path, text:
 
 
 def test_good_approvers_load() -> None:
-    assert RepoSettings.model_validate({"approvers": {"prod": [" alice ", "bob"]}}).approvers.allowed("prod") == [
-        "alice", "bob"]
+    settings = RepoSettings.model_validate({"approvers": {"prod": [" alice ", "bob"]}})
+    assert settings.approvers.allowed("prod") == ["alice", "bob"]
     assert RepoSettings().approvers.allowed("prod") is None

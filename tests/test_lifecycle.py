@@ -88,7 +88,8 @@ def deploy_repo(tmp_path: Path, sandbox, hubploy_worker: Worker) -> DeployRepo: 
     branches at the same commit, pushed to a bare origin."""
     hub = f"lc{secrets.token_hex(3)}"
     work = init_repo(tmp_path / "work", branch="staging")
-    copy_example_repo(work.root, {hub: "minimal"}, settings_extra="health_check_timeout: 30\n")  # broken: 30 s
+    # a broken hub fails in 30 s
+    copy_example_repo(work.root, {hub: "minimal"}, settings_extra="health_check_timeout: 30\n")
     work.commit(None, f"add hub {hub}")
     origin = tmp_path / "origin.git"
     work.git("init", "--bare", "--quiet", str(origin))
@@ -135,9 +136,8 @@ def wait_for_log(run_id: UUID, phrase: str, timeout: float = 90) -> str:
 def approval_records(run_id: UUID) -> list[str]:
     """The run's approval audit records (markdown), oldest first."""
     with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["approval"]),
-                                                                         flow_run_id=ArtifactFilterFlowRunId(
-                                                                             any_=[run_id])))
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=["approval"]), flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
     return [a.data for a in sorted(artifacts, key=lambda a: a.created)]
 
 
@@ -195,7 +195,8 @@ def artifact_keys() -> set[str]:
 
 def decide(run_id: UUID, decision: str, sha: str, reason: str = "", approver: str = "t") -> None:
     """Submit the approval form of a waiting run, as the UI does: the decision names commit ``sha``."""
-    resume_flow_run(run_id, run_input={"decision": decision, "sha": sha, "reason": reason, "approver": approver})
+    resume_flow_run(run_id, run_input={"decision": decision, "sha": sha, "reason": reason,
+                                       "approver": approver})
 
 
 def change_values(repo: DeployRepo, text: str) -> str:
@@ -221,7 +222,7 @@ def test_approved_change_reaches_prod_at_the_approved_sha(deploy_repo: DeployRep
     text = description(run_id)
     assert f"Promote `{sha[:12]}` to prod?" in text and repo.hub in text
     assert "| deployed |" in text and "localhost:5000/hubploy/minimal-user:" in text
-    assert "What prod will change" in text and "```diff" in text and "+kind: " in text  # prod has no release yet
+    assert "What prod will change" in text and "```diff" in text and "+kind: " in text  # nothing on prod yet
     assert repo.revisions("prod") == []  # nothing touched prod before the approval
     approve_until_prod(repo, run_id, sha, hubploy_worker, "looks good", "alice")
     assert repo.revisions("staging")[-1]["status"] == "deployed"
@@ -376,7 +377,8 @@ def test_newer_push_supersedes_a_waiting_run(deploy_repo: DeployRepo, hubploy_wo
     assert repo.revisions("prod") == []
 
 
-def test_an_approval_racing_a_supersession_is_refused(deploy_repo: DeployRepo, hubploy_worker: Worker) -> None:
+def test_an_approval_racing_a_supersession_is_refused(deploy_repo: DeployRepo,
+                                                      hubploy_worker: Worker) -> None:
     """The cancellation of a supersession lands after the resume (a newer run read this run as waiting,
     then the approval came): the run must not promote. The test holds the repository's promotion lock,
     as the superseding run does while it cancels, so the cancellation lands at that exact point."""
@@ -395,11 +397,11 @@ def test_an_approval_racing_a_supersession_is_refused(deploy_repo: DeployRepo, h
         wait_for_state(run_id, lambda r: r.state is not None and r.state.is_running(), worker=hubploy_worker)
         wait_for_artifact(run_id, "accepted")  # the decision counted; the run now waits for the lock
         with get_client(sync_client=True) as client:
-            client.set_flow_run_state(run_id, Cancelled(name="Superseded", message="superseded by newer "
-                                                        "lifecycle run test-newer for 0123456789ab"), force=True)
+            note = "superseded by newer lifecycle run test-newer for 0123456789ab"
+            client.set_flow_run_state(run_id, Cancelled(name="Superseded", message=note), force=True)
     # the run's own check, under the lock, refuses the approval before anything touches prod
     refusal = wait_for_log(run_id, "arrived after this run was superseded")
-    assert "(superseded by newer lifecycle run test-newer for 0123456789ab): refused; prod untouched" in refusal
+    assert f"({note}): refused; prod untouched" in refusal
     run = wait_for_state(run_id, final, worker=hubploy_worker)
     assert (run.state.type.value, run.state.name) == ("CANCELLED", "Superseded"), run.state.message
     assert repo.origin_git("rev-parse", "prod") == prod_before
@@ -431,19 +433,20 @@ def test_a_decision_counts_only_for_the_commit_shown_and_from_a_listed_approver(
                    worker=hubploy_worker)
     assert f"it names commit {other[:12]}, but this run promotes {sha[:12]}" in description(run_id)
     # not on prod's list, though on the list of the change (the checkout the command runs in)
-    refused = run_cli("approve", str(run_id), "--as", "mallory", "--reason", "looks fine to me", cwd=repo.work.root)
+    refused = run_cli("approve", str(run_id), "--as", "mallory", "--reason", "looks fine to me",
+                      cwd=repo.work.root)
     assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
     assert ("refused the approval: 'mallory' may not decide prod: approvers.prod in hubploy-repo.yaml lists "
             "alice@example.org, bob") in refused.stderr
     run = wait_for_state(run_id, lambda r: paused(r) and r.state.state_details.pause_key == "approval-3",
                          worker=hubploy_worker)
     assert "Approval by mallory refused: 'mallory' may not decide prod" in description(run_id)
-    wrong = run_cli("approve", str(run_id), "--sha", other[:10], "--as", "bob", cwd=PROJECT_ROOT)  # refused here
+    wrong = run_cli("approve", str(run_id), "--sha", other[:10], "--as", "bob", cwd=PROJECT_ROOT)  # refused
     assert wrong.returncode == 1 and f"promotes commit {sha[:12]}, not {other[:10]}" in wrong.stderr
     assert repo.revisions("prod") == [] and repo.origin_git("rev-parse", "prod") == other
 
-    approved = run_cli("approve", str(run_id), "--sha", sha[:10], "--as", "Alice@Example.org", "--reason", "ok",
-                       cwd=PROJECT_ROOT)
+    approved = run_cli("approve", str(run_id), "--sha", sha[:10], "--as", "Alice@Example.org", "--reason",
+                       "ok", cwd=PROJECT_ROOT)
     assert approved.returncode == 0, approved.stderr
     assert f"commit {sha[:12]}" in approved.stdout
     run = wait_for_state(run_id, final, worker=hubploy_worker)
@@ -517,8 +520,9 @@ def test_approve_in_the_prefect_ui_then_prod_is_deployed(deploy_repo: DeployRepo
             page.keyboard.press("ArrowDown")
             page.keyboard.press("Enter")
         assert decision.inner_text().strip() == "approve"
-        dialog.locator("textarea").nth(0).fill("checked staging in the browser")
-        dialog.locator("textarea").nth(1).fill("erin@example.org")
+        assert dialog.locator("textarea").nth(0).input_value() == sha  # the commit the form is for
+        dialog.locator("textarea").nth(1).fill("checked staging in the browser")
+        dialog.locator("textarea").nth(2).fill("erin@example.org")
         page.screenshot(path=str(tmp_path / "approval-form.png"))
         dialog.get_by_role("button", name="Submit").click()
         browser.close()

@@ -64,7 +64,7 @@ def test_the_next_run_removes_what_a_killed_run_left_and_keeps_a_live_runs(tmp_p
         killed.wait(timeout=30)
         assert (killed_secrets / "prod.yaml").read_text() == "token: s3cret"  # SIGKILL cleans nothing up
         assert mode(killed_dir) == 0o700  # ...but it is readable by its user only
-        nxt, next_dir, _ = start(root, "exit")
+        nxt, _, _ = start(root, "exit")
         assert nxt.wait(timeout=30) == 0
         assert not killed_dir.exists() and not Path(f"{killed_dir}.lock").exists()
         assert (live_secrets / "prod.yaml").read_text() == "token: s3cret"  # its process still runs
@@ -78,7 +78,7 @@ def test_a_root_that_is_not_private_is_made_private_or_refused(tmp_path: Path) -
     def first_use(root: Path) -> subprocess.CompletedProcess[str]:
         code = "from hubploy.workspace import private_run_dir; print(private_run_dir())"
         return subprocess.run([sys.executable, "-c", code], env={**os.environ, RUNTIME_DIR_ENV: str(root)},
-                              capture_output=True, text=True, timeout=60)
+                              capture_output=True, text=True, timeout=60, check=False)
 
     open_root = tmp_path / "open"
     open_root.mkdir(mode=0o755)
@@ -106,8 +106,9 @@ def test_threads_of_one_run_share_its_directory(tmp_path: Path) -> None:
         with ThreadPoolExecutor(8) as pool:
             print(len(set(pool.map(lambda _: private_run_dir(), range(32)))))
     """)
-    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, RUNTIME_DIR_ENV: str(tmp_path / "r")},
-                         capture_output=True, text=True, timeout=60, check=True)
+    env = {**os.environ, RUNTIME_DIR_ENV: str(tmp_path / "r")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60,
+                         check=True)
     assert out.stdout.strip() == "1"
     deadline = time.monotonic() + 5
     while list((tmp_path / "r").iterdir()) and time.monotonic() < deadline:

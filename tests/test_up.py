@@ -64,7 +64,8 @@ def test_hubploy_up_serves_everything_locked_down_and_ctrl_c_stops_it(sandbox, t
         ui = stack.ui
         assert stack.printed("Prefect UI") == ui
         # how to log in, and where the auth string is: never the auth string itself
-        assert stack.printed("log in") == f"{ui}/login with the auth string (user:password) in {home / 'prefect-auth'}"
+        auth_file = home / "prefect-auth"
+        assert stack.printed("log in") == f"{ui}/login with the auth string (user:password) in {auth_file}"
         assert stack.auth_string.partition(":")[2] not in out
         webhook_url, secret = stack.printed("webhook URL"), stack.printed("webhook secret")
         assert webhook_url == f"http://127.0.0.1:{webhook_port}/webhook" and len(secret) >= 32
@@ -156,7 +157,8 @@ def test_hubploy_demo_approve_runs_to_prod_and_cleans_up(sandbox, tmp_path: Path
     with demo_hub_lock():
         proc = subprocess.run([str(VENV_BIN / "hubploy"), "demo", "--approve", "--port", str(port),
                                "--webhook-port", str(webhook_port)], cwd=tmp_path, env=user_env(home),
-                              capture_output=True, text=True, timeout=1500, stdin=subprocess.DEVNULL, check=False)
+                              capture_output=True, text=True, timeout=1500, stdin=subprocess.DEVNULL,
+                              check=False)
     out = proc.stdout + proc.stderr
     started = {name: int(pid) for name, pid in re.findall(r"(\S+): started \(pid (\d+)", out)}
     try:
@@ -190,7 +192,8 @@ def test_hubploy_up_that_cannot_start_fails_fast_and_leaves_nothing_running(sand
         port = taken.getsockname()[1]
         start = time.monotonic()
         proc = subprocess.run([str(VENV_BIN / "hubploy"), "up", "--port", str(port), "--webhook-port",
-                               str(free_port())], cwd=tmp_path, env=user_env(home), capture_output=True, text=True,
+                               str(free_port())], cwd=tmp_path, env=user_env(home), capture_output=True,
+                              text=True,
                               timeout=300, stdin=subprocess.DEVNULL, check=False)
         elapsed = time.monotonic() - start
     out = proc.stdout + proc.stderr

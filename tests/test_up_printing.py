@@ -1,6 +1,7 @@
 """What `hubploy up` and `hubploy demo` print about logging in (issue 15): the log-in URL (for the demo, one
 that leads on to the run) and the file that holds the auth string, never the auth string; the webhook
-secret only outside CI. The real commands are driven in tests/test_up.py and tests/test_approval_browser.py."""
+secret only outside CI. The real commands are driven in tests/test_up.py and
+tests/test_approval_browser.py."""
 
 from __future__ import annotations
 
@@ -42,15 +43,17 @@ def test_in_ci_up_prints_no_webhook_secret_either(stack: Stack, capsys: pytest.C
     monkeypatch.setenv("CI", "true")
     _print_stack(stack)
     out = capsys.readouterr().err
-    assert "webhook secret   in the Prefect Secret block hubploy-webhook-secret (not printed: CI is set)" in out
+    assert ("webhook secret   in the Prefect Secret block hubploy-webhook-secret (not printed: CI is set)"
+            in out)
     assert WEBHOOK_SECRET not in out and AUTH.partition(":")[2] not in out
 
 
 def test_the_demo_summary_logs_in_to_the_run(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
-    result = DemoResult(RUN_ID, "brave-fox", "a" * 40, "Suspended", "", f"http://127.0.0.1:4200/runs/flow-run/{RUN_ID}")
+    run_page = f"http://127.0.0.1:4200/runs/flow-run/{RUN_ID}"
+    result = DemoResult(RUN_ID, "brave-fox", "a" * 40, "Suspended", "", run_page)
     _print_summary(stack, result)
     out = capsys.readouterr().err
-    login = out.index(f"log in     http://127.0.0.1:4200/login?redirect=/runs/flow-run/{RUN_ID} with the auth "
-                      f"string (user:password) in {stack.paths.auth_file}")
-    assert login < out.index(f"run page   http://127.0.0.1:4200/runs/flow-run/{RUN_ID}")  # log in, then the link
+    login = out.index(f"log in     http://127.0.0.1:4200/login?redirect=/runs/flow-run/{RUN_ID} with the "
+                      f"auth string (user:password) in {stack.paths.auth_file}")
+    assert login < out.index(f"run page   {run_page}")  # log in first, then the link
     assert AUTH.partition(":")[2] not in out

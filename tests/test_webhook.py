@@ -416,7 +416,7 @@ def test_a_slow_server_gets_the_delivery_accepted_and_its_run_created_when_it_an
             deadline = time.monotonic() + 60  # on a loaded machine even an undelayed answer may take 2 s
             while (warm := deliver(url, "push", warm_push, delivery=warm_delivery)).status_code == 503:
                 assert time.monotonic() < deadline, warm.text
-            assert warm.json()["status"] in ("started", "accepted", "duplicate"), warm.text  # the server answered
+            assert warm.json()["status"] in ("started", "accepted", "duplicate"), warm.text  # it answered
             proxy.delay = 5.0  # from now on it takes longer than the receiver's answer budget
             started = time.monotonic()
             slow = deliver(url, "push", push("staging", after), delivery=delivery)

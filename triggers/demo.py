@@ -86,8 +86,8 @@ def _run_of_delivery(delivery: str, timeout: float = 300) -> str:
         while not (runs := client.read_flow_runs(flow_run_filter=FlowRunFilter(
                 idempotency_key=FlowRunFilterIdempotencyKey(any_=[f"github-{delivery}"])))):
             if time.monotonic() > deadline:
-                raise HubployError(f"the webhook receiver accepted the push but started no run in {timeout:.0f} s",
-                                   hint="see the receiver's log (hubploy up: logs/webhook.log)")
+                raise HubployError(f"the webhook receiver accepted the push but started no run in "
+                                   f"{timeout:.0f} s", hint="see the receiver's log (logs/webhook.log)")
             time.sleep(1)
     return str(runs[0].id)
 
@@ -125,8 +125,9 @@ def demo(stack: Stack, *, approve: bool, say: Say = print, timeout: float = 900)
         if approve:
             from prefect.flow_runs import resume_flow_run
 
-            resume_flow_run(run_id, run_input={"decision": "approve", "sha": after,
-                                               "reason": "hubploy demo --approve", "approver": "hubploy demo"})
+            answer = {"decision": "approve", "sha": after, "approver": "hubploy demo",
+                      "reason": "hubploy demo --approve"}
+            resume_flow_run(run_id, run_input=answer)
             say("approved")
             flow_run = _wait(run_id, lambda r: r.state is not None and r.state.is_final(), timeout, say, "prod")
     state = flow_run.state

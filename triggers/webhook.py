@@ -153,14 +153,14 @@ class _Receiver:
         try:
             creation = self._creation(decision, delivery)
         except _Busy:
-            return _answer(503, error=f"{self._config.max_pending_starts} deliveries are waiting for the Prefect "
-                                      "server already; redeliver this one later")
+            return _answer(503, error=f"{self._config.max_pending_starts} deliveries are waiting for the "
+                                      "Prefect server already; redeliver this one later")
         try:
             run = await asyncio.wait_for(asyncio.shield(creation), self._config.prefect_timeout)
         except TimeoutError:
             if time.monotonic() - self._server_answered < SERVER_ALIVE_SECONDS:
-                log.info("delivery %s (%s): the Prefect server is slow; the %s run is created when it answers",
-                         delivery, event, decision.deployment)
+                log.info("delivery %s (%s): the Prefect server is slow; the %s run is created when it "
+                         "answers", delivery, event, decision.deployment)
                 return _answer(202, status="accepted", deployment=decision.deployment,
                                reason="the Prefect server is slow to answer; the run is created when it does")
             creation.cancel()
@@ -168,7 +168,8 @@ class _Receiver:
             log.warning("delivery %s: %s", delivery, error)
             return _answer(503, error=error)
         except (PrefectException, httpx.HTTPError) as exc:
-            return _answer(503, error=f"cannot start deployment {decision.deployment!r}: {self._describe(exc)}")
+            why = self._describe(exc)
+            return _answer(503, error=f"cannot start deployment {decision.deployment!r}: {why}")
         return _answer(202, status="started", deployment=decision.deployment, flow_run_id=str(run.id),
                        flow_run_name=run.name)
 
@@ -206,8 +207,8 @@ class _Receiver:
             return
         error = creation.exception()
         if error is not None:
-            why = (f"no answer within {self._config.background_timeout:g} s" if isinstance(error, TimeoutError)
-                   else self._describe(error))
+            why = (f"no answer within {self._config.background_timeout:g} s"
+                   if isinstance(error, TimeoutError) else self._describe(error))
             log.warning("delivery %s: cannot start deployment %r: %s", delivery, deployment, why)
             return
         self._remember(delivery)

@@ -99,7 +99,8 @@ def approvers_in_force(repo_url: str, prod_head: str | None, tree: str) -> Appro
     promoted); those of the commit under approval (``tree``) when prod has none or its file does not load."""
     logger = get_run_logger()
     if prod_head is not None:
-        prod, issues = try_load_repo(checkout(repo_url, prod_head, cache_dir=default_cache_dir(), env=git_env()))
+        prod_tree = checkout(repo_url, prod_head, cache_dir=default_cache_dir(), env=git_env())
+        prod, issues = try_load_repo(prod_tree)
         if prod is not None:
             return prod.settings.approvers
         logger.warning("hubploy-repo.yaml on prod (%s) does not load (%s); approvers are those of the commit "

@@ -73,9 +73,9 @@ class Approvers(Strict):
     """Per approved environment, the names that may decide its approval; unset: anyone who can reach the
     Prefect UI or API (the open-source server records no user, so the name is the one the form gives)."""
 
-    prod: list[Name] | None = Field(None, min_length=1, description="Who may approve or reject a promotion to "
-                                    "prod, e.g. [alice, bob@example.org]; the approver name given in the form "
-                                    "(or `hubploy approve --as`) must be one of them, case-insensitive.")
+    prod: list[Name] | None = Field(None, min_length=1, description=(
+        "Who may approve or reject a promotion to prod, e.g. [alice, bob@example.org]; the approver name "
+        "given in the form (or `hubploy approve --as`) must be one of them, case-insensitive."))
 
     def allowed(self, env: str) -> list[str] | None:
         """The names that may decide ``env``'s approval, or None when anyone may."""
@@ -88,8 +88,9 @@ class Approvers(Strict):
             return
         who = repr(name.strip()) if name.strip() else "an approval without a name"
         raise ApprovalError(f"{who} may not decide {env}: approvers.{env} in hubploy-repo.yaml lists "
-                            f"{', '.join(allowed)}", hint="give your name as listed there (the form's approver "
-                                                          "field, or `hubploy approve --as NAME`)")
+                            f"{', '.join(allowed)}",
+                            hint="give your name as listed there (the form's approver field, or "
+                                 "`hubploy approve --as NAME`)")
 
 
 class RepoSettings(Strict):

@@ -128,7 +128,7 @@ class UpStack:
 
     def printed(self, label: str) -> str:
         """The value `hubploy up` printed after ``label`` (e.g. "webhook URL")."""
-        found = re.search(rf"^  {re.escape(label)} +(.+)$", self.output, re.M)
+        found = re.search(rf"^  {re.escape(label)} +(.+)$", self.output, re.MULTILINE)
         assert found, f"`hubploy up` printed no {label!r}:\n{self.output}"
         return found.group(1).strip()
 
@@ -153,23 +153,26 @@ class UpStack:
         """Settings for Prefect clients in this process to talk to this stack's server."""
         from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
-        return temporary_settings(updates={PREFECT_API_URL: self.api, PREFECT_API_AUTH_STRING: self.auth_string})
+        return temporary_settings(updates={PREFECT_API_URL: self.api,
+                                           PREFECT_API_AUTH_STRING: self.auth_string})
 
     @contextmanager
     def demo(self, tmp_path: Path) -> Iterator[Demo]:
         """`hubploy demo` against this stack, stopped at the approval form; Ctrl-C when done. Hold
         demo_hub_lock() around it."""
         log = tmp_path / f"demo-{time.monotonic_ns()}.log"
-        proc = subprocess.Popen([str(VENV_BIN / "hubploy"), "demo", "--port", str(self.port), "--webhook-port",
-                                 str(self.webhook_port)], cwd=tmp_path, env=user_env(self.home),
+        argv = [str(VENV_BIN / "hubploy"), "demo", "--port", str(self.port),
+                "--webhook-port", str(self.webhook_port)]
+        proc = subprocess.Popen(argv, cwd=tmp_path, env=user_env(self.home),
                                 stdout=log.open("w"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
         try:
             out = wait_for_output(DEMO_WAITING, log, proc, timeout=900)
-            run_id = re.search(r"hubploy approve ([0-9a-f-]{36})", out).group(1)  # type: ignore[union-attr]
-            login = re.search(r"Approve in the UI: log in at (\S+) ", out).group(1)  # type: ignore[union-attr]
-            run_url = re.search(r"press Resume on the run page (\S+)", out).group(1)  # type: ignore[union-attr]
-            yield Demo(out, run_id, run_url, login)
+            found = [re.search(pattern, out) for pattern in (r"hubploy approve ([0-9a-f-]{36})",
+                                                              r"press Resume on the run page (\S+)",
+                                                              r"Approve in the UI: log in at (\S+) ")]
+            assert all(found), out
+            yield Demo(out, *(m.group(1) for m in found if m))
             assert interrupt(proc) == 0, log.read_text()[-3000:]
         finally:
             if proc.poll() is None:
@@ -184,11 +187,11 @@ class UpStack:
         return code
 
 
-def start_up(home: Path, log: Path, *, env: dict[str, str] | None = None) -> UpStack:
+def start_up(home: Path, log: Path) -> UpStack:
     """`hubploy up` on free ports, once it says it is up."""
     port, webhook_port = free_port(), free_port()
-    proc = subprocess.Popen([str(VENV_BIN / "hubploy"), "up", "--port", str(port), "--webhook-port", str(webhook_port)],
-                            cwd=log.parent, env={**user_env(home), **(env or {})}, stdout=log.open("w"),
+    argv = [str(VENV_BIN / "hubploy"), "up", "--port", str(port), "--webhook-port", str(webhook_port)]
+    proc = subprocess.Popen(argv, cwd=log.parent, env=user_env(home), stdout=log.open("w"),
                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     stack = UpStack(home, port, webhook_port, proc, log)
     try:

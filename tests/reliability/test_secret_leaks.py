@@ -41,6 +41,7 @@ pytestmark = [pytest.mark.reliability, pytest.mark.sandbox, pytest.mark.prefect]
 
 LIFECYCLE = "hubploy-lifecycle/lifecycle"
 PROD_DEPLOY = "hubploy-prod-deploy/prod-deploy"
+FINAL = ("COMPLETED", "FAILED", "CANCELLED", "CRASHED")
 # A cloud CLI stand-in that gives away every credential it is handed: the files named on its command line
 # (key files, @password files) and the AWS credentials file, in its error message, then fails.
 LEAKY_CLI = """#!/bin/sh
@@ -50,15 +51,16 @@ for arg in "$@"; do
   [ -f "$file" ] && leak="$leak $(tr '\\n' ' ' < "$file")"
 done
 [ -n "$AWS_SHARED_CREDENTIALS_FILE" ] && leak="$leak $(tr '\\n' ' ' < "$AWS_SHARED_CREDENTIALS_FILE")"
-printf "ERROR: %s refused these credentials:%s\n" "$(basename "$0")" "$leak" >&2
+printf "ERROR: %s refused these credentials:%s\\n" "$(basename "$0")" "$leak" >&2
 exit 1
 """
-CLOUD_HUBS = {  # hub: its cluster section, naming a block
-    "leakgcp": {"provider": "gcloud", "gcloud": {"project": "p", "cluster": "c", "zone": "us-central1-a",
-                                                  "credentials_block": "leak-gcp"}},
-    "leakaws": {"provider": "aws", "aws": {"cluster": "c", "region": "us-west-2", "credentials_block": "leak-aws"}},
-    "leakazure": {"provider": "azure", "azure": {"resource_group": "g", "cluster": "c",
-                                                  "credentials_block": "leak-azure"}},
+CLOUD_HUBS = {  # hub: (its cluster section, naming a block; the CLI it runs first)
+    "leakgcp": ({"provider": "gcloud", "gcloud": {"project": "p", "cluster": "c", "zone": "us-central1-a",
+                                                   "credentials_block": "leak-gcp"}}, "gcloud"),
+    "leakaws": ({"provider": "aws", "aws": {"cluster": "c", "region": "us-west-2",
+                                            "credentials_block": "leak-aws"}}, "aws"),
+    "leakazure": ({"provider": "azure", "azure": {"resource_group": "g", "cluster": "c",
+                                                   "credentials_block": "leak-azure"}}, "az"),
 }
 
 
@@ -81,15 +83,17 @@ def plant(markers: dict[str, str], sandbox, stack: UpStack) -> None:  # type: ig
     from blocks.gcp import GcpClusterCredentials
     from blocks.kubeconfig import KubeconfigCredentials
 
-    private_key = f"-----BEGIN PRIVATE KEY-----\n{markers['GCP block private key']}\n-----END PRIVATE KEY-----\n"
+    key = f"-----BEGIN PRIVATE KEY-----\n{markers['GCP block private key']}\n-----END PRIVATE KEY-----\n"
+    key_file = {"type": "service_account", "client_email": "d@p.iam.example", "private_key": key}
     with stack.prefect_settings():
-        GcpClusterCredentials(service_account_info={"type": "service_account", "client_email": "d@p.iam.example",
-                                                    "private_key": private_key},
-                              project="p", cluster="c", location="us-central1-a").save("leak-gcp", overwrite=True)
-        AwsClusterCredentials(aws_access_key_id="AKIAEXAMPLE", aws_secret_access_key=markers["AWS block secret key"],
-                              cluster="c", region="us-west-2").save("leak-aws", overwrite=True)
-        AzureClusterCredentials(client_id="app", tenant_id="tenant", client_secret=markers["Azure block secret"],
-                                resource_group="g", cluster="c").save("leak-azure", overwrite=True)
+        GcpClusterCredentials(service_account_info=key_file, project="p", cluster="c",
+                              location="us-central1-a").save("leak-gcp", overwrite=True)
+        AwsClusterCredentials(aws_access_key_id="AKIAEXAMPLE", cluster="c", region="us-west-2",
+                              aws_secret_access_key=markers["AWS block secret key"]
+                              ).save("leak-aws", overwrite=True)
+        AzureClusterCredentials(client_id="app", tenant_id="tenant", resource_group="g", cluster="c",
+                                client_secret=markers["Azure block secret"]).save("leak-azure",
+                                                                                  overwrite=True)
         KubeconfigCredentials.from_kubeconfig(sandbox.env["KUBECONFIG"]).save("leak-kube", overwrite=True)
 
 
@@ -102,13 +106,14 @@ def make_repo(root: Path, hub: str, markers: dict[str, str], env: dict[str, str]
     config = yaml.safe_load((hub_dir / "hubploy.yaml").read_text())
     config["cluster"] = {"provider": "kubeconfig", "kubeconfig": {"credentials_block": "leak-kube"}}
     (hub_dir / "hubploy.yaml").write_text(yaml.safe_dump(config))
+    password = markers["hub sops secret (hub config)"]
+    secrets_values = {"proxy": {"secretToken": markers["hub sops secret (proxy token)"]},
+                      "hub": {"config": {"DummyAuthenticator": {"password": password}}}}
     for env_name in ("staging", "prod"):
-        secret_file = hub_dir / "secrets" / f"{env_name}.yaml"
-        secret_file.write_text(yaml.safe_dump({"jupyterhub": {
-            "proxy": {"secretToken": markers["hub sops secret (proxy token)"]},
-            "hub": {"config": {"DummyAuthenticator": {"password": markers["hub sops secret (hub config)"]}}}}}))
-        subprocess.run(["sops", "--encrypt", "--in-place", str(secret_file.relative_to(repo.root))], cwd=repo.root,
-                       env=env, check=True, capture_output=True)
+        secret_file = Path("deployments") / hub / "secrets" / f"{env_name}.yaml"
+        (repo.root / secret_file).write_text(yaml.safe_dump({"jupyterhub": secrets_values}))
+        subprocess.run(["sops", "--encrypt", "--in-place", str(secret_file)], cwd=repo.root, env=env,
+                       check=True, capture_output=True)
     repo.commit(None, f"hub {hub} with planted secrets")
     return repo
 
@@ -118,20 +123,61 @@ def start(stack: UpStack, deployment: str, storage: Path, env: dict[str, str] | 
     """A run of ``deployment`` whose task results are stored under ``storage``."""
     from prefect.deployments import run_deployment
 
+    job_env = {"PREFECT_LOCAL_STORAGE_PATH": str(storage), **(env or {})}
     with stack.prefect_settings():
-        run = run_deployment(deployment, parameters=parameters, timeout=0,
-                             job_variables={"env": {"PREFECT_LOCAL_STORAGE_PATH": str(storage), **(env or {})}})
-    return run.id
+        return run_deployment(deployment, parameters=parameters, timeout=0, job_variables={"env": job_env}).id
 
 
 def wait(stack: UpStack, run_id: UUID, done: str, timeout: float = 900) -> dict[str, Any]:
-    """The run once its state type is ``done`` (or final)."""
+    """The run's state once its type is ``done`` (or final)."""
     deadline = time.monotonic() + timeout
-    while (state := stack.flow_run(str(run_id))["state"])["type"] not in (done, "COMPLETED", "FAILED", "CANCELLED",
-                                                                          "CRASHED"):
+    while (state := stack.flow_run(str(run_id))["state"])["type"] not in (done, *FINAL):
         assert time.monotonic() < deadline, state
         time.sleep(2)
     return state
+
+
+def lifecycle_to_prod(stack: UpStack, repo: Repo, origin: Path, hub: str, storage: Path) -> None:
+    from prefect.flow_runs import resume_flow_run
+
+    common = f"deployments/{hub}/config/common.yaml"
+    sha = repo.commit({common: (repo.root / common).read_text() + "# to prod\n"}, "to prod")
+    repo.git("push", "--quiet", str(origin), "staging")
+    run_id = start(stack, LIFECYCLE, storage, sha=sha, repo_url=str(origin))
+    assert wait(stack, run_id, "PAUSED")["type"] == "PAUSED"
+    with stack.prefect_settings():
+        resume_flow_run(run_id, run_input={"decision": "approve", "sha": sha, "reason": "leak check",
+                                           "approver": "auditor"})
+    state = wait(stack, run_id, "COMPLETED")
+    assert state["type"] == "COMPLETED", state
+
+
+def failing_prod_deploy(stack: UpStack, repo: Repo, origin: Path, storage: Path, path: str) -> None:
+    """A push to prod adding three hubs whose cloud blocks reach leaky stand-in CLIs (first on ``path``)."""
+    repo.git("fetch", "--quiet", str(origin), "prod")  # the merge the promotion made
+    before = repo.git("rev-parse", "FETCH_HEAD")
+    repo.git("checkout", "-q", "-b", "cloud", before)
+    cloud = repo.commit({f"deployments/{hub}/hubploy.yaml": yaml.safe_dump({"cluster": cluster})
+                         for hub, (cluster, _) in CLOUD_HUBS.items()}, "hubs on three clouds")
+    repo.git("push", "--quiet", str(origin), "cloud")
+    run_id = start(stack, PROD_DEPLOY, storage, {"PATH": path}, sha=cloud, before=before,
+                   repo_url=str(origin))
+    state = wait(stack, run_id, "FAILED")
+    assert (state["type"], state["name"]) == ("FAILED", "ProdFailed"), state
+    for hub, (_, cli) in CLOUD_HUBS.items():
+        assert f"{hub}: " in state["message"], state
+        assert f"{cli} refused these credentials" in state["message"], state
+
+
+def webhook_deliveries(stack: UpStack, secret: str) -> None:
+    """A ping and a push the receiver ignores, signed with its real secret."""
+    for event, body in (("ping", {"zen": "hi"}), ("push", {"ref": "refs/heads/other", "after": "a" * 40})):
+        raw = json.dumps(body).encode()
+        signature = "sha256=" + hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()
+        answer = httpx.post(stack.printed("webhook URL"), content=raw, timeout=30, headers={
+            "X-GitHub-Event": event, "X-GitHub-Delivery": str(uuid.uuid4()), "X-Hub-Signature-256": signature,
+            "Content-Type": "application/json"})
+        assert answer.status_code in (200, 202), answer.text
 
 
 def database_cells(db: Path) -> Iterator[tuple[str, str]]:
@@ -139,7 +185,7 @@ def database_cells(db: Path) -> Iterator[tuple[str, str]]:
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
         tables = [row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
         for table in tables:
-            for row in connection.execute(f'SELECT * FROM "{table}"'):  # noqa: S608 (names from sqlite_master)
+            for row in connection.execute(f'SELECT * FROM "{table}"'):  # table names from the database itself
                 for cell in row:
                     if cell is not None:
                         yield table, cell.decode(errors="replace") if isinstance(cell, bytes) else str(cell)
@@ -147,11 +193,31 @@ def database_cells(db: Path) -> Iterator[tuple[str, str]]:
 
 def table_counts(db: Path, *tables: str) -> dict[str, int]:
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
-        return {t: connection.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0] for t in tables}  # noqa: S608
+        return {t: connection.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0]
+                for t in tables}
 
 
-def test_no_planted_secret_anywhere_after_a_lifecycle_to_prod_and_a_failing_deploy(  # type: ignore[no-untyped-def]
-        up_stack: UpStack, sandbox, tmp_path: Path) -> None:
+def places_to_search(stack: UpStack, storage: Path) -> dict[str, list[str]]:
+    """Where -> texts: every table and file of the server's database, the stack's logs, the task results."""
+    db = stack.home / "prefect" / "prefect.db"
+    counts = table_counts(db, "log", "artifact", "flow_run", "flow_run_state", "flow_run_input", "task_run",
+                          "task_run_state", "block_document", "events")
+    assert all(counts.values()), f"a table to search is empty: {counts}"
+    places: dict[str, list[str]] = {}
+    for table, text in database_cells(db):
+        places.setdefault(f"database table {table}", []).append(text)
+    for raw in sorted(db.parent.glob("prefect.db*")):
+        places[f"database file {raw.name}"] = [raw.read_bytes().decode("latin-1")]
+    for log in ("prefect-server", "worker", "webhook"):
+        places[f"{log} log"] = [(stack.home / "logs" / f"{log}.log").read_text(errors="replace")]
+    results = [p for p in storage.rglob("*") if p.is_file()]
+    assert results, "no task result was stored"
+    places["stored task results"] = [p.read_bytes().decode("latin-1") for p in results]
+    return places
+
+
+def test_no_planted_secret_anywhere_after_a_lifecycle_to_prod_and_a_failing_deploy(
+        up_stack: UpStack, sandbox, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     stack = up_stack
     mark = f"leak{secrets.token_hex(6)}"
     kubeconfig = yaml.safe_load(Path(sandbox.env["KUBECONFIG"]).read_text())
@@ -176,71 +242,25 @@ def test_no_planted_secret_anywhere_after_a_lifecycle_to_prod_and_a_failing_depl
     repo.git("branch", "prod")
     repo.git("push", "--quiet", str(origin), "staging", "prod")
     storage = tmp_path / "results"
+    leaky = tmp_path / "leaky-bin"
+    leaky.mkdir()
+    for _, cli in CLOUD_HUBS.values():
+        (leaky / cli).write_text(LEAKY_CLI)
+        (leaky / cli).chmod(0o755)
     try:
-        # the lifecycle to prod, approved
-        common = f"deployments/{hub}/config/common.yaml"
-        sha = repo.commit({common: (repo.root / common).read_text() + "# to prod\n"}, "to prod")
-        repo.git("push", "--quiet", str(origin), "staging")
-        run_id = start(stack, LIFECYCLE, storage, sha=sha, repo_url=str(origin))
-        assert wait(stack, run_id, "PAUSED")["type"] == "PAUSED"
-        with stack.prefect_settings():
-            from prefect.flow_runs import resume_flow_run
-
-            resume_flow_run(run_id, run_input={"decision": "approve", "sha": sha, "reason": "leak check",
-                                               "approver": "auditor"})
-        state = wait(stack, run_id, "COMPLETED")
-        assert state["type"] == "COMPLETED", state
-
-        # a failing prod deploy: three hubs whose cloud blocks reach leaky stand-in CLIs
-        leaky = tmp_path / "leaky-bin"
-        leaky.mkdir()
-        for cli in ("gcloud", "aws", "az"):
-            (leaky / cli).write_text(LEAKY_CLI)
-            (leaky / cli).chmod(0o755)
-        repo.git("fetch", "--quiet", str(origin), "prod")  # the merge the promotion made
-        before = repo.git("rev-parse", "FETCH_HEAD")
-        repo.git("checkout", "-q", "-b", "cloud", before)
-        cloud = repo.commit({f"deployments/{h}/hubploy.yaml": yaml.safe_dump({"cluster": c})
-                             for h, c in CLOUD_HUBS.items()}, "hubs on three clouds")
-        repo.git("push", "--quiet", str(origin), "cloud")
-        failing = start(stack, PROD_DEPLOY, storage, {"PATH": f"{leaky}{os.pathsep}{env['PATH']}"}, sha=cloud,
-                        before=before, repo_url=str(origin))
-        state = wait(stack, failing, "FAILED")
-        assert (state["type"], state["name"]) == ("FAILED", "ProdFailed"), state
-        for cloud_hub, cli in zip(CLOUD_HUBS, ("gcloud", "aws", "az")):
-            assert f"{cloud_hub}: " in state["message"] and f"{cli} refused these credentials" in state["message"]
-
-        # the webhook receiver, with its real secret: a ping and a push it ignores
-        for event, body in (("ping", {"zen": "hi"}), ("push", {"ref": "refs/heads/elsewhere", "after": "a" * 40})):
-            raw = json.dumps(body).encode()
-            signature = "sha256=" + hmac.new(markers["webhook secret block"].encode(), raw, hashlib.sha256).hexdigest()
-            answer = httpx.post(stack.printed("webhook URL"), content=raw, timeout=30, headers={
-                "X-GitHub-Event": event, "X-GitHub-Delivery": str(uuid.uuid4()), "X-Hub-Signature-256": signature,
-                "Content-Type": "application/json"})
-            assert answer.status_code in (200, 202), answer.text
+        lifecycle_to_prod(stack, repo, origin, hub, storage)
+        failing_prod_deploy(stack, repo, origin, storage, f"{leaky}{os.pathsep}{env['PATH']}")
+        webhook_deliveries(stack, markers["webhook secret block"])
         time.sleep(5)  # logs and events reach the server in batches
     finally:
         for name in (hub, *CLOUD_HUBS):
             for env_name in ("staging", "prod"):
-                subprocess.run([env["HELM_EXECUTABLE"], "uninstall", f"{name}-{env_name}", "-n", f"{name}-{env_name}"],
-                               env=env, capture_output=True)
+                release = f"{name}-{env_name}"
+                subprocess.run([env["HELM_EXECUTABLE"], "uninstall", release, "-n", release], env=env,
+                               capture_output=True, check=False)
 
-    db = stack.home / "prefect" / "prefect.db"
-    counts = table_counts(db, "log", "artifact", "flow_run", "flow_run_state", "flow_run_input", "task_run",
-                          "task_run_state", "block_document", "events")
-    assert all(counts.values()), f"a table to search is empty: {counts}"
-    places: dict[str, list[str]] = {}
-    for table, text in database_cells(db):
-        places.setdefault(f"database table {table}", []).append(text)
-    for raw in sorted(db.parent.glob("prefect.db*")):
-        places[f"database file {raw.name}"] = [raw.read_bytes().decode("latin-1")]
-    for log in ("prefect-server", "worker", "webhook"):
-        places[f"{log} log"] = [(stack.home / "logs" / f"{log}.log").read_text(errors="replace")]
-    results = [p for p in storage.rglob("*") if p.is_file()]
-    assert results, "no task result was stored"
-    places["stored task results"] = [p.read_bytes().decode("latin-1") for p in results]
-    assert any("refused these credentials" in text for text in places["worker log"])  # the failures were logged
-
+    places = places_to_search(stack, storage)
+    assert any("refused these credentials" in text for text in places["worker log"])  # the failures logged
     leaks = sorted({(what, where) for what, value in markers.items() for pattern in encodings(value)
                     for where, texts in places.items() for text in texts if pattern in text})
     assert leaks == [], f"planted secrets found: {leaks}"

@@ -21,8 +21,8 @@ import pytest
 
 # The receiver harness and stand-in deployments of the webhook tests, reused as they are.
 from prefect.blocks.system import Secret
-from test_webhook import (LIFECYCLE, SECRET, SECRET_BLOCK, all_runs, cli_receiver_process, deliver,  # noqa: F401
-                          deployment_ids, push, receiver, runs_for, sha, signature)  # (fixtures among them)
+from test_webhook import (LIFECYCLE, SECRET, SECRET_BLOCK, all_runs, cli_receiver_process,  # noqa: F401
+                          deliver, deployment_ids, push, receiver, runs_for, sha, signature)  # (fixtures)
 
 pytestmark = [pytest.mark.reliability, pytest.mark.prefect]
 
@@ -109,7 +109,7 @@ def _rss_mb(pid: int) -> float:
     raise AssertionError(f"no VmRSS for {pid}")
 
 
-def _flood(url: str, deployment_ids: Ids, seed: int) -> tuple[Counter, list[str]]:
+def _flood(url: str, deployment_ids: Ids, seed: int) -> tuple[Counter, list[str]]:  # noqa: F811
     """200 distinct signed pushes to staging at once (32 at a time, loopback), with 40 redeliveries of
     them, 30 forgeries and 30 pushes to a branch that needs no run mixed in. Asserts what every one was
     answered and that each push to staging got exactly one lifecycle run; returns the answers and the
@@ -172,5 +172,6 @@ def test_two_floods_of_200_pushes_start_one_run_each_without_error_in_bounded_me
         warm = _rss_mb(proc.pid)
         answers, _ = _flood(url, deployment_ids, seed=18)
         grown = _rss_mb(proc.pid) - warm
-    print(f"\nreceiver RSS {warm:.1f} MB after the first flood, {grown:+.1f} MB after the second; answers {answers}")
+    print(f"\nreceiver RSS {warm:.1f} MB after the first flood, {grown:+.1f} MB after the second; "
+          f"answers {answers}")
     assert grown < 25, f"the receiver grew by {grown:.1f} MB in a flood of 300 deliveries"
