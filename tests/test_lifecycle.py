@@ -88,7 +88,7 @@ def deploy_repo(tmp_path: Path, sandbox, hubploy_worker: Worker) -> DeployRepo: 
     branches at the same commit, pushed to a bare origin."""
     hub = f"lc{secrets.token_hex(3)}"
     work = init_repo(tmp_path / "work", branch="staging")
-    # a broken hub fails in 30 s
+    # a broken hub fails its health check in 30 s
     copy_example_repo(work.root, {hub: "minimal"}, settings_extra="health_check_timeout: 30\n")
     work.commit(None, f"add hub {hub}")
     origin = tmp_path / "origin.git"
