@@ -50,7 +50,7 @@ def _approve(args: argparse.Namespace) -> int:
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
     from prefect.exceptions import ObjectNotFound
 
-    from flows.approval import Decision, recorded_verdicts
+    from flows.approval import Decision, recorded_verdicts, refusal_in
 
     with get_client(sync_client=True) as client:
         try:
@@ -80,8 +80,8 @@ def _approve(args: argparse.Namespace) -> int:
         print(f"submitted the {decision.value} of run {run.name} ({run.id}), commit {sha[:12]}, as "
               f"{args.approver}; the run had not judged it after {VERDICT_SECONDS} s: see its page")
         return 0
-    _, refused, why = verdict.partition(": refused: ")
-    if refused:
+    why = refusal_in(verdict)
+    if why is not None:
         raise ApprovalError(f"run {run.name} refused the {decision.noun.lower()}: {why}",
                             hint="the run asks again; see its page")
     print(f"{decision.past} run {run.name} ({run.id}), commit {sha[:12]}, as {args.approver}")

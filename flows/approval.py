@@ -153,26 +153,33 @@ def wait_for_approval(description: str, *, sha: str, timeout: timedelta, key: st
     return pause_flow_run(wait_for_input=form, timeout=int(timeout.total_seconds()), key=key, poll_interval=2)
 
 
-def verdict(approval: Approval, sha: str, refused: str | None) -> str:
-    """One line on a decision and whether it counted: the audit record's summary, which `hubploy approve`
-    reads back."""
-    return f"{approval.decision.value} of {sha[:12]} by {approval.who}: " + (f"refused: {refused}" if refused
-                                                                             else "accepted")
+REFUSED = "refused: "
+
+
+def outcome(refused: str | None) -> str:
+    return f"{REFUSED}{refused}" if refused else "accepted"
+
+
+def refusal_in(verdict: str) -> str | None:
+    """Why the decision a verdict (an audit record's summary) is about was refused; None if it counted."""
+    _, found, why = verdict.partition(f": {REFUSED}")
+    return why if found else None
 
 
 @task
 def record_approval(sha: str, approval: Approval, round_number: int, refused: str | None) -> None:
     """The audit record of one decision: what was decided, by whom (the name that was checked), and
-    whether it counted."""
-    outcome = f"refused: {refused}" if refused else "accepted"
+    whether it counted; its summary (the description) is the verdict `hubploy approve` reads back."""
     create_markdown_artifact(
-        key=AUDIT_KEY, description=verdict(approval, sha, refused),
+        key=AUDIT_KEY, description=f"{approval.decision.value} of {sha[:12]} by {approval.who}: "
+                                   f"{outcome(refused)}",
         markdown="\n".join([
-            f"**{approval.decision.value}** of `{sha}` by {approval.who} (round {round_number}): {outcome}",
+            (f"**{approval.decision.value}** of `{sha}` by {approval.who} (round {round_number}): "
+             f"{outcome(refused)}"),
             "",
             "| decision | commit named | approver | reason | outcome |", "|---|---|---|---|---|",
             (f"| {approval.decision.value} | `{approval.sha.strip() or '–'}` | {approval.who} | "
-             f"{approval.reason or '–'} | {outcome} |")]))
+             f"{approval.reason or '–'} | {outcome(refused)} |")]))
 
 
 def recorded_verdicts(run_id: UUID) -> list[str]:

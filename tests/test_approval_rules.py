@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.approval import Approval, Decision, refusal
+from flows.approval import Approval, Decision, outcome, refusal, refusal_in
 from hubploy.config.repo_settings import Approvers, FreezeWindow, RepoSettings
 from hubploy.errors import ApprovalError, ConfigError
 from hubploy.layout import REPOS, load_repo
@@ -65,6 +65,12 @@ def test_a_freeze_refuses_approvals_but_not_rejections() -> None:
     why = refusal(approval(), SHA, approvers=Approvers(), settings=settings)
     assert why is not None and why.startswith("prod is frozen (exams) until")
     assert refusal(approval(Decision.reject), SHA, approvers=Approvers(), settings=settings) is None
+
+
+def test_a_verdict_says_why_a_decision_was_refused() -> None:
+    assert refusal_in(f"approve of {SHA[:12]} by alice: {outcome(None)}") is None
+    why = "'mallory' may not decide prod: approvers.prod in hubploy-repo.yaml lists alice"
+    assert refusal_in(f"approve of {SHA[:12]} by mallory: {outcome(why)}") == why
 
 
 def test_the_recorded_approver_is_the_checked_one() -> None:
