@@ -380,7 +380,8 @@ def bench_lifecycle(sb: Sandbox, stack: PrefectStack, work: Path, tok: str, orig
                              "ours (Running to Paused)": (paused - running).total_seconds()}
         before = len(helm_history(sb, f"{hub}-prod"))
         resumed = now_utc()
-        resume_flow_run(flow_run.id, run_input={"decision": "approve", "reason": "bench", "approver": "bench"})
+        resume_flow_run(flow_run.id, run_input={"decision": "approve", "sha": sha, "reason": "bench",
+                                                "approver": "bench"})
         done = wait_run(flow_run.id, lambda x: x.state is not None and x.state.is_final(), timeout=600)
         if not done.state.is_completed():
             raise RuntimeError(f"lifecycle ended {done.state.name}: {done.state.message}")

@@ -1,4 +1,7 @@
-"""`hubploy approve RUN [--reject] [--reason TEXT] [--as NAME]`: the approval form, from a terminal."""
+"""`hubploy approve RUN [--reject] [--reason TEXT] [--as NAME] [--sha SHA]`: the approval form, from a
+terminal. The decision names the commit the run promotes, as the form does, and the command waits for
+the run's verdict on it (refused: another commit, an approver not listed in `approvers:`, a freeze
+window), as recorded in the run's audit."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from uuid import UUID
 from hubploy.errors import ApprovalError, HubployError
 
 RESUME_ATTEMPTS = 5  # the SQLite server sometimes answers "database is locked"
+VERDICT_SECONDS = 180  # a run outside its hot window first has to be started again by the worker
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reject", action="store_true", help="reject: prod stays untouched")
     p.add_argument("--reason", default="", help="why (recorded in the audit trail)")
     p.add_argument("--as", dest="approver", default=f"{getpass.getuser()}@{socket.gethostname()}",
-                   help="who approves (default: user@host)")
+                   help="who approves (default: user@host); with `approvers:` in hubploy-repo.yaml, a name "
+                        "listed there")
+    p.add_argument("--sha", help="decide only if the run promotes this commit (full or abbreviated SHA)")
     p.set_defaults(func=cmd_approve)
 
 
@@ -44,7 +50,7 @@ def _approve(args: argparse.Namespace) -> int:
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
     from prefect.exceptions import ObjectNotFound
 
-    from flows.approval import Decision
+    from flows.approval import Decision, recorded_verdicts, refusal_in
 
     with get_client(sync_client=True) as client:
         try:
@@ -56,13 +62,29 @@ def _approve(args: argparse.Namespace) -> int:
             run = found[0]
         state = run.state
         if state is None or not state.is_paused() or not state.state_details.run_input_keyset:
+            why = f": {state.message}" if state and state.message else ""
             raise ApprovalError(f"run {run.name} is not waiting for an approval (state: "
-                                f"{state.name if state else 'none'})")
-    if not args.reject:
-        _check_freeze()
+                                f"{state.name if state else 'none'}{why})")
+    sha = str(run.parameters.get("sha") or "")
+    if args.sha and not (len(args.sha) >= 7 and sha.lower().startswith(args.sha.lower())):
+        raise ApprovalError(f"run {run.name} promotes commit {sha[:12] or '(none)'}, not {args.sha}",
+                            hint="check the run id; the decision is for the commit the run shows")
     decision = Decision.reject if args.reject else Decision.approve
-    _resume(run.id, {"decision": decision.value, "reason": args.reason, "approver": args.approver})
-    print(f"{decision.value}d run {run.name} ({run.id}) as {args.approver}")
+    if decision is Decision.approve:
+        _check_freeze()
+    before = len(recorded_verdicts(run.id))
+    _resume(run.id, {"decision": decision.value, "sha": sha, "reason": args.reason,
+                     "approver": args.approver})
+    verdict = _await_verdict(run.id, before)
+    if verdict is None:
+        print(f"submitted the {decision.value} of run {run.name} ({run.id}), commit {sha[:12]}, as "
+              f"{args.approver}; the run had not judged it after {VERDICT_SECONDS} s: see its page")
+        return 0
+    why = refusal_in(verdict)
+    if why is not None:
+        raise ApprovalError(f"run {run.name} refused the {decision.noun.lower()}: {why}",
+                            hint="the run asks again; see its page")
+    print(f"{decision.past} run {run.name} ({run.id}), commit {sha[:12]}, as {args.approver}")
     return 0
 
 
@@ -72,6 +94,20 @@ def _check_freeze() -> None:
 
     if (Path.cwd() / REPO_SETTINGS_FILE).is_file():
         load_repo(Path.cwd()).settings.check_not_frozen()
+
+
+def _await_verdict(run_id: UUID, before: int) -> str | None:
+    """The run's verdict on the decision just submitted (its audit record after the ``before`` earlier
+    ones), or None when it has none within VERDICT_SECONDS."""
+    from flows.approval import recorded_verdicts
+
+    deadline = time.monotonic() + VERDICT_SECONDS
+    while time.monotonic() < deadline:
+        verdicts = recorded_verdicts(run_id)
+        if len(verdicts) > before:
+            return verdicts[before]
+        time.sleep(1)
+    return None
 
 
 def _resume(run_id: UUID, run_input: dict[str, str]) -> None:

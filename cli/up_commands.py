@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import time
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 from rich.console import Console
 
 from hubploy.errors import HubployError
+from triggers.routing import DEFAULT_SECRET_BLOCK
 
 console = Console(stderr=True)
 
@@ -63,11 +65,14 @@ def _interrupt(*_: Any) -> None:
 
 
 def _print_stack(stack: Any) -> None:
+    secret = (f"in the Prefect Secret block {DEFAULT_SECRET_BLOCK} (not printed: CI is set)"
+              if os.environ.get("CI") else stack.webhook_secret)
     console.print(f"""
 [bold]hubploy is up[/]
-  Prefect UI       {stack.ui_url}   (user:password in {stack.paths.auth_file})
+  Prefect UI       {stack.ui_url}
+  log in           {stack.how_to_log_in()}
   webhook URL      {stack.webhook_url}
-  webhook secret   {stack.webhook_secret}
+  webhook secret   {secret}
   deployment repo  {stack.repo_url}
 Point a GitHub webhook (push and pull_request events, content type application/json) at the webhook
 URL through your reverse proxy, with that secret. Try it with `hubploy demo`.
@@ -112,7 +117,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         _print_summary(stack, result)
         if not args.approve and result.state in ("Paused", "Suspended"):
             console.print(f"""
-Approve in the UI: {result.run_url}
+Approve in the UI: log in at {stack.how_to_log_in(stack.run_path(result.run_id))},
+  then press Resume on the run page {result.run_url}
 or in another shell: hubploy approve {result.run_id}
 """ + ("Everything keeps running (--keep); `hubploy down` stops it." if args.keep else
        "Everything keeps running until Ctrl-C."), highlight=False, soft_wrap=True)
@@ -131,8 +137,8 @@ def _print_summary(stack: Any, result: Any) -> None:
 [bold]demo summary[/]
   change     {result.sha[:12]} on staging (hub minimal)
   run        {result.run_name}: {result.state} {result.message}
-  run page   {result.run_url}
-  Prefect UI {stack.ui_url}   (user:password in {stack.paths.auth_file})""", highlight=False, soft_wrap=True)
+  log in     {stack.how_to_log_in(stack.run_path(result.run_id))}
+  run page   {result.run_url}""", highlight=False, soft_wrap=True)
 
 
 def _wait_for_interrupt() -> None:

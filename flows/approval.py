@@ -22,7 +22,14 @@ at the deadline; if the run still waits for that same approval, it is set to
 
 Supersession: when a newer lifecycle run for the same repository reaches its approval, every older
 run of the same deployment still waiting for approval is cancelled with a note naming the newer run.
-A waiting process sees the cancellation (or timeout) and exits without touching the run's state.
+A waiting process sees the cancellation (or timeout) and exits without touching the run's state. The
+newer run cancels while it holds the repository's promotion lock, and an approved run checks its own
+history under that same lock before it promotes: an approval that raced the supersession is refused.
+
+Integrity of a decision (``refusal``): the form carries the commit it shows, and a decision naming
+another commit is refused; with ``approvers:`` in hubploy-repo.yaml, so is a decision whose approver is
+not listed; an approval during a freeze window is refused too. A refused decision is logged and
+recorded, and the run asks again. The form's default decision is reject.
 """
 
 from __future__ import annotations
@@ -32,10 +39,13 @@ import os
 from datetime import datetime, timedelta, timezone
 from uuid import UUID
 
-from pydantic import Field
+from pydantic import Field, create_model
 from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import (DeploymentFilter, DeploymentFilterId, FlowRunFilter,
+from prefect.artifacts import create_markdown_artifact
+from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey,
+                                            DeploymentFilter, DeploymentFilterId, FlowRunFilter,
                                             FlowRunFilterState, FlowRunFilterStateType)
 from prefect.client.schemas.objects import StateType
 from prefect.deployments import run_deployment
@@ -46,12 +56,16 @@ from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelled
 
 from flows.hot_window import suspend_with_hot_window
+from hubploy.config.repo_settings import Approvers, RepoSettings
+from hubploy.errors import ApprovalError
 
 TIMEOUT_DEPLOYMENT = "hubploy-approval-timeout/approval-timeout"
 BACKSTOP_MARGIN = timedelta(minutes=10)
 WAITING = [StateType.PAUSED]
 HOT_WINDOW = timedelta(minutes=15)
 HOT_WINDOW_ENV = "HUBPLOY_APPROVAL_HOT_WINDOW_SECONDS"
+AUDIT_KEY = "approval"
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def current_deployment_id() -> str | None:
@@ -65,14 +79,54 @@ class Decision(str, enum.Enum):
     approve = "approve"
     reject = "reject"
 
+    @property
+    def noun(self) -> str:
+        return "Approval" if self is Decision.approve else "Rejection"
+
+    @property
+    def past(self) -> str:
+        return "approved" if self is Decision.approve else "rejected"
+
 
 class Approval(RunInput):
     """The form shown in the Prefect UI ("Resume") and filled by `hubploy approve`."""
 
-    decision: Decision = Field(Decision.reject, description="approve: promote this commit to prod. "
-                                                            "reject: stop here; prod stays untouched.")
+    decision: Decision = Field(Decision.reject, description=(
+        "approve: promote this commit to prod. reject (the default): stop here; prod stays untouched."))
+    sha: str = Field("", description="The commit you decide on, as shown above (filled in). A decision that "
+                                     "names another commit is refused.")
     reason: str = Field("", description="Why (recorded in the audit trail).")
     approver: str = Field("", description="Your name or email (the open-source Prefect server records no user).")
+
+    @property
+    def who(self) -> str:
+        """The approver as checked and recorded."""
+        return self.approver.strip() or "unknown"
+
+    @classmethod
+    def for_commit(cls, sha: str) -> type[Approval]:
+        """The form filled in with ``sha`` (``with_initial_data`` would drop the field's description)."""
+        field = cls.model_fields["sha"]
+        form: type[Approval] = create_model(cls.__name__, __base__=cls,
+                                            sha=(str, Field(sha, description=field.description)))
+        return form
+
+
+def refusal(approval: Approval, sha: str, *, approvers: Approvers, settings: RepoSettings,
+            env: str = "prod") -> str | None:
+    """Why ``approval`` does not decide the promotion of ``sha`` to ``env``, or None when it does: it
+    names another commit, its approver is not among ``approvers``, or it approves during a freeze
+    window of ``settings``."""
+    named = approval.sha.strip().lower()
+    if named != sha.lower():
+        return f"it names commit {named[:12] or '(none)'}, but this run promotes {sha[:12]}"
+    try:
+        approvers.check(env, approval.approver)
+        if approval.decision is Decision.approve:
+            settings.check_not_frozen()
+    except ApprovalError as exc:
+        return exc.message
+    return None
 
 
 def hot_window() -> timedelta:
@@ -88,14 +142,52 @@ def hot_window() -> timedelta:
         return HOT_WINDOW
 
 
-def wait_for_approval(description: str, *, timeout: timedelta, key: str, watched: bool) -> Approval:
-    """Suspend with a hot window (from a deployment) or pause (otherwise) until the form is submitted."""
-    form = Approval.with_initial_data(description=description)
+def wait_for_approval(description: str, *, sha: str, timeout: timedelta, key: str, watched: bool) -> Approval:
+    """Suspend with a hot window (from a deployment) or pause (otherwise) until the form about ``sha``
+    is submitted."""
+    form = Approval.for_commit(sha).with_initial_data(description=description)
     if current_deployment_id():
         backstop = timeout + BACKSTOP_MARGIN if watched else timeout
         return suspend_with_hot_window(form, timeout=int(backstop.total_seconds()), key=key,
                                        window=min(hot_window(), backstop))
     return pause_flow_run(wait_for_input=form, timeout=int(timeout.total_seconds()), key=key, poll_interval=2)
+
+
+REFUSED = "refused: "
+
+
+def outcome(refused: str | None) -> str:
+    return f"{REFUSED}{refused}" if refused else "accepted"
+
+
+def refusal_in(verdict: str) -> str | None:
+    """Why the decision a verdict (an audit record's summary) is about was refused; None if it counted."""
+    _, found, why = verdict.partition(f": {REFUSED}")
+    return why if found else None
+
+
+@task
+def record_approval(sha: str, approval: Approval, round_number: int, refused: str | None) -> None:
+    """The audit record of one decision: what was decided, by whom (the name that was checked), and
+    whether it counted; its summary (the description) is the verdict `hubploy approve` reads back."""
+    create_markdown_artifact(
+        key=AUDIT_KEY, description=f"{approval.decision.value} of {sha[:12]} by {approval.who}: "
+                                   f"{outcome(refused)}",
+        markdown="\n".join([
+            (f"**{approval.decision.value}** of `{sha}` by {approval.who} (round {round_number}): "
+             f"{outcome(refused)}"),
+            "",
+            "| decision | commit named | approver | reason | outcome |", "|---|---|---|---|---|",
+            (f"| {approval.decision.value} | `{approval.sha.strip() or '–'}` | {approval.who} | "
+             f"{approval.reason or '–'} | {outcome(refused)} |")]))
+
+
+def recorded_verdicts(run_id: UUID) -> list[str]:
+    """The verdicts on the decisions submitted to run ``run_id`` so far, oldest first."""
+    with get_client(sync_client=True) as client:
+        records = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=[AUDIT_KEY]), flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
+    return [a.description or "" for a in sorted(records, key=lambda a: a.created or EPOCH)]
 
 
 @task(retries=3, retry_delay_seconds=[1, 3, 10])
@@ -135,6 +227,16 @@ def supersede_waiting_runs(run_id: str, repo_url: str, sha: str) -> list[str]:
             get_run_logger().info("cancelled waiting run %s: %s", other.name, note)
             cancelled.append(str(other.id))
     return cancelled
+
+
+@task(retries=3, retry_delay_seconds=[1, 3, 10], cache_policy=NO_CACHE)
+def superseded_note(run_id: str) -> str | None:
+    """The note of the supersession that cancelled this run while it waited, if one did (read from the
+    run's state history: a resume that raced the cancellation may have moved the run on since)."""
+    with get_client(sync_client=True) as client:
+        states = client.read_flow_run_states(UUID(run_id))
+    notes = (s.message or "superseded" for s in states if s.is_cancelled() and s.name == "Superseded")
+    return next(notes, None)
 
 
 @flow(name="hubploy-approval-timeout", log_prints=True)

@@ -9,6 +9,8 @@ Final states, each with its reason in the state message:
 - ``StagingFailed`` (Failed): a staging deploy or health check failed and was rolled back; no
   approval was asked;
 - ``Rejected`` / ``ApprovalTimedOut`` / ``Superseded`` (Cancelled): prod untouched;
+- ``ApprovalRefused`` (Cancelled): every decision of many rounds was refused (another commit named, an
+  approver not listed in ``approvers:``, a freeze window); prod untouched;
 - ``ProdFailed`` (Failed): a prod deploy failed and was rolled back;
 - ``Completed``: prod runs the approved commit.
 
@@ -23,20 +25,20 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any, Callable
 
-from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect import flow, get_run_logger
 from prefect.concurrency.sync import concurrency
 from prefect.context import FlowRunContext
 from prefect.futures import wait
 from prefect.states import Cancelled, Completed, Failed, State
 
-from flows.approval import Approval, Decision, schedule_timeout_watch, supersede_waiting_runs, wait_for_approval
+from flows.approval import (Decision, record_approval, refusal, schedule_timeout_watch,
+                            supersede_waiting_runs, superseded_note, wait_for_approval)
 from flows.build_images import build_images
 from flows.tasks.github_status import DEFAULT_API_URL, report_status
 from flows.tasks.deploy import deploy_hub
 from flows.tasks.locks import ensure_limit, fleet_release_locks
-from flows.tasks.lifecycle import (ChangeSet, checkout_commit, plan_commit, head_of, promote_commit, repo_key,
-                                   validate_hubs)
+from flows.tasks.lifecycle import (ChangeSet, approvers_in_force, checkout_commit, head_of, plan_commit,
+                                   promote_commit, repo_key, validate_hubs)
 from flows.tasks.render import prod_diffs
 from hubploy.errors import HubployError
 from hubploy.layout import load_repo
@@ -73,35 +75,43 @@ def failure_state(results: dict[str, Any], name: str, what: str) -> State | None
 
 def describe(sha: str, change: ChangeSet, staging: dict[str, Any], diffs: dict[str, str], *,
              timeout_hours: float, note: str = "") -> str:
-    """The markdown above the approval form."""
-    lines = []
-    if note:
-        lines += [f"> **{note}**", ""]
-    lines += [f"## Promote `{sha[:12]}` to prod?", "",
-              f"Staging is deployed and healthy. Choose **approve** or **reject** below, then submit. "
-              f"Without a decision within {timeout_hours:g} h the run is cancelled and prod stays untouched.", "",
-              "| hub | staging | revision | JupyterHub | images |", "|---|---|---|---|---|"]
+    """The markdown above the approval form: its sections in order, each a list of lines."""
+    sections = [_heading(sha, timeout_hours, note), _staging_table(staging), _commit_list(sha, change),
+                _prod_changes(diffs)]
+    return "\n\n".join("\n".join(lines) for lines in sections)
+
+
+def _heading(sha: str, timeout_hours: float, note: str) -> list[str]:
+    lines = [f"> **{note}**", ""] if note else []
+    return lines + [f"## Promote `{sha[:12]}` to prod?", "",
+                    (f"Staging is deployed and healthy. Choose **approve** or **reject** (the default) "
+                     f"below; the form is for commit `{sha}` only. Without a decision within "
+                     f"{timeout_hours:g} h the run is cancelled and prod stays untouched.")]
+
+
+def _staging_table(staging: dict[str, Any]) -> list[str]:
+    lines = ["| hub | staging | revision | JupyterHub | images |", "|---|---|---|---|---|"]
     for hub, result in staging.items():
         images = ", ".join(f"`{i['name']}:{i['tag']}`" for i in result.get("images", [])) or "–"
         lines.append(f"| {hub} | {result.get('result')} | {result.get('revision_after')} | "
                      f"{result.get('hub_version') or '–'} | {images} |")
-    base = (change.base or "none")[:12]
-    lines += ["", f"### Commits `{base}..{sha[:12]}`", ""]
+    return lines
+
+
+def _commit_list(sha: str, change: ChangeSet) -> list[str]:
+    lines = [f"### Commits `{(change.base or 'none')[:12]}..{sha[:12]}`", ""]
     lines += [f"- `{c[:10]}` {subject}" for c, subject in change.commits[:30]] or ["- (none)"]
     if len(change.commits) > 30:
         lines.append(f"- … and {len(change.commits) - 30} more")
-    lines += ["", "### What prod will change", ""]
+    return lines
+
+
+def _prod_changes(diffs: dict[str, str]) -> list[str]:
+    lines = ["### What prod will change", ""]
     for hub, diff in diffs.items():
-        lines += [f"**{hub}**", "", f"```diff\n{diff}\n```" if diff else "_no change to the rendered manifests_", ""]
-    return "\n".join(lines)
-
-
-@task
-def record_approval(sha: str, approval: Approval, round_number: int) -> None:
-    create_markdown_artifact(
-        key="approval", description=f"approval of {sha[:12]}",
-        markdown=(f"**{approval.decision.value}** of `{sha}` by {approval.approver or 'unknown'} "
-                  f"(round {round_number})\n\nReason: {approval.reason or '–'}"))
+        shown = f"```diff\n{diff}\n```" if diff else "_no change to the rendered manifests_"
+        lines += [f"**{hub}**", "", shown, ""]
+    return lines
 
 
 def github_reporter(block: str | None, repo_full_name: str | None, sha: str,
@@ -144,7 +154,8 @@ def _lifecycle(sha: str, repo_url: str, before: str | None, trigger: str, approv
     report("pending", "planning, building and deploying staging")
     tree = checkout_commit(repo_url, sha)
     settings = load_repo(tree).settings
-    change = plan_commit(tree, sha, head_of(repo_url, settings.prod_branch) or before)
+    prod_head = head_of(repo_url, settings.prod_branch)
+    change = plan_commit(tree, sha, prod_head or before)
     if change.plan.empty:
         return Completed(name="NothingToDeploy", message=change.plan.summary())
     hubs = change.plan.hub_names
@@ -154,32 +165,42 @@ def _lifecycle(sha: str, repo_url: str, before: str | None, trigger: str, approv
     failed = failure_state(staging, "StagingFailed", "staging failed, no approval asked")
     if failed:
         return failed
+    lock = f"promote-{repo_key(repo_url)}"
+    ensure_limit(lock, 1)
+    with concurrency(lock, occupy=1):  # an older run's approval and this supersession never interleave
+        supersede_waiting_runs(run_id, repo_url, sha)
     diffs = prod_diffs(tree, hubs)
+    approvers = approvers_in_force(repo_url, prod_head, tree)
     timeout_hours = approval_timeout_hours or settings.approval_timeout_hours
-    supersede_waiting_runs(run_id, repo_url, sha)
     report("pending", "staging is healthy; waiting for approval")
     note = ""
     for round_number in range(1, MAX_APPROVAL_ROUNDS + 1):
         key = f"approval-{round_number}"
         watched = schedule_timeout_watch(run_id, key, timeout_hours)
         description = describe(sha, change, staging, diffs, timeout_hours=timeout_hours, note=note)
-        approval = wait_for_approval(description, timeout=timedelta(hours=timeout_hours), key=key, watched=watched)
-        record_approval(sha, approval, round_number)
-        if approval.decision is not Decision.approve:
-            return Cancelled(name="Rejected", message=f"rejected by {approval.approver or 'unknown'}: "
-                                                      f"{approval.reason or 'no reason given'}; prod untouched")
-        window = settings.active_freeze()
-        if window is None:
+        approval = wait_for_approval(description, sha=sha, timeout=timedelta(hours=timeout_hours), key=key,
+                                     watched=watched)
+        refused = refusal(approval, sha, approvers=approvers, settings=settings)
+        record_approval(sha, approval, round_number, refused)
+        if refused is None:
             break
-        note = f"Approval refused: {window.refusal()}."
+        note = f"{approval.decision.noun} by {approval.who} refused: {refused}."
         logger.warning("%s", note)
     else:
-        return Cancelled(name="Frozen", message=f"{note} Gave up after {MAX_APPROVAL_ROUNDS} rounds.")
-    logger.info("approved by %s: %s", approval.approver or "unknown", approval.reason or "no reason given")
-    lock = f"promote-{repo_key(repo_url)}"
-    ensure_limit(lock, 1)
+        return Cancelled(name="ApprovalRefused",
+                         message=f"{note} Gave up after {MAX_APPROVAL_ROUNDS} rounds; prod untouched")
+    if approval.decision is not Decision.approve:
+        return Cancelled(name="Rejected", message=f"rejected by {approval.who}: "
+                                                  f"{approval.reason or 'no reason given'}; prod untouched")
     with concurrency(lock, occupy=1):
-        message = (f"Promote {sha[:12]} to {settings.prod_branch}\n\nApproved by {approval.approver or 'unknown'}: "
+        superseded = superseded_note(run_id)
+        if superseded is not None:
+            message = (f"the approval by {approval.who} arrived after this run was superseded "
+                       f"({superseded}): refused; prod untouched")
+            logger.warning("%s", message)
+            return Cancelled(name="Superseded", message=message)
+        logger.info("approved by %s: %s", approval.who, approval.reason or "no reason given")
+        message = (f"Promote {sha[:12]} to {settings.prod_branch}\n\nApproved by {approval.who}: "
                    f"{approval.reason or 'no reason given'}\nhubploy lifecycle run {run_id}")
         promotion = promote_commit(repo_url, sha, message, settings.staging_branch, settings.prod_branch)
         prod = deploy_all(tree, hubs, "prod", trigger=f"lifecycle {run_id} promotion of {sha[:12]}")

@@ -19,8 +19,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +30,7 @@ from hubploy import http
 from hubploy.config.models import DOCKER_HUB, split_repository
 from hubploy.errors import RegistryError
 from hubploy.runner import register_secret
+from hubploy.workspace import private_dir
 
 MANIFEST_TYPES = (
     "application/vnd.oci.image.manifest.v1+json",
@@ -172,12 +171,9 @@ def auth_files(credentials: Iterable[RegistryCredentials]) -> Iterator[AuthFiles
 
     Yields the file and ``{"DOCKER_CONFIG": dir, "REGISTRY_AUTH_FILE": file}`` for child envs.
     """
-    tmpdir = Path(tempfile.mkdtemp(prefix="hubploy-registry-auth-"))
-    try:
+    with private_dir("hubploy-registry-auth-") as tmpdir:
         path = tmpdir / "config.json"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             json.dump(docker_config(credentials), handle)
         yield AuthFiles(path, {"DOCKER_CONFIG": str(tmpdir), "REGISTRY_AUTH_FILE": str(path)})
-    finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)

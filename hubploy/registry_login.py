@@ -16,7 +16,6 @@ Each builder is a pure function returning a :class:`LoginCommand`: the argv, the
 from __future__ import annotations
 
 import json
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from hubploy.layout import Hub
 from hubploy.registry import RegistryCredentials, credentials_from_docker_config
 from hubploy.runner import child_env, register_secret, run
 from hubploy.secrets import decrypt_to_mapping, decrypted, with_age_key
+from hubploy.workspace import private_dir
 
 GCLOUD_USERNAME = "oauth2accesstoken"
 AWS_USERNAME = "AWS"
@@ -152,7 +152,7 @@ def credentials_from_key_files(hub: Hub, host: str, env: Mapping[str, str]) -> R
         return None
     allow_plaintext = hub.repo.settings.secrets.allow_plaintext
     env = with_age_key(env, hub.repo.age_key_file)
-    with tempfile.TemporaryDirectory(prefix="hubploy-registry-login-") as tmp:
+    with private_dir("hubploy-registry-login-") as tmp:
         match settings:
             case DockerconfigRegistry(filename=str(filename)):
                 config = decrypt_to_mapping(hub.secret_file(filename), env=env,

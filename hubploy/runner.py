@@ -7,6 +7,7 @@ secret values redacted from everything logged or raised. Credentials are passed 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -23,15 +24,24 @@ log = logging.getLogger("hubploy.run")
 
 REDACTED = "********"
 _MIN_SECRET_LEN = 4
+_MIN_LINE_LEN = 16  # a line of a multi-line secret long enough to be part of it (not a blank or a brace)
 _known_secrets: set[str] = set()
 _secrets_lock = threading.Lock()
 
 
 def register_secret(value: str | None) -> None:
-    """Remember a secret value so that every later log line and error hides it."""
-    if value and len(value) >= _MIN_SECRET_LEN:
-        with _secrets_lock:
-            _known_secrets.add(value)
+    """Remember a secret value so that every later log line and error hides it. A value of several lines
+    (a PEM key) is also hidden as JSON writes it (a key file a cloud CLI echoes) and line by line (the
+    lines of its body)."""
+    if not value or len(value) < _MIN_SECRET_LEN:
+        return
+    forms = {value}
+    if "\n" in value:
+        forms.add(json.dumps(value)[1:-1])
+        forms.update(line.strip() for line in value.splitlines()
+                     if len(line.strip()) >= _MIN_LINE_LEN and not line.startswith("-----"))
+    with _secrets_lock:
+        _known_secrets.update(forms)
 
 
 def redact(text: str, extra: Iterable[str] = ()) -> str:

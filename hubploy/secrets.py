@@ -15,7 +15,6 @@ always refused, with a hint to unlock it.
 
 from __future__ import annotations
 
-import atexit
 import configparser
 import contextlib
 import functools
@@ -34,6 +33,7 @@ import yaml
 from hubploy.config.loader import MAX_YAML_BYTES, parse_yaml, parse_yaml_documents, yaml_problem
 from hubploy.errors import CommandError, CommandNotFoundError, SecretsError
 from hubploy.runner import register_secret, run
+from hubploy.workspace import private_dir, private_run_dir
 
 GIT_CRYPT_HEADER = b"\x00GITCRYPT\x00"
 SECRETS_DIR = "secrets"
@@ -49,9 +49,10 @@ _SECRET_KEY_NAME = re.compile(r"pass|secret|token|key|credential|private|auth", 
 
 @functools.cache
 def _private_dir() -> Path:
-    """This process's private temp dir (0700) for key material sops reads; removed when it exits."""
-    path = Path(tempfile.mkdtemp(prefix="hubploy-keys-"))
-    atexit.register(shutil.rmtree, path, True)
+    """This process's directory (0700, in its private run directory) for key material sops reads; removed
+    with the run directory when the process exits."""
+    path = private_run_dir() / "keys"
+    path.mkdir(mode=0o700, exist_ok=True)
     return path
 
 
@@ -231,8 +232,7 @@ def decrypted(paths: Iterable[Path], *, env: Mapping[str, str],
     """
     paths = [Path(p) for p in paths]
     states = {p: _require_usable(p, allow_plaintext) for p in paths}
-    tmpdir = Path(tempfile.mkdtemp(prefix="hubploy-secrets-"))  # mode 0700
-    try:
+    with private_dir("hubploy-secrets-") as tmpdir:  # 0700, in the run's private directory
         mapping: dict[Path, Path] = {}
         for index, path in enumerate(paths):
             if path in mapping:
@@ -246,8 +246,6 @@ def decrypted(paths: Iterable[Path], *, env: Mapping[str, str],
             os.chmod(target, 0o600)
             mapping[path] = target
         yield mapping
-    finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
 
 
 def decrypt_to_mapping(path: Path, *, env: Mapping[str, str], allow_plaintext: bool = False) -> dict[str, Any]:

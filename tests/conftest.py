@@ -37,7 +37,8 @@ def deployment_repo(tmp_path: Path, write_files) -> Callable[..., Path]:
     return make
 
 
-pytest_plugins = ["fixtures.prefect_server", "fixtures.sandbox", "fixtures.prefect_worker"]
+pytest_plugins = ["fixtures.prefect_server", "fixtures.sandbox", "fixtures.prefect_worker",
+                  "fixtures.hubploy_up"]
 
 
 TIERS = ("browser", "reliability", "prefect", "sandbox")

@@ -6,7 +6,6 @@ import datetime as dt
 import json
 import os
 import stat
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -42,6 +41,7 @@ from hubploy.registry_login import (
     fetch_credentials,
     gcloud_login,
 )
+from hubploy.workspace import private_run_dir
 
 HUB_YAML = """\
 images:
@@ -598,6 +598,6 @@ def test_cloud_registry_logins_through_the_cloud_credential_blocks(prefect_api, 
             value = setting.split("=", 1)[1]
             assert not value.startswith(str(home)), call
     token_call = next(c for c in calls if c.startswith("gcloud auth print-access-token"))
-    assert token_call.split("|")[1].startswith(f"CLOUDSDK_CONFIG={tempfile.gettempdir()}/hubploy-gcloud-")
+    assert token_call.split("|")[1].startswith(f"CLOUDSDK_CONFIG={private_run_dir()}/hubploy-gcloud-")
     assert list(home.rglob("*")) == []
     assert not any("aws-secret-fake" in c or "az-secret-fake" in c for c in calls), "no secret on an argv"

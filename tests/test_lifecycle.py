@@ -23,6 +23,9 @@ from helpers.example_repo import copy_example_repo
 from helpers.gitrepo import Repo, init_repo
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    ArtifactFilterKey,
     FlowRunFilter,
     FlowRunFilterId,
     LogFilter,
@@ -113,12 +116,43 @@ def description(run_id: UUID) -> str:
         return client.read_flow_run_input(run_id, keyset["description"])
 
 
-def process_log_pids(run_id: UUID, pattern: re.Pattern[str]) -> list[int]:
-    """The flow-run process ids named by the run's hot-window log lines that match ``pattern``."""
+def run_log_lines(run_id: UUID, phrase: str) -> list[str]:
+    """The run's log messages that contain ``phrase``."""
     with get_client(sync_client=True) as client:
         logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id]),
-                                                     text=LogFilterTextSearch(query='"flow-run process"')))
-    return [int(m.group(1)) for log in logs if (m := pattern.search(log.message))]
+                                                     text=LogFilterTextSearch(query=f'"{phrase}"')))
+    return [log.message for log in logs if phrase in log.message]
+
+
+def wait_for_log(run_id: UUID, phrase: str, timeout: float = 90) -> str:
+    """The first log message of the run that contains ``phrase`` (logs reach the server in batches)."""
+    deadline = time.monotonic() + timeout
+    while not (lines := run_log_lines(run_id, phrase)):
+        assert time.monotonic() < deadline, f"no log line with {phrase!r} for run {run_id}"
+        time.sleep(0.5)
+    return lines[0]
+
+
+def approval_records(run_id: UUID) -> list[str]:
+    """The run's approval audit records (markdown), oldest first."""
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=["approval"]), flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
+    return [a.data for a in sorted(artifacts, key=lambda a: a.created)]
+
+
+def wait_for_artifact(run_id: UUID, phrase: str, timeout: float = 90) -> str:
+    deadline = time.monotonic() + timeout
+    while not (found := [r for r in approval_records(run_id) if phrase in r]):
+        assert time.monotonic() < deadline, f"no approval record with {phrase!r} for run {run_id}"
+        time.sleep(0.5)
+    return found[0]
+
+
+def process_log_pids(run_id: UUID, pattern: re.Pattern[str]) -> list[int]:
+    """The flow-run process ids named by the run's hot-window log lines that match ``pattern``."""
+    return [int(m.group(1)) for message in run_log_lines(run_id, "flow-run process")
+            if (m := pattern.search(message))]
 
 
 def wait_for_process_log(run_id: UUID, pattern: re.Pattern[str], timeout: float = 60) -> int:
@@ -159,6 +193,12 @@ def artifact_keys() -> set[str]:
         return {a.key for a in client.read_artifacts() if a.key}
 
 
+def decide(run_id: UUID, decision: str, sha: str, reason: str = "", approver: str = "t") -> None:
+    """Submit the approval form of a waiting run, as the UI does: the decision names commit ``sha``."""
+    resume_flow_run(run_id, run_input={"decision": decision, "sha": sha, "reason": reason,
+                                       "approver": approver})
+
+
 def change_values(repo: DeployRepo, text: str) -> str:
     return repo.push({repo.config("common.yaml"): (repo.work.root / repo.config("common.yaml")).read_text()
                       + text}, f"change {secrets.token_hex(2)}")
@@ -182,7 +222,7 @@ def test_approved_change_reaches_prod_at_the_approved_sha(deploy_repo: DeployRep
     text = description(run_id)
     assert f"Promote `{sha[:12]}` to prod?" in text and repo.hub in text
     assert "| deployed |" in text and "localhost:5000/hubploy/minimal-user:" in text
-    assert "What prod will change" in text and "+kind: Deployment" in text or "kind: Deployment" in text
+    assert "What prod will change" in text and "```diff" in text and "+kind: " in text  # nothing on prod yet
     assert repo.revisions("prod") == []  # nothing touched prod before the approval
     approve_until_prod(repo, run_id, sha, hubploy_worker, "looks good", "alice")
     assert repo.revisions("staging")[-1]["status"] == "deployed"
@@ -243,7 +283,7 @@ def test_staging_moving_on_during_the_wait_promotes_the_approved_sha(deploy_repo
     run_id = repo.start(approved)
     wait_for_state(run_id, paused, worker=hubploy_worker)
     newer = change_values(repo, "# pushed after the approval was asked\n")
-    resume_flow_run(run_id, run_input={"decision": "approve", "reason": "ok", "approver": "bob"})
+    decide(run_id, "approve", approved, "ok", "bob")
     run = wait_for_state(run_id, final, worker=hubploy_worker)
     assert run.state.is_completed(), run.state.message
     assert repo.prod_parents()[1] == approved
@@ -258,7 +298,7 @@ def test_approval_survives_a_worker_restart(deploy_repo: DeployRepo, hubploy_wor
     waiting = wait_for_process_log(run_id, WAITING_IN)  # in its hot window
     hubploy_worker.restart()  # SIGKILL of the worker and any flow process, then a fresh worker
     wait_for_process_exit(waiting)
-    resume_flow_run(run_id, run_input={"decision": "approve", "reason": "after restart", "approver": "carol"})
+    decide(run_id, "approve", sha, "after restart", "carol")
     run = wait_for_state(run_id, final, worker=hubploy_worker)
     assert run.state.is_completed(), run.state.message
     assert repo.prod_parents()[1] == sha
@@ -309,7 +349,7 @@ def test_after_the_hot_window_the_process_exits_and_a_resume_goes_through_the_wo
     wait_for_process_exit(wait_for_process_log(run_id, WAITING_IN))  # at the end of its 2 s hot window
     with get_client(sync_client=True) as client:
         assert client.read_flow_run(run_id).state.id == suspended.id  # left exactly as it was: Suspended
-    resume_flow_run(run_id, run_input={"decision": "approve", "reason": "later", "approver": "cold"})
+    decide(run_id, "approve", sha, "later", "cold")
     run = wait_for_state(run_id, final, worker=hubploy_worker)
     assert run.state.is_completed(), run.state.message
     assert repo.prod_parents()[1] == sha
@@ -322,13 +362,105 @@ def test_newer_push_supersedes_a_waiting_run(deploy_repo: DeployRepo, hubploy_wo
     repo = deploy_repo
     older = repo.start(change_values(repo, "# older\n"))
     wait_for_state(older, paused, worker=hubploy_worker)
-    newer = repo.start(change_values(repo, "# newer\n"))
+    newer_sha = change_values(repo, "# newer\n")
+    newer = repo.start(newer_sha)
     wait_for_state(newer, paused, worker=hubploy_worker)
     run = wait_for_state(older, final, timeout=30, worker=hubploy_worker)
     assert (run.state.type.value, run.state.name) == ("CANCELLED", "Superseded")
     assert str(newer) in run.state.message
-    resume_flow_run(newer, run_input={"decision": "reject", "reason": "cleanup", "approver": "t"})
+    # an approval arriving after the supersession is refused, saying why
+    late = run_cli("approve", str(older), "--reason", "too late", cwd=PROJECT_ROOT)
+    assert late.returncode == 1 and "Traceback" not in late.stderr
+    assert "not waiting for an approval (state: Superseded: superseded by newer lifecycle run" in late.stderr
+    decide(newer, "reject", newer_sha, "cleanup")
     wait_for_state(newer, final, worker=hubploy_worker)
+    assert repo.revisions("prod") == []
+
+
+def test_an_approval_racing_a_supersession_is_refused(deploy_repo: DeployRepo,
+                                                      hubploy_worker: Worker) -> None:
+    """The cancellation of a supersession lands after the resume (a newer run read this run as waiting,
+    then the approval came): the run must not promote. The test holds the repository's promotion lock,
+    as the superseding run does while it cancels, so the cancellation lands at that exact point."""
+    from prefect.concurrency.sync import concurrency
+    from prefect.states import Cancelled
+
+    from flows.tasks.lifecycle import repo_key
+
+    repo = deploy_repo
+    prod_before = repo.origin_git("rev-parse", "prod")
+    sha = change_values(repo, "# approved while a newer run supersedes it\n")
+    run_id = repo.start(sha)
+    wait_for_state(run_id, paused, worker=hubploy_worker)
+    with concurrency(f"promote-{repo_key(repo.url)}", occupy=1):
+        decide(run_id, "approve", sha, "racing", "erin")
+        wait_for_state(run_id, lambda r: r.state is not None and r.state.is_running(), worker=hubploy_worker)
+        wait_for_artifact(run_id, "accepted")  # the decision counted; the run now waits for the lock
+        with get_client(sync_client=True) as client:
+            note = "superseded by newer lifecycle run test-newer for 0123456789ab"
+            client.set_flow_run_state(run_id, Cancelled(name="Superseded", message=note), force=True)
+    # the run's own check, under the lock, refuses the approval before anything touches prod
+    refusal = wait_for_log(run_id, "arrived after this run was superseded")
+    assert f"({note}): refused; prod untouched" in refusal
+    run = wait_for_state(run_id, final, worker=hubploy_worker)
+    assert (run.state.type.value, run.state.name) == ("CANCELLED", "Superseded"), run.state.message
+    assert repo.origin_git("rev-parse", "prod") == prod_before
+    assert repo.revisions("prod") == []
+
+
+def test_a_decision_counts_only_for_the_commit_shown_and_from_a_listed_approver(
+        deploy_repo: DeployRepo, hubploy_worker: Worker) -> None:
+    """`approvers:` on prod (the branch the approval guards) is the list in force: the change under
+    approval adds a name to it, which gains nothing. Every refused decision is logged and recorded, and
+    the run asks again; the approver recorded is the one that was checked."""
+    repo = deploy_repo
+    settings = repo.work.root / "hubploy-repo.yaml"
+    settings.write_text(settings.read_text() + "approvers:\n  prod: [alice@example.org, bob]\n")
+    repo.push({}, "only alice and bob approve prod")
+    repo.work.git("push", "--quiet", "--force", repo.url, "staging:prod")  # prod lists them (same commit)
+    listed = yaml.safe_load(settings.read_text())
+    listed["approvers"]["prod"].append("mallory")
+    sha = repo.push({"hubploy-repo.yaml": yaml.safe_dump(listed), repo.config("common.yaml"):
+                     (repo.work.root / repo.config("common.yaml")).read_text() + "# mallory's change\n"},
+                    "mallory adds herself to the approvers")
+    run_id = repo.start(sha)
+    wait_for_state(run_id, paused, worker=hubploy_worker)
+    assert "**reject** (the default)" in description(run_id)
+
+    other = repo.origin_git("rev-parse", "prod")
+    decide(run_id, "approve", other, "a stale form", "alice@example.org")  # names another commit
+    wait_for_state(run_id, lambda r: paused(r) and r.state.state_details.pause_key == "approval-2",
+                   worker=hubploy_worker)
+    assert f"it names commit {other[:12]}, but this run promotes {sha[:12]}" in description(run_id)
+    # not on prod's list, though on the list of the change (the checkout the command runs in)
+    refused = run_cli("approve", str(run_id), "--as", "mallory", "--reason", "looks fine to me",
+                      cwd=repo.work.root)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
+    assert ("refused the approval: 'mallory' may not decide prod: approvers.prod in hubploy-repo.yaml lists "
+            "alice@example.org, bob") in refused.stderr
+    run = wait_for_state(run_id, lambda r: paused(r) and r.state.state_details.pause_key == "approval-3",
+                         worker=hubploy_worker)
+    assert "Approval by mallory refused: 'mallory' may not decide prod" in description(run_id)
+    wrong = run_cli("approve", str(run_id), "--sha", other[:10], "--as", "bob", cwd=PROJECT_ROOT)  # refused
+    assert wrong.returncode == 1 and f"promotes commit {sha[:12]}, not {other[:10]}" in wrong.stderr
+    assert repo.revisions("prod") == [] and repo.origin_git("rev-parse", "prod") == other
+
+    approved = run_cli("approve", str(run_id), "--sha", sha[:10], "--as", "Alice@Example.org", "--reason",
+                       "ok", cwd=PROJECT_ROOT)
+    assert approved.returncode == 0, approved.stderr
+    assert f"commit {sha[:12]}" in approved.stdout
+    run = wait_for_state(run_id, final, worker=hubploy_worker)
+    assert run.state.is_completed(), run.state.message
+    assert repo.prod_parents()[1] == sha
+    assert "Approved by Alice@Example.org: ok" in repo.origin_git("log", "-1", "--format=%B", "prod")
+    records = approval_records(run_id)
+    assert len(records) == 3, records
+    assert "by alice@example.org (round 1): refused: it names commit" in records[0]
+    assert "by mallory (round 2): refused: 'mallory' may not decide prod" in records[1]
+    assert "**approve** of" in records[2] and "by Alice@Example.org (round 3): accepted" in records[2]
+    assert "| approve | `" + sha + "` | Alice@Example.org | ok | accepted |" in records[2]
+    warnings = run_log_lines(run_id, "refused")
+    assert any("Approval by mallory refused" in w for w in warnings), warnings
 
 
 def test_freeze_window_refuses_approval_until_it_ends(deploy_repo: DeployRepo, hubploy_worker: Worker) -> None:
@@ -341,12 +473,12 @@ def test_freeze_window_refuses_approval_until_it_ends(deploy_repo: DeployRepo, h
     refused = run_cli("approve", str(run_id), cwd=repo.work.root)
     assert refused.returncode == 1
     assert "frozen (exam weeks) until 2099-01-01" in refused.stderr and "Traceback" not in refused.stderr
-    resume_flow_run(run_id, run_input={"decision": "approve", "reason": "try anyway", "approver": "dave"})
+    decide(run_id, "approve", sha, "try anyway", "dave")
     run = wait_for_state(run_id, lambda r: paused(r) and r.state.state_details.pause_key == "approval-2",
                          worker=hubploy_worker)
-    assert "Approval refused: prod is frozen (exam weeks)" in description(run.id)
+    assert "Approval by dave refused: prod is frozen (exam weeks)" in description(run.id)
     assert repo.revisions("prod") == []
-    resume_flow_run(run_id, run_input={"decision": "reject", "reason": "wait for the window", "approver": "dave"})
+    decide(run_id, "reject", sha, "wait for the window", "dave")
     assert wait_for_state(run_id, final, worker=hubploy_worker).state.name == "Rejected"
 
 
@@ -388,8 +520,9 @@ def test_approve_in_the_prefect_ui_then_prod_is_deployed(deploy_repo: DeployRepo
             page.keyboard.press("ArrowDown")
             page.keyboard.press("Enter")
         assert decision.inner_text().strip() == "approve"
-        dialog.locator("textarea").nth(0).fill("checked staging in the browser")
-        dialog.locator("textarea").nth(1).fill("erin@example.org")
+        assert dialog.locator("textarea").nth(0).input_value() == sha  # the commit the form is for
+        dialog.locator("textarea").nth(1).fill("checked staging in the browser")
+        dialog.locator("textarea").nth(2).fill("erin@example.org")
         page.screenshot(path=str(tmp_path / "approval-form.png"))
         dialog.get_by_role("button", name="Submit").click()
         browser.close()

@@ -142,7 +142,8 @@ def test_rejected_lifecycle_reports_pending_then_failure(deploy_repo: lc.DeployR
     wait_for_state(run_id, lc.paused, worker=hubploy_worker)
     states = [s["state"] for s in _statuses(github, sha)]
     assert states and set(states) == {"pending"}
-    lc.resume_flow_run(run_id, run_input={"decision": "reject", "reason": "not today", "approver": "t"})
+    lc.resume_flow_run(run_id, run_input={"decision": "reject", "sha": sha, "reason": "not today",
+                                                  "approver": "t"})
     run = wait_for_state(run_id, lc.final, worker=hubploy_worker)
     assert run.state.name == "Rejected"
     statuses = _statuses(github, sha)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -55,6 +56,16 @@ def test_registered_secrets_are_redacted_everywhere(caplog: pytest.LogCaptureFix
     assert redact("x registered-token-123 y") == f"x {REDACTED} y"
     register_secret("abc")  # too short to redact safely: ignored
     assert redact("abc") == "abc"
+
+
+def test_a_multi_line_secret_is_redacted_as_a_cli_echoes_it_from_a_json_key_file() -> None:
+    body = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC" + os.urandom(8).hex()
+    key = f"-----BEGIN PRIVATE KEY-----\n{body}\n-----END PRIVATE KEY-----\n"
+    register_secret(key)
+    as_json = json.dumps({"type": "service_account", "private_key": key})  # the key file gcloud is given
+    assert body not in redact(f"ERROR: cannot use {as_json}")
+    assert body not in redact(f"line by line: {body}")
+    assert redact("-----BEGIN PRIVATE KEY-----") == "-----BEGIN PRIVATE KEY-----"  # the armour is no secret
 
 
 def test_missing_program_and_timeout() -> None:

@@ -16,6 +16,7 @@ from hubploy.errors import SecretsError
 from hubploy.runner import child_env, redact, run
 from hubploy.secrets import (GIT_CRYPT_HEADER, check_secret_file, decrypt_to_mapping, decrypted, in_secrets_dir,
                              is_encrypted, sops_format, with_age_key)
+from hubploy.workspace import private_run_dir
 
 VENV_BIN = str(Path(sys.executable).parent)
 
@@ -109,11 +110,11 @@ def test_temp_files_removed_when_a_later_file_fails(tmp_path: Path, encrypt, env
     other_key = tmp_path / "other.txt"
     other = write(tmp_path / "b" / "secrets" / "prod.yaml", "c: d\n")
     run(["sops", "--encrypt", "--age", _keygen(other_key), "--in-place", str(other)], env=env, cwd=tmp_path)
-    before = set(Path(os.environ.get("TMPDIR", "/tmp")).glob("hubploy-secrets-*"))
+    before = set(private_run_dir().glob("hubploy-secrets-*"))
     with pytest.raises(SecretsError):
         with decrypted([good, other], env=env):
             pytest.fail("must not be reached")
-    assert set(Path(os.environ.get("TMPDIR", "/tmp")).glob("hubploy-secrets-*")) == before
+    assert set(private_run_dir().glob("hubploy-secrets-*")) == before
 
 
 def test_same_basename_in_two_places(tmp_path: Path, encrypt, env) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 from helpers.cli import VENV_BIN
+from helpers.stack import UpStack, alive, demo_hub_lock, free_port, start_up, user_env
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.prefect]
 
@@ -27,27 +28,6 @@ DEPLOYMENTS = ["hubploy-lifecycle/lifecycle", "hubploy-approval-timeout/approval
                "rebuild-images/rebuild-images", "hubploy-drift-check/drift-check"]
 CREDENTIAL_BLOCK_TYPES = {"gcp-cluster-credentials", "aws-cluster-credentials", "azure-cluster-credentials",
                           "kubeconfig-credentials"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}  # nothing configured
-    env.update(HUBPLOY_HOME=str(home), PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}")
-    env.pop("COLUMNS", None)  # not a terminal: rich assumes 80 columns; the URL and secret must not wrap
-    return env
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def _listen_addresses(port: int) -> set[str]:
@@ -73,40 +53,24 @@ def _other_local_address() -> str | None:
     return None if address.startswith("127.") else address
 
 
-def _wait_for(text: str, log: Path, proc: subprocess.Popen, timeout: float) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        out = log.read_text(errors="replace")
-        if text in out:
-            return out
-        if proc.poll() is not None:
-            raise AssertionError(f"exited {proc.returncode} before {text!r}:\n{out[-4000:]}")
-        time.sleep(0.5)
-    raise AssertionError(f"no {text!r} after {timeout} s:\n{log.read_text(errors='replace')[-4000:]}")
-
-
-def _pids(home: Path) -> dict[str, int]:
-    return {p.stem: int(p.read_text().split()[0]) for p in (home / "pids").glob("*.pid")}
-
-
 def test_hubploy_up_serves_everything_locked_down_and_ctrl_c_stops_it(sandbox, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     home = tmp_path / "home"
-    port, webhook_port = _free_port(), _free_port()
-    log = tmp_path / "up.log"
-    proc = subprocess.Popen([str(VENV_BIN / "hubploy"), "up", "--port", str(port), "--webhook-port", str(webhook_port)],
-                            cwd=tmp_path, env=_env(home), stdout=log.open("w"), stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
+    stack = start_up(home, tmp_path / "up.log")
+    proc, port, webhook_port, log = stack.proc, stack.port, stack.webhook_port, stack.log
+    started = stack.started
     try:
-        out = _wait_for("Ctrl-C stops what this `hubploy up` started", log, proc, timeout=300)
+        out = stack.output
         assert "started (prefect-server, worker, webhook)" in out
-        ui = f"http://127.0.0.1:{port}"
-        assert f"Prefect UI       {ui}" in out
-        webhook_url = re.search(r"webhook URL +(\S+)", out).group(1)
-        secret = re.search(r"webhook secret +(\S+)", out).group(1)
+        ui = stack.ui
+        assert stack.printed("Prefect UI") == ui
+        # how to log in, and where the auth string is: never the auth string itself
+        auth_file = home / "prefect-auth"
+        assert stack.printed("log in") == f"{ui}/login with the auth string (user:password) in {auth_file}"
+        assert stack.auth_string.partition(":")[2] not in out
+        webhook_url, secret = stack.printed("webhook URL"), stack.printed("webhook secret")
         assert webhook_url == f"http://127.0.0.1:{webhook_port}/webhook" and len(secret) >= 32
-        started = _pids(home)
         assert set(started) == {"prefect-server", "worker", "webhook"}
-        assert all(_alive(pid) for pid in started.values())
+        assert all(alive(pid) for pid in started.values())
 
         # the UI and the receiver answer
         assert httpx.get(ui, timeout=10).status_code == 200
@@ -147,20 +111,15 @@ def test_hubploy_up_serves_everything_locked_down_and_ctrl_c_stops_it(sandbox, t
                                                              "X-GitHub-Delivery": str(uuid.uuid4())}, timeout=10)
         assert bad.status_code == 401
 
-        _demo_without_approve_then_approve_from_another_shell(home, port, webhook_port, started, tmp_path)
-
-        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in the terminal: the foreground process group
-        assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]
+        with demo_hub_lock():
+            _demo_without_approve_then_approve_from_another_shell(stack, tmp_path)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        for pid in _pids(home).values() if (home / "pids").is_dir() else ():
-            if _alive(pid):
-                os.killpg(pid, signal.SIGKILL)
+        assert stack.stop() == 0, log.read_text()[-3000:]  # Ctrl-C in the terminal: the foreground group
     deadline = time.monotonic() + 15
-    while any(_alive(pid) for pid in started.values()) and time.monotonic() < deadline:
+    while any(alive(pid) for pid in started.values()) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert not [name for name, pid in started.items() if _alive(pid)], log.read_text()[-3000:]
+    assert not [name for name, pid in started.items() if alive(pid)], log.read_text()[-3000:]
+    assert proc.poll() == 0
     assert _listen_addresses(port) == set() and _listen_addresses(webhook_port) == set()
     out = log.read_text()
     assert "sandbox" not in out.split("Ctrl-C stops what")[1]  # it did not start the sandbox: left alone
@@ -168,51 +127,38 @@ def test_hubploy_up_serves_everything_locked_down_and_ctrl_c_stops_it(sandbox, t
     assert lifecycle.healthy(sandbox.paths)
 
 
-def _demo_without_approve_then_approve_from_another_shell(home: Path, port: int, webhook_port: int,
-                                                          up_pids: dict[str, int], tmp_path: Path) -> None:
-    """`hubploy demo` next to a running `hubploy up`: it stops at the approval form, says how to approve,
-    and Ctrl-C leaves the stack it did not start running; the printed approve command works."""
-    log = tmp_path / "demo.log"
-    demo = subprocess.Popen([str(VENV_BIN / "hubploy"), "demo", "--port", str(port), "--webhook-port",
-                             str(webhook_port)], cwd=tmp_path, env=_env(home), stdout=log.open("w"),
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-    try:
-        out = _wait_for("Everything keeps running until Ctrl-C.", log, demo, timeout=900)
+def _demo_without_approve_then_approve_from_another_shell(stack: UpStack, tmp_path: Path) -> None:
+    """`hubploy demo` next to a running `hubploy up`: it stops at the approval form, says how to log in
+    and approve, and Ctrl-C leaves the stack it did not start running; the printed approve command works."""
+    with stack.demo(tmp_path) as demo:
+        out, run_id = demo.output, demo.run_id
         assert "prefect-server: already running" in out and "worker: already running" in out
         assert re.search(r"run +\S+: (Paused|Suspended)", out), out
-        run_id = re.search(r"hubploy approve ([0-9a-f-]{36})", out).group(1)
-        assert f"Approve in the UI: http://127.0.0.1:{port}/runs/flow-run/{run_id}" in out
+        assert demo.run_url == f"{stack.ui}/runs/flow-run/{run_id}"
+        assert demo.login_url == f"{stack.ui}/login?redirect=/runs/flow-run/{run_id}"
+        assert f"with the auth string (user:password) in {stack.auth_file}" in out
+        assert f"log in     {demo.login_url} with the auth string" in out  # in the summary too
         assert f"or in another shell: hubploy approve {run_id}" in out
-        os.killpg(demo.pid, signal.SIGINT)
-        assert demo.wait(timeout=60) == 0, log.read_text()[-3000:]
-    finally:
-        if demo.poll() is None:
-            os.killpg(demo.pid, signal.SIGKILL)
-    assert all(_alive(pid) for pid in up_pids.values()), "the demo stopped what `hubploy up` started"
+        assert stack.auth_string.partition(":")[2] not in out
+    assert all(alive(pid) for pid in stack.started.values()), "the demo stopped what `hubploy up` started"
     # the approve command as printed, from another shell: it finds the server `hubploy up` runs
-    shell_env = {k: v for k, v in _env(home).items() if not k.startswith("PREFECT_API")}
+    shell_env = {k: v for k, v in user_env(stack.home).items() if not k.startswith("PREFECT_API")}
     approved = subprocess.run([str(VENV_BIN / "hubploy"), "approve", run_id, "--reason", "from a shell"],
                               cwd=tmp_path, env=shell_env, capture_output=True, text=True, timeout=120,
                               check=False)
     assert approved.returncode == 0, approved.stdout + approved.stderr
-    user, _, password = (home / "prefect-auth").read_text().strip().partition(":")
-    deadline = time.monotonic() + 600
-    while True:
-        state = httpx.get(f"http://127.0.0.1:{port}/api/flow_runs/{run_id}", auth=(user, password),
-                          timeout=10).json()["state"]
-        if state["type"] in ("COMPLETED", "FAILED", "CANCELLED", "CRASHED"):
-            break
-        assert time.monotonic() < deadline, state
-        time.sleep(2)
+    state = stack.wait_for_final(run_id, timeout=600)
     assert state["type"] == "COMPLETED", state
 
 
 def test_hubploy_demo_approve_runs_to_prod_and_cleans_up(sandbox, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     home = tmp_path / "home"
-    port, webhook_port = _free_port(), _free_port()
-    proc = subprocess.run([str(VENV_BIN / "hubploy"), "demo", "--approve", "--port", str(port),
-                           "--webhook-port", str(webhook_port)], cwd=tmp_path, env=_env(home), capture_output=True,
-                          text=True, timeout=1500, stdin=subprocess.DEVNULL, check=False)
+    port, webhook_port = free_port(), free_port()
+    with demo_hub_lock():
+        proc = subprocess.run([str(VENV_BIN / "hubploy"), "demo", "--approve", "--port", str(port),
+                               "--webhook-port", str(webhook_port)], cwd=tmp_path, env=user_env(home),
+                              capture_output=True, text=True, timeout=1500, stdin=subprocess.DEVNULL,
+                              check=False)
     out = proc.stdout + proc.stderr
     started = {name: int(pid) for name, pid in re.findall(r"(\S+): started \(pid (\d+)", out)}
     try:
@@ -222,6 +168,7 @@ def test_hubploy_demo_approve_runs_to_prod_and_cleans_up(sandbox, tmp_path: Path
         summary = out.split("demo summary", 1)[1]
         assert re.search(r"run +\S+: Completed prod runs [0-9a-f]{12}", summary), summary
         assert f"http://127.0.0.1:{port}/runs/flow-run/" in summary
+        assert f"log in     http://127.0.0.1:{port}/login?redirect=/runs/flow-run/" in summary
         assert "webhook delivered" in out and "approved" in out
         origin = home / "demo" / "origin.git"
         prod_log = subprocess.run(["git", "-C", str(origin), "log", "-1", "--format=%B", "prod"], capture_output=True,
@@ -229,9 +176,9 @@ def test_hubploy_demo_approve_runs_to_prod_and_cleans_up(sandbox, tmp_path: Path
         assert "hubploy demo" in prod_log
     finally:
         for pid in started.values():
-            if _alive(pid):
+            if alive(pid):
                 os.killpg(pid, signal.SIGKILL)
-    assert not [name for name, pid in started.items() if _alive(pid)]
+    assert not [name for name, pid in started.items() if alive(pid)]
     assert _listen_addresses(port) == set() and _listen_addresses(webhook_port) == set()
     from hubploy_sandbox import lifecycle
     assert lifecycle.healthy(sandbox.paths)
@@ -245,7 +192,8 @@ def test_hubploy_up_that_cannot_start_fails_fast_and_leaves_nothing_running(sand
         port = taken.getsockname()[1]
         start = time.monotonic()
         proc = subprocess.run([str(VENV_BIN / "hubploy"), "up", "--port", str(port), "--webhook-port",
-                               str(_free_port())], cwd=tmp_path, env=_env(home), capture_output=True, text=True,
+                               str(free_port())], cwd=tmp_path, env=user_env(home), capture_output=True,
+                              text=True,
                               timeout=300, stdin=subprocess.DEVNULL, check=False)
         elapsed = time.monotonic() - start
     out = proc.stdout + proc.stderr
@@ -254,6 +202,6 @@ def test_hubploy_up_that_cannot_start_fails_fast_and_leaves_nothing_running(sand
     assert elapsed < 120, f"took {elapsed:.0f} s"  # not the 180 s readiness timeout
     started = {name: int(pid) for name, pid in re.findall(r"(\S+): started \(pid (\d+)", out)}
     assert set(started) == {"prefect-server"}
-    assert not any(_alive(pid) for pid in started.values())
+    assert not any(alive(pid) for pid in started.values())
     from hubploy_sandbox import lifecycle
     assert lifecycle.healthy(sandbox.paths)

@@ -61,15 +61,35 @@ def deliver_push(stack: Stack, before: str, after: str) -> str:
     body = json.dumps({"ref": "refs/heads/staging", "before": before, "after": after,
                        "repository": {"full_name": "hubploy/demo-deployments", "clone_url": stack.repo_url}}).encode()
     signature = "sha256=" + hmac.new(stack.webhook_secret.encode(), body, hashlib.sha256).hexdigest()
+    delivery = str(uuid.uuid4())
     try:
         response = httpx.post(stack.webhook_url, content=body, timeout=30, headers={
-            "X-GitHub-Event": "push", "X-GitHub-Delivery": str(uuid.uuid4()), "X-Hub-Signature-256": signature,
+            "X-GitHub-Event": "push", "X-GitHub-Delivery": delivery, "X-Hub-Signature-256": signature,
             "Content-Type": "application/json"})
     except httpx.HTTPError as exc:
         raise HubployError(f"cannot reach the webhook receiver at {stack.webhook_url}: {exc}") from None
-    if response.status_code != 202 or "flow_run_id" not in response.json():
+    answer = response.json() if response.status_code == 202 else {}
+    if answer.get("status") == "accepted":  # a slow server: the receiver creates the run when it answers
+        return _run_of_delivery(delivery)
+    if "flow_run_id" not in answer:
         raise HubployError(f"the webhook receiver answered {response.status_code}: {response.text[:300]}")
-    return response.json()["flow_run_id"]
+    return str(answer["flow_run_id"])
+
+
+def _run_of_delivery(delivery: str, timeout: float = 300) -> str:
+    """The id of the run the receiver creates for ``delivery`` (found by its idempotency key)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterIdempotencyKey
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while not (runs := client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                idempotency_key=FlowRunFilterIdempotencyKey(any_=[f"github-{delivery}"])))):
+            if time.monotonic() > deadline:
+                raise HubployError(f"the webhook receiver accepted the push but started no run in "
+                                   f"{timeout:.0f} s", hint="see the receiver's log (logs/webhook.log)")
+            time.sleep(1)
+    return str(runs[0].id)
 
 
 def _wait(run_id: UUID, done: Callable[[object], bool], timeout: float, say: Say, what: str):  # type: ignore[no-untyped-def]
@@ -95,17 +115,19 @@ def demo(stack: Stack, *, approve: bool, say: Say = print, timeout: float = 900)
     before, after = push_change(stack)
     say(f"pushed {after[:12]} to staging of {stack.repo_url}")
     run_id = UUID(deliver_push(stack, before, after))
-    run_url = f"{stack.ui_url}/runs/flow-run/{run_id}"
+    run_url = f"{stack.ui_url}{stack.run_path(str(run_id))}"
     say(f"webhook delivered; lifecycle run {run_id} started: {run_url}")
     flow_run = _wait(run_id, lambda r: r.state is not None and r.state.is_paused(), timeout, say,
                      "the approval form")
     if flow_run.state.is_paused():
-        say(f"waiting for approval: open {run_url} and press Resume, or run `hubploy approve {run_id}`")
+        say(f"waiting for approval: log in at {stack.how_to_log_in(stack.run_path(str(run_id)))}, then press "
+            f"Resume on {run_url}; or run `hubploy approve {run_id}`")
         if approve:
             from prefect.flow_runs import resume_flow_run
 
-            resume_flow_run(run_id, run_input={"decision": "approve", "reason": "hubploy demo --approve",
-                                               "approver": "hubploy demo"})
+            answer = {"decision": "approve", "sha": after, "approver": "hubploy demo",
+                      "reason": "hubploy demo --approve"}
+            resume_flow_run(run_id, run_input=answer)
             say("approved")
             flow_run = _wait(run_id, lambda r: r.state is not None and r.state.is_final(), timeout, say, "prod")
     state = flow_run.state

@@ -82,6 +82,17 @@ class Stack:
     env: dict[str, str]     # what a client of this stack needs (Prefect URL and auth, sandbox tools)
     started: tuple[str, ...] = ()   # what this call of `up` started ("sandbox" included), for `down(only=)`
 
+    def login_url(self, then: str = "") -> str:
+        """The UI's log-in page; after logging in, the browser goes on to the UI path ``then``."""
+        return f"{self.ui_url}/login" + (f"?redirect={then}" if then else "")
+
+    def run_path(self, run_id: str) -> str:
+        return f"/runs/flow-run/{run_id}"
+
+    def how_to_log_in(self, then: str = "") -> str:
+        """Where to log in and where the auth string is (never the auth string itself)."""
+        return f"{self.login_url(then)} with the auth string (user:password) in {self.paths.auth_file}"
+
 
 def auth_string(paths: StackPaths) -> str:
     """`user:password` for the server's basic auth, generated once and kept 0600."""

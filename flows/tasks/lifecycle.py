@@ -1,5 +1,5 @@
-"""Tasks of the change lifecycle that are not builds or deploys: checkout, plan, validate, the prod
-diff for the approval form, and promotion. Each is cached per flow run (Prefect's default policy with
+"""Tasks of the change lifecycle that are not builds or deploys: checkout, plan, validate, who may
+approve, and promotion. Each is cached per flow run (Prefect's default policy with
 persisted results), so a suspended lifecycle re-enters without redoing them."""
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ from pathlib import Path
 
 from prefect import get_run_logger, task
 
+from hubploy.config.repo_settings import Approvers
 from hubploy.errors import ConfigError
 from hubploy.git import changed_files, commit_messages, run_git
-from hubploy.layout import load_repo
+from hubploy.layout import load_repo, try_load_repo
 from hubploy.planner import Plan, hubs_with_changed_dirs, plan_changes
 from hubploy.promote import Promotion, promote
 from hubploy.runner import child_env
@@ -89,6 +90,22 @@ def validate_hubs(tree: str, hubs: list[str]) -> None:
         for issue in issues:
             get_run_logger().error("%s", issue.format(Path(tree)))
         raise ConfigError(issues)
+
+
+@task(**GIT_RETRIES)
+def approvers_in_force(repo_url: str, prod_head: str | None, tree: str) -> Approvers:
+    """The ``approvers:`` a decision is checked against: those of prod's head, the branch the approval
+    guards, so that a change cannot list its own approvers (a change to the list takes effect once it is
+    promoted); those of the commit under approval (``tree``) when prod has none or its file does not load."""
+    logger = get_run_logger()
+    if prod_head is not None:
+        prod_tree = checkout(repo_url, prod_head, cache_dir=default_cache_dir(), env=git_env())
+        prod, issues = try_load_repo(prod_tree)
+        if prod is not None:
+            return prod.settings.approvers
+        logger.warning("hubploy-repo.yaml on prod (%s) does not load (%s); approvers are those of the commit "
+                       "under approval", prod_head[:12], issues[0].format() if issues else "unknown error")
+    return load_repo(tree).settings.approvers
 
 
 @task(**GIT_RETRIES)

@@ -22,8 +22,9 @@ from typing import Iterator, Mapping
 import yaml
 
 from hubploy import runner
-from hubploy.cloud.base import ClusterAccess, credentials_failed, kube_env, private_dir, write_private
+from hubploy.cloud.base import ClusterAccess, credentials_failed, kube_env, write_private
 from hubploy.errors import CommandError, CredentialsError
+from hubploy.workspace import private_dir
 
 PROFILE = "hubploy"
 SOURCE_PROFILE = "hubploy-source"

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from hubploy import runner
-from hubploy.cloud.base import (ClusterAccess, credentials_failed, kube_env, load_kubeconfig, private_dir,
-                                write_private)
+from hubploy.cloud.base import ClusterAccess, credentials_failed, kube_env, load_kubeconfig, write_private
 from hubploy.errors import CommandError, CredentialsError
+from hubploy.workspace import private_dir
 
 DROP = ("AZURE_CONFIG_DIR",)
 

@@ -1,14 +1,12 @@
-"""What every provider shares: the per-run access record, private temp dirs and files, contexts."""
+"""What every provider shares: the per-run access record, private files (in the run's private
+directory, hubploy.workspace.private_dir), contexts."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Mapping
 
 import yaml
 
@@ -38,17 +36,6 @@ class ClusterAccess:
 def fill_context(template: str | None, namespace: str) -> str | None:
     """A kube context name with ``{namespace}`` replaced (hubploy PR #121)."""
     return template.replace("{namespace}", namespace) if template else None
-
-
-@contextlib.contextmanager
-def private_dir(prefix: str) -> Iterator[Path]:
-    """A 0700 temp dir, removed on exit (also on an exception)."""
-    path = Path(tempfile.mkdtemp(prefix=prefix))
-    try:
-        os.chmod(path, 0o700)
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def write_private(path: Path, text: str) -> Path:

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from hubploy import runner
-from hubploy.cloud.base import ClusterAccess, credentials_failed, kube_env, private_dir, write_private
+from hubploy.cloud.base import ClusterAccess, credentials_failed, kube_env, write_private
 from hubploy.errors import CommandError, CredentialsError
+from hubploy.workspace import private_dir
 
 ADC_FILE = "application_default_credentials.json"
 # Variables of the caller that would point gcloud at another account or config.

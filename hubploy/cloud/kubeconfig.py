@@ -16,8 +16,9 @@ from typing import Any, Iterator, Mapping
 import yaml
 
 from hubploy import runner
-from hubploy.cloud.base import ClusterAccess, kube_env, private_dir, write_private
+from hubploy.cloud.base import ClusterAccess, kube_env, write_private
 from hubploy.errors import CredentialsError
+from hubploy.workspace import private_dir
 
 DEFAULT_CONTEXT = "hubploy"
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")

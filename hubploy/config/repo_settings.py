@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, StringConstraints, field_validator, model_validator
 
 from hubploy.config.base import Problem, Strict
 from hubploy.errors import ApprovalError
@@ -66,6 +66,33 @@ class FreezeWindow(Strict):
         return f"prod is frozen{why} until {self.ends.isoformat()}; promotion is refused until then"
 
 
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+
+
+class Approvers(Strict):
+    """Per approved environment, the names that may decide its approval; unset: anyone who can reach the
+    Prefect UI or API (the open-source server records no user, so the name is the one the form gives)."""
+
+    prod: list[Name] | None = Field(None, min_length=1, description=(
+        "Who may approve or reject a promotion to prod, e.g. [alice, bob@example.org]; the approver name "
+        "given in the form (or `hubploy approve --as`) must be one of them, case-insensitive."))
+
+    def allowed(self, env: str) -> list[str] | None:
+        """The names that may decide ``env``'s approval, or None when anyone may."""
+        return getattr(self, env) if env in type(self).model_fields else None
+
+    def check(self, env: str, name: str) -> None:
+        """Raise ApprovalError when names are listed for ``env`` and ``name`` is not one of them."""
+        allowed = self.allowed(env)
+        if allowed is None or name.strip().casefold() in {a.casefold() for a in allowed}:
+            return
+        who = repr(name.strip()) if name.strip() else "an approval without a name"
+        raise ApprovalError(f"{who} may not decide {env}: approvers.{env} in hubploy-repo.yaml lists "
+                            f"{', '.join(allowed)}",
+                            hint="give your name as listed there (the form's approver field, or "
+                                 "`hubploy approve --as NAME`)")
+
+
 class RepoSettings(Strict):
     """Contents of the optional hubploy-repo.yaml at the deployment repo root."""
 
@@ -78,6 +105,8 @@ class RepoSettings(Strict):
     freeze_windows: list[FreezeWindow] = Field(default_factory=list,
                                                description="Date ranges during which prod promotion is refused.")
     approval_timeout_hours: float = Field(24, gt=0, description="How long the lifecycle waits for an approval.")
+    approvers: Approvers = Field(default_factory=Approvers,
+                                 description="Who may decide the approval of each approved environment.")
     cluster_concurrency: int = Field(4, ge=1, description="Most deploys run at once against one cluster.")
     health_check_timeout: float = Field(180, gt=0, description="Seconds a deployed hub has to answer /hub/api "
                                                                "before the deploy is rolled back.")

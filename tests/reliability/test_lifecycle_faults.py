@@ -14,7 +14,6 @@ import contextvars
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
 import pytest
 import yaml
 from fixtures.prefect_worker import Worker, wait_for_state
@@ -214,14 +213,16 @@ def two_pushes_racing(repo: DeployRepo, hubploy_worker: Worker) -> None:
         older_run = client.read_flow_run(older)
     assert_prod_untouched(repo, prod_before)
     if paused(older_run):  # both waiting (the older reached the form last): reject the older
-        resume_flow_run(older, run_input={"decision": "reject", "reason": "the newer one", "approver": "rel"})
+        resume_flow_run(older, run_input={"decision": "reject", "sha": older_sha, "reason": "the newer one",
+                                           "approver": "rel"})
     older_run = wait_for_state(older, final, worker=hubploy_worker)
     assert state_of(older_run) in {("CANCELLED", "Superseded"), ("CANCELLED", "Rejected")}, older_run.state.message
     if older_run.state.name == "Superseded":
         assert str(newer) in older_run.state.message
     assert_prod_untouched(repo, prod_before)
 
-    resume_flow_run(newer, run_input={"decision": "approve", "reason": "race winner", "approver": "rel"})
+    resume_flow_run(newer, run_input={"decision": "approve", "sha": newer_sha, "reason": "race winner",
+                                       "approver": "rel"})
     run = wait_for_state(newer, final, worker=hubploy_worker)
     assert state_of(run) == ("COMPLETED", "Completed"), run.state.message
     assert repo.prod_parents()[1] == newer_sha, "prod got a commit nobody approved"
