@@ -1,0 +1,147 @@
+"""Several process workers on one pool (issue 14), with real Prefect workers, the test Prefect server and
+the sandbox. A fleet's runs spread over both workers, and each run is run by one of them only, so no release
+is driven twice. A worker killed in the middle of a fleet, with its flow-run process (its machine died),
+loses no hub: the run, silent, is crashed by the automations of triggers/recovery.py and retried on the
+other worker, which waits out the dead run's release lock and rolls back the release the dead run left
+pending before it upgrades it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+import yaml
+from fixtures.prefect_worker import WorkerPool
+from fixtures.sandbox import Sandbox
+from helpers.example_repo import copy_example_repo
+from hubploy_sandbox.images import BASE_REPOSITORY, BASE_TAG, ensure_base_image
+
+from triggers.recovery import CRASHED_NAME
+
+pytestmark = [pytest.mark.sandbox, pytest.mark.prefect]
+
+GIT = ["git", "-c", "user.email=t@example.org", "-c", "user.name=t"]
+# What the hubs leave out on a 2-core machine: Z2JH's user-scheduler and image pullers.
+LEAN = {"scheduling": {"userScheduler": {"enabled": False}},
+        "prePuller": {"hook": {"enabled": False}, "continuous": {"enabled": False}}}
+
+
+def _fleet_repo(root: Path, sandbox: Sandbox, hubs: list[str]) -> Path:
+    ensure_base_image(sandbox.paths, sandbox.env)
+    copy_example_repo(root, dict.fromkeys(hubs, "minimal"))
+    for hub in hubs:
+        (root / "deployments" / hub / "hubploy.yaml").write_text(yaml.safe_dump(
+            {"images": {"images": [{"name": f"{sandbox.registry}/{BASE_REPOSITORY}:{BASE_TAG}"}]}}))
+        _set_values(root, hub, LEAN)
+    subprocess.run(["git", "init", "-q", "-b", "staging", str(root)], check=True)
+    _commit(root, "fleet")
+    return root
+
+
+def _set_values(root: Path, hub: str, values: dict) -> None:
+    common = root / "deployments" / hub / "config" / "common.yaml"
+    merged = yaml.safe_load(common.read_text())
+    merged["jupyterhub"].update(values)
+    common.write_text(yaml.safe_dump(merged))
+
+
+def _commit(root: Path, message: str) -> None:
+    subprocess.run([*GIT, "add", "-A"], cwd=root, check=True)
+    subprocess.run([*GIT, "commit", "-qm", message], cwd=root, check=True)
+
+
+def _history(sandbox: Sandbox, release: str) -> list[dict]:
+    out = sandbox.run([sandbox.env["HELM_EXECUTABLE"], "history", release, "-n", release, "-o", "json"],
+                      check=False)
+    return json.loads(out.stdout) if out.returncode == 0 else []
+
+
+def _pending_releases(sandbox: Sandbox, releases: list[str]) -> list[str]:
+    """Releases of ``releases`` whose latest helm revision is pending (an upgrade under way)."""
+    out = sandbox.kubectl("get", "secrets", "-A", "-l", "owner=helm,status=pending-upgrade", "-o", "json")
+    names = {item["metadata"]["labels"]["name"] for item in json.loads(out.stdout)["items"]}
+    return [release for release in releases if release in names]
+
+
+def _run(pool: WorkerPool, hubs: list[str], root: Path) -> UUID:
+    from prefect.deployments import run_deployment
+
+    flow_run = run_deployment(pool.deployment, parameters={"hubs": hubs, "env": "staging", "repo_path": str(root),
+                                                           "trigger": "test", "timeout": "3m"}, timeout=0)
+    return flow_run.id
+
+
+def _wait_completed(run_id: UUID, pool: WorkerPool, timeout: float) -> list:
+    """Wait until the run is Completed (through any crash and retry); its states, oldest first."""
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            run = client.read_flow_run(run_id)
+            if run.state is not None and run.state.is_completed():
+                return sorted(client.read_flow_run_states(run_id), key=lambda s: s.timestamp)
+            failed = run.state is not None and (run.state.is_failed() or run.state.is_cancelled())
+            if failed or time.monotonic() > deadline:
+                states = [s.name for s in sorted(client.read_flow_run_states(run_id), key=lambda s: s.timestamp)]
+                raise AssertionError(f"run {run.name}: {states}: {run.state.message if run.state else ''}\n"
+                                     f"{pool.logs()}")
+            time.sleep(1)
+
+
+def test_two_workers_share_a_fleet_and_a_killed_one_loses_no_hub(sandbox: Sandbox, worker_pool: WorkerPool,
+                                                                  tmp_path: Path) -> None:
+    from prefect.artifacts import Artifact
+    from prefect.client.orchestration import get_client
+
+    tag = worker_pool.name.rsplit("-", 1)[1]
+    hubs = [f"w{tag}{i}" for i in range(4)]
+    releases = [f"{hub}-staging" for hub in hubs]
+    root = _fleet_repo(tmp_path / "repo", sandbox, hubs)
+    first, second = worker_pool.start_worker(limit=2), worker_pool.start_worker(limit=2)
+
+    # One run per hub: with two runs at a time each, both workers take runs, and each run is run once.
+    runs = {hub: _run(worker_pool, [hub], root) for hub in hubs}
+    for run_id in runs.values():
+        _wait_completed(run_id, worker_pool, timeout=600)
+    assert first.submitted() and second.submitted(), worker_pool.logs()
+    assert not first.submitted() & second.submitted()
+    assert first.submitted() | second.submitted() == {str(run_id) for run_id in runs.values()}
+    for release in releases:
+        assert [h["status"] for h in _history(sandbox, release)] == ["deployed"], release
+
+    # A change to every hub as one fleet run; its worker dies while a release is being upgraded.
+    for hub in hubs:
+        _set_values(root, hub, {"hub": {"extraEnv": {"ROUND": "2"}}})
+    _commit(root, "round 2")
+    fleet = _run(worker_pool, hubs, root)
+    deadline = time.monotonic() + 300
+    while not (pending := _pending_releases(sandbox, releases)):
+        assert time.monotonic() < deadline, f"no upgrade was seen under way\n{worker_pool.logs()}"
+        time.sleep(0.2)
+    doomed = next(w for w in (first, second) if str(fleet) in w.submitted())
+    survivor = second if doomed is first else first
+    doomed.kill()
+    assert _pending_releases(sandbox, pending) == pending  # left behind, pending
+
+    states = _wait_completed(fleet, worker_pool, timeout=900)
+    names = [s.name for s in states]
+    crashed = names.index(CRASHED_NAME)
+    assert "AwaitingRetry" in names[crashed:] and "Running" in names[crashed:], names
+    assert str(fleet) in survivor.submitted()
+    for release in releases:
+        history = _history(sandbox, release)
+        assert history[-1]["status"] == "deployed", (release, history)
+        values = json.loads(sandbox.run([sandbox.env["HELM_EXECUTABLE"], "get", "values", release, "-n", release,
+                                         "-o", "json"]).stdout)
+        assert values["jupyterhub"]["hub"]["extraEnv"]["ROUND"] == "2", release
+    for release in pending:  # rolled back from the dead run's pending revision, then upgraded
+        audit = Artifact.get(f"audit-{release}")
+        assert audit is not None and "## Recovered" in str(audit.data) and "pending-upgrade" in str(audit.data)
+    with get_client(sync_client=True) as client:  # no lock outlives the fleet
+        for release in releases:
+            assert client.read_global_concurrency_limit_by_name(f"deploy-{release}").active_slots == 0
