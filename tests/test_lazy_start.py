@@ -50,10 +50,12 @@ def test_a_lazy_pod_is_ready_without_a_process_until_a_first_connection(sandbox:
     lazy = json.dumps({"hubploy-sandbox/lazy-start": "true"})
     sandbox.apply(POD.format(name="lazy", annotations=lazy), sandbox_namespace)
     sandbox.apply(POD.format(name="eager", annotations="{}"), sandbox_namespace)
-    pod = sandbox.wait_for("the lazy pod Ready", lambda: (p := _pod(sandbox, sandbox_namespace, "lazy"))
-                           if _ready(p) else None)
-    eager = sandbox.wait_for("the eager pod Ready", lambda: (p := _pod(sandbox, sandbox_namespace, "eager"))
-                             if _ready(p) else None)
+    def ready(name: str) -> dict | None:
+        pod = _pod(sandbox, sandbox_namespace, name)
+        return pod if _ready(pod) else None
+
+    pod = sandbox.wait_for("the lazy pod Ready", lambda: ready("lazy"))
+    eager = sandbox.wait_for("the eager pod Ready", lambda: ready("eager"))
     assert _pid_file(sandbox, eager).is_file()  # without the annotation: a process at once
     time.sleep(2)
     assert not _pid_file(sandbox, pod).exists()  # ready, and still no process

@@ -16,6 +16,7 @@ then get the connections accepted meanwhile. A hub nobody visits costs no CPU; a
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import logging
@@ -130,12 +131,15 @@ def listen_in(netns: Path, address: str, port: int) -> socket.socket:
 
 
 def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    """Copy ``source`` to ``sink`` until ``source`` ends (or fails), then end ``sink``'s sending side."""
     try:
         while data := source.recv(65536):
             sink.sendall(data)
-        sink.shutdown(socket.SHUT_WR)
-    except OSError:
-        pass
+    except OSError as exc:
+        log.info("lazy start relay: %s", exc)
+    finally:
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
 
 
 def relay(client: socket.socket, address: str, port: int, timeout: float = HAND_OVER_TIMEOUT) -> None:
@@ -161,8 +165,8 @@ def relay(client: socket.socket, address: str, port: int, timeout: float = HAND_
 
 class LazyStart:
     """The agent's listeners on a lazy pod's address and ports: the first connection sets ``triggered``;
-    ``hand_over`` closes the listeners (so that the containers can listen there) and relays every
-    connection accepted until then to the container that now listens on its port."""
+    ``close`` stops listening (so that the containers can listen there) and returns the connections accepted
+    until then, which ``hand_over`` relays to the containers once they listen."""
 
     def __init__(self, netns: Path, address: str, ports: list[int]) -> None:
         self.address = address
@@ -171,7 +175,8 @@ class LazyStart:
         self._listeners = {listen_in(netns, address, port): port for port in ports}
         self._accepted: list[tuple[socket.socket, int]] = []
         self._closed = False
-        threading.Thread(target=self._accept, name=f"lazy {address}", daemon=True).start()
+        self._acceptor = threading.Thread(target=self._accept, name=f"lazy {address}", daemon=True)
+        self._acceptor.start()
 
     def _accept(self) -> None:
         while True:
@@ -190,16 +195,22 @@ class LazyStart:
                 self.triggered.set()
 
     def close(self) -> list[tuple[socket.socket, int]]:
-        """Stop listening; the connections accepted so far (with their ports)."""
+        """Stop listening; the connections accepted so far (with their ports). When it returns, nothing
+        listens any more (a socket closed while a select() waits on it would listen until that returns, and
+        reset the connections it queued meanwhile)."""
         with self._lock:
             self._closed = True
             for listener in self._listeners:
+                with contextlib.suppress(OSError):
+                    listener.shutdown(socket.SHUT_RDWR)
                 listener.close()
             accepted, self._accepted = self._accepted, []
+        self._acceptor.join()
         return accepted
 
-    def hand_over(self) -> None:
-        for connection, port in self.close():
+    def hand_over(self, accepted: list[tuple[socket.socket, int]]) -> None:
+        """Relay each connection ``close`` returned to the container now listening on its port."""
+        for connection, port in accepted:
             threading.Thread(target=relay, args=(connection, self.address, port), daemon=True,
                              name=f"relay {self.address}:{port}").start()
 
@@ -350,6 +361,7 @@ class PodWorker:
             for connection, _ in lazy.close():
                 connection.close()
             return False
+        accepted = lazy.close()  # before the containers start: they listen on the same ports
         for container in self.main:
             container.state = {"waiting": {"reason": "ContainerCreating"}}
         self.start_due(self.main)
@@ -358,7 +370,7 @@ class PodWorker:
             container.ready = True
             if readiness is not None:
                 readiness.passed = True
-        lazy.hand_over()
+        lazy.hand_over(accepted)
         self.event("LazyStart", "lazy start: a first connection started the containers")
         return True
 
