@@ -176,9 +176,9 @@ def _initdb(files: PostgresFiles, password: str, env: Mapping[str, str]) -> None
         handle.write(password + "\n")
     os.chown(pwfile, uid, gid)
     try:
-        run(_as_server_user([str(binaries() / "initdb"), "-D", str(files.data), "-U", ROLE, f"--pwfile={pwfile}",
-                             "--auth-host=scram-sha-256", "--auth-local=peer", "-E", "UTF8", "--locale=C"]),
-            env=env, cwd=files.data, timeout=300)
+        run(_as_server_user([str(binaries() / "initdb"), "-D", str(files.data), "-U", ROLE,
+                             f"--pwfile={pwfile}", "--auth-host=scram-sha-256", "--auth-local=peer",
+                             "-E", "UTF8", "--locale=C"]), env=env, cwd=files.data, timeout=300)
     finally:
         pwfile.unlink(missing_ok=True)
 
@@ -223,8 +223,9 @@ def start(files: PostgresFiles, *, say: Say = print, settings: Mapping[str, str]
     deadline = time.monotonic() + START_TIMEOUT
     while not _accepts(server):
         if read_pid(files.pid_file) is None:
-            tail = files.log.read_text(errors="replace").strip().splitlines()[-1:] if files.log.is_file() else []
-            raise HubployError(f"PostgreSQL exited: {tail[0] if tail else 'no output'}", hint=f"see {files.log}")
+            log = files.log.read_text(errors="replace").strip() if files.log.is_file() else ""
+            last = log.splitlines()[-1] if log else "no output"
+            raise HubployError(f"PostgreSQL exited: {last}", hint=f"see {files.log}")
         if time.monotonic() > deadline:
             raise HubployError(f"PostgreSQL did not accept connections in {START_TIMEOUT:.0f} s",
                                hint=f"see {files.log}")
@@ -240,8 +241,8 @@ def stop(files: PostgresFiles) -> bool:
     True if it was running."""
     if read_pid(files.pid_file) is None:
         return False
-    result = run(_as_server_user([str(binaries() / "pg_ctl"), "stop", "-D", str(files.data), "-m", "fast",
-                                  "-w", "-t", "60"]), env=child_env(), cwd=files.data, check=False, timeout=90)
+    argv = [str(binaries() / "pg_ctl"), "stop", "-D", str(files.data), "-m", "fast", "-w", "-t", "60"]
+    result = run(_as_server_user(argv), env=child_env(), cwd=files.data, check=False, timeout=90)
     if result.returncode != 0:
         stop_process(files.pid_file, timeout=30)
     files.pid_file.unlink(missing_ok=True)
@@ -249,7 +250,7 @@ def stop(files: PostgresFiles) -> bool:
 
 
 def remove(files: PostgresFiles) -> None:
-    """Stop the server and delete its data, password and settings (for throw-away servers: tests, benchmarks)."""
+    """Stop the server and delete its data, password and settings (throw-away servers: tests, benchmarks)."""
     stop(files)
     shutil.rmtree(files.data.parent if os.geteuid() == 0 else files.data, ignore_errors=True)
     for path in (files.link, files.password_file, files.settings_file):

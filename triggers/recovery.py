@@ -27,8 +27,10 @@ from prefect.events.schemas.automations import AutomationCore, EventTrigger, Pos
 
 RECOVERY_TAG = "hubploy-retry-when-lost"
 HEARTBEAT_SECONDS = 30  # Prefect's minimum
-DEPLOYMENT_SETTINGS = {"tags": [RECOVERY_TAG],
-                       "job_variables": {"env": {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS)}}}
+DEPLOYMENT_SETTINGS = {
+    "tags": [RECOVERY_TAG],
+    "job_variables": {"env": {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS)}},
+}
 SILENCE = timedelta(seconds=3 * HEARTBEAT_SECONDS)
 CRASHED_NAME = "NoHeartbeat"
 FINAL_EVENTS = {f"prefect.flow-run.{name}" for name in ("Completed", "Failed", "Cancelled", "Crashed",
@@ -49,8 +51,9 @@ def automations() -> list[AutomationCore]:
             match={"prefect.resource.id": "prefect.flow-run.*"}, match_related=_tagged(),
             after={"prefect.flow-run.heartbeat"}, expect={"prefect.flow-run.heartbeat", *FINAL_EVENTS},
             for_each={"prefect.resource.id"}, posture=Posture.Proactive, threshold=1, within=SILENCE),
-        actions=[ChangeFlowRunState(state=StateType.CRASHED, name=CRASHED_NAME,
-                                    message=f"no heartbeat for {SILENCE.total_seconds():.0f} s: its process died")],
+        actions=[ChangeFlowRunState(
+            state=StateType.CRASHED, name=CRASHED_NAME,
+            message=f"no heartbeat for {SILENCE.total_seconds():.0f} s: its process died")],
     )
     retry = AutomationCore(
         name=RETRY,

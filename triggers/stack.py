@@ -1,7 +1,8 @@
 """`hubploy up`: everything on one machine — a local Prefect server (loopback, HTTP basic auth; on SQLite,
 or on a PostgreSQL server of its own, see triggers/database.py), the sandbox, the blocks, the deployments
-of prefect.yaml with one or more process workers, and the GitHub webhook receiver. Each piece is a detached process with a PID file under HUBPLOY_HOME
-(default ~/.hubploy), so `up` is idempotent and `down` stops exactly what `up` started.
+of prefect.yaml with one or more process workers, and the GitHub webhook receiver. Each piece is a detached
+process with a PID file under HUBPLOY_HOME (default ~/.hubploy), so `up` is idempotent and `down` stops
+exactly what `up` started.
 
 Why basic auth: the open-source API hands every stored credential to any client that asks
 (`include_secrets=true`), so the server only listens on 127.0.0.1 and requires the auth string kept
@@ -214,7 +215,8 @@ def up(*, port: int = 4200, webhook_port: int = 8787, repo_url: str | None = Non
     say("automations: a fleet run whose process died is crashed and retried (triggers/recovery.py)")
     for name in names:
         _start(paths, name, [str(Path(sys.executable).parent / "prefect"), "worker", "start", "--pool", POOL,
-                             "--name", f"{POOL}-{name}"], {**env, "PREFECT_WORKER_QUERY_SECONDS": "2"}, say, started)
+                             "--name", f"{POOL}-{name}"], {**env, "PREFECT_WORKER_QUERY_SECONDS": "2"}, say,
+               started)
     _start(paths, "webhook", [str(Path(sys.executable).parent / "hubploy"), "webhook", "serve",
                               "--port", str(webhook_port)], env, say, started)
     _wait_until(lambda: _answers(f"http://127.0.0.1:{webhook_port}/health"), 60, "the webhook receiver",
@@ -282,7 +284,8 @@ def down(*, say: Say = print, only: tuple[str, ...] | list[str] | None = None) -
     paths = StackPaths.from_env()
     running_workers = sorted(p.stem for p in (paths.home / "pids").glob("worker*.pid"))
     for name in (*running_workers, "webhook", "prefect-server"):
-        if (only is None or name in only) and stop(paths.pid(name), timeout=10, children=name.startswith("worker")):
+        workers = name.startswith("worker")  # and the flow-run processes they started
+        if (only is None or name in only) and stop(paths.pid(name), timeout=10, children=workers):
             say(f"{name}: stopped")
     if (only is None or "postgres" in only) and database.stop(paths.postgres):
         say(f"postgres: stopped (its data is kept in {paths.postgres.data})")

@@ -51,10 +51,11 @@ def lease_seconds() -> float:
     try:
         seconds = float(value) if value else DEFAULT_LEASE_SECONDS
     except ValueError:
-        raise HubployError(f"HUBPLOY_LOCK_LEASE_SECONDS must be a number of seconds (got {value!r})") from None
+        raise HubployError(f"HUBPLOY_LOCK_LEASE_SECONDS must be a number of seconds (got {value!r})"
+                           ) from None
     if seconds < MIN_LEASE_SECONDS:
-        raise HubployError(f"HUBPLOY_LOCK_LEASE_SECONDS must be at least {MIN_LEASE_SECONDS:.0f}, the Prefect "
-                           f"server's minimum (got {value!r})")
+        raise HubployError(f"HUBPLOY_LOCK_LEASE_SECONDS must be at least {MIN_LEASE_SECONDS:.0f}, the "
+                           f"Prefect server's minimum (got {value!r})")
     return seconds
 _ensured: dict[str, int] = {}
 _ensured_lock = threading.Lock()

@@ -63,7 +63,7 @@ class ImageEnv:
     # path in the container -> a stand-in program in standins/, "kubernetes/<command>" of the sandbox's build,
     # or "cache/<path>": a file of the sandbox's cache (helm)
     files: dict[str, str] = field(default_factory=dict)
-    own_venv: bool = False            # the virtualenv the sandbox runs in (hubploy's), instead of one of its own
+    own_venv: bool = False            # the virtualenv the sandbox runs in (hubploy's), not one of its own
 
     def matches(self, repository: str, tag: str) -> bool:
         return repository == self.repository and fnmatch.fnmatchcase(tag, self.tags)

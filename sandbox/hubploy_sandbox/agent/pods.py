@@ -237,7 +237,8 @@ class PodWorker:
         self.grace = DEFAULT_GRACE
         self.finalize = False
         annotations = meta.get("annotations") or {}
-        self.lazy = annotations.get(LAZY_START) == "true" and self.policy == "Always" and not self.host_network
+        self.lazy = (annotations.get(LAZY_START) == "true" and self.policy == "Always"
+                     and not self.host_network)
         self.thread = threading.Thread(target=self.run, name=f"pod {self.namespace}/{self.name}", daemon=True)
 
     # --- control from the manager ---------------------------------------------------------------------
@@ -348,7 +349,8 @@ class PodWorker:
         try:
             lazy = LazyStart(self.netns, self.pod_ip, ports)
         except OSError as exc:
-            self.event("LazyStart", f"lazy start is not possible ({exc}): the containers start now", warning=True)
+            self.event("LazyStart", f"lazy start is not possible ({exc}): the containers start now",
+                       warning=True)
             return True
         for container in self.main:
             container.state = {"running": {"startedAt": timestamp()}}
