@@ -29,11 +29,14 @@ for _path in (ROOT, ROOT / "tests"):  # the project, and tests/helpers (copies o
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
+from helpers.example_repo import copy_example_repo
+from helpers.fleet_repo import LEAN_VALUES, SANDBOX_REGISTRY
+from helpers.fleet_repo import commit as git_commit_all
+
 BENCH_DIR = Path(os.environ.get("HUBPLOY_BENCH_DIR", "/var/cache/hubploy/bench"))
 CLASSIC_VENV = Path(os.environ.get("HUBPLOY_BENCH_CLASSIC_VENV", BENCH_DIR / "classic-venv"))
 PREFECT = str(Path(sys.executable).parent / "prefect")
 POOL = "hubploy-process"
-GIT = ["git", "-c", "user.email=bench@example.org", "-c", "user.name=bench"]
 
 
 def say(*parts: object) -> None:
@@ -160,13 +163,10 @@ def token() -> str:
     return secrets.token_hex(2)
 
 
-# Every generated hub leaves out what a bench does not measure and a small machine cannot carry many
-# times over: Z2JH's user-scheduler (two kube-scheduler replicas per hub) and image pullers (a pre-install
-# hook Job and two DaemonSets per hub). Each hub still runs its JupyterHub and proxy pods.
-LEAN_VALUES = {"scheduling": {"userScheduler": {"enabled": False}},
-               "prePuller": {"hook": {"enabled": False}, "continuous": {"enabled": False}}}
-# The sandbox agent's opt-in: a pod so annotated is Ready at once and starts its processes on the first
-# connection to one of its ports (hubs that nobody visits cost no CPU).
+# Every generated hub is lean (helpers.fleet_repo.LEAN_VALUES): it leaves out what a bench does not measure
+# and a small machine cannot carry many times over. LAZY_START is the sandbox agent's opt-in: a pod so
+# annotated is Ready at once and starts its processes on the first connection to one of its ports (hubs
+# that nobody visits cost no CPU).
 LAZY_START = {"hubploy-sandbox/lazy-start": "true"}
 
 
@@ -180,13 +180,6 @@ class Placement:
 
     def context(self, index: int) -> str:
         return self.contexts[index % len(self.contexts)]
-
-
-def git_commit_all(root: Path, message: str) -> str:
-    subprocess.run([*GIT, "add", "-A"], cwd=root, check=True)
-    subprocess.run([*GIT, "commit", "-qm", message], cwd=root, check=True)
-    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, check=True, capture_output=True,
-                          text=True).stdout.strip()
 
 
 def _kubeconfig_for(placement: Placement, context: str, dest: Path) -> None:
@@ -218,13 +211,12 @@ def make_repo(root: Path, hubs: Sequence[str], image: str | None, *, classic: bo
     whose current context is the hub's cluster. Either way helm gets the same merged values. ``lazy``: the
     hub and proxy pods carry LAZY_START. ``image`` None: the minimal hub's hubploy.yaml unchanged.
     """
-    from helpers.example_repo import copy_example_repo
-
     copy_example_repo(root, dict.fromkeys(hubs, "minimal"), settings_extra=settings_extra)
     repository, tag = image.rsplit(":", 1) if image else ("", "")
     if image:  # the chart's images from the registry of ``image`` (a private sandbox's has another port)
         chart_values = root / "hub" / "values.yaml"
-        chart_values.write_text(chart_values.read_text().replace("localhost:5000/", f"{image.split('/')[0]}/"))
+        registry = image.split("/", 1)[0]
+        chart_values.write_text(chart_values.read_text().replace(f"{SANDBOX_REGISTRY}/", f"{registry}/"))
     encrypted = b""
     for index, hub in enumerate(hubs):
         hub_dir = root / "deployments" / hub

@@ -19,13 +19,11 @@ import pytest
 import yaml
 from fixtures.prefect_worker import PREFECT, PROJECT_ROOT, _prefect, wait_for_state
 from fixtures.sandbox import Sandbox
-from helpers.example_repo import copy_example_repo
+from helpers.fleet_repo import fleet_repo
 from hubploy_sandbox import image_envs
 from hubploy_sandbox.images import BASE_REPOSITORY, BASE_TAG, ensure_base_image
 
 RUNNER_IMAGE = "registry.example.org/hubploy/hubploy:test"
-LEAN = {"scheduling": {"userScheduler": {"enabled": False}},
-        "prePuller": {"hook": {"enabled": False}, "continuous": {"enabled": False}}}
 
 
 def readme_runner_rbac(namespace: str) -> list[dict]:
@@ -103,28 +101,6 @@ def kubernetes_worker(sandbox: Sandbox, prefect_api: str, tmp_path: Path) -> Ite
         print(log.read_text(errors="replace")[-5000:])
 
 
-def _hub_repo(root: Path, sandbox: Sandbox, hub: str) -> None:
-    """The example repo with one lean hub pinned to the base image, its chart's images in this sandbox's
-    registry (a private sandbox's registry has another port), committed. The registry's credentials come
-    from the block `sandbox-registry` (as the minimal example hub's do), not from the pod's env."""
-    ensure_base_image(sandbox.paths, sandbox.env)
-    copy_example_repo(root, {hub: "minimal"})
-    values = root / "hub" / "values.yaml"
-    values.write_text(values.read_text().replace("localhost:5000/", f"{sandbox.registry}/"))
-    (root / "deployments" / hub / "hubploy.yaml").write_text(yaml.safe_dump({"images": {
-        "images": [{"name": f"{sandbox.registry}/{BASE_REPOSITORY}:{BASE_TAG}"}],
-        # the registry's credentials: the block `hubploy up` saves, which the pod reads from the Prefect API
-        "registry": {"provider": "dockerconfig", "dockerconfig": {"credentials_block": "sandbox-registry"}}}}))
-    common = root / "deployments" / hub / "config" / "common.yaml"
-    merged = yaml.safe_load(common.read_text())
-    merged["jupyterhub"].update(LEAN)
-    common.write_text(yaml.safe_dump(merged))
-    git = ["git", "-c", "user.email=t@example.org", "-c", "user.name=t"]
-    subprocess.run(["git", "init", "-q", "-b", "staging", str(root)], check=True)
-    subprocess.run([*git, "add", "-A"], cwd=root, check=True)
-    subprocess.run([*git, "commit", "-qm", "one hub"], cwd=root, check=True)
-
-
 @pytest.mark.sandbox
 @pytest.mark.prefect
 def test_deploy_hubs_runs_as_a_kubernetes_job(sandbox: Sandbox, sandbox_namespace: str,
@@ -136,7 +112,9 @@ def test_deploy_hubs_runs_as_a_kubernetes_job(sandbox: Sandbox, sandbox_namespac
 
     pool, repo = kubernetes_worker
     hub = f"k{secrets.token_hex(3)}"
-    _hub_repo(repo, sandbox, hub)
+    ensure_base_image(sandbox.paths, sandbox.env)
+    # the registry's credentials: the block `hubploy up` saves, which the pod reads from the Prefect API
+    fleet_repo(repo, [hub], f"{sandbox.registry}/{BASE_REPOSITORY}:{BASE_TAG}", registry_block="sandbox-registry")
     save_sandbox_blocks(sandbox.env)  # the hub's registry block, read by the pod from the Prefect API
     docs = readme_runner_rbac(sandbox_namespace)
     sandbox.run([str(sandbox.bin / "kubectl"), "apply", "-f", "-"], input=yaml.safe_dump_all(docs), timeout=60)

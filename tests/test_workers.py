@@ -8,51 +8,19 @@ pending before it upgrades it."""
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from pathlib import Path
 from uuid import UUID
 
 import pytest
-import yaml
 from fixtures.prefect_worker import WorkerPool
 from fixtures.sandbox import Sandbox
-from helpers.example_repo import copy_example_repo
+from helpers.fleet_repo import commit, fleet_repo, set_values
 from hubploy_sandbox.images import BASE_REPOSITORY, BASE_TAG, ensure_base_image
 
 from triggers.recovery import CRASHED_NAME
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.prefect]
-
-GIT = ["git", "-c", "user.email=t@example.org", "-c", "user.name=t"]
-# What the hubs leave out on a 2-core machine: Z2JH's user-scheduler and image pullers.
-LEAN = {"scheduling": {"userScheduler": {"enabled": False}},
-        "prePuller": {"hook": {"enabled": False}, "continuous": {"enabled": False}}}
-
-
-def _fleet_repo(root: Path, sandbox: Sandbox, hubs: list[str]) -> Path:
-    ensure_base_image(sandbox.paths, sandbox.env)
-    copy_example_repo(root, dict.fromkeys(hubs, "minimal"))
-    for hub in hubs:
-        (root / "deployments" / hub / "hubploy.yaml").write_text(yaml.safe_dump(
-            {"images": {"images": [{"name": f"{sandbox.registry}/{BASE_REPOSITORY}:{BASE_TAG}"}]}}))
-        _set_values(root, hub, LEAN)
-    subprocess.run(["git", "init", "-q", "-b", "staging", str(root)], check=True)
-    _commit(root, "fleet")
-    return root
-
-
-def _set_values(root: Path, hub: str, values: dict) -> None:
-    common = root / "deployments" / hub / "config" / "common.yaml"
-    merged = yaml.safe_load(common.read_text())
-    merged["jupyterhub"].update(values)
-    common.write_text(yaml.safe_dump(merged))
-
-
-def _commit(root: Path, message: str) -> None:
-    subprocess.run([*GIT, "add", "-A"], cwd=root, check=True)
-    subprocess.run([*GIT, "commit", "-qm", message], cwd=root, check=True)
-
 
 def _history(sandbox: Sandbox, release: str) -> list[dict]:
     out = sandbox.run([sandbox.env["HELM_EXECUTABLE"], "history", release, "-n", release, "-o", "json"],
@@ -101,7 +69,8 @@ def test_two_workers_share_a_fleet_and_a_killed_one_loses_no_hub(sandbox: Sandbo
     tag = worker_pool.name.rsplit("-", 1)[1]
     hubs = [f"w{tag}{i}" for i in range(4)]
     releases = [f"{hub}-staging" for hub in hubs]
-    root = _fleet_repo(tmp_path / "repo", sandbox, hubs)
+    ensure_base_image(sandbox.paths, sandbox.env)
+    root = fleet_repo(tmp_path / "repo", hubs, f"{sandbox.registry}/{BASE_REPOSITORY}:{BASE_TAG}")
     first, second = worker_pool.start_worker(limit=2), worker_pool.start_worker(limit=2)
 
     # One run per hub: with two runs at a time each, both workers take runs, and each run is run once.
@@ -116,8 +85,8 @@ def test_two_workers_share_a_fleet_and_a_killed_one_loses_no_hub(sandbox: Sandbo
 
     # A change to every hub as one fleet run; its worker dies while a release is being upgraded.
     for hub in hubs:
-        _set_values(root, hub, {"hub": {"extraEnv": {"ROUND": "2"}}})
-    _commit(root, "round 2")
+        set_values(root, hub, {"hub": {"extraEnv": {"ROUND": "2"}}})
+    commit(root, "round 2")
     fleet = _run(worker_pool, hubs, root)
     deadline = time.monotonic() + 300
     while not (pending := _pending_releases(sandbox, releases)):
