@@ -467,8 +467,7 @@ class PrefectStack:
         self.prefect("work-pool", "create", POOL, "--type", "process", "--overwrite")
         self.prefect("deploy", "--all")
         from flows.deploy_hubs import deploy_hubs
-        source = os.environ.get("HUBPLOY_BENCH_FLEET_SOURCE", str(ROOT))  # another checkout, for A/B runs
-        deploy_hubs.from_source(source=source, entrypoint="flows/deploy_hubs.py:deploy_hubs").deploy(
+        deploy_hubs.from_source(source=str(ROOT), entrypoint="flows/deploy_hubs.py:deploy_hubs").deploy(
             name="bench", work_pool_name=POOL, print_next_steps=False)
 
     def start_workers(self) -> None:

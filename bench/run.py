@@ -346,7 +346,7 @@ def bench_fleet(sb: Sandbox, stack: PrefectStack, work: Path, tok: str, n: int, 
 SCALE_PHASES = ("install", "same commit")
 
 
-def bench_scale(sb: Sandbox, stack: PrefectStack, work: Path, tok: str, sizes: list[int], lazy: bool
+def bench_scale(sb: Sandbox, stack: PrefectStack, work: Path, tok: str, sizes: list[int], *, lazy: bool
                 ) -> dict[str, Any]:
     """Fleets of each size spread over every cluster of the sandbox, installed and then deployed again
     unchanged; per size the cost per hub (flow-run time and hubploy's CPU, divided by the hubs). ``lazy``:
@@ -540,8 +540,9 @@ def main() -> None:
     parser.add_argument("what", choices=["all", "planner", "overhead", "fleet", "scale", "lifecycle", "cleanup"])
     parser.add_argument("--hubs", type=int, default=20, help="fleet size (default 20)")
     parser.add_argument("--sizes", default="10,50,100", help="scale: fleet sizes (default 10,50,100)")
-    parser.add_argument("--lazy", action="store_true",
-                        help="scale: the hubs' processes start lazily (sandbox agent), no health checks")
+    parser.add_argument("--run-hubs", action="store_true",
+                        help="scale: every hub runs JupyterHub and CHP and is health-checked (default: the hubs' "
+                             "processes start lazily, on a first connection, and no health check connects)")
     parser.add_argument("--planner-hubs", type=int, default=500)
     parser.add_argument("--skip-classic", action="store_true", help="fleet: ours only (A/B runs of our code)")
     parser.add_argument("--keep", action="store_true", help="leave the releases and the Prefect server running")
@@ -599,7 +600,8 @@ def run_phases(args: argparse.Namespace, sb: Sandbox, stack: PrefectStack, work:
         RESULTS["fleet"] = bench_fleet(sb, stack, work, tok, args.hubs, classic=not args.skip_classic,
                                        cluster_concurrency=args.cluster_concurrency)
     if args.what in ("all", "scale"):
-        RESULTS["scale"] = bench_scale(sb, stack, work, tok, [int(n) for n in args.sizes.split(",")], args.lazy)
+        RESULTS["scale"] = bench_scale(sb, stack, work, tok, [int(n) for n in args.sizes.split(",")],
+                                       lazy=not args.run_hubs)
     if args.what in ("all", "overhead"):
         if "fleet" in RESULTS:
             root, hub = Path(RESULTS["fleet"]["ours_root"]), RESULTS["fleet"]["ours_hubs"][0]
