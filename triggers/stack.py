@@ -34,7 +34,7 @@ from triggers import database
 from triggers.database import Database
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEMO_FILES = ("hub", "deployments", "hubploy-repo.yaml", ".sops.yaml", "example-age.key")
+DEMO_FILES = ("hub", "sandbox/charts/jupyterhub", "deployments", "hubploy-repo.yaml", ".sops.yaml", "example-age.key")
 POOL = "hubploy-process"
 BLOCK_MODULES = ("blocks.gcp", "blocks.aws", "blocks.azure", "blocks.kubeconfig")
 Say = Callable[[str], None]
