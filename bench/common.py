@@ -93,8 +93,8 @@ class Sandbox:
         groups: dict[str, list[int]] = {"sandbox agents and pods": [], "sandbox control planes": []}
         for component in lifecycle.status(self.paths):
             if component.pid is not None and component.name != "registry":
-                group = "sandbox agents and pods" if component.name.startswith("agent") else "sandbox control planes"
-                groups[group].append(component.pid)
+                agent = component.name.startswith("agent")
+                groups["sandbox agents and pods" if agent else "sandbox control planes"].append(component.pid)
         return groups
 
 
@@ -206,9 +206,9 @@ def make_repo(root: Path, hubs: Sequence[str], image: str | None, *, classic: bo
 
     Ours: ``images: {images: [{name: <image>}]}`` in hubploy.yaml (injected at jupyterhub.singleuser.image);
     with a ``placement``, also ``cluster.kubeconfig`` naming a sops-encrypted key file and the hub's context
-    (``env`` runs sops), else the ambient KUBECONFIG. Classic (``classic``, needs a placement): hubploy 0.4 derives image tags from git history, so the same
-    image is set in config/common.yaml instead, and hubploy.yaml names a plaintext kubeconfig in secrets/
-    whose current context is the hub's cluster. Either way helm gets the same merged values. ``lazy``: the
+    (``env`` runs sops), else the ambient KUBECONFIG. Classic (``classic``, needs a placement): hubploy 0.4
+    derives image tags from git history, so the same image is set in config/common.yaml instead, and
+    hubploy.yaml names a plaintext kubeconfig in secrets/ whose current context is the hub's cluster. Either way helm gets the same merged values. ``lazy``: the
     hub and proxy pods carry LAZY_START. ``image`` None: the minimal hub's hubploy.yaml unchanged.
     """
     copy_example_repo(root, dict.fromkeys(hubs, "minimal"), settings_extra=settings_extra)
@@ -242,8 +242,8 @@ def make_repo(root: Path, hubs: Sequence[str], image: str | None, *, classic: bo
                 if not encrypted:
                     encrypted = _encrypted_kubeconfig(root, hub, placement, env)
                 (hub_dir / "secrets" / "kubeconfig.yaml").write_bytes(encrypted)
-                config["cluster"] = {"provider": "kubeconfig",
-                                     "kubeconfig": {"filename": "kubeconfig.yaml", "context": placement.context(index)}}
+                config["cluster"] = {"provider": "kubeconfig", "kubeconfig": {
+                    "filename": "kubeconfig.yaml", "context": placement.context(index)}}
         (hub_dir / "hubploy.yaml").write_text(yaml.safe_dump(config))
         common.write_text(yaml.safe_dump(values))
     subprocess.run(["git", "init", "-q", "-b", "staging", str(root)], check=True)
@@ -258,15 +258,17 @@ def cleanup_releases(sb: Sandbox, prefix: str, wait: bool = False) -> int:
     delete its namespace (``wait``: until it is gone, so its pods' processes no longer cost CPU)."""
     removed = 0
     for context in sb.contexts():
-        out = run([sb.helm, "--kube-context", context, "list", "-A", "-a", "-o", "json"], env=sb.env, check=False)
+        out = run([sb.helm, "--kube-context", context, "list", "-A", "-a", "-o", "json"], env=sb.env,
+                  check=False)
         releases = [r for r in (json.loads(out.stdout) if out.returncode == 0 and out.stdout.strip() else [])
                     if r["name"].startswith(prefix)]
         for r in releases:
-            run([sb.helm, "--kube-context", context, "uninstall", r["name"], "-n", r["namespace"]], env=sb.env,
-                check=False)
+            run([sb.helm, "--kube-context", context, "uninstall", r["name"], "-n", r["namespace"]],
+                env=sb.env, check=False)
         removed += len(releases)
         out = run(["kubectl", "--context", context, "get", "ns", "-o", "name"], env=sb.env, check=False)
-        namespaces = [n.split("/", 1)[1] for n in out.stdout.split() if n.split("/", 1)[-1].startswith(prefix)]
+        names = [n.split("/", 1)[-1] for n in out.stdout.split()]
+        namespaces = [n for n in names if n.startswith(prefix)]
         if namespaces:
             run(["kubectl", "--context", context, "delete", "ns", *namespaces, f"--wait={str(wait).lower()}",
                  "--timeout=600s"], env=sb.env, check=False, timeout=900)

@@ -215,7 +215,8 @@ def classic_fleet(sb: Sandbox, root: Path, hubs: list[str]) -> dict[str, Any]:
             per_hub.append(time.perf_counter() - t0)
     total = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu["classic hubploy (with helm)"] = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
+    cpu["classic hubploy (with helm)"] = (after.ru_utime + after.ru_stime
+                                          - children.ru_utime - children.ru_stime)
     return {"total": total, "per hub median": median(per_hub), "per hub max": max(per_hub),
             "CPU seconds": cpu, "load average (1 min) at the end": os.getloadavg()[0]}
 
@@ -306,7 +307,7 @@ def change_every_hub(root: Path, hubs: list[str], value: str) -> str:
 
 def bench_fleet(sb: Sandbox, stack: PrefectStack, work: Path, tok: str, n: int, classic: bool = True,
                 cluster_concurrency: int | None = None) -> dict[str, Any]:
-    """The four fleet phases, both tools deploying to every cluster of the sandbox (hub i to cluster i mod N)."""
+    """The four fleet phases, both tools deploying to every cluster of the sandbox (hub i: cluster i mod N)."""
     image = sb.base_image()
     ours_hubs = [f"{PREFIX}{tok}-o{i:02d}" for i in range(1, n + 1)]
     classic_hubs = [f"{PREFIX}{tok}-c{i:02d}" for i in range(1, n + 1)]
@@ -320,7 +321,8 @@ def bench_fleet(sb: Sandbox, stack: PrefectStack, work: Path, tok: str, n: int, 
     classic_root = make_repo(work / "fleet-classic", classic_hubs, image, classic=True, placement=placement)
     result: dict[str, Any] = {"hubs": n, "clusters": len(placement.contexts), "ours_root": str(ours_root),
                               "ours_hubs": ours_hubs, "helm": Path(sb.helm).name, "workers": stack.workers,
-                              "database": stack.database, "cluster_concurrency": cluster_concurrency or "default"}
+                              "database": stack.database,
+                              "cluster_concurrency": cluster_concurrency or "default"}
     for phase in FLEET_PHASES:
         if phase == "change":
             change_every_hub(ours_root, ours_hubs, "2")
@@ -516,7 +518,8 @@ def scale_rows(scale: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     """Per size and phase: flow run, cost per hub (time, hubploy CPU), peak RSS, where the CPU went; the
     growth of the per-hub cost from the smallest to the largest size."""
     rows = []
-    what = f"{scale['clusters']} clusters, {scale['helm']}, {scale['database']}{', lazy hubs' if scale['lazy'] else ''}"
+    lazy = ", lazy hubs" if scale["lazy"] else ""
+    what = f"{scale['clusters']} clusters, {scale['helm']}, {scale['database']}{lazy}"
     sizes = sorted(scale["sizes"], key=int)
     for n in sizes:
         for phase, r in scale["sizes"][n].items():
@@ -537,12 +540,14 @@ def scale_rows(scale: dict[str, Any]) -> list[tuple[str, str, str, str]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["all", "planner", "overhead", "fleet", "scale", "lifecycle", "cleanup"])
+    parser.add_argument("what", choices=["all", "planner", "overhead", "fleet", "scale", "lifecycle",
+                                         "cleanup"])
     parser.add_argument("--hubs", type=int, default=20, help="fleet size (default 20)")
     parser.add_argument("--sizes", default="10,50,100", help="scale: fleet sizes (default 10,50,100)")
     parser.add_argument("--run-hubs", action="store_true",
-                        help="scale: every hub runs JupyterHub and CHP and is health-checked (default: the hubs' "
-                             "processes start lazily, on a first connection, and no health check connects)")
+                        help="scale: every hub runs JupyterHub and CHP and is health-checked (default: the "
+                             "hubs' processes start lazily, on a first connection, and no health check "
+                             "connects)")
     parser.add_argument("--planner-hubs", type=int, default=500)
     parser.add_argument("--skip-classic", action="store_true", help="fleet: ours only (A/B runs of our code)")
     parser.add_argument("--keep", action="store_true", help="leave the releases and the Prefect server running")

@@ -50,14 +50,16 @@ def test_the_runner_image_is_hubplys_own_environment(tmp_path: Path) -> None:
     assert first == str(Path(sys.prefix) / "bin") and (Path(first) / "prefect").is_file()
     sources = env.file_sources(tmp_path)
     assert sources["/usr/local/bin/kubectl"].name == "kubectl"
-    assert sources["/usr/local/bin/helm"].parent.parent == tmp_path and sources["/usr/local/bin/helm"].name == "helm"
+    helm = sources["/usr/local/bin/helm"]
+    assert helm.parent.parent == tmp_path and helm.name == "helm"
 
 
 def test_readme_rbac_block_binds_the_runner_in_the_given_namespace() -> None:
     docs = readme_runner_rbac("hubs-ci")
     assert {d["kind"] for d in docs} == {"ServiceAccount", "ClusterRoleBinding"}
     binding = next(d for d in docs if d["kind"] == "ClusterRoleBinding")
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "hubploy-runner", "namespace": "hubs-ci"}]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "hubploy-runner", "namespace": "hubs-ci"}]
 
 
 def _sandbox_job_template(repo: Path) -> dict:
@@ -70,12 +72,14 @@ def _sandbox_job_template(repo: Path) -> dict:
     pod = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]
     pod["hostNetwork"] = True
     pod["volumes"] = [{"name": "repo", "hostPath": {"path": str(repo), "type": "Directory"}}]
-    pod["containers"][0]["volumeMounts"] = [{"name": "repo", "mountPath": str(repo)}]  # helm dependency update writes
+    # writable: helm dependency update writes into the chart
+    pod["containers"][0]["volumeMounts"] = [{"name": "repo", "mountPath": str(repo)}]
     return template
 
 
 @pytest.fixture
-def kubernetes_worker(sandbox: Sandbox, prefect_api: str, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+def kubernetes_worker(sandbox: Sandbox, prefect_api: str,
+                      tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """A kubernetes pool named after the test with the sandbox's base job template, and its worker (the
     sandbox's kubeconfig); the pool's name and the repository its Jobs see."""
     pool = f"hubploy-kubernetes-{secrets.token_hex(3)}"
@@ -85,14 +89,14 @@ def kubernetes_worker(sandbox: Sandbox, prefect_api: str, tmp_path: Path) -> Ite
     template.write_text(json.dumps(_sandbox_job_template(repo)))
     env = {**sandbox.env, "PREFECT_API_URL": prefect_api, "PREFECT_WORKER_QUERY_SECONDS": "1",
            "PYTHONUNBUFFERED": "1"}
-    created = _prefect(["work-pool", "create", pool, "--type", "kubernetes", "--base-job-template", str(template),
-                        "--overwrite"], env)
+    created = _prefect(["work-pool", "create", pool, "--type", "kubernetes", "--base-job-template",
+                        str(template), "--overwrite"], env)
     assert created.returncode == 0, created.stdout + created.stderr
     log = tmp_path / "worker.log"
     with open(log, "w") as out:
-        worker = subprocess.Popen([PREFECT, "worker", "start", "--pool", pool, "--type", "kubernetes"], env=env,
-                                  cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                  stdin=subprocess.DEVNULL)
+        worker = subprocess.Popen([PREFECT, "worker", "start", "--pool", pool, "--type", "kubernetes"],
+                                  env=env, cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                  start_new_session=True, stdin=subprocess.DEVNULL)
     try:
         yield pool, repo
     finally:
@@ -114,22 +118,28 @@ def test_deploy_hubs_runs_as_a_kubernetes_job(sandbox: Sandbox, sandbox_namespac
     hub = f"k{secrets.token_hex(3)}"
     ensure_base_image(sandbox.paths, sandbox.env)
     # the registry's credentials: the block `hubploy up` saves, which the pod reads from the Prefect API
-    fleet_repo(repo, [hub], f"{sandbox.registry}/{BASE_REPOSITORY}:{BASE_TAG}", registry_block="sandbox-registry")
-    save_sandbox_blocks(sandbox.env)  # the hub's registry block, read by the pod from the Prefect API
+    fleet_repo(repo, [hub], f"{sandbox.registry}/{BASE_REPOSITORY}:{BASE_TAG}",
+               registry_block="sandbox-registry")
+    save_sandbox_blocks(sandbox.env)
     docs = readme_runner_rbac(sandbox_namespace)
-    sandbox.run([str(sandbox.bin / "kubectl"), "apply", "-f", "-"], input=yaml.safe_dump_all(docs), timeout=60)
+    sandbox.run([str(sandbox.bin / "kubectl"), "apply", "-f", "-"], input=yaml.safe_dump_all(docs),
+                timeout=60)
     binding = f"hubploy-runner-{sandbox_namespace}"
     try:
         # No KUBECONFIG and no registry credentials: the pod deploys with its ServiceAccount, and the image
         # (this project's virtualenv, helm, kubectl) is all it has; PYTHONPATH runs this checkout's code.
-        deploy_hubs.from_source(source=str(PROJECT_ROOT), entrypoint="flows/deploy_hubs.py:deploy_hubs").deploy(
-            name=pool, work_pool_name=pool, image=RUNNER_IMAGE, build=False, push=False, print_next_steps=False,
-            job_variables={"namespace": sandbox_namespace, "service_account_name": "hubploy-runner",
-                           "finished_job_ttl": 600, "env": {"PYTHONPATH": os.environ.get("PYTHONPATH", ""),
-                                                            "PREFECT_LOGGING_EXTRA_LOGGERS": "hubploy"}})
+        source = deploy_hubs.from_source(source=str(PROJECT_ROOT),
+                                         entrypoint="flows/deploy_hubs.py:deploy_hubs")
+        env = {"PYTHONPATH": os.environ.get("PYTHONPATH", ""), "PREFECT_LOGGING_EXTRA_LOGGERS": "hubploy"}
+        source.deploy(name=pool, work_pool_name=pool, image=RUNNER_IMAGE, build=False, push=False,
+                      print_next_steps=False, job_variables={
+                          "namespace": sandbox_namespace, "service_account_name": "hubploy-runner",
+                          "finished_job_ttl": 600, "env": env})
         flow_run = run_deployment(f"deploy-hubs/{pool}", timeout=0, parameters={
-            "hubs": [hub], "env": "staging", "repo_path": str(repo), "trigger": "kubernetes", "timeout": "3m"})
-        done = wait_for_state(flow_run.id, lambda r: r.state is not None and r.state.is_completed(), timeout=600)
+            "hubs": [hub], "env": "staging", "repo_path": str(repo), "trigger": "kubernetes",
+            "timeout": "3m"})
+        done = wait_for_state(flow_run.id, lambda r: r.state is not None and r.state.is_completed(),
+                              timeout=600)
         assert done.state.is_completed()
 
         def finished_job() -> dict | None:  # the flow-run process exits just after the run is Completed
@@ -139,14 +149,16 @@ def test_deploy_hubs_runs_as_a_kubernetes_job(sandbox: Sandbox, sandbox_namespac
         job = sandbox.wait_for("the Job to finish", finished_job, timeout=120)
         assert job["status"].get("succeeded") == 1, job["status"]
         assert any(c["type"] == "Complete" and c["status"] == "True" for c in job["status"]["conditions"])
-        (pod,) = sandbox.get("pods", "-l", f"job-name={job['metadata']['name']}", namespace=sandbox_namespace)["items"]
+        selector = f"job-name={job['metadata']['name']}"
+        (pod,) = sandbox.get("pods", "-l", selector, namespace=sandbox_namespace)["items"]
         assert pod["status"]["phase"] == "Succeeded"
         assert pod["spec"]["serviceAccountName"] == "hubploy-runner"
         assert pod["spec"]["containers"][0]["image"] == RUNNER_IMAGE
         (status,) = pod["status"]["containerStatuses"]
         terminated = status["state"]["terminated"]
         assert terminated["exitCode"] == 0 and terminated.get("message") != "hubploy-sandbox/simulated"
-        assert any(e.get("reason") == "Started" for e in sandbox.get("events", namespace=sandbox_namespace)["items"])
+        events = sandbox.get("events", namespace=sandbox_namespace)["items"]
+        assert any(e.get("reason") == "Started" for e in events)
         # the pod ran the flow: its log is the flow run's, and the hub answers
         logs = sandbox.kubectl("logs", "-n", sandbox_namespace, pod["metadata"]["name"]).stdout
         assert "deploy-staging" in logs and "Finished in state Completed" in logs, logs[-3000:]
@@ -158,4 +170,5 @@ def test_deploy_hubs_runs_as_a_kubernetes_job(sandbox: Sandbox, sandbox_namespac
         sandbox.kubectl("delete", "clusterrolebinding", binding, "--ignore-not-found", check=False)
         sandbox.run([sandbox.env["HELM_EXECUTABLE"], "uninstall", f"{hub}-staging", "-n", f"{hub}-staging"],
                     check=False)
-        sandbox.kubectl("delete", "namespace", f"{hub}-staging", "--wait=false", "--ignore-not-found", check=False)
+        sandbox.kubectl("delete", "namespace", f"{hub}-staging", "--wait=false", "--ignore-not-found",
+                        check=False)

@@ -33,7 +33,8 @@ def _pod(sandbox: Sandbox, namespace: str, name: str) -> dict:
 
 
 def _ready(pod: dict) -> bool:
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in pod.get("status", {}).get("conditions", []))
+    conditions = pod.get("status", {}).get("conditions", [])
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
 
 def _pid_file(sandbox: Sandbox, pod: dict) -> Path:
@@ -60,11 +61,12 @@ def test_a_lazy_pod_is_ready_without_a_process_until_a_first_connection(sandbox:
     time.sleep(2)
     assert not _pid_file(sandbox, pod).exists()  # ready, and still no process
     assert pod["status"]["containerStatuses"][0]["state"].keys() == {"running"}
-    assert any("start on the first connection to port(s) 8080" in m for m in _events(sandbox, sandbox_namespace,
-                                                                                    "lazy"))
+    events = _events(sandbox, sandbox_namespace, "lazy")
+    assert any("start on the first connection to port(s) 8080" in m for m in events)
 
     url = f"http://{pod['status']['podIP']}:8080/"
-    with urllib.request.urlopen(url, timeout=60) as response:  # accepted by the agent, answered by the program
+    # accepted by the agent, answered by the program
+    with urllib.request.urlopen(url, timeout=60) as response:
         assert response.status == 200 and "hostname" in response.read().decode()
     assert _pid_file(sandbox, pod).is_file()
     with urllib.request.urlopen(url, timeout=10) as response:  # straight to the program now

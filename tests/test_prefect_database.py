@@ -26,10 +26,11 @@ def _flow_runs_named(database, name: str) -> int:  # type: ignore[no-untyped-def
     return int(run([str(binaries() / "psql"), "-d", url.database or "", "-tAc", query], env=env).stdout)
 
 
-def test_the_prefect_server_keeps_its_runs_in_the_chosen_database(prefect_api: str, prefect_database) -> None:  # type: ignore[no-untyped-def]
+def test_the_prefect_server_keeps_its_runs_in_the_chosen_database(  # type: ignore[no-untyped-def]
+        prefect_api: str, prefect_database) -> None:
     from prefect import flow
 
-    assert prefect_database is not None, "a reused server (HUBPLOY_TEST_PREFECT_API_URL): its database is unknown"
+    assert prefect_database is not None, "a reused server (HUBPLOY_TEST_PREFECT_API_URL): unknown database"
     assert prefect_database.kind == Database(os.environ.get("HUBPLOY_TEST_PREFECT_DATABASE", "sqlite"))
     name = f"database-probe-{os.getpid()}"
 

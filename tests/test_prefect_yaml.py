@@ -50,7 +50,8 @@ def test_prefect_deploy_all_registers_every_deployment(hubploy_worker: Worker, p
         # the fleet deployments' runs send heartbeats often enough to be crashed and retried when lost
         retried = name in RETRIED_WHEN_LOST
         assert (RECOVERY_TAG in deployment.tags) == retried, name
-        assert (deployment.job_variables or {}) == (DEPLOYMENT_SETTINGS["job_variables"] if retried else {}), name
+        wanted = DEPLOYMENT_SETTINGS["job_variables"] if retried else {}
+        assert (deployment.job_variables or {}) == wanted, name
     crons = {name: [(s.schedule.cron, s.schedule.timezone, s.active) for s in d.schedules]
              for name, d in deployments.items() if d.schedules}
     assert crons == {"rebuild-images/rebuild-images": [("0 4 * * 1", "UTC", True)],

@@ -64,7 +64,8 @@ def test_worker_names() -> None:
         stack.worker_names(0)
 
 
-def test_a_running_server_is_not_moved_to_another_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_running_server_is_not_moved_to_another_database(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HUBPLOY_HOME", str(tmp_path))
     monkeypatch.setattr(stack, "read_pid", lambda pid_file: 4242)  # the server runs
     paths = stack.StackPaths.from_env()

@@ -58,7 +58,8 @@ def test_up_on_postgres_with_two_workers_keeps_its_data_across_down(tmp_path: Pa
         assert _listen_addresses(db_port) == {"0100007F"}  # loopback only
         assert stat.S_IMODE(files.password_file.stat().st_mode) == 0o600
         owner = Path(f"/proc/{started['postgres']}").stat().st_uid
-        assert owner == (os.getuid() if os.getuid() else int(run(["id", "-u", "postgres"], env=child_env()).stdout))
+        postgres_uid = int(run(["id", "-u", "postgres"], env=child_env()).stdout)
+        assert owner == (os.getuid() if os.getuid() else postgres_uid)
         # the Prefect server keeps its state there: the deployments, both workers, the automations
         deployments = set(_query(files, db_port, "SELECT name FROM deployment"))
         assert {"lifecycle", "prod-deploy", "deploy-hubs", "drift-check"} <= deployments

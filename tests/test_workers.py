@@ -22,6 +22,7 @@ from triggers.recovery import CRASHED_NAME
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.prefect]
 
+
 def _history(sandbox: Sandbox, release: str) -> list[dict]:
     out = sandbox.run([sandbox.env["HELM_EXECUTABLE"], "history", release, "-n", release, "-o", "json"],
                       check=False)
@@ -38,8 +39,8 @@ def _pending_releases(sandbox: Sandbox, releases: list[str]) -> list[str]:
 def _run(pool: WorkerPool, hubs: list[str], root: Path) -> UUID:
     from prefect.deployments import run_deployment
 
-    flow_run = run_deployment(pool.deployment, parameters={"hubs": hubs, "env": "staging", "repo_path": str(root),
-                                                           "trigger": "test", "timeout": "3m"}, timeout=0)
+    flow_run = run_deployment(pool.deployment, timeout=0, parameters={
+        "hubs": hubs, "env": "staging", "repo_path": str(root), "trigger": "test", "timeout": "3m"})
     return flow_run.id
 
 
@@ -55,7 +56,8 @@ def _wait_completed(run_id: UUID, pool: WorkerPool, timeout: float) -> list:
                 return sorted(client.read_flow_run_states(run_id), key=lambda s: s.timestamp)
             failed = run.state is not None and (run.state.is_failed() or run.state.is_cancelled())
             if failed or time.monotonic() > deadline:
-                states = [s.name for s in sorted(client.read_flow_run_states(run_id), key=lambda s: s.timestamp)]
+                history = sorted(client.read_flow_run_states(run_id), key=lambda s: s.timestamp)
+                states = [s.name for s in history]
                 raise AssertionError(f"run {run.name}: {states}: {run.state.message if run.state else ''}\n"
                                      f"{pool.logs()}")
             time.sleep(1)
@@ -105,12 +107,14 @@ def test_two_workers_share_a_fleet_and_a_killed_one_loses_no_hub(sandbox: Sandbo
     for release in releases:
         history = _history(sandbox, release)
         assert history[-1]["status"] == "deployed", (release, history)
-        values = json.loads(sandbox.run([sandbox.env["HELM_EXECUTABLE"], "get", "values", release, "-n", release,
-                                         "-o", "json"]).stdout)
+        got = sandbox.run([sandbox.env["HELM_EXECUTABLE"], "get", "values", release, "-n", release, "-o",
+                           "json"])
+        values = json.loads(got.stdout)
         assert values["jupyterhub"]["hub"]["extraEnv"]["ROUND"] == "2", release
     for release in pending:  # rolled back from the dead run's pending revision, then upgraded
         audit = Artifact.get(f"audit-{release}")
-        assert audit is not None and "## Recovered" in str(audit.data) and "pending-upgrade" in str(audit.data)
+        assert audit is not None, release
+        assert "## Recovered" in str(audit.data) and "pending-upgrade" in str(audit.data), audit.data
     with get_client(sync_client=True) as client:  # no lock outlives the fleet
         for release in releases:
             assert client.read_global_concurrency_limit_by_name(f"deploy-{release}").active_slots == 0

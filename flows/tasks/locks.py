@@ -57,6 +57,8 @@ def lease_seconds() -> float:
         raise HubployError(f"HUBPLOY_LOCK_LEASE_SECONDS must be at least {MIN_LEASE_SECONDS:.0f}, the "
                            f"Prefect server's minimum (got {value!r})")
     return seconds
+
+
 _ensured: dict[str, int] = {}
 _ensured_lock = threading.Lock()
 

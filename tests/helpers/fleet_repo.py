@@ -46,7 +46,8 @@ def fleet_repo(root: Path, hubs: Sequence[str], image: str, *, registry_block: s
     chart_values.write_text(chart_values.read_text().replace(f"{SANDBOX_REGISTRY}/", f"{registry}/"))
     images: dict[str, Any] = {"images": [{"name": image}]}
     if registry_block:
-        images["registry"] = {"provider": "dockerconfig", "dockerconfig": {"credentials_block": registry_block}}
+        images["registry"] = {"provider": "dockerconfig",
+                              "dockerconfig": {"credentials_block": registry_block}}
     for hub in hubs:
         (root / "deployments" / hub / "hubploy.yaml").write_text(yaml.safe_dump({"images": images}))
         set_values(root, hub, LEAN_VALUES)
