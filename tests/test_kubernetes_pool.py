@@ -138,8 +138,13 @@ def test_deploy_hubs_runs_as_a_kubernetes_job(sandbox: Sandbox, sandbox_namespac
         flow_run = run_deployment(f"deploy-hubs/{pool}", timeout=0, parameters={
             "hubs": [hub], "env": "staging", "repo_path": str(repo), "trigger": "kubernetes",
             "timeout": "3m"})
-        done = wait_for_state(flow_run.id, lambda r: r.state is not None and r.state.is_completed(),
-                              timeout=600)
+        def completed(run) -> bool:  # type: ignore[no-untyped-def]
+            simulated = [e["message"] for e in sandbox.get("events", namespace=sandbox_namespace)["items"]
+                         if e.get("reason") == "Simulated"]
+            assert not simulated, f"{simulated}: the sandbox's agent predates the runner image (restart it)"
+            return run.state is not None and run.state.is_completed()
+
+        done = wait_for_state(flow_run.id, completed, timeout=600)
         assert done.state.is_completed()
 
         def finished_job() -> dict | None:  # the flow-run process exits just after the run is Completed
