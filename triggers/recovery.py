@@ -2,9 +2,10 @@
 "zombie" flow runs.
 
 The deployments whose runs may simply run again (the fleet flows, ``deploy-hubs`` and ``prod-deploy`` in
-prefect.yaml) carry the tag ``RECOVERY_TAG`` and set PREFECT_FLOWS_HEARTBEAT_FREQUENCY to
-``HEARTBEAT_SECONDS`` in their runs' environment (``DEPLOYMENT_SETTINGS``), so that a run's process (a
-process worker's child, or a Kubernetes Job's pod) sends a heartbeat event that often. When such a run sends
+prefect.yaml) carry the tag ``RECOVERY_TAG``, and their runs' environment sets
+PREFECT_FLOWS_HEARTBEAT_FREQUENCY to ``HEARTBEAT_SECONDS`` (``DEPLOYMENT_SETTINGS``; prefect.yaml sets it for
+every run, in its work pools), so that a run's process (a process worker's child, or a Kubernetes Job's pod)
+sends a heartbeat event that often. When such a run sends
 neither a heartbeat nor a final state for ``SILENCE``, its process is gone (the worker's machine died, the
 pod was evicted): the first automation marks it Crashed (state name ``NoHeartbeat``), the second schedules
 exactly those runs again (``AwaitingRetry``), and any worker of the pool runs them again. The dead run's
