@@ -25,14 +25,18 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for _path in (ROOT, ROOT / "tests"):  # the project, and tests/helpers (copies of the example repo)
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+from helpers.example_repo import copy_example_repo
+from helpers.fleet_repo import LEAN_VALUES, SANDBOX_REGISTRY
+from helpers.fleet_repo import commit as git_commit_all
 
 BENCH_DIR = Path(os.environ.get("HUBPLOY_BENCH_DIR", "/var/cache/hubploy/bench"))
 CLASSIC_VENV = Path(os.environ.get("HUBPLOY_BENCH_CLASSIC_VENV", BENCH_DIR / "classic-venv"))
 PREFECT = str(Path(sys.executable).parent / "prefect")
 POOL = "hubploy-process"
-GIT = ["git", "-c", "user.email=bench@example.org", "-c", "user.name=bench"]
 
 
 def say(*parts: object) -> None:
@@ -74,15 +78,35 @@ class Sandbox:
         from hubploy_sandbox.images import BASE_REPOSITORY, BASE_TAG
         return f"{self.registry}/{BASE_REPOSITORY}:{BASE_TAG}"
 
+    def contexts(self) -> tuple[str, ...]:
+        """The kube context of each of the sandbox's clusters: sandbox, sandbox-2, ..."""
+        return tuple(cluster.name for cluster in self.paths.clusters())
+
+    def placement(self) -> Placement:
+        """Hubs spread over every cluster of the sandbox."""
+        return Placement(self.contexts(), Path(self.env["KUBECONFIG"]))
+
+    def process_groups(self) -> dict[str, list[int]]:
+        """The sandbox's processes: each cluster's agent (with the pods' processes it runs: JupyterHub, CHP),
+        and the control planes (etcd, API server, controller manager, scheduler)."""
+        from hubploy_sandbox import lifecycle
+        groups: dict[str, list[int]] = {"sandbox agents and pods": [], "sandbox control planes": []}
+        for component in lifecycle.status(self.paths):
+            if component.pid is not None and component.name != "registry":
+                agent = component.name.startswith("agent")
+                groups["sandbox agents and pods" if agent else "sandbox control planes"].append(component.pid)
+        return groups
+
 
 def sandbox(helm_major: int = 3) -> Sandbox:
     """The running sandbox's environment; ``helm_major`` picks the helm both tools run (hubploy through
     HELM_EXECUTABLE, classic hubploy as ``helm`` on PATH)."""
-    from hubploy.runner import child_env
     from hubploy_sandbox import lifecycle
     from hubploy_sandbox.env import sandbox_env
     from hubploy_sandbox.images import ensure_base_image
     from hubploy_sandbox.paths import SandboxPaths
+
+    from hubploy.runner import child_env
 
     paths = SandboxPaths.from_env()
     if not lifecycle.healthy(paths):
@@ -108,57 +132,120 @@ def run(argv: Sequence[str], *, env: dict[str, str], cwd: Path | None = None, ch
     return out
 
 
+# --- classic hubploy ------------------------------------------------------------------------------------
+
+# PyPI hubploy 0.4 declares no versions, and imports at module load kubernetes, ruamel.yaml, boto3, docker
+# and repo2docker. Resolved freely, pip backtracks for minutes through botocore's releases: the newest
+# kubernetes (37.x) asks for python-dateutil >= 3.0, botocore for < 3.0. kubernetes < 33 does not.
+CLASSIC_PACKAGES = ("kubernetes<33", "ruamel.yaml", "boto3", "docker", "jupyter-repo2docker")
+
+
+def ensure_classic_venv() -> Path:
+    """Classic hubploy 0.4 in its own venv (CLASSIC_VENV), installed once; its `hubploy` program."""
+    exe = CLASSIC_VENV / "bin" / "hubploy"
+    if exe.is_file():
+        return exe
+    say(f"classic hubploy: installing hubploy==0.4 into {CLASSIC_VENV}")
+    start = time.monotonic()
+    shutil.rmtree(CLASSIC_VENV, ignore_errors=True)
+    env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    run([sys.executable, "-m", "venv", str(CLASSIC_VENV)], env=env)
+    pip = [str(CLASSIC_VENV / "bin" / "python"), "-m", "pip", "install", "-q"]
+    run([*pip, "--no-deps", "hubploy==0.4"], env=env, timeout=600)
+    run([*pip, *CLASSIC_PACKAGES], env=env, timeout=600)
+    say(f"classic hubploy: installed in {time.monotonic() - start:.0f} s")
+    return exe
+
+
 # --- generated repos -------------------------------------------------------------------------------------
 
 def token() -> str:
     return secrets.token_hex(2)
 
 
-def _copy_repo_base(root: Path, settings_extra: str = "") -> None:
-    root.mkdir(parents=True)
-    for item in ("hub", "hubploy-repo.yaml", ".sops.yaml", "example-age.key"):
-        src = ROOT / item
-        (shutil.copytree if src.is_dir() else shutil.copy2)(src, root / item)
-    shutil.rmtree(root / "hub" / "charts", ignore_errors=True)
-    if settings_extra:
-        settings = root / "hubploy-repo.yaml"
-        settings.write_text(settings.read_text() + settings_extra)
+# Every generated hub is lean (helpers.fleet_repo.LEAN_VALUES): it leaves out what a bench does not measure
+# and a small machine cannot carry many times over. LAZY_START is the sandbox agent's opt-in: a pod so
+# annotated is Ready at once and starts its processes on the first connection to one of its ports (hubs
+# that nobody visits cost no CPU).
+LAZY_START = {"hubploy-sandbox/lazy-start": "true"}
 
 
-def git_commit_all(root: Path, message: str) -> str:
-    subprocess.run([*GIT, "add", "-A"], cwd=root, check=True)
-    subprocess.run([*GIT, "commit", "-qm", message], cwd=root, check=True)
-    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, check=True, capture_output=True,
-                          text=True).stdout.strip()
+@dataclass(frozen=True)
+class Placement:
+    """Which cluster each generated hub deploys to: hub ``i`` to ``contexts[i % len(contexts)]`` of
+    ``kubeconfig`` (the sandbox's, one context per cluster)."""
+
+    contexts: tuple[str, ...]
+    kubeconfig: Path
+
+    def context(self, index: int) -> str:
+        return self.contexts[index % len(self.contexts)]
 
 
-def make_repo(root: Path, hubs: Iterable[str], image: str | None, *, classic_kubeconfig: Path | None = None,
-              settings_extra: str = "") -> Path:
-    """A git repo (branch staging) of copies of the minimal example hub, one per name, pinned to ``image``.
+def _kubeconfig_for(placement: Placement, context: str, dest: Path) -> None:
+    """A plaintext copy of the placement's kubeconfig whose current context is ``context`` (classic)."""
+    config = yaml.safe_load(placement.kubeconfig.read_text())
+    config["current-context"] = context
+    dest.write_text(yaml.safe_dump(config))
 
-    Ours: ``images: {images: [{name: <image>}]}`` in hubploy.yaml (injected at jupyterhub.singleuser.image).
-    Classic (``classic_kubeconfig`` given): hubploy 0.4 derives image tags from git history, so the same
-    image is set in config/common.yaml instead, and hubploy.yaml names a plaintext kubeconfig in secrets/.
-    Either way helm gets the same merged values. ``image`` None: the minimal hub's hubploy.yaml unchanged.
+
+def _encrypted_kubeconfig(root: Path, hub: str, placement: Placement, env: dict[str, str]) -> bytes:
+    """The placement's kubeconfig as ``deployments/<hub>/secrets/kubeconfig.yaml``, encrypted with sops
+    to the repo's recipient (.sops.yaml), as an operator keeps a cluster key file; its bytes."""
+    target = root / "deployments" / hub / "secrets" / "kubeconfig.yaml"
+    shutil.copy2(placement.kubeconfig, target)
+    run(["sops", "--encrypt", "--in-place", str(target.relative_to(root))], env=env, cwd=root)
+    return target.read_bytes()
+
+
+def make_repo(root: Path, hubs: Sequence[str], image: str | None, *, classic: bool = False,
+              placement: Placement | None = None, env: dict[str, str] | None = None,
+              settings_extra: str = "", lazy: bool = False) -> Path:
+    """A git repo (branch staging) of copies of the minimal example hub, one per name, pinned to ``image``,
+    with LEAN_VALUES.
+
+    Ours: ``images: {images: [{name: <image>}]}`` in hubploy.yaml (injected at jupyterhub.singleuser.image);
+    with a ``placement``, also ``cluster.kubeconfig`` naming a sops-encrypted key file and the hub's context
+    (``env`` runs sops), else the ambient KUBECONFIG. Classic (``classic``, needs a placement): hubploy 0.4
+    derives image tags from git history, so the same image is set in config/common.yaml instead, and
+    hubploy.yaml names a plaintext kubeconfig in secrets/ whose current context is the hub's cluster. Either way helm gets the same merged values. ``lazy``: the
+    hub and proxy pods carry LAZY_START. ``image`` None: the minimal hub's hubploy.yaml unchanged.
     """
-    _copy_repo_base(root, settings_extra)
+    copy_example_repo(root, dict.fromkeys(hubs, "minimal"), settings_extra=settings_extra)
     repository, tag = image.rsplit(":", 1) if image else ("", "")
-    for hub in hubs:
+    if image:  # the chart's images from the registry of ``image`` (a private sandbox's has another port)
+        chart_values = root / "hub" / "values.yaml"
+        registry = image.split("/", 1)[0]
+        chart_values.write_text(chart_values.read_text().replace(f"{SANDBOX_REGISTRY}/", f"{registry}/"))
+    encrypted = b""
+    for index, hub in enumerate(hubs):
         hub_dir = root / "deployments" / hub
-        shutil.copytree(ROOT / "deployments" / "minimal", hub_dir)
         if image is None:
             continue
-        if classic_kubeconfig is None:
-            (hub_dir / "hubploy.yaml").write_text(yaml.safe_dump({"images": {"images": [{"name": image}]}}))
-        else:
+        common = hub_dir / "config" / "common.yaml"
+        values = yaml.safe_load(common.read_text())
+        values["jupyterhub"].update(LEAN_VALUES)
+        if lazy:
+            values["jupyterhub"].setdefault("hub", {})["annotations"] = LAZY_START
+            values["jupyterhub"].setdefault("proxy", {})["annotations"] = LAZY_START
+        config: dict[str, Any] = {}
+        if classic:
+            assert placement is not None, "classic hubs name their cluster's kubeconfig"
             shutil.rmtree(hub_dir / "image")
-            (hub_dir / "hubploy.yaml").write_text(yaml.safe_dump(
-                {"cluster": {"provider": "kubeconfig", "kubeconfig": {"filename": "kubeconfig.yaml"}}}))
-            shutil.copy2(classic_kubeconfig, hub_dir / "secrets" / "kubeconfig.yaml")
-            common = hub_dir / "config" / "common.yaml"
-            values = yaml.safe_load(common.read_text())
+            config["cluster"] = {"provider": "kubeconfig", "kubeconfig": {"filename": "kubeconfig.yaml"}}
+            _kubeconfig_for(placement, placement.context(index), hub_dir / "secrets" / "kubeconfig.yaml")
             values["jupyterhub"]["singleuser"]["image"] = {"name": repository, "tag": tag}
-            common.write_text(yaml.safe_dump(values))
+        else:
+            config["images"] = {"images": [{"name": image}]}
+            if placement is not None:
+                assert env is not None, "a placement needs env (sops)"
+                if not encrypted:
+                    encrypted = _encrypted_kubeconfig(root, hub, placement, env)
+                (hub_dir / "secrets" / "kubeconfig.yaml").write_bytes(encrypted)
+                config["cluster"] = {"provider": "kubeconfig", "kubeconfig": {
+                    "filename": "kubeconfig.yaml", "context": placement.context(index)}}
+        (hub_dir / "hubploy.yaml").write_text(yaml.safe_dump(config))
+        common.write_text(yaml.safe_dump(values))
     subprocess.run(["git", "init", "-q", "-b", "staging", str(root)], check=True)
     git_commit_all(root, "bench hubs")
     return root
@@ -166,18 +253,26 @@ def make_repo(root: Path, hubs: Iterable[str], image: str | None, *, classic_kub
 
 # --- cleanup ---------------------------------------------------------------------------------------------
 
-def cleanup_releases(sb: Sandbox, prefix: str) -> int:
-    """helm uninstall every release whose name starts with ``prefix``; delete its namespace (no wait)."""
-    out = run([sb.helm, "list", "-A", "-a", "-o", "json"], env=sb.env, check=False)
-    releases = [r for r in (json.loads(out.stdout) if out.returncode == 0 and out.stdout.strip() else [])
-                if r["name"].startswith(prefix)]
-    for r in releases:
-        run([sb.helm, "uninstall", r["name"], "-n", r["namespace"]], env=sb.env, check=False)
-    out = run(["kubectl", "get", "ns", "-o", "name"], env=sb.env, check=False)
-    namespaces = [n.split("/", 1)[1] for n in out.stdout.split() if n.split("/", 1)[-1].startswith(prefix)]
-    if namespaces:
-        run(["kubectl", "delete", "ns", *namespaces, "--wait=false"], env=sb.env, check=False)
-    return len(releases)
+def cleanup_releases(sb: Sandbox, prefix: str, wait: bool = False) -> int:
+    """helm uninstall every release whose name starts with ``prefix``, in every cluster of the sandbox;
+    delete its namespace (``wait``: until it is gone, so its pods' processes no longer cost CPU)."""
+    removed = 0
+    for context in sb.contexts():
+        out = run([sb.helm, "--kube-context", context, "list", "-A", "-a", "-o", "json"], env=sb.env,
+                  check=False)
+        releases = [r for r in (json.loads(out.stdout) if out.returncode == 0 and out.stdout.strip() else [])
+                    if r["name"].startswith(prefix)]
+        for r in releases:
+            run([sb.helm, "--kube-context", context, "uninstall", r["name"], "-n", r["namespace"]],
+                env=sb.env, check=False)
+        removed += len(releases)
+        out = run(["kubectl", "--context", context, "get", "ns", "-o", "name"], env=sb.env, check=False)
+        names = [n.split("/", 1)[-1] for n in out.stdout.split()]
+        namespaces = [n for n in names if n.startswith(prefix)]
+        if namespaces:
+            run(["kubectl", "--context", context, "delete", "ns", *namespaces, f"--wait={str(wait).lower()}",
+                 "--timeout=600s"], env=sb.env, check=False, timeout=900)
+    return removed
 
 
 # --- memory ----------------------------------------------------------------------------------------------
@@ -217,13 +312,13 @@ def _cmdline(pid: int) -> str:
 
 
 class TreeMemory:
-    """Samples the RSS of a process and all its descendants every ``interval`` s (a thread).
+    """Samples the RSS of processes and all their descendants every ``interval`` s (a thread).
 
-    ``peak_tree_kb``: the largest sum of VmRSS over the tree at one sample; ``peak_by_proc``: the largest
+    ``peak_tree_kb``: the largest sum of VmRSS over the trees at one sample; ``peak_by_proc``: the largest
     VmHWM seen per process (worker, flow-run process, helm/kubectl children are reported grouped)."""
 
-    def __init__(self, pid: int, interval: float = 0.1) -> None:
-        self.pid, self.interval = pid, interval
+    def __init__(self, roots: Sequence[int], interval: float = 0.1) -> None:
+        self.roots, self.interval = list(roots), interval
         self.peak_tree_kb = 0
         self.peak_by_proc: dict[int, tuple[int, str]] = {}
         self._stop = threading.Event()
@@ -231,7 +326,7 @@ class TreeMemory:
 
     def _tree(self) -> list[int]:
         kids = _children()
-        out, todo = [], [self.pid]
+        out, todo = [], list(self.roots)
         while todo:
             pid = todo.pop()
             out.append(pid)
@@ -261,6 +356,34 @@ class TreeMemory:
         return sorted(self.peak_by_proc.values(), reverse=True)[:n]
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(roots: Iterable[int]) -> float:
+    """CPU time (user + system) of the processes under ``roots`` and of their children already waited for."""
+    kids = _children()
+    total, todo = 0, list(roots)
+    while todo:
+        pid = todo.pop()
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+        todo += kids.get(pid, [])
+    return total / CLOCK_TICKS
+
+
+@contextmanager
+def cpu_spent(groups: dict[str, list[int]], into: dict[str, float]) -> Iterator[None]:
+    """CPU seconds each group of process trees spends during the block, into ``into``."""
+    before = {name: tree_cpu_seconds(roots) for name, roots in groups.items()}
+    try:
+        yield
+    finally:
+        into.update({name: tree_cpu_seconds(roots) - before[name] for name, roots in groups.items()})
+
+
 # --- Prefect server and worker of the bench --------------------------------------------------------------
 
 def _free_port() -> int:
@@ -279,22 +402,44 @@ def _healthy(api_url: str) -> bool:
 
 @dataclass
 class PrefectStack:
-    """A Prefect server (own PREFECT_HOME, SQLite, loopback) and a process worker with the sandbox env."""
+    """A Prefect server (own PREFECT_HOME, loopback; on SQLite, or on a PostgreSQL server of its own, as
+    `hubploy up --database postgres` runs it) and ``workers`` process workers with the sandbox env."""
 
     sb: Sandbox
+    database: str = "sqlite"
+    workers: int = 1
     home: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="prefect-", dir=BENCH_DIR)))
     api_url: str = ""
     server: subprocess.Popen | None = None
-    worker: subprocess.Popen | None = None
+    worker_procs: list[subprocess.Popen] = field(default_factory=list)
     worker_env: dict[str, str] = field(default_factory=dict)
     _settings: Any = None
 
+    @property
+    def postgres(self) -> Any:
+        from triggers.database import PostgresFiles
+        return PostgresFiles(self.home)
+
+    def server_pids(self) -> list[int]:
+        """The Prefect server's process, and the PostgreSQL server's when it runs on one."""
+        from hubploy_sandbox.procs import read_pid
+        assert self.server is not None
+        postgres = read_pid(self.postgres.pid_file) if self.database == "postgres" else None
+        return [self.server.pid, *([postgres] if postgres else [])]
+
+    def worker_pids(self) -> list[int]:
+        return [proc.pid for proc in self.worker_procs]
+
     def start_server(self) -> None:
+        from triggers.database import start
         port = _free_port()
         self.api_url = f"http://127.0.0.1:{port}/api"
         env = {**os.environ, "PREFECT_HOME": str(self.home), "PREFECT_SERVER_API_HOST": "127.0.0.1",
                "PREFECT_SERVER_API_PORT": str(port), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                "PREFECT_API_URL": self.api_url}
+        if self.database == "postgres":
+            server, _ = start(self.postgres, say=say)
+            env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = server.url
         log = open(self.home / "server.log", "w")  # noqa: SIM115 - the server's, for its lifetime
         self.server = subprocess.Popen([PREFECT, "server", "start"], env=env, stdout=log, stderr=subprocess.STDOUT,
                                        start_new_session=True)
@@ -324,27 +469,32 @@ class PrefectStack:
         self.prefect("work-pool", "create", POOL, "--type", "process", "--overwrite")
         self.prefect("deploy", "--all")
         from flows.deploy_hubs import deploy_hubs
-        source = os.environ.get("HUBPLOY_BENCH_FLEET_SOURCE", str(ROOT))  # another checkout, for A/B runs
-        deploy_hubs.from_source(source=source, entrypoint="flows/deploy_hubs.py:deploy_hubs").deploy(
+        deploy_hubs.from_source(source=str(ROOT), entrypoint="flows/deploy_hubs.py:deploy_hubs").deploy(
             name="bench", work_pool_name=POOL, print_next_steps=False)
 
-    def start_worker(self) -> None:
-        log = open(self.home / "worker.log", "a")  # noqa: SIM115 - the worker's, for its lifetime
-        self.worker = subprocess.Popen([PREFECT, "worker", "start", "--pool", POOL, "--limit", "6"],
-                                       env=self.worker_env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                       start_new_session=True, stdin=subprocess.DEVNULL)
+    def start_workers(self) -> None:
+        for n in range(1, self.workers + 1):
+            log = open(self.home / f"worker-{n}.log", "a")  # noqa: SIM115 - the worker's, for its lifetime
+            self.worker_procs.append(subprocess.Popen(
+                [PREFECT, "worker", "start", "--pool", POOL, "--limit", "6", "--name", f"bench-{n}"],
+                env=self.worker_env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                stdin=subprocess.DEVNULL))
 
     def stop(self) -> None:
-        """Kill the worker, the flow-run processes it started (each in a session of its own), the server."""
+        """Kill the workers, the flow-run processes they started (each in a session of its own), the
+        server; remove the PostgreSQL server and its data."""
         from hubploy_sandbox.procs import child_pids
-        for proc in (self.worker, self.server):
+        for proc in [*self.worker_procs, self.server]:
             if proc is not None and proc.poll() is None:
-                for group in [proc.pid, *(child_pids(proc.pid) if proc is self.worker else [])]:
+                for group in [proc.pid, *(child_pids(proc.pid) if proc is not self.server else [])]:
                     try:
                         os.killpg(group, signal.SIGKILL)
                     except ProcessLookupError:
                         pass
                 proc.wait()
+        if self.database == "postgres":
+            from triggers.database import remove
+            remove(self.postgres)
 
 
 def flow_run_states(run_id: Any) -> list[Any]:

@@ -5,7 +5,7 @@ concurrency limit for HOLD seconds, as deploy_hub does. Ideal wall time: ceil(N 
 A handoff is the time from the k-th block's end to the (k + slots)-th block's start: how long a freed
 slot stays unused (ideal: 0; a slot first acquired late counts here too).
 
-    .venv/bin/python bench/locks.py [--tasks 16] [--slots 4] [--hold 1.0]
+    .venv/bin/python bench/locks.py [--tasks 16] [--slots 4] [--hold 1.0] [--database sqlite|postgres]
 
 Variants: `server only` (every task asks the Prefect server for the slot and sleeps its Retry-After
 when refused: what deploy_locks did), `local queue + server` (a process-local semaphore of the same
@@ -13,12 +13,14 @@ size in front of it: each handoff is still a server release then a server acquir
 `own polling`, `process_slot` (what deploy_locks does: a process-local FIFO whose keeper threads hold
 the server slots and hand them from task to task without a server round trip) and `local only` (no
 server limit: the cost of the tasks themselves).
-Starts a private Prefect server unless PREFECT_API_URL answers.
+Starts a private Prefect server (on SQLite, or on PostgreSQL with --database postgres) and counts the
+server's answers by status: 503 is a database that was busy (SQLite: "database is locked").
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import math
 import random
@@ -32,7 +34,27 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import httpx
 from common import PrefectStack, sandbox, say, table, token
+
+STATUSES: collections.Counter[int] = collections.Counter()  # responses of the Prefect server, by status
+
+
+def count_statuses() -> None:
+    """Count every HTTP response this process gets (Prefect's clients are httpx clients)."""
+    sync_send, async_send = httpx.Client.send, httpx.AsyncClient.send
+
+    def send(self: httpx.Client, *args: Any, **kwargs: Any) -> httpx.Response:
+        response = sync_send(self, *args, **kwargs)
+        STATUSES[response.status_code] += 1
+        return response
+
+    async def asend(self: httpx.AsyncClient, *args: Any, **kwargs: Any) -> httpx.Response:
+        response = await async_send(self, *args, **kwargs)
+        STATUSES[response.status_code] += 1
+        return response
+
+    httpx.Client.send, httpx.AsyncClient.send = send, asend  # type: ignore[method-assign]
 
 VARIANTS = ("server only", "local queue + server", "own polling", "local queue + own polling",
             "process_slot (shipped)", "local only (no server limit)")
@@ -44,10 +66,13 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=4)
     parser.add_argument("--hold", type=float, default=1.0)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite",
+                        help="the Prefect server's database (default sqlite)")
     args = parser.parse_args()
 
-    stack = PrefectStack(sandbox())
+    stack = PrefectStack(sandbox(), database=args.database)
     stack.start_server()
+    count_statuses()
     try:
         from prefect import flow, task
         from prefect.concurrency.sync import concurrency
@@ -118,15 +143,18 @@ def main() -> None:
                     name = f"cluster-bench-{token()}"
                     ensure_limit(name, args.slots)
                     held.clear()
+                    STATUSES.clear()
                     start = time.perf_counter()
                     fleet(name, label)
                     took = time.perf_counter() - start
                     gaps = handoffs()
                     say(f"round {n + 1} {label}: {took:.1f} s")
                     rows.append((n + 1, label, f"{took:.1f} s", f"{ideal:.1f} s", f"{took / ideal:.2f}",
-                                 f"{1000 * statistics.median(gaps):.0f} ms", f"{1000 * max(gaps):.0f} ms"))
+                                 f"{1000 * statistics.median(gaps):.0f} ms", f"{1000 * max(gaps):.0f} ms",
+                                 STATUSES[503], STATUSES[423]))
+        print(f"database: {args.database}")
         print(table(rows, ("round", "variant", "wall time", "ideal", "wall / ideal", "handoff median",
-                           "handoff max")))
+                           "handoff max", "503 (busy)", "423 (limit full)")))
     finally:
         stack.stop()
 

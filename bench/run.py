@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -27,11 +28,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (
     BENCH_DIR,
-    CLASSIC_VENV,
     PrefectStack,
     Sandbox,
     TreeMemory,
     cleanup_releases,
+    cpu_spent,
+    ensure_classic_venv,
     first_state,
     flow_run_states,
     git_commit_all,
@@ -199,28 +201,41 @@ def bench_overhead(sb: Sandbox, root: Path, hub: str, reps: int = 5) -> dict[str
 # --- fleet: N hubs to staging, ours (deploy_hubs on a worker) vs classic 0.4 in sequence -----------------
 
 def classic_fleet(sb: Sandbox, root: Path, hubs: list[str]) -> dict[str, Any]:
-    exe = CLASSIC_VENV / "bin" / "hubploy"
-    env = {**sb.env, "SOPS_AGE_KEY_FILE": str(root / "example-age.key"),
-           "PATH": f"{CLASSIC_VENV / 'bin'}:{sb.env['PATH']}"}
+    exe = ensure_classic_venv()
+    env = {**{k: v for k, v in sb.env.items() if k != "PYTHONPATH"},  # our `hubploy` package would shadow its
+           "SOPS_AGE_KEY_FILE": str(root / "example-age.key"), "PATH": f"{exe.parent}:{sb.env['PATH']}"}
     per_hub = []
+    cpu: dict[str, float] = {}
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    for hub in hubs:
-        t0 = time.perf_counter()
-        run([str(exe), "deploy", hub, "hub", "staging"], env=env, cwd=root)
-        per_hub.append(time.perf_counter() - t0)
+    with cpu_spent(sb.process_groups(), cpu):
+        for hub in hubs:
+            t0 = time.perf_counter()
+            run([str(exe), "deploy", hub, "hub", "staging"], env=env, cwd=root)
+            per_hub.append(time.perf_counter() - t0)
     total = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu["classic hubploy (with helm)"] = (after.ru_utime + after.ru_stime
+                                          - children.ru_utime - children.ru_stime)
     return {"total": total, "per hub median": median(per_hub), "per hub max": max(per_hub),
-            "load average (1 min) at the end": os.getloadavg()[0]}
+            "CPU seconds": cpu, "load average (1 min) at the end": os.getloadavg()[0]}
+
+
+OURS_CPU = "hubploy (workers, flow-run processes, helm, sops)"
+SERVER_CPU = "Prefect server (and PostgreSQL)"
 
 
 def ours_fleet(stack: PrefectStack, root: Path, hubs: list[str], health_check: bool = True) -> dict[str, Any]:
     from prefect.deployments import run_deployment
-    assert stack.worker is not None
-    with TreeMemory(stack.worker.pid) as memory:
+    assert stack.worker_procs
+    cpu: dict[str, float] = {}
+    groups = {OURS_CPU: stack.worker_pids(), SERVER_CPU: stack.server_pids(), **stack.sb.process_groups()}
+    with TreeMemory(stack.worker_pids()) as memory, TreeMemory(stack.server_pids()) as server_memory, \
+            cpu_spent(groups, cpu):
         start = time.perf_counter()
         flow_run = run_deployment(FLEET, parameters={"hubs": hubs, "env": "staging", "repo_path": str(root),
                                                      "trigger": "bench", "health_check": health_check}, timeout=0)
-        done = wait_run(flow_run.id, lambda r: r.state is not None and r.state.is_completed(), timeout=900)
+        done = wait_run(flow_run.id, lambda r: r.state is not None and r.state.is_completed(), timeout=3600)
         total = time.perf_counter() - start
     states = flow_run_states(flow_run.id)
     scheduled = first_state(states, "SCHEDULED").timestamp
@@ -230,9 +245,12 @@ def ours_fleet(stack: PrefectStack, root: Path, hubs: list[str], health_check: b
     return {"load average (1 min) at the end": os.getloadavg()[0],
             "lock wait per hub (median, max)": (median(waits), max(waits) if waits else None),
             "mean slots held (of cluster_concurrency)": LAST_OCCUPANCY.get(flow_run.id),
-            "lock wait total": sum(waits),"total (trigger to Completed)": total, "flow run (Running to Completed)": (completed - running).total_seconds(),
+            "lock wait total": sum(waits), "total (trigger to Completed)": total,
+            "flow run (Running to Completed)": (completed - running).total_seconds(),
             "process start (Scheduled to Running)": (running - scheduled).total_seconds(),
             "worker tree peak RSS MB": memory.peak_tree_kb / 1024,
+            "server peak RSS MB": server_memory.peak_tree_kb / 1024,
+            "CPU seconds": cpu,
             "peak VmHWM by process": [(round(kb / 1024), cmd) for kb, cmd in memory.top(4)],
             "flow run": done.name}
 
@@ -289,19 +307,22 @@ def change_every_hub(root: Path, hubs: list[str], value: str) -> str:
 
 def bench_fleet(sb: Sandbox, stack: PrefectStack, work: Path, tok: str, n: int, classic: bool = True,
                 cluster_concurrency: int | None = None) -> dict[str, Any]:
+    """The four fleet phases, both tools deploying to every cluster of the sandbox (hub i: cluster i mod N)."""
     image = sb.base_image()
     ours_hubs = [f"{PREFIX}{tok}-o{i:02d}" for i in range(1, n + 1)]
     classic_hubs = [f"{PREFIX}{tok}-c{i:02d}" for i in range(1, n + 1)]
-    ours_root = make_repo(work / "fleet-ours", ours_hubs, image)
+    placement = sb.placement()
+    ours_root = make_repo(work / "fleet-ours", ours_hubs, image, placement=placement, env=sb.env)
     if cluster_concurrency:
         settings = ours_root / "hubploy-repo.yaml"
         settings.write_text(re.sub(r"(?m)^cluster_concurrency: .*$", f"cluster_concurrency: {cluster_concurrency}",
                                    settings.read_text()))
         git_commit_all(ours_root, f"cluster_concurrency {cluster_concurrency}")
-    classic_root = make_repo(work / "fleet-classic", classic_hubs, image,
-                             classic_kubeconfig=Path(sb.env["KUBECONFIG"]))
-    result: dict[str, Any] = {"hubs": n, "ours_root": str(ours_root), "ours_hubs": ours_hubs,
-                              "helm": Path(sb.helm).name, "cluster_concurrency": cluster_concurrency or "default"}
+    classic_root = make_repo(work / "fleet-classic", classic_hubs, image, classic=True, placement=placement)
+    result: dict[str, Any] = {"hubs": n, "clusters": len(placement.contexts), "ours_root": str(ours_root),
+                              "ours_hubs": ours_hubs, "helm": Path(sb.helm).name, "workers": stack.workers,
+                              "database": stack.database,
+                              "cluster_concurrency": cluster_concurrency or "default"}
     for phase in FLEET_PHASES:
         if phase == "change":
             change_every_hub(ours_root, ours_hubs, "2")
@@ -320,6 +341,41 @@ def bench_fleet(sb: Sandbox, stack: PrefectStack, work: Path, tok: str, n: int, 
         result[f"ours {phase}"] = ours_fleet(stack, ours_root, ours_hubs, health_check=phase != NO_HEALTH_CHECK)
         say(f"fleet {phase}: ours", result[f"ours {phase}"])
     return result
+
+
+# --- scale: 10, 50, 100 hubs over the sandbox's clusters, per-hub cost -----------------------------------
+
+SCALE_PHASES = ("install", "same commit")
+
+
+def bench_scale(sb: Sandbox, stack: PrefectStack, work: Path, tok: str, sizes: list[int], *, lazy: bool
+                ) -> dict[str, Any]:
+    """Fleets of each size spread over every cluster of the sandbox, installed and then deployed again
+    unchanged; per size the cost per hub (flow-run time and hubploy's CPU, divided by the hubs). ``lazy``:
+    the hubs' pods start their processes only when something connects to them (see the agent), and the
+    deploys skip the health check, which would connect; else every hub runs JupyterHub and CHP and is
+    health-checked."""
+    placement = sb.placement()
+    out: dict[str, Any] = {"clusters": len(placement.contexts), "lazy": lazy, "helm": Path(sb.helm).name,
+                           "database": stack.database, "workers": stack.workers, "sizes": {}}
+    for n in sizes:
+        prefix = f"{PREFIX}{tok}-s{n}-"
+        hubs = [f"{prefix}{i:03d}" for i in range(1, n + 1)]
+        root = make_repo(work / f"scale-{n}", hubs, sb.base_image(), placement=placement, env=sb.env,
+                         lazy=lazy)
+        result: dict[str, Any] = {}
+        for phase in SCALE_PHASES:
+            settle(sb)
+            say(f"scale {n} hubs over {len(placement.contexts)} clusters, {phase}")
+            fleet = ours_fleet(stack, root, hubs, health_check=not lazy)
+            fleet["per hub (flow run / hubs)"] = fleet["flow run (Running to Completed)"] / n
+            fleet["hubploy CPU per hub"] = fleet["CPU seconds"][OURS_CPU] / n
+            result[phase] = fleet
+            say(f"scale {n} {phase}:", json.dumps(fleet, default=str))
+        out["sizes"][n] = result
+        say(f"scale {n}: removing its releases")
+        cleanup_releases(sb, prefix, wait=True)
+    return out
 
 
 # --- lifecycle: trigger to approval pause, and resume to the first prod helm call ------------------------
@@ -432,6 +488,12 @@ def report(results: dict[str, Any]) -> str:
         rows.append(("Memory: worker tree peak RSS during the fleet phases",
                      " / ".join(f"{f(fleet[f'ours {phase}']['worker tree peak RSS MB'], 0)} MB"
                                 for phase in FLEET_PHASES), "–", "–"))
+        rows.append(("Memory: Prefect server (and PostgreSQL) peak RSS during the fleet phases",
+                     " / ".join(f"{f(fleet[f'ours {phase}']['server peak RSS MB'], 0)} MB"
+                                for phase in FLEET_PHASES), "–", "–"))
+    scale = results.get("scale")
+    if scale:
+        rows += scale_rows(scale)
     over = results.get("overhead")
     if over:
         rows.append(("Overhead: one hub, ours without health check / raw helm upgrade --install --wait",
@@ -453,10 +515,40 @@ def report(results: dict[str, Any]) -> str:
     return table(rows, ("figure", "measured", "ratio", "target"))
 
 
+def scale_rows(scale: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """Per size and phase: flow run, cost per hub (time, hubploy CPU), peak RSS, where the CPU went; the
+    growth of the per-hub cost from the smallest to the largest size."""
+    rows = []
+    lazy = ", lazy hubs" if scale["lazy"] else ""
+    what = f"{scale['clusters']} clusters, {scale['helm']}, {scale['database']}{lazy}"
+    sizes = sorted(scale["sizes"], key=int)
+    for n in sizes:
+        for phase, r in scale["sizes"][n].items():
+            cpu = ", ".join(f"{name} {f(seconds, 0)}" for name, seconds in r["CPU seconds"].items())
+            per_hub = f"{f(r['per hub (flow run / hubs)'])} s, {f(r['hubploy CPU per hub'])} s"
+            rows.append((f"Scale {n} hubs ({what}), {phase}: flow run; per hub (time, hubploy CPU)",
+                         f"{f(r['flow run (Running to Completed)'], 1)} s; {per_hub}", "–", "–"))
+            rows.append((f"  peak RSS worker / server; CPU s ({phase})",
+                         f"{f(r['worker tree peak RSS MB'], 0)} / {f(r['server peak RSS MB'], 0)} MB; {cpu}",
+                         "–", "–"))
+    for phase in SCALE_PHASES:
+        first, last = scale["sizes"][sizes[0]][phase], scale["sizes"][sizes[-1]][phase]
+        rows.append((f"Scale per-hub time growth {sizes[0]} to {sizes[-1]} hubs ({phase})",
+                     f"{f(last['per hub (flow run / hubs)'])} s / {f(first['per hub (flow run / hubs)'])} s",
+                     f(last["per hub (flow run / hubs)"] / first["per hub (flow run / hubs)"]), "≤ 1.2"))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["all", "planner", "overhead", "fleet", "lifecycle", "cleanup"])
+    parser.add_argument("what", choices=["all", "planner", "overhead", "fleet", "scale", "lifecycle",
+                                         "cleanup"])
     parser.add_argument("--hubs", type=int, default=20, help="fleet size (default 20)")
+    parser.add_argument("--sizes", default="10,50,100", help="scale: fleet sizes (default 10,50,100)")
+    parser.add_argument("--run-hubs", action="store_true",
+                        help="scale: every hub runs JupyterHub and CHP and is health-checked (default: the "
+                             "hubs' processes start lazily, on a first connection, and no health check "
+                             "connects)")
     parser.add_argument("--planner-hubs", type=int, default=500)
     parser.add_argument("--skip-classic", action="store_true", help="fleet: ours only (A/B runs of our code)")
     parser.add_argument("--keep", action="store_true", help="leave the releases and the Prefect server running")
@@ -464,6 +556,9 @@ def main() -> None:
                         help="the helm major version both tools run (default 3, as classic hubploy's users do)")
     parser.add_argument("--cluster-concurrency", type=int,
                         help="fleet: cluster_concurrency of our generated repo (default: hubploy-repo.yaml's)")
+    parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite",
+                        help="the bench's Prefect server's database (default sqlite)")
+    parser.add_argument("--workers", type=int, default=1, help="process workers on the pool (default 1)")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup in `finally` on kill
 
@@ -484,30 +579,9 @@ def main() -> None:
     say("bench run", tok, "in", work)
     RESULTS["machine"] = machine()
     say("machine:", RESULTS["machine"])
-    stack = PrefectStack(sb)
+    stack = PrefectStack(sb, database=args.database, workers=args.workers)
     try:
-        if args.what in ("all", "planner"):
-            RESULTS["planner"] = bench_planner(sb, work, args.planner_hubs)
-        if args.what in ("all", "fleet", "lifecycle"):
-            say("starting a Prefect server and a worker")
-            stack.start_server()
-            origin = make_lifecycle_repo(sb, work, tok)
-            stack.deploy(str(origin))
-            stack.start_worker()
-        if args.what in ("all", "fleet"):
-            RESULTS["fleet"] = bench_fleet(sb, stack, work, tok, args.hubs, classic=not args.skip_classic,
-                                           cluster_concurrency=args.cluster_concurrency)
-        if args.what in ("all", "overhead"):
-            if "fleet" in RESULTS:
-                root, hub = Path(RESULTS["fleet"]["ours_root"]), RESULTS["fleet"]["ours_hubs"][0]
-            else:
-                hub = f"{PREFIX}{tok}-ov"
-                root = make_repo(work / "overhead", [hub], sb.base_image())
-            settle(sb)
-            RESULTS["overhead"] = bench_overhead(sb, root, hub)
-        if args.what in ("all", "lifecycle"):
-            settle(sb)
-            RESULTS["lifecycle"] = bench_lifecycle(sb, stack, work, tok, origin)
+        run_phases(args, sb, stack, work, tok)
     finally:
         (work / "results.json").write_text(json.dumps(RESULTS, indent=1, default=str))
         if not args.keep:
@@ -517,6 +591,34 @@ def main() -> None:
     print(json.dumps(RESULTS.get("machine", {}), indent=1))
     print(report(RESULTS))
     print(f"\nraw results: {work / 'results.json'}")
+
+
+def run_phases(args: argparse.Namespace, sb: Sandbox, stack: PrefectStack, work: Path, tok: str) -> None:
+    if args.what in ("all", "planner"):
+        RESULTS["planner"] = bench_planner(sb, work, args.planner_hubs)
+    if args.what in ("all", "fleet", "scale", "lifecycle"):
+        say(f"starting a Prefect server ({args.database}) and {args.workers} worker(s)")
+        stack.start_server()
+        origin = make_lifecycle_repo(sb, work, tok)
+        stack.deploy(str(origin))
+        stack.start_workers()
+    if args.what in ("all", "fleet"):
+        RESULTS["fleet"] = bench_fleet(sb, stack, work, tok, args.hubs, classic=not args.skip_classic,
+                                       cluster_concurrency=args.cluster_concurrency)
+    if args.what in ("all", "scale"):
+        RESULTS["scale"] = bench_scale(sb, stack, work, tok, [int(n) for n in args.sizes.split(",")],
+                                       lazy=not args.run_hubs)
+    if args.what in ("all", "overhead"):
+        if "fleet" in RESULTS:
+            root, hub = Path(RESULTS["fleet"]["ours_root"]), RESULTS["fleet"]["ours_hubs"][0]
+        else:
+            hub = f"{PREFIX}{tok}-ov"
+            root = make_repo(work / "overhead", [hub], sb.base_image())
+        settle(sb)
+        RESULTS["overhead"] = bench_overhead(sb, root, hub)
+    if args.what in ("all", "lifecycle"):
+        settle(sb)
+        RESULTS["lifecycle"] = bench_lifecycle(sb, stack, work, tok, origin)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--webhook-port", type=int, default=8787, help="webhook receiver port (default 8787)")
         p.add_argument("--repo", help="git URL of your deployment repo (default: the example repo, created once)")
         p.add_argument("--no-sandbox", action="store_true", help="use your own cluster (KUBECONFIG) instead")
+        p.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite",
+                       help="the Prefect server's database: sqlite (embedded, the default) or postgres (a "
+                            "PostgreSQL server of its own on 127.0.0.1, data kept across `hubploy down`)")
+        p.add_argument("--workers", type=int, default=1, help="process workers polling the pool (default 1)")
         if name == "demo":
             p.add_argument("--approve", action="store_true", help="approve the change and follow it to prod")
             p.add_argument("--keep", action="store_true", help="keep everything running afterwards")
@@ -39,6 +43,7 @@ def _say(line: str) -> None:
 
 def _start(args: argparse.Namespace) -> Any:
     """Start the stack; Ctrl-C (or SIGTERM), or a failure, while it starts stops what was started so far."""
+    from triggers.database import Database
     from triggers.stack import down, up
 
     # Ctrl-C must work even when SIGINT was inherited as ignored (started from a script with `&`)
@@ -48,7 +53,8 @@ def _start(args: argparse.Namespace) -> Any:
     try:
         with console.status("starting hubploy", spinner="dots"):
             return up(port=args.port, webhook_port=args.webhook_port, repo_url=args.repo,
-                      with_sandbox=not args.no_sandbox, say=_say, started=started)
+                      with_sandbox=not args.no_sandbox, db=Database(args.database), workers=args.workers,
+                      say=_say, started=started)
     except KeyboardInterrupt:
         _say("interrupted: stopping what was started")
         down(say=_say, only=started)
@@ -71,6 +77,7 @@ def _print_stack(stack: Any) -> None:
 [bold]hubploy is up[/]
   Prefect UI       {stack.ui_url}
   log in           {stack.how_to_log_in()}
+  database         {stack.database}
   webhook URL      {stack.webhook_url}
   webhook secret   {secret}
   deployment repo  {stack.repo_url}

@@ -1,5 +1,5 @@
 """prefect.yaml against a real local Prefect server: `prefect deploy --all` (run by the hubploy_worker
-fixture, exactly as a user would) registers the six deployments as declared; and the prod-deploy
+fixture, exactly as a user would) registers the seven deployments as declared; and the prod-deploy
 deployment takes a push to prod made outside the lifecycle to a healthy prod, or rolls it back."""
 
 from __future__ import annotations
@@ -13,9 +13,12 @@ from helpers.cli import run_cli
 from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
 
+from triggers.recovery import DEPLOYMENT_SETTINGS, RECOVERY_TAG
+
 pytestmark = [pytest.mark.sandbox, pytest.mark.prefect]
 
 deploy_repo = lc.deploy_repo  # the same fresh-hub repository as the lifecycle tests
+PROD = "hubploy-prod-deploy/prod-deploy"
 
 EXPECTED = {
     "hubploy-lifecycle/lifecycle": "flows/lifecycle.py:lifecycle",
@@ -24,9 +27,10 @@ EXPECTED = {
     "hubploy-prod-deploy/prod-deploy": "flows/prod_deploy.py:prod_deploy",
     "rebuild-images/rebuild-images": "flows/rebuild_images.py:rebuild_images",
     "hubploy-drift-check/drift-check": "flows/drift.py:drift_check",
+    "deploy-hubs/deploy-hubs": "flows/deploy_hubs.py:deploy_hubs",
 }
-WITH_REPO_URL = set(EXPECTED) - {"hubploy-approval-timeout/approval-timeout"}
-PROD = "hubploy-prod-deploy/prod-deploy"
+WITH_REPO_URL = set(EXPECTED) - {"hubploy-approval-timeout/approval-timeout", "deploy-hubs/deploy-hubs"}
+RETRIED_WHEN_LOST = {PROD, "deploy-hubs/deploy-hubs"}  # the fleet deployments (triggers/recovery.py)
 
 
 def test_prefect_deploy_all_registers_every_deployment(hubploy_worker: Worker, prefect_api: str) -> None:
@@ -43,6 +47,10 @@ def test_prefect_deploy_all_registers_every_deployment(hubploy_worker: Worker, p
                                           {"directory": str(PROJECT_ROOT)}}], name
         if name in WITH_REPO_URL:  # "{{ $HUBPLOY_REPO_URL }}" resolved at deploy time
             assert deployment.parameters["repo_url"] == hubploy_worker.env["HUBPLOY_REPO_URL"], name
+        # every run sends heartbeats often enough for the fleet deployments' runs (tagged) to be crashed and
+        # retried when lost (triggers/recovery.py)
+        assert (RECOVERY_TAG in deployment.tags) == (name in RETRIED_WHEN_LOST), name
+        assert deployment.job_variables == DEPLOYMENT_SETTINGS["job_variables"], name
     crons = {name: [(s.schedule.cron, s.schedule.timezone, s.active) for s in d.schedules]
              for name, d in deployments.items() if d.schedules}
     assert crons == {"rebuild-images/rebuild-images": [("0 4 * * 1", "UTC", True)],

@@ -1,7 +1,8 @@
-"""`hubploy up`: everything on one machine — a local Prefect server (SQLite, loopback, HTTP basic
-auth), the sandbox, the blocks, the deployments of prefect.yaml with a process worker, and the
-GitHub webhook receiver. Each piece is a detached process with a PID file under HUBPLOY_HOME
-(default ~/.hubploy), so `up` is idempotent and `down` stops exactly what `up` started.
+"""`hubploy up`: everything on one machine — a local Prefect server (loopback, HTTP basic auth; on SQLite,
+or on a PostgreSQL server of its own, see triggers/database.py), the sandbox, the blocks, the deployments
+of prefect.yaml with one or more process workers, and the GitHub webhook receiver. Each piece is a detached
+process with a PID file under HUBPLOY_HOME (default ~/.hubploy), so `up` is idempotent and `down` stops
+exactly what `up` started.
 
 Why basic auth: the open-source API hands every stored credential to any client that asks
 (`include_secrets=true`), so the server only listens on 127.0.0.1 and requires the auth string kept
@@ -19,21 +20,25 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
-
-from hubploy.errors import HubployError
-from hubploy.runner import child_env, run
 from hubploy_sandbox import lifecycle as sandbox
 from hubploy_sandbox.env import sandbox_env
 from hubploy_sandbox.paths import SandboxPaths
 from hubploy_sandbox.procs import read_pid, spawn, stop
+
+from hubploy.errors import HubployError
+from hubploy.runner import child_env, run
+from triggers import database
+from triggers.database import Database
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEMO_FILES = ("hub", "sandbox/charts/jupyterhub", "deployments", "hubploy-repo.yaml", ".sops.yaml", "example-age.key")
 POOL = "hubploy-process"
 BLOCK_MODULES = ("blocks.gcp", "blocks.aws", "blocks.azure", "blocks.kubeconfig")
 Say = Callable[[str], None]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,10 @@ class StackPaths:
     @property
     def state_file(self) -> Path:
         return self.home / "stack.json"
+
+    @property
+    def postgres(self) -> database.PostgresFiles:
+        return database.PostgresFiles(self.home)
 
     def pid(self, name: str) -> Path:
         return self.home / "pids" / f"{name}.pid"
@@ -81,6 +90,7 @@ class Stack:
     repo_url: str
     env: dict[str, str]     # what a client of this stack needs (Prefect URL and auth, sandbox tools)
     started: tuple[str, ...] = ()   # what this call of `up` started ("sandbox" included), for `down(only=)`
+    database: str = "SQLite"        # where the server keeps its data, for people
 
     def login_url(self, then: str = "") -> str:
         """The UI's log-in page; after logging in, the browser goes on to the UI path ``then``."""
@@ -171,10 +181,14 @@ def ensure_demo_repo(paths: StackPaths, env: Mapping[str, str]) -> str:
 
 
 def up(*, port: int = 4200, webhook_port: int = 8787, repo_url: str | None = None, with_sandbox: bool = True,
-       say: Say = print, started: list[str] | None = None) -> Stack:
+       db: Database = Database.sqlite, workers: int = 1, say: Say = print,
+       started: list[str] | None = None) -> Stack:
     """Start whatever is not running yet and return how to reach it. ``started`` (if given) receives
-    the name of each part as soon as this call starts it, so that an interrupted start can be undone."""
+    the name of each part as soon as this call starts it, so that an interrupted start can be undone.
+    ``db`` is the Prefect server's database (when the server is already running, the one it runs on);
+    ``workers`` process workers poll the pool (each run goes to one of them)."""
     started = [] if started is None else started
+    names = worker_names(workers)
     paths = StackPaths.from_env()
     auth = auth_string(paths)
     api_url = f"http://127.0.0.1:{port}/api"
@@ -184,8 +198,7 @@ def up(*, port: int = 4200, webhook_port: int = 8787, repo_url: str | None = Non
     server_env = {**base, "PREFECT_HOME": str(paths.prefect_home), "PREFECT_SERVER_API_HOST": "127.0.0.1",
                   "PREFECT_SERVER_API_PORT": str(port), "PREFECT_SERVER_API_AUTH_STRING": auth}
     start = time.monotonic()
-    _start(paths, "prefect-server", [str(Path(sys.executable).parent / "prefect"), "server", "start"],
-           server_env, say, started)
+    where = _start_server(paths, server_env, state, db, say, started)
     if with_sandbox:
         sandbox_paths = SandboxPaths.from_env()
         if not sandbox.healthy(sandbox_paths):
@@ -205,9 +218,16 @@ def up(*, port: int = 4200, webhook_port: int = 8787, repo_url: str | None = Non
     say("blocks: registered (GCP, AWS, Azure, kubeconfig credentials; sandbox registry; webhook secret)")
     _prefect(env, "work-pool", "create", POOL, "--type", "process", "--overwrite")
     _prefect(env, "deploy", "--all")
-    say("deployments: lifecycle, approval-timeout, pr-validation, prod-deploy, rebuild-images, drift-check")
-    _start(paths, "worker", [str(Path(sys.executable).parent / "prefect"), "worker", "start", "--pool", POOL],
-           {**env, "PREFECT_WORKER_QUERY_SECONDS": "2"}, say, started)
+    say("deployments: lifecycle, approval-timeout, pr-validation, prod-deploy, deploy-hubs, rebuild-images, "
+        "drift-check")
+    from triggers.recovery import ensure_recovery_automations  # imports Prefect: not for `hubploy down`
+
+    _with_server(env, ensure_recovery_automations)
+    say("automations: a fleet run whose process died is crashed and retried (triggers/recovery.py)")
+    for name in names:
+        _start(paths, name, [str(Path(sys.executable).parent / "prefect"), "worker", "start", "--pool", POOL,
+                             "--name", f"{POOL}-{name}"], {**env, "PREFECT_WORKER_QUERY_SECONDS": "2"}, say,
+               started)
     _start(paths, "webhook", [str(Path(sys.executable).parent / "hubploy"), "webhook", "serve",
                               "--port", str(webhook_port)], env, say, started)
     _wait_until(lambda: _answers(f"http://127.0.0.1:{webhook_port}/health"), 60, "the webhook receiver",
@@ -215,30 +235,71 @@ def up(*, port: int = 4200, webhook_port: int = 8787, repo_url: str | None = Non
     state.update(repo_url=repo_url, port=port, webhook_port=webhook_port)
     paths.state_file.write_text(json.dumps(state))
     return Stack(paths, api_url, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{webhook_port}/webhook", secret,
-                 repo_url, env, tuple(started))
+                 repo_url, env, tuple(started), where)
+
+
+def _start_server(paths: StackPaths, server_env: dict[str, str], state: dict[str, object], db: Database,
+                  say: Say, started: list[str]) -> str:
+    """The Prefect server on ``db`` (and its PostgreSQL server first), unless it runs (on ``db``); where it
+    keeps its data, for people."""
+    running_on = state.get("database", Database.sqlite.value)
+    if read_pid(paths.pid("prefect-server")) is not None and running_on != db:
+        raise HubployError(f"the Prefect server of {paths.home} already runs on {running_on}",
+                           hint="`hubploy down` first to move it to another database")
+    if db is Database.postgres:
+        server, postgres_started = database.start(paths.postgres, say=say)
+        if postgres_started:
+            started.append("postgres")
+        server_env = {**server_env, "PREFECT_SERVER_DATABASE_CONNECTION_URL": server.url}
+    _start(paths, "prefect-server", [str(Path(sys.executable).parent / "prefect"), "server", "start"],
+           server_env, say, started)
+    state["database"] = db.value
+    paths.state_file.write_text(json.dumps(state))
+    if db is Database.postgres:
+        return f"PostgreSQL on 127.0.0.1:{server.port} (data {paths.postgres.data})"
+    return f"SQLite ({paths.prefect_home / 'prefect.db'})"
+
+
+def worker_names(count: int) -> list[str]:
+    """The names (PID files, logs) of ``count`` process workers: worker, worker-2, ..."""
+    if count < 1:
+        raise HubployError(f"--workers must be at least 1 (got {count})")
+    return ["worker", *(f"worker-{n}" for n in range(2, count + 1))]
+
+
+def _with_server(env: Mapping[str, str], call: Callable[[], T]) -> T:
+    """``call()`` with this stack's server as the Prefect API."""
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: env["PREFECT_API_URL"],
+                                     PREFECT_API_AUTH_STRING: env["PREFECT_API_AUTH_STRING"]}):
+        return call()
 
 
 def _save_blocks(env: Mapping[str, str], with_sandbox: bool) -> str:
     """Save the sandbox registry block and return the webhook secret, through this stack's server."""
-    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
-
     from blocks.sandbox import save_sandbox_blocks
     from triggers.webhook import ensure_webhook_secret
 
-    with temporary_settings(updates={PREFECT_API_URL: env["PREFECT_API_URL"],
-                                     PREFECT_API_AUTH_STRING: env["PREFECT_API_AUTH_STRING"]}):
+    def save() -> str:
         if with_sandbox:
             save_sandbox_blocks(env)
         return ensure_webhook_secret()
+
+    return _with_server(env, save)
 
 
 def down(*, say: Say = print, only: tuple[str, ...] | list[str] | None = None) -> None:
     """Stop the worker, the webhook receiver and the server, and the sandbox if `up` started it;
     with ``only``, just those of them (what one call of `up` started: Stack.started)."""
     paths = StackPaths.from_env()
-    for name in ("worker", "webhook", "prefect-server"):
-        if (only is None or name in only) and stop(paths.pid(name), timeout=10, children=name == "worker"):
+    running_workers = sorted(p.stem for p in (paths.home / "pids").glob("worker*.pid"))
+    for name in (*running_workers, "webhook", "prefect-server"):
+        workers = name.startswith("worker")  # and the flow-run processes they started
+        if (only is None or name in only) and stop(paths.pid(name), timeout=10, children=workers):
             say(f"{name}: stopped")
+    if (only is None or "postgres" in only) and database.stop(paths.postgres):
+        say(f"postgres: stopped (its data is kept in {paths.postgres.data})")
     state = json.loads(paths.state_file.read_text()) if paths.state_file.is_file() else {}
     if (only is None or "sandbox" in only) and state.pop("sandbox_started", False):
         sandbox.down(SandboxPaths.from_env(), say=lambda line: say(f"sandbox: {line}"))

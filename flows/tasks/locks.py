@@ -10,6 +10,10 @@ limits, created (or corrected) on first use:
 
 The tasks of one process queue for the cluster slots in a process-local FIFO (``SlotGate``) and pass a
 slot they leave straight on to the next waiting task (``process_slot``).
+
+Every slot is a lease that its process renews: when the process dies (its worker's machine, a Job's pod),
+the server frees the slot once the lease expires, ``lease_seconds()`` after the last renewal
+(HUBPLOY_LOCK_LEASE_SECONDS, default 120), and a retry of the run can take it (triggers/recovery.py).
 """
 
 from __future__ import annotations
@@ -36,6 +40,25 @@ from hubploy.errors import HubployError
 from hubploy.layout import DeploymentRepo, Hub, load_repo
 
 LIMITS_PAGE = 200
+DEFAULT_LEASE_SECONDS = 120.0
+MIN_LEASE_SECONDS = 60.0
+
+
+def lease_seconds() -> float:
+    """How long a dead process's locks outlive it (HUBPLOY_LOCK_LEASE_SECONDS; the holder renews its leases
+    when three quarters of it have passed)."""
+    value = os.environ.get("HUBPLOY_LOCK_LEASE_SECONDS", "")
+    try:
+        seconds = float(value) if value else DEFAULT_LEASE_SECONDS
+    except ValueError:
+        raise HubployError(f"HUBPLOY_LOCK_LEASE_SECONDS must be a number of seconds (got {value!r})"
+                           ) from None
+    if seconds < MIN_LEASE_SECONDS:
+        raise HubployError(f"HUBPLOY_LOCK_LEASE_SECONDS must be at least {MIN_LEASE_SECONDS:.0f}, the "
+                           f"Prefect server's minimum (got {value!r})")
+    return seconds
+
+
 _ensured: dict[str, int] = {}
 _ensured_lock = threading.Lock()
 
@@ -109,7 +132,8 @@ class PrefectSlots:
         # One request per try (max_retries=0): Prefect's own waiting would go on asking after every task of
         # the process has been served. A failed lease renewal is logged only: cancelling the keeper thread
         # would not stop the deploy that holds the slot.
-        return concurrency(name, occupy=1, strict=True, max_retries=0, raise_on_lease_renewal_failure=False)
+        return concurrency(name, occupy=1, strict=True, max_retries=0, lease_duration=lease_seconds(),
+                           raise_on_lease_renewal_failure=False)
 
     def retry_after(self, error: BaseException) -> float | None:
         return prefect_compat.retry_after(error)
@@ -347,7 +371,7 @@ def release_locks(releases: Iterable[str]) -> Iterator[None]:
         yield
         return
     ensure_limits(dict.fromkeys(names, 1))
-    with concurrency(names, occupy=1, strict=True):
+    with concurrency(names, occupy=1, strict=True, lease_duration=lease_seconds()):
         token = _held_release_locks.set(held | set(names))
         try:
             yield

@@ -7,8 +7,10 @@ Each :class:`ImageEnv` is what the image would provide: programs first on PATH (
 Debian's python3, so any user can run it, or an npm prefix), the image's ENTRYPOINT, CMD, WORKDIR and
 user, and programs placed into the container's filesystem: small stand-ins (``/pause``, ``/image-awaiter``)
 and the sandbox's own kube-scheduler (for Z2JH's user-scheduler).
-An image nothing matches runs with the host's programs, plus the single-user environment (user images
-are built on such an image).
+The runner image of hubploy itself (repository ``hubploy``, for the Kubernetes work pool's Jobs) stands for
+the environment the sandbox runs in: hubploy's own virtualenv, whose ``prefect flow-run execute`` runs a flow
+run in a Job's pod. An image nothing matches runs with the host's programs, plus the single-user environment
+(user images are built on such an image).
 
 ``install`` (run by `hubploy sandbox install`) builds every environment into the cache once.
 """
@@ -18,13 +20,14 @@ from __future__ import annotations
 import fnmatch
 import json
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from hubploy.runner import child_env, run
-from hubploy_sandbox.versions import KUBERNETES_VERSION
+from hubploy_sandbox.versions import HELM_VERSIONS, KUBERNETES_VERSION
 
 STANDINS = Path(__file__).resolve().parent / "standins"
 SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's: readable by the containers' users, unlike a python under /root
@@ -57,13 +60,17 @@ class ImageEnv:
     cmd: tuple[str, ...] = ()
     workdir: str = "/"
     user: User = ROOT
-    # path in the container -> a stand-in program in standins/, or "kubernetes/<command>" of the sandbox's build
+    # path in the container -> a stand-in program in standins/, "kubernetes/<command>" of the sandbox's build,
+    # or "cache/<path>": a file of the sandbox's cache (helm)
     files: dict[str, str] = field(default_factory=dict)
+    own_venv: bool = False            # the virtualenv the sandbox runs in (hubploy's), not one of its own
 
     def matches(self, repository: str, tag: str) -> bool:
         return repository == self.repository and fnmatch.fnmatchcase(tag, self.tags)
 
     def bin_dirs(self, cache: Path) -> list[str]:
+        if self.own_venv:
+            return [str(Path(sys.prefix) / "bin")]
         root = cache / "images" / self.name
         if self.pip:
             return [str(root / "bin")]
@@ -76,8 +83,13 @@ class ImageEnv:
 
     def file_sources(self, cache: Path) -> dict[str, Path]:
         """Each file of ``files`` (path in the container -> where it is on the host)."""
-        return {target: cache / f"kubernetes-{KUBERNETES_VERSION}" / source.removeprefix("kubernetes/")
-                if source.startswith("kubernetes/") else STANDINS / source for target, source in self.files.items()}
+        def source_path(source: str) -> Path:
+            if source.startswith("kubernetes/"):
+                return cache / f"kubernetes-{KUBERNETES_VERSION}" / source.removeprefix("kubernetes/")
+            if source.startswith("cache/"):
+                return cache / source.removeprefix("cache/")
+            return STANDINS / source
+        return {target: source_path(source) for target, source in self.files.items()}
 
 
 HUB_IMAGE_4 = ImageEnv(
@@ -111,8 +123,14 @@ KUBE_SCHEDULER_IMAGE = ImageEnv("kube-scheduler", "kube-scheduler",
                                 files={"/usr/local/bin/kube-scheduler": "kubernetes/kube-scheduler"},
                                 entrypoint=("/usr/local/bin/kube-scheduler",))
 
+# hubploy's runner image (any tag): the Kubernetes work pool's Jobs run `prefect flow-run execute` with it;
+# it has the tools a deploy runs (sops comes with hubploy's virtualenv).
+RUNNER_IMAGE = ImageEnv("hubploy", "hubploy", own_venv=True, workdir="/",
+                        files={"/usr/local/bin/kubectl": "kubernetes/kubectl",
+                               "/usr/local/bin/helm": f"cache/helm-v{HELM_VERSIONS['3']}/helm"})
+
 CATALOG = (HUB_IMAGE_4, HUB_IMAGE_3, PROXY_IMAGE_5, PROXY_IMAGE_4, SINGLEUSER_IMAGE, PAUSE_IMAGE,
-           IMAGE_AWAITER_IMAGE, KUBE_SCHEDULER_IMAGE)
+           IMAGE_AWAITER_IMAGE, KUBE_SCHEDULER_IMAGE, RUNNER_IMAGE)
 # An image the catalog does not know: a user image, built on the single-user image, or a tool image.
 OTHER_IMAGE = ImageEnv("other", "*")
 

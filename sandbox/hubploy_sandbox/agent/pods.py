@@ -7,15 +7,24 @@ back-off), runs their probes, reports the pod's status, and on deletion stops th
 grace period, KILL) and removes the pod from the API. Each container's process is started by
 ``podrun.py`` in the pod's network namespace and a mount namespace of its own; a container whose program
 does not exist on the host is simulated (running, or for a Job's pod completed), with an Event saying so.
+
+Opt-in lazy start (the pod annotation ``hubploy-sandbox/lazy-start: "true"``, for many hubs on a small
+machine): the pod is Running and Ready at once, without processes; the agent itself listens on the pod's
+address and container ports, and the first connection starts the containers (:class:`LazyStart`), which
+then get the connections accepted meanwhile. A hub nobody visits costs no CPU; a health check starts it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import logging
 import os
+import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -41,6 +50,10 @@ TICK = 0.3
 BACKOFF_BASE, BACKOFF_MAX = 1.0, 20.0  # a kubelet's back-off is 10 s doubling to 5 min
 DEFAULT_GRACE = 30
 SIMULATED = "hubploy-sandbox/simulated"
+LAZY_START = "hubploy-sandbox/lazy-start"
+HAND_OVER_TIMEOUT = 120.0  # how long a connection accepted by a lazy pod waits for its container to listen
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 @dataclass
@@ -95,6 +108,113 @@ class Container:
         return "terminated" in self.state
 
 
+def listen_in(netns: Path, address: str, port: int) -> socket.socket:
+    """A TCP socket listening on ``address:port`` inside the network namespace ``netns`` (made in a thread
+    of its own that enters the namespace: a network namespace is a per-thread setting)."""
+    made: list[socket.socket | BaseException] = []
+
+    def inside() -> None:
+        try:
+            with open(netns) as target:
+                if _libc.setns(target.fileno(), CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), f"setns {netns}")
+            made.append(socket.create_server((address, port), backlog=64))
+        except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread
+            made.append(exc)
+
+    thread = threading.Thread(target=inside, name=f"listen {address}:{port}")
+    thread.start()
+    thread.join()
+    if isinstance(made[0], BaseException):
+        raise made[0]
+    return made[0]
+
+
+def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    """Copy ``source`` to ``sink`` until ``source`` ends (or fails), then end ``sink``'s sending side."""
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError as exc:
+        log.info("lazy start relay: %s", exc)
+    finally:
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+
+def relay(client: socket.socket, address: str, port: int, timeout: float = HAND_OVER_TIMEOUT) -> None:
+    """Connect ``client`` to ``address:port`` as soon as something listens there (within ``timeout``), and
+    copy bytes both ways until both sides are done."""
+    deadline = time.monotonic() + timeout
+    with client:
+        while True:
+            try:
+                upstream = socket.create_connection((address, port), timeout=5)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(0.1)
+        with upstream:
+            upstream.settimeout(None)
+            back = threading.Thread(target=_pipe, args=(upstream, client), daemon=True)
+            back.start()
+            _pipe(client, upstream)
+            back.join()
+
+
+class LazyStart:
+    """The agent's listeners on a lazy pod's address and ports: the first connection sets ``triggered``;
+    ``close`` stops listening (so that the containers can listen there) and returns the connections accepted
+    until then, which ``hand_over`` relays to the containers once they listen."""
+
+    def __init__(self, netns: Path, address: str, ports: list[int]) -> None:
+        self.address = address
+        self.triggered = threading.Event()
+        self._lock = threading.Lock()
+        self._listeners = {listen_in(netns, address, port): port for port in ports}
+        self._accepted: list[tuple[socket.socket, int]] = []
+        self._closed = False
+        self._acceptor = threading.Thread(target=self._accept, name=f"lazy {address}", daemon=True)
+        self._acceptor.start()
+
+    def _accept(self) -> None:
+        while True:
+            with self._lock:
+                if self._closed:
+                    return
+                listeners = list(self._listeners)
+            readable, _, _ = select.select(listeners, [], [], 0.2)
+            with self._lock:
+                if self._closed:
+                    return
+                for listener in readable:
+                    connection, _ = listener.accept()
+                    self._accepted.append((connection, self._listeners[listener]))
+            if readable:
+                self.triggered.set()
+
+    def close(self) -> list[tuple[socket.socket, int]]:
+        """Stop listening; the connections accepted so far (with their ports). When it returns, nothing
+        listens any more (a socket closed while a select() waits on it would listen until that returns, and
+        reset the connections it queued meanwhile)."""
+        with self._lock:
+            self._closed = True
+            for listener in self._listeners:
+                with contextlib.suppress(OSError):
+                    listener.shutdown(socket.SHUT_RDWR)
+                listener.close()
+            accepted, self._accepted = self._accepted, []
+        self._acceptor.join()
+        return accepted
+
+    def hand_over(self, accepted: list[tuple[socket.socket, int]]) -> None:
+        """Relay each connection ``close`` returned to the container now listening on its port."""
+        for connection, port in accepted:
+            threading.Thread(target=relay, args=(connection, self.address, port), daemon=True,
+                             name=f"relay {self.address}:{port}").start()
+
+
 class PodWorker:
     def __init__(self, ctx: Context, pod: dict[str, Any]) -> None:
         self.ctx, self.pod = ctx, pod
@@ -116,6 +236,9 @@ class PodWorker:
         self.stop_event = threading.Event()
         self.grace = DEFAULT_GRACE
         self.finalize = False
+        annotations = meta.get("annotations") or {}
+        self.lazy = (annotations.get(LAZY_START) == "true" and self.policy == "Always"
+                     and not self.host_network)
         self.thread = threading.Thread(target=self.run, name=f"pod {self.namespace}/{self.name}", daemon=True)
 
     # --- control from the manager ---------------------------------------------------------------------
@@ -192,6 +315,8 @@ class PodWorker:
         return True
 
     def run_containers(self) -> None:
+        if self.lazy and not self.wait_for_first_connection():
+            return
         last_refresh = time.monotonic()
         while not self.stop_event.is_set():
             self.start_due(self.main)
@@ -213,6 +338,43 @@ class PodWorker:
                     log.warning("pod %s/%s: token refresh failed: %s", self.namespace, self.name, exc)
             self.report()
             self.stop_event.wait(TICK)
+
+    def wait_for_first_connection(self) -> bool:
+        """A lazy pod: Ready without processes until a connection reaches one of its ports, then its
+        containers start and get the connections; False when the pod is stopped meanwhile."""
+        ports = sorted({int(p["containerPort"]) for c in self.main for p in c.spec.get("ports") or []
+                        if p.get("protocol", "TCP") == "TCP"})
+        if not ports or self.netns is None:
+            return True  # nothing could ever start it: it starts now
+        try:
+            lazy = LazyStart(self.netns, self.pod_ip, ports)
+        except OSError as exc:
+            self.event("LazyStart", f"lazy start is not possible ({exc}): the containers start now",
+                       warning=True)
+            return True
+        for container in self.main:
+            container.state = {"running": {"startedAt": timestamp()}}
+            container.ready = container.started = container.ever_started = True
+        self.event("LazyStart", f"lazy start: the containers start on the first connection to port(s) "
+                   f"{', '.join(map(str, ports))}")
+        while not self.stop_event.is_set() and not lazy.triggered.wait(TICK):
+            self.report()
+        if self.stop_event.is_set():
+            for connection, _ in lazy.close():
+                connection.close()
+            return False
+        accepted = lazy.close()  # before the containers start: they listen on the same ports
+        for container in self.main:
+            container.state = {"waiting": {"reason": "ContainerCreating"}}
+        self.start_due(self.main)
+        for container in self.main:  # it was Ready: it stays so unless its readiness probe fails
+            readiness = container.probes.get("readinessProbe")
+            container.ready = True
+            if readiness is not None:
+                readiness.passed = True
+        lazy.hand_over(accepted)
+        self.event("LazyStart", "lazy start: a first connection started the containers")
+        return True
 
     def restarts(self, container: Container) -> bool:
         """Whether the restart policy restarts ``container`` after its exit."""
