@@ -18,7 +18,8 @@ def validate_repo(root: Path, hubs: Iterable[str] = ()) -> list[ConfigIssue]:
     if repo is None:
         return issues
     settings_file = repo.settings_file if repo.settings_file.exists() else repo.chart_dir
-    issues.extend(_issues(settings_file, repo.settings.problems(repo.root)))
+    lines = load_mapping(settings_file, allow_empty=True)[1] if settings_file.is_file() else None
+    issues.extend(_issues(settings_file, repo.settings.problems(repo.root), lines))
     names = list(hubs) or repo.hub_names()
     if not names:
         issues.append(ConfigIssue(repo.hubs_dir, "", "no hubs found: no deployments/<hub>/hubploy.yaml"))
