@@ -1,5 +1,5 @@
 """prefect.yaml against a real local Prefect server: `prefect deploy --all` (run by the hubploy_worker
-fixture, exactly as a user would) registers the six deployments as declared; and the prod-deploy
+fixture, exactly as a user would) registers the seven deployments as declared; and the prod-deploy
 deployment takes a push to prod made outside the lifecycle to a healthy prod, or rolls it back."""
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ EXPECTED = {
     "hubploy-prod-deploy/prod-deploy": "flows/prod_deploy.py:prod_deploy",
     "rebuild-images/rebuild-images": "flows/rebuild_images.py:rebuild_images",
     "hubploy-drift-check/drift-check": "flows/drift.py:drift_check",
+    "hubploy-rollout/rollout": "flows/rollout.py:rollout",
 }
 WITH_REPO_URL = set(EXPECTED) - {"hubploy-approval-timeout/approval-timeout"}
 PROD = "hubploy-prod-deploy/prod-deploy"
