@@ -1,0 +1,126 @@
+"""`hubploy plan [--since REF]` and `hubploy diff <hub> <env>`: what a rollout would touch, as tables.
+
+`plan` reads only the checkout (no cluster, no Prefect): which hubs a change touches, why, which of
+their images it changes, and the wave each hub is deployed in. `diff` compares what a hub's release
+runs now with what the checkout renders for it, with Secret contents replaced by digests.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.syntax import Syntax
+from rich.table import Table
+
+from hubploy.config.models import ALLOWED_ENVIRONMENTS
+from hubploy.git import changed_files
+from hubploy.layout import load_repo
+from hubploy.planner import HubPlan, Plan, plan_repo
+from hubploy.rollout import plan_waves
+
+console = Console()
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plan", help="which hubs a change touches, and the waves a rollout deploys them in")
+    p.add_argument("--since", metavar="REF",
+                   help="only the hubs that the changes since REF touch (commits and uncommitted edits); "
+                        "default: every hub")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("diff", help="what a deploy of HUB to ENV would change in its running release")
+    p.add_argument("hub", metavar="HUB")
+    p.add_argument("environment", metavar="ENV", choices=ALLOWED_ENVIRONMENTS)
+    p.set_defaults(func=cmd_diff)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    repo = load_repo(Path.cwd())
+    if args.since:
+        plan = plan_repo(repo, changed_files(repo.root, args.since))
+        title = f"changes since {args.since}: {plan.summary()}"
+    else:
+        plan = Plan(tuple(HubPlan(hub, ("a full rollout",), ()) for hub in repo.hub_names()), "a full rollout")
+        title = f"a rollout of all {len(plan.hubs)} hub(s)"
+    table = plan_table(plan, repo.settings.rollout)
+    table.title = title
+    console.print(table)
+    if plan.ignored:
+        console.print(f"[dim]not deploying anything: {', '.join(plan.ignored)}[/]")
+    return 0
+
+
+def plan_table(plan: Plan, rollout: Any) -> Table:
+    """One row per hub, in rollout order: its wave, why it is in the plan, which images changed."""
+    table = Table("wave", "hub", "why", "images changed", "soak", "max parallel")
+    reasons = {h.hub: h for h in plan.hubs}
+    for wave in plan_waves(plan.hub_names, rollout):
+        for index, hub in enumerate(wave.hubs):
+            first = index == 0
+            table.add_row(f"{wave.number}. {wave.name}" if first else "", hub,
+                          ", ".join(reasons[hub].reasons[:3]) + (" …" if len(reasons[hub].reasons) > 3 else ""),
+                          ", ".join(reasons[hub].images_changed) or "–",
+                          f"{wave.soak_seconds:g} s" if first and wave.soak_seconds else "",
+                          str(wave.max_parallel or "") if first else "", end_section=index == len(wave.hubs) - 1)
+    return table
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from blocks.resolve import credentials
+    from hubploy import helm
+    from hubploy.manifest_diff import manifest_diff
+    from hubploy.render import deployed_manifest, render_manifest
+    from hubploy.runner import child_env
+
+    repo = load_repo(Path.cwd())
+    hub = repo.load_hub(args.hub)
+    env = child_env()
+    release, namespace = hub.release(args.environment), hub.namespace(args.environment)
+    with credentials(repo, env).cluster_access(hub, args.environment) as access:
+        cluster_env = {**access.env, "KUBECONFIG": str(access.kubeconfig)}
+        running = deployed_manifest(helm.helm_executable(cluster_env), release, namespace, env=cluster_env,
+                                    kube_context=access.context)
+    rendered = render_manifest(repo, args.hub, args.environment, base_env=env)
+    changes = resource_changes(running or "", rendered)
+    table = Table("resource", "change", title=f"{release} in {namespace}: "
+                  + ("not installed" if running is None else f"{len(changes)} resource(s) would change"))
+    for key, change in changes:
+        table.add_row(key, change)
+    console.print(table)
+    diff = manifest_diff(running or "", rendered, old_label=f"{release} running" if running else "not installed",
+                         new_label="this checkout")
+    if diff:
+        console.print(Syntax(diff, "diff", theme="ansi_dark", word_wrap=True))
+    else:
+        console.print("no change: the release runs what this checkout renders")
+    return 0
+
+
+def resource_changes(old: str, new: str) -> list[tuple[str, str]]:
+    """(kind/name, added | removed | changed) of each resource that differs, each compared as
+    ``manifest_diff`` compares (Secret contents as digests)."""
+    from hubploy.manifest_diff import manifest_diff
+
+    before, after = _resources(old), _resources(new)
+    changes = []
+    for key in sorted(before.keys() | after.keys()):
+        if key not in before:
+            changes.append((key, "added"))
+        elif key not in after:
+            changes.append((key, "removed"))
+        elif manifest_diff(before[key], after[key]):
+            changes.append((key, "changed"))
+    return changes
+
+
+def _resources(manifest: str) -> dict[str, str]:
+    found = {}
+    for doc in yaml.safe_load_all(manifest):
+        if isinstance(doc, dict):
+            meta = doc.get("metadata") or {}
+            found[f"{doc.get('kind', '?')}/{meta.get('name', '?')}"] = yaml.safe_dump(doc)
+    return found
