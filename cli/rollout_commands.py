@@ -124,8 +124,10 @@ def _start_here(args: argparse.Namespace, root: Path) -> Any:
         except BaseException as exc:  # noqa: BLE001 - reported by the main thread
             failure.append(exc)
 
-    for noisy in ("prefect", "httpx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # the progress table says what the run's log lines would (a failed hub's task logs an error)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    for runs in ("prefect.flow_runs", "prefect.task_runs"):
+        logging.getLogger(runs).setLevel(logging.CRITICAL)
     thread = threading.Thread(target=contextvars.copy_context().run, args=(run,), name="rollout", daemon=True)
     thread.start()
     with get_client(sync_client=True) as client:

@@ -199,7 +199,8 @@ def return_to_verified(hub: str, env: str, repo_path: str, *, timeout: str = "10
     with _cluster_target(hub, env, repo_path) as (_, target):
         serving, verified = serving_and_verified(target)
     if verified is None:
-        return f"{hub}: no verified revision to return to; it stays on revision {serving}"
+        where = f"stays on revision {serving.revision}" if serving else "is not installed"
+        return f"{hub}: no verified revision to return to; it {where}"
     if serving is not None and serving.revision == verified.revision:
         return f"{hub}: already runs its last verified revision {verified.revision}"
     record = rollback_hub.fn(hub, env, repo_path, revision=verified.revision, timeout=timeout, trigger=trigger)
