@@ -2,12 +2,14 @@
 
 `plan` reads only the checkout (no cluster, no Prefect): which hubs a change touches, why, which of
 their images it changes, and the wave each hub is deployed in. `diff` compares what a hub's release
-runs now with what the checkout renders for it, with Secret contents replaced by digests.
+runs now with what the checkout renders for it, resource by resource (helm hooks aside), with Secret
+contents replaced by digests.
 """
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from hubploy.planner import HubPlan, Plan, plan_repo
 from hubploy.rollout import plan_waves
 
 console = Console()
+HOOK_ANNOTATION = "helm.sh/hook"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -72,7 +75,6 @@ def plan_table(plan: Plan, rollout: Any) -> Table:
 def cmd_diff(args: argparse.Namespace) -> int:
     from blocks.resolve import credentials
     from hubploy import helm
-    from hubploy.manifest_diff import manifest_diff
     from hubploy.render import deployed_manifest, render_manifest
     from hubploy.runner import child_env
 
@@ -84,43 +86,50 @@ def cmd_diff(args: argparse.Namespace) -> int:
         cluster_env = {**access.env, "KUBECONFIG": str(access.kubeconfig)}
         running = deployed_manifest(helm.helm_executable(cluster_env), release, namespace, env=cluster_env,
                                     kube_context=access.context)
-    rendered = render_manifest(repo, args.hub, args.environment, base_env=env)
-    changes = resource_changes(running or "", rendered)
+    changes = resource_changes(running or "", render_manifest(repo, args.hub, args.environment, base_env=env))
     table = Table("resource", "change", title=f"{release} in {namespace}: "
-                  + ("not installed" if running is None else f"{len(changes)} resource(s) would change"))
-    for key, change in changes:
-        table.add_row(key, change)
+                  + ("not installed" if running is None else f"{len(changes)} resource(s) would change")
+                  + " (helm hooks not compared)")
+    for change in changes:
+        table.add_row(change.resource, change.kind)
     console.print(table)
-    diff = manifest_diff(running or "", rendered, old_label=f"{release} running" if running else "not installed",
-                         new_label="this checkout")
-    if diff:
-        console.print(Syntax(diff, "diff", theme="ansi_dark", word_wrap=True))
-    else:
+    if not changes:
         console.print("no change: the release runs what this checkout renders")
+    for change in changes:
+        console.rule(f"{change.resource} ({change.kind})")
+        console.print(Syntax(change.diff, "diff", theme="ansi_dark", word_wrap=True))
     return 0
 
 
-def resource_changes(old: str, new: str) -> list[tuple[str, str]]:
-    """(kind/name, added | removed | changed) of each resource that differs, each compared as
-    ``manifest_diff`` compares (Secret contents as digests)."""
+@dataclass(frozen=True)
+class ResourceChange:
+    resource: str  # kind/name
+    kind: str      # added | removed | changed
+    diff: str      # as manifest_diff shows it (Secret contents as digests)
+
+
+def resource_changes(old: str, new: str) -> list[ResourceChange]:
+    """Each resource that differs between two manifests, with its own diff."""
     from hubploy.manifest_diff import manifest_diff
 
     before, after = _resources(old), _resources(new)
     changes = []
     for key in sorted(before.keys() | after.keys()):
-        if key not in before:
-            changes.append((key, "added"))
-        elif key not in after:
-            changes.append((key, "removed"))
-        elif manifest_diff(before[key], after[key]):
-            changes.append((key, "changed"))
+        diff = manifest_diff(before.get(key, ""), after.get(key, ""), old_label=f"{key} running",
+                             new_label=f"{key} this checkout")
+        if diff:
+            kind = "added" if key not in before else "removed" if key not in after else "changed"
+            changes.append(ResourceChange(key, kind, diff))
     return changes
 
 
 def _resources(manifest: str) -> dict[str, str]:
+    """{kind/name: YAML} of a manifest's resources. Helm hooks are left out: a release's manifest has none
+    (helm keeps them apart, and deletes them once they succeed), a render has all."""
     found = {}
     for doc in yaml.safe_load_all(manifest):
         if isinstance(doc, dict):
             meta = doc.get("metadata") or {}
-            found[f"{doc.get('kind', '?')}/{meta.get('name', '?')}"] = yaml.safe_dump(doc)
+            if HOOK_ANNOTATION not in (meta.get("annotations") or {}):
+                found[f"{doc.get('kind', '?')}/{meta.get('name', '?')}"] = yaml.safe_dump(doc)
     return found
