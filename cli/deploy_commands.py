@@ -91,7 +91,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
                             set_string_values=tuple(args.set_string_values), flags=flags,
                             health_check=args.health_check, skip_unchanged=not (args.redeploy or args.force))
     if not (args.ignore_hold or args.dry_run):
-        refuse_if_held(args.hub, args.environment, options.release or repo.load_hub(args.hub).release(args.environment))
+        refuse_if_held(args.hub, args.environment, repo.load_hub(args.hub).release(args.environment))
     for name in ("hubploy.deploy", "hubploy.health"):  # progress lines, even without --verbose
         logging.getLogger(name).setLevel(logging.DEBUG if getattr(args, "debug", False) else logging.INFO)
     result = deploy(repo, args.hub, args.environment, options=options, base_env=env,

@@ -47,7 +47,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         plan = plan_repo(repo, changed_files(repo.root, args.since))
         title = f"changes since {args.since}: {plan.summary()}"
     else:
-        plan = Plan(tuple(HubPlan(hub, ("a full rollout",), ()) for hub in repo.hub_names()), "a full rollout")
+        why = "a full rollout"
+        plan = Plan(tuple(HubPlan(hub, (why,), ()) for hub in repo.hub_names()), why)
         title = f"a rollout of all {len(plan.hubs)} hub(s)"
     table = plan_table(plan, repo.settings.rollout)
     table.title = title
@@ -63,12 +64,13 @@ def plan_table(plan: Plan, rollout: Any) -> Table:
     reasons = {h.hub: h for h in plan.hubs}
     for wave in plan_waves(plan.hub_names, rollout):
         for index, hub in enumerate(wave.hubs):
-            first = index == 0
+            first, why = index == 0, reasons[hub].reasons
             table.add_row(f"{wave.number}. {wave.name}" if first else "", hub,
-                          ", ".join(reasons[hub].reasons[:3]) + (" …" if len(reasons[hub].reasons) > 3 else ""),
+                          ", ".join(why[:3]) + (" …" if len(why) > 3 else ""),
                           ", ".join(reasons[hub].images_changed) or "–",
                           f"{wave.soak_seconds:g} s" if first and wave.soak_seconds else "",
-                          str(wave.max_parallel or "") if first else "", end_section=index == len(wave.hubs) - 1)
+                          str(wave.max_parallel or "") if first else "",
+                          end_section=index == len(wave.hubs) - 1)
     return table
 
 

@@ -28,7 +28,8 @@ def prefect_server(*, required: bool = True) -> Iterator[bool]:
     if settings is None:
         if required:
             raise HubployError("no Prefect server to talk to",
-                               hint="start one with `hubploy up`, or set PREFECT_API_URL (and PREFECT_API_AUTH_STRING)")
+                               hint="start one with `hubploy up`, or set PREFECT_API_URL "
+                                    "(and PREFECT_API_AUTH_STRING)")
         yield False
         return
     if not settings:

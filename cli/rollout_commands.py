@@ -37,16 +37,19 @@ WHO = f"{getpass.getuser()}@{socket.gethostname()}"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("rollout", help="deploy every hub of ENV wave after wave, showing progress per wave and hub")
+    p = sub.add_parser("rollout",
+                       help="deploy every hub of ENV wave after wave, showing progress per wave and hub")
     p.add_argument("environment", metavar="ENV", choices=ALLOWED_ENVIRONMENTS)
     p.add_argument("--wave", metavar="NAME", help="only this wave (`hubploy plan` lists them)")
     p.add_argument("--hub", dest="hubs", action="append", default=[], metavar="HUB",
                    help="only these hubs (repeatable; default: every hub with ENV)")
     p.add_argument("--remote", action="store_true",
-                   help="start the Prefect deployment hubploy-rollout/rollout (the branch head of ENV, on a worker)")
+                   help="start the Prefect deployment hubploy-rollout/rollout (the branch head of ENV, "
+                        "on a worker)")
     p.add_argument("--repo-url", metavar="URL",
                    help="with --remote: the deployment repository to check out (default: the deployment's)")
-    p.add_argument("--redeploy", action="store_true", help="upgrade releases that already run their configuration")
+    p.add_argument("--redeploy", action="store_true",
+                   help="upgrade releases that already run their configuration")
     p.add_argument("--timeout", default="10m", type=helm_timeout,
                    help="helm's wait for each hub: a duration such as 5m, or seconds (default 10m)")
     p.set_defaults(func=cmd_rollout)
@@ -59,7 +62,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     target.add_argument("--to-verified", action="store_true",
                         help="the last revision that passed its checks and soak in a rollout")
     target.add_argument("--revision", type=int, metavar="N", help="helm revision N")
-    p.add_argument("--timeout", default="10m", type=helm_timeout, help="helm's wait for the rollback (default 10m)")
+    p.add_argument("--timeout", default="10m", type=helm_timeout,
+                   help="helm's wait for the rollback (default 10m)")
     p.add_argument("--no-health-check", dest="health_check", action="store_false",
                    help="do not check the hub afterwards")
     p.set_defaults(func=cmd_rollback)
@@ -99,8 +103,8 @@ def _start_remote(args: argparse.Namespace, repo: Any) -> Any:
     try:
         run = run_deployment(ROLLOUT_DEPLOYMENT, parameters=parameters, timeout=0)
     except ObjectNotFound:
-        raise HubployError(f"no Prefect deployment {ROLLOUT_DEPLOYMENT}",
-                           hint="register prefect.yaml's deployments (`hubploy up`, or `prefect deploy --all`)") from None
+        raise HubployError(f"no Prefect deployment {ROLLOUT_DEPLOYMENT}", hint="register prefect.yaml's "
+                           "deployments (`hubploy up`, or `prefect deploy --all`)") from None
     console.print(f"started {run.name} ({run.id}) of {ROLLOUT_DEPLOYMENT}", highlight=False)
     return run.id
 
@@ -181,7 +185,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     from hubploy.deploy import rollback_hub
     from hubploy.deploy.model import Target
     from hubploy.runner import child_env
-    from hubploy.verified import serving_and_verified
+    from hubploy.verified import verification
 
     repo = load_repo(Path.cwd())
     hub = repo.load_hub(args.hub)
@@ -190,23 +194,23 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     revision = args.revision
     if args.to_verified:
         with source.cluster_access(hub, args.environment) as access:
-            target = Target.of(helm.helm_executable(env), hub.release(args.environment),
-                               hub.namespace(args.environment), access)
-            serving, verified = serving_and_verified(target)
-        if verified is None:
-            raise DeployError(f"{target.release} has no verified revision",
+            found = verification(Target.of(helm.helm_executable(env), hub.release(args.environment),
+                                           hub.namespace(args.environment), access))
+        if found.verified is None:
+            raise DeployError(f"{found.release} has no verified revision",
                               hint="a revision is verified when it passes its checks and soak in a rollout "
                                    "(`hubploy rollout`); roll back with --revision N instead")
-        if serving is not None and serving.revision == verified.revision:
-            console.print(f"{target.release} already runs its last verified revision {verified.revision}")
+        if found.serves_verified:
+            console.print(found.why_not_return(), highlight=False)
             return 0
-        revision = verified.revision
+        revision = found.verified.revision
     for name in ("hubploy.deploy", "hubploy.health"):
         logging.getLogger(name).setLevel(logging.INFO)
-    result = rollback_hub(repo, args.hub, args.environment, revision=revision, credentials=source, base_env=env,
-                          health_check=args.health_check, timeout=args.timeout)
+    result = rollback_hub(repo, args.hub, args.environment, revision=revision, credentials=source,
+                          base_env=env, health_check=args.health_check, timeout=args.timeout)
     console.print(f"{result.release}: {result.outcome} (revision {result.revision_before or 'none'} -> "
-                  f"{result.revision_after or 'none'}, {result.duration:.1f} s): {result.message}", highlight=False)
+                  f"{result.revision_after or 'none'}, {result.duration:.1f} s): {result.message}",
+                  highlight=False)
     return 0
 
 

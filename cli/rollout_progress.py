@@ -84,7 +84,8 @@ def follow(run_id: UUID, env: str, *, console: Console) -> Any:
         if console.is_terminal:
             with Live(console=console, auto_refresh=False) as live:
                 for run, rows in _polls(client, run_id, env):
-                    live.update(table(rows, f"{run.name}: {run.state.name if run.state else '…'}"), refresh=True)
+                    title = f"{run.name}: {run.state.name if run.state else '…'}"
+                    live.update(table(rows, title), refresh=True)
             return run
         shown: set[Step] = set()
         for run, rows in _polls(client, run_id, env):

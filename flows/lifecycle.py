@@ -66,7 +66,8 @@ def failure_state(report: RolloutReport, name: str, what: str) -> State | None:
     listing the hubs whose deploy failed; None when all succeeded (a held hub is no failure)."""
     if report.staged:
         return wave_failed(report)
-    failed = {h.hub: h.message for h in report.hubs.values() if not h.outcome.ok and h.outcome is not HubOutcome.held}
+    failed = {h.hub: h.message for h in report.hubs.values()
+              if not h.outcome.ok and h.outcome is not HubOutcome.held}
     if not failed:
         return None
     return Failed(name=name, message=f"{what}: " + "; ".join(f"{h}: {m}" for h, m in failed.items()))
@@ -97,7 +98,8 @@ def counted_approval(approvers: list[str], approval: Approval, required: int) ->
     not count."""
     name = approval.approver.strip()
     if required > 1 and not name:
-        return approvers, f"an approval without a name does not count: {required} distinct approvers are needed"
+        return approvers, (f"an approval without a name does not count: {required} distinct approvers "
+                           "are needed")
     if name in approvers:
         return approvers, f"{name} already approved; another approver is needed"
     approvers = [*approvers, name or "unknown"]
@@ -206,7 +208,8 @@ def _lifecycle(sha: str, repo_url: str, before: str | None, trigger: str, approv
         tell(settings, Notice.approval_waiting, f"{sha[:12]} waits for approval to reach prod "
                                                 f"({', '.join(hubs)}). {note}".strip())
         records = {hub: dict(h.record) for hub, h in staging.hubs.items()}
-        description = describe(sha, change, records, diffs, timeout_hours=timeout_hours, note=note, waves=staging)
+        description = describe(sha, change, records, diffs, timeout_hours=timeout_hours, note=note,
+                               waves=staging)
         approval = wait_for_approval(description, timeout=timedelta(hours=timeout_hours), key=key, watched=watched)
         record_approval(sha, approval, round_number)
         if approval.decision is not Decision.approve:

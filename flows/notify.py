@@ -45,7 +45,8 @@ def notify(settings: RepoSettings, notice: Notice, text: str) -> list[str]:
                 raise TypeError(f"{name} is a {type(block).__name__}, not a notification block")
             block.notify(body, subject=subject)
         except Exception as exc:  # noqa: BLE001 - a notice never fails the run; say why it was not sent
-            logger.warning("notice %s not sent through %s: %s: %s", notice.value, name, type(exc).__name__, exc)
+            logger.warning("notice %s not sent through %s: %s: %s", notice.value, name, type(exc).__name__,
+                           exc)
             continue
         sent.append(name)
     return sent

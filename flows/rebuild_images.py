@@ -8,11 +8,11 @@ With ``rollout`` in hubploy-repo.yaml the images are rebuilt wave by wave (a sub
 ``rebuild-wave-<n>-<name>`` each), the canary's first: a wave with an image that fails to build stops
 the rebuild, and nothing is committed.
 
-How the new tag reaches users: only through the normal lifecycle (wave after wave, as every deploy). The flow records the new tags in
-``deployments/<hub>/image-tags.yaml`` (``{images: {<name>: {source_tag: <git tag>, tag: <new tag>}}}``)
-and commits that file on the staging branch (``hubploy-repo.yaml: staging_branch``), then pushes the
-commit. That push starts the lifecycle like any other change: deploy to staging, approval, promotion
-to prod. Build and deploy read the tag with :func:`hubploy.images.effective_tag`, which honours a
+How the new tag reaches users: only through the normal lifecycle (wave after wave, as every deploy).
+The flow records the new tags in ``deployments/<hub>/image-tags.yaml``
+(``{images: {<name>: {source_tag: <git tag>, tag: <new tag>}}}``) and commits that file on the
+staging branch (``hubploy-repo.yaml: staging_branch``), then pushes the commit. That push starts the
+lifecycle like any other change: deploy to staging, approval, promotion to prod. Build and deploy read the tag with :func:`hubploy.images.effective_tag`, which honours a
 record only while the image dir's git tag equals its ``source_tag``: a later change to the image dir
 makes the record stale and the new git tag wins, with no cleanup needed. Nothing is deployed by this
 flow, and prod only gets the rebuild when staging has been approved.
@@ -112,8 +112,8 @@ def rebuild_in_waves(root: Path, hubs: list[str] | None, max_concurrency: int) -
     """Every image rebuilt under a new tag: wave by wave with ``rollout`` (a wave whose build fails
     raises, so later waves are not built), else all at once."""
     repo = load_repo(root)
-    options: dict[str, Any] = {"repo_path": str(root), "push": True, "check_registry": False, "no_cache": True,
-                               "max_concurrency": max_concurrency, "rebuild": True}
+    options: dict[str, Any] = {"repo_path": str(root), "push": True, "check_registry": False,
+                               "no_cache": True, "max_concurrency": max_concurrency, "rebuild": True}
     if repo.settings.rollout is None:
         return build_images(hubs=hubs, **options)
     rows: list[dict[str, Any]] = []

@@ -48,4 +48,5 @@ def rollout(env: str, repo_url: str | None = None, repo_path: str = ".", branch:
     if failed:
         return notice_of_failure(repo.settings, failed)
     counts = Counter(h.outcome.value for h in report.hubs.values())
-    return Completed(message=f"{env}: " + ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())))
+    return Completed(message=f"{env}: " + ", ".join(f"{n} {outcome}"
+                                                   for outcome, n in sorted(counts.items())))

@@ -48,7 +48,7 @@ from hubploy.rollout import (
 MAX_PARALLEL = 32  # tasks mostly wait (cluster slot, helm --wait, the hub); the cluster limit bounds helm
 WAVE_FAILED = "WaveFailed"
 OUTCOMES = {Outcome.deployed: HubOutcome.deployed, Outcome.unchanged: HubOutcome.unchanged,
-            Outcome.rolled_back: HubOutcome.rolled_back}
+            Outcome.rolled_back: HubOutcome.rolled_back, Outcome.refused: HubOutcome.refused}
 
 
 def roll_out(tree: str, hubs: Sequence[str], env: str, *, trigger: str, wave: str | None = None,
@@ -69,10 +69,10 @@ def roll_out(tree: str, hubs: Sequence[str], env: str, *, trigger: str, wave: st
     done: list[WaveReport] = []
     stopped_notes: tuple[str, ...] = ()
     not_deployed: tuple[tuple[str, str], ...] = ()
-    with fleet_release_locks(tree, [h for h in hubs if h not in held], env):
+    with fleet_release_locks(tree, [h for w in waves for h in w.hubs if h not in held], env):
         for index, plan in enumerate(waves):
-            report = _run_wave(plan, held, env, tree, staged=repo.settings.rollout is not None, trigger=trigger,
-                               timeout=timeout, redeploy=redeploy, health_check=health_check)
+            report = _run_wave(plan, held, env, tree, staged=repo.settings.rollout is not None,
+                               trigger=trigger, timeout=timeout, redeploy=redeploy, health_check=health_check)
             done.append(report)
             if report.failed:
                 not_deployed = untouched(waves[index + 1:])
@@ -107,8 +107,8 @@ def _run_wave(plan: WavePlan, held: dict[str, str], env: str, tree: str, *, stag
     if staged:
         wave_flow = deploy_wave.with_options(
             task_runner=ThreadPoolTaskRunner(max_workers=plan.max_parallel or MAX_PARALLEL))
-        report: WaveReport = wave_flow(plan.number, plan.name, active, env, tree, soak_seconds=plan.soak_seconds,
-                                       **options)
+        report: WaveReport = wave_flow(plan.number, plan.name, active, env, tree,
+                                       soak_seconds=plan.soak_seconds, **options)
     else:
         report = wave_steps(dataclasses.replace(plan, hubs=tuple(active)), env, tree, verify=False, **options)
     return WaveReport(plan, (*report.hubs, *skipped), report.seconds, report.soaked_seconds)
@@ -116,14 +116,17 @@ def _run_wave(plan: WavePlan, held: dict[str, str], env: str, tree: str, *, stag
 
 def _after_stop(repo: DeploymentRepo, stopped: WaveReport, env: str, tree: str, *, trigger: str,
                 timeout: str) -> tuple[str, ...]:
-    """``rollout.on_failure: rollback``: the hubs that failed return to their last verified release."""
+    """``rollout.on_failure: rollback``: the hubs that failed after a change return to their last verified
+    release (a refused deploy changed nothing)."""
     rollout = repo.settings.rollout
     if rollout is None or rollout.on_failure is OnFailure.keep:
         return ()
-    futures = [return_to_verified.submit(h.hub, env, tree, timeout=timeout, trigger=trigger) for h in stopped.failed]
+    changed = [h for h in stopped.failed if h.outcome is not HubOutcome.refused]
+    futures = [return_to_verified.submit(h.hub, env, tree, timeout=timeout, trigger=trigger) for h in changed]
     wait(futures)
-    return tuple(str(f.result()) if f.state.is_completed() else f"{hub.hub}: could not return to its last verified "
-                 f"release: {f.state.message}" for f, hub in zip(futures, stopped.failed, strict=True))
+    return tuple(str(f.result()) if f.state.is_completed()
+                 else f"{hub.hub}: could not return to its last verified release: {f.state.message}"
+                 for f, hub in zip(futures, changed, strict=True))
 
 
 @task(name="soak", task_run_name="soak-{wave}")
@@ -153,7 +156,8 @@ def wave_steps(plan: WavePlan, env: str, tree: str, *, trigger: str, timeout: st
     name, hubs = plan.name, plan.hubs
     logger.info("wave %s (%d): deploying %s to %s", name, plan.number, ", ".join(hubs), env)
     deployed = _ended({hub: deploy_in_wave.submit(hub, env, tree, timeout=timeout, trigger=trigger,
-                                                  redeploy=redeploy, health_check=health_check) for hub in hubs})
+                                                  redeploy=redeploy, health_check=health_check)
+                       for hub in hubs})
     soaked = 0.0
     if all(r.outcome.ok for r in deployed.values()) and health_check and plan.soak_seconds > 0:
         soaked = soak(name, plan.soak_seconds)
@@ -184,7 +188,8 @@ def _report(hub: str, state: State) -> HubReport:
     if state.is_failed() and outcome.ok:
         outcome = HubOutcome.failed
     return HubReport(hub, outcome, str(record.get("message") or ""), record.get("revision_before"),
-                     record.get("revision_after"), seconds=float(record.get("duration") or 0.0), record=record)
+                     record.get("revision_after"), seconds=float(record.get("duration") or 0.0),
+                     record=record)
 
 
 def _verified(reports: dict[str, HubReport], wave: str, env: str, tree: str,

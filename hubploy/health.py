@@ -174,8 +174,9 @@ def service_token(namespace: str, release: str, service: str, env: Mapping[str, 
                   kube_context: str | None = None) -> str:
     """The API token of hub service ``service``, from the release's hub Secret (registered as a secret)."""
     key = f"hub.services.{service}.apiToken"
-    got = run(kubectl_argv(env, kube_context, "get", "secrets", "-n", namespace, "-l",
-                           f"release={release},component=hub", "-o", "json"), env=env, check=False, timeout=60)
+    argv = kubectl_argv(env, kube_context, "get", "secrets", "-n", namespace, "-l",
+                        f"release={release},component=hub", "-o", "json")
+    got = run(argv, env=env, check=False, timeout=60)
     if got.returncode != 0:
         raise HealthCheckError(f"spawn smoke test: cannot read the hub Secret of {release}: "
                                f"{got.stderr.strip().splitlines()[-1:]}")
@@ -215,14 +216,15 @@ class _HubAPI:
             return response
         hint = None
         if response.status_code == 403:
-            hint = ("give the smoke-test service a jupyterhub.hub.loadRoles role with the scopes admin:users, "
-                    "admin:servers and access:servers")
+            hint = ("give the smoke-test service a jupyterhub.hub.loadRoles role with the scopes "
+                    "admin:users, admin:servers and access:servers")
         raise HealthCheckError(f"spawn smoke test: {what}: HTTP {response.status_code} {_reason(response)}",
                                hint=hint)
 
     def server(self) -> dict[str, Any] | None:
         """The user's default server as the hub reports it (None: it has none)."""
-        user = self.call("GET", f"/hub/api/users/{self.user}", ok=(200,), what=f"read user {self.user}").json()
+        user = self.call("GET", f"/hub/api/users/{self.user}", ok=(200,),
+                         what=f"read user {self.user}").json()
         servers = user.get("servers") or {}
         return servers.get("")
 
@@ -231,7 +233,8 @@ class _HubAPI:
         remaining = max(deadline - time.monotonic(), 0.1)
         try:
             with self.client.stream("GET", f"{self.base}/hub/api/users/{self.user}/server/progress",
-                                    headers=self.headers, timeout=httpx.Timeout(5.0, read=remaining)) as stream:
+                                    headers=self.headers,
+                                    timeout=httpx.Timeout(5.0, read=remaining)) as stream:
                 if stream.status_code != 200:
                     return
                 for line in stream.iter_lines():
@@ -294,7 +297,8 @@ def _wait_ready(api: _HubAPI, deadline: float, timeout: float) -> None:
         if server is not None and server.get("ready"):
             return
         if server is None:
-            raise HealthCheckError(f"spawn smoke test: the server of {api.user} stopped while starting: {last}")
+            raise HealthCheckError(f"spawn smoke test: the server of {api.user} stopped while starting: "
+                                   f"{last}")
         if time.monotonic() > deadline:
             raise HealthCheckError(f"spawn smoke test: the server of {api.user} did not start within "
                                    f"{timeout:g} s; last progress: {last}")
@@ -320,7 +324,8 @@ def _wait_reachable(api: _HubAPI, deadline: float) -> None:
 
 def _stop(api: _HubAPI, deadline: float) -> None:
     """Stop the user's server (a pending start is cancelled) and wait until the hub says it is gone."""
-    api.call("DELETE", f"/hub/api/users/{api.user}/server", ok=(202, 204), what=f"stop the server of {api.user}")
+    api.call("DELETE", f"/hub/api/users/{api.user}/server", ok=(202, 204),
+             what=f"stop the server of {api.user}")
     while api.server() is not None:
         if time.monotonic() > deadline:
             raise HealthCheckError(f"spawn smoke test: the server of {api.user} did not stop in time")

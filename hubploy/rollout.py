@@ -43,7 +43,8 @@ def plan_waves(hubs: Iterable[str], rollout: RolloutSettings | None) -> list[Wav
         taken = [hub for hub in remaining if wave.matches(hub)]
         remaining = [hub for hub in remaining if hub not in taken]
         if taken:
-            waves.append(WavePlan(len(waves) + 1, wave.name, tuple(taken), wave.soak_seconds, wave.max_parallel))
+            waves.append(WavePlan(len(waves) + 1, wave.name, tuple(taken), wave.soak_seconds,
+                                  wave.max_parallel))
     if remaining:
         waves.append(WavePlan(len(waves) + 1, REMAINING_WAVE, tuple(remaining)))
     return waves
@@ -64,6 +65,7 @@ class HubOutcome(enum.StrEnum):
     deployed = "deployed"          # upgraded, checked, soaked and checked again
     unchanged = "unchanged"        # already ran exactly this configuration; checked
     rolled_back = "rolled-back"    # failed its check (or its upgrade) and runs an earlier revision again
+    refused = "refused"            # nothing changed: an image is missing, or the chart does not render
     failed = "failed"              # failed and was not (or could not be) rolled back
     held = "held"                  # skipped: held by an operator (`hubploy hold`)
     not_deployed = "not-deployed"  # in a wave after the one that stopped the line: untouched
@@ -71,6 +73,9 @@ class HubOutcome(enum.StrEnum):
     @property
     def ok(self) -> bool:
         return self in (HubOutcome.deployed, HubOutcome.unchanged)
+
+
+STOPS_THE_LINE = (HubOutcome.rolled_back, HubOutcome.refused, HubOutcome.failed)
 
 
 @dataclass(frozen=True)
@@ -94,7 +99,8 @@ class WaveReport:
 
     @property
     def failed(self) -> list[HubReport]:
-        return [h for h in self.hubs if h.outcome in (HubOutcome.rolled_back, HubOutcome.failed)]
+        """The hubs that stop the line."""
+        return [h for h in self.hubs if h.outcome in STOPS_THE_LINE]
 
 
 @dataclass(frozen=True)
@@ -125,8 +131,9 @@ class RolloutReport:
         if stopped is None:
             return ""
         total = len(self.waves) + len({wave for wave, _ in self.not_deployed})
-        parts = [f"wave {stopped.wave.name} ({stopped.wave.number} of {total}) stopped the {self.env} rollout"]
-        for outcome in (HubOutcome.rolled_back, HubOutcome.failed):
+        wave = stopped.wave
+        parts = [f"wave {wave.name} ({wave.number} of {total}) stopped the {self.env} rollout"]
+        for outcome in STOPS_THE_LINE:
             hubs = [h for h in stopped.failed if h.outcome is outcome]
             if hubs:
                 parts.append(f"{outcome.value}: " + "; ".join(f"{h.hub} ({h.message})" for h in hubs))

@@ -15,6 +15,7 @@ import base64
 import gzip
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,14 +41,39 @@ def last_verified(history: Sequence[Revision]) -> Revision | None:
     return next((rev for rev in reversed(history) if is_verified(rev.description)), None)
 
 
-def serving_and_verified(target: Target) -> tuple[Revision | None, Revision | None]:
-    """The release's deployed revision and its last verified one (None when there is none). A serving
-    revision that helm made by rolling back to the verified one counts as it."""
+@dataclass(frozen=True)
+class Verification:
+    """A release's deployed revision and its last verified one (either may be None)."""
+
+    release: str
+    serving: Revision | None
+    verified: Revision | None
+
+    @property
+    def serves_verified(self) -> bool:
+        """The deployed revision is the last verified one, or helm's rollback to it (the same
+        configuration)."""
+        serving, verified = self.serving, self.verified
+        if serving is None or verified is None:
+            return False
+        return serving.revision == verified.revision or (
+            serving.description == f"Rollback to {verified.revision}")
+
+    def why_not_return(self) -> str | None:
+        """Why there is no rollback to the last verified revision to make; None when there is one."""
+        if self.verified is None:
+            where = f"it stays on revision {self.serving.revision}" if self.serving else "it is not installed"
+            return f"{self.release} has no verified revision to return to; {where}"
+        if self.serves_verified:
+            return (f"{self.release} already runs its last verified release (revision "
+                    f"{self.verified.revision})")
+        return None
+
+
+def verification(target: Target) -> Verification:
+    """The release's deployed and last verified revisions, from its history."""
     history = release_history(target)
-    serving, verified = helm.last_deployed(history), last_verified(history)
-    if serving is not None and verified is not None and serving.description == f"Rollback to {verified.revision}":
-        return serving, serving
-    return serving, verified
+    return Verification(target.release, helm.last_deployed(history), last_verified(history))
 
 
 def verified_description(description: str, when: datetime, note: str = "") -> str:
@@ -76,12 +102,12 @@ def mark_verified(release: str, namespace: str, revision: int, *, env: Mapping[s
     driver = env.get("HELM_DRIVER", "")
     kind = DRIVERS.get(driver)
     if kind is None:
-        raise DeployError(f"cannot mark {release} revision {revision} verified: helm storage driver {driver!r} "
-                          "keeps no Secret or ConfigMap per revision")
+        raise DeployError(f"cannot mark {release} revision {revision} verified: helm storage driver "
+                          f"{driver!r} keeps no Secret or ConfigMap per revision")
     name = f"sh.helm.release.v1.{release}.v{revision}"
     try:
-        stored = json.loads(run(kubectl_argv(env, kube_context, "get", kind, name, "-n", namespace, "-o", "json"),
-                                env=env, timeout=60).stdout)
+        argv = kubectl_argv(env, kube_context, "get", kind, name, "-n", namespace, "-o", "json")
+        stored = json.loads(run(argv, env=env, timeout=60).stdout)
         field = stored.get("data") or {}
         release_data = decode_release(field["release"], kind)
         info = release_data.setdefault("info", {})
@@ -96,5 +122,6 @@ def mark_verified(release: str, namespace: str, revision: int, *, env: Mapping[s
         raise DeployError(f"cannot mark {release} revision {revision} verified: {exc.message}") from None
     except (KeyError, ValueError, OSError) as exc:  # not helm's format: leave it alone
         raise DeployError(f"cannot mark {release} revision {revision} verified: its helm storage object "
-                          f"{kind}/{name} is not in the format helm 3 and 4 write ({type(exc).__name__})") from None
+                          f"{kind}/{name} is not in the format helm 3 and 4 write "
+                          f"({type(exc).__name__})") from None
     return str(info["description"])

@@ -24,13 +24,14 @@ from hubploy.deploy import DeployResult, Outcome
 pytestmark = pytest.mark.prefect
 
 # the stand-in cluster of test_deploy_outcomes, its registry and health check, and a deploy of hub h there
-cluster, cluster_env, registry, health, run_deploy = (outcomes.cluster, outcomes.cluster_env, outcomes.registry,
-                                                      outcomes.health, outcomes.run_deploy)
+cluster, cluster_env, registry = outcomes.cluster, outcomes.cluster_env, outcomes.registry
+health, run_deploy = outcomes.health, outcomes.run_deploy
 
 
 def audit_texts(release: str) -> list[str]:
     with get_client(sync_client=True) as client:
-        found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"audit-{release}"])))
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=[f"audit-{release}"])))
     return [str(a.data) for a in found]
 
 
@@ -43,7 +44,8 @@ def test_a_hold_is_a_variable_on_the_server_and_is_audited(prefect_api: str) -> 
         assert holds.holds([release]) == {release: held}
         with get_client(sync_client=True) as client:
             variable = client.read_variable_by_name("hubploy-hold-heldhub-staging")
-        assert variable is not None and variable.value["reason"] == "final exams" and "hubploy-hold" in variable.tags
+        assert variable is not None and variable.value["reason"] == "final exams"
+        assert "hubploy-hold" in variable.tags
         assert any("held by alice since" in text and "final exams" in text for text in audit_texts(release))
     finally:
         assert holds.unhold(release, by="bob") == held
@@ -118,6 +120,8 @@ def test_notices_reach_notification_blocks_over_http(prefect_api: str) -> None:
         assert json.loads(slack.body)["title"] == "hubploy: wave stopped the line"
         assert "stopped the staging rollout" in json.loads(slack.body)["message"]
 
-        assert notify(settings, Notice.approval_waiting, "abc123 waits") == ["custom-webhook/hubploy-test-pager"]
-        assert json.loads(receiver.wait_for("abc123 waits").body)["text"].startswith("hubploy: approval waiting")
+        sent = notify(settings, Notice.approval_waiting, "abc123 waits")
+        assert sent == ["custom-webhook/hubploy-test-pager"]
+        text = json.loads(receiver.wait_for("abc123 waits").body)["text"]
+        assert text.startswith("hubploy: approval waiting")
         assert len(receiver.requests) == 3

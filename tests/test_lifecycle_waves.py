@@ -25,7 +25,8 @@ def waiting_for(key: str):  # type: ignore[no-untyped-def]
 
 
 def approve(run_id: UUID, approver: str) -> None:
-    done = run_cli("approve", str(run_id), "--reason", f"fine by {approver}", "--as", approver, cwd=PROJECT_ROOT)
+    done = run_cli("approve", str(run_id), "--reason", f"fine by {approver}", "--as", approver,
+                   cwd=PROJECT_ROOT)
     assert done.returncode == 0, done.stderr
 
 

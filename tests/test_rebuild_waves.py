@@ -13,7 +13,8 @@ import pytest
 import flows.rebuild_images as rebuild
 from hubploy.errors import HubployError
 
-HUBS = {f"deployments/{name}/hubploy.yaml": "environments: [staging]\n" for name in ("physics", "chem", "bio")}
+HUBS = {f"deployments/{name}/hubploy.yaml": "environments: [staging]\n"
+        for name in ("physics", "chem", "bio")}
 WAVES = "rollout:\n  waves:\n    - {name: canary, hubs: [physics]}\n    - {name: sciences, hubs: [chem]}\n"
 
 
@@ -48,7 +49,8 @@ def builds(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Builds]:
     return install
 
 
-def test_images_are_rebuilt_wave_by_wave(deployment_repo: Callable[..., Path], builds: Callable[..., Builds]) -> None:
+def test_images_are_rebuilt_wave_by_wave(deployment_repo: Callable[..., Path],
+                                          builds: Callable[..., Builds]) -> None:
     root = deployment_repo({**HUBS, "hubploy-repo.yaml": WAVES})
     recorder = builds()
     rows = rebuild.rebuild_in_waves(root, None, 2)

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 from conftest import PROJECT_ROOT
@@ -65,7 +65,8 @@ def test_the_issue_example_loads_with_its_defaults(deployment_repo: Callable[...
     settings = load_repo(root).settings
     assert settings.rollout is not None
     canary, rest = settings.rollout.waves
-    assert (canary.name, canary.hubs, canary.soak_seconds, canary.max_parallel) == ("canary", ["physics"], 120, None)
+    assert (canary.name, canary.hubs, canary.soak_seconds, canary.max_parallel) == (
+        "canary", ["physics"], 120, None)
     assert (rest.soak_seconds, rest.max_parallel) == (0, 4)
     assert settings.rollout.smoke_test is SmokeTest.spawn
     assert settings.rollout.on_failure is OnFailure.rollback
@@ -128,8 +129,8 @@ def test_every_error_with_file_key_and_line(deployment_repo: Callable[..., Path]
         "hubploy-repo.yaml:15: approvals.prod.required: Input should be greater than or equal to 1",
         "hubploy-repo.yaml:16: approvals.staging: unknown key (hint: allowed keys: prod)",
         "hubploy-repo.yaml:18: notifications[0].block: 'Slack/ops' is not <block type slug>/<block name>",
-        "hubploy-repo.yaml:19: notifications[0].events[1]: Input should be 'approval_waiting', 'run_failed' or "
-        "'wave_failed'",
+        ("hubploy-repo.yaml:19: notifications[0].events[1]: Input should be 'approval_waiting', 'run_failed' "
+         "or 'wave_failed'"),
     ]
     for prefix in expected:
         assert any(line.startswith(prefix) for line in found), f"{prefix!r} not in {found}"
@@ -141,8 +142,8 @@ def test_problems_that_need_the_repository(deployment_repo: Callable[..., Path])
     given twice."""
     root = deployment_repo({**HUBS, "hubploy-repo.yaml": "rollout:\n  waves:\n    - name: canary\n"
                                                           "      hubs: [physcs, 'course-*']\n"})
-    assert issues_of(root) == ["hubploy-repo.yaml:4: rollout.waves[0].hubs[0]: wave 'canary' names hub 'physcs', "
-                               "which does not exist (hint: did you mean `physics`?)"]
+    assert issues_of(root) == [("hubploy-repo.yaml:4: rollout.waves[0].hubs[0]: wave 'canary' names hub "
+                                "'physcs', which does not exist (hint: did you mean `physics`?)")]
     root.joinpath("hubploy-repo.yaml").write_text("rollout:\n  waves:\n    - {name: a, hubs: [physics]}\n"
                                                   "    - {name: a, hubs: ['*']}\n")
     assert issues_of(root) == ["hubploy-repo.yaml:2: rollout.waves: wave names must be unique: a given twice"]
@@ -189,8 +190,8 @@ def test_only_one_wave() -> None:
 
 def test_a_stopped_line_says_which_hubs_rolled_back_and_which_were_never_deployed() -> None:
     waves = plan_waves(["physics", "course-a", "course-b", "bio"], WAVES)
-    first = WaveReport(waves[0], (HubReport("physics", HubOutcome.deployed, revision_before=3, revision_after=4,
-                                            verified_revision=4),))
+    first = WaveReport(waves[0], (HubReport("physics", HubOutcome.deployed, revision_before=3,
+                                            revision_after=4, verified_revision=4),))
     second = WaveReport(waves[1], (HubReport("course-a", HubOutcome.deployed),
                                    HubReport("course-b", HubOutcome.rolled_back, "hub did not answer")))
     report = RolloutReport("staging", (first, second), untouched(waves[2:]), staged=True,

@@ -24,6 +24,7 @@ from hubploy.helm import Revision
 from hubploy.layout import load_repo
 from hubploy.runner import REDACTED, redact
 from hubploy.verified import (
+    Verification,
     decode_release,
     encode_release,
     is_verified,
@@ -58,15 +59,18 @@ class FakeHub:
         if path == "/hub/api/users/smoke-u":
             if method == "POST":
                 if not self.scopes_ok:
-                    return httpx.Response(403, json={"message": "Action is not authorized with current scopes"})
+                    return httpx.Response(403, json={"message": "Action is not authorized with current "
+                                                                "scopes"})
                 self.users["smoke-u"] = {"name": "smoke-u", "servers": {}}
                 return httpx.Response(201, json=self.users["smoke-u"])
-            return httpx.Response(200, json=user) if user else httpx.Response(404, json={"message": "Not Found"})
+            if user is None:
+                return httpx.Response(404, json={"message": "Not Found"})
+            return httpx.Response(200, json=user)
         if path == "/hub/api/users/smoke-u/server":
             assert user is not None
             if method == "POST":
-                user["servers"][""] = {"ready": self.start == "ready", "pending": None if self.start == "ready"
-                                       else "spawn"}
+                ready = self.start == "ready"
+                user["servers"][""] = {"ready": ready, "pending": None if ready else "spawn"}
                 return httpx.Response(202)
             user["servers"].pop("", None)
             return httpx.Response(204)
@@ -75,8 +79,9 @@ class FakeHub:
             if self.start == "ready":
                 events.append({"progress": 100, "ready": True, "message": "Server ready at /user/smoke-u/"})
             elif self.start == "failed":
-                events.append({"progress": 100, "failed": True,
-                               "message": "Spawn failed: pod jupyter-smoke-u exited: no-such-program not found"})
+                events.append({"progress": 100, "failed": True, "message": "Spawn failed: pod "
+                                                                           "jupyter-smoke-u exited: "
+                                                                           "no-such-program not found"})
             body = "".join(f"data: {json.dumps(e)}\n\n" for e in events)
             if self.start == "pending":
                 return httpx.Response(200, stream=SlowStream(body))
@@ -135,7 +140,8 @@ def test_a_spawn_that_never_finishes_fails_after_the_timeout_with_the_last_progr
 def test_a_token_without_the_scopes_says_which_role_to_give() -> None:
     hub = FakeHub()
     hub.scopes_ok = False
-    with pytest.raises(HealthCheckError, match="create user smoke-u: HTTP 403 Action is not authorized") as raised:
+    with pytest.raises(HealthCheckError,
+                       match="create user smoke-u: HTTP 403 Action is not authorized") as raised:
         smoke(hub)
     assert "admin:users, admin:servers and access:servers" in str(raised.value)
 
@@ -158,7 +164,8 @@ def test_the_token_comes_from_the_hub_secret_and_is_redacted_from_then_on(tmp_pa
     assert (tmp_path / "argv").read_text() == ("--context ctx get secrets -n ns -l release=rel,component=hub "
                                                "-o json")
     assert redact(f"token {TOKEN}") == f"token {REDACTED}"
-    with pytest.raises(HealthCheckError, match="the hub Secret of rel has no hub.services.other.apiToken") as raised:
+    with pytest.raises(HealthCheckError,
+                       match="the hub Secret of rel has no hub.services.other.apiToken") as raised:
         service_token("ns", "rel", "other", env)
     assert "jupyterhub.hub.services.other" in str(raised.value)
 
@@ -190,10 +197,19 @@ def test_the_mark_keeps_the_configuration_stamp_and_finds_the_last_verified_revi
     assert marked == ("hubploy config sha256:abc (git 123); verified by hubploy 2026-12-04T12:00:00+00:00 "
                       "(wave canary)")
     assert verified_description(marked, when) == marked and is_verified(marked)
-    history = [Revision(1, "superseded", "hub", "5", "", marked), Revision(2, "superseded", "hub", "5", "", "x"),
+    history = [Revision(1, "superseded", "hub", "5", "", marked),
+               Revision(2, "superseded", "hub", "5", "", "x"),
                Revision(3, "deployed", "hub", "5", "", "Rollback to 1")]
     assert last_verified(history) == history[0]
     assert last_verified(history[1:]) is None
+    rolled_back = Verification("h-staging", history[2], history[0])  # helm's rollback to it: the same config
+    assert rolled_back.serves_verified
+    assert rolled_back.why_not_return() == "h-staging already runs its last verified release (revision 1)"
+    behind = Verification("h-staging", history[1], history[0])
+    assert not behind.serves_verified and behind.why_not_return() is None
+    assert Verification("h-staging", history[1], None).why_not_return() == (
+        "h-staging has no verified revision to return to; it stays on revision 2")
+    assert "it is not installed" in str(Verification("h-staging", None, None).why_not_return())
 
 
 def test_marking_rewrites_only_the_description_of_that_revision(tmp_path: Path) -> None:

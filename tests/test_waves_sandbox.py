@@ -33,7 +33,8 @@ pytestmark = [pytest.mark.sandbox, pytest.mark.prefect]
 
 WAVES = {"a1": "canary", "b1": "middle", "b2": "middle", "c1": "remaining"}
 SMOKE = {"services": {"smoke": {}},
-         "loadRoles": {"smoke": {"services": ["smoke"], "scopes": ["admin:users", "admin:servers", "access:servers"]}}}
+         "loadRoles": {"smoke": {"services": ["smoke"],
+                                 "scopes": ["admin:users", "admin:servers", "access:servers"]}}}
 BROKEN_HUB = {"extraConfig": {"99-broken": "raise SystemExit('broken on purpose')"}}
 
 
@@ -50,18 +51,18 @@ class Fleet:
     def release(self, short: str) -> str:
         return f"{self.hub(short)}-staging"
 
-    def values(self, short: str) -> dict[str, Any]:
-        return yaml.safe_load((self.root / "deployments" / self.hub(short) / "config/common.yaml").read_text())
+    def common(self, short: str) -> Path:
+        return self.root / "deployments" / self.hub(short) / "config/common.yaml"
 
-    def set_values(self, short: str, hub: dict[str, Any] | None = None, singleuser: dict[str, Any] | None = None,
-                   colour: str | None = None) -> None:
+    def set_values(self, short: str, hub: dict[str, Any] | None = None,
+                   singleuser: dict[str, Any] | None = None, colour: str | None = None) -> None:
         """Replace the hub's common.yaml: the smoke service, plus ``hub`` and ``singleuser`` values."""
         # a loaded test machine can take JupyterHub's default 30 s to start a user server
         config = {"JupyterHub": {"authenticator_class": "dummy"}, "Spawner": {"http_timeout": 120}}
-        values = {"jupyterhub": {"hub": {"config": config, **SMOKE,
-                                         **({"extraEnv": {"COLOUR": colour}} if colour else {}), **(hub or {})},
+        extra_env = {"extraEnv": {"COLOUR": colour}} if colour else {}
+        values = {"jupyterhub": {"hub": {"config": config, **SMOKE, **extra_env, **(hub or {})},
                                  **({"singleuser": singleuser} if singleuser else {})}}
-        (self.root / "deployments" / self.hub(short) / "config/common.yaml").write_text(yaml.safe_dump(values))
+        self.common(short).write_text(yaml.safe_dump(values))
 
     def commit(self, message: str) -> None:
         subprocess.run([*GIT, "add", "-A"], cwd=self.root, check=True)
@@ -138,8 +139,8 @@ notifications:
             for short in WAVES:
                 sandbox.run([sandbox.env["HELM_EXECUTABLE"], "uninstall", fleet.release(short), "-n",
                              fleet.release(short)], check=False)
-                sandbox.kubectl("delete", "namespace", fleet.release(short), "--wait=false", "--ignore-not-found",
-                                check=False)
+                sandbox.kubectl("delete", "namespace", fleet.release(short), "--wait=false",
+                                "--ignore-not-found", check=False)
             shutil.rmtree(root, ignore_errors=True)
 
 
@@ -149,11 +150,12 @@ def test_a_hub_config_that_stops_jupyterhub_in_wave_two_stops_the_line(fleet: Fl
         fleet.set_values(short, colour="blue", hub=BROKEN_HUB if short == "b2" else None)
     fleet.commit("blue everywhere; b2's hub config raises")
     plan = fleet.cli("plan", "--since", "HEAD~1")
-    rows = [[cell.strip() for cell in line.split("│")[1:3]] for line in plan.stdout.splitlines() if fleet.prefix in line]
+    rows = [[cell.strip() for cell in line.split("│")[1:3]]
+            for line in plan.stdout.splitlines() if fleet.prefix in line]
     assert rows == [["1. canary", fleet.hub("a1")], ["2. middle", fleet.hub("b1")], ["", fleet.hub("b2")],
                     ["3. remaining", fleet.hub("c1")]], plan.stdout
 
-    # helm waits this long for b2's hub, which never gets ready; the others' must be ready in it on a busy machine
+    # helm waits this long for b2's hub, which never gets ready; the others' get ready in it on a busy machine
     done = fleet.cli("rollout", "staging", "--timeout", "90s")
     assert done.returncode == 1, done.stdout + done.stderr
     progress = done.stdout
@@ -190,7 +192,8 @@ def test_a_hub_whose_users_cannot_start_servers_returns_to_its_last_verified_rel
     fleet.commit("b2 fixed and green")
     direct = fleet.cli("deploy", fleet.hub("b2"), "hub", "staging", "--timeout", "60s")
     assert direct.returncode == 0, direct.stderr
-    assert "spawn smoke test of" in direct.stderr and "passed: server of hubploy-smoke started in" in direct.stderr
+    assert "spawn smoke test of" in direct.stderr
+    assert "passed: server of hubploy-smoke started in" in direct.stderr
     unverified = fleet.history("b2")[-1]["revision"]
 
     # KubeSpawner gives up on the pod after singleuser.startTimeout, and the hub reports the spawn failed
@@ -209,11 +212,15 @@ def test_a_hub_whose_users_cannot_start_servers_returns_to_its_last_verified_rel
     assert descriptions[0].startswith("hubploy config sha256:") and "verified" not in descriptions[0]
     assert descriptions[1:] == [f"Rollback to {unverified}", f"Rollback to {verified}"]
     assert history[-1]["status"] == "deployed"
-    assert {short: len(fleet.history(short)) for short in others} == others  # b1 unchanged, others not in the wave
+    # b1 unchanged, the others not in the wave
+    assert {short: len(fleet.history(short)) for short in others} == others
 
     again = fleet.cli("rollback", fleet.hub("b2"), "staging", "--to-verified")
-    assert again.returncode == 0 and f"already runs its last verified revision {verified}" in again.stdout
-    back = fleet.cli("rollback", fleet.hub("b2"), "staging", "--revision", str(unverified), "--timeout", "60s")
+    assert again.returncode == 0, again.stderr
+    assert f"{fleet.release('b2')} already runs its last verified release (revision {verified})" in \
+        again.stdout
+    back = fleet.cli("rollback", fleet.hub("b2"), "staging", "--revision", str(unverified),
+                     "--timeout", "60s")
     assert back.returncode == 0, back.stderr
     assert f"{fleet.release('b2')}: rolled-back (revision {history[-1]['revision']} -> " in back.stdout
     assert fleet.history("b2")[-1]["description"] == f"Rollback to {unverified}"

@@ -32,7 +32,7 @@ from hubploy.health import HubCheck, check_hub
 from hubploy.helm import UpgradeFlags
 from hubploy.layout import DeploymentRepo, load_repo
 from hubploy.runner import child_env
-from hubploy.verified import mark_verified, serving_and_verified
+from hubploy.verified import mark_verified, verification
 
 RETRY_DELAYS = [10, 30]
 
@@ -105,8 +105,9 @@ def _retry_transient_record(task: Any, task_run: Any, state: Any) -> bool:
 
 @task(name="deploy-hub", retries=len(RETRY_DELAYS), retry_delay_seconds=RETRY_DELAYS,
       retry_condition_fn=_retry_transient_record, task_run_name="deploy-{hub}-{env}")
-def deploy_in_wave(hub: str, env: str, repo_path: str = ".", *, timeout: str = "10m", health_check: bool = True,
-                   trigger: str | None = None, redeploy: bool = False) -> dict[str, Any] | State:
+def deploy_in_wave(hub: str, env: str, repo_path: str = ".", *, timeout: str = "10m",
+                   health_check: bool = True, trigger: str | None = None,
+                   redeploy: bool = False) -> dict[str, Any] | State:
     """``deploy_hub`` for a wave: a hub that fails ends the task Failed with its audit record as the
     state's data (how it ended, its revisions), instead of raising."""
     options = DeployOptions(health_check=health_check, flags=UpgradeFlags(timeout=timeout, atomic=True),
@@ -119,7 +120,8 @@ def deploy_in_wave(hub: str, env: str, repo_path: str = ".", *, timeout: str = "
 
 
 def _record_or_failed(hub: str, env: str, repo_path: str, trigger: str | None,
-                      run: Callable[[DeploymentRepo, dict[str, Any]], DeployResult]) -> dict[str, Any] | State:
+                      run: Callable[[DeploymentRepo, dict[str, Any]], DeployResult]
+                      ) -> dict[str, Any] | State:
     """``_locked_and_audited``'s record, or a Failed state carrying the record of the failed run (its
     ``transient`` says whether a retry may help)."""
     ended: list[DeployResult] = []
@@ -143,12 +145,13 @@ def recheck_hub(hub: str, env: str, repo_path: str, *, revision_before: int | No
     except HubployError as exc:
         reason = str(exc)
     else:
-        return {"hub": hub, "env": env, "result": Outcome.deployed, "message": f"after the soak: {seen.summary()}"}
+        return {"hub": hub, "env": env, "result": Outcome.deployed,
+                "message": f"after the soak: {seen.summary()}"}
     logger.warning("%s failed its check after the soak (%s)", hub, reason)
     if revision_before is None:
-        return Failed(message=f"{hub}: failed after the soak: {reason}",
-                      data={"hub": hub, "env": env, "result": Outcome.failed,
-                            "message": f"failed after the soak (first install, nothing to roll back to): {reason}"})
+        message = f"failed after the soak (first install, nothing to roll back to): {reason}"
+        return Failed(message=f"{hub}: {message}",
+                      data={"hub": hub, "env": env, "result": Outcome.failed, "message": message})
 
     def run(repo: DeploymentRepo, common: dict[str, Any]) -> DeployResult:
         return core_rollback(repo, hub, env, revision=revision_before, timeout=timeout, **common)
@@ -166,14 +169,15 @@ def _cluster_target(hub: str, env: str, repo_path: str) -> Iterator[tuple[Deploy
     hub_obj = repo.load_hub(hub)
     base_env = child_env()
     with credentials(repo, base_env).cluster_access(hub_obj, env) as access:
-        yield repo, Target.of(helm.helm_executable(base_env), hub_obj.release(env), hub_obj.namespace(env), access)
+        yield repo, Target.of(helm.helm_executable(base_env), hub_obj.release(env), hub_obj.namespace(env),
+                              access)
 
 
 def _check(hub: str, env: str, repo_path: str) -> HubCheck:
     with _cluster_target(hub, env, repo_path) as (repo, target):
         return check_hub(repo.load_hub(hub), env, namespace=target.namespace, release=target.release,
-                         env=target.env, timeout=repo.settings.health_check_timeout, kube_context=target.context,
-                         logger=get_run_logger())
+                         env=target.env, timeout=repo.settings.health_check_timeout,
+                         kube_context=target.context, logger=get_run_logger())
 
 
 @task(name="verify-hub", task_run_name="verify-{hub}-{env}", retries=2, retry_delay_seconds=[2, 10])
@@ -186,9 +190,10 @@ def verify_hub(hub: str, env: str, repo_path: str, *, revision: int, wave: str,
     get_run_logger().info("%s revision %s verified", target.release, revision)
     rows = [("revision", revision), ("wave", wave), ("helm description", description),
             *trigger_info(trigger).items()]
-    create_markdown_artifact(key=limit_name("audit", target.release), description=f"{target.release}: verified",
-                             markdown="\n".join([f"# {target.release}: verified", "", "| field | value |",
-                                                 "|---|---|", *(f"| {k} | `{v}` |" for k, v in rows if v)]) + "\n")
+    lines = [f"# {target.release}: verified", "", "| field | value |", "|---|---|",
+             *(f"| {k} | `{v}` |" for k, v in rows if v)]
+    create_markdown_artifact(key=limit_name("audit", target.release), markdown="\n".join(lines) + "\n",
+                             description=f"{target.release}: verified")
     return revision
 
 
@@ -197,15 +202,13 @@ def return_to_verified(hub: str, env: str, repo_path: str, *, timeout: str = "10
                        trigger: str | None = None) -> str:
     """Roll the hub back to its last verified revision unless it already runs it; what was done."""
     with _cluster_target(hub, env, repo_path) as (_, target):
-        serving, verified = serving_and_verified(target)
-    if verified is None:
-        where = f"stays on revision {serving.revision}" if serving else "is not installed"
-        return f"{hub}: no verified revision to return to; it {where}"
-    if serving is not None and serving.revision == verified.revision:
-        return f"{hub}: already runs its last verified revision {verified.revision}"
-    record = rollback_hub.fn(hub, env, repo_path, revision=verified.revision, timeout=timeout, trigger=trigger)
-    return f"{hub}: returned to its last verified revision {verified.revision} (now revision " \
-           f"{record['revision_after']})"
+        found = verification(target)
+    if found.verified is None or found.serves_verified:
+        return found.why_not_return() or ""
+    record = rollback_hub.fn(hub, env, repo_path, revision=found.verified.revision, timeout=timeout,
+                             trigger=trigger)
+    return (f"{hub}: returned to its last verified revision {found.verified.revision} (now revision "
+            f"{record['revision_after']})")
 
 
 @task(name="rollback-hub", retries=len(RETRY_DELAYS), retry_delay_seconds=RETRY_DELAYS,

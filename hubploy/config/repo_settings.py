@@ -123,9 +123,11 @@ class OnFailure(enum.StrEnum):
 
 class Wave(Strict):
     name: str = Field(description="Shown in the Prefect UI, the approval form and `hubploy plan`; lowercase "
-                                  "letters, digits and '-'.", json_schema_extra={"pattern": DNS_LABEL.pattern})
-    hubs: list[str] = Field(min_length=1, description="Hub names or globs (e.g. `physics`, `course-*`, `*`); a "
-                                                      "hub belongs to the first wave that matches it.")
+                                  "letters, digits and '-'.",
+                      json_schema_extra={"pattern": DNS_LABEL.pattern})
+    hubs: list[str] = Field(min_length=1,
+                            description="Hub names or globs (e.g. `physics`, `course-*`, `*`); a hub belongs "
+                                        "to the first wave that matches it.")
     soak: Duration = Field("0s", description="Wait after the wave is healthy, then check its hubs again "
                                              "(e.g. 2m); 0s: no soak.")
     max_parallel: int | None = Field(None, ge=1, description="Most hubs of this wave deployed at once (the "
@@ -147,28 +149,29 @@ class Wave(Strict):
 
 
 class SpawnTest(Strict):
-    service: str = Field("hubploy-smoke", description="The hub.services entry whose API token starts the "
-                                                      "smoke-test server: the hub Secret's "
-                                                      "hub.services.<service>.apiToken (Zero to JupyterHub keeps "
-                                                      "a given or generated token there). Give it a "
-                                                      "hub.loadRoles role with the scopes admin:users, "
-                                                      "admin:servers and access:servers.")
+    service: str = Field("hubploy-smoke",
+                         description="The hub.services entry whose API token starts the smoke-test server: "
+                                     "the hub Secret's hub.services.<service>.apiToken (Zero to JupyterHub "
+                                     "keeps a given or generated token there). Give it a hub.loadRoles role "
+                                     "with the scopes admin:users, admin:servers and access:servers.")
     user: str = Field("hubploy-smoke", pattern=r"^[a-z0-9][-a-z0-9._]*$",
-                      description="The smoke-test user (created when missing, its server stopped afterwards).")
+                      description="The smoke-test user (created when missing, its server stopped "
+                                  "afterwards).")
     timeout: float = Field(180, gt=0, description="Seconds the user's server has to start and answer.")
 
 
 class RolloutSettings(Strict):
-    waves: list[Wave] = Field(default_factory=list, description="Waves, deployed one after another; hubs in no "
-                                                                "wave form a last wave.")
-    smoke_test: SmokeTest = Field(SmokeTest.health, description="health: /hub/api answers. spawn: also start a "
-                                                                "smoke-test user's server through the hub's REST "
-                                                                "API, reach it through the proxy, stop it.")
+    waves: list[Wave] = Field(default_factory=list, description="Waves, deployed one after another; hubs in "
+                                                                "no wave form a last wave.")
+    smoke_test: SmokeTest = Field(SmokeTest.health,
+                                  description="health: /hub/api answers. spawn: also start a smoke-test "
+                                              "user's server through the REST API, reach it through the "
+                                              "proxy, stop it.")
     spawn: SpawnTest = Field(default_factory=SpawnTest, description="Settings of the spawn smoke test.")
     on_failure: OnFailure = Field(OnFailure.rollback,
-                                  description="When a wave stops the line: rollback returns the hubs that failed "
-                                              "to their last verified release; keep leaves them on the revision "
-                                              "deployed before.")
+                                  description="When a wave stops the line: rollback returns the hubs "
+                                              "that failed to their last verified release; keep leaves them "
+                                              "on the revision deployed before.")
 
     @field_validator("waves")
     @classmethod
@@ -183,11 +186,13 @@ class RolloutSettings(Strict):
 # ---------------------------------------------------------------- approvals, notices
 
 class ApprovalPolicy(Strict):
-    required: int = Field(1, ge=1, le=10, description="Distinct approvers needed; a reject by anyone ends the run.")
+    required: int = Field(1, ge=1, le=10,
+                          description="Distinct approvers needed; a reject by anyone ends the run.")
 
 
 class Approvals(Strict):
-    prod: ApprovalPolicy = Field(default_factory=ApprovalPolicy, description="The promotion of staging to prod.")
+    prod: ApprovalPolicy = Field(default_factory=ApprovalPolicy,
+                                 description="The promotion of staging to prod.")
 
 
 class Notice(enum.StrEnum):
@@ -232,12 +237,15 @@ class RepoSettings(Strict):
     cluster_concurrency: int = Field(4, ge=1, description="Most deploys run at once against one cluster.")
     health_check_timeout: float = Field(180, gt=0, description="Seconds a deployed hub has to answer /hub/api "
                                                                "before the deploy is rolled back.")
-    rollout: RolloutSettings | None = Field(None, description="Progressive delivery: waves, soak, smoke test. "
-                                                              "Without it, a fleet deploys every hub at once.")
-    approvals: Approvals = Field(default_factory=Approvals, description="How many approvers a promotion needs.")
+    rollout: RolloutSettings | None = Field(None, description="Progressive delivery: waves, soak, smoke "
+                                                              "test. Without it, a fleet deploys every hub "
+                                                              "at once.")
+    approvals: Approvals = Field(default_factory=Approvals,
+                                 description="How many approvers a promotion needs.")
     notifications: list[NoticeTarget] = Field(default_factory=list,
                                               description="Prefect notification blocks told about waiting "
-                                                          "approvals, failed runs and waves that stopped the line.")
+                                                          "approvals, failed runs and waves that stopped the "
+                                                          "line.")
 
     def active_freeze(self, now: datetime | None = None) -> FreezeWindow | None:
         """The freeze window ``now`` (default: the current time) falls in, if any."""

@@ -30,7 +30,8 @@ class Receiver:
             found = next((r for r in list(self.requests) if text in r.body), None)
             if found is not None:
                 return found
-            assert time.monotonic() < deadline, f"no request with {text!r}; got {[r.body for r in self.requests]}"
+            bodies = [r.body for r in self.requests]
+            assert time.monotonic() < deadline, f"no request with {text!r}; got {bodies}"
             time.sleep(0.2)
 
 
