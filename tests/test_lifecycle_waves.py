@@ -1,6 +1,7 @@
 """The lifecycle with progressive delivery, on the sandbox and a real worker: staging goes in named waves
 (shown in the approval form), a promotion needs two distinct approvers, and the people named in
-hubploy-repo.yaml are told, through a Prefect notification block, that an approval waits."""
+hubploy-repo.yaml are told, through a Prefect notification block, that an approval waits. Then
+`hubploy rollout --remote` runs the rollout deployment on the worker."""
 
 from __future__ import annotations
 
@@ -72,3 +73,12 @@ notifications:
     assert repo.prod_parents()[1] == sha
     assert "Approved by alice, bob: fine by bob" in repo.origin_git("log", "-1", "--format=%B", "prod")
     assert "verified by hubploy" in repo.revisions("prod")[-1]["description"]
+
+    # the same fleet from the prod branch head, on the worker: nothing to change, every hub checked
+    remote = run_cli("rollout", "prod", "--remote", "--repo-url", repo.url, cwd=repo.work.root,
+                     env={"COLUMNS": "200"})
+    assert remote.returncode == 0, remote.stdout + remote.stderr
+    assert "started rollout-prod" in remote.stdout
+    assert f"wave 1. canary: {repo.hub}: verify completed" in remote.stdout
+    assert "Completed: prod: 1 unchanged" in remote.stdout
+    assert len(repo.revisions("prod")) == 1
