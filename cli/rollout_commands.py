@@ -92,6 +92,7 @@ def cmd_rollout(args: argparse.Namespace) -> int:
 
 
 def _start_remote(args: argparse.Namespace, repo: Any) -> Any:
+    from prefect.client.schemas.objects import FlowRun
     from prefect.deployments import run_deployment
     from prefect.exceptions import ObjectNotFound
 
@@ -102,6 +103,7 @@ def _start_remote(args: argparse.Namespace, repo: Any) -> Any:
                   "timeout": args.timeout}
     try:
         run = run_deployment(ROLLOUT_DEPLOYMENT, parameters=parameters, timeout=0)
+        assert isinstance(run, FlowRun)  # the sync client's answer
     except ObjectNotFound:
         raise HubployError(f"no Prefect deployment {ROLLOUT_DEPLOYMENT}", hint="register prefect.yaml's "
                            "deployments (`hubploy up`, or `prefect deploy --all`)") from None
@@ -156,7 +158,7 @@ def _report(run_id: Any, env: str) -> int:
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
             flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
     data = next((a.data for a in artifacts if a.key == f"rollout-{env}"), None)
-    rows = json.loads(data) if isinstance(data, str) else data
+    rows: list[dict[str, Any]] = json.loads(data) if isinstance(data, str) else []
     if rows:
         result = Table(*rows[0].keys(), title=f"rollout of {env}")
         for row in rows:

@@ -43,7 +43,8 @@ def notify(settings: RepoSettings, notice: Notice, text: str) -> list[str]:
             block = Block.load(name)
             if not isinstance(block, NotificationBlock):
                 raise TypeError(f"{name} is a {type(block).__name__}, not a notification block")
-            block.notify(body, subject=subject)
+            # async_dispatch: in this sync context notify runs synchronously, returning None
+            block.notify(body, subject=subject)  # type: ignore[unused-coroutine]
         except Exception as exc:  # noqa: BLE001 - a notice never fails the run; say why it was not sent
             logger.warning("notice %s not sent through %s: %s: %s", notice.value, name, type(exc).__name__,
                            exc)

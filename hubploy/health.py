@@ -205,11 +205,9 @@ class _HubAPI:
         self.client = client
         self.headers = {"Authorization": f"token {token}"}
 
-    def call(self, method: str, path: str, *, ok: tuple[int, ...], what: str,
-             timeout: float | None = None) -> httpx.Response:
+    def call(self, method: str, path: str, *, ok: tuple[int, ...], what: str) -> httpx.Response:
         try:
-            response = self.client.request(method, f"{self.base}{path}", headers=self.headers,
-                                           **({"timeout": timeout} if timeout else {}))
+            response = self.client.request(method, f"{self.base}{path}", headers=self.headers)
         except httpx.HTTPError as exc:
             raise HealthCheckError(f"spawn smoke test: {what}: {type(exc).__name__}: {exc}") from None
         if response.status_code in ok:

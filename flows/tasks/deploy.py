@@ -159,7 +159,8 @@ def recheck_hub(hub: str, env: str, repo_path: str, *, revision_before: int | No
     rolled = _record_or_failed(hub, env, repo_path, trigger, run)
     record = rolled.result(raise_on_failure=False) if isinstance(rolled, State) else rolled
     message = f"failed after the soak, rolled back to revision {revision_before}: {reason}"
-    return Failed(message=f"{hub}: {message}", data={**record, "message": message})
+    return Failed(message=f"{hub}: {message}",
+                  data={**(record if isinstance(record, dict) else {}), "message": message})
 
 
 @contextlib.contextmanager
@@ -180,7 +181,7 @@ def _check(hub: str, env: str, repo_path: str) -> HubCheck:
                          kube_context=target.context, logger=get_run_logger())
 
 
-@task(name="verify-hub", task_run_name="verify-{hub}-{env}", retries=2, retry_delay_seconds=[2, 10])
+@task(name="verify-hub", task_run_name="verify-{hub}-{env}", retries=2, retry_delay_seconds=[2.0, 10.0])
 def verify_hub(hub: str, env: str, repo_path: str, *, revision: int, wave: str,
                trigger: str | None = None) -> int:
     """Mark ``revision`` of the hub's release verified (helm description) and audit it."""
