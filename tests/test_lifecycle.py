@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import secrets
-import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import yaml
 from conftest import PROJECT_ROOT
 from fixtures.prefect_worker import Worker, wait_for_state
 from helpers.cli import run_cli
+from helpers.example_repo import copy_example_repo
 from helpers.gitrepo import Repo, init_repo
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
@@ -85,13 +85,8 @@ def deploy_repo(tmp_path: Path, sandbox, hubploy_worker: Worker) -> DeployRepo: 
     branches at the same commit, pushed to a bare origin."""
     hub = f"lc{secrets.token_hex(3)}"
     work = init_repo(tmp_path / "work", branch="staging")
-    for item in ("hub", "hubploy-repo.yaml", ".sops.yaml", "example-age.key"):
-        src = PROJECT_ROOT / item
-        (shutil.copytree if src.is_dir() else shutil.copy2)(src, work.root / item)
-    shutil.copytree(PROJECT_ROOT / "deployments" / "minimal", work.root / "deployments" / hub)
-    shutil.rmtree(work.root / "hub" / "charts", ignore_errors=True)
-    settings = work.root / "hubploy-repo.yaml"
-    settings.write_text(settings.read_text() + "health_check_timeout: 30\n")  # a broken hub fails in 30 s
+    # a broken hub fails its health check in 30 s
+    copy_example_repo(work.root, {hub: "minimal"}, settings_extra="health_check_timeout: 30\n")
     work.commit(None, f"add hub {hub}")
     origin = tmp_path / "origin.git"
     work.git("init", "--bare", "--quiet", str(origin))

@@ -52,7 +52,9 @@ def test_every_example_hub_lints_and_renders_with_its_layered_values(sandbox, hu
                    env=env, check=False)
         assert lint.returncode == 0, lint.stdout + lint.stderr
         docs = [d for d in yaml.safe_load_all(template(prepared, env=env)) if d]
-    images = {c["image"] for d in docs if d["kind"] == "Deployment"
-              for c in d["spec"]["template"]["spec"]["containers"]}
+    # the images the release's pods run: the hub's and proxy's, and the user image in the pullers' init containers
+    images = {c["image"] for d in docs if d["kind"] in ("Deployment", "DaemonSet", "StatefulSet")
+              for c in d["spec"]["template"]["spec"]["containers"] + d["spec"]["template"]["spec"].get(
+                  "initContainers", [])}
     for spec in repo.load_hub(hub).images:  # every image of the hub is injected at its substitution path
         assert any(i.startswith(f"{spec.name}:") for i in images), (spec.name, images)

@@ -30,7 +30,7 @@ from hubploy_sandbox.paths import SandboxPaths
 from hubploy_sandbox.procs import read_pid, spawn, stop
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEMO_FILES = ("hub", "deployments", "hubploy-repo.yaml", ".sops.yaml", "example-age.key")
+DEMO_FILES = ("hub", "sandbox/charts/jupyterhub", "deployments", "hubploy-repo.yaml", ".sops.yaml", "example-age.key")
 POOL = "hubploy-process"
 BLOCK_MODULES = ("blocks.gcp", "blocks.aws", "blocks.azure", "blocks.kubeconfig")
 Say = Callable[[str], None]

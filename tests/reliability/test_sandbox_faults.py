@@ -167,6 +167,8 @@ def _private_hub_repo(tmp_path: Path, sandbox: Sandbox) -> HubRepo:
     """As tests/test_deploy_sandbox.py's hub_repo, on the private sandbox."""
     name = f"a{secrets.token_hex(3)}"
     root = copy_example_repo(tmp_path / "repo", {name: "minimal"}, settings_extra="health_check_timeout: 30\n")
+    chart_values = root / "hub" / "values.yaml"  # the chart's images: the copies in this sandbox's own registry
+    chart_values.write_text(chart_values.read_text().replace("localhost:5000/", f"{sandbox.registry}/"))
     subprocess.run(["git", "init", "-q", "-b", "staging", str(root)], check=True)
     repo = HubRepo(root, name, sandbox, sandbox.env_for("3"))
     repo.set_user_image(base_image(sandbox))
