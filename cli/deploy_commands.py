@@ -4,6 +4,8 @@ Same arguments as hubploy; what is added: images are checked before helm runs, a
 recovered, the hub's health is checked after the upgrade and a failed check is rolled back. Rollback
 on a failed upgrade (`--atomic`) is on by default here; `--no-atomic` turns it off. A release that
 already runs exactly this chart and these values is left alone (`--redeploy` or `--force` upgrades it).
+A hub held with `hubploy hold` (on the Prefect server, when one is configured) is refused unless
+`--ignore-hold` (helm's `--force` keeps its classic meaning).
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="skip the post-deploy health check (and its rollback)")
     p.add_argument("--redeploy", action="store_true",
                    help="upgrade even when the release already runs exactly this chart and these values")
+    p.add_argument("--ignore-hold", action="store_true",
+                   help="deploy even though the hub is held (`hubploy hold`), or its hold cannot be read")
     p.set_defaults(func=cmd_deploy)
 
 
@@ -87,6 +91,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     options = DeployOptions(namespace=args.namespace, chart=chart, set_values=tuple(args.set_values),
                             set_string_values=tuple(args.set_string_values), flags=flags,
                             health_check=args.health_check, skip_unchanged=not (args.redeploy or args.force))
+    if not (args.ignore_hold or args.dry_run):
+        refuse_if_held(args.hub, args.environment, repo.load_hub(args.hub).release(args.environment))
     for name in ("hubploy.deploy", "hubploy.health"):  # progress lines, even without --verbose
         logging.getLogger(name).setLevel(logging.DEBUG if getattr(args, "debug", False) else logging.INFO)
     result = deploy(repo, args.hub, args.environment, options=options, base_env=env,
@@ -96,3 +102,23 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     print(f"{result.release}: {result.outcome} (revision {result.revision_before or 'none'} -> "
           f"{result.revision_after or 'none'}, {result.duration:.1f} s)", file=sys.stderr)
     return 0
+
+
+def refuse_if_held(hub: str, env: str, release: str) -> None:
+    """Refuse a deploy of a held release. Holds live on the Prefect server: without a configured server
+    there are none; a configured server that cannot be read refuses too (the hold is unknown)."""
+    from cli.prefect_server import prefect_server
+
+    with prefect_server(required=False) as reachable:
+        if not reachable:
+            return
+        from flows.tasks.holds import holds
+
+        try:
+            held = holds([release]).get(release)
+        except Exception as exc:  # noqa: BLE001 - the client raises plain HTTP and OS errors
+            raise HubployError(f"cannot read the holds from the Prefect server: {type(exc).__name__}: {exc}",
+                               hint="retry, or pass --ignore-hold to deploy without checking") from None
+    if held is not None:
+        raise HubployError(f"{release} is {held.describe()}",
+                           hint=f"`hubploy unhold {hub} {env}`, or pass --ignore-hold to deploy it anyway")

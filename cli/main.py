@@ -26,6 +26,12 @@ COMMAND_MODULES: dict[str, str] = {
     "webhook": "cli.webhook_commands",
     "build": "cli.build_commands",
     "deploy": "cli.deploy_commands",
+    "plan": "cli.fleet_commands",
+    "diff": "cli.fleet_commands",
+    "rollout": "cli.rollout_commands",
+    "rollback": "cli.rollout_commands",
+    "hold": "cli.rollout_commands",
+    "unhold": "cli.rollout_commands",
 }
 
 

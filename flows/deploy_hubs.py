@@ -1,6 +1,6 @@
-"""Flow ``deploy_hubs``: several hubs to one environment at once, one task per hub (no subflows, which
-cost a heartbeat-bound second each). The flow takes every release lock in one request; each task holds
-a slot of its cluster's limit while it loads the cluster API.
+"""Flow ``deploy_hubs``: several hubs to one environment, wave after wave (flows/waves.py; without
+``rollout`` in hubploy-repo.yaml, all at once in one wave). The flow takes every release lock in one
+request; each hub's task holds a slot of its cluster's limit while it loads the cluster API.
 """
 
 from __future__ import annotations
@@ -8,47 +8,33 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from prefect import flow, get_run_logger
-from prefect.artifacts import create_table_artifact
-from prefect.futures import wait
+from prefect import flow
+from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.tasks.deploy import deploy_hub
-from flows.tasks.locks import fleet_release_locks
-from hubploy.deploy import Outcome
+from flows.waves import MAX_PARALLEL, roll_out, wave_failed
 from hubploy.errors import DeployError
-
-MAX_PARALLEL = 32  # tasks mostly wait (cluster slot, helm --wait, the hub); the cluster limit bounds helm
+from hubploy.rollout import HubOutcome
 
 
 @flow(name="deploy-hubs", task_runner=ThreadPoolTaskRunner(max_workers=MAX_PARALLEL),
       flow_run_name="deploy-{env}")
 def deploy_hubs(hubs: Sequence[str], env: str, repo_path: str = ".", trigger: str = "manual",
-                timeout: str = "10m", redeploy: bool = False, health_check: bool = True) -> dict[str, dict[str, Any]]:
-    """Deploy ``hubs`` to ``env`` concurrently; returns {hub: audit record}. Fails if any hub failed,
-    after every hub has finished (one failure never cancels the others). Hubs whose release already
-    runs exactly their configuration are left alone unless ``redeploy``; ``health_check=False`` does not
-    wait for the hubs to answer after helm's own wait (nor roll back on it)."""
-    logger = get_run_logger()
-    with fleet_release_locks(repo_path, hubs, env):
-        futures = {hub: deploy_hub.submit(hub, env, repo_path, timeout=timeout, trigger=trigger, redeploy=redeploy,
-                                          health_check=health_check)
-                   for hub in hubs}
-        wait(list(futures.values()))
-    results: dict[str, dict[str, Any]] = {}
-    failed: list[str] = []
-    for hub, future in futures.items():
-        record = future.result(raise_on_failure=False)
-        if future.state.is_completed():
-            results[hub] = record
-        else:
-            results[hub] = {"hub": hub, "env": env, "result": Outcome.failed, "message": str(record)}
-            failed.append(hub)
-        logger.info("%s: %s %s", hub, results[hub].get("result"), results[hub].get("message") or "")
-    create_table_artifact(key=f"deploy-hubs-{env}", description=f"deploy of {len(hubs)} hub(s) to {env}",
-                          table=[{k: str(r.get(k, "")) for k in ("hub", "result", "revision_before",
-                                                                  "revision_after", "duration", "message")}
-                                 for r in results.values()])
+                timeout: str = "10m", redeploy: bool = False, health_check: bool = True,
+                wave: str | None = None) -> dict[str, dict[str, Any]] | State:
+    """Deploy ``hubs`` to ``env``; returns {hub: audit record} (a held hub's is empty) when no hub failed.
+
+    A repository with ``rollout`` goes wave after wave and ends ``WaveFailed`` when a wave stops the
+    line. Without it every hub deploys at once, one failure never cancels the others, and the flow
+    fails with a DeployError naming the hubs that failed. Hubs whose release already runs exactly their
+    configuration are left alone unless ``redeploy``; ``health_check=False`` does not wait for the hubs
+    to answer after helm's own wait (nor roll back on it, nor soak). ``wave``: only that wave."""
+    report = roll_out(repo_path, hubs, env, trigger=trigger, wave=wave, timeout=timeout, redeploy=redeploy,
+                      health_check=health_check)
+    stopped = wave_failed(report) if report.staged else None
+    if stopped is not None:
+        return stopped
+    failed = [h.hub for h in report.hubs.values() if not h.outcome.ok and h.outcome is not HubOutcome.held]
     if failed:
         raise DeployError(f"{len(failed)} of {len(hubs)} hub(s) failed to deploy to {env}: {', '.join(failed)}")
-    return results
+    return {hub: dict(h.record) for hub, h in report.hubs.items()}

@@ -4,11 +4,15 @@ A rebuild never overwrites a tag. Each image with a build dir gets a new immutab
 ``<git tag>-r<YYYYMMDD>`` (UTC; ``.2``, ``.3``... if that exists already), built without cache and
 pushed, while the old tag stays untouched in the registry.
 
-How the new tag reaches users: only through the normal lifecycle. The flow records the new tags in
-``deployments/<hub>/image-tags.yaml`` (``{images: {<name>: {source_tag: <git tag>, tag: <new tag>}}}``)
-and commits that file on the staging branch (``hubploy-repo.yaml: staging_branch``), then pushes the
-commit. That push starts the lifecycle like any other change: deploy to staging, approval, promotion
-to prod. Build and deploy read the tag with :func:`hubploy.images.effective_tag`, which honours a
+With ``rollout`` in hubploy-repo.yaml the images are rebuilt wave by wave (a subflow run
+``rebuild-wave-<n>-<name>`` each), the canary's first: a wave with an image that fails to build stops
+the rebuild, and nothing is committed.
+
+How the new tag reaches users: only through the normal lifecycle (wave after wave, as every deploy).
+The flow records the new tags in ``deployments/<hub>/image-tags.yaml``
+(``{images: {<name>: {source_tag: <git tag>, tag: <new tag>}}}``) and commits that file on the
+staging branch (``hubploy-repo.yaml: staging_branch``), then pushes the commit. That push starts the
+lifecycle like any other change: deploy to staging, approval, promotion to prod. Build and deploy read the tag with :func:`hubploy.images.effective_tag`, which honours a
 record only while the image dir's git tag equals its ``source_tag``: a later change to the image dir
 makes the record stale and the new git tag wins, with no cleanup needed. Nothing is deployed by this
 flow, and prod only gets the rebuild when staging has been approved.
@@ -35,6 +39,7 @@ from hubploy.errors import GitError
 from hubploy.git import run_git
 from hubploy.images import write_rebuild_tags
 from hubploy.layout import HUBS_DIR, load_repo
+from hubploy.rollout import plan_waves
 from hubploy.runner import child_env
 
 BOT_IDENTITY = {"GIT_AUTHOR_NAME": "hubploy image rebuild", "GIT_AUTHOR_EMAIL": "hubploy@localhost",
@@ -103,6 +108,22 @@ def branch_clone(repo_url: str, branch: str | None) -> Iterator[tuple[Path, str]
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def rebuild_in_waves(root: Path, hubs: list[str] | None, max_concurrency: int) -> list[dict[str, Any]]:
+    """Every image rebuilt under a new tag: wave by wave with ``rollout`` (a wave whose build fails
+    raises, so later waves are not built), else all at once."""
+    repo = load_repo(root)
+    options: dict[str, Any] = {"repo_path": str(root), "push": True, "check_registry": False,
+                               "no_cache": True, "max_concurrency": max_concurrency, "rebuild": True}
+    if repo.settings.rollout is None:
+        return build_images(hubs=hubs, **options)
+    rows: list[dict[str, Any]] = []
+    for wave in plan_waves(hubs or repo.hub_names(), repo.settings.rollout):
+        get_run_logger().info("rebuilding the images of wave %s: %s", wave.name, ", ".join(wave.hubs))
+        rows += build_images.with_options(flow_run_name=f"rebuild-wave-{wave.number}-{wave.name}")(
+            hubs=list(wave.hubs), **options)
+    return rows
+
+
 @flow(name="rebuild-images", log_prints=True)
 def rebuild_images(repo_url: str | None = None, hubs: list[str] | None = None, repo_path: str = ".",
                    branch: str | None = None, push_commit: bool = True, max_concurrency: int = 2) -> dict[str, Any]:
@@ -119,8 +140,7 @@ def rebuild_images(repo_url: str | None = None, hubs: list[str] | None = None, r
             root = load_repo(repo_path).root
             branch = branch or load_repo(root).settings.staging_branch
         require_branch(root, branch)
-        rows = build_images(hubs=hubs, repo_path=str(root), push=True, check_registry=False, no_cache=True,
-                            max_concurrency=max_concurrency, rebuild=True)
+        rows = rebuild_in_waves(root, hubs, max_concurrency)
         sha = commit_rebuild_tags(root, rebuilt_records(rows), branch)
         if sha and push_commit:
             sha = push_branch(root, branch)

@@ -10,10 +10,14 @@ Rules, in order, for each changed path:
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import PurePosixPath
-from typing import Iterable, Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hubploy.layout import DeploymentRepo
 
 REPO_WIDE_FILES = ("hubploy-repo.yaml", ".sops.yaml")
 
@@ -99,3 +103,18 @@ def plan_changes(changed_files: Iterable[str], hubs: Iterable[str], *, chart: st
     plans = tuple(HubPlan(h, tuple(reasons.get(h, [all_reason or ""])), tuple(sorted(images.get(h, ()))))
                   for h in selected)
     return Plan(plans, all_reason, tuple(ignored))
+
+
+def plan_repo(repo: DeploymentRepo, changed_files: Iterable[str]) -> Plan:
+    """``plan_changes`` for the hubs of ``repo``, reading the image dirs of only the hubs with changed
+    files in their dir. A hub whose hubploy.yaml does not load has no image dirs here (validating the
+    hubs a plan selects reports it)."""
+    files = list(changed_files)
+    hub_names = repo.hub_names()
+    image_dirs = {}
+    for name in sorted(hubs_with_changed_dirs(files).intersection(hub_names)):
+        hub, _ = repo.try_load_hub(name)
+        if hub is not None:
+            image_dirs[name] = [str(i.path.relative_to(hub.dir.resolve())) for i in hub.images if i.path]
+    return plan_changes(files, hub_names, chart=repo.settings.chart, shared_paths=repo.settings.shared_paths,
+                        image_dirs=image_dirs)

@@ -38,7 +38,8 @@ def validate_repo(root: Path, hubs: Iterable[str] = (), *, envs: Iterable[str] =
         return loaded
     issues = list(loaded)  # the cache's list stays as it is
     settings_file = repo.settings_file if repo.settings_file.exists() else repo.chart_dir
-    issues.extend(_issues(settings_file, repo.settings.problems(repo.root)))
+    lines = load_mapping(settings_file, allow_empty=True)[1] if settings_file.is_file() else None
+    issues.extend(_issues(settings_file, repo.settings.problems(repo.root), lines))
     issues.extend(_check_link(repo.root, repo.hubs_dir))
     names = list(hubs) or repo.hub_names()
     if not names:

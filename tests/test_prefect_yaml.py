@@ -28,9 +28,10 @@ EXPECTED = {
     "rebuild-images/rebuild-images": "flows/rebuild_images.py:rebuild_images",
     "hubploy-drift-check/drift-check": "flows/drift.py:drift_check",
     "deploy-hubs/deploy-hubs": "flows/deploy_hubs.py:deploy_hubs",
+    "hubploy-rollout/rollout": "flows/rollout.py:rollout",
 }
 WITH_REPO_URL = set(EXPECTED) - {"hubploy-approval-timeout/approval-timeout", "deploy-hubs/deploy-hubs"}
-RETRIED_WHEN_LOST = {PROD, "deploy-hubs/deploy-hubs"}  # the fleet deployments (triggers/recovery.py)
+RETRIED_WHEN_LOST = {PROD, "deploy-hubs/deploy-hubs", "hubploy-rollout/rollout"}  # the fleet deployments (triggers/recovery.py)
 
 
 def test_prefect_deploy_all_registers_every_deployment(hubploy_worker: Worker, prefect_api: str) -> None:

@@ -6,19 +6,19 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
-
 from hubploy_sandbox import builds, image_envs, versions
 from hubploy_sandbox.agent import containers, envvars, podfiles, probes
 from hubploy_sandbox.agent.volumes import Mount, VolumeNotReady, _safe_join
-from hubploy_sandbox.env import shell_exports, sandbox_env
+from hubploy_sandbox.env import sandbox_env, shell_exports
 from hubploy_sandbox.network import RANGE, ClusterNetwork
 from hubploy_sandbox.paths import Ports, SandboxPaths
-from hubploy_sandbox.procs import proc_start_time, read_pid, runs, stop
-from hubploy.errors import SandboxError
+from hubploy_sandbox.procs import command_line, proc_start_time, read_pid, runs, stop
 
+from hubploy.errors import SandboxError
 
 # --- versions and builds ------------------------------------------------------------------------------
 
@@ -275,6 +275,9 @@ def test_pid_files_guard_against_pid_reuse(tmp_path: Path) -> None:
     proc = subprocess.Popen(["/bin/sleep", "30"], start_new_session=True)
     pid_file.write_text(f"{proc.pid} {proc_start_time(proc.pid)}\n")
     assert read_pid(pid_file) == proc.pid
+    deadline = time.monotonic() + 10
+    while not command_line(proc.pid) and time.monotonic() < deadline:  # the child between fork and exec
+        time.sleep(0.05)
     assert runs(proc.pid, ["/usr/bin/sleep", "30"]) and not runs(proc.pid, ["/usr/bin/sleep", "31"])
     assert stop(pid_file)
     proc.wait(timeout=10)

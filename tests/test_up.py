@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 from helpers.cli import VENV_BIN
-from helpers.stack import UpStack, alive, demo_hub_lock, free_port, start_up, user_env
+from helpers.stack import UpStack, alive, demo_hub_lock, free_port, listen_addresses, start_up, user_env
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.prefect]
 
@@ -28,18 +28,6 @@ DEPLOYMENTS = ["hubploy-lifecycle/lifecycle", "hubploy-approval-timeout/approval
                "rebuild-images/rebuild-images", "hubploy-drift-check/drift-check"]
 CREDENTIAL_BLOCK_TYPES = {"gcp-cluster-credentials", "aws-cluster-credentials", "azure-cluster-credentials",
                           "kubeconfig-credentials"}
-
-
-def _listen_addresses(port: int) -> set[str]:
-    """Local addresses listening on ``port`` (from /proc/net/tcp{,6}), as hex."""
-    found = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            address, _, hex_port = fields[1].rpartition(":")
-            if int(hex_port, 16) == port and fields[3] == "0A":
-                found.add(address)
-    return found
 
 
 def _other_local_address() -> str | None:
@@ -76,7 +64,7 @@ def test_hubploy_up_serves_everything_locked_down_and_ctrl_c_stops_it(sandbox, t
         assert httpx.get(ui, timeout=10).status_code == 200
         assert httpx.get(f"http://127.0.0.1:{webhook_port}/health", timeout=10).status_code == 200
         # the API listens on loopback only
-        assert _listen_addresses(port) == {"0100007F"}
+        assert listen_addresses(port) == {"0100007F"}
         other = _other_local_address()
         if other is not None:
             with pytest.raises(httpx.ConnectError):
@@ -120,7 +108,7 @@ def test_hubploy_up_serves_everything_locked_down_and_ctrl_c_stops_it(sandbox, t
         time.sleep(0.5)
     assert not [name for name, pid in started.items() if alive(pid)], log.read_text()[-3000:]
     assert proc.poll() == 0
-    assert _listen_addresses(port) == set() and _listen_addresses(webhook_port) == set()
+    assert listen_addresses(port) == set() and listen_addresses(webhook_port) == set()
     out = log.read_text()
     assert "sandbox" not in out.split("Ctrl-C stops what")[1]  # it did not start the sandbox: left alone
     from hubploy_sandbox import lifecycle
@@ -179,7 +167,7 @@ def test_hubploy_demo_approve_runs_to_prod_and_cleans_up(sandbox, tmp_path: Path
             if alive(pid):
                 os.killpg(pid, signal.SIGKILL)
     assert not [name for name, pid in started.items() if alive(pid)]
-    assert _listen_addresses(port) == set() and _listen_addresses(webhook_port) == set()
+    assert listen_addresses(port) == set() and listen_addresses(webhook_port) == set()
     from hubploy_sandbox import lifecycle
     assert lifecycle.healthy(sandbox.paths)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from helpers.cli import VENV_BIN
-from test_up import _alive, _env, _free_port, _listen_addresses, _pids, _wait_for
+from helpers.stack import alive, free_port, interrupt, listen_addresses, pids, user_env, wait_for_output
 
 from hubploy.runner import child_env, run
 from triggers.database import PostgresFiles, binaries, remove
@@ -28,7 +28,7 @@ READY = "Ctrl-C stops what this `hubploy up` started"
 def _up(home: Path, port: int, webhook_port: int, log: Path) -> subprocess.Popen:
     return subprocess.Popen([str(VENV_BIN / "hubploy"), "up", "--database", "postgres", "--workers", "2",
                              "--no-sandbox", "--port", str(port), "--webhook-port", str(webhook_port)],
-                            cwd=home.parent, env=_env(home), stdout=log.open("w"), stderr=subprocess.STDOUT,
+                            cwd=home.parent, env=user_env(home), stdout=log.open("w"), stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, start_new_session=True)
 
 
@@ -39,23 +39,22 @@ def _query(files: PostgresFiles, port: int, sql: str) -> list[str]:
 
 
 def _stop(proc: subprocess.Popen, log: Path) -> None:
-    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
-    assert proc.wait(timeout=120) == 0, log.read_text()[-3000:]
+    assert interrupt(proc, timeout=120) == 0, log.read_text()[-3000:]  # Ctrl-C
 
 
 def test_up_on_postgres_with_two_workers_keeps_its_data_across_down(tmp_path: Path) -> None:
     home = tmp_path / "home"
     files = PostgresFiles(home)
-    port, webhook_port = _free_port(), _free_port()
+    port, webhook_port = free_port(), free_port()
     first_log, second_log = tmp_path / "up-1.log", tmp_path / "up-2.log"
     proc = _up(home, port, webhook_port, first_log)
     try:
-        out = _wait_for(READY, first_log, proc, timeout=300)
-        started = _pids(home)
+        out = wait_for_output(READY, first_log, proc, timeout=300)
+        started = pids(home)
         assert set(started) == {"postgres", "prefect-server", "worker", "worker-2", "webhook"}, out
         db_port = int(re.search(r"postgres: started on 127\.0\.0\.1:(\d+)", out).group(1))
         assert f"database         PostgreSQL on 127.0.0.1:{db_port} (data {files.data})" in out
-        assert _listen_addresses(db_port) == {"0100007F"}  # loopback only
+        assert listen_addresses(db_port) == {"0100007F"}  # loopback only
         assert stat.S_IMODE(files.password_file.stat().st_mode) == 0o600
         owner = Path(f"/proc/{started['postgres']}").stat().st_uid
         postgres_uid = int(run(["id", "-u", "postgres"], env=child_env()).stdout)
@@ -72,22 +71,22 @@ def test_up_on_postgres_with_two_workers_keeps_its_data_across_down(tmp_path: Pa
         assert "crash runs without heartbeats" in automations and "retry runs crashed" in automations
         secret = re.search(r"webhook secret +(\S+)", out).group(1)
         _stop(proc, first_log)
-        assert not [name for name, pid in started.items() if _alive(pid)]
+        assert not [name for name, pid in started.items() if alive(pid)]
         assert (files.data / "PG_VERSION").is_file()  # stopped, data kept
 
         proc = _up(home, port, webhook_port, second_log)
-        again = _wait_for(READY, second_log, proc, timeout=300)
+        again = wait_for_output(READY, second_log, proc, timeout=300)
         assert f"postgres: started on 127.0.0.1:{db_port}" in again  # the same server, the same data:
         assert re.search(r"webhook secret +(\S+)", again).group(1) == secret  # the secret block was kept
-        down = subprocess.run([str(VENV_BIN / "hubploy"), "down"], cwd=tmp_path, env=_env(home), text=True,
+        down = subprocess.run([str(VENV_BIN / "hubploy"), "down"], cwd=tmp_path, env=user_env(home), text=True,
                               capture_output=True, timeout=120, check=False)
         assert down.returncode == 0 and "postgres: stopped (its data is kept in" in down.stderr, down.stderr
-        assert _listen_addresses(db_port) == set()
+        assert listen_addresses(db_port) == set()
         _stop(proc, second_log)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-        for pid in _pids(home).values() if (home / "pids").is_dir() else ():
-            if _alive(pid):
+        for pid in pids(home).values() if (home / "pids").is_dir() else ():
+            if alive(pid):
                 os.killpg(pid, signal.SIGKILL)
         remove(files)

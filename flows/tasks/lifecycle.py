@@ -14,7 +14,7 @@ from hubploy.config.repo_settings import Approvers
 from hubploy.errors import ConfigError
 from hubploy.git import changed_files, commit_messages, run_git
 from hubploy.layout import load_repo, try_load_repo
-from hubploy.planner import Plan, hubs_with_changed_dirs, plan_changes
+from hubploy.planner import Plan, plan_repo
 from hubploy.promote import Promotion, promote
 from hubploy.runner import child_env
 from hubploy.validate import validate_repo
@@ -58,9 +58,8 @@ def head_of(repo_url: str, branch: str) -> str | None:
 def plan_commit(tree: str, sha: str, base: str | None) -> ChangeSet:
     """Which hubs ``sha`` changes compared with ``base`` (all hubs when there is no base).
 
-    Reads the hubploy.yaml of only the hubs with changed files in their dir (for their image dirs). A
-    hub whose hubploy.yaml does not load has no image dirs here; validate_hubs reports it when the
-    change selects that hub."""
+    Reads the hubploy.yaml of only the hubs with changed files in their dir (for their image dirs,
+    ``plan_repo``); validate_hubs reports a hub whose hubploy.yaml does not load."""
     env = git_env()
     repo = load_repo(tree)
     if base is not None and set(base) == {"0"}:
@@ -71,14 +70,7 @@ def plan_commit(tree: str, sha: str, base: str | None) -> ChangeSet:
     else:
         files = changed_files(Path(tree), f"{base}...{sha}", env=env)
         commits = commit_messages(Path(tree), f"{base}..{sha}", env=env)
-    hub_names = repo.hub_names()
-    image_dirs = {}
-    for name in sorted(hubs_with_changed_dirs(files).intersection(hub_names)):
-        hub, _ = repo.try_load_hub(name)
-        if hub is not None:
-            image_dirs[name] = [str(i.path.relative_to(hub.dir.resolve())) for i in hub.images if i.path]
-    plan = plan_changes(files, hub_names, chart=repo.settings.chart,
-                        shared_paths=repo.settings.shared_paths, image_dirs=image_dirs)
+    plan = plan_repo(repo, files)
     get_run_logger().info("plan for %s: %s", sha[:12], plan.summary())
     return ChangeSet(base, commits, plan)
 

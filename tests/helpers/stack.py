@@ -61,6 +61,18 @@ def wait_for_output(text: str, log: Path, proc: subprocess.Popen, timeout: float
     raise AssertionError(f"no {text!r} after {timeout} s:\n{log.read_text(errors='replace')[-4000:]}")
 
 
+def listen_addresses(port: int) -> set[str]:
+    """Local addresses listening on ``port`` (from /proc/net/tcp{,6}), as hex."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            address, _, hex_port = fields[1].rpartition(":")
+            if int(hex_port, 16) == port and fields[3] == "0A":
+                found.add(address)
+    return found
+
+
 def pids(home: Path) -> dict[str, int]:
     return {p.stem: int(p.read_text().split()[0]) for p in (home / "pids").glob("*.pid")}
 
