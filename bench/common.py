@@ -211,7 +211,7 @@ def make_repo(root: Path, hubs: Sequence[str], image: str | None, *, classic: bo
     hubploy.yaml names a plaintext kubeconfig in secrets/ whose current context is the hub's cluster. Either way helm gets the same merged values. ``lazy``: the
     hub and proxy pods carry LAZY_START. ``image`` None: the minimal hub's hubploy.yaml unchanged.
     """
-    copy_example_repo(root, dict.fromkeys(hubs, "minimal"), settings_extra=settings_extra)
+    copy_example_repo(root, dict.fromkeys(hubs, "minimal"), settings_extra=settings_extra, helm_timeout=None)
     repository, tag = image.rsplit(":", 1) if image else ("", "")
     if image:  # the chart's images from the registry of ``image`` (a private sandbox's has another port)
         chart_values = root / "hub" / "values.yaml"

@@ -38,8 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set-string", dest="set_string_values", action="append", default=[], metavar="KEY=VALUE",
                    help="passed to helm as --set-string (repeatable)")
     p.add_argument("--version", help="chart version (only for charts from a repository)")
-    p.add_argument("--timeout", default="10m",
-                   help="helm timeout: a duration such as 30m, or a number of seconds (default 10m)")
+    p.add_argument("--timeout", type=helm_timeout,
+                   help="helm timeout: a duration such as 30m, or a number of seconds (default: helm_timeout "
+                        "of hubploy-repo.yaml, 10m)")
     p.add_argument("--force", action="store_true", help="helm --force (helm 4: --force-replace)")
     p.add_argument("--atomic", dest="atomic", action="store_true", default=True,
                    help="roll back a failed upgrade (the default; helm 4: --rollback-on-failure)")
@@ -85,8 +86,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     if not (chart / "Chart.yaml").is_file():
         raise HubployError(f"{args.chart} is not a chart directory (no Chart.yaml)",
                            hint=f"this repository's chart is {repo.settings.chart}/")
-    flags = UpgradeFlags(version=args.version, timeout=helm_timeout(args.timeout), force=args.force,
-                         atomic=args.atomic, cleanup_on_fail=args.cleanup_on_fail, dry_run=args.dry_run,
+    flags = UpgradeFlags(version=args.version, timeout=args.timeout or repo.settings.helm_timeout,
+                         force=args.force, atomic=args.atomic, cleanup_on_fail=args.cleanup_on_fail, dry_run=args.dry_run,
                          debug=getattr(args, "helm_debug", False))
     options = DeployOptions(namespace=args.namespace, chart=chart, set_values=tuple(args.set_values),
                             set_string_values=tuple(args.set_string_values), flags=flags,

@@ -50,8 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --remote: the deployment repository to check out (default: the deployment's)")
     p.add_argument("--redeploy", action="store_true",
                    help="upgrade releases that already run their configuration")
-    p.add_argument("--timeout", default="10m", type=helm_timeout,
-                   help="helm's wait for each hub: a duration such as 5m, or seconds (default 10m)")
+    p.add_argument("--timeout", type=helm_timeout,
+                   help="helm's wait for each hub: a duration such as 5m, or seconds (default: helm_timeout "
+                        "of hubploy-repo.yaml, 10m)")
     p.set_defaults(func=cmd_rollout)
 
     p = sub.add_parser("rollback", help="roll a hub back: to the previous revision, a given one, or the last "
@@ -62,8 +63,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     target.add_argument("--to-verified", action="store_true",
                         help="the last revision that passed its checks and soak in a rollout")
     target.add_argument("--revision", type=int, metavar="N", help="helm revision N")
-    p.add_argument("--timeout", default="10m", type=helm_timeout,
-                   help="helm's wait for the rollback (default 10m)")
+    p.add_argument("--timeout", type=helm_timeout,
+                   help="helm's wait for the rollback (default: helm_timeout of hubploy-repo.yaml, 10m)")
     p.add_argument("--no-health-check", dest="health_check", action="store_false",
                    help="do not check the hub afterwards")
     p.set_defaults(func=cmd_rollback)
@@ -209,7 +210,8 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     for name in ("hubploy.deploy", "hubploy.health"):
         logging.getLogger(name).setLevel(logging.INFO)
     result = rollback_hub(repo, args.hub, args.environment, revision=revision, credentials=source,
-                          base_env=env, health_check=args.health_check, timeout=args.timeout)
+                          base_env=env, health_check=args.health_check,
+                          timeout=args.timeout or repo.settings.helm_timeout)
     console.print(f"{result.release}: {result.outcome} (revision {result.revision_before or 'none'} -> "
                   f"{result.revision_after or 'none'}, {result.duration:.1f} s): {result.message}",
                   highlight=False)

@@ -20,7 +20,7 @@ from hubploy.rollout import HubOutcome
 @flow(name="deploy-hubs", task_runner=ThreadPoolTaskRunner(max_workers=MAX_PARALLEL),
       flow_run_name="deploy-{env}")
 def deploy_hubs(hubs: Sequence[str], env: str, repo_path: str = ".", trigger: str = "manual",
-                timeout: str = "10m", redeploy: bool = False, health_check: bool = True,
+                timeout: str | None = None, redeploy: bool = False, health_check: bool = True,
                 wave: str | None = None) -> dict[str, dict[str, Any]] | State:
     """Deploy ``hubs`` to ``env``; returns {hub: audit record} (a held hub's is empty) when no hub failed.
 

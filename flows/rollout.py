@@ -23,12 +23,12 @@ from hubploy.layout import load_repo
 @flow(name="hubploy-rollout", flow_run_name="rollout-{env}", log_prints=True)
 def rollout(env: str, repo_url: str | None = None, repo_path: str = ".", branch: str | None = None,
             sha: str | None = None, wave: str | None = None, hubs: list[str] | None = None,
-            trigger: str = "manual", redeploy: bool = False, timeout: str = "10m") -> State:
+            trigger: str = "manual", redeploy: bool = False, timeout: str | None = None) -> State:
     """Deploy ``hubs`` (default: every hub with ``env``) to ``env`` in waves (only ``wave`` when given).
 
     With ``repo_url``: a checkout of ``sha``, else of the head of ``branch`` (default: ``prod`` for prod,
     ``staging`` otherwise). ``redeploy`` upgrades releases that already run their configuration;
-    ``timeout``: helm's wait for each hub."""
+    ``timeout``: helm's wait for each hub (default: ``helm_timeout`` of hubploy-repo.yaml)."""
     if repo_url:
         wanted = branch or ("prod" if env == "prod" else "staging")
         sha = sha or head_of(repo_url, wanted)

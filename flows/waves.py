@@ -52,11 +52,13 @@ OUTCOMES = {Outcome.deployed: HubOutcome.deployed, Outcome.unchanged: HubOutcome
 
 
 def roll_out(tree: str, hubs: Sequence[str], env: str, *, trigger: str, wave: str | None = None,
-             timeout: str = "10m", redeploy: bool = False, health_check: bool = True) -> RolloutReport:
+             timeout: str | None = None, redeploy: bool = False, health_check: bool = True) -> RolloutReport:
     """Deploy ``hubs`` to ``env`` wave after wave (only the wave ``wave`` when given), stopping at the
-    first wave with a hub that failed; how each hub ended."""
+    first wave with a hub that failed; how each hub ended. ``timeout``: helm's wait for each hub (default:
+    ``helm_timeout`` of hubploy-repo.yaml)."""
     logger = get_run_logger()
     repo = load_repo(tree)
+    timeout = timeout or repo.settings.helm_timeout
     waves = plan_waves(hubs, repo.settings.rollout)
     if wave is not None:
         try:

@@ -33,6 +33,7 @@ from prefect.client.schemas.filters import (
     LogFilterTextSearch,
 )
 from prefect.deployments import run_deployment
+from prefect.exceptions import NotPausedError
 from prefect.flow_runs import resume_flow_run
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.prefect]
@@ -252,8 +253,8 @@ def test_approval_timeout_leaves_prod_untouched(deploy_repo: DeployRepo, hubploy
     assert (run.state.type.value, run.state.name) == ("CANCELLED", "ApprovalTimedOut"), run.state.message
     assert "prod untouched" in run.state.message
     assert repo.revisions("prod") == []
-    with pytest.raises(Exception):
-        resume_flow_run(run_id, run_input={"decision": "approve"})
+    with pytest.raises(NotPausedError, match="isn't paused"):  # a late approval cannot revive it
+        resume_flow_run(run_id, run_input={"decision": "approve", "sha": run.parameters["sha"]})
 
 
 def test_staging_health_failure_rolls_back_and_asks_no_approval(deploy_repo: DeployRepo,
@@ -270,7 +271,9 @@ def test_staging_health_failure_rolls_back_and_asks_no_approval(deploy_repo: Dep
     run_id = repo.start(sha)
     run = wait_for_state(run_id, lambda r: paused(r) or final(r), worker=hubploy_worker)
     assert (run.state.type.value, run.state.name) == ("FAILED", "StagingFailed"), run.state.message
-    assert "health check failed" in run.state.message
+    # the hub never gets ready: helm gives up after the repo's helm_timeout, and the diagnosis names why
+    assert f"{repo.hub}: helm upgrade of {repo.hub}-staging timed out after 2m" in run.state.message
+    assert "not ready: " in run.state.message
     history = repo.revisions("staging")
     assert history[-1]["status"] == "deployed" and f"Rollback to {good_revision}" in history[-1]["description"]
     assert repo.revisions("prod") == []

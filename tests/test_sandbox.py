@@ -118,7 +118,7 @@ def test_a_pod_runs_its_command_with_the_pods_env_and_volumes(sandbox, sandbox_n
         "echo SANS=$(cat /var/run/secrets/kubernetes.io/serviceaccount/namespace)",
         "echo CA=$(head -c 27 /var/run/secrets/kubernetes.io/serviceaccount/ca.crt)",
         "echo hi > /scratch/x && echo SCRATCH=$(cat /scratch/x)", "date > /home/jovyan/written",
-        "echo HOSTS=$(grep -c proxy-api /etc/hosts)", "echo IPS=$(ip -4 -o addr show eth0 | awk '{print $4}')",
+        "echo HOSTS=$(getent hosts proxy-api | cut -d' ' -f1)", "echo IPS=$(ip -4 -o addr show eth0 | awk '{print $4}')",
         "echo done; sleep 3600",
     ])
     manifest = yaml.safe_load(pod_manifest("envpod", script, securityContext={"runAsUser": 1000, "fsGroup": 1000},
@@ -145,7 +145,7 @@ def test_a_pod_runs_its_command_with_the_pods_env_and_volumes(sandbox, sandbox_n
     assert values["PROXY"] == f"{proxy_api}:8001" and values["K8S"] == kubernetes
     assert values["CONF"] == "setting = 1" and values["SUBPATH"] == "hello" and values["SECRET"] == "s3cr3t"
     assert int(values["TOKEN"]) > 100 and values["SANS"] == ns and values["CA"] == "-----BEGIN CERTIFICATE-----"
-    assert values["SCRATCH"] == "hi" and values["HOSTS"] == "1"
+    assert values["SCRATCH"] == "hi" and values["HOSTS"] == proxy_api  # its own namespace's Service
     assert values["IPS"] == running["status"]["podIP"] + "/21"
     claim = sandbox.get("pvc", "home", namespace=ns)
     volume = sandbox.get("pv", claim["spec"]["volumeName"])

@@ -264,6 +264,10 @@ class RepoSettings(Strict):
     approvers: Approvers = Field(default_factory=Approvers,
                                  description="Who may decide the approval of each approved environment.")
     cluster_concurrency: int = Field(4, ge=1, description="Most deploys run at once against one cluster.")
+    helm_timeout: Duration = Field("10m", description=(
+        "How long helm waits for a release to be ready (`helm upgrade --wait --timeout`) when a flow, "
+        "`hubploy deploy` or `hubploy rollout` deploys without --timeout; a hub that is still not ready "
+        "then fails and is rolled back. E.g. 10m, 300s, 1h."))
     health_check_timeout: float = Field(180, gt=0, description="Seconds a deployed hub has to answer /hub/api "
                                                                "before the deploy is rolled back.")
     rollout: RolloutSettings | None = Field(None, description="Progressive delivery: waves, soak, smoke "

@@ -13,9 +13,14 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 ITEMS = ("hub", "sandbox/charts/jupyterhub", "hubploy-repo.yaml", ".sops.yaml", "example-age.key")
 
 
-def copy_example_repo(dest: Path, hubs: Mapping[str, str] | None = None, *, settings_extra: str = "") -> Path:
+TEST_HELM_TIMEOUT = "2m"  # a hub that never gets ready fails a test's deploy in 2 minutes, not helm's 10
+
+
+def copy_example_repo(dest: Path, hubs: Mapping[str, str] | None = None, *, settings_extra: str = "",
+                      helm_timeout: str | None = TEST_HELM_TIMEOUT) -> Path:
     """``dest`` with the example layout and ``hubs`` ({new name: example hub it copies}, default the
-    ``minimal`` hub as is); ``settings_extra`` is appended to hubploy-repo.yaml. Nothing is committed."""
+    ``minimal`` hub as is); ``settings_extra`` (and ``helm_timeout``, unless None) is appended to
+    hubploy-repo.yaml. Nothing is committed."""
     for item in ITEMS:
         src, target = PROJECT_ROOT / item, dest / item
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -26,6 +31,8 @@ def copy_example_repo(dest: Path, hubs: Mapping[str, str] | None = None, *, sett
             shutil.copy2(src, target)
     for name, source in (hubs or {"minimal": "minimal"}).items():
         shutil.copytree(PROJECT_ROOT / "deployments" / source, dest / "deployments" / name)
+    if helm_timeout:
+        settings_extra += f"helm_timeout: {helm_timeout}\n"
     if settings_extra:
         settings = dest / "hubploy-repo.yaml"
         settings.write_text(settings.read_text() + settings_extra)

@@ -98,14 +98,14 @@ def helm_failure_then_failing_health_check(repo: DeployRepo, hubploy_worker: Wor
     assert repo.revisions("staging") == history
     assert_prod_untouched(repo, prod_before)
 
-    # a hub config that starts but never becomes healthy: upgraded, then rolled back
+    # a hub config with which JupyterHub never gets ready: helm gives up (helm_timeout), rolled back
     values["jupyterhub"]["hub"]["config"] = {"JupyterHub": {"authenticator_class": "no-such-authenticator"}}
     broken_hub = repo.work.commit({repo.config("common.yaml"): yaml.safe_dump(values)}, "break the hub config",
                                   remove=("hub/templates/broken.yaml",))
     repo.work.git("push", "--quiet", repo.url, "staging")
     run = wait_for_state(repo.start(broken_hub), paused_or_final, worker=hubploy_worker)
     assert state_of(run) == ("FAILED", "StagingFailed"), run.state.message
-    assert "health check failed" in run.state.message, run.state.message
+    assert f"helm upgrade of {repo.hub}-staging timed out after 2m" in run.state.message, run.state.message
     after = repo.revisions("staging")
     assert after[-1]["status"] == "deployed" and f"Rollback to {good}" in after[-1]["description"], after
     assert [r["status"] for r in after].count("deployed") == 1
