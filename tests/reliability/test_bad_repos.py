@@ -344,7 +344,8 @@ def test_the_good_repo_validates_and_its_deploy_reaches_for_the_cluster(good_tem
     assert run_cli("validate", cwd=root, env=shims.env).returncode == 0
     # --ignore-hold: the Prefect server is a closed port too, and a hold that cannot be read refuses the
     # deploy; here only the repository may stop it
-    result = run_cli("deploy", GOOD_HUB, "hub", "staging", "--ignore-hold", cwd=root, env=shims.env, timeout=120)
+    result = run_cli("deploy", GOOD_HUB, "hub", "staging", "--ignore-hold", cwd=root, env=shims.env,
+                     timeout=120)
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert shims.cluster_calls(), f"the shims logged no cluster call: {shims.calls()}\n{result.stderr}"
 
