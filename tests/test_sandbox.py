@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from hubploy.errors import CommandError
 from hubploy_sandbox.agent.envvars import parse_quantity
+from hubploy_sandbox.builds import build_kubernetes
 from hubploy_sandbox.procs import proc_start_time, read_pid
 from hubploy_sandbox.versions import KUBERNETES_VERSION
+
+from hubploy.errors import CommandError
 
 pytest_plugins = ["fixtures.sandbox"]  # harmless when tests/conftest.py loads it too
 
@@ -95,6 +96,12 @@ def test_the_node_is_ready_and_keeps_its_lease(sandbox) -> None:
         "lease", "sandbox-node", namespace="kube-node-lease")["spec"]["renewTime"] != renewed, timeout=25)
     taints = sandbox.get("node", "sandbox-node")["spec"].get("taints") or []
     assert not taints, taints  # the node lifecycle controller runs and finds nothing to taint
+
+
+def test_the_cached_build_is_recognised_so_setup_does_not_rebuild(sandbox) -> None:
+    say: list[str] = []
+    assert build_kubernetes(sandbox.paths, say=say.append) is False
+    assert say == [f"kubernetes {KUBERNETES_VERSION}: cached in {sandbox.paths.k8s_bin}"]
 
 
 # --- pods -------------------------------------------------------------------------------------------
@@ -368,11 +375,11 @@ def test_sops_round_trip_with_the_age_key(sandbox, tmp_path) -> None:
 
 
 def test_env_exports_exactly_the_documented_names(sandbox) -> None:
-    out = sandbox.run([sys.executable, "-m", "cli.main", "sandbox", "env"]).stdout
+    out = sandbox.run([sys.executable, "-m", "hubploy.cli.main", "sandbox", "env"]).stdout
     env = dict(shlex.split(line.removeprefix("export "))[0].split("=", 1) for line in out.splitlines())
     assert set(env) == {"KUBECONFIG", "HELM_EXECUTABLE", "HUBPLOY_REGISTRY", "HUBPLOY_REGISTRY_USERNAME",
                         "HUBPLOY_REGISTRY_PASSWORD", "SOPS_AGE_KEY_FILE", "PATH"}
-    status = sandbox.run([sys.executable, "-m", "cli.main", "sandbox", "status"]).stdout
+    status = sandbox.run([sys.executable, "-m", "hubploy.cli.main", "sandbox", "status"]).stdout
     assert "stopped" not in status and "kube-apiserver" in status and KUBERNETES_VERSION in status
     assert env["PATH"].split(":")[0] == str(sandbox.bin)
     for tool in ("helm", "kubectl", "sops", "buildah"):

@@ -22,8 +22,8 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from hubploy.errors import SandboxError
 from hubploy.runner import child_env, run
+from hubploy_sandbox.errors import SandboxError
 from hubploy_sandbox.paths import SandboxPaths
 from hubploy_sandbox.versions import (
     ETCD_MODULE,
@@ -74,10 +74,12 @@ def _version_tuple(version: str) -> tuple[int, ...]:
 
 
 def reports_version(binary: Path, version: str, *, env: Mapping[str, str]) -> bool:
-    """Whether ``binary --version`` names ``version`` (a cached build of another version does not count)."""
+    """Whether ``binary --version`` (kubectl: ``version --client``) names ``version`` (a cached build of
+    another version does not count)."""
     if not binary.is_file():
         return False
-    result = run([binary, "--version"], env=env, check=False, timeout=30)
+    args = ["version", "--client"] if binary.name == "kubectl" else ["--version"]
+    result = run([binary, *args], env=env, check=False, timeout=30)
     return version.lstrip("v") in (result.stdout + result.stderr)
 
 
