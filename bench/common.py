@@ -417,7 +417,7 @@ class PrefectStack:
 
     @property
     def postgres(self) -> Any:
-        from triggers.database import PostgresFiles
+        from hubploy.triggers.database import PostgresFiles
         return PostgresFiles(self.home)
 
     def server_pids(self) -> list[int]:
@@ -431,7 +431,7 @@ class PrefectStack:
         return [proc.pid for proc in self.worker_procs]
 
     def start_server(self) -> None:
-        from triggers.database import start
+        from hubploy.triggers.database import start
         port = _free_port()
         self.api_url = f"http://127.0.0.1:{port}/api"
         env = {**os.environ, "PREFECT_HOME": str(self.home), "PREFECT_SERVER_API_HOST": "127.0.0.1",
@@ -493,7 +493,7 @@ class PrefectStack:
                         pass
                 proc.wait()
         if self.database == "postgres":
-            from triggers.database import remove
+            from hubploy.triggers.database import remove
             remove(self.postgres)
 
 

@@ -80,7 +80,7 @@ class CommandNotFoundError(CommandError):
 
     def __init__(self, program: str) -> None:
         super().__init__([program], 127, f"{program}: command not found",
-                         hint="run `hubploy sandbox install`, or install it and put it on PATH")
+                         hint="install it and put it on PATH")
 
 
 class CommandTimeoutError(CommandError):
@@ -132,10 +132,6 @@ class UpgradeError(DeployError):
 
 class HealthCheckError(DeployError):
     """A deployed hub did not answer as a healthy JupyterHub does."""
-
-
-class SandboxError(HubployError):
-    """The local sandbox platform cannot be installed, started or used."""
 
 
 class ApprovalError(HubployError):

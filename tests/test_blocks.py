@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from helpers.cloud import Recorder, base_env, exec_user, recorder, write_kubeconfig  # noqa: F401
 from prefect.blocks.core import Block
 from prefect.testing.standard_test_suites import BlockStandardTestSuite
 from pydantic import SecretStr, ValidationError
@@ -23,7 +24,6 @@ from hubploy.cloud import verify_access
 from hubploy.errors import CredentialsError
 from hubploy.layout import load_repo
 from hubploy.runner import child_env, run
-from helpers.cloud import Recorder, base_env, exec_user, recorder, write_kubeconfig  # noqa: F401
 
 pytest_plugins = ["fixtures.sandbox"]
 

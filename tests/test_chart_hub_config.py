@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from helpers.chart import PROJECT, RELEASE, find, helm_path, hub_files, render, secret_data, vendored_umbrella
 from hubploy_sandbox.paths import SandboxPaths
 

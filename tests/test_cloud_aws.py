@@ -8,11 +8,19 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers.cloud import (  # noqa: F401
+    Recorder,
+    assert_home_untouched,
+    assert_no_secret_on_argv,
+    base_env,
+    exec_user,
+    mode,
+    recorder,
+    write_kubeconfig,
+)
 
 from hubploy.cloud import aws
 from hubploy.errors import CredentialsError
-from helpers.cloud import (Recorder, assert_home_untouched, assert_no_secret_on_argv, base_env, exec_user,  # noqa: F401
-                           mode, recorder, write_kubeconfig)
 
 KEY_ID = "AKIAIOSFODNN7EXAMPLE"
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"

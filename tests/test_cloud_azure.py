@@ -7,11 +7,19 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers.cloud import (  # noqa: F401
+    Recorder,
+    assert_home_untouched,
+    assert_no_secret_on_argv,
+    base_env,
+    exec_user,
+    mode,
+    recorder,
+    write_kubeconfig,
+)
 
 from hubploy.cloud import azure
 from hubploy.errors import CommandError, CredentialsError
-from helpers.cloud import (Recorder, assert_home_untouched, assert_no_secret_on_argv, base_env, exec_user,  # noqa: F401
-                           mode, recorder, write_kubeconfig)
 
 APP_ID = "11111111-2222-3333-4444-555555555555"
 TENANT = "contoso.onmicrosoft.com"

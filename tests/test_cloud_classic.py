@@ -11,13 +11,20 @@ from typing import Callable
 
 import pytest
 import yaml
+from helpers.cloud import (  # noqa: F401
+    Recorder,
+    assert_home_untouched,
+    assert_no_secret_on_argv,
+    base_env,
+    exec_user,
+    recorder,
+    write_kubeconfig,
+)
 
 from hubploy import cloud
 from hubploy.errors import CredentialsError, SecretsError
 from hubploy.layout import Hub, load_repo
 from hubploy.runner import run as real_run
-from helpers.cloud import (Recorder, assert_home_untouched, assert_no_secret_on_argv, base_env, exec_user,  # noqa: F401
-                           recorder, write_kubeconfig)
 
 VENV_BIN = str(Path(sys.executable).parent)
 PRIVATE_KEY = "-----BEGIN PRIVATE KEY-----\nclassic-gcloud-private-key\n-----END PRIVATE KEY-----\n"

@@ -7,11 +7,19 @@ import os
 from pathlib import Path
 
 import pytest
+from helpers.cloud import (  # noqa: F401
+    Recorder,
+    assert_home_untouched,
+    assert_no_secret_on_argv,
+    base_env,
+    exec_user,
+    mode,
+    recorder,
+    write_kubeconfig,
+)
 
 from hubploy.cloud import gcloud
 from hubploy.errors import CommandError, CredentialsError
-from helpers.cloud import (Recorder, assert_home_untouched, assert_no_secret_on_argv, base_env, exec_user,  # noqa: F401
-                           mode, recorder, write_kubeconfig)
 
 PRIVATE_KEY = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC-gcloud-test\n-----END PRIVATE KEY-----\n"
 KEY = {"type": "service_account", "project_id": "p", "private_key_id": "0123abcd", "private_key": PRIVATE_KEY,

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers.cloud import assert_home_untouched, base_env, mode  # noqa: F401
 from pydantic import SecretStr
 
 from blocks.kubeconfig import KubeconfigCredentials
 from hubploy.cloud import ClusterAccess, kubeconfig, verify_access
 from hubploy.errors import CredentialsError
 from hubploy.runner import REDACTED, redact, run
-from helpers.cloud import assert_home_untouched, base_env, mode  # noqa: F401
 
 pytest_plugins = ["fixtures.sandbox"]
 

@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import PROJECT_ROOT
 from helpers.cli import run_cli
+
 from hubploy.config.models import HubConfig, split_image_reference
 from hubploy.errors import ConfigError
 from hubploy.layout import load_repo

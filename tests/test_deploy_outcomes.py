@@ -21,15 +21,15 @@ from typing import Any
 import pytest
 
 import hubploy.deploy
+from hubploy.cli.main import main
 from hubploy.deploy import DeployOptions, DeployResult, Outcome, deploy, rollback_hub
 from hubploy.deploy import health_gate as deploy_health
-from hubploy.deploy.release import at_least
 from hubploy.deploy import images as deploy_images
+from hubploy.deploy.release import at_least
 from hubploy.errors import DeployError, HealthCheckError
 from hubploy.helm import UpgradeFlags
-from hubploy.runner import register_secret
-from cli.main import main
 from hubploy.layout import REPOS, load_repo
+from hubploy.runner import register_secret
 
 FAKE_CLUSTER = Path(__file__).parent / "helpers" / "fake_cluster.py"
 HUB_IMAGE = "registry.example.org/hub"

@@ -5,11 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers.gitrepo import Repo, git_env, init_repo
 
 from hubploy.errors import GitError
-from hubploy.git import (candidate_tags, changed_files, commit_exists, commit_messages, head_sha, image_tag,
-                         path_changed, shortest_alpha_prefix, uncommitted_changes)
-from helpers.gitrepo import Repo, git_env, init_repo
+from hubploy.git import (
+    candidate_tags,
+    changed_files,
+    commit_exists,
+    commit_messages,
+    head_sha,
+    image_tag,
+    path_changed,
+    shortest_alpha_prefix,
+    uncommitted_changes,
+)
 
 IMAGE = "deployments/hub/image"
 

@@ -15,8 +15,8 @@ import pytest
 from prefect import flow
 from prefect_github import GitHubCredentials
 
-from hubploy.errors import CredentialsError, HubployError
 from flows.tasks.github_status import post_pr_comment, report_status
+from hubploy.errors import CredentialsError, HubployError
 
 pytestmark = pytest.mark.prefect
 

@@ -10,10 +10,16 @@ from pathlib import Path
 import pytest
 
 from hubploy import helm
-from hubploy.deploy import images as deploy_images
 from hubploy.deploy import check_images, image_references, is_transient, redact_rendered, values_digest
-from hubploy.errors import (CommandError, CommandTimeoutError, DeployError, HealthCheckError, RegistryError,
-                            UpgradeError)
+from hubploy.deploy import images as deploy_images
+from hubploy.errors import (
+    CommandError,
+    CommandTimeoutError,
+    DeployError,
+    HealthCheckError,
+    RegistryError,
+    UpgradeError,
+)
 from hubploy.registry import RegistryCredentials
 from hubploy.runner import REDACTED
 

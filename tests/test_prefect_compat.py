@@ -17,6 +17,7 @@ import prefect
 import prefect.flow_engine
 import prefect.flow_runs
 import pytest
+from conftest import PROJECT_ROOT
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from prefect.client.schemas.objects import State
@@ -31,7 +32,6 @@ from prefect.exceptions import Abort, Pause
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Pending, Suspended
 
-from conftest import PROJECT_ROOT
 from flows import prefect_compat as compat
 
 

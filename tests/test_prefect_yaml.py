@@ -13,7 +13,7 @@ from helpers.cli import run_cli
 from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
 
-from triggers.recovery import DEPLOYMENT_SETTINGS, RECOVERY_TAG
+from hubploy.triggers.recovery import DEPLOYMENT_SETTINGS, RECOVERY_TAG
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.prefect]
 
@@ -31,7 +31,7 @@ EXPECTED = {
     "hubploy-rollout/rollout": "flows/rollout.py:rollout",
 }
 WITH_REPO_URL = set(EXPECTED) - {"hubploy-approval-timeout/approval-timeout", "deploy-hubs/deploy-hubs"}
-RETRIED_WHEN_LOST = {PROD, "deploy-hubs/deploy-hubs", "hubploy-rollout/rollout"}  # the fleet deployments (triggers/recovery.py)
+RETRIED_WHEN_LOST = {PROD, "deploy-hubs/deploy-hubs", "hubploy-rollout/rollout"}  # the fleet deployments (hubploy/triggers/recovery.py)
 
 
 def test_prefect_deploy_all_registers_every_deployment(hubploy_worker: Worker, prefect_api: str) -> None:
@@ -49,7 +49,7 @@ def test_prefect_deploy_all_registers_every_deployment(hubploy_worker: Worker, p
         if name in WITH_REPO_URL:  # "{{ $HUBPLOY_REPO_URL }}" resolved at deploy time
             assert deployment.parameters["repo_url"] == hubploy_worker.env["HUBPLOY_REPO_URL"], name
         # every run sends heartbeats often enough for the fleet deployments' runs (tagged) to be crashed and
-        # retried when lost (triggers/recovery.py)
+        # retried when lost (hubploy/triggers/recovery.py)
         assert (RECOVERY_TAG in deployment.tags) == (name in RETRIED_WHEN_LOST), name
         assert deployment.job_variables == DEPLOYMENT_SETTINGS["job_variables"], name
     crons = {name: [(s.schedule.cron, s.schedule.timezone, s.active) for s in d.schedules]

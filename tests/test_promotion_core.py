@@ -8,8 +8,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-
 from helpers.gitrepo import Repo, git_env, init_repo
+
 from hubploy.config.models import FreezeWindow, RepoSettings
 from hubploy.errors import ApprovalError, GitError
 from hubploy.manifest_diff import manifest_diff

@@ -6,9 +6,9 @@ import subprocess
 
 import pytest
 import yaml
-
 from conftest import PROJECT_ROOT
 from helpers.cli import run_cli
+
 from hubploy.layout import load_repo
 from hubploy.render import prepared_values, template
 from hubploy.runner import run

@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from fixtures.sandbox import free_port_offset
-from hubploy.runner import child_env, run
 from hubploy_sandbox.procs import proc_start_time
 from hubploy_sandbox.versions import KUBERNETES_VERSION
+
+from hubploy.runner import child_env, run
 
 pytest_plugins = ["fixtures.sandbox"]
 
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.sandbox
 
 
 def hubploy(env: dict[str, str], *args: str, check: bool = True):
-    return run([sys.executable, "-m", "cli.main", "sandbox", *args], env=env, check=check, timeout=300)
+    return run([sys.executable, "-m", "hubploy.cli.main", "sandbox", *args], env=env, check=check, timeout=300)
 
 
 def exports(text: str) -> dict[str, str]:

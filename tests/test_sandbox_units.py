@@ -14,11 +14,10 @@ from hubploy_sandbox import builds, image_envs, versions
 from hubploy_sandbox.agent import containers, envvars, podfiles, probes
 from hubploy_sandbox.agent.volumes import Mount, VolumeNotReady, _safe_join
 from hubploy_sandbox.env import sandbox_env, shell_exports
+from hubploy_sandbox.errors import SandboxError
 from hubploy_sandbox.network import RANGE, ClusterNetwork
 from hubploy_sandbox.paths import Ports, SandboxPaths
 from hubploy_sandbox.procs import command_line, proc_start_time, read_pid, runs, stop
-
-from hubploy.errors import SandboxError
 
 # --- versions and builds ------------------------------------------------------------------------------
 

@@ -14,8 +14,16 @@ import yaml
 
 from hubploy.errors import SecretsError
 from hubploy.runner import child_env, redact, run
-from hubploy.secrets import (GIT_CRYPT_HEADER, check_secret_file, decrypt_to_mapping, decrypted, in_secrets_dir,
-                             is_encrypted, sops_format, with_age_key)
+from hubploy.secrets import (
+    GIT_CRYPT_HEADER,
+    check_secret_file,
+    decrypt_to_mapping,
+    decrypted,
+    in_secrets_dir,
+    is_encrypted,
+    sops_format,
+    with_age_key,
+)
 from hubploy.workspace import private_run_dir
 
 VENV_BIN = str(Path(sys.executable).parent)

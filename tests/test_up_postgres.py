@@ -18,7 +18,7 @@ from helpers.cli import VENV_BIN
 from helpers.stack import alive, free_port, interrupt, listen_addresses, pids, user_env, wait_for_output
 
 from hubploy.runner import child_env, run
-from triggers.database import PostgresFiles, binaries, remove
+from hubploy.triggers.database import PostgresFiles, binaries, remove
 
 pytestmark = pytest.mark.prefect
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from helpers.gitrepo import init_repo
+
 from hubploy.errors import ConfigError, GitError, HubployError, SecretsError
 from hubploy.git import shortest_alpha_prefix
 from hubploy.layout import ImageSpec

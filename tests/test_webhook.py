@@ -26,13 +26,16 @@ import uvicorn
 from prefect import flow
 from prefect.blocks.system import Secret
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterDeploymentId,
-                                            FlowRunFilterIdempotencyKey)
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterDeploymentId,
+    FlowRunFilterIdempotencyKey,
+)
 from prefect.client.schemas.objects import FlowRun
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from triggers.routing import Routes
-from triggers.webhook import WebhookConfig, create_app, ensure_webhook_secret, load_webhook_secret
+from hubploy.triggers.routing import Routes
+from hubploy.triggers.webhook import WebhookConfig, create_app, ensure_webhook_secret, load_webhook_secret
 
 pytestmark = pytest.mark.prefect
 

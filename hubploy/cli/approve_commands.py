@@ -35,7 +35,7 @@ def cmd_approve(args: argparse.Namespace) -> int:
     """Talks to PREFECT_API_URL when it is set, else to the server `hubploy up` runs on this machine."""
     from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
-    from triggers.stack import client_settings
+    from hubploy.triggers.stack import client_settings
 
     local = None if os.environ.get("PREFECT_API_URL") else client_settings()
     if local is None:

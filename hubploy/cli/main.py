@@ -5,33 +5,34 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import logging
 import os
 import sys
 from typing import Callable, Sequence
 
-from hubploy.errors import ConfigError, HubployError
+from hubploy.errors import CommandNotFoundError, ConfigError, HubployError
 
 # Each module exposes register(subparsers) and sets a `func(args) -> int` default on its parsers.
 # Modules are imported lazily by name so that `hubploy validate` never pays for importing Prefect.
 COMMAND_MODULES: dict[str, str] = {
-    "validate": "cli.config_commands",
-    "schema": "cli.config_commands",
-    "render": "cli.config_commands",
-    "sandbox": "cli.sandbox_commands",
-    "approve": "cli.approve_commands",
-    "up": "cli.up_commands",
-    "down": "cli.up_commands",
-    "demo": "cli.up_commands",
-    "webhook": "cli.webhook_commands",
-    "build": "cli.build_commands",
-    "deploy": "cli.deploy_commands",
-    "plan": "cli.fleet_commands",
-    "diff": "cli.fleet_commands",
-    "rollout": "cli.rollout_commands",
-    "rollback": "cli.rollout_commands",
-    "hold": "cli.rollout_commands",
-    "unhold": "cli.rollout_commands",
+    "validate": "hubploy.cli.config_commands",
+    "schema": "hubploy.cli.config_commands",
+    "render": "hubploy.cli.config_commands",
+    "sandbox": "hubploy.cli.sandbox_commands",
+    "approve": "hubploy.cli.approve_commands",
+    "up": "hubploy.cli.up_commands",
+    "down": "hubploy.cli.up_commands",
+    "demo": "hubploy.cli.up_commands",
+    "webhook": "hubploy.cli.webhook_commands",
+    "build": "hubploy.cli.build_commands",
+    "deploy": "hubploy.cli.deploy_commands",
+    "plan": "hubploy.cli.fleet_commands",
+    "diff": "hubploy.cli.fleet_commands",
+    "rollout": "hubploy.cli.rollout_commands",
+    "rollback": "hubploy.cli.rollout_commands",
+    "hold": "hubploy.cli.rollout_commands",
+    "unhold": "hubploy.cli.rollout_commands",
 }
 
 
@@ -71,6 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except HubployError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        if isinstance(exc, CommandNotFoundError) and importlib.util.find_spec("hubploy_sandbox"):
+            print("hint: `hubploy sandbox install` installs the tools the sandbox uses", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

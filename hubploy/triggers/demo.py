@@ -19,7 +19,7 @@ import yaml
 
 from hubploy.errors import HubployError
 from hubploy.runner import run
-from triggers.stack import Stack
+from hubploy.triggers.stack import Stack
 
 DEMO_HUB = "minimal"
 Say = Callable[[str], None]

@@ -1,5 +1,5 @@
 """`hubploy up`: everything on one machine — a local Prefect server (loopback, HTTP basic auth; on SQLite,
-or on a PostgreSQL server of its own, see triggers/database.py), the sandbox, the blocks, the deployments
+or on a PostgreSQL server of its own, see hubploy/triggers/database.py), the sandbox, the blocks, the deployments
 of prefect.yaml with one or more process workers, and the GitHub webhook receiver. Each piece is a detached
 process with a PID file under HUBPLOY_HOME (default ~/.hubploy), so `up` is idempotent and `down` stops
 exactly what `up` started.
@@ -30,10 +30,10 @@ from hubploy_sandbox.procs import read_pid, spawn, stop
 
 from hubploy.errors import HubployError
 from hubploy.runner import child_env, run
-from triggers import database
-from triggers.database import Database
+from hubploy.triggers import database
+from hubploy.triggers.database import Database
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEMO_FILES = ("hub", "sandbox/charts/jupyterhub", "deployments", "hubploy-repo.yaml", ".sops.yaml", "example-age.key")
 POOL = "hubploy-process"
 BLOCK_MODULES = ("blocks.gcp", "blocks.aws", "blocks.azure", "blocks.kubeconfig")
@@ -220,10 +220,12 @@ def up(*, port: int = 4200, webhook_port: int = 8787, repo_url: str | None = Non
     _prefect(env, "deploy", "--all")
     say("deployments: lifecycle, approval-timeout, pr-validation, prod-deploy, deploy-hubs, rebuild-images, "
         "drift-check")
-    from triggers.recovery import ensure_recovery_automations  # imports Prefect: not for `hubploy down`
+    from hubploy.triggers.recovery import (
+        ensure_recovery_automations,  # imports Prefect: not for `hubploy down`
+    )
 
     _with_server(env, ensure_recovery_automations)
-    say("automations: a fleet run whose process died is crashed and retried (triggers/recovery.py)")
+    say("automations: a fleet run whose process died is crashed and retried (hubploy/triggers/recovery.py)")
     for name in names:
         _start(paths, name, [str(Path(sys.executable).parent / "prefect"), "worker", "start", "--pool", POOL,
                              "--name", f"{POOL}-{name}"], {**env, "PREFECT_WORKER_QUERY_SECONDS": "2"}, say,
@@ -279,7 +281,7 @@ def _with_server(env: Mapping[str, str], call: Callable[[], T]) -> T:
 def _save_blocks(env: Mapping[str, str], with_sandbox: bool) -> str:
     """Save the sandbox registry block and return the webhook secret, through this stack's server."""
     from blocks.sandbox import save_sandbox_blocks
-    from triggers.webhook import ensure_webhook_secret
+    from hubploy.triggers.webhook import ensure_webhook_secret
 
     def save() -> str:
         if with_sandbox:

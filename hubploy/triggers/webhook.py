@@ -60,8 +60,16 @@ from starlette.routing import Route
 
 from hubploy.errors import CredentialsError, HubployError
 from hubploy.runner import register_secret
-from triggers.routing import (DEFAULT_HOST, DEFAULT_PORT, DEFAULT_SECRET_BLOCK, Ignored, PayloadError, Routes,
-                              Start, route)
+from hubploy.triggers.routing import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    DEFAULT_SECRET_BLOCK,
+    Ignored,
+    PayloadError,
+    Routes,
+    Start,
+    route,
+)
 
 log = logging.getLogger("hubploy.webhook")
 

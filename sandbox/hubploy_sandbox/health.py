@@ -10,7 +10,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from hubploy.errors import SandboxError
+from hubploy_sandbox.errors import SandboxError
 
 
 def http_status(

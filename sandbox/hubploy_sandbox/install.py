@@ -18,9 +18,9 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from hubploy.errors import SandboxError
 from hubploy.runner import child_env, run
 from hubploy_sandbox import builds, image_envs
+from hubploy_sandbox.errors import SandboxError
 from hubploy_sandbox.paths import SandboxPaths
 from hubploy_sandbox.versions import HELM_VERSIONS, HELM_WHEELS
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import yaml
 
-from hubploy.errors import SandboxError
 from hubploy.runner import run
 from hubploy_sandbox import network
+from hubploy_sandbox.errors import SandboxError
 from hubploy_sandbox.health import http_status
 from hubploy_sandbox.paths import (
     APISERVER_PORT,

@@ -9,8 +9,8 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from hubploy.errors import SandboxError
 from hubploy.runner import run
+from hubploy_sandbox.errors import SandboxError
 
 
 def proc_start_time(pid: int) -> int | None:

@@ -21,8 +21,20 @@ import pytest
 
 # The receiver harness and stand-in deployments of the webhook tests, reused as they are.
 from prefect.blocks.system import Secret
-from test_webhook import (LIFECYCLE, SECRET, SECRET_BLOCK, all_runs, cli_receiver_process,  # noqa: F401
-                          deliver, deployment_ids, push, receiver, runs_for, sha, signature)  # (fixtures)
+from test_webhook import (  # noqa: F401
+    LIFECYCLE,
+    SECRET,
+    SECRET_BLOCK,
+    all_runs,
+    cli_receiver_process,
+    deliver,  # (fixtures)
+    deployment_ids,
+    push,
+    receiver,
+    runs_for,
+    sha,
+    signature,
+)
 
 pytestmark = [pytest.mark.reliability, pytest.mark.prefect]
 
