@@ -299,7 +299,7 @@ def dependency_fingerprint(chart_dir: Path, root: Path) -> str | None:
 
 
 def update_dependencies(executable: str, chart_dir: Path, *, root: Path, env: Mapping[str, str],
-                        logger: logging.Logger | logging.LoggerAdapter = log) -> bool:
+                        logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log) -> bool:
     """``helm dependency update`` unless nothing changed since the last one; True if it ran. A
     repository that cannot be reached is a ConfigError naming it and the cause."""
     with _dependency_locks_guard:

@@ -252,7 +252,7 @@ def _reason(response: httpx.Response) -> str:
 
 
 def spawn_smoke_test(url: str, token: str, settings: SpawnTest, *, client: httpx.Client,
-                     logger: logging.Logger | logging.LoggerAdapter = log) -> SpawnTimes:
+                     logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log) -> SpawnTimes:
     """Start the smoke-test user's server at the hub ``url``, wait until it answers through the proxy,
     stop it; its times, else HealthCheckError saying what failed (the server is stopped either way)."""
     api = _HubAPI(url, token, settings.user, client)
@@ -332,7 +332,7 @@ def _stop(api: _HubAPI, deadline: float) -> None:
 
 def check_hub(hub: Hub, env_name: str, *, namespace: str, release: str, env: Mapping[str, str],
               timeout: float = 180.0, kube_context: str | None = None,
-              logger: logging.Logger | logging.LoggerAdapter = log) -> HubCheck:
+              logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log) -> HubCheck:
     """The hub API answers as JupyterHub; with ``rollout.smoke_test: spawn``, a user's server also starts
     and answers through the proxy. What the check saw, else HealthCheckError."""
     version, url = wait_for_hub_api(url_source(hub, env_name, namespace, release, env, kube_context),
@@ -350,7 +350,7 @@ def check_hub(hub: Hub, env_name: str, *, namespace: str, release: str, env: Map
 
 def check_health(hub: Hub, env_name: str, *, namespace: str, release: str, env: Mapping[str, str],
                  timeout: float = 180.0, kube_context: str | None = None,
-                 logger: logging.Logger | logging.LoggerAdapter = log) -> str:
+                 logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log) -> str:
     """``check_hub``, returning the JupyterHub version.
 
     Call it after ``helm upgrade/rollback --wait``: helm has already waited for the release's rollouts.

@@ -27,7 +27,8 @@ from typing import Any
 import httpx
 
 from hubploy import http
-from hubploy.config.models import DOCKER_HUB, split_repository
+from hubploy.config.models import DOCKER_HUB
+from hubploy.config.models import split_repository as split_repository  # part of this module's API
 from hubploy.errors import RegistryError
 from hubploy.runner import register_secret
 from hubploy.workspace import private_dir

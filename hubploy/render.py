@@ -16,7 +16,8 @@ import yaml
 
 from hubploy import helm
 from hubploy.config.loader import SafeLoader
-from hubploy.deploy import PreparedValues, prepared_values, redact_rendered
+from hubploy.deploy import PreparedValues, redact_rendered
+from hubploy.deploy import prepared_values as prepared_values  # part of this module's API
 from hubploy.errors import CommandError
 from hubploy.layout import DeploymentRepo
 from hubploy.manifest_diff import GENERATED, FieldPath, document_key, generated_fields
@@ -97,7 +98,7 @@ def _span(node: yaml.Node, path: tuple[str | int, ...]) -> tuple[int, int] | Non
     """Where the scalar at ``path`` is written in the text ``node`` was composed from."""
     for part in path:
         if isinstance(node, yaml.MappingNode):
-            node = next((value for key, value in node.value if key.value == part), None)  # type: ignore[assignment]
+            node = next((value for key, value in node.value if key.value == part), None)
         elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
             node = node.value[part]
         else:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from hubploy import helm
 from hubploy.charts import Chart, read_chart, update_dependencies
@@ -189,7 +190,7 @@ def _check_schema(repo: DeploymentRepo, hub: Hub, env_name: str, chart: Chart, *
             return [ConfigIssue(path, "", exc.message.removeprefix(f"{path}: "),
                                 hint=(exc.hint + "; " if exc.hint else "") + "or check the rest without "
                                      "decrypting: `hubploy validate --no-decrypt`")]
-    user: dict = {}
+    user: dict[str, Any] = {}
     for layer in layers:
         user = merge_maps(user, layer.data)
     injected = [f"{path}.{key}={value}" for path, name, tag in _images(hub)
@@ -232,7 +233,7 @@ def _images(hub: Hub) -> list[tuple[str, str, str]]:
 
 def _image_layer(hub: Hub) -> Layer:
     """The images hubploy.yaml injects (``--set-string <path>.name/.tag``), at the lines that name them."""
-    data: dict = {}
+    data: dict[str, Any] = {}
     lines: LineMap = {}
     legacy = bool(hub.config.images and hub.config.images.image_name)
     for index, (path, name, tag) in enumerate(_images(hub)):
@@ -245,7 +246,7 @@ def _image_layer(hub: Hub) -> Layer:
     return Layer(hub.config_file, data, lines)
 
 
-def _nested(keys: tuple[str, ...], leaf: dict) -> dict:
+def _nested(keys: tuple[str, ...], leaf: dict[str, Any]) -> dict[str, Any]:
     for key in reversed(keys):
         leaf = {key: leaf}
     return leaf

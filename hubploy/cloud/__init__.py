@@ -47,7 +47,7 @@ def cluster_access(hub: Hub, env_name: str, *, base_env: Mapping[str, str]) -> I
     policy = hub.repo.settings.secrets
     sops_env = with_age_key(base_env, hub.repo.age_key_file)
 
-    def read(filename: str) -> dict:
+    def read(filename: str) -> dict[str, Any]:
         return decrypt_to_mapping(hub.secret_file(filename), env=sops_env, allow_plaintext=policy.allow_plaintext)
 
     with _key_file_access(settings, read, base_env, context) as access:

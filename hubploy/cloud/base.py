@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 import yaml
 
@@ -55,7 +55,7 @@ def kube_env(base_env: Mapping[str, str], kubeconfig: Path, extra: Mapping[str, 
     return env
 
 
-def load_kubeconfig(path: Path) -> dict:
+def load_kubeconfig(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from hubploy.errors import ConfigError, ConfigIssue
 
@@ -89,7 +90,7 @@ def decode_text(path: Path, raw: bytes) -> tuple[str | None, list[ConfigIssue]]:
                                   line=line, hint="YAML files must be UTF-8; re-save the file as UTF-8")]
 
 
-class AliasBombError(yaml.YAMLError):
+class AliasBombError(yaml.YAMLError):  # type: ignore[misc]  # PyYAML ships no type hints: YAMLError is Any
     """Aliases of a YAML file expand to too many values, or refer to themselves."""
 
 
@@ -218,7 +219,7 @@ def _duplicate_keys(node: yaml.Node, file: Path, path: KeyPath = (),
 
 
 def load_mapping(path: Path, *, allow_empty: bool = False,
-                 raw: bytes | None = None) -> tuple[dict | None, LineMap, list[ConfigIssue]]:
+                 raw: bytes | None = None) -> tuple[dict[str, Any] | None, LineMap, list[ConfigIssue]]:
     """Parse a YAML file that must hold a mapping at its top level (``raw``: its bytes, if read)."""
     data, lines, issues = load_yaml(path, raw)
     if issues:
@@ -286,7 +287,7 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _message(error: dict[str, Any], model: type[BaseModel], path: KeyPath) -> tuple[str, str | None]:
+def _message(error: ErrorDetails, model: type[BaseModel], path: KeyPath) -> tuple[str, str | None]:
     kind = error["type"]
     if kind == "extra_forbidden":
         allowed = _allowed_keys(model, path[:-1])

@@ -17,7 +17,7 @@ from __future__ import annotations
 import fnmatch
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 from pydantic import Field, field_validator, model_validator
 
@@ -47,8 +47,9 @@ __all__ = ["ALLOWED_ENVIRONMENTS", "AwsCluster", "AwsRegistry", "AzureCluster", 
 
 DEFAULT_SUBSTITUTION_PATH = "jupyterhub.singleuser.image"
 DOCKER_HUB = "docker.io"
-DEFAULT_ENVIRONMENTS = ("staging", "prod")
-ALLOWED_ENVIRONMENTS = ("develop", "staging", "prod")
+EnvName = Literal["develop", "staging", "prod"]
+DEFAULT_ENVIRONMENTS: tuple[EnvName, ...] = ("staging", "prod")
+ALLOWED_ENVIRONMENTS: tuple[EnvName, ...] = ("develop", "staging", "prod")
 
 
 def split_repository(name: str) -> tuple[str, str]:
@@ -213,7 +214,9 @@ class EnvironmentSettings(Strict):
     namespace: str | None = Field(None, description="Kubernetes namespace (default <hub>-<env>).")
 
 
-EnvName = Literal["develop", "staging", "prod"]
+def is_env_name(name: str) -> TypeGuard[EnvName]:
+    return name in ALLOWED_ENVIRONMENTS
+
 
 def _environments_schema(schema: dict[str, Any]) -> None:
     """Editors should accept both spellings: a list of names, or a mapping name -> settings."""
@@ -255,12 +258,18 @@ class HubConfig(Strict):
     def image_entries(self) -> list[ImageEntry]:
         return self.images.entries() if self.images else []
 
+    def environment(self, env: str) -> EnvironmentSettings:
+        """The settings of environment ``env``; KeyError if this hub has no such environment."""
+        if not is_env_name(env):
+            raise KeyError(env)
+        return self.environments[env]
+
     def release(self, hub: str, env: str) -> str:
         """The helm release of hub ``hub`` (its directory's name) in ``env``."""
-        return self.environments[env].release or f"{hub}-{env}"  # type: ignore[index]
+        return self.environment(env).release or f"{hub}-{env}"
 
     def namespace(self, hub: str, env: str) -> str:
-        return self.environments[env].namespace or f"{hub}-{env}"  # type: ignore[index]
+        return self.environment(env).namespace or f"{hub}-{env}"
 
     def problems(self, hub: str, hub_dir: Path, repo_root: Path) -> list[Problem]:
         """What this valid file still gets wrong for hub ``hub`` in ``hub_dir``: release and namespace

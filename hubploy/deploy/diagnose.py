@@ -78,9 +78,10 @@ def _kubectl(target: Target, *args: str) -> dict[str, Any] | str:
         lines = [line for line in done.stderr.splitlines() if line.strip()]
         return lines[-1] if lines else f"kubectl exited {done.returncode}"
     try:
-        return json.loads(done.stdout)
+        data: dict[str, Any] = json.loads(done.stdout)  # kubectl get -o json prints one object
     except ValueError:
         return "kubectl printed something that is not JSON"
+    return data
 
 
 def _labels(obj: Obj) -> Mapping[str, str]:

@@ -46,13 +46,12 @@ def registry_image_digest(env: Mapping[str, str], credentials_for: RegistryCrede
     Thread-safe; ``client`` (shared by the lookups) saves a TLS setup and connection per image."""
     logins: dict[str, RegistryCredentials | None] = {}
     login_lock = threading.Lock()
-    shared = {"client": client} if client is not None else {}
 
     def lookup(name: str, tag: str) -> str | None:
         host, _ = split_repository(name)
         creds = logins.get(host) or credentials_from_env(host, env)
         try:
-            return manifest_digest(name, tag, creds, **shared)
+            return manifest_digest(name, tag, creds, client=client)
         except RegistryError as exc:
             if exc.status not in (401, 403) or credentials_for is None:
                 raise
@@ -66,7 +65,7 @@ def registry_image_digest(env: Mapping[str, str], credentials_for: RegistryCrede
                                 "configures no credentials for it", status=401,
                                 hint="set images.registry in hubploy.yaml, or "
                                      "HUBPLOY_REGISTRY_USERNAME/PASSWORD")
-        return manifest_digest(name, tag, logins[host], **shared)
+        return manifest_digest(name, tag, logins[host], client=client)
     return lookup
 
 
