@@ -6,7 +6,7 @@ import contextlib
 from typing import Iterator, Mapping
 
 from prefect.blocks.core import Block
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, HttpUrl, SecretStr, model_validator
 
 from hubploy.cloud import ClusterAccess, aws
 
@@ -31,7 +31,7 @@ class AwsClusterCredentials(Block):
 
     _block_type_name = "AWS Cluster Credentials"
     _description = "An EKS cluster and the access key pair or IAM role hubploy deploys to it with."
-    _documentation_url = "https://docs.aws.amazon.com/eks/latest/userguide/create-kubeconfig.html"
+    _documentation_url = HttpUrl("https://docs.aws.amazon.com/eks/latest/userguide/create-kubeconfig.html")
 
     aws_access_key_id: str | None = Field(None, description="Access key id (with the secret access key).")
     aws_secret_access_key: SecretStr | None = Field(None, description="Secret access key.")

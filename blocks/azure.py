@@ -6,7 +6,7 @@ import contextlib
 from typing import Iterator, Mapping
 
 from prefect.blocks.core import Block
-from pydantic import Field, SecretStr
+from pydantic import Field, HttpUrl, SecretStr
 
 from hubploy.cloud import ClusterAccess, azure
 
@@ -27,7 +27,7 @@ class AzureClusterCredentials(Block):
 
     _block_type_name = "Azure Cluster Credentials"
     _description = "An AKS cluster and the service principal hubploy deploys to it with."
-    _documentation_url = "https://learn.microsoft.com/cli/azure/aks#az-aks-get-credentials"
+    _documentation_url = HttpUrl("https://learn.microsoft.com/cli/azure/aks#az-aks-get-credentials")
 
     client_id: str = Field(description="Application (client) id of the service principal (appId).")
     tenant_id: str = Field(description="Tenant of the service principal.")

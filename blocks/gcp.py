@@ -7,7 +7,7 @@ from typing import Any, Iterator, Mapping
 
 from prefect.blocks.core import Block
 from prefect.types import SecretDict
-from pydantic import Field, field_validator
+from pydantic import Field, HttpUrl, field_validator
 
 from hubploy.cloud import ClusterAccess, gcloud
 from hubploy.errors import CredentialsError
@@ -29,7 +29,7 @@ class GcpClusterCredentials(Block):
 
     _block_type_name = "GCP Cluster Credentials"
     _description = "A GKE cluster and the service-account key (or ADC) hubploy deploys to it with."
-    _documentation_url = "https://cloud.google.com/kubernetes-engine/docs/how-to/cluster-access-for-kubectl"
+    _documentation_url = HttpUrl("https://cloud.google.com/kubernetes-engine/docs/how-to/cluster-access-for-kubectl")
 
     service_account_info: SecretDict | None = Field(
         None, description="Contents of the service-account JSON key; empty means application default "

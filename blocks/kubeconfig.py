@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 import yaml
 from prefect.blocks.core import Block
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, HttpUrl, SecretStr, model_validator
 
 from hubploy.cloud import ClusterAccess, fill_context, kubeconfig
 from hubploy.errors import CredentialsError
@@ -38,7 +38,7 @@ class KubeconfigCredentials(Block):
 
     _block_type_name = "Kubeconfig Credentials"
     _description = "A Kubernetes API server and a token or client certificate, kept in secret fields."
-    _documentation_url = "https://kubernetes.io/docs/concepts/configuration/organize-cluster-access-kubeconfig/"
+    _documentation_url = HttpUrl("https://kubernetes.io/docs/concepts/configuration/organize-cluster-access-kubeconfig/")
 
     server: str = Field(description="API server URL, e.g. https://k8s.example.org:6443.")
     certificate_authority_data: str | None = Field(

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import concurrent.futures
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
-from prefect.futures import PrefectFuture
+from prefect.futures import PrefectConcurrentFuture, PrefectFuture
 
 from blocks.resolve import BlockCredentials, credentials
 from flows.tasks.docker_backend import select_backend
@@ -88,7 +88,8 @@ def _submit(job: _Job, backend: BuildBackend, repo_path: str, auth: AuthFiles | 
     built = build_image.submit(backend, repo_path, job.spec, job.row.tag, auth, job.no_cache)
     if not push:
         return built, None
-    return built, push_image.submit(backend, f"{job.spec.name}:{job.row.tag}", auth, wait_for=[built])
+    return built, push_image.submit(backend, f"{job.spec.name}:{job.row.tag}", auth, wait_for=[built],
+                                   return_state=False)
 
 
 def _finish(job: _Job, built: PrefectFuture, pushed: PrefectFuture | None) -> None:
@@ -117,7 +118,8 @@ def _run_limited(jobs: list[_Job], limit: int, backend: BuildBackend, repo_path:
             for key in done:
                 _finish(*pending.pop(key))
         built, pushed = _submit(job, backend, repo_path, auth, push)
-        pending[(pushed or built).wrapped_future] = (job, built, pushed)
+        # the flow's task runner is a thread pool, whose futures wrap concurrent.futures ones
+        pending[cast(PrefectConcurrentFuture[Any], pushed or built).wrapped_future] = (job, built, pushed)
     for key in list(pending):
         _finish(*pending.pop(key))
 

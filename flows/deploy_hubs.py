@@ -17,7 +17,8 @@ from hubploy.errors import DeployError
 from hubploy.rollout import HubOutcome
 
 
-@flow(name="deploy-hubs", task_runner=ThreadPoolTaskRunner(max_workers=MAX_PARALLEL),
+# Prefect's task_runner type (TaskRunner[PrefectFuture[Any]]) excludes its own ThreadPoolTaskRunner
+@flow(name="deploy-hubs", task_runner=ThreadPoolTaskRunner(max_workers=MAX_PARALLEL),  # type: ignore[arg-type]
       flow_run_name="deploy-{env}")
 def deploy_hubs(hubs: Sequence[str], env: str, repo_path: str = ".", trigger: str = "manual",
                 timeout: str = "10m", redeploy: bool = False, health_check: bool = True,

@@ -26,7 +26,7 @@ import os
 import time
 from contextlib import ExitStack
 from datetime import timedelta
-from typing import TypeVar
+from typing import TypeGuard, TypeVar
 from uuid import UUID
 
 from prefect import get_run_logger
@@ -69,7 +69,7 @@ def suspend_with_hot_window(wait_for_input: type[R], *, timeout: int, key: str, 
         return answer
 
 
-def _is_own_suspension(state: State | None, key: str) -> bool:
+def _is_own_suspension(state: State | None, key: str) -> TypeGuard[State]:
     return bool(state and state.is_paused() and state.name == "Suspended" and state.state_details.pause_key == key)
 
 
@@ -106,7 +106,8 @@ def _continue_if_resumed(wait_for_input: type[R], suspended: State, window: time
         _claimed_leases.enter_context(maintain_concurrency_lease(lease, ENGINE_LEASE_SECONDS,
                                                                  suppress_warnings=True))
     logger.info("resumed within the hot window: continuing in flow-run process %s", os.getpid())
-    return wait_for_input.load(keyset_from_paused_state(suspended))
+    # load is sync here (no event loop in a flow-run process): the instance, never a coroutine
+    return wait_for_input.load(keyset_from_paused_state(suspended))  # type: ignore[return-value]
 
 
 def _await_change(client: SyncPrefectClient, run_id: UUID, suspended: State, window: timedelta) -> State | None:

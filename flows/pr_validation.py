@@ -4,6 +4,9 @@ when a GitHubCredentials block is named."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from prefect import flow, get_run_logger, task
 from prefect.states import Completed, Failed, State
 
@@ -52,7 +55,7 @@ class _GitHub:
             self._safely(post_pr_comment, self.block, self.repo, self.pr_number, body, api_url=self.api_url)
 
     @staticmethod
-    def _safely(call, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def _safely(call: Callable[..., object], *args: Any, **kwargs: Any) -> None:
         try:
             call(*args, **kwargs)
         except HubployError as exc:

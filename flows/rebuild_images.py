@@ -27,7 +27,7 @@ import contextlib
 import shutil
 import tempfile
 from collections import defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,7 @@ def _git(root: Path, *args: str) -> str:
     return run_git(root, list(args), child_env({**BOT_IDENTITY, "GIT_TERMINAL_PROMPT": "0"})).strip()
 
 
-def rebuilt_records(rows: list[Mapping[str, Any]]) -> dict[str, dict[str, dict[str, str]]]:
+def rebuilt_records(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[str, str]]]:
     """{hub: {image: {source_tag, tag}}} for every image the rebuild pushed."""
     records: dict[str, dict[str, dict[str, str]]] = defaultdict(dict)
     for row in rows:

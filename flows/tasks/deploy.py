@@ -34,7 +34,7 @@ from hubploy.layout import DeploymentRepo, load_repo
 from hubploy.runner import child_env
 from hubploy.verified import mark_verified, verification
 
-RETRY_DELAYS = [10, 30]
+RETRY_DELAYS: list[float] = [10, 30]
 
 
 def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:

@@ -62,9 +62,9 @@ def _approve(args: argparse.Namespace) -> int:
             run = found[0]
         state = run.state
         if state is None or not state.is_paused() or not state.state_details.run_input_keyset:
-            why = f": {state.message}" if state and state.message else ""
+            detail = f": {state.message}" if state and state.message else ""
             raise ApprovalError(f"run {run.name} is not waiting for an approval (state: "
-                                f"{state.name if state else 'none'}{why})")
+                                f"{state.name if state else 'none'}{detail})")
     sha = str(run.parameters.get("sha") or "")
     if args.sha and not (len(args.sha) >= 7 and sha.lower().startswith(args.sha.lower())):
         raise ApprovalError(f"run {run.name} promotes commit {sha[:12] or '(none)'}, not {args.sha}",

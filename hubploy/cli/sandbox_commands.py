@@ -62,7 +62,7 @@ def cmd_env(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "sandbox",
         help="a real local platform: Kubernetes API, helm, registry, buildah, sops",

@@ -11,7 +11,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 from uuid import UUID
 
 import httpx
@@ -20,6 +20,9 @@ import yaml
 from hubploy.errors import HubployError
 from hubploy.runner import run
 from hubploy.triggers.stack import Stack
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import FlowRun, State
 
 DEMO_HUB = "minimal"
 Say = Callable[[str], None]
@@ -92,7 +95,9 @@ def _run_of_delivery(delivery: str, timeout: float = 300) -> str:
     return str(runs[0].id)
 
 
-def _wait(run_id: UUID, done: Callable[[object], bool], timeout: float, say: Say, what: str):  # type: ignore[no-untyped-def]
+def _wait(run_id: UUID, done: Callable[[State], bool], timeout: float, say: Say,
+          what: str) -> tuple[FlowRun, State]:
+    """The flow run and its state once ``done(state)`` holds or the state is final."""
     from prefect.client.orchestration import get_client
 
     deadline = time.monotonic() + timeout
@@ -100,12 +105,13 @@ def _wait(run_id: UUID, done: Callable[[object], bool], timeout: float, say: Say
     with get_client(sync_client=True) as client:
         while True:
             flow_run = client.read_flow_run(run_id)
-            name = flow_run.state.name if flow_run.state else "pending"
+            state = flow_run.state
+            name = state.name if state else "pending"
             if name != last:
                 say(f"lifecycle run {flow_run.name}: {name}")
                 last = name
-            if done(flow_run) or (flow_run.state and flow_run.state.is_final()):
-                return flow_run
+            if state is not None and (done(state) or state.is_final()):
+                return flow_run, state
             if time.monotonic() > deadline:
                 raise HubployError(f"gave up waiting for {what} after {timeout:.0f} s (state {name})")
             time.sleep(1)
@@ -117,9 +123,8 @@ def demo(stack: Stack, *, approve: bool, say: Say = print, timeout: float = 900)
     run_id = UUID(deliver_push(stack, before, after))
     run_url = f"{stack.ui_url}{stack.run_path(str(run_id))}"
     say(f"webhook delivered; lifecycle run {run_id} started: {run_url}")
-    flow_run = _wait(run_id, lambda r: r.state is not None and r.state.is_paused(), timeout, say,
-                     "the approval form")
-    if flow_run.state.is_paused():
+    flow_run, state = _wait(run_id, lambda s: s.is_paused(), timeout, say, "the approval form")
+    if state.is_paused():
         say(f"waiting for approval: log in at {stack.how_to_log_in(stack.run_path(str(run_id)))}, then press "
             f"Resume on {run_url}; or run `hubploy approve {run_id}`")
         if approve:
@@ -129,6 +134,6 @@ def demo(stack: Stack, *, approve: bool, say: Say = print, timeout: float = 900)
                       "reason": "hubploy demo --approve"}
             resume_flow_run(run_id, run_input=answer)
             say("approved")
-            flow_run = _wait(run_id, lambda r: r.state is not None and r.state.is_final(), timeout, say, "prod")
-    state = flow_run.state
-    return DemoResult(str(run_id), flow_run.name, after, state.name, state.message or "", run_url)
+            flow_run, state = _wait(run_id, lambda s: s.is_final(), timeout, say, "prod")
+    # a state's name is never None: Prefect names a state after its type when it is not given one
+    return DemoResult(str(run_id), flow_run.name, after, str(state.name), state.message or "", run_url)

@@ -299,7 +299,8 @@ def load_webhook_secret(block_name: str = DEFAULT_SECRET_BLOCK) -> str:
     from prefect.blocks.system import Secret
 
     try:
-        value = Secret.load(block_name).get()
+        # load is sync here (called outside any event loop): the block, never a coroutine
+        value = Secret.load(block_name).get()  # type: ignore[union-attr]
     except ValueError as exc:
         raise CredentialsError(f"no Prefect Secret block named {block_name!r}",
                                hint="run `hubploy up` (it creates one) or save a Secret block with that name"

@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from typing import Any
 from pathlib import Path
 
 from hubploy_sandbox import k8s, network
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         balancers.handle(kind, svc)
         proxy.service_changed(kind, svc)
 
-    def files(namespace: str, pod: str, container: str, previous: bool):  # type: ignore[no-untyped-def]
+    def files(namespace: str, pod: str, container: str, previous: bool) -> tuple[Path | None, Callable[[], bool]]:
         worker = pods.find(namespace, pod)
         if worker is None:
             return None, lambda: False
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     logserver.serve(net.node_ip, KUBELET_PORT, cert, key, files)
 
     services_synced = threading.Event()
-    watches = [
+    watches: list[tuple[str, str, Callable[[str, dict[str, Any]], None], dict[str, str], Callable[[], None] | None]] = [
         ("services", path("services"), service_event, {}, services_synced.set),
         ("endpointslices", path("endpointslices", group="discovery.k8s.io/v1"), proxy.slice_changed, {}, None),
         ("persistentvolumeclaims", path("persistentvolumeclaims"), provisioner.claim_changed, {}, None),

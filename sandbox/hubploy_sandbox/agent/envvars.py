@@ -13,7 +13,7 @@ from typing import Any
 from hubploy_sandbox.agent.rest import Api, ApiError, path
 
 ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
-_SUFFIXES = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+_SUFFIXES: dict[str, int | Decimal] = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
              "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": 1, "k": 10**3,
              "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18}
 
@@ -163,10 +163,10 @@ def container_env(pod: Mapping[str, Any], container: Mapping[str, Any], *, sourc
             if ref.get("optional"):
                 continue
             raise ConfigMissing(f"{kind} {sources.namespace}/{ref['name']} not found")
-        for key, value in data.items():
+        for key, data_value in data.items():
             name = source.get("prefix", "") + key
             if ENV_NAME.match(name):
-                defined[name] = value
+                defined[name] = data_value
 
     def lookup(name: str) -> str | None:
         return defined.get(name, services.get(name))

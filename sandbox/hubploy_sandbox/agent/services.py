@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import threading
@@ -183,7 +184,7 @@ class ServiceProxy:
                 continue
             try:
                 server = await asyncio.start_server(
-                    lambda r, w, t=target: self._forward(r, w, t), host=addr[0], port=addr[1], reuse_address=True)
+                    functools.partial(self._forward, target=target), host=addr[0], port=addr[1], reuse_address=True)
             except OSError as exc:
                 log.error("service %s/%s: cannot listen on %s:%s: %s", target[0], target[1], addr[0], addr[1], exc)
                 continue
