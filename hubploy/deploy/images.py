@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Collection, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypedDict
 
 import httpx
 
@@ -18,6 +18,10 @@ from hubploy.registry import RegistryCredentials, manifest_digest, split_reposit
 from hubploy.registry_login import credentials_from_env
 
 CHECK_ALL = ImageCheck()
+
+
+class _SharedClient(TypedDict, total=False):
+    client: httpx.Client  # given only when there is one to share
 
 
 def image_references(merged: Mapping[str, Any]) -> list[tuple[str, str, str]]:
@@ -46,12 +50,13 @@ def registry_image_digest(env: Mapping[str, str], credentials_for: RegistryCrede
     Thread-safe; ``client`` (shared by the lookups) saves a TLS setup and connection per image."""
     logins: dict[str, RegistryCredentials | None] = {}
     login_lock = threading.Lock()
+    shared: _SharedClient = {"client": client} if client is not None else {}
 
     def lookup(name: str, tag: str) -> str | None:
         host, _ = split_repository(name)
         creds = logins.get(host) or credentials_from_env(host, env)
         try:
-            return manifest_digest(name, tag, creds, client=client)
+            return manifest_digest(name, tag, creds, **shared)
         except RegistryError as exc:
             if exc.status not in (401, 403) or credentials_for is None:
                 raise
@@ -65,7 +70,7 @@ def registry_image_digest(env: Mapping[str, str], credentials_for: RegistryCrede
                                 "configures no credentials for it", status=401,
                                 hint="set images.registry in hubploy.yaml, or "
                                      "HUBPLOY_REGISTRY_USERNAME/PASSWORD")
-        return manifest_digest(name, tag, logins[host], client=client)
+        return manifest_digest(name, tag, logins[host], **shared)
     return lookup
 
 
