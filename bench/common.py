@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,9 +29,9 @@ for _path in (ROOT, ROOT / "tests"):  # the project, and tests/helpers (copies o
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-from helpers.example_repo import copy_example_repo
-from helpers.fleet_repo import LEAN_VALUES, SANDBOX_REGISTRY
-from helpers.fleet_repo import commit as git_commit_all
+from helpers.example_repo import copy_example_repo  # noqa: E402 (found through the sys.path entry above)
+from helpers.fleet_repo import LEAN_VALUES, SANDBOX_REGISTRY  # noqa: E402
+from helpers.fleet_repo import commit as git_commit_all  # noqa: E402
 
 BENCH_DIR = Path(os.environ.get("HUBPLOY_BENCH_DIR", "/var/cache/hubploy/bench"))
 CLASSIC_VENV = Path(os.environ.get("HUBPLOY_BENCH_CLASSIC_VENV", BENCH_DIR / "classic-venv"))
@@ -101,12 +101,11 @@ class Sandbox:
 def sandbox(helm_major: int = 3) -> Sandbox:
     """The running sandbox's environment; ``helm_major`` picks the helm both tools run (hubploy through
     HELM_EXECUTABLE, classic hubploy as ``helm`` on PATH)."""
+    from hubploy.runner import child_env
     from hubploy_sandbox import lifecycle
     from hubploy_sandbox.env import sandbox_env
     from hubploy_sandbox.images import ensure_base_image
     from hubploy_sandbox.paths import SandboxPaths
-
-    from hubploy.runner import child_env
 
     paths = SandboxPaths.from_env()
     if not lifecycle.healthy(paths):
@@ -487,10 +486,8 @@ class PrefectStack:
         for proc in [*self.worker_procs, self.server]:
             if proc is not None and proc.poll() is None:
                 for group in [proc.pid, *(child_pids(proc.pid) if proc is not self.server else [])]:
-                    try:
+                    with suppress(ProcessLookupError):
                         os.killpg(group, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
                 proc.wait()
         if self.database == "postgres":
             from hubploy.triggers.database import remove
@@ -543,9 +540,9 @@ def median(values: Sequence[float]) -> float:
 def table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
     cells = [[str(c) for c in header], *[[str(c) for c in r] for r in rows]]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(cells[0], widths)) + " |",
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(cells[0], widths, strict=True)) + " |",
              "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
-    lines += ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in cells[1:]]
+    lines += ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + " |" for r in cells[1:]]
     return "\n".join(lines)
 
 

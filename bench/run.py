@@ -442,7 +442,7 @@ def bench_lifecycle(sb: Sandbox, stack: PrefectStack, work: Path, tok: str, orig
         if not done.state.is_completed():
             raise RuntimeError(f"lifecycle ended {done.state.name}: {done.state.message}")
         history = helm_history(sb, f"{hub}-prod")
-        new = [h for h in history[before:]]
+        new = list(history[before:])
         helm_start = parse_time(new[0]["updated"]) if new else None
         task_start = prod_task_start(flow_run.id, hub, resumed)
         states = flow_run_states(flow_run.id)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Mapping
+from collections.abc import Iterator, Mapping
 
 from prefect.blocks.core import Block
 from pydantic import Field, HttpUrl, SecretStr, model_validator
@@ -41,7 +41,7 @@ class AwsClusterCredentials(Block):
     region: str = Field(description="AWS region of the cluster.")
 
     @model_validator(mode="after")
-    def _one_source(self) -> "AwsClusterCredentials":
+    def _one_source(self) -> AwsClusterCredentials:
         if bool(self.aws_access_key_id) != bool(self.aws_secret_access_key):
             raise ValueError("set both aws_access_key_id and aws_secret_access_key, or neither")
         if not self.aws_access_key_id and not self.role_arn:

@@ -8,8 +8,9 @@ moves its credentials into `SecretStr` fields. The kubeconfig is rebuilt at run 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from prefect.blocks.core import Block
@@ -52,14 +53,14 @@ class KubeconfigCredentials(Block):
     namespace: str | None = Field(None, description="Default namespace of the context.")
 
     @model_validator(mode="after")
-    def _has_credentials(self) -> "KubeconfigCredentials":
+    def _has_credentials(self) -> KubeconfigCredentials:
         if not self.token and not (self.client_certificate_data and self.client_key_data):
             raise ValueError("set a token, or a client certificate and key")
         return self
 
     @classmethod
     def from_kubeconfig(cls, source: str | Path | Mapping[str, Any],
-                        context: str | None = None) -> "KubeconfigCredentials":
+                        context: str | None = None) -> KubeconfigCredentials:
         """Take the credentials of one context (default: the current one) of a kubeconfig file or dict;
         files it names (CA, certificate, key, tokenFile) are read in."""
         if isinstance(source, Mapping):
@@ -82,7 +83,7 @@ class KubeconfigCredentials(Block):
                    context=fields.context, namespace=fields.namespace)
 
     @classmethod
-    def from_cluster_config(cls, config: "KubernetesClusterConfig") -> "KubeconfigCredentials":
+    def from_cluster_config(cls, config: KubernetesClusterConfig) -> KubeconfigCredentials:
         """Convert a prefect-kubernetes `KubernetesClusterConfig`, keeping its credentials secret."""
         return cls.from_kubeconfig(config.config, context=config.context_name)
 

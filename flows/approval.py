@@ -36,24 +36,31 @@ from __future__ import annotations
 
 import enum
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
-from pydantic import Field, create_model
 from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
-from prefect.artifacts import create_markdown_artifact
-from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey,
-                                            DeploymentFilter, DeploymentFilterId, FlowRunFilter,
-                                            FlowRunFilterState, FlowRunFilterStateType)
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    ArtifactFilterKey,
+    DeploymentFilter,
+    DeploymentFilterId,
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
 from prefect.client.schemas.objects import StateType
+from prefect.context import FlowRunContext
 from prefect.deployments import run_deployment
+from prefect.exceptions import ObjectNotFound
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
-from prefect.context import FlowRunContext
-from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelled
+from pydantic import Field, create_model
 
 from flows.hot_window import suspend_with_hot_window
 from hubploy.config.repo_settings import Approvers, RepoSettings
@@ -65,7 +72,7 @@ WAITING = [StateType.PAUSED]
 HOT_WINDOW = timedelta(minutes=15)
 HOT_WINDOW_ENV = "HUBPLOY_APPROVAL_HOT_WINDOW_SECONDS"
 AUDIT_KEY = "approval"
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def current_deployment_id() -> str | None:
@@ -75,7 +82,7 @@ def current_deployment_id() -> str | None:
     return str(run.deployment_id) if run and run.deployment_id else None
 
 
-class Decision(str, enum.Enum):
+class Decision(str, enum.Enum):  # noqa: UP042 (a StrEnum member's str() is its value)
     approve = "approve"
     reject = "reject"
 
@@ -195,7 +202,7 @@ def schedule_timeout_watch(run_id: str, key: str, hours: float) -> bool:
     """Schedule the approval-timeout check at the deadline; False when that deployment is missing."""
     if not current_deployment_id():
         return False
-    deadline = datetime.now(timezone.utc) + timedelta(hours=hours)
+    deadline = datetime.now(UTC) + timedelta(hours=hours)
     try:
         run_deployment(TIMEOUT_DEPLOYMENT, parameters={"flow_run_id": run_id, "pause_key": key, "hours": hours},
                        scheduled_time=deadline, timeout=0, as_subflow=False)

@@ -25,22 +25,39 @@ repository acts at a time.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, Callable
+from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.concurrency.sync import concurrency
 from prefect.context import FlowRunContext
 from prefect.states import Cancelled, Completed, Failed, State
 
-from flows.approval import (Approval, Decision, record_approval, refusal, schedule_timeout_watch,
-                            supersede_waiting_runs, superseded_note, wait_for_approval)
+from flows.approval import (
+    Approval,
+    Decision,
+    record_approval,
+    refusal,
+    schedule_timeout_watch,
+    supersede_waiting_runs,
+    superseded_note,
+    wait_for_approval,
+)
 from flows.build_images import build_images
 from flows.notify import tell
 from flows.tasks.github_status import DEFAULT_API_URL, report_status
+from flows.tasks.lifecycle import (
+    ChangeSet,
+    approvers_in_force,
+    checkout_commit,
+    head_of,
+    plan_commit,
+    promote_commit,
+    repo_key,
+    validate_hubs,
+)
 from flows.tasks.locks import ensure_limit
-from flows.tasks.lifecycle import (ChangeSet, approvers_in_force, checkout_commit, head_of, plan_commit,
-                                   promote_commit, repo_key, validate_hubs)
 from flows.tasks.render import prod_diffs
 from flows.waves import WAVE_FAILED, roll_out, wave_failed, waves_markdown
 from hubploy.config.repo_settings import Notice, RepoSettings

@@ -6,9 +6,10 @@ place (``hubploy.cli.main``) as a one-line message plus an optional hint, with e
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 
 class HubployError(Exception):
@@ -36,10 +37,8 @@ class ConfigIssue:
     def format(self, root: Path | None = None) -> str:
         file = self.file
         if root is not None:
-            try:
+            with contextlib.suppress(ValueError):
                 file = self.file.resolve().relative_to(root.resolve())
-            except ValueError:
-                pass
         where = f"{file}:{self.line}" if self.line else f"{file}"
         key = f" {self.key_path}:" if self.key_path else ""
         text = f"{where}:{key} {self.message}"

@@ -8,8 +8,8 @@ relative to ``repo_root``. Failures raise :class:`~hubploy.errors.GitError`.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from hubploy.errors import CommandError, GitError
 from hubploy.runner import child_env, run

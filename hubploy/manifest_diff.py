@@ -63,7 +63,7 @@ def _differences(a: Any, b: Any, path: tuple[str | int, ...]) -> Iterator[tuple[
         for key in a.keys() | b.keys():
             yield from _differences(a.get(key), b.get(key), (*path, key))
     elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        for index, (x, y) in enumerate(zip(a, b)):
+        for index, (x, y) in enumerate(zip(a, b, strict=True)):
             yield from _differences(x, y, (*path, index))
     elif a != b:
         yield path

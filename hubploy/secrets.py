@@ -25,8 +25,9 @@ import re
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal, Mapping
+from typing import Any, Literal
 
 import yaml
 
@@ -174,8 +175,8 @@ def _problem(path: Path, state: State, allow_plaintext: bool, detail: str = "") 
                 f"fix the {kind} at that line: neither hubploy nor sops can read the file as it is")
     if state == "plaintext" and in_secrets_dir(path) and not allow_plaintext:
         return ("plaintext file under secrets/ (no sops metadata)",
-                f"encrypt it with `sops --encrypt --in-place {path.name}`, or, if git-crypt protects "
-                "your secrets, set `secrets: {allow_plaintext: true}` in hubploy-repo.yaml")
+                (f"encrypt it with `sops --encrypt --in-place {path.name}`, or, if git-crypt protects "
+                 "your secrets, set `secrets: {allow_plaintext: true}` in hubploy-repo.yaml"))
     return None
 
 

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from hubploy.config.loader import load_yaml_or_raise
 from hubploy.errors import ConfigError, ConfigIssue, GitError, HubployError, SecretsError

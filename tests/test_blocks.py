@@ -133,9 +133,11 @@ def test_resolve_a_missing_block(prefect_api: str, deployment_repo, base_env: di
           provider: azure
           azure: {resource_group: rg, cluster: c, credentials_block: no-such-block-here}
     """)
-    with pytest.raises(CredentialsError, match="cannot load Azure Cluster Credentials block 'no-such-block-here'"):
-        with cluster_access_for(hub, "staging", base_env=base_env):
-            pass
+    with (
+        pytest.raises(CredentialsError, match="cannot load Azure Cluster Credentials block 'no-such-block-here'"),
+        cluster_access_for(hub, "staging", base_env=base_env),
+    ):
+        pass
 
 
 def test_resolve_falls_back_to_key_files(deployment_repo, tmp_path: Path, base_env: dict) -> None:

@@ -27,7 +27,6 @@ from helpers.chart import (
     secret_data,
     vendored_umbrella,
 )
-from hubploy_sandbox.paths import HELM_VERSIONS
 
 from hubploy import values
 from hubploy.deploy import image_references
@@ -35,6 +34,7 @@ from hubploy.errors import CommandError
 from hubploy.layout import load_repo
 from hubploy.runner import child_env, run
 from hubploy.secrets import decrypted
+from hubploy_sandbox.paths import HELM_VERSIONS
 
 # Z2JH 4.4.0's default render, hooks last (kind, name).
 DEFAULT_OBJECTS = {

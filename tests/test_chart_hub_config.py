@@ -17,11 +17,13 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 import yaml
 from helpers.chart import PROJECT, RELEASE, find, helm_path, hub_files, render, secret_data, vendored_umbrella
+
 from hubploy_sandbox.paths import SandboxPaths
 
 HUB_VENVS = {
@@ -120,8 +122,8 @@ class HubConfig:
         self.report, self.stdout, self.secret = report, stdout, secret
 
 
-def load_hub_config(python: Path, chart: Path, tmp_path: Path, *helm_args: str, extra_files: dict[str, str] = {},
-                    env: dict[str, str] | None = None) -> HubConfig:
+def load_hub_config(python: Path, chart: Path, tmp_path: Path, *helm_args: str,
+                    extra_files: Mapping[str, str] = {}, env: dict[str, str] | None = None) -> HubConfig:
     docs = render(helm_path("4"), chart, *helm_args)
     config_dir = hub_files(docs, tmp_path / "etc-jupyterhub")
     for rel, text in extra_files.items():

@@ -84,10 +84,12 @@ def test_rejected_login_is_a_credentials_error(recorder: Recorder, base_env: dic
         raise CommandError(argv, 1, "AADSTS7000215: Invalid client secret provided.")
 
     recorder.on("az", "login", effect=reject)
-    with pytest.raises(CredentialsError, match="AADSTS7000215") as info:
-        with azure.cluster_access(client_id=APP_ID, tenant_id=TENANT, client_secret=PASSWORD, resource_group="rg",
-                                  cluster="hubs", base_env=base_env):
-            pass
+    with (
+        pytest.raises(CredentialsError, match="AADSTS7000215") as info,
+        azure.cluster_access(client_id=APP_ID, tenant_id=TENANT, client_secret=PASSWORD, resource_group="rg",
+                             cluster="hubs", base_env=base_env),
+    ):
+        pass
     assert PASSWORD not in str(info.value)
     assert not Path(recorder.calls[0].env["AZURE_CONFIG_DIR"]).exists()
 

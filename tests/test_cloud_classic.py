@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import yaml
@@ -145,9 +145,11 @@ def test_plaintext_auth_file_needs_the_repo_flag(recorder: Recorder, make_hub, e
           azure: {resource_group: rg, cluster: aks, auth_file: sp.yaml}
     """
     sp = {"sp.yaml": yaml.safe_dump({"appId": "app-1", "tenant": "t-1", "password": SP_PASSWORD})}
-    with pytest.raises(SecretsError, match="plaintext file under secrets/"):
-        with cloud.cluster_access(make_hub(config, sp, encrypt=False), "staging", base_env=env):
-            pass
+    with (
+        pytest.raises(SecretsError, match="plaintext file under secrets/"),
+        cloud.cluster_access(make_hub(config, sp, encrypt=False), "staging", base_env=env),
+    ):
+        pass
     assert recorder.calls == []
 
 
@@ -184,6 +186,8 @@ def test_a_named_block_is_not_resolved_here(make_hub, env: dict[str, str]) -> No
           provider: kubeconfig
           kubeconfig: {credentials_block: nrp}
     """)
-    with pytest.raises(CredentialsError, match="names credentials block 'nrp'"):
-        with cloud.cluster_access(hub, "staging", base_env=env):
-            pass
+    with (
+        pytest.raises(CredentialsError, match="names credentials block 'nrp'"),
+        cloud.cluster_access(hub, "staging", base_env=env),
+    ):
+        pass

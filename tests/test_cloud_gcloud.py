@@ -116,21 +116,25 @@ def test_failure_is_a_credentials_error_and_cleans_up(recorder: Recorder, base_e
         raise CommandError(argv, 1, "ERROR: (gcloud.auth) invalid key\nPlease run:\n  $ gcloud auth login")
 
     recorder.on("gcloud", "auth", effect=fail)
-    with pytest.raises(CredentialsError) as info:
-        with gcloud.cluster_access(project="p", cluster="hubs", location="us-central1", service_account_info=KEY,
-                                   base_env=base_env):
-            pass
+    with (
+        pytest.raises(CredentialsError) as info,
+        gcloud.cluster_access(project="p", cluster="hubs", location="us-central1", service_account_info=KEY,
+                              base_env=base_env),
+    ):
+        pass
     assert str(info.value) == "gcloud service-account activation failed: ERROR: (gcloud.auth) invalid key"
     assert dirs and not dirs[0].exists()
 
 
 def test_temp_dirs_removed_when_the_body_raises(recorder: Recorder, fake_gcloud: dict,
                                                 base_env: dict[str, str]) -> None:
-    with pytest.raises(RuntimeError):
-        with gcloud.cluster_access(project="p", cluster="hubs", location="us-central1", service_account_info=KEY,
-                                   base_env=base_env) as access:
-            paths = [Path(access.env["CLOUDSDK_CONFIG"]), access.kubeconfig]
-            raise RuntimeError("deploy failed")
+    with (
+        pytest.raises(RuntimeError),
+        gcloud.cluster_access(project="p", cluster="hubs", location="us-central1", service_account_info=KEY,
+                              base_env=base_env) as access,
+    ):
+        paths = [Path(access.env["CLOUDSDK_CONFIG"]), access.kubeconfig]
+        raise RuntimeError("deploy failed")
     assert not any(p.exists() for p in paths)
 
 

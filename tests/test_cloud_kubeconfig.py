@@ -96,9 +96,11 @@ def test_ambient_kubeconfig_is_reused(tmp_path: Path, base_env: dict[str, str]) 
     with kubeconfig.ambient_access(env) as access:
         assert access == ClusterAccess(kubeconfig=path, env=env, context=None)
     assert path.exists()
-    with pytest.raises(CredentialsError, match="no `cluster:` section"):
-        with kubeconfig.ambient_access({**base_env, "KUBERNETES_SERVICE_HOST": "10.0.0.1"}):
-            pass  # no service-account token either
+    with (
+        pytest.raises(CredentialsError, match="no `cluster:` section"),
+        kubeconfig.ambient_access({**base_env, "KUBERNETES_SERVICE_HOST": "10.0.0.1"}),
+    ):
+        pass  # no service-account token either
 
 
 def _service_account(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, token: str, ca: bytes) -> Path:
@@ -174,7 +176,9 @@ def test_sandbox_in_cluster_service_account(sandbox, tmp_path: Path, monkeypatch
 def test_sandbox_wrong_token_is_a_credentials_error(sandbox) -> None:
     block = KubeconfigCredentials.from_kubeconfig(sandbox.kubeconfig).model_copy(
         update={"token": SecretStr("wrong-token-for-the-sandbox")})
-    with block.cluster_access("default", base_env=sandbox.env) as access:
-        with pytest.raises(CredentialsError, match="rejected the credentials") as info:
-            verify_access(access)
+    with (
+        block.cluster_access("default", base_env=sandbox.env) as access,
+        pytest.raises(CredentialsError, match="rejected the credentials") as info,
+    ):
+        verify_access(access)
     assert "wrong-token-for-the-sandbox" not in str(info.value)

@@ -198,38 +198,38 @@ BAD_CASES: dict[str, tuple[dict[str, str], list[str]]] = {
     "wrong type": ({"deployments/h/hubploy.yaml": "images:\n  images: not-a-list\n"},
                    ["deployments/h/hubploy.yaml:2: images.images: Input should be a valid list"]),
     "unknown provider": ({"deployments/h/hubploy.yaml": "cluster:\n  provider: digitalocean\n"},
-                         ["deployments/h/hubploy.yaml:2: cluster.provider: Input should be 'gcloud', 'aws', "
-                          "'azure' or 'kubeconfig'"]),
+                         [("deployments/h/hubploy.yaml:2: cluster.provider: Input should be 'gcloud', 'aws', "
+                           "'azure' or 'kubeconfig'")]),
     "misspelt key": ({"deployments/h/hubploy.yaml": "images:\n  image_nmae: x/y\n"},
-                     ["deployments/h/hubploy.yaml:2: images.image_nmae: unknown key (hint: did you mean "
-                      "`image_name`?)"]),
+                     [("deployments/h/hubploy.yaml:2: images.image_nmae: unknown key (hint: did you mean "
+                       "`image_name`?)")]),
     "aws both keys": ({"deployments/h/hubploy.yaml": """
         cluster:
           provider: aws
           aws: {cluster: c, region: r, service_key: k.yaml, role_arn: arn}
     """, "deployments/h/secrets/k.yaml": "sops: {}\n"},
-        ["deployments/h/hubploy.yaml:4: cluster.aws: set only one of service_key, role_arn or credentials_block "
-         "(found service_key, role_arn) (hint: an aws block takes either service_key"]),
+        [("deployments/h/hubploy.yaml:4: cluster.aws: set only one of service_key, role_arn or credentials_block "
+          "(found service_key, role_arn) (hint: an aws block takes either service_key")]),
     "provider without section": ({"deployments/h/hubploy.yaml": "cluster:\n  provider: gcloud\n"},
-                                 ["deployments/h/hubploy.yaml:1: cluster: provider is 'gcloud' but there is no "
-                                  "`gcloud:` section"]),
+                                 [("deployments/h/hubploy.yaml:1: cluster: provider is 'gcloud' but there is no "
+                                   "`gcloud:` section")]),
     "missing required key": ({"deployments/h/hubploy.yaml": "cluster:\n  provider: azure\n  azure: {cluster: c, auth_file: a}\n"},
                              ["deployments/h/hubploy.yaml:3: cluster.azure.resource_group: required key is missing"]),
     "missing key file": ({"deployments/h/hubploy.yaml": "cluster:\n  provider: kubeconfig\n"
                                                          "  kubeconfig:\n    filename: kube.yaml\n"},
-                         ["deployments/h/hubploy.yaml:4: cluster.kubeconfig.filename: key file secrets/kube.yaml "
-                          "does not exist"]),
+                         [("deployments/h/hubploy.yaml:4: cluster.kubeconfig.filename: key file secrets/kube.yaml "
+                           "does not exist")]),
     "missing image dir": ({"deployments/h/hubploy.yaml": "images:\n  image_name: x/y\n"},
                           ["deployments/h/hubploy.yaml:2: images.image_name: image directory image/ does not exist"]),
     "image path escapes": ({"deployments/h/hubploy.yaml": "images:\n  images:\n    - name: x/y\n"
                                                            "      path: ../../../outside\n",
                             "../outside/Dockerfile": ""},
-                           ["deployments/h/hubploy.yaml:4: images.images[0].path: image path '../../../outside' "
-                            "resolves outside the repository"]),
+                           [("deployments/h/hubploy.yaml:4: images.images[0].path: image path '../../../outside' "
+                             "resolves outside the repository")]),
     "key file escapes": ({"deployments/h/hubploy.yaml": "cluster:\n  provider: kubeconfig\n"
                                                          "  kubeconfig: {filename: ../../../../etc/passwd}\n"},
-                         ["deployments/h/hubploy.yaml:3: cluster.kubeconfig.filename: key file "
-                          "'../../../../etc/passwd' resolves outside the repository"]),
+                         [("deployments/h/hubploy.yaml:3: cluster.kubeconfig.filename: key file "
+                           "'../../../../etc/passwd' resolves outside the repository")]),
     "bad hub name": ({"deployments/Bad_Hub/hubploy.yaml": "environments: [staging]\n"},
                      ["deployments/Bad_Hub: hub name 'Bad_Hub' is not a valid DNS label"]),
     "release too long": ({"deployments/" + "a" * 50 + "/hubploy.yaml": "environments: [staging]\n"},
@@ -242,8 +242,8 @@ BAD_CASES: dict[str, tuple[dict[str, str], list[str]]] = {
                           "deployments/h/config/staging.yaml": "a: b: c\n"},
                          ["deployments/h/config/staging.yaml:1: malformed YAML"]),
     "unknown environment": ({"deployments/h/hubploy.yaml": "environments: [staging, qa]\n"},
-                            ["deployments/h/hubploy.yaml:1: environments.qa: Input should be 'develop', "
-                             "'staging' or 'prod'"]),
+                            [("deployments/h/hubploy.yaml:1: environments.qa: Input should be 'develop', "
+                              "'staging' or 'prod'")]),
     "duplicate environment": ({"deployments/h/hubploy.yaml": "environments: [staging, staging]\n"},
                               ["deployments/h/hubploy.yaml:1: environments: environments lists a name twice"]),
     "image without path": ({"deployments/h/hubploy.yaml": "images:\n  images:\n    - name: x/y\n"},
@@ -257,15 +257,15 @@ BAD_CASES: dict[str, tuple[dict[str, str], list[str]]] = {
     "uppercase image name": ({"deployments/h/hubploy.yaml": "images:\n  images:\n"
                                                              "    - {name: Registry.Example.org/Hubs/Alpha, path: image}\n",
                               "deployments/h/image/Dockerfile": ""},
-                             ["deployments/h/hubploy.yaml:3: images.images[0].name: 'Registry.Example.org/Hubs/Alpha' is "
-                              "not a valid image reference: repository path 'Hubs/Alpha' must be lowercase"]),
+                             [("deployments/h/hubploy.yaml:3: images.images[0].name: 'Registry.Example.org/Hubs/Alpha' is "
+                               "not a valid image reference: repository path 'Hubs/Alpha' must be lowercase")]),
     "uppercase legacy image name": ({"deployments/h/hubploy.yaml": "images: {image_name: quay.io/Org/User}\n"},
-                                    ["deployments/h/hubploy.yaml:1: images.image_name: 'quay.io/Org/User' is not a "
-                                     "valid image reference"]),
+                                    [("deployments/h/hubploy.yaml:1: images.image_name: 'quay.io/Org/User' is not a "
+                                      "valid image reference")]),
     "sops file that does not parse": ({"deployments/h/hubploy.yaml": "environments: [staging]\n",
                                        "deployments/h/secrets/staging.yaml": "a: b: c\nsops: {version: 3}\n"},
-                                      ["deployments/h/secrets/staging.yaml: cannot be parsed as YAML (line 1: mapping "
-                                       "values are not allowed"]),
+                                      [("deployments/h/secrets/staging.yaml: cannot be parsed as YAML (line 1: mapping "
+                                        "values are not allowed")]),
     "repo settings typo": ({"hubploy-repo.yaml": "chrat: hub\n", "deployments/h/hubploy.yaml": "{}\n"},
                            ["hubploy-repo.yaml:1: chrat: unknown key (hint: did you mean `chart`?)"]),
 }

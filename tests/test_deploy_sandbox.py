@@ -24,13 +24,13 @@ import yaml
 from fixtures.sandbox import Sandbox
 from helpers.cli import run_cli
 from helpers.example_repo import copy_example_repo
-from hubploy_sandbox.images import BASE_REPOSITORY, BASE_TAG, ensure_base_image
 
 from hubploy.deploy import CONFIG_STAMP_PREFIX, DeployOptions, DeployResult, Outcome, deploy
 from hubploy.errors import DeployError, HealthCheckError
 from hubploy.helm import UpgradeFlags
 from hubploy.layout import load_repo
 from hubploy.registry import RegistryCredentials, auth_files
+from hubploy_sandbox.images import BASE_REPOSITORY, BASE_TAG, ensure_base_image
 
 pytest_plugins = ["fixtures.sandbox"]
 pytestmark = pytest.mark.sandbox

@@ -568,11 +568,11 @@ def test_cloud_registry_logins_through_the_cloud_credential_blocks(prefect_api, 
     registries = {
         "g": ("us-docker.pkg.dev/p/r/user", f"provider: gcloud\n    gcloud:\n      credentials_block: g-{suffix}\n"),
         "a": ("123456789012.dkr.ecr.us-west-2.amazonaws.com/user",
-              f"provider: aws\n    aws:\n      account_id: '123456789012'\n      region: us-west-2\n"
-              f"      credentials_block: a-{suffix}\n"),
+              (f"provider: aws\n    aws:\n      account_id: '123456789012'\n      region: us-west-2\n"
+               f"      credentials_block: a-{suffix}\n")),
         "z": ("myacr.azurecr.io/user",
-              f"provider: azure\n    azure:\n      resource_group: rg\n      registry: myacr\n"
-              f"      credentials_block: z-{suffix}\n")}
+              (f"provider: azure\n    azure:\n      resource_group: rg\n      registry: myacr\n"
+               f"      credentials_block: z-{suffix}\n"))}
     repo = init_repo(tmp_path / "repo")
     files = {"hub/Chart.yaml": "apiVersion: v2\nname: hub\nversion: 0.1.0\n"}
     for hub, (image, registry) in registries.items():

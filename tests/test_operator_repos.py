@@ -261,8 +261,8 @@ def test_a_typo_under_the_wrapped_jupyterhub_is_caught_with_file_and_line(make_r
     common = root / "deployments/icesat2/config/common.yaml"
     common.write_text("pangeo:\n  jupyterhub:\n    singleuser:\n      memroy: {limit: 8G}\n")
     line = _one_error(run_cli("validate", cwd=root, env=env))
-    assert "deployments/icesat2/config/common.yaml:4: pangeo.jupyterhub.singleuser.memroy: unknown key: the " \
-           "jupyterhub chart's values schema allows no `memroy` here; did you mean `memory`?" in line
+    assert ("deployments/icesat2/config/common.yaml:4: pangeo.jupyterhub.singleuser.memroy: unknown key: the "
+            "jupyterhub chart's values schema allows no `memroy` here; did you mean `memory`?") in line
 
 
 # --- what resolves outside the repository is refused --------------------------------------------------

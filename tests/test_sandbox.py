@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from hubploy.errors import CommandError
 from hubploy_sandbox.agent.envvars import parse_quantity
 from hubploy_sandbox.builds import build_kubernetes
 from hubploy_sandbox.procs import proc_start_time, read_pid
 from hubploy_sandbox.versions import KUBERNETES_VERSION
-
-from hubploy.errors import CommandError
 
 pytest_plugins = ["fixtures.sandbox"]  # harmless when tests/conftest.py loads it too
 

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from hubploy_sandbox import builds, image_envs, versions
 from hubploy_sandbox.agent import containers, envvars, podfiles, probes
 from hubploy_sandbox.agent.volumes import Mount, VolumeNotReady, _safe_join

@@ -6,8 +6,8 @@ import json
 import os
 import stat
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import yaml
@@ -105,11 +105,10 @@ def test_decrypted_yaml_is_the_original(tmp_path: Path, encrypt, env) -> None:
 
 def test_temp_files_removed_on_exception(tmp_path: Path, encrypt, env) -> None:
     secret = encrypt(tmp_path / "secrets" / "prod.yaml", "a: b\n")
-    with pytest.raises(RuntimeError):
-        with decrypted([secret], env=env) as files:
-            plain = files[secret]
-            assert plain.exists()
-            raise RuntimeError("deploy failed")
+    with pytest.raises(RuntimeError), decrypted([secret], env=env) as files:
+        plain = files[secret]
+        assert plain.exists()
+        raise RuntimeError("deploy failed")
     assert not plain.exists() and not plain.parent.exists()
 
 
@@ -119,9 +118,8 @@ def test_temp_files_removed_when_a_later_file_fails(tmp_path: Path, encrypt, env
     other = write(tmp_path / "b" / "secrets" / "prod.yaml", "c: d\n")
     run(["sops", "--encrypt", "--age", _keygen(other_key), "--in-place", str(other)], env=env, cwd=tmp_path)
     before = set(private_run_dir().glob("hubploy-secrets-*"))
-    with pytest.raises(SecretsError):
-        with decrypted([good, other], env=env):
-            pytest.fail("must not be reached")
+    with pytest.raises(SecretsError), decrypted([good, other], env=env):
+        pytest.fail("must not be reached")
     assert set(private_run_dir().glob("hubploy-secrets-*")) == before
 
 
@@ -138,9 +136,11 @@ def test_wrong_key_is_a_clear_error(tmp_path: Path, encrypt, env) -> None:
     secret = encrypt(tmp_path / "secrets" / "prod.yaml", "a: b\n")
     wrong = tmp_path / "wrong.txt"
     _keygen(wrong)
-    with pytest.raises(SecretsError) as err:
-        with decrypted([secret], env={**env, "SOPS_AGE_KEY_FILE": str(wrong)}):
-            pass
+    with (
+        pytest.raises(SecretsError) as err,
+        decrypted([secret], env={**env, "SOPS_AGE_KEY_FILE": str(wrong)}),
+    ):
+        pass
     assert str(secret) in err.value.message and "cannot decrypt" in err.value.message
     assert "data key" in err.value.message  # the sops stderr tail
     assert "SOPS_AGE_KEY_FILE" in (err.value.hint or "")
@@ -158,9 +158,11 @@ def test_git_crypt_locked_file(tmp_path: Path, env) -> None:
     assert not is_encrypted(locked)
     problem = check_secret_file(locked, allow_plaintext=True)
     assert problem is not None and "git-crypt unlock" in problem
-    with pytest.raises(SecretsError, match="git-crypt unlock") as err:
-        with decrypted([locked], env=env, allow_plaintext=True):
-            pass
+    with (
+        pytest.raises(SecretsError, match="git-crypt unlock") as err,
+        decrypted([locked], env=env, allow_plaintext=True),
+    ):
+        pass
     assert str(locked) in err.value.message
 
 
@@ -169,9 +171,8 @@ def test_plaintext_under_secrets_is_refused(tmp_path: Path, env) -> None:
     problem = check_secret_file(plain, allow_plaintext=False)
     assert problem is not None and "sops --encrypt --in-place prod.yaml" in problem
     assert "allow_plaintext" in problem
-    with pytest.raises(SecretsError) as err:
-        with decrypted([plain], env=env):
-            pass
+    with pytest.raises(SecretsError) as err, decrypted([plain], env=env):
+        pass
     assert str(plain) in err.value.message and "plaintext" in err.value.message
     assert "sops --encrypt --in-place prod.yaml" in (err.value.hint or "")
     with pytest.raises(SecretsError, match="plaintext"):
@@ -230,9 +231,8 @@ def test_sops_format_follows_the_extension() -> None:
 def test_missing_file(tmp_path: Path, env) -> None:
     missing = tmp_path / "secrets" / "prod.yaml"
     assert check_secret_file(missing, allow_plaintext=True) == "secret file does not exist"
-    with pytest.raises(SecretsError, match="does not exist"):
-        with decrypted([missing], env=env):
-            pass
+    with pytest.raises(SecretsError, match="does not exist"), decrypted([missing], env=env):
+        pass
 
 
 def test_in_secrets_dir() -> None:

@@ -16,9 +16,9 @@ import pytest
 from fixtures.prefect_worker import WorkerPool
 from fixtures.sandbox import Sandbox
 from helpers.fleet_repo import commit, fleet_repo, set_values
-from hubploy_sandbox.images import BASE_REPOSITORY, BASE_TAG, ensure_base_image
 
 from hubploy.triggers.recovery import CRASHED_NAME
+from hubploy_sandbox.images import BASE_REPOSITORY, BASE_TAG, ensure_base_image
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.prefect]
 

@@ -58,7 +58,8 @@ def _approve(args: argparse.Namespace) -> int:
         except (ValueError, ObjectNotFound):
             found = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[args.run])))
             if not found:
-                raise ApprovalError(f"no flow run {args.run!r}", hint="copy the run id or name from the Prefect UI")
+                raise ApprovalError(f"no flow run {args.run!r}",
+                                    hint="copy the run id or name from the Prefect UI") from None
             run = found[0]
         state = run.state
         if state is None or not state.is_paused() or not state.state_details.run_input_keyset:

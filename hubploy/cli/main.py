@@ -9,7 +9,7 @@ import importlib.util
 import logging
 import os
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from hubploy.errors import CommandNotFoundError, ConfigError, HubployError
 
@@ -79,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
-        sys.stdout = open(os.devnull, "w")
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (stdout for the rest of the process)
         return 0
     except Exception as exc:  # a bug or an unexpected failure of a library: one line, the trace on -d
         if args.debug:

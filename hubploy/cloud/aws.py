@@ -16,8 +16,8 @@ from __future__ import annotations
 import configparser
 import contextlib
 import io
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Iterator, Mapping
 
 import yaml
 

@@ -15,8 +15,9 @@ the logged-in az of AZURE_CONFIG_DIR; a cluster with local accounts gets a clien
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from hubploy import runner
 from hubploy.cloud.base import ClusterAccess, credentials_failed, kube_env, load_kubeconfig, write_private

@@ -29,8 +29,8 @@ LineMap = dict[KeyPath, int]
 
 # Known causes of errors, matched on the message, with what to do about them.
 _HINTS: tuple[tuple[str, str], ...] = (
-    ("set only one of service_key, role_arn", "an aws block takes either service_key (a key file) or role_arn "
-                                               "(assume a role), never both; remove one"),
+    ("set only one of service_key, role_arn", ("an aws block takes either service_key (a key file) or role_arn "
+                                                "(assume a role), never both; remove one")),
     ("image_config_path` only applies", "use helm_substitution_path inside an images: entry instead"),
     ("either the legacy `image_name`", "move image_name into an images: entry with path: image"),
     ("needs `path`", "add `path: image` (the build dir) or pin a tag with `name: repo:tag`"),
@@ -239,7 +239,7 @@ def _data_path(loc: tuple[Any, ...], data: Any) -> KeyPath:
     path: list[str | int] = []
     node = data
     for part in loc:
-        if isinstance(node, dict) and part in node:
+        if isinstance(node, dict) and part in node:  # noqa: SIM114 (typed apart: a list takes int keys only)
             path.append(part)
             node = node[part]
         elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):

@@ -130,7 +130,7 @@ class ImageEntry(Strict):
     _reference = field_validator("name")(_valid_image_reference)
 
     @model_validator(mode="after")
-    def _path_or_tag(self) -> "ImageEntry":
+    def _path_or_tag(self) -> ImageEntry:
         _, tag = split_image_reference(self.name)
         if self.path is None and tag is None:
             raise ValueError("an image needs `path` (its build dir) unless `name` pins a tag (name:tag)")
@@ -149,7 +149,7 @@ class Images(Strict):
         return None if value is None else _valid_image_reference(value)
 
     @model_validator(mode="after")
-    def _legacy_or_list(self) -> "Images":
+    def _legacy_or_list(self) -> Images:
         if self.image_name and self.images:
             raise ValueError("use either the legacy `image_name` or the `images:` list, not both")
         if self.image_config_path and not self.image_name:
@@ -248,7 +248,7 @@ class HubConfig(Strict):
             names = [v for v in value if isinstance(v, str)]
             if len(set(names)) != len(names):
                 raise ValueError("environments lists a name twice")
-            value = {name: None for name in value} if len(names) == len(value) else value
+            value = dict.fromkeys(value) if len(names) == len(value) else value
         if isinstance(value, dict):
             if not value:
                 raise ValueError("environments must name at least one environment")

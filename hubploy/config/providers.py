@@ -89,7 +89,7 @@ class _AwsSettings(ProviderSettings):
     _legacy = model_validator(mode="before")(_rename_legacy_aws)
 
     @model_validator(mode="after")
-    def _one_source(self) -> "_AwsSettings":
+    def _one_source(self) -> _AwsSettings:
         given = {"service_key": self.service_key, "role_arn": self.role_arn,
                  "credentials_block": self.credentials_block}
         sources = [key for key, value in given.items() if value]
@@ -161,7 +161,7 @@ class Registry(Strict):
         return _chosen_section_only(data, ("gcloud", "aws", "azure", "dockerconfig"), keep={})
 
     @model_validator(mode="after")
-    def _section_present(self) -> "Registry":
+    def _section_present(self) -> Registry:
         if self.provider != "gcloud" and self.settings is None:
             raise ValueError(f"provider is {self.provider!r} but there is no `{self.provider}:` section")
         return self
@@ -252,7 +252,7 @@ class Cluster(Strict):
                                     keep={"kubeconfig": ("context",)})
 
     @model_validator(mode="after")
-    def _section_present(self) -> "Cluster":
+    def _section_present(self) -> Cluster:
         section = self._sections()[self.provider]
         if section is None:
             raise ValueError(f"provider is {self.provider!r} but there is no `{self.provider}:` section")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Iterable
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from difflib import get_close_matches
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -32,7 +32,7 @@ def parse_moment(text: str) -> datetime:
         parsed = datetime.fromisoformat(text)
     except ValueError:
         parsed = datetime.combine(date.fromisoformat(text), datetime.min.time())
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 class FreezeWindow(Strict):
@@ -51,7 +51,7 @@ class FreezeWindow(Strict):
         return text
 
     @model_validator(mode="after")
-    def _ordered(self) -> "FreezeWindow":
+    def _ordered(self) -> FreezeWindow:
         if self.ends <= self.starts:
             raise ValueError("a freeze window must end after it starts")
         return self
@@ -278,7 +278,7 @@ class RepoSettings(Strict):
 
     def active_freeze(self, now: datetime | None = None) -> FreezeWindow | None:
         """The freeze window ``now`` (default: the current time) falls in, if any."""
-        now = now or datetime.now(timezone.utc)
+        now = now or datetime.now(UTC)
         return next((window for window in self.freeze_windows if window.covers(now)), None)
 
     def check_not_frozen(self, now: datetime | None = None) -> None:

@@ -9,9 +9,10 @@ import hmac
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 import httpx
@@ -49,7 +50,7 @@ def push_change(stack: Stack) -> tuple[str, str]:
     before = run(["git", "rev-parse", "HEAD"], env=env, cwd=work).stdout.strip()
     path = work / "deployments" / DEMO_HUB / "config" / "common.yaml"
     values = yaml.safe_load(path.read_text()) or {}
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     values.setdefault("jupyterhub", {}).setdefault("hub", {}).setdefault("config", {}).setdefault(
         "JupyterHub", {})["template_vars"] = {"announcement": f"hubploy demo change of {stamp}"}
     path.write_text(yaml.safe_dump(values, sort_keys=False))

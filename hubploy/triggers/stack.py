@@ -23,15 +23,15 @@ from pathlib import Path
 from typing import TypeVar
 
 import httpx
-from hubploy_sandbox import lifecycle as sandbox
-from hubploy_sandbox.env import sandbox_env
-from hubploy_sandbox.paths import SandboxPaths
-from hubploy_sandbox.procs import read_pid, spawn, stop
 
 from hubploy.errors import HubployError
 from hubploy.runner import child_env, run
 from hubploy.triggers import database
 from hubploy.triggers.database import Database
+from hubploy_sandbox import lifecycle as sandbox
+from hubploy_sandbox.env import sandbox_env
+from hubploy_sandbox.paths import SandboxPaths
+from hubploy_sandbox.procs import read_pid, spawn, stop
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEMO_FILES = ("hub", "sandbox/charts/jupyterhub", "deployments", "hubploy-repo.yaml", ".sops.yaml", "example-age.key")

@@ -185,7 +185,7 @@ def staging_replacements(kubernetes_go_mod: str, version: str) -> list[str]:
 def _header(go_mod: Path) -> str:
     """The comment lines at the top of a go.mod (kept across a bump)."""
     lines = go_mod.read_text().splitlines()
-    return "\n".join(line for line in lines[: next(i for i, l in enumerate(lines) if l.startswith("module"))])
+    return "\n".join(line for line in lines[: next(i for i, text in enumerate(lines) if text.startswith("module"))])
 
 
 def bump(component: str, version: str, paths: SandboxPaths, say: Say = print) -> None:

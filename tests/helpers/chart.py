@@ -7,9 +7,9 @@ import shutil
 from pathlib import Path
 
 import yaml
-from hubploy_sandbox.paths import SandboxPaths
 
 from hubploy.runner import child_env, run
+from hubploy_sandbox.paths import SandboxPaths
 
 PROJECT = Path(__file__).resolve().parents[2]
 UMBRELLA = PROJECT / "hub"

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -26,17 +27,17 @@ import pytest
 from fixtures.sandbox import Sandbox, free_port_offset
 from helpers.cli import VENV_BIN, run_cli
 from helpers.example_repo import copy_example_repo
-from hubploy_sandbox import lifecycle
-from hubploy_sandbox.components import cluster_components
-from hubploy_sandbox.env import sandbox_env
-from hubploy_sandbox.paths import SandboxPaths
-from hubploy_sandbox.procs import stop
 from test_build_sandbox import _repo, _save_block, _task_runs, own_registry, sandbox_path  # noqa: F401 (own_registry, sandbox_path: fixtures)
 from test_deploy_sandbox import BROKEN_HUB, HubRepo, base_image
 
 from hubploy.errors import HubployError
 from hubploy.registry import manifest_digest
 from hubploy.runner import child_env
+from hubploy_sandbox import lifecycle
+from hubploy_sandbox.components import cluster_components
+from hubploy_sandbox.env import sandbox_env
+from hubploy_sandbox.paths import SandboxPaths
+from hubploy_sandbox.procs import stop
 
 pytestmark = [pytest.mark.reliability, pytest.mark.sandbox, pytest.mark.prefect]
 
@@ -87,10 +88,8 @@ class KillOnUpload:
             pass
         finally:
             for s in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
                 s.close()
 
     def close(self) -> None:

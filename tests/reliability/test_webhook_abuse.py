@@ -143,13 +143,13 @@ def _flood(url: str, deployment_ids: Ids, seed: int) -> tuple[Counter, list[str]
 
     with httpx.Client(limits=httpx.Limits(max_connections=32)) as client, ThreadPoolExecutor(32) as pool:
         responses = list(pool.map(lambda j: send(j, client), jobs))  # sent once each: no error is retried
-    answers = Counter((kind, r.status_code, r.json().get("status")) for (kind, _), r in zip(jobs, responses))
+    answers = Counter((kind, r.status_code, r.json().get("status")) for (kind, _), r in zip(jobs, responses, strict=True))
     assert answers[("forged", 401, None)] == 30, answers
     assert answers[("feature", 202, "ignored")] == 30, answers
     staging = {(status, code) for (kind, status, code) in answers if kind == "staging"}
     assert staging <= {(202, "started"), (202, "accepted"), (200, "duplicate")}, answers  # 0 errors
     run_ids: dict[str, set[str]] = {}
-    for (kind, (delivery, _)), response in zip(jobs, responses):
+    for (kind, (delivery, _)), response in zip(jobs, responses, strict=True):
         if kind == "staging" and response.json()["status"] == "started":
             run_ids.setdefault(delivery, set()).add(response.json()["flow_run_id"])
     assert all(len(ids) == 1 for ids in run_ids.values()), "a redelivery got a second run"

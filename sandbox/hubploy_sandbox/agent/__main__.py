@@ -14,8 +14,8 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from hubploy_sandbox import k8s, network
 from hubploy_sandbox.agent import logserver, netns
