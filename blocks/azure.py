@@ -32,7 +32,8 @@ class AzureClusterCredentials(Block):
     client_id: str = Field(description="Application (client) id of the service principal (appId).")
     tenant_id: str = Field(description="Tenant of the service principal.")
     client_secret: SecretStr = Field(description="Password (client secret) of the service principal.")
-    subscription_id: str | None = Field(None, description="Subscription of the cluster, if the principal sees several.")
+    subscription_id: str | None = Field(None, description="Subscription of the cluster, if the principal "
+                                                          "sees several.")
     resource_group: str = Field(description="Resource group of the AKS cluster.")
     cluster: str = Field(description="AKS cluster name.")
 

@@ -39,7 +39,8 @@ class KubeconfigCredentials(Block):
 
     _block_type_name = "Kubeconfig Credentials"
     _description = "A Kubernetes API server and a token or client certificate, kept in secret fields."
-    _documentation_url = HttpUrl("https://kubernetes.io/docs/concepts/configuration/organize-cluster-access-kubeconfig/")
+    _documentation_url = HttpUrl("https://kubernetes.io/docs/concepts/configuration/"
+                                 "organize-cluster-access-kubeconfig/")
 
     server: str = Field(description="API server URL, e.g. https://k8s.example.org:6443.")
     certificate_authority_data: str | None = Field(
@@ -47,7 +48,8 @@ class KubeconfigCredentials(Block):
     insecure_skip_tls_verify: bool = Field(False, description="Skip TLS verification of the API server.")
     token: SecretStr | None = Field(None, description="Bearer token (e.g. a service-account token).")
     client_certificate_data: str | None = Field(None, description="Base64 PEM client certificate (public).")
-    client_key_data: SecretStr | None = Field(None, description="Base64 PEM private key of the client certificate.")
+    client_key_data: SecretStr | None = Field(None,
+                                              description="Base64 PEM private key of the client certificate.")
     context: str | None = Field(None, description="Context name for the run; `{namespace}` is replaced "
                                                   "by the release namespace. Default: hubploy.")
     namespace: str | None = Field(None, description="Default namespace of the context.")

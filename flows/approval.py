@@ -103,7 +103,8 @@ class Approval(RunInput):
     sha: str = Field("", description="The commit you decide on, as shown above (filled in). A decision that "
                                      "names another commit is refused.")
     reason: str = Field("", description="Why (recorded in the audit trail).")
-    approver: str = Field("", description="Your name or email (the open-source Prefect server records no user).")
+    approver: str = Field("", description="Your name or email (the open-source Prefect server records no "
+                                          "user).")
 
     @property
     def who(self) -> str:
@@ -145,7 +146,8 @@ def hot_window() -> timedelta:
     try:
         return timedelta(seconds=max(0.0, float(raw)))
     except (ValueError, OverflowError):
-        get_run_logger().warning("%s=%r is not a number of seconds; using %s", HOT_WINDOW_ENV, raw, HOT_WINDOW)
+        get_run_logger().warning("%s=%r is not a number of seconds; using %s", HOT_WINDOW_ENV, raw,
+                                 HOT_WINDOW)
         return HOT_WINDOW
 
 
@@ -204,10 +206,12 @@ def schedule_timeout_watch(run_id: str, key: str, hours: float) -> bool:
         return False
     deadline = datetime.now(UTC) + timedelta(hours=hours)
     try:
-        run_deployment(TIMEOUT_DEPLOYMENT, parameters={"flow_run_id": run_id, "pause_key": key, "hours": hours},
+        run_deployment(TIMEOUT_DEPLOYMENT,
+                       parameters={"flow_run_id": run_id, "pause_key": key, "hours": hours},
                        scheduled_time=deadline, timeout=0, as_subflow=False)
     except ObjectNotFound as exc:
-        get_run_logger().warning("approval timeout watch not scheduled (%s); Prefect's pause timeout applies", exc)
+        get_run_logger().warning("approval timeout watch not scheduled (%s); Prefect's pause timeout applies",
+                                 exc)
         return False
     return True
 
@@ -221,7 +225,8 @@ def supersede_waiting_runs(run_id: str, repo_url: str, sha: str) -> list[str]:
     cancelled = []
     with get_client(sync_client=True) as client:
         waiting = client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=WAITING))),
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=WAITING))),
             deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[UUID(deployment_id)])))
         me = client.read_flow_run(UUID(run_id))
         for other in waiting:

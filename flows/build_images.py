@@ -62,8 +62,8 @@ def _credentials(hubs: list[Hub], source: BlockCredentials) -> dict[str, Registr
     return found
 
 
-def _plan(hub: Hub, spec: ImageSpec, repo_path: str, creds: RegistryCredentials | None, *, check_registry: bool,
-          rebuild: bool, no_cache: bool) -> _Job:
+def _plan(hub: Hub, spec: ImageSpec, repo_path: str, creds: RegistryCredentials | None, *,
+          check_registry: bool, rebuild: bool, no_cache: bool) -> _Job:
     tag = image_tag(repo_path, hub.name, spec)
     row = ImageRow(hub.name, spec.name, tag, tag, "skipped", "")
     if spec.path is None:
@@ -130,8 +130,9 @@ def _markdown(rows: list[ImageRow]) -> str:
 
 
 @flow(name="build-images", log_prints=True)
-def build_images(hubs: list[str] | None = None, repo_path: str = ".", push: bool = True, check_registry: bool = True,
-                 no_cache: bool = False, max_concurrency: int = 2, rebuild: bool = False) -> list[dict[str, Any]]:
+def build_images(hubs: list[str] | None = None, repo_path: str = ".", push: bool = True,
+                 check_registry: bool = True, no_cache: bool = False, max_concurrency: int = 2,
+                 rebuild: bool = False) -> list[dict[str, Any]]:
     if max_concurrency < 1:
         raise HubployError(f"max_concurrency must be at least 1, not {max_concurrency}")
     logger = get_run_logger()

@@ -37,5 +37,6 @@ def deploy_hubs(hubs: Sequence[str], env: str, repo_path: str = ".", trigger: st
         return stopped
     failed = [h.hub for h in report.hubs.values() if not h.outcome.ok and h.outcome is not HubOutcome.held]
     if failed:
-        raise DeployError(f"{len(failed)} of {len(hubs)} hub(s) failed to deploy to {env}: {', '.join(failed)}")
+        raise DeployError(f"{len(failed)} of {len(hubs)} hub(s) failed to deploy to {env}: "
+                          f"{', '.join(failed)}")
     return {hub: dict(h.record) for hub, h in report.hubs.items()}

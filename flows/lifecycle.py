@@ -208,8 +208,8 @@ def lifecycle(sha: str, repo_url: str, before: str | None = None, trigger: str =
     return state
 
 
-def _lifecycle(sha: str, repo_url: str, before: str | None, trigger: str, approval_timeout_hours: float | None,
-               report: Callable[[str, str], None]) -> State:
+def _lifecycle(sha: str, repo_url: str, before: str | None, trigger: str,
+               approval_timeout_hours: float | None, report: Callable[[str, str], None]) -> State:
     logger = get_run_logger()
     run_id = _run_id()
     report("pending", "planning, building and deploying staging")
@@ -254,8 +254,9 @@ def _lifecycle(sha: str, repo_url: str, before: str | None, trigger: str, approv
             logger.warning("%s", note)
             continue
         if approval.decision is not Decision.approve:
-            return Cancelled(name="Rejected", message=f"rejected by {approval.who}: "
-                                                      f"{approval.reason or 'no reason given'}; prod untouched")
+            return Cancelled(name="Rejected",
+                             message=f"rejected by {approval.who}: "
+                                     f"{approval.reason or 'no reason given'}; prod untouched")
         approvers, note = counted_approval(approvers, approval, required)
         if not note:
             break
@@ -279,4 +280,5 @@ def _lifecycle(sha: str, repo_url: str, before: str | None, trigger: str, approv
     failed = failure_state(prod, "ProdFailed", "prod deploy failed and was rolled back")
     if failed:
         return notice_of_failure(settings, failed)
-    return Completed(message=f"prod runs {sha[:12]} (merge {promotion.prod_after[:12]}) for {', '.join(hubs)}")
+    return Completed(message=f"prod runs {sha[:12]} (merge {promotion.prod_after[:12]}) for "
+                             f"{', '.join(hubs)}")

@@ -70,7 +70,8 @@ def _comment(sha: str, summary: str, outcome: str, details: list[str]) -> str:
 @flow(name="hubploy-pr-validation", persist_result=True, log_prints=True)
 def pr_validation(sha: str, repo_url: str, base_sha: str | None = None, pr_number: int | None = None,
                   repo_full_name: str | None = None, trigger: str = "manual",
-                  github_credentials_block: str | None = None, github_api_url: str = DEFAULT_API_URL) -> State:
+                  github_credentials_block: str | None = None,
+                  github_api_url: str = DEFAULT_API_URL) -> State:
     """Validate, render and build (never push) what the PR head ``sha`` changes compared with
     ``base_sha``. ``github_api_url``: the REST base (GitHub Enterprise: https://HOST/api/v3)."""
     github = _GitHub(github_credentials_block, repo_full_name, sha, pr_number, github_api_url)

@@ -65,8 +65,9 @@ class DeploymentRepo:
     def hub_dir(self, name: str) -> Path:
         """deployments/<name>; HubNotFoundError for a name that is not one directory name (``..``, a path)."""
         if name in ("", ".", "..") or any(c in name for c in "/\\\0"):
-            raise HubNotFoundError(f"no hub named {name!r}: a hub is named by its directory under deployments/, "
-                                   "not by a path", hint=f"hubs found: {', '.join(self.hub_names()) or 'none'}")
+            raise HubNotFoundError(f"no hub named {name!r}: a hub is named by its directory under "
+                                   "deployments/, not by a path",
+                                   hint=f"hubs found: {', '.join(self.hub_names()) or 'none'}")
         return self.hubs_dir / name
 
     def load_hub(self, name: str) -> Hub:

@@ -108,7 +108,8 @@ def _at(node: Any, path: tuple[str | int, ...]) -> Any:
 def normalized(manifest: str, generated: frozenset[FieldPath] = frozenset()) -> str:
     """The manifest without hooks, generated fields masked, as sorted, redacted YAML documents, so that
     ordering and random values do not show."""
-    docs = sorted((redact_secrets(mask_generated(d, generated)) for d in documents(manifest) if not is_hook(d)),
+    docs = sorted((redact_secrets(mask_generated(d, generated)) for d in documents(manifest)
+                   if not is_hook(d)),
                   key=document_key)
     return "".join("---\n" + yaml.safe_dump(d, sort_keys=True) for d in docs)
 

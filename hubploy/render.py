@@ -35,8 +35,8 @@ class Rendered:
 def template(prepared: PreparedValues, *, env: Mapping[str, str]) -> str:
     """`helm template` of the hub's release with exactly the prepared values."""
     hub, env_name = prepared.hub, prepared.env_name
-    argv = helm.template_argv(prepared.helm, hub.release(env_name), str(prepared.chart), hub.namespace(env_name),
-                              prepared.values_args)
+    argv = helm.template_argv(prepared.helm, hub.release(env_name), str(prepared.chart),
+                              hub.namespace(env_name), prepared.values_args)
     return run(argv, env=env, hint="the chart does not render with these values").stdout
 
 
@@ -114,7 +114,8 @@ def deployed_manifest(executable: str, release: str, namespace: str, *, env: Map
                       kube_context: str | None = None) -> str | None:
     """The manifest of the release's current revision, or None when it is not installed."""
     try:
-        return run(helm.get_manifest_argv(executable, release, namespace, kube_context=kube_context), env=env).stdout
+        return run(helm.get_manifest_argv(executable, release, namespace, kube_context=kube_context),
+                   env=env).stdout
     except CommandError as exc:
         if helm.is_release_not_found(exc.stderr_tail):
             return None

@@ -80,8 +80,8 @@ def validate_hub(repo: DeploymentRepo, name: str, *, chart: Chart | None = None,
     issues: list[ConfigIssue] = []
     if not is_dns_label(name):
         issues.append(ConfigIssue(hub_dir, "", f"hub name {name!r} is not a valid DNS label",
-                                  hint="use lowercase letters, digits and '-', starting and ending with a letter "
-                                       "or digit, at most 63 characters (it names a namespace)"))
+                                  hint="use lowercase letters, digits and '-', starting and ending with a "
+                                       "letter or digit, at most 63 characters (it names a namespace)"))
     if not (hub_dir / HUB_FILE).is_file():
         return issues + [ConfigIssue(hub_dir / HUB_FILE, "", "file not found",
                                      hint="every hub dir needs a hubploy.yaml, even a minimal `{}`-like one")]
@@ -228,7 +228,8 @@ def _secret_layer(repo: DeploymentRepo, path: Path, *, decrypt: bool, env: Mappi
 
 
 def _images(hub: Hub) -> list[tuple[str, str, str]]:
-    return [(spec.helm_substitution_path, spec.name, spec.pinned_tag or PLACEHOLDER_TAG) for spec in hub.images]
+    return [(spec.helm_substitution_path, spec.name, spec.pinned_tag or PLACEHOLDER_TAG)
+            for spec in hub.images]
 
 
 def _image_layer(hub: Hub) -> Layer:
@@ -241,7 +242,8 @@ def _image_layer(hub: Hub) -> Layer:
         data = merge_maps(data, _nested(keys, {"name": name, "tag": tag}))
         line = hub.lines.get(("images", "image_name") if legacy else ("images", "images", index))
         if line is not None:
-            for key_path in [keys[:end] for end in range(1, len(keys) + 1)] + [(*keys, "name"), (*keys, "tag")]:
+            for key_path in ([keys[:end] for end in range(1, len(keys) + 1)]
+                             + [(*keys, "name"), (*keys, "tag")]):
                 lines.setdefault(key_path, line)
     return Layer(hub.config_file, data, lines)
 

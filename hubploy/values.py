@@ -155,7 +155,8 @@ def load_values_file(path: Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError([ConfigIssue(path, "", f"a values file must be a mapping, not {type(data).__name__}")])
+        raise ConfigError([ConfigIssue(path, "",
+                                       f"a values file must be a mapping, not {type(data).__name__}")])
     return data
 
 

@@ -251,5 +251,6 @@ def write_audit(result: DeployResult, *, trigger: Mapping[str, Any],
                 also: Callable[[DeployResult], None] | None = None) -> None:
     if also is not None:
         also(result)
-    create_markdown_artifact(key=limit_name("audit", result.release), markdown=audit_markdown(result, trigger),
+    create_markdown_artifact(key=limit_name("audit", result.release),
+                             markdown=audit_markdown(result, trigger),
                              description=f"{result.release}: {result.outcome}")

@@ -56,7 +56,8 @@ def _approve(args: argparse.Namespace) -> int:
         try:
             run = client.read_flow_run(UUID(args.run))
         except (ValueError, ObjectNotFound):
-            found = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[args.run])))
+            found = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[args.run])))
             if not found:
                 raise ApprovalError(f"no flow run {args.run!r}",
                                     hint="copy the run id or name from the Prefect UI") from None

@@ -22,9 +22,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                             ("demo", ("push a change to the example repo through the webhook and follow the "
                                       "lifecycle to the approval form (--approve: on to prod)"))):
         p = sub.add_parser(name, help=help_text)
-        p.add_argument("--port", type=int, default=4200, help="Prefect server port on 127.0.0.1 (default 4200)")
+        p.add_argument("--port", type=int, default=4200,
+                       help="Prefect server port on 127.0.0.1 (default 4200)")
         p.add_argument("--webhook-port", type=int, default=8787, help="webhook receiver port (default 8787)")
-        p.add_argument("--repo", help="git URL of your deployment repo (default: the example repo, created once)")
+        p.add_argument("--repo",
+                       help="git URL of your deployment repo (default: the example repo, created once)")
         p.add_argument("--no-sandbox", action="store_true", help="use your own cluster (KUBECONFIG) instead")
         p.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite",
                        help="the Prefect server's database: sqlite (embedded, the default) or postgres (a "

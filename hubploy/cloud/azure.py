@@ -55,7 +55,8 @@ def service_principal_from_mapping(data: Mapping[str, Any]) -> tuple[str, str, s
     missing = [k for k in ("appId", "tenant", "password") if not data.get(k)]
     if missing:
         raise CredentialsError(f"the Azure auth file lacks {', '.join(missing)}",
-                               hint="it holds the output of `az ad sp create-for-rbac`: appId, tenant, password")
+                               hint="it holds the output of `az ad sp create-for-rbac`: appId, tenant, "
+                                    "password")
     return str(data["appId"]), str(data["tenant"]), str(data["password"])
 
 

@@ -20,7 +20,7 @@ class ClusterAccess:
     """Access to one cluster for one run; valid only inside the context that yielded it."""
 
     kubeconfig: Path          # temp kubeconfig for this one run (the caller's own without a cluster section)
-    env: dict[str, str]       # full env for child processes (helm/kubectl): base env + KUBECONFIG + cloud vars
+    env: dict[str, str]       # full env for child processes (helm/kubectl): base env, KUBECONFIG, cloud vars
     context: str | None       # kube context to pass as --kube-context (placeholder filled), or None
 
     def kube_args(self) -> list[str]:

@@ -21,16 +21,17 @@ from pydantic_core import ErrorDetails
 from hubploy.errors import ConfigError, ConfigIssue
 
 M = TypeVar("M", bound=BaseModel)
-MAX_YAML_BYTES = 16 * 1024 * 1024   # far above any real values file: a helm release must fit in a 1 MiB Secret
-MAX_ALIAS_NODES = 100_000           # values aliases may add, counted each time an alias is used
+# far above any real values file: a helm release must fit in a 1 MiB Secret
+MAX_YAML_BYTES = 16 * 1024 * 1024
+MAX_ALIAS_NODES = 100_000  # values aliases may add, counted each time an alias is used
 SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser, ten times faster, when built
 KeyPath = tuple[str | int, ...]
 LineMap = dict[KeyPath, int]
 
 # Known causes of errors, matched on the message, with what to do about them.
 _HINTS: tuple[tuple[str, str], ...] = (
-    ("set only one of service_key, role_arn", ("an aws block takes either service_key (a key file) or role_arn "
-                                                "(assume a role), never both; remove one")),
+    ("set only one of service_key, role_arn", ("an aws block takes either service_key (a key file) or "
+                                                "role_arn (assume a role), never both; remove one")),
     ("image_config_path` only applies", "use helm_substitution_path inside an images: entry instead"),
     ("either the legacy `image_name`", "move image_name into an images: entry with path: image"),
     ("needs `path`", "add `path: image` (the build dir) or pin a tag with `name: repo:tag`"),
@@ -69,9 +70,9 @@ def read_file(path: Path, *, limit: int = MAX_YAML_BYTES) -> tuple[bytes | None,
     try:
         size = path.stat().st_size
         if size > limit:
-            return None, [ConfigIssue(path, "", f"file is {size / 2 ** 20:.1f} MiB; hubploy reads files up to "
-                                                f"{limit // 2 ** 20} MiB (a helm release, its values included, "
-                                                "must fit in one 1 MiB Kubernetes Secret)")]
+            return None, [ConfigIssue(path, "", f"file is {size / 2 ** 20:.1f} MiB; hubploy reads files up "
+                                                f"to {limit // 2 ** 20} MiB (a helm release, its values "
+                                                "included, must fit in one 1 MiB Kubernetes Secret)")]
         return path.read_bytes(), []
     except FileNotFoundError:
         return None, [ConfigIssue(path, "", "file not found")]
@@ -204,7 +205,8 @@ def _duplicate_keys(node: yaml.Node, file: Path, path: KeyPath = (),
     if isinstance(node, yaml.MappingNode):
         seen: set[Any] = set()
         for key, value in node.value:
-            if isinstance(key, yaml.ScalarNode) and key.value in seen and key.tag != "tag:yaml.org,2002:merge":
+            if (isinstance(key, yaml.ScalarNode) and key.value in seen
+                    and key.tag != "tag:yaml.org,2002:merge"):
                 issues.append(ConfigIssue(file, format_key_path(path + (key.value,)),
                                           "duplicate key: it is given twice in the same mapping",
                                           line=key.start_mark.line + 1,
@@ -230,7 +232,8 @@ def load_mapping(path: Path, *, allow_empty: bool = False,
         return None, lines, [ConfigIssue(path, "", "file is empty; it must be a YAML mapping", line=1)]
     if not isinstance(data, dict):
         kind = "a list" if isinstance(data, list) else f"a {type(data).__name__}"
-        return None, lines, [ConfigIssue(path, "", f"top level is {kind}; it must be a mapping of keys", line=1)]
+        return None, lines, [ConfigIssue(path, "", f"top level is {kind}; it must be a mapping of keys",
+                                         line=1)]
     return data, lines, []
 
 
@@ -267,7 +270,8 @@ def _allowed_keys(model: type[BaseModel], path: KeyPath) -> list[str]:
     for part in path:
         if isinstance(part, int) or current is None:
             continue
-        field = current.model_fields.get(part) if isinstance(current, type) and issubclass(current, BaseModel) else None
+        field = (current.model_fields.get(part)
+                 if isinstance(current, type) and issubclass(current, BaseModel) else None)
         if field is None:
             current = None
             break
@@ -292,7 +296,8 @@ def _message(error: ErrorDetails, model: type[BaseModel], path: KeyPath) -> tupl
     if kind == "extra_forbidden":
         allowed = _allowed_keys(model, path[:-1])
         close = difflib.get_close_matches(str(path[-1]), allowed, n=1) if path else []
-        hint = f"did you mean `{close[0]}`?" if close else (f"allowed keys: {', '.join(allowed)}" if allowed else None)
+        hint = (f"did you mean `{close[0]}`?" if close
+                else f"allowed keys: {', '.join(allowed)}" if allowed else None)
         return "unknown key", hint
     if kind == "missing":
         return "required key is missing", None
@@ -301,7 +306,8 @@ def _message(error: ErrorDetails, model: type[BaseModel], path: KeyPath) -> tupl
     return msg, hint
 
 
-def validate_model(model: type[M], data: Any, file: Path, lines: LineMap) -> tuple[M | None, list[ConfigIssue]]:
+def validate_model(model: type[M], data: Any, file: Path,
+                   lines: LineMap) -> tuple[M | None, list[ConfigIssue]]:
     """Validate parsed data; on failure return every error as a ConfigIssue (deduplicated, in file order)."""
     try:
         return model.model_validate(data), []

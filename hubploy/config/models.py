@@ -41,9 +41,9 @@ from hubploy.config.repo_settings import FreezeWindow, RepoSettings, SecretsSett
 
 __all__ = ["ALLOWED_ENVIRONMENTS", "AwsCluster", "AwsRegistry", "AzureCluster", "AzureRegistry", "Cluster",
            "ClusterSettings", "DockerconfigRegistry", "EnvironmentSettings", "FreezeWindow", "GcloudCluster",
-           "GcloudRegistry", "HubConfig", "ImageCheck", "ImageEntry", "Images", "KubeconfigCluster", "Problem",
-           "ProviderSettings", "Registry", "RegistrySettings", "RepoSettings", "SecretsSettings", "Strict",
-           "is_dns_label", "parse_moment", "split_image_reference", "split_repository"]
+           "GcloudRegistry", "HubConfig", "ImageCheck", "ImageEntry", "Images", "KubeconfigCluster",
+           "Problem", "ProviderSettings", "Registry", "RegistrySettings", "RepoSettings", "SecretsSettings",
+           "Strict", "is_dns_label", "parse_moment", "split_image_reference", "split_repository"]
 
 DEFAULT_SUBSTITUTION_PATH = "jupyterhub.singleuser.image"
 DOCKER_HUB = "docker.io"
@@ -77,7 +77,8 @@ def split_image_reference(reference: str) -> tuple[str, str | None]:
 
 
 _DOMAIN = re.compile(r"^(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-                     r"(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*(?::[0-9]+)?$|^\[[0-9a-fA-F:.]+\](?::[0-9]+)?$")
+                     r"(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*(?::[0-9]+)?$"
+                     r"|^\[[0-9a-fA-F:.]+\](?::[0-9]+)?$")
 _PATH_COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
 _TAG = re.compile(r"^[\w][\w.-]{0,127}$")
 _DIGEST = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[0-9a-fA-F]{32,}$")
@@ -90,7 +91,8 @@ def image_reference_problem(reference: str) -> str | None:
     rest, _, digest = reference.partition("@")
     name, tag = split_image_reference(rest)
     first, slash, remainder = name.partition("/")
-    is_domain = bool(slash) and ("." in first or ":" in first or first == "localhost" or first != first.lower())
+    is_domain = bool(slash) and ("." in first or ":" in first or first == "localhost"
+                                 or first != first.lower())
     path = remainder if is_domain else name
     if is_domain and not _DOMAIN.match(first):
         return f"registry host {first!r} is not a host name with an optional :port"
@@ -122,9 +124,11 @@ class Repo2Docker(Strict):
 class ImageEntry(Strict):
     name: str = Field(description="Image repository, e.g. us-central1-docker.pkg.dev/proj/repo/user-image. "
                                   "The v1 form `name:tag` pins the tag instead of deriving it from git.")
-    path: str | None = Field(None, description="Image build dir relative to the hub dir (required unless the tag is pinned).")
+    path: str | None = Field(None, description="Image build dir relative to the hub dir (required unless the "
+                                               "tag is pinned).")
     helm_substitution_path: str = Field(DEFAULT_SUBSTITUTION_PATH,
-                                        description="Dotted values path whose .name and .tag receive this image.")
+                                        description="Dotted values path whose .name and .tag receive this "
+                                                    "image.")
     repo2docker: Repo2Docker | None = Field(None, description="repo2docker options.")
 
     _reference = field_validator("name")(_valid_image_reference)
@@ -138,10 +142,13 @@ class ImageEntry(Strict):
 
 
 class Images(Strict):
-    image_name: str | None = Field(None, description="Legacy single image: repository name; its build dir is image/.")
-    image_config_path: str | None = Field(None, description="Legacy name of helm_substitution_path for image_name.")
+    image_name: str | None = Field(None, description="Legacy single image: repository name; its build dir is "
+                                                     "image/.")
+    image_config_path: str | None = Field(None, description="Legacy name of helm_substitution_path for "
+                                                            "image_name.")
     images: list[ImageEntry] = Field(default_factory=list, description="The hub's images.")
-    registry: Registry | None = Field(None, description="Registry login used by `build --push/--check-registry`.")
+    registry: Registry | None = Field(None,
+                                      description="Registry login used by `build --push/--check-registry`.")
 
     @field_validator("image_name")
     @classmethod
@@ -209,7 +216,8 @@ def _matches(name: str, pattern: str) -> bool:
 
 
 class EnvironmentSettings(Strict):
-    url: str | None = Field(None, description="Public URL of the hub in this environment, for the health check.")
+    url: str | None = Field(None,
+                            description="Public URL of the hub in this environment, for the health check.")
     release: str | None = Field(None, description="Helm release name (default <hub>-<env>).")
     namespace: str | None = Field(None, description="Kubernetes namespace (default <hub>-<env>).")
 
@@ -301,7 +309,8 @@ class HubConfig(Strict):
             path = (hub_dir / entry.path).resolve()
             key: KeyPath = ("images", "image_name") if legacy else ("images", "images", index, "path")
             if not inside(path, repo_root):
-                found.append(Problem(key, f"image path {entry.path!r} resolves outside the repository (to {path})",
+                found.append(Problem(key, f"image path {entry.path!r} resolves outside the repository "
+                                          f"(to {path})",
                                      "an image dir must live in the deployment repository"))
             elif not path.is_dir():
                 found.append(Problem(key, f"image directory {entry.path}/ does not exist",
@@ -326,8 +335,8 @@ class HubConfig(Strict):
             for key, filename in settings.key_files().items():
                 path = (secrets_dir / filename).resolve()
                 if not inside(path, repo_root):
-                    found.append(Problem((*prefix, key), f"key file {filename!r} resolves outside the repository "
-                                                         f"(to {path})",
+                    found.append(Problem((*prefix, key), f"key file {filename!r} resolves outside the "
+                                                         f"repository (to {path})",
                                          "key files must live in the deployment repository"))
                 elif not path.is_file():
                     found.append(Problem((*prefix, key), f"key file secrets/{filename} does not exist",

@@ -23,7 +23,8 @@ class SecretsSettings(Strict):
     allow_plaintext: bool = Field(False, description="Allow files under secrets/ without sops metadata "
                                                      "(for repos whose secrets are protected by git-crypt).")
     age_key_file: str | None = Field(None, description="age key file for sops, relative to the repo root or "
-                                                       "absolute; overrides SOPS_AGE_KEY_FILE for hubploy's sops calls.")
+                                                       "absolute; overrides SOPS_AGE_KEY_FILE for hubploy's "
+                                                       "sops calls.")
 
 
 def parse_moment(text: str) -> datetime:
@@ -256,16 +257,18 @@ class RepoSettings(Strict):
     staging_branch: str = Field("staging", description="Branch whose pushes start the lifecycle.")
     prod_branch: str = Field("prod", description="Branch that only ever receives merges of staging.")
     shared_paths: list[str] = Field(default_factory=list,
-                                    description="Extra paths (glob) whose change affects every hub; the chart always does.")
+                                    description="Extra paths (glob) whose change affects every hub; the "
+                                                "chart always does.")
     secrets: SecretsSettings = Field(default_factory=SecretsSettings, description="Secret file policy.")
-    freeze_windows: list[FreezeWindow] = Field(default_factory=list,
-                                               description="Date ranges during which prod promotion is refused.")
-    approval_timeout_hours: float = Field(24, gt=0, description="How long the lifecycle waits for an approval.")
+    freeze_windows: list[FreezeWindow] = Field(
+        default_factory=list, description="Date ranges during which prod promotion is refused.")
+    approval_timeout_hours: float = Field(24, gt=0,
+                                          description="How long the lifecycle waits for an approval.")
     approvers: Approvers = Field(default_factory=Approvers,
                                  description="Who may decide the approval of each approved environment.")
     cluster_concurrency: int = Field(4, ge=1, description="Most deploys run at once against one cluster.")
-    health_check_timeout: float = Field(180, gt=0, description="Seconds a deployed hub has to answer /hub/api "
-                                                               "before the deploy is rolled back.")
+    health_check_timeout: float = Field(180, gt=0, description="Seconds a deployed hub has to answer "
+                                                               "/hub/api before the deploy is rolled back.")
     rollout: RolloutSettings | None = Field(None, description="Progressive delivery: waves, soak, smoke "
                                                               "test. Without it, a fleet deploys every hub "
                                                               "at once.")

@@ -82,7 +82,8 @@ def check_images(merged: Mapping[str, Any], image_digest: ImageDigest, *, logger
     refs: list[ImageRef] = []
     missing: list[str] = []
     found = image_references(merged)
-    wanted = list(dict.fromkeys((name, tag) for _, name, tag in found if tag and scope.wants(name, set(built))))
+    wanted = list(dict.fromkeys((name, tag) for _, name, tag in found
+                                if tag and scope.wants(name, set(built))))
     where = {(name, tag): path for path, name, tag in reversed(found)}
     # Distinct images are looked up concurrently; results (and the first error) are taken in values order.
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(wanted)))) as pool:
@@ -118,7 +119,8 @@ def _answer(lookup: Future[str | None], name: str, tag: str, path: str) -> str |
     except RegistryError as exc:
         host, _ = split_repository(name)
         raise RegistryError(
-            f"cannot check image {name}:{tag} (at {path}) in registry {host}: {exc.message}", status=exc.status,
+            f"cannot check image {name}:{tag} (at {path}) in registry {host}: {exc.message}",
+            status=exc.status,
             hint=(exc.hint + "; " if exc.hint else "") + f"or leave it out of the check in hubploy.yaml: "
                  f"`image_check: {{skip: [{host}]}}`, or `image_check: {{only: built}}` for the images this "
                  "repository builds") from None

@@ -63,7 +63,8 @@ def push_change(stack: Stack) -> tuple[str, str]:
 def deliver_push(stack: Stack, before: str, after: str) -> str:
     """POST a signed GitHub push event to the receiver; returns the flow run id it started."""
     body = json.dumps({"ref": "refs/heads/staging", "before": before, "after": after,
-                       "repository": {"full_name": "hubploy/demo-deployments", "clone_url": stack.repo_url}}).encode()
+                       "repository": {"full_name": "hubploy/demo-deployments",
+                                      "clone_url": stack.repo_url}}).encode()
     signature = "sha256=" + hmac.new(stack.webhook_secret.encode(), body, hashlib.sha256).hexdigest()
     delivery = str(uuid.uuid4())
     try:

@@ -1,8 +1,8 @@
 """`hubploy up`: everything on one machine — a local Prefect server (loopback, HTTP basic auth; on SQLite,
-or on a PostgreSQL server of its own, see hubploy/triggers/database.py), the sandbox, the blocks, the deployments
-of prefect.yaml with one or more process workers, and the GitHub webhook receiver. Each piece is a detached
-process with a PID file under HUBPLOY_HOME (default ~/.hubploy), so `up` is idempotent and `down` stops
-exactly what `up` started.
+or on a PostgreSQL server of its own, see hubploy/triggers/database.py), the sandbox, the blocks, the
+deployments of prefect.yaml with one or more process workers, and the GitHub webhook receiver. Each piece
+is a detached process with a PID file under HUBPLOY_HOME (default ~/.hubploy), so `up` is idempotent and
+`down` stops exactly what `up` started.
 
 Why basic auth: the open-source API hands every stored credential to any client that asks
 (`include_secrets=true`), so the server only listens on 127.0.0.1 and requires the auth string kept
@@ -34,7 +34,8 @@ from hubploy_sandbox.paths import SandboxPaths
 from hubploy_sandbox.procs import read_pid, spawn, stop
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-DEMO_FILES = ("hub", "sandbox/charts/jupyterhub", "deployments", "hubploy-repo.yaml", ".sops.yaml", "example-age.key")
+DEMO_FILES = ("hub", "sandbox/charts/jupyterhub", "deployments", "hubploy-repo.yaml", ".sops.yaml",
+              "example-age.key")
 POOL = "hubploy-process"
 BLOCK_MODULES = ("blocks.gcp", "blocks.aws", "blocks.azure", "blocks.kubeconfig")
 Say = Callable[[str], None]
@@ -175,7 +176,8 @@ def ensure_demo_repo(paths: StackPaths, env: Mapping[str, str]) -> str:
                "GIT_COMMITTER_NAME": "hubploy demo", "GIT_COMMITTER_EMAIL": "demo@hubploy.invalid"}
     for args in (["init", "-q", "-b", "staging"], ["add", "-A"], ["commit", "-q", "-m", "Example hubs"],
                  ["branch", "prod"], ["init", "-q", "--bare", str(paths.demo_origin)],
-                 ["remote", "add", "origin", str(paths.demo_origin)], ["push", "-q", "origin", "staging", "prod"]):
+                 ["remote", "add", "origin", str(paths.demo_origin)],
+                 ["push", "-q", "origin", "staging", "prod"]):
         run(["git", *args], env=git_env, cwd=work)
     return str(paths.demo_origin)
 
@@ -236,8 +238,8 @@ def up(*, port: int = 4200, webhook_port: int = 8787, repo_url: str | None = Non
                 paths.log("webhook"), paths.pid("webhook"))
     state.update(repo_url=repo_url, port=port, webhook_port=webhook_port)
     paths.state_file.write_text(json.dumps(state))
-    return Stack(paths, api_url, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{webhook_port}/webhook", secret,
-                 repo_url, env, tuple(started), where)
+    return Stack(paths, api_url, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{webhook_port}/webhook",
+                 secret, repo_url, env, tuple(started), where)
 
 
 def _start_server(paths: StackPaths, server_env: dict[str, str], state: dict[str, object], db: Database,
