@@ -127,7 +127,8 @@ def run(argv: Sequence[str], *, env: dict[str, str], cwd: Path | None = None, ch
     out = subprocess.run(list(argv), env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout,
                          stdin=subprocess.DEVNULL, check=False)
     if check and out.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed ({out.returncode}):\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
+        raise RuntimeError(f"{' '.join(argv)} failed ({out.returncode}):\n{out.stdout[-2000:]}\n"
+                           f"{out.stderr[-3000:]}")
     return out
 
 
@@ -207,8 +208,9 @@ def make_repo(root: Path, hubs: Sequence[str], image: str | None, *, classic: bo
     with a ``placement``, also ``cluster.kubeconfig`` naming a sops-encrypted key file and the hub's context
     (``env`` runs sops), else the ambient KUBECONFIG. Classic (``classic``, needs a placement): hubploy 0.4
     derives image tags from git history, so the same image is set in config/common.yaml instead, and
-    hubploy.yaml names a plaintext kubeconfig in secrets/ whose current context is the hub's cluster. Either way helm gets the same merged values. ``lazy``: the
-    hub and proxy pods carry LAZY_START. ``image`` None: the minimal hub's hubploy.yaml unchanged.
+    hubploy.yaml names a plaintext kubeconfig in secrets/ whose current context is the hub's cluster.
+    Either way helm gets the same merged values. ``lazy``: the hub and proxy pods carry LAZY_START.
+    ``image`` None: the minimal hub's hubploy.yaml unchanged.
     """
     copy_example_repo(root, dict.fromkeys(hubs, "minimal"), settings_extra=settings_extra)
     repository, tag = image.rsplit(":", 1) if image else ("", "")
@@ -440,8 +442,8 @@ class PrefectStack:
             server, _ = start(self.postgres, say=say)
             env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = server.url
         log = open(self.home / "server.log", "w")  # noqa: SIM115 - the server's, for its lifetime
-        self.server = subprocess.Popen([PREFECT, "server", "start"], env=env, stdout=log, stderr=subprocess.STDOUT,
-                                       start_new_session=True)
+        self.server = subprocess.Popen([PREFECT, "server", "start"], env=env, stdout=log,
+                                       stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 180
         while not _healthy(self.api_url):
             if self.server.poll() is not None or time.monotonic() > deadline:
@@ -509,9 +511,11 @@ def wait_run(run_id: Any, predicate: Any, *, timeout: float = 600, interval: flo
             if predicate(flow_run):
                 return flow_run
             if flow_run.state is not None and flow_run.state.is_final():
-                raise RuntimeError(f"run {flow_run.name} ended {flow_run.state.name}: {flow_run.state.message}")
+                raise RuntimeError(f"run {flow_run.name} ended {flow_run.state.name}: "
+                                   f"{flow_run.state.message}")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"run {flow_run.name} still {flow_run.state.name if flow_run.state else None}")
+                raise RuntimeError(f"run {flow_run.name} still "
+                                   f"{flow_run.state.name if flow_run.state else None}")
             time.sleep(interval)
 
 
@@ -542,7 +546,8 @@ def table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(cells[0], widths, strict=True)) + " |",
              "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
-    lines += ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + " |" for r in cells[1:]]
+    lines += ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + " |"
+              for r in cells[1:]]
     return "\n".join(lines)
 
 

@@ -89,7 +89,7 @@ def _submit(job: _Job, backend: BuildBackend, repo_path: str, auth: AuthFiles | 
     if not push:
         return built, None
     return built, push_image.submit(backend, f"{job.spec.name}:{job.row.tag}", auth, wait_for=[built],
-                                   return_state=False)
+                                    return_state=False)
 
 
 def _finish(job: _Job, built: PrefectFuture, pushed: PrefectFuture | None) -> None:

@@ -31,7 +31,7 @@ LineMap = dict[KeyPath, int]
 # Known causes of errors, matched on the message, with what to do about them.
 _HINTS: tuple[tuple[str, str], ...] = (
     ("set only one of service_key, role_arn", ("an aws block takes either service_key (a key file) or "
-                                                "role_arn (assume a role), never both; remove one")),
+                                               "role_arn (assume a role), never both; remove one")),
     ("image_config_path` only applies", "use helm_substitution_path inside an images: entry instead"),
     ("either the legacy `image_name`", "move image_name into an images: entry with path: image"),
     ("needs `path`", "add `path: image` (the build dir) or pin a tag with `name: repo:tag`"),

@@ -96,7 +96,8 @@ def kubernetes_ldflags(version: str) -> str:
     return " ".join(flags)
 
 
-def _go_build(module: str, paths: SandboxPaths, targets: list[str], dest: Path, ldflags: str, say: Say) -> None:
+def _go_build(module: str, paths: SandboxPaths, targets: list[str], dest: Path, ldflags: str,
+              say: Say) -> None:
     """``go build`` ``targets`` in a copy of the build module ``gobuild/<module>`` into ``dest``."""
     env = go_env(paths)
     source = GOBUILD / module
@@ -185,7 +186,8 @@ def staging_replacements(kubernetes_go_mod: str, version: str) -> list[str]:
 def _header(go_mod: Path) -> str:
     """The comment lines at the top of a go.mod (kept across a bump)."""
     lines = go_mod.read_text().splitlines()
-    return "\n".join(line for line in lines[: next(i for i, text in enumerate(lines) if text.startswith("module"))])
+    return "\n".join(line for line in
+                     lines[: next(i for i, text in enumerate(lines) if text.startswith("module"))])
 
 
 def bump(component: str, version: str, paths: SandboxPaths, say: Say = print) -> None:
@@ -212,7 +214,8 @@ def bump(component: str, version: str, paths: SandboxPaths, say: Say = print) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hubploy_sandbox.builds", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m hubploy_sandbox.builds",
+                                     description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="action", required=True)
     bump_parser = sub.add_parser("bump", help="point a build module at another version")
     bump_parser.add_argument("component", choices=["kubernetes", "etcd"])

