@@ -54,9 +54,11 @@ def test_service_principal_with_kubelogin(recorder: Recorder, base_env: dict[str
             ["az", "account", "set", "--subscription", "sub-1"],
             ["az", "aks", "get-credentials", "--name", "hubs", "--resource-group", "rg",
              "--file", str(access.kubeconfig), "--output", "none"],
-            ["kubelogin", "convert-kubeconfig", "--login", "azurecli", "--kubeconfig", str(access.kubeconfig)],
+            ["kubelogin", "convert-kubeconfig", "--login", "azurecli",
+             "--kubeconfig", str(access.kubeconfig)],
         ]
-        az_env = {**{k: v for k, v in base_env.items() if k != "AZURE_CONFIG_DIR"}, "AZURE_CONFIG_DIR": str(config)}
+        az_env = {**{k: v for k, v in base_env.items() if k != "AZURE_CONFIG_DIR"},
+                  "AZURE_CONFIG_DIR": str(config)}
         assert [c.env for c in recorder.calls[:2]] == [az_env, az_env]
         kube = {**az_env, "KUBECONFIG": str(access.kubeconfig)}
         assert [c.env for c in recorder.calls[2:]] == [kube, kube]

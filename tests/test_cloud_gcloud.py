@@ -21,7 +21,8 @@ from helpers.cloud import (  # noqa: F401
 from hubploy.cloud import gcloud
 from hubploy.errors import CommandError, CredentialsError
 
-PRIVATE_KEY = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC-gcloud-test\n-----END PRIVATE KEY-----\n"
+PRIVATE_KEY = ("-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC-gcloud-test\n"
+               "-----END PRIVATE KEY-----\n")
 KEY = {"type": "service_account", "project_id": "p", "private_key_id": "0123abcd", "private_key": PRIVATE_KEY,
        "client_email": "deployer@p.iam.gserviceaccount.com", "client_id": "1"}
 
@@ -39,7 +40,8 @@ def fake_gcloud(recorder: Recorder) -> dict[str, object]:
         seen.update(key=json.loads(key.read_text()), key_mode=mode(key), dir_mode=mode(key.parent))
 
     def get_credentials(argv: list[str], env: dict[str, str]) -> None:
-        write_kubeconfig(Path(env["KUBECONFIG"]), exec_user("gke-gcloud-auth-plugin"), "gke_p_us-central1-a_hubs")
+        write_kubeconfig(Path(env["KUBECONFIG"]), exec_user("gke-gcloud-auth-plugin"),
+                         "gke_p_us-central1-a_hubs")
 
     recorder.on("gcloud", "auth", "activate-service-account", effect=activate)
     recorder.on("gcloud", "container", "clusters", "get-credentials", effect=get_credentials)
@@ -48,17 +50,19 @@ def fake_gcloud(recorder: Recorder) -> dict[str, object]:
 
 def test_service_account_key(recorder: Recorder, fake_gcloud: dict, base_env: dict[str, str]) -> None:
     environ = dict(os.environ)
-    with gcloud.cluster_access(project="p", cluster="hubs", location="us-central1-a", service_account_info=KEY,
-                               base_env=base_env, context="ctx-x") as access:
+    with gcloud.cluster_access(project="p", cluster="hubs", location="us-central1-a",
+                               service_account_info=KEY, base_env=base_env, context="ctx-x") as access:
         config = Path(access.env["CLOUDSDK_CONFIG"])
         tmp = config.parent
         kubeconfig = access.kubeconfig
         assert recorder.argvs == [
-            ["gcloud", "auth", "activate-service-account", "--key-file", str(tmp / "service-account.json"), "--quiet"],
+            ["gcloud", "auth", "activate-service-account", "--key-file", str(tmp / "service-account.json"),
+             "--quiet"],
             ["gcloud", "container", "clusters", "get-credentials", "hubs", "--zone", "us-central1-a",
              "--project", "p", "--quiet"],
         ]
-        gcloud_env = {**_caller_env(base_env), "CLOUDSDK_CONFIG": str(config), "CLOUDSDK_CORE_DISABLE_PROMPTS": "1"}
+        gcloud_env = {**_caller_env(base_env), "CLOUDSDK_CONFIG": str(config),
+                      "CLOUDSDK_CORE_DISABLE_PROMPTS": "1"}
         assert recorder.calls[0].env == gcloud_env
         kube = {**gcloud_env, "USE_GKE_GCLOUD_AUTH_PLUGIN": "True", "KUBECONFIG": str(kubeconfig)}
         assert recorder.calls[1].env == kube
@@ -103,7 +107,8 @@ def test_adc_well_known_file_and_metadata_server(base_env: dict[str, str], tmp_p
 
 
 @pytest.mark.parametrize(("location", "flag"), [("us-central1-a", "--zone"), ("us-central1", "--region"),
-                                                ("northamerica-northeast1-b", "--zone"), ("europe-west4", "--region")])
+                                                ("northamerica-northeast1-b", "--zone"),
+                                                ("europe-west4", "--region")])
 def test_location_flag(location: str, flag: str) -> None:
     assert gcloud.location_flag(location) == flag
 
