@@ -204,7 +204,8 @@ def test_repo_root_may_be_a_subdirectory_of_the_work_tree(tmp_path: Path) -> Non
     root = repo.root / "examples" / "deploy"
     assert image_tag(root, "deployments/hub/image") == shortest_alpha_prefix(sha)
     (root / "deployments/hub/image/extra").write_text("x")
-    assert uncommitted_changes(root, "deployments/hub/image") == ["examples/deploy/deployments/hub/image/extra"]
+    assert (uncommitted_changes(root, "deployments/hub/image")
+            == ["examples/deploy/deployments/hub/image/extra"])
 
 
 def test_dirty_paths_with_spaces_and_renames(repo: Repo) -> None:

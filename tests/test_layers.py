@@ -24,14 +24,16 @@ core = [m.name for m in pkgutil.walk_packages(hubploy.__path__, "hubploy.")
         if not m.name.startswith({NOT_CORE!r})]
 for name in core:
     importlib.import_module(name)
-outside = sorted(m for m in sys.modules if m.split(".")[0] in ("prefect", "hubploy_sandbox", "flows", "blocks")
+outside = sorted(m for m in sys.modules
+                 if m.split(".")[0] in ("prefect", "hubploy_sandbox", "flows", "blocks")
                  or m.startswith(("prefect_",) + tuple(n + "." for n in {NOT_CORE!r})))
 print(json.dumps([len(core), outside]))
 """
 
 
 def test_core_library_imports_no_prefect_and_no_sandbox() -> None:
-    out = subprocess.run([sys.executable, "-c", PROBE], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", PROBE],
+                         cwd=PROJECT_ROOT, capture_output=True, text=True, check=True)
     modules, outside = json.loads(out.stdout)
     assert modules > 40 and outside == [], out.stdout
 
@@ -53,8 +55,8 @@ def test_a_missing_program_gets_the_sandbox_hint_from_the_cli_only(tmp_path: Pat
     (repo / "hub").mkdir()
     (repo / "hub/Chart.yaml").write_text("apiVersion: v2\nname: hub\nversion: 0.1.0\n")
     env = {**child_env(), "PATH": "/nonexistent"}  # no helm
-    out = subprocess.run([sys.executable, "-m", "hubploy.cli.main", "render", "h", "staging"], cwd=repo, env=env,
-                         capture_output=True, text=True, check=False)
+    out = subprocess.run([sys.executable, "-m", "hubploy.cli.main", "render", "h", "staging"],
+                         cwd=repo, env=env, capture_output=True, text=True, check=False)
     assert out.returncode == 1, out.stderr
     first, hint = out.stderr.strip().splitlines()[-2:]
     assert first.startswith("error: ") and "command not found (hint: install it and put it on PATH)" in first
@@ -64,7 +66,8 @@ def test_a_missing_program_gets_the_sandbox_hint_from_the_cli_only(tmp_path: Pat
 def test_validate_does_not_import_prefect() -> None:
     code = ("import sys; from hubploy.cli.main import main; code = main(['validate']); "
             "print(code, any(m.startswith('prefect') for m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code],
+                         cwd=PROJECT_ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "0 False", out.stdout + out.stderr
 
 
@@ -98,5 +101,6 @@ def test_the_project_venv_has_no_jupyterhub() -> None:
             "print(sorted({m.partition('.')[0] for m in sys.modules} & {'rfc3987_syntax', 'lark'}), "
             "[n for n in ('jupyterhub', 'jupyter_events') if importlib.util.find_spec(n)])")
     out = run([sys.executable, "-c", code], env=child_env(), cwd=PROJECT_ROOT).stdout.strip()
-    assert out == "[] []", (f"{out}: run `{sys.executable} -m pip uninstall jupyterhub jupyter-events rfc3987-syntax`"
+    assert out == "[] []", (f"{out}: run `{sys.executable} "
+                            "-m pip uninstall jupyterhub jupyter-events rfc3987-syntax`"
                             " (`hubploy sandbox install` gives JupyterHub a virtualenv of its own)")
