@@ -31,7 +31,8 @@ EXPECTED = {
     "hubploy-rollout/rollout": "flows/rollout.py:rollout",
 }
 WITH_REPO_URL = set(EXPECTED) - {"hubploy-approval-timeout/approval-timeout", "deploy-hubs/deploy-hubs"}
-RETRIED_WHEN_LOST = {PROD, "deploy-hubs/deploy-hubs", "hubploy-rollout/rollout"}  # the fleet deployments (hubploy/triggers/recovery.py)
+# the fleet deployments (hubploy/triggers/recovery.py)
+RETRIED_WHEN_LOST = {PROD, "deploy-hubs/deploy-hubs", "hubploy-rollout/rollout"}
 
 
 def test_prefect_deploy_all_registers_every_deployment(hubploy_worker: Worker, prefect_api: str) -> None:
@@ -79,7 +80,8 @@ def test_the_documented_kubernetes_work_pool_deploys(hubploy_worker: Worker, tmp
     created = _prefect(["work-pool", "create", pool["name"], "--type", "kubernetes", "--overwrite"], env)
     assert created.returncode == 0, created.stdout + created.stderr
     try:
-        deployed = _prefect(["deploy", "--prefect-file", str(prefect_file), "--name", "lifecycle-on-kubernetes"], env)
+        deployed = _prefect(["deploy", "--prefect-file", str(prefect_file),
+                             "--name", "lifecycle-on-kubernetes"], env)
         assert deployed.returncode == 0, deployed.stdout + deployed.stderr
         with get_client(sync_client=True) as client:
             deployment = client.read_deployment_by_name("hubploy-lifecycle/lifecycle-on-kubernetes")
@@ -117,7 +119,8 @@ def test_prod_push_outside_the_lifecycle_is_deployed_then_a_broken_one_rolled_ba
     built = run_cli("build", repo.hub, "--check-registry", "--push", cwd=repo.work.root, env=repo.sandbox.env)
     assert built.returncode == 0, built.stderr
     common = repo.work.root / repo.config("common.yaml")
-    before, sha = _push_to_prod(repo, {repo.config("common.yaml"): common.read_text() + "# hotfix\n"}, "hotfix")
+    before, sha = _push_to_prod(repo, {repo.config("common.yaml"): common.read_text() + "# hotfix\n"},
+                                "hotfix")
     run = run_deployment(PROD, parameters={"sha": sha, "before": before, "repo_url": repo.url}, timeout=0)
     run = wait_for_state(run.id, _final, worker=hubploy_worker)
     assert run.state.is_completed(), run.state.message
