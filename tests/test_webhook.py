@@ -55,7 +55,8 @@ Ids = dict[str, uuid.UUID]
 LIFECYCLE = "webhook-test-lifecycle/lifecycle"
 PROD_DEPLOY = "webhook-test-prod-deploy/prod-deploy"
 PR_VALIDATION = "webhook-test-pr-validation/pr-validation"
-ROUTES = Routes(lifecycle_deployment=LIFECYCLE, prod_deployment=PROD_DEPLOY, pr_validation_deployment=PR_VALIDATION)
+ROUTES = Routes(lifecycle_deployment=LIFECYCLE, prod_deployment=PROD_DEPLOY,
+                pr_validation_deployment=PR_VALIDATION)
 ROUTE_FLAGS = ("--lifecycle-deployment", LIFECYCLE, "--prod-deployment", PROD_DEPLOY,
                "--pr-validation-deployment", PR_VALIDATION)
 
