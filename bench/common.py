@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,9 +29,9 @@ for _path in (ROOT, ROOT / "tests"):  # the project, and tests/helpers (copies o
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-from helpers.example_repo import copy_example_repo
-from helpers.fleet_repo import LEAN_VALUES, SANDBOX_REGISTRY
-from helpers.fleet_repo import commit as git_commit_all
+from helpers.example_repo import copy_example_repo  # noqa: E402 (found through the sys.path entry above)
+from helpers.fleet_repo import LEAN_VALUES, SANDBOX_REGISTRY  # noqa: E402
+from helpers.fleet_repo import commit as git_commit_all  # noqa: E402
 
 BENCH_DIR = Path(os.environ.get("HUBPLOY_BENCH_DIR", "/var/cache/hubploy/bench"))
 CLASSIC_VENV = Path(os.environ.get("HUBPLOY_BENCH_CLASSIC_VENV", BENCH_DIR / "classic-venv"))
@@ -101,12 +101,11 @@ class Sandbox:
 def sandbox(helm_major: int = 3) -> Sandbox:
     """The running sandbox's environment; ``helm_major`` picks the helm both tools run (hubploy through
     HELM_EXECUTABLE, classic hubploy as ``helm`` on PATH)."""
+    from hubploy.runner import child_env
     from hubploy_sandbox import lifecycle
     from hubploy_sandbox.env import sandbox_env
     from hubploy_sandbox.images import ensure_base_image
     from hubploy_sandbox.paths import SandboxPaths
-
-    from hubploy.runner import child_env
 
     paths = SandboxPaths.from_env()
     if not lifecycle.healthy(paths):
@@ -128,7 +127,8 @@ def run(argv: Sequence[str], *, env: dict[str, str], cwd: Path | None = None, ch
     out = subprocess.run(list(argv), env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout,
                          stdin=subprocess.DEVNULL, check=False)
     if check and out.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed ({out.returncode}):\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
+        raise RuntimeError(f"{' '.join(argv)} failed ({out.returncode}):\n{out.stdout[-2000:]}\n"
+                           f"{out.stderr[-3000:]}")
     return out
 
 
@@ -208,8 +208,9 @@ def make_repo(root: Path, hubs: Sequence[str], image: str | None, *, classic: bo
     with a ``placement``, also ``cluster.kubeconfig`` naming a sops-encrypted key file and the hub's context
     (``env`` runs sops), else the ambient KUBECONFIG. Classic (``classic``, needs a placement): hubploy 0.4
     derives image tags from git history, so the same image is set in config/common.yaml instead, and
-    hubploy.yaml names a plaintext kubeconfig in secrets/ whose current context is the hub's cluster. Either way helm gets the same merged values. ``lazy``: the
-    hub and proxy pods carry LAZY_START. ``image`` None: the minimal hub's hubploy.yaml unchanged.
+    hubploy.yaml names a plaintext kubeconfig in secrets/ whose current context is the hub's cluster.
+    Either way helm gets the same merged values. ``lazy``: the hub and proxy pods carry LAZY_START.
+    ``image`` None: the minimal hub's hubploy.yaml unchanged.
     """
     copy_example_repo(root, dict.fromkeys(hubs, "minimal"), settings_extra=settings_extra, helm_timeout=None)
     repository, tag = image.rsplit(":", 1) if image else ("", "")
@@ -417,7 +418,7 @@ class PrefectStack:
 
     @property
     def postgres(self) -> Any:
-        from triggers.database import PostgresFiles
+        from hubploy.triggers.database import PostgresFiles
         return PostgresFiles(self.home)
 
     def server_pids(self) -> list[int]:
@@ -431,7 +432,7 @@ class PrefectStack:
         return [proc.pid for proc in self.worker_procs]
 
     def start_server(self) -> None:
-        from triggers.database import start
+        from hubploy.triggers.database import start
         port = _free_port()
         self.api_url = f"http://127.0.0.1:{port}/api"
         env = {**os.environ, "PREFECT_HOME": str(self.home), "PREFECT_SERVER_API_HOST": "127.0.0.1",
@@ -441,8 +442,8 @@ class PrefectStack:
             server, _ = start(self.postgres, say=say)
             env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = server.url
         log = open(self.home / "server.log", "w")  # noqa: SIM115 - the server's, for its lifetime
-        self.server = subprocess.Popen([PREFECT, "server", "start"], env=env, stdout=log, stderr=subprocess.STDOUT,
-                                       start_new_session=True)
+        self.server = subprocess.Popen([PREFECT, "server", "start"], env=env, stdout=log,
+                                       stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 180
         while not _healthy(self.api_url):
             if self.server.poll() is not None or time.monotonic() > deadline:
@@ -487,13 +488,11 @@ class PrefectStack:
         for proc in [*self.worker_procs, self.server]:
             if proc is not None and proc.poll() is None:
                 for group in [proc.pid, *(child_pids(proc.pid) if proc is not self.server else [])]:
-                    try:
+                    with suppress(ProcessLookupError):
                         os.killpg(group, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
                 proc.wait()
         if self.database == "postgres":
-            from triggers.database import remove
+            from hubploy.triggers.database import remove
             remove(self.postgres)
 
 
@@ -512,9 +511,11 @@ def wait_run(run_id: Any, predicate: Any, *, timeout: float = 600, interval: flo
             if predicate(flow_run):
                 return flow_run
             if flow_run.state is not None and flow_run.state.is_final():
-                raise RuntimeError(f"run {flow_run.name} ended {flow_run.state.name}: {flow_run.state.message}")
+                raise RuntimeError(f"run {flow_run.name} ended {flow_run.state.name}: "
+                                   f"{flow_run.state.message}")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"run {flow_run.name} still {flow_run.state.name if flow_run.state else None}")
+                raise RuntimeError(f"run {flow_run.name} still "
+                                   f"{flow_run.state.name if flow_run.state else None}")
             time.sleep(interval)
 
 
@@ -543,9 +544,10 @@ def median(values: Sequence[float]) -> float:
 def table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
     cells = [[str(c) for c in header], *[[str(c) for c in r] for r in rows]]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(cells[0], widths)) + " |",
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(cells[0], widths, strict=True)) + " |",
              "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
-    lines += ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in cells[1:]]
+    lines += ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + " |"
+              for r in cells[1:]]
     return "\n".join(lines)
 
 

@@ -133,7 +133,7 @@ def main() -> None:
             """For each task after the first `slots`: from the k-th block's end to the (k+slots)-th start."""
             starts = sorted(entered for entered, _ in held)
             ends = sorted(left for _, left in held)
-            return [start - end for start, end in zip(starts[args.slots:], ends)]
+            return [start - end for start, end in zip(starts[args.slots:], ends, strict=False)]
 
         rows = []
         ideal = math.ceil(args.tasks / args.slots) * args.hold

@@ -97,7 +97,8 @@ def bench_planner(sb: Sandbox | None, work: Path, hubs: int = 500, reps: int = 5
             repo = load_repo(root)
             hub_names = repo.hub_names()
         with timed(t, "plan_changes"):
-            plan = plan_changes(files, hub_names, chart=repo.settings.chart, shared_paths=repo.settings.shared_paths)
+            plan = plan_changes(files, hub_names, chart=repo.settings.chart,
+                                shared_paths=repo.settings.shared_paths)
         with timed(t, "plan_commit task body"), disable_run_logger():
             change = plan_commit.fn(str(root), head, base)
         for k, v in t.items():
@@ -150,10 +151,11 @@ def raw_helm_argv(sb: Sandbox, root: Path, hub: str, files: dict[Path, Path]) ->
     from hubploy.layout import load_repo
     repo = load_repo(root)
     hub_obj = repo.load_hub(hub)
-    images = [values.ImageValue(s.helm_substitution_path, s.name, effective_tag(hub_obj, s)) for s in hub_obj.images]
+    images = [values.ImageValue(s.helm_substitution_path, s.name, effective_tag(hub_obj, s))
+              for s in hub_obj.images]
     plan = values.layered_values(hub_obj.dir, repo.root, hub, "staging", images=images)
-    return [sb.helm, "upgrade", "--install", "--wait", "--timeout", "10m", f"{hub}-staging", str(repo.chart_dir),
-            "--namespace", f"{hub}-staging", *plan.helm_args(files)]
+    return [sb.helm, "upgrade", "--install", "--wait", "--timeout", "10m", f"{hub}-staging",
+            str(repo.chart_dir), "--namespace", f"{hub}-staging", *plan.helm_args(files)]
 
 
 def bench_overhead(sb: Sandbox, root: Path, hub: str, reps: int = 5) -> dict[str, Any]:
@@ -175,8 +177,9 @@ def bench_overhead(sb: Sandbox, root: Path, hub: str, reps: int = 5) -> dict[str
     raw_t, ours_t, health_t = [], [], []
     with decrypted(plan.secret_files, env=sops_env(repo, sb.env)) as files:
         argv = raw_helm_argv(sb, root, hub, files)
-        deploy(load_repo(root), hub, "staging", options=no_health, base_env=sb.env)  # warm-up: the release
-        run(argv, env=sb.env)                                                          # exists at these values
+        # warm-up: the release exists at these values
+        deploy(load_repo(root), hub, "staging", options=no_health, base_env=sb.env)
+        run(argv, env=sb.env)
         spent.clear()
         for _ in range(reps):
             start = time.perf_counter()
@@ -185,7 +188,8 @@ def bench_overhead(sb: Sandbox, root: Path, hub: str, reps: int = 5) -> dict[str
             start = time.perf_counter()
             deploy(load_repo(root), hub, "staging", options=no_health, base_env=sb.env)
             ours_t.append(time.perf_counter() - start)
-        breakdown = {k: (len(v) / reps, sum(v) / reps) for k, v in sorted(spent.items(), key=lambda kv: -sum(kv[1]))}
+        breakdown = {k: (len(v) / reps, sum(v) / reps)
+                     for k, v in sorted(spent.items(), key=lambda kv: -sum(kv[1]))}
         for _ in range(2):
             start = time.perf_counter()
             deploy(load_repo(root), hub, "staging", options=with_health, base_env=sb.env)
@@ -234,7 +238,8 @@ def ours_fleet(stack: PrefectStack, root: Path, hubs: list[str], health_check: b
             cpu_spent(groups, cpu):
         start = time.perf_counter()
         flow_run = run_deployment(FLEET, parameters={"hubs": hubs, "env": "staging", "repo_path": str(root),
-                                                     "trigger": "bench", "health_check": health_check}, timeout=0)
+                                                     "trigger": "bench", "health_check": health_check},
+                                  timeout=0)
         done = wait_run(flow_run.id, lambda r: r.state is not None and r.state.is_completed(), timeout=3600)
         total = time.perf_counter() - start
     states = flow_run_states(flow_run.id)
@@ -269,8 +274,10 @@ def lock_waits(run_id: Any) -> list[float]:
             logs += page
             if len(page) < 200:
                 break
-    held = {log.task_run_id: log.timestamp for log in logs if log.message.startswith("holding a slot of cluster-")}
-    left = {log.task_run_id: log.timestamp for log in logs if log.message.startswith("left the slot of cluster-")}
+    held = {log.task_run_id: log.timestamp for log in logs
+            if log.message.startswith("holding a slot of cluster-")}
+    left = {log.task_run_id: log.timestamp for log in logs
+            if log.message.startswith("left the slot of cluster-")}
     waits = [(held[t.id] - t.start_time).total_seconds() for t in tasks if t.id in held and t.start_time]
     spans = [(held[t], left[t]) for t in held if t in left]
     if spans:  # mean number of deploys holding a cluster slot, from the first acquire to the last release
@@ -307,7 +314,8 @@ def change_every_hub(root: Path, hubs: list[str], value: str) -> str:
 
 def bench_fleet(sb: Sandbox, stack: PrefectStack, work: Path, tok: str, n: int, classic: bool = True,
                 cluster_concurrency: int | None = None) -> dict[str, Any]:
-    """The four fleet phases, both tools deploying to every cluster of the sandbox (hub i: cluster i mod N)."""
+    """The four fleet phases, both tools deploying to every cluster of the sandbox (hub i: cluster i
+    mod N)."""
     image = sb.base_image()
     ours_hubs = [f"{PREFIX}{tok}-o{i:02d}" for i in range(1, n + 1)]
     classic_hubs = [f"{PREFIX}{tok}-c{i:02d}" for i in range(1, n + 1)]
@@ -315,8 +323,8 @@ def bench_fleet(sb: Sandbox, stack: PrefectStack, work: Path, tok: str, n: int, 
     ours_root = make_repo(work / "fleet-ours", ours_hubs, image, placement=placement, env=sb.env)
     if cluster_concurrency:
         settings = ours_root / "hubploy-repo.yaml"
-        settings.write_text(re.sub(r"(?m)^cluster_concurrency: .*$", f"cluster_concurrency: {cluster_concurrency}",
-                                   settings.read_text()))
+        settings.write_text(re.sub(r"(?m)^cluster_concurrency: .*$",
+                                   f"cluster_concurrency: {cluster_concurrency}", settings.read_text()))
         git_commit_all(ours_root, f"cluster_concurrency {cluster_concurrency}")
     classic_root = make_repo(work / "fleet-classic", classic_hubs, image, classic=True, placement=placement)
     result: dict[str, Any] = {"hubs": n, "clusters": len(placement.contexts), "ours_root": str(ours_root),
@@ -338,7 +346,8 @@ def bench_fleet(sb: Sandbox, stack: PrefectStack, work: Path, tok: str, n: int, 
             say(f"fleet {phase}: classic", result[f"classic {phase}"])
         settle(sb)
         say(f"fleet {phase}: ours, deploy-hubs flow run by the worker")
-        result[f"ours {phase}"] = ours_fleet(stack, ours_root, ours_hubs, health_check=phase != NO_HEALTH_CHECK)
+        result[f"ours {phase}"] = ours_fleet(stack, ours_root, ours_hubs,
+                                             health_check=phase != NO_HEALTH_CHECK)
         say(f"fleet {phase}: ours", result[f"ours {phase}"])
     return result
 
@@ -407,8 +416,8 @@ def bench_lifecycle(sb: Sandbox, stack: PrefectStack, work: Path, tok: str, orig
     hub = f"{PREFIX}{tok}-lc"
     root = work / "lc-work"
     say("lifecycle: first staging deploy of", hub, "(not timed)")
-    deploy(load_repo(root), hub, "staging", options=DeployOptions(flags=UpgradeFlags(timeout="5m", atomic=True)),
-           base_env=sb.env)
+    deploy(load_repo(root), hub, "staging",
+           options=DeployOptions(flags=UpgradeFlags(timeout="5m", atomic=True)), base_env=sb.env)
     common = root / "deployments" / hub / "config" / "common.yaml"
     out: dict[str, Any] = {"rounds": []}
     for n in range(1, rounds + 1):
@@ -442,13 +451,14 @@ def bench_lifecycle(sb: Sandbox, stack: PrefectStack, work: Path, tok: str, orig
         if not done.state.is_completed():
             raise RuntimeError(f"lifecycle ended {done.state.name}: {done.state.message}")
         history = helm_history(sb, f"{hub}-prod")
-        new = [h for h in history[before:]]
+        new = list(history[before:])
         helm_start = parse_time(new[0]["updated"]) if new else None
         task_start = prod_task_start(flow_run.id, hub, resumed)
         states = flow_run_states(flow_run.id)
         rerun = first_state(states, "RUNNING", after=resumed).timestamp
         r.update({"resume to flow Running again": (rerun - resumed).total_seconds(),
-                  "resume to prod deploy task start": (task_start - resumed).total_seconds() if task_start else None,
+                  "resume to prod deploy task start": ((task_start - resumed).total_seconds()
+                                                       if task_start else None),
                   "resume to prod helm upgrade (helm history)": (helm_start - resumed).total_seconds()
                   if helm_start else None,
                   "resume to Completed": (done.state.timestamp - resumed).total_seconds()})
@@ -484,7 +494,8 @@ def report(results: dict[str, Any]) -> str:
             rows.append((f"Fleet {phase}, {fleet['hubs']} hubs, trigger to Completed",
                          f"{f(e2e, 1)} s / {f(classic['total'], 1)} s", f(e2e / classic["total"]), "≤ 0.25"))
             rows.append((f"Fleet {phase}, flow run only (Running to Completed)",
-                         f"{f(inner, 1)} s / {f(classic['total'], 1)} s", f(inner / classic["total"]), "≤ 0.25"))
+                         f"{f(inner, 1)} s / {f(classic['total'], 1)} s", f(inner / classic["total"]),
+                         "≤ 0.25"))
         rows.append(("Memory: worker tree peak RSS during the fleet phases",
                      " / ".join(f"{f(fleet[f'ours {phase}']['worker tree peak RSS MB'], 0)} MB"
                                 for phase in FLEET_PHASES), "–", "–"))
@@ -497,20 +508,24 @@ def report(results: dict[str, Any]) -> str:
     over = results.get("overhead")
     if over:
         rows.append(("Overhead: one hub, ours without health check / raw helm upgrade --install --wait",
-                     f"{f(over['ours, no health check'])} s / {f(over['raw helm'])} s", f(over["ratio"]), "≤ 1.5"))
+                     f"{f(over['ours, no health check'])} s / {f(over['raw helm'])} s", f(over["ratio"]),
+                     "≤ 1.5"))
     lc = results.get("lifecycle")
     if lc:
         for i, r in enumerate(lc["rounds"], 1):
             rows.append((f"Lifecycle #{i} ({r['change']}): trigger to Paused (Prefect start + ours)",
-                         f"{f(r['Prefect start (Scheduled to Running)'], 1)} + {f(r['ours (Running to Paused)'], 1)} s",
+                         (f"{f(r['Prefect start (Scheduled to Running)'], 1)} + "
+                          f"{f(r['ours (Running to Paused)'], 1)} s"),
                          f"{f(r['trigger to Paused (server)'], 1)} s total", "ours ≤ 5 s"))
-            helm_at, rerun = r['resume to prod helm upgrade (helm history)'], r['resume to flow Running again']
+            helm_at, rerun = (r['resume to prod helm upgrade (helm history)'],
+                              r['resume to flow Running again'])
             rows.append((f"Approval latency #{i}: resume to prod helm upgrade (Prefect restart + ours)",
                          f"{f(rerun, 1)} + {f(helm_at - rerun if helm_at is not None else None, 1)} s",
                          f"{f(helm_at, 1)} s total", "≤ 5 s"))
     pl = results.get("planner")
     if pl:
-        rows.append((f"Planner, {pl['hubs']} hubs: git diff + hub list + plan_changes (plan_commit task body)",
+        rows.append(((f"Planner, {pl['hubs']} hubs: git diff + hub list + plan_changes "
+                      "(plan_commit task body)"),
                      f"{f(pl['diff+plan'], 3)} s ({f(pl['plan_commit task body'], 3)} s)", "–", "≤ 1 s"))
     return table(rows, ("figure", "measured", "ratio", "target"))
 
@@ -540,7 +555,8 @@ def scale_rows(scale: dict[str, Any]) -> list[tuple[str, str, str, str]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["all", "planner", "overhead", "fleet", "scale", "lifecycle",
                                          "cleanup"])
     parser.add_argument("--hubs", type=int, default=20, help="fleet size (default 20)")
@@ -551,11 +567,14 @@ def main() -> None:
                              "connects)")
     parser.add_argument("--planner-hubs", type=int, default=500)
     parser.add_argument("--skip-classic", action="store_true", help="fleet: ours only (A/B runs of our code)")
-    parser.add_argument("--keep", action="store_true", help="leave the releases and the Prefect server running")
+    parser.add_argument("--keep", action="store_true",
+                        help="leave the releases and the Prefect server running")
     parser.add_argument("--helm", type=int, choices=[3, 4], default=3,
-                        help="the helm major version both tools run (default 3, as classic hubploy's users do)")
+                        help="the helm major version both tools run (default 3, as classic hubploy's "
+                             "users do)")
     parser.add_argument("--cluster-concurrency", type=int,
-                        help="fleet: cluster_concurrency of our generated repo (default: hubploy-repo.yaml's)")
+                        help="fleet: cluster_concurrency of our generated repo (default: "
+                             "hubploy-repo.yaml's)")
     parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite",
                         help="the bench's Prefect server's database (default sqlite)")
     parser.add_argument("--workers", type=int, default=1, help="process workers on the pool (default 1)")

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Mapping
+from collections.abc import Iterator, Mapping
 
 from prefect.blocks.core import Block
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, HttpUrl, SecretStr, model_validator
 
 from hubploy.cloud import ClusterAccess, aws
 
@@ -31,7 +31,7 @@ class AwsClusterCredentials(Block):
 
     _block_type_name = "AWS Cluster Credentials"
     _description = "An EKS cluster and the access key pair or IAM role hubploy deploys to it with."
-    _documentation_url = "https://docs.aws.amazon.com/eks/latest/userguide/create-kubeconfig.html"
+    _documentation_url = HttpUrl("https://docs.aws.amazon.com/eks/latest/userguide/create-kubeconfig.html")
 
     aws_access_key_id: str | None = Field(None, description="Access key id (with the secret access key).")
     aws_secret_access_key: SecretStr | None = Field(None, description="Secret access key.")
@@ -41,7 +41,7 @@ class AwsClusterCredentials(Block):
     region: str = Field(description="AWS region of the cluster.")
 
     @model_validator(mode="after")
-    def _one_source(self) -> "AwsClusterCredentials":
+    def _one_source(self) -> AwsClusterCredentials:
         if bool(self.aws_access_key_id) != bool(self.aws_secret_access_key):
             raise ValueError("set both aws_access_key_id and aws_secret_access_key, or neither")
         if not self.aws_access_key_id and not self.role_arn:
@@ -52,7 +52,8 @@ class AwsClusterCredentials(Block):
     def cluster_access(self, namespace: str, *, base_env: Mapping[str, str]) -> Iterator[ClusterAccess]:
         """A temp kubeconfig and child env for one run (``namespace`` is unused: EKS has one context)."""
         secret = self.aws_secret_access_key.get_secret_value() if self.aws_secret_access_key else None
-        with aws.cluster_access(cluster=self.cluster, region=self.region, access_key_id=self.aws_access_key_id,
+        with aws.cluster_access(cluster=self.cluster, region=self.region,
+                                access_key_id=self.aws_access_key_id,
                                 secret_access_key=secret, role_arn=self.role_arn,
                                 session_name=self.role_session_name, base_env=base_env) as access:
             yield access

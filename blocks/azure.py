@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Mapping
+from collections.abc import Iterator, Mapping
 
 from prefect.blocks.core import Block
-from pydantic import Field, SecretStr
+from pydantic import Field, HttpUrl, SecretStr
 
 from hubploy.cloud import ClusterAccess, azure
 
@@ -27,12 +27,13 @@ class AzureClusterCredentials(Block):
 
     _block_type_name = "Azure Cluster Credentials"
     _description = "An AKS cluster and the service principal hubploy deploys to it with."
-    _documentation_url = "https://learn.microsoft.com/cli/azure/aks#az-aks-get-credentials"
+    _documentation_url = HttpUrl("https://learn.microsoft.com/cli/azure/aks#az-aks-get-credentials")
 
     client_id: str = Field(description="Application (client) id of the service principal (appId).")
     tenant_id: str = Field(description="Tenant of the service principal.")
     client_secret: SecretStr = Field(description="Password (client secret) of the service principal.")
-    subscription_id: str | None = Field(None, description="Subscription of the cluster, if the principal sees several.")
+    subscription_id: str | None = Field(None, description="Subscription of the cluster, if the principal "
+                                                          "sees several.")
     resource_group: str = Field(description="Resource group of the AKS cluster.")
     cluster: str = Field(description="AKS cluster name.")
 

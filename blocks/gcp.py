@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from prefect.blocks.core import Block
 from prefect.types import SecretDict
-from pydantic import Field, field_validator
+from pydantic import Field, HttpUrl, field_validator
 
 from hubploy.cloud import ClusterAccess, gcloud
 from hubploy.errors import CredentialsError
@@ -29,11 +30,13 @@ class GcpClusterCredentials(Block):
 
     _block_type_name = "GCP Cluster Credentials"
     _description = "A GKE cluster and the service-account key (or ADC) hubploy deploys to it with."
-    _documentation_url = "https://cloud.google.com/kubernetes-engine/docs/how-to/cluster-access-for-kubectl"
+    _documentation_url = HttpUrl("https://cloud.google.com/kubernetes-engine/docs/how-to/"
+                                 "cluster-access-for-kubectl")
 
     service_account_info: SecretDict | None = Field(
         None, description="Contents of the service-account JSON key; empty means application default "
-                          "credentials (GOOGLE_APPLICATION_CREDENTIALS, the ADC file, or the metadata server).")
+                          "credentials (GOOGLE_APPLICATION_CREDENTIALS, the ADC file, or the metadata "
+                          "server).")
     project: str = Field(description="GCP project of the GKE cluster.")
     cluster: str = Field(description="GKE cluster name.")
     location: str = Field(description="Zone (us-central1-a) or region (us-central1) of the cluster.")

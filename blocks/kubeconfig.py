@@ -8,12 +8,13 @@ moves its credentials into `SecretStr` fields. The kubeconfig is rebuilt at run 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from prefect.blocks.core import Block
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, HttpUrl, SecretStr, model_validator
 
 from hubploy.cloud import ClusterAccess, fill_context, kubeconfig
 from hubploy.errors import CredentialsError
@@ -38,7 +39,8 @@ class KubeconfigCredentials(Block):
 
     _block_type_name = "Kubeconfig Credentials"
     _description = "A Kubernetes API server and a token or client certificate, kept in secret fields."
-    _documentation_url = "https://kubernetes.io/docs/concepts/configuration/organize-cluster-access-kubeconfig/"
+    _documentation_url = HttpUrl("https://kubernetes.io/docs/concepts/configuration/"
+                                 "organize-cluster-access-kubeconfig/")
 
     server: str = Field(description="API server URL, e.g. https://k8s.example.org:6443.")
     certificate_authority_data: str | None = Field(
@@ -46,20 +48,21 @@ class KubeconfigCredentials(Block):
     insecure_skip_tls_verify: bool = Field(False, description="Skip TLS verification of the API server.")
     token: SecretStr | None = Field(None, description="Bearer token (e.g. a service-account token).")
     client_certificate_data: str | None = Field(None, description="Base64 PEM client certificate (public).")
-    client_key_data: SecretStr | None = Field(None, description="Base64 PEM private key of the client certificate.")
+    client_key_data: SecretStr | None = Field(None,
+                                              description="Base64 PEM private key of the client certificate.")
     context: str | None = Field(None, description="Context name for the run; `{namespace}` is replaced "
                                                   "by the release namespace. Default: hubploy.")
     namespace: str | None = Field(None, description="Default namespace of the context.")
 
     @model_validator(mode="after")
-    def _has_credentials(self) -> "KubeconfigCredentials":
+    def _has_credentials(self) -> KubeconfigCredentials:
         if not self.token and not (self.client_certificate_data and self.client_key_data):
             raise ValueError("set a token, or a client certificate and key")
         return self
 
     @classmethod
     def from_kubeconfig(cls, source: str | Path | Mapping[str, Any],
-                        context: str | None = None) -> "KubeconfigCredentials":
+                        context: str | None = None) -> KubeconfigCredentials:
         """Take the credentials of one context (default: the current one) of a kubeconfig file or dict;
         files it names (CA, certificate, key, tokenFile) are read in."""
         if isinstance(source, Mapping):
@@ -82,7 +85,7 @@ class KubeconfigCredentials(Block):
                    context=fields.context, namespace=fields.namespace)
 
     @classmethod
-    def from_cluster_config(cls, config: "KubernetesClusterConfig") -> "KubeconfigCredentials":
+    def from_cluster_config(cls, config: KubernetesClusterConfig) -> KubeconfigCredentials:
         """Convert a prefect-kubernetes `KubernetesClusterConfig`, keeping its credentials secret."""
         return cls.from_kubeconfig(config.config, context=config.context_name)
 

@@ -80,7 +80,8 @@ def load_block(provider: str, name: str) -> ClusterCredentials:
         raise CredentialsError(f"no hubploy credentials block serves provider {provider!r}",
                                hint=f"the block types are for: {', '.join(types)}")
     try:
-        return block_type.load(name)
+        # load is sync here (called outside any event loop): the block, never a coroutine
+        return block_type.load(name)  # type: ignore[return-value]
     except ValueError as exc:
         raise CredentialsError(f"cannot load {block_type.get_block_type_name()} block {name!r}: {exc}",
                                hint=f"create it in the Prefect UI, or with {block_type.__name__}(...)"

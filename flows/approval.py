@@ -36,24 +36,31 @@ from __future__ import annotations
 
 import enum
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
-from pydantic import Field, create_model
 from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
-from prefect.artifacts import create_markdown_artifact
-from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey,
-                                            DeploymentFilter, DeploymentFilterId, FlowRunFilter,
-                                            FlowRunFilterState, FlowRunFilterStateType)
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    ArtifactFilterKey,
+    DeploymentFilter,
+    DeploymentFilterId,
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
 from prefect.client.schemas.objects import StateType
+from prefect.context import FlowRunContext
 from prefect.deployments import run_deployment
+from prefect.exceptions import ObjectNotFound
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
-from prefect.context import FlowRunContext
-from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelled
+from pydantic import Field, create_model
 
 from flows.hot_window import suspend_with_hot_window
 from hubploy.config.repo_settings import Approvers, RepoSettings
@@ -65,7 +72,7 @@ WAITING = [StateType.PAUSED]
 HOT_WINDOW = timedelta(minutes=15)
 HOT_WINDOW_ENV = "HUBPLOY_APPROVAL_HOT_WINDOW_SECONDS"
 AUDIT_KEY = "approval"
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def current_deployment_id() -> str | None:
@@ -75,7 +82,7 @@ def current_deployment_id() -> str | None:
     return str(run.deployment_id) if run and run.deployment_id else None
 
 
-class Decision(str, enum.Enum):
+class Decision(str, enum.Enum):  # noqa: UP042 (a StrEnum member's str() is its value)
     approve = "approve"
     reject = "reject"
 
@@ -96,7 +103,8 @@ class Approval(RunInput):
     sha: str = Field("", description="The commit you decide on, as shown above (filled in). A decision that "
                                      "names another commit is refused.")
     reason: str = Field("", description="Why (recorded in the audit trail).")
-    approver: str = Field("", description="Your name or email (the open-source Prefect server records no user).")
+    approver: str = Field("", description="Your name or email (the open-source Prefect server records no "
+                                          "user).")
 
     @property
     def who(self) -> str:
@@ -138,7 +146,8 @@ def hot_window() -> timedelta:
     try:
         return timedelta(seconds=max(0.0, float(raw)))
     except (ValueError, OverflowError):
-        get_run_logger().warning("%s=%r is not a number of seconds; using %s", HOT_WINDOW_ENV, raw, HOT_WINDOW)
+        get_run_logger().warning("%s=%r is not a number of seconds; using %s", HOT_WINDOW_ENV, raw,
+                                 HOT_WINDOW)
         return HOT_WINDOW
 
 
@@ -195,12 +204,14 @@ def schedule_timeout_watch(run_id: str, key: str, hours: float) -> bool:
     """Schedule the approval-timeout check at the deadline; False when that deployment is missing."""
     if not current_deployment_id():
         return False
-    deadline = datetime.now(timezone.utc) + timedelta(hours=hours)
+    deadline = datetime.now(UTC) + timedelta(hours=hours)
     try:
-        run_deployment(TIMEOUT_DEPLOYMENT, parameters={"flow_run_id": run_id, "pause_key": key, "hours": hours},
+        run_deployment(TIMEOUT_DEPLOYMENT,
+                       parameters={"flow_run_id": run_id, "pause_key": key, "hours": hours},
                        scheduled_time=deadline, timeout=0, as_subflow=False)
     except ObjectNotFound as exc:
-        get_run_logger().warning("approval timeout watch not scheduled (%s); Prefect's pause timeout applies", exc)
+        get_run_logger().warning("approval timeout watch not scheduled (%s); Prefect's pause timeout applies",
+                                 exc)
         return False
     return True
 
@@ -214,7 +225,8 @@ def supersede_waiting_runs(run_id: str, repo_url: str, sha: str) -> list[str]:
     cancelled = []
     with get_client(sync_client=True) as client:
         waiting = client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=WAITING))),
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=WAITING))),
             deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[UUID(deployment_id)])))
         me = client.read_flow_run(UUID(run_id))
         for other in waiting:

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import concurrent.futures
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
-from prefect.futures import PrefectFuture
+from prefect.futures import PrefectConcurrentFuture, PrefectFuture
 
 from blocks.resolve import BlockCredentials, credentials
 from flows.tasks.docker_backend import select_backend
@@ -62,8 +62,8 @@ def _credentials(hubs: list[Hub], source: BlockCredentials) -> dict[str, Registr
     return found
 
 
-def _plan(hub: Hub, spec: ImageSpec, repo_path: str, creds: RegistryCredentials | None, *, check_registry: bool,
-          rebuild: bool, no_cache: bool) -> _Job:
+def _plan(hub: Hub, spec: ImageSpec, repo_path: str, creds: RegistryCredentials | None, *,
+          check_registry: bool, rebuild: bool, no_cache: bool) -> _Job:
     tag = image_tag(repo_path, hub.name, spec)
     row = ImageRow(hub.name, spec.name, tag, tag, "skipped", "")
     if spec.path is None:
@@ -88,7 +88,8 @@ def _submit(job: _Job, backend: BuildBackend, repo_path: str, auth: AuthFiles | 
     built = build_image.submit(backend, repo_path, job.spec, job.row.tag, auth, job.no_cache)
     if not push:
         return built, None
-    return built, push_image.submit(backend, f"{job.spec.name}:{job.row.tag}", auth, wait_for=[built])
+    return built, push_image.submit(backend, f"{job.spec.name}:{job.row.tag}", auth, wait_for=[built],
+                                    return_state=False)
 
 
 def _finish(job: _Job, built: PrefectFuture, pushed: PrefectFuture | None) -> None:
@@ -117,7 +118,8 @@ def _run_limited(jobs: list[_Job], limit: int, backend: BuildBackend, repo_path:
             for key in done:
                 _finish(*pending.pop(key))
         built, pushed = _submit(job, backend, repo_path, auth, push)
-        pending[(pushed or built).wrapped_future] = (job, built, pushed)
+        # the flow's task runner is a thread pool, whose futures wrap concurrent.futures ones
+        pending[cast(PrefectConcurrentFuture[Any], pushed or built).wrapped_future] = (job, built, pushed)
     for key in list(pending):
         _finish(*pending.pop(key))
 
@@ -128,8 +130,9 @@ def _markdown(rows: list[ImageRow]) -> str:
 
 
 @flow(name="build-images", log_prints=True)
-def build_images(hubs: list[str] | None = None, repo_path: str = ".", push: bool = True, check_registry: bool = True,
-                 no_cache: bool = False, max_concurrency: int = 2, rebuild: bool = False) -> list[dict[str, Any]]:
+def build_images(hubs: list[str] | None = None, repo_path: str = ".", push: bool = True,
+                 check_registry: bool = True, no_cache: bool = False, max_concurrency: int = 2,
+                 rebuild: bool = False) -> list[dict[str, Any]]:
     if max_concurrency < 1:
         raise HubployError(f"max_concurrency must be at least 1, not {max_concurrency}")
     logger = get_run_logger()

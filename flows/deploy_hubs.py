@@ -17,7 +17,8 @@ from hubploy.errors import DeployError
 from hubploy.rollout import HubOutcome
 
 
-@flow(name="deploy-hubs", task_runner=ThreadPoolTaskRunner(max_workers=MAX_PARALLEL),
+# Prefect's task_runner type (TaskRunner[PrefectFuture[Any]]) excludes its own ThreadPoolTaskRunner
+@flow(name="deploy-hubs", task_runner=ThreadPoolTaskRunner(max_workers=MAX_PARALLEL),  # type: ignore[arg-type]
       flow_run_name="deploy-{env}")
 def deploy_hubs(hubs: Sequence[str], env: str, repo_path: str = ".", trigger: str = "manual",
                 timeout: str | None = None, redeploy: bool = False, health_check: bool = True,
@@ -36,5 +37,6 @@ def deploy_hubs(hubs: Sequence[str], env: str, repo_path: str = ".", trigger: st
         return stopped
     failed = [h.hub for h in report.hubs.values() if not h.outcome.ok and h.outcome is not HubOutcome.held]
     if failed:
-        raise DeployError(f"{len(failed)} of {len(hubs)} hub(s) failed to deploy to {env}: {', '.join(failed)}")
+        raise DeployError(f"{len(failed)} of {len(hubs)} hub(s) failed to deploy to {env}: "
+                          f"{', '.join(failed)}")
     return {hub: dict(h.record) for hub, h in report.hubs.items()}

@@ -25,22 +25,39 @@ repository acts at a time.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, Callable
+from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.concurrency.sync import concurrency
 from prefect.context import FlowRunContext
 from prefect.states import Cancelled, Completed, Failed, State
 
-from flows.approval import (Approval, Decision, record_approval, refusal, schedule_timeout_watch,
-                            supersede_waiting_runs, superseded_note, wait_for_approval)
+from flows.approval import (
+    Approval,
+    Decision,
+    record_approval,
+    refusal,
+    schedule_timeout_watch,
+    supersede_waiting_runs,
+    superseded_note,
+    wait_for_approval,
+)
 from flows.build_images import build_images
 from flows.notify import tell
 from flows.tasks.github_status import DEFAULT_API_URL, report_status
+from flows.tasks.lifecycle import (
+    ChangeSet,
+    approvers_in_force,
+    checkout_commit,
+    head_of,
+    plan_commit,
+    promote_commit,
+    repo_key,
+    validate_hubs,
+)
 from flows.tasks.locks import ensure_limit
-from flows.tasks.lifecycle import (ChangeSet, approvers_in_force, checkout_commit, head_of, plan_commit,
-                                   promote_commit, repo_key, validate_hubs)
 from flows.tasks.render import prod_diffs
 from flows.waves import WAVE_FAILED, roll_out, wave_failed, waves_markdown
 from hubploy.config.repo_settings import Notice, RepoSettings
@@ -191,8 +208,8 @@ def lifecycle(sha: str, repo_url: str, before: str | None = None, trigger: str =
     return state
 
 
-def _lifecycle(sha: str, repo_url: str, before: str | None, trigger: str, approval_timeout_hours: float | None,
-               report: Callable[[str, str], None]) -> State:
+def _lifecycle(sha: str, repo_url: str, before: str | None, trigger: str,
+               approval_timeout_hours: float | None, report: Callable[[str, str], None]) -> State:
     logger = get_run_logger()
     run_id = _run_id()
     report("pending", "planning, building and deploying staging")
@@ -237,8 +254,9 @@ def _lifecycle(sha: str, repo_url: str, before: str | None, trigger: str, approv
             logger.warning("%s", note)
             continue
         if approval.decision is not Decision.approve:
-            return Cancelled(name="Rejected", message=f"rejected by {approval.who}: "
-                                                      f"{approval.reason or 'no reason given'}; prod untouched")
+            return Cancelled(name="Rejected",
+                             message=f"rejected by {approval.who}: "
+                                     f"{approval.reason or 'no reason given'}; prod untouched")
         approvers, note = counted_approval(approvers, approval, required)
         if not note:
             break
@@ -262,4 +280,5 @@ def _lifecycle(sha: str, repo_url: str, before: str | None, trigger: str, approv
     failed = failure_state(prod, "ProdFailed", "prod deploy failed and was rolled back")
     if failed:
         return notice_of_failure(settings, failed)
-    return Completed(message=f"prod runs {sha[:12]} (merge {promotion.prod_after[:12]}) for {', '.join(hubs)}")
+    return Completed(message=f"prod runs {sha[:12]} (merge {promotion.prod_after[:12]}) for "
+                             f"{', '.join(hubs)}")

@@ -4,6 +4,9 @@ when a GitHubCredentials block is named."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from prefect import flow, get_run_logger, task
 from prefect.states import Completed, Failed, State
 
@@ -52,7 +55,7 @@ class _GitHub:
             self._safely(post_pr_comment, self.block, self.repo, self.pr_number, body, api_url=self.api_url)
 
     @staticmethod
-    def _safely(call, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def _safely(call: Callable[..., object], *args: Any, **kwargs: Any) -> None:
         try:
             call(*args, **kwargs)
         except HubployError as exc:
@@ -67,7 +70,8 @@ def _comment(sha: str, summary: str, outcome: str, details: list[str]) -> str:
 @flow(name="hubploy-pr-validation", persist_result=True, log_prints=True)
 def pr_validation(sha: str, repo_url: str, base_sha: str | None = None, pr_number: int | None = None,
                   repo_full_name: str | None = None, trigger: str = "manual",
-                  github_credentials_block: str | None = None, github_api_url: str = DEFAULT_API_URL) -> State:
+                  github_credentials_block: str | None = None,
+                  github_api_url: str = DEFAULT_API_URL) -> State:
     """Validate, render and build (never push) what the PR head ``sha`` changes compared with
     ``base_sha``. ``github_api_url``: the REST base (GitHub Enterprise: https://HOST/api/v3)."""
     github = _GitHub(github_credentials_block, repo_full_name, sha, pr_number, github_api_url)

@@ -12,10 +12,11 @@ How the new tag reaches users: only through the normal lifecycle (wave after wav
 The flow records the new tags in ``deployments/<hub>/image-tags.yaml``
 (``{images: {<name>: {source_tag: <git tag>, tag: <new tag>}}}``) and commits that file on the
 staging branch (``hubploy-repo.yaml: staging_branch``), then pushes the commit. That push starts the
-lifecycle like any other change: deploy to staging, approval, promotion to prod. Build and deploy read the tag with :func:`hubploy.images.effective_tag`, which honours a
-record only while the image dir's git tag equals its ``source_tag``: a later change to the image dir
-makes the record stale and the new git tag wins, with no cleanup needed. Nothing is deployed by this
-flow, and prod only gets the rebuild when staging has been approved.
+lifecycle like any other change: deploy to staging, approval, promotion to prod. Build and deploy read
+the tag with :func:`hubploy.images.effective_tag`, which honours a record only while the image dir's git
+tag equals its ``source_tag``: a later change to the image dir makes the record stale and the new git
+tag wins, with no cleanup needed. Nothing is deployed by this flow, and prod only gets the rebuild when
+staging has been approved.
 
 The scheduled deployment passes ``repo_url``: the flow then works in a private clone (never in a
 shared per-SHA worktree) and pushes the commit there; if staging moved meanwhile it rebases once.
@@ -27,7 +28,7 @@ import contextlib
 import shutil
 import tempfile
 from collections import defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,7 @@ def _git(root: Path, *args: str) -> str:
     return run_git(root, list(args), child_env({**BOT_IDENTITY, "GIT_TERMINAL_PROMPT": "0"})).strip()
 
 
-def rebuilt_records(rows: list[Mapping[str, Any]]) -> dict[str, dict[str, dict[str, str]]]:
+def rebuilt_records(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[str, str]]]:
     """{hub: {image: {source_tag, tag}}} for every image the rebuild pushed."""
     records: dict[str, dict[str, dict[str, str]]] = defaultdict(dict)
     for row in rows:
@@ -62,7 +63,8 @@ def rebuilt_records(rows: list[Mapping[str, Any]]) -> dict[str, dict[str, dict[s
 def require_branch(repo_root: Path, branch: str) -> None:
     current = _git(repo_root, "rev-parse", "--abbrev-ref", "HEAD")
     if current != branch:
-        raise GitError(f"the rebuild records tags on branch {branch!r}, but {repo_root} has {current!r} checked out",
+        raise GitError(f"the rebuild records tags on branch {branch!r}, but {repo_root} has {current!r} "
+                       "checked out",
                        hint=f"run the rebuild in a checkout of {branch}, or give repo_url")
 
 
@@ -126,7 +128,8 @@ def rebuild_in_waves(root: Path, hubs: list[str] | None, max_concurrency: int) -
 
 @flow(name="rebuild-images", log_prints=True)
 def rebuild_images(repo_url: str | None = None, hubs: list[str] | None = None, repo_path: str = ".",
-                   branch: str | None = None, push_commit: bool = True, max_concurrency: int = 2) -> dict[str, Any]:
+                   branch: str | None = None, push_commit: bool = True,
+                   max_concurrency: int = 2) -> dict[str, Any]:
     """Rebuild without cache under new tags and commit them on the staging branch, then push it.
 
     With ``repo_url`` the flow works in a private clone of it; otherwise in ``repo_path``, which must

@@ -107,8 +107,9 @@ def _run_wave(plan: WavePlan, held: dict[str, str], env: str, tree: str, *, stag
     if not active:
         return WaveReport(plan, skipped)
     if staged:
+        # Prefect's task_runner type (TaskRunner[PrefectFuture[Any]]) excludes its own ThreadPoolTaskRunner
         wave_flow = deploy_wave.with_options(
-            task_runner=ThreadPoolTaskRunner(max_workers=plan.max_parallel or MAX_PARALLEL))
+            task_runner=ThreadPoolTaskRunner(max_workers=plan.max_parallel or MAX_PARALLEL))  # type: ignore[arg-type]
         report: WaveReport = wave_flow(plan.number, plan.name, active, env, tree,
                                        soak_seconds=plan.soak_seconds, **options)
     else:
@@ -139,8 +140,9 @@ def soak(wave: str, seconds: float) -> float:
     return seconds
 
 
+# Prefect's task_runner type (TaskRunner[PrefectFuture[Any]]) excludes its own ThreadPoolTaskRunner
 @flow(name="hubploy-wave", flow_run_name="wave-{number}-{name}-{env}", persist_result=True,
-      task_runner=ThreadPoolTaskRunner(max_workers=MAX_PARALLEL))
+      task_runner=ThreadPoolTaskRunner(max_workers=MAX_PARALLEL))  # type: ignore[arg-type]
 def deploy_wave(number: int, name: str, hubs: list[str], env: str, tree: str, *, soak_seconds: float = 0.0,
                 trigger: str = "manual", timeout: str = "10m", redeploy: bool = False,
                 health_check: bool = True) -> WaveReport:

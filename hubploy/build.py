@@ -93,8 +93,8 @@ def find_cache_source(backend: BuildBackend, name: str, older_tags: Iterable[str
     return None
 
 
-def build_image(backend: BuildBackend, name: str, tag: str, image_dir: Path, *, older_tags: Iterable[str] = (),
-                no_cache: bool = False, auth: AuthFiles | None = None,
+def build_image(backend: BuildBackend, name: str, tag: str, image_dir: Path, *,
+                older_tags: Iterable[str] = (), no_cache: bool = False, auth: AuthFiles | None = None,
                 build_args: Mapping[str, str] | None = None) -> BuildResult:
     """Build ``name:tag`` from ``image_dir`` (after looking for a cache source unless ``no_cache``)."""
     dockerfile = dockerfile_for(image_dir)
@@ -151,8 +151,8 @@ class BuildahBackend:
                 "--digestfile", str(digestfile), reference, f"docker://{reference}"]
 
     def pull_argv(self, reference: str, auth: AuthFiles | None) -> list[str]:
-        return [*self._base(), "pull", "--quiet", "--retry", "0", *self._auth_args(auth), *_tls_args(reference),
-                f"docker://{reference}"]
+        return [*self._base(), "pull", "--quiet", "--retry", "0", *self._auth_args(auth),
+                *_tls_args(reference), f"docker://{reference}"]
 
     def pull(self, reference: str, auth: AuthFiles | None) -> bool:
         result = run(self.pull_argv(reference, auth), env=self._env(auth), check=False, timeout=PULL_TIMEOUT)
@@ -196,16 +196,18 @@ def registry_error(exc: CommandError, reference: str) -> RegistryError | None:
     """A RegistryError (with the status buildah's message implies) when a build, pull or push failed
     talking to a registry; None when the failure was something else."""
     text = exc.stderr_tail.lower()
-    detail = ": ".join(_last_line(exc.stderr_tail).split(": ")[-2:])  # the cause at the end of buildah's chain
+    # the cause at the end of buildah's chain
+    detail = ": ".join(_last_line(exc.stderr_tail).split(": ")[-2:])
     host = split_repository(reference)[0]
     for needle, status in _AUTH_FAILURES:
         if needle in text:
-            return RegistryError(f"registry {host} refused {reference} (HTTP {status}): {detail}", status=status,
-                                 hint="the registry credentials are wrong or lack push rights")
+            return RegistryError(f"registry {host} refused {reference} (HTTP {status}): {detail}",
+                                 status=status, hint="the registry credentials are wrong or lack push rights")
     match = _STATUS.search(exc.stderr_tail)
     if match:
         status = int(match.group(1) or match.group(2))
-        return RegistryError(f"registry {host} answered HTTP {status} for {reference}: {detail}", status=status)
+        return RegistryError(f"registry {host} answered HTTP {status} for {reference}: {detail}",
+                             status=status)
     if any(needle in text for needle in _NETWORK_FAILURES):
         return RegistryError(f"cannot reach registry {host} for {reference}: {detail}",
                              hint="check that the registry is up and reachable")

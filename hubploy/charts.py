@@ -108,7 +108,8 @@ def _chart(files: Mapping[str, bytes], packaged: tuple[Chart, ...], where: str) 
         raise ConfigError([ConfigIssue(Path(where) / "Chart.yaml", "name", "a chart needs a name")])
     values = _load(files["values.yaml"], where, "values.yaml") if "values.yaml" in files else None
     if values is not None and not isinstance(values, dict):
-        raise ConfigError([ConfigIssue(Path(where) / "values.yaml", "", "the chart's values must be a mapping")])
+        raise ConfigError([ConfigIssue(Path(where) / "values.yaml", "",
+                                       "the chart's values must be a mapping")])
     schema = None
     if "values.schema.json" in files:
         try:
@@ -130,8 +131,9 @@ def _dependencies(meta: Mapping[str, Any], where: str) -> tuple[Dependency, ...]
             raise ConfigError([ConfigIssue(Path(where) / "Chart.yaml", f"dependencies[{index}]",
                                            "a dependency needs a name")])
         tags = entry.get("tags") or []
-        found.append(Dependency(entry["name"], str(entry.get("version") or ""), str(entry.get("repository") or ""),
-                                entry.get("alias"), entry.get("condition"),
+        found.append(Dependency(entry["name"], str(entry.get("version") or ""),
+                                str(entry.get("repository") or ""), entry.get("alias"),
+                                entry.get("condition"),
                                 tuple(str(t) for t in tags) if isinstance(tags, list) else ()))
     return tuple(found)
 
@@ -151,7 +153,8 @@ def _read_dir(path: Path) -> Chart:
         file = path / name
         if file.is_file():
             if file.stat().st_size > MAX_YAML_BYTES:
-                raise ConfigError([ConfigIssue(file, "", f"file is larger than {MAX_YAML_BYTES // 2 ** 20} MiB")])
+                raise ConfigError([ConfigIssue(file, "",
+                                               f"file is larger than {MAX_YAML_BYTES // 2 ** 20} MiB")])
             files[name] = file.read_bytes()
     charts = path / "charts"
     packaged = tuple(read_chart(sub) for sub in sorted(charts.iterdir())
@@ -205,9 +208,10 @@ def dependency_charts(chart: Chart, root: Path) -> dict[str, Chart | None]:
         if local is not None:
             found[dependency.key] = read_chart(local)
             continue
-        found[dependency.key] = next((c for c in chart.packaged if c.name == dependency.name
-                                      and (c.version == dependency.version or not _exact(dependency.version))),
-                                     None)
+        found[dependency.key] = next(
+            (c for c in chart.packaged if c.name == dependency.name
+             and (c.version == dependency.version or not _exact(dependency.version))),
+            None)
     return found
 
 
@@ -223,13 +227,13 @@ def local_dependency_dir(chart_dir: Path, dependency: Dependency, root: Path) ->
         return None
     if not inside(local, root):
         raise ConfigError([ConfigIssue(chart_dir / "Chart.yaml", "dependencies",
-                                       f"dependency {dependency.name}'s {dependency.repository} resolves outside "
-                                       f"the repository (to {local})",
+                                       f"dependency {dependency.name}'s {dependency.repository} resolves "
+                                       f"outside the repository (to {local})",
                                        hint="a file:// dependency must live in the deployment repository")])
     if not (local / "Chart.yaml").is_file():
         raise ConfigError([ConfigIssue(chart_dir / "Chart.yaml", "dependencies",
-                                       f"dependency {dependency.name}'s {dependency.repository} is not a chart "
-                                       f"directory (no {local}/Chart.yaml)")])
+                                       f"dependency {dependency.name}'s {dependency.repository} is not a "
+                                       f"chart directory (no {local}/Chart.yaml)")])
     return local
 
 
@@ -254,8 +258,8 @@ def _files(path: Path) -> Iterator[tuple[str, bytes]]:
     for file in path.rglob("*"):
         if file.is_file() and not file.name.startswith(STAMP_PREFIX):
             relative = file.relative_to(path).as_posix()
-            yield relative, _package_digest(file.name, file.read_bytes(), str(file)) if file.suffix == ".tgz" \
-                else file.read_bytes()
+            yield relative, (_package_digest(file.name, file.read_bytes(), str(file)) if file.suffix == ".tgz"
+                             else file.read_bytes())
 
 
 def _package_digest(name: str, content: bytes, where: str) -> bytes:
@@ -278,8 +282,9 @@ _dependency_locks_guard = threading.Lock()
 
 
 def dependency_fingerprint(chart_dir: Path, root: Path) -> str | None:
-    """Hash of Chart.yaml, its lock (and a helm 2 chart's requirements), the charts/ listing and the content of every ``file://``
-    dependency (an edit there must reach charts/); None when the chart has no dependencies."""
+    """Hash of Chart.yaml, its lock (and a helm 2 chart's requirements), the charts/ listing and the
+    content of every ``file://`` dependency (an edit there must reach charts/); None when the chart has
+    no dependencies."""
     chart = read_chart(chart_dir)
     if not chart.dependencies:
         return None
@@ -299,7 +304,7 @@ def dependency_fingerprint(chart_dir: Path, root: Path) -> str | None:
 
 
 def update_dependencies(executable: str, chart_dir: Path, *, root: Path, env: Mapping[str, str],
-                        logger: logging.Logger | logging.LoggerAdapter = log) -> bool:
+                        logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log) -> bool:
     """``helm dependency update`` unless nothing changed since the last one; True if it ran. A
     repository that cannot be reached is a ConfigError naming it and the cause."""
     with _dependency_locks_guard:
@@ -311,9 +316,11 @@ def update_dependencies(executable: str, chart_dir: Path, *, root: Path, env: Ma
             logger.debug("chart dependencies of %s unchanged; skipping helm dependency update", chart_dir)
             return False
         logger.info("helm dependency update %s", chart_dir)
-        done = run(helm.dependency_update_argv(executable, str(chart_dir)), env=env, cwd=chart_dir, check=False)
+        done = run(helm.dependency_update_argv(executable, str(chart_dir)), env=env, cwd=chart_dir,
+                   check=False)
         if done.returncode != 0:
-            raise ConfigError(_fetch_issues(chart_dir, read_chart(chart_dir), done.stdout + "\n" + done.stderr))
+            raise ConfigError(_fetch_issues(chart_dir, read_chart(chart_dir),
+                                            done.stdout + "\n" + done.stderr))
         stamp.parent.mkdir(exist_ok=True)
         stamp.write_text(dependency_fingerprint(chart_dir, root) or "")
         return True
@@ -331,8 +338,8 @@ def _fetch_issues(chart_dir: Path, chart: Chart, output: str) -> list[ConfigIssu
         cause = causes.get(dependency.repository.rstrip("/"))
         if cause is not None:
             issues.append(ConfigIssue(chart_dir / "Chart.yaml", f"dependencies[{index}].repository",
-                                      f"cannot fetch {dependency.name} {dependency.version} from chart repository "
-                                      f"{dependency.repository}: {cause}", line=lines.get(
+                                      f"cannot fetch {dependency.name} {dependency.version} from chart "
+                                      f"repository {dependency.repository}: {cause}", line=lines.get(
                                           ("dependencies", index, "repository")),
                                       hint="check the repository URL and that it can be reached from here"))
     if issues:

@@ -51,8 +51,8 @@ def range_from_event(repo_root: Path, event: Mapping[str, Any]) -> str:
         raise HubployError("the GitHub event is neither a push nor a pull_request, so no commit range "
                            "can be derived from it", hint=NO_MODE_HINT)
     if before == _NULL_SHA:
-        raise HubployError("this push created the branch (before is 0000000…), so there is no previous commit "
-                           "to compare with", hint=NO_MODE_HINT)
+        raise HubployError("this push created the branch (before is 0000000…), so there is no previous "
+                           "commit to compare with", hint=NO_MODE_HINT)
     if not commit_exists(repo_root, before):
         raise GitError(f"the push's previous commit {before[:12]} is not in this clone: the branch was "
                        "force-pushed, or the checkout is shallow",

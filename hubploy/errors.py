@@ -6,9 +6,10 @@ place (``hubploy.cli.main``) as a one-line message plus an optional hint, with e
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 
 class HubployError(Exception):
@@ -36,10 +37,8 @@ class ConfigIssue:
     def format(self, root: Path | None = None) -> str:
         file = self.file
         if root is not None:
-            try:
+            with contextlib.suppress(ValueError):
                 file = self.file.resolve().relative_to(root.resolve())
-            except ValueError:
-                pass
         where = f"{file}:{self.line}" if self.line else f"{file}"
         key = f" {self.key_path}:" if self.key_path else ""
         text = f"{where}:{key} {self.message}"
@@ -80,7 +79,7 @@ class CommandNotFoundError(CommandError):
 
     def __init__(self, program: str) -> None:
         super().__init__([program], 127, f"{program}: command not found",
-                         hint="run `hubploy sandbox install`, or install it and put it on PATH")
+                         hint="install it and put it on PATH")
 
 
 class CommandTimeoutError(CommandError):
@@ -132,10 +131,6 @@ class UpgradeError(DeployError):
 
 class HealthCheckError(DeployError):
     """A deployed hub did not answer as a healthy JupyterHub does."""
-
-
-class SandboxError(HubployError):
-    """The local sandbox platform cannot be installed, started or used."""
 
 
 class ApprovalError(HubployError):

@@ -8,8 +8,8 @@ relative to ``repo_root``. Failures raise :class:`~hubploy.errors.GitError`.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from hubploy.errors import CommandError, GitError
 from hubploy.runner import child_env, run
@@ -69,7 +69,8 @@ def _commits_touching(repo_root: Path, path: Path | str, n: int, env: Mapping[st
     return [line for line in out.splitlines() if line]
 
 
-def uncommitted_changes(repo_root: Path, path: Path | str, *, env: Mapping[str, str] | None = None) -> list[str]:
+def uncommitted_changes(repo_root: Path, path: Path | str, *,
+                        env: Mapping[str, str] | None = None) -> list[str]:
     """Files under ``path`` that differ from HEAD: modified, staged, deleted or untracked (ignored
     files excluded). Paths are relative to the top of the git work tree, sorted.
     """
@@ -148,6 +149,7 @@ def head_sha(repo_root: Path, *, env: Mapping[str, str] | None = None) -> str:
 def commit_messages(repo_root: Path, commit_range: str, *,
                     env: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
     """(full SHA, subject) of each commit in ``commit_range``, newest first."""
-    out = run_git(repo_root, ["log", "--pretty=format:%H%x00%s", _no_option(commit_range, "commit range"), "--"], env,
-               hint=_RANGE_HINT)
+    out = run_git(repo_root,
+                  ["log", "--pretty=format:%H%x00%s", _no_option(commit_range, "commit range"), "--"], env,
+                  hint=_RANGE_HINT)
     return [(sha, subject) for sha, _, subject in (line.partition("\0") for line in out.splitlines() if line)]

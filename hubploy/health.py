@@ -39,11 +39,13 @@ PROXY_SERVICE, HUB_SERVICE = "proxy-public", "hub"
 
 
 def kubectl_argv(env: Mapping[str, str], kube_context: str | None, *args: str) -> list[str]:
-    return [env.get("KUBECTL_EXECUTABLE", "kubectl"), *(["--context", kube_context] if kube_context else []), *args]
+    return [env.get("KUBECTL_EXECUTABLE", "kubectl"), *(["--context", kube_context] if kube_context else []),
+            *args]
 
 
 def service_url(service: Mapping[str, Any], path_prefix: str = "") -> str | None:
-    """``http://<address>:<port><path_prefix>`` of a Service: its load-balancer ingress, else its cluster IP."""
+    """``http://<address>:<port><path_prefix>`` of a Service: its load-balancer ingress, else its
+    cluster IP."""
     spec = service.get("spec") or {}
     ports = spec.get("ports") or []
     if not ports:
@@ -65,7 +67,8 @@ def find_hub(namespace: str, release: str, env: Mapping[str, str],
              kube_context: str | None = None) -> tuple[str | None, str]:
     """(URL of the hub, "") from the release's Services, or (None, why not)."""
     selector = f"release={release}"
-    got = run(kubectl_argv(env, kube_context, "get", "services", "-n", namespace, "-l", selector, "-o", "json"),
+    got = run(kubectl_argv(env, kube_context, "get", "services", "-n", namespace, "-l", selector, "-o",
+                           "json"),
               env=env, check=False, timeout=60)
     if got.returncode != 0:
         return None, f"cannot list the Services of {namespace}: {got.stderr.strip().splitlines()[-1:]}"
@@ -132,8 +135,8 @@ def wait_for_hub_api(urls: Callable[[], tuple[str | None, str]], *, timeout: flo
                     return version, url
             if time.monotonic() + delay > deadline:
                 raise HealthCheckError(f"the hub did not answer as JupyterHub within {timeout:.0f} s: {why}",
-                                       hint="set environments.<env>.url in hubploy.yaml to the hub's public URL "
-                                            "if the cluster's addresses cannot be reached from here")
+                                       hint="set environments.<env>.url in hubploy.yaml to the hub's public "
+                                            "URL if the cluster's addresses cannot be reached from here")
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
 
@@ -252,7 +255,7 @@ def _reason(response: httpx.Response) -> str:
 
 
 def spawn_smoke_test(url: str, token: str, settings: SpawnTest, *, client: httpx.Client,
-                     logger: logging.Logger | logging.LoggerAdapter = log) -> SpawnTimes:
+                     logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log) -> SpawnTimes:
     """Start the smoke-test user's server at the hub ``url``, wait until it answers through the proxy,
     stop it; its times, else HealthCheckError saying what failed (the server is stopped either way)."""
     api = _HubAPI(url, token, settings.user, client)
@@ -332,7 +335,7 @@ def _stop(api: _HubAPI, deadline: float) -> None:
 
 def check_hub(hub: Hub, env_name: str, *, namespace: str, release: str, env: Mapping[str, str],
               timeout: float = 180.0, kube_context: str | None = None,
-              logger: logging.Logger | logging.LoggerAdapter = log) -> HubCheck:
+              logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log) -> HubCheck:
     """The hub API answers as JupyterHub; with ``rollout.smoke_test: spawn``, a user's server also starts
     and answers through the proxy. What the check saw, else HealthCheckError."""
     version, url = wait_for_hub_api(url_source(hub, env_name, namespace, release, env, kube_context),
@@ -350,7 +353,7 @@ def check_hub(hub: Hub, env_name: str, *, namespace: str, release: str, env: Map
 
 def check_health(hub: Hub, env_name: str, *, namespace: str, release: str, env: Mapping[str, str],
                  timeout: float = 180.0, kube_context: str | None = None,
-                 logger: logging.Logger | logging.LoggerAdapter = log) -> str:
+                 logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log) -> str:
     """``check_hub``, returning the JupyterHub version.
 
     Call it after ``helm upgrade/rollback --wait``: helm has already waited for the release's rollouts.

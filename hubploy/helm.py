@@ -3,7 +3,8 @@
 The upgrade argv keeps classic hubploy's exact order (``helm.py@606e2c8``)::
 
     helm upgrade --wait --install --namespace NS NAME CHART [--version V] [--timeout T] [--force]
-        [--atomic] [--cleanup-on-fail] [--dry-run] [--debug] [--kube-context C] -f ... --set ... --set-string ...
+        [--atomic] [--cleanup-on-fail] [--dry-run] [--debug] [--kube-context C]
+        -f ... --set ... --set-string ...
 
 Helm 4 renamed two flags (the old names still work but print deprecation warnings): ``--atomic``
 became ``--rollback-on-failure`` and ``--force`` became ``--force-replace``; a bare ``--dry-run``
@@ -71,7 +72,8 @@ def dependency_update_argv(helm: str, chart: str) -> list[str]:
 
 def template_argv(helm: str, name: str, chart: str, namespace: str, values_args: Sequence[str], *,
                   version: str | None = None) -> list[str]:
-    """A client-side render (``hubploy render``, drift and the approval diff), with a deploy's values arguments."""
+    """A client-side render (``hubploy render``, drift and the approval diff), with a deploy's values
+    arguments."""
     return [helm, "template", name, chart, "--namespace", namespace,
             *(["--version", version] if version else []), *values_args]
 

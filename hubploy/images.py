@@ -117,7 +117,8 @@ def select_images(specs: Iterable[ImageSpec], names: Iterable[str] = ()) -> list
     unknown = [n for n in wanted if n not in known]
     if unknown:
         raise HubployError(f"no image named {', '.join(unknown)} in this hub",
-                           hint=f"--image takes the full name without tag: {', '.join(sorted(known)) or 'none'}")
+                           hint="--image takes the full name without tag: "
+                                f"{', '.join(sorted(known)) or 'none'}")
     return [s for s in specs if s.name in wanted]
 
 
@@ -148,7 +149,8 @@ def _relative(path: Path, root: Path) -> str:
 
 
 def plan_hub(hub: Hub, *, check_registry: bool = False, commit_range: str | None = None,
-             exists: ExistsFn | None = None, images: Iterable[str] = (), allow_dirty: bool = False) -> list[ImagePlan]:
+             exists: ExistsFn | None = None, images: Iterable[str] = (),
+             allow_dirty: bool = False) -> list[ImagePlan]:
     """One :class:`ImagePlan` per selected image of ``hub``, in hubploy.yaml order."""
     if check_registry and commit_range:
         raise HubployError("--check-registry and --commit-range are mutually exclusive")

@@ -12,7 +12,7 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hubploy.config.loader import load_mapping, read_file, validate_model
+from hubploy.config.loader import LineMap, load_mapping, read_file, validate_model
 from hubploy.config.models import HubConfig, RepoSettings, split_image_reference
 from hubploy.errors import ConfigError, ConfigIssue, HubNotFoundError
 
@@ -65,8 +65,9 @@ class DeploymentRepo:
     def hub_dir(self, name: str) -> Path:
         """deployments/<name>; HubNotFoundError for a name that is not one directory name (``..``, a path)."""
         if name in ("", ".", "..") or any(c in name for c in "/\\\0"):
-            raise HubNotFoundError(f"no hub named {name!r}: a hub is named by its directory under deployments/, "
-                                   "not by a path", hint=f"hubs found: {', '.join(self.hub_names()) or 'none'}")
+            raise HubNotFoundError(f"no hub named {name!r}: a hub is named by its directory under "
+                                   "deployments/, not by a path",
+                                   hint=f"hubs found: {', '.join(self.hub_names()) or 'none'}")
         return self.hubs_dir / name
 
     def load_hub(self, name: str) -> Hub:
@@ -210,7 +211,7 @@ class Hub:
     dir: Path
     repo: DeploymentRepo
     config: HubConfig
-    lines: dict = field(default_factory=dict, repr=False)
+    lines: LineMap = field(default_factory=dict, repr=False)
 
     @property
     def config_file(self) -> Path:
@@ -236,7 +237,7 @@ class Hub:
 
     def url(self, env: str) -> str | None:
         self._check_env(env)
-        return self.config.environments[env].url
+        return self.config.environment(env).url
 
     def secret_file(self, filename: str) -> Path:
         """Key files named in hubploy.yaml live in the hub's secrets/ dir."""

@@ -63,7 +63,7 @@ def _differences(a: Any, b: Any, path: tuple[str | int, ...]) -> Iterator[tuple[
         for key in a.keys() | b.keys():
             yield from _differences(a.get(key), b.get(key), (*path, key))
     elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        for index, (x, y) in enumerate(zip(a, b)):
+        for index, (x, y) in enumerate(zip(a, b, strict=True)):
             yield from _differences(x, y, (*path, index))
     elif a != b:
         yield path
@@ -108,7 +108,8 @@ def _at(node: Any, path: tuple[str | int, ...]) -> Any:
 def normalized(manifest: str, generated: frozenset[FieldPath] = frozenset()) -> str:
     """The manifest without hooks, generated fields masked, as sorted, redacted YAML documents, so that
     ordering and random values do not show."""
-    docs = sorted((redact_secrets(mask_generated(d, generated)) for d in documents(manifest) if not is_hook(d)),
+    docs = sorted((redact_secrets(mask_generated(d, generated)) for d in documents(manifest)
+                   if not is_hook(d)),
                   key=document_key)
     return "".join("---\n" + yaml.safe_dump(d, sort_keys=True) for d in docs)
 

@@ -71,7 +71,8 @@ def hubs_with_changed_dirs(changed_files: Iterable[str]) -> set[str]:
 
 
 def plan_changes(changed_files: Iterable[str], hubs: Iterable[str], *, chart: str = "hub",
-                 shared_paths: Iterable[str] = (), image_dirs: Mapping[str, Iterable[str]] | None = None) -> Plan:
+                 shared_paths: Iterable[str] = (),
+                 image_dirs: Mapping[str, Iterable[str]] | None = None) -> Plan:
     """Plan from the changed paths (repo-relative, '/'-separated) and the repo's hub names.
 
     ``image_dirs`` maps a hub to its image dirs relative to the hub dir (e.g. ``["image"]``); only the

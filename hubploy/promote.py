@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 from hubploy.errors import GitError
 from hubploy.git import run_git
@@ -27,7 +27,8 @@ class Promotion:
 
 
 def _check_promotable(mirror: Path, sha: str, staging: str, prod: str | None, env: Mapping[str, str]) -> None:
-    on_staging = run_git(mirror, ["branch", "--remotes", "--contains", sha, "--list", f"origin/{staging}"], env)
+    on_staging = run_git(mirror, ["branch", "--remotes", "--contains", sha, "--list", f"origin/{staging}"],
+                         env)
     if not on_staging.strip():
         raise GitError(f"approved commit {sha[:12]} is not on the {staging} branch",
                        hint="only commits that went through staging can be promoted")
@@ -35,7 +36,8 @@ def _check_promotable(mirror: Path, sha: str, staging: str, prod: str | None, en
         return
     extra = run_git(mirror, ["rev-list", "--no-merges", prod, f"^{sha}"], env).split()
     if extra:
-        raise GitError(f"prod has {len(extra)} non-merge commit(s) that staging lacks (first: {extra[0][:12]})",
+        raise GitError(f"prod has {len(extra)} non-merge commit(s) that staging lacks "
+                       f"(first: {extra[0][:12]})",
                        hint="prod must only receive merges of staging; bring those commits to staging first")
 
 

@@ -27,7 +27,8 @@ from typing import Any
 import httpx
 
 from hubploy import http
-from hubploy.config.models import DOCKER_HUB, split_repository
+from hubploy.config.models import DOCKER_HUB
+from hubploy.config.models import split_repository as split_repository  # part of this module's API
 from hubploy.errors import RegistryError
 from hubploy.runner import register_secret
 from hubploy.workspace import private_dir
@@ -83,7 +84,8 @@ def manifest_digest(name: str, tag: str, credentials: RegistryCredentials | None
             client = stack.enter_context(http.client(timeout=timeout))
         response = _request(client, "HEAD", url, headers)
         if response.status_code == 401:
-            headers = {**headers, **_authorization(client, response, repository, credentials, f"{name}:{tag}")}
+            headers = {**headers,
+                       **_authorization(client, response, repository, credentials, f"{name}:{tag}")}
             response = _request(client, "HEAD", url, headers)
         if response.status_code == 404:
             return None
@@ -113,8 +115,10 @@ def _authorization(client: httpx.Client, challenge: httpx.Response, repository: 
             raise _status_error(401, what, challenge.url.host)
         return {"Authorization": "Basic " + base64.b64encode(f"{basic[0]}:{basic[1]}".encode()).decode()}
     if scheme != "bearer" or "realm" not in params:
-        raise RegistryError(f"registry asked for unsupported authentication {header!r} for {what}", status=401)
-    query = {"service": params.get("service"), "scope": params.get("scope") or f"repository:{repository}:pull"}
+        raise RegistryError(f"registry asked for unsupported authentication {header!r} for {what}",
+                            status=401)
+    query = {"service": params.get("service"),
+             "scope": params.get("scope") or f"repository:{repository}:pull"}
     token_url = httpx.URL(params["realm"], params={k: v for k, v in query.items() if v})
     response = _request(client, "GET", str(token_url), {}, auth=basic)
     if response.status_code != 200:

@@ -83,8 +83,8 @@ def aws_login(config_dir: Path, account_id: str, region: str, keys: AwsKeys | No
         if keys.session_token:
             env["AWS_SESSION_TOKEN"] = keys.session_token
             secrets += (keys.session_token,)
-    return LoginCommand(["aws", "ecr", "get-login-password", "--region", region], env, AWS_USERNAME, _stripped,
-                        host=ecr_host(account_id, region), secrets=secrets)
+    return LoginCommand(["aws", "ecr", "get-login-password", "--region", region], env, AWS_USERNAME,
+                        _stripped, host=ecr_host(account_id, region), secrets=secrets)
 
 
 def _acr_token(stdout: str) -> str:
@@ -129,7 +129,8 @@ def credentials_from_env(host: str, environ: Mapping[str, str]) -> RegistryCrede
 
 
 def aws_keys(data: Mapping[str, Any]) -> AwsKeys:
-    """Keys from an aws ``service_key``: modern YAML ``creds.*`` or a classic credentials INI ``[default]``."""
+    """Keys from an aws ``service_key``: modern YAML ``creds.*`` or a classic credentials INI
+    ``[default]``."""
     section = data.get("creds") or data.get("default") or data
     try:
         return AwsKeys(section["aws_access_key_id"], section["aws_secret_access_key"],
@@ -169,7 +170,7 @@ def credentials_from_key_files(hub: Hub, host: str, env: Mapping[str, str]) -> R
                 keys = aws_keys(decrypt_to_mapping(hub.secret_file(service_key), env=env,
                                                    allow_plaintext=allow_plaintext))
                 return fetch_credentials(aws_login(Path(tmp), account_id, region, keys), base_env=env)
-    raise CredentialsError(f"hub {hub.name}'s registry provider {registry.provider} names no key file that gives "
-                           "registry credentials (azure and role_arn need a cloud login)",
-                           hint="set images.registry.<provider>.credentials_block and run the build_images flow, "
-                                "or set HUBPLOY_REGISTRY_USERNAME/PASSWORD")
+    raise CredentialsError(f"hub {hub.name}'s registry provider {registry.provider} names no key file that "
+                           "gives registry credentials (azure and role_arn need a cloud login)",
+                           hint="set images.registry.<provider>.credentials_block and run the build_images "
+                                "flow, or set HUBPLOY_REGISTRY_USERNAME/PASSWORD")

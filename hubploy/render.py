@@ -16,7 +16,8 @@ import yaml
 
 from hubploy import helm
 from hubploy.config.loader import SafeLoader
-from hubploy.deploy import PreparedValues, prepared_values, redact_rendered
+from hubploy.deploy import PreparedValues, redact_rendered
+from hubploy.deploy import prepared_values as prepared_values  # part of this module's API
 from hubploy.errors import CommandError
 from hubploy.layout import DeploymentRepo
 from hubploy.manifest_diff import GENERATED, FieldPath, document_key, generated_fields
@@ -34,8 +35,8 @@ class Rendered:
 def template(prepared: PreparedValues, *, env: Mapping[str, str]) -> str:
     """`helm template` of the hub's release with exactly the prepared values."""
     hub, env_name = prepared.hub, prepared.env_name
-    argv = helm.template_argv(prepared.helm, hub.release(env_name), str(prepared.chart), hub.namespace(env_name),
-                              prepared.values_args)
+    argv = helm.template_argv(prepared.helm, hub.release(env_name), str(prepared.chart),
+                              hub.namespace(env_name), prepared.values_args)
     return run(argv, env=env, hint="the chart does not render with these values").stdout
 
 
@@ -97,7 +98,7 @@ def _span(node: yaml.Node, path: tuple[str | int, ...]) -> tuple[int, int] | Non
     """Where the scalar at ``path`` is written in the text ``node`` was composed from."""
     for part in path:
         if isinstance(node, yaml.MappingNode):
-            node = next((value for key, value in node.value if key.value == part), None)  # type: ignore[assignment]
+            node = next((value for key, value in node.value if key.value == part), None)
         elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
             node = node.value[part]
         else:
@@ -113,7 +114,8 @@ def deployed_manifest(executable: str, release: str, namespace: str, *, env: Map
                       kube_context: str | None = None) -> str | None:
     """The manifest of the release's current revision, or None when it is not installed."""
     try:
-        return run(helm.get_manifest_argv(executable, release, namespace, kube_context=kube_context), env=env).stdout
+        return run(helm.get_manifest_argv(executable, release, namespace, kube_context=kube_context),
+                   env=env).stdout
     except CommandError as exc:
         if helm.is_release_not_found(exc.stderr_tail):
             return None

@@ -14,9 +14,9 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
 
 from hubploy.errors import CommandError, CommandNotFoundError, CommandTimeoutError
 

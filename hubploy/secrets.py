@@ -25,8 +25,9 @@ import re
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal, Mapping
+from typing import Any, Literal
 
 import yaml
 
@@ -134,8 +135,8 @@ def _inspect(path: Path) -> tuple[State, str]:
     try:
         size = path.stat().st_size
         if size > MAX_YAML_BYTES:
-            raise SecretsError(f"{path}: secret file is {size / 2 ** 20:.1f} MiB; hubploy reads secret files up "
-                               f"to {MAX_YAML_BYTES // 2 ** 20} MiB")
+            raise SecretsError(f"{path}: secret file is {size / 2 ** 20:.1f} MiB; hubploy reads secret "
+                               f"files up to {MAX_YAML_BYTES // 2 ** 20} MiB")
         data = path.read_bytes()
     except FileNotFoundError:
         raise SecretsError(f"{path}: secret file does not exist") from None
@@ -174,8 +175,8 @@ def _problem(path: Path, state: State, allow_plaintext: bool, detail: str = "") 
                 f"fix the {kind} at that line: neither hubploy nor sops can read the file as it is")
     if state == "plaintext" and in_secrets_dir(path) and not allow_plaintext:
         return ("plaintext file under secrets/ (no sops metadata)",
-                f"encrypt it with `sops --encrypt --in-place {path.name}`, or, if git-crypt protects "
-                "your secrets, set `secrets: {allow_plaintext: true}` in hubploy-repo.yaml")
+                (f"encrypt it with `sops --encrypt --in-place {path.name}`, or, if git-crypt protects "
+                 "your secrets, set `secrets: {allow_plaintext: true}` in hubploy-repo.yaml"))
     return None
 
 
@@ -248,7 +249,8 @@ def decrypted(paths: Iterable[Path], *, env: Mapping[str, str],
         yield mapping
 
 
-def decrypt_to_mapping(path: Path, *, env: Mapping[str, str], allow_plaintext: bool = False) -> dict[str, Any]:
+def decrypt_to_mapping(path: Path, *, env: Mapping[str, str],
+                       allow_plaintext: bool = False) -> dict[str, Any]:
     """Read a key file (e.g. aws ``service_key`` YAML creds, an azure auth file) into memory,
     decrypting it with sops when it is encrypted. Values under secret-looking keys (password,
     secret, token, key, ...) are registered with the runner so they are redacted from logs.
@@ -280,7 +282,8 @@ def _parse(text: str, fmt: Format, path: Path) -> dict[str, Any]:
         else:
             data = _parse_yaml_or_ini(text)
     except (ValueError, yaml.YAMLError, configparser.Error, RecursionError) as exc:
-        raise SecretsError(f"{path}: cannot parse the decrypted {fmt} content: {type(exc).__name__}") from None
+        raise SecretsError(f"{path}: cannot parse the decrypted {fmt} content: "
+                           f"{type(exc).__name__}") from None
     if not isinstance(data, dict) or not data:
         raise SecretsError(f"{path}: expected a non-empty mapping of keys, found "
                            f"{'an empty one' if data == {} else type(data).__name__}")
@@ -302,7 +305,8 @@ def _parse_ini(text: str) -> dict[str, dict[str, str]]:
 
 
 def register_secret_strings(data: Any, secret: bool = False) -> None:
-    """Register for redaction the strings of ``data`` under secret-looking keys, or all of them (``secret``)."""
+    """Register for redaction the strings of ``data`` under secret-looking keys, or all of them
+    (``secret``)."""
     if isinstance(data, dict):
         for key, value in data.items():
             register_secret_strings(value, secret or bool(_SECRET_KEY_NAME.search(str(key))))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from hubploy import helm
 from hubploy.charts import Chart, read_chart, update_dependencies
@@ -79,8 +80,8 @@ def validate_hub(repo: DeploymentRepo, name: str, *, chart: Chart | None = None,
     issues: list[ConfigIssue] = []
     if not is_dns_label(name):
         issues.append(ConfigIssue(hub_dir, "", f"hub name {name!r} is not a valid DNS label",
-                                  hint="use lowercase letters, digits and '-', starting and ending with a letter "
-                                       "or digit, at most 63 characters (it names a namespace)"))
+                                  hint="use lowercase letters, digits and '-', starting and ending with a "
+                                       "letter or digit, at most 63 characters (it names a namespace)"))
     if not (hub_dir / HUB_FILE).is_file():
         return issues + [ConfigIssue(hub_dir / HUB_FILE, "", "file not found",
                                      hint="every hub dir needs a hubploy.yaml, even a minimal `{}`-like one")]
@@ -189,7 +190,7 @@ def _check_schema(repo: DeploymentRepo, hub: Hub, env_name: str, chart: Chart, *
             return [ConfigIssue(path, "", exc.message.removeprefix(f"{path}: "),
                                 hint=(exc.hint + "; " if exc.hint else "") + "or check the rest without "
                                      "decrypting: `hubploy validate --no-decrypt`")]
-    user: dict = {}
+    user: dict[str, Any] = {}
     for layer in layers:
         user = merge_maps(user, layer.data)
     injected = [f"{path}.{key}={value}" for path, name, tag in _images(hub)
@@ -227,12 +228,13 @@ def _secret_layer(repo: DeploymentRepo, path: Path, *, decrypt: bool, env: Mappi
 
 
 def _images(hub: Hub) -> list[tuple[str, str, str]]:
-    return [(spec.helm_substitution_path, spec.name, spec.pinned_tag or PLACEHOLDER_TAG) for spec in hub.images]
+    return [(spec.helm_substitution_path, spec.name, spec.pinned_tag or PLACEHOLDER_TAG)
+            for spec in hub.images]
 
 
 def _image_layer(hub: Hub) -> Layer:
     """The images hubploy.yaml injects (``--set-string <path>.name/.tag``), at the lines that name them."""
-    data: dict = {}
+    data: dict[str, Any] = {}
     lines: LineMap = {}
     legacy = bool(hub.config.images and hub.config.images.image_name)
     for index, (path, name, tag) in enumerate(_images(hub)):
@@ -240,12 +242,13 @@ def _image_layer(hub: Hub) -> Layer:
         data = merge_maps(data, _nested(keys, {"name": name, "tag": tag}))
         line = hub.lines.get(("images", "image_name") if legacy else ("images", "images", index))
         if line is not None:
-            for key_path in [keys[:end] for end in range(1, len(keys) + 1)] + [(*keys, "name"), (*keys, "tag")]:
+            for key_path in ([keys[:end] for end in range(1, len(keys) + 1)]
+                             + [(*keys, "name"), (*keys, "tag")]):
                 lines.setdefault(key_path, line)
     return Layer(hub.config_file, data, lines)
 
 
-def _nested(keys: tuple[str, ...], leaf: dict) -> dict:
+def _nested(keys: tuple[str, ...], leaf: dict[str, Any]) -> dict[str, Any]:
     for key in reversed(keys):
         leaf = {key: leaf}
     return leaf

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from hubploy.config.loader import load_yaml_or_raise
 from hubploy.errors import ConfigError, ConfigIssue, GitError, HubployError, SecretsError
@@ -154,7 +155,8 @@ def load_values_file(path: Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError([ConfigIssue(path, "", f"a values file must be a mapping, not {type(data).__name__}")])
+        raise ConfigError([ConfigIssue(path, "",
+                                       f"a values file must be a mapping, not {type(data).__name__}")])
     return data
 
 

@@ -69,7 +69,8 @@ def encrypted_structure(data: Mapping[str, Any]) -> tuple[dict[str, Any], frozen
     return values, frozenset(placeholders)
 
 
-def check_values(chart: Chart, root: Path, layers: list[Layer], merged: Mapping[str, Any]) -> list[ConfigIssue]:
+def check_values(chart: Chart, root: Path, layers: list[Layer],
+                 merged: Mapping[str, Any]) -> list[ConfigIssue]:
     """Every schema error of ``merged`` (the coalesced values of ``chart``, in the repository at ``root``),
     attributed to ``layers`` (lowest first)."""
     issues: list[ConfigIssue] = []
@@ -100,7 +101,8 @@ def _levels(chart: Chart, root: Path, values: Mapping[str, Any],
         yield from _levels(sub, root, sub_values, (*where, dependency.key))
 
 
-def _issues(error: ValidationError, where: KeyPath, chart_name: str, layers: list[Layer]) -> list[ConfigIssue]:
+def _issues(error: ValidationError, where: KeyPath, chart_name: str,
+            layers: list[Layer]) -> list[ConfigIssue]:
     path: KeyPath = (*where, *error.absolute_path)
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
         return [_issue((*path, extra), _unknown_key(error, extra, chart_name), layers)
@@ -141,7 +143,8 @@ def _message(error: ValidationError, *, secret: bool) -> str:
             and "string" in wanted else ""
         return f"must be {wanted}, not {found}{value}{quote}"
     if error.validator == "enum":
-        return f"must be one of {', '.join(json.dumps(v) for v in error.validator_value)}, not{value or ' this'}"
+        return (f"must be one of {', '.join(json.dumps(v) for v in error.validator_value)}, "
+                f"not{value or ' this'}")
     if error.validator == "required":
         return redact(error.message.replace(" is a required property", " is required here"))
     if secret:

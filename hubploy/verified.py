@@ -87,7 +87,8 @@ def verified_description(description: str, when: datetime, note: str = "") -> st
 def decode_release(stored: str, kind: str) -> dict[str, Any]:
     """The release JSON of a storage object's ``release`` field (a Secret's is base64 once more)."""
     raw = base64.b64decode(stored) if kind == "secret" else stored.encode()
-    return json.loads(gzip.decompress(base64.b64decode(raw)))
+    release: dict[str, Any] = json.loads(gzip.decompress(base64.b64decode(raw)))
+    return release
 
 
 def encode_release(release: Mapping[str, Any], kind: str) -> str:

@@ -74,7 +74,8 @@ def fetch_mirror(repo_url: str, cache_dir: Path, env: Mapping[str, str]) -> Path
 def checkout(repo_url: str, sha: str, *, cache_dir: Path, env: Mapping[str, str]) -> Path:
     """A detached worktree of ``repo_url`` at exactly ``sha`` (fetched first)."""
     if not SHA.match(sha):
-        raise GitError(f"{sha!r} is not a commit SHA", hint="pass the full or abbreviated hex SHA of the push")
+        raise GitError(f"{sha!r} is not a commit SHA",
+                       hint="pass the full or abbreviated hex SHA of the push")
     mirror = fetch_mirror(repo_url, cache_dir, env)
     full = resolve_commit(mirror, sha, env)
     tree = cache_dir / "worktrees" / full
@@ -97,7 +98,8 @@ def resolve_commit(repo: Path, rev: str, env: Mapping[str, str]) -> str:
 def branch_head(mirror: Path, branch: str, env: Mapping[str, str]) -> str | None:
     """SHA of origin/<branch> in the mirror, or None when the branch does not exist."""
     try:
-        return run_git(mirror, ["rev-parse", "--verify", "--quiet", f"refs/remotes/origin/{branch}"], env).strip()
+        return run_git(mirror, ["rev-parse", "--verify", "--quiet", f"refs/remotes/origin/{branch}"],
+                       env).strip()
     except GitError:
         return None
 

@@ -4,7 +4,7 @@ freeze window. The form's default is reject. `approvers:` is validated at load l
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -59,7 +59,7 @@ def test_listed_approvers_only_when_the_list_is_set() -> None:
 
 
 def test_a_freeze_refuses_approvals_but_not_rejections() -> None:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     window = FreezeWindow(start=f"{now.year - 1}-01-01", end=f"{now.year + 1}-01-01", reason="exams")
     settings = RepoSettings(freeze_windows=[window])
     why = refusal(approval(), SHA, approvers=Approvers(), settings=settings)
@@ -97,7 +97,7 @@ def test_bad_approvers_are_reported_with_file_key_and_line(tmp_path: Path, text:
         load_repo(tmp_path)
     found = [issue.format(tmp_path) for issue in raised.value.issues]
     assert len(found) == len(expected), found
-    for issue, message in zip(found, expected):
+    for issue, message in zip(found, expected, strict=True):
         assert issue.startswith("hubploy-repo.yaml:") and message in issue, found
         assert int(issue.split(":")[1]) >= 2  # the line of the key
 

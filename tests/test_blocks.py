@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from helpers.cloud import Recorder, base_env, exec_user, recorder, write_kubeconfig  # noqa: F401
 from prefect.blocks.core import Block
 from prefect.testing.standard_test_suites import BlockStandardTestSuite
 from pydantic import SecretStr, ValidationError
@@ -23,12 +24,12 @@ from hubploy.cloud import verify_access
 from hubploy.errors import CredentialsError
 from hubploy.layout import load_repo
 from hubploy.runner import child_env, run
-from helpers.cloud import Recorder, base_env, exec_user, recorder, write_kubeconfig  # noqa: F401
 
 pytest_plugins = ["fixtures.sandbox"]
 
 PRIVATE_KEY = "-----BEGIN PRIVATE KEY-----\nblock-test-private-key\n-----END PRIVATE KEY-----\n"
-GCP_KEY = {"type": "service_account", "private_key": PRIVATE_KEY, "client_email": "d@p.iam.gserviceaccount.com"}
+GCP_KEY = {"type": "service_account", "private_key": PRIVATE_KEY,
+           "client_email": "d@p.iam.gserviceaccount.com"}
 TOKEN = "block-test-token-0123456789abcdef"
 
 
@@ -49,7 +50,8 @@ def test_aws_needs_a_key_pair_or_a_role() -> None:
 
 def test_gcp_key_must_be_a_service_account_key() -> None:
     with pytest.raises(ValidationError, match="not a service-account JSON key"):
-        GcpClusterCredentials(project="p", cluster="c", location="l", service_account_info={"type": "authorized_user"})
+        GcpClusterCredentials(project="p", cluster="c", location="l",
+                              service_account_info={"type": "authorized_user"})
     assert GcpClusterCredentials(project="p", cluster="c", location="l").service_account_info is None
 
 
@@ -78,12 +80,14 @@ def test_prefect_block_register(prefect_api: str, module: str) -> None:
 @pytest.mark.parametrize(("block", "secret_fields", "secret_values"), [
     (GcpClusterCredentials(project="p", cluster="c", location="us-central1", service_account_info=GCP_KEY),
      ["service_account_info"], [PRIVATE_KEY]),
-    (AwsClusterCredentials(cluster="c", region="r", aws_access_key_id="AKIA", aws_secret_access_key=SecretStr(TOKEN)),
+    (AwsClusterCredentials(cluster="c", region="r",
+                           aws_access_key_id="AKIA", aws_secret_access_key=SecretStr(TOKEN)),
      ["aws_secret_access_key"], [TOKEN]),
-    (AzureClusterCredentials(client_id="a", tenant_id="t", client_secret=SecretStr(TOKEN), resource_group="rg",
-                             cluster="c"), ["client_secret"], [TOKEN]),
-    (KubeconfigCredentials(server="https://k", token=SecretStr(TOKEN), client_key_data=SecretStr("a2V5LWtleQ=="),
-                           client_certificate_data="Y2VydA=="), ["token", "client_key_data"], [TOKEN, "a2V5LWtleQ=="]),
+    (AzureClusterCredentials(client_id="a", tenant_id="t", client_secret=SecretStr(TOKEN),
+                             resource_group="rg", cluster="c"), ["client_secret"], [TOKEN]),
+    (KubeconfigCredentials(server="https://k", token=SecretStr(TOKEN),
+                           client_key_data=SecretStr("a2V5LWtleQ=="), client_certificate_data="Y2VydA=="),
+     ["token", "client_key_data"], [TOKEN, "a2V5LWtleQ=="]),
 ], ids=["gcp", "aws", "azure", "kubeconfig"])
 def test_api_returns_secret_fields_obfuscated(prefect_api: str, block, secret_fields: list[str],
                                               secret_values: list[str]) -> None:
@@ -110,7 +114,8 @@ def _hub(deployment_repo, cluster: str):
 @pytest.mark.prefect
 def test_resolve_a_gcp_block(prefect_api: str, deployment_repo, recorder: Recorder, base_env: dict) -> None:
     name = _name()
-    GcpClusterCredentials(project="bp", cluster="bc", location="europe-west4", service_account_info=GCP_KEY).save(name)
+    GcpClusterCredentials(project="bp", cluster="bc", location="europe-west4",
+                          service_account_info=GCP_KEY).save(name)
     hub = _hub(deployment_repo, f"""
         cluster:
           provider: gcloud
@@ -133,9 +138,12 @@ def test_resolve_a_missing_block(prefect_api: str, deployment_repo, base_env: di
           provider: azure
           azure: {resource_group: rg, cluster: c, credentials_block: no-such-block-here}
     """)
-    with pytest.raises(CredentialsError, match="cannot load Azure Cluster Credentials block 'no-such-block-here'"):
-        with cluster_access_for(hub, "staging", base_env=base_env):
-            pass
+    with (
+        pytest.raises(CredentialsError, match="cannot load Azure Cluster Credentials block "
+                                              "'no-such-block-here'"),
+        cluster_access_for(hub, "staging", base_env=base_env),
+    ):
+        pass
 
 
 def test_resolve_falls_back_to_key_files(deployment_repo, tmp_path: Path, base_env: dict) -> None:
@@ -166,8 +174,8 @@ def test_resolve_a_kubeconfig_block_against_the_sandbox(prefect_api: str, sandbo
         assert access.context == f"sb-{sandbox_namespace}"
         assert yaml.safe_load(access.kubeconfig.read_text())["current-context"] == access.context
         verify_access(access)
-        out = run(["kubectl", *access.kubectl_args(), "get", "ns", sandbox_namespace, "-o", "name"], env=access.env,
-                  timeout=60)
+        out = run(["kubectl", *access.kubectl_args(), "get", "ns", sandbox_namespace, "-o", "name"],
+                  env=access.env, timeout=60)
         assert out.stdout.strip() == f"namespace/{sandbox_namespace}"
     assert not access.kubeconfig.exists()
 

@@ -41,7 +41,8 @@ def _hub_yaml(names: list[str], block: str) -> str:
 def _save_block(name: str, host: str, username: str, password: str) -> None:
     from prefect_docker.credentials import DockerRegistryCredentials
 
-    DockerRegistryCredentials(username=username, password=password, registry_url=host).save(name, overwrite=True)
+    DockerRegistryCredentials(username=username, password=password,
+                              registry_url=host).save(name, overwrite=True)
 
 
 def _repo(tmp_path: Path, names: list[str], block: str, base: str) -> Repo:
@@ -148,7 +149,8 @@ def own_registry(tmp_path: Path, sandbox) -> Iterator[tuple[str, RegistryCredent
     password = secrets.token_urlsafe(12)
     root = tmp_path / "registry"
     (root / "data").mkdir(parents=True)
-    htpasswd = subprocess.run(["htpasswd", "-Bbn", "ci", password], capture_output=True, text=True, check=True)
+    htpasswd = subprocess.run(["htpasswd", "-Bbn", "ci", password],
+                              capture_output=True, text=True, check=True)
     (root / "htpasswd").write_text(htpasswd.stdout)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -198,7 +200,8 @@ def test_registry_stopped_mid_run_retries_then_fails_clearly(sandbox_path, prefe
     assert state.is_failed()
     with pytest.raises(HubployError, match=r"cannot reach registry 127\.0\.0\.1:\d+"):
         state.result()
-    exists, build, push = (next(t for t in _task_runs(state.state_details.flow_run_id) if t.name.startswith(n))
+    exists, build, push = (next(t for t in _task_runs(state.state_details.flow_run_id)
+                                if t.name.startswith(n))
                            for n in ("image-exists", "build-image", "push-image"))
     assert exists.state.is_completed() and build.state.is_completed()
     assert push.state.is_failed() and push.run_count == 4  # 1 try + 3 retries
@@ -234,9 +237,11 @@ def test_rebuild_makes_a_new_tag_and_keeps_the_old(sandbox, sandbox_path, prefec
     assert manifest_digest(name, old_tag, creds) == old_digest, "the old tag is untouched"
     assert result["commit"] == repo.git("rev-parse", "staging")
     assert repo.git("--git-dir", str(remote), "rev-parse", "staging") == result["commit"]
-    assert f"{name}:\n    source_tag: {old_tag}\n    tag: {row['tag']}" in (repo.root / "deployments/h/image-tags.yaml").read_text()
+    assert (f"{name}:\n    source_tag: {old_tag}\n    tag: {row['tag']}"
+            in (repo.root / "deployments/h/image-tags.yaml").read_text())
     [after] = build_images(hubs=["h"], repo_path=str(repo.root))
-    assert (after["tag"], after["result"]) == (row["tag"], "skipped"), "build and deploy now use the rebuild tag"
+    assert (after["tag"], after["result"]) == (row["tag"], "skipped"), (
+        "build and deploy now use the rebuild tag")
 
     repo.commit({"deployments/h/config/common.yaml": "a: 1\n"}, "staging moved on meanwhile")
     repo.git("push", "-q", "origin", "staging")
@@ -281,7 +286,8 @@ def test_cli_build_check_registry_push_end_to_end(sandbox, tmp_path: Path, names
     assert "minimal: 0 built, 1 skipped" in second.stdout
 
     no_mode = run_cli("build", "minimal", cwd=repo.root, env=env)
-    assert no_mode.returncode == 1 and "--check-registry" in no_mode.stderr and "Traceback" not in no_mode.stderr
+    assert (no_mode.returncode == 1 and "--check-registry" in no_mode.stderr
+            and "Traceback" not in no_mode.stderr)
     both = run_cli("build", "minimal", "--check-registry", "--commit-range", "a...b", cwd=repo.root, env=env)
     assert both.returncode == 2 and "not allowed with argument" in both.stderr
     print(f"\ntiming: `hubploy build minimal --check-registry --push` {elapsed:.1f} s")

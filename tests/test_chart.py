@@ -15,14 +15,6 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
-
-from hubploy import values
-from hubploy.deploy import image_references
-from hubploy.errors import CommandError
-from hubploy.layout import load_repo
-from hubploy.runner import child_env, run
-from hubploy.secrets import decrypted
-from hubploy_sandbox.paths import HELM_VERSIONS
 from helpers.chart import (
     NAMESPACE,
     PROJECT,
@@ -36,11 +28,20 @@ from helpers.chart import (
     vendored_umbrella,
 )
 
+from hubploy import values
+from hubploy.deploy import image_references
+from hubploy.errors import CommandError
+from hubploy.layout import load_repo
+from hubploy.runner import child_env, run
+from hubploy.secrets import decrypted
+from hubploy_sandbox.paths import HELM_VERSIONS
+
 # Z2JH 4.4.0's default render, hooks last (kind, name).
 DEFAULT_OBJECTS = {
     ("NetworkPolicy", "hub"), ("NetworkPolicy", "proxy"), ("NetworkPolicy", "singleuser"),
     ("PodDisruptionBudget", "user-placeholder"), ("PodDisruptionBudget", "user-scheduler"),
-    ("ServiceAccount", "hub"), ("ServiceAccount", "continuous-image-puller"), ("ServiceAccount", "user-scheduler"),
+    ("ServiceAccount", "hub"), ("ServiceAccount", "continuous-image-puller"),
+    ("ServiceAccount", "user-scheduler"),
     ("Secret", "hub"), ("ConfigMap", "hub"), ("ConfigMap", "user-scheduler"),
     ("PersistentVolumeClaim", "hub-db-dir"),
     ("ClusterRole", f"{RELEASE}-user-scheduler"), ("ClusterRoleBinding", f"{RELEASE}-user-scheduler"),
@@ -172,7 +173,8 @@ def test_labels_like_z2jh(helm: str, chart: Path) -> None:
             if doc["kind"] != "Job":
                 assert doc["spec"]["selector"]["matchLabels"] == selector
             pod_labels = doc["spec"]["template"]["metadata"]["labels"]
-            assert {**selector, "app.kubernetes.io/component": component, "app.kubernetes.io/name": "jupyterhub",
+            assert {**selector, "app.kubernetes.io/component": component,
+                    "app.kubernetes.io/name": "jupyterhub",
                     "app.kubernetes.io/instance": RELEASE}.items() <= pod_labels.items()
     assert components[("Deployment", "hub")] == "hub"
     assert components[("Service", "proxy-api")] == "proxy-api"
@@ -203,7 +205,8 @@ def test_hub_deployment(helm: str, chart: Path) -> None:
     for probe, timings in (("readinessProbe", (0, 2, 1, 1000)), ("livenessProbe", (300, 10, 3, 30))):
         p = c[probe]
         assert p["httpGet"] == {"path": "/hub/health", "port": "http"}
-        assert (p["initialDelaySeconds"], p["periodSeconds"], p["timeoutSeconds"], p["failureThreshold"]) == timings
+        assert (p["initialDelaySeconds"], p["periodSeconds"],
+                p["timeoutSeconds"], p["failureThreshold"]) == timings
     env = {e["name"]: e for e in c["env"]}
     assert list(env) == ["PYTHONUNBUFFERED", "HELM_RELEASE_NAME", "POD_NAMESPACE", "CONFIGPROXY_AUTH_TOKEN"]
     assert env["HELM_RELEASE_NAME"]["value"] == RELEASE
@@ -222,7 +225,8 @@ def test_hub_deployment(helm: str, chart: Path) -> None:
     assert volumes["config"]["configMap"] == {"name": "hub"}
     assert volumes["secret"]["secret"] == {"secretName": "hub"}
     assert volumes["pvc"]["persistentVolumeClaim"] == {"claimName": "hub-db-dir"}
-    assert {"checksum/config-map", "checksum/secret"} <= hub["spec"]["template"]["metadata"]["annotations"].keys()
+    assert ({"checksum/config-map", "checksum/secret"}
+            <= hub["spec"]["template"]["metadata"]["annotations"].keys())
 
     configmap = find(docs, "ConfigMap", "hub")["data"]
     assert {"jupyterhub_config.py", "z2jh.py", "checksum_hook-image-puller"} <= configmap.keys()
@@ -236,11 +240,12 @@ def test_hub_deployment(helm: str, chart: Path) -> None:
 def test_hub_secret_holds_the_values_the_config_reads(helm: str, chart: Path) -> None:
     docs = render(helm, chart, "--set", "jupyterhub.hub.config.JupyterHub.admin_access=false")
     data = secret_data(find(docs, "Secret", "hub"))
-    assert {"values.yaml", "hub.config.ConfigurableHTTPProxy.auth_token", "hub.config.JupyterHub.cookie_secret",
-            "hub.config.CryptKeeper.keys"} == data.keys()
+    assert {"values.yaml", "hub.config.ConfigurableHTTPProxy.auth_token",
+            "hub.config.JupyterHub.cookie_secret", "hub.config.CryptKeeper.keys"} == data.keys()
     chart_values = yaml.safe_load(data["values.yaml"])
     assert "jupyterhub" not in chart_values  # the subchart's own view of its values
-    assert chart_values["hub"]["config"]["JupyterHub"] == {"admin_access": False, "authenticator_class": "dummy"}
+    assert chart_values["hub"]["config"]["JupyterHub"] == {"admin_access": False,
+                                                           "authenticator_class": "dummy"}
     assert chart_values["Chart"] == {"Name": "jupyterhub", "Version": "4.4.0", "AppVersion": "5.5.0"}
     assert chart_values["Release"] == {"Name": RELEASE, "Namespace": NAMESPACE, "Service": "Helm"}
 
@@ -285,13 +290,15 @@ def test_disruption_budgets_and_network_policies(helm: str, chart: Path) -> None
                   "--set", "jupyterhub.proxy.chp.pdb.enabled=true")
     for name in ("hub", "proxy", "user-scheduler"):
         pdb = find(docs, "PodDisruptionBudget", name)
-        assert pdb["spec"]["selector"]["matchLabels"] == {"component": name, "app": "jupyterhub", "release": RELEASE}
+        assert pdb["spec"]["selector"]["matchLabels"] == {"component": name, "app": "jupyterhub",
+                                                          "release": RELEASE}
     assert find(docs, "PodDisruptionBudget", "hub")["spec"]["minAvailable"] == 1
     policies = {n: find(docs, "NetworkPolicy", n)["spec"] for n in ("hub", "proxy", "singleuser")}
     assert policies["singleuser"]["podSelector"]["matchLabels"]["component"] == "singleuser-server"
     hub_from = policies["hub"]["ingress"][0]
     assert hub_from["ports"] == [{"port": "http"}]
-    assert hub_from["from"] == [{"podSelector": {"matchLabels": {"hub.jupyter.org/network-access-hub": "true"}}}]
+    assert hub_from["from"] == [
+        {"podSelector": {"matchLabels": {"hub.jupyter.org/network-access-hub": "true"}}}]
     proxy_ports = [rule["ports"] for rule in policies["proxy"]["ingress"]]
     assert proxy_ports[0] == [{"port": "http"}, {"port": "https"}]  # allowedIngressPorts: open to all
     assert [{"port": "api"}] in proxy_ports
@@ -393,7 +400,8 @@ def test_image_pullers(helm: str, chart: Path) -> None:
         assert spec["containers"] == [{
             "name": "pause", "image": "localhost:5000/pause:3.10.1", "command": ["/pause"],
             "securityContext": spec["containers"][0]["securityContext"]}]
-    metadata_block = render(helm, chart, "--set", "jupyterhub.singleuser.cloudMetadata.blockWithIptables=true")
+    metadata_block = render(helm, chart, "--set",
+                            "jupyterhub.singleuser.cloudMetadata.blockWithIptables=true")
     inits = pod_spec(find(metadata_block, "DaemonSet", "continuous-image-puller"))["initContainers"]
     assert inits[0]["name"] == "image-pull-metadata-block"
     assert inits[0]["image"] == "quay.io/jupyterhub/k8s-network-tools:4.4.0"
@@ -411,13 +419,15 @@ def test_user_scheduler(helm: str, chart: Path) -> None:
     assert deployment["spec"]["replicas"] == 2
     scheduler = container(deployment, "kube-scheduler")
     assert scheduler["image"] == "localhost:5000/kube-scheduler:v1.30.14"
-    assert scheduler["command"][:2] == ["/usr/local/bin/kube-scheduler", "--config=/etc/user-scheduler/config.yaml"]
+    assert scheduler["command"][:2] == ["/usr/local/bin/kube-scheduler",
+                                        "--config=/etc/user-scheduler/config.yaml"]
     config = yaml.safe_load(find(docs, "ConfigMap", "user-scheduler")["data"]["config.yaml"])
     assert config["kind"] == "KubeSchedulerConfiguration"
     assert config["profiles"][0]["schedulerName"] == f"{RELEASE}-user-scheduler"
     assert config["leaderElection"]["resourceName"] == "user-scheduler-lock"
     binding = find(docs, "ClusterRoleBinding", f"{RELEASE}-user-scheduler")
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "user-scheduler", "namespace": NAMESPACE}]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "user-scheduler",
+                                    "namespace": NAMESPACE}]
     placeholder = find(docs, "StatefulSet", "user-placeholder")
     assert placeholder["spec"]["replicas"] == 0
     assert pod_spec(placeholder)["schedulerName"] == f"{RELEASE}-user-scheduler"
@@ -482,7 +492,8 @@ def test_kube_version(helm: str, chart: Path) -> None:
     (["--set", "jupyterhub.proxy.service.type=Nope"], ["type"]),
     (["--set", "jupyterhub.hub.db.type=nosql"], ["db", "type"]),
 ], ids=lambda v: v if isinstance(v, str) else None)
-def test_schema_rejects_typos_and_bad_values(helm: str, chart: Path, args: list[str], words: list[str]) -> None:
+def test_schema_rejects_typos_and_bad_values(helm: str, chart: Path, args: list[str],
+                                             words: list[str]) -> None:
     with pytest.raises(CommandError) as refused:
         render(helm, chart, *args)
     message = refused.value.stderr_tail
@@ -497,7 +508,7 @@ def test_chart_values_satisfy_their_schema() -> None:
     jsonschema.validate(yaml.safe_load((SUBCHART / "values.yaml").read_text()), schema)
 
 
-# --- images --------------------------------------------------------------------------------------------------
+# --- images -------------------------------------------------------------------------------------------------
 
 def test_default_images_are_z2jh_440s(helm: str) -> None:
     chart_values = yaml.safe_load((SUBCHART / "values.yaml").read_text())

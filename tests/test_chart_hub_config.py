@@ -17,12 +17,13 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 import yaml
-
 from helpers.chart import PROJECT, RELEASE, find, helm_path, hub_files, render, secret_data, vendored_umbrella
+
 from hubploy_sandbox.paths import SandboxPaths
 
 HUB_VENVS = {
@@ -40,14 +41,15 @@ from jupyterhub.crypto import CryptKeeper
 from kubernetes_asyncio.client import ApiClient
 from kubespawner import KubeSpawner
 
-HUB_TRAITS = ["spawner_class", "authenticator_class", "admin_access", "hub_bind_url", "hub_connect_url", "db_url",
-              "base_url", "cleanup_servers", "concurrent_spawn_limit", "last_activity_interval", "tornado_settings",
-              "services", "load_roles", "template_vars", "log_level"]
+HUB_TRAITS = ["spawner_class", "authenticator_class", "admin_access", "hub_bind_url", "hub_connect_url",
+              "db_url", "base_url", "cleanup_servers", "concurrent_spawn_limit", "last_activity_interval",
+              "tornado_settings", "services", "load_roles", "template_vars", "log_level"]
 SPAWNER_TRAITS = ["namespace", "image", "cmd", "default_url", "mem_limit", "mem_guarantee", "cpu_limit",
-                  "storage_pvc_ensure", "storage_class", "storage_capacity", "storage_access_modes", "pvc_name",
-                  "scheduler_name", "common_labels", "node_affinity_preferred", "tolerations", "volumes",
-                  "volume_mounts", "start_timeout", "uid", "fs_gid", "events_enabled", "profile_list",
-                  "consecutive_failure_limit", "k8s_api_request_timeout", "image_pull_secrets", "environment"]
+                  "storage_pvc_ensure", "storage_class", "storage_capacity", "storage_access_modes",
+                  "pvc_name", "scheduler_name", "common_labels", "node_affinity_preferred", "tolerations",
+                  "volumes", "volume_mounts", "start_timeout", "uid", "fs_gid", "events_enabled",
+                  "profile_list", "consecutive_failure_limit", "k8s_api_request_timeout",
+                  "image_pull_secrets", "environment"]
 
 
 async def report():  # KubeSpawner and the Kubernetes client want a running event loop, as in the hub
@@ -90,7 +92,8 @@ def hub_venv(name: str, requirements: tuple[str, ...]) -> Path:
             return python
         shutil.rmtree(venv, ignore_errors=True)
         steps = ([sys.executable, "-m", "venv", str(venv)],
-                 [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *requirements])
+                 [str(python), "-m", "pip", "install", "--quiet",
+                  "--disable-pip-version-check", *requirements])
         for argv in steps:
             try:
                 subprocess.run(argv, check=True, capture_output=True, text=True, timeout=900)
@@ -121,8 +124,8 @@ class HubConfig:
         self.report, self.stdout, self.secret = report, stdout, secret
 
 
-def load_hub_config(python: Path, chart: Path, tmp_path: Path, *helm_args: str, extra_files: dict[str, str] = {},
-                    env: dict[str, str] | None = None) -> HubConfig:
+def load_hub_config(python: Path, chart: Path, tmp_path: Path, *helm_args: str,
+                    extra_files: Mapping[str, str] = {}, env: dict[str, str] | None = None) -> HubConfig:
     docs = render(helm_path("4"), chart, *helm_args)
     config_dir = hub_files(docs, tmp_path / "etc-jupyterhub")
     for rel, text in extra_files.items():
@@ -147,8 +150,8 @@ def load_hub_config(python: Path, chart: Path, tmp_path: Path, *helm_args: str, 
     pod_env["KUBECONFIG"] = str(kubeconfig)
     out = tmp_path / "report.json"
     done = subprocess.run([str(python), "-c", LOADER, str(config_dir / "jupyterhub_config.py"), str(out)],
-                          cwd=workdir, env=env if env is not None else pod_env, capture_output=True, text=True,
-                          timeout=120)
+                          cwd=workdir, env=env if env is not None else pod_env,
+                          capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, f"loading the hub config failed:\n{done.stdout}\n{done.stderr}"
     return HubConfig(json.loads(out.read_text()), done.stdout, secret)
 
@@ -178,8 +181,8 @@ def test_defaults(hub_python: Path, chart: Path, tmp_path: Path) -> None:
     assert spawner["scheduler_name"] == f"{RELEASE}-user-scheduler"
     assert spawner["common_labels"] == {
         "app": "jupyterhub", "app.kubernetes.io/name": "jupyterhub", "release": RELEASE,
-        "app.kubernetes.io/instance": RELEASE, "chart": "jupyterhub-4.4.0", "helm.sh/chart": "jupyterhub-4.4.0",
-        "app.kubernetes.io/managed-by": "kubespawner"}
+        "app.kubernetes.io/instance": RELEASE, "chart": "jupyterhub-4.4.0",
+        "helm.sh/chart": "jupyterhub-4.4.0", "app.kubernetes.io/managed-by": "kubespawner"}
     assert spawner["node_affinity_preferred"][0]["preference"]["matchExpressions"][0]["values"] == ["user"]
     assert [t["value"] for t in spawner["tolerations"]] == ["user", "user"]
     assert (spawner["uid"], spawner["fs_gid"], spawner["start_timeout"]) == (1000, 100, 300)
@@ -189,7 +192,8 @@ def test_defaults(hub_python: Path, chart: Path, tmp_path: Path) -> None:
     notebook = pod["spec"]["containers"][0]
     assert notebook["image"] == spawner["image"] and notebook["args"][0] == "jupyterhub-singleuser"
     assert int(notebook["resources"]["requests"]["memory"]) == 1024**3
-    claims = [v["persistentVolumeClaim"]["claimName"] for v in pod["spec"]["volumes"] if "persistentVolumeClaim" in v]
+    claims = [v["persistentVolumeClaim"]["claimName"]
+              for v in pod["spec"]["volumes"] if "persistentVolumeClaim" in v]
     assert claims == [pvc["metadata"]["name"]]
     assert {"mountPath": "/home/jovyan"}.items() <= next(
         m for m in notebook["volumeMounts"] if m["name"].startswith("volume-")).items()
@@ -224,7 +228,8 @@ def test_values_reach_jupyterhub_and_kubespawner(hub_python: Path, chart: Path, 
         "singleuser": {
             "cmd": ["jupyter", "lab"], "defaultUrl": "/lab",
             "memory": {"limit": "2G", "guarantee": "512M"}, "cpu": {"limit": 2},
-            "storage": {"capacity": "5Gi", "dynamic": {"storageClass": "fast", "pvcNameTemplate": "home-{username}"}},
+            "storage": {"capacity": "5Gi",
+                        "dynamic": {"storageClass": "fast", "pvcNameTemplate": "home-{username}"}},
             "extraFiles": {"motd": {"mountPath": "/etc/motd", "stringData": "hello"}},
             "extraEnv": {"COURSE": "physics"},
             "profileList": [{"display_name": "small", "default": True}],
@@ -246,14 +251,15 @@ def test_values_reach_jupyterhub_and_kubespawner(hub_python: Path, chart: Path, 
     assert services["grader"] == {"name": "grader", "url": "http://grader:8000",
                                   "api_token": got.secret["hub.services.grader.apiToken"]}
     cull = services["jupyterhub-idle-culler"]["command"]
-    assert cull[1:] == ["-m", "jupyterhub_idle_culler", "--url=http://localhost:8081/jh/hub/api", "--timeout=1800",
-                        "--cull-every=600", "--concurrency=10", "--cull-users"]
+    assert cull[1:] == ["-m", "jupyterhub_idle_culler", "--url=http://localhost:8081/jh/hub/api",
+                        "--timeout=1800", "--cull-every=600", "--concurrency=10", "--cull-users"]
     roles = {r["name"]: r for r in hub["load_roles"]}
     assert roles["graders"] == {"name": "graders", "scopes": ["list:users"], "services": ["grader"]}
     assert "admin:users" in roles["jupyterhub-idle-culler"]["scopes"]
 
     assert spawner["cmd"] == ["jupyter", "lab"] and spawner["default_url"] == "/lab"
-    assert (spawner["mem_limit"], spawner["mem_guarantee"], spawner["cpu_limit"]) == (2 * 1024**3, 512 * 1024**2, 2.0)
+    assert (spawner["mem_limit"], spawner["mem_guarantee"],
+            spawner["cpu_limit"]) == (2 * 1024**3, 512 * 1024**2, 2.0)
     assert spawner["storage_class"] == "fast" and spawner["storage_capacity"] == "5Gi"
     assert spawner["pvc_name"].startswith("home-mock")  # the mock user's escaped name follows
     assert spawner["scheduler_name"] is None
@@ -269,14 +275,16 @@ def test_values_reach_jupyterhub_and_kubespawner(hub_python: Path, chart: Path, 
 
 
 def test_sqlite_memory_and_existing_secret(hub_python: Path, chart: Path, tmp_path: Path) -> None:
-    """hub.existingSecret's keys win over the chart's Secret, and its values.yaml is merged over the values."""
+    """hub.existingSecret's keys win over the chart's Secret, and its values.yaml is merged over the
+    values."""
     existing = {"existing-secret/values.yaml": "custom:\n  site: from-existing-secret\n",
                 "existing-secret/hub.config.JupyterHub.cookie_secret": "00ff" * 16}
     got = load_hub_config(
         hub_python, chart, tmp_path, "--set", "jupyterhub.hub.db.type=sqlite-memory",
         "--set", "jupyterhub.hub.existingSecret=my-secret", "--set", "jupyterhub.custom.site=from-values",
         "--set",
-        "jupyterhub.hub.extraConfig.site=c.JupyterHub.template_vars = {'site': z2jh.get_config('custom.site')}",
+        "jupyterhub.hub.extraConfig.site=c.JupyterHub.template_vars = "
+        "{'site': z2jh.get_config('custom.site')}",
         "--set", "jupyterhub.hub.extraConfig.00-import=import z2jh", extra_files=existing)
     assert got.hub["db_url"] == "sqlite://"
     assert got.report["cookie_secret"] == "00ff" * 16

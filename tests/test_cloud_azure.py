@@ -7,11 +7,19 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers.cloud import (  # noqa: F401
+    Recorder,
+    assert_home_untouched,
+    assert_no_secret_on_argv,
+    base_env,
+    exec_user,
+    mode,
+    recorder,
+    write_kubeconfig,
+)
 
 from hubploy.cloud import azure
 from hubploy.errors import CommandError, CredentialsError
-from helpers.cloud import (Recorder, assert_home_untouched, assert_no_secret_on_argv, base_env, exec_user,  # noqa: F401
-                           mode, recorder, write_kubeconfig)
 
 APP_ID = "11111111-2222-3333-4444-555555555555"
 TENANT = "contoso.onmicrosoft.com"
@@ -46,9 +54,11 @@ def test_service_principal_with_kubelogin(recorder: Recorder, base_env: dict[str
             ["az", "account", "set", "--subscription", "sub-1"],
             ["az", "aks", "get-credentials", "--name", "hubs", "--resource-group", "rg",
              "--file", str(access.kubeconfig), "--output", "none"],
-            ["kubelogin", "convert-kubeconfig", "--login", "azurecli", "--kubeconfig", str(access.kubeconfig)],
+            ["kubelogin", "convert-kubeconfig", "--login", "azurecli",
+             "--kubeconfig", str(access.kubeconfig)],
         ]
-        az_env = {**{k: v for k, v in base_env.items() if k != "AZURE_CONFIG_DIR"}, "AZURE_CONFIG_DIR": str(config)}
+        az_env = {**{k: v for k, v in base_env.items() if k != "AZURE_CONFIG_DIR"},
+                  "AZURE_CONFIG_DIR": str(config)}
         assert [c.env for c in recorder.calls[:2]] == [az_env, az_env]
         kube = {**az_env, "KUBECONFIG": str(access.kubeconfig)}
         assert [c.env for c in recorder.calls[2:]] == [kube, kube]
@@ -76,10 +86,12 @@ def test_rejected_login_is_a_credentials_error(recorder: Recorder, base_env: dic
         raise CommandError(argv, 1, "AADSTS7000215: Invalid client secret provided.")
 
     recorder.on("az", "login", effect=reject)
-    with pytest.raises(CredentialsError, match="AADSTS7000215") as info:
-        with azure.cluster_access(client_id=APP_ID, tenant_id=TENANT, client_secret=PASSWORD, resource_group="rg",
-                                  cluster="hubs", base_env=base_env):
-            pass
+    with (
+        pytest.raises(CredentialsError, match="AADSTS7000215") as info,
+        azure.cluster_access(client_id=APP_ID, tenant_id=TENANT, client_secret=PASSWORD, resource_group="rg",
+                             cluster="hubs", base_env=base_env),
+    ):
+        pass
     assert PASSWORD not in str(info.value)
     assert not Path(recorder.calls[0].env["AZURE_CONFIG_DIR"]).exists()
 

@@ -6,22 +6,30 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import yaml
+from helpers.cloud import (  # noqa: F401
+    Recorder,
+    assert_home_untouched,
+    assert_no_secret_on_argv,
+    base_env,
+    exec_user,
+    recorder,
+    write_kubeconfig,
+)
 
 from hubploy import cloud
 from hubploy.errors import CredentialsError, SecretsError
 from hubploy.layout import Hub, load_repo
 from hubploy.runner import run as real_run
-from helpers.cloud import (Recorder, assert_home_untouched, assert_no_secret_on_argv, base_env, exec_user,  # noqa: F401
-                           recorder, write_kubeconfig)
 
 VENV_BIN = str(Path(sys.executable).parent)
 PRIVATE_KEY = "-----BEGIN PRIVATE KEY-----\nclassic-gcloud-private-key\n-----END PRIVATE KEY-----\n"
-GCP_KEY = {"type": "service_account", "private_key": PRIVATE_KEY, "client_email": "d@p.iam.gserviceaccount.com"}
+GCP_KEY = {"type": "service_account", "private_key": PRIVATE_KEY,
+           "client_email": "d@p.iam.gserviceaccount.com"}
 AWS_SECRET = "classic/aws/secret/access/key/EXAMPLE"
 SP_PASSWORD = "classic~azure~sp~password"
 TOKEN = "classic-kubeconfig-token-abcdef"
@@ -38,7 +46,8 @@ def age_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 @pytest.fixture
 def env(base_env: dict[str, str], age_key: tuple[Path, str]) -> dict[str, str]:
-    return {**base_env, "PATH": f"{VENV_BIN}{os.pathsep}{base_env['PATH']}", "SOPS_AGE_KEY_FILE": str(age_key[0])}
+    return {**base_env, "PATH": f"{VENV_BIN}{os.pathsep}{base_env['PATH']}",
+            "SOPS_AGE_KEY_FILE": str(age_key[0])}
 
 
 @pytest.fixture
@@ -56,7 +65,8 @@ def make_hub(deployment_repo, age_key: tuple[Path, str], env: dict[str, str]) ->
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
             if encrypt:
-                real_run(["sops", "--encrypt", "--age", age_key[1], "--in-place", str(path)], env=env, cwd=path.parent)
+                real_run(["sops", "--encrypt", "--age", age_key[1], "--in-place", str(path)],
+                         env=env, cwd=path.parent)
         return load_repo(root).load_hub("h")
 
     return make
@@ -88,11 +98,12 @@ def test_aws_sops_yaml_creds(recorder: Recorder, make_hub, env: dict[str, str]) 
     """, {"aws.yaml": yaml.safe_dump({"creds": {"aws_access_key_id": "AKIACLASSIC00000000",
                                                  "aws_secret_access_key": AWS_SECRET}})})
     seen: list[str] = []
-    recorder.on("aws", effect=lambda argv, e: (seen.append(Path(e["AWS_SHARED_CREDENTIALS_FILE"]).read_text()),
-                                               write_kubeconfig(Path(argv[-1]), exec_user("aws"))))
+    recorder.on("aws",
+                effect=lambda argv, e: (seen.append(Path(e["AWS_SHARED_CREDENTIALS_FILE"]).read_text()),
+                                        write_kubeconfig(Path(argv[-1]), exec_user("aws"))))
     with cloud.cluster_access(hub, "prod", base_env=env) as access:
-        assert recorder.argvs == [["aws", "eks", "update-kubeconfig", "--name", "eks", "--region", "us-east-1",
-                                   "--kubeconfig", str(access.kubeconfig)]]
+        assert recorder.argvs == [["aws", "eks", "update-kubeconfig", "--name", "eks",
+                                   "--region", "us-east-1", "--kubeconfig", str(access.kubeconfig)]]
     assert f"aws_secret_access_key = {AWS_SECRET}" in seen[0]
     assert_no_secret_on_argv(recorder, AWS_SECRET)
 
@@ -125,8 +136,8 @@ def test_azure_auth_file_is_sops_decrypted(recorder: Recorder, make_hub, env: di
                                                                          {"token": "x"}))
     with cloud.cluster_access(hub, "staging", base_env=env):
         pass
-    assert recorder.argvs[0][:8] == ["az", "login", "--service-principal", "--username", "app-1", "--tenant", "t-1",
-                                     "--password"]
+    assert recorder.argvs[0][:8] == ["az", "login", "--service-principal", "--username", "app-1",
+                                     "--tenant", "t-1", "--password"]
     assert seen == [SP_PASSWORD]
     assert_no_secret_on_argv(recorder, SP_PASSWORD)
 
@@ -138,9 +149,11 @@ def test_plaintext_auth_file_needs_the_repo_flag(recorder: Recorder, make_hub, e
           azure: {resource_group: rg, cluster: aks, auth_file: sp.yaml}
     """
     sp = {"sp.yaml": yaml.safe_dump({"appId": "app-1", "tenant": "t-1", "password": SP_PASSWORD})}
-    with pytest.raises(SecretsError, match="plaintext file under secrets/"):
-        with cloud.cluster_access(make_hub(config, sp, encrypt=False), "staging", base_env=env):
-            pass
+    with (
+        pytest.raises(SecretsError, match="plaintext file under secrets/"),
+        cloud.cluster_access(make_hub(config, sp, encrypt=False), "staging", base_env=env),
+    ):
+        pass
     assert recorder.calls == []
 
 
@@ -162,7 +175,8 @@ def test_kubeconfig_file(recorder: Recorder, make_hub, env: dict[str, str]) -> N
     assert recorder.calls == []
 
 
-def test_no_cluster_section_uses_the_ambient_kubeconfig(make_hub, env: dict[str, str], tmp_path: Path) -> None:
+def test_no_cluster_section_uses_the_ambient_kubeconfig(make_hub, env: dict[str, str],
+                                                        tmp_path: Path) -> None:
     hub = make_hub("environments: [staging]\n")
     path = tmp_path / "ambient"
     write_kubeconfig(path, {"token": "x"})
@@ -177,6 +191,8 @@ def test_a_named_block_is_not_resolved_here(make_hub, env: dict[str, str]) -> No
           provider: kubeconfig
           kubeconfig: {credentials_block: nrp}
     """)
-    with pytest.raises(CredentialsError, match="names credentials block 'nrp'"):
-        with cloud.cluster_access(hub, "staging", base_env=env):
-            pass
+    with (
+        pytest.raises(CredentialsError, match="names credentials block 'nrp'"),
+        cloud.cluster_access(hub, "staging", base_env=env),
+    ):
+        pass

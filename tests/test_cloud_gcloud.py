@@ -7,13 +7,22 @@ import os
 from pathlib import Path
 
 import pytest
+from helpers.cloud import (  # noqa: F401
+    Recorder,
+    assert_home_untouched,
+    assert_no_secret_on_argv,
+    base_env,
+    exec_user,
+    mode,
+    recorder,
+    write_kubeconfig,
+)
 
 from hubploy.cloud import gcloud
 from hubploy.errors import CommandError, CredentialsError
-from helpers.cloud import (Recorder, assert_home_untouched, assert_no_secret_on_argv, base_env, exec_user,  # noqa: F401
-                           mode, recorder, write_kubeconfig)
 
-PRIVATE_KEY = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC-gcloud-test\n-----END PRIVATE KEY-----\n"
+PRIVATE_KEY = ("-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC-gcloud-test\n"
+               "-----END PRIVATE KEY-----\n")
 KEY = {"type": "service_account", "project_id": "p", "private_key_id": "0123abcd", "private_key": PRIVATE_KEY,
        "client_email": "deployer@p.iam.gserviceaccount.com", "client_id": "1"}
 
@@ -31,7 +40,8 @@ def fake_gcloud(recorder: Recorder) -> dict[str, object]:
         seen.update(key=json.loads(key.read_text()), key_mode=mode(key), dir_mode=mode(key.parent))
 
     def get_credentials(argv: list[str], env: dict[str, str]) -> None:
-        write_kubeconfig(Path(env["KUBECONFIG"]), exec_user("gke-gcloud-auth-plugin"), "gke_p_us-central1-a_hubs")
+        write_kubeconfig(Path(env["KUBECONFIG"]), exec_user("gke-gcloud-auth-plugin"),
+                         "gke_p_us-central1-a_hubs")
 
     recorder.on("gcloud", "auth", "activate-service-account", effect=activate)
     recorder.on("gcloud", "container", "clusters", "get-credentials", effect=get_credentials)
@@ -40,17 +50,19 @@ def fake_gcloud(recorder: Recorder) -> dict[str, object]:
 
 def test_service_account_key(recorder: Recorder, fake_gcloud: dict, base_env: dict[str, str]) -> None:
     environ = dict(os.environ)
-    with gcloud.cluster_access(project="p", cluster="hubs", location="us-central1-a", service_account_info=KEY,
-                               base_env=base_env, context="ctx-x") as access:
+    with gcloud.cluster_access(project="p", cluster="hubs", location="us-central1-a",
+                               service_account_info=KEY, base_env=base_env, context="ctx-x") as access:
         config = Path(access.env["CLOUDSDK_CONFIG"])
         tmp = config.parent
         kubeconfig = access.kubeconfig
         assert recorder.argvs == [
-            ["gcloud", "auth", "activate-service-account", "--key-file", str(tmp / "service-account.json"), "--quiet"],
+            ["gcloud", "auth", "activate-service-account", "--key-file", str(tmp / "service-account.json"),
+             "--quiet"],
             ["gcloud", "container", "clusters", "get-credentials", "hubs", "--zone", "us-central1-a",
              "--project", "p", "--quiet"],
         ]
-        gcloud_env = {**_caller_env(base_env), "CLOUDSDK_CONFIG": str(config), "CLOUDSDK_CORE_DISABLE_PROMPTS": "1"}
+        gcloud_env = {**_caller_env(base_env), "CLOUDSDK_CONFIG": str(config),
+                      "CLOUDSDK_CORE_DISABLE_PROMPTS": "1"}
         assert recorder.calls[0].env == gcloud_env
         kube = {**gcloud_env, "USE_GKE_GCLOUD_AUTH_PLUGIN": "True", "KUBECONFIG": str(kubeconfig)}
         assert recorder.calls[1].env == kube
@@ -95,7 +107,8 @@ def test_adc_well_known_file_and_metadata_server(base_env: dict[str, str], tmp_p
 
 
 @pytest.mark.parametrize(("location", "flag"), [("us-central1-a", "--zone"), ("us-central1", "--region"),
-                                                ("northamerica-northeast1-b", "--zone"), ("europe-west4", "--region")])
+                                                ("northamerica-northeast1-b", "--zone"),
+                                                ("europe-west4", "--region")])
 def test_location_flag(location: str, flag: str) -> None:
     assert gcloud.location_flag(location) == flag
 
@@ -108,21 +121,25 @@ def test_failure_is_a_credentials_error_and_cleans_up(recorder: Recorder, base_e
         raise CommandError(argv, 1, "ERROR: (gcloud.auth) invalid key\nPlease run:\n  $ gcloud auth login")
 
     recorder.on("gcloud", "auth", effect=fail)
-    with pytest.raises(CredentialsError) as info:
-        with gcloud.cluster_access(project="p", cluster="hubs", location="us-central1", service_account_info=KEY,
-                                   base_env=base_env):
-            pass
+    with (
+        pytest.raises(CredentialsError) as info,
+        gcloud.cluster_access(project="p", cluster="hubs", location="us-central1", service_account_info=KEY,
+                              base_env=base_env),
+    ):
+        pass
     assert str(info.value) == "gcloud service-account activation failed: ERROR: (gcloud.auth) invalid key"
     assert dirs and not dirs[0].exists()
 
 
 def test_temp_dirs_removed_when_the_body_raises(recorder: Recorder, fake_gcloud: dict,
                                                 base_env: dict[str, str]) -> None:
-    with pytest.raises(RuntimeError):
-        with gcloud.cluster_access(project="p", cluster="hubs", location="us-central1", service_account_info=KEY,
-                                   base_env=base_env) as access:
-            paths = [Path(access.env["CLOUDSDK_CONFIG"]), access.kubeconfig]
-            raise RuntimeError("deploy failed")
+    with (
+        pytest.raises(RuntimeError),
+        gcloud.cluster_access(project="p", cluster="hubs", location="us-central1", service_account_info=KEY,
+                              base_env=base_env) as access,
+    ):
+        paths = [Path(access.env["CLOUDSDK_CONFIG"]), access.kubeconfig]
+        raise RuntimeError("deploy failed")
     assert not any(p.exists() for p in paths)
 
 

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers.cloud import assert_home_untouched, base_env, mode  # noqa: F401
 from pydantic import SecretStr
 
 from blocks.kubeconfig import KubeconfigCredentials
 from hubploy.cloud import ClusterAccess, kubeconfig, verify_access
 from hubploy.errors import CredentialsError
 from hubploy.runner import REDACTED, redact, run
-from helpers.cloud import assert_home_untouched, base_env, mode  # noqa: F401
 
 pytest_plugins = ["fixtures.sandbox"]
 
@@ -28,10 +28,13 @@ def _kubeconfig(tmp_path: Path) -> Path:
     path = tmp_path / "kubeconfig"
     path.write_text(yaml.safe_dump({
         "apiVersion": "v1", "kind": "Config", "current-context": "a",
-        "clusters": [{"name": "c", "cluster": {"server": "https://k8s.example.org:6443", "certificate-authority": "ca.crt"}},
-                     {"name": "d", "cluster": {"server": "https://d.example.org", "insecure-skip-tls-verify": True}}],
+        "clusters": [{"name": "c", "cluster": {"server": "https://k8s.example.org:6443",
+                                               "certificate-authority": "ca.crt"}},
+                     {"name": "d", "cluster": {"server": "https://d.example.org",
+                                               "insecure-skip-tls-verify": True}}],
         "users": [{"name": "u", "user": {"tokenFile": "token"}},
-                  {"name": "cert", "user": {"client-certificate-data": "Y2VydA==", "client-key-data": "a2V5LWRhdGE="}},
+                  {"name": "cert", "user": {"client-certificate-data": "Y2VydA==",
+                                            "client-key-data": "a2V5LWRhdGE="}},
                   {"name": "gke", "user": {"exec": {"command": "gke-gcloud-auth-plugin"}}}],
         "contexts": [{"name": "a", "context": {"cluster": "c", "user": "u", "namespace": "hubs"}},
                      {"name": "b", "context": {"cluster": "d", "user": "cert"}},
@@ -61,14 +64,16 @@ def test_block_keeps_credentials_in_secret_fields(tmp_path: Path) -> None:
     assert isinstance(block.token, SecretStr) and block.token.get_secret_value() == TOKEN
     assert TOKEN not in repr(block) and TOKEN not in str(block.model_dump())
     assert (block.context, block.namespace) == ("a", "hubs")
-    cert = KubeconfigCredentials.from_kubeconfig(yaml.safe_load(_kubeconfig(tmp_path).read_text()), context="b")
+    cert = KubeconfigCredentials.from_kubeconfig(yaml.safe_load(_kubeconfig(tmp_path).read_text()),
+                                                 context="b")
     assert isinstance(cert.client_key_data, SecretStr) and cert.token is None
     with pytest.raises(ValueError, match="set a token, or a client certificate and key"):
         KubeconfigCredentials(server="https://x", client_certificate_data="Y2VydA==")
 
 
 def test_block_access_writes_a_private_kubeconfig(tmp_path: Path, base_env: dict[str, str]) -> None:
-    block = KubeconfigCredentials(server="https://k8s.example.org", token=SecretStr(TOKEN), context="nrp-{namespace}",
+    block = KubeconfigCredentials(server="https://k8s.example.org", token=SecretStr(TOKEN),
+                                  context="nrp-{namespace}",
                                   namespace="hubs", certificate_authority_data="Q0E=")
     environ = dict(os.environ)
     with block.cluster_access("hub-staging", base_env=base_env) as access:
@@ -81,9 +86,12 @@ def test_block_access_writes_a_private_kubeconfig(tmp_path: Path, base_env: dict
                                                                  "certificate-authority-data": "Q0E="}}],
             "users": [{"name": "nrp-hub-staging", "user": {"token": TOKEN}}],
             "contexts": [{"name": "nrp-hub-staging", "context": {"cluster": "nrp-hub-staging",
-                                                                 "user": "nrp-hub-staging", "namespace": "hubs"}}]}
-        assert access.kubectl_args() == ["--kubeconfig", str(access.kubeconfig), "--context", "nrp-hub-staging"]
-        assert access.kube_args() == ["--kubeconfig", str(access.kubeconfig), "--kube-context", "nrp-hub-staging"]
+                                                                 "user": "nrp-hub-staging",
+                                                                 "namespace": "hubs"}}]}
+        assert access.kubectl_args() == ["--kubeconfig", str(access.kubeconfig),
+                                         "--context", "nrp-hub-staging"]
+        assert access.kube_args() == ["--kubeconfig", str(access.kubeconfig),
+                                      "--kube-context", "nrp-hub-staging"]
     assert not access.kubeconfig.parent.exists()
     assert redact(f"token {TOKEN}") == f"token {REDACTED}"
     assert os.environ == environ
@@ -96,9 +104,11 @@ def test_ambient_kubeconfig_is_reused(tmp_path: Path, base_env: dict[str, str]) 
     with kubeconfig.ambient_access(env) as access:
         assert access == ClusterAccess(kubeconfig=path, env=env, context=None)
     assert path.exists()
-    with pytest.raises(CredentialsError, match="no `cluster:` section"):
-        with kubeconfig.ambient_access({**base_env, "KUBERNETES_SERVICE_HOST": "10.0.0.1"}):
-            pass  # no service-account token either
+    with (
+        pytest.raises(CredentialsError, match="no `cluster:` section"),
+        kubeconfig.ambient_access({**base_env, "KUBERNETES_SERVICE_HOST": "10.0.0.1"}),
+    ):
+        pass  # no service-account token either
 
 
 def _service_account(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, token: str, ca: bytes) -> Path:
@@ -111,7 +121,8 @@ def _service_account(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, token: str
     return sa
 
 
-def test_in_cluster_service_account(tmp_path: Path, base_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_in_cluster_service_account(tmp_path: Path, base_env: dict[str, str],
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
     sa = _service_account(tmp_path, monkeypatch, TOKEN, b"CA")
     env = {**base_env, "KUBERNETES_SERVICE_HOST": "fd00::1", "KUBERNETES_SERVICE_PORT": "443"}
     with kubeconfig.ambient_access(env) as access:
@@ -130,7 +141,8 @@ def test_from_cluster_config_moves_credentials_into_secret_fields(tmp_path: Path
     with pytest.raises(CredentialsError, match="names token, which cannot be read"):  # relative to nothing
         KubeconfigCredentials.from_cluster_config(KubernetesClusterConfig(config=data, context_name="a"))
     data["users"][0]["user"] = {"token": TOKEN}
-    data["clusters"][0]["cluster"] = {"server": "https://k8s.example.org:6443", "certificate-authority-data": "Q0E="}
+    data["clusters"][0]["cluster"] = {"server": "https://k8s.example.org:6443",
+                                      "certificate-authority-data": "Q0E="}
     block = KubeconfigCredentials.from_cluster_config(KubernetesClusterConfig(config=data, context_name="a"))
     assert block.token is not None and block.token.get_secret_value() == TOKEN
     assert (block.server, block.certificate_authority_data, block.context) == ("https://k8s.example.org:6443",
@@ -174,7 +186,9 @@ def test_sandbox_in_cluster_service_account(sandbox, tmp_path: Path, monkeypatch
 def test_sandbox_wrong_token_is_a_credentials_error(sandbox) -> None:
     block = KubeconfigCredentials.from_kubeconfig(sandbox.kubeconfig).model_copy(
         update={"token": SecretStr("wrong-token-for-the-sandbox")})
-    with block.cluster_access("default", base_env=sandbox.env) as access:
-        with pytest.raises(CredentialsError, match="rejected the credentials") as info:
-            verify_access(access)
+    with (
+        block.cluster_access("default", base_env=sandbox.env) as access,
+        pytest.raises(CredentialsError, match="rejected the credentials") as info,
+    ):
+        verify_access(access)
     assert "wrong-token-for-the-sandbox" not in str(info.value)

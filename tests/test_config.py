@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import PROJECT_ROOT
 from helpers.cli import run_cli
+
 from hubploy.config.models import HubConfig, split_image_reference
 from hubploy.errors import ConfigError
 from hubploy.layout import load_repo
@@ -34,7 +34,8 @@ def issues_of(root: Path, *hubs: str) -> list[str]:
 # ------------------------------------------------------------------ the model reads classic keys
 
 def test_legacy_single_image_form() -> None:
-    config = HubConfig.model_validate({"images": {"image_name": "gcr.io/p/user", "image_config_path": "a.b.image"}})
+    config = HubConfig.model_validate({"images": {"image_name": "gcr.io/p/user",
+                                                  "image_config_path": "a.b.image"}})
     [entry] = config.image_entries()
     assert (entry.name, entry.path, entry.helm_substitution_path) == ("gcr.io/p/user", "image", "a.b.image")
 
@@ -52,13 +53,15 @@ def test_image_list_defaults_and_repo2docker() -> None:
 
 @pytest.mark.parametrize("section", ["images.registry", "cluster"])
 def test_legacy_aws_keys_are_renamed(section: str) -> None:
-    aws = {"project": "123456789012", "zone": "us-west-2", "cluster": "eks1", "role_arn": "arn:aws:iam::1:role/x"}
+    aws = {"project": "123456789012", "zone": "us-west-2",
+           "cluster": "eks1", "role_arn": "arn:aws:iam::1:role/x"}
     if section == "cluster":
         config = HubConfig.model_validate({"cluster": {"provider": "aws", "aws": aws}})
         settings = config.cluster.aws
     else:
         aws.pop("cluster")
-        config = HubConfig.model_validate({"images": {"image_name": "x/y", "registry": {"provider": "aws", "aws": aws}}})
+        config = HubConfig.model_validate({"images": {"image_name": "x/y",
+                                                      "registry": {"provider": "aws", "aws": aws}}})
         settings = config.images.registry.aws
     assert (settings.account_id, settings.region) == ("123456789012", "us-west-2")
 
@@ -99,7 +102,8 @@ def test_registry_settings_are_typed_and_gcloud_needs_no_section() -> None:
 
 
 @pytest.mark.parametrize("reference,expected", [
-    ("us-central1-docker.pkg.dev/p/r/user:511c4637d702", ("us-central1-docker.pkg.dev/p/r/user", "511c4637d702")),
+    ("us-central1-docker.pkg.dev/p/r/user:511c4637d702",
+     ("us-central1-docker.pkg.dev/p/r/user", "511c4637d702")),
     ("localhost:5000/hubploy/user:abc1234", ("localhost:5000/hubploy/user", "abc1234")),
     ("localhost:5000/hubploy/user", ("localhost:5000/hubploy/user", None)),
     ("registry.example.org:8443/a/b/c:v1.2", ("registry.example.org:8443/a/b/c", "v1.2")),
@@ -116,7 +120,8 @@ def test_v1_pinned_image_needs_no_path(deployment_repo) -> None:
             - name: localhost:5000/org/data100-user:511c4637d702
     """})
     [image] = load_repo(root).load_hub("data100").images
-    assert (image.name, image.pinned_tag, image.path) == ("localhost:5000/org/data100-user", "511c4637d702", None)
+    assert (image.name, image.pinned_tag, image.path) == ("localhost:5000/org/data100-user",
+                                                          "511c4637d702", None)
 
 
 def test_cluster_providers_and_namespace_context(deployment_repo, write_files) -> None:
@@ -154,7 +159,8 @@ def test_environments_default_list_and_mapping(deployment_repo) -> None:
         "deployments/a/hubploy.yaml": "images: {image_name: x/a}\n",
         "deployments/a/image/Dockerfile": "",
         "deployments/b/hubploy.yaml": "environments: [develop, staging, prod]\n",
-        "deployments/c/hubploy.yaml": "environments:\n  staging: {url: 'https://s.example.org', release: c-stg}\n",
+        "deployments/c/hubploy.yaml": "environments:\n  staging: {url: 'https://s.example.org', "
+                                      "release: c-stg}\n",
     })
     repo = load_repo(root)
     assert repo.load_hub("a").environments == ["staging", "prod"]
@@ -198,38 +204,42 @@ BAD_CASES: dict[str, tuple[dict[str, str], list[str]]] = {
     "wrong type": ({"deployments/h/hubploy.yaml": "images:\n  images: not-a-list\n"},
                    ["deployments/h/hubploy.yaml:2: images.images: Input should be a valid list"]),
     "unknown provider": ({"deployments/h/hubploy.yaml": "cluster:\n  provider: digitalocean\n"},
-                         ["deployments/h/hubploy.yaml:2: cluster.provider: Input should be 'gcloud', 'aws', "
-                          "'azure' or 'kubeconfig'"]),
+                         [("deployments/h/hubploy.yaml:2: cluster.provider: Input should be 'gcloud', 'aws', "
+                           "'azure' or 'kubeconfig'")]),
     "misspelt key": ({"deployments/h/hubploy.yaml": "images:\n  image_nmae: x/y\n"},
-                     ["deployments/h/hubploy.yaml:2: images.image_nmae: unknown key (hint: did you mean "
-                      "`image_name`?)"]),
+                     [("deployments/h/hubploy.yaml:2: images.image_nmae: unknown key (hint: did you mean "
+                       "`image_name`?)")]),
     "aws both keys": ({"deployments/h/hubploy.yaml": """
         cluster:
           provider: aws
           aws: {cluster: c, region: r, service_key: k.yaml, role_arn: arn}
     """, "deployments/h/secrets/k.yaml": "sops: {}\n"},
-        ["deployments/h/hubploy.yaml:4: cluster.aws: set only one of service_key, role_arn or credentials_block "
-         "(found service_key, role_arn) (hint: an aws block takes either service_key"]),
+        [("deployments/h/hubploy.yaml:4: cluster.aws: set only one of service_key, role_arn or "
+          "credentials_block (found service_key, role_arn) (hint: an aws block takes either service_key")]),
     "provider without section": ({"deployments/h/hubploy.yaml": "cluster:\n  provider: gcloud\n"},
-                                 ["deployments/h/hubploy.yaml:1: cluster: provider is 'gcloud' but there is no "
-                                  "`gcloud:` section"]),
-    "missing required key": ({"deployments/h/hubploy.yaml": "cluster:\n  provider: azure\n  azure: {cluster: c, auth_file: a}\n"},
-                             ["deployments/h/hubploy.yaml:3: cluster.azure.resource_group: required key is missing"]),
+                                 [("deployments/h/hubploy.yaml:1: cluster: provider is 'gcloud' "
+                                   "but there is no `gcloud:` section")]),
+    "missing required key": ({"deployments/h/hubploy.yaml": "cluster:\n  provider: azure\n"
+                                                            "  azure: {cluster: c, auth_file: a}\n"},
+                             [("deployments/h/hubploy.yaml:3: "
+                               "cluster.azure.resource_group: required key is missing")]),
     "missing key file": ({"deployments/h/hubploy.yaml": "cluster:\n  provider: kubeconfig\n"
                                                          "  kubeconfig:\n    filename: kube.yaml\n"},
-                         ["deployments/h/hubploy.yaml:4: cluster.kubeconfig.filename: key file secrets/kube.yaml "
-                          "does not exist"]),
+                         [("deployments/h/hubploy.yaml:4: cluster.kubeconfig.filename: key file "
+                           "secrets/kube.yaml does not exist")]),
     "missing image dir": ({"deployments/h/hubploy.yaml": "images:\n  image_name: x/y\n"},
-                          ["deployments/h/hubploy.yaml:2: images.image_name: image directory image/ does not exist"]),
+                          [("deployments/h/hubploy.yaml:2: images.image_name: "
+                            "image directory image/ does not exist")]),
     "image path escapes": ({"deployments/h/hubploy.yaml": "images:\n  images:\n    - name: x/y\n"
                                                            "      path: ../../../outside\n",
                             "../outside/Dockerfile": ""},
-                           ["deployments/h/hubploy.yaml:4: images.images[0].path: image path '../../../outside' "
-                            "resolves outside the repository"]),
+                           [("deployments/h/hubploy.yaml:4: images.images[0].path: image path "
+                             "'../../../outside' resolves outside the repository")]),
     "key file escapes": ({"deployments/h/hubploy.yaml": "cluster:\n  provider: kubeconfig\n"
-                                                         "  kubeconfig: {filename: ../../../../etc/passwd}\n"},
-                         ["deployments/h/hubploy.yaml:3: cluster.kubeconfig.filename: key file "
-                          "'../../../../etc/passwd' resolves outside the repository"]),
+                                                         "  kubeconfig: "
+                                                         "{filename: ../../../../etc/passwd}\n"},
+                         [("deployments/h/hubploy.yaml:3: cluster.kubeconfig.filename: key file "
+                           "'../../../../etc/passwd' resolves outside the repository")]),
     "bad hub name": ({"deployments/Bad_Hub/hubploy.yaml": "environments: [staging]\n"},
                      ["deployments/Bad_Hub: hub name 'Bad_Hub' is not a valid DNS label"]),
     "release too long": ({"deployments/" + "a" * 50 + "/hubploy.yaml": "environments: [staging]\n"},
@@ -242,10 +252,11 @@ BAD_CASES: dict[str, tuple[dict[str, str], list[str]]] = {
                           "deployments/h/config/staging.yaml": "a: b: c\n"},
                          ["deployments/h/config/staging.yaml:1: malformed YAML"]),
     "unknown environment": ({"deployments/h/hubploy.yaml": "environments: [staging, qa]\n"},
-                            ["deployments/h/hubploy.yaml:1: environments.qa: Input should be 'develop', "
-                             "'staging' or 'prod'"]),
+                            [("deployments/h/hubploy.yaml:1: environments.qa: Input should be 'develop', "
+                              "'staging' or 'prod'")]),
     "duplicate environment": ({"deployments/h/hubploy.yaml": "environments: [staging, staging]\n"},
-                              ["deployments/h/hubploy.yaml:1: environments: environments lists a name twice"]),
+                              [("deployments/h/hubploy.yaml:1: environments: "
+                                "environments lists a name twice")]),
     "image without path": ({"deployments/h/hubploy.yaml": "images:\n  images:\n    - name: x/y\n"},
                            ["deployments/h/hubploy.yaml:3: images.images[0]: an image needs `path`"]),
     "plaintext secret": ({"deployments/h/hubploy.yaml": "environments: [staging]\n",
@@ -253,19 +264,23 @@ BAD_CASES: dict[str, tuple[dict[str, str], list[str]]] = {
                          ["deployments/h/secrets/staging.yaml: plaintext file under secrets/"]),
     "git-crypt locked": ({"deployments/h/hubploy.yaml": "environments: [staging, prod]\n",
                           "deployments/h/secrets/prod.yaml": "\x00GITCRYPT\x00locked-bytes"},
-                         ["deployments/h/secrets/prod.yaml: file is still locked by git-crypt: run `git-crypt unlock`"]),
+                         [("deployments/h/secrets/prod.yaml: file is still locked by git-crypt: "
+                           "run `git-crypt unlock`")]),
     "uppercase image name": ({"deployments/h/hubploy.yaml": "images:\n  images:\n"
-                                                             "    - {name: Registry.Example.org/Hubs/Alpha, path: image}\n",
+                                                             "    - {name: Registry.Example.org/Hubs/Alpha, "
+                                                             "path: image}\n",
                               "deployments/h/image/Dockerfile": ""},
-                             ["deployments/h/hubploy.yaml:3: images.images[0].name: 'Registry.Example.org/Hubs/Alpha' is "
-                              "not a valid image reference: repository path 'Hubs/Alpha' must be lowercase"]),
-    "uppercase legacy image name": ({"deployments/h/hubploy.yaml": "images: {image_name: quay.io/Org/User}\n"},
-                                    ["deployments/h/hubploy.yaml:1: images.image_name: 'quay.io/Org/User' is not a "
-                                     "valid image reference"]),
+                             [("deployments/h/hubploy.yaml:3: images.images[0].name: "
+                               "'Registry.Example.org/Hubs/Alpha' is not a valid image reference: repository "
+                               "path 'Hubs/Alpha' must be lowercase")]),
+    "uppercase legacy image name": ({"deployments/h/hubploy.yaml": "images: {image_name: "
+                                                                   "quay.io/Org/User}\n"},
+                                    [("deployments/h/hubploy.yaml:1: images.image_name: 'quay.io/Org/User' "
+                                      "is not a valid image reference")]),
     "sops file that does not parse": ({"deployments/h/hubploy.yaml": "environments: [staging]\n",
                                        "deployments/h/secrets/staging.yaml": "a: b: c\nsops: {version: 3}\n"},
-                                      ["deployments/h/secrets/staging.yaml: cannot be parsed as YAML (line 1: mapping "
-                                       "values are not allowed"]),
+                                      [("deployments/h/secrets/staging.yaml: cannot be parsed as YAML "
+                                        "(line 1: mapping values are not allowed")]),
     "repo settings typo": ({"hubploy-repo.yaml": "chrat: hub\n", "deployments/h/hubploy.yaml": "{}\n"},
                            ["hubploy-repo.yaml:1: chrat: unknown key (hint: did you mean `chart`?)"]),
 }

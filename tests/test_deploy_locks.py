@@ -241,7 +241,8 @@ def test_a_run_waiting_for_its_release_lock_holds_no_cluster_slot(prefect_api: s
             entered_other.set()
 
     threads.append(start(other_release))
-    assert entered_other.wait(HANG), "a run waiting for its release lock blocked another release's cluster slot"
+    assert entered_other.wait(HANG), (
+        "a run waiting for its release lock blocked another release's cluster slot")
     assert not second_in.is_set()
     let_go.set()
     join(threads)
@@ -249,8 +250,8 @@ def test_a_run_waiting_for_its_release_lock_holds_no_cluster_slot(prefect_api: s
     assert _active_slots(limit_name("cluster", cluster)) == 0
 
 
-def test_a_fleet_takes_its_release_locks_once_and_its_tasks_reuse_them(prefect_api: str,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_fleet_takes_its_release_locks_once_and_its_tasks_reuse_them(
+        prefect_api: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from flows.tasks.locks import limit_name, release_lock, release_locks
 
     releases = [f"fleet-{secrets.token_hex(3)}-{i}" for i in range(3)]

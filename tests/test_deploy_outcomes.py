@@ -21,15 +21,15 @@ from typing import Any
 import pytest
 
 import hubploy.deploy
+from hubploy.cli.main import main
 from hubploy.deploy import DeployOptions, DeployResult, Outcome, deploy, rollback_hub
 from hubploy.deploy import health_gate as deploy_health
-from hubploy.deploy.release import at_least
 from hubploy.deploy import images as deploy_images
+from hubploy.deploy.release import at_least
 from hubploy.errors import DeployError, HealthCheckError
 from hubploy.helm import UpgradeFlags
-from hubploy.runner import register_secret
-from cli.main import main
 from hubploy.layout import REPOS, load_repo
+from hubploy.runner import register_secret
 
 FAKE_CLUSTER = Path(__file__).parent / "helpers" / "fake_cluster.py"
 HUB_IMAGE = "registry.example.org/hub"
@@ -216,7 +216,8 @@ NOT_READY = [
     {"kind": "Pod", "metadata": {"name": "hub-1", "labels": {"release": "h-staging", "component": "hub"}},
      "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "False"}],
                 "containerStatuses": [{"name": "hub", "ready": False, "restartCount": 4,
-                                       "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off"}},
+                                       "state": {"waiting": {"reason": "CrashLoopBackOff",
+                                                             "message": "back-off"}},
                                        "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}}}]}},
     {"kind": "Pod", "metadata": {"name": "jupyter-ann", "labels": {"component": "singleuser-server"}},
      "status": {"phase": "Pending"}},
@@ -234,8 +235,8 @@ PROVISIONING = {"type": "Warning", "reason": "ProvisioningFailed", "lastTimestam
                 "involvedObject": {"kind": "PersistentVolumeClaim", "name": "hub-db-dir"}}
 
 
-def test_an_upgrade_that_times_out_is_told_as_a_timeout_and_rolled_back(run_deploy: Callable[..., DeployResult],
-                                                                         cluster: Cluster) -> None:
+def test_an_upgrade_that_times_out_is_told_as_a_timeout_and_rolled_back(
+        run_deploy: Callable[..., DeployResult], cluster: Cluster) -> None:
     run_deploy()
     cluster.set(upgrade="not-ready", objects=NOT_READY, events=[PROVISIONING],
                 logs={"hub-1": "Traceback (most recent call last):\n    ValueError: boom from extraConfig\n",
@@ -244,16 +245,17 @@ def test_an_upgrade_that_times_out_is_told_as_a_timeout_and_rolled_back(run_depl
     with pytest.raises(DeployError) as failed:
         run_deploy(CHANGED)
     message = failed.value.message
-    assert message.startswith("helm upgrade of h-staging timed out after 60s waiting for the release to be ready "
-                              "(rolled back to revision 1's configuration as revision 3, which is serving): "
-                              "not ready: "), message
-    assert ('PersistentVolumeClaim hub-db-dir is Pending (ProvisioningFailed: storageclass.storage.k8s.io "nope" '
-            "not found)") in message
-    assert ("Pod hub-1 (container hub: CrashLoopBackOff, exit code 1, 4 restarts, last log line: ValueError: boom "
-            "from extraConfig)") in message
+    assert message.startswith("helm upgrade of h-staging timed out after 60s waiting for the release "
+                              "to be ready (rolled back to revision 1's configuration as revision 3, which "
+                              "is serving): not ready: "), message
+    assert ('PersistentVolumeClaim hub-db-dir is Pending (ProvisioningFailed: storageclass.storage.k8s.io '
+            '"nope" not found)') in message
+    assert ("Pod hub-1 (container hub: CrashLoopBackOff, exit code 1, 4 restarts, last log line: "
+            "ValueError: boom from extraConfig)") in message
     assert "Service proxy-public has no external address" in message
     assert "jupyter-ann" not in message and "proxy-1" not in message  # a user pod, a ready pod
-    assert "other-1 (container app: Error, exit code 2, last log line: connecting with token ********)" in message
+    assert ("other-1 (container app: Error, exit code 2, last log line: connecting with token ********)"
+            in message)
     assert "does not render" not in message
     rolled = run_deploy.results[-1]  # type: ignore[attr-defined]
     assert (rolled.outcome, rolled.revision_before, rolled.revision_after) == (Outcome.rolled_back, 1, 3)
@@ -267,8 +269,9 @@ def test_an_upgrade_that_times_out_is_told_as_a_timeout_and_rolled_back(run_depl
     assert rollback_argv[rollback_argv.index("--timeout") + 1] == "5m"  # not the failed upgrade's 60s
 
 
-@pytest.mark.parametrize("duration,floor,longer", [("15s", "5m", "5m"), ("30m", "5m", "30m"), ("1h5m", "5m", "1h5m"),
-                                                   ("290s", "5m", "5m"), ("not-a-duration", "5m", "not-a-duration")])
+@pytest.mark.parametrize("duration,floor,longer", [("15s", "5m", "5m"), ("30m", "5m", "30m"),
+                                                   ("1h5m", "5m", "1h5m"), ("290s", "5m", "5m"),
+                                                   ("not-a-duration", "5m", "not-a-duration")])
 def test_a_rollback_waits_at_least_its_floor(duration: str, floor: str, longer: str) -> None:
     assert at_least(duration, floor) == longer
 

@@ -56,7 +56,8 @@ class HubRepo:
         return self.root / "deployments" / self.name
 
     def set_user_image(self, reference: str) -> None:
-        (self.hub_dir / "hubploy.yaml").write_text(yaml.safe_dump({"images": {"images": [{"name": reference}]}}))
+        (self.hub_dir / "hubploy.yaml").write_text(
+            yaml.safe_dump({"images": {"images": [{"name": reference}]}}))
         self.commit("user image " + reference)
 
     def commit(self, message: str) -> None:
@@ -100,7 +101,8 @@ def hub_repo(tmp_path: Path, sandbox: Sandbox, request: pytest.FixtureRequest) -
     repo = HubRepo(root, name, sandbox, env)
     repo.set_user_image(base_image(sandbox))
     yield repo
-    sandbox.run([env["HELM_EXECUTABLE"], "uninstall", repo.release, "-n", repo.namespace], env=env, check=False)
+    sandbox.run([env["HELM_EXECUTABLE"], "uninstall", repo.release, "-n", repo.namespace],
+                env=env, check=False)
     sandbox.kubectl("delete", "namespace", repo.namespace, "--wait=false", "--ignore-not-found", check=False)
 
 
@@ -142,9 +144,11 @@ def test_first_install_upgrade_unchanged_and_redeploy(hub_repo: HubRepo) -> None
     assert [r["status"] for r in hub_repo.history()] == ["superseded"] * 3 + ["deployed"]
 
 
-def test_unchanged_release_that_is_unhealthy_fails_without_a_rollback(hub_repo: HubRepo, sandbox: Sandbox) -> None:
+def test_unchanged_release_that_is_unhealthy_fails_without_a_rollback(hub_repo: HubRepo,
+                                                                      sandbox: Sandbox) -> None:
     assert hub_repo.deploy().outcome is Outcome.deployed
-    sandbox.kubectl("scale", "deployment/proxy", "--replicas=0", "-n", hub_repo.namespace)  # users can't reach it
+    # users can't reach it
+    sandbox.kubectl("scale", "deployment/proxy", "--replicas=0", "-n", hub_repo.namespace)
     with pytest.raises(HealthCheckError, match="nothing was changed or rolled back"):
         hub_repo.deploy(DeployOptions(flags=FAST.flags, health_timeout=3))
     assert [r["status"] for r in hub_repo.history()] == ["deployed"]
@@ -164,17 +168,20 @@ def test_upgrade_that_never_becomes_ready_is_rolled_back(hub_repo: HubRepo, sand
     hub_repo.deploy()
     options = DeployOptions(set_string_values=(BROKEN_HUB,), flags=UpgradeFlags(timeout="15s", atomic=True),
                             health_timeout=30)
-    with pytest.raises(DeployError, match=r"timed out after 15s waiting for the release to be ready \(rolled back "
+    with pytest.raises(DeployError, match=r"timed out after 15s waiting for the release "
+                                          r"to be ready \(rolled back "
                                           r"to revision 1's configuration as revision 3, which is serving\): "
                                           r"not ready: Pod hub-"):
         hub_repo.deploy(options)
     history = hub_repo.history()
-    assert [(r["revision"], r["status"]) for r in history] == [(1, "superseded"), (2, "failed"), (3, "deployed")]
+    assert [(r["revision"], r["status"]) for r in history] == [(1, "superseded"),
+                                                               (2, "failed"), (3, "deployed")]
     assert hub_repo.hub_version()
 
 
 def test_failed_health_check_is_rolled_back(hub_repo: HubRepo) -> None:
-    """Every pod gets ready, but users no longer reach the hub where they did (it moved to another base URL)."""
+    """Every pod gets ready, but users no longer reach the hub where they did (it moved to another base
+    URL)."""
     hub_repo.deploy()
     broken = DeployOptions(set_string_values=("jupyterhub.hub.baseUrl=/elsewhere/",), flags=FAST.flags,
                            health_timeout=20)
@@ -214,8 +221,8 @@ def test_stuck_pending_upgrade_is_recovered(hub_repo: HubRepo, sandbox: Sandbox)
 
 def test_failed_first_install_is_cleaned_up_and_retried(hub_repo: HubRepo, sandbox: Sandbox) -> None:
     with pytest.raises(DeployError, match="no rollback was requested"):
-        hub_repo.deploy(DeployOptions(set_string_values=(BROKEN_HUB,), flags=UpgradeFlags(timeout="10s", atomic=False),
-                                      health_check=False))
+        hub_repo.deploy(DeployOptions(set_string_values=(BROKEN_HUB,),
+                                      flags=UpgradeFlags(timeout="10s", atomic=False), health_check=False))
     assert [r["status"] for r in hub_repo.history()] == ["failed"]
     result = hub_repo.deploy()
     assert result.outcome is Outcome.deployed and "only failed revisions" in result.recovered[0]
@@ -231,8 +238,10 @@ def test_missing_image_is_refused_before_helm_runs(hub_repo: HubRepo, sandbox: S
         deploy(load_repo(hub_repo.root), hub_repo.name, "staging", options=FAST, base_env=hub_repo.env,
                on_result=results.append)
     assert results[0].outcome is Outcome.refused and hub_repo.history() == []
-    gone = sandbox.kubectl("get", "namespace", hub_repo.namespace, "-o", "jsonpath={.status.phase}", check=False)
-    assert gone.returncode != 0 or gone.stdout == "Terminating", "the namespace created for it was left behind"
+    gone = sandbox.kubectl("get", "namespace", hub_repo.namespace, "-o", "jsonpath={.status.phase}",
+                           check=False)
+    assert gone.returncode != 0 or gone.stdout == "Terminating", (
+        "the namespace created for it was left behind")
 
     hub_repo.set_user_image(good)
     hub_repo.deploy()
@@ -251,8 +260,10 @@ def test_chart_that_does_not_render_changes_nothing(hub_repo: HubRepo, sandbox: 
         deploy(load_repo(hub_repo.root), hub_repo.name, "staging", options=FAST, base_env=hub_repo.env,
                on_result=results.append)
     assert results[0].outcome is Outcome.refused and hub_repo.history() == []
-    gone = sandbox.kubectl("get", "namespace", hub_repo.namespace, "-o", "jsonpath={.status.phase}", check=False)
-    assert gone.returncode != 0 or gone.stdout == "Terminating", "the namespace created for it was left behind"
+    gone = sandbox.kubectl("get", "namespace", hub_repo.namespace, "-o", "jsonpath={.status.phase}",
+                           check=False)
+    assert gone.returncode != 0 or gone.stdout == "Terminating", (
+        "the namespace created for it was left behind")
 
     broken.unlink()
     hub_repo.commit("fixed")
@@ -270,7 +281,8 @@ def test_cli_deploy_and_dry_run_never_prints_secrets(hub_repo: HubRepo) -> None:
     assert done.returncode == 0, done.stderr
     assert f"{hub_repo.release}: deployed (revision none -> 1" in done.stderr
     token = subprocess.run([str(hub_repo.sandbox.bin / "sops"), "--decrypt", "--extract",
-                            '["jupyterhub"]["proxy"]["secretToken"]', str(hub_repo.hub_dir / "secrets/staging.yaml")],
+                            '["jupyterhub"]["proxy"]["secretToken"]',
+                            str(hub_repo.hub_dir / "secrets/staging.yaml")],
                            env={**env, "SOPS_AGE_KEY_FILE": str(hub_repo.root / "example-age.key")},
                            capture_output=True, text=True, check=True).stdout.strip()
     assert len(token) > 8
@@ -284,9 +296,11 @@ def test_cli_deploy_and_dry_run_never_prints_secrets(hub_repo: HubRepo) -> None:
     assert refused.returncode == 1 and "refused in CI" in refused.stderr
 
     again = run_cli("deploy", hub_repo.name, "hub", "staging", "--timeout", "60", cwd=hub_repo.root, env=env)
-    assert again.returncode == 0 and f"{hub_repo.release}: unchanged (revision 1 -> 1" in again.stderr, again.stderr
+    assert (again.returncode == 0
+            and f"{hub_repo.release}: unchanged (revision 1 -> 1" in again.stderr), again.stderr
     forced = run_cli("deploy", hub_repo.name, "hub", "staging", "--redeploy", cwd=hub_repo.root, env=env)
-    assert forced.returncode == 0 and f"{hub_repo.release}: deployed (revision 1 -> 2" in forced.stderr, forced.stderr
+    assert (forced.returncode == 0
+            and f"{hub_repo.release}: deployed (revision 1 -> 2" in forced.stderr), forced.stderr
 
 
 @pytest.mark.prefect
@@ -311,7 +325,8 @@ def test_concurrent_deploys_of_one_release_are_serialized(hub_repo: HubRepo, pre
             errors.append(exc)
 
     # each thread gets this context, whose Prefect settings name the test server
-    threads = [threading.Thread(target=contextvars.copy_context().run, args=(one, c)) for c in ("red", "green")]
+    threads = [threading.Thread(target=contextvars.copy_context().run, args=(one, c))
+               for c in ("red", "green")]
     for t in threads:
         t.start()
     for t in threads:
@@ -331,8 +346,8 @@ def test_concurrent_deploys_of_one_release_are_serialized(hub_repo: HubRepo, pre
     assert cluster_limit.limit == load_repo(hub_repo.root).settings.cluster_concurrency
     assert len(artifacts) == 2
     text = artifacts[0].data
-    for field in ("git SHA", "values digest (secrets excluded)", "helm revision before", "helm revision after",
-                  "duration", "trigger", "jupyterhub.singleuser.image", "sha256:"):
+    for field in ("git SHA", "values digest (secrets excluded)", "helm revision before",
+                  "helm revision after", "duration", "trigger", "jupyterhub.singleuser.image", "sha256:"):
         assert field in text
 
 
@@ -350,8 +365,10 @@ def test_fleet_flow_deploys_hubs_concurrently_and_reports_each(hub_repo: HubRepo
     shutil.copytree(hub_repo.hub_dir, broken.hub_dir)
     broken.set_user_image(f"{sandbox.registry}/{broken.name}/absent:v1")
     try:
-        with pytest.raises(DeployError, match=f"1 of 3 hub\\(s\\) failed to deploy to staging: {broken.name}"):
-            deploy_hubs([hub_repo.name, other.name, broken.name], "staging", str(hub_repo.root), timeout="60s")
+        with pytest.raises(DeployError,
+                           match=f"1 of 3 hub\\(s\\) failed to deploy to staging: {broken.name}"):
+            deploy_hubs([hub_repo.name, other.name, broken.name], "staging", str(hub_repo.root),
+                        timeout="60s")
         assert hub_repo.history()[-1]["status"] == "deployed"
         assert other.history()[-1]["status"] == "deployed"
         assert broken.history() == []

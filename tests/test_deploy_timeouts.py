@@ -59,8 +59,10 @@ def test_a_hub_config_that_raises_times_out_naming_jupyterhubs_error(hub_repo: H
     result, error = _deploy(hub_repo, broken)
     print(error.message)
     assert error.message.startswith(f"helm upgrade of {hub_repo.release} timed out after 40s waiting for the "
-                                    "release to be ready (rolled back to revision 1's configuration"), error.message
-    assert "not ready: " in error.message and "Pod hub-" in error.message and "container hub: " in error.message
+                                    "release to be ready (rolled back to revision 1's "
+                                    "configuration"), error.message
+    assert ("not ready: " in error.message and "Pod hub-" in error.message
+            and "container hub: " in error.message)
     assert "last log line: ValueError: boom from extraConfig" in error.message
     assert "does not render" not in error.message
     assert result.outcome is Outcome.rolled_back and result.revision_after == 3
@@ -95,9 +97,11 @@ def test_a_failing_pre_upgrade_hook_fails_with_helms_reason_and_the_hub_keeps_se
     errors = [line for line in failed.stderr.splitlines() if line.startswith("error: ")]
     assert failed.returncode == 1 and "Traceback" not in failed.stderr and len(errors) == 1, failed.stderr
     [line] = errors
-    assert "pre-upgrade hooks failed" in line and "job migrate-users failed: BackoffLimitExceeded" in line, line
+    assert ("pre-upgrade hooks failed" in line
+            and "job migrate-users failed: BackoffLimitExceeded" in line), line
     assert "timed out" not in line and "(rolled back to revision 1's configuration" in line
     assert "hook Job migrate-users not complete (BackoffLimitExceeded" in line
-    assert "container migrate: Error, exit code 3, last log line: migration failed: no such table users" in line
+    assert ("container migrate: Error, exit code 3, last log line: migration failed: no such table users"
+            in line)
     assert [r["status"] for r in hub_repo.history()] == ["superseded", "failed", "deployed"]
     assert hub_repo.hub_version() == version

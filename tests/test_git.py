@@ -5,11 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers.gitrepo import Repo, git_env, init_repo
 
 from hubploy.errors import GitError
-from hubploy.git import (candidate_tags, changed_files, commit_exists, commit_messages, head_sha, image_tag,
-                         path_changed, shortest_alpha_prefix, uncommitted_changes)
-from helpers.gitrepo import Repo, git_env, init_repo
+from hubploy.git import (
+    candidate_tags,
+    changed_files,
+    commit_exists,
+    commit_messages,
+    head_sha,
+    image_tag,
+    path_changed,
+    shortest_alpha_prefix,
+    uncommitted_changes,
+)
 
 IMAGE = "deployments/hub/image"
 
@@ -195,7 +204,8 @@ def test_repo_root_may_be_a_subdirectory_of_the_work_tree(tmp_path: Path) -> Non
     root = repo.root / "examples" / "deploy"
     assert image_tag(root, "deployments/hub/image") == shortest_alpha_prefix(sha)
     (root / "deployments/hub/image/extra").write_text("x")
-    assert uncommitted_changes(root, "deployments/hub/image") == ["examples/deploy/deployments/hub/image/extra"]
+    assert (uncommitted_changes(root, "deployments/hub/image")
+            == ["examples/deploy/deployments/hub/image/extra"])
 
 
 def test_dirty_paths_with_spaces_and_renames(repo: Repo) -> None:

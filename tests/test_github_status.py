@@ -7,16 +7,17 @@ import logging
 import secrets
 import threading
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from prefect import flow
 from prefect_github import GitHubCredentials
 
-from hubploy.errors import CredentialsError, HubployError
 from flows.tasks.github_status import post_pr_comment, report_status
+from hubploy.errors import CredentialsError, HubployError
 
 pytestmark = pytest.mark.prefect
 

@@ -10,10 +10,16 @@ from pathlib import Path
 import pytest
 
 from hubploy import helm
-from hubploy.deploy import images as deploy_images
 from hubploy.deploy import check_images, image_references, is_transient, redact_rendered, values_digest
-from hubploy.errors import (CommandError, CommandTimeoutError, DeployError, HealthCheckError, RegistryError,
-                            UpgradeError)
+from hubploy.deploy import images as deploy_images
+from hubploy.errors import (
+    CommandError,
+    CommandTimeoutError,
+    DeployError,
+    HealthCheckError,
+    RegistryError,
+    UpgradeError,
+)
 from hubploy.registry import RegistryCredentials
 from hubploy.runner import REDACTED
 
@@ -51,7 +57,8 @@ def test_template_uses_exactly_the_upgrade_values() -> None:
 
 def test_query_and_lifecycle_argv() -> None:
     assert helm.dependency_update_argv("helm", "/repo/hub") == ["helm", "dependency", "update", "/repo/hub"]
-    assert helm.status_argv("helm", "r", "ns") == ["helm", "status", "r", "--namespace", "ns", "--output", "json"]
+    assert helm.status_argv("helm", "r", "ns") == ["helm", "status", "r", "--namespace", "ns",
+                                                   "--output", "json"]
     assert helm.history_argv("helm", "r", "ns", kube_context="c") == [
         "helm", "history", "r", "--namespace", "ns", "--output", "json", "--kube-context", "c"]
     assert helm.get_values_argv("helm", "r", "ns", revision=3, all_values=True) == [
@@ -95,8 +102,8 @@ def test_history_parsing_and_last_deployed() -> None:
          "description": "Upgrade complete"},
         {"revision": 1, "status": "superseded", "chart": "hub-0.1.0", "app_version": "5", "updated": "t1",
          "description": "Install complete"},
-        {"revision": 3, "status": "pending-upgrade", "chart": "hub-0.1.0", "app_version": "5", "updated": "t3",
-         "description": "Preparing upgrade"}])
+        {"revision": 3, "status": "pending-upgrade", "chart": "hub-0.1.0", "app_version": "5",
+         "updated": "t3", "description": "Preparing upgrade"}])
     history = helm.parse_history(out)
     assert [r.revision for r in history] == [1, 2, 3]
     assert helm.last_deployed(history).revision == 2
@@ -138,7 +145,8 @@ def test_redact_rendered_hides_secret_data_and_secret_strings() -> None:
 
 
 def test_only_transient_errors_are_retried() -> None:
-    assert is_transient(CommandError(["helm"], 1, "Error: dial tcp 127.0.0.1:6443: connect: connection refused"))
+    assert is_transient(CommandError(["helm"], 1,
+                                     "Error: dial tcp 127.0.0.1:6443: connect: connection refused"))
     assert is_transient(CommandError(["helm"], 1, "Error: UPGRADE FAILED: another operation "
                                                   "(install/upgrade/rollback) is in progress"))
     assert is_transient(RegistryError("503", status=503))
@@ -148,10 +156,10 @@ def test_only_transient_errors_are_retried() -> None:
     assert not is_transient(HealthCheckError("hub down: connection refused"))
     assert not is_transient(ValueError("connection refused"))
     logged = "not ready: Pod hub-1 (container hub: Error, last log line: connection refused)"
-    assert not is_transient(UpgradeError(f"timed out ...: {logged}", reason="Error: context deadline exceeded",
-                                         timed_out=True))
-    assert not is_transient(UpgradeError(f"failed: hook; {logged}", reason="Error: job failed: BackoffLimitExceeded",
-                                         timed_out=False))
+    assert not is_transient(UpgradeError(f"timed out ...: {logged}",
+                                         reason="Error: context deadline exceeded", timed_out=True))
+    assert not is_transient(UpgradeError(f"failed: hook; {logged}",
+                                         reason="Error: job failed: BackoffLimitExceeded", timed_out=False))
     assert is_transient(UpgradeError("failed", reason="Error: UPGRADE FAILED: etcdserver: request timed out",
                                      timed_out=False))
 
@@ -188,8 +196,10 @@ def test_image_lookup_logs_in_once_per_host_only_when_refused(monkeypatch: pytes
 
 
 def test_missing_images_are_all_named() -> None:
-    merged = {"hub": {"image": {"name": "r/hub", "tag": "1"}}, "user": {"image": {"name": "r/user", "tag": "2"}}}
+    merged = {"hub": {"image": {"name": "r/hub", "tag": "1"}},
+              "user": {"image": {"name": "r/user", "tag": "2"}}}
     with pytest.raises(DeployError, match=r"r/hub:1 \(at hub.image\); r/user:2 \(at user.image\)"):
         check_images(merged, lambda name, tag: None)
     refs = check_images(merged, lambda name, tag: f"sha256:{name}")
-    assert [(r.reference, r.digest) for r in refs] == [("r/hub:1", "sha256:r/hub"), ("r/user:2", "sha256:r/user")]
+    assert [(r.reference, r.digest) for r in refs] == [("r/hub:1", "sha256:r/hub"),
+                                                       ("r/user:2", "sha256:r/user")]

@@ -17,7 +17,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from test_deploy_outcomes import Cluster
 
-from cli.main import main
+from hubploy.cli.main import main
 from hubploy.config.repo_settings import Notice, RepoSettings
 from hubploy.deploy import DeployResult, Outcome
 

@@ -45,7 +45,8 @@ def test_public_images_are_found_with_anonymous_token_auth(token_registry: Token
     assert digest is not None and digest == _sandbox_digest(sandbox, "jupyterhub/k8s-hub", "4.4.0")
     assert manifest_digest(name, "no-such-tag") is None  # absent, not an error
     # the token service was asked as the challenge said, anonymously, and the token is never logged
-    assert token_registry.token_requests[0] == {"service": SERVICE, "scope": "repository:jupyterhub/k8s-hub:pull",
+    assert token_registry.token_requests[0] == {"service": SERVICE,
+                                                "scope": "repository:jupyterhub/k8s-hub:pull",
                                                 "basic": "False"}
     assert all(redact(token) == REDACTED for token in token_registry._tokens)
 
@@ -107,7 +108,8 @@ def _lookups(merged: dict, check: ImageCheck, built: set[str]) -> list[str]:
 MERGED = {"jupyterhub": {"hub": {"image": {"name": "quay.io/jupyterhub/k8s-hub", "tag": "4.4.0"}},
                          "proxy": {"chp": {"image": {"name": "quay.io/jupyterhub/configurable-http-proxy",
                                                      "tag": "5.2.0"}}},
-                         "singleuser": {"image": {"name": "us-docker.pkg.dev/org/hubs/user", "tag": "abc1234"}},
+                         "singleuser": {"image": {"name": "us-docker.pkg.dev/org/hubs/user",
+                                                  "tag": "abc1234"}},
                          "prePuller": {"pause": {"image": {"name": "pause", "tag": "3.10"}}}}}
 
 

@@ -135,7 +135,8 @@ def test_recorded_rebuild_tag_applies_only_to_its_source_tag(repo: Repo) -> None
     assert effective_tag(hub, user) == f"{tag}-r20261127"
     assert effective_tag(hub, hub.images[1]) == tag  # no record for the hub image
     assert read_rebuild_tags(hub.dir)[user.name]["source_tag"] == tag
-    repo.commit({"deployments/physics/images/user/Dockerfile": "FROM scratch\nENV B=2\n"}, "change user image")
+    repo.commit({"deployments/physics/images/user/Dockerfile": "FROM scratch\nENV B=2\n"},
+                "change user image")
     new_tag = git.shortest_alpha_prefix(repo.head())
     assert effective_tag(_hub(repo), user) == new_tag  # the record is stale now
 
@@ -190,7 +191,8 @@ def test_no_mode_is_a_clear_error(repo: Repo, tmp_path: Path) -> None:
     with pytest.raises(HubployError, match="neither a push nor a pull_request"):
         range_from_event(repo.root, {"action": "opened"})
     with pytest.raises(HubployError, match="cannot read the GitHub event file"):
-        detect_commit_range(repo.root, {"GITHUB_ACTIONS": "true", "GITHUB_EVENT_PATH": str(tmp_path / "nope")})
+        detect_commit_range(repo.root, {"GITHUB_ACTIONS": "true",
+                                        "GITHUB_EVENT_PATH": str(tmp_path / "nope")})
 
 
 # ------------------------------------------------------------------ build argv and rules
@@ -203,9 +205,10 @@ def test_buildah_build_argv(tmp_path: Path) -> None:
                            cache_from="localhost:5000/hub/user:0f0f0f0", build_args={"A": "1"})
     assert BuildahBackend(ca_bundle=ca).build_argv(request, auth) == [
         "buildah", "--storage-driver", "vfs", "bud", "--isolation", "chroot", "--layers",
-        "-t", "localhost:5000/hub/user:1a2b3c4", "--authfile", str(tmp_path / "auth.json"), "--tls-verify=false",
-        "--cache-from", "localhost:5000/hub/user", "--build-arg", "A=1",
-        "-v", f"{ca}:/etc/ssl/certs/ca-certificates.crt:ro", "-f", str(tmp_path / "Dockerfile"), str(tmp_path)]
+        "-t", "localhost:5000/hub/user:1a2b3c4", "--authfile", str(tmp_path / "auth.json"),
+        "--tls-verify=false", "--cache-from", "localhost:5000/hub/user", "--build-arg", "A=1",
+        "-v", f"{ca}:/etc/ssl/certs/ca-certificates.crt:ro",
+        "-f", str(tmp_path / "Dockerfile"), str(tmp_path)]
     no_cache = BuildRequest("gcr.io/p/user", "abc1234", tmp_path, tmp_path / "Dockerfile", no_cache=True)
     assert BuildahBackend(ca_bundle=tmp_path / "missing").build_argv(no_cache, None) == [
         "buildah", "--storage-driver", "vfs", "bud", "--isolation", "chroot", "--layers",
@@ -216,15 +219,17 @@ def test_buildah_push_and_pull_argv(tmp_path: Path) -> None:
     auth = AuthFiles(tmp_path / "auth.json", {})
     backend = BuildahBackend()
     assert backend.push_argv("localhost:5000/hub/user:1a2b3c4", auth, tmp_path / "digest") == [
-        "buildah", "--storage-driver", "vfs", "push", "--retry", "0", "--authfile", str(tmp_path / "auth.json"),
+        "buildah", "--storage-driver", "vfs", "push", "--retry", "0",
+        "--authfile", str(tmp_path / "auth.json"),
         "--tls-verify=false", "--digestfile", str(tmp_path / "digest"),
         "localhost:5000/hub/user:1a2b3c4", "docker://localhost:5000/hub/user:1a2b3c4"]
     assert backend.push_argv("us-docker.pkg.dev/p/r/user:1a2b3c4", auth, tmp_path / "d") == [
-        "buildah", "--storage-driver", "vfs", "push", "--retry", "0", "--authfile", str(tmp_path / "auth.json"),
-        "--digestfile", str(tmp_path / "d"),
+        "buildah", "--storage-driver", "vfs", "push", "--retry", "0",
+        "--authfile", str(tmp_path / "auth.json"), "--digestfile", str(tmp_path / "d"),
         "us-docker.pkg.dev/p/r/user:1a2b3c4", "docker://us-docker.pkg.dev/p/r/user:1a2b3c4"]
     assert backend.pull_argv("127.0.0.1:5000/u:t", None) == [
-        "buildah", "--storage-driver", "vfs", "pull", "--quiet", "--retry", "0", "--tls-verify=false", "docker://127.0.0.1:5000/u:t"]
+        "buildah", "--storage-driver", "vfs", "pull", "--quiet", "--retry", "0", "--tls-verify=false",
+        "docker://127.0.0.1:5000/u:t"]
 
 
 def test_repo2docker_only_dir_is_refused_not_pretended(tmp_path: Path) -> None:
@@ -281,7 +286,8 @@ def test_buildah_failures_map_to_registry_errors() -> None:
     def err(text: str) -> RegistryError | None:
         return registry_error(CommandError(["buildah", "push"], 125, text), "localhost:5000/a:b")
 
-    unauthorized = err('Error: pushing image ... exists in localhost:5000/a: unauthorized: authentication required')
+    unauthorized = err('Error: pushing image ... exists in localhost:5000/a: '
+                       'unauthorized: authentication required')
     assert unauthorized is not None and unauthorized.status == 401 and not unauthorized.transient
     assert str(unauthorized).startswith("registry localhost:5000 refused localhost:5000/a:b (HTTP 401): "
                                         "unauthorized: authentication required")
@@ -314,7 +320,8 @@ def test_gcloud_login_argv_and_env(tmp_path: Path) -> None:
 
 
 def test_aws_login_argv_and_env(tmp_path: Path) -> None:
-    cmd = aws_login(tmp_path / "aws", "123456789012", "us-west-2", AwsKeys("AKIAEXAMPLE", "s3cr3tkey", "tok3n"))
+    cmd = aws_login(tmp_path / "aws", "123456789012", "us-west-2",
+                    AwsKeys("AKIAEXAMPLE", "s3cr3tkey", "tok3n"))
     assert cmd.argv == ["aws", "ecr", "get-login-password", "--region", "us-west-2"]
     assert cmd.env == {"AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "aws" / "credentials"),
                        "AWS_CONFIG_FILE": str(tmp_path / "aws" / "config"), "AWS_PAGER": "",
@@ -378,7 +385,8 @@ def test_only_transient_failures_are_retried() -> None:
     assert not is_transient(RegistryError("forbidden", status=403))
     assert is_transient(RegistryError("down", status=503)) and is_transient(RegistryError("no answer"))
     assert is_transient(ConnectionResetError()) and is_transient(TimeoutError())
-    assert is_transient(CommandError(["buildah"], 125, "dial tcp 127.0.0.1:5000: connect: connection refused"))
+    assert is_transient(CommandError(["buildah"], 125,
+                                     "dial tcp 127.0.0.1:5000: connect: connection refused"))
     assert is_transient(CommandError(["buildah"], 125, "received unexpected HTTP status: 502 Bad Gateway"))
     assert not is_transient(CommandError(["buildah"], 125, "unauthorized: authentication required"))
     assert not is_transient(BuildError("RUN false failed"))
@@ -408,7 +416,8 @@ def test_docker_backend_push_digest_auth_and_errors(tmp_path: Path) -> None:
     with auth_files(creds) as auth:
         assert DockerBackend(client).push("localhost:5000/a/b:t", auth) == "sha256:feed"
         assert images.calls[-1] == ("push", "localhost:5000/a/b", {
-            "tag": "t", "auth_config": {"username": "ci", "password": "cipass-9876"}, "stream": True, "decode": True})
+            "tag": "t", "auth_config": {"username": "ci", "password": "cipass-9876"},
+            "stream": True, "decode": True})
         images.push_lines = [{"error": "unauthorized: authentication required"}]
         with pytest.raises(RegistryError) as info:
             DockerBackend(client).push("localhost:5000/a/b:t", auth)
@@ -416,8 +425,8 @@ def test_docker_backend_push_digest_auth_and_errors(tmp_path: Path) -> None:
     request = BuildRequest("r/x", "t1", tmp_path, tmp_path / "Dockerfile", cache_from="r/x:t0")
     DockerBackend(client).build(request, None)
     assert images.calls[-1] == ("build", {"path": str(tmp_path), "dockerfile": str(tmp_path / "Dockerfile"),
-                                          "tag": "r/x:t1", "nocache": False, "rm": True, "cache_from": ["r/x:t0"],
-                                          "buildargs": None})
+                                          "tag": "r/x:t1", "nocache": False, "rm": True,
+                                          "cache_from": ["r/x:t0"], "buildargs": None})
 
 
 def test_buildah_is_selected_when_no_docker_daemon_answers(tmp_path: Path) -> None:
@@ -429,11 +438,13 @@ def test_buildah_is_selected_when_no_docker_daemon_answers(tmp_path: Path) -> No
 
     with socket.socket(socket.AF_UNIX) as silent:  # a socket file whose daemon does not answer
         silent.bind(str(tmp_path / "silent.sock"))
-        assert isinstance(select_backend({"DOCKER_HOST": f"unix://{tmp_path / 'silent.sock'}"}), BuildahBackend)
+        assert isinstance(select_backend({"DOCKER_HOST": f"unix://{tmp_path / 'silent.sock'}"}),
+                          BuildahBackend)
 
 
 @pytest.mark.prefect
-def test_flow_builds_concurrently_up_to_the_limit(prefect_api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_flow_builds_concurrently_up_to_the_limit(prefect_api, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     import threading
     import time
 
@@ -474,7 +485,8 @@ def test_registry_credentials_from_env_and_key_files(tmp_path: Path) -> None:
 
     env = {"HUBPLOY_REGISTRY": "localhost:5000", "HUBPLOY_REGISTRY_USERNAME": "u",
            "HUBPLOY_REGISTRY_PASSWORD": "pw-12345"}
-    assert credentials_from_env("localhost:5000", env) == RegistryCredentials("localhost:5000", "u", "pw-12345")
+    assert credentials_from_env("localhost:5000", env) == RegistryCredentials("localhost:5000",
+                                                                              "u", "pw-12345")
     assert credentials_from_env("gcr.io", env) is None
     token = base64.b64encode(b"robot:robot-pass").decode()
     repo = init_repo(tmp_path / "repo")
@@ -484,14 +496,18 @@ def test_registry_credentials_from_env_and_key_files(tmp_path: Path) -> None:
                                                "    provider: dockerconfig\n    dockerconfig:\n"
                                                "      filename: docker-config.json\n",
                  "deployments/h/image/Dockerfile": "FROM scratch\n",
-                 "deployments/h/secrets/docker-config.json": json.dumps({"auths": {"https://quay.io": {"auth": token}}})},
+                 "deployments/h/secrets/docker-config.json":
+                 json.dumps({"auths": {"https://quay.io": {"auth": token}}})},
                 "hub")
     hub = load_repo(repo.root).load_hub("h")
-    assert credentials_from_key_files(hub, "quay.io", os.environ) == RegistryCredentials("quay.io", "robot", "robot-pass")
+    assert credentials_from_key_files(hub, "quay.io", os.environ) == RegistryCredentials(
+        "quay.io", "robot", "robot-pass")
     with pytest.raises(HubployError, match="no credentials for ghcr.io"):
         credentials_from_key_files(hub, "ghcr.io", os.environ)
-    assert aws_keys({"creds": {"aws_access_key_id": "AKIA1", "aws_secret_access_key": "sk"}}) == AwsKeys("AKIA1", "sk")
-    assert aws_keys({"default": {"aws_access_key_id": "AKIA2", "aws_secret_access_key": "sk2"}}).access_key_id == "AKIA2"
+    assert aws_keys({"creds": {"aws_access_key_id": "AKIA1",
+                               "aws_secret_access_key": "sk"}}) == AwsKeys("AKIA1", "sk")
+    assert aws_keys({"default": {"aws_access_key_id": "AKIA2",
+                                 "aws_secret_access_key": "sk2"}}).access_key_id == "AKIA2"
 
 
 @pytest.mark.prefect
@@ -520,17 +536,20 @@ def test_flow_reports_a_failed_build_in_the_artifact_and_fails(prefect_api, tmp_
         [artifact] = client.read_artifacts(artifact_filter=ArtifactFilter(
             key=ArtifactFilterKey(any_=["image-builds"]),
             flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
-    rows = {row["image"]: row for row in (json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data)}
+    rows = {row["image"]: row
+            for row in (json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data)}
     assert artifact.key == "image-builds"
     assert rows["registry.example.org/t/r2d"]["result"] == "failed"
     assert rows["registry.example.org/t/r2d"]["reason"].startswith("BuildError: ") and \
         "repo2docker cannot run here" in rows["registry.example.org/t/r2d"]["reason"]
-    assert (rows["registry.example.org/t/ok"]["result"], rows["registry.example.org/t/ok"]["digest"]) == ("built", "sha256:0")
+    assert (rows["registry.example.org/t/ok"]["result"],
+            rows["registry.example.org/t/ok"]["digest"]) == ("built", "sha256:0")
     assert [r.name for r in backend.builds] == ["registry.example.org/t/ok"]
 
 
 FAKE_CLOUD_CLI = """#!/bin/sh
-echo "$(basename "$0") $*|CLOUDSDK_CONFIG=$CLOUDSDK_CONFIG|AWS_SHARED_CREDENTIALS_FILE=$AWS_SHARED_CREDENTIALS_FILE\
+echo "$(basename "$0") $*|CLOUDSDK_CONFIG=$CLOUDSDK_CONFIG\
+|AWS_SHARED_CREDENTIALS_FILE=$AWS_SHARED_CREDENTIALS_FILE\
 |AZURE_CONFIG_DIR=$AZURE_CONFIG_DIR" >> "$FAKE_CLOUD_LOG"
 case "$(basename "$0") $1 $2" in
   "gcloud auth print-access-token") echo ya29.fake-token ;;
@@ -560,29 +579,33 @@ def test_cloud_registry_logins_through_the_cloud_credential_blocks(prefect_api, 
     suffix = os.urandom(4).hex()
     GcpClusterCredentials(service_account_info={"type": "service_account", "client_email": "ci@p.iam",
                                                 "private_key": "-----BEGIN PRIVATE KEY-----x"},
-                          project="p", cluster="c", location="us-central1").save(f"g-{suffix}", overwrite=True)
+                          project="p", cluster="c", location="us-central1").save(f"g-{suffix}",
+                                                                                 overwrite=True)
     AwsClusterCredentials(aws_access_key_id="AKIAFAKE", aws_secret_access_key="aws-secret-fake",
                           cluster="c", region="us-west-2").save(f"a-{suffix}", overwrite=True)
     AzureClusterCredentials(client_id="app", tenant_id="tenant", client_secret="az-secret-fake",
                             resource_group="rg", cluster="c").save(f"z-{suffix}", overwrite=True)
     registries = {
-        "g": ("us-docker.pkg.dev/p/r/user", f"provider: gcloud\n    gcloud:\n      credentials_block: g-{suffix}\n"),
+        "g": ("us-docker.pkg.dev/p/r/user",
+              f"provider: gcloud\n    gcloud:\n      credentials_block: g-{suffix}\n"),
         "a": ("123456789012.dkr.ecr.us-west-2.amazonaws.com/user",
-              f"provider: aws\n    aws:\n      account_id: '123456789012'\n      region: us-west-2\n"
-              f"      credentials_block: a-{suffix}\n"),
+              (f"provider: aws\n    aws:\n      account_id: '123456789012'\n      region: us-west-2\n"
+               f"      credentials_block: a-{suffix}\n")),
         "z": ("myacr.azurecr.io/user",
-              f"provider: azure\n    azure:\n      resource_group: rg\n      registry: myacr\n"
-              f"      credentials_block: z-{suffix}\n")}
+              (f"provider: azure\n    azure:\n      resource_group: rg\n      registry: myacr\n"
+               f"      credentials_block: z-{suffix}\n"))}
     repo = init_repo(tmp_path / "repo")
     files = {"hub/Chart.yaml": "apiVersion: v2\nname: hub\nversion: 0.1.0\n"}
     for hub, (image, registry) in registries.items():
-        files[f"deployments/{hub}/hubploy.yaml"] = f"images:\n  image_name: {image}\n  registry:\n    {registry}"
+        files[f"deployments/{hub}/hubploy.yaml"] = (f"images:\n  image_name: {image}\n  registry:\n"
+                                                    f"    {registry}")
         files[f"deployments/{hub}/image/Dockerfile"] = "FROM scratch\n"
     repo.commit(files, "hubs")
     deployment = load_repo(repo.root)
 
     def login(hub: str) -> RegistryCredentials | None:
-        return hub_registry_credentials(deployment.load_hub(hub), registries[hub][0].split("/")[0], dict(os.environ))
+        return hub_registry_credentials(deployment.load_hub(hub),
+                                        registries[hub][0].split("/")[0], dict(os.environ))
 
     assert login("g") == RegistryCredentials("us-docker.pkg.dev", "oauth2accesstoken", "ya29.fake-token")
     assert login("a") == RegistryCredentials("123456789012.dkr.ecr.us-west-2.amazonaws.com", "AWS",

@@ -20,6 +20,7 @@ import yaml
 from fixtures.prefect_worker import PREFECT, PROJECT_ROOT, _prefect, wait_for_state
 from fixtures.sandbox import Sandbox
 from helpers.fleet_repo import fleet_repo
+
 from hubploy_sandbox import image_envs
 from hubploy_sandbox.images import BASE_REPOSITORY, BASE_TAG, ensure_base_image
 

@@ -64,14 +64,16 @@ class DeployRepo:
         return f"deployments/{self.hub}/config/{name}"
 
     def origin_git(self, *args: str) -> str:
-        return subprocess.run(["git", "-C", self.url, *args], capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(["git", "-C", self.url, *args],
+                              capture_output=True, text=True, check=True).stdout.strip()
 
     def prod_parents(self) -> list[str]:
         return self.origin_git("rev-list", "--parents", "-n", "1", "prod").split()[1:]
 
     def helm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         env = self.sandbox.env
-        return subprocess.run([env["HELM_EXECUTABLE"], *args], env=env, capture_output=True, text=True, check=check)
+        return subprocess.run([env["HELM_EXECUTABLE"], *args], env=env,
+                              capture_output=True, text=True, check=check)
 
     def revisions(self, env: str) -> list[dict[str, Any]]:
         out = self.helm("history", f"{self.hub}-{env}", "-n", f"{self.hub}-{env}", "-o", "json", check=False)
@@ -205,7 +207,8 @@ def change_values(repo: DeployRepo, text: str) -> str:
                       + text}, f"change {secrets.token_hex(2)}")
 
 
-def approve_until_prod(repo: DeployRepo, run_id: UUID, sha: str, worker: Worker, reason: str, approver: str) -> None:
+def approve_until_prod(repo: DeployRepo, run_id: UUID, sha: str, worker: Worker,
+                       reason: str, approver: str) -> None:
     """`hubploy approve` the waiting run, which then completes with ``sha`` merged into prod and deployed."""
     approved = run_cli("approve", str(run_id), "--reason", reason, "--as", approver, cwd=PROJECT_ROOT)
     assert approved.returncode == 0, approved.stderr
@@ -215,7 +218,8 @@ def approve_until_prod(repo: DeployRepo, run_id: UUID, sha: str, worker: Worker,
     assert repo.revisions("prod")[-1]["status"] == "deployed"
 
 
-def test_approved_change_reaches_prod_at_the_approved_sha(deploy_repo: DeployRepo, hubploy_worker: Worker) -> None:
+def test_approved_change_reaches_prod_at_the_approved_sha(deploy_repo: DeployRepo,
+                                                          hubploy_worker: Worker) -> None:
     repo = deploy_repo
     sha = change_values(repo, "# a comment-only change still counts\n")
     run_id = repo.start(sha)
@@ -237,7 +241,8 @@ def test_rejection_leaves_prod_untouched(deploy_repo: DeployRepo, hubploy_worker
     prod_before = repo.origin_git("rev-parse", "prod")
     run_id = repo.start(change_values(repo, "# reject me\n"))
     wait_for_state(run_id, paused, worker=hubploy_worker)
-    assert run_cli("approve", str(run_id), "--reject", "--reason", "not now", cwd=PROJECT_ROOT).returncode == 0
+    assert run_cli("approve", str(run_id), "--reject", "--reason", "not now",
+                   cwd=PROJECT_ROOT).returncode == 0
     run = wait_for_state(run_id, final, worker=hubploy_worker)
     assert (run.state.type.value, run.state.name) == ("CANCELLED", "Rejected")
     assert "not now" in run.state.message and "prod untouched" in run.state.message
@@ -275,7 +280,8 @@ def test_staging_health_failure_rolls_back_and_asks_no_approval(deploy_repo: Dep
     assert f"{repo.hub}: helm upgrade of {repo.hub}-staging timed out after 2m" in run.state.message
     assert "not ready: " in run.state.message
     history = repo.revisions("staging")
-    assert history[-1]["status"] == "deployed" and f"Rollback to {good_revision}" in history[-1]["description"]
+    assert (history[-1]["status"] == "deployed"
+            and f"Rollback to {good_revision}" in history[-1]["description"])
     assert repo.revisions("prod") == []
 
 
@@ -290,7 +296,8 @@ def test_staging_moving_on_during_the_wait_promotes_the_approved_sha(deploy_repo
     run = wait_for_state(run_id, final, worker=hubploy_worker)
     assert run.state.is_completed(), run.state.message
     assert repo.prod_parents()[1] == approved
-    assert subprocess.run(["git", "-C", repo.url, "merge-base", "--is-ancestor", newer, "prod"]).returncode == 1
+    assert subprocess.run(["git", "-C", repo.url, "merge-base", "--is-ancestor", newer,
+                           "prod"]).returncode == 1
 
 
 def test_approval_survives_a_worker_restart(deploy_repo: DeployRepo, hubploy_worker: Worker) -> None:
@@ -320,7 +327,8 @@ def report_approval_latency(run_id: UUID, repo: DeployRepo) -> None:
     running = next(s.timestamp for s in later if s.is_running())
     with get_client(sync_client=True) as client:
         tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
-    prod_task = min(t.start_time for t in tasks if t.name.startswith(f"deploy-{repo.hub}-prod") and t.start_time)
+    prod_task = min(t.start_time
+                    for t in tasks if t.name.startswith(f"deploy-{repo.hub}-prod") and t.start_time)
     helm = helm_time(repo.revisions("prod")[-1]["updated"])
     print(f"\napproval latency: resume → Running {(running - resumed.timestamp).total_seconds():.2f} s, "
           f"→ prod deploy task {(prod_task - resumed.timestamp).total_seconds():.2f} s, "
@@ -466,7 +474,8 @@ def test_a_decision_counts_only_for_the_commit_shown_and_from_a_listed_approver(
     assert any("Approval by mallory refused" in w for w in warnings), warnings
 
 
-def test_freeze_window_refuses_approval_until_it_ends(deploy_repo: DeployRepo, hubploy_worker: Worker) -> None:
+def test_freeze_window_refuses_approval_until_it_ends(deploy_repo: DeployRepo,
+                                                      hubploy_worker: Worker) -> None:
     repo = deploy_repo
     settings = yaml.safe_load((repo.work.root / "hubploy-repo.yaml").read_text())
     settings["freeze_windows"] = [{"start": "2020-01-01", "end": "2099-01-01", "reason": "exam weeks"}]

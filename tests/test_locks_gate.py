@@ -15,6 +15,7 @@ from helpers.threads import HANG, Occupancy, join, start, wait_until
 
 from flows.tasks.locks import SlotGate
 
+
 class Full(Exception):
     """The stand-in server refuses: the limit is full."""
 

@@ -28,7 +28,8 @@ from helpers.gitrepo import init_repo
 
 pytestmark = pytest.mark.sandbox
 
-AGE_RECIPIENT = next(line.split(": ", 1)[1] for line in (PROJECT_ROOT / "example-age.key").read_text().splitlines()
+AGE_RECIPIENT = next(line.split(": ", 1)[1]
+                     for line in (PROJECT_ROOT / "example-age.key").read_text().splitlines()
                      if line.startswith("# public key: "))
 JUPYTERHUB_CHART = PROJECT_ROOT / "sandbox" / "charts" / "jupyterhub"
 SANDBOX_IMAGES = yaml.safe_load((PROJECT_ROOT / "hub" / "values.yaml").read_text())["jupyterhub"]
@@ -59,10 +60,13 @@ def chart_repo(tmp_path_factory: pytest.TempPathFactory, sandbox: Sandbox) -> It
     (pangeo / "Chart.yaml").write_text(yaml.safe_dump({
         "apiVersion": "v2", "name": "pangeo", "version": "21.1.0",
         "dependencies": [{"name": "jupyterhub", "version": "4.4.0", "repository": url}]}))
-    (pangeo / "values.yaml").write_text(yaml.safe_dump({"jupyterhub": {"singleuser": {"defaultUrl": "/lab"}}}))
+    (pangeo / "values.yaml").write_text(
+        yaml.safe_dump({"jupyterhub": {"singleuser": {"defaultUrl": "/lab"}}}))
     shutil.copy(directory / "jupyterhub-4.4.0.tgz", pangeo / "charts")
-    subprocess.run([*helm, "package", str(pangeo), "-d", str(directory)], env=env, check=True, capture_output=True)
-    subprocess.run([*helm, "repo", "index", str(directory), "--url", url], env=env, check=True, capture_output=True)
+    subprocess.run([*helm, "package", str(pangeo), "-d", str(directory)], env=env,
+                   check=True, capture_output=True)
+    subprocess.run([*helm, "repo", "index", str(directory), "--url", url], env=env,
+                   check=True, capture_output=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -93,7 +97,8 @@ def encrypt(root: Path, rel: str, content: dict, sandbox: Sandbox) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     kind = "json" if path.suffix == ".json" else "yaml"
     plain = json.dumps(content) if kind == "json" else yaml.safe_dump(content)
-    done = subprocess.run([str(sandbox.bin / "sops"), "--encrypt", "--age", AGE_RECIPIENT, "--input-type", kind,
+    done = subprocess.run([str(sandbox.bin / "sops"), "--encrypt", "--age", AGE_RECIPIENT,
+                           "--input-type", kind,
                            "--output-type", kind, "/dev/stdin"], input=plain, capture_output=True, text=True,
                           env=sandbox.env, cwd=root, check=True)  # no .sops.yaml there: --age decides
     path.write_text(done.stdout)
@@ -104,7 +109,8 @@ def umbrella(repo_url: str, name: str = "hub", dependency: str = "jupyterhub", v
     """A datahub-style umbrella chart: a remote dependency, values under its key, an extra template."""
     return {
         f"{name}/Chart.yaml": {"apiVersion": "v2", "name": name, "version": "0.1.0",
-                               "dependencies": [{"name": dependency, "version": version, "repository": repo_url}]},
+                               "dependencies": [{"name": dependency, "version": version,
+                                                 "repository": repo_url}]},
         f"{name}/values.yaml": {key: {"jupyterhub": SANDBOX_IMAGES} if key == "pangeo" else SANDBOX_IMAGES},
         f"{name}/templates/nfs-pvc.yaml": ("apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n"
                                            "  name: home-nfs\nspec:\n  accessModes: [ReadWriteMany]\n"
@@ -130,8 +136,8 @@ def datahub(root: Path, chart_repo: ChartRepo, sandbox: Sandbox) -> Path:
         "deployments/datahub/config/common.yaml": {"jupyterhub": {"singleuser": {"memory": {"limit": "2G"}},
                                                                   "hub": {"config": {"JupyterHub": {
                                                                       "authenticator_class": "dummy"}}}}},
-        "deployments/datahub/config/staging.yaml": {"jupyterhub": {"ingress": {"enabled": True,
-                                                                               "hosts": ["staging.datahub.org"]}}},
+        "deployments/datahub/config/staging.yaml": {"jupyterhub": {"ingress": {
+            "enabled": True, "hosts": ["staging.datahub.org"]}}},
         "deployments/datahub/config/prod.yaml": {"jupyterhub": {"ingress": {"enabled": True,
                                                                             "hosts": ["datahub.org"]}}},
         "deployments/datahub/config/filestore/squash-flags.json": "{\"not\": \"read by hubploy\"}\n",
@@ -141,10 +147,13 @@ def datahub(root: Path, chart_repo: ChartRepo, sandbox: Sandbox) -> Path:
             "cluster": gke},
         "deployments/data100/config/common.yaml": {"jupyterhub": {"singleuser": {"defaultUrl": "/tree"}}},
         "deployments/data8/hubploy.yaml": {  # the v1 form: the tag pinned by the image repository's bot
-            "images": {"images": [{"name": "us-central1-docker.pkg.dev/ucb-datahub-2018/user-images/data8:511c4637d7"}]},
-            "cluster": {"provider": "gcloud", "gcloud": {k: v for k, v in gke["gcloud"].items() if k != "service_key"}},
+            "images": {"images": [
+                {"name": "us-central1-docker.pkg.dev/ucb-datahub-2018/user-images/data8:511c4637d7"}]},
+            "cluster": {"provider": "gcloud",
+                        "gcloud": {k: v for k, v in gke["gcloud"].items() if k != "service_key"}},
             "environments": ["staging", "prod"]},
-        "deployments/template/{{cookiecutter.hub_name}}/config/common.yaml": "jupyterhub: {{ cookiecutter.x }}\n",
+        "deployments/template/{{cookiecutter.hub_name}}/config/common.yaml":
+            "jupyterhub: {{ cookiecutter.x }}\n",
         "deployments/template/cookiecutter.json": "{\"hub_name\": \"newhub\"}\n",
     })
     for hub in ("datahub", "data100", "data8"):
@@ -174,7 +183,8 @@ def hubploy_template(root: Path, chart_repo: ChartRepo, sandbox: Sandbox) -> Pat
                        "registry": {"provider": "gcloud", "gcloud": {"project": "my-project",
                                                                       "service_key": "registry-key.json"}}},
             "cluster": {"provider": "gcloud", "gcloud": {"project": "my-project", "cluster": "myhub-cluster",
-                                                         "zone": "us-central1-b", "service_key": "deployer.json"}}},
+                                                         "zone": "us-central1-b",
+                                                         "service_key": "deployer.json"}}},
         "deployments/myhub/image/environment.yml": "dependencies: [python=3.11, numpy]\n",
         "deployments/myhub/image/Dockerfile": "FROM jupyter/base-notebook\n",
         "deployments/myhub/config/common.yaml": {"jupyterhub": {"singleuser": {"defaultUrl": "/lab"}}},
@@ -199,16 +209,19 @@ def pangeo(root: Path, chart_repo: ChartRepo, sandbox: Sandbox) -> Path:
             "images": {"image_name": "783380859522.dkr.ecr.us-west-2.amazonaws.com/pangeo",
                        "image_config_path": "pangeo.jupyterhub.singleuser.image",
                        "registry": {"provider": "aws", "aws": {**aws, "service_key": "aws-creds.yaml"}}},
-            "cluster": {"provider": "aws", "aws": {**aws, "cluster": "pangeo", "service_key": "aws-creds.yaml"}}},
+            "cluster": {"provider": "aws", "aws": {**aws,
+                                                   "cluster": "pangeo", "service_key": "aws-creds.yaml"}}},
         "deployments/icesat2/image/Dockerfile": "FROM pangeo/pangeo-notebook:2020.10.26\n",
         "deployments/icesat2/config/common.yaml": {"pangeo": {"jupyterhub": {"singleuser": {
             "memory": {"limit": "8G"}}}}},
     })
     encrypt(root, "deployments/icesat2/secrets/aws-creds.yaml",
-            {"creds": {"aws_access_key_id": "AKIAEXAMPLE", "aws_secret_access_key": "example-secret-key"}}, sandbox)
+            {"creds": {"aws_access_key_id": "AKIAEXAMPLE",
+                       "aws_secret_access_key": "example-secret-key"}}, sandbox)
     for env_name in ("staging", "prod"):  # the secrets submodule's layout
         encrypt(root, f"secrets/deployments/icesat2/secrets/{env_name}.yaml",
-                {"pangeo": {"jupyterhub": {"proxy": {"secretToken": f"icesat2-{env_name}-" + "1" * 40}}}}, sandbox)
+                {"pangeo": {"jupyterhub": {"proxy": {"secretToken": f"icesat2-{env_name}-" + "1" * 40}}}},
+                sandbox)
     shutil.copy(PROJECT_ROOT / "example-age.key", root)
     return root
 
@@ -261,8 +274,8 @@ def test_a_typo_under_the_wrapped_jupyterhub_is_caught_with_file_and_line(make_r
     common = root / "deployments/icesat2/config/common.yaml"
     common.write_text("pangeo:\n  jupyterhub:\n    singleuser:\n      memroy: {limit: 8G}\n")
     line = _one_error(run_cli("validate", cwd=root, env=env))
-    assert "deployments/icesat2/config/common.yaml:4: pangeo.jupyterhub.singleuser.memroy: unknown key: the " \
-           "jupyterhub chart's values schema allows no `memroy` here; did you mean `memory`?" in line
+    assert ("deployments/icesat2/config/common.yaml:4: pangeo.jupyterhub.singleuser.memroy: unknown key: the "
+            "jupyterhub chart's values schema allows no `memroy` here; did you mean `memory`?") in line
 
 
 # --- what resolves outside the repository is refused --------------------------------------------------
@@ -284,7 +297,8 @@ def test_an_image_dir_outside_the_repository_is_refused(make_repo) -> None:  # t
     hub_file = root / "deployments/data100/hubploy.yaml"
     hub_file.write_text(hub_file.read_text().replace("../datahub/images/default", "../../../images/default"))
     errors = _one_error(run_cli("validate", "data100", cwd=root, env=env))
-    assert "images.images[0].path: image path '../../../images/default' resolves outside the repository" in errors
+    assert ("images.images[0].path: image path '../../../images/default' resolves outside the "
+            "repository") in errors
 
 
 # --- secrets that cannot be decrypted, chart repositories that cannot be reached ------------------------
@@ -317,6 +331,6 @@ def test_a_chart_repository_that_cannot_be_reached_is_named_with_the_cause(make_
     chart_file.write_text(yaml.safe_dump(chart, sort_keys=False))
     for argv in (["validate"], ["render", "datahub", "staging"]):
         errors = _one_error(run_cli(*argv, cwd=root, env=env))
-        assert f"dependencies[0].repository: cannot fetch jupyterhub 4.4.0 from chart repository {unreachable}: " \
-               in errors, errors
+        assert (f"dependencies[0].repository: cannot fetch jupyterhub 4.4.0 from chart repository "
+                f"{unreachable}: ") in errors, errors
         assert "connection refused" in errors, errors

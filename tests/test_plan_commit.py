@@ -45,7 +45,8 @@ def test_only_the_touched_hubs_are_loaded_and_a_broken_untouched_hub_is_no_obsta
                  "secrets/deployments/beta/secrets/prod.yaml": "x: 1\n"}, "alpha's image, beta's secrets")
     loaded: list[str] = []
     real = DeploymentRepo.try_load_hub
-    monkeypatch.setattr(DeploymentRepo, "try_load_hub", lambda self, name: loaded.append(name) or real(self, name))
+    monkeypatch.setattr(DeploymentRepo, "try_load_hub",
+                        lambda self, name: loaded.append(name) or real(self, name))
 
     result = plan(repo, base)
 

@@ -79,7 +79,8 @@ def _comments(github: StandIn) -> list[str]:
 def _registry_tags(sandbox, image: str) -> list[str]:  # type: ignore[no-untyped-def]
     repository = image.split("/", 1)[1]
     request = urllib.request.Request(f"http://{sandbox.registry}/v2/{repository}/tags/list")
-    request.add_header("Authorization", "Basic " + base64.b64encode(":".join(sandbox.registry_auth).encode()).decode())
+    request.add_header("Authorization",
+                       "Basic " + base64.b64encode(":".join(sandbox.registry_auth).encode()).decode())
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.loads(response.read()).get("tags") or []
@@ -92,7 +93,8 @@ def test_valid_pr_builds_without_push_and_reports_success(deploy_repo: lc.Deploy
                                                           github: StandIn, credentials: str) -> None:
     repo = deploy_repo
     hello = f"deployments/{repo.hub}/image/hello.txt"
-    base, head = _pr_branch(repo, {hello: f"changed in a PR {secrets.token_hex(4)}\n"}, "change the user image")
+    base, head = _pr_branch(repo, {hello: f"changed in a PR {secrets.token_hex(4)}\n"},
+                            "change the user image")
     run = _validate(repo, hubploy_worker, github, base, head)
     assert run.state.is_completed(), run.state.message
     statuses = _statuses(github, head)
@@ -138,7 +140,8 @@ def test_rejected_lifecycle_reports_pending_then_failure(deploy_repo: lc.DeployR
                                                          github: StandIn, credentials: str) -> None:
     repo = deploy_repo
     sha = lc.change_values(repo, "# reported to GitHub\n")
-    run_id = repo.start(sha, repo_full_name=FULL_NAME, github_credentials_block=BLOCK, github_api_url=github.url)
+    run_id = repo.start(sha, repo_full_name=FULL_NAME,
+                        github_credentials_block=BLOCK, github_api_url=github.url)
     wait_for_state(run_id, lc.paused, worker=hubploy_worker)
     states = [s["state"] for s in _statuses(github, sha)]
     assert states and set(states) == {"pending"}

@@ -17,6 +17,7 @@ import prefect
 import prefect.flow_engine
 import prefect.flow_runs
 import pytest
+from conftest import PROJECT_ROOT
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from prefect.client.schemas.objects import State
@@ -31,7 +32,6 @@ from prefect.exceptions import Abort, Pause
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Pending, Suspended
 
-from conftest import PROJECT_ROOT
 from flows import prefect_compat as compat
 
 
@@ -176,16 +176,19 @@ def test_a_slot_refused_while_the_limit_is_full_says_when_to_retry(prefect_api: 
     name = f"compat-canary-{uuid.uuid4().hex[:8]}"
     with get_client(sync_client=True) as client:
         client.upsert_global_concurrency_limit_by_name(name, 1)
-    with concurrency(name, occupy=1, strict=True):
-        with pytest.raises(compat.ConcurrencySlotAcquisitionError) as refused:
-            with concurrency(name, occupy=1, strict=True, max_retries=0,
-                             raise_on_lease_renewal_failure=False):
-                pytest.fail("got a slot of a full limit")
+    with (
+        concurrency(name, occupy=1, strict=True),
+        pytest.raises(compat.ConcurrencySlotAcquisitionError) as refused,
+        concurrency(name, occupy=1, strict=True, max_retries=0, raise_on_lease_renewal_failure=False),
+    ):
+        pytest.fail("got a slot of a full limit")
     wait = compat.retry_after(refused.value)
     cause = refused.value.__cause__
     assert wait is not None and wait > 0, changed(
         internal, f"its cause is {cause!r}, not the server's HTTP {compat.LOCKED} with Retry-After")
-    with pytest.raises(compat.ConcurrencySlotAcquisitionError) as missing:
-        with concurrency(f"{name}-missing", occupy=1, strict=True, max_retries=0):
-            pytest.fail("got a slot of a limit that does not exist")
+    with (
+        pytest.raises(compat.ConcurrencySlotAcquisitionError) as missing,
+        concurrency(f"{name}-missing", occupy=1, strict=True, max_retries=0),
+    ):
+        pytest.fail("got a slot of a limit that does not exist")
     assert compat.retry_after(missing.value) is None

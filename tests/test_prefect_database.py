@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from hubploy.runner import child_env, run
-from triggers.database import Database, binaries
+from hubploy.triggers.database import Database, binaries
 
 pytestmark = pytest.mark.prefect
 

@@ -13,7 +13,7 @@ from helpers.cli import run_cli
 from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
 
-from triggers.recovery import DEPLOYMENT_SETTINGS, RECOVERY_TAG
+from hubploy.triggers.recovery import DEPLOYMENT_SETTINGS, RECOVERY_TAG
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.prefect]
 
@@ -31,7 +31,8 @@ EXPECTED = {
     "hubploy-rollout/rollout": "flows/rollout.py:rollout",
 }
 WITH_REPO_URL = set(EXPECTED) - {"hubploy-approval-timeout/approval-timeout", "deploy-hubs/deploy-hubs"}
-RETRIED_WHEN_LOST = {PROD, "deploy-hubs/deploy-hubs", "hubploy-rollout/rollout"}  # the fleet deployments (triggers/recovery.py)
+# the fleet deployments (hubploy/triggers/recovery.py)
+RETRIED_WHEN_LOST = {PROD, "deploy-hubs/deploy-hubs", "hubploy-rollout/rollout"}
 
 
 def test_prefect_deploy_all_registers_every_deployment(hubploy_worker: Worker, prefect_api: str) -> None:
@@ -49,7 +50,7 @@ def test_prefect_deploy_all_registers_every_deployment(hubploy_worker: Worker, p
         if name in WITH_REPO_URL:  # "{{ $HUBPLOY_REPO_URL }}" resolved at deploy time
             assert deployment.parameters["repo_url"] == hubploy_worker.env["HUBPLOY_REPO_URL"], name
         # every run sends heartbeats often enough for the fleet deployments' runs (tagged) to be crashed and
-        # retried when lost (triggers/recovery.py)
+        # retried when lost (hubploy/triggers/recovery.py)
         assert (RECOVERY_TAG in deployment.tags) == (name in RETRIED_WHEN_LOST), name
         assert deployment.job_variables == DEPLOYMENT_SETTINGS["job_variables"], name
     crons = {name: [(s.schedule.cron, s.schedule.timezone, s.active) for s in d.schedules]
@@ -79,7 +80,8 @@ def test_the_documented_kubernetes_work_pool_deploys(hubploy_worker: Worker, tmp
     created = _prefect(["work-pool", "create", pool["name"], "--type", "kubernetes", "--overwrite"], env)
     assert created.returncode == 0, created.stdout + created.stderr
     try:
-        deployed = _prefect(["deploy", "--prefect-file", str(prefect_file), "--name", "lifecycle-on-kubernetes"], env)
+        deployed = _prefect(["deploy", "--prefect-file", str(prefect_file),
+                             "--name", "lifecycle-on-kubernetes"], env)
         assert deployed.returncode == 0, deployed.stdout + deployed.stderr
         with get_client(sync_client=True) as client:
             deployment = client.read_deployment_by_name("hubploy-lifecycle/lifecycle-on-kubernetes")
@@ -117,7 +119,8 @@ def test_prod_push_outside_the_lifecycle_is_deployed_then_a_broken_one_rolled_ba
     built = run_cli("build", repo.hub, "--check-registry", "--push", cwd=repo.work.root, env=repo.sandbox.env)
     assert built.returncode == 0, built.stderr
     common = repo.work.root / repo.config("common.yaml")
-    before, sha = _push_to_prod(repo, {repo.config("common.yaml"): common.read_text() + "# hotfix\n"}, "hotfix")
+    before, sha = _push_to_prod(repo, {repo.config("common.yaml"): common.read_text() + "# hotfix\n"},
+                                "hotfix")
     run = run_deployment(PROD, parameters={"sha": sha, "before": before, "repo_url": repo.url}, timeout=0)
     run = wait_for_state(run.id, _final, worker=hubploy_worker)
     assert run.state.is_completed(), run.state.message

@@ -28,9 +28,11 @@ def test_sandbox_up_says_what_each_part_does_and_the_total_time(sandbox) -> None
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     for part in ("etcd", "kube-apiserver", "registry"):
-        assert any(re.match(rf"{part}: (already running \(pid \d+\)|ready in \d+\.\d s)", line) for line in lines), part
+        assert any(re.match(rf"{part}: (already running \(pid \d+\)|ready in \d+\.\d s)", line)
+                   for line in lines), part
     assert re.search(r"^sandbox ready in \d+\.\d s", result.stdout, re.MULTILINE)
-    # a fresh start's per-part "ready in N s" lines: tests/test_sandbox_cli.py::test_up_is_idempotent_and_down_stops_everything
+    # a fresh start's per-part "ready in N s" lines:
+    # tests/test_sandbox_cli.py::test_up_is_idempotent_and_down_stops_everything
 
 
 @pytest.mark.sandbox
@@ -42,7 +44,8 @@ def test_build_and_deploy_print_progress_lines(deploy_repo: lc.DeployRepo) -> No
     assert built.returncode == 0, built.stderr
     out = built.stdout
     assert re.search(r"^build \S+minimal-user:\S+: ", out, re.MULTILINE), out
-    assert re.search(r"^    .*STEP", out, re.MULTILINE) or re.search(r"^    \S", out, re.MULTILINE), out  # the builder's own lines
+    # the builder's own lines
+    assert re.search(r"^    .*STEP", out, re.MULTILINE) or re.search(r"^    \S", out, re.MULTILINE), out
     assert re.search(r"^built \S+ in \d+\.\d s", out, re.MULTILINE), out
     assert re.search(r"^pushed \S+ sha256:", out, re.MULTILINE), out
     assert f"{repo.hub}: 1 built, 0 skipped" in out

@@ -4,12 +4,12 @@ real git repositories."""
 from __future__ import annotations
 
 import base64
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-
 from helpers.gitrepo import Repo, git_env, init_repo
+
 from hubploy.config.models import FreezeWindow, RepoSettings
 from hubploy.errors import ApprovalError, GitError
 from hubploy.manifest_diff import manifest_diff
@@ -99,10 +99,10 @@ def test_manifest_diff_hides_secret_values_but_shows_the_change() -> None:
 def test_freeze_windows() -> None:
     windows = [FreezeWindow(start="2026-12-07", end="2026-12-19", reason="final exams")]
     settings = RepoSettings(freeze_windows=windows)
-    assert settings.active_freeze(datetime(2026, 12, 10, tzinfo=timezone.utc)) is windows[0]
-    assert settings.active_freeze(datetime(2026, 12, 19, tzinfo=timezone.utc)) is None
+    assert settings.active_freeze(datetime(2026, 12, 10, tzinfo=UTC)) is windows[0]
+    assert settings.active_freeze(datetime(2026, 12, 19, tzinfo=UTC)) is None
     with pytest.raises(ApprovalError, match=r"frozen \(final exams\) until 2026-12-19T00:00:00\+00:00"):
-        settings.check_not_frozen(datetime(2026, 12, 18, 23, tzinfo=timezone.utc))
+        settings.check_not_frozen(datetime(2026, 12, 18, 23, tzinfo=UTC))
     with pytest.raises(ValueError, match="must end after it starts"):
         RepoSettings.model_validate({"freeze_windows": [{"start": "2026-12-19", "end": "2026-12-07"}]})
     with pytest.raises(ValueError, match="not an ISO 8601 date"):

@@ -56,7 +56,8 @@ class StandIn(http.server.BaseHTTPRequestHandler):
         type(self).requests.append(("GET", self.path, dict(self.headers)))
         if self.path.startswith("/token"):
             basic = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
-            if self.headers.get("Authorization") != basic or "scope=repository%3Ateam%2Fapp%3Apull" not in self.path:
+            if (self.headers.get("Authorization") != basic
+                    or "scope=repository%3Ateam%2Fapp%3Apull" not in self.path):
                 self._reply(401)
             else:
                 self._reply(200, {"Content-Type": "application/json"}, b'{"token": "%s"}' % TOKEN.encode())

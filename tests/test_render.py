@@ -6,9 +6,9 @@ import subprocess
 
 import pytest
 import yaml
-
 from conftest import PROJECT_ROOT
 from helpers.cli import run_cli
+
 from hubploy.layout import load_repo
 from hubploy.render import prepared_values, template
 from hubploy.runner import run
@@ -16,8 +16,10 @@ from hubploy.runner import run
 
 def _token(hub: str, env: str, sandbox) -> str:  # type: ignore[no-untyped-def]
     out = subprocess.run([sandbox.env["PATH"].split(":")[0] + "/sops", "--decrypt",
-                          f"deployments/{hub}/secrets/{env}.yaml"], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                         env={**sandbox.env, "SOPS_AGE_KEY_FILE": str(PROJECT_ROOT / "example-age.key")}, check=True)
+                          f"deployments/{hub}/secrets/{env}.yaml"], cwd=PROJECT_ROOT, capture_output=True,
+                         text=True,
+                         env={**sandbox.env, "SOPS_AGE_KEY_FILE": str(PROJECT_ROOT / "example-age.key")},
+                         check=True)
     return yaml.safe_load(out.stdout)["jupyterhub"]["proxy"]["secretToken"]
 
 
@@ -28,7 +30,8 @@ def test_render_shows_layered_values_and_injected_images_without_secrets(sandbox
     kinds = {d["kind"] for d in docs}
     assert {"Deployment", "Service", "Secret", "ConfigMap"} <= kinds
     hub = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "hub")
-    assert hub["spec"]["template"]["spec"]["containers"][0]["image"].startswith("localhost:5000/hubploy/physics-hub:")
+    assert hub["spec"]["template"]["spec"]["containers"][0]["image"].startswith(
+        "localhost:5000/hubploy/physics-hub:")
     assert hub["metadata"]["labels"]["release"] == "physics-prod"
     assert _token("physics", "prod", sandbox) not in result.stdout
     assert all(v == "********" for d in docs if d["kind"] == "Secret" for v in d.get("data", {}).values())
@@ -52,7 +55,8 @@ def test_every_example_hub_lints_and_renders_with_its_layered_values(sandbox, hu
                    env=env, check=False)
         assert lint.returncode == 0, lint.stdout + lint.stderr
         docs = [d for d in yaml.safe_load_all(template(prepared, env=env)) if d]
-    # the images the release's pods run: the hub's and proxy's, and the user image in the pullers' init containers
+    # the images the release's pods run: the hub's and proxy's, and the user image in the pullers' init
+    # containers
     images = {c["image"] for d in docs if d["kind"] in ("Deployment", "DaemonSet", "StatefulSet")
               for c in d["spec"]["template"]["spec"]["containers"] + d["spec"]["template"]["spec"].get(
                   "initContainers", [])}

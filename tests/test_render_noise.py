@@ -63,7 +63,8 @@ def test_render_prints_the_same_twice_and_shows_a_real_change(repo_root: Path, s
 
 def test_manifest_diff_of_an_unchanged_hub_is_empty_and_a_change_shows(repo_root: Path, sandbox) -> None:  # type: ignore[no-untyped-def]
     running, again = _render_twice(repo_root, sandbox.env)
-    assert running.manifest != again.manifest, "the chart no longer generates values: this test proves nothing"
+    assert running.manifest != again.manifest, (
+        "the chart no longer generates values: this test proves nothing")
     # without masking, the generated values are noise; with it, nothing
     assert manifest_diff(running.manifest, again.manifest) != ""
     assert manifest_diff(running.manifest, again.manifest, generated=again.generated) == ""
@@ -104,7 +105,8 @@ def test_a_repository_without_charts_dir_renders_the_same_as_one_with_it(repo_ro
     assert first.stdout == second.stdout, _diff(first.stdout, second.stdout)
 
 
-def test_approval_diff_and_drift_of_a_deployed_hub_are_empty_until_it_changes(tmp_path: Path, sandbox) -> None:  # type: ignore[no-untyped-def]
+def test_approval_diff_and_drift_of_a_deployed_hub_are_empty_until_it_changes(  # type: ignore[no-untyped-def]
+        tmp_path: Path, sandbox) -> None:
     """Against a release deployed by hubploy (its secrets kept by lookup in the cluster), the approval
     form's diff and the drift check compare with a fresh render: no change, then a real one."""
     from flows.tasks.render import detect_drift, prod_diffs
@@ -126,7 +128,8 @@ def test_approval_diff_and_drift_of_a_deployed_hub_are_empty_until_it_changes(tm
             drift = detect_drift.fn(str(root), hub, "staging")
             assert (drift.installed, drift.manifest_diff, drift.values_changed) == (True, "", [])
             common = root / "deployments" / hub / "config" / "common.yaml"
-            common.write_text(common.read_text().replace("  hub:\n", "  hub:\n    extraEnv: {COURSE: p101}\n", 1))
+            common.write_text(common.read_text().replace("  hub:\n",
+                                                         "  hub:\n    extraEnv: {COURSE: p101}\n", 1))
             diff = prod_diffs.fn(str(root), [hub], "staging")[hub]
             assert "+" in diff and "COURSE" in diff and "checksum/secret" not in diff
     finally:

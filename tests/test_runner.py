@@ -51,7 +51,8 @@ def test_registered_secrets_are_redacted_everywhere(caplog: pytest.LogCaptureFix
     caplog.set_level(logging.INFO, logger="hubploy.run")
     register_secret("registered-token-123")
     lines: list[str] = []
-    run([sys.executable, "-c", "print('token is registered-token-123')"], env=child_env(), on_line=lines.append)
+    run([sys.executable, "-c", "print('token is registered-token-123')"],
+        env=child_env(), on_line=lines.append)
     assert lines == [f"token is {REDACTED}"]
     assert redact("x registered-token-123 y") == f"x {REDACTED} y"
     register_secret("abc")  # too short to redact safely: ignored
@@ -74,4 +75,5 @@ def test_missing_program_and_timeout() -> None:
     with pytest.raises(CommandTimeoutError, match="timed out after 0.5 s"):
         run([sys.executable, "-c", "import time; time.sleep(10)"], env=child_env(), timeout=0.5)
     with pytest.raises(CommandTimeoutError):
-        run([sys.executable, "-c", "import time; time.sleep(10)"], env=child_env(), timeout=0.5, on_line=print)
+        run([sys.executable, "-c", "import time; time.sleep(10)"],
+            env=child_env(), timeout=0.5, on_line=print)

@@ -20,6 +20,7 @@ import yaml
 
 from hubploy.errors import CommandError
 from hubploy_sandbox.agent.envvars import parse_quantity
+from hubploy_sandbox.builds import build_kubernetes
 from hubploy_sandbox.procs import proc_start_time, read_pid
 from hubploy_sandbox.versions import KUBERNETES_VERSION
 
@@ -52,7 +53,8 @@ def pod(sandbox, namespace: str, name: str) -> dict:
 
 
 def condition(obj: dict, kind: str) -> str | None:
-    return next((c["status"] for c in obj.get("status", {}).get("conditions") or [] if c["type"] == kind), None)
+    return next((c["status"] for c in obj.get("status", {}).get("conditions") or [] if c["type"] == kind),
+                None)
 
 
 def wait_ready(sandbox, namespace: str, name: str, timeout: float = 60) -> dict:
@@ -70,12 +72,14 @@ def logs(sandbox, namespace: str, name: str, *args: str) -> str:
 
 
 def events(sandbox, namespace: str, name: str) -> list[dict]:
-    return sandbox.get("events", "--field-selector", f"involvedObject.name={name}", namespace=namespace)["items"]
+    return sandbox.get("events", "--field-selector", f"involvedObject.name={name}",
+                       namespace=namespace)["items"]
 
 
 def pod_manifest(name: str, command: str, **spec: object) -> str:
     body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": name}},
-            "spec": {"containers": [{"name": "main", "image": HOST_IMAGE, "command": ["/bin/sh", "-c", command]}],
+            "spec": {"containers": [{"name": "main", "image": HOST_IMAGE,
+                                     "command": ["/bin/sh", "-c", command]}],
                      **spec}}
     return yaml.safe_dump(body)
 
@@ -97,6 +101,12 @@ def test_the_node_is_ready_and_keeps_its_lease(sandbox) -> None:
     assert not taints, taints  # the node lifecycle controller runs and finds nothing to taint
 
 
+def test_the_cached_build_is_recognised_so_setup_does_not_rebuild(sandbox) -> None:
+    say: list[str] = []
+    assert build_kubernetes(sandbox.paths, say=say.append) is False
+    assert say == [f"kubernetes {KUBERNETES_VERSION}: cached in {sandbox.paths.k8s_bin}"]
+
+
 # --- pods -------------------------------------------------------------------------------------------
 
 def test_a_pod_runs_its_command_with_the_pods_env_and_volumes(sandbox, sandbox_namespace) -> None:
@@ -104,28 +114,34 @@ def test_a_pod_runs_its_command_with_the_pods_env_and_volumes(sandbox, sandbox_n
     sandbox.apply(yaml.safe_dump_all([
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"},
          "data": {"greeting": "hello", "app.conf": "setting = 1\n"}},
-        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "sec"}, "stringData": {"password": "s3cr3t"}},
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "sec"},
+         "stringData": {"password": "s3cr3t"}},
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "proxy-api"},
          "spec": {"selector": {"app": "none"}, "ports": [{"name": "api", "port": 8001, "protocol": "TCP"}]}},
         {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "home"},
          "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}},
     ]), ns)
     script = "; ".join([
-        "echo ID=$(id -u):$(id -g)", "echo HOST=$(hostname)", "echo GREETING=$GREETING", "echo PASSWORD=$PASSWORD",
-        "echo NS=$MY_NS", "echo PROXY=$PROXY_API_SERVICE_HOST:$PROXY_API_SERVICE_PORT", "echo K8S=$KUBERNETES_SERVICE_HOST",
-        "echo CONF=$(cat /etc/app/app.conf)", "echo SUBPATH=$(cat /srv/greeting)", "echo SECRET=$(cat /secret/password)",
+        "echo ID=$(id -u):$(id -g)", "echo HOST=$(hostname)", "echo GREETING=$GREETING",
+        "echo PASSWORD=$PASSWORD", "echo NS=$MY_NS",
+        "echo PROXY=$PROXY_API_SERVICE_HOST:$PROXY_API_SERVICE_PORT",
+        "echo K8S=$KUBERNETES_SERVICE_HOST",
+        "echo CONF=$(cat /etc/app/app.conf)", "echo SUBPATH=$(cat /srv/greeting)",
+        "echo SECRET=$(cat /secret/password)",
         "echo TOKEN=$(wc -c < /var/run/secrets/kubernetes.io/serviceaccount/token)",
         "echo SANS=$(cat /var/run/secrets/kubernetes.io/serviceaccount/namespace)",
         "echo CA=$(head -c 27 /var/run/secrets/kubernetes.io/serviceaccount/ca.crt)",
         "echo hi > /scratch/x && echo SCRATCH=$(cat /scratch/x)", "date > /home/jovyan/written",
-        "echo HOSTS=$(getent hosts proxy-api | cut -d' ' -f1)", "echo IPS=$(ip -4 -o addr show eth0 | awk '{print $4}')",
-        "echo done; sleep 3600",
+        "echo HOSTS=$(getent hosts proxy-api | cut -d' ' -f1)",
+        "echo IPS=$(ip -4 -o addr show eth0 | awk '{print $4}')", "echo done; sleep 3600",
     ])
-    manifest = yaml.safe_load(pod_manifest("envpod", script, securityContext={"runAsUser": 1000, "fsGroup": 1000},
+    manifest = yaml.safe_load(pod_manifest("envpod", script,
+                                           securityContext={"runAsUser": 1000, "fsGroup": 1000},
                                            volumes=[{"name": "cfg", "configMap": {"name": "cfg"}},
                                                     {"name": "sec", "secret": {"secretName": "sec"}},
                                                     {"name": "scratch", "emptyDir": {}},
-                                                    {"name": "home", "persistentVolumeClaim": {"claimName": "home"}}]))
+                                                    {"name": "home",
+                                                     "persistentVolumeClaim": {"claimName": "home"}}]))
     manifest["spec"]["containers"][0].update(
         env=[{"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "greeting"}}},
              {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "sec", "key": "password"}}},
@@ -133,10 +149,12 @@ def test_a_pod_runs_its_command_with_the_pods_env_and_volumes(sandbox, sandbox_n
         volumeMounts=[{"name": "cfg", "mountPath": "/etc/app"}, {"name": "cfg", "mountPath": "/srv/greeting",
                                                                  "subPath": "greeting"},
                       {"name": "sec", "mountPath": "/secret", "readOnly": True},
-                      {"name": "scratch", "mountPath": "/scratch"}, {"name": "home", "mountPath": "/home/jovyan"}])
+                      {"name": "scratch", "mountPath": "/scratch"},
+                      {"name": "home", "mountPath": "/home/jovyan"}])
     sandbox.apply(yaml.safe_dump(manifest), ns)
     running = wait_ready(sandbox, ns, "envpod")
-    out = sandbox.wait_for("the pod's output", lambda: "done" in (text := logs(sandbox, ns, "envpod")) and text)
+    out = sandbox.wait_for("the pod's output",
+                           lambda: "done" in (text := logs(sandbox, ns, "envpod")) and text)
     values = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
     proxy_api = sandbox.get("service", "proxy-api", namespace=ns)["spec"]["clusterIP"]
     kubernetes = sandbox.get("service", "kubernetes", namespace="default")["spec"]["clusterIP"]
@@ -144,7 +162,8 @@ def test_a_pod_runs_its_command_with_the_pods_env_and_volumes(sandbox, sandbox_n
     assert (values["GREETING"], values["PASSWORD"], values["NS"]) == ("hello", "s3cr3t", ns)
     assert values["PROXY"] == f"{proxy_api}:8001" and values["K8S"] == kubernetes
     assert values["CONF"] == "setting = 1" and values["SUBPATH"] == "hello" and values["SECRET"] == "s3cr3t"
-    assert int(values["TOKEN"]) > 100 and values["SANS"] == ns and values["CA"] == "-----BEGIN CERTIFICATE-----"
+    assert (int(values["TOKEN"]) > 100 and values["SANS"] == ns
+            and values["CA"] == "-----BEGIN CERTIFICATE-----")
     assert values["SCRATCH"] == "hi" and values["HOSTS"] == proxy_api  # its own namespace's Service
     assert values["IPS"] == running["status"]["podIP"] + "/21"
     claim = sandbox.get("pvc", "home", namespace=ns)
@@ -167,7 +186,8 @@ def test_pods_get_unique_addresses_and_reach_services_by_name(sandbox, sandbox_n
         sandbox.apply(yaml.safe_dump(manifest), ns)
     sandbox.apply(yaml.safe_dump_all([
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
-         "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": "http", "protocol": "TCP"}]}},
+         "spec": {"selector": {"app": "web"},
+                  "ports": [{"port": 80, "targetPort": "http", "protocol": "TCP"}]}},
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web-public"},
          "spec": {"type": "LoadBalancer", "selector": {"app": "web"},
                   "ports": [{"port": 80, "targetPort": "http", "protocol": "TCP"}]}},
@@ -180,13 +200,14 @@ def test_pods_get_unique_addresses_and_reach_services_by_name(sandbox, sandbox_n
     ips = {wait_ready(sandbox, ns, name)["status"]["podIP"] for name in ("web-a", "web-b")}
     assert len(ips) == 2
     client = ("python3 -c \"import urllib.request as u; "
-              "[print(u.urlopen('http://web.' + __import__('os').environ['NS'] + '.svc.cluster.local/who').read().decode().strip()) "
-              "for _ in range(4)]\"; sleep 3600")
+              "[print(u.urlopen('http://web.' + __import__('os').environ['NS'] "
+              "+ '.svc.cluster.local/who')"
+              ".read().decode().strip()) for _ in range(4)]\"; sleep 3600")
     manifest = yaml.safe_load(pod_manifest("client", client))
     manifest["spec"]["containers"][0]["env"] = [{"name": "NS", "value": ns}]
     sandbox.apply(yaml.safe_dump(manifest), ns)
-    out = sandbox.wait_for("the client's answers", lambda: (text := logs(sandbox, ns, "client")).count("served-by")
-                           == 4 and text)
+    out = sandbox.wait_for("the client's answers",
+                           lambda: (text := logs(sandbox, ns, "client")).count("served-by") == 4 and text)
     assert set(out.split()) == {"served-by-web-a", "served-by-web-b"}  # round robin over both endpoints
     public = sandbox.service_address("web-public", ns)
     assert http_get(public + "/who")[0] == 200
@@ -208,7 +229,8 @@ def test_deleting_a_pod_stops_its_process(sandbox, sandbox_namespace) -> None:
     ns = sandbox_namespace
     sandbox.apply(pod_manifest("sleeper", "trap 'echo got TERM; exit 0' TERM; while :; do sleep 1; done"), ns)
     running = wait_ready(sandbox, ns, "sleeper")
-    pid_file = next(sandbox.paths.cluster(1).agent_state.glob(f"pod-pids/{running['metadata']['uid']}_main.pid"))
+    pid_file = next(sandbox.paths.cluster(1).agent_state.glob(
+        f"pod-pids/{running['metadata']['uid']}_main.pid"))
     pid = read_pid(pid_file)
     assert pid is not None
     sandbox.kubectl("delete", "pod", "sleeper", "-n", ns, "--wait=true", "--timeout=60s")
@@ -231,8 +253,9 @@ def test_init_containers_run_first_and_jobs_complete_or_fail(sandbox, sandbox_na
     ns = sandbox_namespace
     manifest = yaml.safe_load(pod_manifest("ordered", "cat /work/init; echo main-ran", restartPolicy="Never",
                                            volumes=[{"name": "work", "emptyDir": {}}]))
-    manifest["spec"]["initContainers"] = [{"name": "init", "image": HOST_IMAGE, "command": [
-        "/bin/sh", "-c", "echo init-ran > /work/init"], "volumeMounts": [{"name": "work", "mountPath": "/work"}]}]
+    manifest["spec"]["initContainers"] = [{
+        "name": "init", "image": HOST_IMAGE, "command": ["/bin/sh", "-c", "echo init-ran > /work/init"],
+        "volumeMounts": [{"name": "work", "mountPath": "/work"}]}]
     manifest["spec"]["containers"][0]["volumeMounts"] = [{"name": "work", "mountPath": "/work"}]
     sandbox.apply(yaml.safe_dump(manifest), ns)
     wait_phase(sandbox, ns, "ordered", "Succeeded")
@@ -241,12 +264,14 @@ def test_init_containers_run_first_and_jobs_complete_or_fail(sandbox, sandbox_na
     def job(name: str, code: int) -> dict:
         return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
                 "spec": {"backoffLimit": 1, "template": {"spec": {"restartPolicy": "Never", "containers": [
-                    {"name": "main", "image": HOST_IMAGE, "command": ["/bin/sh", "-c", f"echo job; exit {code}"]}]}}}}
+                    {"name": "main", "image": HOST_IMAGE,
+                     "command": ["/bin/sh", "-c", f"echo job; exit {code}"]}]}}}}
     sandbox.apply(yaml.safe_dump_all([job("good", 0), job("bad", 1)]), ns)
 
     def finished(name: str) -> str | None:
         conditions = sandbox.get("job", name, namespace=ns).get("status", {}).get("conditions") or []
-        return next((c["type"] for c in conditions if c["type"] in ("Complete", "Failed") and c["status"] == "True"),
+        return next((c["type"] for c in conditions if c["type"] in ("Complete", "Failed")
+                     and c["status"] == "True"),
                     None)
     assert sandbox.wait_for("job good done", lambda: finished("good")) == "Complete"
     assert sandbox.wait_for("job bad done", lambda: finished("bad"), timeout=90) == "Failed"
@@ -273,29 +298,35 @@ def test_helm_waits_for_hooks_daemonsets_claims_and_load_balancers(sandbox, sand
     ns = sandbox_namespace
 
     def upgrade(*values: str, timeout: str = "90s"):
-        return sandbox.run([str(sandbox.helm_path(helm)), "upgrade", "--install", "check", str(CHARTS / "platform-check"),
-                            "-n", ns, "--wait", "--timeout", timeout, *values], env=sandbox.env_for(helm), timeout=240)
+        return sandbox.run([str(sandbox.helm_path(helm)), "upgrade", "--install", "check",
+                            str(CHARTS / "platform-check"),
+                            "-n", ns, "--wait", "--timeout", timeout, *values],
+                           env=sandbox.env_for(helm), timeout=240)
     upgrade()
     public = sandbox.service_address("web", ns)
     assert http_get(public + "/index.html")[1] == b"revision 1\n"
     with pytest.raises(CommandError) as failed:
         upgrade("--set", "hookExit=1", "--set", "revision=2", timeout="60s")
     message = failed.value.stderr_tail
-    reason = "job check-hook failed: BackoffLimitExceeded" if helm == "3" else "status: Failed, message: Job Failed"
+    reason = ("job check-hook failed: BackoffLimitExceeded" if helm == "3"
+              else "status: Failed, message: Job Failed")
     assert "pre-upgrade hooks failed" in message and reason in message, message
     assert http_get(public + "/index.html")[1] == b"revision 1\n"  # the previous release still serves
     upgrade("--set", "revision=3")
-    sandbox.wait_for("the new revision served", lambda: http_get(public + "/index.html")[1] == b"revision 3\n")
+    sandbox.wait_for("the new revision served",
+                     lambda: http_get(public + "/index.html")[1] == b"revision 3\n")
 
 
-@pytest.mark.parametrize(("hub_tag", "proxy_tag", "version"), [("4.4.0", "5.2.0", "5.5.0"), ("3.3.8", "4.6.1", "4.1.6")],
+@pytest.mark.parametrize(("hub_tag", "proxy_tag", "version"),
+                         [("4.4.0", "5.2.0", "5.5.0"), ("3.3.8", "4.6.1", "4.1.6")],
                          ids=["z2jh-4.4.0-images", "z2jh-3.3.8-images"])
 def test_a_chart_runs_jupyterhub_kubespawner_and_chp_for_real(sandbox, sandbox_namespace, hub_tag, proxy_tag,
                                                               version) -> None:
     ns = sandbox_namespace
     token = secrets.token_hex(16)
-    sandbox.run([str(sandbox.helm_path("4")), "upgrade", "--install", "hub", str(CHARTS / "tiny-hub"), "-n", ns,
-                 "--wait", "--timeout", "120s", "--set", f"hubImage.tag={hub_tag}", "--set", f"proxyImage.tag={proxy_tag}",
+    sandbox.run([str(sandbox.helm_path("4")), "upgrade", "--install", "hub", str(CHARTS / "tiny-hub"),
+                 "-n", ns, "--wait", "--timeout", "120s", "--set", f"hubImage.tag={hub_tag}",
+                 "--set", f"proxyImage.tag={proxy_tag}",
                  "--set", f"smokeToken={token}"], env=sandbox.env_for("4"), timeout=240)
     public = sandbox.service_address("proxy-public", ns)
     status, body = http_get(public + "/hub/api")
@@ -309,7 +340,8 @@ def test_a_chart_runs_jupyterhub_kubespawner_and_chp_for_real(sandbox, sandbox_n
     started = http_get(public + "/hub/api/users/smoke-user/server", method="POST", headers=auth, timeout=30)
     assert started[0] in (201, 202), started
     user = sandbox.wait_for("the user's server ready", lambda: json.loads(http_get(
-        public + "/hub/api/users/smoke-user", headers=auth)[1] or b"{}").get("servers", {}).get("", {}).get("ready"),
+        public + "/hub/api/users/smoke-user", headers=auth)[1] or b"{}").get("servers", {}).get("", {})
+        .get("ready"),
         timeout=120)
     assert user
     status, body = http_get(public + "/user/smoke-user/api", headers=auth)
@@ -337,7 +369,8 @@ def test_buildah_build_push_and_registry_api(sandbox, tmp_path) -> None:
     image = f"{sandbox.registry}/{repo}:v1"
     buildah = str(sandbox.bin / "buildah")
     ca = "/etc/ssl/certs/ca-certificates.crt"  # the host CA bundle, for builds that need TLS
-    sandbox.run([buildah, "bud", "--isolation", "chroot", "-v", f"{ca}:{ca}:ro", "-t", image, str(ctx)], timeout=300)
+    sandbox.run([buildah, "bud", "--isolation", "chroot", "-v", f"{ca}:{ca}:ro", "-t", image, str(ctx)],
+                timeout=300)
     user, password = sandbox.registry_auth
     sandbox.run([buildah, "push", "--tls-verify=false", "--creds", f"{user}:{password}", image],
                 secrets=[password], timeout=300)
@@ -354,7 +387,8 @@ def test_sops_round_trip_with_the_age_key(sandbox, tmp_path) -> None:
     public = next(line.split(":", 1)[1].strip() for line in key.read_text().splitlines()
                   if line.startswith("# public key:"))
     (tmp_path / ".sops.yaml").write_text(yaml.safe_dump(
-        {"creation_rules": [{"path_regex": r".*secret.*\.yaml$", "encrypted_regex": "^(jupyterhub)$", "age": public}]}))
+        {"creation_rules": [{"path_regex": r".*secret.*\.yaml$", "encrypted_regex": "^(jupyterhub)$",
+                             "age": public}]}))
     plain = {"jupyterhub": {"proxy": {"secretToken": "s3cret-token-value"}}}
     (tmp_path / "secret.yaml").write_text(yaml.safe_dump(plain))
     sops = str(sandbox.bin / "sops")
@@ -364,15 +398,16 @@ def test_sops_round_trip_with_the_age_key(sandbox, tmp_path) -> None:
     decrypted = sandbox.run([sops, "--decrypt", "secret.enc.yaml"], cwd=tmp_path).stdout
     assert yaml.safe_load(decrypted) == plain
     no_key = {k: v for k, v in sandbox.env.items() if not k.startswith("SOPS_AGE")}
-    assert sandbox.run([sops, "--decrypt", "secret.enc.yaml"], cwd=tmp_path, env=no_key, check=False).returncode != 0
+    assert sandbox.run([sops, "--decrypt", "secret.enc.yaml"], cwd=tmp_path, env=no_key,
+                       check=False).returncode != 0
 
 
 def test_env_exports_exactly_the_documented_names(sandbox) -> None:
-    out = sandbox.run([sys.executable, "-m", "cli.main", "sandbox", "env"]).stdout
+    out = sandbox.run([sys.executable, "-m", "hubploy.cli.main", "sandbox", "env"]).stdout
     env = dict(shlex.split(line.removeprefix("export "))[0].split("=", 1) for line in out.splitlines())
     assert set(env) == {"KUBECONFIG", "HELM_EXECUTABLE", "HUBPLOY_REGISTRY", "HUBPLOY_REGISTRY_USERNAME",
                         "HUBPLOY_REGISTRY_PASSWORD", "SOPS_AGE_KEY_FILE", "PATH"}
-    status = sandbox.run([sys.executable, "-m", "cli.main", "sandbox", "status"]).stdout
+    status = sandbox.run([sys.executable, "-m", "hubploy.cli.main", "sandbox", "status"]).stdout
     assert "stopped" not in status and "kube-apiserver" in status and KUBERNETES_VERSION in status
     assert env["PATH"].split(":")[0] == str(sandbox.bin)
     for tool in ("helm", "kubectl", "sops", "buildah"):

@@ -10,15 +10,15 @@ import time
 from pathlib import Path
 
 import pytest
+
 from hubploy_sandbox import builds, image_envs, versions
 from hubploy_sandbox.agent import containers, envvars, podfiles, probes
 from hubploy_sandbox.agent.volumes import Mount, VolumeNotReady, _safe_join
 from hubploy_sandbox.env import sandbox_env, shell_exports
+from hubploy_sandbox.errors import SandboxError
 from hubploy_sandbox.network import RANGE, ClusterNetwork
 from hubploy_sandbox.paths import Ports, SandboxPaths
 from hubploy_sandbox.procs import command_line, proc_start_time, read_pid, runs, stop
-
-from hubploy.errors import SandboxError
 
 # --- versions and builds ------------------------------------------------------------------------------
 
@@ -34,7 +34,8 @@ def test_the_kubernetes_version_is_set_once_by_the_build_module() -> None:
 
 
 def test_staging_replacements_map_every_staging_module() -> None:
-    upstream = "replace (\n\tk8s.io/api => ./staging/src/k8s.io/api\n\tk8s.io/kubectl => ./staging/src/k8s.io/kubectl\n)\n"
+    upstream = ("replace (\n\tk8s.io/api => ./staging/src/k8s.io/api\n"
+                "\tk8s.io/kubectl => ./staging/src/k8s.io/kubectl\n)\n")
     assert builds.staging_replacements(upstream, "v1.36.3") == [
         "\tk8s.io/api => k8s.io/api v0.36.3", "\tk8s.io/kubectl => k8s.io/kubectl v0.36.3"]
     with pytest.raises(SandboxError):
@@ -68,7 +69,8 @@ def test_each_cluster_gets_its_own_block_of_the_benchmark_range() -> None:
     assert all(n.pod_cidr.subnet_of(RANGE) for n in (first, second, ClusterNetwork(31)))
     assert not first.pod_cidr.overlaps(second.pod_cidr)
     assert first.node_ip not in first.pod_ips() and len(first.pod_ips()) == 2045
-    assert first.service_cidr.subnet_of(first.local_cidr) and first.load_balancer_cidr.subnet_of(first.local_cidr)
+    assert (first.service_cidr.subnet_of(first.local_cidr)
+            and first.load_balancer_cidr.subnet_of(first.local_cidr))
 
 
 def test_port_offset_moves_the_registry() -> None:
@@ -104,7 +106,8 @@ def test_an_unknown_image_runs_host_programs_then_the_single_user_environment() 
 def test_dollar_references_expand_as_kubernetes_does() -> None:
     env = {"HUB_SERVICE_PORT": "8081", "EMPTY": ""}
     assert envvars.expand("http://hub:$(HUB_SERVICE_PORT)/x", env.get) == "http://hub:8081/x"
-    assert envvars.expand("$(MISSING) $$(HUB_SERVICE_PORT) $(EMPTY)|", env.get) == "$(MISSING) $(HUB_SERVICE_PORT) |"
+    assert (envvars.expand("$(MISSING) $$(HUB_SERVICE_PORT) $(EMPTY)|", env.get)
+            == "$(MISSING) $(HUB_SERVICE_PORT) |")
     assert envvars.expand("a$", env.get) == "a$" and envvars.expand("$(unclosed", env.get) == "$(unclosed"
 
 
@@ -146,19 +149,22 @@ def test_container_environment_resolves_value_from_and_orders_sources() -> None:
             {"name": "APP", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}},
             {"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
             {"name": "URL", "value": "http://hub:$(HUB_SERVICE_PORT)/$(NS)"},
-            {"name": "MEM", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}}},
+            {"name": "MEM",
+             "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}}},
             {"name": "OPT", "valueFrom": {"secretKeyRef": {"name": "nope", "key": "k", "optional": True}}},
         ],
         "resources": {"limits": {"memory": "2Gi"}},
     }
-    sources = FakeSources({("configMap", "cm"): {"a": "1", "bad key": "x"}, ("secret", "hub"): {"token": "t0k"}})
+    sources = FakeSources({("configMap", "cm"): {"a": "1", "bad key": "x"},
+                           ("secret", "hub"): {"token": "t0k"}})
     env = envvars.container_env(POD, container, sources=sources, services={"HUB_SERVICE_PORT": "8081"},
                                 pod_ip="198.18.0.5", host_ip="198.18.0.1", allocatable={})
     assert env == {"HUB_SERVICE_PORT": "8081", "CM_a": "1", "TOKEN": "t0k", "NS": "ns", "APP": "jupyterhub",
                    "IP": "198.18.0.5", "URL": "http://hub:8081/ns", "MEM": "2048"}
     missing = {"env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "hub", "key": "nokey"}}}]}
     with pytest.raises(envvars.ConfigMissing, match="key 'nokey' not found in secret ns/hub"):
-        envvars.container_env(POD, missing, sources=sources, services={}, pod_ip="", host_ip="", allocatable={})
+        envvars.container_env(POD, missing, sources=sources, services={},
+                              pod_ip="", host_ip="", allocatable={})
 
 
 def test_command_and_args_against_the_images_entrypoint_and_cmd() -> None:
@@ -178,7 +184,8 @@ def test_users_come_from_the_container_then_the_pod_then_the_image() -> None:
     assert containers.identity(pod, {}, image_envs.HUB_IMAGE_4) == containers.Identity(2000, 0, (0, 1000, 5))
     assert containers.identity(pod, {"securityContext": {"runAsUser": 1000, "runAsGroup": 1000}},
                                image_envs.HUB_IMAGE_4) == containers.Identity(1000, 1000, (1000, 5))
-    assert containers.identity({"spec": {}}, {}, image_envs.SINGLEUSER_IMAGE) == containers.Identity(1000, 1000, (1000,))
+    assert (containers.identity({"spec": {}}, {}, image_envs.SINGLEUSER_IMAGE)
+            == containers.Identity(1000, 1000, (1000,)))
     assert containers.identity({"spec": {}}, {}, image_envs.OTHER_IMAGE) == containers.Identity(0, 0, (0,))
 
 
@@ -208,7 +215,8 @@ def test_volume_item_paths_stay_inside_their_volume(tmp_path: Path) -> None:
 
 def test_hosts_resolve_services_by_qualified_names_and_own_namespace_short_names() -> None:
     text = podfiles.hosts(pod_ip="198.18.0.9", hostname="hub-0", namespace="a",
-                          services=[("a", "hub", "198.18.8.3"), ("b", "hub", "198.18.8.4"), ("a", "hl", "None")])
+                          services=[("a", "hub", "198.18.8.3"), ("b", "hub", "198.18.8.4"),
+                                    ("a", "hl", "None")])
     assert "198.18.0.9\thub-0" in text
     assert "198.18.8.3\thub.a.svc.cluster.local hub.a.svc hub.a hub\n" in text
     assert "198.18.8.4\thub.b.svc.cluster.local hub.b.svc hub.b\n" in text
@@ -218,7 +226,8 @@ def test_hosts_resolve_services_by_qualified_names_and_own_namespace_short_names
 def test_container_users_get_passwd_entries_the_host_lacks() -> None:
     image_user = image_envs.User(4242, 4243, "tester", "/home/tester")
     passwd, group = podfiles.passwd_and_group(image_user, 4242, 4243)
-    assert passwd.endswith("tester:x:4242:4243::/home/tester:/bin/sh\n") and group.endswith("tester:x:4243:\n")
+    assert (passwd.endswith("tester:x:4242:4243::/home/tester:/bin/sh\n")
+            and group.endswith("tester:x:4243:\n"))
     assert podfiles.home_of(passwd, 4242) == "/home/tester"
     other, _ = podfiles.passwd_and_group(image_user, 4300, 0)
     assert other.endswith("user4300:x:4300:0::/:/bin/sh\n")  # gid 0 exists on the host: no group entry

@@ -1,6 +1,6 @@
 """Units of the scale-out pieces: the PostgreSQL server of `hubploy up --database postgres`
-(triggers/database.py), the stack's database and workers (triggers/stack.py), the lock lease
-(flows/tasks/locks.py) and the recovery automations (triggers/recovery.py)."""
+(hubploy/triggers/database.py), the stack's database and workers (hubploy/triggers/stack.py), the lock lease
+(flows/tasks/locks.py) and the recovery automations (hubploy/triggers/recovery.py)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from hubploy.errors import HubployError
-from triggers import database, stack
-from triggers.database import Database, PostgresFiles
+from hubploy.triggers import database, stack
+from hubploy.triggers.database import Database, PostgresFiles
 
 
 def test_the_data_dir_is_in_the_home_or_as_root_where_the_postgres_user_can_reach_it(
@@ -92,7 +92,7 @@ def test_a_bad_lock_lease_is_refused(value: str, monkeypatch: pytest.MonkeyPatch
 
 
 def test_recovery_crashes_silent_tagged_runs_and_retries_only_those() -> None:
-    from triggers import recovery
+    from hubploy.triggers import recovery
 
     crash, retry = recovery.automations()
     tag = {"prefect.resource.role": "tag", "prefect.resource.id": f"prefect.tag.{recovery.RECOVERY_TAG}"}

@@ -6,16 +6,24 @@ import json
 import os
 import stat
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import yaml
 
 from hubploy.errors import SecretsError
 from hubploy.runner import child_env, redact, run
-from hubploy.secrets import (GIT_CRYPT_HEADER, check_secret_file, decrypt_to_mapping, decrypted, in_secrets_dir,
-                             is_encrypted, sops_format, with_age_key)
+from hubploy.secrets import (
+    GIT_CRYPT_HEADER,
+    check_secret_file,
+    decrypt_to_mapping,
+    decrypted,
+    in_secrets_dir,
+    is_encrypted,
+    sops_format,
+    with_age_key,
+)
 from hubploy.workspace import private_run_dir
 
 VENV_BIN = str(Path(sys.executable).parent)
@@ -97,11 +105,10 @@ def test_decrypted_yaml_is_the_original(tmp_path: Path, encrypt, env) -> None:
 
 def test_temp_files_removed_on_exception(tmp_path: Path, encrypt, env) -> None:
     secret = encrypt(tmp_path / "secrets" / "prod.yaml", "a: b\n")
-    with pytest.raises(RuntimeError):
-        with decrypted([secret], env=env) as files:
-            plain = files[secret]
-            assert plain.exists()
-            raise RuntimeError("deploy failed")
+    with pytest.raises(RuntimeError), decrypted([secret], env=env) as files:
+        plain = files[secret]
+        assert plain.exists()
+        raise RuntimeError("deploy failed")
     assert not plain.exists() and not plain.parent.exists()
 
 
@@ -111,9 +118,8 @@ def test_temp_files_removed_when_a_later_file_fails(tmp_path: Path, encrypt, env
     other = write(tmp_path / "b" / "secrets" / "prod.yaml", "c: d\n")
     run(["sops", "--encrypt", "--age", _keygen(other_key), "--in-place", str(other)], env=env, cwd=tmp_path)
     before = set(private_run_dir().glob("hubploy-secrets-*"))
-    with pytest.raises(SecretsError):
-        with decrypted([good, other], env=env):
-            pytest.fail("must not be reached")
+    with pytest.raises(SecretsError), decrypted([good, other], env=env):
+        pytest.fail("must not be reached")
     assert set(private_run_dir().glob("hubploy-secrets-*")) == before
 
 
@@ -130,9 +136,11 @@ def test_wrong_key_is_a_clear_error(tmp_path: Path, encrypt, env) -> None:
     secret = encrypt(tmp_path / "secrets" / "prod.yaml", "a: b\n")
     wrong = tmp_path / "wrong.txt"
     _keygen(wrong)
-    with pytest.raises(SecretsError) as err:
-        with decrypted([secret], env={**env, "SOPS_AGE_KEY_FILE": str(wrong)}):
-            pass
+    with (
+        pytest.raises(SecretsError) as err,
+        decrypted([secret], env={**env, "SOPS_AGE_KEY_FILE": str(wrong)}),
+    ):
+        pass
     assert str(secret) in err.value.message and "cannot decrypt" in err.value.message
     assert "data key" in err.value.message  # the sops stderr tail
     assert "SOPS_AGE_KEY_FILE" in (err.value.hint or "")
@@ -150,9 +158,11 @@ def test_git_crypt_locked_file(tmp_path: Path, env) -> None:
     assert not is_encrypted(locked)
     problem = check_secret_file(locked, allow_plaintext=True)
     assert problem is not None and "git-crypt unlock" in problem
-    with pytest.raises(SecretsError, match="git-crypt unlock") as err:
-        with decrypted([locked], env=env, allow_plaintext=True):
-            pass
+    with (
+        pytest.raises(SecretsError, match="git-crypt unlock") as err,
+        decrypted([locked], env=env, allow_plaintext=True),
+    ):
+        pass
     assert str(locked) in err.value.message
 
 
@@ -161,9 +171,8 @@ def test_plaintext_under_secrets_is_refused(tmp_path: Path, env) -> None:
     problem = check_secret_file(plain, allow_plaintext=False)
     assert problem is not None and "sops --encrypt --in-place prod.yaml" in problem
     assert "allow_plaintext" in problem
-    with pytest.raises(SecretsError) as err:
-        with decrypted([plain], env=env):
-            pass
+    with pytest.raises(SecretsError) as err, decrypted([plain], env=env):
+        pass
     assert str(plain) in err.value.message and "plaintext" in err.value.message
     assert "sops --encrypt --in-place prod.yaml" in (err.value.hint or "")
     with pytest.raises(SecretsError, match="plaintext"):
@@ -215,16 +224,16 @@ def test_metadata_detection_per_format(tmp_path: Path, name: str, content: str) 
 
 
 def test_sops_format_follows_the_extension() -> None:
-    assert [sops_format(Path(n)) for n in ("a.yaml", "a.YML", "a.json", "a.env", "a.ini", "a.cfg", "key")] == [
+    assert [sops_format(Path(n))
+            for n in ("a.yaml", "a.YML", "a.json", "a.env", "a.ini", "a.cfg", "key")] == [
         "yaml", "yaml", "json", "dotenv", "ini", "binary", "binary"]
 
 
 def test_missing_file(tmp_path: Path, env) -> None:
     missing = tmp_path / "secrets" / "prod.yaml"
     assert check_secret_file(missing, allow_plaintext=True) == "secret file does not exist"
-    with pytest.raises(SecretsError, match="does not exist"):
-        with decrypted([missing], env=env):
-            pass
+    with pytest.raises(SecretsError, match="does not exist"), decrypted([missing], env=env):
+        pass
 
 
 def test_in_secrets_dir() -> None:
@@ -238,9 +247,10 @@ def test_decrypt_to_mapping_yaml_registers_secrets(tmp_path: Path, encrypt, env)
                   "creds:\n  aws_access_key_id: AKIAEXAMPLEID1\n  aws_secret_access_key: wJalrEXAMPLEKEY\n"
                   "  region: us-west-2\n")
     data = decrypt_to_mapping(key, env=env)
-    assert data == {"creds": {"aws_access_key_id": "AKIAEXAMPLEID1", "aws_secret_access_key": "wJalrEXAMPLEKEY",
-                              "region": "us-west-2"}}
-    assert redact("id AKIAEXAMPLEID1 key wJalrEXAMPLEKEY in us-west-2") == "id ******** key ******** in us-west-2"
+    assert data == {"creds": {"aws_access_key_id": "AKIAEXAMPLEID1",
+                              "aws_secret_access_key": "wJalrEXAMPLEKEY", "region": "us-west-2"}}
+    assert (redact("id AKIAEXAMPLEID1 key wJalrEXAMPLEKEY in us-west-2")
+            == "id ******** key ******** in us-west-2")
 
 
 def test_decrypt_to_mapping_json_auth_file(tmp_path: Path, encrypt, env) -> None:
@@ -272,14 +282,18 @@ def test_decrypt_to_mapping_not_a_mapping(tmp_path: Path, encrypt, env) -> None:
 @pytest.mark.parametrize(("name", "content", "detail"), [
     ("staging.yaml", "jupyterhub: {proxy: {secretToken: x}\nsops: {version: 3.11.0}\n",
      "cannot be parsed as YAML (line 2: "),  # the parser's words: libyaml's or PyYAML's
-    ("staging.yaml", "a: b: c\nsops: {}\n", "cannot be parsed as YAML (line 1: mapping values are not allowed"),
-    ("staging.yaml", b"a: caf\xe9\nsops: {}\n", "cannot be parsed as YAML (line 1: byte 0xe9 is not UTF-8)"),
-    ("key.json", '{"sops": {"version": "3"},\n "data": }', "cannot be parsed as JSON (line 2: Expecting value)"),
+    ("staging.yaml", "a: b: c\nsops: {}\n",
+     "cannot be parsed as YAML (line 1: mapping values are not allowed"),
+    ("staging.yaml", b"a: caf\xe9\nsops: {}\n",
+     "cannot be parsed as YAML (line 1: byte 0xe9 is not UTF-8)"),
+    ("key.json", '{"sops": {"version": "3"},\n "data": }',
+     "cannot be parsed as JSON (line 2: Expecting value)"),
 ])
-def test_a_secret_file_that_does_not_parse_is_told_so_not_called_plaintext(tmp_path: Path, name: str,
-                                                                           content: str | bytes, detail: str) -> None:
+def test_a_secret_file_that_does_not_parse_is_told_so_not_called_plaintext(
+        tmp_path: Path, name: str, content: str | bytes, detail: str) -> None:
     path = write(tmp_path / "secrets" / name, content)
-    for allow_plaintext in (False, True):  # git-crypt users' repositories too: such a file is no secret hubploy can use
+    # git-crypt users' repositories too: such a file is no secret hubploy can use
+    for allow_plaintext in (False, True):
         problem = check_secret_file(path, allow_plaintext)
         assert problem is not None and problem.startswith(detail), problem
         assert "plaintext" not in problem
@@ -295,17 +309,21 @@ def test_the_repositorys_age_key_and_the_users_are_both_used(tmp_path: Path, enc
     repo_public = _keygen(repo_key)
     users_file = encrypt(tmp_path / "a" / "users.yaml", "token: for-the-users-key\n")
     repos_file = write(tmp_path / "b" / "repos.yaml", "token: for-the-repos-key\n")
-    run(["sops", "--encrypt", "--age", repo_public, "--in-place", str(repos_file)], env=env, cwd=repos_file.parent)
+    run(["sops", "--encrypt", "--age", repo_public, "--in-place", str(repos_file)],
+        env=env, cwd=repos_file.parent)
     sops_env = with_age_key(env, repo_key)
     combined = Path(sops_env["SOPS_AGE_KEY_FILE"])
     assert combined not in (repo_key, age_key[0])
-    assert stat.S_IMODE(combined.stat().st_mode) == 0o600 and stat.S_IMODE(combined.parent.stat().st_mode) == 0o700
-    assert repo_key.read_text().strip() in combined.read_text() and age_key[0].read_text().strip() in combined.read_text()
+    assert (stat.S_IMODE(combined.stat().st_mode) == 0o600
+            and stat.S_IMODE(combined.parent.stat().st_mode) == 0o700)
+    assert (repo_key.read_text().strip() in combined.read_text()
+            and age_key[0].read_text().strip() in combined.read_text())
     with decrypted([users_file, repos_file], env=sops_env) as files:
         assert yaml.safe_load(files[users_file].read_text()) == {"token": "for-the-users-key"}
         assert yaml.safe_load(files[repos_file].read_text()) == {"token": "for-the-repos-key"}
     # only one of them: each alone cannot decrypt the other's file
     with pytest.raises(SecretsError, match="sops cannot decrypt it"), decrypted([repos_file], env=env):
         pass
-    assert with_age_key(_env(HOME=env["HOME"]), repo_key)["SOPS_AGE_KEY_FILE"] == str(repo_key)  # no user's key
+    # no user's key
+    assert with_age_key(_env(HOME=env["HOME"]), repo_key)["SOPS_AGE_KEY_FILE"] == str(repo_key)
     assert with_age_key(env, None) == env  # no repository key: the user's as it is

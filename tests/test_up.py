@@ -78,14 +78,15 @@ def test_hubploy_up_serves_everything_locked_down_and_ctrl_c_stops_it(sandbox, t
         assert httpx.post(f"{api}/deployments/filter", json={}, timeout=10).status_code == 401
         assert httpx.post(f"{api}/block_documents/filter", json={"include_secrets": True},
                           timeout=10).status_code == 401
-        assert httpx.post(f"{api}/deployments/filter", json={}, auth=(user, "wrong"), timeout=10).status_code == 401
+        assert httpx.post(f"{api}/deployments/filter", json={},
+                          auth=(user, "wrong"), timeout=10).status_code == 401
         with httpx.Client(base_url=api, auth=(user, password), timeout=10) as client:
             for name in DEPLOYMENTS:
                 found = client.get(f"/deployments/name/{name}")
                 assert found.status_code == 200, name
                 assert found.json()["work_pool_name"] == "hubploy-process"
             slugs = {b["slug"] for b in client.post("/block_types/filter", json={}).json()}
-            assert CREDENTIAL_BLOCK_TYPES <= slugs
+            assert slugs >= CREDENTIAL_BLOCK_TYPES
             documents = {b["name"] for b in client.post("/block_documents/filter", json={}).json()}
             assert {"hubploy-webhook-secret", "sandbox-registry"} <= documents
         # the printed secret is the one the receiver checks
@@ -93,10 +94,12 @@ def test_hubploy_up_serves_everything_locked_down_and_ctrl_c_stops_it(sandbox, t
         signature = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
         headers = {"X-GitHub-Event": "ping", "X-GitHub-Delivery": str(uuid.uuid4()),
                    "Content-Type": "application/json"}
-        ok = httpx.post(webhook_url, content=body, headers={**headers, "X-Hub-Signature-256": signature}, timeout=10)
+        ok = httpx.post(webhook_url, content=body,
+                        headers={**headers, "X-Hub-Signature-256": signature}, timeout=10)
         assert ok.status_code in (200, 202), ok.text
-        bad = httpx.post(webhook_url, content=body, headers={**headers, "X-Hub-Signature-256": "sha256=" + "0" * 64,
-                                                             "X-GitHub-Delivery": str(uuid.uuid4())}, timeout=10)
+        bad = httpx.post(webhook_url, content=body,
+                         headers={**headers, "X-Hub-Signature-256": "sha256=" + "0" * 64,
+                                  "X-GitHub-Delivery": str(uuid.uuid4())}, timeout=10)
         assert bad.status_code == 401
 
         with demo_hub_lock():
@@ -159,8 +162,8 @@ def test_hubploy_demo_approve_runs_to_prod_and_cleans_up(sandbox, tmp_path: Path
         assert f"log in     http://127.0.0.1:{port}/login?redirect=/runs/flow-run/" in summary
         assert "webhook delivered" in out and "approved" in out
         origin = home / "demo" / "origin.git"
-        prod_log = subprocess.run(["git", "-C", str(origin), "log", "-1", "--format=%B", "prod"], capture_output=True,
-                                  text=True, check=True).stdout
+        prod_log = subprocess.run(["git", "-C", str(origin), "log", "-1", "--format=%B", "prod"],
+                                  capture_output=True, text=True, check=True).stdout
         assert "hubploy demo" in prod_log
     finally:
         for pid in started.values():

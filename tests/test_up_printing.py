@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from cli.up_commands import _print_stack, _print_summary
-from triggers.demo import DemoResult
-from triggers.stack import Stack, StackPaths
+from hubploy.cli.up_commands import _print_stack, _print_summary
+from hubploy.triggers.demo import DemoResult
+from hubploy.triggers.stack import Stack, StackPaths
 
 AUTH = "hubploy:Sup3rSecretPassw0rdOfTheServer"
 WEBHOOK_SECRET = "f" * 64

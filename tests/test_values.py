@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from helpers.gitrepo import init_repo
+
 from hubploy.errors import ConfigError, GitError, HubployError, SecretsError
 from hubploy.git import shortest_alpha_prefix
 from hubploy.layout import ImageSpec
@@ -193,7 +193,8 @@ def test_image_values_pinned_or_from_git(tmp_path: Path) -> None:
                       "jupyterhub.singleuser.image")
     pinned = ImageSpec("quay.io/jupyter/base", "2024-01-01", None, "jupyterhub.hub.image")
     values = image_values(repo.root, [built, pinned], env=repo.env)
-    assert values == [ImageValue("jupyterhub.singleuser.image", "localhost:5000/hub/user", shortest_alpha_prefix(sha)),
+    assert values == [ImageValue("jupyterhub.singleuser.image", "localhost:5000/hub/user",
+                                 shortest_alpha_prefix(sha)),
                       ImageValue("jupyterhub.hub.image", "quay.io/jupyter/base", "2024-01-01")]
     repo.write({"deployments/hub/image/Dockerfile": "FROM busybox\n"})
     with pytest.raises(GitError, match="uncommitted"):

@@ -26,8 +26,9 @@ from fixtures.sandbox import Sandbox
 from helpers.cli import run_cli
 from helpers.example_repo import copy_example_repo
 from helpers.receiver import Receiver, http_receiver
-from hubploy_sandbox.images import ensure_base_image
 from test_deploy_sandbox import GIT, base_image
+
+from hubploy_sandbox.images import ensure_base_image
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.prefect]
 
@@ -163,8 +164,8 @@ def test_a_hub_config_that_stops_jupyterhub_in_wave_two_stops_the_line(fleet: Fl
     assert f"wave 1. canary: {fleet.hub('a1')}: verify completed" in progress
     assert f"wave 2. middle: {fleet.hub('b2')}: deploy failed" in progress
     assert "wave 3" not in progress
-    assert "WaveFailed: wave middle (2 of 3) stopped the staging rollout. rolled-back: " \
-           f"{fleet.hub('b2')} (helm upgrade of {fleet.release('b2')} failed (rolled back;" in done.stderr
+    assert ("WaveFailed: wave middle (2 of 3) stopped the staging rollout. rolled-back: "
+            f"{fleet.hub('b2')} (helm upgrade of {fleet.release('b2')} failed (rolled back;") in done.stderr
     assert f"never deployed: {fleet.hub('c1')} (remaining)" in done.stderr
 
     a1 = fleet.history("a1")

@@ -15,10 +15,11 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -26,13 +27,16 @@ import uvicorn
 from prefect import flow
 from prefect.blocks.system import Secret
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterDeploymentId,
-                                            FlowRunFilterIdempotencyKey)
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterDeploymentId,
+    FlowRunFilterIdempotencyKey,
+)
 from prefect.client.schemas.objects import FlowRun
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from triggers.routing import Routes
-from triggers.webhook import WebhookConfig, create_app, ensure_webhook_secret, load_webhook_secret
+from hubploy.triggers.routing import Routes
+from hubploy.triggers.webhook import WebhookConfig, create_app, ensure_webhook_secret, load_webhook_secret
 
 pytestmark = pytest.mark.prefect
 
@@ -51,7 +55,8 @@ Ids = dict[str, uuid.UUID]
 LIFECYCLE = "webhook-test-lifecycle/lifecycle"
 PROD_DEPLOY = "webhook-test-prod-deploy/prod-deploy"
 PR_VALIDATION = "webhook-test-pr-validation/pr-validation"
-ROUTES = Routes(lifecycle_deployment=LIFECYCLE, prod_deployment=PROD_DEPLOY, pr_validation_deployment=PR_VALIDATION)
+ROUTES = Routes(lifecycle_deployment=LIFECYCLE, prod_deployment=PROD_DEPLOY,
+                pr_validation_deployment=PR_VALIDATION)
 ROUTE_FLAGS = ("--lifecycle-deployment", LIFECYCLE, "--prod-deployment", PROD_DEPLOY,
                "--pr-validation-deployment", PR_VALIDATION)
 
@@ -112,7 +117,7 @@ def cli_receiver(tmp_path: Path, *args: str) -> Iterator[str]:
 def cli_receiver_process(tmp_path: Path, *args: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """cli_receiver's URL and process."""
     port = _free_port()
-    log = open(tmp_path / f"receiver-{port}.log", "w")
+    log = open(tmp_path / f"receiver-{port}.log", "w")  # noqa: SIM115 (closed in the finally below)
     proc = subprocess.Popen([str(VENV_BIN / "hubploy"), "webhook", "serve", "--port", str(port),
                              "--secret-block", SECRET_BLOCK, *ROUTE_FLAGS, *args], cwd=tmp_path, stdout=log,
                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -304,7 +309,7 @@ def test_flood_of_pushes_and_redeliveries(receiver: str, deployment_ids: Ids) ->
     # "accepted": the server was slow and the run is created when it answers
     assert {r.json()["status"] for r in responses} <= {"started", "accepted", "duplicate"}
     run_ids: dict[str, set[str]] = {}  # a redelivery racing its original gets the same run back
-    for (delivery, _), response in zip(deliveries, responses):
+    for (delivery, _), response in zip(deliveries, responses, strict=True):
         if response.json()["status"] == "started":
             run_ids.setdefault(delivery, set()).add(response.json()["flow_run_id"])
     assert all(len(ids) == 1 for ids in run_ids.values())
@@ -337,8 +342,8 @@ def mismatch(commit: str) -> None:
 
 @pytest.mark.parametrize("deployment,reason", [
     ("webhook-test-lifecycle/missing", "no such deployment on the Prefect server"),
-    ("hubploy-mismatch/mismatch", "the Prefect server answered 409: Error creating flow run: "
-                                  "Validation failed. Failure reason: 'commit' is a required property"),
+    ("hubploy-mismatch/mismatch", ("the Prefect server answered 409: Error creating flow run: "
+                                   "Validation failed. Failure reason: 'commit' is a required property")),
 ])
 def test_prefect_refusing_the_run_is_503_and_can_be_redelivered(prefect_api: str, deployment: str,
                                                                  reason: str, deployment_ids: Ids) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hubploy.config.models import RepoSettings
-from triggers.routing import NULL_SHA, Ignored, PayloadError, Routes, Start, route
+from hubploy.triggers.routing import NULL_SHA, Ignored, PayloadError, Routes, Start, route
 
 REPO = {"clone_url": "https://github.com/org/deploy.git", "full_name": "org/deploy"}
 A, B = "a" * 40, "b" * 40

@@ -1,8 +1,8 @@
 """Several process workers on one pool (issue 14), with real Prefect workers, the test Prefect server and
 the sandbox. A fleet's runs spread over both workers, and each run is run by one of them only, so no release
 is driven twice. A worker killed in the middle of a fleet, with its flow-run process (its machine died),
-loses no hub: the run, silent, is crashed by the automations of triggers/recovery.py and retried on the
-other worker, which waits out the dead run's release lock and rolls back the release the dead run left
+loses no hub: the run, silent, is crashed by the automations of hubploy/triggers/recovery.py and retried on
+the other worker, which waits out the dead run's release lock and rolls back the release the dead run left
 pending before it upgrades it."""
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import pytest
 from fixtures.prefect_worker import WorkerPool
 from fixtures.sandbox import Sandbox
 from helpers.fleet_repo import commit, fleet_repo, set_values
-from hubploy_sandbox.images import BASE_REPOSITORY, BASE_TAG, ensure_base_image
 
-from triggers.recovery import CRASHED_NAME
+from hubploy.triggers.recovery import CRASHED_NAME
+from hubploy_sandbox.images import BASE_REPOSITORY, BASE_TAG, ensure_base_image
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.prefect]
 

@@ -34,7 +34,7 @@ from hubploy.layout import DeploymentRepo, load_repo
 from hubploy.runner import child_env
 from hubploy.verified import mark_verified, verification
 
-RETRY_DELAYS = [10, 30]
+RETRY_DELAYS: list[float] = [10, 30]
 
 
 def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -251,5 +251,6 @@ def write_audit(result: DeployResult, *, trigger: Mapping[str, Any],
                 also: Callable[[DeployResult], None] | None = None) -> None:
     if also is not None:
         also(result)
-    create_markdown_artifact(key=limit_name("audit", result.release), markdown=audit_markdown(result, trigger),
+    create_markdown_artifact(key=limit_name("audit", result.release),
+                             markdown=audit_markdown(result, trigger),
                              description=f"{result.release}: {result.outcome}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 from prefect import get_run_logger, task
 
@@ -20,7 +21,13 @@ from hubploy.runner import child_env
 from hubploy.validate import validate_repo
 from hubploy.workspace import branch_head, checkout, default_cache_dir, fetch_mirror
 
-GIT_RETRIES = dict(retries=2, retry_delay_seconds=[2, 10])
+
+class Retries(TypedDict):
+    retries: int
+    retry_delay_seconds: list[float]
+
+
+GIT_RETRIES: Retries = {"retries": 2, "retry_delay_seconds": [2, 10]}
 
 
 def git_env() -> dict[str, str]:

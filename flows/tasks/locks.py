@@ -13,7 +13,7 @@ slot they leave straight on to the next waiting task (``process_slot``).
 
 Every slot is a lease that its process renews: when the process dies (its worker's machine, a Job's pod),
 the server frees the slot once the lease expires, ``lease_seconds()`` after the last renewal
-(HUBPLOY_LOCK_LEASE_SECONDS, default 120), and a retry of the run can take it (triggers/recovery.py).
+(HUBPLOY_LOCK_LEASE_SECONDS, default 120), and a retry of the run can take it (hubploy/triggers/recovery.py).
 """
 
 from __future__ import annotations

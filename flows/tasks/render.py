@@ -82,8 +82,8 @@ def detect_drift(tree: str, hub_name: str, env_name: str) -> Drift:
         rendered = render(prepared, env=env)
         changed = [redact(p, prepared.secret_strings)
                    for p in _changed_paths(running_values or {}, prepared.user_values)]
-    diff = manifest_diff(running_manifest, rendered.manifest, generated=rendered.generated, old_label="running",
-                         new_label="repo")
+    diff = manifest_diff(running_manifest, rendered.manifest, generated=rendered.generated,
+                         old_label="running", new_label="repo")
     if diff or changed:
         get_run_logger().warning("drift in %s: %d manifest diff lines, values %s", hub.release(env_name),
                                   len(diff.splitlines()), changed or "unchanged")

@@ -32,7 +32,8 @@ __all__ = ["ClusterAccess", "cluster_access", "fill_context", "verify_access"]
 @contextlib.contextmanager
 def cluster_access(hub: Hub, env_name: str, *, base_env: Mapping[str, str]) -> Iterator[ClusterAccess]:
     """Credentials from the key files of ``hub``'s hubploy.yaml; without a ``cluster:`` section, the
-    ambient KUBECONFIG (or the pod's service account). ``cluster.kubeconfig.context`` applies to every provider."""
+    ambient KUBECONFIG (or the pod's service account). ``cluster.kubeconfig.context`` applies to every
+    provider."""
     namespace = hub.namespace(env_name)
     cluster = hub.config.cluster
     if cluster is None:
@@ -47,8 +48,9 @@ def cluster_access(hub: Hub, env_name: str, *, base_env: Mapping[str, str]) -> I
     policy = hub.repo.settings.secrets
     sops_env = with_age_key(base_env, hub.repo.age_key_file)
 
-    def read(filename: str) -> dict:
-        return decrypt_to_mapping(hub.secret_file(filename), env=sops_env, allow_plaintext=policy.allow_plaintext)
+    def read(filename: str) -> dict[str, Any]:
+        return decrypt_to_mapping(hub.secret_file(filename), env=sops_env,
+                                  allow_plaintext=policy.allow_plaintext)
 
     with _key_file_access(settings, read, base_env, context) as access:
         yield access

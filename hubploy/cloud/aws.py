@@ -16,8 +16,8 @@ from __future__ import annotations
 import configparser
 import contextlib
 import io
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Iterator, Mapping
 
 import yaml
 
@@ -30,9 +30,9 @@ PROFILE = "hubploy"
 SOURCE_PROFILE = "hubploy-source"
 DEFAULT_SESSION_NAME = "hubploy-cluster-auth"
 # Variables of the caller that would win over (or confuse) the temp profile.
-DROP = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE",
-        "AWS_DEFAULT_PROFILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE", "AWS_ROLE_ARN",
-        "AWS_ROLE_SESSION_NAME", "AWS_WEB_IDENTITY_TOKEN_FILE")
+DROP = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
+        "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE",
+        "AWS_ROLE_ARN", "AWS_ROLE_SESSION_NAME", "AWS_WEB_IDENTITY_TOKEN_FILE")
 
 
 def _ini(sections: dict[str, dict[str, str]]) -> str:
@@ -75,10 +75,12 @@ def profile_files(*, region: str, access_key_id: str | None = None, secret_acces
         credentials[SOURCE_PROFILE] = source
         profile["source_profile"] = SOURCE_PROFILE
     elif base_env.get("AWS_WEB_IDENTITY_TOKEN_FILE") and base_env.get("AWS_ROLE_ARN"):
-        config[f"profile {SOURCE_PROFILE}"] = {"region": region, "role_arn": base_env["AWS_ROLE_ARN"],
-                                               "web_identity_token_file": base_env["AWS_WEB_IDENTITY_TOKEN_FILE"]}
+        config[f"profile {SOURCE_PROFILE}"] = {
+            "region": region, "role_arn": base_env["AWS_ROLE_ARN"],
+            "web_identity_token_file": base_env["AWS_WEB_IDENTITY_TOKEN_FILE"]}
         profile["source_profile"] = SOURCE_PROFILE
-    elif base_env.get("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI") or base_env.get("AWS_CONTAINER_CREDENTIALS_FULL_URI"):
+    elif (base_env.get("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+          or base_env.get("AWS_CONTAINER_CREDENTIALS_FULL_URI")):
         profile["credential_source"] = "EcsContainer"
     else:
         profile["credential_source"] = "Ec2InstanceMetadata"
@@ -88,7 +90,8 @@ def profile_files(*, region: str, access_key_id: str | None = None, secret_acces
 def keys_from_mapping(data: Mapping[str, object]) -> tuple[str, str]:
     """The key pair of a classic ``service_key`` file: sops YAML ``creds.*`` or an ini [default]."""
     for section in (data.get("creds"), data.get("default"), data):
-        if isinstance(section, Mapping) and section.get("aws_access_key_id") and section.get("aws_secret_access_key"):
+        if (isinstance(section, Mapping) and section.get("aws_access_key_id")
+                and section.get("aws_secret_access_key")):
             return str(section["aws_access_key_id"]), str(section["aws_secret_access_key"])
     raise CredentialsError("the AWS key file has no aws_access_key_id and aws_secret_access_key "
                            "(under `creds:` or an ini [default] section)")

@@ -15,8 +15,9 @@ the logged-in az of AZURE_CONFIG_DIR; a cluster with local accounts gets a clien
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from hubploy import runner
 from hubploy.cloud.base import ClusterAccess, credentials_failed, kube_env, load_kubeconfig, write_private
@@ -54,7 +55,8 @@ def service_principal_from_mapping(data: Mapping[str, Any]) -> tuple[str, str, s
     missing = [k for k in ("appId", "tenant", "password") if not data.get(k)]
     if missing:
         raise CredentialsError(f"the Azure auth file lacks {', '.join(missing)}",
-                               hint="it holds the output of `az ad sp create-for-rbac`: appId, tenant, password")
+                               hint="it holds the output of `az ad sp create-for-rbac`: appId, tenant, "
+                                    "password")
     return str(data["appId"]), str(data["tenant"]), str(data["password"])
 
 

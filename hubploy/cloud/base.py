@@ -4,9 +4,10 @@ directory, hubploy.workspace.private_dir), contexts."""
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Any
 
 import yaml
 
@@ -19,7 +20,7 @@ class ClusterAccess:
     """Access to one cluster for one run; valid only inside the context that yielded it."""
 
     kubeconfig: Path          # temp kubeconfig for this one run (the caller's own without a cluster section)
-    env: dict[str, str]       # full env for child processes (helm/kubectl): base env + KUBECONFIG + cloud vars
+    env: dict[str, str]       # full env for child processes (helm/kubectl): base env, KUBECONFIG, cloud vars
     context: str | None       # kube context to pass as --kube-context (placeholder filled), or None
 
     def kube_args(self) -> list[str]:
@@ -55,7 +56,7 @@ def kube_env(base_env: Mapping[str, str], kubeconfig: Path, extra: Mapping[str, 
     return env
 
 
-def load_kubeconfig(path: Path) -> dict:
+def load_kubeconfig(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:

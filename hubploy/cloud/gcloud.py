@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from hubploy import runner
 from hubploy.cloud.base import ClusterAccess, credentials_failed, kube_env, write_private

@@ -16,20 +16,22 @@ from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from hubploy.errors import ConfigError, ConfigIssue
 
 M = TypeVar("M", bound=BaseModel)
-MAX_YAML_BYTES = 16 * 1024 * 1024   # far above any real values file: a helm release must fit in a 1 MiB Secret
-MAX_ALIAS_NODES = 100_000           # values aliases may add, counted each time an alias is used
+# far above any real values file: a helm release must fit in a 1 MiB Secret
+MAX_YAML_BYTES = 16 * 1024 * 1024
+MAX_ALIAS_NODES = 100_000  # values aliases may add, counted each time an alias is used
 SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser, ten times faster, when built
 KeyPath = tuple[str | int, ...]
 LineMap = dict[KeyPath, int]
 
 # Known causes of errors, matched on the message, with what to do about them.
 _HINTS: tuple[tuple[str, str], ...] = (
-    ("set only one of service_key, role_arn", "an aws block takes either service_key (a key file) or role_arn "
-                                               "(assume a role), never both; remove one"),
+    ("set only one of service_key, role_arn", ("an aws block takes either service_key (a key file) or "
+                                               "role_arn (assume a role), never both; remove one")),
     ("image_config_path` only applies", "use helm_substitution_path inside an images: entry instead"),
     ("either the legacy `image_name`", "move image_name into an images: entry with path: image"),
     ("needs `path`", "add `path: image` (the build dir) or pin a tag with `name: repo:tag`"),
@@ -68,9 +70,9 @@ def read_file(path: Path, *, limit: int = MAX_YAML_BYTES) -> tuple[bytes | None,
     try:
         size = path.stat().st_size
         if size > limit:
-            return None, [ConfigIssue(path, "", f"file is {size / 2 ** 20:.1f} MiB; hubploy reads files up to "
-                                                f"{limit // 2 ** 20} MiB (a helm release, its values included, "
-                                                "must fit in one 1 MiB Kubernetes Secret)")]
+            return None, [ConfigIssue(path, "", f"file is {size / 2 ** 20:.1f} MiB; hubploy reads files up "
+                                                f"to {limit // 2 ** 20} MiB (a helm release, its values "
+                                                "included, must fit in one 1 MiB Kubernetes Secret)")]
         return path.read_bytes(), []
     except FileNotFoundError:
         return None, [ConfigIssue(path, "", "file not found")]
@@ -89,7 +91,7 @@ def decode_text(path: Path, raw: bytes) -> tuple[str | None, list[ConfigIssue]]:
                                   line=line, hint="YAML files must be UTF-8; re-save the file as UTF-8")]
 
 
-class AliasBombError(yaml.YAMLError):
+class AliasBombError(yaml.YAMLError):  # type: ignore[misc]  # PyYAML ships no type hints: YAMLError is Any
     """Aliases of a YAML file expand to too many values, or refer to themselves."""
 
 
@@ -203,7 +205,8 @@ def _duplicate_keys(node: yaml.Node, file: Path, path: KeyPath = (),
     if isinstance(node, yaml.MappingNode):
         seen: set[Any] = set()
         for key, value in node.value:
-            if isinstance(key, yaml.ScalarNode) and key.value in seen and key.tag != "tag:yaml.org,2002:merge":
+            if (isinstance(key, yaml.ScalarNode) and key.value in seen
+                    and key.tag != "tag:yaml.org,2002:merge"):
                 issues.append(ConfigIssue(file, format_key_path(path + (key.value,)),
                                           "duplicate key: it is given twice in the same mapping",
                                           line=key.start_mark.line + 1,
@@ -218,7 +221,7 @@ def _duplicate_keys(node: yaml.Node, file: Path, path: KeyPath = (),
 
 
 def load_mapping(path: Path, *, allow_empty: bool = False,
-                 raw: bytes | None = None) -> tuple[dict | None, LineMap, list[ConfigIssue]]:
+                 raw: bytes | None = None) -> tuple[dict[str, Any] | None, LineMap, list[ConfigIssue]]:
     """Parse a YAML file that must hold a mapping at its top level (``raw``: its bytes, if read)."""
     data, lines, issues = load_yaml(path, raw)
     if issues:
@@ -229,7 +232,8 @@ def load_mapping(path: Path, *, allow_empty: bool = False,
         return None, lines, [ConfigIssue(path, "", "file is empty; it must be a YAML mapping", line=1)]
     if not isinstance(data, dict):
         kind = "a list" if isinstance(data, list) else f"a {type(data).__name__}"
-        return None, lines, [ConfigIssue(path, "", f"top level is {kind}; it must be a mapping of keys", line=1)]
+        return None, lines, [ConfigIssue(path, "", f"top level is {kind}; it must be a mapping of keys",
+                                         line=1)]
     return data, lines, []
 
 
@@ -238,7 +242,7 @@ def _data_path(loc: tuple[Any, ...], data: Any) -> KeyPath:
     path: list[str | int] = []
     node = data
     for part in loc:
-        if isinstance(node, dict) and part in node:
+        if isinstance(node, dict) and part in node:  # noqa: SIM114 (typed apart: a list takes int keys only)
             path.append(part)
             node = node[part]
         elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
@@ -266,7 +270,8 @@ def _allowed_keys(model: type[BaseModel], path: KeyPath) -> list[str]:
     for part in path:
         if isinstance(part, int) or current is None:
             continue
-        field = current.model_fields.get(part) if isinstance(current, type) and issubclass(current, BaseModel) else None
+        field = (current.model_fields.get(part)
+                 if isinstance(current, type) and issubclass(current, BaseModel) else None)
         if field is None:
             current = None
             break
@@ -286,12 +291,13 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _message(error: dict[str, Any], model: type[BaseModel], path: KeyPath) -> tuple[str, str | None]:
+def _message(error: ErrorDetails, model: type[BaseModel], path: KeyPath) -> tuple[str, str | None]:
     kind = error["type"]
     if kind == "extra_forbidden":
         allowed = _allowed_keys(model, path[:-1])
         close = difflib.get_close_matches(str(path[-1]), allowed, n=1) if path else []
-        hint = f"did you mean `{close[0]}`?" if close else (f"allowed keys: {', '.join(allowed)}" if allowed else None)
+        hint = (f"did you mean `{close[0]}`?" if close
+                else f"allowed keys: {', '.join(allowed)}" if allowed else None)
         return "unknown key", hint
     if kind == "missing":
         return "required key is missing", None
@@ -300,7 +306,8 @@ def _message(error: dict[str, Any], model: type[BaseModel], path: KeyPath) -> tu
     return msg, hint
 
 
-def validate_model(model: type[M], data: Any, file: Path, lines: LineMap) -> tuple[M | None, list[ConfigIssue]]:
+def validate_model(model: type[M], data: Any, file: Path,
+                   lines: LineMap) -> tuple[M | None, list[ConfigIssue]]:
     """Validate parsed data; on failure return every error as a ConfigIssue (deduplicated, in file order)."""
     try:
         return model.model_validate(data), []

@@ -17,7 +17,7 @@ from __future__ import annotations
 import fnmatch
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 from pydantic import Field, field_validator, model_validator
 
@@ -41,14 +41,15 @@ from hubploy.config.repo_settings import FreezeWindow, RepoSettings, SecretsSett
 
 __all__ = ["ALLOWED_ENVIRONMENTS", "AwsCluster", "AwsRegistry", "AzureCluster", "AzureRegistry", "Cluster",
            "ClusterSettings", "DockerconfigRegistry", "EnvironmentSettings", "FreezeWindow", "GcloudCluster",
-           "GcloudRegistry", "HubConfig", "ImageCheck", "ImageEntry", "Images", "KubeconfigCluster", "Problem",
-           "ProviderSettings", "Registry", "RegistrySettings", "RepoSettings", "SecretsSettings", "Strict",
-           "is_dns_label", "parse_moment", "split_image_reference", "split_repository"]
+           "GcloudRegistry", "HubConfig", "ImageCheck", "ImageEntry", "Images", "KubeconfigCluster",
+           "Problem", "ProviderSettings", "Registry", "RegistrySettings", "RepoSettings", "SecretsSettings",
+           "Strict", "is_dns_label", "parse_moment", "split_image_reference", "split_repository"]
 
 DEFAULT_SUBSTITUTION_PATH = "jupyterhub.singleuser.image"
 DOCKER_HUB = "docker.io"
-DEFAULT_ENVIRONMENTS = ("staging", "prod")
-ALLOWED_ENVIRONMENTS = ("develop", "staging", "prod")
+EnvName = Literal["develop", "staging", "prod"]
+DEFAULT_ENVIRONMENTS: tuple[EnvName, ...] = ("staging", "prod")
+ALLOWED_ENVIRONMENTS: tuple[EnvName, ...] = ("develop", "staging", "prod")
 
 
 def split_repository(name: str) -> tuple[str, str]:
@@ -76,7 +77,8 @@ def split_image_reference(reference: str) -> tuple[str, str | None]:
 
 
 _DOMAIN = re.compile(r"^(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-                     r"(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*(?::[0-9]+)?$|^\[[0-9a-fA-F:.]+\](?::[0-9]+)?$")
+                     r"(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*(?::[0-9]+)?$"
+                     r"|^\[[0-9a-fA-F:.]+\](?::[0-9]+)?$")
 _PATH_COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
 _TAG = re.compile(r"^[\w][\w.-]{0,127}$")
 _DIGEST = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[0-9a-fA-F]{32,}$")
@@ -89,7 +91,8 @@ def image_reference_problem(reference: str) -> str | None:
     rest, _, digest = reference.partition("@")
     name, tag = split_image_reference(rest)
     first, slash, remainder = name.partition("/")
-    is_domain = bool(slash) and ("." in first or ":" in first or first == "localhost" or first != first.lower())
+    is_domain = bool(slash) and ("." in first or ":" in first or first == "localhost"
+                                 or first != first.lower())
     path = remainder if is_domain else name
     if is_domain and not _DOMAIN.match(first):
         return f"registry host {first!r} is not a host name with an optional :port"
@@ -121,15 +124,17 @@ class Repo2Docker(Strict):
 class ImageEntry(Strict):
     name: str = Field(description="Image repository, e.g. us-central1-docker.pkg.dev/proj/repo/user-image. "
                                   "The v1 form `name:tag` pins the tag instead of deriving it from git.")
-    path: str | None = Field(None, description="Image build dir relative to the hub dir (required unless the tag is pinned).")
+    path: str | None = Field(None, description="Image build dir relative to the hub dir (required unless the "
+                                               "tag is pinned).")
     helm_substitution_path: str = Field(DEFAULT_SUBSTITUTION_PATH,
-                                        description="Dotted values path whose .name and .tag receive this image.")
+                                        description="Dotted values path whose .name and .tag receive this "
+                                                    "image.")
     repo2docker: Repo2Docker | None = Field(None, description="repo2docker options.")
 
     _reference = field_validator("name")(_valid_image_reference)
 
     @model_validator(mode="after")
-    def _path_or_tag(self) -> "ImageEntry":
+    def _path_or_tag(self) -> ImageEntry:
         _, tag = split_image_reference(self.name)
         if self.path is None and tag is None:
             raise ValueError("an image needs `path` (its build dir) unless `name` pins a tag (name:tag)")
@@ -137,10 +142,13 @@ class ImageEntry(Strict):
 
 
 class Images(Strict):
-    image_name: str | None = Field(None, description="Legacy single image: repository name; its build dir is image/.")
-    image_config_path: str | None = Field(None, description="Legacy name of helm_substitution_path for image_name.")
+    image_name: str | None = Field(None, description="Legacy single image: repository name; its build dir is "
+                                                     "image/.")
+    image_config_path: str | None = Field(None, description="Legacy name of helm_substitution_path for "
+                                                            "image_name.")
     images: list[ImageEntry] = Field(default_factory=list, description="The hub's images.")
-    registry: Registry | None = Field(None, description="Registry login used by `build --push/--check-registry`.")
+    registry: Registry | None = Field(None,
+                                      description="Registry login used by `build --push/--check-registry`.")
 
     @field_validator("image_name")
     @classmethod
@@ -148,7 +156,7 @@ class Images(Strict):
         return None if value is None else _valid_image_reference(value)
 
     @model_validator(mode="after")
-    def _legacy_or_list(self) -> "Images":
+    def _legacy_or_list(self) -> Images:
         if self.image_name and self.images:
             raise ValueError("use either the legacy `image_name` or the `images:` list, not both")
         if self.image_config_path and not self.image_name:
@@ -208,12 +216,15 @@ def _matches(name: str, pattern: str) -> bool:
 
 
 class EnvironmentSettings(Strict):
-    url: str | None = Field(None, description="Public URL of the hub in this environment, for the health check.")
+    url: str | None = Field(None,
+                            description="Public URL of the hub in this environment, for the health check.")
     release: str | None = Field(None, description="Helm release name (default <hub>-<env>).")
     namespace: str | None = Field(None, description="Kubernetes namespace (default <hub>-<env>).")
 
 
-EnvName = Literal["develop", "staging", "prod"]
+def is_env_name(name: str) -> TypeGuard[EnvName]:
+    return name in ALLOWED_ENVIRONMENTS
+
 
 def _environments_schema(schema: dict[str, Any]) -> None:
     """Editors should accept both spellings: a list of names, or a mapping name -> settings."""
@@ -245,7 +256,7 @@ class HubConfig(Strict):
             names = [v for v in value if isinstance(v, str)]
             if len(set(names)) != len(names):
                 raise ValueError("environments lists a name twice")
-            value = {name: None for name in value} if len(names) == len(value) else value
+            value = dict.fromkeys(value) if len(names) == len(value) else value
         if isinstance(value, dict):
             if not value:
                 raise ValueError("environments must name at least one environment")
@@ -255,12 +266,18 @@ class HubConfig(Strict):
     def image_entries(self) -> list[ImageEntry]:
         return self.images.entries() if self.images else []
 
+    def environment(self, env: str) -> EnvironmentSettings:
+        """The settings of environment ``env``; KeyError if this hub has no such environment."""
+        if not is_env_name(env):
+            raise KeyError(env)
+        return self.environments[env]
+
     def release(self, hub: str, env: str) -> str:
         """The helm release of hub ``hub`` (its directory's name) in ``env``."""
-        return self.environments[env].release or f"{hub}-{env}"  # type: ignore[index]
+        return self.environment(env).release or f"{hub}-{env}"
 
     def namespace(self, hub: str, env: str) -> str:
-        return self.environments[env].namespace or f"{hub}-{env}"  # type: ignore[index]
+        return self.environment(env).namespace or f"{hub}-{env}"
 
     def problems(self, hub: str, hub_dir: Path, repo_root: Path) -> list[Problem]:
         """What this valid file still gets wrong for hub ``hub`` in ``hub_dir``: release and namespace
@@ -292,7 +309,8 @@ class HubConfig(Strict):
             path = (hub_dir / entry.path).resolve()
             key: KeyPath = ("images", "image_name") if legacy else ("images", "images", index, "path")
             if not inside(path, repo_root):
-                found.append(Problem(key, f"image path {entry.path!r} resolves outside the repository (to {path})",
+                found.append(Problem(key, f"image path {entry.path!r} resolves outside the repository "
+                                          f"(to {path})",
                                      "an image dir must live in the deployment repository"))
             elif not path.is_dir():
                 found.append(Problem(key, f"image directory {entry.path}/ does not exist",
@@ -317,8 +335,8 @@ class HubConfig(Strict):
             for key, filename in settings.key_files().items():
                 path = (secrets_dir / filename).resolve()
                 if not inside(path, repo_root):
-                    found.append(Problem((*prefix, key), f"key file {filename!r} resolves outside the repository "
-                                                         f"(to {path})",
+                    found.append(Problem((*prefix, key), f"key file {filename!r} resolves outside the "
+                                                         f"repository (to {path})",
                                          "key files must live in the deployment repository"))
                 elif not path.is_file():
                     found.append(Problem((*prefix, key), f"key file secrets/{filename} does not exist",

@@ -2,11 +2,11 @@
 
 A section names its provider and keeps the provider's settings under a key of that name
 (`provider: aws` + `aws: {...}`), as classic hubploy files do; as in hubploy, only the chosen
-provider's section is read (another provider's is dropped unread, but for ``kubeconfig.context``). Code reads them through
-``Registry.settings`` and ``Cluster.settings``: one typed value of the union ``RegistrySettings`` or
-``ClusterSettings``, told apart by its class (each declares its ``provider``), never by probing for
-attributes. The aws `project` -> `account_id` and `zone` -> `region` aliases are read as hubploy reads
-them.
+provider's section is read (another provider's is dropped unread, but for ``kubeconfig.context``).
+Code reads them through ``Registry.settings`` and ``Cluster.settings``: one typed value of the union
+``RegistrySettings`` or ``ClusterSettings``, told apart by its class (each declares its ``provider``),
+never by probing for attributes. The aws `project` -> `account_id` and `zone` -> `region` aliases are
+read as hubploy reads them.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ def _account_id(value: Any) -> Any:
     digits, when they are the 12 an account id has (a number with leading zeros lost them)."""
     if isinstance(value, int) and not isinstance(value, bool):
         if len(str(value)) != 12:
-            raise ValueError(f"account id {value} has {len(str(value))} digits, not 12: YAML read it as a number "
-                             "(and dropped any leading zeros); quote it")
+            raise ValueError(f"account id {value} has {len(str(value))} digits, not 12: YAML read it as a "
+                             "number (and dropped any leading zeros); quote it")
         return str(value)
     return value
 
@@ -45,7 +45,8 @@ def _account_id(value: Any) -> Any:
 AccountId = Annotated[str, BeforeValidator(_account_id), WithJsonSchema({"type": ["string", "integer"]})]
 
 
-def _chosen_section_only(data: Any, providers: tuple[str, ...], *, keep: Mapping[str, tuple[str, ...]]) -> Any:
+def _chosen_section_only(data: Any, providers: tuple[str, ...], *,
+                         keep: Mapping[str, tuple[str, ...]]) -> Any:
     """hubploy reads only the section of the chosen provider: the others are dropped unread (a repository
     may keep another provider's settings around), except the keys in ``keep`` (the kubeconfig section's
     ``context`` applies to every provider)."""
@@ -89,12 +90,13 @@ class _AwsSettings(ProviderSettings):
     _legacy = model_validator(mode="before")(_rename_legacy_aws)
 
     @model_validator(mode="after")
-    def _one_source(self) -> "_AwsSettings":
+    def _one_source(self) -> _AwsSettings:
         given = {"service_key": self.service_key, "role_arn": self.role_arn,
                  "credentials_block": self.credentials_block}
         sources = [key for key, value in given.items() if value]
         if len(sources) > 1:
-            raise ValueError(f"set only one of service_key, role_arn or credentials_block (found {', '.join(sources)})")
+            raise ValueError("set only one of service_key, role_arn or credentials_block "
+                             f"(found {', '.join(sources)})")
         return self
 
     def key_files(self) -> dict[str, str]:
@@ -105,8 +107,10 @@ class _AwsSettings(ProviderSettings):
 
 class GcloudRegistry(ProviderSettings):
     provider: ClassVar[str] = "gcloud"
-    project: str | None = Field(None, description="GCP project of the registry (accepted, unused by classic hubploy).")
-    service_key: str | None = Field(None, description="Service-account key file in secrets/, usually sops-encrypted.")
+    project: str | None = Field(None, description="GCP project of the registry (accepted, unused by classic "
+                                                  "hubploy).")
+    service_key: str | None = Field(None, description="Service-account key file in secrets/, usually "
+                                                      "sops-encrypted.")
     credentials_block: str | None = Field(None, description=_BLOCK_DOC)
     host: str | None = Field(None, description="Registry host to log in to, e.g. us-central1-docker.pkg.dev "
                                                 "(classic hubploy only configured gcr.io).")
@@ -117,7 +121,8 @@ class GcloudRegistry(ProviderSettings):
 
 class AwsRegistry(_AwsSettings):
     provider: ClassVar[str] = "aws"
-    account_id: AccountId = Field(description="12-digit AWS account id owning the ECR registry (legacy key: project).")
+    account_id: AccountId = Field(description="12-digit AWS account id owning the ECR registry (legacy key: "
+                                              "project).")
     region: str = Field(description="AWS region of the ECR registry (legacy key: zone).")
     service_key: str | None = Field(None, description="AWS credentials file in secrets/.")
     role_arn: str | None = Field(None, description="IAM role to assume for registry access.")
@@ -128,7 +133,8 @@ class AzureRegistry(ProviderSettings):
     provider: ClassVar[str] = "azure"
     resource_group: str = Field(description="Azure resource group of the container registry.")
     registry: str = Field(description="Azure Container Registry name (without .azurecr.io).")
-    auth_file: str | None = Field(None, description="Service principal JSON/YAML (appId, tenant, password) in secrets/.")
+    auth_file: str | None = Field(None, description="Service principal JSON/YAML (appId, tenant, password) "
+                                                    "in secrets/.")
     credentials_block: str | None = Field(None, description=_BLOCK_DOC)
 
     def key_files(self) -> dict[str, str]:
@@ -137,9 +143,11 @@ class AzureRegistry(ProviderSettings):
 
 class DockerconfigRegistry(ProviderSettings):
     provider: ClassVar[str] = "dockerconfig"
-    filename: str | None = Field(None, description="A docker config.json in secrets/, usually sops-encrypted.")
+    filename: str | None = Field(None,
+                                 description="A docker config.json in secrets/, usually sops-encrypted.")
     credentials_block: str | None = Field(
-        None, description="Name of a prefect-docker DockerRegistryCredentials block (username/password registries).")
+        None, description="Name of a prefect-docker DockerRegistryCredentials block (username/password "
+                          "registries).")
 
     def key_files(self) -> dict[str, str]:
         return self._given(filename=self.filename)
@@ -149,11 +157,13 @@ RegistrySettings = GcloudRegistry | AwsRegistry | AzureRegistry | DockerconfigRe
 
 
 class Registry(Strict):
-    provider: Literal["gcloud", "aws", "azure", "dockerconfig"] = Field(description="How to log in to the registry.")
+    provider: Literal["gcloud", "aws", "azure", "dockerconfig"] = Field(
+        description="How to log in to the registry.")
     gcloud: GcloudRegistry | None = Field(None, description="Settings when provider is gcloud.")
     aws: AwsRegistry | None = Field(None, description="Settings when provider is aws.")
     azure: AzureRegistry | None = Field(None, description="Settings when provider is azure.")
-    dockerconfig: DockerconfigRegistry | None = Field(None, description="Settings when provider is dockerconfig.")
+    dockerconfig: DockerconfigRegistry | None = Field(None,
+                                                      description="Settings when provider is dockerconfig.")
 
     @model_validator(mode="before")
     @classmethod
@@ -161,7 +171,7 @@ class Registry(Strict):
         return _chosen_section_only(data, ("gcloud", "aws", "azure", "dockerconfig"), keep={})
 
     @model_validator(mode="after")
-    def _section_present(self) -> "Registry":
+    def _section_present(self) -> Registry:
         if self.provider != "gcloud" and self.settings is None:
             raise ValueError(f"provider is {self.provider!r} but there is no `{self.provider}:` section")
         return self
@@ -195,10 +205,12 @@ class GcloudCluster(ProviderSettings):
 
 class AwsCluster(_AwsSettings):
     provider: ClassVar[str] = "aws"
-    account_id: AccountId | None = Field(None, description="AWS account id (legacy key: project; unused by the deploy).")
+    account_id: AccountId | None = Field(None, description="AWS account id (legacy key: project; unused by "
+                                                           "the deploy).")
     cluster: str = Field(description="EKS cluster name.")
     region: str = Field(description="AWS region of the cluster (legacy key: zone).")
-    service_key: str | None = Field(None, description="AWS credentials file in secrets/ (ini, or sops YAML with creds.*).")
+    service_key: str | None = Field(None, description="AWS credentials file in secrets/ (ini, or sops YAML "
+                                                      "with creds.*).")
     role_arn: str | None = Field(None, description="IAM role to assume (session name hubploy-cluster-auth).")
     credentials_block: str | None = Field(None, description=_BLOCK_DOC)
 
@@ -210,7 +222,8 @@ class AzureCluster(ProviderSettings):
     provider: ClassVar[str] = "azure"
     resource_group: str = Field(description="Azure resource group of the AKS cluster.")
     cluster: str = Field(description="AKS cluster name.")
-    auth_file: str | None = Field(None, description="Service principal file (appId, tenant, password) in secrets/.")
+    auth_file: str | None = Field(None, description="Service principal file (appId, tenant, password) in "
+                                                    "secrets/.")
     credentials_block: str | None = Field(None, description=_BLOCK_DOC)
 
     def key_files(self) -> dict[str, str]:
@@ -223,7 +236,8 @@ class AzureCluster(ProviderSettings):
 class KubeconfigCluster(ProviderSettings):
     provider: ClassVar[str] = "kubeconfig"
     filename: str | None = Field(None, description="Kubeconfig file in secrets/, usually sops-encrypted.")
-    context: str | None = Field(None, description="Context to use; `{namespace}` is replaced by the release namespace.")
+    context: str | None = Field(None, description="Context to use; `{namespace}` is replaced by the release "
+                                                  "namespace.")
     credentials_block: str | None = Field(None, description=_BLOCK_DOC)
 
     def key_files(self) -> dict[str, str]:
@@ -238,7 +252,8 @@ ClusterSettings = GcloudCluster | AwsCluster | AzureCluster | KubeconfigCluster
 
 
 class Cluster(Strict):
-    provider: Literal["gcloud", "aws", "azure", "kubeconfig"] = Field(description="How to get cluster credentials.")
+    provider: Literal["gcloud", "aws", "azure", "kubeconfig"] = Field(
+        description="How to get cluster credentials.")
     gcloud: GcloudCluster | None = Field(None, description="Settings when provider is gcloud.")
     aws: AwsCluster | None = Field(None, description="Settings when provider is aws.")
     azure: AzureCluster | None = Field(None, description="Settings when provider is azure.")
@@ -252,7 +267,7 @@ class Cluster(Strict):
                                     keep={"kubeconfig": ("context",)})
 
     @model_validator(mode="after")
-    def _section_present(self) -> "Cluster":
+    def _section_present(self) -> Cluster:
         section = self._sections()[self.provider]
         if section is None:
             raise ValueError(f"provider is {self.provider!r} but there is no `{self.provider}:` section")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Iterable
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from difflib import get_close_matches
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -23,7 +23,8 @@ class SecretsSettings(Strict):
     allow_plaintext: bool = Field(False, description="Allow files under secrets/ without sops metadata "
                                                      "(for repos whose secrets are protected by git-crypt).")
     age_key_file: str | None = Field(None, description="age key file for sops, relative to the repo root or "
-                                                       "absolute; overrides SOPS_AGE_KEY_FILE for hubploy's sops calls.")
+                                                       "absolute; overrides SOPS_AGE_KEY_FILE for hubploy's "
+                                                       "sops calls.")
 
 
 def parse_moment(text: str) -> datetime:
@@ -32,7 +33,7 @@ def parse_moment(text: str) -> datetime:
         parsed = datetime.fromisoformat(text)
     except ValueError:
         parsed = datetime.combine(date.fromisoformat(text), datetime.min.time())
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 class FreezeWindow(Strict):
@@ -51,7 +52,7 @@ class FreezeWindow(Strict):
         return text
 
     @model_validator(mode="after")
-    def _ordered(self) -> "FreezeWindow":
+    def _ordered(self) -> FreezeWindow:
         if self.ends <= self.starts:
             raise ValueError("a freeze window must end after it starts")
         return self
@@ -256,11 +257,13 @@ class RepoSettings(Strict):
     staging_branch: str = Field("staging", description="Branch whose pushes start the lifecycle.")
     prod_branch: str = Field("prod", description="Branch that only ever receives merges of staging.")
     shared_paths: list[str] = Field(default_factory=list,
-                                    description="Extra paths (glob) whose change affects every hub; the chart always does.")
+                                    description="Extra paths (glob) whose change affects every hub; the "
+                                                "chart always does.")
     secrets: SecretsSettings = Field(default_factory=SecretsSettings, description="Secret file policy.")
-    freeze_windows: list[FreezeWindow] = Field(default_factory=list,
-                                               description="Date ranges during which prod promotion is refused.")
-    approval_timeout_hours: float = Field(24, gt=0, description="How long the lifecycle waits for an approval.")
+    freeze_windows: list[FreezeWindow] = Field(
+        default_factory=list, description="Date ranges during which prod promotion is refused.")
+    approval_timeout_hours: float = Field(24, gt=0,
+                                          description="How long the lifecycle waits for an approval.")
     approvers: Approvers = Field(default_factory=Approvers,
                                  description="Who may decide the approval of each approved environment.")
     cluster_concurrency: int = Field(4, ge=1, description="Most deploys run at once against one cluster.")
@@ -268,8 +271,8 @@ class RepoSettings(Strict):
         "How long helm waits for a release to be ready (`helm upgrade --wait --timeout`) when a flow, "
         "`hubploy deploy` or `hubploy rollout` deploys without --timeout; a hub that is still not ready "
         "then fails and is rolled back. E.g. 10m, 300s, 1h."))
-    health_check_timeout: float = Field(180, gt=0, description="Seconds a deployed hub has to answer /hub/api "
-                                                               "before the deploy is rolled back.")
+    health_check_timeout: float = Field(180, gt=0, description="Seconds a deployed hub has to answer "
+                                                               "/hub/api before the deploy is rolled back.")
     rollout: RolloutSettings | None = Field(None, description="Progressive delivery: waves, soak, smoke "
                                                               "test. Without it, a fleet deploys every hub "
                                                               "at once.")
@@ -282,7 +285,7 @@ class RepoSettings(Strict):
 
     def active_freeze(self, now: datetime | None = None) -> FreezeWindow | None:
         """The freeze window ``now`` (default: the current time) falls in, if any."""
-        now = now or datetime.now(timezone.utc)
+        now = now or datetime.now(UTC)
         return next((window for window in self.freeze_windows if window.covers(now)), None)
 
     def check_not_frozen(self, now: datetime | None = None) -> None:

@@ -78,9 +78,10 @@ def _kubectl(target: Target, *args: str) -> dict[str, Any] | str:
         lines = [line for line in done.stderr.splitlines() if line.strip()]
         return lines[-1] if lines else f"kubectl exited {done.returncode}"
     try:
-        return json.loads(done.stdout)
+        data: dict[str, Any] = json.loads(done.stdout)  # kubectl get -o json prints one object
     except ValueError:
         return "kubectl printed something that is not JSON"
+    return data
 
 
 def _labels(obj: Obj) -> Mapping[str, str]:
@@ -129,7 +130,8 @@ class _Logs:
             return None
         self.read += 1
         args = ["logs", "-n", self.target.namespace, pod, "-c", container, "--tail", "20"]
-        done = run(kubectl_argv(self.target.env, self.target.context, *args, *(["--previous"] if previous else [])),
+        done = run(kubectl_argv(self.target.env, self.target.context, *args,
+                                *(["--previous"] if previous else [])),
                    env=self.target.env, check=False, timeout=60)
         lines = [line.strip() for line in done.stdout.splitlines() if line.strip()]
         return _short(lines[-1]) if done.returncode == 0 and lines else None
@@ -176,7 +178,8 @@ def _pod(pod: Obj, warnings: Mapping[tuple[str, str], str], logs: _Logs) -> str 
     reasons = _containers(pod, logs)
     scheduled = conditions.get("PodScheduled") or {}
     if scheduled.get("status") == "False":
-        reasons.insert(0, f"{scheduled.get('reason', 'not scheduled')}: {_short(scheduled.get('message', ''))}")
+        reasons.insert(0, f"{scheduled.get('reason', 'not scheduled')}: "
+                          f"{_short(scheduled.get('message', ''))}")
     if not reasons:
         reasons.append(warnings.get(("Pod", _name(pod))) or phase or "not ready")
     return f"Pod {_name(pod)} ({'; '.join(reasons)})"
@@ -205,11 +208,13 @@ def _jobs(jobs: Iterable[Obj], job_pods: Mapping[str, list[Obj]], warnings: Mapp
         if (conditions.get("Complete") or {}).get("status") == "True":
             continue
         failed = conditions.get("Failed") or {}
-        why = (f"{failed.get('reason')}: {_short(failed.get('message', ''))}" if failed.get("status") == "True"
+        why = (f"{failed.get('reason')}: {_short(failed.get('message', ''))}"
+               if failed.get("status") == "True"
                else warnings.get(("Job", _name(job))) or "still running")
         hook = "hook " if "helm.sh/hook" in ((job.get("metadata") or {}).get("annotations") or {}) else ""
         pods = _pods(job_pods.get(_name(job), []), warnings, logs)
-        found.append(f"{hook}Job {_name(job)} not complete ({why})" + (f": {'; '.join(pods)}" if pods else ""))
+        found.append(f"{hook}Job {_name(job)} not complete ({why})"
+                     + (f": {'; '.join(pods)}" if pods else ""))
     return found
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Collection, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypedDict
 
 import httpx
 
@@ -18,6 +18,10 @@ from hubploy.registry import RegistryCredentials, manifest_digest, split_reposit
 from hubploy.registry_login import credentials_from_env
 
 CHECK_ALL = ImageCheck()
+
+
+class _SharedClient(TypedDict, total=False):
+    client: httpx.Client  # given only when there is one to share
 
 
 def image_references(merged: Mapping[str, Any]) -> list[tuple[str, str, str]]:
@@ -46,7 +50,7 @@ def registry_image_digest(env: Mapping[str, str], credentials_for: RegistryCrede
     Thread-safe; ``client`` (shared by the lookups) saves a TLS setup and connection per image."""
     logins: dict[str, RegistryCredentials | None] = {}
     login_lock = threading.Lock()
-    shared = {"client": client} if client is not None else {}
+    shared: _SharedClient = {"client": client} if client is not None else {}
 
     def lookup(name: str, tag: str) -> str | None:
         host, _ = split_repository(name)
@@ -78,7 +82,8 @@ def check_images(merged: Mapping[str, Any], image_digest: ImageDigest, *, logger
     refs: list[ImageRef] = []
     missing: list[str] = []
     found = image_references(merged)
-    wanted = list(dict.fromkeys((name, tag) for _, name, tag in found if tag and scope.wants(name, set(built))))
+    wanted = list(dict.fromkeys((name, tag) for _, name, tag in found
+                                if tag and scope.wants(name, set(built))))
     where = {(name, tag): path for path, name, tag in reversed(found)}
     # Distinct images are looked up concurrently; results (and the first error) are taken in values order.
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(wanted)))) as pool:
@@ -114,7 +119,8 @@ def _answer(lookup: Future[str | None], name: str, tag: str, path: str) -> str |
     except RegistryError as exc:
         host, _ = split_repository(name)
         raise RegistryError(
-            f"cannot check image {name}:{tag} (at {path}) in registry {host}: {exc.message}", status=exc.status,
+            f"cannot check image {name}:{tag} (at {path}) in registry {host}: {exc.message}",
+            status=exc.status,
             hint=(exc.hint + "; " if exc.hint else "") + f"or leave it out of the check in hubploy.yaml: "
                  f"`image_check: {{skip: [{host}]}}`, or `image_check: {{only: built}}` for the images this "
                  "repository builds") from None

@@ -41,7 +41,7 @@ ClusterAccessProvider = Callable[[Hub, str], AbstractContextManager[ClusterAcces
 ClusterSlot = Callable[[], AbstractContextManager[object]]  # held while a deploy loads the cluster API
 ImageDigest = Callable[[str, str], "str | None"]
 RegistryCredentialsFor = Callable[[str], "RegistryCredentials | None"]
-Logger = logging.Logger | logging.LoggerAdapter
+Logger = logging.Logger | logging.LoggerAdapter[logging.Logger]
 
 
 @dataclass(frozen=True)

@@ -218,7 +218,8 @@ def _undo_failed_upgrade(target: Target, flags: helm.UpgradeFlags, result: Deplo
         rollback(target, before, timeout=flags.timeout)
     except CommandError as failed:
         result.revision_after = None
-        return Outcome.failed, f"the rollback to revision {before} failed too: {helm_reason(failed.stderr_tail)}"
+        return (Outcome.failed,
+                f"the rollback to revision {before} failed too: {helm_reason(failed.stderr_tail)}")
     result.revision_after = deployed_revision_now(target)
     return Outcome.rolled_back, (f"rolled back to revision {before}'s configuration as revision "
                                  f"{result.revision_after}, which is serving")

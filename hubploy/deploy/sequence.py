@@ -201,8 +201,9 @@ def _refused(refusal: HubployError, history: Future[list[helm.Revision]]) -> End
 def rollback_hub(repo: DeploymentRepo, hub_name: str, env_name: str, *, revision: int | None = None,
                  namespace: str | None = None, release: str | None = None,
                  credentials: Credentials | None = None, base_env: Mapping[str, str] | None = None,
-                 health_check: bool = True, health_timeout: float | None = None, timeout: str = DEFAULT_TIMEOUT,
-                 logger: Logger = log, on_result: Callable[[DeployResult], None] | None = None,
+                 health_check: bool = True, health_timeout: float | None = None,
+                 timeout: str = DEFAULT_TIMEOUT, logger: Logger = log,
+                 on_result: Callable[[DeployResult], None] | None = None,
                  cluster_slot: ClusterSlot = contextlib.nullcontext) -> DeployResult:
     """Roll a hub's release back to ``revision`` (default: the deployed revision before the current
     one), wait for it, and health-check it. Raises DeployError when there is nothing to roll back to.

@@ -22,8 +22,8 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from hubploy.errors import SandboxError
 from hubploy.runner import child_env, run
+from hubploy_sandbox.errors import SandboxError
 from hubploy_sandbox.paths import SandboxPaths
 from hubploy_sandbox.versions import (
     ETCD_MODULE,
@@ -74,10 +74,12 @@ def _version_tuple(version: str) -> tuple[int, ...]:
 
 
 def reports_version(binary: Path, version: str, *, env: Mapping[str, str]) -> bool:
-    """Whether ``binary --version`` names ``version`` (a cached build of another version does not count)."""
+    """Whether ``binary --version`` (kubectl: ``version --client``) names ``version`` (a cached build of
+    another version does not count)."""
     if not binary.is_file():
         return False
-    result = run([binary, "--version"], env=env, check=False, timeout=30)
+    args = ["version", "--client"] if binary.name == "kubectl" else ["--version"]
+    result = run([binary, *args], env=env, check=False, timeout=30)
     return version.lstrip("v") in (result.stdout + result.stderr)
 
 
@@ -94,7 +96,8 @@ def kubernetes_ldflags(version: str) -> str:
     return " ".join(flags)
 
 
-def _go_build(module: str, paths: SandboxPaths, targets: list[str], dest: Path, ldflags: str, say: Say) -> None:
+def _go_build(module: str, paths: SandboxPaths, targets: list[str], dest: Path, ldflags: str,
+              say: Say) -> None:
     """``go build`` ``targets`` in a copy of the build module ``gobuild/<module>`` into ``dest``."""
     env = go_env(paths)
     source = GOBUILD / module
@@ -183,7 +186,8 @@ def staging_replacements(kubernetes_go_mod: str, version: str) -> list[str]:
 def _header(go_mod: Path) -> str:
     """The comment lines at the top of a go.mod (kept across a bump)."""
     lines = go_mod.read_text().splitlines()
-    return "\n".join(line for line in lines[: next(i for i, l in enumerate(lines) if l.startswith("module"))])
+    return "\n".join(line for line in
+                     lines[: next(i for i, text in enumerate(lines) if text.startswith("module"))])
 
 
 def bump(component: str, version: str, paths: SandboxPaths, say: Say = print) -> None:
@@ -210,7 +214,8 @@ def bump(component: str, version: str, paths: SandboxPaths, say: Say = print) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hubploy_sandbox.builds", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m hubploy_sandbox.builds",
+                                     description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="action", required=True)
     bump_parser = sub.add_parser("bump", help="point a build module at another version")
     bump_parser.add_argument("component", choices=["kubernetes", "etcd"])

@@ -38,7 +38,8 @@ class Component:
 
 def _component(paths: SandboxPaths, name: str, argv: Callable[[], list[str]], ready: Callable[[], bool],
                timeout: float, where: str = "") -> Component:
-    return Component(name, argv, ready, paths.pids / f"{name}.pid", paths.logs / f"{name}.log", timeout, where)
+    return Component(name, argv, ready, paths.pids / f"{name}.pid", paths.logs / f"{name}.log", timeout,
+                     where)
 
 
 def registry_component(paths: SandboxPaths) -> Component:
@@ -93,6 +94,7 @@ def cluster_components(paths: SandboxPaths, cluster: ClusterPaths) -> ClusterCom
                                       lambda: k8s.controller_manager_ready(paths, cluster), 60),
         scheduler=_component(paths, f"kube-scheduler{s}", lambda: k8s.scheduler_argv(paths, cluster),
                              lambda: True, 10),
-        agent=Component(f"agent{s}", lambda: agent_argv(paths, cluster), lambda: agent_ready(cluster, agent_pid),
+        agent=Component(f"agent{s}", lambda: agent_argv(paths, cluster),
+                        lambda: agent_ready(cluster, agent_pid),
                         agent_pid, paths.logs / f"agent{s}.log", 60, addr(KUBELET_PORT)),
     )

@@ -6,8 +6,8 @@ import os
 import shlex
 from collections.abc import Mapping
 
-from hubploy.errors import SandboxError
 from hubploy_sandbox import registry, tools
+from hubploy_sandbox.errors import SandboxError
 from hubploy_sandbox.lifecycle import external_kubeconfig
 from hubploy_sandbox.paths import REGISTRY_USER, SandboxPaths
 

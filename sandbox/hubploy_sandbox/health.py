@@ -10,7 +10,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from hubploy.errors import SandboxError
+from hubploy_sandbox.errors import SandboxError
 
 
 def http_status(
@@ -49,7 +49,8 @@ def wait_for(
     log: Path | None = None,
     alive: Callable[[], bool] | None = None,
 ) -> None:
-    """Poll ``check`` until it is true; raise SandboxError after ``timeout`` s or when ``alive`` turns false."""
+    """Poll ``check`` until it is true; raise SandboxError after ``timeout`` s or when ``alive`` turns
+    false."""
     deadline = time.monotonic() + timeout
     while True:
         if check():

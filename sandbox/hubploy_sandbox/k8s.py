@@ -10,9 +10,9 @@ from typing import Any
 
 import yaml
 
-from hubploy.errors import SandboxError
 from hubploy.runner import run
 from hubploy_sandbox import network
+from hubploy_sandbox.errors import SandboxError
 from hubploy_sandbox.health import http_status
 from hubploy_sandbox.paths import (
     APISERVER_PORT,
@@ -71,7 +71,8 @@ def admin_token(cluster: ClusterPaths) -> str:
     try:
         return cluster.token_file.read_text().split(",", 1)[0].strip()
     except OSError:
-        raise SandboxError(f"cluster {cluster.name} has no admin token", hint="run `hubploy sandbox up`") from None
+        raise SandboxError(f"cluster {cluster.name} has no admin token",
+                           hint="run `hubploy sandbox up`") from None
 
 
 def apiserver_url(cluster: ClusterPaths) -> str:

@@ -11,10 +11,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from hubploy.errors import SandboxError
 from hubploy.runner import child_env
 from hubploy_sandbox import images, k8s, network, registry, tools
 from hubploy_sandbox.components import Component, cluster_components, registry_component
+from hubploy_sandbox.errors import SandboxError
 from hubploy_sandbox.health import wait_for
 from hubploy_sandbox.paths import ClusterPaths, SandboxPaths
 from hubploy_sandbox.procs import read_pid, runs, spawn, stop
@@ -68,7 +68,8 @@ class _Starter:
 
     def wait(self, comp: Component) -> None:
         since = self.started.get(comp.name)
-        wait_for(comp.name, comp.ready, timeout=comp.timeout, log=comp.log, alive=lambda: comp.pid() is not None)
+        wait_for(comp.name, comp.ready, timeout=comp.timeout, log=comp.log,
+                 alive=lambda: comp.pid() is not None)
         where = f" on {comp.where}" if comp.where else ""
         if since is None:
             self.say(f"{comp.name}: already running (pid {comp.pid()}){where}")
@@ -82,7 +83,8 @@ class _Starter:
         return result
 
 
-def up(paths: SandboxPaths, *, clusters: int = 1, use_kubeconfig: Path | None = None, say: Say = print) -> None:
+def up(paths: SandboxPaths, *, clusters: int = 1, use_kubeconfig: Path | None = None,
+       say: Say = print) -> None:
     """Start every part that is not running yet (``clusters`` Kubernetes clusters, at least as many as
     already run) and wait until all are ready."""
     t0 = time.monotonic()
@@ -124,7 +126,8 @@ def up(paths: SandboxPaths, *, clusters: int = 1, use_kubeconfig: Path | None = 
         s.wait(reg)
         built = s.step("base image", lambda: images.ensure_base_image(paths, s.env))
         say(f"base image {images.base_image(paths)}: {'built and pushed' if built else 'already present'}")
-        s.step("stand-in images (names of the charts' images)", lambda: images.ensure_stand_in_images(paths, s.env))
+        s.step("stand-in images (names of the charts' images)",
+               lambda: images.ensure_stand_in_images(paths, s.env))
         for cluster in wanted:
             comps = cluster_components(paths, cluster)
             s.wait(comps.apiserver)

@@ -22,8 +22,8 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from hubploy.errors import SandboxError
 from hubploy.runner import child_env, run
+from hubploy_sandbox.errors import SandboxError
 from hubploy_sandbox.paths import ClusterPaths
 
 RANGE = ipaddress.IPv4Network("198.18.0.0/15")

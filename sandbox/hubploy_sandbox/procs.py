@@ -9,8 +9,8 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from hubploy.errors import SandboxError
 from hubploy.runner import run
+from hubploy_sandbox.errors import SandboxError
 
 
 def proc_start_time(pid: int) -> int | None:
@@ -38,9 +38,10 @@ def runs(pid: int, argv: Sequence[str | os.PathLike[str]]) -> bool:
     """Whether ``pid`` runs ``argv``: the same arguments, and the same program once symlinks are
     resolved (a virtualenv's python and python3 are one program)."""
     running, wanted = command_line(pid), [os.fspath(a) for a in argv]
+    if not running:
+        return False
     return (
-        bool(running)
-        and running[1:] == wanted[1:]
+        running[1:] == wanted[1:]
         and os.path.realpath(running[0]) == os.path.realpath(wanted[0])
     )
 
@@ -70,7 +71,7 @@ def spawn(
     launcher = [sys.executable, "-m", "hubploy_sandbox.spawn", "--pid-file", str(pid_file), "--log", str(log)]
     if cwd is not None:
         launcher += ["--cwd", str(cwd)]
-    run(launcher + ["--", *map(os.fspath, argv)], env=env, timeout=60)
+    run(launcher + ["--", *(os.fspath(a) for a in argv)], env=env, timeout=60)
     pid = read_pid(pid_file)
     if pid is None:
         tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""

@@ -9,9 +9,9 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from hubploy.errors import SandboxError
 from hubploy.runner import run
 from hubploy_sandbox import registry
+from hubploy_sandbox.errors import SandboxError
 from hubploy_sandbox.paths import SandboxPaths
 from hubploy_sandbox.versions import HELM_VERSIONS
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import pytest
 import yaml
@@ -60,7 +61,8 @@ def base_env(tmp_path: Path) -> dict[str, str]:
     home = tmp_path / "home"
     home.mkdir()
     return {"PATH": os.environ.get("PATH", os.defpath), "HOME": str(home), "LANG": "C.UTF-8",
-            "CLOUDSDK_CONFIG": str(home / ".config" / "gcloud"), "CLOUDSDK_CORE_ACCOUNT": "someone@example.org",
+            "CLOUDSDK_CONFIG": str(home / ".config" / "gcloud"),
+            "CLOUDSDK_CORE_ACCOUNT": "someone@example.org",
             "AZURE_CONFIG_DIR": str(home / ".azure"), "AWS_PROFILE": "personal",
             "AWS_CONFIG_FILE": str(home / ".aws" / "config")}
 
@@ -89,4 +91,5 @@ def write_kubeconfig(path: Path, user: dict[str, Any], name: str = "ctx") -> Non
 
 
 def exec_user(command: str, *args: str) -> dict[str, Any]:
-    return {"exec": {"apiVersion": "client.authentication.k8s.io/v1beta1", "command": command, "args": list(args)}}
+    return {"exec": {"apiVersion": "client.authentication.k8s.io/v1beta1", "command": command,
+                     "args": list(args)}}

@@ -11,8 +11,8 @@ commits gives the same SHAs on every machine.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from hubploy.runner import child_env, run
 

@@ -80,11 +80,13 @@ def _handler(registry: TokenRegistry) -> type[http.server.BaseHTTPRequestHandler
             url = urlparse(self.path)
             if url.path == "/token":
                 query = {key: values[0] for key, values in parse_qs(url.query).items()}
-                registry.token_requests.append({**query, "basic": str(self.headers.get("Authorization") is not None)})
+                registry.token_requests.append({**query,
+                                                "basic": str(self.headers.get("Authorization") is not None)})
                 token = registry.grant(query.get("scope", ""), self.headers.get("Authorization")) \
                     if query.get("service") == SERVICE else None
                 if token is None:
-                    self._reply(401, {"Content-Type": "application/json"}, b'{"errors": [{"code": "UNAUTHORIZED"}]}')
+                    self._reply(401, {"Content-Type": "application/json"},
+                                b'{"errors": [{"code": "UNAUTHORIZED"}]}')
                 else:  # Docker Hub gives both fields; quay.io the first
                     self._reply(200, {"Content-Type": "application/json"},
                                 b'{"token": "%s", "access_token": "%s"}' % (token.encode(), token.encode()))

@@ -15,8 +15,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # Verbs that reach a cluster (helm and kubectl). `helm version`, `helm template`, `helm dependency`
 # and `kubectl version --client` do not.
 CLUSTER_VERBS = {"upgrade", "install", "get", "history", "apply", "create", "delete", "rollback", "uninstall",
-                 "status", "list", "ls", "patch", "replace", "wait", "rollout", "test", "cluster-info", "auth",
-                 "describe", "logs", "exec", "scale", "label", "annotate"}
+                 "status", "list", "ls", "patch", "replace", "wait", "rollout", "test", "cluster-info",
+                 "auth", "describe", "logs", "exec", "scale", "label", "annotate"}
 
 
 def closed_port() -> int:

@@ -85,7 +85,8 @@ CASES: dict[str, Bad] = {
     "settings approval timeout a word": Bad(settings("approval_timeout_hours: forever\n"), SETTINGS,
                                             "approval_timeout_hours"),
     "settings concurrency zero": Bad(settings("cluster_concurrency: 0\n"), SETTINGS, "cluster_concurrency"),
-    "settings secrets is a list": Bad({SETTINGS: "chart: hub\nsecrets: [example-age.key]\n"}, SETTINGS, "secrets"),
+    "settings secrets is a list": Bad({SETTINGS: "chart: hub\nsecrets: [example-age.key]\n"},
+                                      SETTINGS, "secrets"),
     "settings allow_plaintext a word": Bad({SETTINGS: "secrets: {allow_plaintext: perhaps}\n"}, SETTINGS,
                                            "secrets.allow_plaintext"),
     "settings unknown nested key": Bad({SETTINGS: "secrets: {age_key_fiel: example-age.key}\n"}, SETTINGS,
@@ -96,12 +97,13 @@ CASES: dict[str, Bad] = {
                                   SETTINGS, "freeze_windows[0].start", ("ISO 8601",)),
     "freeze month 13": Bad(settings("freeze_windows:\n  - {start: '2026-13-01', end: '2027-01-01'}\n"),
                            SETTINGS, "freeze_windows[0].start"),
-    "freeze ends before it starts": Bad(settings("freeze_windows:\n  - {start: 2026-12-20, end: 2026-12-01}\n"),
+    "freeze ends before it starts": Bad(settings("freeze_windows:\n"
+                                                 "  - {start: 2026-12-20, end: 2026-12-01}\n"),
                                         SETTINGS, "freeze_windows[0]", ("end after it starts",)),
     "freeze end missing": Bad(settings("freeze_windows:\n  - {start: 2026-12-20}\n"), SETTINGS,
                               "freeze_windows[0].end"),
-    "freeze windows a mapping": Bad(settings("freeze_windows: {start: 2026-12-20, end: 2026-12-21}\n"), SETTINGS,
-                                    "freeze_windows"),
+    "freeze windows a mapping": Bad(settings("freeze_windows: {start: 2026-12-20, end: 2026-12-21}\n"),
+                                    SETTINGS, "freeze_windows"),
     "freeze window a string": Bad(settings("freeze_windows: [exam weeks]\n"), SETTINGS, "freeze_windows[0]"),
     "settings binary junk": Bad({SETTINGS: b"\x00\x01\xfe\xff\x89PNG\r\n\x1a\n\x00\x00junk"}, SETTINGS),
     # --- the chart dir
@@ -109,7 +111,8 @@ CASES: dict[str, Bad] = {
     "Chart.yaml missing": Bad({"hub/Chart.yaml": None}, "hub", "chart"),
     "chart setting names a file": Bad({SETTINGS: GOOD_SETTINGS.replace("chart: hub", "chart: .sops.yaml")},
                                       SETTINGS, "chart", (".sops.yaml",)),
-    "chart setting escapes the repo": Bad({SETTINGS: GOOD_SETTINGS.replace("chart: hub", "chart: ../../../../etc")},
+    "chart setting escapes the repo": Bad({SETTINGS: GOOD_SETTINGS.replace("chart: hub",
+                                                                           "chart: ../../../../etc")},
                                           SETTINGS, "chart", ("etc",)),
     "settings duplicate key": Bad(settings("chart: hub\n"), SETTINGS, "chart", ("duplicate key",)),
     # --- hubploy.yaml: a list or scalar where a mapping is expected, at each level
@@ -123,18 +126,20 @@ CASES: dict[str, Bad] = {
                                                        "    dockerconfig: [a, b]\n"), HUB_YAML,
                                     "images.registry.dockerconfig"),
     "cluster is a list": Bad(hub("cluster: [kubeconfig]\n"), HUB_YAML, "cluster"),
-    "cluster.kubeconfig is a list": Bad(hub("cluster:\n  provider: kubeconfig\n  kubeconfig: [a]\n"), HUB_YAML,
-                                        "cluster.kubeconfig"),
+    "cluster.kubeconfig is a list": Bad(hub("cluster:\n  provider: kubeconfig\n  kubeconfig: [a]\n"),
+                                        HUB_YAML, "cluster.kubeconfig"),
     "environments is a string": Bad(hub(MINIMAL_HUB + "environments: staging\n"), HUB_YAML, "environments"),
     "environments.staging is a list": Bad(hub(MINIMAL_HUB + "environments:\n  staging: [a]\n"), HUB_YAML,
                                           "environments.staging"),
     # --- wrong types and unknown keys deep inside
     "image name a number": Bad(hub("images:\n  images:\n    - name: 42\n      path: image\n"), HUB_YAML,
                                "images.images[0].name"),
-    "unknown key in repo2docker": Bad(hub("images:\n  images:\n    - name: localhost:5000/x/y\n      path: image\n"
-                                          "      repo2docker: {base_imgae: buildpack-deps:jammy}\n"), HUB_YAML,
-                                      "images.images[0].repo2docker.base_imgae", ("unknown key",)),
-    "unknown key in cluster.gcloud": Bad(hub("cluster:\n  provider: gcloud\n  gcloud: {project: p, cluster: c, "
+    "unknown key in repo2docker": Bad(hub("images:\n  images:\n    - name: localhost:5000/x/y\n"
+                                          "      path: image\n"
+                                          "      repo2docker: {base_imgae: buildpack-deps:jammy}\n"),
+                                      HUB_YAML, "images.images[0].repo2docker.base_imgae", ("unknown key",)),
+    "unknown key in cluster.gcloud": Bad(hub("cluster:\n  provider: gcloud\n"
+                                             "  gcloud: {project: p, cluster: c, "
                                              "zone: z, projcet: q}\n"), HUB_YAML, "cluster.gcloud.projcet",
                                          ("unknown key",)),
     "unknown key in an environment": Bad(hub(MINIMAL_HUB + "environments:\n  staging: {url: 'https://s', "
@@ -143,7 +148,8 @@ CASES: dict[str, Bad] = {
     "unknown registry provider": Bad(hub(MINIMAL_HUB + "  registry: {provider: quay}\n"), HUB_YAML,
                                      "images.registry.provider"),
     # --- names
-    "release override too long": Bad(hub(MINIMAL_HUB + "environments:\n  staging: {release: " + "r" * 60 + "}\n"),
+    "release override too long": Bad(hub(MINIMAL_HUB + "environments:\n  staging: {release: "
+                                         + "r" * 60 + "}\n"),
                                       HUB_YAML, "environments.staging", ("helm allows 53",)),
     "namespace override invalid": Bad(hub(MINIMAL_HUB + "environments:\n  staging: {namespace: Bad_NS}\n"),
                                       HUB_YAML, "environments.staging", ("not a valid DNS label",)),
@@ -154,7 +160,8 @@ CASES: dict[str, Bad] = {
     # --- image layout
     "image path is a file": Bad(hub("images:\n  images:\n    - name: localhost:5000/x/y\n"
                                     "      path: image/Dockerfile\n"), HUB_YAML, "images.images[0].path"),
-    "image dir symlink escapes the repo": Bad({f"{H}/image": None, f"{H}/image-link": Symlink("../../../outside"),
+    "image dir symlink escapes the repo": Bad({f"{H}/image": None,
+                                               f"{H}/image-link": Symlink("../../../outside"),
                                                "../outside/Dockerfile": "FROM scratch\n",
                                               HUB_YAML: "images:\n  images:\n    - name: localhost:5000/x/y\n"
                                                         "      path: image-link\n"},
@@ -164,29 +171,34 @@ CASES: dict[str, Bad] = {
     "hub invalid utf-8": Bad({HUB_YAML: "images:\n  image_name: caf\xe9\n".encode("latin-1")}, HUB_YAML),
     "hub zero-width key": Bad(hub("imag\u200bes:\n  image_name: localhost:5000/x/y\n"), HUB_YAML,
                               "imag\u200bes", ("unknown key",)),
-    "hub right-to-left junk": Bad(hub("images:\n  image_name: \u202elocalhost:5000/x/y\n  \u2028: 1\n"), HUB_YAML),
+    "hub right-to-left junk": Bad(hub("images:\n  image_name: \u202elocalhost:5000/x/y\n  \u2028: 1\n"),
+                                  HUB_YAML),
     "hub huge file": Bad({HUB_YAML: "images:\n  image_name: localhost:5000/x/y\n"
                                     + ("#" + "y" * 200 + "\n") * 60000 + "images: [unclosed\n"},
                          HUB_YAML, "", ("malformed YAML",)),
     "hubploy.yaml is a directory": Bad({HUB_YAML: None, f"{HUB_YAML}/x": "a: b\n"}, "deployments", "",
                                       ("no hubs found",)),
-    "hubploy.yaml dangling symlink": Bad({HUB_YAML: Symlink("nowhere.yaml")}, "deployments", "", ("no hubs found",)),
+    "hubploy.yaml dangling symlink": Bad({HUB_YAML: Symlink("nowhere.yaml")}, "deployments", "",
+                                         ("no hubs found",)),
     "hubploy.yaml symlink escapes": Bad({HUB_YAML: Symlink("../../../outside.yaml"),
-                                         "../outside.yaml": MINIMAL_HUB}, HUB_YAML, "", ("outside the repository",)),
+                                         "../outside.yaml": MINIMAL_HUB},
+                                        HUB_YAML, "", ("outside the repository",)),
     "config value file binary": Bad({f"{H}/config/common.yaml": b"\x7fELF\x02\x01\x01\x00" + os.urandom(64)},
                                     f"{H}/config/common.yaml"),
     "config value file tabs": Bad({f"{H}/config/staging.yaml": "jupyterhub:\n\thub: {}\n"},
                                   f"{H}/config/staging.yaml", "", ("malformed YAML",)),
     "config value file a string": Bad({f"{H}/config/common.yaml": "jupyterhub\n"}, f"{H}/config/common.yaml"),
-    "config dir is a file": Bad({f"{H}/config": None}, f"{H}/config", "", ("not a directory",), setup="config-file"),
+    "config dir is a file": Bad({f"{H}/config": None}, f"{H}/config", "", ("not a directory",),
+                                setup="config-file"),
     "config value symlink escapes": Bad({f"{H}/config/common.yaml": Symlink("/etc/hostname")},
                                         f"{H}/config/common.yaml", "", ("outside the repository",)),
     "config value huge": Bad({f"{H}/config/common.yaml": "jupyterhub:\n  hub: {}\n"
-                                                         + ("#" + "z" * 200 + "\n") * 60000 + "jupyterhub: [\n"},
+                                                         + ("#" + "z" * 200 + "\n") * 60000
+                                                         + "jupyterhub: [\n"},
                              f"{H}/config/common.yaml", "", ("malformed YAML",)),
     # --- secrets
-    "secret values in plaintext": Bad({f"{H}/secrets/staging.yaml": PLAINTEXT_SECRET}, f"{H}/secrets/staging.yaml",
-                                      "", ("plaintext",)),
+    "secret values in plaintext": Bad({f"{H}/secrets/staging.yaml": PLAINTEXT_SECRET},
+                                      f"{H}/secrets/staging.yaml", "", ("plaintext",)),
     "git-crypt locked secret": Bad({f"{H}/secrets/staging.yaml": b"\x00GITCRYPT\x00" + os.urandom(48)},
                                    f"{H}/secrets/staging.yaml", "", ("git-crypt",)),
     "secret file symlink escapes": Bad({f"{H}/secrets/staging.yaml": Symlink("/etc/hostname")},
@@ -198,7 +210,8 @@ CASES: dict[str, Bad] = {
                                        f"{H}/secrets/kube.yaml": "apiVersion: v1\nkind: Config\n"},
                                       f"{H}/secrets/kube.yaml", "", ("plaintext",)),
     "wrong sops key": Bad({SETTINGS: GOOD_SETTINGS.replace("example-age.key", "other-age.key")},
-                          f"{H}/secrets/staging.yaml", "", ("decrypt",), validate=False, setup="other-age-key"),
+                          f"{H}/secrets/staging.yaml", "", ("decrypt",),
+                          validate=False, setup="other-age-key"),
     "missing age key file": Bad({SETTINGS: GOOD_SETTINGS.replace("example-age.key", "no-such.key")}, SETTINGS,
                                 "secrets.age_key_file", ("does not exist",)),
     "tampered sops file": Bad({}, f"{H}/secrets/staging.yaml", "", ("decrypt",), validate=False,
@@ -206,18 +219,22 @@ CASES: dict[str, Bad] = {
     # --- hub dirs
     "hub dir is a file": Bad({H: None}, "deployments", "", ("no hubs found",), setup="hub-file"),
     # --- chart values against the chart's values.schema.json (issue 20): before any cluster call
-    "typo under jupyterhub": Bad({f"{H}/config/common.yaml": "jupyterhub:\n  singleuser:\n    imagee: {name: x}\n"},
-                                 f"{H}/config/common.yaml", "jupyterhub.singleuser.imagee", ("unknown key", ":3:")),
+    "typo under jupyterhub": Bad({f"{H}/config/common.yaml": "jupyterhub:\n  singleuser:\n"
+                                                             "    imagee: {name: x}\n"},
+                                 f"{H}/config/common.yaml", "jupyterhub.singleuser.imagee",
+                                 ("unknown key", ":3:")),
     "number where the chart wants a string": Bad({f"{H}/config/staging.yaml": "jupyterhub:\n  hub:\n"
                                                                               "    image: {tag: 4.4}\n"},
                                                  f"{H}/config/staging.yaml", "jupyterhub.hub.image.tag",
                                                  ("quote it",)),
     # --- hostile repos (issue 15): paths with '..' and symlinks leading out of the repository
     "image path escapes the repo": Bad(hub("images:\n  images:\n    - name: localhost:5000/x/y\n"
-                                           "      path: ../../../outside\n"), HUB_YAML, "images.images[0].path",
+                                           "      path: ../../../outside\n"),
+                                       HUB_YAML, "images.images[0].path",
                                        ("outside the repository",), setup="outside-dir"),
     "key file escapes the repo": Bad(hub(MINIMAL_HUB + "cluster:\n  provider: kubeconfig\n"
-                                                       "  kubeconfig: {filename: ../../../../etc/hostname}\n"),
+                                                       "  kubeconfig: "
+                                                       "{filename: ../../../../etc/hostname}\n"),
                                      HUB_YAML, "cluster.kubeconfig.filename", ("outside the repository",)),
     "hub dir is a symlink out of the repo": Bad({}, H, "", ("outside the repository",), setup="hub-outside"),
     "deployments/ is a symlink out of the repo": Bad({}, "deployments", "", ("outside the repository",),
@@ -229,28 +246,32 @@ CASES: dict[str, Bad] = {
     "alias bomb in hubploy.yaml": Bad(hub(alias_bomb("environments")), HUB_YAML, "", ("alias bomb",)),
     "alias bomb in a values file": Bad({f"{H}/config/common.yaml": alias_bomb("jupyterhub")},
                                        f"{H}/config/common.yaml", "", ("alias bomb",)),
-    "alias bomb in the chart's values": Bad({"hub/values.yaml": alias_bomb("jupyterhub")}, "hub/values.yaml", "",
-                                            ("alias bomb",)),
+    "alias bomb in the chart's values": Bad({"hub/values.yaml": alias_bomb("jupyterhub")},
+                                            "hub/values.yaml", "", ("alias bomb",)),
     "alias bomb in a secret file": Bad({f"{H}/secrets/staging.yaml": alias_bomb("jupyterhub")},
                                        f"{H}/secrets/staging.yaml", "", ("alias bomb",)),
-    "alias bomb in hubploy-repo.yaml": Bad({SETTINGS: alias_bomb("shared_paths")}, SETTINGS, "", ("alias bomb",)),
+    "alias bomb in hubploy-repo.yaml": Bad({SETTINGS: alias_bomb("shared_paths")}, SETTINGS, "",
+                                           ("alias bomb",)),
     "recursive alias in a values file": Bad({f"{H}/config/common.yaml": "jupyterhub: &a {hub: *a}\n"},
                                             f"{H}/config/common.yaml", "", ("recursive alias",)),
     # --- 100 MB files: refused unread
-    "100 MB values file": Bad({}, f"{H}/config/common.yaml", "", ("MiB",), setup=f"huge:{H}/config/common.yaml"),
+    "100 MB values file": Bad({}, f"{H}/config/common.yaml", "", ("MiB",),
+                              setup=f"huge:{H}/config/common.yaml"),
     "100 MB hubploy.yaml": Bad({}, HUB_YAML, "", ("MiB",), setup=f"huge:{HUB_YAML}"),
     "100 MB secret file": Bad({}, f"{H}/secrets/staging.yaml", "", ("MiB",),
                               setup=f"huge:{H}/secrets/staging.yaml"),
     "100 MB chart values": Bad({}, "hub/values.yaml", "", ("MiB",), setup="huge:hub/values.yaml"),
     # --- bytes that are not UTF-8, named with their line
-    "values file not UTF-8": Bad({f"{H}/config/common.yaml": "jupyterhub:\n  hub: {caf\xe9: 1}\n".encode("latin-1")},
+    "values file not UTF-8": Bad({f"{H}/config/common.yaml":
+                                  "jupyterhub:\n  hub: {caf\xe9: 1}\n".encode("latin-1")},
                                  f"{H}/config/common.yaml", "", ("UTF-8", ":2:")),
     "secret file not UTF-8": Bad({f"{H}/secrets/staging.yaml": "a: 1\nb: caf\xe9\n".encode("latin-1")},
                                  f"{H}/secrets/staging.yaml", "", ("UTF-8", "line 2")),
-    "Chart.yaml not UTF-8": Bad({"hub/Chart.yaml": CHART.replace("The example", "L\xe9 example").encode("latin-1")},
+    "Chart.yaml not UTF-8": Bad({"hub/Chart.yaml":
+                                 CHART.replace("The example", "L\xe9 example").encode("latin-1")},
                                 "hub/Chart.yaml", "", ("UTF-8",)),
-    "settings not UTF-8": Bad({SETTINGS: (GOOD_SETTINGS + "# r\xe9sum\xe9\n").encode("latin-1")}, SETTINGS, "",
-                              ("UTF-8",)),
+    "settings not UTF-8": Bad({SETTINGS: (GOOD_SETTINGS + "# r\xe9sum\xe9\n").encode("latin-1")},
+                              SETTINGS, "", ("UTF-8",)),
     # --- duplicate keys
     "duplicate key in a values file": Bad({f"{H}/config/common.yaml": "jupyterhub:\n  hub: {}\n  hub: {}\n"},
                                           f"{H}/config/common.yaml", "jupyterhub.hub", ("duplicate key",)),
@@ -397,7 +418,8 @@ class Cost:
 def _validate_cost(root: Path, env: dict[str, str]) -> Cost:
     """Wall time and peak resident memory of one `hubploy validate` process, as GNU time reads them."""
     full_env = {**os.environ, **env, "PATH": f"{VENV_BIN}{os.pathsep}{env['PATH']}"}
-    done = subprocess.run(["/usr/bin/time", "-f", "cost %e %M", str(VENV_BIN / "hubploy"), "validate"], cwd=root,
+    done = subprocess.run(["/usr/bin/time", "-f", "cost %e %M", str(VENV_BIN / "hubploy"), "validate"],
+                          cwd=root,
                           env=full_env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
                           check=False)
     *rest, cost = done.stderr.rstrip("\n").rsplit("\n", 1)

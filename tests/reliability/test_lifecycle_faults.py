@@ -80,7 +80,8 @@ def helm_failure_then_failing_health_check(repo: DeployRepo, hubploy_worker: Wor
     history = repo.revisions("staging")
 
     # a chart template error: preflight (helm template) fails, no new revision
-    broken_chart = repo.push({"hub/templates/broken.yaml": "kind: ConfigMap\ndata:\n  x: {{ .Values.no.such.key }}\n"},
+    broken_chart = repo.push({"hub/templates/broken.yaml":
+                              "kind: ConfigMap\ndata:\n  x: {{ .Values.no.such.key }}\n"},
                              "a template that cannot render")
     run = wait_for_state(repo.start(broken_chart), paused_or_final, worker=hubploy_worker)
     assert state_of(run) == ("FAILED", "StagingFailed"), run.state.message
@@ -100,8 +101,8 @@ def helm_failure_then_failing_health_check(repo: DeployRepo, hubploy_worker: Wor
 
     # a hub config with which JupyterHub never gets ready: helm gives up (helm_timeout), rolled back
     values["jupyterhub"]["hub"]["config"] = {"JupyterHub": {"authenticator_class": "no-such-authenticator"}}
-    broken_hub = repo.work.commit({repo.config("common.yaml"): yaml.safe_dump(values)}, "break the hub config",
-                                  remove=("hub/templates/broken.yaml",))
+    broken_hub = repo.work.commit({repo.config("common.yaml"): yaml.safe_dump(values)},
+                                  "break the hub config", remove=("hub/templates/broken.yaml",))
     repo.work.git("push", "--quiet", repo.url, "staging")
     run = wait_for_state(repo.start(broken_hub), paused_or_final, worker=hubploy_worker)
     assert state_of(run) == ("FAILED", "StagingFailed"), run.state.message
@@ -121,7 +122,8 @@ def rejected_approval(repo: DeployRepo, hubploy_worker: Worker) -> None:
     wait_for_state(run_id, paused, worker=hubploy_worker)
     assert repo.revisions("staging")[-1]["status"] == "deployed"
     assert_prod_untouched(repo, prod_before)
-    rejected = run_cli("approve", str(run_id), "--reject", "--reason", "not today", "--as", "rel", cwd=repo.work.root)
+    rejected = run_cli("approve", str(run_id), "--reject", "--reason", "not today", "--as", "rel",
+                       cwd=repo.work.root)
     assert rejected.returncode == 0, rejected.stderr
     run = wait_for_state(run_id, final, worker=hubploy_worker)
     assert state_of(run) == ("CANCELLED", "Rejected") and "prod untouched" in run.state.message
@@ -164,7 +166,8 @@ def test_worker_killed_while_waiting_then_approved(deploy_repo: DeployRepo,  # n
         assert_prod_untouched(repo, prod_before)
     finally:
         hubploy_worker.start()
-    approved = run_cli("approve", str(run_id), "--reason", "after the crash", "--as", "rel", cwd=repo.work.root)
+    approved = run_cli("approve", str(run_id), "--reason", "after the crash", "--as", "rel",
+                       cwd=repo.work.root)
     assert approved.returncode == 0, approved.stderr
     run = wait_for_state(run_id, final, worker=hubploy_worker)
     assert state_of(run) == ("COMPLETED", "Completed"), run.state.message
@@ -191,7 +194,8 @@ def test_a_run_in_the_hot_window_outlives_its_revoked_deployment_lease(deploy_re
             assert state.id == suspended.id, f"the waiting run became {state.name}: {state.message}"
             time.sleep(5)
     assert process_alive(waiting)
-    approved = run_cli("approve", str(run_id), "--reason", "after 4 minutes", "--as", "rel", cwd=repo.work.root)
+    approved = run_cli("approve", str(run_id), "--reason", "after 4 minutes", "--as", "rel",
+                       cwd=repo.work.root)
     assert approved.returncode == 0, approved.stderr
     run = wait_for_state(run_id, final, worker=hubploy_worker)
     assert state_of(run) == ("COMPLETED", "Completed"), run.state.message
@@ -216,7 +220,8 @@ def two_pushes_racing(repo: DeployRepo, hubploy_worker: Worker) -> None:
         resume_flow_run(older, run_input={"decision": "reject", "sha": older_sha, "reason": "the newer one",
                                            "approver": "rel"})
     older_run = wait_for_state(older, final, worker=hubploy_worker)
-    assert state_of(older_run) in {("CANCELLED", "Superseded"), ("CANCELLED", "Rejected")}, older_run.state.message
+    assert state_of(older_run) in {("CANCELLED", "Superseded"), ("CANCELLED", "Rejected")}, (
+        older_run.state.message)
     if older_run.state.name == "Superseded":
         assert str(newer) in older_run.state.message
     assert_prod_untouched(repo, prod_before)
@@ -235,7 +240,8 @@ def two_pushes_racing(repo: DeployRepo, hubploy_worker: Worker) -> None:
             assert client.read_flow_run(run_id).state.name in FINAL_NAMES
 
 
-SCENARIOS = {"helm failure, schema violation and failing health check": helm_failure_then_failing_health_check,
+SCENARIOS = {"helm failure, schema violation and failing health check":
+             helm_failure_then_failing_health_check,
              "approval rejected": rejected_approval,
              "approval timed out": approval_timed_out,
              "two pushes racing": two_pushes_racing}
@@ -262,5 +268,6 @@ def test_faults_side_by_side(deploy_repos, hubploy_worker: Worker) -> None:  # t
     print("\n" + "\n".join(f"timing: {name}: {seconds:.0f} s" for name, seconds in timings.items()))
     if failures:
         name, exc = next(iter(failures.items()))
-        others = "; ".join(f"{n}: {(str(e).splitlines() or [repr(e)])[0]}" for n, e in list(failures.items())[1:])
+        others = "; ".join(f"{n}: {(str(e).splitlines() or [repr(e)])[0]}"
+                           for n, e in list(failures.items())[1:])
         raise AssertionError(f"{name}: {exc}" + (f"\n(also failed: {others})" if others else "")) from exc

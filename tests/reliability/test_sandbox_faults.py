@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -25,8 +26,8 @@ import httpx
 import pytest
 from fixtures.sandbox import Sandbox, free_port_offset
 from helpers.cli import VENV_BIN, run_cli
-from test_build_sandbox import _repo, _save_block, _task_runs, own_registry, sandbox_path  # noqa: F401 (own_registry, sandbox_path: fixtures)
 from helpers.example_repo import copy_example_repo
+from test_build_sandbox import _repo, _save_block, _task_runs, own_registry, sandbox_path  # noqa: F401 (own_registry, sandbox_path: fixtures)
 from test_deploy_sandbox import BROKEN_HUB, HubRepo, base_image
 
 from hubploy.errors import HubployError
@@ -87,10 +88,8 @@ class KillOnUpload:
             pass
         finally:
             for s in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
                 s.close()
 
     def close(self) -> None:
@@ -133,11 +132,12 @@ def test_registry_stopped_during_a_push_then_back(sandbox_path, prefect_api, tmp
                 assert time.monotonic() < deadline and back.poll() is None, "the registry did not come back"
                 time.sleep(0.1)
             tags = httpx.get(f"http://{host}/v2/{name}/user/tags/list", auth=(creds.username, creds.password))
-            assert tags.status_code == 404 or not tags.json().get("tags"), f"a tag after a failed push: {tags.text}"
+            assert tags.status_code == 404 or not tags.json().get("tags"), (
+                f"a tag after a failed push: {tags.text}")
             rows = module.build_images(hubs=["h"], repo_path=str(repo.root))
             assert [(r["image"], r["result"]) for r in rows] == [(image, "built")]
-            assert rows[0]["digest"] == manifest_digest(image, rows[0]["tag"], creds.__class__(via, creds.username,
-                                                                                                 creds.password))
+            assert rows[0]["digest"] == manifest_digest(image, rows[0]["tag"],
+                                                        creds.__class__(via, creds.username, creds.password))
         finally:
             os.killpg(back.pid, signal.SIGKILL)
             back.wait()
@@ -166,8 +166,10 @@ def private_sandbox(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) 
 def _private_hub_repo(tmp_path: Path, sandbox: Sandbox) -> HubRepo:
     """As tests/test_deploy_sandbox.py's hub_repo, on the private sandbox."""
     name = f"a{secrets.token_hex(3)}"
-    root = copy_example_repo(tmp_path / "repo", {name: "minimal"}, settings_extra="health_check_timeout: 30\n")
-    chart_values = root / "hub" / "values.yaml"  # the chart's images: the copies in this sandbox's own registry
+    root = copy_example_repo(tmp_path / "repo", {name: "minimal"},
+                             settings_extra="health_check_timeout: 30\n")
+    # the chart's images: the copies in this sandbox's own registry
+    chart_values = root / "hub" / "values.yaml"
     chart_values.write_text(chart_values.read_text().replace("localhost:5000/", f"{sandbox.registry}/"))
     subprocess.run(["git", "init", "-q", "-b", "staging", str(root)], check=True)
     repo = HubRepo(root, name, sandbox, sandbox.env_for("3"))
@@ -188,7 +190,8 @@ def test_api_server_stopped_mid_deploy_then_restarted(private_sandbox: Sandbox, 
     assert [r["status"] for r in repo.history()] == ["deployed"]
 
     # an upgrade that takes its time (its hub never gets ready), killed under by the API server dying
-    deploy = subprocess.Popen([str(VENV_BIN / "hubploy"), "deploy", repo.name, "hub", "staging", "--timeout", "30s",
+    deploy = subprocess.Popen([str(VENV_BIN / "hubploy"), "deploy", repo.name, "hub", "staging",
+                               "--timeout", "30s",
                                "--set-string", BROKEN_HUB], cwd=repo.root, env={**os.environ, **repo.env},
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

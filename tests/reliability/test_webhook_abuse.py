@@ -21,8 +21,20 @@ import pytest
 
 # The receiver harness and stand-in deployments of the webhook tests, reused as they are.
 from prefect.blocks.system import Secret
-from test_webhook import (LIFECYCLE, SECRET, SECRET_BLOCK, all_runs, cli_receiver_process,  # noqa: F401
-                          deliver, deployment_ids, push, receiver, runs_for, sha, signature)  # (fixtures)
+from test_webhook import (  # noqa: F401
+    LIFECYCLE,
+    SECRET,
+    SECRET_BLOCK,
+    all_runs,
+    cli_receiver_process,
+    deliver,  # (fixtures)
+    deployment_ids,
+    push,
+    receiver,
+    runs_for,
+    sha,
+    signature,
+)
 
 pytestmark = [pytest.mark.reliability, pytest.mark.prefect]
 
@@ -30,7 +42,8 @@ Ids = dict[str, uuid.UUID]
 
 
 def _no_runs_for(ids: Ids, commits: set[str]) -> list:
-    return [r for r in all_runs(ids) if r.parameters.get("sha") in commits or r.parameters.get("before") in commits]
+    return [r for r in all_runs(ids)
+            if r.parameters.get("sha") in commits or r.parameters.get("before") in commits]
 
 
 def test_refused_deliveries_start_nothing(receiver: str, deployment_ids: Ids) -> None:  # noqa: F811
@@ -41,36 +54,44 @@ def test_refused_deliveries_start_nothing(receiver: str, deployment_ids: Ids) ->
         return json.dumps(push(branch, commits[case])).encode()
 
     def raw(case: str, content: bytes, headers: dict[str, str]) -> httpx.Response:
-        base = {"Content-Type": "application/json", "X-GitHub-Event": "push", "X-GitHub-Delivery": str(uuid.uuid4())}
+        base = {"Content-Type": "application/json", "X-GitHub-Event": "push",
+                "X-GitHub-Delivery": str(uuid.uuid4())}
         return httpx.post(f"{receiver}/webhook", content=content, headers={**base, **headers}, timeout=60)
 
     signed_elsewhere = body("body-swapped")
     cases: dict[str, tuple[httpx.Response, set[int]]] = {
         "no signature": (deliver(receiver, "push", body=body("no signature"), sign=None), {401}),
         "empty signature": (deliver(receiver, "push", body=body("empty signature"), sign=""), {401}),
-        "garbage signature": (deliver(receiver, "push", body=body("garbage signature"), sign="sha256=zz"), {401}),
+        "garbage signature": (deliver(receiver, "push", body=body("garbage signature"),
+                                      sign="sha256=zz"), {401}),
         "sha1 signature only": (raw("sha1", body("sha1 signature only"),
                                     {"X-Hub-Signature": "sha1=" + "0" * 40}), {401}),
         "signed with another secret": (deliver(receiver, "push", body=body("signed with another secret"),
-                                               sign=signature(body("signed with another secret"), "guess")), {401}),
+                                               sign=signature(body("signed with another secret"), "guess")),
+                                       {401}),
         "signature of another body": (deliver(receiver, "push", body=body("body-swapped2"),
                                               sign=signature(signed_elsewhere)), {401}),
         "signature upper-case hex": (deliver(receiver, "push", body=body("upper"),
                                              sign=signature(body("upper")).upper()), {401}),
         "malformed json": (deliver(receiver, "push", body=body("malformed json")[:-2]), {400}),
-        "json list": (deliver(receiver, "push", body=json.dumps([push("staging", sha())]).encode()), {400, 202}),
+        "json list": (deliver(receiver, "push", body=json.dumps([push("staging", sha())]).encode()),
+                      {400, 202}),
         "json string": (deliver(receiver, "push", body=b'"refs/heads/staging"'), {400, 202}),
         "empty body": (deliver(receiver, "push", body=b""), {400}),
         "not utf-8": (deliver(receiver, "push", body=b"\xff\xfe{\x00}"), {400}),
         "oversize": (deliver(receiver, "push", body=body("oversize") + b" " * (1 << 20) * 2), {413}),
-        "wrong event": (deliver(receiver, "release", push("staging", commits.setdefault("wrong event", sha()))),
+        "wrong event": (deliver(receiver, "release", push("staging",
+                                                          commits.setdefault("wrong event", sha()))),
                         {202}),
         "no event header": (raw("no event", body("no event header"),
-                                {"X-GitHub-Event": "", "X-Hub-Signature-256": signature(body("no event header"))}),
+                                {"X-GitHub-Event": "",
+                                 "X-Hub-Signature-256": signature(body("no event header"))}),
                             {400, 202}),
-        "wrong branch": (deliver(receiver, "push", push("feature/x", commits.setdefault("wrong branch", sha()))),
+        "wrong branch": (deliver(receiver, "push", push("feature/x",
+                                                        commits.setdefault("wrong branch", sha()))),
                          {202}),
-        "branch prefix trick": (deliver(receiver, "push", push("staging-old", commits.setdefault("prefix", sha()))),
+        "branch prefix trick": (deliver(receiver, "push", push("staging-old",
+                                                               commits.setdefault("prefix", sha()))),
                                 {202}),
         "ref without heads": (deliver(receiver, "push", {**push("staging", commits.setdefault("ref", sha())),
                                                          "ref": "staging"}), {202, 400}),
@@ -131,13 +152,14 @@ def _flood(url: str, deployment_ids: Ids, seed: int) -> tuple[Counter, list[str]
 
     with httpx.Client(limits=httpx.Limits(max_connections=32)) as client, ThreadPoolExecutor(32) as pool:
         responses = list(pool.map(lambda j: send(j, client), jobs))  # sent once each: no error is retried
-    answers = Counter((kind, r.status_code, r.json().get("status")) for (kind, _), r in zip(jobs, responses))
+    answers = Counter((kind, r.status_code, r.json().get("status"))
+                      for (kind, _), r in zip(jobs, responses, strict=True))
     assert answers[("forged", 401, None)] == 30, answers
     assert answers[("feature", 202, "ignored")] == 30, answers
     staging = {(status, code) for (kind, status, code) in answers if kind == "staging"}
     assert staging <= {(202, "started"), (202, "accepted"), (200, "duplicate")}, answers  # 0 errors
     run_ids: dict[str, set[str]] = {}
-    for (kind, (delivery, _)), response in zip(jobs, responses):
+    for (kind, (delivery, _)), response in zip(jobs, responses, strict=True):
         if kind == "staging" and response.json()["status"] == "started":
             run_ids.setdefault(delivery, set()).add(response.json()["flow_run_id"])
     assert all(len(ids) == 1 for ids in run_ids.values()), "a redelivery got a second run"

@@ -15,6 +15,7 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from hubploy_sandbox import k8s, network
 from hubploy_sandbox.agent import logserver, netns
@@ -48,7 +49,8 @@ def clean_leftovers(ctx: Context, net: network.ClusterNetwork) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hubploy_sandbox.agent", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m hubploy_sandbox.agent",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--cache-dir", required=True, type=Path)
     parser.add_argument("--cluster-dir", required=True, type=Path)
     parser.add_argument("--cluster-index", required=True, type=int)
@@ -90,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         balancers.handle(kind, svc)
         proxy.service_changed(kind, svc)
 
-    def files(namespace: str, pod: str, container: str, previous: bool):  # type: ignore[no-untyped-def]
+    def files(namespace: str, pod: str, container: str,
+              previous: bool) -> tuple[Path | None, Callable[[], bool]]:
         worker = pods.find(namespace, pod)
         if worker is None:
             return None, lambda: False
@@ -109,9 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     logserver.serve(net.node_ip, KUBELET_PORT, cert, key, files)
 
     services_synced = threading.Event()
-    watches = [
+    watches: list[tuple[str, str, Callable[[str, dict[str, Any]], None], dict[str, str],
+                        Callable[[], None] | None]] = [
         ("services", path("services"), service_event, {}, services_synced.set),
-        ("endpointslices", path("endpointslices", group="discovery.k8s.io/v1"), proxy.slice_changed, {}, None),
+        ("endpointslices", path("endpointslices", group="discovery.k8s.io/v1"), proxy.slice_changed, {},
+         None),
         ("persistentvolumeclaims", path("persistentvolumeclaims"), provisioner.claim_changed, {}, None),
         ("persistentvolumes", path("persistentvolumes"), provisioner.volume_changed, {}, None),
     ]
@@ -125,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
                                  args=("pods", api, path("pods"), stopping, pods.handle),
                                  kwargs={"fieldSelector": f"spec.nodeName={NODE_NAME}"})
     pod_watch.start()
-    threading.Thread(target=every, args=(stopping, RENEW_EVERY, node.renew_lease, "lease"), daemon=True).start()
+    threading.Thread(target=every, args=(stopping, RENEW_EVERY, node.renew_lease, "lease"),
+                     daemon=True).start()
     threading.Thread(target=every, args=(stopping, STATUS_EVERY, node.report_status, "node status"),
                      daemon=True).start()
     (state / "ready").write_text(f"{os.getpid()}\n")

@@ -13,9 +13,10 @@ from typing import Any
 from hubploy_sandbox.agent.rest import Api, ApiError, path
 
 ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
-_SUFFIXES = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
-             "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": 1, "k": 10**3,
-             "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18}
+_SUFFIXES: dict[str, int | Decimal] = {
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+    "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": 1, "k": 10**3,
+    "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18}
 
 
 class ConfigMissing(Exception):
@@ -120,7 +121,8 @@ class Sources:
             if ref.get("optional"):
                 return None
             what = f"{kind} {self.namespace}/{ref['name']}"
-            raise ConfigMissing(f"{what} not found" if data is None else f"key {ref['key']!r} not found in {what}")
+            raise ConfigMissing(f"{what} not found" if data is None
+                                else f"key {ref['key']!r} not found in {what}")
         return data[ref["key"]]
 
 
@@ -131,7 +133,8 @@ def field_value(pod: Mapping[str, Any], path: str, pod_ip: str, host_ip: str) ->
         return (meta.get(match.group(1)) or {}).get(match.group(2), "")
     values = {
         "metadata.name": meta["name"], "metadata.namespace": meta["namespace"], "metadata.uid": meta["uid"],
-        "spec.nodeName": spec.get("nodeName", ""), "spec.serviceAccountName": spec.get("serviceAccountName", ""),
+        "spec.nodeName": spec.get("nodeName", ""),
+        "spec.serviceAccountName": spec.get("serviceAccountName", ""),
         "status.podIP": pod_ip, "status.podIPs": pod_ip, "status.hostIP": host_ip, "status.hostIPs": host_ip,
     }
     if path not in values:
@@ -139,7 +142,8 @@ def field_value(pod: Mapping[str, Any], path: str, pod_ip: str, host_ip: str) ->
     return values[path]
 
 
-def resource_value(container: Mapping[str, Any], ref: Mapping[str, Any], allocatable: Mapping[str, str]) -> str:
+def resource_value(container: Mapping[str, Any], ref: Mapping[str, Any],
+                   allocatable: Mapping[str, str]) -> str:
     """``resourceFieldRef``: a limit or request of the container (a limit defaults to the node's
     allocatable amount), divided by the divisor and rounded up, as a kubelet does."""
     kind, _, resource = ref["resource"].partition(".")
@@ -163,10 +167,10 @@ def container_env(pod: Mapping[str, Any], container: Mapping[str, Any], *, sourc
             if ref.get("optional"):
                 continue
             raise ConfigMissing(f"{kind} {sources.namespace}/{ref['name']} not found")
-        for key, value in data.items():
+        for key, data_value in data.items():
             name = source.get("prefix", "") + key
             if ENV_NAME.match(name):
-                defined[name] = value
+                defined[name] = data_value
 
     def lookup(name: str) -> str | None:
         return defined.get(name, services.get(name))

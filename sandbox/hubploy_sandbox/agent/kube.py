@@ -21,7 +21,7 @@ def timestamp(micro: bool = False) -> str:
 
 def watch_forever(name: str, api: Api, url: str, stopping: threading.Event,
                   handle: Callable[[str, dict[str, Any]], None], *, synced: Callable[[], None] | None = None,
-                  **params: str) -> None:
+                  **params: Any) -> None:
     """List ``url``, hand every object to ``handle("ADDED", obj)``, call ``synced`` (once), then watch from
     that point (``handle(event type, obj)``); list again after an error or an expired watch."""
     announced = False
@@ -65,7 +65,7 @@ class Recorder:
                     "uid": meta.get("uid"), "apiVersion": obj.get("apiVersion", "v1")}
         if field_path:
             involved["fieldPath"] = field_path
-        body = {
+        body: dict[str, Any] = {
             "apiVersion": "v1", "kind": "Event",
             "metadata": {"generateName": f"{meta['name']}.", "namespace": meta.get("namespace", "default")},
             "involvedObject": involved, "reason": reason, "message": message,

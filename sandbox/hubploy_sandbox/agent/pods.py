@@ -412,9 +412,11 @@ class PodWorker:
         identity = containers.identity(self.pod, spec, image)
         passwd, group = podfiles.passwd_and_group(image.user, identity.uid, identity.gid)
         env.setdefault("HOME", podfiles.home_of(passwd, identity.uid))
-        etc = [Mount(str(podfiles.write(self.dir / f"{container.name}.{n}", text)), f"/etc/{n}", readonly=True)
+        etc = [Mount(str(podfiles.write(self.dir / f"{container.name}.{n}", text)), f"/etc/{n}",
+                     readonly=True)
                for n, text in (("passwd", passwd), ("group", group))]
-        etc += [Mount(str(self.dir / "hosts"), "/etc/hosts"), Mount(str(self.dir / "resolv.conf"), "/etc/resolv.conf")]
+        etc += [Mount(str(self.dir / "hosts"), "/etc/hosts"),
+                Mount(str(self.dir / "resolv.conf"), "/etc/resolv.conf")]
         assert self.volumes is not None
         mounts = [*etc, *containers.image_file_mounts(image, self.ctx.cache), *self.volumes.mounts(spec, env)]
         argv = containers.command(spec, image, env)
@@ -454,8 +456,8 @@ class PodWorker:
 
     def simulate(self, container: Container, argv: list[str], image: str) -> None:
         what = f"program {argv[0]!r} does not exist" if argv else "no command, and the image has none"
-        self.event("Simulated", f"{what} on the host (image {image} is not run by the sandbox): the container "
-                   f"is simulated", container=container, once=True)
+        self.event("Simulated", f"{what} on the host (image {image} is not run by the sandbox): the "
+                   f"container is simulated", container=container, once=True)
         container.simulated, container.ever_started = True, True
         if container.init or self.policy != "Always":
             now = timestamp()
@@ -516,7 +518,8 @@ class PodWorker:
             ok, why = probes.check(liveness.probe, container.spec, self.pod_ip, prefix)
             liveness.record(ok, why, now)
             if liveness.failed:
-                self.kill(container, f"Container {container.name} failed liveness probe, will be restarted: {why}")
+                self.kill(container,
+                          f"Container {container.name} failed liveness probe, will be restarted: {why}")
 
     def kill(self, container: Container, why: str) -> None:
         self.event("Killing", why, container=container)
@@ -568,7 +571,8 @@ class PodWorker:
 
     def write_pod_files(self) -> None:
         self.write_hosts()
-        podfiles.write(self.dir / "resolv.conf", podfiles.resolv_conf(self.namespace, self.ctx.network.node_ip))
+        podfiles.write(self.dir / "resolv.conf",
+                       podfiles.resolv_conf(self.namespace, self.ctx.network.node_ip))
 
     def write_hosts(self) -> None:
         text = podfiles.hosts(pod_ip=self.pod_ip, hostname=self.hostname(), namespace=self.namespace,
@@ -587,7 +591,8 @@ class PodWorker:
             container.last_event = reason + message
         kind = "initContainers" if container is not None and container.init else "containers"
         field_path = f"spec.{kind}{{{container.name}}}" if container is not None else None
-        self.ctx.recorder.event({"kind": "Pod", **self.pod}, reason, message, warning=warning, field_path=field_path)
+        self.ctx.recorder.event({"kind": "Pod", **self.pod}, reason, message, warning=warning,
+                                field_path=field_path)
 
     def _condition(self, kind: str, ok: bool, reason: str = "") -> dict[str, Any]:
         status = "True" if ok else "False"
@@ -650,10 +655,8 @@ class PodWorker:
 
 
 def _signal_group(pid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 class PodManager:
@@ -691,7 +694,8 @@ class PodManager:
 
     def find(self, namespace: str, name: str) -> PodWorker | None:
         with self.lock:
-            return next((w for w in self.workers.values() if (w.namespace, w.name) == (namespace, name)), None)
+            return next((w for w in self.workers.values() if (w.namespace, w.name) == (namespace, name)),
+                        None)
 
     def services_changed(self) -> None:
         with self.lock:

@@ -38,14 +38,16 @@ def check(probe: dict[str, Any], container: dict[str, Any], pod_ip: str,
             host, port = get.get("host") or pod_ip, _port(get["port"], container)
             if get.get("scheme", "HTTP").upper() == "HTTPS":
                 context = ssl.create_default_context()
-                context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # a kubelet does not verify
+                # a kubelet does not verify
+                context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
                 conn: http.client.HTTPConnection = http.client.HTTPSConnection(host, port, timeout=timeout,
                                                                                context=context)
             else:
                 conn = http.client.HTTPConnection(host, port, timeout=timeout)
             try:
                 headers = {h["name"]: h["value"] for h in get.get("httpHeaders") or []}
-                conn.request("GET", get.get("path") or "/", headers={"User-Agent": "kube-probe/1.36", **headers})
+                conn.request("GET", get.get("path") or "/",
+                             headers={"User-Agent": "kube-probe/1.36", **headers})
                 status = conn.getresponse().status
             finally:
                 conn.close()

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import threading
@@ -28,7 +29,8 @@ SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 def service_info(svc: dict[str, Any]) -> ServiceInfo:
     spec = svc["spec"]
-    ports = tuple((p.get("name", ""), int(p["port"]), p.get("protocol", "TCP")) for p in spec.get("ports") or [])
+    ports = tuple((p.get("name", ""), int(p["port"]), p.get("protocol", "TCP"))
+                  for p in spec.get("ports") or [])
     return ServiceInfo(svc["metadata"]["name"], spec.get("clusterIP", ""), ports)
 
 
@@ -84,7 +86,8 @@ class LoadBalancers:
     def handle(self, kind: str, svc: dict[str, Any]) -> None:
         meta, spec = svc["metadata"], svc["spec"]
         key = (meta["namespace"], meta["name"])
-        ingress = [i.get("ip") for i in ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []]
+        ingress = [i.get("ip")
+                   for i in ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []]
         with self._lock:
             if kind == "DELETED" or spec.get("type") != "LoadBalancer" or spec.get("loadBalancerClass"):
                 self._taken.pop(key, None)
@@ -183,9 +186,11 @@ class ServiceProxy:
                 continue
             try:
                 server = await asyncio.start_server(
-                    lambda r, w, t=target: self._forward(r, w, t), host=addr[0], port=addr[1], reuse_address=True)
+                    functools.partial(self._forward, target=target), host=addr[0], port=addr[1],
+                    reuse_address=True)
             except OSError as exc:
-                log.error("service %s/%s: cannot listen on %s:%s: %s", target[0], target[1], addr[0], addr[1], exc)
+                log.error("service %s/%s: cannot listen on %s:%s: %s", target[0], target[1], addr[0], addr[1],
+                          exc)
                 continue
             self._servers[addr] = (server, target)
 
@@ -214,7 +219,8 @@ class ServiceProxy:
         for key in [k for k in self._backends if k[:2] == (namespace, service)]:
             self._backends[key].addresses = []
         for name, addresses in by_port.items():
-            self._backends.setdefault((namespace, service, name), Backends()).addresses = sorted(set(addresses))
+            self._backends.setdefault((namespace, service, name),
+                                      Backends()).addresses = sorted(set(addresses))
 
     async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                        target: tuple[str, str, str]) -> None:
@@ -224,7 +230,7 @@ class ServiceProxy:
             return
         try:
             up_reader, up_writer = await asyncio.wait_for(asyncio.open_connection(*backend), timeout=10)
-        except (OSError, asyncio.TimeoutError):
+        except (TimeoutError, OSError):
             writer.close()
             return
         await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))

@@ -65,8 +65,8 @@ class Provisioner:
                 "storageClassName": spec.get("storageClassName") or STORAGE_CLASS,
                 "volumeMode": spec.get("volumeMode", "Filesystem"),
                 "hostPath": {"path": str(directory), "type": "DirectoryOrCreate"},
-                "claimRef": {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "namespace": meta["namespace"],
-                             "name": meta["name"], "uid": meta["uid"]},
+                "claimRef": {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                             "namespace": meta["namespace"], "name": meta["name"], "uid": meta["uid"]},
                 "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
                     {"key": "kubernetes.io/hostname", "operator": "In", "values": [NODE_NAME]}]}]}},
             },
@@ -77,7 +77,8 @@ class Provisioner:
             if exc.status != 409:
                 raise
             return
-        log.info("claim %s/%s: provisioned %s (%s) at %s", meta["namespace"], meta["name"], name, size, directory)
+        log.info("claim %s/%s: provisioned %s (%s) at %s", meta["namespace"], meta["name"], name, size,
+                 directory)
         self.recorder.event({**claim, "kind": "PersistentVolumeClaim"}, "ProvisioningSucceeded",
                             f"Successfully provisioned volume {name}")
 

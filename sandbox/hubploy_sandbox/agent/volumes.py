@@ -89,7 +89,8 @@ class PodVolumes:
             ref = {**volume["secret"], "name": volume["secret"].get("secretName", "")}
             files = self._keyed("secret", ref, ref.get("defaultMode"))
         elif "downwardAPI" in volume:
-            files = self._downward(volume["downwardAPI"].get("items"), volume["downwardAPI"].get("defaultMode"))
+            files = self._downward(volume["downwardAPI"].get("items"),
+                                   volume["downwardAPI"].get("defaultMode"))
         elif "projected" in volume:
             files = self._projected(volume["projected"], target)
         else:
@@ -131,7 +132,8 @@ class PodVolumes:
         return target
 
     # --- file contents -------------------------------------------------------------------------------
-    def _keyed(self, kind: str, ref: dict[str, Any], default_mode: int | None) -> dict[str, tuple[bytes, int]]:
+    def _keyed(self, kind: str, ref: dict[str, Any],
+               default_mode: int | None) -> dict[str, tuple[bytes, int]]:
         """The files of a ConfigMap or Secret ``ref`` ({name, items, optional})."""
         data = self.sources.raw(kind, ref["name"])
         optional = bool(ref.get("optional"))
@@ -152,7 +154,8 @@ class PodVolumes:
             files[item["path"]] = (data[item["key"]], item.get("mode", mode))
         return files
 
-    def _downward(self, items: list[dict[str, Any]] | None, default_mode: int | None) -> dict[str, tuple[bytes, int]]:
+    def _downward(self, items: list[dict[str, Any]] | None,
+                  default_mode: int | None) -> dict[str, tuple[bytes, int]]:
         mode = 0o644 if default_mode is None else default_mode
         containers = self.pod["spec"]["containers"]
         files = {}
@@ -162,7 +165,8 @@ class PodVolumes:
             else:
                 ref = item["resourceFieldRef"]
                 wanted = ref.get("containerName") or containers[0]["name"]
-                value = resource_value(next(c for c in containers if c["name"] == wanted), ref, self.allocatable)
+                value = resource_value(next(c for c in containers if c["name"] == wanted), ref,
+                                       self.allocatable)
             files[item["path"]] = (value.encode(), item.get("mode", mode))
         return files
 
@@ -178,7 +182,8 @@ class PodVolumes:
                 files.update(self._downward(source["downwardAPI"].get("items"), mode))
             elif "serviceAccountToken" in source:
                 sat = source["serviceAccountToken"]
-                token = Token(_safe_join(target, sat["path"]), self.pod["spec"].get("serviceAccountName", "default"),
+                token = Token(_safe_join(target, sat["path"]),
+                              self.pod["spec"].get("serviceAccountName", "default"),
                               sat.get("audience"), int(sat.get("expirationSeconds", 3600)))
                 files[sat["path"]] = (self._request_token(token).encode(), mode)
                 self.tokens.append(token)

@@ -80,7 +80,9 @@ c.JupyterHub.hub_connect_url = f"http://{get_name('hub')}:{get_name_env('hub', '
 
 # configurable-http-proxy runs in the proxy pod; the hub only configures its routes.
 c.ConfigurableHTTPProxy.should_start = False
-c.ConfigurableHTTPProxy.api_url = f"http://{get_name('proxy-api')}:{get_name_env('proxy-api', '_SERVICE_PORT')}"
+c.ConfigurableHTTPProxy.api_url = (
+    f"http://{get_name('proxy-api')}:{get_name_env('proxy-api', '_SERVICE_PORT')}"
+)
 if os.environ.get("CONFIGPROXY_AUTH_TOKEN"):  # from the hub Secret, like the proxy pod's
     c.ConfigurableHTTPProxy.auth_token = os.environ["CONFIGPROXY_AUTH_TOKEN"]
 
@@ -203,7 +205,8 @@ if get_config("scheduling.podPriority.enabled"):
 
 node_required = chart_copy("singleuser.extraNodeAffinity.required", [])
 node_preferred = chart_copy("singleuser.extraNodeAffinity.preferred", [])
-user_nodes = {"matchExpressions": [{"key": "hub.jupyter.org/node-purpose", "operator": "In", "values": ["user"]}]}
+user_nodes = {"matchExpressions": [{"key": "hub.jupyter.org/node-purpose", "operator": "In",
+                                    "values": ["user"]}]}
 node_purpose = get_config("scheduling.userPods.nodeAffinity.matchNodePurpose")
 if node_purpose == "require":
     node_required.append(user_nodes)
@@ -214,7 +217,8 @@ elif node_purpose not in (None, "ignore"):
 c.KubeSpawner.node_affinity_required = node_required
 c.KubeSpawner.node_affinity_preferred = node_preferred
 
-tolerations = chart_copy("scheduling.userPods.tolerations", []) + chart_copy("singleuser.extraTolerations", [])
+tolerations = (chart_copy("scheduling.userPods.tolerations", [])
+               + chart_copy("singleuser.extraTolerations", []))
 if tolerations:
     c.KubeSpawner.tolerations = tolerations
 
@@ -235,7 +239,8 @@ if storage_type == "dynamic":
     if pvc_template:
         c.KubeSpawner.pvc_name_template = pvc_template
     set_config_if_not_none(c.KubeSpawner, "storage_class", "singleuser.storage.dynamic.storageClass")
-    set_config_if_not_none(c.KubeSpawner, "storage_access_modes", "singleuser.storage.dynamic.storageAccessModes")
+    set_config_if_not_none(c.KubeSpawner, "storage_access_modes",
+                           "singleuser.storage.dynamic.storageAccessModes")
     set_config_if_not_none(c.KubeSpawner, "storage_capacity", "singleuser.storage.capacity")
     volume = name_template(get_config("singleuser.storage.dynamic.volumeNameTemplate"))
     volumes[volume] = {"name": volume, "persistentVolumeClaim": {"claimName": claim}}
@@ -244,7 +249,8 @@ if storage_type == "dynamic":
 elif storage_type == "static":
     # One existing PVC for everyone, a sub-directory each.
     volumes["home"] = {"name": "home",
-                       "persistentVolumeClaim": {"claimName": get_config("singleuser.storage.static.pvcName")}}
+                       "persistentVolumeClaim": {
+                           "claimName": get_config("singleuser.storage.static.pvcName")}}
     volume_mounts["home"] = {"name": "home", "mountPath": home,
                              "subPath": get_config("singleuser.storage.static.subPath")}
 

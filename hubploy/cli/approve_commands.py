@@ -35,7 +35,7 @@ def cmd_approve(args: argparse.Namespace) -> int:
     """Talks to PREFECT_API_URL when it is set, else to the server `hubploy up` runs on this machine."""
     from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
-    from triggers.stack import client_settings
+    from hubploy.triggers.stack import client_settings
 
     local = None if os.environ.get("PREFECT_API_URL") else client_settings()
     if local is None:
@@ -56,15 +56,17 @@ def _approve(args: argparse.Namespace) -> int:
         try:
             run = client.read_flow_run(UUID(args.run))
         except (ValueError, ObjectNotFound):
-            found = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[args.run])))
+            found = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[args.run])))
             if not found:
-                raise ApprovalError(f"no flow run {args.run!r}", hint="copy the run id or name from the Prefect UI")
+                raise ApprovalError(f"no flow run {args.run!r}",
+                                    hint="copy the run id or name from the Prefect UI") from None
             run = found[0]
         state = run.state
         if state is None or not state.is_paused() or not state.state_details.run_input_keyset:
-            why = f": {state.message}" if state and state.message else ""
+            detail = f": {state.message}" if state and state.message else ""
             raise ApprovalError(f"run {run.name} is not waiting for an approval (state: "
-                                f"{state.name if state else 'none'}{why})")
+                                f"{state.name if state else 'none'}{detail})")
     sha = str(run.parameters.get("sha") or "")
     if args.sha and not (len(args.sha) >= 7 and sha.lower().startswith(args.sha.lower())):
         raise ApprovalError(f"run {run.name} promotes commit {sha[:12] or '(none)'}, not {args.sha}",

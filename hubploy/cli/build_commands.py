@@ -84,7 +84,8 @@ def _build_one(plan: ImagePlan, hub: Hub, backend: BuildBackend, auth: AuthFiles
     older = [] if no_cache else git.candidate_tags(hub.repo.root, plan.spec.path, n=CACHE_DEPTH + 1)
     result = build_image(backend, plan.name, plan.tag, plan.spec.path, older_tags=older, no_cache=no_cache,
                          auth=auth)
-    print(f"built {plan.reference} in {result.seconds:.1f} s (cache from {result.cache_from or 'none'})", flush=True)
+    print(f"built {plan.reference} in {result.seconds:.1f} s (cache from {result.cache_from or 'none'})",
+          flush=True)
     if push:
         digest = backend.push(plan.reference, auth)
         print(f"pushed {plan.reference} {digest}", flush=True)

@@ -25,11 +25,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from hubploy_sandbox.procs import read_pid, spawn
-from hubploy_sandbox.procs import stop as stop_process
-
 from hubploy.errors import HubployError
 from hubploy.runner import child_env, register_secret, run
+from hubploy_sandbox.procs import read_pid, spawn
+from hubploy_sandbox.procs import stop as stop_process
 
 POSTGRES_BINARIES = Path("/usr/lib/postgresql")
 ROOT_DATA_DIRS = Path("/var/lib/postgresql/hubploy")

@@ -88,7 +88,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
         cluster_env = {**access.env, "KUBECONFIG": str(access.kubeconfig)}
         running = deployed_manifest(helm.helm_executable(cluster_env), release, namespace, env=cluster_env,
                                     kube_context=access.context)
-    changes = resource_changes(running or "", render_manifest(repo, args.hub, args.environment, base_env=env))
+    rendered = render_manifest(repo, args.hub, args.environment, base_env=env)
+    changes = resource_changes(running or "", rendered.manifest)
     table = Table("resource", "change", title=f"{release} in {namespace}: "
                   + ("not installed" if running is None else f"{len(changes)} resource(s) would change")
                   + " (helm hooks not compared)")

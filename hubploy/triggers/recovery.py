@@ -1,8 +1,8 @@
 """Runs whose process died are crashed, then retried: two Prefect automations, as Prefect documents for
 "zombie" flow runs.
 
-The deployments whose runs may simply run again (the fleet flows, ``deploy-hubs``, ``rollout`` and ``prod-deploy``
-in prefect.yaml) carry the tag ``RECOVERY_TAG``, and their runs' environment sets
+The deployments whose runs may simply run again (the fleet flows, ``deploy-hubs``, ``rollout`` and
+``prod-deploy`` in prefect.yaml) carry the tag ``RECOVERY_TAG``, and their runs' environment sets
 PREFECT_FLOWS_HEARTBEAT_FREQUENCY to ``HEARTBEAT_SECONDS`` (``DEPLOYMENT_SETTINGS``; prefect.yaml sets it for
 every run, in its work pools), so that a run's process (a process worker's child, or a Kubernetes Job's pod)
 sends a heartbeat event that often. When such a run sends

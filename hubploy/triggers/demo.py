@@ -9,9 +9,10 @@ import hmac
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 import httpx
@@ -19,7 +20,10 @@ import yaml
 
 from hubploy.errors import HubployError
 from hubploy.runner import run
-from triggers.stack import Stack
+from hubploy.triggers.stack import Stack
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import FlowRun, State
 
 DEMO_HUB = "minimal"
 Say = Callable[[str], None]
@@ -46,7 +50,7 @@ def push_change(stack: Stack) -> tuple[str, str]:
     before = run(["git", "rev-parse", "HEAD"], env=env, cwd=work).stdout.strip()
     path = work / "deployments" / DEMO_HUB / "config" / "common.yaml"
     values = yaml.safe_load(path.read_text()) or {}
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     values.setdefault("jupyterhub", {}).setdefault("hub", {}).setdefault("config", {}).setdefault(
         "JupyterHub", {})["template_vars"] = {"announcement": f"hubploy demo change of {stamp}"}
     path.write_text(yaml.safe_dump(values, sort_keys=False))
@@ -59,7 +63,8 @@ def push_change(stack: Stack) -> tuple[str, str]:
 def deliver_push(stack: Stack, before: str, after: str) -> str:
     """POST a signed GitHub push event to the receiver; returns the flow run id it started."""
     body = json.dumps({"ref": "refs/heads/staging", "before": before, "after": after,
-                       "repository": {"full_name": "hubploy/demo-deployments", "clone_url": stack.repo_url}}).encode()
+                       "repository": {"full_name": "hubploy/demo-deployments",
+                                      "clone_url": stack.repo_url}}).encode()
     signature = "sha256=" + hmac.new(stack.webhook_secret.encode(), body, hashlib.sha256).hexdigest()
     delivery = str(uuid.uuid4())
     try:
@@ -92,7 +97,9 @@ def _run_of_delivery(delivery: str, timeout: float = 300) -> str:
     return str(runs[0].id)
 
 
-def _wait(run_id: UUID, done: Callable[[object], bool], timeout: float, say: Say, what: str):  # type: ignore[no-untyped-def]
+def _wait(run_id: UUID, done: Callable[[State], bool], timeout: float, say: Say,
+          what: str) -> tuple[FlowRun, State]:
+    """The flow run and its state once ``done(state)`` holds or the state is final."""
     from prefect.client.orchestration import get_client
 
     deadline = time.monotonic() + timeout
@@ -100,12 +107,13 @@ def _wait(run_id: UUID, done: Callable[[object], bool], timeout: float, say: Say
     with get_client(sync_client=True) as client:
         while True:
             flow_run = client.read_flow_run(run_id)
-            name = flow_run.state.name if flow_run.state else "pending"
+            state = flow_run.state
+            name = state.name if state else "pending"
             if name != last:
                 say(f"lifecycle run {flow_run.name}: {name}")
                 last = name
-            if done(flow_run) or (flow_run.state and flow_run.state.is_final()):
-                return flow_run
+            if state is not None and (done(state) or state.is_final()):
+                return flow_run, state
             if time.monotonic() > deadline:
                 raise HubployError(f"gave up waiting for {what} after {timeout:.0f} s (state {name})")
             time.sleep(1)
@@ -117,9 +125,8 @@ def demo(stack: Stack, *, approve: bool, say: Say = print, timeout: float = 900)
     run_id = UUID(deliver_push(stack, before, after))
     run_url = f"{stack.ui_url}{stack.run_path(str(run_id))}"
     say(f"webhook delivered; lifecycle run {run_id} started: {run_url}")
-    flow_run = _wait(run_id, lambda r: r.state is not None and r.state.is_paused(), timeout, say,
-                     "the approval form")
-    if flow_run.state.is_paused():
+    flow_run, state = _wait(run_id, lambda s: s.is_paused(), timeout, say, "the approval form")
+    if state.is_paused():
         say(f"waiting for approval: log in at {stack.how_to_log_in(stack.run_path(str(run_id)))}, then press "
             f"Resume on {run_url}; or run `hubploy approve {run_id}`")
         if approve:
@@ -129,6 +136,6 @@ def demo(stack: Stack, *, approve: bool, say: Say = print, timeout: float = 900)
                       "reason": "hubploy demo --approve"}
             resume_flow_run(run_id, run_input=answer)
             say("approved")
-            flow_run = _wait(run_id, lambda r: r.state is not None and r.state.is_final(), timeout, say, "prod")
-    state = flow_run.state
-    return DemoResult(str(run_id), flow_run.name, after, state.name, state.message or "", run_url)
+            flow_run, state = _wait(run_id, lambda s: s.is_final(), timeout, say, "prod")
+    # a state's name is never None: Prefect names a state after its type when it is not given one
+    return DemoResult(str(run_id), flow_run.name, after, str(state.name), state.message or "", run_url)

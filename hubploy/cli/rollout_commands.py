@@ -25,8 +25,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from cli.deploy_commands import helm_timeout
-from cli.prefect_server import prefect_server
+from hubploy.cli.deploy_commands import helm_timeout
+from hubploy.cli.prefect_server import prefect_server
 from hubploy.config.models import ALLOWED_ENVIRONMENTS
 from hubploy.errors import DeployError, HubployError
 from hubploy.layout import load_repo
@@ -152,7 +152,7 @@ def _report(run_id: Any, env: str) -> int:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-    from cli.rollout_progress import follow
+    from hubploy.cli.rollout_progress import follow
 
     run = follow(run_id, env, console=console)
     with get_client(sync_client=True) as client:

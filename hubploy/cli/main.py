@@ -5,44 +5,46 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import logging
 import os
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
-from hubploy.errors import ConfigError, HubployError
+from hubploy.errors import CommandNotFoundError, ConfigError, HubployError
 
 # Each module exposes register(subparsers) and sets a `func(args) -> int` default on its parsers.
 # Modules are imported lazily by name so that `hubploy validate` never pays for importing Prefect.
 COMMAND_MODULES: dict[str, str] = {
-    "validate": "cli.config_commands",
-    "schema": "cli.config_commands",
-    "render": "cli.config_commands",
-    "sandbox": "cli.sandbox_commands",
-    "approve": "cli.approve_commands",
-    "up": "cli.up_commands",
-    "down": "cli.up_commands",
-    "demo": "cli.up_commands",
-    "webhook": "cli.webhook_commands",
-    "build": "cli.build_commands",
-    "deploy": "cli.deploy_commands",
-    "plan": "cli.fleet_commands",
-    "diff": "cli.fleet_commands",
-    "rollout": "cli.rollout_commands",
-    "rollback": "cli.rollout_commands",
-    "hold": "cli.rollout_commands",
-    "unhold": "cli.rollout_commands",
+    "validate": "hubploy.cli.config_commands",
+    "schema": "hubploy.cli.config_commands",
+    "render": "hubploy.cli.config_commands",
+    "sandbox": "hubploy.cli.sandbox_commands",
+    "approve": "hubploy.cli.approve_commands",
+    "up": "hubploy.cli.up_commands",
+    "down": "hubploy.cli.up_commands",
+    "demo": "hubploy.cli.up_commands",
+    "webhook": "hubploy.cli.webhook_commands",
+    "build": "hubploy.cli.build_commands",
+    "deploy": "hubploy.cli.deploy_commands",
+    "plan": "hubploy.cli.fleet_commands",
+    "diff": "hubploy.cli.fleet_commands",
+    "rollout": "hubploy.cli.rollout_commands",
+    "rollback": "hubploy.cli.rollout_commands",
+    "hold": "hubploy.cli.rollout_commands",
+    "unhold": "hubploy.cli.rollout_commands",
 }
 
 
 def build_parser(command: str | None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hubploy", description="Continuous deployment of JupyterHubs with the "
-                                     "Zero to JupyterHub chart, as Prefect flows.")
+    parser = argparse.ArgumentParser(prog="hubploy", description="Continuous deployment of JupyterHubs with "
+                                     "the Zero to JupyterHub chart, as Prefect flows.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log INFO messages")
     parser.add_argument("-d", "--debug", action="store_true", help="log DEBUG messages")
     parser.add_argument("-D", "--helm-debug", action="store_true", help="pass --debug to helm (not in CI)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    wanted = [COMMAND_MODULES[command]] if command in COMMAND_MODULES else list(dict.fromkeys(COMMAND_MODULES.values()))
+    wanted = ([COMMAND_MODULES[command]] if command in COMMAND_MODULES
+              else list(dict.fromkeys(COMMAND_MODULES.values())))
     for module_name in wanted:
         importlib.import_module(module_name).register(sub)
     return parser
@@ -71,18 +73,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except HubployError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        if isinstance(exc, CommandNotFoundError) and importlib.util.find_spec("hubploy_sandbox"):
+            print("hint: `hubploy sandbox install` installs the tools the sandbox uses", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
-        sys.stdout = open(os.devnull, "w")
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (stdout for the rest of the process)
         return 0
     except Exception as exc:  # a bug or an unexpected failure of a library: one line, the trace on -d
         if args.debug:
             raise
-        print(f"error: unexpected {type(exc).__name__}: {exc} (hint: run `hubploy -d ...` for the full trace)",
-              file=sys.stderr)
+        print(f"error: unexpected {type(exc).__name__}: {exc} "
+              "(hint: run `hubploy -d ...` for the full trace)", file=sys.stderr)
         return 1
 
 

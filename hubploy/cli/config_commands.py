@@ -14,7 +14,8 @@ from hubploy.validate import validate_repo
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("validate", help="check every hub's config (or the named hubs) and report all errors")
-    p.add_argument("hubs", nargs="*", metavar="HUB", help="hub directory names under deployments/ (default: all)")
+    p.add_argument("hubs", nargs="*", metavar="HUB",
+                   help="hub directory names under deployments/ (default: all)")
     p.add_argument("--no-decrypt", dest="decrypt", action="store_false",
                    help="check the secret values files' keys and types without decrypting them (no sops key "
                         "needed)")

@@ -11,7 +11,7 @@ from typing import Any
 from rich.console import Console
 
 from hubploy.errors import HubployError
-from triggers.routing import DEFAULT_SECRET_BLOCK
+from hubploy.triggers.routing import DEFAULT_SECRET_BLOCK
 
 console = Console(stderr=True)
 
@@ -22,9 +22,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                             ("demo", ("push a change to the example repo through the webhook and follow the "
                                       "lifecycle to the approval form (--approve: on to prod)"))):
         p = sub.add_parser(name, help=help_text)
-        p.add_argument("--port", type=int, default=4200, help="Prefect server port on 127.0.0.1 (default 4200)")
+        p.add_argument("--port", type=int, default=4200,
+                       help="Prefect server port on 127.0.0.1 (default 4200)")
         p.add_argument("--webhook-port", type=int, default=8787, help="webhook receiver port (default 8787)")
-        p.add_argument("--repo", help="git URL of your deployment repo (default: the example repo, created once)")
+        p.add_argument("--repo",
+                       help="git URL of your deployment repo (default: the example repo, created once)")
         p.add_argument("--no-sandbox", action="store_true", help="use your own cluster (KUBECONFIG) instead")
         p.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite",
                        help="the Prefect server's database: sqlite (embedded, the default) or postgres (a "
@@ -43,8 +45,8 @@ def _say(line: str) -> None:
 
 def _start(args: argparse.Namespace) -> Any:
     """Start the stack; Ctrl-C (or SIGTERM), or a failure, while it starts stops what was started so far."""
-    from triggers.database import Database
-    from triggers.stack import down, up
+    from hubploy.triggers.database import Database
+    from hubploy.triggers.stack import down, up
 
     # Ctrl-C must work even when SIGINT was inherited as ignored (started from a script with `&`)
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -88,7 +90,7 @@ Ctrl-C stops what this `hubploy up` started ({', '.join(stack.started) or 'nothi
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from triggers.stack import down
+    from hubploy.triggers.stack import down
 
     stack = _start(args)
     try:
@@ -103,7 +105,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from triggers.stack import down
+    from hubploy.triggers.stack import down
 
     down(say=_say)
     return 0
@@ -112,8 +114,8 @@ def cmd_down(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
-    from triggers.demo import demo
-    from triggers.stack import down
+    from hubploy.triggers.demo import demo
+    from hubploy.triggers.stack import down
 
     stack = _start(args)
     stop = not args.keep

@@ -15,7 +15,7 @@ def configured() -> dict[str, str] | None:
     `hubploy up` server's, or None when there is no server to talk to."""
     if os.environ.get("PREFECT_API_URL"):
         return {}
-    from triggers.stack import client_settings
+    from hubploy.triggers.stack import client_settings
 
     return client_settings()
 

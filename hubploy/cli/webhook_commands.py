@@ -8,7 +8,7 @@ from pathlib import Path
 
 from hubploy.errors import ConfigError
 from hubploy.layout import REPO_SETTINGS_FILE, load_repo, try_load_repo
-from triggers.routing import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_SECRET_BLOCK, Routes
+from hubploy.triggers.routing import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_SECRET_BLOCK, Routes
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from triggers.webhook import WebhookConfig, serve_webhook
+    from hubploy.triggers.webhook import WebhookConfig, serve_webhook
 
     routes = dataclasses.replace(_routes(args.repo), lifecycle_deployment=args.lifecycle_deployment,
                                  prod_deployment=args.prod_deployment,

@@ -1,8 +1,8 @@
 """`hubploy up`: everything on one machine — a local Prefect server (loopback, HTTP basic auth; on SQLite,
-or on a PostgreSQL server of its own, see triggers/database.py), the sandbox, the blocks, the deployments
-of prefect.yaml with one or more process workers, and the GitHub webhook receiver. Each piece is a detached
-process with a PID file under HUBPLOY_HOME (default ~/.hubploy), so `up` is idempotent and `down` stops
-exactly what `up` started.
+or on a PostgreSQL server of its own, see hubploy/triggers/database.py), the sandbox, the blocks, the
+deployments of prefect.yaml with one or more process workers, and the GitHub webhook receiver. Each piece
+is a detached process with a PID file under HUBPLOY_HOME (default ~/.hubploy), so `up` is idempotent and
+`down` stops exactly what `up` started.
 
 Why basic auth: the open-source API hands every stored credential to any client that asks
 (`include_secrets=true`), so the server only listens on 127.0.0.1 and requires the auth string kept
@@ -23,18 +23,19 @@ from pathlib import Path
 from typing import TypeVar
 
 import httpx
+
+from hubploy.errors import HubployError
+from hubploy.runner import child_env, run
+from hubploy.triggers import database
+from hubploy.triggers.database import Database
 from hubploy_sandbox import lifecycle as sandbox
 from hubploy_sandbox.env import sandbox_env
 from hubploy_sandbox.paths import SandboxPaths
 from hubploy_sandbox.procs import read_pid, spawn, stop
 
-from hubploy.errors import HubployError
-from hubploy.runner import child_env, run
-from triggers import database
-from triggers.database import Database
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEMO_FILES = ("hub", "sandbox/charts/jupyterhub", "deployments", "hubploy-repo.yaml", ".sops.yaml", "example-age.key")
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEMO_FILES = ("hub", "sandbox/charts/jupyterhub", "deployments", "hubploy-repo.yaml", ".sops.yaml",
+              "example-age.key")
 POOL = "hubploy-process"
 BLOCK_MODULES = ("blocks.gcp", "blocks.aws", "blocks.azure", "blocks.kubeconfig")
 Say = Callable[[str], None]
@@ -175,7 +176,8 @@ def ensure_demo_repo(paths: StackPaths, env: Mapping[str, str]) -> str:
                "GIT_COMMITTER_NAME": "hubploy demo", "GIT_COMMITTER_EMAIL": "demo@hubploy.invalid"}
     for args in (["init", "-q", "-b", "staging"], ["add", "-A"], ["commit", "-q", "-m", "Example hubs"],
                  ["branch", "prod"], ["init", "-q", "--bare", str(paths.demo_origin)],
-                 ["remote", "add", "origin", str(paths.demo_origin)], ["push", "-q", "origin", "staging", "prod"]):
+                 ["remote", "add", "origin", str(paths.demo_origin)],
+                 ["push", "-q", "origin", "staging", "prod"]):
         run(["git", *args], env=git_env, cwd=work)
     return str(paths.demo_origin)
 
@@ -220,10 +222,12 @@ def up(*, port: int = 4200, webhook_port: int = 8787, repo_url: str | None = Non
     _prefect(env, "deploy", "--all")
     say("deployments: lifecycle, approval-timeout, pr-validation, prod-deploy, deploy-hubs, rebuild-images, "
         "drift-check")
-    from triggers.recovery import ensure_recovery_automations  # imports Prefect: not for `hubploy down`
+    from hubploy.triggers.recovery import (
+        ensure_recovery_automations,  # imports Prefect: not for `hubploy down`
+    )
 
     _with_server(env, ensure_recovery_automations)
-    say("automations: a fleet run whose process died is crashed and retried (triggers/recovery.py)")
+    say("automations: a fleet run whose process died is crashed and retried (hubploy/triggers/recovery.py)")
     for name in names:
         _start(paths, name, [str(Path(sys.executable).parent / "prefect"), "worker", "start", "--pool", POOL,
                              "--name", f"{POOL}-{name}"], {**env, "PREFECT_WORKER_QUERY_SECONDS": "2"}, say,
@@ -234,8 +238,8 @@ def up(*, port: int = 4200, webhook_port: int = 8787, repo_url: str | None = Non
                 paths.log("webhook"), paths.pid("webhook"))
     state.update(repo_url=repo_url, port=port, webhook_port=webhook_port)
     paths.state_file.write_text(json.dumps(state))
-    return Stack(paths, api_url, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{webhook_port}/webhook", secret,
-                 repo_url, env, tuple(started), where)
+    return Stack(paths, api_url, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{webhook_port}/webhook",
+                 secret, repo_url, env, tuple(started), where)
 
 
 def _start_server(paths: StackPaths, server_env: dict[str, str], state: dict[str, object], db: Database,
@@ -279,7 +283,7 @@ def _with_server(env: Mapping[str, str], call: Callable[[], T]) -> T:
 def _save_blocks(env: Mapping[str, str], with_sandbox: bool) -> str:
     """Save the sandbox registry block and return the webhook secret, through this stack's server."""
     from blocks.sandbox import save_sandbox_blocks
-    from triggers.webhook import ensure_webhook_secret
+    from hubploy.triggers.webhook import ensure_webhook_secret
 
     def save() -> str:
         if with_sandbox:

@@ -88,7 +88,7 @@ def follow(run_id: UUID, env: str, *, console: Console) -> Any:
                     live.update(table(rows, title), refresh=True)
             return run
         shown: set[Step] = set()
-        for run, rows in _polls(client, run_id, env):
+        for run, rows in _polls(client, run_id, env):  # noqa: B007 (the last run is returned)
             for row in rows:
                 key = Step(row.wave, row.hub, row.step, row.state, 0.0)
                 if key not in shown:

@@ -62,7 +62,7 @@ def cmd_env(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "sandbox",
         help="a real local platform: Kubernetes API, helm, registry, buildah, sops",
@@ -70,9 +70,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     sub = parser.add_subparsers(dest="sandbox_command", metavar="ACTION", required=True)
     sub.add_parser(
-        "install", help="install what is missing (apt, pip, helm, Kubernetes and etcd builds, image environments)"
-    ).set_defaults(func=cmd_install
-    )
+        "install",
+        help="install what is missing (apt, pip, helm, Kubernetes and etcd builds, image environments)",
+    ).set_defaults(func=cmd_install)
     up = sub.add_parser("up", help="start everything on this host and wait until it is ready")
     up.add_argument("--clusters", type=int, default=1, metavar="N",
                     help="run N Kubernetes clusters (contexts sandbox, sandbox-2, ...; default 1)")

@@ -13,8 +13,9 @@ defaults): GitHub's ``clone_url`` is HTTPS and would override the remote the wor
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from hubploy.config.models import RepoSettings
 from hubploy.errors import HubployError

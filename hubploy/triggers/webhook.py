@@ -43,10 +43,11 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, AsyncIterator
+from typing import Any
 from uuid import UUID
 
 import httpx
@@ -60,8 +61,16 @@ from starlette.routing import Route
 
 from hubploy.errors import CredentialsError, HubployError
 from hubploy.runner import register_secret
-from triggers.routing import (DEFAULT_HOST, DEFAULT_PORT, DEFAULT_SECRET_BLOCK, Ignored, PayloadError, Routes,
-                              Start, route)
+from hubploy.triggers.routing import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    DEFAULT_SECRET_BLOCK,
+    Ignored,
+    PayloadError,
+    Routes,
+    Start,
+    route,
+)
 
 log = logging.getLogger("hubploy.webhook")
 
@@ -291,7 +300,8 @@ def load_webhook_secret(block_name: str = DEFAULT_SECRET_BLOCK) -> str:
     from prefect.blocks.system import Secret
 
     try:
-        value = Secret.load(block_name).get()
+        # load is sync here (called outside any event loop): the block, never a coroutine
+        value = Secret.load(block_name).get()  # type: ignore[union-attr]
     except ValueError as exc:
         raise CredentialsError(f"no Prefect Secret block named {block_name!r}",
                                hint="run `hubploy up` (it creates one) or save a Secret block with that name"

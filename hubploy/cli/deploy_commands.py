@@ -108,7 +108,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 def refuse_if_held(hub: str, env: str, release: str) -> None:
     """Refuse a deploy of a held release. Holds live on the Prefect server: without a configured server
     there are none; a configured server that cannot be read refuses too (the hold is unknown)."""
-    from cli.prefect_server import prefect_server
+    from hubploy.cli.prefect_server import prefect_server
 
     with prefect_server(required=False) as reachable:
         if not reachable:
