@@ -93,8 +93,8 @@ def test_a_bare_number_of_seconds_is_a_duration() -> None:
 
 def test_helm_timeout_is_a_duration_with_a_default(deployment_repo: Callable[..., Path]) -> None:
     assert load_repo(deployment_repo(HUBS)).settings.helm_timeout == "10m"
-    assert load_repo(deployment_repo({**HUBS, "hubploy-repo.yaml": "helm_timeout: 300\n"})).settings.helm_timeout \
-        == "300s"
+    seconds = deployment_repo({**HUBS, "hubploy-repo.yaml": "helm_timeout: 300\n"})
+    assert load_repo(seconds).settings.helm_timeout == "300s"
     root = deployment_repo({**HUBS, "hubploy-repo.yaml": "helm_timeout: soon\n"})
     assert [i for i in issues_of(root) if "helm_timeout" in i] == [
         "hubploy-repo.yaml:1: helm_timeout: 'soon' is not a duration such as 30s, 2m or 1h"]

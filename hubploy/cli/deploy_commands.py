@@ -87,8 +87,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         raise HubployError(f"{args.chart} is not a chart directory (no Chart.yaml)",
                            hint=f"this repository's chart is {repo.settings.chart}/")
     flags = UpgradeFlags(version=args.version, timeout=args.timeout or repo.settings.helm_timeout,
-                         force=args.force, atomic=args.atomic, cleanup_on_fail=args.cleanup_on_fail, dry_run=args.dry_run,
-                         debug=getattr(args, "helm_debug", False))
+                         force=args.force, atomic=args.atomic, cleanup_on_fail=args.cleanup_on_fail,
+                         dry_run=args.dry_run, debug=getattr(args, "helm_debug", False))
     options = DeployOptions(namespace=args.namespace, chart=chart, set_values=tuple(args.set_values),
                             set_string_values=tuple(args.set_string_values), flags=flags,
                             health_check=args.health_check, skip_unchanged=not (args.redeploy or args.force))
