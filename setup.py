@@ -1,0 +1,30 @@
+"""Build step of the wheel (everything else is in pyproject.toml): it carries the project files that
+`hubploy up` needs outside a source checkout (prefect.yaml and the example deployment repository), copied
+from this repository into hubploy/_project at build time (hubploy/triggers/project_files.py). Not in
+editable installs: they use the checkout itself."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+from setuptools import setup
+from setuptools.command.build_py import build_py
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # the standard-library-only module below, from this tree
+
+from hubploy.triggers.project_files import PACKAGED, PACKAGED_DIR, copy_items
+
+
+class BuildWithProjectFiles(build_py):
+    def run(self) -> None:
+        super().run()
+        if not self.editable_mode:
+            target = Path(self.build_lib) / "hubploy" / PACKAGED_DIR
+            shutil.rmtree(target, ignore_errors=True)  # a previous build's copy may hold removed files
+            copy_items(HERE, target, PACKAGED)
+
+
+setup(cmdclass={"build_py": BuildWithProjectFiles})
