@@ -13,18 +13,19 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))  # the standard-library-only module below, from this tree
-
-from hubploy.triggers.project_files import PACKAGED, PACKAGED_DIR, copy_items
 
 
 class BuildWithProjectFiles(build_py):
     def run(self) -> None:
         super().run()
-        if not self.editable_mode:
-            target = Path(self.build_lib) / "hubploy" / PACKAGED_DIR
-            shutil.rmtree(target, ignore_errors=True)  # a previous build's copy may hold removed files
-            copy_items(HERE, target, PACKAGED)
+        if self.editable_mode:
+            return
+        sys.path.insert(0, str(HERE))  # this tree's module, which needs only the standard library
+        from hubploy.triggers.project_files import PACKAGED, PACKAGED_DIR, copy_items
+
+        target = Path(self.build_lib) / "hubploy" / PACKAGED_DIR
+        shutil.rmtree(target, ignore_errors=True)  # a previous build's copy may hold removed files
+        copy_items(HERE, target, PACKAGED)
 
 
 setup(cmdclass={"build_py": BuildWithProjectFiles})

@@ -23,8 +23,8 @@ from hubploy.triggers.project_files import EXAMPLE_CHART, EXAMPLE_REPO
 
 pytestmark = pytest.mark.prefect
 
-PROBE = "import json, blocks, flows, hubploy, hubploy_sandbox; print(json.dumps([m.__file__ for m in " \
-        "(hubploy, flows, blocks, hubploy_sandbox)]))"
+PROBE = ("import json, blocks, flows, hubploy, hubploy_sandbox; "
+         "print(json.dumps([m.__file__ for m in (hubploy, flows, blocks, hubploy_sandbox)]))")
 
 
 def _git(*args: str, cwd: Path) -> str:
