@@ -23,19 +23,24 @@ from pathlib import Path
 from typing import TypeVar
 
 import httpx
+import yaml
 
 from hubploy.errors import HubployError
 from hubploy.runner import child_env, run
 from hubploy.triggers import database
 from hubploy.triggers.database import Database
+from hubploy.triggers.project_files import (
+    PREFECT_YAML,
+    ProjectFiles,
+    copy_example_repo,
+    find_project_files,
+    prepare_project_dir,
+)
 from hubploy_sandbox import lifecycle as sandbox
 from hubploy_sandbox.env import sandbox_env
 from hubploy_sandbox.paths import SandboxPaths
 from hubploy_sandbox.procs import read_pid, spawn, stop
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-DEMO_FILES = ("hub", "sandbox/charts/jupyterhub", "deployments", "hubploy-repo.yaml", ".sops.yaml",
-              "example-age.key")
 POOL = "hubploy-process"
 BLOCK_MODULES = ("blocks.gcp", "blocks.aws", "blocks.azure", "blocks.kubeconfig")
 Say = Callable[[str], None]
@@ -71,6 +76,12 @@ class StackPaths:
 
     def log(self, name: str) -> Path:
         return self.home / "logs" / f"{name}.log"
+
+    @property
+    def project(self) -> Path:
+        """prefect.yaml and the installed flows: where deployments are registered from and flows run
+        (hubploy/triggers/project_files.py)."""
+        return self.home / "project"
 
     @property
     def demo_origin(self) -> Path:
@@ -145,9 +156,14 @@ def _wait_until(ready: Callable[[], bool], timeout: float, what: str, log: Path,
         time.sleep(0.5)
 
 
-def _prefect(env: Mapping[str, str], *args: str) -> None:
-    run([str(Path(sys.executable).parent / "prefect"), "--no-prompt", *args], env=env, cwd=PROJECT_ROOT,
-        timeout=600)
+def _python_m(module: str, *args: str) -> list[str]:
+    """``module``'s command with this interpreter: found wherever the packages are installed (a virtualenv,
+    --user, a --target directory on PYTHONPATH), unlike a console script next to the interpreter."""
+    return [sys.executable, "-m", module, *args]
+
+
+def _prefect(env: Mapping[str, str], *args: str, cwd: Path) -> None:
+    run(_python_m("prefect", "--no-prompt", *args), env=env, cwd=cwd, timeout=600)
 
 
 def _start(paths: StackPaths, name: str, argv: list[str], env: Mapping[str, str], say: Say,
@@ -155,12 +171,12 @@ def _start(paths: StackPaths, name: str, argv: list[str], env: Mapping[str, str]
     if read_pid(paths.pid(name)) is not None:
         say(f"{name}: already running")
         return
-    pid = spawn(argv, pid_file=paths.pid(name), log=paths.log(name), env=env, cwd=PROJECT_ROOT)
+    pid = spawn(argv, pid_file=paths.pid(name), log=paths.log(name), env=env, cwd=paths.project)
     started.append(name)
     say(f"{name}: started (pid {pid}, log {paths.log(name)})")
 
 
-def ensure_demo_repo(paths: StackPaths, env: Mapping[str, str]) -> str:
+def ensure_demo_repo(paths: StackPaths, env: Mapping[str, str], files: ProjectFiles) -> str:
     """A deployment repository for the demo: the project's example hubs in a bare origin with
     staging and prod branches, plus a work clone to push changes from. Created once."""
     if (paths.demo_origin / "HEAD").is_file():
@@ -168,10 +184,7 @@ def ensure_demo_repo(paths: StackPaths, env: Mapping[str, str]) -> str:
     work = paths.demo_work
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    for item in DEMO_FILES:
-        src = PROJECT_ROOT / item
-        (shutil.copytree if src.is_dir() else shutil.copy2)(src, work / item)
-    shutil.rmtree(work / "hub" / "charts", ignore_errors=True)
+    copy_example_repo(files, work)
     git_env = {**env, "GIT_AUTHOR_NAME": "hubploy demo", "GIT_AUTHOR_EMAIL": "demo@hubploy.invalid",
                "GIT_COMMITTER_NAME": "hubploy demo", "GIT_COMMITTER_EMAIL": "demo@hubploy.invalid"}
     for args in (["init", "-q", "-b", "staging"], ["add", "-A"], ["commit", "-q", "-m", "Example hubs"],
@@ -192,6 +205,8 @@ def up(*, port: int = 4200, webhook_port: int = 8787, repo_url: str | None = Non
     started = [] if started is None else started
     names = worker_names(workers)
     paths = StackPaths.from_env()
+    files = find_project_files()
+    prepare_project_dir(paths.project, files)
     auth = auth_string(paths)
     api_url = f"http://127.0.0.1:{port}/api"
     state = json.loads(paths.state_file.read_text()) if paths.state_file.is_file() else {}
@@ -212,16 +227,16 @@ def up(*, port: int = 4200, webhook_port: int = 8787, repo_url: str | None = Non
     _wait_until(lambda: server_healthy(api_url, auth), 180, "the Prefect server", paths.log("prefect-server"),
                 paths.pid("prefect-server"))
     say(f"prefect server: healthy at {api_url} ({time.monotonic() - start:.1f} s)")
-    repo_url = repo_url or state.get("repo_url") or ensure_demo_repo(paths, base)
+    repo_url = repo_url or state.get("repo_url") or ensure_demo_repo(paths, base, files)
     env = {**base, "HUBPLOY_REPO_URL": repo_url}
     for module in BLOCK_MODULES:
-        _prefect(env, "block", "register", "-m", module)
+        _prefect(env, "block", "register", "-m", module, cwd=paths.project)
     secret = _save_blocks(env, with_sandbox)
-    say("blocks: registered (GCP, AWS, Azure, kubeconfig credentials; sandbox registry; webhook secret)")
-    _prefect(env, "work-pool", "create", POOL, "--type", "process", "--overwrite")
-    _prefect(env, "deploy", "--all")
-    say("deployments: lifecycle, approval-timeout, pr-validation, prod-deploy, deploy-hubs, rebuild-images, "
-        "drift-check")
+    registry = "sandbox registry; " if with_sandbox else ""
+    say(f"blocks: registered (GCP, AWS, Azure, kubeconfig credentials; {registry}webhook secret)")
+    _prefect(env, "work-pool", "create", POOL, "--type", "process", "--overwrite", cwd=paths.project)
+    _prefect(env, "deploy", "--all", cwd=paths.project)
+    say(f"deployments: {', '.join(deployment_names(paths.project))} (from {paths.project / PREFECT_YAML})")
     from hubploy.triggers.recovery import (
         ensure_recovery_automations,  # imports Prefect: not for `hubploy down`
     )
@@ -229,11 +244,10 @@ def up(*, port: int = 4200, webhook_port: int = 8787, repo_url: str | None = Non
     _with_server(env, ensure_recovery_automations)
     say("automations: a fleet run whose process died is crashed and retried (hubploy/triggers/recovery.py)")
     for name in names:
-        _start(paths, name, [str(Path(sys.executable).parent / "prefect"), "worker", "start", "--pool", POOL,
-                             "--name", f"{POOL}-{name}"], {**env, "PREFECT_WORKER_QUERY_SECONDS": "2"}, say,
-               started)
-    _start(paths, "webhook", [str(Path(sys.executable).parent / "hubploy"), "webhook", "serve",
-                              "--port", str(webhook_port)], env, say, started)
+        worker = _python_m("prefect", "worker", "start", "--pool", POOL, "--name", f"{POOL}-{name}")
+        _start(paths, name, worker, {**env, "PREFECT_WORKER_QUERY_SECONDS": "2"}, say, started)
+    webhook = _python_m("hubploy.cli.main", "webhook", "serve", "--port", str(webhook_port))
+    _start(paths, "webhook", webhook, env, say, started)
     _wait_until(lambda: _answers(f"http://127.0.0.1:{webhook_port}/health"), 60, "the webhook receiver",
                 paths.log("webhook"), paths.pid("webhook"))
     state.update(repo_url=repo_url, port=port, webhook_port=webhook_port)
@@ -255,13 +269,18 @@ def _start_server(paths: StackPaths, server_env: dict[str, str], state: dict[str
         if postgres_started:
             started.append("postgres")
         server_env = {**server_env, "PREFECT_SERVER_DATABASE_CONNECTION_URL": server.url}
-    _start(paths, "prefect-server", [str(Path(sys.executable).parent / "prefect"), "server", "start"],
-           server_env, say, started)
+    _start(paths, "prefect-server", _python_m("prefect", "server", "start"), server_env, say, started)
     state["database"] = db.value
     paths.state_file.write_text(json.dumps(state))
     if db is Database.postgres:
         return f"PostgreSQL on 127.0.0.1:{server.port} (data {paths.postgres.data})"
     return f"SQLite ({paths.prefect_home / 'prefect.db'})"
+
+
+def deployment_names(project_dir: Path) -> list[str]:
+    """The deployments `prefect deploy --all` registers from ``project_dir``, in prefect.yaml's order."""
+    declared = yaml.safe_load((project_dir / PREFECT_YAML).read_text())
+    return [deployment["name"] for deployment in declared["deployments"]]
 
 
 def worker_names(count: int) -> list[str]:

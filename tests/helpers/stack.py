@@ -10,7 +10,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,12 +199,15 @@ class UpStack:
         return code
 
 
-def start_up(home: Path, log: Path) -> UpStack:
-    """`hubploy up` on free ports, once it says it is up."""
+def start_up(home: Path, log: Path, *, hubploy: Sequence[str] = (str(VENV_BIN / "hubploy"),),
+             options: Sequence[str] = (), env: Mapping[str, str] | None = None) -> UpStack:
+    """`hubploy up` on free ports, once it says it is up; ``hubploy`` is the command (default the installed
+    one), ``options`` more options of `up`, ``env`` the environment (default a user's, user_env)."""
     port, webhook_port = free_port(), free_port()
-    argv = [str(VENV_BIN / "hubploy"), "up", "--port", str(port), "--webhook-port", str(webhook_port)]
-    proc = subprocess.Popen(argv, cwd=log.parent, env=user_env(home), stdout=log.open("w"),
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    argv = [*hubploy, "up", "--port", str(port), "--webhook-port", str(webhook_port), *options]
+    env = user_env(home) if env is None else env
+    proc = subprocess.Popen(argv, cwd=log.parent, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
     stack = UpStack(home, port, webhook_port, proc, log)
     try:
         stack.output = wait_for_output(UP_READY, log, proc, timeout=300)
