@@ -13,8 +13,9 @@ that it is a hub of its own:
 
 hubploy.yaml keeps its comments: each change is made on its own line, and the result is parsed again; a
 file written so that a line cannot be changed alone (flow style, block scalars) is written anew instead.
-The hub is written into a temporary directory and renamed into place; when the validation (``hubploy
-validate NAME --no-decrypt``: no key is needed to add a hub) finds a problem, it is removed again.
+The hub is written into a temporary directory (at the repository's root, not among the hubs) and renamed
+into place; when the validation (``hubploy validate NAME --no-decrypt``: no key is needed to add a hub)
+finds a problem, it is removed again.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def new_hub(root: Path, name: str, *, source: str | None, env: Mapping[str, str]
                            hint=f"did you mean {close[0]}?" if close
                            else f"hubs: {', '.join(hubs) or 'none'}")
     original = repo.load_hub(source) if source is not None else None
-    with StagedTree(repo.hubs_dir / name) as tree:
+    with StagedTree(repo.hubs_dir / name, workdir=repo.root) as tree:
         if original is None:
             result = NewHubResult(name, repo.hubs_dir / name, None, list(DEFAULT_ENVIRONMENTS))
             for path, text in hub_files(name, image=None, cluster=None, base_image=None).items():

@@ -184,7 +184,7 @@ def init_repository(options: InitOptions, env: Mapping[str, str]) -> InitResult:
     hub, prefix = options.hub, f"deployments/{options.hub}/"
     cluster = cluster_section(options.cluster, key)
     image = _image(options, key)
-    facts = RepoFacts(hub, chart, age.recipient, options.cluster.provider, cluster, image is not None,
+    facts = RepoFacts(hub, chart, age.recipient, cluster, image is not None,
                       options.pip_spec or default_pip_spec())
     clear = {f"{CHART_DIR}/Chart.yaml": texts.chart_yaml(chart),
              f"{CHART_DIR}/values.yaml": texts.chart_values_yaml(chart),
@@ -207,13 +207,13 @@ def init_repository(options: InitOptions, env: Mapping[str, str]) -> InitResult:
         if chart.copy_from is not None and chart.local_dir is not None:
             tree.copy_tree(chart.copy_from, chart.local_dir)
         replaced = tree.refuse_conflicts(force=options.force)
+        files = sorted(tree.entries)
         commit = None
         if options.git:
             commit = _commit(tree.root, hub, env)
             tree.add_entry(".git")
         if age.new_key is not None and age.key_file is not None:
             write_key_file(age.key_file, age.new_key)
-        files = sorted(tree.entries)
         tree.move_into_place()
     return InitResult(target, hub, files, replaced, age.recipient, age.key_file, age.new_key is not None,
                       commit)

@@ -1,5 +1,6 @@
-"""All or nothing: new files are made in a temporary directory next to their destination, checked against
-what is already there, and only then moved into place (a rename on the same file system)."""
+"""All or nothing: new files are made in a temporary directory (next to their destination, or in a given
+directory on the same file system), checked against what is already there, and only then moved into place
+(renames on one file system)."""
 
 from __future__ import annotations
 
@@ -16,13 +17,15 @@ IGNORED_IN_COPIES = shutil.ignore_patterns("__pycache__", ".git", "*.pyc")
 
 
 class StagedTree:
-    """Files for ``destination`` (a directory, which may exist), made under ``root`` until
+    """Files for ``destination`` (a directory, which may exist), made under ``root`` (a new directory in
+    ``workdir``, by default the destination's parent; on the same file system) until
     :meth:`move_into_place`; a ``with`` block removes whatever was not moved."""
 
-    def __init__(self, destination: Path) -> None:
+    def __init__(self, destination: Path, workdir: Path | None = None) -> None:
         self.destination = destination
         destination.parent.mkdir(parents=True, exist_ok=True)
-        self.root = Path(tempfile.mkdtemp(prefix=f".{destination.name}.hubploy-", dir=destination.parent))
+        self.root = Path(tempfile.mkdtemp(prefix=f".{destination.name}.hubploy-",
+                                          dir=workdir or destination.parent))
         self.root.chmod(0o755)  # mkdtemp's 0700 would become the destination's mode
         self.entries: list[str] = []  # paths relative to root, each moved as a whole
 

@@ -9,8 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hubploy.scaffold.clusters import Provider
-
 CHART_NAME = "jupyterhub"
 CHART_DIR = "hub"
 SECRETS_PATH_REGEX = "deployments/[^/]+/secrets/.*"
@@ -40,7 +38,6 @@ class RepoFacts:
     hub: str
     chart: ChartSource
     recipient: str
-    provider: Provider
     cluster: dict[str, Any] | None    # the hub's cluster section (None: the caller's KUBECONFIG)
     has_images: bool
     pip_spec: str
