@@ -281,6 +281,8 @@ def test_init_on_the_cli_refuses_in_one_line(tmp_path: Path, env: dict[str, str]
     assert not (tmp_path / "cloud").exists()
     unread = hubploy("init", "cloud", "--project", "p", cwd=tmp_path, env=env)
     assert "error: --project not read with --provider kubeconfig" in unread.stderr
+    with pytest.raises(HubployError, match="--context picks the context of --kubeconfig"):
+        init(tmp_path, env, cluster=ClusterInput(context="lab"), target=tmp_path / "cloud")
     bad = hubploy("init", "cloud", "--registry", "localhost:5000/Upper:tag", cwd=tmp_path, env=env)
     assert bad.returncode == 1 and "--registry localhost:5000/Upper:tag" in bad.stderr
 

@@ -126,6 +126,8 @@ def check_options(cluster: ClusterInput, registry: str | None) -> None:
                            f"{cluster.provider}", hint="leave it out, or choose the provider it belongs to")
     if {"zone", "region"} <= cluster.given():
         raise HubployError("give --zone or --region for a GKE cluster, not both")
+    if cluster.context is not None and cluster.kubeconfig is None:
+        raise HubployError("--context picks the context of --kubeconfig: give both")
     sources = sorted({"role_arn", "credentials_file", "credentials_block", "kubeconfig"} & cluster.given())
     if len(sources) > 1:
         raise HubployError(f"give only one of {', '.join(flag(s) for s in sources)}: each is a way to get "

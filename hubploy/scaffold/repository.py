@@ -198,7 +198,7 @@ def init_repository(options: InitOptions, env: Mapping[str, str]) -> InitResult:
     if key is not None:
         secret[f"{prefix}secrets/{key.name}"] = key.text
     target = options.target.resolve()
-    with StagedTree(target) as tree:
+    with StagedTree(target, workdir=target if target.is_dir() else None) as tree:
         tree.write(".sops.yaml", texts.sops_yaml(age.recipient))
         for path, text in clear.items():
             tree.write(path, text)
