@@ -222,6 +222,31 @@ def _run_sops(path: Path, args: list[str], env: Mapping[str, str]) -> str:
         raise SecretsError(f"{path}: sops cannot decrypt it: {detail[:800]}", hint=_KEY_HINT) from None
 
 
+# Settings that would override .sops.yaml's creation rules when encrypting (sops reads them as flags).
+_RECIPIENT_OVERRIDES = ("SOPS_AGE_RECIPIENTS", "SOPS_PGP_FP", "SOPS_KMS_ARN", "SOPS_GCP_KMS_IDS",
+                        "SOPS_AZURE_KEYVAULT_URLS", "SOPS_VAULT_URIS")
+
+
+def encrypt_text(text: str, filename: str, *, root: Path, env: Mapping[str, str]) -> str:
+    """``text`` (the content of ``filename``, a path relative to the repository ``root``) encrypted by sops
+    to the recipients that root's .sops.yaml names for that path, as sops would encrypt the file in place;
+    the clear text goes to sops on its stdin, never to a file."""
+    fmt = sops_format(Path(filename))
+    config = ["--config", str(root / ".sops.yaml")] if (root / ".sops.yaml").is_file() else []
+    argv = [_sops(env), "--encrypt", *config, "--filename-override", filename, "--input-type", fmt,
+            "--output-type", fmt, "/dev/stdin"]
+    try:
+        return run(argv, env={k: v for k, v in env.items() if k not in _RECIPIENT_OVERRIDES}, cwd=root,
+                   input=text).stdout
+    except CommandNotFoundError:
+        raise
+    except CommandError as exc:
+        detail = " ".join(line.strip() for line in exc.stderr_tail.splitlines() if line.strip())
+        raise SecretsError(f"{filename}: sops cannot encrypt it: {detail[:800]}",
+                           hint="the creation rules of .sops.yaml must name recipients for this "
+                                "path") from None
+
+
 @contextlib.contextmanager
 def decrypted(paths: Iterable[Path], *, env: Mapping[str, str],
               allow_plaintext: bool = False) -> Iterator[dict[Path, Path]]:

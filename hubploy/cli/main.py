@@ -19,6 +19,8 @@ COMMAND_MODULES: dict[str, str] = {
     "validate": "hubploy.cli.config_commands",
     "schema": "hubploy.cli.config_commands",
     "render": "hubploy.cli.config_commands",
+    "init": "hubploy.cli.init_commands",
+    "new-hub": "hubploy.cli.init_commands",
     "sandbox": "hubploy.cli.sandbox_commands",
     "approve": "hubploy.cli.approve_commands",
     "up": "hubploy.cli.up_commands",
