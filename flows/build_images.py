@@ -128,9 +128,9 @@ def _markdown(rows: list[ImageRow]) -> str:
 
 
 @flow(name="build-images", log_prints=True)
-def build_images(hubs: list[str] | None = None, repo_path: str = ".", push: bool = True, check_registry: bool = True,
-                 no_cache: bool = False, max_concurrency: int = 2, rebuild: bool = False,
-                 raise_on_failure: bool = True) -> list[dict[str, Any]]:
+def build_images(hubs: list[str] | None = None, repo_path: str = ".", push: bool = True,
+                 check_registry: bool = True, no_cache: bool = False, max_concurrency: int = 2,
+                 rebuild: bool = False, raise_on_failure: bool = True) -> list[dict[str, Any]]:
     if max_concurrency < 1:
         raise HubployError(f"max_concurrency must be at least 1, not {max_concurrency}")
     logger = get_run_logger()

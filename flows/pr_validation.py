@@ -52,7 +52,8 @@ class _GitHub:
 
 
 def _builds(rows: list[dict[str, Any]]) -> tuple[ImageBuild, ...]:
-    return tuple(ImageBuild(r["hub"], r["image"], r["tag"], BuildResult(r["result"]), r["reason"]) for r in rows)
+    return tuple(ImageBuild(r["hub"], r["image"], r["tag"], BuildResult(r["result"]), r["reason"])
+                 for r in rows)
 
 
 def _review(sha: str, tree: str, plan: Plan) -> PrReview:
@@ -88,7 +89,8 @@ def _problems(error: ConfigError, tree: str) -> tuple[str, ...]:
 @flow(name="hubploy-pr-validation", persist_result=True, log_prints=True)
 def pr_validation(sha: str, repo_url: str, base_sha: str | None = None, pr_number: int | None = None,
                   repo_full_name: str | None = None, trigger: str = "manual",
-                  github_credentials_block: str | None = None, github_api_url: str = DEFAULT_API_URL) -> State:
+                  github_credentials_block: str | None = None,
+                  github_api_url: str = DEFAULT_API_URL) -> State:
     """Validate, diff and build (never push) what the PR head ``sha`` changes compared with
     ``base_sha``. ``github_api_url``: the REST base (GitHub Enterprise: https://HOST/api/v3)."""
     github = _GitHub(github_credentials_block, repo_full_name, sha, pr_number, github_api_url)

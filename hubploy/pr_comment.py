@@ -108,7 +108,7 @@ def comment_body(review: PrReview) -> str:
     releases = review.releases or ()
     room = MAX_BODY - len(_body(review, [""] * len(releases))) - CUT_NOTE_ROOM * len(releases)
     shown = _fit([r.diff for r in releases], room)
-    body = redact(_body(review, [_cut(r, text) for r, text in zip(releases, shown)]))
+    body = redact(_body(review, [_cut(r, size) for r, size in zip(releases, shown, strict=True)]))
     if len(body) > MAX_BODY:  # only with sections far beyond MAX_ROWS lines; never an open fence
         note = "\n\n… the rest of this comment is cut: it is too long for GitHub"
         body = _close_fences(body[:MAX_BODY - len(note) - 10]) + note
@@ -172,7 +172,7 @@ def _changes(releases: tuple[ReleaseReview, ...] | None, diffs: list[str]) -> li
         return []
     lines = ["#### Changes against what runs now", "", CHANGES_LEGEND]
     hub = None
-    for review, diff in zip(releases, diffs):
+    for review, diff in zip(releases, diffs, strict=True):
         if review.hub != hub:
             hub = review.hub
             lines += ["", f"**{hub}**"]

@@ -97,7 +97,8 @@ def test_the_body_is_cut_to_githubs_limit(github: FakeGitHub) -> None:
     assert len(body) == 65536 and body.startswith(MARKER) and body.endswith("…")
 
 
-@pytest.mark.parametrize("status,error", [(401, CredentialsError), (403, CredentialsError), (500, HubployError)])
+@pytest.mark.parametrize("status,error",
+                         [(401, CredentialsError), (403, CredentialsError), (500, HubployError)])
 def test_errors_say_which_call_failed_and_never_show_the_token(github: FakeGitHub, status: int,
                                                                 error: type[HubployError],
                                                                 caplog: pytest.LogCaptureFixture) -> None:

@@ -115,7 +115,8 @@ def _review(**overrides) -> PrReview:  # type: ignore[no-untyped-def]
                               message="a first deploy creates 9 resources"),
                 _changed("b", "prod", COLLAPSE_LINES + 5))
     builds = (ImageBuild("b", "localhost:5000/b-user", "abc1234", BuildResult.built, "not in the registry"),
-              ImageBuild("a", "localhost:5000/a-user", "def5678", BuildResult.skipped, "already in the registry"))
+              ImageBuild("a", "localhost:5000/a-user", "def5678", BuildResult.skipped,
+                         "already in the registry"))
     return PrReview(**{"sha": SHA, "plan": _plan("a", "b"), "builds": builds, "releases": releases,
                        **overrides})
 
@@ -198,7 +199,8 @@ def test_text_that_could_break_the_markdown_is_escaped() -> None:
 
 
 def test_a_huge_review_fits_under_githubs_limit_with_every_release_named() -> None:
-    releases = tuple(_changed(f"hub{n}", env, 3000, "y" * 20) for n in range(12) for env in ("staging", "prod"))
+    releases = tuple(_changed(f"hub{n}", env, 3000, "y" * 20)
+                     for n in range(12) for env in ("staging", "prod"))
     small = _changed("tiny", "staging", 6)
     problems = tuple(f"deployments/x/config/common.yaml:{n}: k: bad" for n in range(500))
     body = comment_body(PrReview(SHA, _plan(*[f"hub{n}" for n in range(300)]), problems=problems,
@@ -208,7 +210,8 @@ def test_a_huge_review_fits_under_githubs_limit_with_every_release_named() -> No
     assert small.diff in body  # a small diff fits in its share, whole
     for review in releases:
         assert f"<code>{review.release}</code>): changed, +1500 −1500 lines" in body
-        assert f"not shown (this comment has room for no more): `hubploy diff {review.hub} {review.env}`" in body
+        assert (f"not shown (this comment has room for no more): `hubploy diff {review.hub} {review.env}`"
+                in body)
     assert "… and 450 more problems" in body and "… and 250 more hubs" in body
     shown = [len(m) for m in re.findall(r"```diff\n(.*?)\n```", body, re.DOTALL)][1:]
     assert max(shown) - min(shown) < 200  # the long diffs share the room evenly

@@ -81,7 +81,8 @@ def _comments(github: FakeGitHub) -> list[str]:
 def _registry_tags(sandbox, image: str) -> list[str]:  # type: ignore[no-untyped-def]
     repository = image.split("/", 1)[1]
     request = urllib.request.Request(f"http://{sandbox.registry}/v2/{repository}/tags/list")
-    request.add_header("Authorization", "Basic " + base64.b64encode(":".join(sandbox.registry_auth).encode()).decode())
+    auth = base64.b64encode(":".join(sandbox.registry_auth).encode()).decode()
+    request.add_header("Authorization", "Basic " + auth)
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.loads(response.read()).get("tags") or []
@@ -94,7 +95,8 @@ def test_valid_pr_builds_without_push_and_reports_success(deploy_repo: lc.Deploy
                                                           github: FakeGitHub, credentials: str) -> None:
     repo = deploy_repo
     hello = f"deployments/{repo.hub}/image/hello.txt"
-    base, head = _pr_branch(repo, {hello: f"changed in a PR {secrets.token_hex(4)}\n"}, "change the user image")
+    base, head = _pr_branch(repo, {hello: f"changed in a PR {secrets.token_hex(4)}\n"},
+                            "change the user image")
     run = _validate(repo, hubploy_worker, github, base, head)
     assert run.state.is_completed(), run.state.message
     statuses = _statuses(github, head)
@@ -105,8 +107,8 @@ def test_valid_pr_builds_without_push_and_reports_success(deploy_repo: lc.Deploy
     [comment] = _comments(github)
     assert f"### hubploy: valid for `{head[:12]}`" in comment
     assert "**Plan:**" in comment and repo.hub in comment
-    built = re.search(rf"\| {repo.hub} \| `([^`]+):([^`:]+)` \| built \| not in the registry \(not pushed\) \|",
-                      comment)
+    built = re.search(rf"\| {repo.hub} \| `([^`]+):([^`:]+)` \| built \| "
+                      r"not in the registry \(not pushed\) \|", comment)
     assert built, comment
     image, tag = built.groups()
     assert tag not in _registry_tags(repo.sandbox, image)  # built, never pushed
@@ -141,7 +143,8 @@ def test_rejected_lifecycle_reports_pending_then_failure(deploy_repo: lc.DeployR
                                                          github: FakeGitHub, credentials: str) -> None:
     repo = deploy_repo
     sha = lc.change_values(repo, "# reported to GitHub\n")
-    run_id = repo.start(sha, repo_full_name=FULL_NAME, github_credentials_block=BLOCK, github_api_url=github.url)
+    run_id = repo.start(sha, repo_full_name=FULL_NAME, github_credentials_block=BLOCK,
+                        github_api_url=github.url)
     wait_for_state(run_id, lc.paused, worker=hubploy_worker)
     states = [s["state"] for s in _statuses(github, sha)]
     assert states and set(states) == {"pending"}
@@ -181,10 +184,10 @@ def test_one_comment_per_pr_edited_in_place_with_the_diff_against_the_running_re
     base = repo.work.git("rev-parse", "staging")
     repo.work.git("checkout", "--quiet", "-b", f"pr-{secrets.token_hex(3)}")
     # the deploy's dependency update wrote hub/charts/: not part of the pull request
-    first = repo.work.commit({staging: text + "# a comment changes no manifest\n", ".gitignore": "hub/charts/\n"},
-                             "a comment")
-    second = repo.work.commit({staging: text.replace("  hub:\n", f"  hub:\n    extraEnv: {{COURSE: {course}}}\n", 1)},
-                              "set COURSE")
+    first = repo.work.commit({staging: text + "# a comment changes no manifest\n",
+                              ".gitignore": "hub/charts/\n"}, "a comment")
+    extra_env = f"  hub:\n    extraEnv: {{COURSE: {course}}}\n"
+    second = repo.work.commit({staging: text.replace("  hub:\n", extra_env, 1)}, "set COURSE")
     repo.work.git("push", "--quiet", repo.url, "HEAD")
     repo.work.git("checkout", "--quiet", "staging")
 

@@ -68,10 +68,11 @@ class GitHubApi:
             message = str(response.json().get("message", ""))
         except (ValueError, AttributeError):
             message = ""
-        text = f"GitHub answered {response.status_code} to {method} {shown}" + (f": {message}" if message else "")
+        text = f"GitHub answered {response.status_code} to {method} {shown}"
+        text += f": {message}" if message else ""
         if response.status_code in (401, 403):
-            raise CredentialsError(text, hint=f"check {self.source}; it needs repo:status (statuses) and pull "
-                                              "request write access (comments)")
+            raise CredentialsError(text, hint=f"check {self.source}; it needs repo:status (statuses) and "
+                                              "pull request write access (comments)")
         raise HubployError(text)
 
 
@@ -145,7 +146,8 @@ def find_comment(api: GitHubApi, repo_full_name: str, pr_number: int, marker: st
         response = api.request("GET", url)
         page = response.json()
         if not isinstance(page, list):
-            raise HubployError(f"GitHub answered GET {url} with {type(page).__name__}, not a list of comments")
+            raise HubployError(f"GitHub answered GET {url} with {type(page).__name__}, not a list of "
+                               "comments")
         for comment in page:
             if isinstance(comment, dict) and str(comment.get("body") or "").startswith(marker):
                 return _comment_id(comment)

@@ -103,13 +103,13 @@ def review_releases(tree: str, hubs: list[str]) -> list[ReleaseReview]:
     for name in hubs:
         hub = repo.load_hub(name)
         for env_name in hub.environments:
-            review = _review(repo, hub, env_name)
+            review = _review_release(repo, hub, env_name)
             get_run_logger().info("%s: %s %s", review.release, review.state.value, review.message)
             reviews.append(review)
     return reviews
 
 
-def _review(repo: DeploymentRepo, hub: Hub, env_name: str) -> ReleaseReview:
+def _review_release(repo: DeploymentRepo, hub: Hub, env_name: str) -> ReleaseReview:
     release, env = hub.release(env_name), child_env()
     try:
         with prepared_values(repo, hub, env_name, base_env=env) as prepared:
