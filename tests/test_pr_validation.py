@@ -213,6 +213,8 @@ def test_one_comment_per_pr_edited_in_place_with_the_diff_against_the_running_re
     assert f"- prod (`{repo.hub}-prod`): not deployed yet" in body
     assert "| skipped | already in the registry |" in body
     shown = posted + body
-    for secret in _secret_strings(repo.work.root / f"deployments/{repo.hub}/secrets/staging.yaml"):
+    planted = _secret_strings(repo.work.root / f"deployments/{repo.hub}/secrets/staging.yaml")
+    assert planted  # the proxy's secretToken at least
+    for secret in planted:
         assert secret not in shown and base64.b64encode(secret.encode()).decode() not in shown
     assert TOKEN not in json.dumps([r.body for r in github.requests])
