@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
-import threading
 import traceback
 from collections.abc import Iterator
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
+from helpers.github_api import FakeGitHub, Recorded, fake_github
 from prefect import flow
 from prefect_github import GitHubCredentials
 
-from flows.tasks.github_status import post_pr_comment, report_status
+from flows.tasks.github_status import Comment, CommentAction, report_status, upsert_pr_comment
 from hubploy.errors import CredentialsError, HubployError
 
 pytestmark = pytest.mark.prefect
@@ -26,50 +22,10 @@ BLOCK = "hubploy-test-github"
 SHA = "a" * 40
 
 
-@dataclass
-class Recorded:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: Any
-
-
-class StandIn:
-    """A fake api.github.com: records every request, answers with the status set for its path."""
-
-    def __init__(self) -> None:
-        self.requests: list[Recorded] = []
-        self.answers: dict[str, tuple[int, dict[str, Any]]] = {}
-        stand_in = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", "0"))
-                stand_in.requests.append(Recorded("POST", self.path, dict(self.headers),
-                                                  json.loads(self.rfile.read(length))))
-                status, answer = stand_in.answers.get(self.path, (201, {"id": 1}))
-                data = json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-
 @pytest.fixture
-def github() -> Iterator[StandIn]:
-    stand_in = StandIn()
-    thread = threading.Thread(target=stand_in.server.serve_forever, daemon=True)
-    thread.start()
-    yield stand_in
-    stand_in.server.shutdown()
-    stand_in.server.server_close()
+def github() -> Iterator[FakeGitHub]:
+    with fake_github() as stand_in:
+        yield stand_in
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +42,7 @@ def assert_api_headers(request: Recorded) -> None:
     assert headers["content-type"] == "application/json"
 
 
-def test_commit_status(github: StandIn, credentials: str) -> None:
+def test_commit_status(github: FakeGitHub, credentials: str) -> None:
     report_status(credentials, "org/deploy", SHA, "pending", "hubploy/lifecycle", "deploying to staging",
                   "http://127.0.0.1:4200/flow-runs/flow-run/1", api_url=github.url)
     [request] = github.requests
@@ -97,14 +53,14 @@ def test_commit_status(github: StandIn, credentials: str) -> None:
                             "target_url": "http://127.0.0.1:4200/flow-runs/flow-run/1"}
 
 
-def test_long_description_is_cut_to_140(github: StandIn, credentials: str) -> None:
+def test_long_description_is_cut_to_140(github: FakeGitHub, credentials: str) -> None:
     report_status(credentials, "org/deploy", SHA, "failure", "hubploy/pr-validation", "x" * 500,
                   "http://ui/run", api_url=github.url + "/")
     description = github.requests[0].body["description"]
     assert len(description) == 140 and description.endswith("…")
 
 
-def test_target_url_defaults_to_the_current_flow_run(github: StandIn, credentials: str,
+def test_target_url_defaults_to_the_current_flow_run(github: FakeGitHub, credentials: str,
                                                      prefect_api: str) -> None:
     @flow
     def reporting() -> str:
@@ -119,25 +75,31 @@ def test_target_url_defaults_to_the_current_flow_run(github: StandIn, credential
     assert github.requests[0].body["target_url"].startswith(prefect_api.removesuffix("/api"))
 
 
-def test_pr_comment(github: StandIn, credentials: str) -> None:
-    body = "### hubploy plan\n\n| hub | env |\n|---|---|\n| physics | staging |\n\n**Result:** ✅ valid"
-    post_pr_comment(credentials, "org/deploy", 12, body, api_url=github.url)
-    [request] = github.requests
-    assert (request.method, request.path) == ("POST", "/repos/org/deploy/issues/12/comments")
-    assert_api_headers(request)
-    assert request.body == {"body": body}
+def test_pr_comment_with_the_token_of_a_block(github: FakeGitHub, credentials: str) -> None:
+    body = "<!-- m -->\n### hubploy plan\n\n| hub | env |\n|---|---|\n| physics | staging |"
+    posted = upsert_pr_comment(credentials, "org/deploy", 12, body, marker="<!-- m -->", api_url=github.url)
+    edited = upsert_pr_comment(credentials, "org/deploy", 12, body + "\nagain", marker="<!-- m -->",
+                               api_url=github.url)
+    assert posted is not None and edited == Comment(posted.id, CommentAction.updated)
+    assert github.calls() == [("GET", "/repos/org/deploy/issues/12/comments"),
+                              ("POST", "/repos/org/deploy/issues/12/comments"),
+                              ("GET", "/repos/org/deploy/issues/12/comments"),
+                              ("PATCH", f"/repos/org/deploy/issues/comments/{posted.id}")]
+    assert_api_headers(github.requests[1])
+    assert github.requests[1].body == {"body": body}
+    assert github.pr_comments(12) == [body + "\nagain"]
 
 
-def test_no_credentials_block_means_no_requests(github: StandIn) -> None:
+def test_no_credentials_block_means_no_requests(github: FakeGitHub) -> None:
     report_status(None, "org/deploy", SHA, "success", "hubploy/lifecycle", "done", "http://ui",
                   api_url=github.url)
-    post_pr_comment(None, "org/deploy", 1, "hi", api_url=github.url)
+    assert upsert_pr_comment(None, "org/deploy", 1, "hi", marker="m", api_url=github.url) is None
     assert github.requests == []
 
 
 @pytest.mark.parametrize("status,error", [(401, CredentialsError), (403, CredentialsError),
                                           (422, HubployError), (502, HubployError)])
-def test_errors_are_clear_and_never_show_the_token(github: StandIn, credentials: str, status: int,
+def test_errors_are_clear_and_never_show_the_token(github: FakeGitHub, credentials: str, status: int,
                                                    error: type[HubployError],
                                                    caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
@@ -154,10 +116,10 @@ def test_errors_are_clear_and_never_show_the_token(github: StandIn, credentials:
 def test_unreachable_api_and_missing_block(credentials: str, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     with pytest.raises(HubployError, match="cannot reach GitHub") as info:
-        post_pr_comment(credentials, "org/deploy", 1, "hi", api_url="http://127.0.0.1:1")
+        upsert_pr_comment(credentials, "org/deploy", 1, "hi", marker="m", api_url="http://127.0.0.1:1")
     assert TOKEN not in "".join(traceback.format_exception(info.value)) + caplog.text
     with pytest.raises(CredentialsError, match="no GitHubCredentials block named 'nope'"):
-        post_pr_comment("nope", "org/deploy", 1, "hi", api_url="http://127.0.0.1:1")
+        upsert_pr_comment("nope", "org/deploy", 1, "hi", marker="m", api_url="http://127.0.0.1:1")
 
 
 def test_invalid_state_is_refused(credentials: str) -> None:

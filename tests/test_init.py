@@ -23,7 +23,6 @@ from typing import Any
 import pytest
 import yaml
 from fixtures.sandbox import Sandbox
-from hubploy_sandbox.images import BASE_REPOSITORY, BASE_TAG, ensure_base_image
 
 from hubploy.age_keys import bech32_decode, bech32_encode, is_recipient, key_from_identity, read_key_file
 from hubploy.cli.main import main
@@ -36,6 +35,7 @@ from hubploy.scaffold.repository import DEFAULT_CHART_REPOSITORY, InitOptions, I
 from hubploy.scaffold.texts import CHANGED_HUBS_STEP, WORKFLOW_FILE
 from hubploy.secrets import decrypt_to_mapping, is_encrypted
 from hubploy.validate import validate_repo
+from hubploy_sandbox.images import BASE_REPOSITORY, BASE_TAG, ensure_base_image
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CHART = PROJECT_ROOT / "sandbox" / "charts" / "jupyterhub"

@@ -1,5 +1,6 @@
-"""Tasks comparing what the repo renders with what a release runs: the approval form's prod diff and
-the drift check. Secret values never leave: manifests are normalized with Secret data digested."""
+"""Tasks comparing what the repo renders with what a release runs: the approval form's prod diff, the
+drift check and the pull request comment's diffs. Secret values never leave: manifests are normalized
+with Secret data digested."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ from prefect import get_run_logger, task
 
 from blocks.resolve import credentials
 from hubploy import helm
-from hubploy.layout import load_repo
+from hubploy.deploy.prepare import secret_strings_at
+from hubploy.errors import HubployError
+from hubploy.layout import DeploymentRepo, Hub, load_repo
 from hubploy.manifest_diff import manifest_diff
+from hubploy.pr_comment import ReleaseReview, ReleaseState, review_release
 from hubploy.render import deployed_manifest, prepared_values, render, render_manifest
 from hubploy.runner import child_env, redact, run
 
@@ -88,3 +92,34 @@ def detect_drift(tree: str, hub_name: str, env_name: str) -> Drift:
         get_run_logger().warning("drift in %s: %d manifest diff lines, values %s", hub.release(env_name),
                                   len(diff.splitlines()), changed or "unchanged")
     return Drift(hub_name, env_name, hub.release(env_name), diff, changed, installed=True)
+
+
+@task
+def review_releases(tree: str, hubs: list[str]) -> list[ReleaseReview]:
+    """Per hub and each of its environments: what ``tree`` (a pull request head) would change in the
+    release running there now. A release that does not render, or that cannot be read, says why."""
+    repo = load_repo(tree)
+    reviews = []
+    for name in hubs:
+        hub = repo.load_hub(name)
+        for env_name in hub.environments:
+            review = _review_release(repo, hub, env_name)
+            get_run_logger().info("%s: %s %s", review.release, review.state.value, review.message)
+            reviews.append(review)
+    return reviews
+
+
+def _review_release(repo: DeploymentRepo, hub: Hub, env_name: str) -> ReleaseReview:
+    release, env = hub.release(env_name), child_env()
+    try:
+        with prepared_values(repo, hub, env_name, base_env=env) as prepared:
+            rendered, secret_strings, secret_paths = (render(prepared, env=env), prepared.secret_strings,
+                                                      prepared.secret_paths)
+    except HubployError as exc:
+        return ReleaseReview(hub.name, env_name, release, ReleaseState.not_rendered, message=str(exc))
+    try:
+        running, running_values = _running(hub.name, env_name, str(repo.root))
+    except HubployError as exc:
+        return ReleaseReview(hub.name, env_name, release, ReleaseState.unreadable, message=str(exc))
+    running_secrets = secret_strings_at(running_values or {}, secret_paths)
+    return review_release(hub.name, env_name, release, running, rendered, [*secret_strings, *running_secrets])

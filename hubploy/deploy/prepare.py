@@ -42,6 +42,11 @@ class PreparedValues:
         """The layers without the chart's defaults: what `helm get values` reports for the release."""
         return values.merged_values(self.plan, self.decrypted)
 
+    @property
+    def secret_paths(self) -> list[tuple[str, ...]]:
+        """The key path of every value the secret values files set."""
+        return secret_key_paths(self.plan.secret_files, self.decrypted)
+
 
 @contextlib.contextmanager
 def prepared_values(repo: DeploymentRepo, hub: Hub, env_name: str, *, base_env: Mapping[str, str],
@@ -91,16 +96,33 @@ def register_secret_values(secret_files: Sequence[Path], files: Mapping[Path, Pa
     return strings
 
 
+def secret_key_paths(secret_files: Sequence[Path], files: Mapping[Path, Path]) -> list[tuple[str, ...]]:
+    """The key path of every value the (decrypted) secret values files set."""
+    return [keys for path in secret_files for keys, _ in _leaves(values.load_values_file(files[path]))]
+
+
+def secret_strings_at(user_values: Mapping[str, Any], paths: Sequence[tuple[str, ...]]) -> list[str]:
+    """Every string ``user_values`` holds at (or under) ``paths``: a running release's secrets (its values
+    as `helm get values` reports them, at the keys the secret files set), which may differ from the
+    checkout's, for redaction."""
+    found = []
+    for keys in paths:
+        node: Any = user_values
+        for key in keys:
+            node = node.get(key) if isinstance(node, Mapping) else None
+        found += [value for _, value in _leaves(node) if isinstance(value, str) and value]
+    return found
+
+
 def values_digest(merged: Mapping[str, Any], secret_files: Sequence[Path], files: Mapping[Path, Path]) -> str:
     """sha256 of the merged values with every key set by a secret file replaced by a placeholder."""
     masked = json.loads(json.dumps(merged, default=str))
-    for path in secret_files:
-        for keys, _ in _leaves(values.load_values_file(files[path])):
-            target = masked
-            for key in keys[:-1]:
-                target = target.get(key) if isinstance(target, dict) else None
-            if isinstance(target, dict) and keys and keys[-1] in target:
-                target[keys[-1]] = SECRET_PLACEHOLDER
+    for keys in secret_key_paths(secret_files, files):
+        target = masked
+        for key in keys[:-1]:
+            target = target.get(key) if isinstance(target, dict) else None
+        if isinstance(target, dict) and keys and keys[-1] in target:
+            target[keys[-1]] = SECRET_PLACEHOLDER
     text = json.dumps(masked, sort_keys=True, separators=(",", ":"), default=str)
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
