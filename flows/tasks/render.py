@@ -16,7 +16,7 @@ from hubploy.errors import HubployError
 from hubploy.layout import DeploymentRepo, Hub, load_repo
 from hubploy.manifest_diff import manifest_diff
 from hubploy.pr_comment import ReleaseReview, ReleaseState, review_release
-from hubploy.render import deployed_manifest, prepared_values, render, render_manifest
+from hubploy.render import deployed_manifest, prepared_values, render
 from hubploy.runner import child_env, redact, run
 
 
@@ -48,15 +48,20 @@ def _running(hub_name: str, env_name: str, tree: str) -> tuple[str | None, dict 
 
 @task(retries=2, retry_delay_seconds=[2, 10])
 def prod_diffs(tree: str, hubs: list[str], env_name: str = "prod") -> dict[str, str]:
-    """Per hub: diff between what the release runs now and what this commit renders for it."""
+    """Per hub: diff between what the release runs now and what this commit renders for it, every secret
+    string redacted (this commit's and the running release's); manifest_diff bounds its length."""
     repo = load_repo(tree)
+    env = child_env()
     diffs = {}
-    for hub in hubs:
-        running, _ = _running(hub, env_name, tree)
-        rendered = render_manifest(repo, hub, env_name, base_env=child_env())
-        diffs[hub] = manifest_diff(running or "", rendered.manifest, generated=rendered.generated,
-                                   old_label=f"{hub}-{env_name} running" if running else "not installed",
-                                   new_label="this commit")
+    for name in hubs:
+        with prepared_values(repo, repo.load_hub(name), env_name, base_env=env) as prepared:
+            rendered, secret_strings, secret_paths = (render(prepared, env=env), prepared.secret_strings,
+                                                      prepared.secret_paths)
+        running, running_values = _running(name, env_name, tree)
+        diff = manifest_diff(running or "", rendered.manifest, generated=rendered.generated,
+                             old_label=f"{name}-{env_name} running" if running else "not installed",
+                             new_label="this commit")
+        diffs[name] = redact(diff, [*secret_strings, *secret_strings_at(running_values or {}, secret_paths)])
     return diffs
 
 
