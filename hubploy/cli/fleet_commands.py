@@ -36,8 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("diff", help="what a deploy of HUB to ENV would change in its running release")
-    p.add_argument("hub", metavar="HUB")
-    p.add_argument("environment", metavar="ENV", choices=ALLOWED_ENVIRONMENTS)
+    p.add_argument("hub", metavar="HUB", help="hub directory name under deployments/")
+    p.add_argument("environment", metavar="ENV", choices=ALLOWED_ENVIRONMENTS,
+                   help="environment whose release is compared")
     p.set_defaults(func=cmd_diff)
 
 
