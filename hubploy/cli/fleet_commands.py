@@ -21,6 +21,7 @@ from rich.table import Table
 from hubploy.config.models import ALLOWED_ENVIRONMENTS
 from hubploy.git import changed_files
 from hubploy.layout import load_repo
+from hubploy.manifest_diff import FieldPath
 from hubploy.planner import HubPlan, Plan, plan_repo
 from hubploy.rollout import plan_waves
 
@@ -89,7 +90,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
         cluster_env = {**access.env, "KUBECONFIG": str(access.kubeconfig)}
         running = deployed_manifest(helm.helm_executable(cluster_env), release, namespace, env=cluster_env,
                                     kube_context=access.context)
-    changes = resource_changes(running or "", render_manifest(repo, args.hub, args.environment, base_env=env))
+    rendered = render_manifest(repo, args.hub, args.environment, base_env=env)
+    changes = resource_changes(running or "", rendered.manifest, rendered.generated)
     table = Table("resource", "change", title=f"{release} in {namespace}: "
                   + ("not installed" if running is None else f"{len(changes)} resource(s) would change")
                   + " (helm hooks not compared)")
@@ -111,15 +113,16 @@ class ResourceChange:
     diff: str      # as manifest_diff shows it (Secret contents as digests)
 
 
-def resource_changes(old: str, new: str) -> list[ResourceChange]:
-    """Each resource that differs between two manifests, with its own diff."""
+def resource_changes(old: str, new: str, generated: frozenset[FieldPath] = frozenset()) -> list[ResourceChange]:
+    """Each resource that differs between two manifests, with its own diff; ``generated``: the fields the
+    chart generates at random (masked on both sides, as in the approval form's diff)."""
     from hubploy.manifest_diff import manifest_diff
 
     before, after = _resources(old), _resources(new)
     changes = []
     for key in sorted(before.keys() | after.keys()):
         diff = manifest_diff(before.get(key, ""), after.get(key, ""), old_label=f"{key} running",
-                             new_label=f"{key} this checkout")
+                             new_label=f"{key} this checkout", generated=generated)
         if diff:
             kind = "added" if key not in before else "removed" if key not in after else "changed"
             changes.append(ResourceChange(key, kind, diff))
