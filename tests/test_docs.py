@@ -16,6 +16,7 @@ import argparse
 import os
 import subprocess
 import sys
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,16 +36,17 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DOCS = PROJECT_ROOT / "docs"
 sys.path.insert(0, str(DOCS / "_ext"))
 
-from hubploy_docs import generated_pages  # noqa: E402
-from hubploy_docs.cli_commands import commands  # noqa: E402
-from hubploy_docs.cli_commands import undescribed as undescribed_commands  # noqa: E402
-from hubploy_docs.config_keys import config_keys  # noqa: E402
-from hubploy_docs.config_keys import undescribed as undescribed_keys  # noqa: E402
-from hubploy_docs.flow_deployments import flow_deployments  # noqa: E402
-from hubploy_docs.flow_deployments import undescribed as undescribed_deployments  # noqa: E402
+from hubploy_docs import generated_pages
+from hubploy_docs.cli_commands import commands
+from hubploy_docs.cli_commands import undescribed as undescribed_commands
+from hubploy_docs.config_keys import config_keys
+from hubploy_docs.config_keys import undescribed as undescribed_keys
+from hubploy_docs.flow_deployments import flow_deployments
+from hubploy_docs.flow_deployments import undescribed as undescribed_deployments
 
 MARKDOWN = sorted(p for p in [*DOCS.rglob("*.md"), *PROJECT_ROOT.glob("*.md")] if p.is_file())
-PAGES = [parse_page(path) for path in MARKDOWN if "_build" not in path.parts and "_generated" not in path.parts]
+PAGES = [parse_page(path) for path in MARKDOWN
+         if "_build" not in path.parts and "_generated" not in path.parts]
 GUIDES = [p for p in PAGES if p.path.parent.name == "howto" and p.path.name != "index.md"
           or p.path.name == "tutorial.md"]
 RUNNABLE = [p for p in PAGES if p.runnable]
@@ -69,7 +71,7 @@ def _missing_commands(page: Page) -> set[str]:
 def test_docs_build_with_warnings_as_errors(tmp_path: Path) -> None:
     result = subprocess.run([str(PROJECT_ROOT / "scripts" / "docs"), str(tmp_path / "html")],
                             env={**os.environ, "PYTHON": sys.executable}, capture_output=True, text=True,
-                            timeout=300)
+                            timeout=300, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     html = (tmp_path / "html" / "reference" / "hubploy-yaml.html").read_text()
     assert 'id="confval-cluster.kubeconfig.context"' in html  # an anchor per key
@@ -199,25 +201,47 @@ def test_guides_run_their_commands_or_say_why_not(page: Page) -> None:
 # --- the harness itself ---------------------------------------------------------------------------------
 
 def test_blocks_options_and_expected_output_are_parsed(tmp_path: Path) -> None:
-    text = "\n".join([
-        "````markdown", "```{code-block} bash", ":class: runnable", "", "echo inside", "```", "````",
-        "```{code-block} bash", ":class: runnable retry", "", "echo one", "```", "Prints:",
-        "```{code-block} text", ":class: expected-output", "", "one", "...", "```",
-        "```bash", "hubploy deploy minimal hub staging --timeout 5m  # a comment", "```",
-        "<!-- docs-test: prefect-server -->"])
+    text = textwrap.dedent("""\
+        ````markdown
+        ```{code-block} bash
+        :class: runnable
+
+        echo inside
+        ```
+        ````
+        ```{code-block} bash
+        :class: runnable retry
+
+        echo one
+        ```
+        Prints:
+        ```{code-block} text
+        :class: expected-output
+
+        one
+        ...
+        ```
+        ```bash
+        hubploy deploy minimal hub staging --timeout 5m  # a comment
+        ```
+        <!-- docs-test: prefect-server -->
+        """)
     page = parse_page(tmp_path / "p.md", text)
     assert [b.language for b in page.blocks] == ["markdown", "bash", "bash"]
     first = page.runnable[0]
-    assert (first.retry, first.background, first.expected, first.text) == (True, False, ("one",), "echo one\n")
-    assert hubploy_commands(page.blocks[2].text) == [["deploy", "minimal", "hub", "staging", "--timeout", "5m"]]
+    assert (first.retry, first.background, first.expected) == (True, False, ("one",))
+    assert first.text == "echo one\n"
+    assert hubploy_commands(page.blocks[2].text) == [
+        ["deploy", "minimal", "hub", "staging", "--timeout", "5m"]]
     assert page.needs == {"prefect-server"}
 
 
 def test_hubploy_commands_are_found_after_operators_and_in_substitutions() -> None:
     script = ('cd x && hubploy validate\nRUN=$(hubploy plan --since prod) ; echo "# hubploy not this"\n'
-              "env -u KUBECONFIG hubploy diff minimal staging | head\n.venv/bin/hubploy render \\\n  a prod\n")
-    assert hubploy_commands(script) == [["validate"], ["plan", "--since", "prod"], ["diff", "minimal", "staging"],
-                                        ["render", "a", "prod"]]
+              "env -u KUBECONFIG hubploy diff minimal staging | head\n"
+              ".venv/bin/hubploy render \\\n  a prod\n")
+    assert hubploy_commands(script) == [["validate"], ["plan", "--since", "prod"],
+                                        ["diff", "minimal", "staging"], ["render", "a", "prod"]]
 
 
 def test_expected_lines_must_appear_in_order() -> None:
@@ -228,11 +252,29 @@ def test_expected_lines_must_appear_in_order() -> None:
 
 
 def test_blocks_continue_where_the_previous_one_left_off(tmp_path: Path) -> None:
-    page = parse_page(tmp_path / "p.md", "\n".join([
-        "```{code-block} bash", ":class: runnable", "", "mkdir sub && cd sub && export GREETING=hello", "```",
-        "```{code-block} bash", ":class: runnable", "", 'echo "$GREETING from $(basename "$PWD")"', "```",
-        "```{code-block} text", ":class: expected-output", "", "hello from sub", "```",
-        "```{code-block} bash", ":class: runnable", "", "false", "echo never", "```"]))
+    page = parse_page(tmp_path / "p.md", textwrap.dedent("""\
+        ```{code-block} bash
+        :class: runnable
+
+        mkdir sub && cd sub && export GREETING=hello
+        ```
+        ```{code-block} bash
+        :class: runnable
+
+        echo "$GREETING from $(basename "$PWD")"
+        ```
+        ```{code-block} text
+        :class: expected-output
+
+        hello from sub
+        ```
+        ```{code-block} bash
+        :class: runnable
+
+        false
+        echo never
+        ```
+        """))
     runner = PageRunner(tmp_path, dict(os.environ), tmp_path / "logs")
     runner.run(page.runnable[0])
     assert "hello from sub" in runner.run(page.runnable[1])
@@ -244,7 +286,8 @@ def test_blocks_continue_where_the_previous_one_left_off(tmp_path: Path) -> None
 
 @pytest.fixture
 def reader_env(sandbox, tmp_path: Path) -> dict[str, str]:  # type: ignore[no-untyped-def]
-    """A reader's terminal: the sandbox's environment, hubploy on PATH, a HOME of their own with git set up."""
+    """A reader's terminal: the sandbox's environment, hubploy on PATH, a HOME of their own with git set
+    up."""
     home = tmp_path / "home"
     home.mkdir()
     (home / ".gitconfig").write_text("[user]\n\tname = Docs Reader\n\temail = reader@example.org\n"

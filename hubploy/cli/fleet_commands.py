@@ -113,7 +113,8 @@ class ResourceChange:
     diff: str      # as manifest_diff shows it (Secret contents as digests)
 
 
-def resource_changes(old: str, new: str, generated: frozenset[FieldPath] = frozenset()) -> list[ResourceChange]:
+def resource_changes(old: str, new: str,
+                     generated: frozenset[FieldPath] = frozenset()) -> list[ResourceChange]:
     """Each resource that differs between two manifests, with its own diff; ``generated``: the fields the
     chart generates at random (masked on both sides, as in the approval form's diff)."""
     from hubploy.manifest_diff import manifest_diff

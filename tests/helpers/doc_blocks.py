@@ -86,7 +86,8 @@ def parse_page(path: Path, text: str | None = None) -> Page:
             continue
         following = raw[i + 1] if i + 1 < len(raw) else None
         if block.runnable and following is not None and "expected-output" in following.classes:
-            expected = tuple(line for line in following.text.splitlines() if line.strip() and line.strip() != "...")
+            expected = tuple(line for line in following.text.splitlines()
+                             if line.strip() and line.strip() != "...")
             block = Block(block.page, block.line, block.language, block.classes, block.text, expected)
         blocks.append(block)
     return Page(path, tuple(blocks), frozenset(m.group("need") for m in PAGE_NEED.finditer(text)))

@@ -57,12 +57,13 @@ class PageRunner:
             if (code != 0) == block.fails or not block.retry or time.monotonic() > deadline:
                 break
             time.sleep(RETRY_PAUSE)
+        shown = f"\n$ {block.text}{output[-6000:]}"
         if (code != 0) != block.fails:
-            raise BlockFailed(f"{block.where}: exit {code}" + (" (the page says it fails)" if block.fails else "")
-                              + f"\n$ {block.text}{output[-6000:]}")
+            note = " (the page says it fails)" if block.fails else ""
+            raise BlockFailed(f"{block.where}: exit {code}{note}{shown}")
         missing = missing_lines(block.expected, output)
         if missing:
-            raise BlockFailed(f"{block.where}: no line {missing[0]!r} in the output\n$ {block.text}{output[-6000:]}")
+            raise BlockFailed(f"{block.where}: no line {missing[0]!r} in the output{shown}")
         return output
 
     def _once(self, block: Block) -> tuple[int, str]:
@@ -90,9 +91,10 @@ class PageRunner:
             if not missing_lines(block.expected, output):
                 return output
             if proc.poll() is not None or time.monotonic() > deadline:
-                why = f"exited {proc.returncode}" if proc.returncode is not None else f"{READY_TIMEOUT} s passed"
-                raise BlockFailed(f"{block.where}: {why} before printing {missing_lines(block.expected, output)[0]!r}"
-                                  f"\n$ {block.text}{output[-6000:]}")
+                why = f"exited {proc.returncode}" if proc.returncode is not None else f"{READY_TIMEOUT} s"
+                wanted = missing_lines(block.expected, output)[0]
+                raise BlockFailed(f"{block.where}: {why} before printing {wanted!r}\n$ {block.text}"
+                                  f"{output[-6000:]}")
             time.sleep(1)
 
     def stop(self) -> list[str]:

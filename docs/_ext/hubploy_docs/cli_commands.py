@@ -32,7 +32,8 @@ class Command:
         return " ".join(self.words)
 
 
-def commands(parser: argparse.ArgumentParser, words: tuple[str, ...] = ("hubploy",), help: str = "") -> list[Command]:
+def commands(parser: argparse.ArgumentParser, words: tuple[str, ...] = ("hubploy",),
+             help: str = "") -> list[Command]:
     """``parser`` itself, then each of its sub-commands (depth first, in the order they were added)."""
     found = [Command(words, (help or parser.description or "").strip(), _usage(parser),
                      tuple(_argument(a) for a in parser._actions if _documented(a)))]

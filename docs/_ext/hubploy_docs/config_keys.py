@@ -54,8 +54,9 @@ def _walk(node: Schema, defs: Schema, prefix: str, keys: list[ConfigKey], seen: 
     for name, prop in node.get("properties", {}).items():
         path = f"{prefix}{name}"
         child = _resolve(prop, defs)
+        description = (prop.get("description") or child.get("description") or "").strip()
         keys.append(ConfigKey(path, type_name(prop, defs), _default(prop, child, name in required),
-                              name in required, (prop.get("description") or child.get("description") or "").strip()))
+                              name in required, description))
         _children(child, defs, path, keys, seen)
 
 

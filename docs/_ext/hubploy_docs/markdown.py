@@ -35,9 +35,9 @@ def config_reference(keys: Iterable[ConfigKey], anchor_prefix: str) -> str:
     for key in keys:
         if key.depth == 0 and "[]" not in key.path:
             lines += [f"({anchor_prefix}-{key.path})=", f"## {code(key.path)}", ""]
+        default = key.default if key.default in ("required", "none") else code(key.default)
         lines += [f"```{{confval}} {key.path}", ":no-contents-entry:", f":type: {escape(key.type)}",
-                  f":default: {code(key.default) if key.default not in ('required', 'none') else key.default}",
-                  "", escape(key.description), "```", ""]
+                  f":default: {default}", "", escape(key.description), "```", ""]
     return "\n".join(lines)
 
 
