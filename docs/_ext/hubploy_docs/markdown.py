@@ -45,7 +45,7 @@ def cli_reference(commands: Iterable[Command]) -> str:
     """One section per command (anchor ``cli-<words>``), its usage, and an ``option`` entry per argument."""
     lines: list[str] = []
     for command in commands:
-        level = "#" * (len(command.words) + 1) if len(command.words) > 1 else "##"
+        level = "#" * max(2, len(command.words))  # commands as sections, sub-commands within them
         title = command.name if len(command.words) > 1 else "Global options"
         lines += [f"({anchor(command)})=", f"{level} {code(title) if len(command.words) > 1 else title}", "",
                   escape(command.help), "", "```text", command.usage, "```", "",
