@@ -1,8 +1,8 @@
 """The Kubernetes work pool for real (issue 14): a pool of prefect-kubernetes and its worker run a
 `deploy-hubs` flow run as a Kubernetes Job on the sandbox. The sandbox's agent runs the Job pod's command
 (`prefect flow-run execute`, the image `…/hubploy:<tag>` standing for this project's virtualenv) as a
-process with the pod's env; the flow run deploys a hub with the pod's ServiceAccount, bound as the README's
-RBAC block says; the pod ends Succeeded, the Job Complete, the run Completed."""
+process with the pod's env; the flow run deploys a hub with the pod's ServiceAccount, bound as the docs'
+RBAC block says (docs/howto/scale-out.md); the pod ends Succeeded, the Job Complete, the run Completed."""
 
 from __future__ import annotations
 
@@ -28,11 +28,11 @@ RUNNER_IMAGE = "registry.example.org/hubploy/hubploy:test"
 
 
 def readme_runner_rbac(namespace: str) -> list[dict]:
-    """The README's hubploy-runner.yaml block, moved to ``namespace`` (its ClusterRoleBinding renamed
-    after it, so that test sessions side by side do not share one)."""
-    text = (PROJECT_ROOT / "README.md").read_text()
+    """The scale-out guide's hubploy-runner.yaml block, moved to ``namespace`` (its ClusterRoleBinding
+    renamed after it, so that test sessions side by side do not share one)."""
+    text = (PROJECT_ROOT / "docs" / "howto" / "scale-out.md").read_text()
     block = re.search(r"<!-- hubploy-runner\.yaml[^>]*-->\n```yaml\n(.*?)```", text, re.DOTALL)
-    assert block, "the README has no hubploy-runner.yaml block"
+    assert block, "docs/howto/scale-out.md has no hubploy-runner.yaml block"
     docs = [doc for doc in yaml.safe_load_all(block.group(1)) if doc]
     for doc in docs:
         if doc["kind"] == "ClusterRoleBinding":

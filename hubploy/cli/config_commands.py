@@ -24,8 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("render", help="print what a deploy of HUB to ENV would apply (helm template; secrets "
                                       "redacted, values the chart generates at random masked); touches no "
                                       "cluster")
-    p.add_argument("hub", metavar="HUB")
-    p.add_argument("environment", metavar="ENV", choices=["develop", "staging", "prod"])
+    p.add_argument("hub", metavar="HUB", help="hub directory name under deployments/")
+    p.add_argument("environment", metavar="ENV", choices=["develop", "staging", "prod"],
+                   help="environment whose values are layered")
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("schema", help="print the JSON Schema of hubploy.yaml (or of hubploy-repo.yaml)")

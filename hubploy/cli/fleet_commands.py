@@ -36,8 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("diff", help="what a deploy of HUB to ENV would change in its running release")
-    p.add_argument("hub", metavar="HUB")
-    p.add_argument("environment", metavar="ENV", choices=ALLOWED_ENVIRONMENTS)
+    p.add_argument("hub", metavar="HUB", help="hub directory name under deployments/")
+    p.add_argument("environment", metavar="ENV", choices=ALLOWED_ENVIRONMENTS,
+                   help="environment whose release is compared")
     p.set_defaults(func=cmd_diff)
 
 
@@ -113,8 +114,8 @@ class ResourceChange:
 
 def resource_changes(old: str, new: str,
                      generated: frozenset[FieldPath] = frozenset()) -> list[ResourceChange]:
-    """Each resource that differs between two manifests, with its own diff; ``generated`` fields (what
-    the chart generates at random on each render) are masked on both sides."""
+    """Each resource that differs between two manifests, with its own diff; ``generated``: the fields the
+    chart generates at random (masked on both sides, as in the approval form's diff)."""
     from hubploy.manifest_diff import manifest_diff
 
     before, after = _resources(old), _resources(new)

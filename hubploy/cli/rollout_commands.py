@@ -39,7 +39,7 @@ WHO = f"{getpass.getuser()}@{socket.gethostname()}"
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("rollout",
                        help="deploy every hub of ENV wave after wave, showing progress per wave and hub")
-    p.add_argument("environment", metavar="ENV", choices=ALLOWED_ENVIRONMENTS)
+    p.add_argument("environment", metavar="ENV", choices=ALLOWED_ENVIRONMENTS, help="environment to deploy to")
     p.add_argument("--wave", metavar="NAME", help="only this wave (`hubploy plan` lists them)")
     p.add_argument("--hub", dest="hubs", action="append", default=[], metavar="HUB",
                    help="only these hubs (repeatable; default: every hub with ENV)")
@@ -57,8 +57,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("rollback", help="roll a hub back: to the previous revision, a given one, or the last "
                                         "verified one")
-    p.add_argument("hub", metavar="HUB")
-    p.add_argument("environment", metavar="ENV", choices=ALLOWED_ENVIRONMENTS)
+    p.add_argument("hub", metavar="HUB", help="hub directory name under deployments/")
+    p.add_argument("environment", metavar="ENV", choices=ALLOWED_ENVIRONMENTS,
+                   help="environment whose release is rolled back")
     target = p.add_mutually_exclusive_group()
     target.add_argument("--to-verified", action="store_true",
                         help="the last revision that passed its checks and soak in a rollout")
@@ -70,15 +71,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_rollback)
 
     p = sub.add_parser("hold", help="keep HUB in ENV out of fleet deploys (no HUB: list the holds)")
-    p.add_argument("hub", metavar="HUB", nargs="?")
-    p.add_argument("environment", metavar="ENV", nargs="?", choices=ALLOWED_ENVIRONMENTS)
+    p.add_argument("hub", metavar="HUB", nargs="?", help="hub directory name under deployments/")
+    p.add_argument("environment", metavar="ENV", nargs="?", choices=ALLOWED_ENVIRONMENTS,
+                   help="environment in which the hub is held")
     p.add_argument("--reason", default="", help="why (shown wherever the hold is, recorded in the audit)")
     p.add_argument("--as", dest="by", default=WHO, help="who holds it (default: user@host)")
     p.set_defaults(func=cmd_hold)
 
     p = sub.add_parser("unhold", help="let fleet deploys reach HUB in ENV again")
-    p.add_argument("hub", metavar="HUB")
-    p.add_argument("environment", metavar="ENV", choices=ALLOWED_ENVIRONMENTS)
+    p.add_argument("hub", metavar="HUB", help="hub directory name under deployments/")
+    p.add_argument("environment", metavar="ENV", choices=ALLOWED_ENVIRONMENTS,
+                   help="environment in which the hold ends")
     p.add_argument("--as", dest="by", default=WHO, help="who releases it (default: user@host)")
     p.set_defaults(func=cmd_unhold)
 
