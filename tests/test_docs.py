@@ -36,13 +36,13 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DOCS = PROJECT_ROOT / "docs"
 sys.path.insert(0, str(DOCS / "_ext"))
 
-from hubploy_docs import generated_pages
-from hubploy_docs.cli_commands import commands
-from hubploy_docs.cli_commands import undescribed as undescribed_commands
-from hubploy_docs.config_keys import config_keys
-from hubploy_docs.config_keys import undescribed as undescribed_keys
-from hubploy_docs.flow_deployments import flow_deployments
-from hubploy_docs.flow_deployments import undescribed as undescribed_deployments
+from hubploy_docs import generated_pages  # noqa: E402 (docs/_ext is on the path only now)
+from hubploy_docs.cli_commands import commands  # noqa: E402 (docs/_ext is on the path only now)
+from hubploy_docs.cli_commands import undescribed as undescribed_commands  # noqa: E402 (docs/_ext is on the path only now)
+from hubploy_docs.config_keys import config_keys  # noqa: E402 (docs/_ext is on the path only now)
+from hubploy_docs.config_keys import undescribed as undescribed_keys  # noqa: E402 (docs/_ext is on the path only now)
+from hubploy_docs.flow_deployments import flow_deployments  # noqa: E402 (docs/_ext is on the path only now)
+from hubploy_docs.flow_deployments import undescribed as undescribed_deployments  # noqa: E402 (docs/_ext is on the path only now)
 
 MARKDOWN = sorted(p for p in [*DOCS.rglob("*.md"), *PROJECT_ROOT.glob("*.md")] if p.is_file())
 PAGES = [parse_page(path) for path in MARKDOWN

@@ -39,7 +39,8 @@ WHO = f"{getpass.getuser()}@{socket.gethostname()}"
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("rollout",
                        help="deploy every hub of ENV wave after wave, showing progress per wave and hub")
-    p.add_argument("environment", metavar="ENV", choices=ALLOWED_ENVIRONMENTS, help="environment to deploy to")
+    p.add_argument("environment", metavar="ENV", choices=ALLOWED_ENVIRONMENTS,
+                   help="environment to deploy to")
     p.add_argument("--wave", metavar="NAME", help="only this wave (`hubploy plan` lists them)")
     p.add_argument("--hub", dest="hubs", action="append", default=[], metavar="HUB",
                    help="only these hubs (repeatable; default: every hub with ENV)")
