@@ -165,7 +165,7 @@ def test_a_hub_config_that_stops_jupyterhub_in_wave_two_stops_the_line(fleet: Fl
     assert f"wave 2. middle: {fleet.hub('b2')}: deploy failed" in progress
     assert "wave 3" not in progress
     assert ("WaveFailed: wave middle (2 of 3) stopped the staging rollout. rolled-back: "
-            f"{fleet.hub('b2')} (helm upgrade of {fleet.release('b2')} failed (rolled back;") in done.stderr
+            f"{fleet.hub('b2')} (helm upgrade of {fleet.release('b2')} timed out after 90s") in done.stderr
     assert f"never deployed: {fleet.hub('c1')} (remaining)" in done.stderr
 
     a1 = fleet.history("a1")

@@ -107,7 +107,8 @@ def _start_remote(args: argparse.Namespace, repo: Any) -> Any:
                   "trigger": f"hubploy rollout --remote by {WHO}", "redeploy": args.redeploy,
                   "timeout": args.timeout}
     try:
-        run = run_deployment(ROLLOUT_DEPLOYMENT, parameters=parameters, timeout=0)
+        run = run_deployment(ROLLOUT_DEPLOYMENT, parameters=parameters, timeout=0,
+                             flow_run_name=f"rollout-{args.environment}-{secrets.token_hex(3)}")
         assert isinstance(run, FlowRun)  # the sync client's answer
     except ObjectNotFound:
         raise HubployError(f"no Prefect deployment {ROLLOUT_DEPLOYMENT}", hint="register prefect.yaml's "

@@ -37,6 +37,7 @@ def user_env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(HUBPLOY_HOME=str(home), PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}")
     env.pop("COLUMNS", None)  # not a terminal: rich assumes 80 columns; URLs and secrets must not wrap
+    env.pop("CI", None)  # a person at a terminal, to whom `up` prints the webhook secret (not so in CI)
     return env
 
 
