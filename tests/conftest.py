@@ -42,6 +42,18 @@ pytest_plugins = ["fixtures.prefect_server", "fixtures.sandbox", "fixtures.prefe
 
 
 TIERS = ("browser", "reliability", "prefect", "sandbox")
+# The longest modules first (wall time of a full run, most first): scripts/test hands whole modules to
+# several processes (`pytest -n N --dist loadfile`), and a long module handed out last would finish last.
+LONGEST_FIRST = ("tests/test_lifecycle.py", "tests/reliability/test_lifecycle_faults.py",
+                 "tests/test_deploy_sandbox.py", "tests/test_prefect_yaml.py", "tests/test_docs.py",
+                 "tests/test_waves_sandbox.py", "tests/reliability/test_sandbox_faults.py",
+                 "tests/test_approval_browser.py", "tests/test_deploy_timeouts.py", "tests/test_workers.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the modules of LONGEST_FIRST first, in that order; the others keep theirs."""
+    rank = {module: index for index, module in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))
 
 
 def _tier(item: pytest.Item) -> str:
