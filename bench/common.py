@@ -53,13 +53,14 @@ def parse_time(text: str) -> datetime.datetime:
     if "." in text:
         head, rest = text.split(".", 1)
         digits = "".join(ch for ch in rest if ch.isdigit())
-        tz = rest[len(digits):]
+        tz = rest[len(digits) :]
         text = f"{head}.{digits[:6]}{tz}"
     value = datetime.datetime.fromisoformat(text)
     return value if value.tzinfo else value.replace(tzinfo=datetime.UTC)
 
 
 # --- sandbox ----------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Sandbox:
@@ -76,6 +77,7 @@ class Sandbox:
 
     def base_image(self) -> str:
         from hubploy_sandbox.images import BASE_REPOSITORY, BASE_TAG
+
         return f"{self.registry}/{BASE_REPOSITORY}:{BASE_TAG}"
 
     def contexts(self) -> tuple[str, ...]:
@@ -90,6 +92,7 @@ class Sandbox:
         """The sandbox's processes: each cluster's agent (with the pods' processes it runs: JupyterHub, CHP),
         and the control planes (etcd, API server, controller manager, scheduler)."""
         from hubploy_sandbox import lifecycle
+
         groups: dict[str, list[int]] = {"sandbox agents and pods": [], "sandbox control planes": []}
         for component in lifecycle.status(self.paths):
             if component.pid is not None and component.name != "registry":
@@ -122,13 +125,28 @@ def sandbox(helm_major: int = 3) -> Sandbox:
     return Sandbox(paths, env)
 
 
-def run(argv: Sequence[str], *, env: dict[str, str], cwd: Path | None = None, check: bool = True,
-        timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    out = subprocess.run(list(argv), env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                         stdin=subprocess.DEVNULL, check=False)
+def run(
+    argv: Sequence[str],
+    *,
+    env: dict[str, str],
+    cwd: Path | None = None,
+    check: bool = True,
+    timeout: float = 900,
+) -> subprocess.CompletedProcess[str]:
+    out = subprocess.run(
+        list(argv),
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
     if check and out.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed ({out.returncode}):\n{out.stdout[-2000:]}\n"
-                           f"{out.stderr[-3000:]}")
+        raise RuntimeError(
+            f"{' '.join(argv)} failed ({out.returncode}):\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}"
+        )
     return out
 
 
@@ -158,6 +176,7 @@ def ensure_classic_venv() -> Path:
 
 
 # --- generated repos -------------------------------------------------------------------------------------
+
 
 def token() -> str:
     return secrets.token_hex(2)
@@ -198,9 +217,17 @@ def _encrypted_kubeconfig(root: Path, hub: str, placement: Placement, env: dict[
     return target.read_bytes()
 
 
-def make_repo(root: Path, hubs: Sequence[str], image: str | None, *, classic: bool = False,
-              placement: Placement | None = None, env: dict[str, str] | None = None,
-              settings_extra: str = "", lazy: bool = False) -> Path:
+def make_repo(
+    root: Path,
+    hubs: Sequence[str],
+    image: str | None,
+    *,
+    classic: bool = False,
+    placement: Placement | None = None,
+    env: dict[str, str] | None = None,
+    settings_extra: str = "",
+    lazy: bool = False,
+) -> Path:
     """A git repo (branch staging) of copies of the minimal example hub, one per name, pinned to ``image``,
     with LEAN_VALUES.
 
@@ -243,8 +270,10 @@ def make_repo(root: Path, hubs: Sequence[str], image: str | None, *, classic: bo
                 if not encrypted:
                     encrypted = _encrypted_kubeconfig(root, hub, placement, env)
                 (hub_dir / "secrets" / "kubeconfig.yaml").write_bytes(encrypted)
-                config["cluster"] = {"provider": "kubeconfig", "kubeconfig": {
-                    "filename": "kubeconfig.yaml", "context": placement.context(index)}}
+                config["cluster"] = {
+                    "provider": "kubeconfig",
+                    "kubeconfig": {"filename": "kubeconfig.yaml", "context": placement.context(index)},
+                }
         (hub_dir / "hubploy.yaml").write_text(yaml.safe_dump(config))
         common.write_text(yaml.safe_dump(values))
     subprocess.run(["git", "init", "-q", "-b", "staging", str(root)], check=True)
@@ -254,29 +283,51 @@ def make_repo(root: Path, hubs: Sequence[str], image: str | None, *, classic: bo
 
 # --- cleanup ---------------------------------------------------------------------------------------------
 
+
 def cleanup_releases(sb: Sandbox, prefix: str, wait: bool = False) -> int:
     """helm uninstall every release whose name starts with ``prefix``, in every cluster of the sandbox;
     delete its namespace (``wait``: until it is gone, so its pods' processes no longer cost CPU)."""
     removed = 0
     for context in sb.contexts():
-        out = run([sb.helm, "--kube-context", context, "list", "-A", "-a", "-o", "json"], env=sb.env,
-                  check=False)
-        releases = [r for r in (json.loads(out.stdout) if out.returncode == 0 and out.stdout.strip() else [])
-                    if r["name"].startswith(prefix)]
+        out = run(
+            [sb.helm, "--kube-context", context, "list", "-A", "-a", "-o", "json"], env=sb.env, check=False
+        )
+        releases = [
+            r
+            for r in (json.loads(out.stdout) if out.returncode == 0 and out.stdout.strip() else [])
+            if r["name"].startswith(prefix)
+        ]
         for r in releases:
-            run([sb.helm, "--kube-context", context, "uninstall", r["name"], "-n", r["namespace"]],
-                env=sb.env, check=False)
+            run(
+                [sb.helm, "--kube-context", context, "uninstall", r["name"], "-n", r["namespace"]],
+                env=sb.env,
+                check=False,
+            )
         removed += len(releases)
         out = run(["kubectl", "--context", context, "get", "ns", "-o", "name"], env=sb.env, check=False)
         names = [n.split("/", 1)[-1] for n in out.stdout.split()]
         namespaces = [n for n in names if n.startswith(prefix)]
         if namespaces:
-            run(["kubectl", "--context", context, "delete", "ns", *namespaces, f"--wait={str(wait).lower()}",
-                 "--timeout=600s"], env=sb.env, check=False, timeout=900)
+            run(
+                [
+                    "kubectl",
+                    "--context",
+                    context,
+                    "delete",
+                    "ns",
+                    *namespaces,
+                    f"--wait={str(wait).lower()}",
+                    "--timeout=600s",
+                ],
+                env=sb.env,
+                check=False,
+                timeout=900,
+            )
     return removed
 
 
 # --- memory ----------------------------------------------------------------------------------------------
+
 
 def _children() -> dict[int, list[int]]:
     kids: dict[int, list[int]] = {}
@@ -387,6 +438,7 @@ def cpu_spent(groups: dict[str, list[int]], into: dict[str, float]) -> Iterator[
 
 # --- Prefect server and worker of the bench --------------------------------------------------------------
 
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -395,6 +447,7 @@ def _free_port() -> int:
 
 def _healthy(api_url: str) -> bool:
     import httpx
+
     try:
         return httpx.get(f"{api_url}/health", timeout=2).status_code == 200
     except httpx.HTTPError:
@@ -419,11 +472,13 @@ class PrefectStack:
     @property
     def postgres(self) -> Any:
         from hubploy.triggers.database import PostgresFiles
+
         return PostgresFiles(self.home)
 
     def server_pids(self) -> list[int]:
         """The Prefect server's process, and the PostgreSQL server's when it runs on one."""
         from hubploy_sandbox.procs import read_pid
+
         assert self.server is not None
         postgres = read_pid(self.postgres.pid_file) if self.database == "postgres" else None
         return [self.server.pid, *([postgres] if postgres else [])]
@@ -433,17 +488,28 @@ class PrefectStack:
 
     def start_server(self) -> None:
         from hubploy.triggers.database import start
+
         port = _free_port()
         self.api_url = f"http://127.0.0.1:{port}/api"
-        env = {**os.environ, "PREFECT_HOME": str(self.home), "PREFECT_SERVER_API_HOST": "127.0.0.1",
-               "PREFECT_SERVER_API_PORT": str(port), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-               "PREFECT_API_URL": self.api_url}
+        env = {
+            **os.environ,
+            "PREFECT_HOME": str(self.home),
+            "PREFECT_SERVER_API_HOST": "127.0.0.1",
+            "PREFECT_SERVER_API_PORT": str(port),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_API_URL": self.api_url,
+        }
         if self.database == "postgres":
             server, _ = start(self.postgres, say=say)
             env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = server.url
         log = open(self.home / "server.log", "w")  # noqa: SIM115 - the server's, for its lifetime
-        self.server = subprocess.Popen([PREFECT, "server", "start"], env=env, stdout=log,
-                                       stderr=subprocess.STDOUT, start_new_session=True)
+        self.server = subprocess.Popen(
+            [PREFECT, "server", "start"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 180
         while not _healthy(self.api_url):
             if self.server.poll() is not None or time.monotonic() > deadline:
@@ -451,6 +517,7 @@ class PrefectStack:
             time.sleep(0.5)
         os.environ["PREFECT_API_URL"] = self.api_url  # child processes (prefect CLI) use it too
         from prefect.settings import PREFECT_API_URL, temporary_settings
+
         self._settings = temporary_settings(updates={PREFECT_API_URL: self.api_url})
         self._settings.__enter__()  # for the rest of this process (settings are read at import)
 
@@ -461,30 +528,46 @@ class PrefectStack:
         """prefect.yaml's deployments, plus `deploy-hubs/bench` (the fleet flow) on the same pool."""
         from blocks.sandbox import save_sandbox_blocks
 
-        self.worker_env = {**self.sb.env, "PREFECT_API_URL": self.api_url, "PREFECT_HOME": str(self.home),
-                           "HUBPLOY_REPO_URL": repo_url,
-                           "HUBPLOY_WORKSPACE_DIR": str(self.home / "workspaces"),
-                           "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "5",
-                           "PREFECT_LOGGING_EXTRA_LOGGERS": "hubploy", "PYTHONUNBUFFERED": "1"}
+        self.worker_env = {
+            **self.sb.env,
+            "PREFECT_API_URL": self.api_url,
+            "PREFECT_HOME": str(self.home),
+            "HUBPLOY_REPO_URL": repo_url,
+            "HUBPLOY_WORKSPACE_DIR": str(self.home / "workspaces"),
+            "PREFECT_WORKER_QUERY_SECONDS": "1",
+            "PREFECT_WORKER_PREFETCH_SECONDS": "5",
+            "PREFECT_LOGGING_EXTRA_LOGGERS": "hubploy",
+            "PYTHONUNBUFFERED": "1",
+        }
         save_sandbox_blocks(self.sb.env)
         self.prefect("work-pool", "create", POOL, "--type", "process", "--overwrite")
         self.prefect("deploy", "--all")
         from flows.deploy_hubs import deploy_hubs
+
         deploy_hubs.from_source(source=str(ROOT), entrypoint="flows/deploy_hubs.py:deploy_hubs").deploy(
-            name="bench", work_pool_name=POOL, print_next_steps=False)
+            name="bench", work_pool_name=POOL, print_next_steps=False
+        )
 
     def start_workers(self) -> None:
         for n in range(1, self.workers + 1):
             log = open(self.home / f"worker-{n}.log", "a")  # noqa: SIM115 - the worker's, for its lifetime
-            self.worker_procs.append(subprocess.Popen(
-                [PREFECT, "worker", "start", "--pool", POOL, "--limit", "6", "--name", f"bench-{n}"],
-                env=self.worker_env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                stdin=subprocess.DEVNULL))
+            self.worker_procs.append(
+                subprocess.Popen(
+                    [PREFECT, "worker", "start", "--pool", POOL, "--limit", "6", "--name", f"bench-{n}"],
+                    env=self.worker_env,
+                    cwd=ROOT,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    stdin=subprocess.DEVNULL,
+                )
+            )
 
     def stop(self) -> None:
         """Kill the workers, the flow-run processes they started (each in a session of its own), the
         server; remove the PostgreSQL server and its data."""
         from hubploy_sandbox.procs import child_pids
+
         for proc in [*self.worker_procs, self.server]:
             if proc is not None and proc.poll() is None:
                 for group in [proc.pid, *(child_pids(proc.pid) if proc is not self.server else [])]:
@@ -493,17 +576,20 @@ class PrefectStack:
                 proc.wait()
         if self.database == "postgres":
             from hubploy.triggers.database import remove
+
             remove(self.postgres)
 
 
 def flow_run_states(run_id: Any) -> list[Any]:
     from prefect.client.orchestration import get_client
+
     with get_client(sync_client=True) as client:
         return sorted(client.read_flow_run_states(run_id), key=lambda s: s.timestamp)
 
 
 def wait_run(run_id: Any, predicate: Any, *, timeout: float = 600, interval: float = 0.1) -> Any:
     from prefect.client.orchestration import get_client
+
     deadline = time.monotonic() + timeout
     with get_client(sync_client=True) as client:
         while True:
@@ -511,11 +597,13 @@ def wait_run(run_id: Any, predicate: Any, *, timeout: float = 600, interval: flo
             if predicate(flow_run):
                 return flow_run
             if flow_run.state is not None and flow_run.state.is_final():
-                raise RuntimeError(f"run {flow_run.name} ended {flow_run.state.name}: "
-                                   f"{flow_run.state.message}")
+                raise RuntimeError(
+                    f"run {flow_run.name} ended {flow_run.state.name}: {flow_run.state.message}"
+                )
             if time.monotonic() > deadline:
-                raise RuntimeError(f"run {flow_run.name} still "
-                                   f"{flow_run.state.name if flow_run.state else None}")
+                raise RuntimeError(
+                    f"run {flow_run.name} still {flow_run.state.name if flow_run.state else None}"
+                )
             time.sleep(interval)
 
 
@@ -527,6 +615,7 @@ def first_state(states: Sequence[Any], type_name: str, after: datetime.datetime 
 
 
 # --- timing and output -----------------------------------------------------------------------------------
+
 
 @contextmanager
 def timed(into: dict[str, float], key: str) -> Iterator[None]:
@@ -544,26 +633,37 @@ def median(values: Sequence[float]) -> float:
 def table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
     cells = [[str(c) for c in header], *[[str(c) for c in r] for r in rows]]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(cells[0], widths, strict=True)) + " |",
-             "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
-    lines += ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + " |"
-              for r in cells[1:]]
+    lines = [
+        "| " + " | ".join(c.ljust(w) for c, w in zip(cells[0], widths, strict=True)) + " |",
+        "|" + "|".join("-" * (w + 2) for w in widths) + "|",
+    ]
+    lines += [
+        "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + " |" for r in cells[1:]
+    ]
     return "\n".join(lines)
 
 
 def machine() -> dict[str, str]:
     def out(argv: Sequence[str], env: dict[str, str] | None = None) -> str:
         try:
-            return subprocess.run(list(argv), capture_output=True, text=True, timeout=30, env=env,
-                                  check=False).stdout.strip()
+            return subprocess.run(
+                list(argv), capture_output=True, text=True, timeout=30, env=env, check=False
+            ).stdout.strip()
         except (OSError, subprocess.TimeoutExpired):
             return "?"
+
     import prefect
+
     helm = os.environ.get("HELM_EXECUTABLE") or "/tmp/hubploy-sandbox/bin/helm3"
-    return {"date": now_utc().isoformat(timespec="seconds"), "nproc": out(["nproc"]),
-            "cpu": out(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"]).strip(),
-            "free -g": out(["free", "-g"]).replace("\n", " / "),
-            "python": sys.version.split()[0], "prefect": prefect.__version__,
-            "helm": out([helm, "version", "--short"]),
-            "classic hubploy": out([str(CLASSIC_VENV / "bin" / "pip"), "show", "hubploy"]).split("\n")[1]
-            if (CLASSIC_VENV / "bin" / "pip").exists() else "not installed"}
+    return {
+        "date": now_utc().isoformat(timespec="seconds"),
+        "nproc": out(["nproc"]),
+        "cpu": out(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"]).strip(),
+        "free -g": out(["free", "-g"]).replace("\n", " / "),
+        "python": sys.version.split()[0],
+        "prefect": prefect.__version__,
+        "helm": out([helm, "version", "--short"]),
+        "classic hubploy": out([str(CLASSIC_VENV / "bin" / "pip"), "show", "hubploy"]).split("\n")[1]
+        if (CLASSIC_VENV / "bin" / "pip").exists()
+        else "not installed",
+    }

@@ -56,8 +56,15 @@ def count_statuses() -> None:
 
     httpx.Client.send, httpx.AsyncClient.send = send, asend  # type: ignore[method-assign]
 
-VARIANTS = ("server only", "local queue + server", "own polling", "local queue + own polling",
-            "process_slot (shipped)", "local only (no server limit)")
+
+VARIANTS = (
+    "server only",
+    "local queue + server",
+    "own polling",
+    "local queue + own polling",
+    "process_slot (shipped)",
+    "local only (no server limit)",
+)
 
 
 def main() -> None:
@@ -66,8 +73,12 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=4)
     parser.add_argument("--hold", type=float, default=1.0)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite",
-                        help="the Prefect server's database (default sqlite)")
+    parser.add_argument(
+        "--database",
+        choices=["sqlite", "postgres"],
+        default="sqlite",
+        help="the Prefect server's database (default sqlite)",
+    )
     args = parser.parse_args()
 
     stack = PrefectStack(sandbox(), database=args.database)
@@ -133,7 +144,7 @@ def main() -> None:
             """For each task after the first `slots`: from the k-th block's end to the (k+slots)-th start."""
             starts = sorted(entered for entered, _ in held)
             ends = sorted(left for _, left in held)
-            return [start - end for start, end in zip(starts[args.slots:], ends, strict=False)]
+            return [start - end for start, end in zip(starts[args.slots :], ends, strict=False)]
 
         rows = []
         ideal = math.ceil(args.tasks / args.slots) * args.hold
@@ -149,12 +160,36 @@ def main() -> None:
                     took = time.perf_counter() - start
                     gaps = handoffs()
                     say(f"round {n + 1} {label}: {took:.1f} s")
-                    rows.append((n + 1, label, f"{took:.1f} s", f"{ideal:.1f} s", f"{took / ideal:.2f}",
-                                 f"{1000 * statistics.median(gaps):.0f} ms", f"{1000 * max(gaps):.0f} ms",
-                                 STATUSES[503], STATUSES[423]))
+                    rows.append(
+                        (
+                            n + 1,
+                            label,
+                            f"{took:.1f} s",
+                            f"{ideal:.1f} s",
+                            f"{took / ideal:.2f}",
+                            f"{1000 * statistics.median(gaps):.0f} ms",
+                            f"{1000 * max(gaps):.0f} ms",
+                            STATUSES[503],
+                            STATUSES[423],
+                        )
+                    )
         print(f"database: {args.database}")
-        print(table(rows, ("round", "variant", "wall time", "ideal", "wall / ideal", "handoff median",
-                           "handoff max", "503 (busy)", "423 (limit full)")))
+        print(
+            table(
+                rows,
+                (
+                    "round",
+                    "variant",
+                    "wall time",
+                    "ideal",
+                    "wall / ideal",
+                    "handoff median",
+                    "handoff max",
+                    "503 (busy)",
+                    "423 (limit full)",
+                ),
+            )
+        )
     finally:
         stack.stop()
 

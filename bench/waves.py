@@ -40,15 +40,21 @@ from common import (
     token,
 )
 
-SMOKE_VALUES = {"services": {"smoke": {}}, "config": {"Spawner": {"http_timeout": 120}},
-                "loadRoles": {"smoke": {"services": ["smoke"],
-                                        "scopes": ["admin:users", "admin:servers", "access:servers"]}}}
+SMOKE_VALUES = {
+    "services": {"smoke": {}},
+    "config": {"Spawner": {"http_timeout": 120}},
+    "loadRoles": {
+        "smoke": {"services": ["smoke"], "scopes": ["admin:users", "admin:servers", "access:servers"]}
+    },
+}
 
 
 def settings(hubs: list[str], soak: float, spawn: bool) -> str:
-    middle = hubs[1:1 + max(1, (len(hubs) - 1) // 2)]
-    waves = [{"name": "canary", "hubs": hubs[:1], "soak": f"{soak:g}s"},
-             {"name": "middle", "hubs": middle, "soak": f"{soak:g}s"}]
+    middle = hubs[1 : 1 + max(1, (len(hubs) - 1) // 2)]
+    waves = [
+        {"name": "canary", "hubs": hubs[:1], "soak": f"{soak:g}s"},
+        {"name": "middle", "hubs": middle, "soak": f"{soak:g}s"},
+    ]
     rollout: dict[str, Any] = {"waves": waves}
     if spawn:
         rollout.update(smoke_test="spawn", spawn={"service": "smoke", "timeout": 180})
@@ -83,8 +89,17 @@ def phase(root: Path, hubs: list[str], name: str) -> list[list[object]]:
     for wave in report.waves:
         per_hub = [h.seconds for h in wave.hubs]
         outcomes = sorted({h.outcome.value for h in wave.hubs})
-        rows.append([name, wave.wave.name, len(wave.hubs), f"{wave.seconds:.1f}", f"{wave.soaked_seconds:g}",
-                     f"{median(per_hub):.1f}", ",".join(outcomes)])
+        rows.append(
+            [
+                name,
+                wave.wave.name,
+                len(wave.hubs),
+                f"{wave.seconds:.1f}",
+                f"{wave.soaked_seconds:g}",
+                f"{median(per_hub):.1f}",
+                ",".join(outcomes),
+            ]
+        )
     soaked = sum(w.soaked_seconds for w in report.waves)
     rows.append([name, "(all, soak excluded)", len(hubs), f"{total - soaked:.1f}", f"{soaked:g}", "", ""])
     if report.stopped_at is not None:

@@ -40,19 +40,38 @@ def deploy_real_flows(repo_url: str) -> dict[str, Any]:
     from flows.pr_validation import pr_validation
     from flows.prod_deploy import prod_deploy
 
-    return {f"{fn.name}/{name}": fn.to_deployment(name=name, parameters={"repo_url": repo_url}).apply()
-            for fn, name in ((lifecycle, "lifecycle"), (prod_deploy, "prod-deploy"),
-                             (pr_validation, "pr-validation"))}
+    return {
+        f"{fn.name}/{name}": fn.to_deployment(name=name, parameters={"repo_url": repo_url}).apply()
+        for fn, name in (
+            (lifecycle, "lifecycle"),
+            (prod_deploy, "prod-deploy"),
+            (pr_validation, "pr-validation"),
+        )
+    }
 
 
 def signed_push(url: str, secret: str, delivery: str, sha: str, client: Any) -> tuple[int, str, float]:
-    body = json.dumps({"ref": "refs/heads/staging", "before": "0" * 39 + "1", "after": sha,
-                       "repository": {"full_name": "bench/deploy"}}).encode()
+    body = json.dumps(
+        {
+            "ref": "refs/heads/staging",
+            "before": "0" * 39 + "1",
+            "after": sha,
+            "repository": {"full_name": "bench/deploy"},
+        }
+    ).encode()
     signature = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
     start = time.perf_counter()
-    response = client.post(url, content=body, timeout=60, headers={
-        "Content-Type": "application/json", "X-GitHub-Event": "push", "X-GitHub-Delivery": delivery,
-        "X-Hub-Signature-256": signature})
+    response = client.post(
+        url,
+        content=body,
+        timeout=60,
+        headers={
+            "Content-Type": "application/json",
+            "X-GitHub-Event": "push",
+            "X-GitHub-Delivery": delivery,
+            "X-Hub-Signature-256": signature,
+        },
+    )
     started = response.json().get("status", "") if response.status_code < 500 else ""
     return response.status_code, started, time.perf_counter() - start
 
@@ -69,9 +88,13 @@ def runs_for(deliveries: list[str], deployment_id: Any) -> list[Any]:
     found: list[Any] = []
     with get_client(sync_client=True) as client:
         for start in range(0, len(keys), 100):  # the API answers at most 200 runs at once
-            found += client.read_flow_runs(flow_run_filter=FlowRunFilter(
-                deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id]),
-                idempotency_key=FlowRunFilterIdempotencyKey(any_=keys[start:start + 100])), limit=200)
+            found += client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id]),
+                    idempotency_key=FlowRunFilterIdempotencyKey(any_=keys[start : start + 100]),
+                ),
+                limit=200,
+            )
     return found
 
 
@@ -99,9 +122,13 @@ def main() -> None:
         Secret(value=secret).save(SECRET_BLOCK, overwrite=True)
         port = _free_port()
         log = open(stack.home / "webhook.log", "w")  # noqa: SIM115 - the receiver's, for its lifetime
-        receiver = subprocess.Popen([HUBPLOY, "webhook", "serve", "--port", str(port), "--secret-block",
-                                     SECRET_BLOCK], env={**os.environ, "PREFECT_API_URL": stack.api_url},
-                                    cwd=stack.home, stdout=log, stderr=subprocess.STDOUT)
+        receiver = subprocess.Popen(
+            [HUBPLOY, "webhook", "serve", "--port", str(port), "--secret-block", SECRET_BLOCK],
+            env={**os.environ, "PREFECT_API_URL": stack.api_url},
+            cwd=stack.home,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
         while not _answers(url):
@@ -112,8 +139,10 @@ def main() -> None:
         rows = []
         for round_number in range(1, args.rounds + 1):
             pushes = [(str(uuid.uuid4()), secrets.token_hex(20)) for _ in range(args.pushes)]
-            with httpx.Client(limits=httpx.Limits(max_connections=args.concurrency)) as client, \
-                    ThreadPoolExecutor(args.concurrency) as pool:
+            with (
+                httpx.Client(limits=httpx.Limits(max_connections=args.concurrency)) as client,
+                ThreadPoolExecutor(args.concurrency) as pool,
+            ):
                 start = time.perf_counter()
                 answers = list(pool.map(lambda p: signed_push(f"{url}/webhook", secret, *p, client), pushes))
                 wall = time.perf_counter() - start
@@ -126,18 +155,46 @@ def main() -> None:
                 runs = runs_for([d for d, _ in pushes], ids["hubploy-lifecycle/lifecycle"])
             all_runs = time.perf_counter() - start
             per_sha = Counter(r.parameters.get("sha") for r in runs)
-            rows.append([round_number, args.pushes, args.concurrency, f"{wall:.1f}", f"{all_runs:.1f}",
-                         f"{percentile(latencies, 0.5) * 1000:.0f}",
-                         f"{percentile(latencies, 0.95) * 1000:.0f}", f"{max(latencies) * 1000:.0f}",
-                         ", ".join(f"{k} x{v}" for k, v in sorted(statuses.items())),
-                         len(runs), sum(n - 1 for n in per_sha.values()),
-                         f"{_status_kb(receiver.pid, 'VmRSS') / 1024:.1f}",
-                         f"{_status_kb(receiver.pid, 'VmHWM') / 1024:.1f}"])
+            rows.append(
+                [
+                    round_number,
+                    args.pushes,
+                    args.concurrency,
+                    f"{wall:.1f}",
+                    f"{all_runs:.1f}",
+                    f"{percentile(latencies, 0.5) * 1000:.0f}",
+                    f"{percentile(latencies, 0.95) * 1000:.0f}",
+                    f"{max(latencies) * 1000:.0f}",
+                    ", ".join(f"{k} x{v}" for k, v in sorted(statuses.items())),
+                    len(runs),
+                    sum(n - 1 for n in per_sha.values()),
+                    f"{_status_kb(receiver.pid, 'VmRSS') / 1024:.1f}",
+                    f"{_status_kb(receiver.pid, 'VmHWM') / 1024:.1f}",
+                ]
+            )
             say(f"round {round_number}: {statuses}, {len(runs)} runs")
         print()
         print(json.dumps(machine()))
-        print(table(rows, ["round", "pushes", "at once", "answered in s", "all runs in s", "p50 ms", "p95 ms",
-                           "max ms", "answers", "runs", "duplicates", "RSS MB", "peak RSS MB"]))
+        print(
+            table(
+                rows,
+                [
+                    "round",
+                    "pushes",
+                    "at once",
+                    "answered in s",
+                    "all runs in s",
+                    "p50 ms",
+                    "p95 ms",
+                    "max ms",
+                    "answers",
+                    "runs",
+                    "duplicates",
+                    "RSS MB",
+                    "peak RSS MB",
+                ],
+            )
+        )
     finally:
         if receiver is not None:
             receiver.terminate()

@@ -52,8 +52,13 @@ class AwsClusterCredentials(Block):
     def cluster_access(self, namespace: str, *, base_env: Mapping[str, str]) -> Iterator[ClusterAccess]:
         """A temp kubeconfig and child env for one run (``namespace`` is unused: EKS has one context)."""
         secret = self.aws_secret_access_key.get_secret_value() if self.aws_secret_access_key else None
-        with aws.cluster_access(cluster=self.cluster, region=self.region,
-                                access_key_id=self.aws_access_key_id,
-                                secret_access_key=secret, role_arn=self.role_arn,
-                                session_name=self.role_session_name, base_env=base_env) as access:
+        with aws.cluster_access(
+            cluster=self.cluster,
+            region=self.region,
+            access_key_id=self.aws_access_key_id,
+            secret_access_key=secret,
+            role_arn=self.role_arn,
+            session_name=self.role_session_name,
+            base_env=base_env,
+        ) as access:
             yield access

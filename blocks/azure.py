@@ -32,16 +32,22 @@ class AzureClusterCredentials(Block):
     client_id: str = Field(description="Application (client) id of the service principal (appId).")
     tenant_id: str = Field(description="Tenant of the service principal.")
     client_secret: SecretStr = Field(description="Password (client secret) of the service principal.")
-    subscription_id: str | None = Field(None, description="Subscription of the cluster, if the principal "
-                                                          "sees several.")
+    subscription_id: str | None = Field(
+        None, description="Subscription of the cluster, if the principal sees several."
+    )
     resource_group: str = Field(description="Resource group of the AKS cluster.")
     cluster: str = Field(description="AKS cluster name.")
 
     @contextlib.contextmanager
     def cluster_access(self, namespace: str, *, base_env: Mapping[str, str]) -> Iterator[ClusterAccess]:
         """A temp kubeconfig and child env for one run (``namespace`` is unused: AKS has one context)."""
-        with azure.cluster_access(client_id=self.client_id, tenant_id=self.tenant_id,
-                                  client_secret=self.client_secret.get_secret_value(),
-                                  subscription_id=self.subscription_id, resource_group=self.resource_group,
-                                  cluster=self.cluster, base_env=base_env) as access:
+        with azure.cluster_access(
+            client_id=self.client_id,
+            tenant_id=self.tenant_id,
+            client_secret=self.client_secret.get_secret_value(),
+            subscription_id=self.subscription_id,
+            resource_group=self.resource_group,
+            cluster=self.cluster,
+            base_env=base_env,
+        ) as access:
             yield access

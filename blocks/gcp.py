@@ -30,13 +30,16 @@ class GcpClusterCredentials(Block):
 
     _block_type_name = "GCP Cluster Credentials"
     _description = "A GKE cluster and the service-account key (or ADC) hubploy deploys to it with."
-    _documentation_url = HttpUrl("https://cloud.google.com/kubernetes-engine/docs/how-to/"
-                                 "cluster-access-for-kubectl")
+    _documentation_url = HttpUrl(
+        "https://cloud.google.com/kubernetes-engine/docs/how-to/cluster-access-for-kubectl"
+    )
 
     service_account_info: SecretDict | None = Field(
-        None, description="Contents of the service-account JSON key; empty means application default "
-                          "credentials (GOOGLE_APPLICATION_CREDENTIALS, the ADC file, or the metadata "
-                          "server).")
+        None,
+        description="Contents of the service-account JSON key; empty means application default "
+        "credentials (GOOGLE_APPLICATION_CREDENTIALS, the ADC file, or the metadata "
+        "server).",
+    )
     project: str = Field(description="GCP project of the GKE cluster.")
     cluster: str = Field(description="GKE cluster name.")
     location: str = Field(description="Zone (us-central1-a) or region (us-central1) of the cluster.")
@@ -54,8 +57,14 @@ class GcpClusterCredentials(Block):
     @contextlib.contextmanager
     def cluster_access(self, namespace: str, *, base_env: Mapping[str, str]) -> Iterator[ClusterAccess]:
         """A temp kubeconfig and child env for one run (``namespace`` is unused: GKE has one context)."""
-        info: dict[str, Any] | None = (self.service_account_info.get_secret_value()
-                                       if self.service_account_info is not None else None)
-        with gcloud.cluster_access(project=self.project, cluster=self.cluster, location=self.location,
-                                   service_account_info=info, base_env=base_env) as access:
+        info: dict[str, Any] | None = (
+            self.service_account_info.get_secret_value() if self.service_account_info is not None else None
+        )
+        with gcloud.cluster_access(
+            project=self.project,
+            cluster=self.cluster,
+            location=self.location,
+            service_account_info=info,
+            base_env=base_env,
+        ) as access:
             yield access

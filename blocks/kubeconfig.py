@@ -39,19 +39,25 @@ class KubeconfigCredentials(Block):
 
     _block_type_name = "Kubeconfig Credentials"
     _description = "A Kubernetes API server and a token or client certificate, kept in secret fields."
-    _documentation_url = HttpUrl("https://kubernetes.io/docs/concepts/configuration/"
-                                 "organize-cluster-access-kubeconfig/")
+    _documentation_url = HttpUrl(
+        "https://kubernetes.io/docs/concepts/configuration/organize-cluster-access-kubeconfig/"
+    )
 
     server: str = Field(description="API server URL, e.g. https://k8s.example.org:6443.")
     certificate_authority_data: str | None = Field(
-        None, description="Base64 PEM of the CA that signed the API server's certificate (public).")
+        None, description="Base64 PEM of the CA that signed the API server's certificate (public)."
+    )
     insecure_skip_tls_verify: bool = Field(False, description="Skip TLS verification of the API server.")
     token: SecretStr | None = Field(None, description="Bearer token (e.g. a service-account token).")
     client_certificate_data: str | None = Field(None, description="Base64 PEM client certificate (public).")
-    client_key_data: SecretStr | None = Field(None,
-                                              description="Base64 PEM private key of the client certificate.")
-    context: str | None = Field(None, description="Context name for the run; `{namespace}` is replaced "
-                                                  "by the release namespace. Default: hubploy.")
+    client_key_data: SecretStr | None = Field(
+        None, description="Base64 PEM private key of the client certificate."
+    )
+    context: str | None = Field(
+        None,
+        description="Context name for the run; `{namespace}` is replaced "
+        "by the release namespace. Default: hubploy.",
+    )
     namespace: str | None = Field(None, description="Default namespace of the context.")
 
     @model_validator(mode="after")
@@ -61,8 +67,9 @@ class KubeconfigCredentials(Block):
         return self
 
     @classmethod
-    def from_kubeconfig(cls, source: str | Path | Mapping[str, Any],
-                        context: str | None = None) -> KubeconfigCredentials:
+    def from_kubeconfig(
+        cls, source: str | Path | Mapping[str, Any], context: str | None = None
+    ) -> KubeconfigCredentials:
         """Take the credentials of one context (default: the current one) of a kubeconfig file or dict;
         files it names (CA, certificate, key, tokenFile) are read in."""
         if isinstance(source, Mapping):
@@ -77,12 +84,16 @@ class KubeconfigCredentials(Block):
         if not isinstance(data, Mapping):
             raise CredentialsError("not a kubeconfig (expected a mapping)")
         fields = kubeconfig.fields_from_kubeconfig(data, context, base_dir=base_dir)
-        return cls(server=fields.server, certificate_authority_data=fields.certificate_authority_data,
-                   insecure_skip_tls_verify=fields.insecure_skip_tls_verify,
-                   token=SecretStr(fields.token) if fields.token else None,
-                   client_certificate_data=fields.client_certificate_data,
-                   client_key_data=SecretStr(fields.client_key_data) if fields.client_key_data else None,
-                   context=fields.context, namespace=fields.namespace)
+        return cls(
+            server=fields.server,
+            certificate_authority_data=fields.certificate_authority_data,
+            insecure_skip_tls_verify=fields.insecure_skip_tls_verify,
+            token=SecretStr(fields.token) if fields.token else None,
+            client_certificate_data=fields.client_certificate_data,
+            client_key_data=SecretStr(fields.client_key_data) if fields.client_key_data else None,
+            context=fields.context,
+            namespace=fields.namespace,
+        )
 
     @classmethod
     def from_cluster_config(cls, config: KubernetesClusterConfig) -> KubeconfigCredentials:
@@ -94,11 +105,14 @@ class KubeconfigCredentials(Block):
         """A temp kubeconfig (0600, rebuilt from the fields) and child env for one run."""
         context = fill_context(self.context, namespace) or kubeconfig.DEFAULT_CONTEXT
         data = kubeconfig.build_kubeconfig(
-            server=self.server, certificate_authority_data=self.certificate_authority_data,
+            server=self.server,
+            certificate_authority_data=self.certificate_authority_data,
             insecure_skip_tls_verify=self.insecure_skip_tls_verify,
             token=self.token.get_secret_value() if self.token else None,
             client_certificate_data=self.client_certificate_data,
             client_key_data=self.client_key_data.get_secret_value() if self.client_key_data else None,
-            context=context, namespace=self.namespace)
+            context=context,
+            namespace=self.namespace,
+        )
         with kubeconfig.kubeconfig_access(data, base_env=base_env, context=context) as access:
             yield access

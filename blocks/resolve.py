@@ -38,8 +38,9 @@ if TYPE_CHECKING:
     from blocks.gcp import GcpClusterCredentials
     from blocks.kubeconfig import KubeconfigCredentials
 
-    ClusterCredentials = (GcpClusterCredentials | AwsClusterCredentials | AzureClusterCredentials
-                          | KubeconfigCredentials)
+    ClusterCredentials = (
+        GcpClusterCredentials | AwsClusterCredentials | AzureClusterCredentials | KubeconfigCredentials
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,8 +69,12 @@ def block_types() -> dict[str, type[ClusterCredentials]]:
     from blocks.gcp import GcpClusterCredentials
     from blocks.kubeconfig import KubeconfigCredentials
 
-    return {"gcloud": GcpClusterCredentials, "aws": AwsClusterCredentials, "azure": AzureClusterCredentials,
-            "kubeconfig": KubeconfigCredentials}
+    return {
+        "gcloud": GcpClusterCredentials,
+        "aws": AwsClusterCredentials,
+        "azure": AzureClusterCredentials,
+        "kubeconfig": KubeconfigCredentials,
+    }
 
 
 def load_block(provider: str, name: str) -> ClusterCredentials:
@@ -77,15 +82,19 @@ def load_block(provider: str, name: str) -> ClusterCredentials:
     types = block_types()
     block_type = types.get(provider)
     if block_type is None:
-        raise CredentialsError(f"no hubploy credentials block serves provider {provider!r}",
-                               hint=f"the block types are for: {', '.join(types)}")
+        raise CredentialsError(
+            f"no hubploy credentials block serves provider {provider!r}",
+            hint=f"the block types are for: {', '.join(types)}",
+        )
     try:
         # load is sync here (called outside any event loop): the block, never a coroutine
         return block_type.load(name)  # type: ignore[return-value]
     except ValueError as exc:
-        raise CredentialsError(f"cannot load {block_type.get_block_type_name()} block {name!r}: {exc}",
-                               hint=f"create it in the Prefect UI, or with {block_type.__name__}(...)"
-                                    f".save({name!r}); `prefect block ls` lists the saved blocks") from None
+        raise CredentialsError(
+            f"cannot load {block_type.get_block_type_name()} block {name!r}: {exc}",
+            hint=f"create it in the Prefect UI, or with {block_type.__name__}(...)"
+            f".save({name!r}); `prefect block ls` lists the saved blocks",
+        ) from None
 
 
 @contextlib.contextmanager
@@ -135,15 +144,17 @@ def credentials_from_docker_block(block_name: str, host: str) -> RegistryCredent
     except ValueError as exc:
         raise CredentialsError(
             f"cannot load the DockerRegistryCredentials block {block_name!r}: {exc}",
-            hint="create it in the Prefect UI or with DockerRegistryCredentials(...).save()") from None
+            hint="create it in the Prefect UI or with DockerRegistryCredentials(...).save()",
+        ) from None
     block_host = re.sub(r"^https?://", "", block.registry_url).rstrip("/")
     if block_host != host:
         raise CredentialsError(f"block {block_name!r} holds credentials for {block_host}, not for {host}")
     return RegistryCredentials(host, block.username, block.password.get_secret_value())
 
 
-def credentials_from_cloud_block(settings: GcloudRegistry | AwsRegistry | AzureRegistry, host: str,
-                                 base_env: Mapping[str, str]) -> RegistryCredentials:
+def credentials_from_cloud_block(
+    settings: GcloudRegistry | AwsRegistry | AzureRegistry, host: str, base_env: Mapping[str, str]
+) -> RegistryCredentials:
     """A registry login with the identity of the per-cloud credentials block that ``settings`` name,
     in private config dirs (hubploy.cloud)."""
     from blocks.aws import AwsClusterCredentials
@@ -160,14 +171,23 @@ def credentials_from_cloud_block(settings: GcloudRegistry | AwsRegistry | AzureR
                 return fetch_credentials(gcloud_login(Path(env["CLOUDSDK_CONFIG"])), host, base_env=env)
         case AwsRegistry(account_id=account_id, region=region), AwsClusterCredentials():
             secret = block.aws_secret_access_key.get_secret_value() if block.aws_secret_access_key else None
-            with aws.aws_env(region=region, access_key_id=block.aws_access_key_id, secret_access_key=secret,
-                             role_arn=block.role_arn, session_name="hubploy-registry-auth",
-                             base_env=base_env) as env:
+            with aws.aws_env(
+                region=region,
+                access_key_id=block.aws_access_key_id,
+                secret_access_key=secret,
+                role_arn=block.role_arn,
+                session_name="hubploy-registry-auth",
+                base_env=base_env,
+            ) as env:
                 command = aws_login(Path(env["AWS_SHARED_CREDENTIALS_FILE"]).parent, account_id, region)
                 return fetch_credentials(command, base_env=env)
         case AzureRegistry(registry=name), AzureClusterCredentials():
-            with azure.az_env(client_id=block.client_id, tenant_id=block.tenant_id,
-                              client_secret=block.client_secret.get_secret_value(),
-                              subscription_id=block.subscription_id, base_env=base_env) as env:
+            with azure.az_env(
+                client_id=block.client_id,
+                tenant_id=block.tenant_id,
+                client_secret=block.client_secret.get_secret_value(),
+                subscription_id=block.subscription_id,
+                base_env=base_env,
+            ) as env:
                 return fetch_credentials(azure_login(name, env), base_env=env)
     raise CredentialsError(f"a {type(block).__name__} block gives no {settings.provider} registry login")

@@ -8,6 +8,8 @@ is set here when that is asked for, unless configured otherwise."""
 import logging as _logging
 import os as _os
 
-if ("hubploy" in _os.environ.get("PREFECT_LOGGING_EXTRA_LOGGERS", "").replace(" ", "").split(",")
-        and _logging.getLogger("hubploy").level == _logging.NOTSET):
+if (
+    "hubploy" in _os.environ.get("PREFECT_LOGGING_EXTRA_LOGGERS", "").replace(" ", "").split(",")
+    and _logging.getLogger("hubploy").level == _logging.NOTSET
+):
     _logging.getLogger("hubploy").setLevel(_logging.INFO)

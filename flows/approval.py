@@ -98,13 +98,21 @@ class Decision(str, enum.Enum):  # noqa: UP042 (a StrEnum member's str() is its 
 class Approval(RunInput):
     """The form shown in the Prefect UI ("Resume") and filled by `hubploy approve`."""
 
-    decision: Decision = Field(Decision.reject, description=(
-        "approve: promote this commit to prod. reject (the default): stop here; prod stays untouched."))
-    sha: str = Field("", description="The commit you decide on, as shown above (filled in). A decision that "
-                                     "names another commit is refused.")
+    decision: Decision = Field(
+        Decision.reject,
+        description=(
+            "approve: promote this commit to prod. reject (the default): stop here; prod stays untouched."
+        ),
+    )
+    sha: str = Field(
+        "",
+        description="The commit you decide on, as shown above (filled in). A decision that "
+        "names another commit is refused.",
+    )
     reason: str = Field("", description="Why (recorded in the audit trail).")
-    approver: str = Field("", description="Your name or email (the open-source Prefect server records no "
-                                          "user).")
+    approver: str = Field(
+        "", description="Your name or email (the open-source Prefect server records no user)."
+    )
 
     @property
     def who(self) -> str:
@@ -115,13 +123,15 @@ class Approval(RunInput):
     def for_commit(cls, sha: str) -> type[Approval]:
         """The form filled in with ``sha`` (``with_initial_data`` would drop the field's description)."""
         field = cls.model_fields["sha"]
-        form: type[Approval] = create_model(cls.__name__, __base__=cls,
-                                            sha=(str, Field(sha, description=field.description)))
+        form: type[Approval] = create_model(
+            cls.__name__, __base__=cls, sha=(str, Field(sha, description=field.description))
+        )
         return form
 
 
-def refusal(approval: Approval, sha: str, *, approvers: Approvers, settings: RepoSettings,
-            env: str = "prod") -> str | None:
+def refusal(
+    approval: Approval, sha: str, *, approvers: Approvers, settings: RepoSettings, env: str = "prod"
+) -> str | None:
     """Why ``approval`` does not decide the promotion of ``sha`` to ``env``, or None when it does: it
     names another commit, its approver is not among ``approvers``, or it approves during a freeze
     window of ``settings``."""
@@ -146,8 +156,9 @@ def hot_window() -> timedelta:
     try:
         return timedelta(seconds=max(0.0, float(raw)))
     except (ValueError, OverflowError):
-        get_run_logger().warning("%s=%r is not a number of seconds; using %s", HOT_WINDOW_ENV, raw,
-                                 HOT_WINDOW)
+        get_run_logger().warning(
+            "%s=%r is not a number of seconds; using %s", HOT_WINDOW_ENV, raw, HOT_WINDOW
+        )
         return HOT_WINDOW
 
 
@@ -157,8 +168,9 @@ def wait_for_approval(description: str, *, sha: str, timeout: timedelta, key: st
     form = Approval.for_commit(sha).with_initial_data(description=description)
     if current_deployment_id():
         backstop = timeout + BACKSTOP_MARGIN if watched else timeout
-        return suspend_with_hot_window(form, timeout=int(backstop.total_seconds()), key=key,
-                                       window=min(hot_window(), backstop))
+        return suspend_with_hot_window(
+            form, timeout=int(backstop.total_seconds()), key=key, window=min(hot_window(), backstop)
+        )
     return pause_flow_run(wait_for_input=form, timeout=int(timeout.total_seconds()), key=key, poll_interval=2)
 
 
@@ -180,22 +192,34 @@ def record_approval(sha: str, approval: Approval, round_number: int, refused: st
     """The audit record of one decision: what was decided, by whom (the name that was checked), and
     whether it counted; its summary (the description) is the verdict `hubploy approve` reads back."""
     create_markdown_artifact(
-        key=AUDIT_KEY, description=f"{approval.decision.value} of {sha[:12]} by {approval.who}: "
-                                   f"{outcome(refused)}",
-        markdown="\n".join([
-            (f"**{approval.decision.value}** of `{sha}` by {approval.who} (round {round_number}): "
-             f"{outcome(refused)}"),
-            "",
-            "| decision | commit named | approver | reason | outcome |", "|---|---|---|---|---|",
-            (f"| {approval.decision.value} | `{approval.sha.strip() or '–'}` | {approval.who} | "
-             f"{approval.reason or '–'} | {outcome(refused)} |")]))
+        key=AUDIT_KEY,
+        description=f"{approval.decision.value} of {sha[:12]} by {approval.who}: {outcome(refused)}",
+        markdown="\n".join(
+            [
+                (
+                    f"**{approval.decision.value}** of `{sha}` by {approval.who} (round {round_number}): "
+                    f"{outcome(refused)}"
+                ),
+                "",
+                "| decision | commit named | approver | reason | outcome |",
+                "|---|---|---|---|---|",
+                (
+                    f"| {approval.decision.value} | `{approval.sha.strip() or '–'}` | {approval.who} | "
+                    f"{approval.reason or '–'} | {outcome(refused)} |"
+                ),
+            ]
+        ),
+    )
 
 
 def recorded_verdicts(run_id: UUID) -> list[str]:
     """The verdicts on the decisions submitted to run ``run_id`` so far, oldest first."""
     with get_client(sync_client=True) as client:
-        records = client.read_artifacts(artifact_filter=ArtifactFilter(
-            key=ArtifactFilterKey(any_=[AUDIT_KEY]), flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
+        records = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=[AUDIT_KEY]), flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])
+            )
+        )
     return [a.description or "" for a in sorted(records, key=lambda a: a.created or EPOCH)]
 
 
@@ -206,12 +230,17 @@ def schedule_timeout_watch(run_id: str, key: str, hours: float) -> bool:
         return False
     deadline = datetime.now(UTC) + timedelta(hours=hours)
     try:
-        run_deployment(TIMEOUT_DEPLOYMENT,
-                       parameters={"flow_run_id": run_id, "pause_key": key, "hours": hours},
-                       scheduled_time=deadline, timeout=0, as_subflow=False)
+        run_deployment(
+            TIMEOUT_DEPLOYMENT,
+            parameters={"flow_run_id": run_id, "pause_key": key, "hours": hours},
+            scheduled_time=deadline,
+            timeout=0,
+            as_subflow=False,
+        )
     except ObjectNotFound as exc:
-        get_run_logger().warning("approval timeout watch not scheduled (%s); Prefect's pause timeout applies",
-                                 exc)
+        get_run_logger().warning(
+            "approval timeout watch not scheduled (%s); Prefect's pause timeout applies", exc
+        )
         return False
     return True
 
@@ -226,8 +255,10 @@ def supersede_waiting_runs(run_id: str, repo_url: str, sha: str) -> list[str]:
     with get_client(sync_client=True) as client:
         waiting = client.read_flow_runs(
             flow_run_filter=FlowRunFilter(
-                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=WAITING))),
-            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[UUID(deployment_id)])))
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=WAITING))
+            ),
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[UUID(deployment_id)])),
+        )
         me = client.read_flow_run(UUID(run_id))
         for other in waiting:
             if str(other.id) == run_id or other.parameters.get("repo_url") != repo_url:

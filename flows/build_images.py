@@ -62,8 +62,16 @@ def _credentials(hubs: list[Hub], source: BlockCredentials) -> dict[str, Registr
     return found
 
 
-def _plan(hub: Hub, spec: ImageSpec, repo_path: str, creds: RegistryCredentials | None, *,
-          check_registry: bool, rebuild: bool, no_cache: bool) -> _Job:
+def _plan(
+    hub: Hub,
+    spec: ImageSpec,
+    repo_path: str,
+    creds: RegistryCredentials | None,
+    *,
+    check_registry: bool,
+    rebuild: bool,
+    no_cache: bool,
+) -> _Job:
     tag = image_tag(repo_path, hub.name, spec)
     row = ImageRow(hub.name, spec.name, tag, tag, "skipped", "")
     if spec.path is None:
@@ -83,13 +91,15 @@ def _plan(hub: Hub, spec: ImageSpec, repo_path: str, creds: RegistryCredentials 
     return _Job(row, spec, no_cache or rebuild)
 
 
-def _submit(job: _Job, backend: BuildBackend, repo_path: str, auth: AuthFiles | None,
-            push: bool) -> tuple[PrefectFuture, PrefectFuture | None]:
+def _submit(
+    job: _Job, backend: BuildBackend, repo_path: str, auth: AuthFiles | None, push: bool
+) -> tuple[PrefectFuture, PrefectFuture | None]:
     built = build_image.submit(backend, repo_path, job.spec, job.row.tag, auth, job.no_cache)
     if not push:
         return built, None
-    return built, push_image.submit(backend, f"{job.spec.name}:{job.row.tag}", auth, wait_for=[built],
-                                    return_state=False)
+    return built, push_image.submit(
+        backend, f"{job.spec.name}:{job.row.tag}", auth, wait_for=[built], return_state=False
+    )
 
 
 def _finish(job: _Job, built: PrefectFuture, pushed: PrefectFuture | None) -> None:
@@ -108,8 +118,9 @@ def _finish(job: _Job, built: PrefectFuture, pushed: PrefectFuture | None) -> No
         job.row.digest = str(digest)
 
 
-def _run_limited(jobs: list[_Job], limit: int, backend: BuildBackend, repo_path: str, auth: AuthFiles | None,
-                 push: bool) -> None:
+def _run_limited(
+    jobs: list[_Job], limit: int, backend: BuildBackend, repo_path: str, auth: AuthFiles | None, push: bool
+) -> None:
     """Submit build(+push) pipelines, at most ``limit`` in flight."""
     pending: dict[concurrent.futures.Future, tuple[_Job, PrefectFuture, PrefectFuture | None]] = {}
     for job in jobs:
@@ -130,9 +141,16 @@ def _markdown(rows: list[ImageRow]) -> str:
 
 
 @flow(name="build-images", log_prints=True)
-def build_images(hubs: list[str] | None = None, repo_path: str = ".", push: bool = True,
-                 check_registry: bool = True, no_cache: bool = False, max_concurrency: int = 2,
-                 rebuild: bool = False, raise_on_failure: bool = True) -> list[dict[str, Any]]:
+def build_images(
+    hubs: list[str] | None = None,
+    repo_path: str = ".",
+    push: bool = True,
+    check_registry: bool = True,
+    no_cache: bool = False,
+    max_concurrency: int = 2,
+    rebuild: bool = False,
+    raise_on_failure: bool = True,
+) -> list[dict[str, Any]]:
     if max_concurrency < 1:
         raise HubployError(f"max_concurrency must be at least 1, not {max_concurrency}")
     logger = get_run_logger()
@@ -142,18 +160,35 @@ def build_images(hubs: list[str] | None = None, repo_path: str = ".", push: bool
     logins = _credentials(loaded, credentials(repo, child_env()))
     backend = select_backend()
     with auth_files(logins.values()) as auth:
-        jobs = [_plan(hub, spec, str(repo.root), logins.get(split_repository(spec.name)[0]),
-                      check_registry=check_registry, rebuild=rebuild, no_cache=no_cache)
-                for hub in loaded for spec in hub.images]
+        jobs = [
+            _plan(
+                hub,
+                spec,
+                str(repo.root),
+                logins.get(split_repository(spec.name)[0]),
+                check_registry=check_registry,
+                rebuild=rebuild,
+                no_cache=no_cache,
+            )
+            for hub in loaded
+            for spec in hub.images
+        ]
         for job in jobs:
-            logger.info("%s:%s %s: %s", job.row.image, job.row.tag,
-                        "building" if job.row.result == "built" else "skipped", job.row.reason)
-        _run_limited([j for j in jobs if j.row.result == "built"], max_concurrency, backend, str(repo.root),
-                     auth, push)
+            logger.info(
+                "%s:%s %s: %s",
+                job.row.image,
+                job.row.tag,
+                "building" if job.row.result == "built" else "skipped",
+                job.row.reason,
+            )
+        _run_limited(
+            [j for j in jobs if j.row.result == "built"], max_concurrency, backend, str(repo.root), auth, push
+        )
     rows = [job.row for job in jobs]
     create_table_artifact(key=ARTIFACT_KEY, table=[asdict(r) for r in rows], description=_markdown(rows))
     failed = [r for r in rows if r.result == "failed"]
     if failed and raise_on_failure:
-        raise HubployError(f"{len(failed)} image(s) failed: " + "; ".join(f"{r.image}:{r.tag}: {r.reason}"
-                                                                         for r in failed))
+        raise HubployError(
+            f"{len(failed)} image(s) failed: " + "; ".join(f"{r.image}:{r.tag}: {r.reason}" for r in failed)
+        )
     return [asdict(r) for r in rows]

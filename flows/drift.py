@@ -16,8 +16,13 @@ from hubploy.layout import load_repo
 def _report(drifts: list[Drift]) -> str:
     lines = ["| release | state | values changed |", "|---|---|---|"]
     for d in drifts:
-        state = ("not installed" if not d.installed
-                 else "drifted" if d.manifest_diff or d.values_changed else "in sync")
+        state = (
+            "not installed"
+            if not d.installed
+            else "drifted"
+            if d.manifest_diff or d.values_changed
+            else "in sync"
+        )
         lines.append(f"| {d.release} | {state} | {', '.join(d.values_changed) or '–'} |")
     for d in drifts:
         if d.manifest_diff:
@@ -26,8 +31,9 @@ def _report(drifts: list[Drift]) -> str:
 
 
 @flow(name="hubploy-drift-check", log_prints=True)
-def drift_check(repo_url: str, envs: list[str] | None = None, staging_branch: str = "staging",
-                prod_branch: str = "prod") -> State:
+def drift_check(
+    repo_url: str, envs: list[str] | None = None, staging_branch: str = "staging", prod_branch: str = "prod"
+) -> State:
     """Check the releases of ``envs`` (default staging and prod) against their branch heads."""
     branches = {"staging": staging_branch, "prod": prod_branch}
     drifts: list[Drift] = []
@@ -43,9 +49,12 @@ def drift_check(repo_url: str, envs: list[str] | None = None, staging_branch: st
     create_markdown_artifact(key="drift", markdown=_report(drifts), description="drift check")
     drifted = [d.release for d in drifts if d.manifest_diff or d.values_changed]
     if drifted:
-        return Failed(name="Drifted",
-                      message=f"{len(drifted)} release(s) differ from the repo: {', '.join(drifted)}")
+        return Failed(
+            name="Drifted", message=f"{len(drifted)} release(s) differ from the repo: {', '.join(drifted)}"
+        )
     installed = [d for d in drifts if d.installed]
     missing = [d.release for d in drifts if not d.installed]
-    return Completed(message=f"{len(installed)} release(s) match the repo"
-                             + (f"; not installed: {', '.join(missing)}" if missing else ""))
+    return Completed(
+        message=f"{len(installed)} release(s) match the repo"
+        + (f"; not installed: {', '.join(missing)}" if missing else "")
+    )

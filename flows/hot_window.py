@@ -70,8 +70,9 @@ def suspend_with_hot_window(wait_for_input: type[R], *, timeout: int, key: str, 
 
 
 def _is_own_suspension(state: State | None, key: str) -> TypeGuard[State]:
-    return bool(state and state.is_paused() and state.name == "Suspended"
-                and state.state_details.pause_key == key)
+    return bool(
+        state and state.is_paused() and state.name == "Suspended" and state.state_details.pause_key == key
+    )
 
 
 def _continue_if_resumed(wait_for_input: type[R], suspended: State, window: timedelta) -> R | None:
@@ -84,37 +85,48 @@ def _continue_if_resumed(wait_for_input: type[R], suspended: State, window: time
     # The engine cancels the flow when a renewal fails; suspending revoked the lease, so the next renewal
     # (at most 225 s later) would end the run `Crashed` while it waits.
     if lease and not stop_lease_renewal(lease):
-        logger.warning("approval hot window unavailable: this Prefect version renews lease %s in a way "
-                       "hubploy cannot stop; the process exits and a resume restarts the run", lease)
+        logger.warning(
+            "approval hot window unavailable: this Prefect version renews lease %s in a way "
+            "hubploy cannot stop; the process exits and a resume restarts the run",
+            lease,
+        )
         return None
-    logger.info("waiting for approval in flow-run process %s for up to %.0f s (hot window); after that the "
-                "process exits and a resume restarts the run through the worker", os.getpid(),
-                window.total_seconds())
+    logger.info(
+        "waiting for approval in flow-run process %s for up to %.0f s (hot window); after that the "
+        "process exits and a resume restarts the run through the worker",
+        os.getpid(),
+        window.total_seconds(),
+    )
     with get_client(sync_client=True) as client:
         state = _await_change(client, run_id, suspended, window)
         if state is None:
             logger.info("no decision within the hot window: the process exits, the run stays suspended")
             return None
         if not state.is_scheduled():
-            logger.info("the run left the approval as %s (%s): the process exits", state.name,
-                        state.message or "")
+            logger.info(
+                "the run left the approval as %s (%s): the process exits", state.name, state.message or ""
+            )
             return None
         claimed = _claim(client, run_id)
         if claimed is None:
-            logger.info("the resumed run went to the worker (it claimed the run first, or the deployment's "
-                        "concurrency limit is reached): this process exits")
+            logger.info(
+                "the resumed run went to the worker (it claimed the run first, or the deployment's "
+                "concurrency limit is reached): this process exits"
+            )
             return None
     detach_suspension_request(context)  # it runs again here: no later task call may exit the process
     if lease := claimed.state_details.deployment_concurrency_lease_id:
-        _claimed_leases.enter_context(maintain_concurrency_lease(lease, ENGINE_LEASE_SECONDS,
-                                                                 suppress_warnings=True))
+        _claimed_leases.enter_context(
+            maintain_concurrency_lease(lease, ENGINE_LEASE_SECONDS, suppress_warnings=True)
+        )
     logger.info("resumed within the hot window: continuing in flow-run process %s", os.getpid())
     # load is sync here (no event loop in a flow-run process): the instance, never a coroutine
     return wait_for_input.load(keyset_from_paused_state(suspended))  # type: ignore[return-value]
 
 
-def _await_change(client: SyncPrefectClient, run_id: UUID, suspended: State,
-                  window: timedelta) -> State | None:
+def _await_change(
+    client: SyncPrefectClient, run_id: UUID, suspended: State, window: timedelta
+) -> State | None:
     """Poll the run until its state is no longer ``suspended``; that new state, or None at the end of
     the window (or when the server cannot be read: the run is safe in its suspended state)."""
     deadline = time.monotonic() + window.total_seconds()

@@ -85,8 +85,11 @@ def failure_state(report: RolloutReport, name: str, what: str) -> State | None:
     listing the hubs whose deploy failed; None when all succeeded (a held hub is no failure)."""
     if report.staged:
         return wave_failed(report)
-    failed = {h.hub: h.message for h in report.hubs.values()
-              if not h.outcome.ok and h.outcome is not HubOutcome.held}
+    failed = {
+        h.hub: h.message
+        for h in report.hubs.values()
+        if not h.outcome.ok and h.outcome is not HubOutcome.held
+    }
     if not failed:
         return None
     return Failed(name=name, message=f"{what}: " + "; ".join(f"{h}: {m}" for h, m in failed.items()))
@@ -117,40 +120,63 @@ def counted_approval(approvers: list[str], approval: Approval, required: int) ->
     not count."""
     name = approval.approver.strip()
     if required > 1 and not name:
-        return approvers, (f"an approval without a name does not count: {required} distinct approvers "
-                           "are needed")
+        return approvers, (
+            f"an approval without a name does not count: {required} distinct approvers are needed"
+        )
     if name.casefold() in {a.casefold() for a in approvers}:
         return approvers, f"{name} already approved; another approver is needed"
     approvers = [*approvers, name or "unknown"]
     if len(approvers) < required:
-        return approvers, (f"{len(approvers)} of {required} approvals (by {', '.join(approvers)}); "
-                           "waiting for another approver")
+        return approvers, (
+            f"{len(approvers)} of {required} approvals (by {', '.join(approvers)}); "
+            "waiting for another approver"
+        )
     return approvers, ""
 
 
-def describe(sha: str, change: ChangeSet, staging: dict[str, Any], diffs: dict[str, str], *,
-             timeout_hours: float, note: str = "", waves: RolloutReport | None = None) -> str:
+def describe(
+    sha: str,
+    change: ChangeSet,
+    staging: dict[str, Any],
+    diffs: dict[str, str],
+    *,
+    timeout_hours: float,
+    note: str = "",
+    waves: RolloutReport | None = None,
+) -> str:
     """The markdown above the approval form: its sections in order, each a list of lines (with
     ``waves``: the waves staging ran in)."""
-    sections = [_heading(sha, timeout_hours, note), _staging_table(staging), _staging_waves(waves),
-                _commit_list(sha, change), _prod_changes(diffs)]
+    sections = [
+        _heading(sha, timeout_hours, note),
+        _staging_table(staging),
+        _staging_waves(waves),
+        _commit_list(sha, change),
+        _prod_changes(diffs),
+    ]
     return "\n\n".join("\n".join(lines) for lines in sections if lines)
 
 
 def _heading(sha: str, timeout_hours: float, note: str) -> list[str]:
     lines = [f"> **{note}**", ""] if note else []
-    return lines + [f"## Promote `{sha[:12]}` to prod?", "",
-                    (f"Staging is deployed and healthy. Choose **approve** or **reject** (the default) "
-                     f"below; the form is for commit `{sha}` only. Without a decision within "
-                     f"{timeout_hours:g} h the run is cancelled and prod stays untouched.")]
+    return lines + [
+        f"## Promote `{sha[:12]}` to prod?",
+        "",
+        (
+            f"Staging is deployed and healthy. Choose **approve** or **reject** (the default) "
+            f"below; the form is for commit `{sha}` only. Without a decision within "
+            f"{timeout_hours:g} h the run is cancelled and prod stays untouched."
+        ),
+    ]
 
 
 def _staging_table(staging: dict[str, Any]) -> list[str]:
     lines = ["| hub | staging | revision | JupyterHub | images |", "|---|---|---|---|---|"]
     for hub, result in staging.items():
         images = ", ".join(f"`{i['name']}:{i['tag']}`" for i in result.get("images", [])) or "–"
-        lines.append(f"| {hub} | {result.get('result')} | {result.get('revision_after')} | "
-                     f"{result.get('hub_version') or '–'} | {images} |")
+        lines.append(
+            f"| {hub} | {result.get('result')} | {result.get('revision_after')} | "
+            f"{result.get('hub_version') or '–'} | {images} |"
+        )
     return lines
 
 
@@ -174,8 +200,9 @@ def _prod_changes(diffs: dict[str, str]) -> list[str]:
     return lines
 
 
-def github_reporter(block: str | None, repo_full_name: str | None, sha: str,
-                    api_url: str = DEFAULT_API_URL) -> Callable[[str, str], None]:
+def github_reporter(
+    block: str | None, repo_full_name: str | None, sha: str, api_url: str = DEFAULT_API_URL
+) -> Callable[[str, str], None]:
     """report(state, description): a `hubploy/lifecycle` commit status, when GitHub is configured.
     A failure to report is logged, never fatal to the deploy."""
 
@@ -183,8 +210,15 @@ def github_reporter(block: str | None, repo_full_name: str | None, sha: str,
         if not (block and repo_full_name):
             return
         try:
-            report_status(block, repo_full_name, sha, state, CONTEXT, description,  # type: ignore[arg-type]
-                          api_url=api_url)
+            report_status(
+                block,
+                repo_full_name,
+                sha,
+                state,  # type: ignore[arg-type]
+                CONTEXT,
+                description,
+                api_url=api_url,
+            )
         except HubployError as exc:
             get_run_logger().warning("could not report to GitHub: %s", exc)
 
@@ -192,9 +226,16 @@ def github_reporter(block: str | None, repo_full_name: str | None, sha: str,
 
 
 @flow(name="hubploy-lifecycle", persist_result=True, log_prints=True)
-def lifecycle(sha: str, repo_url: str, before: str | None = None, trigger: str = "manual",
-              approval_timeout_hours: float | None = None, repo_full_name: str | None = None,
-              github_credentials_block: str | None = None, github_api_url: str = DEFAULT_API_URL) -> State:
+def lifecycle(
+    sha: str,
+    repo_url: str,
+    before: str | None = None,
+    trigger: str = "manual",
+    approval_timeout_hours: float | None = None,
+    repo_full_name: str | None = None,
+    github_credentials_block: str | None = None,
+    github_api_url: str = DEFAULT_API_URL,
+) -> State:
     """Take one staging commit of the deployment repository at ``repo_url`` through to prod.
     ``github_api_url``: the REST base (GitHub Enterprise: https://HOST/api/v3)."""
     report = github_reporter(github_credentials_block, repo_full_name, sha, github_api_url)
@@ -208,8 +249,14 @@ def lifecycle(sha: str, repo_url: str, before: str | None = None, trigger: str =
     return state
 
 
-def _lifecycle(sha: str, repo_url: str, before: str | None, trigger: str,
-               approval_timeout_hours: float | None, report: Callable[[str, str], None]) -> State:
+def _lifecycle(
+    sha: str,
+    repo_url: str,
+    before: str | None,
+    trigger: str,
+    approval_timeout_hours: float | None,
+    report: Callable[[str, str], None],
+) -> State:
     logger = get_run_logger()
     run_id = _run_id()
     report("pending", "planning, building and deploying staging")
@@ -240,13 +287,18 @@ def _lifecycle(sha: str, repo_url: str, before: str | None, trigger: str,
     for round_number in range(1, MAX_APPROVAL_ROUNDS + 1):
         key = f"approval-{round_number}"
         watched = schedule_timeout_watch(run_id, key, timeout_hours)
-        tell(settings, Notice.approval_waiting, f"{sha[:12]} waits for approval to reach prod "
-                                                f"({', '.join(hubs)}). {note}".strip())
+        tell(
+            settings,
+            Notice.approval_waiting,
+            f"{sha[:12]} waits for approval to reach prod ({', '.join(hubs)}). {note}".strip(),
+        )
         records = {hub: dict(h.record) for hub, h in staging.hubs.items()}
-        description = describe(sha, change, records, diffs, timeout_hours=timeout_hours, note=note,
-                               waves=staging)
-        approval = wait_for_approval(description, sha=sha, timeout=timedelta(hours=timeout_hours), key=key,
-                                     watched=watched)
+        description = describe(
+            sha, change, records, diffs, timeout_hours=timeout_hours, note=note, waves=staging
+        )
+        approval = wait_for_approval(
+            description, sha=sha, timeout=timedelta(hours=timeout_hours), key=key, watched=watched
+        )
         refused = refusal(approval, sha, approvers=allowed, settings=settings)
         record_approval(sha, approval, round_number, refused)
         if refused is not None:
@@ -254,31 +306,39 @@ def _lifecycle(sha: str, repo_url: str, before: str | None, trigger: str,
             logger.warning("%s", note)
             continue
         if approval.decision is not Decision.approve:
-            return Cancelled(name="Rejected",
-                             message=f"rejected by {approval.who}: "
-                                     f"{approval.reason or 'no reason given'}; prod untouched")
+            return Cancelled(
+                name="Rejected",
+                message=f"rejected by {approval.who}: {approval.reason or 'no reason given'}; prod untouched",
+            )
         approvers, note = counted_approval(approvers, approval, required)
         if not note:
             break
         logger.info("%s", note)
     else:
-        return Cancelled(name="ApprovalRefused",
-                         message=f"{note} Gave up after {MAX_APPROVAL_ROUNDS} rounds; prod untouched")
+        return Cancelled(
+            name="ApprovalRefused",
+            message=f"{note} Gave up after {MAX_APPROVAL_ROUNDS} rounds; prod untouched",
+        )
     approved_by = ", ".join(approvers)
     with concurrency(lock, occupy=1):
         superseded = superseded_note(run_id)
         if superseded is not None:
-            message = (f"the approval by {approved_by} arrived after this run was superseded "
-                       f"({superseded}): refused; prod untouched")
+            message = (
+                f"the approval by {approved_by} arrived after this run was superseded "
+                f"({superseded}): refused; prod untouched"
+            )
             logger.warning("%s", message)
             return Cancelled(name="Superseded", message=message)
         logger.info("approved by %s: %s", approved_by, approval.reason or "no reason given")
-        message = (f"Promote {sha[:12]} to {settings.prod_branch}\n\nApproved by {approved_by}: "
-                   f"{approval.reason or 'no reason given'}\nhubploy lifecycle run {run_id}")
+        message = (
+            f"Promote {sha[:12]} to {settings.prod_branch}\n\nApproved by {approved_by}: "
+            f"{approval.reason or 'no reason given'}\nhubploy lifecycle run {run_id}"
+        )
         promotion = promote_commit(repo_url, sha, message, settings.staging_branch, settings.prod_branch)
         prod = deploy_all(tree, hubs, "prod", trigger=f"lifecycle {run_id} promotion of {sha[:12]}")
     failed = failure_state(prod, "ProdFailed", "prod deploy failed and was rolled back")
     if failed:
         return notice_of_failure(settings, failed)
-    return Completed(message=f"prod runs {sha[:12]} (merge {promotion.prod_after[:12]}) for "
-                             f"{', '.join(hubs)}")
+    return Completed(
+        message=f"prod runs {sha[:12]} (merge {promotion.prod_after[:12]}) for {', '.join(hubs)}"
+    )

@@ -20,8 +20,11 @@ from prefect.context import FlowRunContext
 
 from hubploy.config.repo_settings import Notice, RepoSettings
 
-SUBJECTS = {Notice.approval_waiting: "approval waiting", Notice.run_failed: "run failed",
-            Notice.wave_failed: "wave stopped the line"}
+SUBJECTS = {
+    Notice.approval_waiting: "approval waiting",
+    Notice.run_failed: "run failed",
+    Notice.wave_failed: "wave stopped the line",
+}
 
 
 def run_link() -> str:
@@ -46,8 +49,9 @@ def notify(settings: RepoSettings, notice: Notice, text: str) -> list[str]:
             # async_dispatch: in this sync context notify runs synchronously, returning None
             block.notify(body, subject=subject)  # type: ignore[unused-coroutine]
         except Exception as exc:  # noqa: BLE001 - a notice never fails the run; say why it was not sent
-            logger.warning("notice %s not sent through %s: %s: %s", notice.value, name, type(exc).__name__,
-                           exc)
+            logger.warning(
+                "notice %s not sent through %s: %s: %s", notice.value, name, type(exc).__name__, exc
+            )
             continue
         sent.append(name)
     return sent

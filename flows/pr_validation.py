@@ -29,19 +29,28 @@ class _GitHub:
     """Commit statuses and the PR comment for one PR head, when a GitHubCredentials block is named. A
     failure to report is logged, never fatal to the validation."""
 
-    def __init__(self, block: str | None, repo_full_name: str | None, sha: str, pr_number: int | None,
-                 api_url: str) -> None:
+    def __init__(
+        self, block: str | None, repo_full_name: str | None, sha: str, pr_number: int | None, api_url: str
+    ) -> None:
         self.block = block if repo_full_name else None
         self.repo, self.sha, self.pr_number, self.api_url = repo_full_name or "", sha, pr_number, api_url
 
     def status(self, state: str, description: str) -> None:
-        self._safely(report_status, self.block, self.repo, self.sha, state, CONTEXT, description,
-                     api_url=self.api_url)
+        self._safely(
+            report_status, self.block, self.repo, self.sha, state, CONTEXT, description, api_url=self.api_url
+        )
 
     def comment(self, body: str) -> None:
         if self.pr_number is not None:
-            self._safely(upsert_pr_comment, self.block, self.repo, self.pr_number, body, marker=MARKER,
-                         api_url=self.api_url)
+            self._safely(
+                upsert_pr_comment,
+                self.block,
+                self.repo,
+                self.pr_number,
+                body,
+                marker=MARKER,
+                api_url=self.api_url,
+            )
 
     @staticmethod
     def _safely(call: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
@@ -52,8 +61,9 @@ class _GitHub:
 
 
 def _builds(rows: list[dict[str, Any]]) -> tuple[ImageBuild, ...]:
-    return tuple(ImageBuild(r["hub"], r["image"], r["tag"], BuildResult(r["result"]), r["reason"])
-                 for r in rows)
+    return tuple(
+        ImageBuild(r["hub"], r["image"], r["tag"], BuildResult(r["result"]), r["reason"]) for r in rows
+    )
 
 
 def _review(sha: str, tree: str, plan: Plan) -> PrReview:
@@ -72,8 +82,9 @@ def _review(sha: str, tree: str, plan: Plan) -> PrReview:
     if unrendered:
         failures.append(f"{unrendered} release(s) do not render")
     try:
-        builds = _builds(build_images(hubs=hubs, repo_path=tree, push=False, check_registry=True,
-                                      raise_on_failure=False))
+        builds = _builds(
+            build_images(hubs=hubs, repo_path=tree, push=False, check_registry=True, raise_on_failure=False)
+        )
     except HubployError as exc:  # e.g. no registry credentials: no image was tried
         return replace(review, releases=releases, failure="; ".join([*failures, f"images not built: {exc}"]))
     failed = sum(b.result is BuildResult.failed for b in builds)
@@ -87,10 +98,16 @@ def _problems(error: ConfigError, tree: str) -> tuple[str, ...]:
 
 
 @flow(name="hubploy-pr-validation", persist_result=True, log_prints=True)
-def pr_validation(sha: str, repo_url: str, base_sha: str | None = None, pr_number: int | None = None,
-                  repo_full_name: str | None = None, trigger: str = "manual",
-                  github_credentials_block: str | None = None,
-                  github_api_url: str = DEFAULT_API_URL) -> State:
+def pr_validation(
+    sha: str,
+    repo_url: str,
+    base_sha: str | None = None,
+    pr_number: int | None = None,
+    repo_full_name: str | None = None,
+    trigger: str = "manual",
+    github_credentials_block: str | None = None,
+    github_api_url: str = DEFAULT_API_URL,
+) -> State:
     """Validate, diff and build (never push) what the PR head ``sha`` changes compared with
     ``base_sha``. ``github_api_url``: the REST base (GitHub Enterprise: https://HOST/api/v3)."""
     github = _GitHub(github_credentials_block, repo_full_name, sha, pr_number, github_api_url)

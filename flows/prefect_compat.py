@@ -42,10 +42,20 @@ from prefect.context import FlowRunContext
 from prefect.exceptions import Pause
 from prefect.utilities.engine import propose_state_sync
 
-__all__ = ["ENGINE_LEASE_SECONDS", "LEASE_THREAD_PREFIX", "TESTED_PREFECT", "CancelledError",
-           "ConcurrencySlotAcquisitionError", "detach_suspension_request", "lease_renewal_stop_event",
-           "maintain_concurrency_lease", "propose_state_sync", "retry_after", "stop_lease_renewal",
-           "suspended_state"]
+__all__ = [
+    "ENGINE_LEASE_SECONDS",
+    "LEASE_THREAD_PREFIX",
+    "TESTED_PREFECT",
+    "CancelledError",
+    "ConcurrencySlotAcquisitionError",
+    "detach_suspension_request",
+    "lease_renewal_stop_event",
+    "maintain_concurrency_lease",
+    "propose_state_sync",
+    "retry_after",
+    "stop_lease_renewal",
+    "suspended_state",
+]
 
 TESTED_PREFECT = ">=3.9.1,<3.10"  # the range in pyproject.toml; the canaries pass with it
 ENGINE_LEASE_SECONDS = 300  # prefect.flow_engine: maintain_concurrency_lease(lease_id, 300, ...)

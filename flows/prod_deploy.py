@@ -13,8 +13,13 @@ from hubploy.layout import load_repo
 
 
 @flow(name="hubploy-prod-deploy", persist_result=True, log_prints=True)
-def prod_deploy(sha: str, repo_url: str, before: str | None = None, trigger: str = "manual",
-                repo_full_name: str | None = None) -> State:
+def prod_deploy(
+    sha: str,
+    repo_url: str,
+    before: str | None = None,
+    trigger: str = "manual",
+    repo_full_name: str | None = None,
+) -> State:
     tree = checkout_commit(repo_url, sha)
     change = plan_commit(tree, sha, before)
     if change.plan.empty:

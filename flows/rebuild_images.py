@@ -43,8 +43,12 @@ from hubploy.layout import HUBS_DIR, load_repo
 from hubploy.rollout import plan_waves
 from hubploy.runner import child_env
 
-BOT_IDENTITY = {"GIT_AUTHOR_NAME": "hubploy image rebuild", "GIT_AUTHOR_EMAIL": "hubploy@localhost",
-                "GIT_COMMITTER_NAME": "hubploy image rebuild", "GIT_COMMITTER_EMAIL": "hubploy@localhost"}
+BOT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "hubploy image rebuild",
+    "GIT_AUTHOR_EMAIL": "hubploy@localhost",
+    "GIT_COMMITTER_NAME": "hubploy image rebuild",
+    "GIT_COMMITTER_EMAIL": "hubploy@localhost",
+}
 
 
 def _git(root: Path, *args: str) -> str:
@@ -63,13 +67,15 @@ def rebuilt_records(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, di
 def require_branch(repo_root: Path, branch: str) -> None:
     current = _git(repo_root, "rev-parse", "--abbrev-ref", "HEAD")
     if current != branch:
-        raise GitError(f"the rebuild records tags on branch {branch!r}, but {repo_root} has {current!r} "
-                       "checked out",
-                       hint=f"run the rebuild in a checkout of {branch}, or give repo_url")
+        raise GitError(
+            f"the rebuild records tags on branch {branch!r}, but {repo_root} has {current!r} checked out",
+            hint=f"run the rebuild in a checkout of {branch}, or give repo_url",
+        )
 
 
-def commit_rebuild_tags(repo_root: Path, records: Mapping[str, Mapping[str, Mapping[str, str]]],
-                        branch: str) -> str | None:
+def commit_rebuild_tags(
+    repo_root: Path, records: Mapping[str, Mapping[str, Mapping[str, str]]], branch: str
+) -> str | None:
     """Write each hub's image-tags.yaml and commit them on ``branch`` (checked out); the new SHA or
     None when nothing changed."""
     require_branch(repo_root, branch)
@@ -102,8 +108,11 @@ def branch_clone(repo_url: str, branch: str | None) -> Iterator[tuple[Path, str]
         root = tmp / "repo"
         _git(tmp, "clone", "-q", repo_url, str(root))
         if branch is None:  # the default branch's settings; an empty checkout (remote HEAD unborn) has none
-            branch = (load_repo(root).settings.staging_branch if (root / HUBS_DIR).is_dir()
-                      else RepoSettings().staging_branch)
+            branch = (
+                load_repo(root).settings.staging_branch
+                if (root / HUBS_DIR).is_dir()
+                else RepoSettings().staging_branch
+            )
         _git(root, "checkout", "-q", branch)
         yield root, branch
     finally:
@@ -114,22 +123,34 @@ def rebuild_in_waves(root: Path, hubs: list[str] | None, max_concurrency: int) -
     """Every image rebuilt under a new tag: wave by wave with ``rollout`` (a wave whose build fails
     raises, so later waves are not built), else all at once."""
     repo = load_repo(root)
-    options: dict[str, Any] = {"repo_path": str(root), "push": True, "check_registry": False,
-                               "no_cache": True, "max_concurrency": max_concurrency, "rebuild": True}
+    options: dict[str, Any] = {
+        "repo_path": str(root),
+        "push": True,
+        "check_registry": False,
+        "no_cache": True,
+        "max_concurrency": max_concurrency,
+        "rebuild": True,
+    }
     if repo.settings.rollout is None:
         return build_images(hubs=hubs, **options)
     rows: list[dict[str, Any]] = []
     for wave in plan_waves(hubs or repo.hub_names(), repo.settings.rollout):
         get_run_logger().info("rebuilding the images of wave %s: %s", wave.name, ", ".join(wave.hubs))
         rows += build_images.with_options(flow_run_name=f"rebuild-wave-{wave.number}-{wave.name}")(
-            hubs=list(wave.hubs), **options)
+            hubs=list(wave.hubs), **options
+        )
     return rows
 
 
 @flow(name="rebuild-images", log_prints=True)
-def rebuild_images(repo_url: str | None = None, hubs: list[str] | None = None, repo_path: str = ".",
-                   branch: str | None = None, push_commit: bool = True,
-                   max_concurrency: int = 2) -> dict[str, Any]:
+def rebuild_images(
+    repo_url: str | None = None,
+    hubs: list[str] | None = None,
+    repo_path: str = ".",
+    branch: str | None = None,
+    push_commit: bool = True,
+    max_concurrency: int = 2,
+) -> dict[str, Any]:
     """Rebuild without cache under new tags and commit them on the staging branch, then push it.
 
     With ``repo_url`` the flow works in a private clone of it; otherwise in ``repo_path``, which must

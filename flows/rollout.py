@@ -21,9 +21,18 @@ from hubploy.layout import load_repo
 
 
 @flow(name="hubploy-rollout", flow_run_name="rollout-{env}", log_prints=True)
-def rollout(env: str, repo_url: str | None = None, repo_path: str = ".", branch: str | None = None,
-            sha: str | None = None, wave: str | None = None, hubs: list[str] | None = None,
-            trigger: str = "manual", redeploy: bool = False, timeout: str | None = None) -> State:
+def rollout(
+    env: str,
+    repo_url: str | None = None,
+    repo_path: str = ".",
+    branch: str | None = None,
+    sha: str | None = None,
+    wave: str | None = None,
+    hubs: list[str] | None = None,
+    trigger: str = "manual",
+    redeploy: bool = False,
+    timeout: str | None = None,
+) -> State:
     """Deploy ``hubs`` (default: every hub with ``env``) to ``env`` in waves (only ``wave`` when given).
 
     With ``repo_url``: a checkout of ``sha``, else of the head of ``branch`` (default: ``prod`` for prod,
@@ -42,11 +51,13 @@ def rollout(env: str, repo_url: str | None = None, repo_path: str = ".", branch:
     if not names:
         return Completed(name="NothingToDeploy", message=f"no hub is deployed to {env}")
     validate_hubs(tree, names)
-    report = roll_out(tree, names, env, trigger=f"rollout ({trigger})", wave=wave, redeploy=redeploy,
-                      timeout=timeout)
+    report = roll_out(
+        tree, names, env, trigger=f"rollout ({trigger})", wave=wave, redeploy=redeploy, timeout=timeout
+    )
     failed = failure_state(report, "RolloutFailed", f"the {env} rollout failed")
     if failed:
         return notice_of_failure(repo.settings, failed)
     counts = Counter(h.outcome.value for h in report.hubs.values())
-    return Completed(message=f"{env}: " + ", ".join(f"{n} {outcome}"
-                                                   for outcome, n in sorted(counts.items())))
+    return Completed(
+        message=f"{env}: " + ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items()))
+    )

@@ -31,7 +31,7 @@ _RECIPIENT = re.compile(r"^age1[02-9ac-hj-np-z]{58}$")
 @dataclass(frozen=True)
 class AgeKey:
     identity: str = field(repr=False)  # AGE-SECRET-KEY-1...
-    recipient: str                     # age1...
+    recipient: str  # age1...
 
 
 def _polymod(values: list[int]) -> int:
@@ -133,8 +133,10 @@ def read_key_file(path: Path) -> AgeKey:
         raise SecretsError(f"{path}: cannot read the age key file: {exc.strerror}") from None
     identity = next((line.strip() for line in lines if _IDENTITY_LINE.match(line.strip())), None)
     if identity is None:
-        raise SecretsError(f"{path}: no age identity (a line AGE-SECRET-KEY-1...) in it",
-                           hint="give another --age-key-file, or --age-recipient for a key you have")
+        raise SecretsError(
+            f"{path}: no age identity (a line AGE-SECRET-KEY-1...) in it",
+            hint="give another --age-key-file, or --age-recipient for a key you have",
+        )
     try:
         return key_from_identity(identity)
     except SecretsError as exc:

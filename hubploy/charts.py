@@ -30,8 +30,8 @@ from hubploy.runner import run
 
 log = logging.getLogger("hubploy.charts")
 
-STAMP_PREFIX = ".hubploy-"   # files hubploy writes into charts/ (not part of the chart)
-MAX_PACKAGE_BYTES = 64 * 2 ** 20
+STAMP_PREFIX = ".hubploy-"  # files hubploy writes into charts/ (not part of the chart)
+MAX_PACKAGE_BYTES = 64 * 2**20
 FILE_SCHEME = "file://"
 
 
@@ -55,7 +55,7 @@ class Dependency:
         """The directory of a ``file://`` dependency, resolved from the parent chart's directory."""
         if not self.repository.startswith(FILE_SCHEME):
             return None
-        return (chart_dir / self.repository[len(FILE_SCHEME):]).resolve()
+        return (chart_dir / self.repository[len(FILE_SCHEME) :]).resolve()
 
     def enabled(self, values: Mapping[str, Any]) -> bool:
         """helm's rule: the first ``condition`` path that holds a boolean decides; else any of its
@@ -82,7 +82,7 @@ def _dig(values: Any, keys: list[str]) -> Any:
 class Chart:
     """A chart's metadata, default values, schema and the charts found in its ``charts/``."""
 
-    source: str                      # where it was read from, for messages
+    source: str  # where it was read from, for messages
     name: str
     version: str
     dependencies: tuple[Dependency, ...] = ()
@@ -108,33 +108,59 @@ def _chart(files: Mapping[str, bytes], packaged: tuple[Chart, ...], where: str) 
         raise ConfigError([ConfigIssue(Path(where) / "Chart.yaml", "name", "a chart needs a name")])
     values = _load(files["values.yaml"], where, "values.yaml") if "values.yaml" in files else None
     if values is not None and not isinstance(values, dict):
-        raise ConfigError([ConfigIssue(Path(where) / "values.yaml", "",
-                                       "the chart's values must be a mapping")])
+        raise ConfigError(
+            [ConfigIssue(Path(where) / "values.yaml", "", "the chart's values must be a mapping")]
+        )
     schema = None
     if "values.schema.json" in files:
         try:
             schema = json.loads(files["values.schema.json"])
         except ValueError as exc:
-            raise ConfigError([ConfigIssue(Path(where) / "values.schema.json", "",
-                                           f"the chart's values schema is not JSON: {exc}")]) from None
+            raise ConfigError(
+                [
+                    ConfigIssue(
+                        Path(where) / "values.schema.json",
+                        "",
+                        f"the chart's values schema is not JSON: {exc}",
+                    )
+                ]
+            ) from None
     requirements = meta
     if meta.get("apiVersion") == "v1" and "requirements.yaml" in files:  # a helm 2 era chart
         requirements = _load(files["requirements.yaml"], where, "requirements.yaml") or {}
-    return Chart(where, meta["name"], str(meta.get("version", "")), _dependencies(requirements, where),
-                 values or {}, schema, packaged)
+    return Chart(
+        where,
+        meta["name"],
+        str(meta.get("version", "")),
+        _dependencies(requirements, where),
+        values or {},
+        schema,
+        packaged,
+    )
 
 
 def _dependencies(meta: Mapping[str, Any], where: str) -> tuple[Dependency, ...]:
     found = []
     for index, entry in enumerate(meta.get("dependencies") or []):
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
-            raise ConfigError([ConfigIssue(Path(where) / "Chart.yaml", f"dependencies[{index}]",
-                                           "a dependency needs a name")])
+            raise ConfigError(
+                [
+                    ConfigIssue(
+                        Path(where) / "Chart.yaml", f"dependencies[{index}]", "a dependency needs a name"
+                    )
+                ]
+            )
         tags = entry.get("tags") or []
-        found.append(Dependency(entry["name"], str(entry.get("version") or ""),
-                                str(entry.get("repository") or ""), entry.get("alias"),
-                                entry.get("condition"),
-                                tuple(str(t) for t in tags) if isinstance(tags, list) else ()))
+        found.append(
+            Dependency(
+                entry["name"],
+                str(entry.get("version") or ""),
+                str(entry.get("repository") or ""),
+                entry.get("alias"),
+                entry.get("condition"),
+                tuple(str(t) for t in tags) if isinstance(tags, list) else (),
+            )
+        )
     return tuple(found)
 
 
@@ -153,20 +179,29 @@ def _read_dir(path: Path) -> Chart:
         file = path / name
         if file.is_file():
             if file.stat().st_size > MAX_YAML_BYTES:
-                raise ConfigError([ConfigIssue(file, "",
-                                               f"file is larger than {MAX_YAML_BYTES // 2 ** 20} MiB")])
+                raise ConfigError(
+                    [ConfigIssue(file, "", f"file is larger than {MAX_YAML_BYTES // 2**20} MiB")]
+                )
             files[name] = file.read_bytes()
     charts = path / "charts"
-    packaged = tuple(read_chart(sub) for sub in sorted(charts.iterdir())
-                     if sub.suffix == ".tgz" or (sub / "Chart.yaml").is_file()) if charts.is_dir() else ()
+    packaged = (
+        tuple(
+            read_chart(sub)
+            for sub in sorted(charts.iterdir())
+            if sub.suffix == ".tgz" or (sub / "Chart.yaml").is_file()
+        )
+        if charts.is_dir()
+        else ()
+    )
     return _chart(files, packaged, str(path))
 
 
 def _members(data: bytes, where: str) -> Iterator[tuple[PurePosixPath, bytes]]:
     """(path inside the chart, content) of each regular file of a chart package."""
     if len(data) > MAX_PACKAGE_BYTES:
-        raise ConfigError([ConfigIssue(Path(where), "", "chart package is larger than "
-                                                        f"{MAX_PACKAGE_BYTES // 2 ** 20} MiB")])
+        raise ConfigError(
+            [ConfigIssue(Path(where), "", f"chart package is larger than {MAX_PACKAGE_BYTES // 2**20} MiB")]
+        )
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
             for member in archive:
@@ -174,8 +209,10 @@ def _members(data: bytes, where: str) -> Iterator[tuple[PurePosixPath, bytes]]:
                     handle = archive.extractfile(member)
                     if handle is not None:
                         parts = PurePosixPath(member.name).parts
-                        yield PurePosixPath(*parts[1:]) if len(parts) > 1 else PurePosixPath(member.name), \
-                            handle.read()
+                        yield (
+                            PurePosixPath(*parts[1:]) if len(parts) > 1 else PurePosixPath(member.name),
+                            handle.read(),
+                        )
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise ConfigError([ConfigIssue(Path(where), "", f"not a readable chart package: {exc}")]) from None
 
@@ -209,9 +246,14 @@ def dependency_charts(chart: Chart, root: Path) -> dict[str, Chart | None]:
             found[dependency.key] = read_chart(local)
             continue
         found[dependency.key] = next(
-            (c for c in chart.packaged if c.name == dependency.name
-             and (c.version == dependency.version or not _exact(dependency.version))),
-            None)
+            (
+                c
+                for c in chart.packaged
+                if c.name == dependency.name
+                and (c.version == dependency.version or not _exact(dependency.version))
+            ),
+            None,
+        )
     return found
 
 
@@ -226,18 +268,33 @@ def local_dependency_dir(chart_dir: Path, dependency: Dependency, root: Path) ->
     if local is None:
         return None
     if not inside(local, root):
-        raise ConfigError([ConfigIssue(chart_dir / "Chart.yaml", "dependencies",
-                                       f"dependency {dependency.name}'s {dependency.repository} resolves "
-                                       f"outside the repository (to {local})",
-                                       hint="a file:// dependency must live in the deployment repository")])
+        raise ConfigError(
+            [
+                ConfigIssue(
+                    chart_dir / "Chart.yaml",
+                    "dependencies",
+                    f"dependency {dependency.name}'s {dependency.repository} resolves "
+                    f"outside the repository (to {local})",
+                    hint="a file:// dependency must live in the deployment repository",
+                )
+            ]
+        )
     if not (local / "Chart.yaml").is_file():
-        raise ConfigError([ConfigIssue(chart_dir / "Chart.yaml", "dependencies",
-                                       f"dependency {dependency.name}'s {dependency.repository} is not a "
-                                       f"chart directory (no {local}/Chart.yaml)")])
+        raise ConfigError(
+            [
+                ConfigIssue(
+                    chart_dir / "Chart.yaml",
+                    "dependencies",
+                    f"dependency {dependency.name}'s {dependency.repository} is not a "
+                    f"chart directory (no {local}/Chart.yaml)",
+                )
+            ]
+        )
     return local
 
 
 # --- digests ---------------------------------------------------------------------------------------------
+
 
 def content_digest(path: Path) -> str:
     """sha256 of a chart's files (a directory or a package), by their paths inside the chart and their
@@ -258,8 +315,14 @@ def _files(path: Path) -> Iterator[tuple[str, bytes]]:
     for file in path.rglob("*"):
         if file.is_file() and not file.name.startswith(STAMP_PREFIX):
             relative = file.relative_to(path).as_posix()
-            yield relative, (_package_digest(file.name, file.read_bytes(), str(file)) if file.suffix == ".tgz"
-                             else file.read_bytes())
+            yield (
+                relative,
+                (
+                    _package_digest(file.name, file.read_bytes(), str(file))
+                    if file.suffix == ".tgz"
+                    else file.read_bytes()
+                ),
+            )
 
 
 def _package_digest(name: str, content: bytes, where: str) -> bytes:
@@ -303,8 +366,14 @@ def dependency_fingerprint(chart_dir: Path, root: Path) -> str | None:
     return digest.hexdigest()
 
 
-def update_dependencies(executable: str, chart_dir: Path, *, root: Path, env: Mapping[str, str],
-                        logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log) -> bool:
+def update_dependencies(
+    executable: str,
+    chart_dir: Path,
+    *,
+    root: Path,
+    env: Mapping[str, str],
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log,
+) -> bool:
     """``helm dependency update`` unless nothing changed since the last one; True if it ran. A
     repository that cannot be reached is a ConfigError naming it and the cause."""
     with _dependency_locks_guard:
@@ -316,11 +385,13 @@ def update_dependencies(executable: str, chart_dir: Path, *, root: Path, env: Ma
             logger.debug("chart dependencies of %s unchanged; skipping helm dependency update", chart_dir)
             return False
         logger.info("helm dependency update %s", chart_dir)
-        done = run(helm.dependency_update_argv(executable, str(chart_dir)), env=env, cwd=chart_dir,
-                   check=False)
+        done = run(
+            helm.dependency_update_argv(executable, str(chart_dir)), env=env, cwd=chart_dir, check=False
+        )
         if done.returncode != 0:
-            raise ConfigError(_fetch_issues(chart_dir, read_chart(chart_dir),
-                                            done.stdout + "\n" + done.stderr))
+            raise ConfigError(
+                _fetch_issues(chart_dir, read_chart(chart_dir), done.stdout + "\n" + done.stderr)
+            )
         stamp.parent.mkdir(exist_ok=True)
         stamp.write_text(dependency_fingerprint(chart_dir, root) or "")
         return True
@@ -331,21 +402,33 @@ def _fetch_issues(chart_dir: Path, chart: Chart, output: str) -> list[ConfigIssu
     naming helm's error and the remote repositories."""
     _, lines, _ = load_yaml(chart_dir / "Chart.yaml")
     causes = {url.rstrip("/"): cause.strip() for url, cause in _UNREACHABLE.findall(output)}
-    error = next((line.strip() for line in reversed(output.splitlines()) if line.startswith("Error:")),
-                 output.strip().splitlines()[-1] if output.strip() else "no output")
+    error = next(
+        (line.strip() for line in reversed(output.splitlines()) if line.startswith("Error:")),
+        output.strip().splitlines()[-1] if output.strip() else "no output",
+    )
     issues = []
     for index, dependency in enumerate(chart.dependencies):
         cause = causes.get(dependency.repository.rstrip("/"))
         if cause is not None:
-            issues.append(ConfigIssue(chart_dir / "Chart.yaml", f"dependencies[{index}].repository",
-                                      f"cannot fetch {dependency.name} {dependency.version} from chart "
-                                      f"repository {dependency.repository}: {cause}", line=lines.get(
-                                          ("dependencies", index, "repository")),
-                                      hint="check the repository URL and that it can be reached from here"))
+            issues.append(
+                ConfigIssue(
+                    chart_dir / "Chart.yaml",
+                    f"dependencies[{index}].repository",
+                    f"cannot fetch {dependency.name} {dependency.version} from chart "
+                    f"repository {dependency.repository}: {cause}",
+                    line=lines.get(("dependencies", index, "repository")),
+                    hint="check the repository URL and that it can be reached from here",
+                )
+            )
     if issues:
         return issues
     remote = sorted({d.repository for d in chart.dependencies if not d.repository.startswith(FILE_SCHEME)})
-    return [ConfigIssue(chart_dir / "Chart.yaml", "dependencies",
-                        f"helm dependency update failed: {error}"
-                        + (f" (chart repositories: {', '.join(remote)})" if remote else ""),
-                        line=lines.get(("dependencies",)))]
+    return [
+        ConfigIssue(
+            chart_dir / "Chart.yaml",
+            "dependencies",
+            f"helm dependency update failed: {error}"
+            + (f" (chart repositories: {', '.join(remote)})" if remote else ""),
+            line=lines.get(("dependencies",)),
+        )
+    ]

@@ -20,9 +20,11 @@ _NULL_SHA = "0" * 40
 def detect_commit_range(repo_root: Path, environ: Mapping[str, str]) -> str:
     """The range to build for in GitHub Actions; HubployError when none can be determined."""
     if not environ.get("GITHUB_ACTIONS"):
-        raise HubployError("cannot tell which images to build: no --check-registry or --commit-range given, "
-                           "and auto-detection only works in GitHub Actions (GITHUB_ACTIONS is not set)",
-                           hint=NO_MODE_HINT)
+        raise HubployError(
+            "cannot tell which images to build: no --check-registry or --commit-range given, "
+            "and auto-detection only works in GitHub Actions (GITHUB_ACTIONS is not set)",
+            hint=NO_MODE_HINT,
+        )
     event_path = environ.get("GITHUB_EVENT_PATH")
     if not event_path:
         raise HubployError("GITHUB_ACTIONS is set but GITHUB_EVENT_PATH is not", hint=NO_MODE_HINT)
@@ -48,13 +50,21 @@ def range_from_event(repo_root: Path, event: Mapping[str, Any]) -> str:
         return f"{base_sha}...HEAD"
     before = event.get("before")
     if not before:
-        raise HubployError("the GitHub event is neither a push nor a pull_request, so no commit range "
-                           "can be derived from it", hint=NO_MODE_HINT)
+        raise HubployError(
+            "the GitHub event is neither a push nor a pull_request, so no commit range "
+            "can be derived from it",
+            hint=NO_MODE_HINT,
+        )
     if before == _NULL_SHA:
-        raise HubployError("this push created the branch (before is 0000000…), so there is no previous "
-                           "commit to compare with", hint=NO_MODE_HINT)
+        raise HubployError(
+            "this push created the branch (before is 0000000…), so there is no previous "
+            "commit to compare with",
+            hint=NO_MODE_HINT,
+        )
     if not commit_exists(repo_root, before):
-        raise GitError(f"the push's previous commit {before[:12]} is not in this clone: the branch was "
-                       "force-pushed, or the checkout is shallow",
-                       hint="use --check-registry, or fetch full history (actions/checkout fetch-depth: 0)")
+        raise GitError(
+            f"the push's previous commit {before[:12]} is not in this clone: the branch was "
+            "force-pushed, or the checkout is shallow",
+            hint="use --check-registry, or fetch full history (actions/checkout fetch-depth: 0)",
+        )
     return f"{before}...HEAD"

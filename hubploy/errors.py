@@ -78,8 +78,9 @@ class CommandNotFoundError(CommandError):
     """The program is not installed or not on PATH."""
 
     def __init__(self, program: str) -> None:
-        super().__init__([program], 127, f"{program}: command not found",
-                         hint="install it and put it on PATH")
+        super().__init__(
+            [program], 127, f"{program}: command not found", hint="install it and put it on PATH"
+        )
 
 
 class CommandTimeoutError(CommandError):

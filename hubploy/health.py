@@ -39,8 +39,11 @@ PROXY_SERVICE, HUB_SERVICE = "proxy-public", "hub"
 
 
 def kubectl_argv(env: Mapping[str, str], kube_context: str | None, *args: str) -> list[str]:
-    return [env.get("KUBECTL_EXECUTABLE", "kubectl"), *(["--context", kube_context] if kube_context else []),
-            *args]
+    return [
+        env.get("KUBECTL_EXECUTABLE", "kubectl"),
+        *(["--context", kube_context] if kube_context else []),
+        *args,
+    ]
 
 
 def service_url(service: Mapping[str, Any], path_prefix: str = "") -> str | None:
@@ -63,13 +66,17 @@ def service_url(service: Mapping[str, Any], path_prefix: str = "") -> str | None
     return f"http://{host}{suffix}{path_prefix}"
 
 
-def find_hub(namespace: str, release: str, env: Mapping[str, str],
-             kube_context: str | None = None) -> tuple[str | None, str]:
+def find_hub(
+    namespace: str, release: str, env: Mapping[str, str], kube_context: str | None = None
+) -> tuple[str | None, str]:
     """(URL of the hub, "") from the release's Services, or (None, why not)."""
     selector = f"release={release}"
-    got = run(kubectl_argv(env, kube_context, "get", "services", "-n", namespace, "-l", selector, "-o",
-                           "json"),
-              env=env, check=False, timeout=60)
+    got = run(
+        kubectl_argv(env, kube_context, "get", "services", "-n", namespace, "-l", selector, "-o", "json"),
+        env=env,
+        check=False,
+        timeout=60,
+    )
     if got.returncode != 0:
         return None, f"cannot list the Services of {namespace}: {got.stderr.strip().splitlines()[-1:]}"
     services = {s["metadata"]["name"]: s for s in json.loads(got.stdout).get("items") or []}
@@ -85,8 +92,14 @@ def find_hub(namespace: str, release: str, env: Mapping[str, str],
     return None, f"release {release} has no {PROXY_SERVICE} or {HUB_SERVICE} Service in {namespace}"
 
 
-def url_source(hub: Hub, env_name: str, namespace: str, release: str, env: Mapping[str, str],
-               kube_context: str | None = None) -> Callable[[], tuple[str | None, str]]:
+def url_source(
+    hub: Hub,
+    env_name: str,
+    namespace: str,
+    release: str,
+    env: Mapping[str, str],
+    kube_context: str | None = None,
+) -> Callable[[], tuple[str | None, str]]:
     """A function giving (the hub's URL, "") or (None, why not): the configured URL, else the one the
     Kubernetes API tells (read again until it is known)."""
     configured = hub.url(env_name)
@@ -101,6 +114,7 @@ def url_source(hub: Hub, env_name: str, namespace: str, release: str, env: Mappi
         if url:
             found.append(url)
         return url, why
+
     return from_api
 
 
@@ -134,9 +148,11 @@ def wait_for_hub_api(urls: Callable[[], tuple[str | None, str]], *, timeout: flo
                 if version is not None:
                     return version, url
             if time.monotonic() + delay > deadline:
-                raise HealthCheckError(f"the hub did not answer as JupyterHub within {timeout:.0f} s: {why}",
-                                       hint="set environments.<env>.url in hubploy.yaml to the hub's public "
-                                            "URL if the cluster's addresses cannot be reached from here")
+                raise HealthCheckError(
+                    f"the hub did not answer as JupyterHub within {timeout:.0f} s: {why}",
+                    hint="set environments.<env>.url in hubploy.yaml to the hub's public "
+                    "URL if the cluster's addresses cannot be reached from here",
+                )
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
 
@@ -146,13 +162,15 @@ class SpawnTimes:
     """How long the spawn smoke test took, in seconds."""
 
     user: str
-    started: float    # from the start request until the hub says the server is ready
+    started: float  # from the start request until the hub says the server is ready
     reachable: float  # then until the server answers through the proxy
-    stopped: float    # then until the hub says it is stopped
+    stopped: float  # then until the hub says it is stopped
 
     def summary(self) -> str:
-        return (f"server of {self.user} started in {self.started:.1f} s, answered through the proxy "
-                f"{self.reachable:.1f} s later, stopped in {self.stopped:.1f} s")
+        return (
+            f"server of {self.user} started in {self.started:.1f} s, answered through the proxy "
+            f"{self.reachable:.1f} s later, stopped in {self.stopped:.1f} s"
+        )
 
 
 @dataclass(frozen=True)
@@ -173,16 +191,29 @@ def spawn_settings(hub: Hub) -> SpawnTest | None:
     return rollout.spawn if rollout is not None and rollout.smoke_test is SmokeTest.spawn else None
 
 
-def service_token(namespace: str, release: str, service: str, env: Mapping[str, str],
-                  kube_context: str | None = None) -> str:
+def service_token(
+    namespace: str, release: str, service: str, env: Mapping[str, str], kube_context: str | None = None
+) -> str:
     """The API token of hub service ``service``, from the release's hub Secret (registered as a secret)."""
     key = f"hub.services.{service}.apiToken"
-    argv = kubectl_argv(env, kube_context, "get", "secrets", "-n", namespace, "-l",
-                        f"release={release},component=hub", "-o", "json")
+    argv = kubectl_argv(
+        env,
+        kube_context,
+        "get",
+        "secrets",
+        "-n",
+        namespace,
+        "-l",
+        f"release={release},component=hub",
+        "-o",
+        "json",
+    )
     got = run(argv, env=env, check=False, timeout=60)
     if got.returncode != 0:
-        raise HealthCheckError(f"spawn smoke test: cannot read the hub Secret of {release}: "
-                               f"{got.stderr.strip().splitlines()[-1:]}")
+        raise HealthCheckError(
+            f"spawn smoke test: cannot read the hub Secret of {release}: "
+            f"{got.stderr.strip().splitlines()[-1:]}"
+        )
     for secret in json.loads(got.stdout).get("items") or []:
         encoded = (secret.get("data") or {}).get(key)
         if encoded:
@@ -195,8 +226,9 @@ def service_token(namespace: str, release: str, service: str, env: Mapping[str, 
     raise HealthCheckError(
         f"spawn smoke test: the hub Secret of {release} has no {key}",
         hint=f"declare the service in the hub's values (jupyterhub.hub.services.{service}: {{}}) with a "
-             f"jupyterhub.hub.loadRoles role giving it admin:users, admin:servers and access:servers, or "
-             f"name another service in rollout.spawn.service")
+        f"jupyterhub.hub.loadRoles role giving it admin:users, admin:servers and access:servers, or "
+        f"name another service in rollout.spawn.service",
+    )
 
 
 class _HubAPI:
@@ -217,15 +249,19 @@ class _HubAPI:
             return response
         hint = None
         if response.status_code == 403:
-            hint = ("give the smoke-test service a jupyterhub.hub.loadRoles role with the scopes "
-                    "admin:users, admin:servers and access:servers")
-        raise HealthCheckError(f"spawn smoke test: {what}: HTTP {response.status_code} {_reason(response)}",
-                               hint=hint)
+            hint = (
+                "give the smoke-test service a jupyterhub.hub.loadRoles role with the scopes "
+                "admin:users, admin:servers and access:servers"
+            )
+        raise HealthCheckError(
+            f"spawn smoke test: {what}: HTTP {response.status_code} {_reason(response)}", hint=hint
+        )
 
     def server(self) -> dict[str, Any] | None:
         """The user's default server as the hub reports it (None: it has none)."""
-        user = self.call("GET", f"/hub/api/users/{self.user}", ok=(200,),
-                         what=f"read user {self.user}").json()
+        user = self.call(
+            "GET", f"/hub/api/users/{self.user}", ok=(200,), what=f"read user {self.user}"
+        ).json()
         servers = user.get("servers") or {}
         return servers.get("")
 
@@ -233,9 +269,12 @@ class _HubAPI:
         """The spawn's progress events (JupyterHub's event stream) until it ends or ``deadline`` passes."""
         remaining = max(deadline - time.monotonic(), 0.1)
         try:
-            with self.client.stream("GET", f"{self.base}/hub/api/users/{self.user}/server/progress",
-                                    headers=self.headers,
-                                    timeout=httpx.Timeout(5.0, read=remaining)) as stream:
+            with self.client.stream(
+                "GET",
+                f"{self.base}/hub/api/users/{self.user}/server/progress",
+                headers=self.headers,
+                timeout=httpx.Timeout(5.0, read=remaining),
+            ) as stream:
                 if stream.status_code != 200:
                     return
                 for line in stream.iter_lines():
@@ -254,8 +293,14 @@ def _reason(response: httpx.Response) -> str:
         return response.text[:300]
 
 
-def spawn_smoke_test(url: str, token: str, settings: SpawnTest, *, client: httpx.Client,
-                     logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log) -> SpawnTimes:
+def spawn_smoke_test(
+    url: str,
+    token: str,
+    settings: SpawnTest,
+    *,
+    client: httpx.Client,
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log,
+) -> SpawnTimes:
     """Start the smoke-test user's server at the hub ``url``, wait until it answers through the proxy,
     stop it; its times, else HealthCheckError saying what failed (the server is stopped either way)."""
     api = _HubAPI(url, token, settings.user, client)
@@ -279,8 +324,12 @@ def spawn_smoke_test(url: str, token: str, settings: SpawnTest, *, client: httpx
             logger.warning("spawn smoke test: could not stop the server of %s: %s", settings.user, exc)
         raise
     _stop(api, time.monotonic() + settings.timeout)
-    return SpawnTimes(settings.user, round(ready - start, 3), round(reachable - ready, 3),
-                      round(time.monotonic() - reachable, 3))
+    return SpawnTimes(
+        settings.user,
+        round(ready - start, 3),
+        round(reachable - ready, 3),
+        round(time.monotonic() - reachable, 3),
+    )
 
 
 def _wait_ready(api: _HubAPI, deadline: float, timeout: float) -> None:
@@ -298,11 +347,14 @@ def _wait_ready(api: _HubAPI, deadline: float, timeout: float) -> None:
         if server is not None and server.get("ready"):
             return
         if server is None:
-            raise HealthCheckError(f"spawn smoke test: the server of {api.user} stopped while starting: "
-                                   f"{last}")
+            raise HealthCheckError(
+                f"spawn smoke test: the server of {api.user} stopped while starting: {last}"
+            )
         if time.monotonic() > deadline:
-            raise HealthCheckError(f"spawn smoke test: the server of {api.user} did not start within "
-                                   f"{timeout:g} s; last progress: {last}")
+            raise HealthCheckError(
+                f"spawn smoke test: the server of {api.user} did not start within "
+                f"{timeout:g} s; last progress: {last}"
+            )
         time.sleep(1.0)
 
 
@@ -318,28 +370,40 @@ def _wait_reachable(api: _HubAPI, deadline: float) -> None:
         except (httpx.HTTPError, ValueError) as exc:
             why = f"{type(exc).__name__}: {exc}"
         if time.monotonic() > deadline:
-            raise HealthCheckError(f"spawn smoke test: the server of {api.user} started but does not answer "
-                                   f"at {api.base}/user/{api.user}/api: {why}")
+            raise HealthCheckError(
+                f"spawn smoke test: the server of {api.user} started but does not answer "
+                f"at {api.base}/user/{api.user}/api: {why}"
+            )
         time.sleep(0.5)
 
 
 def _stop(api: _HubAPI, deadline: float) -> None:
     """Stop the user's server (a pending start is cancelled) and wait until the hub says it is gone."""
-    api.call("DELETE", f"/hub/api/users/{api.user}/server", ok=(202, 204),
-             what=f"stop the server of {api.user}")
+    api.call(
+        "DELETE", f"/hub/api/users/{api.user}/server", ok=(202, 204), what=f"stop the server of {api.user}"
+    )
     while api.server() is not None:
         if time.monotonic() > deadline:
             raise HealthCheckError(f"spawn smoke test: the server of {api.user} did not stop in time")
         time.sleep(0.5)
 
 
-def check_hub(hub: Hub, env_name: str, *, namespace: str, release: str, env: Mapping[str, str],
-              timeout: float = 180.0, kube_context: str | None = None,
-              logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log) -> HubCheck:
+def check_hub(
+    hub: Hub,
+    env_name: str,
+    *,
+    namespace: str,
+    release: str,
+    env: Mapping[str, str],
+    timeout: float = 180.0,
+    kube_context: str | None = None,
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log,
+) -> HubCheck:
     """The hub API answers as JupyterHub; with ``rollout.smoke_test: spawn``, a user's server also starts
     and answers through the proxy. What the check saw, else HealthCheckError."""
-    version, url = wait_for_hub_api(url_source(hub, env_name, namespace, release, env, kube_context),
-                                    timeout=timeout)
+    version, url = wait_for_hub_api(
+        url_source(hub, env_name, namespace, release, env, kube_context), timeout=timeout
+    )
     logger.info("health check of %s passed: %s/hub/api answers JupyterHub %s", release, url, version)
     settings = spawn_settings(hub)
     if settings is None:
@@ -351,12 +415,28 @@ def check_hub(hub: Hub, env_name: str, *, namespace: str, release: str, env: Map
     return HubCheck(url, version, times)
 
 
-def check_health(hub: Hub, env_name: str, *, namespace: str, release: str, env: Mapping[str, str],
-                 timeout: float = 180.0, kube_context: str | None = None,
-                 logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log) -> str:
+def check_health(
+    hub: Hub,
+    env_name: str,
+    *,
+    namespace: str,
+    release: str,
+    env: Mapping[str, str],
+    timeout: float = 180.0,
+    kube_context: str | None = None,
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log,
+) -> str:
     """``check_hub``, returning the JupyterHub version.
 
     Call it after ``helm upgrade/rollback --wait``: helm has already waited for the release's rollouts.
     """
-    return check_hub(hub, env_name, namespace=namespace, release=release, env=env, timeout=timeout,
-                     kube_context=kube_context, logger=logger).version
+    return check_hub(
+        hub,
+        env_name,
+        namespace=namespace,
+        release=release,
+        env=env,
+        timeout=timeout,
+        kube_context=kube_context,
+        logger=logger,
+    ).version

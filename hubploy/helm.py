@@ -70,17 +70,41 @@ def dependency_update_argv(helm: str, chart: str) -> list[str]:
     return [helm, "dependency", "update", chart]
 
 
-def template_argv(helm: str, name: str, chart: str, namespace: str, values_args: Sequence[str], *,
-                  version: str | None = None) -> list[str]:
+def template_argv(
+    helm: str,
+    name: str,
+    chart: str,
+    namespace: str,
+    values_args: Sequence[str],
+    *,
+    version: str | None = None,
+) -> list[str]:
     """A client-side render (``hubploy render``, drift and the approval diff), with a deploy's values
     arguments."""
-    return [helm, "template", name, chart, "--namespace", namespace,
-            *(["--version", version] if version else []), *values_args]
+    return [
+        helm,
+        "template",
+        name,
+        chart,
+        "--namespace",
+        namespace,
+        *(["--version", version] if version else []),
+        *values_args,
+    ]
 
 
-def upgrade_argv(helm: str, major: int, name: str, chart: str, namespace: str, values_args: Sequence[str],
-                 flags: UpgradeFlags = UpgradeFlags(), *, kube_context: str | None = None,
-                 description: str | None = None) -> list[str]:
+def upgrade_argv(
+    helm: str,
+    major: int,
+    name: str,
+    chart: str,
+    namespace: str,
+    values_args: Sequence[str],
+    flags: UpgradeFlags = UpgradeFlags(),
+    *,
+    kube_context: str | None = None,
+    description: str | None = None,
+) -> list[str]:
     """``description`` is stored with the new revision (``helm history`` shows it)."""
     argv = [helm, "upgrade", "--wait", "--install", "--namespace", namespace, name, chart]
     if flags.version:
@@ -110,24 +134,66 @@ def history_argv(helm: str, name: str, namespace: str, *, kube_context: str | No
     return [helm, "history", name, "--namespace", namespace, "--output", "json", *_context(kube_context)]
 
 
-def get_values_argv(helm: str, name: str, namespace: str, *, revision: int | None = None,
-                    all_values: bool = False, kube_context: str | None = None) -> list[str]:
-    return [helm, "get", "values", name, "--namespace", namespace, "--output", "json",
-            *(["--revision", str(revision)] if revision else []), *(["--all"] if all_values else []),
-            *_context(kube_context)]
+def get_values_argv(
+    helm: str,
+    name: str,
+    namespace: str,
+    *,
+    revision: int | None = None,
+    all_values: bool = False,
+    kube_context: str | None = None,
+) -> list[str]:
+    return [
+        helm,
+        "get",
+        "values",
+        name,
+        "--namespace",
+        namespace,
+        "--output",
+        "json",
+        *(["--revision", str(revision)] if revision else []),
+        *(["--all"] if all_values else []),
+        *_context(kube_context),
+    ]
 
 
-def get_manifest_argv(helm: str, name: str, namespace: str, *, revision: int | None = None,
-                      kube_context: str | None = None) -> list[str]:
-    return [helm, "get", "manifest", name, "--namespace", namespace,
-            *(["--revision", str(revision)] if revision else []), *_context(kube_context)]
+def get_manifest_argv(
+    helm: str, name: str, namespace: str, *, revision: int | None = None, kube_context: str | None = None
+) -> list[str]:
+    return [
+        helm,
+        "get",
+        "manifest",
+        name,
+        "--namespace",
+        namespace,
+        *(["--revision", str(revision)] if revision else []),
+        *_context(kube_context),
+    ]
 
 
-def rollback_argv(helm: str, name: str, namespace: str, revision: int, *, timeout: str | None = None,
-                  kube_context: str | None = None) -> list[str]:
+def rollback_argv(
+    helm: str,
+    name: str,
+    namespace: str,
+    revision: int,
+    *,
+    timeout: str | None = None,
+    kube_context: str | None = None,
+) -> list[str]:
     """Roll back to ``revision`` (0 means the previous one) and wait for it to be ready."""
-    return [helm, "rollback", name, str(revision), "--namespace", namespace, "--wait",
-            *(["--timeout", timeout] if timeout else []), *_context(kube_context)]
+    return [
+        helm,
+        "rollback",
+        name,
+        str(revision),
+        "--namespace",
+        namespace,
+        "--wait",
+        *(["--timeout", timeout] if timeout else []),
+        *_context(kube_context),
+    ]
 
 
 def uninstall_argv(helm: str, name: str, namespace: str, *, kube_context: str | None = None) -> list[str]:
@@ -149,10 +215,17 @@ class Revision:
 def parse_history(stdout: str) -> list[Revision]:
     """``helm history -o json`` output, oldest first."""
     entries = json.loads(stdout or "[]")
-    revisions = [Revision(revision=int(e["revision"]), status=str(e.get("status", "")),
-                          chart=str(e.get("chart", "")), app_version=str(e.get("app_version", "")),
-                          updated=str(e.get("updated", "")), description=str(e.get("description", "")))
-                 for e in entries]
+    revisions = [
+        Revision(
+            revision=int(e["revision"]),
+            status=str(e.get("status", "")),
+            chart=str(e.get("chart", "")),
+            app_version=str(e.get("app_version", "")),
+            updated=str(e.get("updated", "")),
+            description=str(e.get("description", "")),
+        )
+        for e in entries
+    ]
     return sorted(revisions, key=lambda r: r.revision)
 
 

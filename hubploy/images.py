@@ -74,8 +74,9 @@ def read_rebuild_tags(hub_dir: Path) -> dict[str, dict[str, str]]:
     data = load_yaml_or_raise(path) or {}
     images = data.get("images") if isinstance(data, dict) else None
     if not isinstance(images, dict) or not all(
-            isinstance(v, dict) and isinstance(v.get("source_tag"), str) and isinstance(v.get("tag"), str)
-            for v in images.values()):
+        isinstance(v, dict) and isinstance(v.get("source_tag"), str) and isinstance(v.get("tag"), str)
+        for v in images.values()
+    ):
         raise ConfigError([ConfigIssue(path, "images", "expected a mapping image name -> {source_tag, tag}")])
     return images
 
@@ -84,8 +85,10 @@ def write_rebuild_tags(hub_dir: Path, records: Mapping[str, Mapping[str, str]]) 
     """Merge ``records`` into image-tags.yaml and return its path."""
     images = {**read_rebuild_tags(hub_dir), **{k: dict(v) for k, v in records.items()}}
     path = rebuild_tags_file(hub_dir)
-    header = ("# Written by the scheduled image rebuild (flows/rebuild_images.py). A tag applies only while\n"
-              "# the image's git-derived tag equals source_tag. Delete an entry to go back to the git tag.\n")
+    header = (
+        "# Written by the scheduled image rebuild (flows/rebuild_images.py). A tag applies only while\n"
+        "# the image's git-derived tag equals source_tag. Delete an entry to go back to the git tag.\n"
+    )
     path.write_text(header + yaml.safe_dump({"images": dict(sorted(images.items()))}, sort_keys=True))
     return path
 
@@ -116,14 +119,22 @@ def select_images(specs: Iterable[ImageSpec], names: Iterable[str] = ()) -> list
     known = {s.name for s in specs}
     unknown = [n for n in wanted if n not in known]
     if unknown:
-        raise HubployError(f"no image named {', '.join(unknown)} in this hub",
-                           hint="--image takes the full name without tag: "
-                                f"{', '.join(sorted(known)) or 'none'}")
+        raise HubployError(
+            f"no image named {', '.join(unknown)} in this hub",
+            hint=f"--image takes the full name without tag: {', '.join(sorted(known)) or 'none'}",
+        )
     return [s for s in specs if s.name in wanted]
 
 
-def decide(repo_root: Path, spec: ImageSpec, tag: str, *, check_registry: bool, commit_range: str | None,
-           exists: ExistsFn | None) -> tuple[bool, str]:
+def decide(
+    repo_root: Path,
+    spec: ImageSpec,
+    tag: str,
+    *,
+    check_registry: bool,
+    commit_range: str | None,
+    exists: ExistsFn | None,
+) -> tuple[bool, str]:
     """(build?, why) for one image under the given mode."""
     if spec.path is None:
         return False, f"pinned to {tag} with no build dir"
@@ -148,17 +159,23 @@ def _relative(path: Path, root: Path) -> str:
         return str(path)
 
 
-def plan_hub(hub: Hub, *, check_registry: bool = False, commit_range: str | None = None,
-             exists: ExistsFn | None = None, images: Iterable[str] = (),
-             allow_dirty: bool = False) -> list[ImagePlan]:
+def plan_hub(
+    hub: Hub,
+    *,
+    check_registry: bool = False,
+    commit_range: str | None = None,
+    exists: ExistsFn | None = None,
+    images: Iterable[str] = (),
+    allow_dirty: bool = False,
+) -> list[ImagePlan]:
     """One :class:`ImagePlan` per selected image of ``hub``, in hubploy.yaml order."""
     if check_registry and commit_range:
         raise HubployError("--check-registry and --commit-range are mutually exclusive")
     plans = []
     for spec in select_images(hub.images, images):
         tag = effective_tag(hub, spec, allow_dirty=allow_dirty)
-        build, reason = decide(hub.repo.root, spec, tag, check_registry=check_registry,
-                               commit_range=commit_range, exists=exists)
+        build, reason = decide(
+            hub.repo.root, spec, tag, check_registry=check_registry, commit_range=commit_range, exists=exists
+        )
         plans.append(ImagePlan(spec, tag, build, reason))
     return plans
-

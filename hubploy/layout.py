@@ -25,9 +25,9 @@ REPO_SETTINGS_FILE = "hubploy-repo.yaml"
 class ImageSpec:
     """One image of a hub, with the classic keys resolved."""
 
-    name: str                      # repository without tag
-    pinned_tag: str | None         # from the v1 form `name:tag`; None when derived from git
-    path: Path | None              # absolute build dir; None for a pinned image without a build dir
+    name: str  # repository without tag
+    pinned_tag: str | None  # from the v1 form `name:tag`; None when derived from git
+    path: Path | None  # absolute build dir; None for a pinned image without a build dir
     helm_substitution_path: str
     base_image: str | None = None
 
@@ -65,9 +65,10 @@ class DeploymentRepo:
     def hub_dir(self, name: str) -> Path:
         """deployments/<name>; HubNotFoundError for a name that is not one directory name (``..``, a path)."""
         if name in ("", ".", "..") or any(c in name for c in "/\\\0"):
-            raise HubNotFoundError(f"no hub named {name!r}: a hub is named by its directory under "
-                                   "deployments/, not by a path",
-                                   hint=f"hubs found: {', '.join(self.hub_names()) or 'none'}")
+            raise HubNotFoundError(
+                f"no hub named {name!r}: a hub is named by its directory under deployments/, not by a path",
+                hint=f"hubs found: {', '.join(self.hub_names()) or 'none'}",
+            )
         return self.hubs_dir / name
 
     def load_hub(self, name: str) -> Hub:
@@ -83,8 +84,10 @@ class DeploymentRepo:
         hub_dir = self.hub_dir(name)
         if not hub_dir.is_dir():
             known = ", ".join(self.hub_names()) or "none"
-            raise HubNotFoundError(f"no hub named {name!r}: {hub_dir} does not exist",
-                                   hint=f"run from the deployment repo root; hubs found: {known}")
+            raise HubNotFoundError(
+                f"no hub named {name!r}: {hub_dir} does not exist",
+                hint=f"run from the deployment repo root; hubs found: {known}",
+            )
         return self.hubs.get(self, name)
 
 
@@ -145,8 +148,9 @@ class RepoCache:
     def __init__(self, size: int = 16) -> None:
         self.size = size
         self.loads: Counter[Path] = Counter()
-        self._repos: OrderedDict[tuple[Path, bool, str], tuple[DeploymentRepo | None, list[ConfigIssue]]] = \
+        self._repos: OrderedDict[tuple[Path, bool, str], tuple[DeploymentRepo | None, list[ConfigIssue]]] = (
             OrderedDict()
+        )
         self._lock = threading.Lock()
 
     def load(self, root: Path | str) -> tuple[DeploymentRepo | None, list[ConfigIssue]]:
@@ -169,8 +173,13 @@ class RepoCache:
 
     def _load(self, root: Path, raw: bytes | None) -> tuple[DeploymentRepo | None, list[ConfigIssue]]:
         if not (root / HUBS_DIR).is_dir():
-            return None, [ConfigIssue(root / HUBS_DIR, "", "no deployments/ directory here; run hubploy from "
-                                                            "the root of a deployment repository")]
+            return None, [
+                ConfigIssue(
+                    root / HUBS_DIR,
+                    "",
+                    "no deployments/ directory here; run hubploy from the root of a deployment repository",
+                )
+            ]
         hubs = HubMemo(self.loads)
         if raw is None:
             return DeploymentRepo(root, hubs=hubs), []
@@ -223,9 +232,16 @@ class Hub:
 
     def _check_env(self, env: str) -> None:
         if env not in self.config.environments:
-            raise ConfigError([ConfigIssue(self.config_file, "environments",
-                                           f"hub {self.name!r} has no environment {env!r}",
-                                           hint=f"its environments are: {', '.join(self.environments)}")])
+            raise ConfigError(
+                [
+                    ConfigIssue(
+                        self.config_file,
+                        "environments",
+                        f"hub {self.name!r} has no environment {env!r}",
+                        hint=f"its environments are: {', '.join(self.environments)}",
+                    )
+                ]
+            )
 
     def release(self, env: str) -> str:
         self._check_env(env)
@@ -248,9 +264,13 @@ class Hub:
         specs = []
         for entry in self.config.image_entries():
             name, tag = split_image_reference(entry.name)
-            specs.append(ImageSpec(
-                name=name, pinned_tag=tag,
-                path=(self.dir / entry.path).resolve() if entry.path else None,
-                helm_substitution_path=entry.helm_substitution_path,
-                base_image=entry.repo2docker.base_image if entry.repo2docker else None))
+            specs.append(
+                ImageSpec(
+                    name=name,
+                    pinned_tag=tag,
+                    path=(self.dir / entry.path).resolve() if entry.path else None,
+                    helm_substitution_path=entry.helm_substitution_path,
+                    base_image=entry.repo2docker.base_image if entry.repo2docker else None,
+                )
+            )
         return specs

@@ -25,8 +25,8 @@ REPO_WIDE_FILES = ("hubploy-repo.yaml", ".sops.yaml")
 @dataclass(frozen=True)
 class HubPlan:
     hub: str
-    reasons: tuple[str, ...]          # the changed paths (or the rule) that selected this hub
-    images_changed: tuple[str, ...]   # image dirs (relative to the hub dir) with changed files
+    reasons: tuple[str, ...]  # the changed paths (or the rule) that selected this hub
+    images_changed: tuple[str, ...]  # image dirs (relative to the hub dir) with changed files
 
 
 @dataclass(frozen=True)
@@ -70,9 +70,14 @@ def hubs_with_changed_dirs(changed_files: Iterable[str]) -> set[str]:
     return {hub for raw in changed_files if (hub := _hub_dir_of(PurePosixPath(raw))) is not None}
 
 
-def plan_changes(changed_files: Iterable[str], hubs: Iterable[str], *, chart: str = "hub",
-                 shared_paths: Iterable[str] = (),
-                 image_dirs: Mapping[str, Iterable[str]] | None = None) -> Plan:
+def plan_changes(
+    changed_files: Iterable[str],
+    hubs: Iterable[str],
+    *,
+    chart: str = "hub",
+    shared_paths: Iterable[str] = (),
+    image_dirs: Mapping[str, Iterable[str]] | None = None,
+) -> Plan:
     """Plan from the changed paths (repo-relative, '/'-separated) and the repo's hub names.
 
     ``image_dirs`` maps a hub to its image dirs relative to the hub dir (e.g. ``["image"]``); only the
@@ -101,8 +106,10 @@ def plan_changes(changed_files: Iterable[str], hubs: Iterable[str], *, chart: st
                 if PurePosixPath(image_dir) in inside.parents:
                     images.setdefault(hub, set()).add(image_dir)
     selected = known if all_reason else [h for h in known if h in reasons]
-    plans = tuple(HubPlan(h, tuple(reasons.get(h, [all_reason or ""])), tuple(sorted(images.get(h, ()))))
-                  for h in selected)
+    plans = tuple(
+        HubPlan(h, tuple(reasons.get(h, [all_reason or ""])), tuple(sorted(images.get(h, ()))))
+        for h in selected
+    )
     return Plan(plans, all_reason, tuple(ignored))
 
 
@@ -117,5 +124,10 @@ def plan_repo(repo: DeploymentRepo, changed_files: Iterable[str]) -> Plan:
         hub, _ = repo.try_load_hub(name)
         if hub is not None:
             image_dirs[name] = [str(i.path.relative_to(hub.dir.resolve())) for i in hub.images if i.path]
-    return plan_changes(files, hub_names, chart=repo.settings.chart, shared_paths=repo.settings.shared_paths,
-                        image_dirs=image_dirs)
+    return plan_changes(
+        files,
+        hub_names,
+        chart=repo.settings.chart,
+        shared_paths=repo.settings.shared_paths,
+        image_dirs=image_dirs,
+    )

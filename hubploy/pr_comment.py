@@ -30,12 +30,14 @@ from hubploy.rollout import plan_waves
 from hubploy.runner import redact
 
 MARKER = "<!-- hubploy:pr-validation -->"
-MAX_BODY = 60_000       # characters; GitHub refuses a comment over 65536
-COLLAPSE_LINES = 20     # a diff longer than this is collapsed
-MAX_ROWS = 50           # rows of a table or list before "… and N more"
-CUT_NOTE_ROOM = 200     # what the note of a cut diff takes, at most
-CHANGES_LEGEND = ("The rendered manifests of this pull request against each release running now (`helm get "
-                  "manifest`): Secret data as digests, values the chart generates at random left out.")
+MAX_BODY = 60_000  # characters; GitHub refuses a comment over 65536
+COLLAPSE_LINES = 20  # a diff longer than this is collapsed
+MAX_ROWS = 50  # rows of a table or list before "… and N more"
+CUT_NOTE_ROOM = 200  # what the note of a cut diff takes, at most
+CHANGES_LEGEND = (
+    "The rendered manifests of this pull request against each release running now (`helm get "
+    "manifest`): Secret data as digests, values the chart generates at random left out."
+)
 
 
 class ReleaseState(enum.StrEnum):
@@ -54,7 +56,7 @@ class ReleaseReview:
     env: str
     release: str
     state: ReleaseState
-    diff: str = ""     # changed: the unified diff of the normalized manifests, secrets redacted
+    diff: str = ""  # changed: the unified diff of the normalized manifests, secrets redacted
     message: str = ""  # why (does not render, unreadable), or what a first deploy creates
 
 
@@ -87,16 +89,32 @@ class PrReview:
     failure: str = ""
 
 
-def review_release(hub: str, env_name: str, release: str, running: str | None, rendered: Rendered,
-                   secret_strings: Sequence[str]) -> ReleaseReview:
+def review_release(
+    hub: str,
+    env_name: str,
+    release: str,
+    running: str | None,
+    rendered: Rendered,
+    secret_strings: Sequence[str],
+) -> ReleaseReview:
     """Compare a render of the pull request head with the manifest of the release running now (None:
     no release). Every secret string (the checkout's and the running release's) is redacted."""
     if running is None:
         created = sum(not is_hook(doc) for doc in documents(rendered.manifest))
-        return ReleaseReview(hub, env_name, release, ReleaseState.not_deployed,
-                             message=f"a first deploy creates {created} resources")
-    diff = manifest_diff(running, rendered.manifest, generated=rendered.generated,
-                         old_label=f"{release} running", new_label="this pull request")
+        return ReleaseReview(
+            hub,
+            env_name,
+            release,
+            ReleaseState.not_deployed,
+            message=f"a first deploy creates {created} resources",
+        )
+    diff = manifest_diff(
+        running,
+        rendered.manifest,
+        generated=rendered.generated,
+        old_label=f"{release} running",
+        new_label="this pull request",
+    )
     if not diff:
         return ReleaseReview(hub, env_name, release, ReleaseState.unchanged)
     return ReleaseReview(hub, env_name, release, ReleaseState.changed, diff=redact(diff, secret_strings))
@@ -111,21 +129,30 @@ def comment_body(review: PrReview) -> str:
     body = redact(_body(review, [_cut(r, size) for r, size in zip(releases, shown, strict=True)]))
     if len(body) > MAX_BODY:  # only with sections far beyond MAX_ROWS lines; never an open fence
         note = "\n\n… the rest of this comment is cut: it is too long for GitHub"
-        body = _close_fences(body[:MAX_BODY - len(note) - 10]) + note
+        body = _close_fences(body[: MAX_BODY - len(note) - 10]) + note
     return body
 
 
 def _body(review: PrReview, diffs: list[str]) -> str:
-    sections = [_heading(review), _plan(review), _validation(review), _images(review),
-                _changes(review.releases, diffs)]
+    sections = [
+        _heading(review),
+        _plan(review),
+        _validation(review),
+        _images(review),
+        _changes(review.releases, diffs),
+    ]
     return "\n\n".join("\n".join(lines) for lines in sections if lines) + "\n"
 
 
 def _heading(review: PrReview) -> list[str]:
     verdict = "failed" if review.failure else "valid"
     plan = review.plan.summary() if review.plan else "none: the changes could not be planned"
-    lines = [MARKER, f"### hubploy: {verdict} for `{review.sha[:12]}`", "",
-             f"Commit `{review.sha}`. **Plan:** {_text(plan)}"]
+    lines = [
+        MARKER,
+        f"### hubploy: {verdict} for `{review.sha[:12]}`",
+        "",
+        f"Commit `{review.sha}`. **Plan:** {_text(plan)}",
+    ]
     return lines + (["", f"**Failed:** {_text(review.failure)}"] if review.failure else [])
 
 
@@ -134,14 +161,21 @@ def _plan(review: PrReview) -> list[str]:
         return []
     reasons = {h.hub: h for h in review.plan.hubs}
     staged = review.rollout is not None
-    lines = ["#### Plan", "", "| wave | hub | why | images changed |" if staged else
-             "| hub | why | images changed |", "|---|---|---|---|" if staged else "|---|---|---|"]
+    lines = [
+        "#### Plan",
+        "",
+        "| wave | hub | why | images changed |" if staged else "| hub | why | images changed |",
+        "|---|---|---|---|" if staged else "|---|---|---|",
+    ]
     rows = []
     for wave in plan_waves(review.plan.hub_names, review.rollout):
         for index, hub in enumerate(wave.hubs):
             why = reasons[hub].reasons
-            cells = [hub, ", ".join(why[:3]) + (" …" if len(why) > 3 else ""),
-                     ", ".join(reasons[hub].images_changed) or "–"]
+            cells = [
+                hub,
+                ", ".join(why[:3]) + (" …" if len(why) > 3 else ""),
+                ", ".join(reasons[hub].images_changed) or "–",
+            ]
             if staged:
                 soak = f" (soak {wave.soak_seconds:g} s)" if wave.soak_seconds else ""
                 cells.insert(0, f"{wave.number}. {wave.name}{soak}" if index == 0 else "")
@@ -163,8 +197,15 @@ def _images(review: PrReview) -> list[str]:
         return ["#### Images", "", "No images to build."]
     counts = ", ".join(f"{sum(b.result is r for b in review.builds)} {r.value}" for r in BuildResult)
     rows = [_row([b.hub, f"`{b.image}:{b.tag}`", b.result.value, b.reason]) for b in review.builds]
-    return ["#### Images", "", f"{counts}; a pull request's images are never pushed.", "",
-            "| hub | image | result | why |", "|---|---|---|---|", *_capped(rows, "images")]
+    return [
+        "#### Images",
+        "",
+        f"{counts}; a pull request's images are never pushed.",
+        "",
+        "| hub | image | result | why |",
+        "|---|---|---|---|",
+        *_capped(rows, "images"),
+    ]
 
 
 def _changes(releases: tuple[ReleaseReview, ...] | None, diffs: list[str]) -> list[str]:
@@ -189,8 +230,13 @@ def _release(review: ReleaseReview, diff: str) -> list[str]:
     summary = f"{review.state.value}, +{added} −{removed} lines"
     if len(review.diff.splitlines()) <= COLLAPSE_LINES:
         return [f"- {where}: {summary}", "", *_fenced(diff, "diff")]
-    return [f"<details><summary>{review.env} (<code>{review.release}</code>): {summary}</summary>", "",
-            *_fenced(diff, "diff"), "", "</details>"]
+    return [
+        f"<details><summary>{review.env} (<code>{review.release}</code>): {summary}</summary>",
+        "",
+        *_fenced(diff, "diff"),
+        "",
+        "</details>",
+    ]
 
 
 def _counts(diff: str) -> tuple[int, int]:
@@ -215,8 +261,10 @@ def _cut(review: ReleaseReview, size: int) -> str:
         return review.diff
     kept = review.diff[:size].rsplit("\n", 1)[0] if "\n" in review.diff[:size] else ""
     hidden = len(review.diff.splitlines()) - len(kept.splitlines())
-    note = (f"… {hidden} more lines not shown (this comment has room for no more): "
-            f"`hubploy diff {review.hub} {review.env}` shows them all")
+    note = (
+        f"… {hidden} more lines not shown (this comment has room for no more): "
+        f"`hubploy diff {review.hub} {review.env}` shows them all"
+    )
     return f"{kept}\n{note}" if kept else note
 
 

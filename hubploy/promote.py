@@ -27,22 +27,34 @@ class Promotion:
 
 
 def _check_promotable(mirror: Path, sha: str, staging: str, prod: str | None, env: Mapping[str, str]) -> None:
-    on_staging = run_git(mirror, ["branch", "--remotes", "--contains", sha, "--list", f"origin/{staging}"],
-                         env)
+    on_staging = run_git(
+        mirror, ["branch", "--remotes", "--contains", sha, "--list", f"origin/{staging}"], env
+    )
     if not on_staging.strip():
-        raise GitError(f"approved commit {sha[:12]} is not on the {staging} branch",
-                       hint="only commits that went through staging can be promoted")
+        raise GitError(
+            f"approved commit {sha[:12]} is not on the {staging} branch",
+            hint="only commits that went through staging can be promoted",
+        )
     if prod is None:
         return
     extra = run_git(mirror, ["rev-list", "--no-merges", prod, f"^{sha}"], env).split()
     if extra:
-        raise GitError(f"prod has {len(extra)} non-merge commit(s) that staging lacks "
-                       f"(first: {extra[0][:12]})",
-                       hint="prod must only receive merges of staging; bring those commits to staging first")
+        raise GitError(
+            f"prod has {len(extra)} non-merge commit(s) that staging lacks (first: {extra[0][:12]})",
+            hint="prod must only receive merges of staging; bring those commits to staging first",
+        )
 
 
-def promote(repo_url: str, sha: str, *, message: str, cache_dir: Path, env: Mapping[str, str],
-            staging_branch: str = "staging", prod_branch: str = "prod") -> Promotion:
+def promote(
+    repo_url: str,
+    sha: str,
+    *,
+    message: str,
+    cache_dir: Path,
+    env: Mapping[str, str],
+    staging_branch: str = "staging",
+    prod_branch: str = "prod",
+) -> Promotion:
     """Merge ``sha`` into ``prod_branch`` with ``--no-ff`` and push it to ``repo_url``.
 
     A concurrent push to prod (non-fast-forward) is retried against the new prod head; ``sha`` itself

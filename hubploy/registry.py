@@ -73,8 +73,14 @@ def base_url(host: str) -> str:
     return f"{'http' if is_local(host) else 'https'}://{host}"
 
 
-def manifest_digest(name: str, tag: str, credentials: RegistryCredentials | None = None, *,
-                    client: httpx.Client | None = None, timeout: float = TIMEOUT) -> str | None:
+def manifest_digest(
+    name: str,
+    tag: str,
+    credentials: RegistryCredentials | None = None,
+    *,
+    client: httpx.Client | None = None,
+    timeout: float = TIMEOUT,
+) -> str | None:
     """The digest of ``name:tag``, or None when the registry answers 404 (manifest unknown)."""
     host, repository = split_repository(name)
     url = f"{base_url(host)}/v2/{repository}/manifests/{tag}"
@@ -84,8 +90,10 @@ def manifest_digest(name: str, tag: str, credentials: RegistryCredentials | None
             client = stack.enter_context(http.client(timeout=timeout))
         response = _request(client, "HEAD", url, headers)
         if response.status_code == 401:
-            headers = {**headers,
-                       **_authorization(client, response, repository, credentials, f"{name}:{tag}")}
+            headers = {
+                **headers,
+                **_authorization(client, response, repository, credentials, f"{name}:{tag}"),
+            }
             response = _request(client, "HEAD", url, headers)
         if response.status_code == 404:
             return None
@@ -94,17 +102,29 @@ def manifest_digest(name: str, tag: str, credentials: RegistryCredentials | None
         raise _status_error(response.status_code, f"{name}:{tag}", host)
 
 
-def _request(client: httpx.Client, method: str, url: str, headers: Mapping[str, str],
-             auth: tuple[str, str] | None = None) -> httpx.Response:
+def _request(
+    client: httpx.Client,
+    method: str,
+    url: str,
+    headers: Mapping[str, str],
+    auth: tuple[str, str] | None = None,
+) -> httpx.Response:
     try:
         return client.request(method, url, headers=dict(headers), auth=auth)
     except httpx.TransportError as exc:
-        raise RegistryError(f"cannot reach the registry at {url}: {type(exc).__name__}: {exc}",
-                            hint="check that the registry is up and reachable") from None
+        raise RegistryError(
+            f"cannot reach the registry at {url}: {type(exc).__name__}: {exc}",
+            hint="check that the registry is up and reachable",
+        ) from None
 
 
-def _authorization(client: httpx.Client, challenge: httpx.Response, repository: str,
-                   credentials: RegistryCredentials | None, what: str) -> dict[str, str]:
+def _authorization(
+    client: httpx.Client,
+    challenge: httpx.Response,
+    repository: str,
+    credentials: RegistryCredentials | None,
+    what: str,
+) -> dict[str, str]:
     """The Authorization header answering a 401's WWW-Authenticate challenge."""
     header = challenge.headers.get("WWW-Authenticate", "")
     scheme = header.split(" ", 1)[0].lower()
@@ -115,10 +135,13 @@ def _authorization(client: httpx.Client, challenge: httpx.Response, repository: 
             raise _status_error(401, what, challenge.url.host)
         return {"Authorization": "Basic " + base64.b64encode(f"{basic[0]}:{basic[1]}".encode()).decode()}
     if scheme != "bearer" or "realm" not in params:
-        raise RegistryError(f"registry asked for unsupported authentication {header!r} for {what}",
-                            status=401)
-    query = {"service": params.get("service"),
-             "scope": params.get("scope") or f"repository:{repository}:pull"}
+        raise RegistryError(
+            f"registry asked for unsupported authentication {header!r} for {what}", status=401
+        )
+    query = {
+        "service": params.get("service"),
+        "scope": params.get("scope") or f"repository:{repository}:pull",
+    }
     token_url = httpx.URL(params["realm"], params={k: v for k, v in query.items() if v})
     response = _request(client, "GET", str(token_url), {}, auth=basic)
     if response.status_code != 200:
@@ -140,8 +163,11 @@ def _digest_from_body(client: httpx.Client, url: str, headers: Mapping[str, str]
 
 def _status_error(status: int, what: str, host: str) -> RegistryError:
     if status in (401, 403):
-        return RegistryError(f"registry {host} refused access to {what} (HTTP {status})", status=status,
-                             hint="the registry credentials are missing, wrong or lack pull/push rights")
+        return RegistryError(
+            f"registry {host} refused access to {what} (HTTP {status})",
+            status=status,
+            hint="the registry credentials are missing, wrong or lack pull/push rights",
+        )
     return RegistryError(f"registry {host} answered HTTP {status} for {what}", status=status)
 
 

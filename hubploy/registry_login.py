@@ -71,10 +71,12 @@ def ecr_host(account_id: str, region: str) -> str:
 
 def aws_login(config_dir: Path, account_id: str, region: str, keys: AwsKeys | None = None) -> LoginCommand:
     """An ECR password; with ``keys`` they are passed to aws in its env only."""
-    env = {"AWS_SHARED_CREDENTIALS_FILE": str(config_dir / "credentials"),
-           "AWS_CONFIG_FILE": str(config_dir / "config"),
-           "AWS_PAGER": "",
-           "AWS_REGION": region}
+    env = {
+        "AWS_SHARED_CREDENTIALS_FILE": str(config_dir / "credentials"),
+        "AWS_CONFIG_FILE": str(config_dir / "config"),
+        "AWS_PAGER": "",
+        "AWS_REGION": region,
+    }
     secrets: tuple[str, ...] = ()
     if keys is not None:
         env["AWS_ACCESS_KEY_ID"] = keys.access_key_id
@@ -83,8 +85,14 @@ def aws_login(config_dir: Path, account_id: str, region: str, keys: AwsKeys | No
         if keys.session_token:
             env["AWS_SESSION_TOKEN"] = keys.session_token
             secrets += (keys.session_token,)
-    return LoginCommand(["aws", "ecr", "get-login-password", "--region", region], env, AWS_USERNAME,
-                        _stripped, host=ecr_host(account_id, region), secrets=secrets)
+    return LoginCommand(
+        ["aws", "ecr", "get-login-password", "--region", region],
+        env,
+        AWS_USERNAME,
+        _stripped,
+        host=ecr_host(account_id, region),
+        secrets=secrets,
+    )
 
 
 def _acr_token(stdout: str) -> str:
@@ -98,21 +106,34 @@ def _acr_token(stdout: str) -> str:
 def azure_login(registry: str, env: Mapping[str, str]) -> LoginCommand:
     """An ACR token; ``env`` must hold the ``AZURE_CONFIG_DIR`` where ``az login`` already ran."""
     if "AZURE_CONFIG_DIR" not in env:
-        raise CredentialsError("azure registry login needs AZURE_CONFIG_DIR set to a logged-in temp dir",
-                               hint="log in with the azure credentials block first")
-    return LoginCommand(["az", "acr", "login", "--name", registry, "--expose-token", "--output", "json"],
-                        dict(env), ACR_USERNAME, _acr_token, host=f"{registry}.azurecr.io")
+        raise CredentialsError(
+            "azure registry login needs AZURE_CONFIG_DIR set to a logged-in temp dir",
+            hint="log in with the azure credentials block first",
+        )
+    return LoginCommand(
+        ["az", "acr", "login", "--name", registry, "--expose-token", "--output", "json"],
+        dict(env),
+        ACR_USERNAME,
+        _acr_token,
+        host=f"{registry}.azurecr.io",
+    )
 
 
-def fetch_credentials(command: LoginCommand, host: str | None = None, *,
-                      base_env: Mapping[str, str] | None = None) -> RegistryCredentials:
+def fetch_credentials(
+    command: LoginCommand, host: str | None = None, *, base_env: Mapping[str, str] | None = None
+) -> RegistryCredentials:
     """Run ``command`` and return credentials for ``host`` (default: the command's own host)."""
     target = host or command.host
     if not target:
         raise CredentialsError(f"no registry host for `{' '.join(command.argv[:3])}`")
     env = {**(base_env if base_env is not None else child_env()), **command.env}
-    result = run(command.argv, env=env, secrets=command.secrets, timeout=LOGIN_TIMEOUT,
-                 hint="check the registry credentials block or key file")
+    result = run(
+        command.argv,
+        env=env,
+        secrets=command.secrets,
+        timeout=LOGIN_TIMEOUT,
+        hint="check the registry credentials block or key file",
+    )
     password = command.parse_password(result.stdout)
     if not password:
         raise CredentialsError(f"`{' '.join(command.argv[:3])}` printed no password for {target}")
@@ -133,11 +154,14 @@ def aws_keys(data: Mapping[str, Any]) -> AwsKeys:
     ``[default]``."""
     section = data.get("creds") or data.get("default") or data
     try:
-        return AwsKeys(section["aws_access_key_id"], section["aws_secret_access_key"],
-                       section.get("aws_session_token"))
+        return AwsKeys(
+            section["aws_access_key_id"], section["aws_secret_access_key"], section.get("aws_session_token")
+        )
     except (KeyError, TypeError):
-        raise CredentialsError("the aws service_key has no aws_access_key_id/aws_secret_access_key "
-                               "(expected creds.* in YAML or a [default] profile)") from None
+        raise CredentialsError(
+            "the aws service_key has no aws_access_key_id/aws_secret_access_key "
+            "(expected creds.* in YAML or a [default] profile)"
+        ) from None
 
 
 def credentials_from_key_files(hub: Hub, host: str, env: Mapping[str, str]) -> RegistryCredentials | None:
@@ -145,9 +169,11 @@ def credentials_from_key_files(hub: Hub, host: str, env: Mapping[str, str]) -> R
     needed); None when the registry is configured with a credentials block instead (see the flows)."""
     registry = hub.config.images.registry if hub.config.images else None
     if registry is None:
-        raise CredentialsError(f"hub {hub.name} has no images.registry section, so no registry credentials "
-                               f"for {host}", hint="add images.registry to hubploy.yaml, or set "
-                               "HUBPLOY_REGISTRY, HUBPLOY_REGISTRY_USERNAME and HUBPLOY_REGISTRY_PASSWORD")
+        raise CredentialsError(
+            f"hub {hub.name} has no images.registry section, so no registry credentials for {host}",
+            hint="add images.registry to hubploy.yaml, or set "
+            "HUBPLOY_REGISTRY, HUBPLOY_REGISTRY_USERNAME and HUBPLOY_REGISTRY_PASSWORD",
+        )
     settings = registry.settings
     if settings is not None and settings.credentials_block:
         return None
@@ -156,8 +182,9 @@ def credentials_from_key_files(hub: Hub, host: str, env: Mapping[str, str]) -> R
     with private_dir("hubploy-registry-login-") as tmp:
         match settings:
             case DockerconfigRegistry(filename=str(filename)):
-                config = decrypt_to_mapping(hub.secret_file(filename), env=env,
-                                            allow_plaintext=allow_plaintext)
+                config = decrypt_to_mapping(
+                    hub.secret_file(filename), env=env, allow_plaintext=allow_plaintext
+                )
                 found = credentials_from_docker_config(config, host)
                 if found is None:
                     raise CredentialsError(f"{filename} has no credentials for {host}")
@@ -167,10 +194,13 @@ def credentials_from_key_files(hub: Hub, host: str, env: Mapping[str, str]) -> R
                 with decrypted([key], env=env, allow_plaintext=allow_plaintext) as files:
                     return fetch_credentials(gcloud_login(Path(tmp), files[key]), host, base_env=env)
             case AwsRegistry(service_key=str(service_key), account_id=account_id, region=region):
-                keys = aws_keys(decrypt_to_mapping(hub.secret_file(service_key), env=env,
-                                                   allow_plaintext=allow_plaintext))
+                keys = aws_keys(
+                    decrypt_to_mapping(hub.secret_file(service_key), env=env, allow_plaintext=allow_plaintext)
+                )
                 return fetch_credentials(aws_login(Path(tmp), account_id, region, keys), base_env=env)
-    raise CredentialsError(f"hub {hub.name}'s registry provider {registry.provider} names no key file that "
-                           "gives registry credentials (azure and role_arn need a cloud login)",
-                           hint="set images.registry.<provider>.credentials_block and run the build_images "
-                                "flow, or set HUBPLOY_REGISTRY_USERNAME/PASSWORD")
+    raise CredentialsError(
+        f"hub {hub.name}'s registry provider {registry.provider} names no key file that "
+        "gives registry credentials (azure and role_arn need a cloud login)",
+        hint="set images.registry.<provider>.credentials_block and run the build_images "
+        "flow, or set HUBPLOY_REGISTRY_USERNAME/PASSWORD",
+    )

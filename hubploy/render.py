@@ -35,8 +35,13 @@ class Rendered:
 def template(prepared: PreparedValues, *, env: Mapping[str, str]) -> str:
     """`helm template` of the hub's release with exactly the prepared values."""
     hub, env_name = prepared.hub, prepared.env_name
-    argv = helm.template_argv(prepared.helm, hub.release(env_name), str(prepared.chart),
-                              hub.namespace(env_name), prepared.values_args)
+    argv = helm.template_argv(
+        prepared.helm,
+        hub.release(env_name),
+        str(prepared.chart),
+        hub.namespace(env_name),
+        prepared.values_args,
+    )
     return run(argv, env=env, hint="the chart does not render with these values").stdout
 
 
@@ -46,8 +51,9 @@ def render(prepared: PreparedValues, *, env: Mapping[str, str]) -> Rendered:
     return Rendered(first, generated_fields(first, template(prepared, env=env)))
 
 
-def render_manifest(repo: DeploymentRepo, hub_name: str, env_name: str, *,
-                    base_env: Mapping[str, str]) -> Rendered:
+def render_manifest(
+    repo: DeploymentRepo, hub_name: str, env_name: str, *, base_env: Mapping[str, str]
+) -> Rendered:
     """What a deploy of ``hub_name`` to ``env_name`` would apply."""
     with prepared_values(repo, repo.load_hub(hub_name), env_name, base_env=base_env) as prepared:
         return render(prepared, env=base_env)
@@ -86,8 +92,10 @@ def _mask_chunk(chunk: str, generated: frozenset[FieldPath]) -> str:
     if node is None or not isinstance(doc, dict):
         return chunk
     key = document_key(doc)
-    spans = sorted((span for doc_key, path in generated if doc_key == key
-                    if (span := _span(node, path)) is not None), reverse=True)
+    spans = sorted(
+        (span for doc_key, path in generated if doc_key == key if (span := _span(node, path)) is not None),
+        reverse=True,
+    )
     for start, end in spans:
         tail = "\n" if chunk[start:end].endswith("\n") else ""
         chunk = chunk[:start] + json.dumps(GENERATED) + tail + chunk[end:]
@@ -110,12 +118,14 @@ def _span(node: yaml.Node, path: tuple[str | int, ...]) -> tuple[int, int] | Non
     return node.start_mark.index, node.end_mark.index
 
 
-def deployed_manifest(executable: str, release: str, namespace: str, *, env: Mapping[str, str],
-                      kube_context: str | None = None) -> str | None:
+def deployed_manifest(
+    executable: str, release: str, namespace: str, *, env: Mapping[str, str], kube_context: str | None = None
+) -> str | None:
     """The manifest of the release's current revision, or None when it is not installed."""
     try:
-        return run(helm.get_manifest_argv(executable, release, namespace, kube_context=kube_context),
-                   env=env).stdout
+        return run(
+            helm.get_manifest_argv(executable, release, namespace, kube_context=kube_context), env=env
+        ).stdout
     except CommandError as exc:
         if helm.is_release_not_found(exc.stderr_tail):
             return None

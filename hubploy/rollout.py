@@ -18,7 +18,7 @@ from typing import Any
 
 from hubploy.config.repo_settings import RolloutSettings
 
-ALL_WAVE = "all"            # the one wave of a repository without `rollout`
+ALL_WAVE = "all"  # the one wave of a repository without `rollout`
 REMAINING_WAVE = "remaining"  # the hubs no wave of `rollout.waves` matches
 
 
@@ -26,7 +26,7 @@ REMAINING_WAVE = "remaining"  # the hubs no wave of `rollout.waves` matches
 class WavePlan:
     """One wave of a rollout: its hubs (sorted), its soak and how many hubs deploy at once."""
 
-    number: int                   # 1, 2, ... in rollout order
+    number: int  # 1, 2, ... in rollout order
     name: str
     hubs: tuple[str, ...]
     soak_seconds: float = 0.0
@@ -43,8 +43,9 @@ def plan_waves(hubs: Iterable[str], rollout: RolloutSettings | None) -> list[Wav
         taken = [hub for hub in remaining if wave.matches(hub)]
         remaining = [hub for hub in remaining if hub not in taken]
         if taken:
-            waves.append(WavePlan(len(waves) + 1, wave.name, tuple(taken), wave.soak_seconds,
-                                  wave.max_parallel))
+            waves.append(
+                WavePlan(len(waves) + 1, wave.name, tuple(taken), wave.soak_seconds, wave.max_parallel)
+            )
     if remaining:
         waves.append(WavePlan(len(waves) + 1, REMAINING_WAVE, tuple(remaining)))
     return waves
@@ -54,20 +55,22 @@ def select_wave(waves: Sequence[WavePlan], name: str) -> list[WavePlan]:
     """Only the wave ``name`` (``hubploy rollout --wave``); ValueError naming the waves there are."""
     chosen = [wave for wave in waves if wave.name == name]
     if not chosen:
-        raise ValueError(f"no wave {name!r} in this rollout; its waves: "
-                         f"{', '.join(w.name for w in waves) or 'none (no hub to deploy)'}")
+        raise ValueError(
+            f"no wave {name!r} in this rollout; its waves: "
+            f"{', '.join(w.name for w in waves) or 'none (no hub to deploy)'}"
+        )
     return chosen
 
 
 class HubOutcome(enum.StrEnum):
     """Where a rollout left one hub."""
 
-    deployed = "deployed"          # upgraded, checked, soaked and checked again
-    unchanged = "unchanged"        # already ran exactly this configuration; checked
-    rolled_back = "rolled-back"    # failed its check (or its upgrade) and runs an earlier revision again
-    refused = "refused"            # nothing changed: an image is missing, or the chart does not render
-    failed = "failed"              # failed and was not (or could not be) rolled back
-    held = "held"                  # skipped: held by an operator (`hubploy hold`)
+    deployed = "deployed"  # upgraded, checked, soaked and checked again
+    unchanged = "unchanged"  # already ran exactly this configuration; checked
+    rolled_back = "rolled-back"  # failed its check (or its upgrade) and runs an earlier revision again
+    refused = "refused"  # nothing changed: an image is missing, or the chart does not render
+    failed = "failed"  # failed and was not (or could not be) rolled back
+    held = "held"  # skipped: held by an operator (`hubploy hold`)
     not_deployed = "not-deployed"  # in a wave after the one that stopped the line: untouched
 
     @property
@@ -86,7 +89,7 @@ class HubReport:
     revision_before: int | None = None
     revision_after: int | None = None
     verified_revision: int | None = None  # the revision marked verified by this rollout
-    seconds: float = 0.0                  # deploy and check (the soak excluded)
+    seconds: float = 0.0  # deploy and check (the soak excluded)
     record: Mapping[str, Any] = field(default_factory=dict, repr=False)  # the deploy's audit record
 
 
@@ -94,7 +97,7 @@ class HubReport:
 class WaveReport:
     wave: WavePlan
     hubs: tuple[HubReport, ...]
-    seconds: float = 0.0           # deploys and checks of the wave, the soak excluded
+    seconds: float = 0.0  # deploys and checks of the wave, the soak excluded
     soaked_seconds: float = 0.0
 
     @property
@@ -110,8 +113,8 @@ class RolloutReport:
     env: str
     waves: tuple[WaveReport, ...]
     not_deployed: tuple[tuple[str, str], ...] = ()  # (wave, hub) never touched after the line stopped
-    staged: bool = False                             # the repository configures `rollout` (waves are named)
-    notes: tuple[str, ...] = field(default=())       # e.g. returns to the last verified release
+    staged: bool = False  # the repository configures `rollout` (waves are named)
+    notes: tuple[str, ...] = field(default=())  # e.g. returns to the last verified release
 
     @property
     def stopped_at(self) -> WaveReport | None:
@@ -144,11 +147,31 @@ class RolloutReport:
 
     def table(self) -> list[dict[str, str]]:
         """One row per hub, in rollout order (the Prefect artifact, the approval form, the CLI)."""
-        rows = [{"wave": w.wave.name, "hub": h.hub, "result": h.outcome.value,
-                 "revision": _revisions(h), "verified": str(h.verified_revision or ""),
-                 "seconds": f"{h.seconds:.1f}", "message": h.message} for w in self.waves for h in w.hubs]
-        rows += [{"wave": wave, "hub": hub, "result": HubOutcome.not_deployed.value, "revision": "",
-                  "verified": "", "seconds": "", "message": ""} for wave, hub in self.not_deployed]
+        rows = [
+            {
+                "wave": w.wave.name,
+                "hub": h.hub,
+                "result": h.outcome.value,
+                "revision": _revisions(h),
+                "verified": str(h.verified_revision or ""),
+                "seconds": f"{h.seconds:.1f}",
+                "message": h.message,
+            }
+            for w in self.waves
+            for h in w.hubs
+        ]
+        rows += [
+            {
+                "wave": wave,
+                "hub": hub,
+                "result": HubOutcome.not_deployed.value,
+                "revision": "",
+                "verified": "",
+                "seconds": "",
+                "message": "",
+            }
+            for wave, hub in self.not_deployed
+        ]
         return rows
 
 

@@ -38,8 +38,11 @@ def register_secret(value: str | None) -> None:
     forms = {value}
     if "\n" in value:
         forms.add(json.dumps(value)[1:-1])
-        forms.update(line.strip() for line in value.splitlines()
-                     if len(line.strip()) >= _MIN_LINE_LEN and not line.startswith("-----"))
+        forms.update(
+            line.strip()
+            for line in value.splitlines()
+            if len(line.strip()) >= _MIN_LINE_LEN and not line.startswith("-----")
+        )
     with _secrets_lock:
         _known_secrets.update(forms)
 
@@ -113,8 +116,16 @@ def run(
     start = time.monotonic()
     try:
         if on_line is None:
-            proc = subprocess.run(args, env=dict(env), cwd=cwd, input=input, capture_output=True,
-                                  text=True, timeout=timeout, check=False)
+            proc = subprocess.run(
+                args,
+                env=dict(env),
+                cwd=cwd,
+                input=input,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
             stdout, stderr, code = proc.stdout, proc.stderr, proc.returncode
         else:
             stdout, stderr, code = _run_streaming(args, env, cwd, input, timeout, on_line, secrets)
@@ -124,8 +135,9 @@ def run(
         raise CommandNotFoundError(program) from exc
     except subprocess.TimeoutExpired as exc:
         out = exc.stderr.decode() if isinstance(exc.stderr, bytes) else (exc.stderr or "")
-        raise CommandTimeoutError(shown, -9, redact(_tail(out) + f"\ntimed out after {timeout} s", secrets),
-                                  hint=hint) from None
+        raise CommandTimeoutError(
+            shown, -9, redact(_tail(out) + f"\ntimed out after {timeout} s", secrets), hint=hint
+        ) from None
     duration = time.monotonic() - start
     log.debug("exit %s after %.2f s: %s", code, duration, shown[0])
     if check and code != 0:
@@ -133,11 +145,24 @@ def run(
     return CommandResult(shown, code, stdout, stderr, duration)
 
 
-def _run_streaming(args: list[str], env: Mapping[str, str], cwd: str | os.PathLike[str] | None,
-                   input: str | None, timeout: float | None, on_line: Callable[[str], None],
-                   secrets: list[str]) -> tuple[str, str, int]:
-    proc = subprocess.Popen(args, env=dict(env), cwd=cwd, text=True, stdin=subprocess.PIPE if input else None,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+def _run_streaming(
+    args: list[str],
+    env: Mapping[str, str],
+    cwd: str | os.PathLike[str] | None,
+    input: str | None,
+    timeout: float | None,
+    on_line: Callable[[str], None],
+    secrets: list[str],
+) -> tuple[str, str, int]:
+    proc = subprocess.Popen(
+        args,
+        env=dict(env),
+        cwd=cwd,
+        text=True,
+        stdin=subprocess.PIPE if input else None,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     chunks: dict[str, list[str]] = {"out": [], "err": []}
 
     def pump(stream, key: str) -> None:  # type: ignore[no-untyped-def]
@@ -145,8 +170,10 @@ def _run_streaming(args: list[str], env: Mapping[str, str], cwd: str | os.PathLi
             chunks[key].append(line)
             on_line(redact(line.rstrip("\n"), secrets))
 
-    threads = [threading.Thread(target=pump, args=(proc.stdout, "out"), daemon=True),
-               threading.Thread(target=pump, args=(proc.stderr, "err"), daemon=True)]
+    threads = [
+        threading.Thread(target=pump, args=(proc.stdout, "out"), daemon=True),
+        threading.Thread(target=pump, args=(proc.stderr, "err"), daemon=True),
+    ]
     for t in threads:
         t.start()
     if input:

@@ -42,9 +42,11 @@ SECRETS_DIR = "secrets"
 Format = Literal["yaml", "json", "dotenv", "ini", "binary"]
 State = Literal["sops", "git-crypt", "plaintext", "unparsable"]
 
-_KEY_HINT = ("sops needs a key that can decrypt this file: for age set SOPS_AGE_KEY_FILE (or SOPS_AGE_KEY); "
-             "for cloud KMS give the credentials access to the key named in the file's sops metadata "
-             "(e.g. GOOGLE_APPLICATION_CREDENTIALS for GCP KMS)")
+_KEY_HINT = (
+    "sops needs a key that can decrypt this file: for age set SOPS_AGE_KEY_FILE (or SOPS_AGE_KEY); "
+    "for cloud KMS give the credentials access to the key named in the file's sops metadata "
+    "(e.g. GOOGLE_APPLICATION_CREDENTIALS for GCP KMS)"
+)
 _SECRET_KEY_NAME = re.compile(r"pass|secret|token|key|credential|private|auth", re.IGNORECASE)
 
 
@@ -105,7 +107,7 @@ def _has_sops_metadata(data: bytes, fmt: Format) -> bool:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         if fmt in ("yaml", "json"):
-            line = data[:exc.start].count(b"\n") + 1
+            line = data[: exc.start].count(b"\n") + 1
             raise _Unparsable(f"line {line}: byte 0x{data[exc.start]:02x} is not UTF-8") from None
         return False
     if fmt == "yaml":
@@ -122,8 +124,11 @@ def _has_sops_metadata(data: bytes, fmt: Format) -> bool:
         parsed = json.loads(text)
     except (ValueError, RecursionError) as exc:
         if fmt == "json":
-            raise _Unparsable(f"line {exc.lineno}: {exc.msg}" if isinstance(exc, json.JSONDecodeError)
-                              else type(exc).__name__) from None
+            raise _Unparsable(
+                f"line {exc.lineno}: {exc.msg}"
+                if isinstance(exc, json.JSONDecodeError)
+                else type(exc).__name__
+            ) from None
         return False
     if fmt == "json":
         return isinstance(parsed, dict) and "sops" in parsed
@@ -135,8 +140,10 @@ def _inspect(path: Path) -> tuple[State, str]:
     try:
         size = path.stat().st_size
         if size > MAX_YAML_BYTES:
-            raise SecretsError(f"{path}: secret file is {size / 2 ** 20:.1f} MiB; hubploy reads secret "
-                               f"files up to {MAX_YAML_BYTES // 2 ** 20} MiB")
+            raise SecretsError(
+                f"{path}: secret file is {size / 2**20:.1f} MiB; hubploy reads secret "
+                f"files up to {MAX_YAML_BYTES // 2**20} MiB"
+            )
         data = path.read_bytes()
     except FileNotFoundError:
         raise SecretsError(f"{path}: secret file does not exist") from None
@@ -167,16 +174,24 @@ def in_secrets_dir(path: Path) -> bool:
 def _problem(path: Path, state: State, allow_plaintext: bool, detail: str = "") -> tuple[str, str] | None:
     """(what is wrong, what to do) for a secret file in ``state``, or None when it may be used."""
     if state == "git-crypt":
-        return ("file is still locked by git-crypt",
-                "run `git-crypt unlock` in the repository before running hubploy")
+        return (
+            "file is still locked by git-crypt",
+            "run `git-crypt unlock` in the repository before running hubploy",
+        )
     if state == "unparsable":
         kind = sops_format(path).upper()
-        return (f"cannot be parsed as {kind} ({detail})",
-                f"fix the {kind} at that line: neither hubploy nor sops can read the file as it is")
+        return (
+            f"cannot be parsed as {kind} ({detail})",
+            f"fix the {kind} at that line: neither hubploy nor sops can read the file as it is",
+        )
     if state == "plaintext" and in_secrets_dir(path) and not allow_plaintext:
-        return ("plaintext file under secrets/ (no sops metadata)",
-                (f"encrypt it with `sops --encrypt --in-place {path.name}`, or, if git-crypt protects "
-                 "your secrets, set `secrets: {allow_plaintext: true}` in hubploy-repo.yaml"))
+        return (
+            "plaintext file under secrets/ (no sops metadata)",
+            (
+                f"encrypt it with `sops --encrypt --in-place {path.name}`, or, if git-crypt protects "
+                "your secrets, set `secrets: {allow_plaintext: true}` in hubploy-repo.yaml"
+            ),
+        )
     return None
 
 
@@ -223,8 +238,14 @@ def _run_sops(path: Path, args: list[str], env: Mapping[str, str]) -> str:
 
 
 # Settings that would override .sops.yaml's creation rules when encrypting (sops reads them as flags).
-_RECIPIENT_OVERRIDES = ("SOPS_AGE_RECIPIENTS", "SOPS_PGP_FP", "SOPS_KMS_ARN", "SOPS_GCP_KMS_IDS",
-                        "SOPS_AZURE_KEYVAULT_URLS", "SOPS_VAULT_URIS")
+_RECIPIENT_OVERRIDES = (
+    "SOPS_AGE_RECIPIENTS",
+    "SOPS_PGP_FP",
+    "SOPS_KMS_ARN",
+    "SOPS_GCP_KMS_IDS",
+    "SOPS_AZURE_KEYVAULT_URLS",
+    "SOPS_VAULT_URIS",
+)
 
 
 def encrypt_text(text: str, filename: str, *, root: Path, env: Mapping[str, str]) -> str:
@@ -233,23 +254,36 @@ def encrypt_text(text: str, filename: str, *, root: Path, env: Mapping[str, str]
     the clear text goes to sops on its stdin, never to a file."""
     fmt = sops_format(Path(filename))
     config = ["--config", str(root / ".sops.yaml")] if (root / ".sops.yaml").is_file() else []
-    argv = [_sops(env), "--encrypt", *config, "--filename-override", filename, "--input-type", fmt,
-            "--output-type", fmt, "/dev/stdin"]
+    argv = [
+        _sops(env),
+        "--encrypt",
+        *config,
+        "--filename-override",
+        filename,
+        "--input-type",
+        fmt,
+        "--output-type",
+        fmt,
+        "/dev/stdin",
+    ]
     try:
-        return run(argv, env={k: v for k, v in env.items() if k not in _RECIPIENT_OVERRIDES}, cwd=root,
-                   input=text).stdout
+        return run(
+            argv, env={k: v for k, v in env.items() if k not in _RECIPIENT_OVERRIDES}, cwd=root, input=text
+        ).stdout
     except CommandNotFoundError:
         raise
     except CommandError as exc:
         detail = " ".join(line.strip() for line in exc.stderr_tail.splitlines() if line.strip())
-        raise SecretsError(f"{filename}: sops cannot encrypt it: {detail[:800]}",
-                           hint="the creation rules of .sops.yaml must name recipients for this "
-                                "path") from None
+        raise SecretsError(
+            f"{filename}: sops cannot encrypt it: {detail[:800]}",
+            hint="the creation rules of .sops.yaml must name recipients for this path",
+        ) from None
 
 
 @contextlib.contextmanager
-def decrypted(paths: Iterable[Path], *, env: Mapping[str, str],
-              allow_plaintext: bool = False) -> Iterator[dict[Path, Path]]:
+def decrypted(
+    paths: Iterable[Path], *, env: Mapping[str, str], allow_plaintext: bool = False
+) -> Iterator[dict[Path, Path]]:
     """Decrypt every sops file of ``paths`` into its own 0600 file in a private 0700 temp dir.
 
     Yields {original path: path to read}; plaintext files map to themselves where allowed (see the
@@ -274,8 +308,9 @@ def decrypted(paths: Iterable[Path], *, env: Mapping[str, str],
         yield mapping
 
 
-def decrypt_to_mapping(path: Path, *, env: Mapping[str, str],
-                       allow_plaintext: bool = False) -> dict[str, Any]:
+def decrypt_to_mapping(
+    path: Path, *, env: Mapping[str, str], allow_plaintext: bool = False
+) -> dict[str, Any]:
     """Read a key file (e.g. aws ``service_key`` YAML creds, an azure auth file) into memory,
     decrypting it with sops when it is encrypted. Values under secret-looking keys (password,
     secret, token, key, ...) are registered with the runner so they are redacted from logs.
@@ -296,8 +331,11 @@ def _parse(text: str, fmt: Format, path: Path) -> dict[str, Any]:
     data: Any = None
     try:
         if fmt == "dotenv":
-            data = dict(line.split("=", 1) for line in text.splitlines()
-                        if "=" in line and not line.lstrip().startswith("#"))
+            data = dict(
+                line.split("=", 1)
+                for line in text.splitlines()
+                if "=" in line and not line.lstrip().startswith("#")
+            )
         elif fmt == "ini":
             data = _parse_ini(text)
         elif fmt == "json":
@@ -307,11 +345,14 @@ def _parse(text: str, fmt: Format, path: Path) -> dict[str, Any]:
         else:
             data = _parse_yaml_or_ini(text)
     except (ValueError, yaml.YAMLError, configparser.Error, RecursionError) as exc:
-        raise SecretsError(f"{path}: cannot parse the decrypted {fmt} content: "
-                           f"{type(exc).__name__}") from None
+        raise SecretsError(
+            f"{path}: cannot parse the decrypted {fmt} content: {type(exc).__name__}"
+        ) from None
     if not isinstance(data, dict) or not data:
-        raise SecretsError(f"{path}: expected a non-empty mapping of keys, found "
-                           f"{'an empty one' if data == {} else type(data).__name__}")
+        raise SecretsError(
+            f"{path}: expected a non-empty mapping of keys, found "
+            f"{'an empty one' if data == {} else type(data).__name__}"
+        )
     return data
 
 

@@ -30,8 +30,14 @@ from hubploy.values_schema import Layer, check_values, encrypted_structure
 PLACEHOLDER_TAG = "git-tag"  # the tag validate injects for an image whose tag git derives
 
 
-def validate_repo(root: Path, hubs: Iterable[str] = (), *, envs: Iterable[str] = (), decrypt: bool = True,
-                  env: Mapping[str, str] | None = None) -> list[ConfigIssue]:
+def validate_repo(
+    root: Path,
+    hubs: Iterable[str] = (),
+    *,
+    envs: Iterable[str] = (),
+    decrypt: bool = True,
+    env: Mapping[str, str] | None = None,
+) -> list[ConfigIssue]:
     """Check the repo settings, the chart dir and every hub (or the named ones) in every environment
     (or the named ones). ``env`` is the environment of helm and sops (default: this process's)."""
     repo, loaded = try_load_repo(root)
@@ -66,25 +72,52 @@ def _chart(repo: DeploymentRepo, env: Mapping[str, str], issues: list[ConfigIssu
     except ConfigError as exc:
         issues.extend(exc.issues)
     except CommandError as exc:
-        issues.append(ConfigIssue(repo.chart_dir / "Chart.yaml", "dependencies",
-                                  f"cannot fetch the chart's dependencies: {exc.message}", hint=exc.hint))
+        issues.append(
+            ConfigIssue(
+                repo.chart_dir / "Chart.yaml",
+                "dependencies",
+                f"cannot fetch the chart's dependencies: {exc.message}",
+                hint=exc.hint,
+            )
+        )
     return None
 
 
-def validate_hub(repo: DeploymentRepo, name: str, *, chart: Chart | None = None, envs: Iterable[str] = (),
-                 decrypt: bool = True, env: Mapping[str, str] | None = None) -> list[ConfigIssue]:
+def validate_hub(
+    repo: DeploymentRepo,
+    name: str,
+    *,
+    chart: Chart | None = None,
+    envs: Iterable[str] = (),
+    decrypt: bool = True,
+    env: Mapping[str, str] | None = None,
+) -> list[ConfigIssue]:
     hub_dir = repo.hub_dir(name)
     if not hub_dir.is_dir():
-        raise HubNotFoundError(f"no hub named {name!r}: {hub_dir} does not exist",
-                               hint=f"hubs found: {', '.join(repo.hub_names()) or 'none'}")
+        raise HubNotFoundError(
+            f"no hub named {name!r}: {hub_dir} does not exist",
+            hint=f"hubs found: {', '.join(repo.hub_names()) or 'none'}",
+        )
     issues: list[ConfigIssue] = []
     if not is_dns_label(name):
-        issues.append(ConfigIssue(hub_dir, "", f"hub name {name!r} is not a valid DNS label",
-                                  hint="use lowercase letters, digits and '-', starting and ending with a "
-                                       "letter or digit, at most 63 characters (it names a namespace)"))
+        issues.append(
+            ConfigIssue(
+                hub_dir,
+                "",
+                f"hub name {name!r} is not a valid DNS label",
+                hint="use lowercase letters, digits and '-', starting and ending with a "
+                "letter or digit, at most 63 characters (it names a namespace)",
+            )
+        )
     if not (hub_dir / HUB_FILE).is_file():
-        return issues + [ConfigIssue(hub_dir / HUB_FILE, "", "file not found",
-                                     hint="every hub dir needs a hubploy.yaml, even a minimal `{}`-like one")]
+        return issues + [
+            ConfigIssue(
+                hub_dir / HUB_FILE,
+                "",
+                "file not found",
+                hint="every hub dir needs a hubploy.yaml, even a minimal `{}`-like one",
+            )
+        ]
     outside = _check_link(repo.root, hub_dir)
     if outside:
         return issues + outside  # a hub dir leading outside the repository is not read
@@ -93,16 +126,20 @@ def validate_hub(repo: DeploymentRepo, name: str, *, chart: Chart | None = None,
     issues.extend(load_issues)
     env_names = list(envs) or (hub.environments if hub is not None else list(ALLOWED_ENVIRONMENTS))
     files_issues = _check_value_files(hub_dir, env_names)
-    files_issues += _check_secret_files(_secret_files(repo, hub, name, env_names),
-                                        repo.settings.secrets.allow_plaintext)
+    files_issues += _check_secret_files(
+        _secret_files(repo, hub, name, env_names), repo.settings.secrets.allow_plaintext
+    )
     issues.extend(files_issues)
     if hub is not None:
         issues.extend(_issues(hub.config_file, hub.config.problems(hub.name, hub.dir, repo.root), hub.lines))
     if hub is not None and chart is not None and not files_issues:
         for env_name in env_names:
             try:
-                issues.extend(_check_schema(repo, hub, env_name, chart, decrypt=decrypt,
-                                            env=child_env() if env is None else env))
+                issues.extend(
+                    _check_schema(
+                        repo, hub, env_name, chart, decrypt=decrypt, env=child_env() if env is None else env
+                    )
+                )
             except ConfigError as exc:
                 issues.extend(exc.issues)
     return issues
@@ -113,8 +150,9 @@ def _issues(file: Path, problems: Iterable[Problem], lines: LineMap | None = Non
     issues: list[ConfigIssue] = []
     for problem in problems:
         line = lines.get(problem.path) or lines.get(problem.path[:-1]) if lines and problem.path else None
-        issues.append(ConfigIssue(file, format_key_path(problem.path), problem.message, line=line,
-                                  hint=problem.hint))
+        issues.append(
+            ConfigIssue(file, format_key_path(problem.path), problem.message, line=line, hint=problem.hint)
+        )
     return issues
 
 
@@ -129,12 +167,18 @@ def _check_value_files(hub_dir: Path, env_names: list[str]) -> list[ConfigIssue]
 def _secret_files(repo: DeploymentRepo, hub: Hub | None, name: str, env_names: list[str]) -> list[Path]:
     """The secret files hubploy reads for the hub: its secret values files, and the key files of the
     chosen providers."""
-    files = [path for env_name in env_names for path in secret_values_files(repo.hub_dir(name), repo.root,
-                                                                            name, env_name)]
+    files = [
+        path
+        for env_name in env_names
+        for path in secret_values_files(repo.hub_dir(name), repo.root, name, env_name)
+    ]
     if hub is not None:
         for _, settings in hub.config.provider_settings():
-            files += [hub.secret_file(filename) for filename in settings.key_files().values()
-                      if hub.secret_file(filename).is_file()]
+            files += [
+                hub.secret_file(filename)
+                for filename in settings.key_files().values()
+                if hub.secret_file(filename).is_file()
+            ]
     return list(dict.fromkeys(files))
 
 
@@ -154,8 +198,14 @@ def _check_layout(root: Path, hub_dir: Path) -> list[ConfigIssue]:
     for sub in ("config", "secrets"):
         path = hub_dir / sub
         if path.exists() and not path.is_dir():
-            issues.append(ConfigIssue(path, "", f"{sub}/ is not a directory",
-                                      hint=f"the hub's {sub} files live in deployments/<hub>/{sub}/"))
+            issues.append(
+                ConfigIssue(
+                    path,
+                    "",
+                    f"{sub}/ is not a directory",
+                    hint=f"the hub's {sub} files live in deployments/<hub>/{sub}/",
+                )
+            )
     for path in sorted(hub_dir.rglob("*")):
         if path.is_symlink():
             issues.extend(_check_link(root, path))
@@ -170,14 +220,22 @@ def _check_link(root: Path, path: Path) -> list[ConfigIssue]:
         return [ConfigIssue(path, "", f"cannot resolve the symlink: {exc}")]
     if inside(target, root):
         return []
-    return [ConfigIssue(path, "", f"symlink points outside the repository (to {target})",
-                        hint="a deployment repo must be self-contained; copy the file in")]
+    return [
+        ConfigIssue(
+            path,
+            "",
+            f"symlink points outside the repository (to {target})",
+            hint="a deployment repo must be self-contained; copy the file in",
+        )
+    ]
 
 
 # --- the chart's values schema ---------------------------------------------------------------------------
 
-def _check_schema(repo: DeploymentRepo, hub: Hub, env_name: str, chart: Chart, *, decrypt: bool,
-                  env: Mapping[str, str]) -> list[ConfigIssue]:
+
+def _check_schema(
+    repo: DeploymentRepo, hub: Hub, env_name: str, chart: Chart, *, decrypt: bool, env: Mapping[str, str]
+) -> list[ConfigIssue]:
     """The hub's merged values in ``env_name`` against the chart's schemas, each error in the file that
     set the key."""
     chart_values = repo.chart_dir / "values.yaml"
@@ -187,14 +245,23 @@ def _check_schema(repo: DeploymentRepo, hub: Hub, env_name: str, chart: Chart, *
         try:
             layers.append(_secret_layer(repo, path, decrypt=decrypt, env=env))
         except SecretsError as exc:
-            return [ConfigIssue(path, "", exc.message.removeprefix(f"{path}: "),
-                                hint=(exc.hint + "; " if exc.hint else "") + "or check the rest without "
-                                     "decrypting: `hubploy validate --no-decrypt`")]
+            return [
+                ConfigIssue(
+                    path,
+                    "",
+                    exc.message.removeprefix(f"{path}: "),
+                    hint=(exc.hint + "; " if exc.hint else "") + "or check the rest without "
+                    "decrypting: `hubploy validate --no-decrypt`",
+                )
+            ]
     user: dict[str, Any] = {}
     for layer in layers:
         user = merge_maps(user, layer.data)
-    injected = [f"{path}.{key}={value}" for path, name, tag in _images(hub)
-                for key, value in (("name", name), ("tag", tag))]
+    injected = [
+        f"{path}.{key}={value}"
+        for path, name, tag in _images(hub)
+        for key, value in (("name", name), ("tag", tag))
+    ]
     merged = coalesce(chart.values, set_values(user, [], injected))
     return check_values(chart, repo.root, [*defaults, *layers, _image_layer(hub)], merged)
 
@@ -206,8 +273,14 @@ def _layer(path: Path, *, secret: bool = False, shown_as: Path | None = None) ->
     if issues:
         if shown_as is None:
             raise ConfigError(issues)
-        raise ConfigError([ConfigIssue(shown_as, issue.key_path, "decrypted: " + issue.message.split(":")[0],
-                                       line=issue.line) for issue in issues])
+        raise ConfigError(
+            [
+                ConfigIssue(
+                    shown_as, issue.key_path, "decrypted: " + issue.message.split(":")[0], line=issue.line
+                )
+                for issue in issues
+            ]
+        )
     return Layer(shown_as or path, data if isinstance(data, dict) else {}, lines, secret=secret)
 
 
@@ -220,16 +293,20 @@ def _secret_layer(repo: DeploymentRepo, path: Path, *, decrypt: bool, env: Mappi
     if not decrypt:
         data, placeholders = encrypted_structure(encrypted.data)
         return Layer(path, data, encrypted.lines, secret=True, placeholders=placeholders)
-    with decrypted([path], env=with_age_key(env, repo.age_key_file),
-                   allow_plaintext=repo.settings.secrets.allow_plaintext) as files:
+    with decrypted(
+        [path],
+        env=with_age_key(env, repo.age_key_file),
+        allow_plaintext=repo.settings.secrets.allow_plaintext,
+    ) as files:
         clear = _layer(files[path], secret=True, shown_as=path)
     register_secret_strings(clear.data, secret=True)
     return Layer(path, clear.data, encrypted.lines, secret=True)
 
 
 def _images(hub: Hub) -> list[tuple[str, str, str]]:
-    return [(spec.helm_substitution_path, spec.name, spec.pinned_tag or PLACEHOLDER_TAG)
-            for spec in hub.images]
+    return [
+        (spec.helm_substitution_path, spec.name, spec.pinned_tag or PLACEHOLDER_TAG) for spec in hub.images
+    ]
 
 
 def _image_layer(hub: Hub) -> Layer:
@@ -242,8 +319,10 @@ def _image_layer(hub: Hub) -> Layer:
         data = merge_maps(data, _nested(keys, {"name": name, "tag": tag}))
         line = hub.lines.get(("images", "image_name") if legacy else ("images", "images", index))
         if line is not None:
-            for key_path in ([keys[:end] for end in range(1, len(keys) + 1)]
-                             + [(*keys, "name"), (*keys, "tag")]):
+            for key_path in [keys[:end] for end in range(1, len(keys) + 1)] + [
+                (*keys, "name"),
+                (*keys, "tag"),
+            ]:
                 lines.setdefault(key_path, line)
     return Layer(hub.config_file, data, lines)
 

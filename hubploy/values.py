@@ -42,8 +42,8 @@ class ImageValue(NamedTuple):
 class ValuesPlan:
     """The ordered values sources of one hub in one environment."""
 
-    values_files: list[Path] = field(default_factory=list)   # plaintext, in order
-    secret_files: list[Path] = field(default_factory=list)   # maybe sops-encrypted, in order
+    values_files: list[Path] = field(default_factory=list)  # plaintext, in order
+    secret_files: list[Path] = field(default_factory=list)  # maybe sops-encrypted, in order
     set_args: list[str] = field(default_factory=list)
     set_string_args: list[str] = field(default_factory=list)
 
@@ -69,8 +69,13 @@ def _decrypted_path(decrypted: Mapping[Path, Path], path: Path) -> Path:
         raise SecretsError(f"secret values file {path} was not decrypted before use") from None
 
 
-def image_values(repo_root: Path, images: Iterable[ImageSpec], *, allow_dirty: bool = False,
-                 env: Mapping[str, str] | None = None) -> list[ImageValue]:
+def image_values(
+    repo_root: Path,
+    images: Iterable[ImageSpec],
+    *,
+    allow_dirty: bool = False,
+    env: Mapping[str, str] | None = None,
+) -> list[ImageValue]:
     """The name and tag to inject for each image: its pinned tag (v1 ``name:tag`` form), else
     hubploy's git tag of its build dir (:func:`hubploy.git.image_tag`; a dirty dir is a GitError).
     """
@@ -92,14 +97,23 @@ def config_values_files(hub_dir: Path, env: str) -> list[Path]:
 
 def secret_values_files(hub_dir: Path, repo_root: Path, hub: str, env: str) -> list[Path]:
     """The existing secret values files for ``env``: the hub's own, then the submodule's."""
-    candidates = [hub_dir / "secrets" / f"{env}.yaml",
-                  repo_root / "secrets" / "deployments" / hub / "secrets" / f"{env}.yaml"]
+    candidates = [
+        hub_dir / "secrets" / f"{env}.yaml",
+        repo_root / "secrets" / "deployments" / hub / "secrets" / f"{env}.yaml",
+    ]
     return [p for p in candidates if p.is_file()]
 
 
-def layered_values(hub_dir: Path, repo_root: Path, hub: str, env: str, *,
-                   images: Iterable[ImageValue | tuple[str, str, str]] = (),
-                   set_values: Iterable[str] = (), set_string_values: Iterable[str] = ()) -> ValuesPlan:
+def layered_values(
+    hub_dir: Path,
+    repo_root: Path,
+    hub: str,
+    env: str,
+    *,
+    images: Iterable[ImageValue | tuple[str, str, str]] = (),
+    set_values: Iterable[str] = (),
+    set_string_values: Iterable[str] = (),
+) -> ValuesPlan:
     """The values plan of ``hub`` (directory ``hub_dir``) in ``env``; missing files are skipped.
 
     ``images`` are ``(helm_substitution_path, name, tag)`` in hubploy.yaml order.
@@ -108,10 +122,12 @@ def layered_values(hub_dir: Path, repo_root: Path, hub: str, env: str, *,
     injected: list[str] = []
     for substitution_path, name, tag in images:
         injected += [f"{substitution_path}.tag={tag}", f"{substitution_path}.name={name}"]
-    return ValuesPlan(values_files=values_files,
-                      secret_files=secret_values_files(hub_dir, repo_root, hub, env),
-                      set_args=list(set_values),
-                      set_string_args=[*set_string_values, *injected])
+    return ValuesPlan(
+        values_files=values_files,
+        secret_files=secret_values_files(hub_dir, repo_root, hub, env),
+        set_args=list(set_values),
+        set_string_args=[*set_string_values, *injected],
+    )
 
 
 # --- merged values: helm's merge, for digests and diffs -------------------------------------------
@@ -119,8 +135,9 @@ def layered_values(hub_dir: Path, repo_root: Path, hub: str, env: str, *,
 _UNSUPPORTED_KEY = re.compile(r"[\[\]\\{}]")
 
 
-def merged_values(plan: ValuesPlan, decrypted: Mapping[Path, Path],
-                  chart_values: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def merged_values(
+    plan: ValuesPlan, decrypted: Mapping[Path, Path], chart_values: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """The values helm computes for ``plan`` on top of ``chart_values`` (the chart's values.yaml).
 
     As helm 3 does: values files are deep-merged in order (maps merge, anything else replaces);
@@ -138,8 +155,9 @@ def merged_values(plan: ValuesPlan, decrypted: Mapping[Path, Path],
     return coalesce(dict(chart_values or {}), set_values(user, plan.set_args, plan.set_string_args))
 
 
-def set_values(values: Mapping[str, Any], set_args: Iterable[str], set_string_args: Iterable[str]
-               ) -> dict[str, Any]:
+def set_values(
+    values: Mapping[str, Any], set_args: Iterable[str], set_string_args: Iterable[str]
+) -> dict[str, Any]:
     """``values`` with ``--set`` then ``--set-string`` arguments applied (see :func:`merged_values`)."""
     out = copy.deepcopy(dict(values))  # the arguments change it
     for arg in set_args:
@@ -155,8 +173,9 @@ def load_values_file(path: Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError([ConfigIssue(path, "",
-                                       f"a values file must be a mapping, not {type(data).__name__}")])
+        raise ConfigError(
+            [ConfigIssue(path, "", f"a values file must be a mapping, not {type(data).__name__}")]
+        )
     return data
 
 
@@ -198,8 +217,9 @@ def _apply_set(values: dict[str, Any], arg: str, *, as_string: bool) -> None:
         elif any(not part for part in key.split(".")):
             problem = "empty key segment"
         if problem:
-            raise HubployError(f"{flag} {arg!r}: {problem}",
-                               hint="put structured values in config/<env>.yaml instead")
+            raise HubployError(
+                f"{flag} {arg!r}: {problem}", hint="put structured values in config/<env>.yaml instead"
+            )
         target = values
         *parents, leaf = key.split(".")
         for part in parents:
@@ -220,6 +240,6 @@ def _typed(raw: str) -> Any:
         return 0
     if raw and raw[0] != "0" and re.fullmatch(r"[+-]?[0-9]+", raw):
         number = int(raw)
-        if -(2 ** 63) <= number < 2 ** 63:
+        if -(2**63) <= number < 2**63:
             return number
     return raw

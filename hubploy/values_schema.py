@@ -30,12 +30,32 @@ from hubploy.runner import redact
 from hubploy.values import coalesce
 
 # Rules about what a value says (not its key or type), skipped for a placeholder of an encrypted value.
-VALUE_RULES = frozenset({"enum", "const", "pattern", "format", "minLength", "maxLength", "minimum", "maximum",
-                         "exclusiveMinimum", "exclusiveMaximum", "multipleOf"})
+VALUE_RULES = frozenset(
+    {
+        "enum",
+        "const",
+        "pattern",
+        "format",
+        "minLength",
+        "maxLength",
+        "minimum",
+        "maximum",
+        "exclusiveMinimum",
+        "exclusiveMaximum",
+        "multipleOf",
+    }
+)
 _ENCRYPTED = re.compile(r"^ENC\[AES256_GCM,data:.*,type:(\w+)\]$", re.DOTALL)
 _PLACEHOLDERS: dict[str, Any] = {"int": 0, "float": 0.0, "bool": False}
-_JSON_TYPES = {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer", float: "number",
-               type(None): "null"}
+_JSON_TYPES = {
+    dict: "object",
+    list: "array",
+    str: "string",
+    bool: "boolean",
+    int: "integer",
+    float: "number",
+    type(None): "null",
+}
 
 
 @dataclass(frozen=True)
@@ -45,8 +65,8 @@ class Layer:
     file: Path
     data: Mapping[str, Any]
     lines: LineMap = field(default_factory=dict)
-    secret: bool = False                                  # messages never show its values
-    placeholders: frozenset[KeyPath] = frozenset()       # encrypted values it only knows the type of
+    secret: bool = False  # messages never show its values
+    placeholders: frozenset[KeyPath] = frozenset()  # encrypted values it only knows the type of
 
 
 def encrypted_structure(data: Mapping[str, Any]) -> tuple[dict[str, Any], frozenset[KeyPath]]:
@@ -69,8 +89,9 @@ def encrypted_structure(data: Mapping[str, Any]) -> tuple[dict[str, Any], frozen
     return values, frozenset(placeholders)
 
 
-def check_values(chart: Chart, root: Path, layers: list[Layer],
-                 merged: Mapping[str, Any]) -> list[ConfigIssue]:
+def check_values(
+    chart: Chart, root: Path, layers: list[Layer], merged: Mapping[str, Any]
+) -> list[ConfigIssue]:
     """Every schema error of ``merged`` (the coalesced values of ``chart``, in the repository at ``root``),
     attributed to ``layers`` (lowest first)."""
     issues: list[ConfigIssue] = []
@@ -84,8 +105,9 @@ def check_values(chart: Chart, root: Path, layers: list[Layer],
     return sorted(unique.values(), key=lambda i: (str(i.file), i.line or 0, i.key_path))
 
 
-def _levels(chart: Chart, root: Path, values: Mapping[str, Any],
-            where: KeyPath) -> Iterator[tuple[KeyPath, dict[str, Any] | None, Mapping[str, Any], str]]:
+def _levels(
+    chart: Chart, root: Path, values: Mapping[str, Any], where: KeyPath
+) -> Iterator[tuple[KeyPath, dict[str, Any] | None, Mapping[str, Any], str]]:
     """(key path, schema, values, chart name) of the chart and of each enabled dependency, recursively."""
     yield where, chart.schema, values, chart.name
     dependencies = dependency_charts(chart, root)
@@ -96,17 +118,21 @@ def _levels(chart: Chart, root: Path, values: Mapping[str, Any],
         given = values.get(dependency.key)
         sub_values = coalesce(sub.values, given if isinstance(given, dict) else {})
         parent_global = values.get("global")
-        sub_values["global"] = coalesce(sub_values.get("global") or {},
-                                        parent_global if isinstance(parent_global, dict) else {})
+        sub_values["global"] = coalesce(
+            sub_values.get("global") or {}, parent_global if isinstance(parent_global, dict) else {}
+        )
         yield from _levels(sub, root, sub_values, (*where, dependency.key))
 
 
-def _issues(error: ValidationError, where: KeyPath, chart_name: str,
-            layers: list[Layer]) -> list[ConfigIssue]:
+def _issues(
+    error: ValidationError, where: KeyPath, chart_name: str, layers: list[Layer]
+) -> list[ConfigIssue]:
     path: KeyPath = (*where, *error.absolute_path)
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-        return [_issue((*path, extra), _unknown_key(error, extra, chart_name), layers)
-                for extra in _extra_keys(error)]
+        return [
+            _issue((*path, extra), _unknown_key(error, extra, chart_name), layers)
+            for extra in _extra_keys(error)
+        ]
     layer = _source(path, layers)
     if layer is not None and path in layer.placeholders and error.validator in VALUE_RULES:
         return []
@@ -128,23 +154,36 @@ def _unknown_key(error: ValidationError, key: str, chart_name: str) -> str:
 
 
 def _kind(value: Any) -> str:
-    return next((name for kind, name in _JSON_TYPES.items() if isinstance(value, kind) and
-                 not (kind is int and isinstance(value, bool))), type(value).__name__)
+    return next(
+        (
+            name
+            for kind, name in _JSON_TYPES.items()
+            if isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+        ),
+        type(value).__name__,
+    )
 
 
 def _message(error: ValidationError, *, secret: bool) -> str:
     """What the schema wants, without the value when it comes from a secret file."""
     value = "" if secret else f" {json.dumps(error.instance, default=str)[:80]}"
     if error.validator == "type":
-        wanted = error.validator_value if isinstance(error.validator_value, str) else " or ".join(
-            error.validator_value)
+        wanted = (
+            error.validator_value
+            if isinstance(error.validator_value, str)
+            else " or ".join(error.validator_value)
+        )
         found = _kind(error.instance)
-        quote = " (YAML read it as a number: quote it)" if found in ("integer", "number") \
-            and "string" in wanted else ""
+        quote = (
+            " (YAML read it as a number: quote it)"
+            if found in ("integer", "number") and "string" in wanted
+            else ""
+        )
         return f"must be {wanted}, not {found}{value}{quote}"
     if error.validator == "enum":
-        return (f"must be one of {', '.join(json.dumps(v) for v in error.validator_value)}, "
-                f"not{value or ' this'}")
+        return (
+            f"must be one of {', '.join(json.dumps(v) for v in error.validator_value)}, not{value or ' this'}"
+        )
     if error.validator == "required":
         return redact(error.message.replace(" is a required property", " is required here"))
     if secret:

@@ -28,8 +28,13 @@ from hubploy.helm import Revision
 from hubploy.runner import run
 
 VERIFIED_MARK = "verified by hubploy"
-DRIVERS = {"": "secret", "secret": "secret", "secrets": "secret", "configmap": "configmap",
-           "configmaps": "configmap"}
+DRIVERS = {
+    "": "secret",
+    "secret": "secret",
+    "secrets": "secret",
+    "configmap": "configmap",
+    "configmaps": "configmap",
+}
 
 
 def is_verified(description: str) -> bool:
@@ -57,7 +62,8 @@ class Verification:
         if serving is None or verified is None:
             return False
         return serving.revision == verified.revision or (
-            serving.description == f"Rollback to {verified.revision}")
+            serving.description == f"Rollback to {verified.revision}"
+        )
 
     def why_not_return(self) -> str | None:
         """Why there is no rollback to the last verified revision to make; None when there is one."""
@@ -65,8 +71,9 @@ class Verification:
             where = f"it stays on revision {self.serving.revision}" if self.serving else "it is not installed"
             return f"{self.release} has no verified revision to return to; {where}"
         if self.serves_verified:
-            return (f"{self.release} already runs its last verified release (revision "
-                    f"{self.verified.revision})")
+            return (
+                f"{self.release} already runs its last verified release (revision {self.verified.revision})"
+            )
         return None
 
 
@@ -96,15 +103,25 @@ def encode_release(release: Mapping[str, Any], kind: str) -> str:
     return base64.b64encode(packed).decode() if kind == "secret" else packed.decode()
 
 
-def mark_verified(release: str, namespace: str, revision: int, *, env: Mapping[str, str],
-                  kube_context: str | None = None, note: str = "", now: datetime | None = None) -> str:
+def mark_verified(
+    release: str,
+    namespace: str,
+    revision: int,
+    *,
+    env: Mapping[str, str],
+    kube_context: str | None = None,
+    note: str = "",
+    now: datetime | None = None,
+) -> str:
     """Mark ``revision`` of ``release`` verified in its helm description; returns the new description.
     Raises DeployError when helm's storage cannot be read or was changed meanwhile."""
     driver = env.get("HELM_DRIVER", "")
     kind = DRIVERS.get(driver)
     if kind is None:
-        raise DeployError(f"cannot mark {release} revision {revision} verified: helm storage driver "
-                          f"{driver!r} keeps no Secret or ConfigMap per revision")
+        raise DeployError(
+            f"cannot mark {release} revision {revision} verified: helm storage driver "
+            f"{driver!r} keeps no Secret or ConfigMap per revision"
+        )
     name = f"sh.helm.release.v1.{release}.v{revision}"
     try:
         argv = kubectl_argv(env, kube_context, "get", kind, name, "-n", namespace, "-o", "json")
@@ -117,12 +134,18 @@ def mark_verified(release: str, namespace: str, revision: int, *, env: Mapping[s
         if info["description"] == before:
             return before
         field["release"] = encode_release(release_data, kind)
-        run(kubectl_argv(env, kube_context, "replace", "-n", namespace, "-f", "-"), env=env, timeout=60,
-            input=json.dumps(stored))
+        run(
+            kubectl_argv(env, kube_context, "replace", "-n", namespace, "-f", "-"),
+            env=env,
+            timeout=60,
+            input=json.dumps(stored),
+        )
     except CommandError as exc:
         raise DeployError(f"cannot mark {release} revision {revision} verified: {exc.message}") from None
     except (KeyError, ValueError, OSError) as exc:  # not helm's format: leave it alone
-        raise DeployError(f"cannot mark {release} revision {revision} verified: its helm storage object "
-                          f"{kind}/{name} is not in the format helm 3 and 4 write "
-                          f"({type(exc).__name__})") from None
+        raise DeployError(
+            f"cannot mark {release} revision {revision} verified: its helm storage object "
+            f"{kind}/{name} is not in the format helm 3 and 4 write "
+            f"({type(exc).__name__})"
+        ) from None
     return str(info["description"])

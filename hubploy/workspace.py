@@ -74,8 +74,9 @@ def fetch_mirror(repo_url: str, cache_dir: Path, env: Mapping[str, str]) -> Path
 def checkout(repo_url: str, sha: str, *, cache_dir: Path, env: Mapping[str, str]) -> Path:
     """A detached worktree of ``repo_url`` at exactly ``sha`` (fetched first)."""
     if not SHA.match(sha):
-        raise GitError(f"{sha!r} is not a commit SHA",
-                       hint="pass the full or abbreviated hex SHA of the push")
+        raise GitError(
+            f"{sha!r} is not a commit SHA", hint="pass the full or abbreviated hex SHA of the push"
+        )
     mirror = fetch_mirror(repo_url, cache_dir, env)
     full = resolve_commit(mirror, sha, env)
     tree = cache_dir / "worktrees" / full
@@ -91,15 +92,18 @@ def resolve_commit(repo: Path, rev: str, env: Mapping[str, str]) -> str:
     try:
         return run_git(repo, ["rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], env).strip()
     except GitError:
-        raise GitError(f"commit {rev} is not in the repository",
-                       hint="was the branch force-pushed? the approved commit must still exist") from None
+        raise GitError(
+            f"commit {rev} is not in the repository",
+            hint="was the branch force-pushed? the approved commit must still exist",
+        ) from None
 
 
 def branch_head(mirror: Path, branch: str, env: Mapping[str, str]) -> str | None:
     """SHA of origin/<branch> in the mirror, or None when the branch does not exist."""
     try:
-        return run_git(mirror, ["rev-parse", "--verify", "--quiet", f"refs/remotes/origin/{branch}"],
-                       env).strip()
+        return run_git(
+            mirror, ["rev-parse", "--verify", "--quiet", f"refs/remotes/origin/{branch}"], env
+        ).strip()
     except GitError:
         return None
 
@@ -124,12 +128,16 @@ def runtime_root() -> Path:
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
         info = os.lstat(root)
     except OSError as exc:
-        raise HubployError(f"cannot create the private run directory root {root}: {exc.strerror}",
-                           hint=f"set {RUNTIME_DIR_ENV} to a directory of your own") from None
+        raise HubployError(
+            f"cannot create the private run directory root {root}: {exc.strerror}",
+            hint=f"set {RUNTIME_DIR_ENV} to a directory of your own",
+        ) from None
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
-        raise HubployError(f"{root} is not a directory of this user (a link, or someone else's): hubploy "
-                           "will not keep decrypted secrets there",
-                           hint=f"remove it, or set {RUNTIME_DIR_ENV} to a directory of your own")
+        raise HubployError(
+            f"{root} is not a directory of this user (a link, or someone else's): hubploy "
+            "will not keep decrypted secrets there",
+            hint=f"remove it, or set {RUNTIME_DIR_ENV} to a directory of your own",
+        )
     if stat.S_IMODE(info.st_mode) != 0o700:
         os.chmod(root, 0o700)
     return root

@@ -37,17 +37,29 @@ def deployment_repo(tmp_path: Path, write_files) -> Callable[..., Path]:
     return make
 
 
-pytest_plugins = ["fixtures.prefect_server", "fixtures.sandbox", "fixtures.prefect_worker",
-                  "fixtures.hubploy_up"]
+pytest_plugins = [
+    "fixtures.prefect_server",
+    "fixtures.sandbox",
+    "fixtures.prefect_worker",
+    "fixtures.hubploy_up",
+]
 
 
 TIERS = ("browser", "reliability", "prefect", "sandbox")
 # The longest modules first (wall time of a full run, most first): scripts/test hands whole modules to
 # several processes (`pytest -n N --dist loadfile`), and a long module handed out last would finish last.
-LONGEST_FIRST = ("tests/test_lifecycle.py", "tests/reliability/test_lifecycle_faults.py",
-                 "tests/test_deploy_sandbox.py", "tests/test_prefect_yaml.py", "tests/test_docs.py",
-                 "tests/test_waves_sandbox.py", "tests/reliability/test_sandbox_faults.py",
-                 "tests/test_approval_browser.py", "tests/test_deploy_timeouts.py", "tests/test_workers.py")
+LONGEST_FIRST = (
+    "tests/test_lifecycle.py",
+    "tests/reliability/test_lifecycle_faults.py",
+    "tests/test_deploy_sandbox.py",
+    "tests/test_prefect_yaml.py",
+    "tests/test_docs.py",
+    "tests/test_waves_sandbox.py",
+    "tests/reliability/test_sandbox_faults.py",
+    "tests/test_approval_browser.py",
+    "tests/test_deploy_timeouts.py",
+    "tests/test_workers.py",
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

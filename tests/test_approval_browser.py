@@ -20,8 +20,15 @@ from helpers.stack import Demo, UpStack, demo_hub_lock
 pytestmark = [pytest.mark.browser, pytest.mark.sandbox, pytest.mark.prefect]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def artifacts_dir(request: pytest.FixtureRequest) -> Path:
@@ -38,8 +45,9 @@ def prod_revisions(sandbox) -> list[dict[str, Any]]:  # type: ignore[no-untyped-
 
 
 def git_origin(stack: UpStack, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(stack.demo_origin), *args], capture_output=True, text=True,
-                          check=True).stdout.strip()
+    return subprocess.run(
+        ["git", "-C", str(stack.demo_origin), *args], capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 def open_the_form(page, stack: UpStack, demo: Demo, shots: Path):  # type: ignore[no-untyped-def]
@@ -86,8 +94,15 @@ def choose(page, dialog, value: str) -> None:  # type: ignore[no-untyped-def]
     assert decision.inner_text().strip() == value
 
 
-def submit(page, dialog, stack: UpStack, demo: Demo,  # type: ignore[no-untyped-def]
-           reason: str, approver: str, shots: Path) -> None:
+def submit(
+    page,
+    dialog,
+    stack: UpStack,
+    demo: Demo,  # type: ignore[no-untyped-def]
+    reason: str,
+    approver: str,
+    shots: Path,
+) -> None:
     dialog.locator("textarea").nth(1).fill(reason)
     dialog.locator("textarea").nth(2).fill(approver)
     dialog.get_by_text("What prod will change").scroll_into_view_if_needed()
@@ -104,8 +119,9 @@ def submit(page, dialog, stack: UpStack, demo: Demo,  # type: ignore[no-untyped-
         time.sleep(1)
 
 
-def decide_in_the_browser(stack: UpStack, demo: Demo, decision: str, reason: str, approver: str,
-                          shots: Path) -> None:
+def decide_in_the_browser(
+    stack: UpStack, demo: Demo, decision: str, reason: str, approver: str, shots: Path
+) -> None:
     from playwright.sync_api import sync_playwright
 
     sha = git_origin(stack, "rev-parse", "staging")
@@ -124,12 +140,14 @@ def decide_in_the_browser(stack: UpStack, demo: Demo, decision: str, reason: str
 
 
 def test_approve_in_the_browser_after_logging_in_then_prod_is_deployed(  # type: ignore[no-untyped-def]
-        up_stack: UpStack, sandbox, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    up_stack: UpStack, sandbox, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     shots = artifacts_dir(request)
     with demo_hub_lock(), up_stack.demo(tmp_path) as demo:
         sha = git_origin(up_stack, "rev-parse", "staging")
-        decide_in_the_browser(up_stack, demo, "approve", "checked staging in the browser", "erin@example.org",
-                              shots)
+        decide_in_the_browser(
+            up_stack, demo, "approve", "checked staging in the browser", "erin@example.org", shots
+        )
         state = up_stack.wait_for_final(demo.run_id)
         assert state["type"] == "COMPLETED", state
         assert state["message"].startswith(f"prod runs {sha[:12]}")
@@ -141,7 +159,8 @@ def test_approve_in_the_browser_after_logging_in_then_prod_is_deployed(  # type:
 
 
 def test_reject_in_the_browser_with_a_reason_leaves_prod_untouched(  # type: ignore[no-untyped-def]
-        up_stack: UpStack, sandbox, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    up_stack: UpStack, sandbox, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     shots = artifacts_dir(request)
     with demo_hub_lock(), up_stack.demo(tmp_path) as demo:
         prod_before, revisions_before = git_origin(up_stack, "rev-parse", "prod"), prod_revisions(sandbox)

@@ -49,10 +49,12 @@ def test_listed_approvers_only_when_the_list_is_set() -> None:
     for name in ("alice@example.org", " ALICE@example.org ", "bob"):
         assert refusal(approval(approver=name), SHA, approvers=listed, settings=settings) is None
     assert refusal(approval(approver="mallory"), SHA, approvers=listed, settings=settings) == (
-        "'mallory' may not decide prod: approvers.prod in hubploy-repo.yaml lists alice@example.org, Bob")
+        "'mallory' may not decide prod: approvers.prod in hubploy-repo.yaml lists alice@example.org, Bob"
+    )
     assert refusal(approval(Decision.reject, approver="  "), SHA, approvers=listed, settings=settings) == (
         "an approval without a name may not decide prod: approvers.prod in hubploy-repo.yaml lists "
-        "alice@example.org, Bob")
+        "alice@example.org, Bob"
+    )
     with pytest.raises(ApprovalError, match="hint: give your name as listed"):
         listed.check("prod", "eve")
     listed.check("staging", "eve")  # no approval of staging, so no list
@@ -78,16 +80,25 @@ def test_the_recorded_approver_is_the_checked_one() -> None:
     assert approval(approver="").who == "unknown"
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("approvers:\n  staging: [alice]\n", ["approvers.staging: unknown key"]),
-    ("approvers:\n  prod: []\n", ["approvers.prod: List should have at least 1 item"]),
-    ("approvers:\n  prod: [alice, ' ']\n", ["approvers.prod[1]: String should have at least 1 character"]),
-    ("approvers:\n  prod: alice\n", ["approvers.prod: Input should be a valid list"]),
-    ("approvers:\n  staging: [a]\n  prod: []\n", ["approvers.staging: unknown key",
-                                                  "approvers.prod: List should have at least 1 item"]),
-])
-def test_bad_approvers_are_reported_with_file_key_and_line(tmp_path: Path, text: str,
-                                                           expected: list[str]) -> None:
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("approvers:\n  staging: [alice]\n", ["approvers.staging: unknown key"]),
+        ("approvers:\n  prod: []\n", ["approvers.prod: List should have at least 1 item"]),
+        (
+            "approvers:\n  prod: [alice, ' ']\n",
+            ["approvers.prod[1]: String should have at least 1 character"],
+        ),
+        ("approvers:\n  prod: alice\n", ["approvers.prod: Input should be a valid list"]),
+        (
+            "approvers:\n  staging: [a]\n  prod: []\n",
+            ["approvers.staging: unknown key", "approvers.prod: List should have at least 1 item"],
+        ),
+    ],
+)
+def test_bad_approvers_are_reported_with_file_key_and_line(
+    tmp_path: Path, text: str, expected: list[str]
+) -> None:
     (tmp_path / "hub").mkdir()
     (tmp_path / "hub" / "Chart.yaml").write_text("apiVersion: v2\nname: hub\nversion: 0.1.0\n")
     (tmp_path / "deployments").mkdir()

@@ -34,21 +34,26 @@ PROJECT = Path(__file__).resolve().parent.parent
 
 def _hub_yaml(names: list[str], block: str) -> str:
     images = "".join(f"    - name: {name}\n      path: images/{name.rsplit('/', 1)[1]}\n" for name in names)
-    return (f"images:\n  images:\n{images}  registry:\n    provider: dockerconfig\n"
-            f"    dockerconfig:\n      credentials_block: {block}\n")
+    return (
+        f"images:\n  images:\n{images}  registry:\n    provider: dockerconfig\n"
+        f"    dockerconfig:\n      credentials_block: {block}\n"
+    )
 
 
 def _save_block(name: str, host: str, username: str, password: str) -> None:
     from prefect_docker.credentials import DockerRegistryCredentials
 
-    DockerRegistryCredentials(username=username, password=password,
-                              registry_url=host).save(name, overwrite=True)
+    DockerRegistryCredentials(username=username, password=password, registry_url=host).save(
+        name, overwrite=True
+    )
 
 
 def _repo(tmp_path: Path, names: list[str], block: str, base: str) -> Repo:
     repo = init_repo(tmp_path / "deploy")
-    files = {"hub/Chart.yaml": "apiVersion: v2\nname: hub\nversion: 0.1.0\n",
-             "deployments/h/hubploy.yaml": _hub_yaml(names, block)}
+    files = {
+        "hub/Chart.yaml": "apiVersion: v2\nname: hub\nversion: 0.1.0\n",
+        "deployments/h/hubploy.yaml": _hub_yaml(names, block),
+    }
     for name in names:
         short = name.rsplit("/", 1)[1]
         files[f"deployments/h/images/{short}/Dockerfile"] = f"{base}\nCOPY content.txt /srv/{short}.txt\n"
@@ -72,8 +77,9 @@ def _artifact_rows(key: str) -> list[dict]:
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
     with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
-                                          limit=1, sort="CREATED_DESC")
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])), limit=1, sort="CREATED_DESC"
+        )
     data = artifacts[0].data
     return json.loads(data) if isinstance(data, str) else data
 
@@ -89,8 +95,13 @@ def namespace() -> str:
     return f"t{uuid.uuid4().hex[:10]}"
 
 
-def test_build_push_then_skip_with_reason(sandbox, sandbox_path, prefect_api, tmp_path: Path,  # type: ignore[no-untyped-def]
-                                          namespace: str) -> None:
+def test_build_push_then_skip_with_reason(
+    sandbox,
+    sandbox_path,
+    prefect_api,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+    namespace: str,
+) -> None:
     from flows.build_images import ARTIFACT_KEY, build_images
 
     host = sandbox.registry
@@ -104,7 +115,9 @@ def test_build_push_then_skip_with_reason(sandbox, sandbox_path, prefect_api, tm
     rows = build_images(hubs=["h"], repo_path=str(repo.root), max_concurrency=2)
     first = time.monotonic() - start
     assert [(r["image"], r["result"], r["reason"]) for r in rows] == [
-        (names[0], "built", "not in the registry"), (names[1], "built", "not in the registry")]
+        (names[0], "built", "not in the registry"),
+        (names[1], "built", "not in the registry"),
+    ]
     for row in rows:
         assert row["digest"] == manifest_digest(row["image"], row["tag"], creds)
         assert row["digest"].startswith("sha256:")
@@ -114,7 +127,8 @@ def test_build_push_then_skip_with_reason(sandbox, sandbox_path, prefect_api, tm
     again = build_images(hubs=["h"], repo_path=str(repo.root))
     second = time.monotonic() - start
     assert [(r["result"], r["reason"], r["digest"]) for r in again] == [
-        ("skipped", "already in the registry", r["digest"]) for r in rows]
+        ("skipped", "already in the registry", r["digest"]) for r in rows
+    ]
     print(f"\ntiming: build+push of 2 images {first:.1f} s; second run (skip) {second:.1f} s")
 
     repo.commit({"deployments/h/images/user/content.txt": "user v2\n"}, "change the user image")
@@ -124,8 +138,13 @@ def test_build_push_then_skip_with_reason(sandbox, sandbox_path, prefect_api, tm
     assert (third[1]["result"], third[1]["tag"]) == ("skipped", rows[1]["tag"])
 
 
-def test_wrong_credentials_fail_clearly_without_retries(sandbox, sandbox_path, prefect_api,  # type: ignore[no-untyped-def]
-                                                        tmp_path: Path, namespace: str) -> None:
+def test_wrong_credentials_fail_clearly_without_retries(
+    sandbox,
+    sandbox_path,
+    prefect_api,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    namespace: str,
+) -> None:
     from flows.build_images import build_images
 
     host = sandbox.registry
@@ -149,17 +168,23 @@ def own_registry(tmp_path: Path, sandbox) -> Iterator[tuple[str, RegistryCredent
     password = secrets.token_urlsafe(12)
     root = tmp_path / "registry"
     (root / "data").mkdir(parents=True)
-    htpasswd = subprocess.run(["htpasswd", "-Bbn", "ci", password],
-                              capture_output=True, text=True, check=True)
+    htpasswd = subprocess.run(
+        ["htpasswd", "-Bbn", "ci", password], capture_output=True, text=True, check=True
+    )
     (root / "htpasswd").write_text(htpasswd.stdout)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     (root / "config.yml").write_text(
         f"version: 0.1\nlog: {{level: error}}\nstorage: {{filesystem: {{rootdirectory: {root / 'data'}}}}}\n"
-        f"http: {{addr: 127.0.0.1:{port}}}\nauth: {{htpasswd: {{realm: own, path: {root / 'htpasswd'}}}}}\n")
-    proc = subprocess.Popen(["docker-registry", "serve", str(root / "config.yml")], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+        f"http: {{addr: 127.0.0.1:{port}}}\nauth: {{htpasswd: {{realm: own, path: {root / 'htpasswd'}}}}}\n"
+    )
+    proc = subprocess.Popen(
+        ["docker-registry", "serve", str(root / "config.yml")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     host = f"127.0.0.1:{port}"
     deadline = time.monotonic() + 20
     while True:
@@ -178,9 +203,14 @@ def own_registry(tmp_path: Path, sandbox) -> Iterator[tuple[str, RegistryCredent
             proc.wait()
 
 
-def test_registry_stopped_mid_run_retries_then_fails_clearly(sandbox_path, prefect_api, tmp_path: Path,  # type: ignore[no-untyped-def]
-                                                             own_registry, namespace: str,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_registry_stopped_mid_run_retries_then_fails_clearly(
+    sandbox_path,
+    prefect_api,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+    own_registry,
+    namespace: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import flows.build_images as module
 
     host, creds, proc = own_registry
@@ -200,17 +230,23 @@ def test_registry_stopped_mid_run_retries_then_fails_clearly(sandbox_path, prefe
     assert state.is_failed()
     with pytest.raises(HubployError, match=r"cannot reach registry 127\.0\.0\.1:\d+"):
         state.result()
-    exists, build, push = (next(t for t in _task_runs(state.state_details.flow_run_id)
-                                if t.name.startswith(n))
-                           for n in ("image-exists", "build-image", "push-image"))
+    exists, build, push = (
+        next(t for t in _task_runs(state.state_details.flow_run_id) if t.name.startswith(n))
+        for n in ("image-exists", "build-image", "push-image")
+    )
     assert exists.state.is_completed() and build.state.is_completed()
     assert push.state.is_failed() and push.run_count == 4  # 1 try + 3 retries
     assert elapsed >= 2 + 4 + 8, "exponential backoff between the retries"
     print(f"\ntiming: registry-down run with 3 retries {elapsed:.1f} s")
 
 
-def test_rebuild_makes_a_new_tag_and_keeps_the_old(sandbox, sandbox_path, prefect_api, tmp_path: Path,  # type: ignore[no-untyped-def]
-                                                   namespace: str) -> None:
+def test_rebuild_makes_a_new_tag_and_keeps_the_old(
+    sandbox,
+    sandbox_path,
+    prefect_api,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+    namespace: str,
+) -> None:
     from flows.build_images import build_images
     from flows.rebuild_images import rebuild_images
 
@@ -237,11 +273,14 @@ def test_rebuild_makes_a_new_tag_and_keeps_the_old(sandbox, sandbox_path, prefec
     assert manifest_digest(name, old_tag, creds) == old_digest, "the old tag is untouched"
     assert result["commit"] == repo.git("rev-parse", "staging")
     assert repo.git("--git-dir", str(remote), "rev-parse", "staging") == result["commit"]
-    assert (f"{name}:\n    source_tag: {old_tag}\n    tag: {row['tag']}"
-            in (repo.root / "deployments/h/image-tags.yaml").read_text())
+    assert (
+        f"{name}:\n    source_tag: {old_tag}\n    tag: {row['tag']}"
+        in (repo.root / "deployments/h/image-tags.yaml").read_text()
+    )
     [after] = build_images(hubs=["h"], repo_path=str(repo.root))
     assert (after["tag"], after["result"]) == (row["tag"], "skipped"), (
-        "build and deploy now use the rebuild tag")
+        "build and deploy now use the rebuild tag"
+    )
 
     repo.commit({"deployments/h/config/common.yaml": "a: 1\n"}, "staging moved on meanwhile")
     repo.git("push", "-q", "origin", "staging")
@@ -251,9 +290,11 @@ def test_rebuild_makes_a_new_tag_and_keeps_the_old(sandbox, sandbox_path, prefec
     assert manifest_digest(name, row["tag"], creds) == row["digest"]
     assert repo.git("--git-dir", str(remote), "rev-parse", "staging") == again["commit"]
     assert repo.git("--git-dir", str(remote), "log", "-1", "--format=%an %s", "staging") == (
-        f"hubploy image rebuild Rebuild images without cache: {name}:{second['tag']}")
+        f"hubploy image rebuild Rebuild images without cache: {name}:{second['tag']}"
+    )
     assert repo.git("--git-dir", str(remote), "show", "staging:deployments/h/image-tags.yaml").endswith(
-        f"tag: {second['tag']}")
+        f"tag: {second['tag']}"
+    )
     assert "staging moved on meanwhile" in repo.git("--git-dir", str(remote), "log", "--format=%s", "staging")
     print(f"\ntiming: rebuild flow (no cache, push, commit) {elapsed:.1f} s")
 
@@ -286,8 +327,9 @@ def test_cli_build_check_registry_push_end_to_end(sandbox, tmp_path: Path, names
     assert "minimal: 0 built, 1 skipped" in second.stdout
 
     no_mode = run_cli("build", "minimal", cwd=repo.root, env=env)
-    assert (no_mode.returncode == 1 and "--check-registry" in no_mode.stderr
-            and "Traceback" not in no_mode.stderr)
+    assert (
+        no_mode.returncode == 1 and "--check-registry" in no_mode.stderr and "Traceback" not in no_mode.stderr
+    )
     both = run_cli("build", "minimal", "--check-registry", "--commit-range", "a...b", cwd=repo.root, env=env)
     assert both.returncode == 2 and "not allowed with argument" in both.stderr
     print(f"\ntiming: `hubploy build minimal --check-registry --push` {elapsed:.1f} s")

@@ -38,21 +38,36 @@ from hubploy_sandbox.paths import HELM_VERSIONS
 
 # Z2JH 4.4.0's default render, hooks last (kind, name).
 DEFAULT_OBJECTS = {
-    ("NetworkPolicy", "hub"), ("NetworkPolicy", "proxy"), ("NetworkPolicy", "singleuser"),
-    ("PodDisruptionBudget", "user-placeholder"), ("PodDisruptionBudget", "user-scheduler"),
-    ("ServiceAccount", "hub"), ("ServiceAccount", "continuous-image-puller"),
+    ("NetworkPolicy", "hub"),
+    ("NetworkPolicy", "proxy"),
+    ("NetworkPolicy", "singleuser"),
+    ("PodDisruptionBudget", "user-placeholder"),
+    ("PodDisruptionBudget", "user-scheduler"),
+    ("ServiceAccount", "hub"),
+    ("ServiceAccount", "continuous-image-puller"),
     ("ServiceAccount", "user-scheduler"),
-    ("Secret", "hub"), ("ConfigMap", "hub"), ("ConfigMap", "user-scheduler"),
+    ("Secret", "hub"),
+    ("ConfigMap", "hub"),
+    ("ConfigMap", "user-scheduler"),
     ("PersistentVolumeClaim", "hub-db-dir"),
-    ("ClusterRole", f"{RELEASE}-user-scheduler"), ("ClusterRoleBinding", f"{RELEASE}-user-scheduler"),
-    ("Role", "hub"), ("RoleBinding", "hub"),
-    ("Service", "hub"), ("Service", "proxy-api"), ("Service", "proxy-public"),
+    ("ClusterRole", f"{RELEASE}-user-scheduler"),
+    ("ClusterRoleBinding", f"{RELEASE}-user-scheduler"),
+    ("Role", "hub"),
+    ("RoleBinding", "hub"),
+    ("Service", "hub"),
+    ("Service", "proxy-api"),
+    ("Service", "proxy-public"),
     ("DaemonSet", "continuous-image-puller"),
-    ("Deployment", "hub"), ("Deployment", "proxy"), ("Deployment", "user-scheduler"),
+    ("Deployment", "hub"),
+    ("Deployment", "proxy"),
+    ("Deployment", "user-scheduler"),
     ("StatefulSet", "user-placeholder"),
-    ("ServiceAccount", "hook-image-puller"), ("ServiceAccount", "hook-image-awaiter"),
-    ("Role", "hook-image-awaiter"), ("RoleBinding", "hook-image-awaiter"),
-    ("DaemonSet", "hook-image-puller"), ("Job", "hook-image-awaiter"),
+    ("ServiceAccount", "hook-image-puller"),
+    ("ServiceAccount", "hook-image-awaiter"),
+    ("Role", "hook-image-awaiter"),
+    ("RoleBinding", "hook-image-awaiter"),
+    ("DaemonSet", "hook-image-puller"),
+    ("Job", "hook-image-awaiter"),
 }
 # The chart's default images (Z2JH 4.4.0's), by values path.
 DEFAULT_IMAGES = {
@@ -106,6 +121,7 @@ def annotations(doc: dict) -> dict:
 
 # --- chart structure ---------------------------------------------------------------------------------
 
+
 def test_lint_strict_passes(helm: str, chart: Path) -> None:
     for path in (chart, SUBCHART):
         result = run([helm, "lint", str(path), "--strict"], env=child_env(), check=False)
@@ -115,11 +131,16 @@ def test_lint_strict_passes(helm: str, chart: Path) -> None:
 def test_chart_metadata() -> None:
     meta = yaml.safe_load((SUBCHART / "Chart.yaml").read_text())
     assert (meta["apiVersion"], meta["name"], meta["version"], meta["appVersion"]) == (
-        "v2", "jupyterhub", "4.4.0", "5.5.0")
+        "v2",
+        "jupyterhub",
+        "4.4.0",
+        "5.5.0",
+    )
     assert meta["kubeVersion"] == ">=1.28.0-0"
     umbrella = yaml.safe_load((UMBRELLA / "Chart.yaml").read_text())
     assert umbrella["dependencies"] == [
-        {"name": "jupyterhub", "version": "4.4.0", "repository": "file://../sandbox/charts/jupyterhub"}]
+        {"name": "jupyterhub", "version": "4.4.0", "repository": "file://../sandbox/charts/jupyterhub"}
+    ]
     lock = yaml.safe_load((UMBRELLA / "Chart.lock").read_text())
     assert lock["dependencies"] == umbrella["dependencies"]
 
@@ -127,7 +148,8 @@ def test_chart_metadata() -> None:
 def test_schema_json_is_the_yaml_source() -> None:
     source = yaml.safe_load((SUBCHART / "values.schema.yaml").read_text())
     assert json.loads((SUBCHART / "values.schema.json").read_text()) == source, (
-        "values.schema.json is stale: regenerate it as values.schema.yaml's header says")
+        "values.schema.json is stale: regenerate it as values.schema.yaml's header says"
+    )
 
 
 def test_dependency_build_and_update_work_offline(helm: str, tmp_path: Path) -> None:
@@ -136,9 +158,14 @@ def test_dependency_build_and_update_work_offline(helm: str, tmp_path: Path) -> 
     shutil.copytree(UMBRELLA, tmp_path / "hub", ignore=shutil.ignore_patterns("charts"))
     shutil.copytree(SUBCHART, tmp_path / "sandbox" / "charts" / "jupyterhub")
     home = tmp_path / "helm-home"
-    env = {**child_env(), "HELM_CACHE_HOME": str(home / "cache"), "HELM_CONFIG_HOME": str(home / "config"),
-           "HELM_DATA_HOME": str(home / "data"),
-           "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}  # no network
+    env = {
+        **child_env(),
+        "HELM_CACHE_HOME": str(home / "cache"),
+        "HELM_CONFIG_HOME": str(home / "config"),
+        "HELM_DATA_HOME": str(home / "data"),
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+        "HTTP_PROXY": "http://127.0.0.1:9",
+    }  # no network
     lock = (UMBRELLA / "Chart.lock").read_text()
     for command in ("build", "update"):
         shutil.rmtree(tmp_path / "hub" / "charts", ignore_errors=True)
@@ -158,9 +185,16 @@ def test_default_render_is_z2jh_440s_object_list(helm: str, chart: Path) -> None
 
 def test_labels_like_z2jh(helm: str, chart: Path) -> None:
     docs = render(helm, chart)
-    common = {"app": "jupyterhub", "release": RELEASE, "chart": "jupyterhub-4.4.0", "heritage": "Helm",
-              "app.kubernetes.io/name": "jupyterhub", "app.kubernetes.io/instance": RELEASE,
-              "helm.sh/chart": "jupyterhub-4.4.0", "app.kubernetes.io/managed-by": "Helm"}
+    common = {
+        "app": "jupyterhub",
+        "release": RELEASE,
+        "chart": "jupyterhub-4.4.0",
+        "heritage": "Helm",
+        "app.kubernetes.io/name": "jupyterhub",
+        "app.kubernetes.io/instance": RELEASE,
+        "helm.sh/chart": "jupyterhub-4.4.0",
+        "app.kubernetes.io/managed-by": "Helm",
+    }
     components = {}
     for doc in docs:
         labels = doc["metadata"]["labels"]
@@ -173,9 +207,12 @@ def test_labels_like_z2jh(helm: str, chart: Path) -> None:
             if doc["kind"] != "Job":
                 assert doc["spec"]["selector"]["matchLabels"] == selector
             pod_labels = doc["spec"]["template"]["metadata"]["labels"]
-            assert {**selector, "app.kubernetes.io/component": component,
-                    "app.kubernetes.io/name": "jupyterhub",
-                    "app.kubernetes.io/instance": RELEASE}.items() <= pod_labels.items()
+            assert {
+                **selector,
+                "app.kubernetes.io/component": component,
+                "app.kubernetes.io/name": "jupyterhub",
+                "app.kubernetes.io/instance": RELEASE,
+            }.items() <= pod_labels.items()
     assert components[("Deployment", "hub")] == "hub"
     assert components[("Service", "proxy-api")] == "proxy-api"
     assert components[("Service", "proxy-public")] == "proxy-public"
@@ -188,6 +225,7 @@ def test_labels_like_z2jh(helm: str, chart: Path) -> None:
 
 
 # --- the hub ---------------------------------------------------------------------------------------------
+
 
 def test_hub_deployment(helm: str, chart: Path) -> None:
     docs = render(helm, chart)
@@ -205,14 +243,19 @@ def test_hub_deployment(helm: str, chart: Path) -> None:
     for probe, timings in (("readinessProbe", (0, 2, 1, 1000)), ("livenessProbe", (300, 10, 3, 30))):
         p = c[probe]
         assert p["httpGet"] == {"path": "/hub/health", "port": "http"}
-        assert (p["initialDelaySeconds"], p["periodSeconds"],
-                p["timeoutSeconds"], p["failureThreshold"]) == timings
+        assert (
+            p["initialDelaySeconds"],
+            p["periodSeconds"],
+            p["timeoutSeconds"],
+            p["failureThreshold"],
+        ) == timings
     env = {e["name"]: e for e in c["env"]}
     assert list(env) == ["PYTHONUNBUFFERED", "HELM_RELEASE_NAME", "POD_NAMESPACE", "CONFIGPROXY_AUTH_TOKEN"]
     assert env["HELM_RELEASE_NAME"]["value"] == RELEASE
     assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     assert env["CONFIGPROXY_AUTH_TOKEN"]["valueFrom"] == {
-        "secretKeyRef": {"name": "hub", "key": "hub.config.ConfigurableHTTPProxy.auth_token"}}
+        "secretKeyRef": {"name": "hub", "key": "hub.config.ConfigurableHTTPProxy.auth_token"}
+    }
     mounts = {(m["mountPath"], m["name"], m.get("subPath")) for m in c["volumeMounts"]}
     assert mounts == {
         (f"{CONFIG_DIR}/jupyterhub_config.py", "config", "jupyterhub_config.py"),
@@ -225,13 +268,17 @@ def test_hub_deployment(helm: str, chart: Path) -> None:
     assert volumes["config"]["configMap"] == {"name": "hub"}
     assert volumes["secret"]["secret"] == {"secretName": "hub"}
     assert volumes["pvc"]["persistentVolumeClaim"] == {"claimName": "hub-db-dir"}
-    assert ({"checksum/config-map", "checksum/secret"}
-            <= hub["spec"]["template"]["metadata"]["annotations"].keys())
+    assert {"checksum/config-map", "checksum/secret"} <= hub["spec"]["template"]["metadata"][
+        "annotations"
+    ].keys()
 
     configmap = find(docs, "ConfigMap", "hub")["data"]
     assert {"jupyterhub_config.py", "z2jh.py", "checksum_hook-image-puller"} <= configmap.keys()
     assert (configmap["hub"], configmap["proxy-api"], configmap["user-scheduler"]) == (
-        "hub", "proxy-api", f"{RELEASE}-user-scheduler")
+        "hub",
+        "proxy-api",
+        f"{RELEASE}-user-scheduler",
+    )
     pvc = find(docs, "PersistentVolumeClaim", "hub-db-dir")
     assert "storageClassName" not in pvc["spec"]  # the cluster's default StorageClass
     assert pvc["spec"]["resources"]["requests"]["storage"] == "1Gi"
@@ -240,19 +287,31 @@ def test_hub_deployment(helm: str, chart: Path) -> None:
 def test_hub_secret_holds_the_values_the_config_reads(helm: str, chart: Path) -> None:
     docs = render(helm, chart, "--set", "jupyterhub.hub.config.JupyterHub.admin_access=false")
     data = secret_data(find(docs, "Secret", "hub"))
-    assert {"values.yaml", "hub.config.ConfigurableHTTPProxy.auth_token",
-            "hub.config.JupyterHub.cookie_secret", "hub.config.CryptKeeper.keys"} == data.keys()
+    assert {
+        "values.yaml",
+        "hub.config.ConfigurableHTTPProxy.auth_token",
+        "hub.config.JupyterHub.cookie_secret",
+        "hub.config.CryptKeeper.keys",
+    } == data.keys()
     chart_values = yaml.safe_load(data["values.yaml"])
     assert "jupyterhub" not in chart_values  # the subchart's own view of its values
-    assert chart_values["hub"]["config"]["JupyterHub"] == {"admin_access": False,
-                                                           "authenticator_class": "dummy"}
+    assert chart_values["hub"]["config"]["JupyterHub"] == {
+        "admin_access": False,
+        "authenticator_class": "dummy",
+    }
     assert chart_values["Chart"] == {"Name": "jupyterhub", "Version": "4.4.0", "AppVersion": "5.5.0"}
     assert chart_values["Release"] == {"Name": RELEASE, "Namespace": NAMESPACE, "Service": "Helm"}
 
 
 def test_config_or_secret_changes_roll_the_hub_pod(helm: str, chart: Path) -> None:
-    fixed = ["--set", "jupyterhub.proxy.secretToken=t0ken", "--set", "jupyterhub.hub.cookieSecret=ab12",
-             "--set", "jupyterhub.hub.config.CryptKeeper.keys={k1}"]
+    fixed = [
+        "--set",
+        "jupyterhub.proxy.secretToken=t0ken",
+        "--set",
+        "jupyterhub.hub.cookieSecret=ab12",
+        "--set",
+        "jupyterhub.hub.config.CryptKeeper.keys={k1}",
+    ]
 
     def checksums(*args: str) -> dict[str, str]:
         hub = find(render(helm, chart, *fixed, *args), "Deployment", "hub")
@@ -286,19 +345,29 @@ def test_hub_without_sqlite_pvc(helm: str, chart: Path, db_type: str) -> None:
 
 
 def test_disruption_budgets_and_network_policies(helm: str, chart: Path) -> None:
-    docs = render(helm, chart, "--set", "jupyterhub.hub.pdb.enabled=true",
-                  "--set", "jupyterhub.proxy.chp.pdb.enabled=true")
+    docs = render(
+        helm,
+        chart,
+        "--set",
+        "jupyterhub.hub.pdb.enabled=true",
+        "--set",
+        "jupyterhub.proxy.chp.pdb.enabled=true",
+    )
     for name in ("hub", "proxy", "user-scheduler"):
         pdb = find(docs, "PodDisruptionBudget", name)
-        assert pdb["spec"]["selector"]["matchLabels"] == {"component": name, "app": "jupyterhub",
-                                                          "release": RELEASE}
+        assert pdb["spec"]["selector"]["matchLabels"] == {
+            "component": name,
+            "app": "jupyterhub",
+            "release": RELEASE,
+        }
     assert find(docs, "PodDisruptionBudget", "hub")["spec"]["minAvailable"] == 1
     policies = {n: find(docs, "NetworkPolicy", n)["spec"] for n in ("hub", "proxy", "singleuser")}
     assert policies["singleuser"]["podSelector"]["matchLabels"]["component"] == "singleuser-server"
     hub_from = policies["hub"]["ingress"][0]
     assert hub_from["ports"] == [{"port": "http"}]
     assert hub_from["from"] == [
-        {"podSelector": {"matchLabels": {"hub.jupyter.org/network-access-hub": "true"}}}]
+        {"podSelector": {"matchLabels": {"hub.jupyter.org/network-access-hub": "true"}}}
+    ]
     proxy_ports = [rule["ports"] for rule in policies["proxy"]["ingress"]]
     assert proxy_ports[0] == [{"port": "http"}, {"port": "https"}]  # allowedIngressPorts: open to all
     assert [{"port": "api"}] in proxy_ports
@@ -306,17 +375,29 @@ def test_disruption_budgets_and_network_policies(helm: str, chart: Path) -> None
 
 # --- the proxy and the Services ------------------------------------------------------------------------
 
+
 def test_proxy_runs_chp_like_z2jh(helm: str, chart: Path) -> None:
     proxy = find(render(helm, chart), "Deployment", "proxy")
     chp = container(proxy, "chp")
     assert chp["image"] == "localhost:5000/jupyterhub/configurable-http-proxy:5.2.0"
     assert chp["command"] == [
-        "configurable-http-proxy", "--ip=", "--api-ip=", "--api-port=8001",
+        "configurable-http-proxy",
+        "--ip=",
+        "--api-ip=",
+        "--api-port=8001",
         "--default-target=http://hub:$(HUB_SERVICE_PORT)",
-        "--error-target=http://hub:$(HUB_SERVICE_PORT)/hub/error", "--port=8000"]
+        "--error-target=http://hub:$(HUB_SERVICE_PORT)/hub/error",
+        "--port=8000",
+    ]
     assert "args" not in chp
-    assert chp["env"] == [{"name": "CONFIGPROXY_AUTH_TOKEN", "valueFrom": {"secretKeyRef": {
-        "name": "hub", "key": "hub.config.ConfigurableHTTPProxy.auth_token"}}}]
+    assert chp["env"] == [
+        {
+            "name": "CONFIGPROXY_AUTH_TOKEN",
+            "valueFrom": {
+                "secretKeyRef": {"name": "hub", "key": "hub.config.ConfigurableHTTPProxy.auth_token"}
+            },
+        }
+    ]
     assert [(p["name"], p["containerPort"]) for p in chp["ports"]] == [("http", 8000), ("api", 8001)]
     for probe in ("readinessProbe", "livenessProbe"):
         assert chp[probe]["httpGet"] == {"path": "/_chp_healthz", "port": "http", "scheme": "HTTP"}
@@ -339,14 +420,37 @@ def test_services(helm: str, chart: Path) -> None:
     assert public["ports"] == [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
 
 
-@pytest.mark.parametrize("args", [
-    [],
-    ["--set", "jupyterhub.proxy.https.enabled=true", "--set", "jupyterhub.proxy.https.type=offload",
-     "--set", "jupyterhub.proxy.service.type=NodePort", "--set", "jupyterhub.hub.service.type=NodePort"],
-    ["--set", "jupyterhub.proxy.https.enabled=true", "--set", "jupyterhub.proxy.https.type=manual",
-     "--set", "jupyterhub.proxy.https.manual.cert=C", "--set", "jupyterhub.proxy.https.manual.key=K",
-     "--set", "jupyterhub.ingress.enabled=true", "--set", "jupyterhub.ingress.hosts={hub.example.org}"],
-], ids=["defaults", "https-offload", "https-manual"])
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        [
+            "--set",
+            "jupyterhub.proxy.https.enabled=true",
+            "--set",
+            "jupyterhub.proxy.https.type=offload",
+            "--set",
+            "jupyterhub.proxy.service.type=NodePort",
+            "--set",
+            "jupyterhub.hub.service.type=NodePort",
+        ],
+        [
+            "--set",
+            "jupyterhub.proxy.https.enabled=true",
+            "--set",
+            "jupyterhub.proxy.https.type=manual",
+            "--set",
+            "jupyterhub.proxy.https.manual.cert=C",
+            "--set",
+            "jupyterhub.proxy.https.manual.key=K",
+            "--set",
+            "jupyterhub.ingress.enabled=true",
+            "--set",
+            "jupyterhub.ingress.hosts={hub.example.org}",
+        ],
+    ],
+    ids=["defaults", "https-offload", "https-manual"],
+)
 def test_every_service_port_says_tcp(helm: str, chart: Path, args: list[str]) -> None:
     services = [d for d in render(helm, chart, *args) if d["kind"] == "Service"]
     assert len(services) == 3
@@ -358,14 +462,23 @@ def test_every_service_port_says_tcp(helm: str, chart: Path, args: list[str]) ->
 
 # --- image pullers, the user-scheduler --------------------------------------------------------------------
 
+
 def test_pre_pull_hook(helm: str, chart: Path) -> None:
     docs = render(helm, chart)
-    weights = {("ServiceAccount", "hook-image-puller"): "-10", ("DaemonSet", "hook-image-puller"): "-10",
-               ("ServiceAccount", "hook-image-awaiter"): "0", ("Role", "hook-image-awaiter"): "0",
-               ("RoleBinding", "hook-image-awaiter"): "0", ("Job", "hook-image-awaiter"): "10"}
+    weights = {
+        ("ServiceAccount", "hook-image-puller"): "-10",
+        ("DaemonSet", "hook-image-puller"): "-10",
+        ("ServiceAccount", "hook-image-awaiter"): "0",
+        ("Role", "hook-image-awaiter"): "0",
+        ("RoleBinding", "hook-image-awaiter"): "0",
+        ("Job", "hook-image-awaiter"): "10",
+    }
     for (kind, name), weight in weights.items():
         assert annotations(find(docs, kind, name)) == {
-            "helm.sh/hook": HOOK, "helm.sh/hook-delete-policy": HOOK_DELETE, "helm.sh/hook-weight": weight}
+            "helm.sh/hook": HOOK,
+            "helm.sh/hook-delete-policy": HOOK_DELETE,
+            "helm.sh/hook-weight": weight,
+        }
     hooked = {(d["kind"], d["metadata"]["name"]) for d in docs if "helm.sh/hook" in annotations(d)}
     assert hooked == set(weights)
 
@@ -380,28 +493,44 @@ def test_pre_pull_hook(helm: str, chart: Path) -> None:
         "-ca-path=/var/run/secrets/kubernetes.io/serviceaccount/ca.crt",
         "-auth-token-path=/var/run/secrets/kubernetes.io/serviceaccount/token",
         "-api-server-address=https://kubernetes.default.svc:$(KUBERNETES_SERVICE_PORT)",
-        f"-namespace={NAMESPACE}", "-daemonset=hook-image-puller", "-pod-scheduling-wait-duration=10"]
+        f"-namespace={NAMESPACE}",
+        "-daemonset=hook-image-puller",
+        "-pod-scheduling-wait-duration=10",
+    ]
     role = find(docs, "Role", "hook-image-awaiter")
     assert role["rules"] == [{"apiGroups": ["apps"], "resources": ["daemonsets"], "verbs": ["get"]}]
 
 
 def test_image_pullers(helm: str, chart: Path) -> None:
-    docs = render(helm, chart, "--set", "jupyterhub.prePuller.extraImages.extra.name=localhost:5000/extra",
-                  "--set-string", "jupyterhub.prePuller.extraImages.extra.tag=1")
+    docs = render(
+        helm,
+        chart,
+        "--set",
+        "jupyterhub.prePuller.extraImages.extra.name=localhost:5000/extra",
+        "--set-string",
+        "jupyterhub.prePuller.extraImages.extra.tag=1",
+    )
     for name in ("hook-image-puller", "continuous-image-puller"):
         spec = pod_spec(find(docs, "DaemonSet", name))
         assert spec["serviceAccountName"] == name and spec["automountServiceAccountToken"] is False
         inits = {c["name"]: c for c in spec["initContainers"]}
         assert {n: c["image"] for n, c in inits.items()} == {
             "image-pull-singleuser": "localhost:5000/jupyterhub/k8s-singleuser-sample:4.4.0",
-            "image-pull-extra": "localhost:5000/extra:1"}
+            "image-pull-extra": "localhost:5000/extra:1",
+        }
         for init in inits.values():
             assert init["command"] == ["/bin/sh", "-c", 'echo "Pulling complete"']
-        assert spec["containers"] == [{
-            "name": "pause", "image": "localhost:5000/pause:3.10.1", "command": ["/pause"],
-            "securityContext": spec["containers"][0]["securityContext"]}]
-    metadata_block = render(helm, chart, "--set",
-                            "jupyterhub.singleuser.cloudMetadata.blockWithIptables=true")
+        assert spec["containers"] == [
+            {
+                "name": "pause",
+                "image": "localhost:5000/pause:3.10.1",
+                "command": ["/pause"],
+                "securityContext": spec["containers"][0]["securityContext"],
+            }
+        ]
+    metadata_block = render(
+        helm, chart, "--set", "jupyterhub.singleuser.cloudMetadata.blockWithIptables=true"
+    )
     inits = pod_spec(find(metadata_block, "DaemonSet", "continuous-image-puller"))["initContainers"]
     assert inits[0]["name"] == "image-pull-metadata-block"
     assert inits[0]["image"] == "quay.io/jupyterhub/k8s-network-tools:4.4.0"
@@ -419,15 +548,18 @@ def test_user_scheduler(helm: str, chart: Path) -> None:
     assert deployment["spec"]["replicas"] == 2
     scheduler = container(deployment, "kube-scheduler")
     assert scheduler["image"] == "localhost:5000/kube-scheduler:v1.30.14"
-    assert scheduler["command"][:2] == ["/usr/local/bin/kube-scheduler",
-                                        "--config=/etc/user-scheduler/config.yaml"]
+    assert scheduler["command"][:2] == [
+        "/usr/local/bin/kube-scheduler",
+        "--config=/etc/user-scheduler/config.yaml",
+    ]
     config = yaml.safe_load(find(docs, "ConfigMap", "user-scheduler")["data"]["config.yaml"])
     assert config["kind"] == "KubeSchedulerConfiguration"
     assert config["profiles"][0]["schedulerName"] == f"{RELEASE}-user-scheduler"
     assert config["leaderElection"]["resourceName"] == "user-scheduler-lock"
     binding = find(docs, "ClusterRoleBinding", f"{RELEASE}-user-scheduler")
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "user-scheduler",
-                                    "namespace": NAMESPACE}]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "user-scheduler", "namespace": NAMESPACE}
+    ]
     placeholder = find(docs, "StatefulSet", "user-placeholder")
     assert placeholder["spec"]["replicas"] == 0
     assert pod_spec(placeholder)["schedulerName"] == f"{RELEASE}-user-scheduler"
@@ -437,8 +569,11 @@ def test_user_scheduler(helm: str, chart: Path) -> None:
 
 # --- generated secrets -------------------------------------------------------------------------------------
 
-GENERATED = ("hub.config.ConfigurableHTTPProxy.auth_token", "hub.config.JupyterHub.cookie_secret",
-             "hub.config.CryptKeeper.keys")
+GENERATED = (
+    "hub.config.ConfigurableHTTPProxy.auth_token",
+    "hub.config.JupyterHub.cookie_secret",
+    "hub.config.CryptKeeper.keys",
+)
 
 
 def test_generated_secrets_differ_without_a_cluster(helm: str, chart: Path) -> None:
@@ -452,10 +587,18 @@ def test_generated_secrets_differ_without_a_cluster(helm: str, chart: Path) -> N
 
 
 def test_given_secrets_are_used_as_they_are(helm: str, chart: Path) -> None:
-    docs = render(helm, chart, "--set", "jupyterhub.proxy.secretToken=my-proxy-token",
-                  "--set", "jupyterhub.hub.cookieSecret=0123abcd",
-                  "--set", "jupyterhub.hub.config.CryptKeeper.keys={key-one,key-two}",
-                  "--set", "jupyterhub.hub.services.grader.url=http://grader")
+    docs = render(
+        helm,
+        chart,
+        "--set",
+        "jupyterhub.proxy.secretToken=my-proxy-token",
+        "--set",
+        "jupyterhub.hub.cookieSecret=0123abcd",
+        "--set",
+        "jupyterhub.hub.config.CryptKeeper.keys={key-one,key-two}",
+        "--set",
+        "jupyterhub.hub.services.grader.url=http://grader",
+    )
     data = secret_data(find(docs, "Secret", "hub"))
     assert data["hub.config.ConfigurableHTTPProxy.auth_token"] == "my-proxy-token"
     assert data["hub.config.JupyterHub.cookie_secret"] == "0123abcd"
@@ -464,36 +607,49 @@ def test_given_secrets_are_used_as_they_are(helm: str, chart: Path) -> None:
     proxy = find(docs, "Deployment", "proxy")["spec"]["template"]["metadata"]["annotations"]
     assert proxy["checksum/auth-token"] == hashlib.sha256(b"my-proxy-token").hexdigest()[:4]
     # hub.config's own trait wins over the short key, as in Z2JH
-    both = render(helm, chart, "--set", "jupyterhub.proxy.secretToken=short",
-                  "--set", "jupyterhub.hub.config.ConfigurableHTTPProxy.auth_token=long")
+    both = render(
+        helm,
+        chart,
+        "--set",
+        "jupyterhub.proxy.secretToken=short",
+        "--set",
+        "jupyterhub.hub.config.ConfigurableHTTPProxy.auth_token=long",
+    )
     assert secret_data(find(both, "Secret", "hub"))["hub.config.ConfigurableHTTPProxy.auth_token"] == "long"
 
 
 # --- kubeVersion and the values schema ---------------------------------------------------------------------
+
 
 def test_kube_version(helm: str, chart: Path) -> None:
     for path in (chart, SUBCHART):
         with pytest.raises(CommandError) as refused:
             render(helm, path, "--kube-version", "1.27.0")
         assert "chart requires kubeVersion: >=1.28.0-0 which is incompatible with Kubernetes v1.27.0" in (
-            refused.value.stderr_tail)
+            refused.value.stderr_tail
+        )
         assert find(render(helm, path, "--kube-version", "1.36.0"), "Deployment", "hub")
 
 
-@pytest.mark.parametrize("args, words", [
-    (["--set", "jupyterhub.singleuser.imagee.name=x"], ["singleuser", "imagee"]),
-    (["--set", "jupyterhub.hub.confg.JupyterHub.admin_access=true"], ["hub", "confg"]),
-    (["--set", "jupyterhub.proxy.service.tpye=NodePort"], ["service", "tpye"]),
-    (["--set", "jupyterhub.hub.config.jupyterHub.admin_access=true"], ["config", "jupyterHub"]),
-    (["--set", "jupyterhub.singleuser.memory.limt=1G"], ["memory", "limt"]),
-    (["--set", "jupyterhub.prePuller.hook.enable=false"], ["hook", "enable"]),
-    (["--set", "jupyterhubb.hub.baseUrl=/"], ["jupyterhubb"]),
-    (["--set", "jupyterhub.singleuser.image.tag=3"], ["tag", "string"]),
-    (["--set", "jupyterhub.proxy.service.type=Nope"], ["type"]),
-    (["--set", "jupyterhub.hub.db.type=nosql"], ["db", "type"]),
-], ids=lambda v: v if isinstance(v, str) else None)
-def test_schema_rejects_typos_and_bad_values(helm: str, chart: Path, args: list[str],
-                                             words: list[str]) -> None:
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--set", "jupyterhub.singleuser.imagee.name=x"], ["singleuser", "imagee"]),
+        (["--set", "jupyterhub.hub.confg.JupyterHub.admin_access=true"], ["hub", "confg"]),
+        (["--set", "jupyterhub.proxy.service.tpye=NodePort"], ["service", "tpye"]),
+        (["--set", "jupyterhub.hub.config.jupyterHub.admin_access=true"], ["config", "jupyterHub"]),
+        (["--set", "jupyterhub.singleuser.memory.limt=1G"], ["memory", "limt"]),
+        (["--set", "jupyterhub.prePuller.hook.enable=false"], ["hook", "enable"]),
+        (["--set", "jupyterhubb.hub.baseUrl=/"], ["jupyterhubb"]),
+        (["--set", "jupyterhub.singleuser.image.tag=3"], ["tag", "string"]),
+        (["--set", "jupyterhub.proxy.service.type=Nope"], ["type"]),
+        (["--set", "jupyterhub.hub.db.type=nosql"], ["db", "type"]),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_schema_rejects_typos_and_bad_values(
+    helm: str, chart: Path, args: list[str], words: list[str]
+) -> None:
     with pytest.raises(CommandError) as refused:
         render(helm, chart, *args)
     message = refused.value.stderr_tail
@@ -510,6 +666,7 @@ def test_chart_values_satisfy_their_schema() -> None:
 
 # --- images -------------------------------------------------------------------------------------------------
 
+
 def test_default_images_are_z2jh_440s(helm: str) -> None:
     chart_values = yaml.safe_load((SUBCHART / "values.yaml").read_text())
     found = {path: f"{name}:{tag}" for path, name, tag in image_references(chart_values)}
@@ -519,8 +676,12 @@ def test_default_images_are_z2jh_440s(helm: str) -> None:
         for part in path.split("."):
             image = image[part]
         assert image.keys() >= {"name", "tag", "pullPolicy", "pullSecrets"}, path
-    used = {c["image"] for d in render(helm, SUBCHART) if "template" in d.get("spec", {})
-            for c in pod_spec(d)["containers"] + pod_spec(d).get("initContainers", [])}
+    used = {
+        c["image"]
+        for d in render(helm, SUBCHART)
+        if "template" in d.get("spec", {})
+        for c in pod_spec(d)["containers"] + pod_spec(d).get("initContainers", [])
+    }
     assert used == set(DEFAULT_IMAGES.values()) - {"traefik:v3.6.12"}
 
 
@@ -528,15 +689,26 @@ def test_umbrella_points_every_image_at_the_sandbox_registry(helm: str, chart: P
     umbrella_values = yaml.safe_load((UMBRELLA / "values.yaml").read_text())
     assert {path: f"{name}:{tag}" for path, name, tag in image_references(umbrella_values)} == SANDBOX_IMAGES
     docs = render(helm, chart)
-    used = {c["image"] for d in docs if "template" in d.get("spec", {})
-            for c in pod_spec(d)["containers"] + pod_spec(d).get("initContainers", [])}
+    used = {
+        c["image"]
+        for d in docs
+        if "template" in d.get("spec", {})
+        for c in pod_spec(d)["containers"] + pod_spec(d).get("initContainers", [])
+    }
     assert used == set(SANDBOX_IMAGES.values())
 
 
 def test_umbrella_values_reach_the_subchart(helm: str, chart: Path) -> None:
-    docs = render(helm, chart, "--set", "jupyterhub.singleuser.image.name=localhost:5000/example/user",
-                  "--set-string", "jupyterhub.singleuser.image.tag=abc123",
-                  "--set", "jupyterhub.proxy.service.type=ClusterIP")
+    docs = render(
+        helm,
+        chart,
+        "--set",
+        "jupyterhub.singleuser.image.name=localhost:5000/example/user",
+        "--set-string",
+        "jupyterhub.singleuser.image.tag=abc123",
+        "--set",
+        "jupyterhub.proxy.service.type=ClusterIP",
+    )
     puller = pod_spec(find(docs, "DaemonSet", "continuous-image-puller"))
     assert puller["initContainers"][0]["image"] == "localhost:5000/example/user:abc123"
     assert find(docs, "Service", "proxy-public")["spec"]["type"] == "ClusterIP"
@@ -545,6 +717,7 @@ def test_umbrella_values_reach_the_subchart(helm: str, chart: Path) -> None:
 
 
 # --- the example hubs ---------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("env_name", ["staging", "prod"])
 @pytest.mark.parametrize("hub_name", ["minimal", "physics"])
@@ -558,8 +731,13 @@ def test_example_hubs_validate_and_render(helm: str, chart: Path, hub_name: str,
     assert len(plan.secret_files) == 1
     sops_env = {**os.environ, "SOPS_AGE_KEY_FILE": str(PROJECT / "example-age.key")}
     with decrypted(plan.secret_files, env=sops_env) as files:
-        docs = render(helm, chart, *plan.helm_args(files), release=f"{hub_name}-{env_name}",
-                      namespace=f"{hub_name}-{env_name}")
+        docs = render(
+            helm,
+            chart,
+            *plan.helm_args(files),
+            release=f"{hub_name}-{env_name}",
+            namespace=f"{hub_name}-{env_name}",
+        )
         merged = values.merged_values(plan, files, yaml.safe_load((UMBRELLA / "values.yaml").read_text()))
     # what hubploy checks in the registry: the sandbox copies and the hub's own images
     assert {name.split("/")[0] for _, name, _ in image_references(merged)} == {"localhost:5000"}
@@ -583,4 +761,6 @@ def test_example_hubs_validate_and_render(helm: str, chart: Path, hub_name: str,
         host = {"staging": "staging.physics.example.org", "prod": "physics.example.org"}[env_name]
         assert [rule["host"] for rule in ingress["spec"]["rules"]] == [host]
         assert ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"] == {
-            "name": "proxy-public", "port": {"name": "http"}}
+            "name": "proxy-public",
+            "port": {"name": "http"},
+        }

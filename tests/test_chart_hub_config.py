@@ -91,17 +91,21 @@ def hub_venv(name: str, requirements: tuple[str, ...]) -> Path:
         if done.is_file():
             return python
         shutil.rmtree(venv, ignore_errors=True)
-        steps = ([sys.executable, "-m", "venv", str(venv)],
-                 [str(python), "-m", "pip", "install", "--quiet",
-                  "--disable-pip-version-check", *requirements])
+        steps = (
+            [sys.executable, "-m", "venv", str(venv)],
+            [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *requirements],
+        )
         for argv in steps:
             try:
                 subprocess.run(argv, check=True, capture_output=True, text=True, timeout=900)
             except (OSError, subprocess.SubprocessError) as exc:
                 shutil.rmtree(venv, ignore_errors=True)
                 output = (getattr(exc, "stderr", None) or getattr(exc, "stdout", None) or str(exc)).strip()
-                pytest.fail(f"cannot create the hub venv {venv} with {' '.join(requirements)} (PyPI needed):"
-                            f" `{' '.join(argv[:4])} ...` failed: {output[-2000:]}", pytrace=False)
+                pytest.fail(
+                    f"cannot create the hub venv {venv} with {' '.join(requirements)} (PyPI needed):"
+                    f" `{' '.join(argv[:4])} ...` failed: {output[-2000:]}",
+                    pytrace=False,
+                )
         done.write_text("\n".join(requirements) + "\n")
     return python
 
@@ -124,8 +128,14 @@ class HubConfig:
         self.report, self.stdout, self.secret = report, stdout, secret
 
 
-def load_hub_config(python: Path, chart: Path, tmp_path: Path, *helm_args: str,
-                    extra_files: Mapping[str, str] = {}, env: dict[str, str] | None = None) -> HubConfig:
+def load_hub_config(
+    python: Path,
+    chart: Path,
+    tmp_path: Path,
+    *helm_args: str,
+    extra_files: Mapping[str, str] = {},
+    env: dict[str, str] | None = None,
+) -> HubConfig:
     docs = render(helm_path("4"), chart, *helm_args)
     config_dir = hub_files(docs, tmp_path / "etc-jupyterhub")
     for rel, text in extra_files.items():
@@ -134,24 +144,44 @@ def load_hub_config(python: Path, chart: Path, tmp_path: Path, *helm_args: str,
     secret = secret_data(find(docs, "Secret", "hub"))
     workdir = tmp_path / "srv-jupyterhub"  # the hub image's WORKDIR, where the sqlite PVC is mounted
     workdir.mkdir()
-    pod_env = {"PATH": os.environ["PATH"], "PYTHONUNBUFFERED": "1", "HELM_RELEASE_NAME": RELEASE,
-               "POD_NAMESPACE": POD_NAMESPACE, "HUB_SERVICE_HOST": "10.0.0.10", "HUB_SERVICE_PORT": "8081",
-               "PROXY_API_SERVICE_HOST": "10.0.0.11", "PROXY_API_SERVICE_PORT": "8001",
-               "PROXY_PUBLIC_SERVICE_HOST": "10.0.0.12", "PROXY_PUBLIC_SERVICE_PORT": "80",
-               "CONFIGPROXY_AUTH_TOKEN": secret["hub.config.ConfigurableHTTPProxy.auth_token"]}
+    pod_env = {
+        "PATH": os.environ["PATH"],
+        "PYTHONUNBUFFERED": "1",
+        "HELM_RELEASE_NAME": RELEASE,
+        "POD_NAMESPACE": POD_NAMESPACE,
+        "HUB_SERVICE_HOST": "10.0.0.10",
+        "HUB_SERVICE_PORT": "8081",
+        "PROXY_API_SERVICE_HOST": "10.0.0.11",
+        "PROXY_API_SERVICE_PORT": "8001",
+        "PROXY_PUBLIC_SERVICE_HOST": "10.0.0.12",
+        "PROXY_PUBLIC_SERVICE_PORT": "80",
+        "CONFIGPROXY_AUTH_TOKEN": secret["hub.config.ConfigurableHTTPProxy.auth_token"],
+    }
     # KubeSpawner (before 7) loads a client config even for a mock spawner; in the pod it is the
     # in-cluster one, here a kubeconfig naming an address nothing is asked at.
     kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "test",
-        "clusters": [{"name": "test", "cluster": {"server": "https://127.0.0.1:9"}}],
-        "users": [{"name": "test", "user": {"token": "test"}}],
-        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}]}))
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "test",
+                "clusters": [{"name": "test", "cluster": {"server": "https://127.0.0.1:9"}}],
+                "users": [{"name": "test", "user": {"token": "test"}}],
+                "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
+            }
+        )
+    )
     pod_env["KUBECONFIG"] = str(kubeconfig)
     out = tmp_path / "report.json"
-    done = subprocess.run([str(python), "-c", LOADER, str(config_dir / "jupyterhub_config.py"), str(out)],
-                          cwd=workdir, env=env if env is not None else pod_env,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [str(python), "-c", LOADER, str(config_dir / "jupyterhub_config.py"), str(out)],
+        cwd=workdir,
+        env=env if env is not None else pod_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, f"loading the hub config failed:\n{done.stdout}\n{done.stderr}"
     return HubConfig(json.loads(out.read_text()), done.stdout, secret)
 
@@ -164,8 +194,11 @@ def test_defaults(hub_python: Path, chart: Path, tmp_path: Path) -> None:
     assert (hub["hub_bind_url"], hub["hub_connect_url"]) == ("http://:8081", "http://hub:8081")
     assert hub["db_url"] == "sqlite:///jupyterhub.sqlite"
     assert hub["cleanup_servers"] is False and hub["concurrent_spawn_limit"] == 64
-    assert got.proxy == {"should_start": False, "api_url": "http://proxy-api:8001",
-                         "auth_token": got.secret["hub.config.ConfigurableHTTPProxy.auth_token"]}
+    assert got.proxy == {
+        "should_start": False,
+        "api_url": "http://proxy-api:8001",
+        "auth_token": got.secret["hub.config.ConfigurableHTTPProxy.auth_token"],
+    }
     assert got.report["cookie_secret"] == got.secret["hub.config.JupyterHub.cookie_secret"]
     assert got.report["crypt_keys"] == [32]
     # the idle culler is not installed in these venvs: no service, and the config says so
@@ -180,9 +213,14 @@ def test_defaults(hub_python: Path, chart: Path, tmp_path: Path) -> None:
     assert spawner["storage_capacity"] == "10Gi" and spawner["storage_access_modes"] == ["ReadWriteOnce"]
     assert spawner["scheduler_name"] == f"{RELEASE}-user-scheduler"
     assert spawner["common_labels"] == {
-        "app": "jupyterhub", "app.kubernetes.io/name": "jupyterhub", "release": RELEASE,
-        "app.kubernetes.io/instance": RELEASE, "chart": "jupyterhub-4.4.0",
-        "helm.sh/chart": "jupyterhub-4.4.0", "app.kubernetes.io/managed-by": "kubespawner"}
+        "app": "jupyterhub",
+        "app.kubernetes.io/name": "jupyterhub",
+        "release": RELEASE,
+        "app.kubernetes.io/instance": RELEASE,
+        "chart": "jupyterhub-4.4.0",
+        "helm.sh/chart": "jupyterhub-4.4.0",
+        "app.kubernetes.io/managed-by": "kubespawner",
+    }
     assert spawner["node_affinity_preferred"][0]["preference"]["matchExpressions"][0]["values"] == ["user"]
     assert [t["value"] for t in spawner["tolerations"]] == ["user", "user"]
     assert (spawner["uid"], spawner["fs_gid"], spawner["start_timeout"]) == (1000, 100, 300)
@@ -192,11 +230,15 @@ def test_defaults(hub_python: Path, chart: Path, tmp_path: Path) -> None:
     notebook = pod["spec"]["containers"][0]
     assert notebook["image"] == spawner["image"] and notebook["args"][0] == "jupyterhub-singleuser"
     assert int(notebook["resources"]["requests"]["memory"]) == 1024**3
-    claims = [v["persistentVolumeClaim"]["claimName"]
-              for v in pod["spec"]["volumes"] if "persistentVolumeClaim" in v]
+    claims = [
+        v["persistentVolumeClaim"]["claimName"]
+        for v in pod["spec"]["volumes"]
+        if "persistentVolumeClaim" in v
+    ]
     assert claims == [pvc["metadata"]["name"]]
     assert {"mountPath": "/home/jovyan"}.items() <= next(
-        m for m in notebook["volumeMounts"] if m["name"].startswith("volume-")).items()
+        m for m in notebook["volumeMounts"] if m["name"].startswith("volume-")
+    ).items()
     assert pvc["spec"]["resources"]["requests"]["storage"] == "10Gi"
     assert "storageClassName" not in pvc["spec"] or pvc["spec"]["storageClassName"] is None
     assert pod["metadata"]["labels"]["component"] == "singleuser-server"  # what the singleuser netpol selects
@@ -204,8 +246,9 @@ def test_defaults(hub_python: Path, chart: Path, tmp_path: Path) -> None:
 
 def test_example_physics_prod(hub_python: Path, chart: Path, tmp_path: Path) -> None:
     config = PROJECT / "deployments" / "physics" / "config"
-    got = load_hub_config(hub_python, chart, tmp_path,
-                          "-f", str(config / "common.yaml"), "-f", str(config / "prod.yaml"))
+    got = load_hub_config(
+        hub_python, chart, tmp_path, "-f", str(config / "common.yaml"), "-f", str(config / "prod.yaml")
+    )
     assert got.hub["template_vars"] == {"course": "Physics 101"}  # from hub.extraConfig.00-physics
     assert got.spawner["mem_limit"] == 4 * 1024**3
     assert int(got.report["pod"]["spec"]["containers"][0]["resources"]["limits"]["memory"]) == 4 * 1024**3
@@ -213,60 +256,92 @@ def test_example_physics_prod(hub_python: Path, chart: Path, tmp_path: Path) -> 
 
 
 def test_values_reach_jupyterhub_and_kubespawner(hub_python: Path, chart: Path, tmp_path: Path) -> None:
-    values = {"jupyterhub": {
-        "hub": {
-            "baseUrl": "/jh/",
-            "db": {"type": "postgres", "url": "postgresql://hub@db/hub", "password": "pg-secret"},
-            "config": {"JupyterHub": {"admin_access": False}, "KubeSpawner": {"k8s_api_request_timeout": 7}},
-            "services": {"grader": {"url": "http://grader:8000"}},
-            "loadRoles": {"graders": {"scopes": ["list:users"], "services": ["grader"]}},
-            # applied in name order, each after hub.config
-            "extraConfig": {"20-second": "c.JupyterHub.template_vars['order'] += ['second']\n",
-                            "10-first": "c.JupyterHub.template_vars = "
-                                        "{'order': ['first'], 'admin': c.JupyterHub.admin_access}\n"},
-        },
-        "singleuser": {
-            "cmd": ["jupyter", "lab"], "defaultUrl": "/lab",
-            "memory": {"limit": "2G", "guarantee": "512M"}, "cpu": {"limit": 2},
-            "storage": {"capacity": "5Gi",
-                        "dynamic": {"storageClass": "fast", "pvcNameTemplate": "home-{username}"}},
-            "extraFiles": {"motd": {"mountPath": "/etc/motd", "stringData": "hello"}},
-            "extraEnv": {"COURSE": "physics"},
-            "profileList": [{"display_name": "small", "default": True}],
-        },
-        "scheduling": {"userScheduler": {"enabled": False}},
-        "cull": {"enabled": True, "users": True, "timeout": 1800},
-    }}
+    values = {
+        "jupyterhub": {
+            "hub": {
+                "baseUrl": "/jh/",
+                "db": {"type": "postgres", "url": "postgresql://hub@db/hub", "password": "pg-secret"},
+                "config": {
+                    "JupyterHub": {"admin_access": False},
+                    "KubeSpawner": {"k8s_api_request_timeout": 7},
+                },
+                "services": {"grader": {"url": "http://grader:8000"}},
+                "loadRoles": {"graders": {"scopes": ["list:users"], "services": ["grader"]}},
+                # applied in name order, each after hub.config
+                "extraConfig": {
+                    "20-second": "c.JupyterHub.template_vars['order'] += ['second']\n",
+                    "10-first": "c.JupyterHub.template_vars = "
+                    "{'order': ['first'], 'admin': c.JupyterHub.admin_access}\n",
+                },
+            },
+            "singleuser": {
+                "cmd": ["jupyter", "lab"],
+                "defaultUrl": "/lab",
+                "memory": {"limit": "2G", "guarantee": "512M"},
+                "cpu": {"limit": 2},
+                "storage": {
+                    "capacity": "5Gi",
+                    "dynamic": {"storageClass": "fast", "pvcNameTemplate": "home-{username}"},
+                },
+                "extraFiles": {"motd": {"mountPath": "/etc/motd", "stringData": "hello"}},
+                "extraEnv": {"COURSE": "physics"},
+                "profileList": [{"display_name": "small", "default": True}],
+            },
+            "scheduling": {"userScheduler": {"enabled": False}},
+            "cull": {"enabled": True, "users": True, "timeout": 1800},
+        }
+    }
     values_file = tmp_path / "values.yaml"
     values_file.write_text(yaml.safe_dump(values))
     # an importable culler beside the config (the config directory is on sys.path) stands in for the package
-    got = load_hub_config(hub_python, chart, tmp_path, "-f", str(values_file),
-                          extra_files={"jupyterhub_idle_culler/__init__.py": ""})
+    got = load_hub_config(
+        hub_python,
+        chart,
+        tmp_path,
+        "-f",
+        str(values_file),
+        extra_files={"jupyterhub_idle_culler/__init__.py": ""},
+    )
     hub, spawner = got.hub, got.spawner
     assert hub["base_url"] == "/jh/"
     assert hub["db_url"] == "postgresql://hub@db/hub" and got.report["environ"]["PGPASSWORD"] == "pg-secret"
     assert hub["admin_access"] is False and spawner["k8s_api_request_timeout"] == 7
     assert hub["template_vars"] == {"order": ["first", "second"], "admin": False}
     services = {s["name"]: s for s in hub["services"]}
-    assert services["grader"] == {"name": "grader", "url": "http://grader:8000",
-                                  "api_token": got.secret["hub.services.grader.apiToken"]}
+    assert services["grader"] == {
+        "name": "grader",
+        "url": "http://grader:8000",
+        "api_token": got.secret["hub.services.grader.apiToken"],
+    }
     cull = services["jupyterhub-idle-culler"]["command"]
-    assert cull[1:] == ["-m", "jupyterhub_idle_culler", "--url=http://localhost:8081/jh/hub/api",
-                        "--timeout=1800", "--cull-every=600", "--concurrency=10", "--cull-users"]
+    assert cull[1:] == [
+        "-m",
+        "jupyterhub_idle_culler",
+        "--url=http://localhost:8081/jh/hub/api",
+        "--timeout=1800",
+        "--cull-every=600",
+        "--concurrency=10",
+        "--cull-users",
+    ]
     roles = {r["name"]: r for r in hub["load_roles"]}
     assert roles["graders"] == {"name": "graders", "scopes": ["list:users"], "services": ["grader"]}
     assert "admin:users" in roles["jupyterhub-idle-culler"]["scopes"]
 
     assert spawner["cmd"] == ["jupyter", "lab"] and spawner["default_url"] == "/lab"
-    assert (spawner["mem_limit"], spawner["mem_guarantee"],
-            spawner["cpu_limit"]) == (2 * 1024**3, 512 * 1024**2, 2.0)
+    assert (spawner["mem_limit"], spawner["mem_guarantee"], spawner["cpu_limit"]) == (
+        2 * 1024**3,
+        512 * 1024**2,
+        2.0,
+    )
     assert spawner["storage_class"] == "fast" and spawner["storage_capacity"] == "5Gi"
     assert spawner["pvc_name"].startswith("home-mock")  # the mock user's escaped name follows
     assert spawner["scheduler_name"] is None
     assert spawner["environment"] == {"COURSE": "physics"}
     assert spawner["profile_list"] == [{"display_name": "small", "default": True}]
-    assert spawner["volumes"]["files"]["secret"] == {"secretName": "singleuser",
-                                                   "items": [{"key": "motd", "path": "motd"}]}
+    assert spawner["volumes"]["files"]["secret"] == {
+        "secretName": "singleuser",
+        "items": [{"key": "motd", "path": "motd"}],
+    }
     assert got.report["pvc"]["spec"]["storageClassName"] == "fast"
     pod = got.report["pod"]
     assert "schedulerName" not in pod["spec"] or pod["spec"]["schedulerName"] is None
@@ -277,15 +352,27 @@ def test_values_reach_jupyterhub_and_kubespawner(hub_python: Path, chart: Path, 
 def test_sqlite_memory_and_existing_secret(hub_python: Path, chart: Path, tmp_path: Path) -> None:
     """hub.existingSecret's keys win over the chart's Secret, and its values.yaml is merged over the
     values."""
-    existing = {"existing-secret/values.yaml": "custom:\n  site: from-existing-secret\n",
-                "existing-secret/hub.config.JupyterHub.cookie_secret": "00ff" * 16}
+    existing = {
+        "existing-secret/values.yaml": "custom:\n  site: from-existing-secret\n",
+        "existing-secret/hub.config.JupyterHub.cookie_secret": "00ff" * 16,
+    }
     got = load_hub_config(
-        hub_python, chart, tmp_path, "--set", "jupyterhub.hub.db.type=sqlite-memory",
-        "--set", "jupyterhub.hub.existingSecret=my-secret", "--set", "jupyterhub.custom.site=from-values",
+        hub_python,
+        chart,
+        tmp_path,
+        "--set",
+        "jupyterhub.hub.db.type=sqlite-memory",
+        "--set",
+        "jupyterhub.hub.existingSecret=my-secret",
+        "--set",
+        "jupyterhub.custom.site=from-values",
         "--set",
         "jupyterhub.hub.extraConfig.site=c.JupyterHub.template_vars = "
         "{'site': z2jh.get_config('custom.site')}",
-        "--set", "jupyterhub.hub.extraConfig.00-import=import z2jh", extra_files=existing)
+        "--set",
+        "jupyterhub.hub.extraConfig.00-import=import z2jh",
+        extra_files=existing,
+    )
     assert got.hub["db_url"] == "sqlite://"
     assert got.report["cookie_secret"] == "00ff" * 16
     assert got.hub["template_vars"] == {"site": "from-existing-secret"}

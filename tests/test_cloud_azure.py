@@ -44,21 +44,58 @@ def _fake_az(recorder: Recorder, user: dict) -> dict[str, object]:
 def test_service_principal_with_kubelogin(recorder: Recorder, base_env: dict[str, str]) -> None:
     seen = _fake_az(recorder, exec_user("kubelogin", "get-token", "--login", "devicecode"))
     environ = dict(os.environ)
-    with azure.cluster_access(client_id=APP_ID, tenant_id=TENANT, client_secret=PASSWORD, resource_group="rg",
-                              cluster="hubs", base_env=base_env, subscription_id="sub-1") as access:
+    with azure.cluster_access(
+        client_id=APP_ID,
+        tenant_id=TENANT,
+        client_secret=PASSWORD,
+        resource_group="rg",
+        cluster="hubs",
+        base_env=base_env,
+        subscription_id="sub-1",
+    ) as access:
         config = Path(access.env["AZURE_CONFIG_DIR"])
         tmp = config.parent
         assert recorder.argvs == [
-            ["az", "login", "--service-principal", "--username", APP_ID, "--tenant", TENANT,
-             "--password", f"@{tmp / 'sp-password'}", "--output", "none"],
+            [
+                "az",
+                "login",
+                "--service-principal",
+                "--username",
+                APP_ID,
+                "--tenant",
+                TENANT,
+                "--password",
+                f"@{tmp / 'sp-password'}",
+                "--output",
+                "none",
+            ],
             ["az", "account", "set", "--subscription", "sub-1"],
-            ["az", "aks", "get-credentials", "--name", "hubs", "--resource-group", "rg",
-             "--file", str(access.kubeconfig), "--output", "none"],
-            ["kubelogin", "convert-kubeconfig", "--login", "azurecli",
-             "--kubeconfig", str(access.kubeconfig)],
+            [
+                "az",
+                "aks",
+                "get-credentials",
+                "--name",
+                "hubs",
+                "--resource-group",
+                "rg",
+                "--file",
+                str(access.kubeconfig),
+                "--output",
+                "none",
+            ],
+            [
+                "kubelogin",
+                "convert-kubeconfig",
+                "--login",
+                "azurecli",
+                "--kubeconfig",
+                str(access.kubeconfig),
+            ],
         ]
-        az_env = {**{k: v for k, v in base_env.items() if k != "AZURE_CONFIG_DIR"},
-                  "AZURE_CONFIG_DIR": str(config)}
+        az_env = {
+            **{k: v for k, v in base_env.items() if k != "AZURE_CONFIG_DIR"},
+            "AZURE_CONFIG_DIR": str(config),
+        }
         assert [c.env for c in recorder.calls[:2]] == [az_env, az_env]
         kube = {**az_env, "KUBECONFIG": str(access.kubeconfig)}
         assert [c.env for c in recorder.calls[2:]] == [kube, kube]
@@ -74,11 +111,19 @@ def test_service_principal_with_kubelogin(recorder: Recorder, base_env: dict[str
 
 def test_local_account_cluster_needs_no_kubelogin(recorder: Recorder, base_env: dict[str, str]) -> None:
     _fake_az(recorder, {"client-certificate-data": "Y2VydA==", "client-key-data": "a2V5"})
-    with azure.cluster_access(client_id=APP_ID, tenant_id=TENANT, client_secret=PASSWORD, resource_group="rg",
-                              cluster="hubs", base_env=base_env):
+    with azure.cluster_access(
+        client_id=APP_ID,
+        tenant_id=TENANT,
+        client_secret=PASSWORD,
+        resource_group="rg",
+        cluster="hubs",
+        base_env=base_env,
+    ):
         pass
-    assert [argv[:3] for argv in recorder.argvs] == [["az", "login", "--service-principal"],
-                                                     ["az", "aks", "get-credentials"]]
+    assert [argv[:3] for argv in recorder.argvs] == [
+        ["az", "login", "--service-principal"],
+        ["az", "aks", "get-credentials"],
+    ]
 
 
 def test_rejected_login_is_a_credentials_error(recorder: Recorder, base_env: dict[str, str]) -> None:
@@ -88,8 +133,14 @@ def test_rejected_login_is_a_credentials_error(recorder: Recorder, base_env: dic
     recorder.on("az", "login", effect=reject)
     with (
         pytest.raises(CredentialsError, match="AADSTS7000215") as info,
-        azure.cluster_access(client_id=APP_ID, tenant_id=TENANT, client_secret=PASSWORD, resource_group="rg",
-                             cluster="hubs", base_env=base_env),
+        azure.cluster_access(
+            client_id=APP_ID,
+            tenant_id=TENANT,
+            client_secret=PASSWORD,
+            resource_group="rg",
+            cluster="hubs",
+            base_env=base_env,
+        ),
     ):
         pass
     assert PASSWORD not in str(info.value)
@@ -97,8 +148,9 @@ def test_rejected_login_is_a_credentials_error(recorder: Recorder, base_env: dic
 
 
 def test_auth_file_fields() -> None:
-    assert azure.service_principal_from_mapping({"appId": APP_ID, "tenant": TENANT, "password": PASSWORD,
-                                                 "displayName": "x"}) == (APP_ID, TENANT, PASSWORD)
+    assert azure.service_principal_from_mapping(
+        {"appId": APP_ID, "tenant": TENANT, "password": PASSWORD, "displayName": "x"}
+    ) == (APP_ID, TENANT, PASSWORD)
     with pytest.raises(CredentialsError, match="lacks password"):
         azure.service_principal_from_mapping({"appId": APP_ID, "tenant": TENANT})
 

@@ -144,8 +144,9 @@ def test_a_missing_limit_is_an_error_for_every_waiting_task(prefect_api: str) ->
     assert len(errors) == 4
 
 
-def _hold_in_threads(name: str, limit: int, threads: int, current: Synchronized, peak: Synchronized,
-                     done: Synchronized) -> None:
+def _hold_in_threads(
+    name: str, limit: int, threads: int, current: Synchronized, peak: Synchronized, done: Synchronized
+) -> None:
     """In a spawned process: ``threads`` threads each hold a slot of ``name`` for a moment."""
     from flows.tasks.locks import process_slot
 
@@ -174,8 +175,9 @@ def test_the_server_limit_bounds_two_processes_together(prefect_api: str) -> Non
     ensure_limit(name, 3)
     spawn = multiprocessing.get_context("spawn")  # PREFECT_API_URL is in the environment it inherits
     current, peak, done = spawn.Value("i", 0), spawn.Value("i", 0), spawn.Value("i", 0)
-    processes = [spawn.Process(target=_hold_in_threads, args=(name, 3, 6, current, peak, done))
-                 for _ in range(2)]
+    processes = [
+        spawn.Process(target=_hold_in_threads, args=(name, 3, 6, current, peak, done)) for _ in range(2)
+    ]
     for process in processes:
         process.start()
     for process in processes:
@@ -211,8 +213,9 @@ def _record_server_requests(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     return asked
 
 
-def test_a_run_waiting_for_its_release_lock_holds_no_cluster_slot(prefect_api: str,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_run_waiting_for_its_release_lock_holds_no_cluster_slot(
+    prefect_api: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from flows.tasks.locks import deploy_locks, limit_name
 
     cluster = f"test-{secrets.token_hex(4)}"
@@ -242,7 +245,8 @@ def test_a_run_waiting_for_its_release_lock_holds_no_cluster_slot(prefect_api: s
 
     threads.append(start(other_release))
     assert entered_other.wait(HANG), (
-        "a run waiting for its release lock blocked another release's cluster slot")
+        "a run waiting for its release lock blocked another release's cluster slot"
+    )
     assert not second_in.is_set()
     let_go.set()
     join(threads)
@@ -251,7 +255,8 @@ def test_a_run_waiting_for_its_release_lock_holds_no_cluster_slot(prefect_api: s
 
 
 def test_a_fleet_takes_its_release_locks_once_and_its_tasks_reuse_them(
-        prefect_api: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    prefect_api: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from flows.tasks.locks import limit_name, release_lock, release_locks
 
     releases = [f"fleet-{secrets.token_hex(3)}-{i}" for i in range(3)]

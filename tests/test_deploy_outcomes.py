@@ -34,8 +34,9 @@ from hubploy.runner import register_secret
 FAKE_CLUSTER = Path(__file__).parent / "helpers" / "fake_cluster.py"
 HUB_IMAGE = "registry.example.org/hub"
 OPTIONS = DeployOptions(flags=UpgradeFlags(timeout="60s", atomic=True), health_timeout=5)
-CHANGED = DeployOptions(set_string_values=("jupyterhub.hub.extraEnv.COLOUR=blue",), flags=OPTIONS.flags,
-                        health_timeout=5)
+CHANGED = DeployOptions(
+    set_string_values=("jupyterhub.hub.extraEnv.COLOUR=blue",), flags=OPTIONS.flags, health_timeout=5
+)
 
 
 @dataclass
@@ -68,8 +69,9 @@ class Cluster:
     @contextlib.contextmanager
     def cluster_access(self, hub: Any, env_name: str) -> Iterator[SimpleNamespace]:
         """The cluster's credentials (``hubploy.deploy.Credentials``): its env, no login for registries."""
-        yield SimpleNamespace(kubeconfig=self.state_file.parent / "kubeconfig", env=self.env,
-                              context="fake-{namespace}")
+        yield SimpleNamespace(
+            kubeconfig=self.state_file.parent / "kubeconfig", env=self.env, context="fake-{namespace}"
+        )
 
     def registry(self, hub: Any, host: str) -> None:
         return None
@@ -94,9 +96,13 @@ def cluster(tmp_path: Path) -> Cluster:
     bin_dir.mkdir()
     state_file = tmp_path / "cluster.json"
     state_file.write_text(json.dumps({"releases": {}, "namespaces": [], "calls": []}))
-    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "FAKE_CLUSTER_STATE": str(state_file),
-           "HELM_EXECUTABLE": str(_tool(bin_dir, "helm")),
-           "KUBECTL_EXECUTABLE": str(_tool(bin_dir, "kubectl"))}
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "FAKE_CLUSTER_STATE": str(state_file),
+        "HELM_EXECUTABLE": str(_tool(bin_dir, "helm")),
+        "KUBECTL_EXECUTABLE": str(_tool(bin_dir, "kubectl")),
+    }
     return Cluster(state_file, env)
 
 
@@ -104,8 +110,9 @@ def cluster(tmp_path: Path) -> Cluster:
 def registry(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """The images the stand-in registry has: reference -> digest."""
     images = {f"{HUB_IMAGE}:1": "sha256:1"}
-    monkeypatch.setattr(deploy_images, "manifest_digest",
-                        lambda name, tag, creds, **kwargs: images.get(f"{name}:{tag}"))
+    monkeypatch.setattr(
+        deploy_images, "manifest_digest", lambda name, tag, creds, **kwargs: images.get(f"{name}:{tag}")
+    )
     return images
 
 
@@ -126,28 +133,46 @@ def health(monkeypatch: pytest.MonkeyPatch, cluster: Cluster) -> list[bool]:
 
 
 @pytest.fixture
-def run_deploy(deployment_repo: Callable[..., Path], cluster: Cluster, registry: dict[str, str],
-               health: list[bool]) -> Callable[..., DeployResult]:
+def run_deploy(
+    deployment_repo: Callable[..., Path], cluster: Cluster, registry: dict[str, str], health: list[bool]
+) -> Callable[..., DeployResult]:
     """Deploy hub ``h`` to staging; every result handed to on_result is kept in ``run_deploy.results``."""
     image = f"{{name: {HUB_IMAGE}, tag: '1'}}"
-    root = deployment_repo({"deployments/h/hubploy.yaml": "environments: [staging]\n",
-                            "deployments/h/config/common.yaml": f"jupyterhub: {{hub: {{image: {image}}}}}\n"})
+    root = deployment_repo(
+        {
+            "deployments/h/hubploy.yaml": "environments: [staging]\n",
+            "deployments/h/config/common.yaml": f"jupyterhub: {{hub: {{image: {image}}}}}\n",
+        }
+    )
     results: list[DeployResult] = []
 
     def run(options: DeployOptions = OPTIONS) -> DeployResult:
-        return deploy(load_repo(root), "h", "staging", options=options, base_env=cluster.env,
-                      credentials=cluster, cluster_slot=cluster.slot, on_result=results.append)
+        return deploy(
+            load_repo(root),
+            "h",
+            "staging",
+            options=options,
+            base_env=cluster.env,
+            credentials=cluster,
+            cluster_slot=cluster.slot,
+            on_result=results.append,
+        )
 
     run.results = results  # type: ignore[attr-defined]
     run.root = root  # type: ignore[attr-defined]
     return run
 
 
-def test_first_install_then_unchanged_then_redeploy(run_deploy: Callable[..., DeployResult],
-                                                    cluster: Cluster) -> None:
+def test_first_install_then_unchanged_then_redeploy(
+    run_deploy: Callable[..., DeployResult], cluster: Cluster
+) -> None:
     first = run_deploy()
     assert (first.outcome, first.revision_before, first.revision_after, first.message) == (
-        Outcome.deployed, None, 1, "")
+        Outcome.deployed,
+        None,
+        1,
+        "",
+    )
     assert first.summary()["result"] is Outcome.deployed and "outcome" not in first.summary()
     assert run_deploy.results == [first]  # type: ignore[attr-defined]
     assert [i.digest for i in first.images] == ["sha256:1"] and first.hub_version == "5.3.0"
@@ -162,17 +187,22 @@ def test_first_install_then_unchanged_then_redeploy(run_deploy: Callable[..., De
     assert (forced.outcome, forced.revision_before, forced.revision_after) == (Outcome.deployed, 1, 2)
 
 
-def test_the_cluster_slot_is_left_before_the_health_check(run_deploy: Callable[..., DeployResult],
-                                                          cluster: Cluster) -> None:
+def test_the_cluster_slot_is_left_before_the_health_check(
+    run_deploy: Callable[..., DeployResult], cluster: Cluster
+) -> None:
     run_deploy()
     calls = len(cluster.state()["calls"])
-    assert cluster.events == ["slot entered after 1 calls", f"slot left after {calls} calls",
-                              "health checked in fake-h-staging"]
+    assert cluster.events == [
+        "slot entered after 1 calls",
+        f"slot left after {calls} calls",
+        "health checked in fake-h-staging",
+    ]
     assert cluster.verbs()[:1] == ["helm version"]  # the only call outside the slot
 
 
 def test_a_missing_image_is_refused_before_the_cluster_changes(
-        run_deploy: Callable[..., DeployResult], cluster: Cluster, registry: dict[str, str]) -> None:
+    run_deploy: Callable[..., DeployResult], cluster: Cluster, registry: dict[str, str]
+) -> None:
     registry.clear()
     with pytest.raises(DeployError, match=rf"refusing to deploy: {HUB_IMAGE}:1 \(at jupyterhub.hub.image\)"):
         run_deploy()
@@ -182,7 +212,8 @@ def test_a_missing_image_is_refused_before_the_cluster_changes(
 
 
 def test_an_image_left_out_by_image_check_is_not_looked_up(
-        run_deploy: Callable[..., DeployResult], registry: dict[str, str]) -> None:
+    run_deploy: Callable[..., DeployResult], registry: dict[str, str]
+) -> None:
     registry.clear()  # the image is not there: only a lookup would refuse the deploy
     hub_file = run_deploy.root / "deployments" / "h" / "hubploy.yaml"  # type: ignore[attr-defined]
     hub_file.write_text(hub_file.read_text() + "image_check: {skip: [registry.example.org]}\n")
@@ -192,7 +223,8 @@ def test_an_image_left_out_by_image_check_is_not_looked_up(
 
 
 def test_a_history_error_is_raised_before_an_image_refusal(
-        run_deploy: Callable[..., DeployResult], cluster: Cluster, registry: dict[str, str]) -> None:
+    run_deploy: Callable[..., DeployResult], cluster: Cluster, registry: dict[str, str]
+) -> None:
     """The deploy is still refused (nothing changed), but the error reported is the cluster's."""
     registry.clear()
     cluster.set(api="unreachable")
@@ -203,7 +235,8 @@ def test_a_history_error_is_raised_before_an_image_refusal(
 
 
 def test_a_chart_that_does_not_render_is_refused_and_its_new_namespace_removed(
-        run_deploy: Callable[..., DeployResult], cluster: Cluster) -> None:
+    run_deploy: Callable[..., DeployResult], cluster: Cluster
+) -> None:
     cluster.set(upgrade="render-error")
     with pytest.raises(DeployError, match="nothing was changed: the chart does not render.*broken.yaml"):
         run_deploy()
@@ -213,49 +246,96 @@ def test_a_chart_that_does_not_render_is_refused_and_its_new_namespace_removed(
 
 
 NOT_READY = [
-    {"kind": "Pod", "metadata": {"name": "hub-1", "labels": {"release": "h-staging", "component": "hub"}},
-     "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "False"}],
-                "containerStatuses": [{"name": "hub", "ready": False, "restartCount": 4,
-                                       "state": {"waiting": {"reason": "CrashLoopBackOff",
-                                                             "message": "back-off"}},
-                                       "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}}}]}},
-    {"kind": "Pod", "metadata": {"name": "jupyter-ann", "labels": {"component": "singleuser-server"}},
-     "status": {"phase": "Pending"}},
+    {
+        "kind": "Pod",
+        "metadata": {"name": "hub-1", "labels": {"release": "h-staging", "component": "hub"}},
+        "status": {
+            "phase": "Running",
+            "conditions": [{"type": "Ready", "status": "False"}],
+            "containerStatuses": [
+                {
+                    "name": "hub",
+                    "ready": False,
+                    "restartCount": 4,
+                    "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off"}},
+                    "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}},
+                }
+            ],
+        },
+    },
+    {
+        "kind": "Pod",
+        "metadata": {"name": "jupyter-ann", "labels": {"component": "singleuser-server"}},
+        "status": {"phase": "Pending"},
+    },
     {"kind": "PersistentVolumeClaim", "metadata": {"name": "hub-db-dir"}, "status": {"phase": "Pending"}},
     {"kind": "Service", "metadata": {"name": "proxy-public"}, "spec": {"type": "LoadBalancer"}, "status": {}},
-    {"kind": "Pod", "metadata": {"name": "other-1"},
-     "status": {"phase": "Failed", "containerStatuses": [{"name": "app", "ready": False, "restartCount": 0,
-                                                          "state": {"terminated": {"exitCode": 2,
-                                                                                   "reason": "Error"}}}]}},
-    {"kind": "Pod", "metadata": {"name": "proxy-1", "labels": {"release": "h-staging"}},
-     "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}},
+    {
+        "kind": "Pod",
+        "metadata": {"name": "other-1"},
+        "status": {
+            "phase": "Failed",
+            "containerStatuses": [
+                {
+                    "name": "app",
+                    "ready": False,
+                    "restartCount": 0,
+                    "state": {"terminated": {"exitCode": 2, "reason": "Error"}},
+                }
+            ],
+        },
+    },
+    {
+        "kind": "Pod",
+        "metadata": {"name": "proxy-1", "labels": {"release": "h-staging"}},
+        "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},
+    },
 ]
-PROVISIONING = {"type": "Warning", "reason": "ProvisioningFailed", "lastTimestamp": "2026-01-01T00:00:00Z",
-                "message": 'storageclass.storage.k8s.io "nope" not found',
-                "involvedObject": {"kind": "PersistentVolumeClaim", "name": "hub-db-dir"}}
+PROVISIONING = {
+    "type": "Warning",
+    "reason": "ProvisioningFailed",
+    "lastTimestamp": "2026-01-01T00:00:00Z",
+    "message": 'storageclass.storage.k8s.io "nope" not found',
+    "involvedObject": {"kind": "PersistentVolumeClaim", "name": "hub-db-dir"},
+}
 
 
 def test_an_upgrade_that_times_out_is_told_as_a_timeout_and_rolled_back(
-        run_deploy: Callable[..., DeployResult], cluster: Cluster) -> None:
+    run_deploy: Callable[..., DeployResult], cluster: Cluster
+) -> None:
     run_deploy()
-    cluster.set(upgrade="not-ready", objects=NOT_READY, events=[PROVISIONING],
-                logs={"hub-1": "Traceback (most recent call last):\n    ValueError: boom from extraConfig\n",
-                      "other-1": "connecting with token s3cret-hub-token-1234"})
+    cluster.set(
+        upgrade="not-ready",
+        objects=NOT_READY,
+        events=[PROVISIONING],
+        logs={
+            "hub-1": "Traceback (most recent call last):\n    ValueError: boom from extraConfig\n",
+            "other-1": "connecting with token s3cret-hub-token-1234",
+        },
+    )
     register_secret("s3cret-hub-token-1234")  # what a deploy registers from its decrypted secrets
     with pytest.raises(DeployError) as failed:
         run_deploy(CHANGED)
     message = failed.value.message
-    assert message.startswith("helm upgrade of h-staging timed out after 60s waiting for the release "
-                              "to be ready (rolled back to revision 1's configuration as revision 3, which "
-                              "is serving): not ready: "), message
-    assert ('PersistentVolumeClaim hub-db-dir is Pending (ProvisioningFailed: storageclass.storage.k8s.io '
-            '"nope" not found)') in message
-    assert ("Pod hub-1 (container hub: CrashLoopBackOff, exit code 1, 4 restarts, last log line: "
-            "ValueError: boom from extraConfig)") in message
+    assert message.startswith(
+        "helm upgrade of h-staging timed out after 60s waiting for the release "
+        "to be ready (rolled back to revision 1's configuration as revision 3, which "
+        "is serving): not ready: "
+    ), message
+    assert (
+        "PersistentVolumeClaim hub-db-dir is Pending (ProvisioningFailed: storageclass.storage.k8s.io "
+        '"nope" not found)'
+    ) in message
+    assert (
+        "Pod hub-1 (container hub: CrashLoopBackOff, exit code 1, 4 restarts, last log line: "
+        "ValueError: boom from extraConfig)"
+    ) in message
     assert "Service proxy-public has no external address" in message
     assert "jupyter-ann" not in message and "proxy-1" not in message  # a user pod, a ready pod
-    assert ("other-1 (container app: Error, exit code 2, last log line: connecting with token ********)"
-            in message)
+    assert (
+        "other-1 (container app: Error, exit code 2, last log line: connecting with token ********)"
+        in message
+    )
     assert "does not render" not in message
     rolled = run_deploy.results[-1]  # type: ignore[attr-defined]
     assert (rolled.outcome, rolled.revision_before, rolled.revision_after) == (Outcome.rolled_back, 1, 3)
@@ -269,15 +349,23 @@ def test_an_upgrade_that_times_out_is_told_as_a_timeout_and_rolled_back(
     assert rollback_argv[rollback_argv.index("--timeout") + 1] == "5m"  # not the failed upgrade's 60s
 
 
-@pytest.mark.parametrize("duration,floor,longer", [("15s", "5m", "5m"), ("30m", "5m", "30m"),
-                                                   ("1h5m", "5m", "1h5m"), ("290s", "5m", "5m"),
-                                                   ("not-a-duration", "5m", "not-a-duration")])
+@pytest.mark.parametrize(
+    "duration,floor,longer",
+    [
+        ("15s", "5m", "5m"),
+        ("30m", "5m", "30m"),
+        ("1h5m", "5m", "1h5m"),
+        ("290s", "5m", "5m"),
+        ("not-a-duration", "5m", "not-a-duration"),
+    ],
+)
 def test_a_rollback_waits_at_least_its_floor(duration: str, floor: str, longer: str) -> None:
     assert at_least(duration, floor) == longer
 
 
-def test_a_failed_first_install_without_rollback_fails(run_deploy: Callable[..., DeployResult],
-                                                        cluster: Cluster) -> None:
+def test_a_failed_first_install_without_rollback_fails(
+    run_deploy: Callable[..., DeployResult], cluster: Cluster
+) -> None:
     cluster.set(upgrade="not-ready")
     with pytest.raises(DeployError, match="no rollback was requested"):
         run_deploy(DeployOptions(flags=UpgradeFlags(timeout="10s", atomic=False), health_check=False))
@@ -285,8 +373,9 @@ def test_a_failed_first_install_without_rollback_fails(run_deploy: Callable[...,
     assert cluster.statuses() == ["failed"] and cluster.state()["namespaces"] == ["h-staging"]
 
 
-def test_a_failed_health_check_is_rolled_back(run_deploy: Callable[..., DeployResult], cluster: Cluster,
-                                              health: list[bool]) -> None:
+def test_a_failed_health_check_is_rolled_back(
+    run_deploy: Callable[..., DeployResult], cluster: Cluster, health: list[bool]
+) -> None:
     run_deploy()
     health[:] = [False]
     with pytest.raises(HealthCheckError, match="health check failed, rolled back to revision 1"):
@@ -297,8 +386,9 @@ def test_a_failed_health_check_is_rolled_back(run_deploy: Callable[..., DeployRe
     assert cluster.statuses() == ["superseded", "superseded", "deployed"]
 
 
-def test_a_failed_health_check_after_a_first_install_removes_it(run_deploy: Callable[..., DeployResult],
-                                                                cluster: Cluster, health: list[bool]) -> None:
+def test_a_failed_health_check_after_a_first_install_removes_it(
+    run_deploy: Callable[..., DeployResult], cluster: Cluster, health: list[bool]
+) -> None:
     health[:] = [False]
     with pytest.raises(HealthCheckError, match="on the first install, which was removed"):
         run_deploy()
@@ -307,8 +397,9 @@ def test_a_failed_health_check_after_a_first_install_removes_it(run_deploy: Call
     assert "h-staging" not in cluster.state()["releases"]
 
 
-def test_a_rollback_that_fails_too_fails_the_deploy(run_deploy: Callable[..., DeployResult], cluster: Cluster,
-                                                    health: list[bool]) -> None:
+def test_a_rollback_that_fails_too_fails_the_deploy(
+    run_deploy: Callable[..., DeployResult], cluster: Cluster, health: list[bool]
+) -> None:
     run_deploy()
     health[:] = [False]
     cluster.set(rollback="fail")
@@ -318,8 +409,9 @@ def test_a_rollback_that_fails_too_fails_the_deploy(run_deploy: Callable[..., De
     assert run_deploy.results[-1].outcome is Outcome.failed  # type: ignore[attr-defined]
 
 
-def test_an_unhealthy_unchanged_release_fails_and_is_left_alone(run_deploy: Callable[..., DeployResult],
-                                                                cluster: Cluster, health: list[bool]) -> None:
+def test_an_unhealthy_unchanged_release_fails_and_is_left_alone(
+    run_deploy: Callable[..., DeployResult], cluster: Cluster, health: list[bool]
+) -> None:
     run_deploy()
     health[:] = [False]
     with pytest.raises(HealthCheckError, match="nothing was changed or rolled back"):
@@ -328,8 +420,9 @@ def test_an_unhealthy_unchanged_release_fails_and_is_left_alone(run_deploy: Call
     assert cluster.statuses() == ["deployed"] and "helm rollback" not in cluster.verbs()
 
 
-def test_a_dry_run_changes_nothing_and_shows_no_secret(run_deploy: Callable[..., DeployResult],
-                                                       cluster: Cluster) -> None:
+def test_a_dry_run_changes_nothing_and_shows_no_secret(
+    run_deploy: Callable[..., DeployResult], cluster: Cluster
+) -> None:
     dry = run_deploy(DeployOptions(flags=UpgradeFlags(dry_run=True)))
     assert dry.outcome is Outcome.dry_run and dry.rendered is not None
     assert "kind: Secret" in dry.rendered and "c2VjcmV0" not in dry.rendered
@@ -337,32 +430,55 @@ def test_a_dry_run_changes_nothing_and_shows_no_secret(run_deploy: Callable[...,
     assert cluster.events == []  # neither a cluster slot nor a health check
 
 
-def test_rollback_hub_holds_the_cluster_slot_only_around_helm(run_deploy: Callable[..., DeployResult],
-                                                              cluster: Cluster) -> None:
+def test_rollback_hub_holds_the_cluster_slot_only_around_helm(
+    run_deploy: Callable[..., DeployResult], cluster: Cluster
+) -> None:
     run_deploy()
     run_deploy(CHANGED)
     cluster.events.clear()
     before = len(cluster.state()["calls"])
     results: list[DeployResult] = []
     repo = load_repo(run_deploy.root)  # type: ignore[attr-defined]
-    rolled = rollback_hub(repo, "h", "staging", base_env=cluster.env, credentials=cluster,
-                          cluster_slot=cluster.slot, on_result=results.append)
+    rolled = rollback_hub(
+        repo,
+        "h",
+        "staging",
+        base_env=cluster.env,
+        credentials=cluster,
+        cluster_slot=cluster.slot,
+        on_result=results.append,
+    )
     assert results == [rolled]
     assert (rolled.outcome, rolled.revision_before, rolled.revision_after, rolled.hub_version) == (
-        Outcome.rolled_back, 2, 3, "5.3.0")
+        Outcome.rolled_back,
+        2,
+        3,
+        "5.3.0",
+    )
     assert rolled.message == "rolled back to the configuration of revision 1"
     assert cluster.verbs()[before:] == ["helm history", "helm rollback", "helm history"]
-    assert cluster.events == [f"slot entered after {before} calls", f"slot left after {before + 3} calls",
-                              "health checked in fake-h-staging"]
+    assert cluster.events == [
+        f"slot entered after {before} calls",
+        f"slot left after {before + 3} calls",
+        "health checked in fake-h-staging",
+    ]
 
 
-def test_rollback_to_a_revision_that_does_not_exist_fails(run_deploy: Callable[..., DeployResult],
-                                                          cluster: Cluster) -> None:
+def test_rollback_to_a_revision_that_does_not_exist_fails(
+    run_deploy: Callable[..., DeployResult], cluster: Cluster
+) -> None:
     run_deploy()
     results: list[DeployResult] = []
     with pytest.raises(DeployError, match="release h-staging has no revision 9 to roll back to"):
-        rollback_hub(load_repo(run_deploy.root), "h", "staging", revision=9,  # type: ignore[attr-defined]
-                     base_env=cluster.env, credentials=cluster, on_result=results.append)
+        rollback_hub(
+            load_repo(run_deploy.root),
+            "h",
+            "staging",
+            revision=9,  # type: ignore[attr-defined]
+            base_env=cluster.env,
+            credentials=cluster,
+            on_result=results.append,
+        )
     assert [r.outcome for r in results] == [Outcome.failed]
     assert "helm rollback" not in cluster.verbs()
 
@@ -373,8 +489,13 @@ def test_the_outcome_is_set_in_one_place() -> None:
     assigned = []
     for path in sorted(package.glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
-            targets = node.targets if isinstance(node, ast.Assign) else \
-                [node.target] if isinstance(node, ast.AugAssign | ast.AnnAssign) else []
+            targets = (
+                node.targets
+                if isinstance(node, ast.Assign)
+                else [node.target]
+                if isinstance(node, ast.AugAssign | ast.AnnAssign)
+                else []
+            )
             for target in targets:
                 for leaf in ast.walk(target):
                     if isinstance(leaf, ast.Attribute) and leaf.attr == "outcome":
@@ -392,9 +513,12 @@ def cluster_env(monkeypatch: pytest.MonkeyPatch, cluster: Cluster, tmp_path: Pat
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))  # the ambient kubeconfig of a hub without `cluster:`
 
 
-def test_a_cli_deploy_validates_each_file_once(run_deploy: Callable[..., DeployResult], cluster_env: None,
-                                               monkeypatch: pytest.MonkeyPatch,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_cli_deploy_validates_each_file_once(
+    run_deploy: Callable[..., DeployResult],
+    cluster_env: None,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     root: Path = run_deploy.root  # type: ignore[attr-defined]
     (root / "hubploy-repo.yaml").write_text("health_check_timeout: 5\n")
     monkeypatch.chdir(root)
@@ -405,22 +529,29 @@ def test_a_cli_deploy_validates_each_file_once(run_deploy: Callable[..., DeployR
 
 
 @pytest.mark.prefect
-def test_a_fleet_deploy_validates_each_hubploy_yaml_once(prefect_api: str, cluster_env: None,
-                                                         run_deploy: Callable[..., DeployResult]) -> None:
+def test_a_fleet_deploy_validates_each_hubploy_yaml_once(
+    prefect_api: str, cluster_env: None, run_deploy: Callable[..., DeployResult]
+) -> None:
     from flows.deploy_hubs import deploy_hubs
 
     root: Path = run_deploy.root  # type: ignore[attr-defined]
     shutil.copytree(root / "deployments" / "h", root / "deployments" / "g")
     records = deploy_hubs(["h", "g"], "staging", str(root), trigger="test")
     assert {hub: (r["result"], r["revision_after"]) for hub, r in records.items()} == {
-        "h": (Outcome.deployed, 1), "g": (Outcome.deployed, 1)}
+        "h": (Outcome.deployed, 1),
+        "g": (Outcome.deployed, 1),
+    }
     assert [REPOS.loads[root / "deployments" / hub / "hubploy.yaml"] for hub in ("h", "g")] == [1, 1]
 
 
 @pytest.mark.prefect
 def test_the_rollback_task_holds_the_cluster_slot_only_around_helm(
-        prefect_api: str, run_deploy: Callable[..., DeployResult], cluster: Cluster, cluster_env: None,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    prefect_api: str,
+    run_deploy: Callable[..., DeployResult],
+    cluster: Cluster,
+    cluster_env: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from flows.tasks import locks
     from flows.tasks.deploy import rollback_hub as rollback_task
 
@@ -438,6 +569,12 @@ def test_the_rollback_task_holds_the_cluster_slot_only_around_helm(
     before = len(cluster.state()["calls"])
     record = rollback_task("h", "staging", str(run_deploy.root), trigger="test")  # type: ignore[attr-defined]
     assert (record["result"], record["revision_before"], record["revision_after"]) == (
-        Outcome.rolled_back, 2, 3)
-    assert cluster.events == [f"slot entered after {before} calls", f"slot left after {before + 3} calls",
-                              "health checked in None"]
+        Outcome.rolled_back,
+        2,
+        3,
+    )
+    assert cluster.events == [
+        f"slot entered after {before} calls",
+        f"slot left after {before + 3} calls",
+        "health checked in None",
+    ]

@@ -39,9 +39,15 @@ GIT = ["git", "-c", "user.email=t@example.org", "-c", "user.name=t"]
 FAST = DeployOptions(flags=UpgradeFlags(timeout="60s", atomic=True), health_timeout=60)
 # A hub config that makes JupyterHub exit at start: the hub pod crash-loops and never gets ready.
 BROKEN_HUB = "jupyterhub.hub.extraConfig.99-broken=raise SystemExit('broken on purpose')"
-CHART_IMAGES = {"jupyterhub.hub.image", "jupyterhub.proxy.chp.image", "jupyterhub.singleuser.image",
-                "jupyterhub.prePuller.hook.image", "jupyterhub.prePuller.pause.image",
-                "jupyterhub.scheduling.userPlaceholder.image", "jupyterhub.scheduling.userScheduler.image"}
+CHART_IMAGES = {
+    "jupyterhub.hub.image",
+    "jupyterhub.proxy.chp.image",
+    "jupyterhub.singleuser.image",
+    "jupyterhub.prePuller.hook.image",
+    "jupyterhub.prePuller.pause.image",
+    "jupyterhub.scheduling.userPlaceholder.image",
+    "jupyterhub.scheduling.userScheduler.image",
+}
 
 
 class HubRepo:
@@ -57,7 +63,8 @@ class HubRepo:
 
     def set_user_image(self, reference: str) -> None:
         (self.hub_dir / "hubploy.yaml").write_text(
-            yaml.safe_dump({"images": {"images": [{"name": reference}]}}))
+            yaml.safe_dump({"images": {"images": [{"name": reference}]}})
+        )
         self.commit("user image " + reference)
 
     def commit(self, message: str) -> None:
@@ -68,8 +75,11 @@ class HubRepo:
         return deploy(load_repo(self.root), self.name, "staging", options=options, base_env=self.env)
 
     def history(self) -> list[dict]:
-        out = self.sandbox.run([self.env["HELM_EXECUTABLE"], "history", self.release, "-n", self.namespace,
-                                "-o", "json"], env=self.env, check=False)
+        out = self.sandbox.run(
+            [self.env["HELM_EXECUTABLE"], "history", self.release, "-n", self.namespace, "-o", "json"],
+            env=self.env,
+            check=False,
+        )
         return json.loads(out.stdout) if out.returncode == 0 else []
 
     def hub_version(self, timeout: float = 60) -> str:
@@ -84,9 +94,18 @@ def push_copy(sandbox: Sandbox, target: str) -> str:
     """Copy the base image to ``target`` (repository:tag) in the sandbox registry; its reference."""
     creds = RegistryCredentials(sandbox.registry, *sandbox.registry_auth)
     with auth_files([creds]) as files:
-        sandbox.run([str(sandbox.bin / "skopeo"), "copy", "--src-tls-verify=false", "--dest-tls-verify=false",
-                     f"docker://{base_image(sandbox)}", f"docker://{sandbox.registry}/{target}"],
-                    env={**sandbox.env, **files.env}, timeout=120)
+        sandbox.run(
+            [
+                str(sandbox.bin / "skopeo"),
+                "copy",
+                "--src-tls-verify=false",
+                "--dest-tls-verify=false",
+                f"docker://{base_image(sandbox)}",
+                f"docker://{sandbox.registry}/{target}",
+            ],
+            env={**sandbox.env, **files.env},
+            timeout=120,
+        )
     return f"{sandbox.registry}/{target}"
 
 
@@ -101,8 +120,9 @@ def hub_repo(tmp_path: Path, sandbox: Sandbox, request: pytest.FixtureRequest) -
     repo = HubRepo(root, name, sandbox, env)
     repo.set_user_image(base_image(sandbox))
     yield repo
-    sandbox.run([env["HELM_EXECUTABLE"], "uninstall", repo.release, "-n", repo.namespace],
-                env=env, check=False)
+    sandbox.run(
+        [env["HELM_EXECUTABLE"], "uninstall", repo.release, "-n", repo.namespace], env=env, check=False
+    )
     sandbox.kubectl("delete", "namespace", repo.namespace, "--wait=false", "--ignore-not-found", check=False)
 
 
@@ -126,26 +146,32 @@ def test_first_install_upgrade_unchanged_and_redeploy(hub_repo: HubRepo) -> None
     hub_repo.commit("a comment")
     unchanged = hub_repo.deploy(DeployOptions(set_string_values=colour, flags=FAST.flags, health_timeout=60))
     assert (unchanged.outcome, unchanged.revision_before, unchanged.revision_after) == (
-        Outcome.unchanged, 2, 2)
+        Outcome.unchanged,
+        2,
+        2,
+    )
     assert unchanged.hub_version == hub_repo.hub_version() and "nothing to upgrade" in unchanged.message
     assert unchanged.values_digest == second.values_digest
     assert len(hub_repo.history()) == 2
 
-    redeploy = hub_repo.deploy(DeployOptions(set_string_values=colour, flags=FAST.flags, health_timeout=60,
-                                             skip_unchanged=False))
+    redeploy = hub_repo.deploy(
+        DeployOptions(set_string_values=colour, flags=FAST.flags, health_timeout=60, skip_unchanged=False)
+    )
     assert (redeploy.outcome, redeploy.revision_before, redeploy.revision_after) == (Outcome.deployed, 2, 3)
 
     # A chart file change is a change even when every value is the same.
     (hub_repo.root / "hub" / "templates" / "extra.yaml").write_text(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: extra\ndata:\n  a: b\n")
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: extra\ndata:\n  a: b\n"
+    )
     hub_repo.commit("a chart change")
     changed = hub_repo.deploy(DeployOptions(set_string_values=colour, flags=FAST.flags, health_timeout=60))
     assert (changed.outcome, changed.revision_before, changed.revision_after) == (Outcome.deployed, 3, 4)
     assert [r["status"] for r in hub_repo.history()] == ["superseded"] * 3 + ["deployed"]
 
 
-def test_unchanged_release_that_is_unhealthy_fails_without_a_rollback(hub_repo: HubRepo,
-                                                                      sandbox: Sandbox) -> None:
+def test_unchanged_release_that_is_unhealthy_fails_without_a_rollback(
+    hub_repo: HubRepo, sandbox: Sandbox
+) -> None:
     assert hub_repo.deploy().outcome is Outcome.deployed
     # users can't reach it
     sandbox.kubectl("scale", "deployment/proxy", "--replicas=0", "-n", hub_repo.namespace)
@@ -157,8 +183,11 @@ def test_unchanged_release_that_is_unhealthy_fails_without_a_rollback(hub_repo: 
 @pytest.mark.parametrize("hub_repo", ["4"], indirect=True)
 def test_helm4_install_and_upgrade(hub_repo: HubRepo) -> None:
     assert hub_repo.deploy().revision_after == 1
-    result = hub_repo.deploy(DeployOptions(set_string_values=("jupyterhub.hub.extraEnv.HELM=4",),
-                                           flags=FAST.flags, health_timeout=60))
+    result = hub_repo.deploy(
+        DeployOptions(
+            set_string_values=("jupyterhub.hub.extraEnv.HELM=4",), flags=FAST.flags, health_timeout=60
+        )
+    )
     assert (result.outcome, result.revision_before, result.revision_after) == (Outcome.deployed, 1, 2)
     assert hub_repo.hub_version()
 
@@ -166,16 +195,23 @@ def test_helm4_install_and_upgrade(hub_repo: HubRepo) -> None:
 @pytest.mark.parametrize("hub_repo", ["3", "4"], indirect=True)
 def test_upgrade_that_never_becomes_ready_is_rolled_back(hub_repo: HubRepo, sandbox: Sandbox) -> None:
     hub_repo.deploy()
-    options = DeployOptions(set_string_values=(BROKEN_HUB,), flags=UpgradeFlags(timeout="15s", atomic=True),
-                            health_timeout=30)
-    with pytest.raises(DeployError, match=r"timed out after 15s waiting for the release "
-                                          r"to be ready \(rolled back "
-                                          r"to revision 1's configuration as revision 3, which is serving\): "
-                                          r"not ready: Pod hub-"):
+    options = DeployOptions(
+        set_string_values=(BROKEN_HUB,), flags=UpgradeFlags(timeout="15s", atomic=True), health_timeout=30
+    )
+    with pytest.raises(
+        DeployError,
+        match=r"timed out after 15s waiting for the release "
+        r"to be ready \(rolled back "
+        r"to revision 1's configuration as revision 3, which is serving\): "
+        r"not ready: Pod hub-",
+    ):
         hub_repo.deploy(options)
     history = hub_repo.history()
-    assert [(r["revision"], r["status"]) for r in history] == [(1, "superseded"),
-                                                               (2, "failed"), (3, "deployed")]
+    assert [(r["revision"], r["status"]) for r in history] == [
+        (1, "superseded"),
+        (2, "failed"),
+        (3, "deployed"),
+    ]
     assert hub_repo.hub_version()
 
 
@@ -183,12 +219,19 @@ def test_failed_health_check_is_rolled_back(hub_repo: HubRepo) -> None:
     """Every pod gets ready, but users no longer reach the hub where they did (it moved to another base
     URL)."""
     hub_repo.deploy()
-    broken = DeployOptions(set_string_values=("jupyterhub.hub.baseUrl=/elsewhere/",), flags=FAST.flags,
-                           health_timeout=20)
+    broken = DeployOptions(
+        set_string_values=("jupyterhub.hub.baseUrl=/elsewhere/",), flags=FAST.flags, health_timeout=20
+    )
     results: list[DeployResult] = []
     with pytest.raises(HealthCheckError, match="rolled back to revision 1"):
-        deploy(load_repo(hub_repo.root), hub_repo.name, "staging", options=broken, base_env=hub_repo.env,
-               on_result=results.append)
+        deploy(
+            load_repo(hub_repo.root),
+            hub_repo.name,
+            "staging",
+            options=broken,
+            base_env=hub_repo.env,
+            on_result=results.append,
+        )
     assert results[0].outcome is Outcome.rolled_back and results[0].revision_after == 3
     assert [r["status"] for r in hub_repo.history()] == ["superseded", "superseded", "deployed"]
     assert hub_repo.hub_version()
@@ -197,10 +240,25 @@ def test_failed_health_check_is_rolled_back(hub_repo: HubRepo) -> None:
 @pytest.mark.parametrize("hub_repo", ["3", "4"], indirect=True)
 def test_stuck_pending_upgrade_is_recovered(hub_repo: HubRepo, sandbox: Sandbox) -> None:
     hub_repo.deploy()
-    helm = subprocess.Popen([hub_repo.env["HELM_EXECUTABLE"], "upgrade", "--wait", "--timeout", "5m",
-                             hub_repo.release, str(hub_repo.root / "hub"), "-n", hub_repo.namespace,
-                             "--reuse-values", "--set-string", BROKEN_HUB],
-                            env=hub_repo.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    helm = subprocess.Popen(
+        [
+            hub_repo.env["HELM_EXECUTABLE"],
+            "upgrade",
+            "--wait",
+            "--timeout",
+            "5m",
+            hub_repo.release,
+            str(hub_repo.root / "hub"),
+            "-n",
+            hub_repo.namespace,
+            "--reuse-values",
+            "--set-string",
+            BROKEN_HUB,
+        ],
+        env=hub_repo.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 60
         while not any(r["status"] == "pending-upgrade" for r in hub_repo.history()):
@@ -221,8 +279,13 @@ def test_stuck_pending_upgrade_is_recovered(hub_repo: HubRepo, sandbox: Sandbox)
 
 def test_failed_first_install_is_cleaned_up_and_retried(hub_repo: HubRepo, sandbox: Sandbox) -> None:
     with pytest.raises(DeployError, match="no rollback was requested"):
-        hub_repo.deploy(DeployOptions(set_string_values=(BROKEN_HUB,),
-                                      flags=UpgradeFlags(timeout="10s", atomic=False), health_check=False))
+        hub_repo.deploy(
+            DeployOptions(
+                set_string_values=(BROKEN_HUB,),
+                flags=UpgradeFlags(timeout="10s", atomic=False),
+                health_check=False,
+            )
+        )
     assert [r["status"] for r in hub_repo.history()] == ["failed"]
     result = hub_repo.deploy()
     assert result.outcome is Outcome.deployed and "only failed revisions" in result.recovered[0]
@@ -235,13 +298,21 @@ def test_missing_image_is_refused_before_helm_runs(hub_repo: HubRepo, sandbox: S
     hub_repo.set_user_image(missing)
     results: list[DeployResult] = []
     with pytest.raises(DeployError, match=f"{missing} \\(at jupyterhub.singleuser.image\\)"):
-        deploy(load_repo(hub_repo.root), hub_repo.name, "staging", options=FAST, base_env=hub_repo.env,
-               on_result=results.append)
+        deploy(
+            load_repo(hub_repo.root),
+            hub_repo.name,
+            "staging",
+            options=FAST,
+            base_env=hub_repo.env,
+            on_result=results.append,
+        )
     assert results[0].outcome is Outcome.refused and hub_repo.history() == []
-    gone = sandbox.kubectl("get", "namespace", hub_repo.namespace, "-o", "jsonpath={.status.phase}",
-                           check=False)
+    gone = sandbox.kubectl(
+        "get", "namespace", hub_repo.namespace, "-o", "jsonpath={.status.phase}", check=False
+    )
     assert gone.returncode != 0 or gone.stdout == "Terminating", (
-        "the namespace created for it was left behind")
+        "the namespace created for it was left behind"
+    )
 
     hub_repo.set_user_image(good)
     hub_repo.deploy()
@@ -257,13 +328,21 @@ def test_chart_that_does_not_render_changes_nothing(hub_repo: HubRepo, sandbox: 
     hub_repo.commit("a template that cannot render")
     results: list[DeployResult] = []
     with pytest.raises(DeployError, match="nothing was changed: the chart does not render.*broken.yaml"):
-        deploy(load_repo(hub_repo.root), hub_repo.name, "staging", options=FAST, base_env=hub_repo.env,
-               on_result=results.append)
+        deploy(
+            load_repo(hub_repo.root),
+            hub_repo.name,
+            "staging",
+            options=FAST,
+            base_env=hub_repo.env,
+            on_result=results.append,
+        )
     assert results[0].outcome is Outcome.refused and hub_repo.history() == []
-    gone = sandbox.kubectl("get", "namespace", hub_repo.namespace, "-o", "jsonpath={.status.phase}",
-                           check=False)
+    gone = sandbox.kubectl(
+        "get", "namespace", hub_repo.namespace, "-o", "jsonpath={.status.phase}", check=False
+    )
     assert gone.returncode != 0 or gone.stdout == "Terminating", (
-        "the namespace created for it was left behind")
+        "the namespace created for it was left behind"
+    )
 
     broken.unlink()
     hub_repo.commit("fixed")
@@ -280,32 +359,44 @@ def test_cli_deploy_and_dry_run_never_prints_secrets(hub_repo: HubRepo) -> None:
     done = run_cli("deploy", hub_repo.name, "hub", "staging", "--timeout", "60", cwd=hub_repo.root, env=env)
     assert done.returncode == 0, done.stderr
     assert f"{hub_repo.release}: deployed (revision none -> 1" in done.stderr
-    token = subprocess.run([str(hub_repo.sandbox.bin / "sops"), "--decrypt", "--extract",
-                            '["jupyterhub"]["proxy"]["secretToken"]',
-                            str(hub_repo.hub_dir / "secrets/staging.yaml")],
-                           env={**env, "SOPS_AGE_KEY_FILE": str(hub_repo.root / "example-age.key")},
-                           capture_output=True, text=True, check=True).stdout.strip()
+    token = subprocess.run(
+        [
+            str(hub_repo.sandbox.bin / "sops"),
+            "--decrypt",
+            "--extract",
+            '["jupyterhub"]["proxy"]["secretToken"]',
+            str(hub_repo.hub_dir / "secrets/staging.yaml"),
+        ],
+        env={**env, "SOPS_AGE_KEY_FILE": str(hub_repo.root / "example-age.key")},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert len(token) > 8
     dry = run_cli("-D", "deploy", hub_repo.name, "hub", "staging", "--dry-run", cwd=hub_repo.root, env=env)
     assert dry.returncode == 0, dry.stderr
     assert "kind: Secret" in dry.stdout and "USER-SUPPLIED VALUES" in dry.stdout
     assert token not in dry.stdout + dry.stderr
     assert [r["revision"] for r in hub_repo.history()] == [1]
-    refused = run_cli("deploy", hub_repo.name, "hub", "staging", "--dry-run", cwd=hub_repo.root,
-                      env={**env, "CI": "true"})
+    refused = run_cli(
+        "deploy", hub_repo.name, "hub", "staging", "--dry-run", cwd=hub_repo.root, env={**env, "CI": "true"}
+    )
     assert refused.returncode == 1 and "refused in CI" in refused.stderr
 
     again = run_cli("deploy", hub_repo.name, "hub", "staging", "--timeout", "60", cwd=hub_repo.root, env=env)
-    assert (again.returncode == 0
-            and f"{hub_repo.release}: unchanged (revision 1 -> 1" in again.stderr), again.stderr
+    assert again.returncode == 0 and f"{hub_repo.release}: unchanged (revision 1 -> 1" in again.stderr, (
+        again.stderr
+    )
     forced = run_cli("deploy", hub_repo.name, "hub", "staging", "--redeploy", cwd=hub_repo.root, env=env)
-    assert (forced.returncode == 0
-            and f"{hub_repo.release}: deployed (revision 1 -> 2" in forced.stderr), forced.stderr
+    assert forced.returncode == 0 and f"{hub_repo.release}: deployed (revision 1 -> 2" in forced.stderr, (
+        forced.stderr
+    )
 
 
 @pytest.mark.prefect
-def test_concurrent_deploys_of_one_release_are_serialized(hub_repo: HubRepo, prefect_api: str,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_concurrent_deploys_of_one_release_are_serialized(
+    hub_repo: HubRepo, prefect_api: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
@@ -318,15 +409,23 @@ def test_concurrent_deploys_of_one_release_are_serialized(hub_repo: HubRepo, pre
 
     def one(colour: str) -> None:
         try:
-            records.append(deploy_hub(hub_repo.name, "staging", str(hub_repo.root), timeout="60s",
-                                      set_string_values=[f"jupyterhub.hub.extraEnv.COLOUR={colour}"],
-                                      trigger=f"test-{colour}"))
+            records.append(
+                deploy_hub(
+                    hub_repo.name,
+                    "staging",
+                    str(hub_repo.root),
+                    timeout="60s",
+                    set_string_values=[f"jupyterhub.hub.extraEnv.COLOUR={colour}"],
+                    trigger=f"test-{colour}",
+                )
+            )
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
 
     # each thread gets this context, whose Prefect settings name the test server
-    threads = [threading.Thread(target=contextvars.copy_context().run, args=(one, c))
-               for c in ("red", "green")]
+    threads = [
+        threading.Thread(target=contextvars.copy_context().run, args=(one, c)) for c in ("red", "green")
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -340,21 +439,30 @@ def test_concurrent_deploys_of_one_release_are_serialized(hub_repo: HubRepo, pre
     with get_client(sync_client=True) as client:
         limit = client.read_global_concurrency_limit_by_name(f"deploy-{hub_repo.release}")
         cluster_limit = client.read_global_concurrency_limit_by_name("cluster-default")
-        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
-            key=ArtifactFilterKey(any_=[f"audit-{hub_repo.release}"])))
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"audit-{hub_repo.release}"]))
+        )
     assert limit.limit == 1
     assert cluster_limit.limit == load_repo(hub_repo.root).settings.cluster_concurrency
     assert len(artifacts) == 2
     text = artifacts[0].data
-    for field in ("git SHA", "values digest (secrets excluded)", "helm revision before",
-                  "helm revision after", "duration", "trigger", "jupyterhub.singleuser.image", "sha256:"):
+    for field in (
+        "git SHA",
+        "values digest (secrets excluded)",
+        "helm revision before",
+        "helm revision after",
+        "duration",
+        "trigger",
+        "jupyterhub.singleuser.image",
+        "sha256:",
+    ):
         assert field in text
 
 
 @pytest.mark.prefect
-def test_fleet_flow_deploys_hubs_concurrently_and_reports_each(hub_repo: HubRepo, sandbox: Sandbox,
-                                                               prefect_api: str,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fleet_flow_deploys_hubs_concurrently_and_reports_each(
+    hub_repo: HubRepo, sandbox: Sandbox, prefect_api: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from flows.deploy_hubs import deploy_hubs
 
     for key, value in hub_repo.env.items():
@@ -365,36 +473,59 @@ def test_fleet_flow_deploys_hubs_concurrently_and_reports_each(hub_repo: HubRepo
     shutil.copytree(hub_repo.hub_dir, broken.hub_dir)
     broken.set_user_image(f"{sandbox.registry}/{broken.name}/absent:v1")
     try:
-        with pytest.raises(DeployError,
-                           match=f"1 of 3 hub\\(s\\) failed to deploy to staging: {broken.name}"):
-            deploy_hubs([hub_repo.name, other.name, broken.name], "staging", str(hub_repo.root),
-                        timeout="60s")
+        with pytest.raises(
+            DeployError, match=f"1 of 3 hub\\(s\\) failed to deploy to staging: {broken.name}"
+        ):
+            deploy_hubs(
+                [hub_repo.name, other.name, broken.name], "staging", str(hub_repo.root), timeout="60s"
+            )
         assert hub_repo.history()[-1]["status"] == "deployed"
         assert other.history()[-1]["status"] == "deployed"
         assert broken.history() == []
     finally:
-        sandbox.run([other.env["HELM_EXECUTABLE"], "uninstall", other.release, "-n", other.namespace],
-                    env=other.env, check=False)
+        sandbox.run(
+            [other.env["HELM_EXECUTABLE"], "uninstall", other.release, "-n", other.namespace],
+            env=other.env,
+            check=False,
+        )
         for ns in (other.namespace, broken.namespace):
             sandbox.kubectl("delete", "namespace", ns, "--wait=false", "--ignore-not-found", check=False)
 
 
 @pytest.mark.prefect
-def test_rollback_task_restores_the_previous_configuration(hub_repo: HubRepo, prefect_api: str,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rollback_task_restores_the_previous_configuration(
+    hub_repo: HubRepo, prefect_api: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from flows.tasks.deploy import rollback_hub
 
     for key, value in hub_repo.env.items():
         monkeypatch.setenv(key, value)
     hub_repo.deploy()
-    hub_repo.deploy(DeployOptions(set_string_values=("jupyterhub.hub.extraEnv.COLOUR=blue",),
-                                  flags=FAST.flags, health_timeout=60))
+    hub_repo.deploy(
+        DeployOptions(
+            set_string_values=("jupyterhub.hub.extraEnv.COLOUR=blue",), flags=FAST.flags, health_timeout=60
+        )
+    )
     record = rollback_hub(hub_repo.name, "staging", str(hub_repo.root), timeout="60s", trigger="test")
     assert (record["result"], record["revision_before"], record["revision_after"]) == (
-        Outcome.rolled_back, 2, 3)
+        Outcome.rolled_back,
+        2,
+        3,
+    )
     assert record["hub_version"] == hub_repo.hub_version()
-    values = hub_repo.sandbox.run([hub_repo.env["HELM_EXECUTABLE"], "get", "values", hub_repo.release,
-                                   "-n", hub_repo.namespace, "-o", "json"], env=hub_repo.env).stdout
+    values = hub_repo.sandbox.run(
+        [
+            hub_repo.env["HELM_EXECUTABLE"],
+            "get",
+            "values",
+            hub_repo.release,
+            "-n",
+            hub_repo.namespace,
+            "-o",
+            "json",
+        ],
+        env=hub_repo.env,
+    ).stdout
     assert "COLOUR" not in values
     with pytest.raises(DeployError, match="no revision 9"):
         rollback_hub(hub_repo.name, "staging", str(hub_repo.root), revision=9)

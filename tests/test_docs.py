@@ -45,10 +45,14 @@ from hubploy_docs.flow_deployments import flow_deployments  # noqa: E402 (docs/_
 from hubploy_docs.flow_deployments import undescribed as undescribed_deployments  # noqa: E402 (docs/_ext is on the path only now)
 
 MARKDOWN = sorted(p for p in [*DOCS.rglob("*.md"), *PROJECT_ROOT.glob("*.md")] if p.is_file())
-PAGES = [parse_page(path) for path in MARKDOWN
-         if "_build" not in path.parts and "_generated" not in path.parts]
-GUIDES = [p for p in PAGES if p.path.parent.name == "howto" and p.path.name != "index.md"
-          or p.path.name == "tutorial.md"]
+PAGES = [
+    parse_page(path) for path in MARKDOWN if "_build" not in path.parts and "_generated" not in path.parts
+]
+GUIDES = [
+    p
+    for p in PAGES
+    if p.path.parent.name == "howto" and p.path.name != "index.md" or p.path.name == "tutorial.md"
+]
 RUNNABLE = [p for p in PAGES if p.runnable]
 NOT_RUN = "Not run by the docs tests"
 SCHEMAS = {"hubploy-yaml": HubConfig, "hubploy-repo-yaml": RepoSettings}
@@ -60,10 +64,16 @@ def _name(page: Page) -> str:
 
 # --- the build and the reference ---------------------------------------------------------------------
 
+
 def test_docs_build_with_warnings_as_errors(tmp_path: Path) -> None:
-    result = subprocess.run([str(PROJECT_ROOT / "scripts" / "docs"), str(tmp_path / "html")],
-                            env={**os.environ, "PYTHON": sys.executable}, capture_output=True, text=True,
-                            timeout=300, check=False)
+    result = subprocess.run(
+        [str(PROJECT_ROOT / "scripts" / "docs"), str(tmp_path / "html")],
+        env={**os.environ, "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     html = (tmp_path / "html" / "reference" / "hubploy-yaml.html").read_text()
     assert 'id="confval-cluster.kubeconfig.context"' in html  # an anchor per key
@@ -133,6 +143,7 @@ def test_the_reference_lists_every_key_command_and_deployment() -> None:
 
 # --- what the pages say --------------------------------------------------------------------------------
 
+
 def test_every_hubploy_command_in_the_docs_parses() -> None:
     checked = 0
     for page in PAGES:
@@ -168,8 +179,9 @@ def _subparsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentPa
                 yield from _subparsers(sub)
 
 
-@pytest.mark.parametrize("page", [p for p in PAGES if any(c in SCHEMAS for b in p.blocks for c in b.classes)],
-                         ids=_name)
+@pytest.mark.parametrize(
+    "page", [p for p in PAGES if any(c in SCHEMAS for b in p.blocks for c in b.classes)], ids=_name
+)
 def test_configuration_examples_are_valid(page: Page) -> None:
     for block in page.blocks:
         for kind in set(block.classes) & set(SCHEMAS):
@@ -184,11 +196,13 @@ def test_guides_run_their_commands_or_say_why_not(page: Page) -> None:
     shell = [b for b in page.blocks if b.shell]
     assert shell, "a guide shows the commands it is about"
     if any(not b.runnable for b in shell):
-        assert NOT_RUN in page.path.read_text(), \
+        assert NOT_RUN in page.path.read_text(), (
             f"{_name(page)} has shell blocks the tests do not run; say why in a note starting '{NOT_RUN}'"
+        )
 
 
 # --- the harness itself ---------------------------------------------------------------------------------
+
 
 def test_blocks_options_and_expected_output_are_parsed(tmp_path: Path) -> None:
     text = textwrap.dedent("""\
@@ -222,16 +236,23 @@ def test_blocks_options_and_expected_output_are_parsed(tmp_path: Path) -> None:
     assert (first.retry, first.background, first.expected) == (True, False, ("one",))
     assert first.text == "echo one\n"
     assert hubploy_commands(page.blocks[2].text) == [
-        ["deploy", "minimal", "hub", "staging", "--timeout", "5m"]]
+        ["deploy", "minimal", "hub", "staging", "--timeout", "5m"]
+    ]
     assert page.needs == {"prefect-server"}
 
 
 def test_hubploy_commands_are_found_after_operators_and_in_substitutions() -> None:
-    script = ('cd x && hubploy validate\nRUN=$(hubploy plan --since prod) ; echo "# hubploy not this"\n'
-              "env -u KUBECONFIG hubploy diff minimal staging | head\n"
-              ".venv/bin/hubploy render \\\n  a prod\n")
-    assert hubploy_commands(script) == [["validate"], ["plan", "--since", "prod"],
-                                        ["diff", "minimal", "staging"], ["render", "a", "prod"]]
+    script = (
+        'cd x && hubploy validate\nRUN=$(hubploy plan --since prod) ; echo "# hubploy not this"\n'
+        "env -u KUBECONFIG hubploy diff minimal staging | head\n"
+        ".venv/bin/hubploy render \\\n  a prod\n"
+    )
+    assert hubploy_commands(script) == [
+        ["validate"],
+        ["plan", "--since", "prod"],
+        ["diff", "minimal", "staging"],
+        ["render", "a", "prod"],
+    ]
 
 
 def test_expected_lines_must_appear_in_order() -> None:
@@ -242,7 +263,9 @@ def test_expected_lines_must_appear_in_order() -> None:
 
 
 def test_blocks_continue_where_the_previous_one_left_off(tmp_path: Path) -> None:
-    page = parse_page(tmp_path / "p.md", textwrap.dedent("""\
+    page = parse_page(
+        tmp_path / "p.md",
+        textwrap.dedent("""\
         ```{code-block} bash
         :class: runnable
 
@@ -264,7 +287,8 @@ def test_blocks_continue_where_the_previous_one_left_off(tmp_path: Path) -> None
         false
         echo never
         ```
-        """))
+        """),
+    )
     runner = PageRunner(tmp_path, dict(os.environ), tmp_path / "logs")
     runner.run(page.runnable[0])
     assert "hello from sub" in runner.run(page.runnable[1])
@@ -274,22 +298,27 @@ def test_blocks_continue_where_the_previous_one_left_off(tmp_path: Path) -> None
 
 # --- the runnable pages, on the sandbox ---------------------------------------------------------------
 
+
 @pytest.fixture
 def reader_env(sandbox, tmp_path: Path) -> dict[str, str]:  # type: ignore[no-untyped-def]
     """A reader's terminal: the sandbox's environment, hubploy on PATH, a HOME of their own with git set
     up."""
     home = tmp_path / "home"
     home.mkdir()
-    (home / ".gitconfig").write_text("[user]\n\tname = Docs Reader\n\temail = reader@example.org\n"
-                                     "[init]\n\tdefaultBranch = main\n")
+    (home / ".gitconfig").write_text(
+        "[user]\n\tname = Docs Reader\n\temail = reader@example.org\n[init]\n\tdefaultBranch = main\n"
+    )
     # `hubploy` runs the code under test (the console script of the venv may belong to another checkout)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "hubploy").write_text(f'#!/bin/sh\nexec {sys.executable} -m hubploy.cli.main "$@"\n')
     (bin_dir / "hubploy").chmod(0o755)
     env = {k: v for k, v in sandbox.env.items() if not k.startswith(("PREFECT_", "HUBPLOY_HOME"))}
-    env.update(HOME=str(home), PATH=os.pathsep.join([str(bin_dir), str(VENV_BIN), sandbox.env["PATH"]]),
-               COLUMNS="160")
+    env.update(
+        HOME=str(home),
+        PATH=os.pathsep.join([str(bin_dir), str(VENV_BIN), sandbox.env["PATH"]]),
+        COLUMNS="160",
+    )
     return env
 
 
@@ -297,17 +326,25 @@ def _example_checkout(root: Path, env: dict[str, str]) -> Path:
     """A copy of the example deployment repository, committed on staging with prod at the same commit, as a
     reader's checkout of this project is."""
     copy_example_repo(root, {"minimal": "minimal", "physics": "physics"})
-    for args in (["init", "-q", "-b", "staging"], ["add", "-A"], ["commit", "-q", "-m", "Example hubs"],
-                 ["branch", "prod"]):
+    for args in (
+        ["init", "-q", "-b", "staging"],
+        ["add", "-A"],
+        ["commit", "-q", "-m", "Example hubs"],
+        ["branch", "prod"],
+    ):
         subprocess.run(["git", *args], cwd=root, env=env, check=True, capture_output=True)
     return root
 
 
 @pytest.mark.sandbox
-@pytest.mark.parametrize("page", [pytest.param(p, marks=[pytest.mark.prefect] if "prefect-server" in p.needs
-                                               else []) for p in RUNNABLE], ids=_name)
-def test_runnable_page(page: Page, reader_env: dict[str, str], tmp_path: Path,
-                       request: pytest.FixtureRequest) -> None:
+@pytest.mark.parametrize(
+    "page",
+    [pytest.param(p, marks=[pytest.mark.prefect] if "prefect-server" in p.needs else []) for p in RUNNABLE],
+    ids=_name,
+)
+def test_runnable_page(
+    page: Page, reader_env: dict[str, str], tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     env = dict(reader_env)
     if "prefect-server" in page.needs:  # stands in for the reader's running `hubploy up`
         env["PREFECT_API_URL"] = request.getfixturevalue("prefect_api")

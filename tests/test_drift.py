@@ -27,13 +27,15 @@ def _check(repo: lc.DeployRepo, worker: Worker):  # type: ignore[no-untyped-def]
     run = wait_for_state(run.id, lambda r: r.state is not None and r.state.is_final(), worker=worker)
     with get_client(sync_client=True) as client:
         [artifact] = client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))
+        )
     assert artifact.key == "drift"
     return run, artifact.data
 
 
-def test_drift_check_in_sync_then_drifted_behind_the_tools_back(deploy_repo: lc.DeployRepo,
-                                                                 hubploy_worker: Worker) -> None:
+def test_drift_check_in_sync_then_drifted_behind_the_tools_back(
+    deploy_repo: lc.DeployRepo, hubploy_worker: Worker
+) -> None:
     repo = deploy_repo
     release = f"{repo.hub}-staging"
     built = run_cli("build", repo.hub, "--check-registry", "--push", cwd=repo.work.root, env=repo.sandbox.env)
@@ -51,9 +53,19 @@ def test_drift_check_in_sync_then_drifted_behind_the_tools_back(deploy_repo: lc.
     values = json.loads(repo.helm("get", "values", release, "-n", release, "-o", "json").stdout)
     old_token = values["jupyterhub"]["proxy"]["secretToken"]
     new_token = "drifted-" + secrets.token_hex(16)
-    changed = repo.helm("upgrade", release, str(repo.work.root / "hub"), "-n", release, "--reuse-values",
-                        "--set", "jupyterhub.singleuser.image.tag=hand-edited",
-                        "--set", f"jupyterhub.proxy.secretToken={new_token}", check=False)
+    changed = repo.helm(
+        "upgrade",
+        release,
+        str(repo.work.root / "hub"),
+        "-n",
+        release,
+        "--reuse-values",
+        "--set",
+        "jupyterhub.singleuser.image.tag=hand-edited",
+        "--set",
+        f"jupyterhub.proxy.secretToken={new_token}",
+        check=False,
+    )
     assert changed.returncode == 0, changed.stderr
 
     run, report = _check(repo, hubploy_worker)

@@ -26,19 +26,23 @@ IMAGE = "deployments/hub/image"
 @pytest.fixture
 def repo(tmp_path: Path) -> Repo:
     repo = init_repo(tmp_path / "repo")
-    repo.commit({f"{IMAGE}/Dockerfile": "FROM scratch\n", "deployments/hub/config/common.yaml": "a: 1\n"},
-                "initial")
+    repo.commit(
+        {f"{IMAGE}/Dockerfile": "FROM scratch\n", "deployments/hub/config/common.yaml": "a: 1\n"}, "initial"
+    )
     return repo
 
 
-@pytest.mark.parametrize(("sha", "expected"), [
-    ("abcdef0123456789abcdef0123456789abcdef01", "abcdef0"),
-    ("123456a789abcdef0123456789abcdef01234567", "123456a"),
-    ("1234567a89abcdef0123456789abcdef01234567", "1234567a"),
-    ("1234567890a2cdef0123456789abcdef01234567", "1234567890a"),
-    ("12e4567890123456789012345678901234567890", "12e4567"),
-    ("1234567890123456789012345678901234567890", "1234567890123456789012345678901234567890"),
-])
+@pytest.mark.parametrize(
+    ("sha", "expected"),
+    [
+        ("abcdef0123456789abcdef0123456789abcdef01", "abcdef0"),
+        ("123456a789abcdef0123456789abcdef01234567", "123456a"),
+        ("1234567a89abcdef0123456789abcdef01234567", "1234567a"),
+        ("1234567890a2cdef0123456789abcdef01234567", "1234567890a"),
+        ("12e4567890123456789012345678901234567890", "12e4567"),
+        ("1234567890123456789012345678901234567890", "1234567890123456789012345678901234567890"),
+    ],
+)
 def test_shortest_alpha_prefix(sha: str, expected: str) -> None:
     assert shortest_alpha_prefix(sha) == expected
 
@@ -75,8 +79,13 @@ def test_image_tag_extends_an_all_digit_prefix_on_a_real_repo(repo: Repo) -> Non
 
 def test_dirty_image_dir_is_reported_not_tagged(repo: Repo) -> None:
     clean = image_tag(repo.root, IMAGE)
-    repo.write({f"{IMAGE}/Dockerfile": "FROM busybox\n", f"{IMAGE}/new-file.txt": "x\n",
-                "deployments/hub/config/common.yaml": "a: 3\n"})
+    repo.write(
+        {
+            f"{IMAGE}/Dockerfile": "FROM busybox\n",
+            f"{IMAGE}/new-file.txt": "x\n",
+            "deployments/hub/config/common.yaml": "a: 3\n",
+        }
+    )
     assert uncommitted_changes(repo.root, IMAGE) == [f"{IMAGE}/Dockerfile", f"{IMAGE}/new-file.txt"]
     with pytest.raises(GitError) as err:
         image_tag(repo.root, IMAGE)
@@ -130,8 +139,10 @@ def test_changed_files_and_path_changed(repo: Repo) -> None:
     assert not path_changed(repo.root, f"{base}...HEAD", IMAGE)
     assert path_changed(repo.root, f"{base}...HEAD", "deployments/hub")
     repo.commit({f"{IMAGE}/Dockerfile": "FROM busybox\n"}, "image")
-    assert changed_files(repo.root, f"{base}..HEAD") == ["deployments/hub/config/prod.yaml",
-                                                         f"{IMAGE}/Dockerfile"]
+    assert changed_files(repo.root, f"{base}..HEAD") == [
+        "deployments/hub/config/prod.yaml",
+        f"{IMAGE}/Dockerfile",
+    ]
     assert path_changed(repo.root, f"{base}..HEAD", repo.root / IMAGE)
 
 
@@ -145,8 +156,11 @@ def test_range_across_branches(repo: Repo) -> None:
     assert changed_files(repo.root, "main...feature") == [f"{IMAGE}/Dockerfile"]
     merged = repo.merge("feature")
     assert path_changed(repo.root, f"{base}...{merged}", IMAGE)
-    assert [s for _, s in commit_messages(repo.root, f"{base}..HEAD")] == ["merge", "main docs",
-                                                                            "feature image"]
+    assert [s for _, s in commit_messages(repo.root, f"{base}..HEAD")] == [
+        "merge",
+        "main docs",
+        "feature image",
+    ]
 
 
 def test_commit_exists_and_head(repo: Repo) -> None:
@@ -163,8 +177,10 @@ def test_commit_messages(repo: Repo) -> None:
     base = repo.head()
     a = repo.commit({"a": "1"}, "first change")
     b = repo.commit({"b": "1"}, "second: with colon\tand tab")
-    assert commit_messages(repo.root, f"{base}..HEAD") == [(b, "second: with colon\tand tab"),
-                                                           (a, "first change")]
+    assert commit_messages(repo.root, f"{base}..HEAD") == [
+        (b, "second: with colon\tand tab"),
+        (a, "first change"),
+    ]
 
 
 def test_bad_range_is_a_git_error(repo: Repo) -> None:
@@ -183,9 +199,13 @@ def test_not_a_repository(tmp_path: Path) -> None:
     plain = tmp_path / "plain"
     plain.mkdir()
     env = git_env({"GIT_CEILING_DIRECTORIES": str(tmp_path)})
-    for call in (lambda: image_tag(plain, "image", env=env), lambda: head_sha(plain, env=env),
-                 lambda: changed_files(plain, "a...b", env=env), lambda: commit_exists(plain, "abc", env=env),
-                 lambda: uncommitted_changes(plain, ".", env=env)):
+    for call in (
+        lambda: image_tag(plain, "image", env=env),
+        lambda: head_sha(plain, env=env),
+        lambda: changed_files(plain, "a...b", env=env),
+        lambda: commit_exists(plain, "abc", env=env),
+        lambda: uncommitted_changes(plain, ".", env=env),
+    ):
         with pytest.raises(GitError, match="not inside a git work tree"):
             call()
     with pytest.raises(GitError, match="not a directory"):
@@ -204,8 +224,9 @@ def test_repo_root_may_be_a_subdirectory_of_the_work_tree(tmp_path: Path) -> Non
     root = repo.root / "examples" / "deploy"
     assert image_tag(root, "deployments/hub/image") == shortest_alpha_prefix(sha)
     (root / "deployments/hub/image/extra").write_text("x")
-    assert (uncommitted_changes(root, "deployments/hub/image")
-            == ["examples/deploy/deployments/hub/image/extra"])
+    assert uncommitted_changes(root, "deployments/hub/image") == [
+        "examples/deploy/deployments/hub/image/extra"
+    ]
 
 
 def test_dirty_paths_with_spaces_and_renames(repo: Repo) -> None:

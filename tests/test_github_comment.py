@@ -61,8 +61,11 @@ def test_a_comment_deleted_after_it_was_found_is_posted_again(github: FakeGitHub
     github.requests.clear()
     again = _upsert(github, "after the deletion")
     assert again.action is CommentAction.created and again.id != first.id
-    assert github.calls() == [("GET", LIST), ("PATCH", f"/repos/{REPO}/issues/comments/{first.id}"),
-                              ("POST", LIST)]
+    assert github.calls() == [
+        ("GET", LIST),
+        ("PATCH", f"/repos/{REPO}/issues/comments/{first.id}"),
+        ("POST", LIST),
+    ]
 
 
 def test_pages_are_followed_to_find_the_comment(github: FakeGitHub) -> None:
@@ -97,17 +100,19 @@ def test_the_body_is_cut_to_githubs_limit(github: FakeGitHub) -> None:
     assert len(body) == 65536 and body.startswith(MARKER) and body.endswith("…")
 
 
-@pytest.mark.parametrize("status,error",
-                         [(401, CredentialsError), (403, CredentialsError), (500, HubployError)])
-def test_errors_say_which_call_failed_and_never_show_the_token(github: FakeGitHub, status: int,
-                                                                error: type[HubployError],
-                                                                caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize(
+    "status,error", [(401, CredentialsError), (403, CredentialsError), (500, HubployError)]
+)
+def test_errors_say_which_call_failed_and_never_show_the_token(
+    github: FakeGitHub, status: int, error: type[HubployError], caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     github.answers[LIST] = (status, {"message": "Resource not accessible by integration"})
     with pytest.raises(error) as info:
         _upsert(github, "x")
-    assert str(info.value).startswith(f"GitHub answered {status} to GET {LIST}?per_page=100: Resource not "
-                                      "accessible by integration")
+    assert str(info.value).startswith(
+        f"GitHub answered {status} to GET {LIST}?per_page=100: Resource not accessible by integration"
+    )
     assert TOKEN not in str(info.value) + "".join(traceback.format_exception(info.value)) + caplog.text
     assert github.calls("POST", "PATCH") == []
 

@@ -43,31 +43,52 @@ def assert_api_headers(request: Recorded) -> None:
 
 
 def test_commit_status(github: FakeGitHub, credentials: str) -> None:
-    report_status(credentials, "org/deploy", SHA, "pending", "hubploy/lifecycle", "deploying to staging",
-                  "http://127.0.0.1:4200/flow-runs/flow-run/1", api_url=github.url)
+    report_status(
+        credentials,
+        "org/deploy",
+        SHA,
+        "pending",
+        "hubploy/lifecycle",
+        "deploying to staging",
+        "http://127.0.0.1:4200/flow-runs/flow-run/1",
+        api_url=github.url,
+    )
     [request] = github.requests
     assert (request.method, request.path) == ("POST", f"/repos/org/deploy/statuses/{SHA}")
     assert_api_headers(request)
-    assert request.body == {"state": "pending", "context": "hubploy/lifecycle",
-                            "description": "deploying to staging",
-                            "target_url": "http://127.0.0.1:4200/flow-runs/flow-run/1"}
+    assert request.body == {
+        "state": "pending",
+        "context": "hubploy/lifecycle",
+        "description": "deploying to staging",
+        "target_url": "http://127.0.0.1:4200/flow-runs/flow-run/1",
+    }
 
 
 def test_long_description_is_cut_to_140(github: FakeGitHub, credentials: str) -> None:
-    report_status(credentials, "org/deploy", SHA, "failure", "hubploy/pr-validation", "x" * 500,
-                  "http://ui/run", api_url=github.url + "/")
+    report_status(
+        credentials,
+        "org/deploy",
+        SHA,
+        "failure",
+        "hubploy/pr-validation",
+        "x" * 500,
+        "http://ui/run",
+        api_url=github.url + "/",
+    )
     description = github.requests[0].body["description"]
     assert len(description) == 140 and description.endswith("…")
 
 
-def test_target_url_defaults_to_the_current_flow_run(github: FakeGitHub, credentials: str,
-                                                     prefect_api: str) -> None:
+def test_target_url_defaults_to_the_current_flow_run(
+    github: FakeGitHub, credentials: str, prefect_api: str
+) -> None:
     @flow
     def reporting() -> str:
         from prefect.runtime import flow_run
 
-        report_status(credentials, "org/deploy", SHA, "success", "hubploy/lifecycle", "done",
-                      api_url=github.url)
+        report_status(
+            credentials, "org/deploy", SHA, "success", "hubploy/lifecycle", "done", api_url=github.url
+        )
         return flow_run.id
 
     run_id = reporting()
@@ -78,37 +99,49 @@ def test_target_url_defaults_to_the_current_flow_run(github: FakeGitHub, credent
 def test_pr_comment_with_the_token_of_a_block(github: FakeGitHub, credentials: str) -> None:
     body = "<!-- m -->\n### hubploy plan\n\n| hub | env |\n|---|---|\n| physics | staging |"
     posted = upsert_pr_comment(credentials, "org/deploy", 12, body, marker="<!-- m -->", api_url=github.url)
-    edited = upsert_pr_comment(credentials, "org/deploy", 12, body + "\nagain", marker="<!-- m -->",
-                               api_url=github.url)
+    edited = upsert_pr_comment(
+        credentials, "org/deploy", 12, body + "\nagain", marker="<!-- m -->", api_url=github.url
+    )
     assert posted is not None and edited == Comment(posted.id, CommentAction.updated)
-    assert github.calls() == [("GET", "/repos/org/deploy/issues/12/comments"),
-                              ("POST", "/repos/org/deploy/issues/12/comments"),
-                              ("GET", "/repos/org/deploy/issues/12/comments"),
-                              ("PATCH", f"/repos/org/deploy/issues/comments/{posted.id}")]
+    assert github.calls() == [
+        ("GET", "/repos/org/deploy/issues/12/comments"),
+        ("POST", "/repos/org/deploy/issues/12/comments"),
+        ("GET", "/repos/org/deploy/issues/12/comments"),
+        ("PATCH", f"/repos/org/deploy/issues/comments/{posted.id}"),
+    ]
     assert_api_headers(github.requests[1])
     assert github.requests[1].body == {"body": body}
     assert github.pr_comments(12) == [body + "\nagain"]
 
 
 def test_no_credentials_block_means_no_requests(github: FakeGitHub) -> None:
-    report_status(None, "org/deploy", SHA, "success", "hubploy/lifecycle", "done", "http://ui",
-                  api_url=github.url)
+    report_status(
+        None, "org/deploy", SHA, "success", "hubploy/lifecycle", "done", "http://ui", api_url=github.url
+    )
     assert upsert_pr_comment(None, "org/deploy", 1, "hi", marker="m", api_url=github.url) is None
     assert github.requests == []
 
 
-@pytest.mark.parametrize("status,error", [(401, CredentialsError), (403, CredentialsError),
-                                          (422, HubployError), (502, HubployError)])
-def test_errors_are_clear_and_never_show_the_token(github: FakeGitHub, credentials: str, status: int,
-                                                   error: type[HubployError],
-                                                   caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize(
+    "status,error",
+    [(401, CredentialsError), (403, CredentialsError), (422, HubployError), (502, HubployError)],
+)
+def test_errors_are_clear_and_never_show_the_token(
+    github: FakeGitHub,
+    credentials: str,
+    status: int,
+    error: type[HubployError],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.DEBUG)
     github.answers[f"/repos/org/deploy/statuses/{SHA}"] = (status, {"message": "Bad credentials"})
     with pytest.raises(error) as info:
-        report_status(credentials, "org/deploy", SHA, "error", "hubploy/lifecycle", "x", "http://ui",
-                      api_url=github.url)
+        report_status(
+            credentials, "org/deploy", SHA, "error", "hubploy/lifecycle", "x", "http://ui", api_url=github.url
+        )
     assert str(info.value).startswith(
-        f"GitHub answered {status} to POST /repos/org/deploy/statuses/{SHA}: Bad credentials")
+        f"GitHub answered {status} to POST /repos/org/deploy/statuses/{SHA}: Bad credentials"
+    )
     shown = str(info.value) + "".join(traceback.format_exception(info.value)) + caplog.text
     assert TOKEN not in shown
 
@@ -124,5 +157,12 @@ def test_unreachable_api_and_missing_block(credentials: str, caplog: pytest.LogC
 
 def test_invalid_state_is_refused(credentials: str) -> None:
     with pytest.raises(ValueError, match="invalid commit status state"):
-        report_status(credentials, "org/deploy", SHA, "done",  # type: ignore[arg-type]
-                      "hubploy/x", "x", "http://ui")
+        report_status(
+            credentials,
+            "org/deploy",
+            SHA,
+            "done",  # type: ignore[arg-type]
+            "hubploy/x",
+            "x",
+            "http://ui",
+        )

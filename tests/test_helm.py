@@ -24,55 +24,137 @@ from hubploy.registry import RegistryCredentials
 from hubploy.runner import REDACTED
 
 VALUES = ["-f", "config/common.yaml", "-f", "/tmp/s/0-staging.yaml", "--set", "a=1", "--set-string", "b=2"]
-ALL_FLAGS = helm.UpgradeFlags(version="1.2.3", timeout="30m", force=True, atomic=True, cleanup_on_fail=True,
-                              dry_run=True, debug=True)
+ALL_FLAGS = helm.UpgradeFlags(
+    version="1.2.3", timeout="30m", force=True, atomic=True, cleanup_on_fail=True, dry_run=True, debug=True
+)
 
 
 def test_upgrade_argv_minimal_is_classic() -> None:
     argv = helm.upgrade_argv("helm", 3, "data8-staging", "hub", "data8-staging", VALUES)
-    assert argv == ["helm", "upgrade", "--wait", "--install", "--namespace", "data8-staging", "data8-staging",
-                    "hub", *VALUES]
+    assert argv == [
+        "helm",
+        "upgrade",
+        "--wait",
+        "--install",
+        "--namespace",
+        "data8-staging",
+        "data8-staging",
+        "hub",
+        *VALUES,
+    ]
 
 
 def test_upgrade_argv_all_flags_helm3_in_classic_order() -> None:
     argv = helm.upgrade_argv("helm", 3, "r", "hub", "ns", VALUES, ALL_FLAGS, kube_context="ctx-ns")
-    assert argv == ["helm", "upgrade", "--wait", "--install", "--namespace", "ns", "r", "hub",
-                    "--version", "1.2.3", "--timeout", "30m", "--force", "--atomic", "--cleanup-on-fail",
-                    "--dry-run", "--debug", "--kube-context", "ctx-ns", *VALUES]
+    assert argv == [
+        "helm",
+        "upgrade",
+        "--wait",
+        "--install",
+        "--namespace",
+        "ns",
+        "r",
+        "hub",
+        "--version",
+        "1.2.3",
+        "--timeout",
+        "30m",
+        "--force",
+        "--atomic",
+        "--cleanup-on-fail",
+        "--dry-run",
+        "--debug",
+        "--kube-context",
+        "ctx-ns",
+        *VALUES,
+    ]
 
 
 def test_upgrade_argv_helm4_uses_renamed_flags() -> None:
     argv = helm.upgrade_argv("helm4", 4, "r", "hub", "ns", VALUES, ALL_FLAGS)
-    assert argv == ["helm4", "upgrade", "--wait", "--install", "--namespace", "ns", "r", "hub",
-                    "--version", "1.2.3", "--timeout", "30m", "--force-replace", "--rollback-on-failure",
-                    "--cleanup-on-fail", "--dry-run=client", "--debug", *VALUES]
+    assert argv == [
+        "helm4",
+        "upgrade",
+        "--wait",
+        "--install",
+        "--namespace",
+        "ns",
+        "r",
+        "hub",
+        "--version",
+        "1.2.3",
+        "--timeout",
+        "30m",
+        "--force-replace",
+        "--rollback-on-failure",
+        "--cleanup-on-fail",
+        "--dry-run=client",
+        "--debug",
+        *VALUES,
+    ]
     assert "--atomic" not in argv and "--force" not in argv
 
 
 def test_template_uses_exactly_the_upgrade_values() -> None:
     argv = helm.template_argv("helm", "r", "hub", "ns", VALUES, version="1.0.0")
     assert argv == ["helm", "template", "r", "hub", "--namespace", "ns", "--version", "1.0.0", *VALUES]
-    assert argv[-len(VALUES):] == helm.upgrade_argv("helm", 3, "r", "hub", "ns", VALUES)[-len(VALUES):]
+    assert argv[-len(VALUES) :] == helm.upgrade_argv("helm", 3, "r", "hub", "ns", VALUES)[-len(VALUES) :]
 
 
 def test_query_and_lifecycle_argv() -> None:
     assert helm.dependency_update_argv("helm", "/repo/hub") == ["helm", "dependency", "update", "/repo/hub"]
-    assert helm.status_argv("helm", "r", "ns") == ["helm", "status", "r", "--namespace", "ns",
-                                                   "--output", "json"]
+    assert helm.status_argv("helm", "r", "ns") == [
+        "helm",
+        "status",
+        "r",
+        "--namespace",
+        "ns",
+        "--output",
+        "json",
+    ]
     assert helm.history_argv("helm", "r", "ns", kube_context="c") == [
-        "helm", "history", "r", "--namespace", "ns", "--output", "json", "--kube-context", "c"]
+        "helm",
+        "history",
+        "r",
+        "--namespace",
+        "ns",
+        "--output",
+        "json",
+        "--kube-context",
+        "c",
+    ]
     assert helm.get_values_argv("helm", "r", "ns", revision=3, all_values=True) == [
-        "helm", "get", "values", "r", "--namespace", "ns", "--output", "json", "--revision", "3", "--all"]
+        "helm",
+        "get",
+        "values",
+        "r",
+        "--namespace",
+        "ns",
+        "--output",
+        "json",
+        "--revision",
+        "3",
+        "--all",
+    ]
     assert helm.get_manifest_argv("helm", "r", "ns") == ["helm", "get", "manifest", "r", "--namespace", "ns"]
     assert helm.rollback_argv("helm", "r", "ns", 4, timeout="5m") == [
-        "helm", "rollback", "r", "4", "--namespace", "ns", "--wait", "--timeout", "5m"]
+        "helm",
+        "rollback",
+        "r",
+        "4",
+        "--namespace",
+        "ns",
+        "--wait",
+        "--timeout",
+        "5m",
+    ]
     assert helm.uninstall_argv("helm", "r", "ns") == ["helm", "uninstall", "r", "--namespace", "ns", "--wait"]
 
 
 def _fake_helm(tmp_path: Path, version: str) -> Path:
     calls = tmp_path / "calls"
     script = tmp_path / f"helm-{version}"
-    script.write_text(f"#!/bin/sh\necho \"$@\" >> {calls}\necho {version}\n")
+    script.write_text(f'#!/bin/sh\necho "$@" >> {calls}\necho {version}\n')
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
     return script
 
@@ -97,13 +179,34 @@ def test_helm_executable_from_env() -> None:
 
 
 def test_history_parsing_and_last_deployed() -> None:
-    out = json.dumps([
-        {"revision": 2, "status": "superseded", "chart": "hub-0.1.0", "app_version": "5", "updated": "t2",
-         "description": "Upgrade complete"},
-        {"revision": 1, "status": "superseded", "chart": "hub-0.1.0", "app_version": "5", "updated": "t1",
-         "description": "Install complete"},
-        {"revision": 3, "status": "pending-upgrade", "chart": "hub-0.1.0", "app_version": "5",
-         "updated": "t3", "description": "Preparing upgrade"}])
+    out = json.dumps(
+        [
+            {
+                "revision": 2,
+                "status": "superseded",
+                "chart": "hub-0.1.0",
+                "app_version": "5",
+                "updated": "t2",
+                "description": "Upgrade complete",
+            },
+            {
+                "revision": 1,
+                "status": "superseded",
+                "chart": "hub-0.1.0",
+                "app_version": "5",
+                "updated": "t1",
+                "description": "Install complete",
+            },
+            {
+                "revision": 3,
+                "status": "pending-upgrade",
+                "chart": "hub-0.1.0",
+                "app_version": "5",
+                "updated": "t3",
+                "description": "Preparing upgrade",
+            },
+        ]
+    )
     history = helm.parse_history(out)
     assert [r.revision for r in history] == [1, 2, 3]
     assert helm.last_deployed(history).revision == 2
@@ -113,15 +216,21 @@ def test_history_parsing_and_last_deployed() -> None:
 
 
 def test_image_references_walk_every_name_tag_mapping() -> None:
-    merged = {"jupyterhub": {
-        "hub": {"image": {"name": "r/hub", "tag": "1"}},
-        "singleuser": {"image": {"name": "r/user", "tag": "abc1234"},
-                       "profileList": [{"kubespawner_override": {"image": {"name": "r/gpu", "tag": None}}}]},
-        "proxy": {"service": {"name": "not-an-image"}}}}
+    merged = {
+        "jupyterhub": {
+            "hub": {"image": {"name": "r/hub", "tag": "1"}},
+            "singleuser": {
+                "image": {"name": "r/user", "tag": "abc1234"},
+                "profileList": [{"kubespawner_override": {"image": {"name": "r/gpu", "tag": None}}}],
+            },
+            "proxy": {"service": {"name": "not-an-image"}},
+        }
+    }
     assert image_references(merged) == [
         ("jupyterhub.hub.image", "r/hub", "1"),
         ("jupyterhub.singleuser.image", "r/user", "abc1234"),
-        ("jupyterhub.singleuser.profileList[0].kubespawner_override.image", "r/gpu", "")]
+        ("jupyterhub.singleuser.profileList[0].kubespawner_override.image", "r/gpu", ""),
+    ]
 
 
 def test_values_digest_excludes_secret_values(tmp_path: Path) -> None:
@@ -136,19 +245,25 @@ def test_values_digest_excludes_secret_values(tmp_path: Path) -> None:
 
 
 def test_redact_rendered_hides_secret_data_and_secret_strings() -> None:
-    text = ("---\nkind: ConfigMap\ndata:\n  token: s3cr3t-token-value\n  other: fine\n"
-            "---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: hub\ndata:\n  values.yaml: \"aGVsbG8=\"\n"
-            "  # a comment\n  tok: \"eHl6\"\ntype: Opaque\n")
+    text = (
+        "---\nkind: ConfigMap\ndata:\n  token: s3cr3t-token-value\n  other: fine\n"
+        '---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: hub\ndata:\n  values.yaml: "aGVsbG8="\n'
+        '  # a comment\n  tok: "eHl6"\ntype: Opaque\n'
+    )
     out = redact_rendered(text, ["s3cr3t-token-value"])
     assert "s3cr3t-token-value" not in out and "aGVsbG8=" not in out and "eHl6" not in out
-    assert f"  values.yaml: \"{REDACTED}\"" in out and "  other: fine" in out and "type: Opaque" in out
+    assert f'  values.yaml: "{REDACTED}"' in out and "  other: fine" in out and "type: Opaque" in out
 
 
 def test_only_transient_errors_are_retried() -> None:
-    assert is_transient(CommandError(["helm"], 1,
-                                     "Error: dial tcp 127.0.0.1:6443: connect: connection refused"))
-    assert is_transient(CommandError(["helm"], 1, "Error: UPGRADE FAILED: another operation "
-                                                  "(install/upgrade/rollback) is in progress"))
+    assert is_transient(
+        CommandError(["helm"], 1, "Error: dial tcp 127.0.0.1:6443: connect: connection refused")
+    )
+    assert is_transient(
+        CommandError(
+            ["helm"], 1, "Error: UPGRADE FAILED: another operation (install/upgrade/rollback) is in progress"
+        )
+    )
     assert is_transient(RegistryError("503", status=503))
     assert not is_transient(RegistryError("denied", status=401))
     assert not is_transient(CommandError(["helm"], 1, "Error: template: hub/templates/x.yaml: bad"))
@@ -156,12 +271,17 @@ def test_only_transient_errors_are_retried() -> None:
     assert not is_transient(HealthCheckError("hub down: connection refused"))
     assert not is_transient(ValueError("connection refused"))
     logged = "not ready: Pod hub-1 (container hub: Error, last log line: connection refused)"
-    assert not is_transient(UpgradeError(f"timed out ...: {logged}",
-                                         reason="Error: context deadline exceeded", timed_out=True))
-    assert not is_transient(UpgradeError(f"failed: hook; {logged}",
-                                         reason="Error: job failed: BackoffLimitExceeded", timed_out=False))
-    assert is_transient(UpgradeError("failed", reason="Error: UPGRADE FAILED: etcdserver: request timed out",
-                                     timed_out=False))
+    assert not is_transient(
+        UpgradeError(f"timed out ...: {logged}", reason="Error: context deadline exceeded", timed_out=True)
+    )
+    assert not is_transient(
+        UpgradeError(
+            f"failed: hook; {logged}", reason="Error: job failed: BackoffLimitExceeded", timed_out=False
+        )
+    )
+    assert is_transient(
+        UpgradeError("failed", reason="Error: UPGRADE FAILED: etcdserver: request timed out", timed_out=False)
+    )
 
 
 def test_image_lookup_logs_in_once_per_host_only_when_refused(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -180,26 +300,37 @@ def test_image_lookup_logs_in_once_per_host_only_when_refused(monkeypatch: pytes
         asked.append(host)
         return RegistryCredentials(host, "robot", "pw-123456")
 
-    env = {"HUBPLOY_REGISTRY": "localhost:5000", "HUBPLOY_REGISTRY_USERNAME": "hubploy",
-           "HUBPLOY_REGISTRY_PASSWORD": "sandbox-pw"}
+    env = {
+        "HUBPLOY_REGISTRY": "localhost:5000",
+        "HUBPLOY_REGISTRY_USERNAME": "hubploy",
+        "HUBPLOY_REGISTRY_PASSWORD": "sandbox-pw",
+    }
     lookup = deploy_images.registry_image_digest(env, login)
     assert lookup("private.example.org/a/user", "v1") == "sha256:1"
     assert lookup("private.example.org/a/hub", "v1") == "sha256:1"
     assert lookup("localhost:5000/base/busybox", "latest") == "sha256:1"
     assert lookup("quay.io/jupyterhub/k8s-hub", "4.2.0") == "sha256:1"
     assert asked == ["private.example.org"]
-    assert calls == [("private.example.org/a/user", None), ("private.example.org/a/user", "robot"),
-                     ("private.example.org/a/hub", "robot"), ("localhost:5000/base/busybox", "hubploy"),
-                     ("quay.io/jupyterhub/k8s-hub", None)]
+    assert calls == [
+        ("private.example.org/a/user", None),
+        ("private.example.org/a/user", "robot"),
+        ("private.example.org/a/hub", "robot"),
+        ("localhost:5000/base/busybox", "hubploy"),
+        ("quay.io/jupyterhub/k8s-hub", None),
+    ]
     with pytest.raises(RegistryError, match="configures no credentials"):
         deploy_images.registry_image_digest(env, lambda host: None)("private.example.org/x", "1")
 
 
 def test_missing_images_are_all_named() -> None:
-    merged = {"hub": {"image": {"name": "r/hub", "tag": "1"}},
-              "user": {"image": {"name": "r/user", "tag": "2"}}}
+    merged = {
+        "hub": {"image": {"name": "r/hub", "tag": "1"}},
+        "user": {"image": {"name": "r/user", "tag": "2"}},
+    }
     with pytest.raises(DeployError, match=r"r/hub:1 \(at hub.image\); r/user:2 \(at user.image\)"):
         check_images(merged, lambda name, tag: None)
     refs = check_images(merged, lambda name, tag: f"sha256:{name}")
-    assert [(r.reference, r.digest) for r in refs] == [("r/hub:1", "sha256:r/hub"),
-                                                       ("r/user:2", "sha256:r/user")]
+    assert [(r.reference, r.digest) for r in refs] == [
+        ("r/hub:1", "sha256:r/hub"),
+        ("r/user:2", "sha256:r/user"),
+    ]

@@ -30,8 +30,9 @@ health, run_deploy = outcomes.health, outcomes.run_deploy
 
 def audit_texts(release: str) -> list[str]:
     with get_client(sync_client=True) as client:
-        found = client.read_artifacts(artifact_filter=ArtifactFilter(
-            key=ArtifactFilterKey(any_=[f"audit-{release}"])))
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"audit-{release}"]))
+        )
     return [str(a.data) for a in found]
 
 
@@ -55,8 +56,13 @@ def test_a_hold_is_a_variable_on_the_server_and_is_audited(prefect_api: str) -> 
 
 
 def test_a_fleet_skips_a_held_hub_and_a_direct_deploy_refuses_it(
-        prefect_api: str, cluster_env: None, run_deploy: Callable[..., DeployResult], cluster: Cluster,
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    prefect_api: str,
+    cluster_env: None,
+    run_deploy: Callable[..., DeployResult],
+    cluster: Cluster,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     from flows.deploy_hubs import deploy_hubs
 
     root: Path = run_deploy.root  # type: ignore[attr-defined]
@@ -86,8 +92,12 @@ def test_a_fleet_skips_a_held_hub_and_a_direct_deploy_refuses_it(
     assert main(["deploy", "g", "hub", "staging", "--redeploy"]) == 0
 
 
-def test_hold_needs_a_reason(prefect_api: str, run_deploy: Callable[..., DeployResult],
-                             monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_hold_needs_a_reason(
+    prefect_api: str,
+    run_deploy: Callable[..., DeployResult],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     monkeypatch.chdir(run_deploy.root)  # type: ignore[attr-defined]
     assert main(["hold", "h", "staging"]) == 1
     assert "error: a hold needs a reason" in capsys.readouterr().err
@@ -99,23 +109,30 @@ def test_notices_reach_notification_blocks_over_http(prefect_api: str) -> None:
     from flows.notify import notify
 
     with http_receiver() as receiver:
-        CustomWebhookNotificationBlock(name="pager", url=f"{receiver.url}/hook",
-                                       json_data={"text": "{{subject}}: {{body}}"}).save("hubploy-test-pager",
-                                                                                         overwrite=True)
+        CustomWebhookNotificationBlock(
+            name="pager", url=f"{receiver.url}/hook", json_data={"text": "{{subject}}: {{body}}"}
+        ).save("hubploy-test-pager", overwrite=True)
         # an Apprise-based block (Slack's type) delivering to loopback through Apprise's json:// scheme
-        SlackWebhook(url=receiver.url.replace("http://", "json://") + "/slack").save("hubploy-test-slack",
-                                                                                    overwrite=True)
-        settings = RepoSettings.model_validate({"notifications": [
-            {"block": "custom-webhook/hubploy-test-pager"},
-            {"block": "slack-webhook/hubploy-test-slack", "events": ["wave_failed"]},
-            {"block": "custom-webhook/no-such-block"}]})
+        SlackWebhook(url=receiver.url.replace("http://", "json://") + "/slack").save(
+            "hubploy-test-slack", overwrite=True
+        )
+        settings = RepoSettings.model_validate(
+            {
+                "notifications": [
+                    {"block": "custom-webhook/hubploy-test-pager"},
+                    {"block": "slack-webhook/hubploy-test-slack", "events": ["wave_failed"]},
+                    {"block": "custom-webhook/no-such-block"},
+                ]
+            }
+        )
 
         sent = notify(settings, Notice.wave_failed, "wave middle (2 of 3) stopped the staging rollout")
         assert sent == ["custom-webhook/hubploy-test-pager", "slack-webhook/hubploy-test-slack"]
         pager = receiver.wait_for("stopped the staging rollout")
         assert pager.path == "/hook"
         assert json.loads(pager.body)["text"].startswith(
-            "hubploy: wave stopped the line: wave middle (2 of 3) stopped the staging rollout")
+            "hubploy: wave stopped the line: wave middle (2 of 3) stopped the staging rollout"
+        )
         slack = next(r for r in receiver.requests if r.path == "/slack")
         assert json.loads(slack.body)["title"] == "hubploy: wave stopped the line"
         assert "stopped the staging rollout" in json.loads(slack.body)["message"]

@@ -62,8 +62,10 @@ def test_a_revoked_lease_cancels_the_waiting_flow_unless_its_renewal_is_stopped(
     # renews a deployment's lease this way (flow_engine: raise_on_lease_renewal_failure=True); the first
     # renewal is immediate, so the failure shows within the client's retries instead of 225 s.
     started = time.monotonic()
-    with (pytest.raises(CancelledError),
-          maintain_concurrency_lease(uuid4(), ENGINE_LEASE_SECONDS, raise_on_lease_renewal_failure=True)):
+    with (
+        pytest.raises(CancelledError),
+        maintain_concurrency_lease(uuid4(), ENGINE_LEASE_SECONDS, raise_on_lease_renewal_failure=True),
+    ):
         wait_for_cancellation(60)
     cancelled_after = time.monotonic() - started
 

@@ -27,15 +27,20 @@ ROBOT = ("robot", "robot-password-4821")
 @pytest.fixture
 def token_registry(sandbox) -> Iterator[TokenRegistry]:  # type: ignore[no-untyped-def]
     """quay.io's way of serving images: jupyterhub/* public, the rest for the robot account only."""
-    registry = TokenRegistry(upstream=f"http://{sandbox.registry}", upstream_auth=sandbox.registry_auth,
-                             public=("jupyterhub/*",), users=dict([ROBOT]))
+    registry = TokenRegistry(
+        upstream=f"http://{sandbox.registry}",
+        upstream_auth=sandbox.registry_auth,
+        public=("jupyterhub/*",),
+        users=dict([ROBOT]),
+    )
     with serving(registry):
         yield registry
 
 
 def _sandbox_digest(sandbox, repository: str, tag: str) -> str | None:  # type: ignore[no-untyped-def]
-    return manifest_digest(f"{sandbox.registry}/{repository}", tag, RegistryCredentials(sandbox.registry,
-                                                                                        *sandbox.registry_auth))
+    return manifest_digest(
+        f"{sandbox.registry}/{repository}", tag, RegistryCredentials(sandbox.registry, *sandbox.registry_auth)
+    )
 
 
 @pytest.mark.sandbox
@@ -45,15 +50,18 @@ def test_public_images_are_found_with_anonymous_token_auth(token_registry: Token
     assert digest is not None and digest == _sandbox_digest(sandbox, "jupyterhub/k8s-hub", "4.4.0")
     assert manifest_digest(name, "no-such-tag") is None  # absent, not an error
     # the token service was asked as the challenge said, anonymously, and the token is never logged
-    assert token_registry.token_requests[0] == {"service": SERVICE,
-                                                "scope": "repository:jupyterhub/k8s-hub:pull",
-                                                "basic": "False"}
+    assert token_registry.token_requests[0] == {
+        "service": SERVICE,
+        "scope": "repository:jupyterhub/k8s-hub:pull",
+        "basic": "False",
+    }
     assert all(redact(token) == REDACTED for token in token_registry._tokens)
 
 
 @pytest.mark.sandbox
-def test_a_private_image_needs_a_login_and_is_not_called_absent(token_registry: TokenRegistry,
-                                                                sandbox) -> None:  # type: ignore[no-untyped-def]
+def test_a_private_image_needs_a_login_and_is_not_called_absent(
+    token_registry: TokenRegistry, sandbox
+) -> None:  # type: ignore[no-untyped-def]
     name = f"{token_registry.host}/base/busybox"
     with pytest.raises(RegistryError) as refused:
         manifest_digest(name, "latest")
@@ -66,8 +74,12 @@ def test_a_private_image_needs_a_login_and_is_not_called_absent(token_registry: 
 @pytest.mark.sandbox
 def test_the_deploy_check_logs_in_only_where_refused(token_registry: TokenRegistry) -> None:
     host = token_registry.host
-    merged = {"jupyterhub": {"hub": {"image": {"name": f"{host}/jupyterhub/k8s-hub", "tag": "4.4.0"}},
-                             "singleuser": {"image": {"name": f"{host}/base/busybox", "tag": "latest"}}}}
+    merged = {
+        "jupyterhub": {
+            "hub": {"image": {"name": f"{host}/jupyterhub/k8s-hub", "tag": "4.4.0"}},
+            "singleuser": {"image": {"name": f"{host}/base/busybox", "tag": "latest"}},
+        }
+    }
     asked: list[str] = []
 
     def login(wanted: str) -> RegistryCredentials:
@@ -75,8 +87,10 @@ def test_the_deploy_check_logs_in_only_where_refused(token_registry: TokenRegist
         return RegistryCredentials(wanted, *ROBOT)
 
     refs = check_images(merged, registry_image_digest({}, login))
-    assert [r.reference for r in refs if r.digest and r.checked] == [f"{host}/jupyterhub/k8s-hub:4.4.0",
-                                                                      f"{host}/base/busybox:latest"]
+    assert [r.reference for r in refs if r.digest and r.checked] == [
+        f"{host}/jupyterhub/k8s-hub:4.4.0",
+        f"{host}/base/busybox:latest",
+    ]
     assert asked == [host]  # once, for the private image; the public one needed no login
     merged["jupyterhub"]["hub"]["image"]["tag"] = "4.9.9"
     with pytest.raises(DeployError, match=rf"{host}/jupyterhub/k8s-hub:4.9.9 \(at jupyterhub.hub.image\)"):
@@ -105,24 +119,40 @@ def _lookups(merged: dict, check: ImageCheck, built: set[str]) -> list[str]:
     return asked
 
 
-MERGED = {"jupyterhub": {"hub": {"image": {"name": "quay.io/jupyterhub/k8s-hub", "tag": "4.4.0"}},
-                         "proxy": {"chp": {"image": {"name": "quay.io/jupyterhub/configurable-http-proxy",
-                                                     "tag": "5.2.0"}}},
-                         "singleuser": {"image": {"name": "us-docker.pkg.dev/org/hubs/user",
-                                                  "tag": "abc1234"}},
-                         "prePuller": {"pause": {"image": {"name": "pause", "tag": "3.10"}}}}}
+MERGED = {
+    "jupyterhub": {
+        "hub": {"image": {"name": "quay.io/jupyterhub/k8s-hub", "tag": "4.4.0"}},
+        "proxy": {"chp": {"image": {"name": "quay.io/jupyterhub/configurable-http-proxy", "tag": "5.2.0"}}},
+        "singleuser": {"image": {"name": "us-docker.pkg.dev/org/hubs/user", "tag": "abc1234"}},
+        "prePuller": {"pause": {"image": {"name": "pause", "tag": "3.10"}}},
+    }
+}
 
 
-@pytest.mark.parametrize("check,looked_up", [
-    ({}, ["quay.io/jupyterhub/k8s-hub:4.4.0", "quay.io/jupyterhub/configurable-http-proxy:5.2.0",
-          "us-docker.pkg.dev/org/hubs/user:abc1234", "pause:3.10"]),
-    ({"only": "built"}, ["us-docker.pkg.dev/org/hubs/user:abc1234"]),
-    ({"skip": ["quay.io"]}, ["us-docker.pkg.dev/org/hubs/user:abc1234", "pause:3.10"]),
-    ({"skip": ["docker.io", "quay.io/jupyterhub/configurable-*"]},
-     ["quay.io/jupyterhub/k8s-hub:4.4.0", "us-docker.pkg.dev/org/hubs/user:abc1234"]),
-    ({"only": ["us-docker.pkg.dev/org/*", "docker.io/library/*"]}, ["us-docker.pkg.dev/org/hubs/user:abc1234",
-                                                                  "pause:3.10"]),
-])
+@pytest.mark.parametrize(
+    "check,looked_up",
+    [
+        (
+            {},
+            [
+                "quay.io/jupyterhub/k8s-hub:4.4.0",
+                "quay.io/jupyterhub/configurable-http-proxy:5.2.0",
+                "us-docker.pkg.dev/org/hubs/user:abc1234",
+                "pause:3.10",
+            ],
+        ),
+        ({"only": "built"}, ["us-docker.pkg.dev/org/hubs/user:abc1234"]),
+        ({"skip": ["quay.io"]}, ["us-docker.pkg.dev/org/hubs/user:abc1234", "pause:3.10"]),
+        (
+            {"skip": ["docker.io", "quay.io/jupyterhub/configurable-*"]},
+            ["quay.io/jupyterhub/k8s-hub:4.4.0", "us-docker.pkg.dev/org/hubs/user:abc1234"],
+        ),
+        (
+            {"only": ["us-docker.pkg.dev/org/*", "docker.io/library/*"]},
+            ["us-docker.pkg.dev/org/hubs/user:abc1234", "pause:3.10"],
+        ),
+    ],
+)
 def test_image_check_scopes_what_is_looked_up(check: dict, looked_up: list[str], caplog) -> None:  # type: ignore[no-untyped-def]
     scope = HubConfig.model_validate({"image_check": check}).image_check
     with caplog.at_level(logging.INFO, logger="hubploy.deploy"):

@@ -60,7 +60,8 @@ def test_readme_rbac_block_binds_the_runner_in_the_given_namespace() -> None:
     assert {d["kind"] for d in docs} == {"ServiceAccount", "ClusterRoleBinding"}
     binding = next(d for d in docs if d["kind"] == "ClusterRoleBinding")
     assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": "hubploy-runner", "namespace": "hubs-ci"}]
+        {"kind": "ServiceAccount", "name": "hubploy-runner", "namespace": "hubs-ci"}
+    ]
 
 
 def _sandbox_job_template(repo: Path) -> dict:
@@ -79,8 +80,7 @@ def _sandbox_job_template(repo: Path) -> dict:
 
 
 @pytest.fixture
-def kubernetes_worker(sandbox: Sandbox, prefect_api: str,
-                      tmp_path: Path) -> Iterator[tuple[str, Path]]:
+def kubernetes_worker(sandbox: Sandbox, prefect_api: str, tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """A kubernetes pool named after the test with the sandbox's base job template, and its worker (the
     sandbox's kubeconfig); the pool's name and the repository its Jobs see."""
     pool = f"hubploy-kubernetes-{secrets.token_hex(3)}"
@@ -88,16 +88,37 @@ def kubernetes_worker(sandbox: Sandbox, prefect_api: str,
     repo.mkdir()
     template = tmp_path / "base-job-template.json"
     template.write_text(json.dumps(_sandbox_job_template(repo)))
-    env = {**sandbox.env, "PREFECT_API_URL": prefect_api, "PREFECT_WORKER_QUERY_SECONDS": "1",
-           "PYTHONUNBUFFERED": "1"}
-    created = _prefect(["work-pool", "create", pool, "--type", "kubernetes", "--base-job-template",
-                        str(template), "--overwrite"], env)
+    env = {
+        **sandbox.env,
+        "PREFECT_API_URL": prefect_api,
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    created = _prefect(
+        [
+            "work-pool",
+            "create",
+            pool,
+            "--type",
+            "kubernetes",
+            "--base-job-template",
+            str(template),
+            "--overwrite",
+        ],
+        env,
+    )
     assert created.returncode == 0, created.stdout + created.stderr
     log = tmp_path / "worker.log"
     with open(log, "w") as out:
-        worker = subprocess.Popen([PREFECT, "worker", "start", "--pool", pool, "--type", "kubernetes"],
-                                  env=env, cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                  start_new_session=True, stdin=subprocess.DEVNULL)
+        worker = subprocess.Popen(
+            [PREFECT, "worker", "start", "--pool", pool, "--type", "kubernetes"],
+            env=env,
+            cwd=PROJECT_ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+        )
     try:
         yield pool, repo
     finally:
@@ -108,8 +129,9 @@ def kubernetes_worker(sandbox: Sandbox, prefect_api: str,
 
 @pytest.mark.sandbox
 @pytest.mark.prefect
-def test_deploy_hubs_runs_as_a_kubernetes_job(sandbox: Sandbox, sandbox_namespace: str,
-                                              kubernetes_worker: tuple[str, Path]) -> None:
+def test_deploy_hubs_runs_as_a_kubernetes_job(
+    sandbox: Sandbox, sandbox_namespace: str, kubernetes_worker: tuple[str, Path]
+) -> None:
     from prefect.deployments import run_deployment
 
     from blocks.sandbox import save_sandbox_blocks
@@ -119,29 +141,54 @@ def test_deploy_hubs_runs_as_a_kubernetes_job(sandbox: Sandbox, sandbox_namespac
     hub = f"k{secrets.token_hex(3)}"
     ensure_base_image(sandbox.paths, sandbox.env)
     # the registry's credentials: the block `hubploy up` saves, which the pod reads from the Prefect API
-    fleet_repo(repo, [hub], f"{sandbox.registry}/{BASE_REPOSITORY}:{BASE_TAG}",
-               registry_block="sandbox-registry")
+    fleet_repo(
+        repo, [hub], f"{sandbox.registry}/{BASE_REPOSITORY}:{BASE_TAG}", registry_block="sandbox-registry"
+    )
     save_sandbox_blocks(sandbox.env)
     docs = readme_runner_rbac(sandbox_namespace)
-    sandbox.run([str(sandbox.bin / "kubectl"), "apply", "-f", "-"], input=yaml.safe_dump_all(docs),
-                timeout=60)
+    sandbox.run(
+        [str(sandbox.bin / "kubectl"), "apply", "-f", "-"], input=yaml.safe_dump_all(docs), timeout=60
+    )
     binding = f"hubploy-runner-{sandbox_namespace}"
     try:
         # No KUBECONFIG and no registry credentials: the pod deploys with its ServiceAccount, and the image
         # (this project's virtualenv, helm, kubectl) is all it has; PYTHONPATH runs this checkout's code.
-        source = deploy_hubs.from_source(source=str(PROJECT_ROOT),
-                                         entrypoint="flows/deploy_hubs.py:deploy_hubs")
+        source = deploy_hubs.from_source(
+            source=str(PROJECT_ROOT), entrypoint="flows/deploy_hubs.py:deploy_hubs"
+        )
         env = {"PYTHONPATH": os.environ.get("PYTHONPATH", ""), "PREFECT_LOGGING_EXTRA_LOGGERS": "hubploy"}
-        source.deploy(name=pool, work_pool_name=pool, image=RUNNER_IMAGE, build=False, push=False,
-                      print_next_steps=False, job_variables={
-                          "namespace": sandbox_namespace, "service_account_name": "hubploy-runner",
-                          "finished_job_ttl": 600, "env": env})
-        flow_run = run_deployment(f"deploy-hubs/{pool}", timeout=0, parameters={
-            "hubs": [hub], "env": "staging", "repo_path": str(repo), "trigger": "kubernetes",
-            "timeout": "3m"})
+        source.deploy(
+            name=pool,
+            work_pool_name=pool,
+            image=RUNNER_IMAGE,
+            build=False,
+            push=False,
+            print_next_steps=False,
+            job_variables={
+                "namespace": sandbox_namespace,
+                "service_account_name": "hubploy-runner",
+                "finished_job_ttl": 600,
+                "env": env,
+            },
+        )
+        flow_run = run_deployment(
+            f"deploy-hubs/{pool}",
+            timeout=0,
+            parameters={
+                "hubs": [hub],
+                "env": "staging",
+                "repo_path": str(repo),
+                "trigger": "kubernetes",
+                "timeout": "3m",
+            },
+        )
+
         def completed(run) -> bool:  # type: ignore[no-untyped-def]
-            simulated = [e["message"] for e in sandbox.get("events", namespace=sandbox_namespace)["items"]
-                         if e.get("reason") == "Simulated"]
+            simulated = [
+                e["message"]
+                for e in sandbox.get("events", namespace=sandbox_namespace)["items"]
+                if e.get("reason") == "Simulated"
+            ]
             assert not simulated, f"{simulated}: the sandbox's agent predates the runner image (restart it)"
             return run.state is not None and run.state.is_completed()
 
@@ -168,13 +215,27 @@ def test_deploy_hubs_runs_as_a_kubernetes_job(sandbox: Sandbox, sandbox_namespac
         # the pod ran the flow: its log is the flow run's, and the hub answers
         logs = sandbox.kubectl("logs", "-n", sandbox_namespace, pod["metadata"]["name"]).stdout
         assert "deploy-staging" in logs and "Finished in state Completed" in logs, logs[-3000:]
-        history = json.loads(sandbox.run([sandbox.env["HELM_EXECUTABLE"], "history", f"{hub}-staging", "-n",
-                                          f"{hub}-staging", "-o", "json"]).stdout)
+        history = json.loads(
+            sandbox.run(
+                [
+                    sandbox.env["HELM_EXECUTABLE"],
+                    "history",
+                    f"{hub}-staging",
+                    "-n",
+                    f"{hub}-staging",
+                    "-o",
+                    "json",
+                ]
+            ).stdout
+        )
         assert [h["status"] for h in history] == ["deployed"]
         assert sandbox.hub_version(f"{hub}-staging")
     finally:
         sandbox.kubectl("delete", "clusterrolebinding", binding, "--ignore-not-found", check=False)
-        sandbox.run([sandbox.env["HELM_EXECUTABLE"], "uninstall", f"{hub}-staging", "-n", f"{hub}-staging"],
-                    check=False)
-        sandbox.kubectl("delete", "namespace", f"{hub}-staging", "--wait=false", "--ignore-not-found",
-                        check=False)
+        sandbox.run(
+            [sandbox.env["HELM_EXECUTABLE"], "uninstall", f"{hub}-staging", "-n", f"{hub}-staging"],
+            check=False,
+        )
+        sandbox.kubectl(
+            "delete", "namespace", f"{hub}-staging", "--wait=false", "--ignore-not-found", check=False
+        )

@@ -46,11 +46,13 @@ def _events(sandbox: Sandbox, namespace: str, name: str) -> list[str]:
     return [e["message"] for e in items if e["involvedObject"]["name"] == name and e["reason"] == "LazyStart"]
 
 
-def test_a_lazy_pod_is_ready_without_a_process_until_a_first_connection(sandbox: Sandbox,
-                                                                         sandbox_namespace: str) -> None:
+def test_a_lazy_pod_is_ready_without_a_process_until_a_first_connection(
+    sandbox: Sandbox, sandbox_namespace: str
+) -> None:
     lazy = json.dumps({"hubploy-sandbox/lazy-start": "true"})
     sandbox.apply(POD.format(name="lazy", annotations=lazy), sandbox_namespace)
     sandbox.apply(POD.format(name="eager", annotations="{}"), sandbox_namespace)
+
     def ready(name: str) -> dict | None:
         pod = _pod(sandbox, sandbox_namespace, name)
         return pod if _ready(pod) else None
@@ -72,6 +74,7 @@ def test_a_lazy_pod_is_ready_without_a_process_until_a_first_connection(sandbox:
     assert _pid_file(sandbox, pod).is_file()
     with urllib.request.urlopen(url, timeout=10) as response:  # straight to the program now
         assert response.status == 200
-    assert any("a first connection started the containers" in m
-               for m in _events(sandbox, sandbox_namespace, "lazy"))
+    assert any(
+        "a first connection started the containers" in m for m in _events(sandbox, sandbox_namespace, "lazy")
+    )
     assert _ready(_pod(sandbox, sandbox_namespace, "lazy"))

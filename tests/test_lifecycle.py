@@ -64,24 +64,30 @@ class DeployRepo:
         return f"deployments/{self.hub}/config/{name}"
 
     def origin_git(self, *args: str) -> str:
-        return subprocess.run(["git", "-C", self.url, *args],
-                              capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", self.url, *args], capture_output=True, text=True, check=True
+        ).stdout.strip()
 
     def prod_parents(self) -> list[str]:
         return self.origin_git("rev-list", "--parents", "-n", "1", "prod").split()[1:]
 
     def helm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         env = self.sandbox.env
-        return subprocess.run([env["HELM_EXECUTABLE"], *args], env=env,
-                              capture_output=True, text=True, check=check)
+        return subprocess.run(
+            [env["HELM_EXECUTABLE"], *args], env=env, capture_output=True, text=True, check=check
+        )
 
     def revisions(self, env: str) -> list[dict[str, Any]]:
         out = self.helm("history", f"{self.hub}-{env}", "-n", f"{self.hub}-{env}", "-o", "json", check=False)
         return json.loads(out.stdout) if out.returncode == 0 else []
 
     def start(self, sha: str, job_variables: dict[str, Any] | None = None, **params: Any) -> UUID:
-        run = run_deployment(LIFECYCLE, parameters={"sha": sha, "repo_url": self.url, **params}, timeout=0,
-                             job_variables=job_variables)
+        run = run_deployment(
+            LIFECYCLE,
+            parameters={"sha": sha, "repo_url": self.url, **params},
+            timeout=0,
+            job_variables=job_variables,
+        )
         return run.id
 
 
@@ -122,8 +128,11 @@ def description(run_id: UUID) -> str:
 def run_log_lines(run_id: UUID, phrase: str) -> list[str]:
     """The run's log messages that contain ``phrase``."""
     with get_client(sync_client=True) as client:
-        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id]),
-                                                     text=LogFilterTextSearch(query=f'"{phrase}"')))
+        logs = client.read_logs(
+            log_filter=LogFilter(
+                flow_run_id=LogFilterFlowRunId(any_=[run_id]), text=LogFilterTextSearch(query=f'"{phrase}"')
+            )
+        )
     return [log.message for log in logs if phrase in log.message]
 
 
@@ -139,8 +148,11 @@ def wait_for_log(run_id: UUID, phrase: str, timeout: float = 90) -> str:
 def approval_records(run_id: UUID) -> list[str]:
     """The run's approval audit records (markdown), oldest first."""
     with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
-            key=ArtifactFilterKey(any_=["approval"]), flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=["approval"]), flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])
+            )
+        )
     return [a.data for a in sorted(artifacts, key=lambda a: a.created)]
 
 
@@ -154,8 +166,11 @@ def wait_for_artifact(run_id: UUID, phrase: str, timeout: float = 90) -> str:
 
 def process_log_pids(run_id: UUID, pattern: re.Pattern[str]) -> list[int]:
     """The flow-run process ids named by the run's hot-window log lines that match ``pattern``."""
-    return [int(m.group(1)) for message in run_log_lines(run_id, "flow-run process")
-            if (m := pattern.search(message))]
+    return [
+        int(m.group(1))
+        for message in run_log_lines(run_id, "flow-run process")
+        if (m := pattern.search(message))
+    ]
 
 
 def wait_for_process_log(run_id: UUID, pattern: re.Pattern[str], timeout: float = 60) -> int:
@@ -198,17 +213,21 @@ def artifact_keys() -> set[str]:
 
 def decide(run_id: UUID, decision: str, sha: str, reason: str = "", approver: str = "t") -> None:
     """Submit the approval form of a waiting run, as the UI does: the decision names commit ``sha``."""
-    resume_flow_run(run_id, run_input={"decision": decision, "sha": sha, "reason": reason,
-                                       "approver": approver})
+    resume_flow_run(
+        run_id, run_input={"decision": decision, "sha": sha, "reason": reason, "approver": approver}
+    )
 
 
 def change_values(repo: DeployRepo, text: str) -> str:
-    return repo.push({repo.config("common.yaml"): (repo.work.root / repo.config("common.yaml")).read_text()
-                      + text}, f"change {secrets.token_hex(2)}")
+    return repo.push(
+        {repo.config("common.yaml"): (repo.work.root / repo.config("common.yaml")).read_text() + text},
+        f"change {secrets.token_hex(2)}",
+    )
 
 
-def approve_until_prod(repo: DeployRepo, run_id: UUID, sha: str, worker: Worker,
-                       reason: str, approver: str) -> None:
+def approve_until_prod(
+    repo: DeployRepo, run_id: UUID, sha: str, worker: Worker, reason: str, approver: str
+) -> None:
     """`hubploy approve` the waiting run, which then completes with ``sha`` merged into prod and deployed."""
     approved = run_cli("approve", str(run_id), "--reason", reason, "--as", approver, cwd=PROJECT_ROOT)
     assert approved.returncode == 0, approved.stderr
@@ -218,8 +237,9 @@ def approve_until_prod(repo: DeployRepo, run_id: UUID, sha: str, worker: Worker,
     assert repo.revisions("prod")[-1]["status"] == "deployed"
 
 
-def test_approved_change_reaches_prod_at_the_approved_sha(deploy_repo: DeployRepo,
-                                                          hubploy_worker: Worker) -> None:
+def test_approved_change_reaches_prod_at_the_approved_sha(
+    deploy_repo: DeployRepo, hubploy_worker: Worker
+) -> None:
     repo = deploy_repo
     sha = change_values(repo, "# a comment-only change still counts\n")
     run_id = repo.start(sha)
@@ -241,8 +261,9 @@ def test_rejection_leaves_prod_untouched(deploy_repo: DeployRepo, hubploy_worker
     prod_before = repo.origin_git("rev-parse", "prod")
     run_id = repo.start(change_values(repo, "# reject me\n"))
     wait_for_state(run_id, paused, worker=hubploy_worker)
-    assert run_cli("approve", str(run_id), "--reject", "--reason", "not now",
-                   cwd=PROJECT_ROOT).returncode == 0
+    assert (
+        run_cli("approve", str(run_id), "--reject", "--reason", "not now", cwd=PROJECT_ROOT).returncode == 0
+    )
     run = wait_for_state(run_id, final, worker=hubploy_worker)
     assert (run.state.type.value, run.state.name) == ("CANCELLED", "Rejected")
     assert "not now" in run.state.message and "prod untouched" in run.state.message
@@ -262,8 +283,9 @@ def test_approval_timeout_leaves_prod_untouched(deploy_repo: DeployRepo, hubploy
         resume_flow_run(run_id, run_input={"decision": "approve", "sha": run.parameters["sha"]})
 
 
-def test_staging_health_failure_rolls_back_and_asks_no_approval(deploy_repo: DeployRepo,
-                                                                hubploy_worker: Worker) -> None:
+def test_staging_health_failure_rolls_back_and_asks_no_approval(
+    deploy_repo: DeployRepo, hubploy_worker: Worker
+) -> None:
     repo = deploy_repo
     built = run_cli("build", repo.hub, "--check-registry", "--push", cwd=repo.work.root, env=repo.sandbox.env)
     assert built.returncode == 0, built.stderr
@@ -280,13 +302,15 @@ def test_staging_health_failure_rolls_back_and_asks_no_approval(deploy_repo: Dep
     assert f"{repo.hub}: helm upgrade of {repo.hub}-staging timed out after 2m" in run.state.message
     assert "not ready: " in run.state.message
     history = repo.revisions("staging")
-    assert (history[-1]["status"] == "deployed"
-            and f"Rollback to {good_revision}" in history[-1]["description"])
+    assert (
+        history[-1]["status"] == "deployed" and f"Rollback to {good_revision}" in history[-1]["description"]
+    )
     assert repo.revisions("prod") == []
 
 
-def test_staging_moving_on_during_the_wait_promotes_the_approved_sha(deploy_repo: DeployRepo,
-                                                                       hubploy_worker: Worker) -> None:
+def test_staging_moving_on_during_the_wait_promotes_the_approved_sha(
+    deploy_repo: DeployRepo, hubploy_worker: Worker
+) -> None:
     repo = deploy_repo
     approved = change_values(repo, "# approved\n")
     run_id = repo.start(approved)
@@ -296,8 +320,9 @@ def test_staging_moving_on_during_the_wait_promotes_the_approved_sha(deploy_repo
     run = wait_for_state(run_id, final, worker=hubploy_worker)
     assert run.state.is_completed(), run.state.message
     assert repo.prod_parents()[1] == approved
-    assert subprocess.run(["git", "-C", repo.url, "merge-base", "--is-ancestor", newer,
-                           "prod"]).returncode == 1
+    assert (
+        subprocess.run(["git", "-C", repo.url, "merge-base", "--is-ancestor", newer, "prod"]).returncode == 1
+    )
 
 
 def test_approval_survives_a_worker_restart(deploy_repo: DeployRepo, hubploy_worker: Worker) -> None:
@@ -318,7 +343,7 @@ def helm_time(text: str) -> datetime:
     """A time as `helm history -o json` prints it (nanoseconds, maybe a trailing Z)."""
     head, _, rest = text.replace("Z", "+00:00").partition(".")
     digits = re.match(r"\d*", rest).group()  # type: ignore[union-attr]
-    return datetime.fromisoformat(f"{head}.{digits[:6]}{rest[len(digits):]}" if digits else head + rest)
+    return datetime.fromisoformat(f"{head}.{digits[:6]}{rest[len(digits) :]}" if digits else head + rest)
 
 
 def report_approval_latency(run_id: UUID, repo: DeployRepo) -> None:
@@ -327,16 +352,20 @@ def report_approval_latency(run_id: UUID, repo: DeployRepo) -> None:
     running = next(s.timestamp for s in later if s.is_running())
     with get_client(sync_client=True) as client:
         tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
-    prod_task = min(t.start_time
-                    for t in tasks if t.name.startswith(f"deploy-{repo.hub}-prod") and t.start_time)
+    prod_task = min(
+        t.start_time for t in tasks if t.name.startswith(f"deploy-{repo.hub}-prod") and t.start_time
+    )
     helm = helm_time(repo.revisions("prod")[-1]["updated"])
-    print(f"\napproval latency: resume → Running {(running - resumed.timestamp).total_seconds():.2f} s, "
-          f"→ prod deploy task {(prod_task - resumed.timestamp).total_seconds():.2f} s, "
-          f"→ prod helm release {(helm - resumed.timestamp).total_seconds():.2f} s")
+    print(
+        f"\napproval latency: resume → Running {(running - resumed.timestamp).total_seconds():.2f} s, "
+        f"→ prod deploy task {(prod_task - resumed.timestamp).total_seconds():.2f} s, "
+        f"→ prod helm release {(helm - resumed.timestamp).total_seconds():.2f} s"
+    )
 
 
-def test_approval_in_the_hot_window_continues_in_the_same_process(deploy_repo: DeployRepo,
-                                                                  hubploy_worker: Worker) -> None:
+def test_approval_in_the_hot_window_continues_in_the_same_process(
+    deploy_repo: DeployRepo, hubploy_worker: Worker
+) -> None:
     repo = deploy_repo
     sha = change_values(repo, "# approved while the flow-run process waits\n")
     run_id = repo.start(sha)
@@ -352,7 +381,8 @@ def test_approval_in_the_hot_window_continues_in_the_same_process(deploy_repo: D
 
 
 def test_after_the_hot_window_the_process_exits_and_a_resume_goes_through_the_worker(
-        deploy_repo: DeployRepo, hubploy_worker: Worker) -> None:
+    deploy_repo: DeployRepo, hubploy_worker: Worker
+) -> None:
     repo = deploy_repo
     sha = change_values(repo, "# approved after the hot window\n")
     run_id = repo.start(sha, job_variables={"env": {HOT_WINDOW_ENV: "2"}})
@@ -388,8 +418,9 @@ def test_newer_push_supersedes_a_waiting_run(deploy_repo: DeployRepo, hubploy_wo
     assert repo.revisions("prod") == []
 
 
-def test_an_approval_racing_a_supersession_is_refused(deploy_repo: DeployRepo,
-                                                      hubploy_worker: Worker) -> None:
+def test_an_approval_racing_a_supersession_is_refused(
+    deploy_repo: DeployRepo, hubploy_worker: Worker
+) -> None:
     """The cancellation of a supersession lands after the resume (a newer run read this run as waiting,
     then the approval came): the run must not promote. The test holds the repository's promotion lock,
     as the superseding run does while it cancels, so the cancellation lands at that exact point."""
@@ -420,7 +451,8 @@ def test_an_approval_racing_a_supersession_is_refused(deploy_repo: DeployRepo,
 
 
 def test_a_decision_counts_only_for_the_commit_shown_and_from_a_listed_approver(
-        deploy_repo: DeployRepo, hubploy_worker: Worker) -> None:
+    deploy_repo: DeployRepo, hubploy_worker: Worker
+) -> None:
     """`approvers:` on prod (the branch the approval guards) is the list in force: the change under
     approval adds a name to it, which gains nothing. Every refused decision is logged and recorded, and
     the run asks again; the approver recorded is the one that was checked."""
@@ -431,33 +463,52 @@ def test_a_decision_counts_only_for_the_commit_shown_and_from_a_listed_approver(
     repo.work.git("push", "--quiet", "--force", repo.url, "staging:prod")  # prod lists them (same commit)
     listed = yaml.safe_load(settings.read_text())
     listed["approvers"]["prod"].append("mallory")
-    sha = repo.push({"hubploy-repo.yaml": yaml.safe_dump(listed), repo.config("common.yaml"):
-                     (repo.work.root / repo.config("common.yaml")).read_text() + "# mallory's change\n"},
-                    "mallory adds herself to the approvers")
+    sha = repo.push(
+        {
+            "hubploy-repo.yaml": yaml.safe_dump(listed),
+            repo.config("common.yaml"): (repo.work.root / repo.config("common.yaml")).read_text()
+            + "# mallory's change\n",
+        },
+        "mallory adds herself to the approvers",
+    )
     run_id = repo.start(sha)
     wait_for_state(run_id, paused, worker=hubploy_worker)
     assert "**reject** (the default)" in description(run_id)
 
     other = repo.origin_git("rev-parse", "prod")
     decide(run_id, "approve", other, "a stale form", "alice@example.org")  # names another commit
-    wait_for_state(run_id, lambda r: paused(r) and r.state.state_details.pause_key == "approval-2",
-                   worker=hubploy_worker)
+    wait_for_state(
+        run_id, lambda r: paused(r) and r.state.state_details.pause_key == "approval-2", worker=hubploy_worker
+    )
     assert f"it names commit {other[:12]}, but this run promotes {sha[:12]}" in description(run_id)
     # not on prod's list, though on the list of the change (the checkout the command runs in)
-    refused = run_cli("approve", str(run_id), "--as", "mallory", "--reason", "looks fine to me",
-                      cwd=repo.work.root)
+    refused = run_cli(
+        "approve", str(run_id), "--as", "mallory", "--reason", "looks fine to me", cwd=repo.work.root
+    )
     assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
-    assert ("refused the approval: 'mallory' may not decide prod: approvers.prod in hubploy-repo.yaml lists "
-            "alice@example.org, bob") in refused.stderr
-    run = wait_for_state(run_id, lambda r: paused(r) and r.state.state_details.pause_key == "approval-3",
-                         worker=hubploy_worker)
+    assert (
+        "refused the approval: 'mallory' may not decide prod: approvers.prod in hubploy-repo.yaml lists "
+        "alice@example.org, bob"
+    ) in refused.stderr
+    run = wait_for_state(
+        run_id, lambda r: paused(r) and r.state.state_details.pause_key == "approval-3", worker=hubploy_worker
+    )
     assert "Approval by mallory refused: 'mallory' may not decide prod" in description(run_id)
     wrong = run_cli("approve", str(run_id), "--sha", other[:10], "--as", "bob", cwd=PROJECT_ROOT)  # refused
     assert wrong.returncode == 1 and f"promotes commit {sha[:12]}, not {other[:10]}" in wrong.stderr
     assert repo.revisions("prod") == [] and repo.origin_git("rev-parse", "prod") == other
 
-    approved = run_cli("approve", str(run_id), "--sha", sha[:10], "--as", "Alice@Example.org", "--reason",
-                       "ok", cwd=PROJECT_ROOT)
+    approved = run_cli(
+        "approve",
+        str(run_id),
+        "--sha",
+        sha[:10],
+        "--as",
+        "Alice@Example.org",
+        "--reason",
+        "ok",
+        cwd=PROJECT_ROOT,
+    )
     assert approved.returncode == 0, approved.stderr
     assert f"commit {sha[:12]}" in approved.stdout
     run = wait_for_state(run_id, final, worker=hubploy_worker)
@@ -474,8 +525,9 @@ def test_a_decision_counts_only_for_the_commit_shown_and_from_a_listed_approver(
     assert any("Approval by mallory refused" in w for w in warnings), warnings
 
 
-def test_freeze_window_refuses_approval_until_it_ends(deploy_repo: DeployRepo,
-                                                      hubploy_worker: Worker) -> None:
+def test_freeze_window_refuses_approval_until_it_ends(
+    deploy_repo: DeployRepo, hubploy_worker: Worker
+) -> None:
     repo = deploy_repo
     settings = yaml.safe_load((repo.work.root / "hubploy-repo.yaml").read_text())
     settings["freeze_windows"] = [{"start": "2020-01-01", "end": "2099-01-01", "reason": "exam weeks"}]
@@ -486,8 +538,9 @@ def test_freeze_window_refuses_approval_until_it_ends(deploy_repo: DeployRepo,
     assert refused.returncode == 1
     assert "frozen (exam weeks) until 2099-01-01" in refused.stderr and "Traceback" not in refused.stderr
     decide(run_id, "approve", sha, "try anyway", "dave")
-    run = wait_for_state(run_id, lambda r: paused(r) and r.state.state_details.pause_key == "approval-2",
-                         worker=hubploy_worker)
+    run = wait_for_state(
+        run_id, lambda r: paused(r) and r.state.state_details.pause_key == "approval-2", worker=hubploy_worker
+    )
     assert "Approval by dave refused: prod is frozen (exam weeks)" in description(run.id)
     assert repo.revisions("prod") == []
     decide(run_id, "reject", sha, "wait for the window", "dave")
@@ -502,13 +555,21 @@ def test_nothing_to_deploy(deploy_repo: DeployRepo, hubploy_worker: Worker) -> N
     assert repo.revisions("staging") == []
 
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.mark.browser
-def test_approve_in_the_prefect_ui_then_prod_is_deployed(deploy_repo: DeployRepo, hubploy_worker: Worker,
-                                                          prefect_api: str, tmp_path: Path) -> None:
+def test_approve_in_the_prefect_ui_then_prod_is_deployed(
+    deploy_repo: DeployRepo, hubploy_worker: Worker, prefect_api: str, tmp_path: Path
+) -> None:
     from playwright.sync_api import sync_playwright
 
     repo = deploy_repo

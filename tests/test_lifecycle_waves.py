@@ -26,18 +26,22 @@ def waiting_for(key: str):  # type: ignore[no-untyped-def]
 
 
 def approve(run_id: UUID, approver: str) -> None:
-    done = run_cli("approve", str(run_id), "--reason", f"fine by {approver}", "--as", approver,
-                   cwd=PROJECT_ROOT)
+    done = run_cli(
+        "approve", str(run_id), "--reason", f"fine by {approver}", "--as", approver, cwd=PROJECT_ROOT
+    )
     assert done.returncode == 0, done.stderr
 
 
-def test_staging_waves_in_the_form_two_approvers_and_a_notice(deploy_repo: lc.DeployRepo,
-                                                              hubploy_worker: Worker) -> None:
+def test_staging_waves_in_the_form_two_approvers_and_a_notice(
+    deploy_repo: lc.DeployRepo, hubploy_worker: Worker
+) -> None:
     from prefect.blocks.notifications import CustomWebhookNotificationBlock
 
     repo = deploy_repo
     block = f"ops-{secrets.token_hex(3)}"
-    settings = (repo.work.root / "hubploy-repo.yaml").read_text() + f"""
+    settings = (
+        (repo.work.root / "hubploy-repo.yaml").read_text()
+        + f"""
 rollout:
   waves:
     - {{name: canary, hubs: [{repo.hub}], soak: 2s}}
@@ -47,9 +51,11 @@ notifications:
   - block: custom-webhook/{block}
     events: [approval_waiting]
 """
+    )
     with http_receiver() as receiver:
-        CustomWebhookNotificationBlock(name=block, url=f"{receiver.url}/ops",
-                                       json_data={"text": "{{subject}}: {{body}}"}).save(block)
+        CustomWebhookNotificationBlock(
+            name=block, url=f"{receiver.url}/ops", json_data={"text": "{{subject}}: {{body}}"}
+        ).save(block)
         sha = repo.push({"hubploy-repo.yaml": settings}, "waves, two approvers, notices")
         run_id = repo.start(sha)
         wait_for_state(run_id, waiting_for("approval-1"), worker=hubploy_worker)
@@ -75,8 +81,9 @@ notifications:
     assert "verified by hubploy" in repo.revisions("prod")[-1]["description"]
 
     # the same fleet from the prod branch head, on the worker: nothing to change, every hub checked
-    remote = run_cli("rollout", "prod", "--remote", "--repo-url", repo.url, cwd=repo.work.root,
-                     env={"COLUMNS": "200"})
+    remote = run_cli(
+        "rollout", "prod", "--remote", "--repo-url", repo.url, cwd=repo.work.root, env={"COLUMNS": "200"}
+    )
     assert remote.returncode == 0, remote.stdout + remote.stderr
     assert "started rollout-prod" in remote.stdout
     assert f"wave 1. canary: {repo.hub}: verify completed" in remote.stdout

@@ -28,14 +28,17 @@ from helpers.gitrepo import init_repo
 
 pytestmark = pytest.mark.sandbox
 
-AGE_RECIPIENT = next(line.split(": ", 1)[1]
-                     for line in (PROJECT_ROOT / "example-age.key").read_text().splitlines()
-                     if line.startswith("# public key: "))
+AGE_RECIPIENT = next(
+    line.split(": ", 1)[1]
+    for line in (PROJECT_ROOT / "example-age.key").read_text().splitlines()
+    if line.startswith("# public key: ")
+)
 JUPYTERHUB_CHART = PROJECT_ROOT / "sandbox" / "charts" / "jupyterhub"
 SANDBOX_IMAGES = yaml.safe_load((PROJECT_ROOT / "hub" / "values.yaml").read_text())["jupyterhub"]
 
 
 # --- a chart repository on loopback --------------------------------------------------------------------
+
 
 class ChartRepo:
     def __init__(self, directory: Path, url: str) -> None:
@@ -53,20 +56,34 @@ def chart_repo(tmp_path_factory: pytest.TempPathFactory, sandbox: Sandbox) -> It
     url = f"http://127.0.0.1:{server.server_address[1]}/"
     helm = [str(sandbox.helm_path("3"))]
     env = helm_env(tmp_path_factory.mktemp("helm-home"), sandbox)
-    subprocess.run([*helm, "package", str(JUPYTERHUB_CHART), "-d", str(directory)], env=env, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [*helm, "package", str(JUPYTERHUB_CHART), "-d", str(directory)],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     pangeo = tmp_path_factory.mktemp("pangeo-chart") / "pangeo"
     (pangeo / "charts").mkdir(parents=True)
-    (pangeo / "Chart.yaml").write_text(yaml.safe_dump({
-        "apiVersion": "v2", "name": "pangeo", "version": "21.1.0",
-        "dependencies": [{"name": "jupyterhub", "version": "4.4.0", "repository": url}]}))
+    (pangeo / "Chart.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v2",
+                "name": "pangeo",
+                "version": "21.1.0",
+                "dependencies": [{"name": "jupyterhub", "version": "4.4.0", "repository": url}],
+            }
+        )
+    )
     (pangeo / "values.yaml").write_text(
-        yaml.safe_dump({"jupyterhub": {"singleuser": {"defaultUrl": "/lab"}}}))
+        yaml.safe_dump({"jupyterhub": {"singleuser": {"defaultUrl": "/lab"}}})
+    )
     shutil.copy(directory / "jupyterhub-4.4.0.tgz", pangeo / "charts")
-    subprocess.run([*helm, "package", str(pangeo), "-d", str(directory)], env=env,
-                   check=True, capture_output=True)
-    subprocess.run([*helm, "repo", "index", str(directory), "--url", url], env=env,
-                   check=True, capture_output=True)
+    subprocess.run(
+        [*helm, "package", str(pangeo), "-d", str(directory)], env=env, check=True, capture_output=True
+    )
+    subprocess.run(
+        [*helm, "repo", "index", str(directory), "--url", url], env=env, check=True, capture_output=True
+    )
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -78,11 +95,17 @@ def chart_repo(tmp_path_factory: pytest.TempPathFactory, sandbox: Sandbox) -> It
 
 def helm_env(home: Path, sandbox: Sandbox, **extra: str) -> dict[str, str]:
     """The sandbox env with helm's cache and config in ``home`` (not the user's)."""
-    return {**sandbox.env, "HELM_CACHE_HOME": str(home / "cache"), "HELM_CONFIG_HOME": str(home / "config"),
-            "HELM_DATA_HOME": str(home / "data"), **extra}
+    return {
+        **sandbox.env,
+        "HELM_CACHE_HOME": str(home / "cache"),
+        "HELM_CONFIG_HOME": str(home / "config"),
+        "HELM_DATA_HOME": str(home / "data"),
+        **extra,
+    }
 
 
 # --- writing repositories ------------------------------------------------------------------------------
+
 
 def write(root: Path, files: dict[str, str | dict]) -> None:
     for rel, content in files.items():
@@ -97,24 +120,49 @@ def encrypt(root: Path, rel: str, content: dict, sandbox: Sandbox) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     kind = "json" if path.suffix == ".json" else "yaml"
     plain = json.dumps(content) if kind == "json" else yaml.safe_dump(content)
-    done = subprocess.run([str(sandbox.bin / "sops"), "--encrypt", "--age", AGE_RECIPIENT,
-                           "--input-type", kind,
-                           "--output-type", kind, "/dev/stdin"], input=plain, capture_output=True, text=True,
-                          env=sandbox.env, cwd=root, check=True)  # no .sops.yaml there: --age decides
+    done = subprocess.run(
+        [
+            str(sandbox.bin / "sops"),
+            "--encrypt",
+            "--age",
+            AGE_RECIPIENT,
+            "--input-type",
+            kind,
+            "--output-type",
+            kind,
+            "/dev/stdin",
+        ],
+        input=plain,
+        capture_output=True,
+        text=True,
+        env=sandbox.env,
+        cwd=root,
+        check=True,
+    )  # no .sops.yaml there: --age decides
     path.write_text(done.stdout)
 
 
-def umbrella(repo_url: str, name: str = "hub", dependency: str = "jupyterhub", version: str = "4.4.0",
-             key: str = "jupyterhub") -> dict[str, str | dict]:
+def umbrella(
+    repo_url: str,
+    name: str = "hub",
+    dependency: str = "jupyterhub",
+    version: str = "4.4.0",
+    key: str = "jupyterhub",
+) -> dict[str, str | dict]:
     """A datahub-style umbrella chart: a remote dependency, values under its key, an extra template."""
     return {
-        f"{name}/Chart.yaml": {"apiVersion": "v2", "name": name, "version": "0.1.0",
-                               "dependencies": [{"name": dependency, "version": version,
-                                                 "repository": repo_url}]},
+        f"{name}/Chart.yaml": {
+            "apiVersion": "v2",
+            "name": name,
+            "version": "0.1.0",
+            "dependencies": [{"name": dependency, "version": version, "repository": repo_url}],
+        },
         f"{name}/values.yaml": {key: {"jupyterhub": SANDBOX_IMAGES} if key == "pangeo" else SANDBOX_IMAGES},
-        f"{name}/templates/nfs-pvc.yaml": ("apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n"
-                                           "  name: home-nfs\nspec:\n  accessModes: [ReadWriteMany]\n"
-                                           "  resources: {requests: {storage: 1Mi}}\n"),
+        f"{name}/templates/nfs-pvc.yaml": (
+            "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n"
+            "  name: home-nfs\nspec:\n  accessModes: [ReadWriteMany]\n"
+            "  resources: {requests: {storage: 1Mi}}\n"
+        ),
     }
 
 
@@ -123,45 +171,89 @@ def datahub(root: Path, chart_repo: ChartRepo, sandbox: Sandbox) -> Path:
     hub, a second hub that builds from the first hub's image dir and shares its key by a symlink, a third
     with a pinned v1 image and keyless GKE access, a cookiecutter template dir that is no hub, a leftover
     block of another provider, a file in config/ hubploy does not read."""
-    gke = {"provider": "gcloud", "gcloud": {"project": "ucb-datahub-2018", "cluster": "fall-2019",
-                                            "zone": "us-central1", "service_key": "gke-key.json"}}
-    write(root, {
-        **umbrella(chart_repo.url),
-        "hubploy-repo.yaml": {"chart": "hub", "secrets": {"age_key_file": "example-age.key"}},
-        "deployments/datahub/hubploy.yaml": {
-            "images": {"images": [{"name": "us-central1-docker.pkg.dev/ucb-datahub-2018/user-images/datahub",
-                                   "path": "images/default"}]},
-            "cluster": {**gke, "aws": {"zone": "us-west-2"}}},  # another provider's leftover: never read
-        "deployments/datahub/images/default/Dockerfile": "FROM jupyter/scipy-notebook:2024-10-07\n",
-        "deployments/datahub/config/common.yaml": {"jupyterhub": {"singleuser": {"memory": {"limit": "2G"}},
-                                                                  "hub": {"config": {"JupyterHub": {
-                                                                      "authenticator_class": "dummy"}}}}},
-        "deployments/datahub/config/staging.yaml": {"jupyterhub": {"ingress": {
-            "enabled": True, "hosts": ["staging.datahub.org"]}}},
-        "deployments/datahub/config/prod.yaml": {"jupyterhub": {"ingress": {"enabled": True,
-                                                                            "hosts": ["datahub.org"]}}},
-        "deployments/datahub/config/filestore/squash-flags.json": "{\"not\": \"read by hubploy\"}\n",
-        "deployments/data100/hubploy.yaml": {
-            "images": {"images": [{"name": "us-central1-docker.pkg.dev/ucb-datahub-2018/user-images/data100",
-                                   "path": "../datahub/images/default"}]},
-            "cluster": gke},
-        "deployments/data100/config/common.yaml": {"jupyterhub": {"singleuser": {"defaultUrl": "/tree"}}},
-        "deployments/data8/hubploy.yaml": {  # the v1 form: the tag pinned by the image repository's bot
-            "images": {"images": [
-                {"name": "us-central1-docker.pkg.dev/ucb-datahub-2018/user-images/data8:511c4637d7"}]},
-            "cluster": {"provider": "gcloud",
-                        "gcloud": {k: v for k, v in gke["gcloud"].items() if k != "service_key"}},
-            "environments": ["staging", "prod"]},
-        "deployments/template/{{cookiecutter.hub_name}}/config/common.yaml":
-            "jupyterhub: {{ cookiecutter.x }}\n",
-        "deployments/template/cookiecutter.json": "{\"hub_name\": \"newhub\"}\n",
-    })
+    gke = {
+        "provider": "gcloud",
+        "gcloud": {
+            "project": "ucb-datahub-2018",
+            "cluster": "fall-2019",
+            "zone": "us-central1",
+            "service_key": "gke-key.json",
+        },
+    }
+    write(
+        root,
+        {
+            **umbrella(chart_repo.url),
+            "hubploy-repo.yaml": {"chart": "hub", "secrets": {"age_key_file": "example-age.key"}},
+            "deployments/datahub/hubploy.yaml": {
+                "images": {
+                    "images": [
+                        {
+                            "name": "us-central1-docker.pkg.dev/ucb-datahub-2018/user-images/datahub",
+                            "path": "images/default",
+                        }
+                    ]
+                },
+                "cluster": {**gke, "aws": {"zone": "us-west-2"}},
+            },  # another provider's leftover: never read
+            "deployments/datahub/images/default/Dockerfile": "FROM jupyter/scipy-notebook:2024-10-07\n",
+            "deployments/datahub/config/common.yaml": {
+                "jupyterhub": {
+                    "singleuser": {"memory": {"limit": "2G"}},
+                    "hub": {"config": {"JupyterHub": {"authenticator_class": "dummy"}}},
+                }
+            },
+            "deployments/datahub/config/staging.yaml": {
+                "jupyterhub": {"ingress": {"enabled": True, "hosts": ["staging.datahub.org"]}}
+            },
+            "deployments/datahub/config/prod.yaml": {
+                "jupyterhub": {"ingress": {"enabled": True, "hosts": ["datahub.org"]}}
+            },
+            "deployments/datahub/config/filestore/squash-flags.json": '{"not": "read by hubploy"}\n',
+            "deployments/data100/hubploy.yaml": {
+                "images": {
+                    "images": [
+                        {
+                            "name": "us-central1-docker.pkg.dev/ucb-datahub-2018/user-images/data100",
+                            "path": "../datahub/images/default",
+                        }
+                    ]
+                },
+                "cluster": gke,
+            },
+            "deployments/data100/config/common.yaml": {"jupyterhub": {"singleuser": {"defaultUrl": "/tree"}}},
+            "deployments/data8/hubploy.yaml": {  # the v1 form: the tag pinned by the image repository's bot
+                "images": {
+                    "images": [
+                        {"name": "us-central1-docker.pkg.dev/ucb-datahub-2018/user-images/data8:511c4637d7"}
+                    ]
+                },
+                "cluster": {
+                    "provider": "gcloud",
+                    "gcloud": {k: v for k, v in gke["gcloud"].items() if k != "service_key"},
+                },
+                "environments": ["staging", "prod"],
+            },
+            "deployments/template/{{cookiecutter.hub_name}}/config/common.yaml": (
+                "jupyterhub: {{ cookiecutter.x }}\n"
+            ),
+            "deployments/template/cookiecutter.json": '{"hub_name": "newhub"}\n',
+        },
+    )
     for hub in ("datahub", "data100", "data8"):
         for env_name in ("staging", "prod"):
-            encrypt(root, f"deployments/{hub}/secrets/{env_name}.yaml",
-                    {"jupyterhub": {"proxy": {"secretToken": f"{hub}-{env_name}-" + "0" * 40}}}, sandbox)
-    encrypt(root, "deployments/datahub/secrets/gke-key.json", {"type": "service_account", "private_key": "k"},
-            sandbox)
+            encrypt(
+                root,
+                f"deployments/{hub}/secrets/{env_name}.yaml",
+                {"jupyterhub": {"proxy": {"secretToken": f"{hub}-{env_name}-" + "0" * 40}}},
+                sandbox,
+            )
+    encrypt(
+        root,
+        "deployments/datahub/secrets/gke-key.json",
+        {"type": "service_account", "private_key": "k"},
+        sandbox,
+    )
     (root / "deployments/data100/secrets/gke-key.json").symlink_to("../../datahub/secrets/gke-key.json")
     shutil.copy(PROJECT_ROOT / "example-age.key", root)
     return root
@@ -175,25 +267,39 @@ def hubploy_template(root: Path, chart_repo: ChartRepo, sandbox: Sandbox) -> Pat
     assert isinstance(requirements, dict)
     chart["hub/requirements.yaml"] = {"dependencies": requirements.pop("dependencies")}
     requirements["apiVersion"] = "v1"
-    write(root, {
-        **chart,
-        "hubploy-repo.yaml": {"secrets": {"allow_plaintext": True}},
-        "deployments/myhub/hubploy.yaml": {
-            "images": {"image_name": "gcr.io/my-project/myhub-user",
-                       "registry": {"provider": "gcloud", "gcloud": {"project": "my-project",
-                                                                      "service_key": "registry-key.json"}}},
-            "cluster": {"provider": "gcloud", "gcloud": {"project": "my-project", "cluster": "myhub-cluster",
-                                                         "zone": "us-central1-b",
-                                                         "service_key": "deployer.json"}}},
-        "deployments/myhub/image/environment.yml": "dependencies: [python=3.11, numpy]\n",
-        "deployments/myhub/image/Dockerfile": "FROM jupyter/base-notebook\n",
-        "deployments/myhub/config/common.yaml": {"jupyterhub": {"singleuser": {"defaultUrl": "/lab"}}},
-        "deployments/myhub/secrets/staging.yaml": {"jupyterhub": {"proxy": {"secretToken": "a" * 64}}},
-        "deployments/myhub/secrets/prod.yaml": {"jupyterhub": {"proxy": {"secretToken": "b" * 64}}},
-        "deployments/myhub/secrets/registry-key.json": "{\"type\": \"service_account\"}\n",
-        "deployments/myhub/secrets/deployer.json": "{\"type\": \"service_account\"}\n",
-        ".gitattributes": "deployments/*/secrets/** filter=git-crypt diff=git-crypt\n",
-    })
+    write(
+        root,
+        {
+            **chart,
+            "hubploy-repo.yaml": {"secrets": {"allow_plaintext": True}},
+            "deployments/myhub/hubploy.yaml": {
+                "images": {
+                    "image_name": "gcr.io/my-project/myhub-user",
+                    "registry": {
+                        "provider": "gcloud",
+                        "gcloud": {"project": "my-project", "service_key": "registry-key.json"},
+                    },
+                },
+                "cluster": {
+                    "provider": "gcloud",
+                    "gcloud": {
+                        "project": "my-project",
+                        "cluster": "myhub-cluster",
+                        "zone": "us-central1-b",
+                        "service_key": "deployer.json",
+                    },
+                },
+            },
+            "deployments/myhub/image/environment.yml": "dependencies: [python=3.11, numpy]\n",
+            "deployments/myhub/image/Dockerfile": "FROM jupyter/base-notebook\n",
+            "deployments/myhub/config/common.yaml": {"jupyterhub": {"singleuser": {"defaultUrl": "/lab"}}},
+            "deployments/myhub/secrets/staging.yaml": {"jupyterhub": {"proxy": {"secretToken": "a" * 64}}},
+            "deployments/myhub/secrets/prod.yaml": {"jupyterhub": {"proxy": {"secretToken": "b" * 64}}},
+            "deployments/myhub/secrets/registry-key.json": '{"type": "service_account"}\n',
+            "deployments/myhub/secrets/deployer.json": '{"type": "service_account"}\n',
+            ".gitattributes": "deployments/*/secrets/** filter=git-crypt diff=git-crypt\n",
+        },
+    )
     return root
 
 
@@ -202,26 +308,43 @@ def pangeo(root: Path, chart_repo: ChartRepo, sandbox: Sandbox) -> Path:
     jupyterhub (values under pangeo.jupyterhub), the legacy aws keys (project, zone) with the account id a
     YAML number, image_config_path, and the secrets in a repository-level secrets submodule."""
     aws = {"project": 783380859522, "zone": "us-west-2"}
-    write(root, {
-        **umbrella(chart_repo.url, name="pangeo-deploy", dependency="pangeo", version="21.1.0", key="pangeo"),
-        "hubploy-repo.yaml": {"chart": "pangeo-deploy", "secrets": {"age_key_file": "example-age.key"}},
-        "deployments/icesat2/hubploy.yaml": {
-            "images": {"image_name": "783380859522.dkr.ecr.us-west-2.amazonaws.com/pangeo",
-                       "image_config_path": "pangeo.jupyterhub.singleuser.image",
-                       "registry": {"provider": "aws", "aws": {**aws, "service_key": "aws-creds.yaml"}}},
-            "cluster": {"provider": "aws", "aws": {**aws,
-                                                   "cluster": "pangeo", "service_key": "aws-creds.yaml"}}},
-        "deployments/icesat2/image/Dockerfile": "FROM pangeo/pangeo-notebook:2020.10.26\n",
-        "deployments/icesat2/config/common.yaml": {"pangeo": {"jupyterhub": {"singleuser": {
-            "memory": {"limit": "8G"}}}}},
-    })
-    encrypt(root, "deployments/icesat2/secrets/aws-creds.yaml",
-            {"creds": {"aws_access_key_id": "AKIAEXAMPLE",
-                       "aws_secret_access_key": "example-secret-key"}}, sandbox)
+    write(
+        root,
+        {
+            **umbrella(
+                chart_repo.url, name="pangeo-deploy", dependency="pangeo", version="21.1.0", key="pangeo"
+            ),
+            "hubploy-repo.yaml": {"chart": "pangeo-deploy", "secrets": {"age_key_file": "example-age.key"}},
+            "deployments/icesat2/hubploy.yaml": {
+                "images": {
+                    "image_name": "783380859522.dkr.ecr.us-west-2.amazonaws.com/pangeo",
+                    "image_config_path": "pangeo.jupyterhub.singleuser.image",
+                    "registry": {"provider": "aws", "aws": {**aws, "service_key": "aws-creds.yaml"}},
+                },
+                "cluster": {
+                    "provider": "aws",
+                    "aws": {**aws, "cluster": "pangeo", "service_key": "aws-creds.yaml"},
+                },
+            },
+            "deployments/icesat2/image/Dockerfile": "FROM pangeo/pangeo-notebook:2020.10.26\n",
+            "deployments/icesat2/config/common.yaml": {
+                "pangeo": {"jupyterhub": {"singleuser": {"memory": {"limit": "8G"}}}}
+            },
+        },
+    )
+    encrypt(
+        root,
+        "deployments/icesat2/secrets/aws-creds.yaml",
+        {"creds": {"aws_access_key_id": "AKIAEXAMPLE", "aws_secret_access_key": "example-secret-key"}},
+        sandbox,
+    )
     for env_name in ("staging", "prod"):  # the secrets submodule's layout
-        encrypt(root, f"secrets/deployments/icesat2/secrets/{env_name}.yaml",
-                {"pangeo": {"jupyterhub": {"proxy": {"secretToken": f"icesat2-{env_name}-" + "1" * 40}}}},
-                sandbox)
+        encrypt(
+            root,
+            f"secrets/deployments/icesat2/secrets/{env_name}.yaml",
+            {"pangeo": {"jupyterhub": {"proxy": {"secretToken": f"icesat2-{env_name}-" + "1" * 40}}}},
+            sandbox,
+        )
     shutil.copy(PROJECT_ROOT / "example-age.key", root)
     return root
 
@@ -242,6 +365,7 @@ def make_repo(tmp_path: Path, chart_repo: ChartRepo, sandbox: Sandbox) -> Callab
         env = helm_env(tmp_path / "helm-home", sandbox)
         env.pop("SOPS_AGE_KEY_FILE", None)  # only what the repository names
         return root, env
+
     return make
 
 
@@ -253,6 +377,7 @@ def _one_error(result: subprocess.CompletedProcess[str]) -> str:
 
 
 # --- every valid shape is accepted -----------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("shape", list(SHAPES))
 def test_validate_and_render_accept_the_shape(shape: str, make_repo) -> None:  # type: ignore[no-untyped-def]
@@ -274,11 +399,14 @@ def test_a_typo_under_the_wrapped_jupyterhub_is_caught_with_file_and_line(make_r
     common = root / "deployments/icesat2/config/common.yaml"
     common.write_text("pangeo:\n  jupyterhub:\n    singleuser:\n      memroy: {limit: 8G}\n")
     line = _one_error(run_cli("validate", cwd=root, env=env))
-    assert ("deployments/icesat2/config/common.yaml:4: pangeo.jupyterhub.singleuser.memroy: unknown key: the "
-            "jupyterhub chart's values schema allows no `memroy` here; did you mean `memory`?") in line
+    assert (
+        "deployments/icesat2/config/common.yaml:4: pangeo.jupyterhub.singleuser.memroy: unknown key: the "
+        "jupyterhub chart's values schema allows no `memroy` here; did you mean `memory`?"
+    ) in line
 
 
 # --- what resolves outside the repository is refused --------------------------------------------------
+
 
 def test_a_key_symlinked_out_of_the_repository_is_refused(make_repo, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     root, env = make_repo("datahub")
@@ -297,14 +425,19 @@ def test_an_image_dir_outside_the_repository_is_refused(make_repo) -> None:  # t
     hub_file = root / "deployments/data100/hubploy.yaml"
     hub_file.write_text(hub_file.read_text().replace("../datahub/images/default", "../../../images/default"))
     errors = _one_error(run_cli("validate", "data100", cwd=root, env=env))
-    assert ("images.images[0].path: image path '../../../images/default' resolves outside the "
-            "repository") in errors
+    assert (
+        "images.images[0].path: image path '../../../images/default' resolves outside the repository"
+    ) in errors
 
 
 # --- secrets that cannot be decrypted, chart repositories that cannot be reached ------------------------
 
-def test_undecryptable_secrets_are_one_line_and_no_decrypt_checks_the_rest(make_repo, tmp_path: Path,  # type: ignore[no-untyped-def]
-                                                                          sandbox: Sandbox) -> None:
+
+def test_undecryptable_secrets_are_one_line_and_no_decrypt_checks_the_rest(
+    make_repo,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+    sandbox: Sandbox,
+) -> None:
     root, env = make_repo("datahub")
     (root / "hubploy-repo.yaml").write_text("chart: hub\n")  # no key at all
     env = {**env, "HOME": str(tmp_path / "home")}  # nor sops's default key file
@@ -313,8 +446,12 @@ def test_undecryptable_secrets_are_one_line_and_no_decrypt_checks_the_rest(make_
     assert "hubploy validate --no-decrypt" in errors
     assert run_cli("validate", "--no-decrypt", cwd=root, env=env).returncode == 0
     secret = root / "deployments/datahub/secrets/staging.yaml"
-    encrypt(root, "deployments/datahub/secrets/staging.yaml",
-            {"jupyterhub": {"proxy": {"secretTokn": "x" * 64}}}, sandbox)
+    encrypt(
+        root,
+        "deployments/datahub/secrets/staging.yaml",
+        {"jupyterhub": {"proxy": {"secretTokn": "x" * 64}}},
+        sandbox,
+    )
     errors = _one_error(run_cli("validate", "--no-decrypt", cwd=root, env=env))
     assert "deployments/datahub/secrets/staging.yaml:3: jupyterhub.proxy.secretTokn: unknown key" in errors
     assert "x" * 64 not in errors and secret.is_file()
@@ -331,6 +468,7 @@ def test_a_chart_repository_that_cannot_be_reached_is_named_with_the_cause(make_
     chart_file.write_text(yaml.safe_dump(chart, sort_keys=False))
     for argv in (["validate"], ["render", "datahub", "staging"]):
         errors = _one_error(run_cli(*argv, cwd=root, env=env))
-        assert (f"dependencies[0].repository: cannot fetch jupyterhub 4.4.0 from chart repository "
-                f"{unreachable}: ") in errors, errors
+        assert (
+            f"dependencies[0].repository: cannot fetch jupyterhub 4.4.0 from chart repository {unreachable}: "
+        ) in errors, errors
         assert "connection refused" in errors, errors

@@ -22,14 +22,17 @@ BROKEN = "images: [this is not\n"  # not even YAML
 @pytest.fixture
 def repo(tmp_path: Path) -> Repo:
     repo = init_repo(tmp_path / "repo")
-    repo.commit({
-        "hub/Chart.yaml": "apiVersion: v2\nname: hub\nversion: 0.1.0\n",
-        "deployments/alpha/hubploy.yaml": HUB.format(name="alpha"),
-        "deployments/alpha/image/Dockerfile": "FROM scratch\n",
-        "deployments/beta/hubploy.yaml": HUB.format(name="beta"),
-        "deployments/beta/image/Dockerfile": "FROM scratch\n",
-        "deployments/broken/hubploy.yaml": BROKEN,
-    }, "three hubs, one broken")
+    repo.commit(
+        {
+            "hub/Chart.yaml": "apiVersion: v2\nname: hub\nversion: 0.1.0\n",
+            "deployments/alpha/hubploy.yaml": HUB.format(name="alpha"),
+            "deployments/alpha/image/Dockerfile": "FROM scratch\n",
+            "deployments/beta/hubploy.yaml": HUB.format(name="beta"),
+            "deployments/beta/image/Dockerfile": "FROM scratch\n",
+            "deployments/broken/hubploy.yaml": BROKEN,
+        },
+        "three hubs, one broken",
+    )
     return repo
 
 
@@ -39,14 +42,21 @@ def plan(repo: Repo, base: str) -> Plan:
 
 
 def test_only_the_touched_hubs_are_loaded_and_a_broken_untouched_hub_is_no_obstacle(
-        repo: Repo, monkeypatch: pytest.MonkeyPatch) -> None:
+    repo: Repo, monkeypatch: pytest.MonkeyPatch
+) -> None:
     base = repo.head()
-    repo.commit({"deployments/alpha/image/Dockerfile": "FROM scratch\nRUN true\n",
-                 "secrets/deployments/beta/secrets/prod.yaml": "x: 1\n"}, "alpha's image, beta's secrets")
+    repo.commit(
+        {
+            "deployments/alpha/image/Dockerfile": "FROM scratch\nRUN true\n",
+            "secrets/deployments/beta/secrets/prod.yaml": "x: 1\n",
+        },
+        "alpha's image, beta's secrets",
+    )
     loaded: list[str] = []
     real = DeploymentRepo.try_load_hub
-    monkeypatch.setattr(DeploymentRepo, "try_load_hub",
-                        lambda self, name: loaded.append(name) or real(self, name))
+    monkeypatch.setattr(
+        DeploymentRepo, "try_load_hub", lambda self, name: loaded.append(name) or real(self, name)
+    )
 
     result = plan(repo, base)
 

@@ -43,8 +43,16 @@ def test_secrets_submodule_path_selects_hub() -> None:
 
 
 def test_image_dirs_reported() -> None:
-    plan = plan_changes(["deployments/alpha/images/user/environment.yml",
-                         "deployments/alpha/config/prod.yaml", "deployments/beta/image/Dockerfile"], HUBS,
-                        image_dirs={"alpha": ["images/user", "images/hub"], "beta": ["image"]})
-    assert [(h.hub, h.images_changed) for h in plan.hubs] == [("alpha", ("images/user",)),
-                                                              ("beta", ("image",))]
+    plan = plan_changes(
+        [
+            "deployments/alpha/images/user/environment.yml",
+            "deployments/alpha/config/prod.yaml",
+            "deployments/beta/image/Dockerfile",
+        ],
+        HUBS,
+        image_dirs={"alpha": ["images/user", "images/hub"], "beta": ["image"]},
+    )
+    assert [(h.hub, h.images_changed) for h in plan.hubs] == [
+        ("alpha", ("images/user",)),
+        ("beta", ("image",)),
+    ]

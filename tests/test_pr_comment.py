@@ -33,18 +33,42 @@ CHECKSUM = ("spec", "template", "metadata", "annotations", "checksum/secret")
 
 
 def _manifest(course: str, token: str, checksum: str, *, hook: bool = False) -> str:
-    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hub", "namespace": "h-staging"},
-              "data": {"token": base64.b64encode(token.encode()).decode()}}
-    deployment = {"apiVersion": "apps/v1", "kind": "Deployment",
-                  "metadata": {"name": "hub", "namespace": "h-staging"},
-                  "spec": {"template": {"metadata": {"annotations": {"checksum/secret": checksum}},
-                                        "spec": {"containers": [{"name": "hub", "env": [
-                                            {"name": "COURSE", "value": course},
-                                            {"name": "API_TOKEN", "value": token}]}]}}}}
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "hub", "namespace": "h-staging"},
+        "data": {"token": base64.b64encode(token.encode()).decode()},
+    }
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "hub", "namespace": "h-staging"},
+        "spec": {
+            "template": {
+                "metadata": {"annotations": {"checksum/secret": checksum}},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "hub",
+                            "env": [
+                                {"name": "COURSE", "value": course},
+                                {"name": "API_TOKEN", "value": token},
+                            ],
+                        }
+                    ]
+                },
+            }
+        },
+    }
     docs = [secret, deployment]
     if hook:
-        docs.append({"apiVersion": "v1", "kind": "Pod", "metadata": {
-            "name": "pull", "annotations": {"helm.sh/hook": "pre-install"}}})
+        docs.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "pull", "annotations": {"helm.sh/hook": "pre-install"}},
+            }
+        )
     return "".join("---\n" + yaml.safe_dump(d) for d in docs)
 
 
@@ -83,9 +107,13 @@ def test_a_change_shows_its_lines_and_no_secret_of_either_side() -> None:
 
 
 def test_secret_strings_at_the_secret_files_keys_of_a_running_release() -> None:
-    running = {"jupyterhub": {"proxy": {"secretToken": "s3cret-one"}, "hub": {"db": {"password": "pw-two",
-                                                                                      "user": {"n": "u3"}}},
-                              "singleuser": {"defaultUrl": "/lab"}}}
+    running = {
+        "jupyterhub": {
+            "proxy": {"secretToken": "s3cret-one"},
+            "hub": {"db": {"password": "pw-two", "user": {"n": "u3"}}},
+            "singleuser": {"defaultUrl": "/lab"},
+        }
+    }
     paths = [("jupyterhub", "proxy", "secretToken"), ("jupyterhub", "hub", "db"), ("jupyterhub", "absent")]
     assert secret_strings_at(running, paths) == ["s3cret-one", "pw-two", "u3"]
 
@@ -99,26 +127,45 @@ def _fences_closed(body: str) -> bool:
 
 
 def _plan(*hubs: str) -> Plan:
-    return Plan(tuple(HubPlan(h, (f"deployments/{h}/config/common.yaml",), ("image",) if h == "b" else ())
-                      for h in hubs))
+    return Plan(
+        tuple(
+            HubPlan(h, (f"deployments/{h}/config/common.yaml",), ("image",) if h == "b" else ()) for h in hubs
+        )
+    )
 
 
 def _changed(hub: str, env: str, lines: int, word: str = "x") -> ReleaseReview:
-    diff = "\n".join(["--- running", "+++ this pull request", "@@ -1 +1 @@",
-                      *[f"{'+-'[n % 2]}line {word} {n}" for n in range(lines)]])
+    diff = "\n".join(
+        [
+            "--- running",
+            "+++ this pull request",
+            "@@ -1 +1 @@",
+            *[f"{'+-'[n % 2]}line {word} {n}" for n in range(lines)],
+        ]
+    )
     return ReleaseReview(hub, env, f"{hub}-{env}", ReleaseState.changed, diff=diff)
 
 
 def _review(**overrides) -> PrReview:  # type: ignore[no-untyped-def]
-    releases = (_changed("a", "staging", 4), ReleaseReview("a", "prod", "a-prod", ReleaseState.unchanged),
-                ReleaseReview("b", "staging", "b-staging", ReleaseState.not_deployed,
-                              message="a first deploy creates 9 resources"),
-                _changed("b", "prod", COLLAPSE_LINES + 5))
-    builds = (ImageBuild("b", "localhost:5000/b-user", "abc1234", BuildResult.built, "not in the registry"),
-              ImageBuild("a", "localhost:5000/a-user", "def5678", BuildResult.skipped,
-                         "already in the registry"))
-    return PrReview(**{"sha": SHA, "plan": _plan("a", "b"), "builds": builds, "releases": releases,
-                       **overrides})
+    releases = (
+        _changed("a", "staging", 4),
+        ReleaseReview("a", "prod", "a-prod", ReleaseState.unchanged),
+        ReleaseReview(
+            "b",
+            "staging",
+            "b-staging",
+            ReleaseState.not_deployed,
+            message="a first deploy creates 9 resources",
+        ),
+        _changed("b", "prod", COLLAPSE_LINES + 5),
+    )
+    builds = (
+        ImageBuild("b", "localhost:5000/b-user", "abc1234", BuildResult.built, "not in the registry"),
+        ImageBuild("a", "localhost:5000/a-user", "def5678", BuildResult.skipped, "already in the registry"),
+    )
+    return PrReview(
+        **{"sha": SHA, "plan": _plan("a", "b"), "builds": builds, "releases": releases, **overrides}
+    )
 
 
 def test_the_body_holds_every_section_in_order() -> None:
@@ -130,8 +177,17 @@ def test_the_body_holds_every_section_in_order() -> None:
     assert "#### Validation\n\nNo problems found." in body
     assert "1 built, 1 skipped, 0 failed; a pull request's images are never pushed." in body
     assert "| b | `localhost:5000/b-user:abc1234` | built | not in the registry |" in body
-    positions = [body.index(s) for s in ("#### Plan", "#### Validation", "#### Images",
-                                         "#### Changes against what runs now", "**a**", "**b**")]
+    positions = [
+        body.index(s)
+        for s in (
+            "#### Plan",
+            "#### Validation",
+            "#### Images",
+            "#### Changes against what runs now",
+            "**a**",
+            "**b**",
+        )
+    ]
     assert positions == sorted(positions)
 
 
@@ -140,8 +196,12 @@ def test_each_release_is_worded_by_its_state_and_long_diffs_are_collapsed() -> N
     assert "- staging (`a-staging`): changed, +2 −2 lines\n\n```diff\n--- running" in body
     assert "- prod (`a-prod`): no change" in body
     assert "- staging (`b-staging`): not deployed yet: a first deploy creates 9 resources" in body
-    collapsed = re.search(r"<details><summary>prod \(<code>b-prod</code>\): changed, \+13 −12 lines</summary>"
-                          r"\n\n```diff\n(.*?)\n```\n\n</details>", body, re.DOTALL)
+    collapsed = re.search(
+        r"<details><summary>prod \(<code>b-prod</code>\): changed, \+13 −12 lines</summary>"
+        r"\n\n```diff\n(.*?)\n```\n\n</details>",
+        body,
+        re.DOTALL,
+    )
     assert collapsed and collapsed.group(1).count("\n") == COLLAPSE_LINES + 5 + 2
     assert "<details>" not in body.split("**b**")[0]  # the short diff is shown as it is
 
@@ -151,13 +211,17 @@ def test_waves_are_shown_when_the_repository_has_a_rollout() -> None:
     body = comment_body(_review(rollout=rollout))
     assert "| wave | hub | why | images changed |" in body
     rows = [line for line in body.splitlines() if line.startswith(("| 1.", "| 2."))]
-    assert rows == ["| 1. canary (soak 120 s) | b | deployments/b/config/common.yaml | image |",
-                    "| 2. remaining | a | deployments/a/config/common.yaml | – |"]
+    assert rows == [
+        "| 1. canary (soak 120 s) | b | deployments/b/config/common.yaml | image |",
+        "| 2. remaining | a | deployments/a/config/common.yaml | – |",
+    ]
 
 
 def test_validate_problems_are_listed_with_file_line_and_key_and_nothing_else_follows() -> None:
-    problems = ("deployments/a/hubploy.yaml:2: images.no_such_key: Extra inputs are not permitted",
-                "deployments/a/config/common.yaml:7: jupyterhub.hub.`x`: not allowed")
+    problems = (
+        "deployments/a/hubploy.yaml:2: images.no_such_key: Extra inputs are not permitted",
+        "deployments/a/config/common.yaml:7: jupyterhub.hub.`x`: not allowed",
+    )
     body = comment_body(PrReview(SHA, _plan("a"), problems=problems, failure="2 problems"))
     assert "### hubploy: failed for `0123456789ab`" in body and "**Failed:** 2 problems" in body
     assert "#### Validation\n\n2 problem(s):\n\n```\n" + "\n".join(problems) + "\n```" in body
@@ -176,8 +240,13 @@ def test_nothing_to_deploy_has_no_tables() -> None:
 
 
 def test_a_diff_with_backticks_keeps_its_code_block_closed() -> None:
-    review = ReleaseReview("a", "staging", "a-staging", ReleaseState.changed,
-                           diff="--- running\n+++ this pull request\n+  ```python\n+  ````")
+    review = ReleaseReview(
+        "a",
+        "staging",
+        "a-staging",
+        ReleaseState.changed,
+        diff="--- running\n+++ this pull request\n+  ```python\n+  ````",
+    )
     body = comment_body(PrReview(SHA, _plan("a"), builds=(), releases=(review,)))
     assert "`````diff\n--- running" in body and "+  ````\n`````" in body
     assert "No images to build." in body
@@ -186,8 +255,14 @@ def test_a_diff_with_backticks_keeps_its_code_block_closed() -> None:
 def test_registered_secrets_are_redacted_everywhere_in_the_body() -> None:
     token = "ghs_" + secrets.token_hex(12)
     register_secret(token)
-    body = comment_body(PrReview(SHA, _plan("a"), failure=f"helm said {token}",
-                                 problems=(f"deployments/a/secrets/staging.yaml:1: x: {token}",)))
+    body = comment_body(
+        PrReview(
+            SHA,
+            _plan("a"),
+            failure=f"helm said {token}",
+            problems=(f"deployments/a/secrets/staging.yaml:1: x: {token}",),
+        )
+    )
     assert token not in body and body.count(REDACTED) == 2
 
 
@@ -199,19 +274,28 @@ def test_text_that_could_break_the_markdown_is_escaped() -> None:
 
 
 def test_a_huge_review_fits_under_githubs_limit_with_every_release_named() -> None:
-    releases = tuple(_changed(f"hub{n}", env, 3000, "y" * 20)
-                     for n in range(12) for env in ("staging", "prod"))
+    releases = tuple(
+        _changed(f"hub{n}", env, 3000, "y" * 20) for n in range(12) for env in ("staging", "prod")
+    )
     small = _changed("tiny", "staging", 6)
     problems = tuple(f"deployments/x/config/common.yaml:{n}: k: bad" for n in range(500))
-    body = comment_body(PrReview(SHA, _plan(*[f"hub{n}" for n in range(300)]), problems=problems,
-                                 releases=(small, *releases), builds=()))
+    body = comment_body(
+        PrReview(
+            SHA,
+            _plan(*[f"hub{n}" for n in range(300)]),
+            problems=problems,
+            releases=(small, *releases),
+            builds=(),
+        )
+    )
     assert len(body) <= MAX_BODY
     assert _fences_closed(body)
     assert small.diff in body  # a small diff fits in its share, whole
     for review in releases:
         assert f"<code>{review.release}</code>): changed, +1500 −1500 lines" in body
-        assert (f"not shown (this comment has room for no more): `hubploy diff {review.hub} {review.env}`"
-                in body)
+        assert (
+            f"not shown (this comment has room for no more): `hubploy diff {review.hub} {review.env}`" in body
+        )
     assert "… and 450 more problems" in body and "… and 250 more hubs" in body
     shown = [len(m) for m in re.findall(r"```diff\n(.*?)\n```", body, re.DOTALL)][1:]
     assert max(shown) - min(shown) < 200  # the long diffs share the room evenly

@@ -61,9 +61,19 @@ def _pr_branch(repo: lc.DeployRepo, files: dict[str, str], message: str) -> tupl
 
 
 def _validate(repo: lc.DeployRepo, worker: Worker, github: FakeGitHub, base: str, head: str):  # type: ignore[no-untyped-def]
-    run = run_deployment(PR_VALIDATION, timeout=0, parameters={
-        "sha": head, "base_sha": base, "pr_number": PR, "repo_url": repo.url, "repo_full_name": FULL_NAME,
-        "github_credentials_block": BLOCK, "github_api_url": github.url})
+    run = run_deployment(
+        PR_VALIDATION,
+        timeout=0,
+        parameters={
+            "sha": head,
+            "base_sha": base,
+            "pr_number": PR,
+            "repo_url": repo.url,
+            "repo_full_name": FULL_NAME,
+            "github_credentials_block": BLOCK,
+            "github_api_url": github.url,
+        },
+    )
     return wait_for_state(run.id, lambda r: r.state is not None and r.state.is_final(), worker=worker)
 
 
@@ -91,12 +101,14 @@ def _registry_tags(sandbox, image: str) -> list[str]:  # type: ignore[no-untyped
         return []
 
 
-def test_valid_pr_builds_without_push_and_reports_success(deploy_repo: lc.DeployRepo, hubploy_worker: Worker,
-                                                          github: FakeGitHub, credentials: str) -> None:
+def test_valid_pr_builds_without_push_and_reports_success(
+    deploy_repo: lc.DeployRepo, hubploy_worker: Worker, github: FakeGitHub, credentials: str
+) -> None:
     repo = deploy_repo
     hello = f"deployments/{repo.hub}/image/hello.txt"
-    base, head = _pr_branch(repo, {hello: f"changed in a PR {secrets.token_hex(4)}\n"},
-                            "change the user image")
+    base, head = _pr_branch(
+        repo, {hello: f"changed in a PR {secrets.token_hex(4)}\n"}, "change the user image"
+    )
     run = _validate(repo, hubploy_worker, github, base, head)
     assert run.state.is_completed(), run.state.message
     statuses = _statuses(github, head)
@@ -107,19 +119,24 @@ def test_valid_pr_builds_without_push_and_reports_success(deploy_repo: lc.Deploy
     [comment] = _comments(github)
     assert f"### hubploy: valid for `{head[:12]}`" in comment
     assert "**Plan:**" in comment and repo.hub in comment
-    built = re.search(rf"\| {repo.hub} \| `([^`]+):([^`:]+)` \| built \| "
-                      r"not in the registry \(not pushed\) \|", comment)
+    built = re.search(
+        rf"\| {repo.hub} \| `([^`]+):([^`:]+)` \| built \| "
+        r"not in the registry \(not pushed\) \|",
+        comment,
+    )
     assert built, comment
     image, tag = built.groups()
     assert tag not in _registry_tags(repo.sandbox, image)  # built, never pushed
     assert TOKEN not in json.dumps([r.body for r in github.requests])
 
 
-def test_invalid_pr_fails_validation_and_reports_failure(deploy_repo: lc.DeployRepo, hubploy_worker: Worker,
-                                                         github: FakeGitHub, credentials: str) -> None:
+def test_invalid_pr_fails_validation_and_reports_failure(
+    deploy_repo: lc.DeployRepo, hubploy_worker: Worker, github: FakeGitHub, credentials: str
+) -> None:
     repo = deploy_repo
-    base, head = _pr_branch(repo, {f"deployments/{repo.hub}/hubploy.yaml": "images:\n  no_such_key: 1\n"},
-                            "break hubploy.yaml")
+    base, head = _pr_branch(
+        repo, {f"deployments/{repo.hub}/hubploy.yaml": "images:\n  no_such_key: 1\n"}, "break hubploy.yaml"
+    )
     run = _validate(repo, hubploy_worker, github, base, head)
     assert (run.state.type.value, run.state.name) == ("FAILED", "ValidationFailed"), run.state.message
     assert "hubploy.yaml" in run.state.message
@@ -128,28 +145,42 @@ def test_invalid_pr_fails_validation_and_reports_failure(deploy_repo: lc.DeployR
     assert f"### hubploy: failed for `{head[:12]}`" in comment and "hubploy.yaml" in comment
 
 
-def test_unreachable_github_does_not_fail_the_validation(deploy_repo: lc.DeployRepo, hubploy_worker: Worker,
-                                                         credentials: str) -> None:
+def test_unreachable_github_does_not_fail_the_validation(
+    deploy_repo: lc.DeployRepo, hubploy_worker: Worker, credentials: str
+) -> None:
     repo = deploy_repo
     base, head = _pr_branch(repo, {"README.md": "docs\n"}, "docs only")
-    run = run_deployment(PR_VALIDATION, timeout=0, parameters={
-        "sha": head, "base_sha": base, "pr_number": PR, "repo_url": repo.url, "repo_full_name": FULL_NAME,
-        "github_credentials_block": BLOCK, "github_api_url": "http://127.0.0.1:1"})
+    run = run_deployment(
+        PR_VALIDATION,
+        timeout=0,
+        parameters={
+            "sha": head,
+            "base_sha": base,
+            "pr_number": PR,
+            "repo_url": repo.url,
+            "repo_full_name": FULL_NAME,
+            "github_credentials_block": BLOCK,
+            "github_api_url": "http://127.0.0.1:1",
+        },
+    )
     run = wait_for_state(run.id, lambda r: r.state is not None and r.state.is_final(), worker=hubploy_worker)
     assert run.state.is_completed(), run.state.message
 
 
-def test_rejected_lifecycle_reports_pending_then_failure(deploy_repo: lc.DeployRepo, hubploy_worker: Worker,
-                                                         github: FakeGitHub, credentials: str) -> None:
+def test_rejected_lifecycle_reports_pending_then_failure(
+    deploy_repo: lc.DeployRepo, hubploy_worker: Worker, github: FakeGitHub, credentials: str
+) -> None:
     repo = deploy_repo
     sha = lc.change_values(repo, "# reported to GitHub\n")
-    run_id = repo.start(sha, repo_full_name=FULL_NAME, github_credentials_block=BLOCK,
-                        github_api_url=github.url)
+    run_id = repo.start(
+        sha, repo_full_name=FULL_NAME, github_credentials_block=BLOCK, github_api_url=github.url
+    )
     wait_for_state(run_id, lc.paused, worker=hubploy_worker)
     states = [s["state"] for s in _statuses(github, sha)]
     assert states and set(states) == {"pending"}
-    lc.resume_flow_run(run_id, run_input={"decision": "reject", "sha": sha, "reason": "not today",
-                                                  "approver": "t"})
+    lc.resume_flow_run(
+        run_id, run_input={"decision": "reject", "sha": sha, "reason": "not today", "approver": "t"}
+    )
     run = wait_for_state(run_id, lc.final, worker=hubploy_worker)
     assert run.state.name == "Rejected"
     statuses = _statuses(github, sha)
@@ -160,6 +191,7 @@ def test_rejected_lifecycle_reports_pending_then_failure(deploy_repo: lc.DeployR
 
 def _secret_strings(path: Path) -> list[str]:
     """Every string of a sops-encrypted values file, decrypted."""
+
     def leaves(node: object) -> list[str]:
         if isinstance(node, dict):
             return [s for value in node.values() for s in leaves(value)]
@@ -171,7 +203,8 @@ def _secret_strings(path: Path) -> list[str]:
 
 
 def test_one_comment_per_pr_edited_in_place_with_the_diff_against_the_running_release(
-        deploy_repo: lc.DeployRepo, hubploy_worker: Worker, github: FakeGitHub, credentials: str) -> None:
+    deploy_repo: lc.DeployRepo, hubploy_worker: Worker, github: FakeGitHub, credentials: str
+) -> None:
     repo = deploy_repo
     built = run_cli("build", repo.hub, "--check-registry", "--push", cwd=repo.work.root, env=repo.sandbox.env)
     assert built.returncode == 0, built.stderr
@@ -184,8 +217,9 @@ def test_one_comment_per_pr_edited_in_place_with_the_diff_against_the_running_re
     base = repo.work.git("rev-parse", "staging")
     repo.work.git("checkout", "--quiet", "-b", f"pr-{secrets.token_hex(3)}")
     # the deploy's dependency update wrote hub/charts/: not part of the pull request
-    first = repo.work.commit({staging: text + "# a comment changes no manifest\n",
-                              ".gitignore": "hub/charts/\n"}, "a comment")
+    first = repo.work.commit(
+        {staging: text + "# a comment changes no manifest\n", ".gitignore": "hub/charts/\n"}, "a comment"
+    )
     extra_env = f"  hub:\n    extraEnv: {{COURSE: {course}}}\n"
     second = repo.work.commit({staging: text.replace("  hub:\n", extra_env, 1)}, "set COURSE")
     repo.work.git("push", "--quiet", repo.url, "HEAD")
@@ -199,7 +233,9 @@ def test_one_comment_per_pr_edited_in_place_with_the_diff_against_the_running_re
     [ours] = [i for i, c in github.comments.items() if c["body"].startswith(MARKER)]
     writes = github.calls("POST", "PATCH")
     assert [call for call in writes if "/statuses/" not in call[1]] == [
-        ("POST", comments), ("PATCH", f"/repos/{FULL_NAME}/issues/comments/{ours}")]
+        ("POST", comments),
+        ("PATCH", f"/repos/{FULL_NAME}/issues/comments/{ours}"),
+    ]
     assert github.comments[reviewer]["body"] == "a reviewer's comment"
     posted = next(r.body["body"] for r in github.requests if (r.method, r.path) == ("POST", comments))
     assert posted.startswith(MARKER) and f"valid for `{first[:12]}`" in posted

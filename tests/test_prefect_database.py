@@ -21,13 +21,20 @@ def _flow_runs_named(database, name: str) -> int:  # type: ignore[no-untyped-def
         with sqlite3.connect(database.home / "prefect.db") as db:
             return int(db.execute(query).fetchone()[0])
     url = make_url(database.url)
-    env = child_env({"PGPASSWORD": url.password or "", "PGHOST": url.host or "", "PGPORT": str(url.port),
-                     "PGUSER": url.username or ""})
+    env = child_env(
+        {
+            "PGPASSWORD": url.password or "",
+            "PGHOST": url.host or "",
+            "PGPORT": str(url.port),
+            "PGUSER": url.username or "",
+        }
+    )
     return int(run([str(binaries() / "psql"), "-d", url.database or "", "-tAc", query], env=env).stdout)
 
 
 def test_the_prefect_server_keeps_its_runs_in_the_chosen_database(  # type: ignore[no-untyped-def]
-        prefect_api: str, prefect_database) -> None:
+    prefect_api: str, prefect_database
+) -> None:
     from prefect import flow
 
     assert prefect_database is not None, "a reused server (HUBPLOY_TEST_PREFECT_API_URL): unknown database"

@@ -45,18 +45,24 @@ def test_prefect_deploy_all_registers_every_deployment(hubploy_worker: Worker, p
         assert deployment.work_pool_name == POOL, name
         # flows run from the project directory (the default pull step); the hub config is the pushed
         # SHA, checked out by each flow itself (documented in prefect.yaml)
-        assert deployment.pull_steps == [{"prefect.deployments.steps.set_working_directory":
-                                          {"directory": str(PROJECT_ROOT)}}], name
+        assert deployment.pull_steps == [
+            {"prefect.deployments.steps.set_working_directory": {"directory": str(PROJECT_ROOT)}}
+        ], name
         if name in WITH_REPO_URL:  # "{{ $HUBPLOY_REPO_URL }}" resolved at deploy time
             assert deployment.parameters["repo_url"] == hubploy_worker.env["HUBPLOY_REPO_URL"], name
         # every run sends heartbeats often enough for the fleet deployments' runs (tagged) to be crashed and
         # retried when lost (hubploy/triggers/recovery.py)
         assert (RECOVERY_TAG in deployment.tags) == (name in RETRIED_WHEN_LOST), name
         assert deployment.job_variables == DEPLOYMENT_SETTINGS["job_variables"], name
-    crons = {name: [(s.schedule.cron, s.schedule.timezone, s.active) for s in d.schedules]
-             for name, d in deployments.items() if d.schedules}
-    assert crons == {"rebuild-images/rebuild-images": [("0 4 * * 1", "UTC", True)],
-                     "hubploy-drift-check/drift-check": [("30 5 * * *", "UTC", True)]}
+    crons = {
+        name: [(s.schedule.cron, s.schedule.timezone, s.active) for s in d.schedules]
+        for name, d in deployments.items()
+        if d.schedules
+    }
+    assert crons == {
+        "rebuild-images/rebuild-images": [("0 4 * * 1", "UTC", True)],
+        "hubploy-drift-check/drift-check": [("30 5 * * *", "UTC", True)],
+    }
     assert deployments["hubploy-lifecycle/lifecycle"].global_concurrency_limit.limit == 4
     # the declared flows take the parameters the webhook receiver sends
     schema = deployments[PROD].parameter_openapi_schema["properties"]
@@ -80,8 +86,9 @@ def test_the_documented_kubernetes_work_pool_deploys(hubploy_worker: Worker, tmp
     created = _prefect(["work-pool", "create", pool["name"], "--type", "kubernetes", "--overwrite"], env)
     assert created.returncode == 0, created.stdout + created.stderr
     try:
-        deployed = _prefect(["deploy", "--prefect-file", str(prefect_file),
-                             "--name", "lifecycle-on-kubernetes"], env)
+        deployed = _prefect(
+            ["deploy", "--prefect-file", str(prefect_file), "--name", "lifecycle-on-kubernetes"], env
+        )
         assert deployed.returncode == 0, deployed.stdout + deployed.stderr
         with get_client(sync_client=True) as client:
             deployment = client.read_deployment_by_name("hubploy-lifecycle/lifecycle-on-kubernetes")
@@ -114,13 +121,15 @@ def _final(run) -> bool:  # type: ignore[no-untyped-def]
 
 
 def test_prod_push_outside_the_lifecycle_is_deployed_then_a_broken_one_rolled_back(
-        deploy_repo: lc.DeployRepo, hubploy_worker: Worker) -> None:
+    deploy_repo: lc.DeployRepo, hubploy_worker: Worker
+) -> None:
     repo = deploy_repo
     built = run_cli("build", repo.hub, "--check-registry", "--push", cwd=repo.work.root, env=repo.sandbox.env)
     assert built.returncode == 0, built.stderr
     common = repo.work.root / repo.config("common.yaml")
-    before, sha = _push_to_prod(repo, {repo.config("common.yaml"): common.read_text() + "# hotfix\n"},
-                                "hotfix")
+    before, sha = _push_to_prod(
+        repo, {repo.config("common.yaml"): common.read_text() + "# hotfix\n"}, "hotfix"
+    )
     run = run_deployment(PROD, parameters={"sha": sha, "before": before, "repo_url": repo.url}, timeout=0)
     run = wait_for_state(run.id, _final, worker=hubploy_worker)
     assert run.state.is_completed(), run.state.message
@@ -131,8 +140,11 @@ def test_prod_push_outside_the_lifecycle_is_deployed_then_a_broken_one_rolled_ba
     good_revision = history[-1]["revision"]
     # the health check ran: the audit record says so
     with get_client(sync_client=True) as client:
-        audit = [a for a in client.read_artifacts() if a.key == f"audit-{repo.hub}-prod"
-                 and a.flow_run_id == run.id]
+        audit = [
+            a
+            for a in client.read_artifacts()
+            if a.key == f"audit-{repo.hub}-prod" and a.flow_run_id == run.id
+        ]
     assert audit and "JupyterHub version" in audit[0].data and "not checked" not in audit[0].data
 
     broken = yaml.safe_load(common.read_text())
@@ -148,11 +160,13 @@ def test_prod_push_outside_the_lifecycle_is_deployed_then_a_broken_one_rolled_ba
     assert f"Rollback to {good_revision}" in history[-1]["description"]
 
 
-def test_prod_push_that_does_not_validate_deploys_nothing(deploy_repo: lc.DeployRepo,
-                                                          hubploy_worker: Worker) -> None:
+def test_prod_push_that_does_not_validate_deploys_nothing(
+    deploy_repo: lc.DeployRepo, hubploy_worker: Worker
+) -> None:
     repo = deploy_repo
-    before, sha = _push_to_prod(repo, {f"deployments/{repo.hub}/hubploy.yaml": "images: [unclosed\n"},
-                                "broken hubploy.yaml")
+    before, sha = _push_to_prod(
+        repo, {f"deployments/{repo.hub}/hubploy.yaml": "images: [unclosed\n"}, "broken hubploy.yaml"
+    )
     run = run_deployment(PROD, parameters={"sha": sha, "before": before, "repo_url": repo.url}, timeout=0)
     run = wait_for_state(run.id, _final, worker=hubploy_worker)
     assert run.state.is_failed(), run.state.message

@@ -28,8 +28,9 @@ def test_sandbox_up_says_what_each_part_does_and_the_total_time(sandbox) -> None
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     for part in ("etcd", "kube-apiserver", "registry"):
-        assert any(re.match(rf"{part}: (already running \(pid \d+\)|ready in \d+\.\d s)", line)
-                   for line in lines), part
+        assert any(
+            re.match(rf"{part}: (already running \(pid \d+\)|ready in \d+\.\d s)", line) for line in lines
+        ), part
     assert re.search(r"^sandbox ready in \d+\.\d s", result.stdout, re.MULTILINE)
     # a fresh start's per-part "ready in N s" lines:
     # tests/test_sandbox_cli.py::test_up_is_idempotent_and_down_stops_everything
@@ -54,8 +55,12 @@ def test_build_and_deploy_print_progress_lines(deploy_repo: lc.DeployRepo) -> No
     assert deployed.returncode == 0, deployed.stderr
     text = deployed.stdout + deployed.stderr
     release = f"{repo.hub}-staging"
-    for line in ("images present:", f"helm upgrade {release} in {release}",
-                 f"health check of {release} passed", f"deployed {release} revision 1"):
+    for line in (
+        "images present:",
+        f"helm upgrade {release} in {release}",
+        f"health check of {release} passed",
+        f"deployed {release} revision 1",
+    ):
         assert line in text, text
 
 
@@ -64,8 +69,12 @@ def _all_logs(flow_run_id):  # type: ignore[no-untyped-def]
     logs: list = []
     with get_client(sync_client=True) as client:
         while True:
-            page = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])),
-                                    sort=LogSort.TIMESTAMP_ASC, limit=200, offset=len(logs))
+            page = client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])),
+                sort=LogSort.TIMESTAMP_ASC,
+                limit=200,
+                offset=len(logs),
+            )
             logs += page
             if len(page) < 200:
                 return logs
@@ -73,20 +82,28 @@ def _all_logs(flow_run_id):  # type: ignore[no-untyped-def]
 
 @pytest.mark.sandbox
 @pytest.mark.prefect
-def test_a_deploy_run_streams_its_progress_into_prefect_logs(deploy_repo: lc.DeployRepo,
-                                                              hubploy_worker: Worker) -> None:
+def test_a_deploy_run_streams_its_progress_into_prefect_logs(
+    deploy_repo: lc.DeployRepo, hubploy_worker: Worker
+) -> None:
     repo = deploy_repo
     built = run_cli("build", repo.hub, "--check-registry", "--push", cwd=repo.work.root, env=repo.sandbox.env)
     assert built.returncode == 0, built.stderr
     common = repo.work.root / repo.config("common.yaml")
     before, sha = _push_to_prod(repo, {repo.config("common.yaml"): common.read_text() + "# logs\n"}, "logs")
-    run = run_deployment("hubploy-prod-deploy/prod-deploy", timeout=0,
-                         parameters={"sha": sha, "before": before, "repo_url": repo.url})
+    run = run_deployment(
+        "hubploy-prod-deploy/prod-deploy",
+        timeout=0,
+        parameters={"sha": sha, "before": before, "repo_url": repo.url},
+    )
     run = wait_for_state(run.id, lambda r: r.state is not None and r.state.is_final(), worker=hubploy_worker)
     assert run.state.is_completed(), run.state.message
     release = f"{repo.hub}-prod"
-    wanted = ("images present:", f"helm upgrade {release} in {release}",
-              f"health check of {release} passed", f"deployed {release} revision 1")
+    wanted = (
+        "images present:",
+        f"helm upgrade {release} in {release}",
+        f"health check of {release} passed",
+        f"deployed {release} revision 1",
+    )
     deadline = time.monotonic() + 30  # the API log handler ships in batches, after the state may be final
     while True:
         logs = _all_logs(run.id)
@@ -99,5 +116,7 @@ def test_a_deploy_run_streams_its_progress_into_prefect_logs(deploy_repo: lc.Dep
         assert line in messages, messages
     # the hubploy.* library loggers reach Prefect too, attached to the deploy task run
     commands = [log for log in task_logs if log.name == "hubploy.run"]
-    assert any(log.message.startswith("$ ") and " upgrade " in log.message and release in log.message
-               for log in commands), [(log.name, log.message) for log in task_logs]
+    assert any(
+        log.message.startswith("$ ") and " upgrade " in log.message and release in log.message
+        for log in commands
+    ), [(log.name, log.message) for log in task_logs]

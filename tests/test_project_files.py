@@ -36,10 +36,12 @@ def _touch(root: Path, *paths: str) -> Path:
 def _sandbox_at(monkeypatch: pytest.MonkeyPatch, package: Path | None) -> None:
     """hubploy_sandbox as if installed at ``package`` (None: not installed)."""
     spec = package and importlib.util.spec_from_file_location(
-        "hubploy_sandbox", package / "__init__.py", submodule_search_locations=[str(package)])
+        "hubploy_sandbox", package / "__init__.py", submodule_search_locations=[str(package)]
+    )
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: spec if name == "hubploy_sandbox" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: spec if name == "hubploy_sandbox" else real(name, *a)
+    )
 
 
 def test_this_checkout_provides_the_project_files_without_a_build() -> None:
@@ -49,18 +51,26 @@ def test_this_checkout_provides_the_project_files_without_a_build() -> None:
 
 
 def test_an_installed_wheel_provides_its_packaged_copy_and_the_sandbox_wheel_the_chart(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    site = _touch(tmp_path / "site", "hubploy/__init__.py", "hubploy/_project/prefect.yaml",
-                  "flows/__init__.py", "hubploy_sandbox/__init__.py",
-                  "hubploy_sandbox/charts/jupyterhub/Chart.yaml")
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = _touch(
+        tmp_path / "site",
+        "hubploy/__init__.py",
+        "hubploy/_project/prefect.yaml",
+        "flows/__init__.py",
+        "hubploy_sandbox/__init__.py",
+        "hubploy_sandbox/charts/jupyterhub/Chart.yaml",
+    )
     _sandbox_at(monkeypatch, site / "hubploy_sandbox")
     files = find_project_files(site / "hubploy")
-    assert files == ProjectFiles(site / "hubploy/_project", site / "flows",
-                                 site / "hubploy_sandbox/charts/jupyterhub")
+    assert files == ProjectFiles(
+        site / "hubploy/_project", site / "flows", site / "hubploy_sandbox/charts/jupyterhub"
+    )
 
 
 def test_a_sandbox_from_a_checkout_has_its_chart_next_to_its_package_and_none_has_none(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     site = _touch(tmp_path / "site", "hubploy/_project/prefect.yaml", "flows/__init__.py")
     sandbox = _touch(tmp_path / "src/sandbox", "hubploy_sandbox/__init__.py", "charts/jupyterhub/Chart.yaml")
     _sandbox_at(monkeypatch, sandbox / "hubploy_sandbox")
@@ -70,7 +80,8 @@ def test_a_sandbox_from_a_checkout_has_its_chart_next_to_its_package_and_none_ha
 
 
 def test_an_installation_without_prefect_yaml_or_flows_is_an_error_that_says_what_to_do(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     site = _touch(tmp_path / "site", "hubploy/__init__.py", "flows/__init__.py")
     with pytest.raises(HubployError, match=r"has no prefect\.yaml") as missing:
         find_project_files(site / "hubploy")

@@ -80,8 +80,10 @@ def test_promote_refuses_sha_not_on_staging_and_prod_only_commits(origin, tmp_pa
 
 
 def _secret(token: str) -> str:
-    return ("apiVersion: v1\nkind: Secret\nmetadata: {name: hub, namespace: n}\n"
-            f"data:\n  values.yaml: {base64.b64encode(token.encode()).decode()}\n")
+    return (
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: hub, namespace: n}\n"
+        f"data:\n  values.yaml: {base64.b64encode(token.encode()).decode()}\n"
+    )
 
 
 def test_manifest_diff_hides_secret_values_but_shows_the_change() -> None:

@@ -13,8 +13,9 @@ import pytest
 import flows.rebuild_images as rebuild
 from hubploy.errors import HubployError
 
-HUBS = {f"deployments/{name}/hubploy.yaml": "environments: [staging]\n"
-        for name in ("physics", "chem", "bio")}
+HUBS = {
+    f"deployments/{name}/hubploy.yaml": "environments: [staging]\n" for name in ("physics", "chem", "bio")
+}
 WAVES = "rollout:\n  waves:\n    - {name: canary, hubs: [physics]}\n    - {name: sciences, hubs: [chem]}\n"
 
 
@@ -46,21 +47,27 @@ def builds(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Builds]:
         monkeypatch.setattr(rebuild, "build_images", recorder)
         monkeypatch.setattr(rebuild, "get_run_logger", lambda: logging.getLogger("test"))
         return recorder
+
     return install
 
 
-def test_images_are_rebuilt_wave_by_wave(deployment_repo: Callable[..., Path],
-                                          builds: Callable[..., Builds]) -> None:
+def test_images_are_rebuilt_wave_by_wave(
+    deployment_repo: Callable[..., Path], builds: Callable[..., Builds]
+) -> None:
     root = deployment_repo({**HUBS, "hubploy-repo.yaml": WAVES})
     recorder = builds()
     rows = rebuild.rebuild_in_waves(root, None, 2)
-    assert recorder.calls == [("rebuild-wave-1-canary", ["physics"]), ("rebuild-wave-2-sciences", ["chem"]),
-                              ("rebuild-wave-3-remaining", ["bio"])]
+    assert recorder.calls == [
+        ("rebuild-wave-1-canary", ["physics"]),
+        ("rebuild-wave-2-sciences", ["chem"]),
+        ("rebuild-wave-3-remaining", ["bio"]),
+    ]
     assert [r["hub"] for r in rows] == ["physics", "chem", "bio"]
 
 
-def test_a_wave_that_fails_to_build_stops_the_rebuild(deployment_repo: Callable[..., Path],
-                                                      builds: Callable[..., Builds]) -> None:
+def test_a_wave_that_fails_to_build_stops_the_rebuild(
+    deployment_repo: Callable[..., Path], builds: Callable[..., Builds]
+) -> None:
     root = deployment_repo({**HUBS, "hubploy-repo.yaml": WAVES})
     recorder = builds(failing="physics")
     with pytest.raises(HubployError, match="failed: physics"):
@@ -68,8 +75,9 @@ def test_a_wave_that_fails_to_build_stops_the_rebuild(deployment_repo: Callable[
     assert recorder.calls == [("rebuild-wave-1-canary", ["physics"])]
 
 
-def test_without_rollout_everything_is_rebuilt_at_once(deployment_repo: Callable[..., Path],
-                                                       builds: Callable[..., Builds]) -> None:
+def test_without_rollout_everything_is_rebuilt_at_once(
+    deployment_repo: Callable[..., Path], builds: Callable[..., Builds]
+) -> None:
     recorder = builds()
     rebuild.rebuild_in_waves(deployment_repo(HUBS), ["chem", "bio"], 2)
     assert recorder.calls == [(None, ["chem", "bio"])]

@@ -49,15 +49,19 @@ class StandIn(http.server.BaseHTTPRequestHandler):
         if self.mode == "basic":
             return {"WWW-Authenticate": 'Basic realm="stand-in"'}
         host, port = self.server.server_address[:2]
-        return {"WWW-Authenticate": f'Bearer realm="http://{host}:{port}/token",service="stand-in",'
-                                    f'scope="repository:team/app:pull"'}
+        return {
+            "WWW-Authenticate": f'Bearer realm="http://{host}:{port}/token",service="stand-in",'
+            f'scope="repository:team/app:pull"'
+        }
 
     def do_GET(self) -> None:
         type(self).requests.append(("GET", self.path, dict(self.headers)))
         if self.path.startswith("/token"):
             basic = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
-            if (self.headers.get("Authorization") != basic
-                    or "scope=repository%3Ateam%2Fapp%3Apull" not in self.path):
+            if (
+                self.headers.get("Authorization") != basic
+                or "scope=repository%3Ateam%2Fapp%3Apull" not in self.path
+            ):
                 self._reply(401)
             else:
                 self._reply(200, {"Content-Type": "application/json"}, b'{"token": "%s"}' % TOKEN.encode())

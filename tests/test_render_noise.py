@@ -54,8 +54,11 @@ def test_render_prints_the_same_twice_and_shows_a_real_change(repo_root: Path, s
     assert first.stdout == second.stdout, _diff(first.stdout, second.stdout)
     assert f'checksum/secret: "{GENERATED}"' in first.stdout  # the hub Secret's checksum: generated values
     # a change outside the hub Secret (whose data render redacts) shows
-    (repo_root / COMMON).write_text((repo_root / COMMON).read_text().replace(
-        "  hub:\n", "  hub:\n    extraEnv: {COURSE: physics-101}\n", 1))
+    (repo_root / COMMON).write_text(
+        (repo_root / COMMON)
+        .read_text()
+        .replace("  hub:\n", "  hub:\n    extraEnv: {COURSE: physics-101}\n", 1)
+    )
     changed = run_cli("render", "minimal", "staging", cwd=repo_root, env=sandbox.env)
     assert changed.returncode == 0, changed.stderr
     assert "physics-101" in _diff(first.stdout, changed.stdout)
@@ -64,7 +67,8 @@ def test_render_prints_the_same_twice_and_shows_a_real_change(repo_root: Path, s
 def test_manifest_diff_of_an_unchanged_hub_is_empty_and_a_change_shows(repo_root: Path, sandbox) -> None:  # type: ignore[no-untyped-def]
     running, again = _render_twice(repo_root, sandbox.env)
     assert running.manifest != again.manifest, (
-        "the chart no longer generates values: this test proves nothing")
+        "the chart no longer generates values: this test proves nothing"
+    )
     # without masking, the generated values are noise; with it, nothing
     assert manifest_diff(running.manifest, again.manifest) != ""
     assert manifest_diff(running.manifest, again.manifest, generated=again.generated) == ""
@@ -75,8 +79,9 @@ def test_manifest_diff_of_an_unchanged_hub_is_empty_and_a_change_shows(repo_root
     assert "checksum/secret" not in diff  # generated on both sides, so not a change
 
 
-def test_unchanged_release_digest_survives_repackaging_and_follows_the_dependency(repo_root: Path,
-                                                                                  sandbox) -> None:  # type: ignore[no-untyped-def]
+def test_unchanged_release_digest_survives_repackaging_and_follows_the_dependency(
+    repo_root: Path, sandbox
+) -> None:  # type: ignore[no-untyped-def]
     repo = load_repo(repo_root)
     hub = repo.load_hub("minimal")
     package = repo_root / "hub" / "charts" / "jupyterhub-4.4.0.tgz"
@@ -106,7 +111,8 @@ def test_a_repository_without_charts_dir_renders_the_same_as_one_with_it(repo_ro
 
 
 def test_approval_diff_and_drift_of_a_deployed_hub_are_empty_until_it_changes(  # type: ignore[no-untyped-def]
-        tmp_path: Path, sandbox) -> None:
+    tmp_path: Path, sandbox
+) -> None:
     """Against a release deployed by hubploy (its secrets kept by lookup in the cluster), the approval
     form's diff and the drift check compare with a fresh render: no change, then a real one."""
     from flows.tasks.render import detect_drift, prod_diffs
@@ -128,8 +134,9 @@ def test_approval_diff_and_drift_of_a_deployed_hub_are_empty_until_it_changes(  
             drift = detect_drift.fn(str(root), hub, "staging")
             assert (drift.installed, drift.manifest_diff, drift.values_changed) == (True, "", [])
             common = root / "deployments" / hub / "config" / "common.yaml"
-            common.write_text(common.read_text().replace("  hub:\n",
-                                                         "  hub:\n    extraEnv: {COURSE: p101}\n", 1))
+            common.write_text(
+                common.read_text().replace("  hub:\n", "  hub:\n    extraEnv: {COURSE: p101}\n", 1)
+            )
             diff = prod_diffs.fn(str(root), [hub], "staging")[hub]
             assert "+" in diff and "COURSE" in diff and "checksum/secret" not in diff
     finally:

@@ -85,7 +85,8 @@ def test_threads_loading_one_hub_validate_it_once(root: Path) -> None:
 
 
 def test_the_cache_keeps_the_repositories_used_last_and_can_be_cleared(
-        tmp_path: Path, write_files: Callable[..., Path]) -> None:
+    tmp_path: Path, write_files: Callable[..., Path]
+) -> None:
     cache = RepoCache(size=2)
     roots = [write_files(tmp_path / name, {HUB: "{}\n"}) for name in ("a", "b", "c")]
     first = [cache.load(r)[0] for r in roots]

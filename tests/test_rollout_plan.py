@@ -29,8 +29,10 @@ from hubploy.rollout import (
 )
 from hubploy.validate import validate_repo
 
-HUBS = {f"deployments/{name}/hubploy.yaml": "environments: [staging, prod]\n"
-        for name in ("physics", "chem", "course-a", "course-b", "bio")}
+HUBS = {
+    f"deployments/{name}/hubploy.yaml": "environments: [staging, prod]\n"
+    for name in ("physics", "chem", "course-a", "course-b", "bio")
+}
 
 
 def issues_of(root: Path) -> list[str]:
@@ -39,13 +41,18 @@ def issues_of(root: Path) -> list[str]:
 
 def rollout(text: str) -> RolloutSettings:
     import yaml
+
     return RolloutSettings.model_validate(yaml.safe_load(text))
 
 
 # ------------------------------------------------------------------ the keys
 
+
 def test_the_issue_example_loads_with_its_defaults(deployment_repo: Callable[..., Path]) -> None:
-    root = deployment_repo({**HUBS, "hubploy-repo.yaml": """
+    root = deployment_repo(
+        {
+            **HUBS,
+            "hubploy-repo.yaml": """
         rollout:
           waves:
             - name: canary
@@ -60,13 +67,19 @@ def test_the_issue_example_loads_with_its_defaults(deployment_repo: Callable[...
           - block: slack-webhook/hub-ops
             events: [wave_failed]
           - block: custom-webhook/pager
-    """})
+    """,
+        }
+    )
     assert issues_of(root) == []
     settings = load_repo(root).settings
     assert settings.rollout is not None
     canary, rest = settings.rollout.waves
     assert (canary.name, canary.hubs, canary.soak_seconds, canary.max_parallel) == (
-        "canary", ["physics"], 120, None)
+        "canary",
+        ["physics"],
+        120,
+        None,
+    )
     assert (rest.soak_seconds, rest.max_parallel) == (0, 4)
     assert settings.rollout.smoke_test is SmokeTest.spawn
     assert settings.rollout.on_failure is OnFailure.rollback
@@ -97,7 +110,8 @@ def test_helm_timeout_is_a_duration_with_a_default(deployment_repo: Callable[...
     assert load_repo(seconds).settings.helm_timeout == "300s"
     root = deployment_repo({**HUBS, "hubploy-repo.yaml": "helm_timeout: soon\n"})
     assert [i for i in issues_of(root) if "helm_timeout" in i] == [
-        "hubploy-repo.yaml:1: helm_timeout: 'soon' is not a duration such as 30s, 2m or 1h"]
+        "hubploy-repo.yaml:1: helm_timeout: 'soon' is not a duration such as 30s, 2m or 1h"
+    ]
 
 
 BAD = """\
@@ -138,8 +152,11 @@ def test_every_error_with_file_key_and_line(deployment_repo: Callable[..., Path]
         "hubploy-repo.yaml:15: approvals.prod.required: Input should be greater than or equal to 1",
         "hubploy-repo.yaml:16: approvals.staging: unknown key (hint: allowed keys: prod)",
         "hubploy-repo.yaml:18: notifications[0].block: 'Slack/ops' is not <block type slug>/<block name>",
-        ("hubploy-repo.yaml:19: notifications[0].events[1]: Input should be 'approval_waiting', 'run_failed' "
-         "or 'wave_failed'"),
+        (
+            "hubploy-repo.yaml:19: notifications[0].events[1]: Input should be 'approval_waiting', "
+            "'run_failed' "
+            "or 'wave_failed'"
+        ),
     ]
     for prefix in expected:
         assert any(line.startswith(prefix) for line in found), f"{prefix!r} not in {found}"
@@ -149,12 +166,21 @@ def test_every_error_with_file_key_and_line(deployment_repo: Callable[..., Path]
 def test_problems_that_need_the_repository(deployment_repo: Callable[..., Path]) -> None:
     """A wave naming a hub that does not exist (a typo would deploy it in the last wave), and wave names
     given twice."""
-    root = deployment_repo({**HUBS, "hubploy-repo.yaml": "rollout:\n  waves:\n    - name: canary\n"
-                                                          "      hubs: [physcs, 'course-*']\n"})
-    assert issues_of(root) == [("hubploy-repo.yaml:4: rollout.waves[0].hubs[0]: wave 'canary' names hub "
-                                "'physcs', which does not exist (hint: did you mean `physics`?)")]
-    root.joinpath("hubploy-repo.yaml").write_text("rollout:\n  waves:\n    - {name: a, hubs: [physics]}\n"
-                                                  "    - {name: a, hubs: ['*']}\n")
+    root = deployment_repo(
+        {
+            **HUBS,
+            "hubploy-repo.yaml": "rollout:\n  waves:\n    - name: canary\n      hubs: [physcs, 'course-*']\n",
+        }
+    )
+    assert issues_of(root) == [
+        (
+            "hubploy-repo.yaml:4: rollout.waves[0].hubs[0]: wave 'canary' names hub "
+            "'physcs', which does not exist (hint: did you mean `physics`?)"
+        )
+    ]
+    root.joinpath("hubploy-repo.yaml").write_text(
+        "rollout:\n  waves:\n    - {name: a, hubs: [physics]}\n    - {name: a, hubs: ['*']}\n"
+    )
     assert issues_of(root) == ["hubploy-repo.yaml:2: rollout.waves: wave names must be unique: a given twice"]
 
 
@@ -181,8 +207,10 @@ waves:
 def test_a_hub_belongs_to_the_first_wave_that_matches_and_the_rest_form_a_last_wave() -> None:
     waves = plan_waves(["physics", "course-b", "course-a", "bio", "chem"], WAVES)
     assert [(w.number, w.name, w.hubs, w.soak_seconds, w.max_parallel) for w in waves] == [
-        (1, "canary", ("physics",), 120, None), (2, "courses", ("course-a", "course-b"), 0, 1),
-        (3, "remaining", ("bio", "chem"), 0, None)]
+        (1, "canary", ("physics",), 120, None),
+        (2, "courses", ("course-a", "course-b"), 0, 1),
+        (3, "remaining", ("bio", "chem"), 0, None),
+    ]
 
 
 def test_without_rollout_every_hub_is_in_one_wave() -> None:
@@ -199,21 +227,41 @@ def test_only_one_wave() -> None:
 
 def test_a_stopped_line_says_which_hubs_rolled_back_and_which_were_never_deployed() -> None:
     waves = plan_waves(["physics", "course-a", "course-b", "bio"], WAVES)
-    first = WaveReport(waves[0], (HubReport("physics", HubOutcome.deployed, revision_before=3,
-                                            revision_after=4, verified_revision=4),))
-    second = WaveReport(waves[1], (HubReport("course-a", HubOutcome.deployed),
-                                   HubReport("course-b", HubOutcome.rolled_back, "hub did not answer")))
-    report = RolloutReport("staging", (first, second), untouched(waves[2:]), staged=True,
-                           notes=("course-b: already runs its last verified revision 7",))
+    first = WaveReport(
+        waves[0],
+        (
+            HubReport(
+                "physics", HubOutcome.deployed, revision_before=3, revision_after=4, verified_revision=4
+            ),
+        ),
+    )
+    second = WaveReport(
+        waves[1],
+        (
+            HubReport("course-a", HubOutcome.deployed),
+            HubReport("course-b", HubOutcome.rolled_back, "hub did not answer"),
+        ),
+    )
+    report = RolloutReport(
+        "staging",
+        (first, second),
+        untouched(waves[2:]),
+        staged=True,
+        notes=("course-b: already runs its last verified revision 7",),
+    )
     assert report.stopped_at is second
     assert report.failure_message() == (
         "wave courses (2 of 3) stopped the staging rollout. rolled-back: course-b (hub did not answer). "
-        "never deployed: bio (remaining). course-b: already runs its last verified revision 7")
+        "never deployed: bio (remaining). course-b: already runs its last verified revision 7"
+    )
     assert report.hubs["bio"].outcome is HubOutcome.not_deployed
     rows = report.table()
     assert [(r["wave"], r["hub"], r["result"], r["revision"], r["verified"]) for r in rows] == [
-        ("canary", "physics", "deployed", "3 -> 4", "4"), ("courses", "course-a", "deployed", "", ""),
-        ("courses", "course-b", "rolled-back", "", ""), ("remaining", "bio", "not-deployed", "", "")]
+        ("canary", "physics", "deployed", "3 -> 4", "4"),
+        ("courses", "course-a", "deployed", "", ""),
+        ("courses", "course-b", "rolled-back", "", ""),
+        ("remaining", "bio", "not-deployed", "", ""),
+    ]
     assert RolloutReport("staging", (first,)).failure_message() == ""
 
 
@@ -223,6 +271,7 @@ def test_a_wave_of_held_hubs_is_no_failure() -> None:
 
 
 # ------------------------------------------------------------------ approvals
+
 
 def approve(name: str) -> Approval:
     return Approval(decision=Decision.approve, approver=name)
@@ -244,10 +293,16 @@ def test_one_approval_is_enough_by_default_even_without_a_name() -> None:
 
 # ------------------------------------------------------------------ hubploy plan
 
+
 def test_plan_shows_the_hubs_a_change_touches_in_their_waves(deployment_repo: Callable[..., Path]) -> None:
-    root = deployment_repo({**HUBS, "hubploy-repo.yaml": "rollout:\n  waves:\n"
-                                                          "    - {name: canary, hubs: [physics], soak: 30s}\n"
-                                                          "    - {name: courses, hubs: ['course-*']}\n"})
+    root = deployment_repo(
+        {
+            **HUBS,
+            "hubploy-repo.yaml": "rollout:\n  waves:\n"
+            "    - {name: canary, hubs: [physics], soak: 30s}\n"
+            "    - {name: courses, hubs: ['course-*']}\n",
+        }
+    )
     git = ["git", "-c", "user.email=t@example.org", "-c", "user.name=t"]
     subprocess.run(["git", "init", "-q", str(root)], check=True)
     subprocess.run([*git, "add", "-A"], cwd=root, check=True)
@@ -263,13 +318,19 @@ def test_plan_shows_the_hubs_a_change_touches_in_their_waves(deployment_repo: Ca
     lines = [line for line in changed.stdout.splitlines() if "│" in line]
     assert [cells(line)[:3] for line in lines] == [
         ["1. canary", "physics", "deployments/physics/hubploy.yaml"],
-        ["2. courses", "course-b", "deployments/course-b/config/common.yaml"]]
+        ["2. courses", "course-b", "deployments/course-b/config/common.yaml"],
+    ]
     assert "30 s" in lines[0]
 
     everything = run_cli("plan", cwd=root, env={"COLUMNS": "160"})
     rows = [cells(line)[:2] for line in everything.stdout.splitlines() if "│" in line]
-    assert rows == [["1. canary", "physics"], ["2. courses", "course-a"], ["", "course-b"],
-                    ["3. remaining", "bio"], ["", "chem"]]
+    assert rows == [
+        ["1. canary", "physics"],
+        ["2. courses", "course-a"],
+        ["", "course-b"],
+        ["3. remaining", "bio"],
+        ["", "chem"],
+    ]
     bad = run_cli("plan", "--since", "no-such-ref", cwd=root)
     assert bad.returncode == 1 and bad.stderr.startswith("error: `git diff --name-only no-such-ref`")
 
@@ -283,15 +344,19 @@ def test_hubploy_diff_shows_each_changed_resource_without_generated_values_or_se
     from hubploy.manifest_diff import generated_fields
 
     def manifest(token: str, random: str, setting: str) -> str:
-        return (f"apiVersion: v1\nkind: Secret\nmetadata: {{name: hub}}\nstringData: {{token: {token}}}\n"
-                "---\n"
-                f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: cfg}}\n"
-                f"data: {{random: {random}, setting: '{setting}'}}\n")
+        return (
+            f"apiVersion: v1\nkind: Secret\nmetadata: {{name: hub}}\nstringData: {{token: {token}}}\n"
+            "---\n"
+            f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: cfg}}\n"
+            f"data: {{random: {random}, setting: '{setting}'}}\n"
+        )
 
     generated = generated_fields(manifest("t", "r1", "1"), manifest("t", "r2", "1"))  # two renders
     changes = resource_changes(manifest("old-token", "r0", "1"), manifest("new-token", "r3", "2"), generated)
-    assert [(c.resource, c.kind) for c in changes] == [("ConfigMap/cfg", "changed"),
-                                                       ("Secret/hub", "changed")]
+    assert [(c.resource, c.kind) for c in changes] == [
+        ("ConfigMap/cfg", "changed"),
+        ("Secret/hub", "changed"),
+    ]
     config, secret = changes[0].diff, changes[1].diff
     assert "-  setting: '1'" in config and "+  setting: '2'" in config
     assert "random: <generated by the chart>" in config and "r0" not in config and "r3" not in config

@@ -30,8 +30,13 @@ HOLDER = textwrap.dedent("""
 
 def start(root: Path, mode: str) -> tuple[subprocess.Popen[str], Path, Path]:
     env = {**os.environ, RUNTIME_DIR_ENV: str(root)}
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER, mode], env=env, stdout=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, mode],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     assert proc.stdout is not None
     run_dir, secrets = proc.stdout.readline().split()
     return proc, Path(run_dir), Path(secrets)
@@ -77,8 +82,14 @@ def test_the_next_run_removes_what_a_killed_run_left_and_keeps_a_live_runs(tmp_p
 def test_a_root_that_is_not_private_is_made_private_or_refused(tmp_path: Path) -> None:
     def first_use(root: Path) -> subprocess.CompletedProcess[str]:
         code = "from hubploy.workspace import private_run_dir; print(private_run_dir())"
-        return subprocess.run([sys.executable, "-c", code], env={**os.environ, RUNTIME_DIR_ENV: str(root)},
-                              capture_output=True, text=True, timeout=60, check=False)
+        return subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, RUNTIME_DIR_ENV: str(root)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
 
     open_root = tmp_path / "open"
     open_root.mkdir(mode=0o755)
@@ -107,8 +118,9 @@ def test_threads_of_one_run_share_its_directory(tmp_path: Path) -> None:
             print(len(set(pool.map(lambda _: private_run_dir(), range(32)))))
     """)
     env = {**os.environ, RUNTIME_DIR_ENV: str(tmp_path / "r")}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=True
+    )
     assert out.stdout.strip() == "1"
     deadline = time.monotonic() + 5
     while list((tmp_path / "r").iterdir()) and time.monotonic() < deadline:

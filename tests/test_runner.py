@@ -14,8 +14,10 @@ from hubploy.runner import REDACTED, child_env, redact, register_secret, run
 
 
 def test_output_is_captured_and_env_is_explicit() -> None:
-    result = run([sys.executable, "-c", "import os; print(os.environ['ONLY_HERE'])"],
-                 env=child_env({"ONLY_HERE": "child-value"}))
+    result = run(
+        [sys.executable, "-c", "import os; print(os.environ['ONLY_HERE'])"],
+        env=child_env({"ONLY_HERE": "child-value"}),
+    )
     assert (result.returncode, result.stdout.strip()) == (0, "child-value")
     assert "ONLY_HERE" not in os.environ
 
@@ -40,8 +42,11 @@ def test_secrets_are_redacted_from_logged_commands_and_errors(caplog: pytest.Log
     caplog.set_level(logging.INFO, logger="hubploy.run")
     secret = "s3cr3t-per-call"
     with pytest.raises(CommandError) as info:
-        run([sys.executable, "-c", "import sys; print(sys.argv[1], file=sys.stderr); sys.exit(1)", secret],
-            env=child_env(), secrets=[secret])
+        run(
+            [sys.executable, "-c", "import sys; print(sys.argv[1], file=sys.stderr); sys.exit(1)", secret],
+            env=child_env(),
+            secrets=[secret],
+        )
     assert secret not in str(info.value) and secret not in " ".join(info.value.argv)
     assert REDACTED in info.value.stderr_tail
     assert secret not in caplog.text and REDACTED in caplog.text
@@ -51,8 +56,11 @@ def test_registered_secrets_are_redacted_everywhere(caplog: pytest.LogCaptureFix
     caplog.set_level(logging.INFO, logger="hubploy.run")
     register_secret("registered-token-123")
     lines: list[str] = []
-    run([sys.executable, "-c", "print('token is registered-token-123')"],
-        env=child_env(), on_line=lines.append)
+    run(
+        [sys.executable, "-c", "print('token is registered-token-123')"],
+        env=child_env(),
+        on_line=lines.append,
+    )
     assert lines == [f"token is {REDACTED}"]
     assert redact("x registered-token-123 y") == f"x {REDACTED} y"
     register_secret("abc")  # too short to redact safely: ignored
@@ -75,5 +83,6 @@ def test_missing_program_and_timeout() -> None:
     with pytest.raises(CommandTimeoutError, match="timed out after 0.5 s"):
         run([sys.executable, "-c", "import time; time.sleep(10)"], env=child_env(), timeout=0.5)
     with pytest.raises(CommandTimeoutError):
-        run([sys.executable, "-c", "import time; time.sleep(10)"],
-            env=child_env(), timeout=0.5, on_line=print)
+        run(
+            [sys.executable, "-c", "import time; time.sleep(10)"], env=child_env(), timeout=0.5, on_line=print
+        )

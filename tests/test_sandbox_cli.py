@@ -21,8 +21,9 @@ pytestmark = pytest.mark.sandbox
 
 
 def hubploy(env: dict[str, str], *args: str, check: bool = True):
-    return run([sys.executable, "-m", "hubploy.cli.main", "sandbox", *args],
-               env=env, check=check, timeout=300)
+    return run(
+        [sys.executable, "-m", "hubploy.cli.main", "sandbox", *args], env=env, check=check, timeout=300
+    )
 
 
 def exports(text: str) -> dict[str, str]:
@@ -59,20 +60,30 @@ def test_up_with_two_clusters_is_idempotent_and_down_stops_everything(tmp_path: 
         kubectl = sandbox_env["PATH"].split(":")[0] + "/kubectl"
         nodes = {}
         for context in ("sandbox", "sandbox-2"):
-            got = run([kubectl, "--context", context, "get", "nodes", "-o", "json"],
-                      env={**env, **sandbox_env})
+            got = run(
+                [kubectl, "--context", context, "get", "nodes", "-o", "json"], env={**env, **sandbox_env}
+            )
             (node,) = json.loads(got.stdout)["items"]
             nodes[context] = node["status"]["addresses"][0]["address"]
         assert nodes["sandbox"] != nodes["sandbox-2"]  # two control planes, each with its own node
-        run([kubectl, "--context", "sandbox-2", "create", "namespace", "only-on-two"],
-            env={**env, **sandbox_env})
-        assert run([kubectl, "--context", "sandbox", "get", "namespace", "only-on-two"],
-                   env={**env, **sandbox_env}, check=False).returncode != 0
+        run(
+            [kubectl, "--context", "sandbox-2", "create", "namespace", "only-on-two"],
+            env={**env, **sandbox_env},
+        )
+        assert (
+            run(
+                [kubectl, "--context", "sandbox", "get", "namespace", "only-on-two"],
+                env={**env, **sandbox_env},
+                check=False,
+            ).returncode
+            != 0
+        )
         pids = recorded_pids(runtime)
         # the registry, and etcd, API server, controller manager, scheduler, agent twice
         assert len(pids) == 11
-        networks = {json.loads((runtime / "clusters" / i / "network.json").read_text())["block"]
-                    for i in "12"}
+        networks = {
+            json.loads((runtime / "clusters" / i / "network.json").read_text())["block"] for i in "12"
+        }
         assert {f"hsb{b}" for b in networks} <= bridges()
     finally:
         hubploy(env, "down")

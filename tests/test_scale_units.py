@@ -18,7 +18,8 @@ from hubploy.triggers.database import Database, PostgresFiles
 
 
 def test_the_data_dir_is_in_the_home_or_as_root_where_the_postgres_user_can_reach_it(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     files = PostgresFiles(tmp_path / "home")
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     assert files.data == tmp_path / "home" / "postgres" / "data"
@@ -28,7 +29,15 @@ def test_the_data_dir_is_in_the_home_or_as_root_where_the_postgres_user_can_reac
     assert as_root.parent.parent == database.ROOT_DATA_DIRS and as_root.name == "data"
     assert PostgresFiles(tmp_path / "other").data != as_root  # one cluster per stack home
     assert database._as_server_user(["initdb", "-D", "x"]) == [
-        "setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--", "initdb", "-D", "x"]
+        "setpriv",
+        "--reuid=postgres",
+        "--regid=postgres",
+        "--init-groups",
+        "--",
+        "initdb",
+        "-D",
+        "x",
+    ]
 
 
 def test_password_and_port_are_chosen_once(tmp_path: Path) -> None:
@@ -64,8 +73,9 @@ def test_worker_names() -> None:
         stack.worker_names(0)
 
 
-def test_a_running_server_is_not_moved_to_another_database(tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_running_server_is_not_moved_to_another_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HUBPLOY_HOME", str(tmp_path))
     monkeypatch.setattr(stack, "read_pid", lambda pid_file: 4242)  # the server runs
     paths = stack.StackPaths.from_env()

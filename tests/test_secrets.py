@@ -31,15 +31,20 @@ VENV_BIN = str(Path(sys.executable).parent)
 
 def _env(**extra: str) -> dict[str, str]:
     base = child_env()
-    return child_env({"PATH": f"{VENV_BIN}{os.pathsep}{base.get('PATH', '')}", **extra},
-                     drop=("SOPS_AGE_KEY", "SOPS_AGE_KEY_CMD", "SOPS_AGE_KEY_FILE"))
+    return child_env(
+        {"PATH": f"{VENV_BIN}{os.pathsep}{base.get('PATH', '')}", **extra},
+        drop=("SOPS_AGE_KEY", "SOPS_AGE_KEY_CMD", "SOPS_AGE_KEY_FILE"),
+    )
 
 
 def _keygen(path: Path) -> str:
     """Generate an age key file; return its public key."""
     run(["age-keygen", "-o", str(path)], env=_env())
-    return next(line.split(":", 1)[1].strip() for line in path.read_text().splitlines()
-                if line.startswith("# public key:"))
+    return next(
+        line.split(":", 1)[1].strip()
+        for line in path.read_text().splitlines()
+        if line.startswith("# public key:")
+    )
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +66,7 @@ def encrypt(age_key: tuple[Path, str], env: dict[str, str]) -> Callable[[Path, s
         path.write_text(text)
         run(["sops", "--encrypt", "--age", age_key[1], "--in-place", str(path)], env=env, cwd=path.parent)
         return path
+
     return write_encrypted
 
 
@@ -73,16 +79,20 @@ def write(path: Path, content: str | bytes) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("name", "text", "expected"), [
-    ("staging.yaml", "jupyterhub:\n  hub:\n    token: s3cret-yaml\n", "s3cret-yaml"),
-    ("creds.yml", "a: s3cret-yml\n", "s3cret-yml"),
-    ("sa.json", '{"private_key": "s3cret-json"}', "s3cret-json"),
-    ("app.env", "TOKEN=s3cret-env\n", "TOKEN=s3cret-env"),
-    ("aws.ini", "[default]\naws_secret_access_key = s3cret-ini\n", "s3cret-ini"),
-    ("credentials.cfg", "opaque s3cret-binary\n", "opaque s3cret-binary"),
-])
-def test_encrypt_detect_decrypt_roundtrip(tmp_path: Path, encrypt, env, name: str, text: str,
-                                          expected: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "text", "expected"),
+    [
+        ("staging.yaml", "jupyterhub:\n  hub:\n    token: s3cret-yaml\n", "s3cret-yaml"),
+        ("creds.yml", "a: s3cret-yml\n", "s3cret-yml"),
+        ("sa.json", '{"private_key": "s3cret-json"}', "s3cret-json"),
+        ("app.env", "TOKEN=s3cret-env\n", "TOKEN=s3cret-env"),
+        ("aws.ini", "[default]\naws_secret_access_key = s3cret-ini\n", "s3cret-ini"),
+        ("credentials.cfg", "opaque s3cret-binary\n", "opaque s3cret-binary"),
+    ],
+)
+def test_encrypt_detect_decrypt_roundtrip(
+    tmp_path: Path, encrypt, env, name: str, text: str, expected: str
+) -> None:
     secret = encrypt(tmp_path / "secrets" / name, text)
     assert expected not in secret.read_text()
     assert is_encrypted(secret)
@@ -195,38 +205,44 @@ def test_plaintext_outside_secrets_maps_to_itself(tmp_path: Path, encrypt, env) 
         assert files[config] == config and files[secret] != secret
 
 
-@pytest.mark.parametrize(("name", "content"), [
-    ("prod.yaml", "a: b\nsopsy: 1\n"),
-    ("prod.yaml", "- sops\n"),
-    ("prod.yaml", "a: [unclosed\n"),
-    ("prod.json", '{"a": {"sops": 1}}'),
-    ("prod.json", "not json"),
-    ("app.env", "SOPS=1\n# sops_version=1\n"),
-    ("app.ini", "[default]\nsops = 1\n"),
-    ("blob.cfg", '{"sops": {}}'),
-    ("blob.bin", b"\xff\xfe\x00binary"),
-])
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("prod.yaml", "a: b\nsopsy: 1\n"),
+        ("prod.yaml", "- sops\n"),
+        ("prod.yaml", "a: [unclosed\n"),
+        ("prod.json", '{"a": {"sops": 1}}'),
+        ("prod.json", "not json"),
+        ("app.env", "SOPS=1\n# sops_version=1\n"),
+        ("app.ini", "[default]\nsops = 1\n"),
+        ("blob.cfg", '{"sops": {}}'),
+        ("blob.bin", b"\xff\xfe\x00binary"),
+    ],
+)
 def test_plaintext_detection(tmp_path: Path, name: str, content: str | bytes) -> None:
     path = write(tmp_path / name, content)
     assert not is_encrypted(path)
 
 
-@pytest.mark.parametrize(("name", "content"), [
-    ("prod.yaml", "a: b\nsops: {version: 3.11.0}\n"),
-    ("prod.json", '{"a": 1, "sops": {"version": "3"}}'),
-    ("app.env", "A=x\nsops_version=3.11.0\n"),
-    ("app.env", "sops_mac=ENC[x]\n"),
-    ("app.ini", "[x]\na = 1\n\n[sops]\nversion = 3\n"),
-    ("blob.cfg", '{"data": "ENC[x]", "sops": {}}'),
-])
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("prod.yaml", "a: b\nsops: {version: 3.11.0}\n"),
+        ("prod.json", '{"a": 1, "sops": {"version": "3"}}'),
+        ("app.env", "A=x\nsops_version=3.11.0\n"),
+        ("app.env", "sops_mac=ENC[x]\n"),
+        ("app.ini", "[x]\na = 1\n\n[sops]\nversion = 3\n"),
+        ("blob.cfg", '{"data": "ENC[x]", "sops": {}}'),
+    ],
+)
 def test_metadata_detection_per_format(tmp_path: Path, name: str, content: str) -> None:
     assert is_encrypted(write(tmp_path / name, content))
 
 
 def test_sops_format_follows_the_extension() -> None:
-    assert [sops_format(Path(n))
-            for n in ("a.yaml", "a.YML", "a.json", "a.env", "a.ini", "a.cfg", "key")] == [
-        "yaml", "yaml", "json", "dotenv", "ini", "binary", "binary"]
+    assert [
+        sops_format(Path(n)) for n in ("a.yaml", "a.YML", "a.json", "a.env", "a.ini", "a.cfg", "key")
+    ] == ["yaml", "yaml", "json", "dotenv", "ini", "binary", "binary"]
 
 
 def test_missing_file(tmp_path: Path, env) -> None:
@@ -243,21 +259,35 @@ def test_in_secrets_dir() -> None:
 
 
 def test_decrypt_to_mapping_yaml_registers_secrets(tmp_path: Path, encrypt, env) -> None:
-    key = encrypt(tmp_path / "secrets" / "aws.yaml",
-                  "creds:\n  aws_access_key_id: AKIAEXAMPLEID1\n  aws_secret_access_key: wJalrEXAMPLEKEY\n"
-                  "  region: us-west-2\n")
+    key = encrypt(
+        tmp_path / "secrets" / "aws.yaml",
+        "creds:\n  aws_access_key_id: AKIAEXAMPLEID1\n  aws_secret_access_key: wJalrEXAMPLEKEY\n"
+        "  region: us-west-2\n",
+    )
     data = decrypt_to_mapping(key, env=env)
-    assert data == {"creds": {"aws_access_key_id": "AKIAEXAMPLEID1",
-                              "aws_secret_access_key": "wJalrEXAMPLEKEY", "region": "us-west-2"}}
-    assert (redact("id AKIAEXAMPLEID1 key wJalrEXAMPLEKEY in us-west-2")
-            == "id ******** key ******** in us-west-2")
+    assert data == {
+        "creds": {
+            "aws_access_key_id": "AKIAEXAMPLEID1",
+            "aws_secret_access_key": "wJalrEXAMPLEKEY",
+            "region": "us-west-2",
+        }
+    }
+    assert (
+        redact("id AKIAEXAMPLEID1 key wJalrEXAMPLEKEY in us-west-2")
+        == "id ******** key ******** in us-west-2"
+    )
 
 
 def test_decrypt_to_mapping_json_auth_file(tmp_path: Path, encrypt, env) -> None:
-    auth = encrypt(tmp_path / "secrets" / "azure.json",
-                   json.dumps({"appId": "app-1234", "tenant": "tenant-1", "password": "az-pw-secret"}))
-    assert decrypt_to_mapping(auth, env=env) == {"appId": "app-1234", "tenant": "tenant-1",
-                                                 "password": "az-pw-secret"}
+    auth = encrypt(
+        tmp_path / "secrets" / "azure.json",
+        json.dumps({"appId": "app-1234", "tenant": "tenant-1", "password": "az-pw-secret"}),
+    )
+    assert decrypt_to_mapping(auth, env=env) == {
+        "appId": "app-1234",
+        "tenant": "tenant-1",
+        "password": "az-pw-secret",
+    }
     assert "az-pw-secret" not in redact("login az-pw-secret")
 
 
@@ -279,18 +309,34 @@ def test_decrypt_to_mapping_not_a_mapping(tmp_path: Path, encrypt, env) -> None:
     assert decrypt_to_mapping(odd, env=env) == {"a": 1}
 
 
-@pytest.mark.parametrize(("name", "content", "detail"), [
-    ("staging.yaml", "jupyterhub: {proxy: {secretToken: x}\nsops: {version: 3.11.0}\n",
-     "cannot be parsed as YAML (line 2: "),  # the parser's words: libyaml's or PyYAML's
-    ("staging.yaml", "a: b: c\nsops: {}\n",
-     "cannot be parsed as YAML (line 1: mapping values are not allowed"),
-    ("staging.yaml", b"a: caf\xe9\nsops: {}\n",
-     "cannot be parsed as YAML (line 1: byte 0xe9 is not UTF-8)"),
-    ("key.json", '{"sops": {"version": "3"},\n "data": }',
-     "cannot be parsed as JSON (line 2: Expecting value)"),
-])
+@pytest.mark.parametrize(
+    ("name", "content", "detail"),
+    [
+        (
+            "staging.yaml",
+            "jupyterhub: {proxy: {secretToken: x}\nsops: {version: 3.11.0}\n",
+            "cannot be parsed as YAML (line 2: ",
+        ),  # the parser's words: libyaml's or PyYAML's
+        (
+            "staging.yaml",
+            "a: b: c\nsops: {}\n",
+            "cannot be parsed as YAML (line 1: mapping values are not allowed",
+        ),
+        (
+            "staging.yaml",
+            b"a: caf\xe9\nsops: {}\n",
+            "cannot be parsed as YAML (line 1: byte 0xe9 is not UTF-8)",
+        ),
+        (
+            "key.json",
+            '{"sops": {"version": "3"},\n "data": }',
+            "cannot be parsed as JSON (line 2: Expecting value)",
+        ),
+    ],
+)
 def test_a_secret_file_that_does_not_parse_is_told_so_not_called_plaintext(
-        tmp_path: Path, name: str, content: str | bytes, detail: str) -> None:
+    tmp_path: Path, name: str, content: str | bytes, detail: str
+) -> None:
     path = write(tmp_path / "secrets" / name, content)
     # git-crypt users' repositories too: such a file is no secret hubploy can use
     for allow_plaintext in (False, True):
@@ -301,23 +347,31 @@ def test_a_secret_file_that_does_not_parse_is_told_so_not_called_plaintext(
         pass
 
 
-def test_the_repositorys_age_key_and_the_users_are_both_used(tmp_path: Path, encrypt, env,
-                                                             age_key: tuple[Path, str]) -> None:
+def test_the_repositorys_age_key_and_the_users_are_both_used(
+    tmp_path: Path, encrypt, env, age_key: tuple[Path, str]
+) -> None:
     """A file for the user's key and one for the repository's key decrypt in one run; the combined key
     file is private (0600 in a 0700 dir) and holds both keys."""
     repo_key = tmp_path / "repo-age.key"
     repo_public = _keygen(repo_key)
     users_file = encrypt(tmp_path / "a" / "users.yaml", "token: for-the-users-key\n")
     repos_file = write(tmp_path / "b" / "repos.yaml", "token: for-the-repos-key\n")
-    run(["sops", "--encrypt", "--age", repo_public, "--in-place", str(repos_file)],
-        env=env, cwd=repos_file.parent)
+    run(
+        ["sops", "--encrypt", "--age", repo_public, "--in-place", str(repos_file)],
+        env=env,
+        cwd=repos_file.parent,
+    )
     sops_env = with_age_key(env, repo_key)
     combined = Path(sops_env["SOPS_AGE_KEY_FILE"])
     assert combined not in (repo_key, age_key[0])
-    assert (stat.S_IMODE(combined.stat().st_mode) == 0o600
-            and stat.S_IMODE(combined.parent.stat().st_mode) == 0o700)
-    assert (repo_key.read_text().strip() in combined.read_text()
-            and age_key[0].read_text().strip() in combined.read_text())
+    assert (
+        stat.S_IMODE(combined.stat().st_mode) == 0o600
+        and stat.S_IMODE(combined.parent.stat().st_mode) == 0o700
+    )
+    assert (
+        repo_key.read_text().strip() in combined.read_text()
+        and age_key[0].read_text().strip() in combined.read_text()
+    )
     with decrypted([users_file, repos_file], env=sops_env) as files:
         assert yaml.safe_load(files[users_file].read_text()) == {"token": "for-the-users-key"}
         assert yaml.safe_load(files[repos_file].read_text()) == {"token": "for-the-repos-key"}

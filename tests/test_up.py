@@ -23,11 +23,20 @@ from helpers.stack import UpStack, alive, demo_hub_lock, free_port, listen_addre
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.prefect]
 
-DEPLOYMENTS = ["hubploy-lifecycle/lifecycle", "hubploy-approval-timeout/approval-timeout",
-               "hubploy-pr-validation/pr-validation", "hubploy-prod-deploy/prod-deploy",
-               "rebuild-images/rebuild-images", "hubploy-drift-check/drift-check"]
-CREDENTIAL_BLOCK_TYPES = {"gcp-cluster-credentials", "aws-cluster-credentials", "azure-cluster-credentials",
-                          "kubeconfig-credentials"}
+DEPLOYMENTS = [
+    "hubploy-lifecycle/lifecycle",
+    "hubploy-approval-timeout/approval-timeout",
+    "hubploy-pr-validation/pr-validation",
+    "hubploy-prod-deploy/prod-deploy",
+    "rebuild-images/rebuild-images",
+    "hubploy-drift-check/drift-check",
+]
+CREDENTIAL_BLOCK_TYPES = {
+    "gcp-cluster-credentials",
+    "aws-cluster-credentials",
+    "azure-cluster-credentials",
+    "kubeconfig-credentials",
+}
 
 
 def _other_local_address() -> str | None:
@@ -76,10 +85,16 @@ def test_hubploy_up_serves_everything_locked_down_and_ctrl_c_stops_it(sandbox, t
         assert user and len(password) >= 24
         api = f"{ui}/api"
         assert httpx.post(f"{api}/deployments/filter", json={}, timeout=10).status_code == 401
-        assert httpx.post(f"{api}/block_documents/filter", json={"include_secrets": True},
-                          timeout=10).status_code == 401
-        assert httpx.post(f"{api}/deployments/filter", json={},
-                          auth=(user, "wrong"), timeout=10).status_code == 401
+        assert (
+            httpx.post(
+                f"{api}/block_documents/filter", json={"include_secrets": True}, timeout=10
+            ).status_code
+            == 401
+        )
+        assert (
+            httpx.post(f"{api}/deployments/filter", json={}, auth=(user, "wrong"), timeout=10).status_code
+            == 401
+        )
         with httpx.Client(base_url=api, auth=(user, password), timeout=10) as client:
             for name in DEPLOYMENTS:
                 found = client.get(f"/deployments/name/{name}")
@@ -92,14 +107,25 @@ def test_hubploy_up_serves_everything_locked_down_and_ctrl_c_stops_it(sandbox, t
         # the printed secret is the one the receiver checks
         body = json.dumps({"zen": "hi", "hook_id": 1}).encode()
         signature = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-        headers = {"X-GitHub-Event": "ping", "X-GitHub-Delivery": str(uuid.uuid4()),
-                   "Content-Type": "application/json"}
-        ok = httpx.post(webhook_url, content=body,
-                        headers={**headers, "X-Hub-Signature-256": signature}, timeout=10)
+        headers = {
+            "X-GitHub-Event": "ping",
+            "X-GitHub-Delivery": str(uuid.uuid4()),
+            "Content-Type": "application/json",
+        }
+        ok = httpx.post(
+            webhook_url, content=body, headers={**headers, "X-Hub-Signature-256": signature}, timeout=10
+        )
         assert ok.status_code in (200, 202), ok.text
-        bad = httpx.post(webhook_url, content=body,
-                         headers={**headers, "X-Hub-Signature-256": "sha256=" + "0" * 64,
-                                  "X-GitHub-Delivery": str(uuid.uuid4())}, timeout=10)
+        bad = httpx.post(
+            webhook_url,
+            content=body,
+            headers={
+                **headers,
+                "X-Hub-Signature-256": "sha256=" + "0" * 64,
+                "X-GitHub-Delivery": str(uuid.uuid4()),
+            },
+            timeout=10,
+        )
         assert bad.status_code == 401
 
         with demo_hub_lock():
@@ -115,6 +141,7 @@ def test_hubploy_up_serves_everything_locked_down_and_ctrl_c_stops_it(sandbox, t
     out = log.read_text()
     assert "sandbox" not in out.split("Ctrl-C stops what")[1]  # it did not start the sandbox: left alone
     from hubploy_sandbox import lifecycle
+
     assert lifecycle.healthy(sandbox.paths)
 
 
@@ -134,9 +161,15 @@ def _demo_without_approve_then_approve_from_another_shell(stack: UpStack, tmp_pa
     assert all(alive(pid) for pid in stack.started.values()), "the demo stopped what `hubploy up` started"
     # the approve command as printed, from another shell: it finds the server `hubploy up` runs
     shell_env = {k: v for k, v in user_env(stack.home).items() if not k.startswith("PREFECT_API")}
-    approved = subprocess.run([str(VENV_BIN / "hubploy"), "approve", run_id, "--reason", "from a shell"],
-                              cwd=tmp_path, env=shell_env, capture_output=True, text=True, timeout=120,
-                              check=False)
+    approved = subprocess.run(
+        [str(VENV_BIN / "hubploy"), "approve", run_id, "--reason", "from a shell"],
+        cwd=tmp_path,
+        env=shell_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert approved.returncode == 0, approved.stdout + approved.stderr
     state = stack.wait_for_final(run_id, timeout=600)
     assert state["type"] == "COMPLETED", state
@@ -146,10 +179,24 @@ def test_hubploy_demo_approve_runs_to_prod_and_cleans_up(sandbox, tmp_path: Path
     home = tmp_path / "home"
     port, webhook_port = free_port(), free_port()
     with demo_hub_lock():
-        proc = subprocess.run([str(VENV_BIN / "hubploy"), "demo", "--approve", "--port", str(port),
-                               "--webhook-port", str(webhook_port)], cwd=tmp_path, env=user_env(home),
-                              capture_output=True, text=True, timeout=1500, stdin=subprocess.DEVNULL,
-                              check=False)
+        proc = subprocess.run(
+            [
+                str(VENV_BIN / "hubploy"),
+                "demo",
+                "--approve",
+                "--port",
+                str(port),
+                "--webhook-port",
+                str(webhook_port),
+            ],
+            cwd=tmp_path,
+            env=user_env(home),
+            capture_output=True,
+            text=True,
+            timeout=1500,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
     out = proc.stdout + proc.stderr
     started = {name: int(pid) for name, pid in re.findall(r"(\S+): started \(pid (\d+)", out)}
     try:
@@ -162,8 +209,12 @@ def test_hubploy_demo_approve_runs_to_prod_and_cleans_up(sandbox, tmp_path: Path
         assert f"log in     http://127.0.0.1:{port}/login?redirect=/runs/flow-run/" in summary
         assert "webhook delivered" in out and "approved" in out
         origin = home / "demo" / "origin.git"
-        prod_log = subprocess.run(["git", "-C", str(origin), "log", "-1", "--format=%B", "prod"],
-                                  capture_output=True, text=True, check=True).stdout
+        prod_log = subprocess.run(
+            ["git", "-C", str(origin), "log", "-1", "--format=%B", "prod"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         assert "hubploy demo" in prod_log
     finally:
         for pid in started.values():
@@ -172,6 +223,7 @@ def test_hubploy_demo_approve_runs_to_prod_and_cleans_up(sandbox, tmp_path: Path
     assert not [name for name, pid in started.items() if alive(pid)]
     assert listen_addresses(port) == set() and listen_addresses(webhook_port) == set()
     from hubploy_sandbox import lifecycle
+
     assert lifecycle.healthy(sandbox.paths)
 
 
@@ -182,10 +234,16 @@ def test_hubploy_up_that_cannot_start_fails_fast_and_leaves_nothing_running(sand
         taken.listen()
         port = taken.getsockname()[1]
         start = time.monotonic()
-        proc = subprocess.run([str(VENV_BIN / "hubploy"), "up", "--port", str(port), "--webhook-port",
-                               str(free_port())], cwd=tmp_path, env=user_env(home), capture_output=True,
-                              text=True,
-                              timeout=300, stdin=subprocess.DEVNULL, check=False)
+        proc = subprocess.run(
+            [str(VENV_BIN / "hubploy"), "up", "--port", str(port), "--webhook-port", str(free_port())],
+            cwd=tmp_path,
+            env=user_env(home),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
         elapsed = time.monotonic() - start
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1, out
@@ -195,4 +253,5 @@ def test_hubploy_up_that_cannot_start_fails_fast_and_leaves_nothing_running(sand
     assert set(started) == {"prefect-server"}
     assert not any(alive(pid) for pid in started.values())
     from hubploy_sandbox import lifecycle
+
     assert lifecycle.healthy(sandbox.paths)

@@ -26,16 +26,38 @@ READY = "Ctrl-C stops what this `hubploy up` started"
 
 
 def _up(home: Path, port: int, webhook_port: int, log: Path) -> subprocess.Popen:
-    return subprocess.Popen([str(VENV_BIN / "hubploy"), "up", "--database", "postgres", "--workers", "2",
-                             "--no-sandbox", "--port", str(port), "--webhook-port", str(webhook_port)],
-                            cwd=home.parent, env=user_env(home),
-                            stdout=log.open("w"), stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
+    return subprocess.Popen(
+        [
+            str(VENV_BIN / "hubploy"),
+            "up",
+            "--database",
+            "postgres",
+            "--workers",
+            "2",
+            "--no-sandbox",
+            "--port",
+            str(port),
+            "--webhook-port",
+            str(webhook_port),
+        ],
+        cwd=home.parent,
+        env=user_env(home),
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def _query(files: PostgresFiles, port: int, sql: str) -> list[str]:
-    env = child_env({"PGPASSWORD": files.password_file.read_text().strip(), "PGHOST": "127.0.0.1",
-                     "PGPORT": str(port), "PGUSER": "prefect"})
+    env = child_env(
+        {
+            "PGPASSWORD": files.password_file.read_text().strip(),
+            "PGHOST": "127.0.0.1",
+            "PGPORT": str(port),
+            "PGUSER": "prefect",
+        }
+    )
     return run([str(binaries() / "psql"), "-d", "prefect", "-tAc", sql], env=env).stdout.split()
 
 
@@ -79,8 +101,15 @@ def test_up_on_postgres_with_two_workers_keeps_its_data_across_down(tmp_path: Pa
         again = wait_for_output(READY, second_log, proc, timeout=300)
         assert f"postgres: started on 127.0.0.1:{db_port}" in again  # the same server, the same data:
         assert re.search(r"webhook secret +(\S+)", again).group(1) == secret  # the secret block was kept
-        down = subprocess.run([str(VENV_BIN / "hubploy"), "down"], cwd=tmp_path, env=user_env(home),
-                              text=True, capture_output=True, timeout=120, check=False)
+        down = subprocess.run(
+            [str(VENV_BIN / "hubploy"), "down"],
+            cwd=tmp_path,
+            env=user_env(home),
+            text=True,
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
         assert down.returncode == 0 and "postgres: stopped (its data is kept in" in down.stderr, down.stderr
         assert listen_addresses(db_port) == set()
         _stop(proc, second_log)

@@ -23,28 +23,41 @@ def stack(tmp_path: Path) -> Stack:
     paths = StackPaths(tmp_path / "home")
     paths.home.mkdir()
     paths.auth_file.write_text(AUTH + "\n")
-    return Stack(paths, "http://127.0.0.1:4200/api", "http://127.0.0.1:4200", "http://127.0.0.1:8787/webhook",
-                 WEBHOOK_SECRET, "/repo.git", {"PREFECT_API_AUTH_STRING": AUTH}, ("prefect-server",))
+    return Stack(
+        paths,
+        "http://127.0.0.1:4200/api",
+        "http://127.0.0.1:4200",
+        "http://127.0.0.1:8787/webhook",
+        WEBHOOK_SECRET,
+        "/repo.git",
+        {"PREFECT_API_AUTH_STRING": AUTH},
+        ("prefect-server",),
+    )
 
 
-def test_up_says_where_to_log_in_and_shows_no_auth_string(stack: Stack, capsys: pytest.CaptureFixture[str],
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_up_says_where_to_log_in_and_shows_no_auth_string(
+    stack: Stack, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("CI", raising=False)
     _print_stack(stack)
     out = capsys.readouterr().err
-    assert (f"log in           http://127.0.0.1:4200/login with the auth string (user:password) in "
-            f"{stack.paths.auth_file}") in out
+    assert (
+        f"log in           http://127.0.0.1:4200/login with the auth string (user:password) in "
+        f"{stack.paths.auth_file}"
+    ) in out
     assert f"webhook secret   {WEBHOOK_SECRET}" in out  # for the person setting up GitHub, at a terminal
     assert AUTH.partition(":")[2] not in out
 
 
-def test_in_ci_up_prints_no_webhook_secret_either(stack: Stack, capsys: pytest.CaptureFixture[str],
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_in_ci_up_prints_no_webhook_secret_either(
+    stack: Stack, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("CI", "true")
     _print_stack(stack)
     out = capsys.readouterr().err
-    assert ("webhook secret   in the Prefect Secret block hubploy-webhook-secret (not printed: CI is set)"
-            in out)
+    assert (
+        "webhook secret   in the Prefect Secret block hubploy-webhook-secret (not printed: CI is set)" in out
+    )
     assert WEBHOOK_SECRET not in out and AUTH.partition(":")[2] not in out
 
 
@@ -53,7 +66,9 @@ def test_the_demo_summary_logs_in_to_the_run(stack: Stack, capsys: pytest.Captur
     result = DemoResult(RUN_ID, "brave-fox", "a" * 40, "Suspended", "", run_page)
     _print_summary(stack, result)
     out = capsys.readouterr().err
-    login = out.index(f"log in     http://127.0.0.1:4200/login?redirect=/runs/flow-run/{RUN_ID} with the "
-                      f"auth string (user:password) in {stack.paths.auth_file}")
+    login = out.index(
+        f"log in     http://127.0.0.1:4200/login?redirect=/runs/flow-run/{RUN_ID} with the "
+        f"auth string (user:password) in {stack.paths.auth_file}"
+    )
     assert login < out.index(f"run page   {run_page}")  # log in first, then the link
     assert AUTH.partition(":")[2] not in out

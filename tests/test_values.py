@@ -85,7 +85,13 @@ def test_secrets_in_both_places_hub_first(repo: Path) -> None:
     p = plan(repo, "prod")
     assert p.secret_files == [own, sub]
     assert p.helm_args({own: Path("/d/own"), sub: Path("/d/sub")}) == [
-        "-f", str(env_file), "-f", "/d/own", "-f", "/d/sub"]
+        "-f",
+        str(env_file),
+        "-f",
+        "/d/own",
+        "-f",
+        "/d/sub",
+    ]
 
 
 def test_undecrypted_secret_is_refused(repo: Path) -> None:
@@ -103,19 +109,33 @@ def test_set_then_set_string_in_user_order(repo: Path) -> None:
 def test_image_injection_after_user_set_string(repo: Path) -> None:
     common = touch(hub_dir(repo) / "config" / "common.yaml")
     secret = touch(hub_dir(repo) / "secrets" / "staging.yaml")
-    images = [ImageValue("jupyterhub.singleuser.image", "localhost:5000/hubploy/minimal-user", "abc1234"),
-              ("pangeo.jupyterhub.singleuser.image", "gcr.io/p/img", "1234567f")]
-    p = plan(repo, images=images, set_values=["jupyterhub.hub.replicas=1"],
-             set_string_values=["jupyterhub.singleuser.image.tag=user-tag"])
+    images = [
+        ImageValue("jupyterhub.singleuser.image", "localhost:5000/hubploy/minimal-user", "abc1234"),
+        ("pangeo.jupyterhub.singleuser.image", "gcr.io/p/img", "1234567f"),
+    ]
+    p = plan(
+        repo,
+        images=images,
+        set_values=["jupyterhub.hub.replicas=1"],
+        set_string_values=["jupyterhub.singleuser.image.tag=user-tag"],
+    )
     assert p.helm_args({secret: Path("/dec/staging.yaml")}) == [
-        "-f", str(common),
-        "-f", "/dec/staging.yaml",
-        "--set", "jupyterhub.hub.replicas=1",
-        "--set-string", "jupyterhub.singleuser.image.tag=user-tag",
-        "--set-string", "jupyterhub.singleuser.image.tag=abc1234",
-        "--set-string", "jupyterhub.singleuser.image.name=localhost:5000/hubploy/minimal-user",
-        "--set-string", "pangeo.jupyterhub.singleuser.image.tag=1234567f",
-        "--set-string", "pangeo.jupyterhub.singleuser.image.name=gcr.io/p/img",
+        "-f",
+        str(common),
+        "-f",
+        "/dec/staging.yaml",
+        "--set",
+        "jupyterhub.hub.replicas=1",
+        "--set-string",
+        "jupyterhub.singleuser.image.tag=user-tag",
+        "--set-string",
+        "jupyterhub.singleuser.image.tag=abc1234",
+        "--set-string",
+        "jupyterhub.singleuser.image.name=localhost:5000/hubploy/minimal-user",
+        "--set-string",
+        "pangeo.jupyterhub.singleuser.image.tag=1234567f",
+        "--set-string",
+        "pangeo.jupyterhub.singleuser.image.name=gcr.io/p/img",
     ]
 
 
@@ -127,22 +147,39 @@ def test_missing_files_skipped_and_dirs_ignored(repo: Path) -> None:
 
 # --- merged_values ------------------------------------------------------------------------------------
 
+
 def test_merged_values_precedence(repo: Path) -> None:
-    touch(hub_dir(repo) / "config" / "common.yaml",
-          "jupyterhub:\n  hub: {replicas: 1, extra: common}\n  singleuser:\n    image: {name: a, tag: '1'}\n"
-          "list: [1, 2]\nremoved: x\n")
+    touch(
+        hub_dir(repo) / "config" / "common.yaml",
+        "jupyterhub:\n  hub: {replicas: 1, extra: common}\n  singleuser:\n    image: {name: a, tag: '1'}\n"
+        "list: [1, 2]\nremoved: x\n",
+    )
     touch(hub_dir(repo) / "config" / "staging.yaml", "jupyterhub:\n  hub: {replicas: 2}\nlist: [3]\n")
     secret = touch(hub_dir(repo) / "secrets" / "staging.yaml", "jupyterhub:\n  hub: {token: s3cret}\n")
-    chart = {"jupyterhub": {"hub": {"replicas": 0, "chart_only": True}, "proxy": {"port": 80}},
-             "removed": "chart", "dropped": "chart"}
-    p = plan(repo, images=[("jupyterhub.singleuser.image", "reg:5000/img", "0123456a")],
-             set_values=["jupyterhub.hub.count=10,flag=true,nothing=null,zero=0,octal=007,float=1.5",
-                         "dropped=null"],
-             set_string_values=["jupyterhub.hub.count2=10,jupyterhub.singleuser.image.tag=ignored"])
+    chart = {
+        "jupyterhub": {"hub": {"replicas": 0, "chart_only": True}, "proxy": {"port": 80}},
+        "removed": "chart",
+        "dropped": "chart",
+    }
+    p = plan(
+        repo,
+        images=[("jupyterhub.singleuser.image", "reg:5000/img", "0123456a")],
+        set_values=[
+            "jupyterhub.hub.count=10,flag=true,nothing=null,zero=0,octal=007,float=1.5",
+            "dropped=null",
+        ],
+        set_string_values=["jupyterhub.hub.count2=10,jupyterhub.singleuser.image.tag=ignored"],
+    )
     assert merged_values(p, {secret: secret}, chart) == {
         "jupyterhub": {
-            "hub": {"replicas": 2, "extra": "common", "token": "s3cret", "chart_only": True,
-                    "count": 10, "count2": "10"},
+            "hub": {
+                "replicas": 2,
+                "extra": "common",
+                "token": "s3cret",
+                "chart_only": True,
+                "count": 10,
+                "count2": "10",
+            },
             "proxy": {"port": 80},
             "singleuser": {"image": {"name": "reg:5000/img", "tag": "0123456a"}},
         },
@@ -189,13 +226,15 @@ def test_image_values_pinned_or_from_git(tmp_path: Path) -> None:
     repo = init_repo(tmp_path / "repo")
     sha = repo.commit({"deployments/hub/image/Dockerfile": "FROM scratch\n"}, "image")
     repo.commit({"deployments/hub/config/common.yaml": "{}\n"}, "config")
-    built = ImageSpec("localhost:5000/hub/user", None, repo.root / "deployments/hub/image",
-                      "jupyterhub.singleuser.image")
+    built = ImageSpec(
+        "localhost:5000/hub/user", None, repo.root / "deployments/hub/image", "jupyterhub.singleuser.image"
+    )
     pinned = ImageSpec("quay.io/jupyter/base", "2024-01-01", None, "jupyterhub.hub.image")
     values = image_values(repo.root, [built, pinned], env=repo.env)
-    assert values == [ImageValue("jupyterhub.singleuser.image", "localhost:5000/hub/user",
-                                 shortest_alpha_prefix(sha)),
-                      ImageValue("jupyterhub.hub.image", "quay.io/jupyter/base", "2024-01-01")]
+    assert values == [
+        ImageValue("jupyterhub.singleuser.image", "localhost:5000/hub/user", shortest_alpha_prefix(sha)),
+        ImageValue("jupyterhub.hub.image", "quay.io/jupyter/base", "2024-01-01"),
+    ]
     repo.write({"deployments/hub/image/Dockerfile": "FROM busybox\n"})
     with pytest.raises(GitError, match="uncommitted"):
         image_values(repo.root, [built], env=repo.env)

@@ -33,9 +33,12 @@ from hubploy_sandbox.images import ensure_base_image
 pytestmark = [pytest.mark.sandbox, pytest.mark.prefect]
 
 WAVES = {"a1": "canary", "b1": "middle", "b2": "middle", "c1": "remaining"}
-SMOKE = {"services": {"smoke": {}},
-         "loadRoles": {"smoke": {"services": ["smoke"],
-                                 "scopes": ["admin:users", "admin:servers", "access:servers"]}}}
+SMOKE = {
+    "services": {"smoke": {}},
+    "loadRoles": {
+        "smoke": {"services": ["smoke"], "scopes": ["admin:users", "admin:servers", "access:servers"]}
+    },
+}
 BROKEN_HUB = {"extraConfig": {"99-broken": "raise SystemExit('broken on purpose')"}}
 
 
@@ -55,14 +58,23 @@ class Fleet:
     def common(self, short: str) -> Path:
         return self.root / "deployments" / self.hub(short) / "config/common.yaml"
 
-    def set_values(self, short: str, hub: dict[str, Any] | None = None,
-                   singleuser: dict[str, Any] | None = None, colour: str | None = None) -> None:
+    def set_values(
+        self,
+        short: str,
+        hub: dict[str, Any] | None = None,
+        singleuser: dict[str, Any] | None = None,
+        colour: str | None = None,
+    ) -> None:
         """Replace the hub's common.yaml: the smoke service, plus ``hub`` and ``singleuser`` values."""
         # a loaded test machine can take JupyterHub's default 30 s to start a user server
         config = {"JupyterHub": {"authenticator_class": "dummy"}, "Spawner": {"http_timeout": 120}}
         extra_env = {"extraEnv": {"COLOUR": colour}} if colour else {}
-        values = {"jupyterhub": {"hub": {"config": config, **SMOKE, **extra_env, **(hub or {})},
-                                 **({"singleuser": singleuser} if singleuser else {})}}
+        values = {
+            "jupyterhub": {
+                "hub": {"config": config, **SMOKE, **extra_env, **(hub or {})},
+                **({"singleuser": singleuser} if singleuser else {}),
+            }
+        }
         self.common(short).write_text(yaml.safe_dump(values))
 
     def commit(self, message: str) -> None:
@@ -70,8 +82,18 @@ class Fleet:
         subprocess.run([*GIT, "commit", "-qm", message], cwd=self.root, check=True)
 
     def history(self, short: str) -> list[dict[str, Any]]:
-        out = self.sandbox.run([self.sandbox.env["HELM_EXECUTABLE"], "history", self.release(short), "-n",
-                                self.release(short), "-o", "json"], check=False)
+        out = self.sandbox.run(
+            [
+                self.sandbox.env["HELM_EXECUTABLE"],
+                "history",
+                self.release(short),
+                "-n",
+                self.release(short),
+                "-o",
+                "json",
+            ],
+            check=False,
+        )
         return json.loads(out.stdout) if out.returncode == 0 else []
 
     def statuses(self, short: str) -> list[tuple[int, str]]:
@@ -91,8 +113,11 @@ def wave_runs(state: Any) -> list[str]:
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
 
     with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[state.state_details.flow_run_id])))
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[state.state_details.flow_run_id])
+            )
+        )
     return sorted(run.name for run in runs)
 
 
@@ -104,8 +129,10 @@ def fleet(sandbox: Sandbox, prefect_api: str, tmp_path_factory: pytest.TempPathF
 
     ensure_base_image(sandbox.paths, sandbox.env)
     prefix = f"w{secrets.token_hex(2)}"
-    root = copy_example_repo(tmp_path_factory.mktemp("fleet") / "repo", dict.fromkeys(
-        (f"{prefix}{short}" for short in WAVES), "minimal"), settings_extra=f"""health_check_timeout: 30
+    root = copy_example_repo(
+        tmp_path_factory.mktemp("fleet") / "repo",
+        dict.fromkeys((f"{prefix}{short}" for short in WAVES), "minimal"),
+        settings_extra=f"""health_check_timeout: 30
 rollout:
   waves:
     - {{name: canary, hubs: ["{prefix}a*"], soak: 2s}}
@@ -115,18 +142,23 @@ rollout:
 notifications:
   - block: custom-webhook/{prefix}-ops
     events: [wave_failed]
-""")
+""",
+    )
     with http_receiver() as receiver, pytest.MonkeyPatch.context() as patch:
-        CustomWebhookNotificationBlock(name="ops", url=f"{receiver.url}/ops",
-                                       json_data={"text": "{{subject}}: {{body}}"}).save(f"{prefix}-ops")
+        CustomWebhookNotificationBlock(
+            name="ops", url=f"{receiver.url}/ops", json_data={"text": "{{subject}}: {{body}}"}
+        ).save(f"{prefix}-ops")
         for key, value in sandbox.env.items():
             patch.setenv(key, value)  # the tasks take their child env from the process, as a worker would
         subprocess.run(["git", "init", "-q", "-b", "staging", str(root)], check=True)
         fleet = Fleet(root, prefix, sandbox, receiver)
         for short in WAVES:
             hub_dir = root / "deployments" / fleet.hub(short)
-            (hub_dir / "hubploy.yaml").write_text(yaml.safe_dump(
-                {"images": {"images": [{"name": base_image(sandbox)}]}, "environments": ["staging"]}))
+            (hub_dir / "hubploy.yaml").write_text(
+                yaml.safe_dump(
+                    {"images": {"images": [{"name": base_image(sandbox)}]}, "environments": ["staging"]}
+                )
+            )
             fleet.set_values(short)
         fleet.commit("four hubs")
         try:
@@ -138,10 +170,24 @@ notifications:
             yield fleet
         finally:
             for short in WAVES:
-                sandbox.run([sandbox.env["HELM_EXECUTABLE"], "uninstall", fleet.release(short), "-n",
-                             fleet.release(short)], check=False)
-                sandbox.kubectl("delete", "namespace", fleet.release(short), "--wait=false",
-                                "--ignore-not-found", check=False)
+                sandbox.run(
+                    [
+                        sandbox.env["HELM_EXECUTABLE"],
+                        "uninstall",
+                        fleet.release(short),
+                        "-n",
+                        fleet.release(short),
+                    ],
+                    check=False,
+                )
+                sandbox.kubectl(
+                    "delete",
+                    "namespace",
+                    fleet.release(short),
+                    "--wait=false",
+                    "--ignore-not-found",
+                    check=False,
+                )
             shutil.rmtree(root, ignore_errors=True)
 
 
@@ -151,10 +197,17 @@ def test_a_hub_config_that_stops_jupyterhub_in_wave_two_stops_the_line(fleet: Fl
         fleet.set_values(short, colour="blue", hub=BROKEN_HUB if short == "b2" else None)
     fleet.commit("blue everywhere; b2's hub config raises")
     plan = fleet.cli("plan", "--since", "HEAD~1")
-    rows = [[cell.strip() for cell in line.split("│")[1:3]]
-            for line in plan.stdout.splitlines() if fleet.prefix in line]
-    assert rows == [["1. canary", fleet.hub("a1")], ["2. middle", fleet.hub("b1")], ["", fleet.hub("b2")],
-                    ["3. remaining", fleet.hub("c1")]], plan.stdout
+    rows = [
+        [cell.strip() for cell in line.split("│")[1:3]]
+        for line in plan.stdout.splitlines()
+        if fleet.prefix in line
+    ]
+    assert rows == [
+        ["1. canary", fleet.hub("a1")],
+        ["2. middle", fleet.hub("b1")],
+        ["", fleet.hub("b2")],
+        ["3. remaining", fleet.hub("c1")],
+    ], plan.stdout
 
     # helm waits this long for b2's hub, which never gets ready; the others' get ready in it on a busy machine
     done = fleet.cli("rollout", "staging", "--timeout", "90s")
@@ -164,8 +217,10 @@ def test_a_hub_config_that_stops_jupyterhub_in_wave_two_stops_the_line(fleet: Fl
     assert f"wave 1. canary: {fleet.hub('a1')}: verify completed" in progress
     assert f"wave 2. middle: {fleet.hub('b2')}: deploy failed" in progress
     assert "wave 3" not in progress
-    assert ("WaveFailed: wave middle (2 of 3) stopped the staging rollout. rolled-back: "
-            f"{fleet.hub('b2')} (helm upgrade of {fleet.release('b2')} timed out after 90s") in done.stderr
+    assert (
+        "WaveFailed: wave middle (2 of 3) stopped the staging rollout. rolled-back: "
+        f"{fleet.hub('b2')} (helm upgrade of {fleet.release('b2')} timed out after 90s"
+    ) in done.stderr
     assert f"never deployed: {fleet.hub('c1')} (remaining)" in done.stderr
 
     a1 = fleet.history("a1")
@@ -174,7 +229,7 @@ def test_a_hub_config_that_stops_jupyterhub_in_wave_two_stops_the_line(fleet: Fl
     b1 = fleet.history("b1")
     assert len(b1) == before["b1"] + 1 and b1[-1]["status"] == "deployed"
     assert "verified" not in b1[-1]["description"]  # its wave stopped the line: never soaked nor verified
-    b2 = fleet.history("b2")[before["b2"]:]
+    b2 = fleet.history("b2")[before["b2"] :]
     assert [r["status"] for r in b2] == ["failed", "deployed"]
     assert b2[-1]["description"] == f"Rollback to {before['b2']}"
     assert len(fleet.history("c1")) == before["c1"]
@@ -218,10 +273,12 @@ def test_a_hub_whose_users_cannot_start_servers_returns_to_its_last_verified_rel
 
     again = fleet.cli("rollback", fleet.hub("b2"), "staging", "--to-verified")
     assert again.returncode == 0, again.stderr
-    assert f"{fleet.release('b2')} already runs its last verified release (revision {verified})" in \
-        again.stdout
-    back = fleet.cli("rollback", fleet.hub("b2"), "staging", "--revision", str(unverified),
-                     "--timeout", "60s")
+    assert (
+        f"{fleet.release('b2')} already runs its last verified release (revision {verified})" in again.stdout
+    )
+    back = fleet.cli(
+        "rollback", fleet.hub("b2"), "staging", "--revision", str(unverified), "--timeout", "60s"
+    )
     assert back.returncode == 0, back.stderr
     assert f"{fleet.release('b2')}: rolled-back (revision {history[-1]['revision']} -> " in back.stdout
     assert fleet.history("b2")[-1]["description"] == f"Rollback to {unverified}"

@@ -55,10 +55,17 @@ Ids = dict[str, uuid.UUID]
 LIFECYCLE = "webhook-test-lifecycle/lifecycle"
 PROD_DEPLOY = "webhook-test-prod-deploy/prod-deploy"
 PR_VALIDATION = "webhook-test-pr-validation/pr-validation"
-ROUTES = Routes(lifecycle_deployment=LIFECYCLE, prod_deployment=PROD_DEPLOY,
-                pr_validation_deployment=PR_VALIDATION)
-ROUTE_FLAGS = ("--lifecycle-deployment", LIFECYCLE, "--prod-deployment", PROD_DEPLOY,
-               "--pr-validation-deployment", PR_VALIDATION)
+ROUTES = Routes(
+    lifecycle_deployment=LIFECYCLE, prod_deployment=PROD_DEPLOY, pr_validation_deployment=PR_VALIDATION
+)
+ROUTE_FLAGS = (
+    "--lifecycle-deployment",
+    LIFECYCLE,
+    "--prod-deployment",
+    PROD_DEPLOY,
+    "--pr-validation-deployment",
+    PR_VALIDATION,
+)
 
 
 @flow(name="webhook-test-lifecycle")
@@ -100,8 +107,11 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes] | None = None, timeout
 def deployment_ids(prefect_api: str) -> dict[str, uuid.UUID]:
     """Real deployments with the receiver's default names (no worker: their runs stay Scheduled)."""
     ids = {}
-    for fn, name in ((lifecycle, "lifecycle"), (prod_deploy, "prod-deploy"),
-                     (pr_validation, "pr-validation")):
+    for fn, name in (
+        (lifecycle, "lifecycle"),
+        (prod_deploy, "prod-deploy"),
+        (pr_validation, "pr-validation"),
+    ):
         ids[f"{fn.name}/{name}"] = fn.to_deployment(name=name, parameters={"repo_url": REPO_URL}).apply()
     return ids
 
@@ -118,9 +128,23 @@ def cli_receiver_process(tmp_path: Path, *args: str) -> Iterator[tuple[str, subp
     """cli_receiver's URL and process."""
     port = _free_port()
     log = open(tmp_path / f"receiver-{port}.log", "w")  # noqa: SIM115 (closed in the finally below)
-    proc = subprocess.Popen([str(VENV_BIN / "hubploy"), "webhook", "serve", "--port", str(port),
-                             "--secret-block", SECRET_BLOCK, *ROUTE_FLAGS, *args], cwd=tmp_path, stdout=log,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            str(VENV_BIN / "hubploy"),
+            "webhook",
+            "serve",
+            "--port",
+            str(port),
+            "--secret-block",
+            SECRET_BLOCK,
+            *ROUTE_FLAGS,
+            *args,
+        ],
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(url, proc)
@@ -133,8 +157,9 @@ def cli_receiver_process(tmp_path: Path, *args: str) -> Iterator[tuple[str, subp
 
 
 @pytest.fixture(scope="module")
-def receiver(prefect_api: str, deployment_ids: Ids,
-             tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def receiver(
+    prefect_api: str, deployment_ids: Ids, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     Secret(value=SECRET).save(SECRET_BLOCK, overwrite=True)
     with cli_receiver(tmp_path_factory.mktemp("receiver")) as url:
         yield url
@@ -143,8 +168,9 @@ def receiver(prefect_api: str, deployment_ids: Ids,
 @contextmanager
 def in_process_receiver(config: WebhookConfig) -> Iterator[str]:
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(SECRET, config), host="127.0.0.1", port=port,
-                                           log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(SECRET, config), host="127.0.0.1", port=port, log_level="warning")
+    )
     # the thread must see this test's Prefect settings (PREFECT_API_URL), which live in a context var
     thread = threading.Thread(target=contextvars.copy_context().run, args=(server.run,), daemon=True)
     thread.start()
@@ -166,21 +192,38 @@ def push(branch: str, after: str, before: str = "0" * 39 + "1") -> dict[str, Any
 
 
 def pull_request(head_sha: str, base: str = "staging", number: int = 12) -> dict[str, Any]:
-    return {"action": "opened", "number": number, "repository": REPO,
-            "pull_request": {"number": number, "head": {"ref": "feature", "sha": head_sha},
-                             "base": {"ref": base, "sha": "c" * 40}}}
+    return {
+        "action": "opened",
+        "number": number,
+        "repository": REPO,
+        "pull_request": {
+            "number": number,
+            "head": {"ref": "feature", "sha": head_sha},
+            "base": {"ref": base, "sha": "c" * 40},
+        },
+    }
 
 
 def signature(body: bytes, secret: str = SECRET) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def deliver(url: str, event: str, payload: Any = None, *, body: bytes | None = None,
-            delivery: str | None = None, sign: str | None | bool = True,
-            client: httpx.Client | None = None) -> httpx.Response:
+def deliver(
+    url: str,
+    event: str,
+    payload: Any = None,
+    *,
+    body: bytes | None = None,
+    delivery: str | None = None,
+    sign: str | None | bool = True,
+    client: httpx.Client | None = None,
+) -> httpx.Response:
     body = json.dumps(payload).encode() if body is None else body
-    headers = {"Content-Type": "application/json", "X-GitHub-Event": event,
-               "X-GitHub-Delivery": delivery or str(uuid.uuid4())}
+    headers = {
+        "Content-Type": "application/json",
+        "X-GitHub-Event": event,
+        "X-GitHub-Delivery": delivery or str(uuid.uuid4()),
+    }
     if sign is True:
         headers["X-Hub-Signature-256"] = signature(body)
     elif isinstance(sign, str):
@@ -196,8 +239,11 @@ def all_runs(deployment_ids: Ids) -> list[FlowRun]:
         while True:
             page = client.read_flow_runs(
                 flow_run_filter=FlowRunFilter(
-                    deployment_id=FlowRunFilterDeploymentId(any_=list(deployment_ids.values()))),
-                offset=len(runs), limit=200)
+                    deployment_id=FlowRunFilterDeploymentId(any_=list(deployment_ids.values()))
+                ),
+                offset=len(runs),
+                limit=200,
+            )
             runs.extend(page)
             if len(page) < 200:
                 return list({run.id: run for run in runs}.values())
@@ -205,8 +251,9 @@ def all_runs(deployment_ids: Ids) -> list[FlowRun]:
 
 def runs_for(deployment_ids: Ids, commit: str) -> list[tuple[str, FlowRun]]:
     names = {v: k for k, v in deployment_ids.items()}
-    return [(names[r.deployment_id], r) for r in all_runs(deployment_ids)
-            if r.parameters.get("sha") == commit]
+    return [
+        (names[r.deployment_id], r) for r in all_runs(deployment_ids) if r.parameters.get("sha") == commit
+    ]
 
 
 def test_push_to_staging_starts_one_lifecycle_run(receiver: str, deployment_ids: Ids) -> None:
@@ -217,8 +264,12 @@ def test_push_to_staging_starts_one_lifecycle_run(receiver: str, deployment_ids:
     [(name, run)] = runs_for(deployment_ids, after)
     assert name == LIFECYCLE
     assert str(run.id) == response.json()["flow_run_id"]
-    assert run.parameters == {"sha": after, "before": "0" * 39 + "1", "repo_url": REPO_URL,
-                              "trigger": f"github push {delivery}"}
+    assert run.parameters == {
+        "sha": after,
+        "before": "0" * 39 + "1",
+        "repo_url": REPO_URL,
+        "trigger": f"github push {delivery}",
+    }
     assert run.idempotency_key == f"github-{delivery}"
     assert run.state is not None and run.state.is_scheduled()
 
@@ -252,11 +303,25 @@ def test_health(receiver: str) -> None:
     assert httpx.get(f"{receiver}/health").json() == {"ok": True}
 
 
-def test_rejected_and_ignored_deliveries_start_nothing(receiver: str,
-                                                        deployment_ids: Ids) -> None:
-    commits = {case: sha() for case in ("missing", "wrong", "other-secret", "oversize", "chunked", "json",
-                                        "event", "branch", "deleted", "tag", "pr-main", "pr-closed",
-                                        "no-delivery")}
+def test_rejected_and_ignored_deliveries_start_nothing(receiver: str, deployment_ids: Ids) -> None:
+    commits = {
+        case: sha()
+        for case in (
+            "missing",
+            "wrong",
+            "other-secret",
+            "oversize",
+            "chunked",
+            "json",
+            "event",
+            "branch",
+            "deleted",
+            "tag",
+            "pr-main",
+            "pr-closed",
+            "no-delivery",
+        )
+    }
 
     def body(case: str, branch: str = "staging") -> bytes:
         return json.dumps(push(branch, commits[case])).encode()
@@ -264,37 +329,63 @@ def test_rejected_and_ignored_deliveries_start_nothing(receiver: str,
     expected = {
         "missing": (deliver(receiver, "push", body=body("missing"), sign=None), 401),
         "wrong": (deliver(receiver, "push", body=body("wrong"), sign="sha256=" + "0" * 64), 401),
-        "other-secret": (deliver(receiver, "push", body=body("other-secret"),
-                                 sign=signature(body("other-secret"), "not-the-secret")), 401),
+        "other-secret": (
+            deliver(
+                receiver,
+                "push",
+                body=body("other-secret"),
+                sign=signature(body("other-secret"), "not-the-secret"),
+            ),
+            401,
+        ),
         # correctly signed, but larger than 1 MiB: by Content-Length, and streamed without one
         "oversize": (deliver(receiver, "push", body=body("oversize") + b" " * (1 << 20)), 413),
         "json": (deliver(receiver, "push", body=body("json")[:-1]), 400),
         "event": (deliver(receiver, "issues", push("staging", commits["event"])), 202),
         "branch": (deliver(receiver, "push", push("main", commits["branch"])), 202),
         "deleted": (deliver(receiver, "push", push("staging", "0" * 40, before=commits["deleted"])), 202),
-        "tag": (deliver(receiver, "push", {**push("staging", commits["tag"]), "ref": "refs/tags/staging"}),
-                202),
+        "tag": (
+            deliver(receiver, "push", {**push("staging", commits["tag"]), "ref": "refs/tags/staging"}),
+            202,
+        ),
         "pr-main": (deliver(receiver, "pull_request", pull_request(commits["pr-main"], base="main")), 202),
-        "pr-closed": (deliver(receiver, "pull_request",
-                              {**pull_request(commits["pr-closed"]), "action": "closed"}), 202),
+        "pr-closed": (
+            deliver(receiver, "pull_request", {**pull_request(commits["pr-closed"]), "action": "closed"}),
+            202,
+        ),
     }
     chunked = body("chunked") + b" " * (1 << 20)
-    expected["chunked"] = (httpx.post(f"{receiver}/webhook", content=iter([chunked[i:i + 65536] for i in
-                                                                          range(0, len(chunked), 65536)]),
-                                      headers={"X-GitHub-Event": "push",
-                                               "X-GitHub-Delivery": str(uuid.uuid4()),
-                                               "X-Hub-Signature-256": signature(chunked)}), 413)
+    expected["chunked"] = (
+        httpx.post(
+            f"{receiver}/webhook",
+            content=iter([chunked[i : i + 65536] for i in range(0, len(chunked), 65536)]),
+            headers={
+                "X-GitHub-Event": "push",
+                "X-GitHub-Delivery": str(uuid.uuid4()),
+                "X-Hub-Signature-256": signature(chunked),
+            },
+        ),
+        413,
+    )
     no_delivery = body("no-delivery")
-    expected["no-delivery"] = (httpx.post(f"{receiver}/webhook", content=no_delivery,
-                                          headers={"X-GitHub-Event": "push",
-                                                   "X-Hub-Signature-256": signature(no_delivery)}), 400)
+    expected["no-delivery"] = (
+        httpx.post(
+            f"{receiver}/webhook",
+            content=no_delivery,
+            headers={"X-GitHub-Event": "push", "X-Hub-Signature-256": signature(no_delivery)},
+        ),
+        400,
+    )
     for case, (response, status) in expected.items():
         assert response.status_code == status, (case, response.text)
         if status == 202:
             assert response.json()["status"] == "ignored", case
         assert SECRET not in response.text
-    started = [r for r in all_runs(deployment_ids) if r.parameters.get("sha") in commits.values()
-               or r.parameters.get("before") == commits["deleted"]]
+    started = [
+        r
+        for r in all_runs(deployment_ids)
+        if r.parameters.get("sha") in commits.values() or r.parameters.get("before") == commits["deleted"]
+    ]
     assert started == []
 
 
@@ -302,10 +393,15 @@ def test_flood_of_pushes_and_redeliveries(receiver: str, deployment_ids: Ids) ->
     pushes = [(str(uuid.uuid4()), sha()) for _ in range(50)]
     deliveries = pushes + pushes[:10]
     with httpx.Client(limits=httpx.Limits(max_connections=60)) as client, ThreadPoolExecutor(30) as pool:
-        responses = list(pool.map(lambda d: deliver(receiver, "push", push("staging", d[1]), delivery=d[0],
-                                                    client=client), deliveries))
-    assert all(r.status_code in (200, 202) for r in responses), [r.text for r in responses
-                                                                 if r.status_code >= 300]
+        responses = list(
+            pool.map(
+                lambda d: deliver(receiver, "push", push("staging", d[1]), delivery=d[0], client=client),
+                deliveries,
+            )
+        )
+    assert all(r.status_code in (200, 202) for r in responses), [
+        r.text for r in responses if r.status_code >= 300
+    ]
     # "accepted": the server was slow and the run is created when it answers
     assert {r.json()["status"] for r in responses} <= {"started", "accepted", "duplicate"}
     run_ids: dict[str, set[str]] = {}  # a redelivery racing its original gets the same run back
@@ -323,8 +419,9 @@ def test_flood_of_pushes_and_redeliveries(receiver: str, deployment_ids: Ids) ->
     assert {r.idempotency_key for r in runs} == {f"github-{d}" for d, _ in pushes}
 
 
-def test_redelivery_after_a_restart_starts_nothing(receiver: str, deployment_ids: Ids,
-                                                    tmp_path: Path) -> None:
+def test_redelivery_after_a_restart_starts_nothing(
+    receiver: str, deployment_ids: Ids, tmp_path: Path
+) -> None:
     after, delivery = sha(), str(uuid.uuid4())
     first = deliver(receiver, "push", push("staging", after), delivery=delivery)
     assert first.status_code == 202
@@ -340,16 +437,26 @@ def mismatch(commit: str) -> None:
     pass
 
 
-@pytest.mark.parametrize("deployment,reason", [
-    ("webhook-test-lifecycle/missing", "no such deployment on the Prefect server"),
-    ("hubploy-mismatch/mismatch", ("the Prefect server answered 409: Error creating flow run: "
-                                   "Validation failed. Failure reason: 'commit' is a required property")),
-])
-def test_prefect_refusing_the_run_is_503_and_can_be_redelivered(prefect_api: str, deployment: str,
-                                                                 reason: str, deployment_ids: Ids) -> None:
+@pytest.mark.parametrize(
+    "deployment,reason",
+    [
+        ("webhook-test-lifecycle/missing", "no such deployment on the Prefect server"),
+        (
+            "hubploy-mismatch/mismatch",
+            (
+                "the Prefect server answered 409: Error creating flow run: "
+                "Validation failed. Failure reason: 'commit' is a required property"
+            ),
+        ),
+    ],
+)
+def test_prefect_refusing_the_run_is_503_and_can_be_redelivered(
+    prefect_api: str, deployment: str, reason: str, deployment_ids: Ids
+) -> None:
     mismatch.to_deployment(name="mismatch").apply()  # its parameters do not fit: the server refuses the run
-    config = WebhookConfig(routes=dataclasses.replace(ROUTES, staging_branch="main",
-                                                      lifecycle_deployment=deployment))
+    config = WebhookConfig(
+        routes=dataclasses.replace(ROUTES, staging_branch="main", lifecycle_deployment=deployment)
+    )
     after, delivery = sha(), str(uuid.uuid4())
     with in_process_receiver(config) as url:
         for _ in range(2):  # not remembered as seen: a redelivery tries again
@@ -363,8 +470,10 @@ def test_prefect_refusing_the_run_is_503_and_can_be_redelivered(prefect_api: str
 
 def test_unreachable_prefect_server_is_a_quick_503(prefect_api: str) -> None:
     config = WebhookConfig(routes=ROUTES, prefect_timeout=1)
-    with temporary_settings(updates={PREFECT_API_URL: f"http://127.0.0.1:{_free_port()}/api"}), \
-            in_process_receiver(config) as url:
+    with (
+        temporary_settings(updates={PREFECT_API_URL: f"http://127.0.0.1:{_free_port()}/api"}),
+        in_process_receiver(config) as url,
+    ):
         started = time.monotonic()
         response = deliver(url, "push", push("staging", sha()))
     assert response.status_code == 503
@@ -411,7 +520,8 @@ class DelayingProxy:
 
 
 def test_a_slow_server_gets_the_delivery_accepted_and_its_run_created_when_it_answers(
-        prefect_api: str, deployment_ids: Ids) -> None:
+    prefect_api: str, deployment_ids: Ids
+) -> None:
     proxy = DelayingProxy(int(prefect_api.rsplit(":", 1)[1].split("/")[0]))
     config = WebhookConfig(routes=ROUTES, prefect_timeout=2)
     after, delivery = sha(), str(uuid.uuid4())
@@ -444,8 +554,9 @@ def test_a_slow_server_gets_the_delivery_accepted_and_its_run_created_when_it_an
 
 
 def test_routes_from_the_config_dataclass(prefect_api: str, deployment_ids: Ids) -> None:
-    config = WebhookConfig(routes=dataclasses.replace(ROUTES, staging_branch="main", prod_branch="live"),
-                           max_body_bytes=1024)
+    config = WebhookConfig(
+        routes=dataclasses.replace(ROUTES, staging_branch="main", prod_branch="live"), max_body_bytes=1024
+    )
     live, main = sha(), sha()
     with in_process_receiver(config) as url:
         assert deliver(url, "push", push("live", live)).status_code == 202
@@ -456,10 +567,12 @@ def test_routes_from_the_config_dataclass(prefect_api: str, deployment_ids: Ids)
     assert [n for n, _ in runs_for(deployment_ids, main)] == [LIFECYCLE]
 
 
-def test_cli_takes_branches_from_the_repo_settings(receiver: str, deployment_ids: Ids,
-                                                   deployment_repo, tmp_path: Path) -> None:
-    repo = deployment_repo({"hubploy-repo.yaml": "staging_branch: main\nprod_branch: live\n",
-                            "deployments/.keep": ""})
+def test_cli_takes_branches_from_the_repo_settings(
+    receiver: str, deployment_ids: Ids, deployment_repo, tmp_path: Path
+) -> None:
+    repo = deployment_repo(
+        {"hubploy-repo.yaml": "staging_branch: main\nprod_branch: live\n", "deployments/.keep": ""}
+    )
     main, staging = sha(), sha()
     with cli_receiver(tmp_path, "--repo", str(repo)) as url:
         assert deliver(url, "push", push("main", main)).json()["status"] == "started"
@@ -470,8 +583,9 @@ def test_cli_takes_branches_from_the_repo_settings(receiver: str, deployment_ids
 
 def test_invalid_repo_settings_fail_clearly(prefect_api: str, deployment_repo) -> None:
     repo = deployment_repo({"hubploy-repo.yaml": "staging_branch: [1]\n", "deployments/.keep": ""})
-    result = subprocess.run([str(VENV_BIN / "hubploy"), "webhook", "serve"], cwd=repo, capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run(
+        [str(VENV_BIN / "hubploy"), "webhook", "serve"], cwd=repo, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 1
     assert "hubploy-repo.yaml:1: staging_branch:" in result.stderr
 
@@ -484,8 +598,20 @@ def test_ensure_webhook_secret_generates_once(prefect_api: str) -> None:
 
 
 def test_missing_secret_block_fails_clearly(prefect_api: str, tmp_path: Path) -> None:
-    result = subprocess.run([str(VENV_BIN / "hubploy"), "webhook", "serve", "--port", str(_free_port()),
-                             "--secret-block", "no-such-block"], cwd=tmp_path, capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [
+            str(VENV_BIN / "hubploy"),
+            "webhook",
+            "serve",
+            "--port",
+            str(_free_port()),
+            "--secret-block",
+            "no-such-block",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 1
     assert "no Prefect Secret block named 'no-such-block'" in result.stderr

@@ -16,14 +16,18 @@ def push(branch: str, after: str = A, **extra: object) -> dict:
 
 
 def pull_request(action: str = "opened", base: str = "staging") -> dict:
-    return {"action": action, "number": 7, "repository": REPO,
-            "pull_request": {"number": 7, "head": {"ref": "feature", "sha": A},
-                             "base": {"ref": base, "sha": B}}}
+    return {
+        "action": action,
+        "number": 7,
+        "repository": REPO,
+        "pull_request": {"number": 7, "head": {"ref": "feature", "sha": A}, "base": {"ref": base, "sha": B}},
+    }
 
 
 def test_push_to_staging_starts_the_lifecycle() -> None:
     assert route("push", push("staging"), "d1") == Start(
-        "hubploy-lifecycle/lifecycle", {"sha": A, "before": B, "trigger": "github push d1"})
+        "hubploy-lifecycle/lifecycle", {"sha": A, "before": B, "trigger": "github push d1"}
+    )
 
 
 def test_push_to_prod_starts_the_prod_deploy() -> None:
@@ -33,15 +37,18 @@ def test_push_to_prod_starts_the_prod_deploy() -> None:
     assert decision.parameters["sha"] == A and decision.parameters["before"] == B
 
 
-@pytest.mark.parametrize("event,payload", [
-    ("push", push("main")),
-    ("push", {**push("staging"), "ref": "refs/tags/staging"}),
-    ("push", push("staging", after=NULL_SHA)),
-    ("push", push("staging", deleted=True)),
-    ("pull_request", pull_request("closed")),
-    ("pull_request", pull_request(base="main")),
-    ("issues", {"action": "opened"}),
-])
+@pytest.mark.parametrize(
+    "event,payload",
+    [
+        ("push", push("main")),
+        ("push", {**push("staging"), "ref": "refs/tags/staging"}),
+        ("push", push("staging", after=NULL_SHA)),
+        ("push", push("staging", deleted=True)),
+        ("pull_request", pull_request("closed")),
+        ("pull_request", pull_request(base="main")),
+        ("issues", {"action": "opened"}),
+    ],
+)
 def test_ignored(event: str, payload: dict) -> None:
     assert isinstance(route(event, payload, "d"), Ignored)
 
@@ -49,24 +56,32 @@ def test_ignored(event: str, payload: dict) -> None:
 def test_pull_request_against_staging_starts_validation() -> None:
     for action in ("opened", "synchronize", "reopened"):
         assert route("pull_request", pull_request(action), "d3") == Start(
-            "hubploy-pr-validation/pr-validation", {"sha": A, "base_sha": B, "pr_number": 7})
+            "hubploy-pr-validation/pr-validation", {"sha": A, "base_sha": B, "pr_number": 7}
+        )
 
 
 def test_branches_and_names_come_from_settings_and_config() -> None:
-    routes = Routes.from_repo_settings(RepoSettings(staging_branch="main", prod_branch="live"),
-                                       lifecycle_deployment="x/y")
+    routes = Routes.from_repo_settings(
+        RepoSettings(staging_branch="main", prod_branch="live"), lifecycle_deployment="x/y"
+    )
     decision = route("push", push("main"), "d", routes)
     assert isinstance(decision, Start) and decision.deployment == "x/y"
     assert isinstance(route("push", push("staging"), "d", routes), Ignored)
     assert route("push", push("live"), "d", routes).deployment == "hubploy-prod-deploy/prod-deploy"
 
 
-@pytest.mark.parametrize("event,payload", [
-    ("push", {"ref": "refs/heads/staging"}),
-    ("push", {**push("staging"), "before": None}),
-    ("pull_request", {"action": "opened"}),
-    ("pull_request", {**pull_request(), "pull_request": {"number": 7, "base": {"ref": "staging", "sha": B}}}),
-])
+@pytest.mark.parametrize(
+    "event,payload",
+    [
+        ("push", {"ref": "refs/heads/staging"}),
+        ("push", {**push("staging"), "before": None}),
+        ("pull_request", {"action": "opened"}),
+        (
+            "pull_request",
+            {**pull_request(), "pull_request": {"number": 7, "base": {"ref": "staging", "sha": B}}},
+        ),
+    ],
+)
 def test_malformed_payloads(event: str, payload: dict) -> None:
     with pytest.raises(PayloadError):
         route(event, payload, "d")

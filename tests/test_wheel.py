@@ -23,8 +23,10 @@ from hubploy.triggers.project_files import EXAMPLE_CHART, EXAMPLE_REPO
 
 pytestmark = pytest.mark.prefect
 
-PROBE = ("import json, blocks, flows, hubploy, hubploy_sandbox; "
-         "print(json.dumps([m.__file__ for m in (hubploy, flows, blocks, hubploy_sandbox)]))")
+PROBE = (
+    "import json, blocks, flows, hubploy, hubploy_sandbox; "
+    "print(json.dumps([m.__file__ for m in (hubploy, flows, blocks, hubploy_sandbox)]))"
+)
 
 
 def _git(*args: str, cwd: Path) -> str:
@@ -48,12 +50,29 @@ def _source_tree(dest: Path) -> Path:
 def _install_wheels(tmp_path: Path) -> Path:
     source, dist, target = _source_tree(tmp_path / "source"), tmp_path / "dist", tmp_path / "installed"
     pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
-    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(dist), str(source),
-                    str(source / "sandbox")], check=True, cwd=tmp_path, timeout=300)
+    subprocess.run(
+        [
+            *pip,
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(dist),
+            str(source),
+            str(source / "sandbox"),
+        ],
+        check=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
     wheels = sorted(str(w) for w in dist.glob("*.whl"))
     assert [Path(w).name.split("-")[0] for w in wheels] == ["hubploy_prefect", "hubploy_sandbox"]
-    subprocess.run([*pip, "install", "--no-deps", "--target", str(target), *wheels], check=True, cwd=tmp_path,
-                   timeout=300)
+    subprocess.run(
+        [*pip, "install", "--no-deps", "--target", str(target), *wheels],
+        check=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
     return target
 
 
@@ -62,12 +81,18 @@ def test_hubploy_up_from_installed_wheels(tmp_path: Path) -> None:
     home, cwd = tmp_path / "home", tmp_path / "elsewhere"
     cwd.mkdir()
     env = {**user_env(home), "PYTHONPATH": str(installed)}  # this checkout is not importable
-    probe = subprocess.run([sys.executable, "-c", PROBE], cwd=cwd, env=env, capture_output=True, text=True,
-                           check=True)
+    probe = subprocess.run(
+        [sys.executable, "-c", PROBE], cwd=cwd, env=env, capture_output=True, text=True, check=True
+    )
     assert all(Path(f).is_relative_to(installed) for f in json.loads(probe.stdout)), probe.stdout
 
-    stack = start_up(home, cwd / "up.log", hubploy=(sys.executable, "-m", "hubploy.cli.main"),
-                     options=("--no-sandbox",), env=env)
+    stack = start_up(
+        home,
+        cwd / "up.log",
+        hubploy=(sys.executable, "-m", "hubploy.cli.main"),
+        options=("--no-sandbox",),
+        env=env,
+    )
     try:
         project = home / "project"
         prefect_yaml = yaml.safe_load((PROJECT_ROOT / "prefect.yaml").read_text())
@@ -82,8 +107,9 @@ def test_hubploy_up_from_installed_wheels(tmp_path: Path) -> None:
             registered = client.post("/deployments/filter", json={}).json()
         assert sorted(d["name"] for d in registered) == sorted(declared)
         for deployment in registered:
-            assert deployment["pull_steps"] == [{"prefect.deployments.steps.set_working_directory":
-                                                 {"directory": str(project)}}], deployment["name"]
+            assert deployment["pull_steps"] == [
+                {"prefect.deployments.steps.set_working_directory": {"directory": str(project)}}
+            ], deployment["name"]
         _assert_demo_repo_holds_the_example_hubs_and_chart(home / "demo" / "origin.git")
         _assert_a_worker_runs_a_flow_from_the_wheel(stack, {d["name"]: d["id"] for d in registered})
     finally:
@@ -110,12 +136,15 @@ def _assert_a_worker_runs_a_flow_from_the_wheel(stack: UpStack, deployments: dic
 
     deployment = UUID(deployments["approval-timeout"])
     with stack.prefect_settings(), get_client(sync_client=True) as client:
-        waiting = client.create_flow_run_from_deployment(deployment, parameters={
-            "flow_run_id": str(UUID(int=0)), "pause_key": "-", "hours": 1.0}, state=Scheduled(
-                scheduled_time=datetime(2099, 1, 1, tzinfo=UTC)))
+        waiting = client.create_flow_run_from_deployment(
+            deployment,
+            parameters={"flow_run_id": str(UUID(int=0)), "pause_key": "-", "hours": 1.0},
+            state=Scheduled(scheduled_time=datetime(2099, 1, 1, tzinfo=UTC)),
+        )
         client.set_flow_run_state(waiting.id, Paused(pause_key="approval-1"), force=True)
-        timeout = client.create_flow_run_from_deployment(deployment, parameters={
-            "flow_run_id": str(waiting.id), "pause_key": "approval-1", "hours": 2.0})
+        timeout = client.create_flow_run_from_deployment(
+            deployment, parameters={"flow_run_id": str(waiting.id), "pause_key": "approval-1", "hours": 2.0}
+        )
     assert stack.wait_for_final(str(timeout.id), timeout=120)["type"] == "COMPLETED"
     cancelled = stack.flow_run(str(waiting.id))["state"]
     assert (cancelled["type"], cancelled["name"]) == ("CANCELLED", "ApprovalTimedOut")

@@ -24,8 +24,9 @@ pytestmark = [pytest.mark.sandbox, pytest.mark.prefect]
 
 
 def _history(sandbox: Sandbox, release: str) -> list[dict]:
-    out = sandbox.run([sandbox.env["HELM_EXECUTABLE"], "history", release, "-n", release, "-o", "json"],
-                      check=False)
+    out = sandbox.run(
+        [sandbox.env["HELM_EXECUTABLE"], "history", release, "-n", release, "-o", "json"], check=False
+    )
     return json.loads(out.stdout) if out.returncode == 0 else []
 
 
@@ -39,8 +40,17 @@ def _pending_releases(sandbox: Sandbox, releases: list[str]) -> list[str]:
 def _run(pool: WorkerPool, hubs: list[str], root: Path) -> UUID:
     from prefect.deployments import run_deployment
 
-    flow_run = run_deployment(pool.deployment, timeout=0, parameters={
-        "hubs": hubs, "env": "staging", "repo_path": str(root), "trigger": "test", "timeout": "3m"})
+    flow_run = run_deployment(
+        pool.deployment,
+        timeout=0,
+        parameters={
+            "hubs": hubs,
+            "env": "staging",
+            "repo_path": str(root),
+            "trigger": "test",
+            "timeout": "3m",
+        },
+    )
     return flow_run.id
 
 
@@ -58,13 +68,15 @@ def _wait_completed(run_id: UUID, pool: WorkerPool, timeout: float) -> list:
             if failed or time.monotonic() > deadline:
                 history = sorted(client.read_flow_run_states(run_id), key=lambda s: s.timestamp)
                 states = [s.name for s in history]
-                raise AssertionError(f"run {run.name}: {states}: {run.state.message if run.state else ''}\n"
-                                     f"{pool.logs()}")
+                raise AssertionError(
+                    f"run {run.name}: {states}: {run.state.message if run.state else ''}\n{pool.logs()}"
+                )
             time.sleep(1)
 
 
-def test_two_workers_share_a_fleet_and_a_killed_one_loses_no_hub(sandbox: Sandbox, worker_pool: WorkerPool,
-                                                                  tmp_path: Path) -> None:
+def test_two_workers_share_a_fleet_and_a_killed_one_loses_no_hub(
+    sandbox: Sandbox, worker_pool: WorkerPool, tmp_path: Path
+) -> None:
     from prefect.artifacts import Artifact
     from prefect.client.orchestration import get_client
 
@@ -107,8 +119,9 @@ def test_two_workers_share_a_fleet_and_a_killed_one_loses_no_hub(sandbox: Sandbo
     for release in releases:
         history = _history(sandbox, release)
         assert history[-1]["status"] == "deployed", (release, history)
-        got = sandbox.run([sandbox.env["HELM_EXECUTABLE"], "get", "values", release, "-n", release, "-o",
-                           "json"])
+        got = sandbox.run(
+            [sandbox.env["HELM_EXECUTABLE"], "get", "values", release, "-n", release, "-o", "json"]
+        )
         values = json.loads(got.stdout)
         assert values["jupyterhub"]["hub"]["extraEnv"]["ROUND"] == "2", release
     for release in pending:  # rolled back from the dead run's pending revision, then upgraded

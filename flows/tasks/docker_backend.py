@@ -47,18 +47,24 @@ class DockerBackend:
         import docker.errors
 
         try:
-            self.client.images.build(path=str(request.context), dockerfile=str(request.dockerfile),
-                                     tag=request.reference, nocache=request.no_cache, rm=True,
-                                     cache_from=[request.cache_from] if request.cache_from else None,
-                                     buildargs=dict(request.build_args) or None)
+            self.client.images.build(
+                path=str(request.context),
+                dockerfile=str(request.dockerfile),
+                tag=request.reference,
+                nocache=request.no_cache,
+                rm=True,
+                cache_from=[request.cache_from] if request.cache_from else None,
+                buildargs=dict(request.build_args) or None,
+            )
         except (docker.errors.BuildError, docker.errors.APIError) as exc:
             raise BuildError(f"building {request.reference} with Docker failed: {exc}") from exc
 
     def push(self, reference: str, auth: AuthFiles | None) -> str:
         name, tag = _split_tag(reference)
         digest = None
-        for line in self.client.images.push(name, tag=tag, auth_config=_auth_config(reference, auth),
-                                            stream=True, decode=True):
+        for line in self.client.images.push(
+            name, tag=tag, auth_config=_auth_config(reference, auth), stream=True, decode=True
+        ):
             if "error" in line:
                 raise _push_error(reference, str(line.get("error")))
             digest = (line.get("aux") or {}).get("Digest") or digest
@@ -69,8 +75,11 @@ class DockerBackend:
 
 def _push_error(reference: str, message: str) -> RegistryError:
     lowered = message.lower()
-    status = 401 if "unauthorized" in lowered or "authentication required" in lowered else (
-        403 if "denied" in lowered else None)
+    status = (
+        401
+        if "unauthorized" in lowered or "authentication required" in lowered
+        else (403 if "denied" in lowered else None)
+    )
     return RegistryError(f"pushing {reference} with Docker failed: {message}", status=status)
 
 
@@ -89,8 +98,9 @@ def docker_client(env: Mapping[str, str] | None = None) -> Any | None:
     return client
 
 
-def select_backend(env: Mapping[str, str] | None = None, *,
-                   on_line: Callable[[str], None] | None = None) -> BuildBackend:
+def select_backend(
+    env: Mapping[str, str] | None = None, *, on_line: Callable[[str], None] | None = None
+) -> BuildBackend:
     """Docker where a daemon answers, else buildah (daemonless; ``on_line`` gets its output lines)."""
     client = docker_client(env)
     return DockerBackend(client) if client is not None else BuildahBackend(on_line=on_line)

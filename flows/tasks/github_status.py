@@ -44,18 +44,25 @@ class GitHubApi:
     token: str = field(repr=False)
     source: str = "the token"  # where the token comes from, for the hint of a 401/403
 
-    def request(self, method: str, path: str, body: dict[str, Any] | None = None, *,
-                missing_ok: bool = False) -> httpx.Response:
+    def request(
+        self, method: str, path: str, body: dict[str, Any] | None = None, *, missing_ok: bool = False
+    ) -> httpx.Response:
         """``path`` under the API (or a full URL on the API's own host, as GitHub's ``Link`` gives); a
         404 is answered as it is when ``missing_ok``, any other failure raises HubployError
         (CredentialsError for 401/403)."""
         url = path if "://" in path else self.url.rstrip("/") + path
         if httpx.URL(url).netloc != httpx.URL(self.url).netloc:
-            raise HubployError(f"GitHub sent hubploy to another host ({httpx.URL(url).host}); not following "
-                               "it with the token")
+            raise HubployError(
+                f"GitHub sent hubploy to another host ({httpx.URL(url).host}); not following "
+                "it with the token"
+            )
         shown = httpx.URL(url).raw_path.decode()
-        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/vnd.github+json",
-                   "X-GitHub-Api-Version": "2022-11-28", "User-Agent": "hubploy"}
+        headers = {
+            "Authorization": f"Bearer {self.token}",
+            "Accept": "application/vnd.github+json",
+            "X-GitHub-Api-Version": "2022-11-28",
+            "User-Agent": "hubploy",
+        }
         try:
             response = httpx.request(method, url, json=body, headers=headers, timeout=TIMEOUT)
         except httpx.HTTPError as exc:
@@ -71,14 +78,25 @@ class GitHubApi:
         text = f"GitHub answered {response.status_code} to {method} {shown}"
         text += f": {message}" if message else ""
         if response.status_code in (401, 403):
-            raise CredentialsError(text, hint=f"check {self.source}; it needs repo:status (statuses) and "
-                                              "pull request write access (comments)")
+            raise CredentialsError(
+                text,
+                hint=f"check {self.source}; it needs repo:status (statuses) and "
+                "pull request write access (comments)",
+            )
         raise HubployError(text)
 
 
-def report_status(credentials_block: str | None, repo_full_name: str, sha: str, state: StatusState,
-                  context: str, description: str, target_url: str | None = None, *,
-                  api_url: str = DEFAULT_API_URL) -> None:
+def report_status(
+    credentials_block: str | None,
+    repo_full_name: str,
+    sha: str,
+    state: StatusState,
+    context: str,
+    description: str,
+    target_url: str | None = None,
+    *,
+    api_url: str = DEFAULT_API_URL,
+) -> None:
     """Set a commit status (``context`` like ``hubploy/lifecycle``); ``target_url`` defaults to the current
     flow run's page in the Prefect UI."""
     if credentials_block is None:
@@ -89,8 +107,11 @@ def report_status(credentials_block: str | None, repo_full_name: str, sha: str, 
         from prefect.runtime import flow_run
 
         target_url = flow_run.ui_url
-    body: dict[str, Any] = {"state": state, "context": context,
-                            "description": _truncate(description, MAX_DESCRIPTION)}
+    body: dict[str, Any] = {
+        "state": state,
+        "context": context,
+        "description": _truncate(description, MAX_DESCRIPTION),
+    }
     if target_url:
         body["target_url"] = target_url
     _api(credentials_block, api_url).request("POST", f"/repos/{repo_full_name}/statuses/{sha}", body)
@@ -108,8 +129,15 @@ class Comment:
     action: CommentAction
 
 
-def upsert_pr_comment(credentials_block: str | None, repo_full_name: str, pr_number: int, body: str, *,
-                      marker: str, api_url: str = DEFAULT_API_URL) -> Comment | None:
+def upsert_pr_comment(
+    credentials_block: str | None,
+    repo_full_name: str,
+    pr_number: int,
+    body: str,
+    *,
+    marker: str,
+    api_url: str = DEFAULT_API_URL,
+) -> Comment | None:
     """Keep one comment per pull request: edit the one whose body starts with ``marker`` (markdown
     ``body``, cut to GitHub's limit), or post it when there is none. None without a block."""
     if credentials_block is None:
@@ -117,19 +145,23 @@ def upsert_pr_comment(credentials_block: str | None, repo_full_name: str, pr_num
     return upsert_comment(_api(credentials_block, api_url), repo_full_name, pr_number, body, marker=marker)
 
 
-def upsert_comment(api: GitHubApi, repo_full_name: str, pr_number: int, body: str, *,
-                   marker: str) -> Comment:
+def upsert_comment(api: GitHubApi, repo_full_name: str, pr_number: int, body: str, *, marker: str) -> Comment:
     """:func:`upsert_pr_comment` with the API at hand. A comment deleted since it was found is posted anew."""
     body = _truncate(body, MAX_COMMENT)
     found = find_comment(api, repo_full_name, pr_number, marker)
     if found is not None:
-        edited = api.request("PATCH", f"/repos/{repo_full_name}/issues/comments/{found}", {"body": body},
-                             missing_ok=True)
+        edited = api.request(
+            "PATCH", f"/repos/{repo_full_name}/issues/comments/{found}", {"body": body}, missing_ok=True
+        )
         if edited.status_code != 404:
             log.info("GitHub comment %d on %s#%d edited", found, repo_full_name, pr_number)
             return Comment(found, CommentAction.updated)
-        log.info("GitHub comment %d on %s#%d was deleted meanwhile: posting a new one", found,
-                 repo_full_name, pr_number)
+        log.info(
+            "GitHub comment %d on %s#%d was deleted meanwhile: posting a new one",
+            found,
+            repo_full_name,
+            pr_number,
+        )
     posted = api.request("POST", f"/repos/{repo_full_name}/issues/{pr_number}/comments", {"body": body})
     comment = Comment(_comment_id(posted), CommentAction.created)
     log.info("GitHub comment %d on %s#%d posted", comment.id, repo_full_name, pr_number)
@@ -146,14 +178,17 @@ def find_comment(api: GitHubApi, repo_full_name: str, pr_number: int, marker: st
         response = api.request("GET", url)
         page = response.json()
         if not isinstance(page, list):
-            raise HubployError(f"GitHub answered GET {url} with {type(page).__name__}, not a list of "
-                               "comments")
+            raise HubployError(
+                f"GitHub answered GET {url} with {type(page).__name__}, not a list of comments"
+            )
         for comment in page:
             if isinstance(comment, dict) and str(comment.get("body") or "").startswith(marker):
                 return _comment_id(comment)
         url = response.links.get("next", {}).get("url")
-    raise HubployError(f"{repo_full_name}#{pr_number} has more than {MAX_PAGES * PAGE_SIZE} comments; "
-                       "not looking further for hubploy's")
+    raise HubployError(
+        f"{repo_full_name}#{pr_number} has more than {MAX_PAGES * PAGE_SIZE} comments; "
+        "not looking further for hubploy's"
+    )
 
 
 def _comment_id(answer: httpx.Response | dict[str, Any]) -> int:
@@ -165,12 +200,15 @@ def _comment_id(answer: httpx.Response | dict[str, Any]) -> int:
 
 
 def _truncate(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _api(credentials_block: str, api_url: str) -> GitHubApi:
-    return GitHubApi(api_url, _token(credentials_block),
-                     source=f"the token of GitHubCredentials block {credentials_block!r}")
+    return GitHubApi(
+        api_url,
+        _token(credentials_block),
+        source=f"the token of GitHubCredentials block {credentials_block!r}",
+    )
 
 
 def _token(credentials_block: str) -> str:
@@ -179,9 +217,10 @@ def _token(credentials_block: str) -> str:
     try:
         credentials = GitHubCredentials.load(credentials_block)
     except ValueError as exc:
-        raise CredentialsError(f"no GitHubCredentials block named {credentials_block!r}",
-                               hint="create one in the Prefect UI or with GitHubCredentials(token=...)"
-                                    ".save(name)") from exc
+        raise CredentialsError(
+            f"no GitHubCredentials block named {credentials_block!r}",
+            hint="create one in the Prefect UI or with GitHubCredentials(token=...).save(name)",
+        ) from exc
     if credentials.token is None or not credentials.token.get_secret_value():
         raise CredentialsError(f"GitHubCredentials block {credentials_block!r} has no token")
     token = credentials.token.get_secret_value()

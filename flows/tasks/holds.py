@@ -69,8 +69,11 @@ def unhold(release: str, *, by: str) -> Hold | None:
     if held is None:
         return None
     Variable.unset(variable_name(release))
-    _audit(release, f"# {release}: hold released\n\nby {by}; it was {held.describe()}\n",
-           f"{release}: hold released by {by}")
+    _audit(
+        release,
+        f"# {release}: hold released\n\nby {by}; it was {held.describe()}\n",
+        f"{release}: hold released by {by}",
+    )
     return held
 
 
@@ -78,13 +81,17 @@ def holds(releases: Iterable[str] | None = None) -> dict[str, Hold]:
     """The holds on the server ({release: hold}), of ``releases`` only when given."""
     wanted = None if releases is None else set(releases)
     found: dict[str, Hold] = {}
-    tagged = VariableFilter(tags=VariableFilterTags(all_=[HOLD_TAG])).model_dump(mode="json",
-                                                                                 exclude_unset=True)
+    tagged = VariableFilter(tags=VariableFilterTags(all_=[HOLD_TAG])).model_dump(
+        mode="json", exclude_unset=True
+    )
     with get_client(sync_client=True) as client:
         offset = 0
         # the REST API's filter (the client's read_variables takes only a limit)
-        while page := StoredVariable.model_validate_list(client.request("POST", "/variables/filter", json={
-                "variables": tagged, "offset": offset, "limit": PAGE}).json()):
+        while page := StoredVariable.model_validate_list(
+            client.request(
+                "POST", "/variables/filter", json={"variables": tagged, "offset": offset, "limit": PAGE}
+            ).json()
+        ):
             for variable in page:
                 held = Hold.from_value(variable.value)
                 if held is not None and (wanted is None or held.release in wanted):

@@ -25,8 +25,11 @@ from hubploy.registry import AuthFiles, RegistryCredentials, manifest_digest
 
 RETRIES = 3
 BACKOFF = exponential_backoff(backoff_factor=2)
-_NETWORK = re.compile(r"connection (refused|reset)|i/o timeout|timed? ?out|no such host|\bEOF\b|broken pipe|"
-                      r"\b(50[0234]|429)\b|service unavailable|bad gateway", re.IGNORECASE)
+_NETWORK = re.compile(
+    r"connection (refused|reset)|i/o timeout|timed? ?out|no such host|\bEOF\b|broken pipe|"
+    r"\b(50[0234]|429)\b|service unavailable|bad gateway",
+    re.IGNORECASE,
+)
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -36,8 +39,9 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, (ConnectionError, TimeoutError, CommandTimeoutError)):
         return True
     if isinstance(exc, CommandError):
-        return bool(_NETWORK.search(exc.stderr_tail)) and not re.search(r"unauthori[sz]ed|denied|\b40[13]\b",
-                                                                        exc.stderr_tail, re.IGNORECASE)
+        return bool(_NETWORK.search(exc.stderr_tail)) and not re.search(
+            r"unauthori[sz]ed|denied|\b40[13]\b", exc.stderr_tail, re.IGNORECASE
+        )
     return False
 
 
@@ -56,25 +60,47 @@ def image_tag(repo_path: str, hub_name: str, spec: ImageSpec) -> str:
     return effective_tag(load_repo(repo_path).load_hub(hub_name), spec)
 
 
-@task(name="image-exists", cache_policy=NONE, retries=RETRIES, retry_delay_seconds=BACKOFF,
-      retry_condition_fn=retry_transient)
+@task(
+    name="image-exists",
+    cache_policy=NONE,
+    retries=RETRIES,
+    retry_delay_seconds=BACKOFF,
+    retry_condition_fn=retry_transient,
+)
 def image_exists(name: str, tag: str, credentials: RegistryCredentials | None) -> str | None:
     """The digest of ``name:tag`` in its registry, or None when absent."""
     return manifest_digest(name, tag, credentials)
 
 
-@task(name="build-image", cache_policy=NONE, retries=RETRIES, retry_delay_seconds=BACKOFF,
-      retry_condition_fn=retry_transient)
-def build_image(backend: BuildBackend, repo_path: str, spec: ImageSpec, tag: str, auth: AuthFiles | None,
-                no_cache: bool = False) -> BuildResult:
+@task(
+    name="build-image",
+    cache_policy=NONE,
+    retries=RETRIES,
+    retry_delay_seconds=BACKOFF,
+    retry_condition_fn=retry_transient,
+)
+def build_image(
+    backend: BuildBackend,
+    repo_path: str,
+    spec: ImageSpec,
+    tag: str,
+    auth: AuthFiles | None,
+    no_cache: bool = False,
+) -> BuildResult:
     assert spec.path is not None
     older = [] if no_cache else git.candidate_tags(Path(repo_path), spec.path, n=CACHE_DEPTH + 1)
-    return core_build_image(backend, spec.name, tag, spec.path, older_tags=older, no_cache=no_cache,
-                            auth=auth)
+    return core_build_image(
+        backend, spec.name, tag, spec.path, older_tags=older, no_cache=no_cache, auth=auth
+    )
 
 
-@task(name="push-image", cache_policy=NONE, retries=RETRIES, retry_delay_seconds=BACKOFF,
-      retry_condition_fn=retry_transient)
+@task(
+    name="push-image",
+    cache_policy=NONE,
+    retries=RETRIES,
+    retry_delay_seconds=BACKOFF,
+    retry_condition_fn=retry_transient,
+)
 def push_image(backend: BuildBackend, reference: str, auth: AuthFiles | None) -> str:
     """Push and return the digest."""
     return backend.push(reference, auth)

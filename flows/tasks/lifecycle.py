@@ -41,8 +41,8 @@ def repo_key(repo_url: str) -> str:
 
 @dataclass(frozen=True)
 class ChangeSet:
-    base: str | None                 # what the change is compared with (prod head, or the push's before)
-    commits: list[tuple[str, str]]   # (sha, subject), newest first
+    base: str | None  # what the change is compared with (prod head, or the push's before)
+    commits: list[tuple[str, str]]  # (sha, subject), newest first
     plan: Plan
 
 
@@ -102,18 +102,38 @@ def approvers_in_force(repo_url: str, prod_head: str | None, tree: str) -> Appro
         prod, issues = try_load_repo(prod_tree)
         if prod is not None:
             return prod.settings.approvers
-        logger.warning("hubploy-repo.yaml on prod (%s) does not load (%s); approvers are those of the commit "
-                       "under approval", prod_head[:12], issues[0].format() if issues else "unknown error")
+        logger.warning(
+            "hubploy-repo.yaml on prod (%s) does not load (%s); approvers are those of the commit "
+            "under approval",
+            prod_head[:12],
+            issues[0].format() if issues else "unknown error",
+        )
     return load_repo(tree).settings.approvers
 
 
 @task(**GIT_RETRIES)
-def promote_commit(repo_url: str, sha: str, message: str, staging_branch: str, prod_branch: str,
-                   git_overrides: dict[str, str] | None = None) -> Promotion:
-    result = promote(repo_url, sha, message=message, cache_dir=default_cache_dir(),
-                     env=child_env({"GIT_TERMINAL_PROMPT": "0", **(git_overrides or {})}),
-                     staging_branch=staging_branch, prod_branch=prod_branch)
-    get_run_logger().info("promoted %s to %s: %s -> %s", sha[:12], prod_branch,
-                          (result.prod_before or "none")[:12], result.prod_after[:12])
+def promote_commit(
+    repo_url: str,
+    sha: str,
+    message: str,
+    staging_branch: str,
+    prod_branch: str,
+    git_overrides: dict[str, str] | None = None,
+) -> Promotion:
+    result = promote(
+        repo_url,
+        sha,
+        message=message,
+        cache_dir=default_cache_dir(),
+        env=child_env({"GIT_TERMINAL_PROMPT": "0", **(git_overrides or {})}),
+        staging_branch=staging_branch,
+        prod_branch=prod_branch,
+    )
+    get_run_logger().info(
+        "promoted %s to %s: %s -> %s",
+        sha[:12],
+        prod_branch,
+        (result.prod_before or "none")[:12],
+        result.prod_after[:12],
+    )
     return result
-

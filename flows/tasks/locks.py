@@ -51,11 +51,14 @@ def lease_seconds() -> float:
     try:
         seconds = float(value) if value else DEFAULT_LEASE_SECONDS
     except ValueError:
-        raise HubployError(f"HUBPLOY_LOCK_LEASE_SECONDS must be a number of seconds (got {value!r})"
-                           ) from None
+        raise HubployError(
+            f"HUBPLOY_LOCK_LEASE_SECONDS must be a number of seconds (got {value!r})"
+        ) from None
     if seconds < MIN_LEASE_SECONDS:
-        raise HubployError(f"HUBPLOY_LOCK_LEASE_SECONDS must be at least {MIN_LEASE_SECONDS:.0f}, the "
-                           f"Prefect server's minimum (got {value!r})")
+        raise HubployError(
+            f"HUBPLOY_LOCK_LEASE_SECONDS must be at least {MIN_LEASE_SECONDS:.0f}, the "
+            f"Prefect server's minimum (got {value!r})"
+        )
     return seconds
 
 
@@ -104,6 +107,7 @@ def cluster_key(hub: Hub) -> str:
 
 # --- the process-local gate in front of a cluster's limit ------------------------------------------------
 
+
 class SlotServer(Protocol):
     """Where a gate's slots come from: the Prefect server's global concurrency limits (``PrefectSlots``),
     or a stand-in in tests."""
@@ -132,8 +136,14 @@ class PrefectSlots:
         # One request per try (max_retries=0): Prefect's own waiting would go on asking after every task of
         # the process has been served. A failed lease renewal is logged only: cancelling the keeper thread
         # would not stop the deploy that holds the slot.
-        return concurrency(name, occupy=1, strict=True, max_retries=0, lease_duration=lease_seconds(),
-                           raise_on_lease_renewal_failure=False)
+        return concurrency(
+            name,
+            occupy=1,
+            strict=True,
+            max_retries=0,
+            lease_duration=lease_seconds(),
+            raise_on_lease_renewal_failure=False,
+        )
 
     def retry_after(self, error: BaseException) -> float | None:
         return prefect_compat.retry_after(error)
@@ -354,8 +364,9 @@ def process_slot(name: str, limit: int) -> AbstractContextManager[None]:
 
 # --- release locks, cluster slots ------------------------------------------------------------------------
 
-_held_release_locks: ContextVar[frozenset[str]] = ContextVar("hubploy_held_release_locks",
-                                                             default=frozenset())
+_held_release_locks: ContextVar[frozenset[str]] = ContextVar(
+    "hubploy_held_release_locks", default=frozenset()
+)
 
 
 @contextlib.contextmanager
@@ -412,8 +423,9 @@ def cluster_slot(repo: DeploymentRepo, hub: Hub, logger: Logger) -> Iterator[Non
 
 
 @contextlib.contextmanager
-def deploy_locks(repo: DeploymentRepo, hub: Hub, release: str,
-                 logger: Logger) -> Iterator[Callable[[], AbstractContextManager[None]]]:
+def deploy_locks(
+    repo: DeploymentRepo, hub: Hub, release: str, logger: Logger
+) -> Iterator[Callable[[], AbstractContextManager[None]]]:
     """Hold ``deploy-<release>`` for the whole block; yield the release's cluster slot, for the block to
     enter only around its cluster calls. The release lock comes first, so a run waiting for a cluster
     slot never blocks another release."""

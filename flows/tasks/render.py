@@ -25,8 +25,8 @@ class Drift:
     hub: str
     env: str
     release: str
-    manifest_diff: str          # running vs rendered, secrets digested; "" when equal
-    values_changed: list[str]   # top-level value paths whose user-supplied value differs
+    manifest_diff: str  # running vs rendered, secrets digested; "" when equal
+    values_changed: list[str]  # top-level value paths whose user-supplied value differs
     installed: bool
 
 
@@ -37,12 +37,17 @@ def _running(hub_name: str, env_name: str, tree: str) -> tuple[str | None, dict 
     with credentials(repo, child_env()).cluster_access(hub, env_name) as access:
         env = {**access.env, "KUBECONFIG": str(access.kubeconfig)}
         executable = helm.helm_executable(env)
-        manifest = deployed_manifest(executable, hub.release(env_name), hub.namespace(env_name), env=env,
-                                     kube_context=access.context)
+        manifest = deployed_manifest(
+            executable, hub.release(env_name), hub.namespace(env_name), env=env, kube_context=access.context
+        )
         if manifest is None:
             return None, None
-        out = run(helm.get_values_argv(executable, hub.release(env_name), hub.namespace(env_name),
-                                       kube_context=access.context), env=env).stdout
+        out = run(
+            helm.get_values_argv(
+                executable, hub.release(env_name), hub.namespace(env_name), kube_context=access.context
+            ),
+            env=env,
+        ).stdout
         return manifest, json.loads(out or "{}") or {}
 
 
@@ -55,12 +60,19 @@ def prod_diffs(tree: str, hubs: list[str], env_name: str = "prod") -> dict[str, 
     diffs = {}
     for name in hubs:
         with prepared_values(repo, repo.load_hub(name), env_name, base_env=env) as prepared:
-            rendered, secret_strings, secret_paths = (render(prepared, env=env), prepared.secret_strings,
-                                                      prepared.secret_paths)
+            rendered, secret_strings, secret_paths = (
+                render(prepared, env=env),
+                prepared.secret_strings,
+                prepared.secret_paths,
+            )
         running, running_values = _running(name, env_name, tree)
-        diff = manifest_diff(running or "", rendered.manifest, generated=rendered.generated,
-                             old_label=f"{name}-{env_name} running" if running else "not installed",
-                             new_label="this commit")
+        diff = manifest_diff(
+            running or "",
+            rendered.manifest,
+            generated=rendered.generated,
+            old_label=f"{name}-{env_name} running" if running else "not installed",
+            new_label="this commit",
+        )
         diffs[name] = redact(diff, [*secret_strings, *secret_strings_at(running_values or {}, secret_paths)])
     return diffs
 
@@ -89,13 +101,24 @@ def detect_drift(tree: str, hub_name: str, env_name: str) -> Drift:
     env = child_env()
     with prepared_values(repo, hub, env_name, base_env=env) as prepared:
         rendered = render(prepared, env=env)
-        changed = [redact(p, prepared.secret_strings)
-                   for p in _changed_paths(running_values or {}, prepared.user_values)]
-    diff = manifest_diff(running_manifest, rendered.manifest, generated=rendered.generated,
-                         old_label="running", new_label="repo")
+        changed = [
+            redact(p, prepared.secret_strings)
+            for p in _changed_paths(running_values or {}, prepared.user_values)
+        ]
+    diff = manifest_diff(
+        running_manifest,
+        rendered.manifest,
+        generated=rendered.generated,
+        old_label="running",
+        new_label="repo",
+    )
     if diff or changed:
-        get_run_logger().warning("drift in %s: %d manifest diff lines, values %s", hub.release(env_name),
-                                  len(diff.splitlines()), changed or "unchanged")
+        get_run_logger().warning(
+            "drift in %s: %d manifest diff lines, values %s",
+            hub.release(env_name),
+            len(diff.splitlines()),
+            changed or "unchanged",
+        )
     return Drift(hub_name, env_name, hub.release(env_name), diff, changed, installed=True)
 
 
@@ -118,8 +141,11 @@ def _review_release(repo: DeploymentRepo, hub: Hub, env_name: str) -> ReleaseRev
     release, env = hub.release(env_name), child_env()
     try:
         with prepared_values(repo, hub, env_name, base_env=env) as prepared:
-            rendered, secret_strings, secret_paths = (render(prepared, env=env), prepared.secret_strings,
-                                                      prepared.secret_paths)
+            rendered, secret_strings, secret_paths = (
+                render(prepared, env=env),
+                prepared.secret_strings,
+                prepared.secret_paths,
+            )
     except HubployError as exc:
         return ReleaseReview(hub.name, env_name, release, ReleaseState.not_rendered, message=str(exc))
     try:

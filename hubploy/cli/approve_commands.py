@@ -24,9 +24,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", metavar="RUN", help="flow run id or name, as shown in the Prefect UI")
     p.add_argument("--reject", action="store_true", help="reject: prod stays untouched")
     p.add_argument("--reason", default="", help="why (recorded in the audit trail)")
-    p.add_argument("--as", dest="approver", default=f"{getpass.getuser()}@{socket.gethostname()}",
-                   help="who approves (default: user@host); with `approvers:` in hubploy-repo.yaml, a name "
-                        "listed there")
+    p.add_argument(
+        "--as",
+        dest="approver",
+        default=f"{getpass.getuser()}@{socket.gethostname()}",
+        help="who approves (default: user@host); with `approvers:` in hubploy-repo.yaml, a name listed there",
+    )
     p.add_argument("--sha", help="decide only if the run promotes this commit (full or abbreviated SHA)")
     p.set_defaults(func=cmd_approve)
 
@@ -40,8 +43,12 @@ def cmd_approve(args: argparse.Namespace) -> int:
     local = None if os.environ.get("PREFECT_API_URL") else client_settings()
     if local is None:
         return _approve(args)
-    with temporary_settings(updates={PREFECT_API_URL: local["PREFECT_API_URL"],
-                                     PREFECT_API_AUTH_STRING: local["PREFECT_API_AUTH_STRING"]}):
+    with temporary_settings(
+        updates={
+            PREFECT_API_URL: local["PREFECT_API_URL"],
+            PREFECT_API_AUTH_STRING: local["PREFECT_API_AUTH_STRING"],
+        }
+    ):
         return _approve(args)
 
 
@@ -57,35 +64,46 @@ def _approve(args: argparse.Namespace) -> int:
             run = client.read_flow_run(UUID(args.run))
         except (ValueError, ObjectNotFound):
             found = client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[args.run])))
+                flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[args.run]))
+            )
             if not found:
-                raise ApprovalError(f"no flow run {args.run!r}",
-                                    hint="copy the run id or name from the Prefect UI") from None
+                raise ApprovalError(
+                    f"no flow run {args.run!r}", hint="copy the run id or name from the Prefect UI"
+                ) from None
             run = found[0]
         state = run.state
         if state is None or not state.is_paused() or not state.state_details.run_input_keyset:
             detail = f": {state.message}" if state and state.message else ""
-            raise ApprovalError(f"run {run.name} is not waiting for an approval (state: "
-                                f"{state.name if state else 'none'}{detail})")
+            raise ApprovalError(
+                f"run {run.name} is not waiting for an approval (state: "
+                f"{state.name if state else 'none'}{detail})"
+            )
     sha = str(run.parameters.get("sha") or "")
     if args.sha and not (len(args.sha) >= 7 and sha.lower().startswith(args.sha.lower())):
-        raise ApprovalError(f"run {run.name} promotes commit {sha[:12] or '(none)'}, not {args.sha}",
-                            hint="check the run id; the decision is for the commit the run shows")
+        raise ApprovalError(
+            f"run {run.name} promotes commit {sha[:12] or '(none)'}, not {args.sha}",
+            hint="check the run id; the decision is for the commit the run shows",
+        )
     decision = Decision.reject if args.reject else Decision.approve
     if decision is Decision.approve:
         _check_freeze()
     before = len(recorded_verdicts(run.id))
-    _resume(run.id, {"decision": decision.value, "sha": sha, "reason": args.reason,
-                     "approver": args.approver})
+    _resume(
+        run.id, {"decision": decision.value, "sha": sha, "reason": args.reason, "approver": args.approver}
+    )
     verdict = _await_verdict(run.id, before)
     if verdict is None:
-        print(f"submitted the {decision.value} of run {run.name} ({run.id}), commit {sha[:12]}, as "
-              f"{args.approver}; the run had not judged it after {VERDICT_SECONDS} s: see its page")
+        print(
+            f"submitted the {decision.value} of run {run.name} ({run.id}), commit {sha[:12]}, as "
+            f"{args.approver}; the run had not judged it after {VERDICT_SECONDS} s: see its page"
+        )
         return 0
     why = refusal_in(verdict)
     if why is not None:
-        raise ApprovalError(f"run {run.name} refused the {decision.noun.lower()}: {why}",
-                            hint="the run asks again; see its page")
+        raise ApprovalError(
+            f"run {run.name} refused the {decision.noun.lower()}: {why}",
+            hint="the run asks again; see its page",
+        )
     print(f"{decision.past} run {run.name} ({run.id}), commit {sha[:12]}, as {args.approver}")
     return 0
 

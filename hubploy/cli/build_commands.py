@@ -26,14 +26,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("build", help="build (and push) the hub's images that need it")
     p.add_argument("hub", help="hub directory name under deployments/")
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--check-registry", action="store_true",
-                      help="build an image when name:tag is not in the registry")
-    mode.add_argument("--commit-range", metavar="RANGE",
-                      help="build an image when files under its path changed in RANGE (e.g. A...B)")
+    mode.add_argument(
+        "--check-registry", action="store_true", help="build an image when name:tag is not in the registry"
+    )
+    mode.add_argument(
+        "--commit-range",
+        metavar="RANGE",
+        help="build an image when files under its path changed in RANGE (e.g. A...B)",
+    )
     p.add_argument("--push", action="store_true", help="push after building")
     p.add_argument("--no-cache", action="store_true", help="don't pull earlier images to use as build cache")
-    p.add_argument("--image", action="append", default=[], metavar="NAME",
-                   help="only the image with this fully qualified name (no tag); repeatable")
+    p.add_argument(
+        "--image",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only the image with this fully qualified name (no tag); repeatable",
+    )
     p.set_defaults(func=cmd_build)
 
 
@@ -61,8 +70,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     def exists(name: str, tag: str) -> bool:
         return manifest_digest(name, tag, by_host.get(split_repository(name)[0])) is not None
 
-    plans = plan_hub(hub, check_registry=args.check_registry, commit_range=commit_range, exists=exists,
-                     images=args.image)
+    plans = plan_hub(
+        hub, check_registry=args.check_registry, commit_range=commit_range, exists=exists, images=args.image
+    )
     from flows.tasks.docker_backend import select_backend
 
     backend = select_backend(on_line=lambda line: print(f"    {line}", flush=True))
@@ -74,18 +84,22 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _build_one(plan: ImagePlan, hub: Hub, backend: BuildBackend, auth: AuthFiles, *, push: bool,
-               no_cache: bool) -> None:
+def _build_one(
+    plan: ImagePlan, hub: Hub, backend: BuildBackend, auth: AuthFiles, *, push: bool, no_cache: bool
+) -> None:
     if not plan.build:
         print(f"skip {plan.reference}: {plan.reason}", flush=True)
         return
     assert plan.spec.path is not None
     print(f"build {plan.reference}: {plan.reason} (backend {backend.name})", flush=True)
     older = [] if no_cache else git.candidate_tags(hub.repo.root, plan.spec.path, n=CACHE_DEPTH + 1)
-    result = build_image(backend, plan.name, plan.tag, plan.spec.path, older_tags=older, no_cache=no_cache,
-                         auth=auth)
-    print(f"built {plan.reference} in {result.seconds:.1f} s (cache from {result.cache_from or 'none'})",
-          flush=True)
+    result = build_image(
+        backend, plan.name, plan.tag, plan.spec.path, older_tags=older, no_cache=no_cache, auth=auth
+    )
+    print(
+        f"built {plan.reference} in {result.seconds:.1f} s (cache from {result.cache_from or 'none'})",
+        flush=True,
+    )
     if push:
         digest = backend.push(plan.reference, auth)
         print(f"pushed {plan.reference} {digest}", flush=True)

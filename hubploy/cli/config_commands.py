@@ -14,19 +14,30 @@ from hubploy.validate import validate_repo
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("validate", help="check every hub's config (or the named hubs) and report all errors")
-    p.add_argument("hubs", nargs="*", metavar="HUB",
-                   help="hub directory names under deployments/ (default: all)")
-    p.add_argument("--no-decrypt", dest="decrypt", action="store_false",
-                   help="check the secret values files' keys and types without decrypting them (no sops key "
-                        "needed)")
+    p.add_argument(
+        "hubs", nargs="*", metavar="HUB", help="hub directory names under deployments/ (default: all)"
+    )
+    p.add_argument(
+        "--no-decrypt",
+        dest="decrypt",
+        action="store_false",
+        help="check the secret values files' keys and types without decrypting them (no sops key needed)",
+    )
     p.set_defaults(func=cmd_validate)
 
-    p = sub.add_parser("render", help="print what a deploy of HUB to ENV would apply (helm template; secrets "
-                                      "redacted, values the chart generates at random masked); touches no "
-                                      "cluster")
+    p = sub.add_parser(
+        "render",
+        help="print what a deploy of HUB to ENV would apply (helm template; secrets "
+        "redacted, values the chart generates at random masked); touches no "
+        "cluster",
+    )
     p.add_argument("hub", metavar="HUB", help="hub directory name under deployments/")
-    p.add_argument("environment", metavar="ENV", choices=["develop", "staging", "prod"],
-                   help="environment whose values are layered")
+    p.add_argument(
+        "environment",
+        metavar="ENV",
+        choices=["develop", "staging", "prod"],
+        help="environment whose values are layered",
+    )
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("schema", help="print the JSON Schema of hubploy.yaml (or of hubploy-repo.yaml)")
@@ -40,6 +51,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if issues:
         raise ConfigError(issues)
     from hubploy.layout import load_repo
+
     checked = args.hubs or load_repo(root).hub_names()
     print(f"ok: {len(checked)} hub(s) valid: {', '.join(checked)}")
     return 0

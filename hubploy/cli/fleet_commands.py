@@ -30,15 +30,22 @@ console = Console()
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plan", help="which hubs a change touches, and the waves a rollout deploys them in")
-    p.add_argument("--since", metavar="REF",
-                   help="only the hubs that the changes since REF touch (commits and uncommitted edits); "
-                        "default: every hub")
+    p.add_argument(
+        "--since",
+        metavar="REF",
+        help="only the hubs that the changes since REF touch (commits and uncommitted edits); "
+        "default: every hub",
+    )
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("diff", help="what a deploy of HUB to ENV would change in its running release")
     p.add_argument("hub", metavar="HUB", help="hub directory name under deployments/")
-    p.add_argument("environment", metavar="ENV", choices=ALLOWED_ENVIRONMENTS,
-                   help="environment whose release is compared")
+    p.add_argument(
+        "environment",
+        metavar="ENV",
+        choices=ALLOWED_ENVIRONMENTS,
+        help="environment whose release is compared",
+    )
     p.set_defaults(func=cmd_diff)
 
 
@@ -66,12 +73,15 @@ def plan_table(plan: Plan, rollout: Any) -> Table:
     for wave in plan_waves(plan.hub_names, rollout):
         for index, hub in enumerate(wave.hubs):
             first, why = index == 0, reasons[hub].reasons
-            table.add_row(f"{wave.number}. {wave.name}" if first else "", hub,
-                          ", ".join(why[:3]) + (" …" if len(why) > 3 else ""),
-                          ", ".join(reasons[hub].images_changed) or "–",
-                          f"{wave.soak_seconds:g} s" if first and wave.soak_seconds else "",
-                          str(wave.max_parallel or "") if first else "",
-                          end_section=index == len(wave.hubs) - 1)
+            table.add_row(
+                f"{wave.number}. {wave.name}" if first else "",
+                hub,
+                ", ".join(why[:3]) + (" …" if len(why) > 3 else ""),
+                ", ".join(reasons[hub].images_changed) or "–",
+                f"{wave.soak_seconds:g} s" if first and wave.soak_seconds else "",
+                str(wave.max_parallel or "") if first else "",
+                end_section=index == len(wave.hubs) - 1,
+            )
     return table
 
 
@@ -87,13 +97,22 @@ def cmd_diff(args: argparse.Namespace) -> int:
     release, namespace = hub.release(args.environment), hub.namespace(args.environment)
     with credentials(repo, env).cluster_access(hub, args.environment) as access:
         cluster_env = {**access.env, "KUBECONFIG": str(access.kubeconfig)}
-        running = deployed_manifest(helm.helm_executable(cluster_env), release, namespace, env=cluster_env,
-                                    kube_context=access.context)
+        running = deployed_manifest(
+            helm.helm_executable(cluster_env),
+            release,
+            namespace,
+            env=cluster_env,
+            kube_context=access.context,
+        )
     rendered = render_manifest(repo, args.hub, args.environment, base_env=env)
     changes = resource_changes(running or "", rendered.manifest, rendered.generated)
-    table = Table("resource", "change", title=f"{release} in {namespace}: "
-                  + ("not installed" if running is None else f"{len(changes)} resource(s) would change")
-                  + " (helm hooks not compared)")
+    table = Table(
+        "resource",
+        "change",
+        title=f"{release} in {namespace}: "
+        + ("not installed" if running is None else f"{len(changes)} resource(s) would change")
+        + " (helm hooks not compared)",
+    )
     for change in changes:
         table.add_row(change.resource, change.kind)
     console.print(table)
@@ -108,12 +127,13 @@ def cmd_diff(args: argparse.Namespace) -> int:
 @dataclass(frozen=True)
 class ResourceChange:
     resource: str  # kind/name
-    kind: str      # added | removed | changed
-    diff: str      # as manifest_diff shows it (Secret contents as digests)
+    kind: str  # added | removed | changed
+    diff: str  # as manifest_diff shows it (Secret contents as digests)
 
 
-def resource_changes(old: str, new: str,
-                     generated: frozenset[FieldPath] = frozenset()) -> list[ResourceChange]:
+def resource_changes(
+    old: str, new: str, generated: frozenset[FieldPath] = frozenset()
+) -> list[ResourceChange]:
     """Each resource that differs between two manifests, with its own diff; ``generated``: the fields the
     chart generates at random (masked on both sides, as in the approval form's diff)."""
     from hubploy.manifest_diff import manifest_diff
@@ -121,8 +141,13 @@ def resource_changes(old: str, new: str,
     before, after = _resources(old), _resources(new)
     changes = []
     for key in sorted(before.keys() | after.keys()):
-        diff = manifest_diff(before.get(key, ""), after.get(key, ""), old_label=f"{key} running",
-                             new_label=f"{key} this checkout", generated=generated)
+        diff = manifest_diff(
+            before.get(key, ""),
+            after.get(key, ""),
+            old_label=f"{key} running",
+            new_label=f"{key} this checkout",
+            generated=generated,
+        )
         if diff:
             kind = "added" if key not in before else "removed" if key not in after else "changed"
             changes.append(ResourceChange(key, kind, diff))

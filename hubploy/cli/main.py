@@ -39,14 +39,20 @@ COMMAND_MODULES: dict[str, str] = {
 
 
 def build_parser(command: str | None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hubploy", description="Continuous deployment of JupyterHubs with "
-                                     "the Zero to JupyterHub chart, as Prefect flows.")
+    parser = argparse.ArgumentParser(
+        prog="hubploy",
+        description="Continuous deployment of JupyterHubs with "
+        "the Zero to JupyterHub chart, as Prefect flows.",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log INFO messages")
     parser.add_argument("-d", "--debug", action="store_true", help="log DEBUG messages")
     parser.add_argument("-D", "--helm-debug", action="store_true", help="pass --debug to helm (not in CI)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    wanted = ([COMMAND_MODULES[command]] if command in COMMAND_MODULES
-              else list(dict.fromkeys(COMMAND_MODULES.values())))
+    wanted = (
+        [COMMAND_MODULES[command]]
+        if command in COMMAND_MODULES
+        else list(dict.fromkeys(COMMAND_MODULES.values()))
+    )
     for module_name in wanted:
         importlib.import_module(module_name).register(sub)
     return parser
@@ -87,8 +93,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug or an unexpected failure of a library: one line, the trace on -d
         if args.debug:
             raise
-        print(f"error: unexpected {type(exc).__name__}: {exc} "
-              "(hint: run `hubploy -d ...` for the full trace)", file=sys.stderr)
+        print(
+            f"error: unexpected {type(exc).__name__}: {exc} (hint: run `hubploy -d ...` for the full trace)",
+            file=sys.stderr,
+        )
         return 1
 
 

@@ -27,9 +27,10 @@ def prefect_server(*, required: bool = True) -> Iterator[bool]:
     settings = configured()
     if settings is None:
         if required:
-            raise HubployError("no Prefect server to talk to",
-                               hint="start one with `hubploy up`, or set PREFECT_API_URL "
-                                    "(and PREFECT_API_AUTH_STRING)")
+            raise HubployError(
+                "no Prefect server to talk to",
+                hint="start one with `hubploy up`, or set PREFECT_API_URL (and PREFECT_API_AUTH_STRING)",
+            )
         yield False
         return
     if not settings:
@@ -37,6 +38,10 @@ def prefect_server(*, required: bool = True) -> Iterator[bool]:
         return
     from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
-    with temporary_settings(updates={PREFECT_API_URL: settings["PREFECT_API_URL"],
-                                     PREFECT_API_AUTH_STRING: settings["PREFECT_API_AUTH_STRING"]}):
+    with temporary_settings(
+        updates={
+            PREFECT_API_URL: settings["PREFECT_API_URL"],
+            PREFECT_API_AUTH_STRING: settings["PREFECT_API_AUTH_STRING"],
+        }
+    ):
         yield True

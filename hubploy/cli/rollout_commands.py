@@ -37,57 +37,93 @@ WHO = f"{getpass.getuser()}@{socket.gethostname()}"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("rollout",
-                       help="deploy every hub of ENV wave after wave, showing progress per wave and hub")
-    p.add_argument("environment", metavar="ENV", choices=ALLOWED_ENVIRONMENTS,
-                   help="environment to deploy to")
+    p = sub.add_parser(
+        "rollout", help="deploy every hub of ENV wave after wave, showing progress per wave and hub"
+    )
+    p.add_argument(
+        "environment", metavar="ENV", choices=ALLOWED_ENVIRONMENTS, help="environment to deploy to"
+    )
     p.add_argument("--wave", metavar="NAME", help="only this wave (`hubploy plan` lists them)")
-    p.add_argument("--hub", dest="hubs", action="append", default=[], metavar="HUB",
-                   help="only these hubs (repeatable; default: every hub with ENV)")
-    p.add_argument("--remote", action="store_true",
-                   help="start the Prefect deployment hubploy-rollout/rollout (the branch head of ENV, "
-                        "on a worker)")
-    p.add_argument("--repo-url", metavar="URL",
-                   help="with --remote: the deployment repository to check out (default: the deployment's)")
-    p.add_argument("--redeploy", action="store_true",
-                   help="upgrade releases that already run their configuration")
-    p.add_argument("--timeout", type=helm_timeout,
-                   help="helm's wait for each hub: a duration such as 5m, or seconds (default: helm_timeout "
-                        "of hubploy-repo.yaml, 10m)")
+    p.add_argument(
+        "--hub",
+        dest="hubs",
+        action="append",
+        default=[],
+        metavar="HUB",
+        help="only these hubs (repeatable; default: every hub with ENV)",
+    )
+    p.add_argument(
+        "--remote",
+        action="store_true",
+        help="start the Prefect deployment hubploy-rollout/rollout (the branch head of ENV, on a worker)",
+    )
+    p.add_argument(
+        "--repo-url",
+        metavar="URL",
+        help="with --remote: the deployment repository to check out (default: the deployment's)",
+    )
+    p.add_argument(
+        "--redeploy", action="store_true", help="upgrade releases that already run their configuration"
+    )
+    p.add_argument(
+        "--timeout",
+        type=helm_timeout,
+        help="helm's wait for each hub: a duration such as 5m, or seconds (default: helm_timeout "
+        "of hubploy-repo.yaml, 10m)",
+    )
     p.set_defaults(func=cmd_rollout)
 
-    p = sub.add_parser("rollback", help="roll a hub back: to the previous revision, a given one, or the last "
-                                        "verified one")
+    p = sub.add_parser(
+        "rollback", help="roll a hub back: to the previous revision, a given one, or the last verified one"
+    )
     p.add_argument("hub", metavar="HUB", help="hub directory name under deployments/")
-    p.add_argument("environment", metavar="ENV", choices=ALLOWED_ENVIRONMENTS,
-                   help="environment whose release is rolled back")
+    p.add_argument(
+        "environment",
+        metavar="ENV",
+        choices=ALLOWED_ENVIRONMENTS,
+        help="environment whose release is rolled back",
+    )
     target = p.add_mutually_exclusive_group()
-    target.add_argument("--to-verified", action="store_true",
-                        help="the last revision that passed its checks and soak in a rollout")
+    target.add_argument(
+        "--to-verified",
+        action="store_true",
+        help="the last revision that passed its checks and soak in a rollout",
+    )
     target.add_argument("--revision", type=int, metavar="N", help="helm revision N")
-    p.add_argument("--timeout", type=helm_timeout,
-                   help="helm's wait for the rollback (default: helm_timeout of hubploy-repo.yaml, 10m)")
-    p.add_argument("--no-health-check", dest="health_check", action="store_false",
-                   help="do not check the hub afterwards")
+    p.add_argument(
+        "--timeout",
+        type=helm_timeout,
+        help="helm's wait for the rollback (default: helm_timeout of hubploy-repo.yaml, 10m)",
+    )
+    p.add_argument(
+        "--no-health-check", dest="health_check", action="store_false", help="do not check the hub afterwards"
+    )
     p.set_defaults(func=cmd_rollback)
 
     p = sub.add_parser("hold", help="keep HUB in ENV out of fleet deploys (no HUB: list the holds)")
     p.add_argument("hub", metavar="HUB", nargs="?", help="hub directory name under deployments/")
-    p.add_argument("environment", metavar="ENV", nargs="?", choices=ALLOWED_ENVIRONMENTS,
-                   help="environment in which the hub is held")
+    p.add_argument(
+        "environment",
+        metavar="ENV",
+        nargs="?",
+        choices=ALLOWED_ENVIRONMENTS,
+        help="environment in which the hub is held",
+    )
     p.add_argument("--reason", default="", help="why (shown wherever the hold is, recorded in the audit)")
     p.add_argument("--as", dest="by", default=WHO, help="who holds it (default: user@host)")
     p.set_defaults(func=cmd_hold)
 
     p = sub.add_parser("unhold", help="let fleet deploys reach HUB in ENV again")
     p.add_argument("hub", metavar="HUB", help="hub directory name under deployments/")
-    p.add_argument("environment", metavar="ENV", choices=ALLOWED_ENVIRONMENTS,
-                   help="environment in which the hold ends")
+    p.add_argument(
+        "environment", metavar="ENV", choices=ALLOWED_ENVIRONMENTS, help="environment in which the hold ends"
+    )
     p.add_argument("--as", dest="by", default=WHO, help="who releases it (default: user@host)")
     p.set_defaults(func=cmd_unhold)
 
 
 # --- rollout ---------------------------------------------------------------------------------------------
+
 
 def cmd_rollout(args: argparse.Namespace) -> int:
     repo = load_repo(Path.cwd())
@@ -102,17 +138,29 @@ def _start_remote(args: argparse.Namespace, repo: Any) -> Any:
     from prefect.exceptions import ObjectNotFound
 
     branch = repo.settings.prod_branch if args.environment == "prod" else repo.settings.staging_branch
-    parameters = {"env": args.environment, "branch": branch, "wave": args.wave, "hubs": args.hubs or None,
-                  **({"repo_url": args.repo_url} if args.repo_url else {}),
-                  "trigger": f"hubploy rollout --remote by {WHO}", "redeploy": args.redeploy,
-                  "timeout": args.timeout}
+    parameters = {
+        "env": args.environment,
+        "branch": branch,
+        "wave": args.wave,
+        "hubs": args.hubs or None,
+        **({"repo_url": args.repo_url} if args.repo_url else {}),
+        "trigger": f"hubploy rollout --remote by {WHO}",
+        "redeploy": args.redeploy,
+        "timeout": args.timeout,
+    }
     try:
-        run = run_deployment(ROLLOUT_DEPLOYMENT, parameters=parameters, timeout=0,
-                             flow_run_name=f"rollout-{args.environment}-{secrets.token_hex(3)}")
+        run = run_deployment(
+            ROLLOUT_DEPLOYMENT,
+            parameters=parameters,
+            timeout=0,
+            flow_run_name=f"rollout-{args.environment}-{secrets.token_hex(3)}",
+        )
         assert isinstance(run, FlowRun)  # the sync client's answer
     except ObjectNotFound:
-        raise HubployError(f"no Prefect deployment {ROLLOUT_DEPLOYMENT}", hint="register prefect.yaml's "
-                           "deployments (`hubploy up`, or `prefect deploy --all`)") from None
+        raise HubployError(
+            f"no Prefect deployment {ROLLOUT_DEPLOYMENT}",
+            hint="register prefect.yaml's deployments (`hubploy up`, or `prefect deploy --all`)",
+        ) from None
     console.print(f"started {run.name} ({run.id}) of {ROLLOUT_DEPLOYMENT}", highlight=False)
     return run.id
 
@@ -130,9 +178,16 @@ def _start_here(args: argparse.Namespace, root: Path) -> Any:
 
     def run() -> None:
         try:
-            flow(args.environment, repo_path=str(root), wave=args.wave, hubs=args.hubs or None,
-                 trigger=f"hubploy rollout by {WHO}", redeploy=args.redeploy, timeout=args.timeout,
-                 return_state=True)
+            flow(
+                args.environment,
+                repo_path=str(root),
+                wave=args.wave,
+                hubs=args.hubs or None,
+                trigger=f"hubploy rollout by {WHO}",
+                redeploy=args.redeploy,
+                timeout=args.timeout,
+                return_state=True,
+            )
         except BaseException as exc:  # noqa: BLE001 - reported by the main thread
             failure.append(exc)
 
@@ -161,8 +216,9 @@ def _report(run_id: Any, env: str) -> int:
 
     run = follow(run_id, env, console=console)
     with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
-            flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+        )
     data = next((a.data for a in artifacts if a.key == f"rollout-{env}"), None)
     rows: list[dict[str, Any]] = json.loads(data) if isinstance(data, str) else []
     if rows:
@@ -182,10 +238,11 @@ def _report(run_id: Any, env: str) -> int:
 def _short(text: str, limit: int = 90) -> str:
     """A table cell: the first line, cut at ``limit`` characters (the state message has it all)."""
     line = text.strip().splitlines()[0] if text.strip() else ""
-    return line if len(line) <= limit else line[:limit - 1] + "…"
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 # --- rollback --------------------------------------------------------------------------------------------
+
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     from blocks.resolve import credentials
@@ -202,28 +259,46 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     revision = args.revision
     if args.to_verified:
         with source.cluster_access(hub, args.environment) as access:
-            found = verification(Target.of(helm.helm_executable(env), hub.release(args.environment),
-                                           hub.namespace(args.environment), access))
+            found = verification(
+                Target.of(
+                    helm.helm_executable(env),
+                    hub.release(args.environment),
+                    hub.namespace(args.environment),
+                    access,
+                )
+            )
         if found.verified is None:
-            raise DeployError(f"{found.release} has no verified revision",
-                              hint="a revision is verified when it passes its checks and soak in a rollout "
-                                   "(`hubploy rollout`); roll back with --revision N instead")
+            raise DeployError(
+                f"{found.release} has no verified revision",
+                hint="a revision is verified when it passes its checks and soak in a rollout "
+                "(`hubploy rollout`); roll back with --revision N instead",
+            )
         if found.serves_verified:
             console.print(found.why_not_return(), highlight=False)
             return 0
         revision = found.verified.revision
     for name in ("hubploy.deploy", "hubploy.health"):
         logging.getLogger(name).setLevel(logging.INFO)
-    result = rollback_hub(repo, args.hub, args.environment, revision=revision, credentials=source,
-                          base_env=env, health_check=args.health_check,
-                          timeout=args.timeout or repo.settings.helm_timeout)
-    console.print(f"{result.release}: {result.outcome} (revision {result.revision_before or 'none'} -> "
-                  f"{result.revision_after or 'none'}, {result.duration:.1f} s): {result.message}",
-                  highlight=False)
+    result = rollback_hub(
+        repo,
+        args.hub,
+        args.environment,
+        revision=revision,
+        credentials=source,
+        base_env=env,
+        health_check=args.health_check,
+        timeout=args.timeout or repo.settings.helm_timeout,
+    )
+    console.print(
+        f"{result.release}: {result.outcome} (revision {result.revision_before or 'none'} -> "
+        f"{result.revision_after or 'none'}, {result.duration:.1f} s): {result.message}",
+        highlight=False,
+    )
     return 0
 
 
 # --- hold, unhold ----------------------------------------------------------------------------------------
+
 
 def cmd_hold(args: argparse.Namespace) -> int:
     from flows.tasks import holds
@@ -243,8 +318,11 @@ def cmd_hold(args: argparse.Namespace) -> int:
     release = load_repo(Path.cwd()).load_hub(args.hub).release(args.environment)
     with prefect_server():
         held = holds.hold(args.hub, args.environment, release, reason=args.reason.strip(), by=args.by)
-    console.print(f"{release}: {held.describe()}; fleet deploys skip it until `hubploy unhold {args.hub} "
-                  f"{args.environment}`", highlight=False)
+    console.print(
+        f"{release}: {held.describe()}; fleet deploys skip it until `hubploy unhold {args.hub} "
+        f"{args.environment}`",
+        highlight=False,
+    )
     return 0
 
 
@@ -254,6 +332,7 @@ def cmd_unhold(args: argparse.Namespace) -> int:
     release = load_repo(Path.cwd()).load_hub(args.hub).release(args.environment)
     with prefect_server():
         held = holds.unhold(release, by=args.by)
-    console.print(f"{release}: " + (f"hold released ({held.describe()})" if held else "was not held"),
-                  highlight=False)
+    console.print(
+        f"{release}: " + (f"hold released ({held.describe()})" if held else "was not held"), highlight=False
+    )
     return 0

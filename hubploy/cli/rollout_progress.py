@@ -23,7 +23,7 @@ _WAVE_RUN = re.compile(r"^wave-(\d+)-(.+)-[a-z]+$")
 @dataclass(frozen=True)
 class Step:
     wave: str
-    hub: str      # "" for a wave's own step (its soak)
+    hub: str  # "" for a wave's own step (its soak)
     step: str
     state: str
     seconds: float
@@ -39,7 +39,7 @@ def _task_step(name: str, env: str) -> tuple[str, str] | None:
         return "soak", ""
     for step in sorted(STEPS, key=len, reverse=True):
         if name.startswith(f"{step}-") and name.endswith(f"-{env}"):
-            return step, name[len(step) + 1:-len(env) - 1]
+            return step, name[len(step) + 1 : -len(env) - 1]
     return None
 
 
@@ -47,8 +47,9 @@ def steps(client: Any, run_id: UUID, env: str) -> list[Step]:
     """The latest step of each hub of the run, wave by wave."""
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterParentFlowRunId
 
-    waves = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-        parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run_id])))
+    waves = client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run_id]))
+    )
     names = {run_id: "all"}
     for run in waves:
         match = _WAVE_RUN.match(run.name)
@@ -56,7 +57,7 @@ def steps(client: Any, run_id: UUID, env: str) -> list[Step]:
             names[run.id] = f"{match.group(1)}. {match.group(2)}"
     tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(names))))
     latest: dict[tuple[str, str], Step] = {}
-    for task in sorted(tasks, key=lambda t: (t.expected_start_time or t.created)):
+    for task in sorted(tasks, key=lambda t: t.expected_start_time or t.created):
         parsed = _task_step(task.name, env)
         if parsed is None or task.flow_run_id not in names:
             continue

@@ -49,8 +49,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"{'kubernetes':<28} {KUBERNETES_VERSION} (etcd {ETCD_VERSION})")
     for row in rows:
         state = "running" if row.running else "stopped"
-        extra = "".join([f" pid {row.pid}" if row.pid else "", f" on {row.where}" if row.where else "",
-                         f" ({row.detail})" if row.detail else ""])
+        extra = "".join(
+            [
+                f" pid {row.pid}" if row.pid else "",
+                f" on {row.where}" if row.where else "",
+                f" ({row.detail})" if row.detail else "",
+            ]
+        )
         print(f"{row.name:<28} {state}{extra}")
     return 0 if all(r.running for r in rows) else 1
 
@@ -74,8 +79,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="install what is missing (apt, pip, helm, Kubernetes and etcd builds, image environments)",
     ).set_defaults(func=cmd_install)
     up = sub.add_parser("up", help="start everything on this host and wait until it is ready")
-    up.add_argument("--clusters", type=int, default=1, metavar="N",
-                    help="run N Kubernetes clusters (contexts sandbox, sandbox-2, ...; default 1)")
+    up.add_argument(
+        "--clusters",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N Kubernetes clusters (contexts sandbox, sandbox-2, ...; default 1)",
+    )
     up.add_argument(
         "--use-kubeconfig",
         type=Path,

@@ -42,37 +42,62 @@ def cluster_access(hub: Hub, env_name: str, *, base_env: Mapping[str, str]) -> I
         return
     settings = cluster.settings
     if settings.credentials_block:
-        raise CredentialsError(f"hub {hub.name!r} names credentials block {settings.credentials_block!r}",
-                               hint="resolve it with blocks.resolve.cluster_access_for")
+        raise CredentialsError(
+            f"hub {hub.name!r} names credentials block {settings.credentials_block!r}",
+            hint="resolve it with blocks.resolve.cluster_access_for",
+        )
     context = fill_context(cluster.context_template, namespace)
     policy = hub.repo.settings.secrets
     sops_env = with_age_key(base_env, hub.repo.age_key_file)
 
     def read(filename: str) -> dict[str, Any]:
-        return decrypt_to_mapping(hub.secret_file(filename), env=sops_env,
-                                  allow_plaintext=policy.allow_plaintext)
+        return decrypt_to_mapping(
+            hub.secret_file(filename), env=sops_env, allow_plaintext=policy.allow_plaintext
+        )
 
     with _key_file_access(settings, read, base_env, context) as access:
         yield access
 
 
-def _key_file_access(settings: ClusterSettings, read: Callable[[str], dict[str, Any]],
-                     base_env: Mapping[str, str],
-                     context: str | None) -> AbstractContextManager[ClusterAccess]:
+def _key_file_access(
+    settings: ClusterSettings,
+    read: Callable[[str], dict[str, Any]],
+    base_env: Mapping[str, str],
+    context: str | None,
+) -> AbstractContextManager[ClusterAccess]:
     """The provider module's cluster access for these settings, with the key files they name."""
     match settings:
         case GcloudCluster(project=project, cluster=name, zone=zone, service_key=key):
-            return gcloud.cluster_access(project=project, cluster=name, location=zone, base_env=base_env,
-                                         service_account_info=read(key) if key else None, context=context)
+            return gcloud.cluster_access(
+                project=project,
+                cluster=name,
+                location=zone,
+                base_env=base_env,
+                service_account_info=read(key) if key else None,
+                context=context,
+            )
         case AwsCluster(cluster=name, region=region, service_key=key, role_arn=role_arn):
             key_id, secret = aws.keys_from_mapping(read(key)) if key else (None, None)
-            return aws.cluster_access(cluster=name, region=region, access_key_id=key_id, role_arn=role_arn,
-                                      secret_access_key=secret, base_env=base_env, context=context)
+            return aws.cluster_access(
+                cluster=name,
+                region=region,
+                access_key_id=key_id,
+                role_arn=role_arn,
+                secret_access_key=secret,
+                base_env=base_env,
+                context=context,
+            )
         case AzureCluster(resource_group=group, cluster=name, auth_file=str(auth_file)):
             app_id, tenant, password = azure.service_principal_from_mapping(read(auth_file))
-            return azure.cluster_access(client_id=app_id, tenant_id=tenant, client_secret=password,
-                                        resource_group=group, cluster=name, base_env=base_env,
-                                        context=context)
+            return azure.cluster_access(
+                client_id=app_id,
+                tenant_id=tenant,
+                client_secret=password,
+                resource_group=group,
+                cluster=name,
+                base_env=base_env,
+                context=context,
+            )
         case KubeconfigCluster(filename=str(filename)):
             return kubeconfig.kubeconfig_access(read(filename), base_env=base_env, context=context)
     raise CredentialsError(f"{settings.provider}: no key file to get cluster credentials from")

@@ -28,8 +28,19 @@ DROP = ("AZURE_CONFIG_DIR",)
 
 
 def login_args(client_id: str, tenant_id: str, password_file: Path) -> list[str]:
-    return ["az", "login", "--service-principal", "--username", client_id, "--tenant", tenant_id,
-            "--password", f"@{password_file}", "--output", "none"]
+    return [
+        "az",
+        "login",
+        "--service-principal",
+        "--username",
+        client_id,
+        "--tenant",
+        tenant_id,
+        "--password",
+        f"@{password_file}",
+        "--output",
+        "none",
+    ]
 
 
 def set_subscription_args(subscription_id: str) -> list[str]:
@@ -37,8 +48,19 @@ def set_subscription_args(subscription_id: str) -> list[str]:
 
 
 def get_credentials_args(cluster: str, resource_group: str, kubeconfig: Path) -> list[str]:
-    return ["az", "aks", "get-credentials", "--name", cluster, "--resource-group", resource_group,
-            "--file", str(kubeconfig), "--output", "none"]
+    return [
+        "az",
+        "aks",
+        "get-credentials",
+        "--name",
+        cluster,
+        "--resource-group",
+        resource_group,
+        "--file",
+        str(kubeconfig),
+        "--output",
+        "none",
+    ]
 
 
 def kubelogin_args(kubeconfig: Path) -> list[str]:
@@ -46,23 +68,32 @@ def kubelogin_args(kubeconfig: Path) -> list[str]:
 
 
 def uses_kubelogin(kubeconfig: Mapping[str, Any]) -> bool:
-    return any(Path(str(((u.get("user") or {}).get("exec") or {}).get("command", ""))).name == "kubelogin"
-               for u in kubeconfig.get("users") or [])
+    return any(
+        Path(str(((u.get("user") or {}).get("exec") or {}).get("command", ""))).name == "kubelogin"
+        for u in kubeconfig.get("users") or []
+    )
 
 
 def service_principal_from_mapping(data: Mapping[str, Any]) -> tuple[str, str, str]:
     """(appId, tenant, password) of a classic ``auth_file`` (the `az ad sp create-for-rbac` output)."""
     missing = [k for k in ("appId", "tenant", "password") if not data.get(k)]
     if missing:
-        raise CredentialsError(f"the Azure auth file lacks {', '.join(missing)}",
-                               hint="it holds the output of `az ad sp create-for-rbac`: appId, tenant, "
-                                    "password")
+        raise CredentialsError(
+            f"the Azure auth file lacks {', '.join(missing)}",
+            hint="it holds the output of `az ad sp create-for-rbac`: appId, tenant, password",
+        )
     return str(data["appId"]), str(data["tenant"]), str(data["password"])
 
 
 @contextlib.contextmanager
-def az_env(*, client_id: str, tenant_id: str, client_secret: str, base_env: Mapping[str, str],
-           subscription_id: str | None = None) -> Iterator[dict[str, str]]:
+def az_env(
+    *,
+    client_id: str,
+    tenant_id: str,
+    client_secret: str,
+    base_env: Mapping[str, str],
+    subscription_id: str | None = None,
+) -> Iterator[dict[str, str]]:
     """An env in which az is logged in as the service principal, in a temp AZURE_CONFIG_DIR."""
     runner.register_secret(client_secret)
     with private_dir("hubploy-azure-") as tmp:
@@ -83,11 +114,27 @@ def az_env(*, client_id: str, tenant_id: str, client_secret: str, base_env: Mapp
 
 
 @contextlib.contextmanager
-def cluster_access(*, client_id: str, tenant_id: str, client_secret: str, resource_group: str, cluster: str,
-                   base_env: Mapping[str, str], subscription_id: str | None = None,
-                   context: str | None = None) -> Iterator[ClusterAccess]:
-    with az_env(client_id=client_id, tenant_id=tenant_id, client_secret=client_secret, base_env=base_env,
-                subscription_id=subscription_id) as env, private_dir("hubploy-kube-") as kdir:
+def cluster_access(
+    *,
+    client_id: str,
+    tenant_id: str,
+    client_secret: str,
+    resource_group: str,
+    cluster: str,
+    base_env: Mapping[str, str],
+    subscription_id: str | None = None,
+    context: str | None = None,
+) -> Iterator[ClusterAccess]:
+    with (
+        az_env(
+            client_id=client_id,
+            tenant_id=tenant_id,
+            client_secret=client_secret,
+            base_env=base_env,
+            subscription_id=subscription_id,
+        ) as env,
+        private_dir("hubploy-kube-") as kdir,
+    ):
         kubeconfig = kdir / "config"
         env = kube_env(env, kubeconfig)
         try:

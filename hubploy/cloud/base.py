@@ -19,9 +19,9 @@ from hubploy.errors import CommandError, CommandNotFoundError, CredentialsError
 class ClusterAccess:
     """Access to one cluster for one run; valid only inside the context that yielded it."""
 
-    kubeconfig: Path          # temp kubeconfig for this one run (the caller's own without a cluster section)
-    env: dict[str, str]       # full env for child processes (helm/kubectl): base env, KUBECONFIG, cloud vars
-    context: str | None       # kube context to pass as --kube-context (placeholder filled), or None
+    kubeconfig: Path  # temp kubeconfig for this one run (the caller's own without a cluster section)
+    env: dict[str, str]  # full env for child processes (helm/kubectl): base env, KUBECONFIG, cloud vars
+    context: str | None  # kube context to pass as --kube-context (placeholder filled), or None
 
     def kube_args(self) -> list[str]:
         """``--kubeconfig`` (and ``--kube-context``) for helm."""
@@ -47,8 +47,12 @@ def write_private(path: Path, text: str) -> Path:
     return path
 
 
-def kube_env(base_env: Mapping[str, str], kubeconfig: Path, extra: Mapping[str, str] | None = None,
-             drop: tuple[str, ...] = ()) -> dict[str, str]:
+def kube_env(
+    base_env: Mapping[str, str],
+    kubeconfig: Path,
+    extra: Mapping[str, str] | None = None,
+    drop: tuple[str, ...] = (),
+) -> dict[str, str]:
     """``base_env`` without ``drop``, plus ``extra`` and KUBECONFIG."""
     env = {k: v for k, v in base_env.items() if k not in drop}
     env.update(extra or {})
@@ -94,6 +98,9 @@ def verify_access(access: ClusterAccess, *, kubectl: str = "kubectl") -> None:
     except CommandError as exc:
         rejected = any(s in exc.stderr_tail for s in ("Unauthorized", "must be logged in", "401"))
         what = "rejected the credentials" if rejected else "cannot be reached with these credentials"
-        raise CredentialsError(f"the Kubernetes API server {what}: {_detail(exc)}",
-                               hint="check the token or certificate of the cluster credentials" if rejected
-                               else "check the server address and CA of the cluster credentials") from None
+        raise CredentialsError(
+            f"the Kubernetes API server {what}: {_detail(exc)}",
+            hint="check the token or certificate of the cluster credentials"
+            if rejected
+            else "check the server address and CA of the cluster credentials",
+        ) from None

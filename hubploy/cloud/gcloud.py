@@ -26,8 +26,13 @@ from hubploy.workspace import private_dir
 
 ADC_FILE = "application_default_credentials.json"
 # Variables of the caller that would point gcloud at another account or config.
-DROP = ("CLOUDSDK_CONFIG", "CLOUDSDK_CORE_ACCOUNT", "CLOUDSDK_AUTH_CREDENTIAL_FILE_OVERRIDE",
-        "CLOUDSDK_AUTH_ACCESS_TOKEN_FILE", "CLOUDSDK_ACTIVE_CONFIG_NAME")
+DROP = (
+    "CLOUDSDK_CONFIG",
+    "CLOUDSDK_CORE_ACCOUNT",
+    "CLOUDSDK_AUTH_CREDENTIAL_FILE_OVERRIDE",
+    "CLOUDSDK_AUTH_ACCESS_TOKEN_FILE",
+    "CLOUDSDK_ACTIVE_CONFIG_NAME",
+)
 
 
 def activate_args(key_file: Path) -> list[str]:
@@ -40,8 +45,18 @@ def location_flag(location: str) -> str:
 
 
 def get_credentials_args(cluster: str, location: str, project: str) -> list[str]:
-    return ["gcloud", "container", "clusters", "get-credentials", cluster,
-            location_flag(location), location, "--project", project, "--quiet"]
+    return [
+        "gcloud",
+        "container",
+        "clusters",
+        "get-credentials",
+        cluster,
+        location_flag(location),
+        location,
+        "--project",
+        project,
+        "--quiet",
+    ]
 
 
 def adc_file(base_env: Mapping[str, str]) -> str | None:
@@ -50,7 +65,8 @@ def adc_file(base_env: Mapping[str, str]) -> str | None:
     if base_env.get("GOOGLE_APPLICATION_CREDENTIALS"):
         return base_env["GOOGLE_APPLICATION_CREDENTIALS"]
     config_dir = base_env.get("CLOUDSDK_CONFIG") or (
-        str(Path(base_env["HOME"]) / ".config" / "gcloud") if base_env.get("HOME") else None)
+        str(Path(base_env["HOME"]) / ".config" / "gcloud") if base_env.get("HOME") else None
+    )
     if config_dir and (Path(config_dir) / ADC_FILE).is_file():
         return str(Path(config_dir) / ADC_FILE)
     return None
@@ -59,14 +75,17 @@ def adc_file(base_env: Mapping[str, str]) -> str | None:
 def check_service_account_info(info: Mapping[str, Any]) -> None:
     missing = [k for k in ("client_email", "private_key") if not info.get(k)]
     if info.get("type") != "service_account" or missing:
-        raise CredentialsError("the GCP service-account key is not a service-account JSON key "
-                               f"(type {info.get('type')!r}, missing {', '.join(missing) or 'nothing'})",
-                               hint="use the JSON key file downloaded for the service account")
+        raise CredentialsError(
+            "the GCP service-account key is not a service-account JSON key "
+            f"(type {info.get('type')!r}, missing {', '.join(missing) or 'nothing'})",
+            hint="use the JSON key file downloaded for the service account",
+        )
 
 
 @contextlib.contextmanager
-def gcloud_env(service_account_info: Mapping[str, Any] | None, *,
-               base_env: Mapping[str, str]) -> Iterator[dict[str, str]]:
+def gcloud_env(
+    service_account_info: Mapping[str, Any] | None, *, base_env: Mapping[str, str]
+) -> Iterator[dict[str, str]]:
     """An env in which gcloud (and docker-credential-gcloud) act as the given account; None = ADC."""
     with private_dir("hubploy-gcloud-") as tmp:
         config = tmp / "config"
@@ -89,9 +108,15 @@ def gcloud_env(service_account_info: Mapping[str, Any] | None, *,
 
 
 @contextlib.contextmanager
-def cluster_access(*, project: str, cluster: str, location: str,
-                   service_account_info: Mapping[str, Any] | None, base_env: Mapping[str, str],
-                   context: str | None = None) -> Iterator[ClusterAccess]:
+def cluster_access(
+    *,
+    project: str,
+    cluster: str,
+    location: str,
+    service_account_info: Mapping[str, Any] | None,
+    base_env: Mapping[str, str],
+    context: str | None = None,
+) -> Iterator[ClusterAccess]:
     with gcloud_env(service_account_info, base_env=base_env) as env, private_dir("hubploy-kube-") as kdir:
         kubeconfig = kdir / "config"
         env = kube_env(env, kubeconfig, {"USE_GKE_GCLOUD_AUTH_PLUGIN": "True"})

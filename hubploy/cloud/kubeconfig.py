@@ -64,8 +64,9 @@ def _data_or_file(section: Mapping[str, Any], key: str, base_dir: Path | None) -
     return None
 
 
-def fields_from_kubeconfig(data: Mapping[str, Any], context: str | None = None, *,
-                           base_dir: Path | None = None) -> KubeconfigFields:
+def fields_from_kubeconfig(
+    data: Mapping[str, Any], context: str | None = None, *, base_dir: Path | None = None
+) -> KubeconfigFields:
     """The credentials of ``context`` (default: the current context); files are read in."""
     name = context or data.get("current-context")
     if not name:
@@ -75,30 +76,44 @@ def fields_from_kubeconfig(data: Mapping[str, Any], context: str | None = None, 
     user = _named(data, "users", ctx.get("user", ""))
     unsupported = [k for k in ("exec", "auth-provider", "username") if user.get(k)]
     if unsupported:
-        raise CredentialsError(f"the kubeconfig user of context {name!r} authenticates with "
-                               f"{unsupported[0]}, which cannot be stored as secret fields",
-                               hint="use the GCP, AWS or Azure cluster credentials block, or a token")
+        raise CredentialsError(
+            f"the kubeconfig user of context {name!r} authenticates with "
+            f"{unsupported[0]}, which cannot be stored as secret fields",
+            hint="use the GCP, AWS or Azure cluster credentials block, or a token",
+        )
     token = user.get("token")
     if not token and user.get("tokenFile"):
         token = _read(user["tokenFile"], base_dir).decode().strip()
     fields = KubeconfigFields(
-        context=name, server=str(cluster.get("server", "")),
+        context=name,
+        server=str(cluster.get("server", "")),
         certificate_authority_data=_data_or_file(cluster, "certificate-authority", base_dir),
         insecure_skip_tls_verify=bool(cluster.get("insecure-skip-tls-verify", False)),
-        token=token, client_certificate_data=_data_or_file(user, "client-certificate", base_dir),
-        client_key_data=_data_or_file(user, "client-key", base_dir), namespace=ctx.get("namespace"))
+        token=token,
+        client_certificate_data=_data_or_file(user, "client-certificate", base_dir),
+        client_key_data=_data_or_file(user, "client-key", base_dir),
+        namespace=ctx.get("namespace"),
+    )
     if not fields.server:
         raise CredentialsError(f"the kubeconfig cluster of context {name!r} has no server")
     if not fields.token and not (fields.client_certificate_data and fields.client_key_data):
-        raise CredentialsError(f"the kubeconfig user of context {name!r} has neither a token nor a "
-                               "client certificate and key")
+        raise CredentialsError(
+            f"the kubeconfig user of context {name!r} has neither a token nor a client certificate and key"
+        )
     return fields
 
 
-def build_kubeconfig(*, server: str, certificate_authority_data: str | None = None,
-                     insecure_skip_tls_verify: bool = False, token: str | None = None,
-                     client_certificate_data: str | None = None, client_key_data: str | None = None,
-                     context: str = DEFAULT_CONTEXT, namespace: str | None = None) -> dict[str, Any]:
+def build_kubeconfig(
+    *,
+    server: str,
+    certificate_authority_data: str | None = None,
+    insecure_skip_tls_verify: bool = False,
+    token: str | None = None,
+    client_certificate_data: str | None = None,
+    client_key_data: str | None = None,
+    context: str = DEFAULT_CONTEXT,
+    namespace: str | None = None,
+) -> dict[str, Any]:
     """A one-context kubeconfig named ``context``."""
     cluster: dict[str, Any] = {"server": server}
     if certificate_authority_data:
@@ -115,14 +130,21 @@ def build_kubeconfig(*, server: str, certificate_authority_data: str | None = No
     ctx: dict[str, Any] = {"cluster": context, "user": context}
     if namespace:
         ctx["namespace"] = namespace
-    return {"apiVersion": "v1", "kind": "Config", "current-context": context,
-            "clusters": [{"name": context, "cluster": cluster}], "users": [{"name": context, "user": user}],
-            "contexts": [{"name": context, "context": ctx}], "preferences": {}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": context,
+        "clusters": [{"name": context, "cluster": cluster}],
+        "users": [{"name": context, "user": user}],
+        "contexts": [{"name": context, "context": ctx}],
+        "preferences": {},
+    }
 
 
 @contextlib.contextmanager
-def kubeconfig_access(kubeconfig: Mapping[str, Any], *, base_env: Mapping[str, str],
-                      context: str | None = None) -> Iterator[ClusterAccess]:
+def kubeconfig_access(
+    kubeconfig: Mapping[str, Any], *, base_env: Mapping[str, str], context: str | None = None
+) -> Iterator[ClusterAccess]:
     """Write ``kubeconfig`` to a private 0600 file for this run; its secrets are registered for redaction."""
     for entry in kubeconfig.get("users") or []:
         for key in _SECRET_USER_KEYS:
@@ -146,9 +168,11 @@ def ambient_access(base_env: Mapping[str, str]) -> Iterator[ClusterAccess]:
         with kubeconfig_access(in_cluster_kubeconfig(base_env), base_env=base_env) as access:
             yield access
         return
-    raise CredentialsError("hubploy.yaml has no `cluster:` section and there is no kubeconfig "
-                           f"({paths[0] if paths else 'KUBECONFIG unset'})",
-                           hint="set KUBECONFIG, or add a `cluster:` section to hubploy.yaml")
+    raise CredentialsError(
+        "hubploy.yaml has no `cluster:` section and there is no kubeconfig "
+        f"({paths[0] if paths else 'KUBECONFIG unset'})",
+        hint="set KUBECONFIG, or add a `cluster:` section to hubploy.yaml",
+    )
 
 
 def in_cluster_kubeconfig(base_env: Mapping[str, str]) -> dict[str, Any]:
@@ -156,8 +180,9 @@ def in_cluster_kubeconfig(base_env: Mapping[str, str]) -> dict[str, Any]:
     re-read, so the kubelet's rotation of projected tokens never leaves a long deploy with a stale one."""
     host = base_env["KUBERNETES_SERVICE_HOST"]
     host = f"[{host}]" if ":" in host else host
-    data = build_kubeconfig(server=f"https://{host}:{base_env.get('KUBERNETES_SERVICE_PORT', '443')}",
-                            context="in-cluster")
+    data = build_kubeconfig(
+        server=f"https://{host}:{base_env.get('KUBERNETES_SERVICE_PORT', '443')}", context="in-cluster"
+    )
     data["clusters"][0]["cluster"]["certificate-authority"] = str(SERVICE_ACCOUNT_DIR / "ca.crt")
     data["users"][0]["user"]["tokenFile"] = str(SERVICE_ACCOUNT_DIR / "token")
     namespace = SERVICE_ACCOUNT_DIR / "namespace"

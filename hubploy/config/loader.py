@@ -30,8 +30,13 @@ LineMap = dict[KeyPath, int]
 
 # Known causes of errors, matched on the message, with what to do about them.
 _HINTS: tuple[tuple[str, str], ...] = (
-    ("set only one of service_key, role_arn", ("an aws block takes either service_key (a key file) or "
-                                               "role_arn (assume a role), never both; remove one")),
+    (
+        "set only one of service_key, role_arn",
+        (
+            "an aws block takes either service_key (a key file) or "
+            "role_arn (assume a role), never both; remove one"
+        ),
+    ),
     ("image_config_path` only applies", "use helm_substitution_path inside an images: entry instead"),
     ("either the legacy `image_name`", "move image_name into an images: entry with path: image"),
     ("needs `path`", "add `path: image` (the build dir) or pin a tag with `name: repo:tag`"),
@@ -45,8 +50,9 @@ def format_key_path(path: KeyPath) -> str:
     return out
 
 
-def _line_map(node: yaml.Node, path: KeyPath = (), lines: LineMap | None = None,
-              seen: set[int] | None = None) -> LineMap:
+def _line_map(
+    node: yaml.Node, path: KeyPath = (), lines: LineMap | None = None, seen: set[int] | None = None
+) -> LineMap:
     """The line of every key path; a node reached again through an alias is not walked twice."""
     lines = {} if lines is None else lines
     seen = set() if seen is None else seen
@@ -70,9 +76,15 @@ def read_file(path: Path, *, limit: int = MAX_YAML_BYTES) -> tuple[bytes | None,
     try:
         size = path.stat().st_size
         if size > limit:
-            return None, [ConfigIssue(path, "", f"file is {size / 2 ** 20:.1f} MiB; hubploy reads files up "
-                                                f"to {limit // 2 ** 20} MiB (a helm release, its values "
-                                                "included, must fit in one 1 MiB Kubernetes Secret)")]
+            return None, [
+                ConfigIssue(
+                    path,
+                    "",
+                    f"file is {size / 2**20:.1f} MiB; hubploy reads files up "
+                    f"to {limit // 2**20} MiB (a helm release, its values "
+                    "included, must fit in one 1 MiB Kubernetes Secret)",
+                )
+            ]
         return path.read_bytes(), []
     except FileNotFoundError:
         return None, [ConfigIssue(path, "", "file not found")]
@@ -86,9 +98,16 @@ def decode_text(path: Path, raw: bytes) -> tuple[str | None, list[ConfigIssue]]:
     try:
         return raw.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n"), []
     except UnicodeDecodeError as exc:
-        line = raw[:exc.start].count(b"\n") + 1
-        return None, [ConfigIssue(path, "", f"not UTF-8 text: byte 0x{raw[exc.start]:02x} cannot be decoded",
-                                  line=line, hint="YAML files must be UTF-8; re-save the file as UTF-8")]
+        line = raw[: exc.start].count(b"\n") + 1
+        return None, [
+            ConfigIssue(
+                path,
+                "",
+                f"not UTF-8 text: byte 0x{raw[exc.start]:02x} cannot be decoded",
+                line=line,
+                hint="YAML files must be UTF-8; re-save the file as UTF-8",
+            )
+        ]
 
 
 class AliasBombError(yaml.YAMLError):  # type: ignore[misc]  # PyYAML ships no type hints: YAMLError is Any
@@ -118,8 +137,10 @@ def _check_aliases(node: yaml.Node) -> None:
     sizes: dict[int, int] = {}
     expanded = _expanded_size(node, sizes, set())
     if expanded - len(sizes) > MAX_ALIAS_NODES:
-        raise AliasBombError(f"its aliases expand to {expanded:,} values from {len(sizes):,} written ones "
-                             f"(at most {MAX_ALIAS_NODES:,} more are allowed): an alias bomb?")
+        raise AliasBombError(
+            f"its aliases expand to {expanded:,} values from {len(sizes):,} written ones "
+            f"(at most {MAX_ALIAS_NODES:,} more are allowed): an alias bomb?"
+        )
 
 
 def parse_yaml(text: str) -> tuple[Any, yaml.Node | None]:
@@ -194,8 +215,9 @@ def load_yaml_or_raise(path: Path) -> Any:
     return data
 
 
-def _duplicate_keys(node: yaml.Node, file: Path, path: KeyPath = (),
-                    seen_nodes: set[int] | None = None) -> list[ConfigIssue]:
+def _duplicate_keys(
+    node: yaml.Node, file: Path, path: KeyPath = (), seen_nodes: set[int] | None = None
+) -> list[ConfigIssue]:
     """A key given twice in one mapping: YAML loaders keep the last silently, losing the first."""
     seen_nodes = set() if seen_nodes is None else seen_nodes
     if id(node) in seen_nodes:
@@ -205,23 +227,35 @@ def _duplicate_keys(node: yaml.Node, file: Path, path: KeyPath = (),
     if isinstance(node, yaml.MappingNode):
         seen: set[Any] = set()
         for key, value in node.value:
-            if (isinstance(key, yaml.ScalarNode) and key.value in seen
-                    and key.tag != "tag:yaml.org,2002:merge"):
-                issues.append(ConfigIssue(file, format_key_path(path + (key.value,)),
-                                          "duplicate key: it is given twice in the same mapping",
-                                          line=key.start_mark.line + 1,
-                                          hint="keep one; YAML would silently use only the last"))
+            if (
+                isinstance(key, yaml.ScalarNode)
+                and key.value in seen
+                and key.tag != "tag:yaml.org,2002:merge"
+            ):
+                issues.append(
+                    ConfigIssue(
+                        file,
+                        format_key_path(path + (key.value,)),
+                        "duplicate key: it is given twice in the same mapping",
+                        line=key.start_mark.line + 1,
+                        hint="keep one; YAML would silently use only the last",
+                    )
+                )
             seen.add(key.value if isinstance(key, yaml.ScalarNode) else id(key))
-            issues.extend(_duplicate_keys(value, file, path + (key.value if isinstance(key, yaml.ScalarNode)
-                                                              else "?",), seen_nodes))
+            issues.extend(
+                _duplicate_keys(
+                    value, file, path + (key.value if isinstance(key, yaml.ScalarNode) else "?",), seen_nodes
+                )
+            )
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             issues.extend(_duplicate_keys(item, file, path + (index,), seen_nodes))
     return issues
 
 
-def load_mapping(path: Path, *, allow_empty: bool = False,
-                 raw: bytes | None = None) -> tuple[dict[str, Any] | None, LineMap, list[ConfigIssue]]:
+def load_mapping(
+    path: Path, *, allow_empty: bool = False, raw: bytes | None = None
+) -> tuple[dict[str, Any] | None, LineMap, list[ConfigIssue]]:
     """Parse a YAML file that must hold a mapping at its top level (``raw``: its bytes, if read)."""
     data, lines, issues = load_yaml(path, raw)
     if issues:
@@ -232,8 +266,11 @@ def load_mapping(path: Path, *, allow_empty: bool = False,
         return None, lines, [ConfigIssue(path, "", "file is empty; it must be a YAML mapping", line=1)]
     if not isinstance(data, dict):
         kind = "a list" if isinstance(data, list) else f"a {type(data).__name__}"
-        return None, lines, [ConfigIssue(path, "", f"top level is {kind}; it must be a mapping of keys",
-                                         line=1)]
+        return (
+            None,
+            lines,
+            [ConfigIssue(path, "", f"top level is {kind}; it must be a mapping of keys", line=1)],
+        )
     return data, lines, []
 
 
@@ -270,8 +307,11 @@ def _allowed_keys(model: type[BaseModel], path: KeyPath) -> list[str]:
     for part in path:
         if isinstance(part, int) or current is None:
             continue
-        field = (current.model_fields.get(part)
-                 if isinstance(current, type) and issubclass(current, BaseModel) else None)
+        field = (
+            current.model_fields.get(part)
+            if isinstance(current, type) and issubclass(current, BaseModel)
+            else None
+        )
         if field is None:
             current = None
             break
@@ -296,8 +336,13 @@ def _message(error: ErrorDetails, model: type[BaseModel], path: KeyPath) -> tupl
     if kind == "extra_forbidden":
         allowed = _allowed_keys(model, path[:-1])
         close = difflib.get_close_matches(str(path[-1]), allowed, n=1) if path else []
-        hint = (f"did you mean `{close[0]}`?" if close
-                else f"allowed keys: {', '.join(allowed)}" if allowed else None)
+        hint = (
+            f"did you mean `{close[0]}`?"
+            if close
+            else f"allowed keys: {', '.join(allowed)}"
+            if allowed
+            else None
+        )
         return "unknown key", hint
     if kind == "missing":
         return "required key is missing", None
@@ -306,8 +351,9 @@ def _message(error: ErrorDetails, model: type[BaseModel], path: KeyPath) -> tupl
     return msg, hint
 
 
-def validate_model(model: type[M], data: Any, file: Path,
-                   lines: LineMap) -> tuple[M | None, list[ConfigIssue]]:
+def validate_model(
+    model: type[M], data: Any, file: Path, lines: LineMap
+) -> tuple[M | None, list[ConfigIssue]]:
     """Validate parsed data; on failure return every error as a ConfigIssue (deduplicated, in file order)."""
     try:
         return model.model_validate(data), []

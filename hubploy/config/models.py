@@ -39,11 +39,36 @@ from hubploy.config.providers import (
 )
 from hubploy.config.repo_settings import FreezeWindow, RepoSettings, SecretsSettings, parse_moment
 
-__all__ = ["ALLOWED_ENVIRONMENTS", "AwsCluster", "AwsRegistry", "AzureCluster", "AzureRegistry", "Cluster",
-           "ClusterSettings", "DockerconfigRegistry", "EnvironmentSettings", "FreezeWindow", "GcloudCluster",
-           "GcloudRegistry", "HubConfig", "ImageCheck", "ImageEntry", "Images", "KubeconfigCluster",
-           "Problem", "ProviderSettings", "Registry", "RegistrySettings", "RepoSettings", "SecretsSettings",
-           "Strict", "is_dns_label", "parse_moment", "split_image_reference", "split_repository"]
+__all__ = [
+    "ALLOWED_ENVIRONMENTS",
+    "AwsCluster",
+    "AwsRegistry",
+    "AzureCluster",
+    "AzureRegistry",
+    "Cluster",
+    "ClusterSettings",
+    "DockerconfigRegistry",
+    "EnvironmentSettings",
+    "FreezeWindow",
+    "GcloudCluster",
+    "GcloudRegistry",
+    "HubConfig",
+    "ImageCheck",
+    "ImageEntry",
+    "Images",
+    "KubeconfigCluster",
+    "Problem",
+    "ProviderSettings",
+    "Registry",
+    "RegistrySettings",
+    "RepoSettings",
+    "SecretsSettings",
+    "Strict",
+    "is_dns_label",
+    "parse_moment",
+    "split_image_reference",
+    "split_repository",
+]
 
 DEFAULT_SUBSTITUTION_PATH = "jupyterhub.singleuser.image"
 DOCKER_HUB = "docker.io"
@@ -72,13 +97,15 @@ def split_image_reference(reference: str) -> tuple[str, str | None]:
     slash = reference.rfind("/")
     colon = reference.rfind(":")
     if colon > slash:
-        return reference[:colon], reference[colon + 1:]
+        return reference[:colon], reference[colon + 1 :]
     return reference, None
 
 
-_DOMAIN = re.compile(r"^(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-                     r"(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*(?::[0-9]+)?$"
-                     r"|^\[[0-9a-fA-F:.]+\](?::[0-9]+)?$")
+_DOMAIN = re.compile(
+    r"^(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+    r"(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*(?::[0-9]+)?$"
+    r"|^\[[0-9a-fA-F:.]+\](?::[0-9]+)?$"
+)
 _PATH_COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
 _TAG = re.compile(r"^[\w][\w.-]{0,127}$")
 _DIGEST = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[0-9a-fA-F]{32,}$")
@@ -91,14 +118,17 @@ def image_reference_problem(reference: str) -> str | None:
     rest, _, digest = reference.partition("@")
     name, tag = split_image_reference(rest)
     first, slash, remainder = name.partition("/")
-    is_domain = bool(slash) and ("." in first or ":" in first or first == "localhost"
-                                 or first != first.lower())
+    is_domain = bool(slash) and (
+        "." in first or ":" in first or first == "localhost" or first != first.lower()
+    )
     path = remainder if is_domain else name
     if is_domain and not _DOMAIN.match(first):
         return f"registry host {first!r} is not a host name with an optional :port"
     if not path or not all(_PATH_COMPONENT.match(part) for part in path.split("/")):
-        return (f"repository path {path!r} must be lowercase letters and digits, with '.', '_', '__' or '-' "
-                f"only between them, in components separated by '/'")
+        return (
+            f"repository path {path!r} must be lowercase letters and digits, with '.', '_', '__' or '-' "
+            f"only between them, in components separated by '/'"
+        )
     if len(name) > MAX_IMAGE_NAME:
         return f"the name is {len(name)} characters; registries allow {MAX_IMAGE_NAME}"
     if tag is not None and not _TAG.match(tag):
@@ -117,18 +147,22 @@ def _valid_image_reference(value: str) -> str:
 
 # ---------------------------------------------------------------- images
 
+
 class Repo2Docker(Strict):
     base_image: str | None = Field(None, description="Base image repo2docker builds on (hubploy PR #114).")
 
 
 class ImageEntry(Strict):
-    name: str = Field(description="Image repository, e.g. us-central1-docker.pkg.dev/proj/repo/user-image. "
-                                  "The v1 form `name:tag` pins the tag instead of deriving it from git.")
-    path: str | None = Field(None, description="Image build dir relative to the hub dir (required unless the "
-                                               "tag is pinned).")
-    helm_substitution_path: str = Field(DEFAULT_SUBSTITUTION_PATH,
-                                        description="Dotted values path whose .name and .tag receive this "
-                                                    "image.")
+    name: str = Field(
+        description="Image repository, e.g. us-central1-docker.pkg.dev/proj/repo/user-image. "
+        "The v1 form `name:tag` pins the tag instead of deriving it from git."
+    )
+    path: str | None = Field(
+        None, description="Image build dir relative to the hub dir (required unless the tag is pinned)."
+    )
+    helm_substitution_path: str = Field(
+        DEFAULT_SUBSTITUTION_PATH, description="Dotted values path whose .name and .tag receive this image."
+    )
     repo2docker: Repo2Docker | None = Field(None, description="repo2docker options.")
 
     _reference = field_validator("name")(_valid_image_reference)
@@ -142,13 +176,16 @@ class ImageEntry(Strict):
 
 
 class Images(Strict):
-    image_name: str | None = Field(None, description="Legacy single image: repository name; its build dir is "
-                                                     "image/.")
-    image_config_path: str | None = Field(None, description="Legacy name of helm_substitution_path for "
-                                                            "image_name.")
+    image_name: str | None = Field(
+        None, description="Legacy single image: repository name; its build dir is image/."
+    )
+    image_config_path: str | None = Field(
+        None, description="Legacy name of helm_substitution_path for image_name."
+    )
     images: list[ImageEntry] = Field(default_factory=list, description="The hub's images.")
-    registry: Registry | None = Field(None,
-                                      description="Registry login used by `build --push/--check-registry`.")
+    registry: Registry | None = Field(
+        None, description="Registry login used by `build --push/--check-registry`."
+    )
 
     @field_validator("image_name")
     @classmethod
@@ -166,12 +203,18 @@ class Images(Strict):
     def entries(self) -> list[ImageEntry]:
         """The images, with the legacy single-image form turned into a list entry."""
         if self.image_name:
-            return [ImageEntry(name=self.image_name, path="image",
-                               helm_substitution_path=self.image_config_path or DEFAULT_SUBSTITUTION_PATH)]
+            return [
+                ImageEntry(
+                    name=self.image_name,
+                    path="image",
+                    helm_substitution_path=self.image_config_path or DEFAULT_SUBSTITUTION_PATH,
+                )
+            ]
         return list(self.images)
 
 
 # ---------------------------------------------------------------- the image check (new)
+
 
 class ImageCheck(Strict):
     """Which images a deploy looks up in their registries before helm runs. A pattern is a registry host
@@ -179,11 +222,14 @@ class ImageCheck(Strict):
     tag (``quay.io/jupyterhub/*``)."""
 
     only: Literal["all", "built"] | list[str] = Field(
-        "all", description="all: every {name, tag} in the hub's values (the default); built: only the images "
-                           "this hubploy.yaml declares under images:; or a list of patterns to check.")
-    skip: list[str] = Field(default_factory=list,
-                            description="Patterns of images never looked up (e.g. a registry this machine "
-                                        "cannot reach).")
+        "all",
+        description="all: every {name, tag} in the hub's values (the default); built: only the images "
+        "this hubploy.yaml declares under images:; or a list of patterns to check.",
+    )
+    skip: list[str] = Field(
+        default_factory=list,
+        description="Patterns of images never looked up (e.g. a registry this machine cannot reach).",
+    )
 
     @field_validator("only", "skip")
     @classmethod
@@ -216,8 +262,9 @@ def _matches(name: str, pattern: str) -> bool:
 
 
 class EnvironmentSettings(Strict):
-    url: str | None = Field(None,
-                            description="Public URL of the hub in this environment, for the health check.")
+    url: str | None = Field(
+        None, description="Public URL of the hub in this environment, for the health check."
+    )
     release: str | None = Field(None, description="Helm release name (default <hub>-<env>).")
     namespace: str | None = Field(None, description="Kubernetes namespace (default <hub>-<env>).")
 
@@ -240,14 +287,16 @@ class HubConfig(Strict):
 
     images: Images | None = Field(None, description="Images built for this hub and injected into its values.")
     cluster: Cluster | None = Field(None, description="Where the hub is deployed.")
-    image_check: ImageCheck = Field(default_factory=ImageCheck,
-                                    description="Which images a deploy looks up in their registries first "
-                                                "(default: all of them).")
+    image_check: ImageCheck = Field(
+        default_factory=ImageCheck,
+        description="Which images a deploy looks up in their registries first (default: all of them).",
+    )
     environments: dict[EnvName, EnvironmentSettings] = Field(
         default_factory=lambda: {env: EnvironmentSettings() for env in DEFAULT_ENVIRONMENTS},
         description="Environments this hub is deployed to: a list of names, or a mapping name -> settings "
-                    "(url, release, namespace). Default: staging and prod.",
-        json_schema_extra=_environments_schema)
+        "(url, release, namespace). Default: staging and prod.",
+        json_schema_extra=_environments_schema,
+    )
 
     @field_validator("environments", mode="before")
     @classmethod
@@ -284,20 +333,29 @@ class HubConfig(Strict):
         names that helm or Kubernetes refuse, image dirs and key files that are missing or resolve
         outside the repository at ``repo_root`` (another hub's image dir or key file is fine, as in
         hubploy)."""
-        return [*self._name_problems(hub), *self._image_problems(hub_dir, repo_root),
-                *self._key_file_problems(hub_dir, repo_root)]
+        return [
+            *self._name_problems(hub),
+            *self._image_problems(hub_dir, repo_root),
+            *self._key_file_problems(hub_dir, repo_root),
+        ]
 
     def _name_problems(self, hub: str) -> list[Problem]:
         found = []
         for env in self.environments:
             release, namespace = self.release(hub, env), self.namespace(hub, env)
             if len(release) > MAX_RELEASE_NAME:
-                found.append(Problem(("environments", env), f"release name {release!r} is {len(release)} "
-                                     f"characters; helm allows {MAX_RELEASE_NAME}",
-                                     "shorten the hub name or set environments.<env>.release"))
+                found.append(
+                    Problem(
+                        ("environments", env),
+                        f"release name {release!r} is {len(release)} "
+                        f"characters; helm allows {MAX_RELEASE_NAME}",
+                        "shorten the hub name or set environments.<env>.release",
+                    )
+                )
             if not is_dns_label(namespace):
-                found.append(Problem(("environments", env),
-                                     f"namespace {namespace!r} is not a valid DNS label"))
+                found.append(
+                    Problem(("environments", env), f"namespace {namespace!r} is not a valid DNS label")
+                )
         return found
 
     def _image_problems(self, hub_dir: Path, repo_root: Path) -> list[Problem]:
@@ -309,12 +367,21 @@ class HubConfig(Strict):
             path = (hub_dir / entry.path).resolve()
             key: KeyPath = ("images", "image_name") if legacy else ("images", "images", index, "path")
             if not inside(path, repo_root):
-                found.append(Problem(key, f"image path {entry.path!r} resolves outside the repository "
-                                          f"(to {path})",
-                                     "an image dir must live in the deployment repository"))
+                found.append(
+                    Problem(
+                        key,
+                        f"image path {entry.path!r} resolves outside the repository (to {path})",
+                        "an image dir must live in the deployment repository",
+                    )
+                )
             elif not path.is_dir():
-                found.append(Problem(key, f"image directory {entry.path}/ does not exist",
-                                     "image paths are relative to deployments/<hub>/"))
+                found.append(
+                    Problem(
+                        key,
+                        f"image directory {entry.path}/ does not exist",
+                        "image paths are relative to deployments/<hub>/",
+                    )
+                )
         return found
 
     def provider_settings(self) -> list[tuple[KeyPath, ProviderSettings]]:
@@ -335,10 +402,19 @@ class HubConfig(Strict):
             for key, filename in settings.key_files().items():
                 path = (secrets_dir / filename).resolve()
                 if not inside(path, repo_root):
-                    found.append(Problem((*prefix, key), f"key file {filename!r} resolves outside the "
-                                                         f"repository (to {path})",
-                                         "key files must live in the deployment repository"))
+                    found.append(
+                        Problem(
+                            (*prefix, key),
+                            f"key file {filename!r} resolves outside the repository (to {path})",
+                            "key files must live in the deployment repository",
+                        )
+                    )
                 elif not path.is_file():
-                    found.append(Problem((*prefix, key), f"key file secrets/{filename} does not exist",
-                                         "key files are looked up in deployments/<hub>/secrets/"))
+                    found.append(
+                        Problem(
+                            (*prefix, key),
+                            f"key file secrets/{filename} does not exist",
+                            "key files are looked up in deployments/<hub>/secrets/",
+                        )
+                    )
         return found

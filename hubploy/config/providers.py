@@ -36,8 +36,10 @@ def _account_id(value: Any) -> Any:
     digits, when they are the 12 an account id has (a number with leading zeros lost them)."""
     if isinstance(value, int) and not isinstance(value, bool):
         if len(str(value)) != 12:
-            raise ValueError(f"account id {value} has {len(str(value))} digits, not 12: YAML read it as a "
-                             "number (and dropped any leading zeros); quote it")
+            raise ValueError(
+                f"account id {value} has {len(str(value))} digits, not 12: YAML read it as a "
+                "number (and dropped any leading zeros); quote it"
+            )
         return str(value)
     return value
 
@@ -45,8 +47,9 @@ def _account_id(value: Any) -> Any:
 AccountId = Annotated[str, BeforeValidator(_account_id), WithJsonSchema({"type": ["string", "integer"]})]
 
 
-def _chosen_section_only(data: Any, providers: tuple[str, ...], *,
-                         keep: Mapping[str, tuple[str, ...]]) -> Any:
+def _chosen_section_only(
+    data: Any, providers: tuple[str, ...], *, keep: Mapping[str, tuple[str, ...]]
+) -> Any:
     """hubploy reads only the section of the chosen provider: the others are dropped unread (a repository
     may keep another provider's settings around), except the keys in ``keep`` (the kubeconfig section's
     ``context`` applies to every provider)."""
@@ -91,12 +94,16 @@ class _AwsSettings(ProviderSettings):
 
     @model_validator(mode="after")
     def _one_source(self) -> _AwsSettings:
-        given = {"service_key": self.service_key, "role_arn": self.role_arn,
-                 "credentials_block": self.credentials_block}
+        given = {
+            "service_key": self.service_key,
+            "role_arn": self.role_arn,
+            "credentials_block": self.credentials_block,
+        }
         sources = [key for key, value in given.items() if value]
         if len(sources) > 1:
-            raise ValueError("set only one of service_key, role_arn or credentials_block "
-                             f"(found {', '.join(sources)})")
+            raise ValueError(
+                f"set only one of service_key, role_arn or credentials_block (found {', '.join(sources)})"
+            )
         return self
 
     def key_files(self) -> dict[str, str]:
@@ -105,15 +112,21 @@ class _AwsSettings(ProviderSettings):
 
 # ---------------------------------------------------------------- registries (classic `build`)
 
+
 class GcloudRegistry(ProviderSettings):
     provider: ClassVar[str] = "gcloud"
-    project: str | None = Field(None, description="GCP project of the registry (accepted, unused by classic "
-                                                  "hubploy).")
-    service_key: str | None = Field(None, description="Service-account key file in secrets/, usually "
-                                                      "sops-encrypted.")
+    project: str | None = Field(
+        None, description="GCP project of the registry (accepted, unused by classic hubploy)."
+    )
+    service_key: str | None = Field(
+        None, description="Service-account key file in secrets/, usually sops-encrypted."
+    )
     credentials_block: str | None = Field(None, description=_BLOCK_DOC)
-    host: str | None = Field(None, description="Registry host to log in to, e.g. us-central1-docker.pkg.dev "
-                                                "(classic hubploy only configured gcr.io).")
+    host: str | None = Field(
+        None,
+        description="Registry host to log in to, e.g. us-central1-docker.pkg.dev "
+        "(classic hubploy only configured gcr.io).",
+    )
 
     def key_files(self) -> dict[str, str]:
         return self._given(service_key=self.service_key)
@@ -121,8 +134,9 @@ class GcloudRegistry(ProviderSettings):
 
 class AwsRegistry(_AwsSettings):
     provider: ClassVar[str] = "aws"
-    account_id: AccountId = Field(description="12-digit AWS account id owning the ECR registry (legacy key: "
-                                              "project).")
+    account_id: AccountId = Field(
+        description="12-digit AWS account id owning the ECR registry (legacy key: project)."
+    )
     region: str = Field(description="AWS region of the ECR registry (legacy key: zone).")
     service_key: str | None = Field(None, description="AWS credentials file in secrets/.")
     role_arn: str | None = Field(None, description="IAM role to assume for registry access.")
@@ -133,8 +147,9 @@ class AzureRegistry(ProviderSettings):
     provider: ClassVar[str] = "azure"
     resource_group: str = Field(description="Azure resource group of the container registry.")
     registry: str = Field(description="Azure Container Registry name (without .azurecr.io).")
-    auth_file: str | None = Field(None, description="Service principal JSON/YAML (appId, tenant, password) "
-                                                    "in secrets/.")
+    auth_file: str | None = Field(
+        None, description="Service principal JSON/YAML (appId, tenant, password) in secrets/."
+    )
     credentials_block: str | None = Field(None, description=_BLOCK_DOC)
 
     def key_files(self) -> dict[str, str]:
@@ -143,11 +158,14 @@ class AzureRegistry(ProviderSettings):
 
 class DockerconfigRegistry(ProviderSettings):
     provider: ClassVar[str] = "dockerconfig"
-    filename: str | None = Field(None,
-                                 description="A docker config.json in secrets/, usually sops-encrypted.")
+    filename: str | None = Field(
+        None, description="A docker config.json in secrets/, usually sops-encrypted."
+    )
     credentials_block: str | None = Field(
-        None, description="Name of a prefect-docker DockerRegistryCredentials block (username/password "
-                          "registries).")
+        None,
+        description="Name of a prefect-docker DockerRegistryCredentials block (username/password "
+        "registries).",
+    )
 
     def key_files(self) -> dict[str, str]:
         return self._given(filename=self.filename)
@@ -158,12 +176,14 @@ RegistrySettings = GcloudRegistry | AwsRegistry | AzureRegistry | DockerconfigRe
 
 class Registry(Strict):
     provider: Literal["gcloud", "aws", "azure", "dockerconfig"] = Field(
-        description="How to log in to the registry.")
+        description="How to log in to the registry."
+    )
     gcloud: GcloudRegistry | None = Field(None, description="Settings when provider is gcloud.")
     aws: AwsRegistry | None = Field(None, description="Settings when provider is aws.")
     azure: AzureRegistry | None = Field(None, description="Settings when provider is azure.")
-    dockerconfig: DockerconfigRegistry | None = Field(None,
-                                                      description="Settings when provider is dockerconfig.")
+    dockerconfig: DockerconfigRegistry | None = Field(
+        None, description="Settings when provider is dockerconfig."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -180,19 +200,27 @@ class Registry(Strict):
     def settings(self) -> RegistrySettings | None:
         """The settings of ``provider`` (None only for gcloud without a section)."""
         sections: dict[str, RegistrySettings | None] = {
-            "gcloud": self.gcloud, "aws": self.aws, "azure": self.azure, "dockerconfig": self.dockerconfig}
+            "gcloud": self.gcloud,
+            "aws": self.aws,
+            "azure": self.azure,
+            "dockerconfig": self.dockerconfig,
+        }
         return sections[self.provider]
 
 
 # ---------------------------------------------------------------- clusters
+
 
 class GcloudCluster(ProviderSettings):
     provider: ClassVar[str] = "gcloud"
     project: str = Field(description="GCP project of the GKE cluster.")
     cluster: str = Field(description="GKE cluster name.")
     zone: str = Field(description="Zone or region of the cluster.")
-    service_key: str | None = Field(None, description="Service-account key file in secrets/ (classic); "
-                                                     "without it application default credentials are used.")
+    service_key: str | None = Field(
+        None,
+        description="Service-account key file in secrets/ (classic); "
+        "without it application default credentials are used.",
+    )
     credentials_block: str | None = Field(None, description=_BLOCK_DOC)
 
     def key_files(self) -> dict[str, str]:
@@ -205,12 +233,14 @@ class GcloudCluster(ProviderSettings):
 
 class AwsCluster(_AwsSettings):
     provider: ClassVar[str] = "aws"
-    account_id: AccountId | None = Field(None, description="AWS account id (legacy key: project; unused by "
-                                                           "the deploy).")
+    account_id: AccountId | None = Field(
+        None, description="AWS account id (legacy key: project; unused by the deploy)."
+    )
     cluster: str = Field(description="EKS cluster name.")
     region: str = Field(description="AWS region of the cluster (legacy key: zone).")
-    service_key: str | None = Field(None, description="AWS credentials file in secrets/ (ini, or sops YAML "
-                                                      "with creds.*).")
+    service_key: str | None = Field(
+        None, description="AWS credentials file in secrets/ (ini, or sops YAML with creds.*)."
+    )
     role_arn: str | None = Field(None, description="IAM role to assume (session name hubploy-cluster-auth).")
     credentials_block: str | None = Field(None, description=_BLOCK_DOC)
 
@@ -222,8 +252,9 @@ class AzureCluster(ProviderSettings):
     provider: ClassVar[str] = "azure"
     resource_group: str = Field(description="Azure resource group of the AKS cluster.")
     cluster: str = Field(description="AKS cluster name.")
-    auth_file: str | None = Field(None, description="Service principal file (appId, tenant, password) in "
-                                                    "secrets/.")
+    auth_file: str | None = Field(
+        None, description="Service principal file (appId, tenant, password) in secrets/."
+    )
     credentials_block: str | None = Field(None, description=_BLOCK_DOC)
 
     def key_files(self) -> dict[str, str]:
@@ -236,8 +267,9 @@ class AzureCluster(ProviderSettings):
 class KubeconfigCluster(ProviderSettings):
     provider: ClassVar[str] = "kubeconfig"
     filename: str | None = Field(None, description="Kubeconfig file in secrets/, usually sops-encrypted.")
-    context: str | None = Field(None, description="Context to use; `{namespace}` is replaced by the release "
-                                                  "namespace.")
+    context: str | None = Field(
+        None, description="Context to use; `{namespace}` is replaced by the release namespace."
+    )
     credentials_block: str | None = Field(None, description=_BLOCK_DOC)
 
     def key_files(self) -> dict[str, str]:
@@ -253,18 +285,21 @@ ClusterSettings = GcloudCluster | AwsCluster | AzureCluster | KubeconfigCluster
 
 class Cluster(Strict):
     provider: Literal["gcloud", "aws", "azure", "kubeconfig"] = Field(
-        description="How to get cluster credentials.")
+        description="How to get cluster credentials."
+    )
     gcloud: GcloudCluster | None = Field(None, description="Settings when provider is gcloud.")
     aws: AwsCluster | None = Field(None, description="Settings when provider is aws.")
     azure: AzureCluster | None = Field(None, description="Settings when provider is azure.")
     kubeconfig: KubeconfigCluster | None = Field(
-        None, description="Settings when provider is kubeconfig; `context` is honoured for every provider.")
+        None, description="Settings when provider is kubeconfig; `context` is honoured for every provider."
+    )
 
     @model_validator(mode="before")
     @classmethod
     def _only_the_chosen_section(cls, data: Any) -> Any:
-        return _chosen_section_only(data, ("gcloud", "aws", "azure", "kubeconfig"),
-                                    keep={"kubeconfig": ("context",)})
+        return _chosen_section_only(
+            data, ("gcloud", "aws", "azure", "kubeconfig"), keep={"kubeconfig": ("context",)}
+        )
 
     @model_validator(mode="after")
     def _section_present(self) -> Cluster:
@@ -275,8 +310,9 @@ class Cluster(Strict):
             raise ValueError("kubeconfig needs `filename` or `credentials_block`")
         if isinstance(section, AzureCluster) and not (section.auth_file or section.credentials_block):
             raise ValueError("azure needs `auth_file` or `credentials_block`")
-        if isinstance(section, AwsCluster) and not (section.service_key or section.role_arn
-                                                    or section.credentials_block):
+        if isinstance(section, AwsCluster) and not (
+            section.service_key or section.role_arn or section.credentials_block
+        ):
             raise ValueError("aws needs one of service_key, role_arn or credentials_block")
         return self
 

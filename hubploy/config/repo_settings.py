@@ -20,11 +20,17 @@ from hubploy.errors import ApprovalError
 
 
 class SecretsSettings(Strict):
-    allow_plaintext: bool = Field(False, description="Allow files under secrets/ without sops metadata "
-                                                     "(for repos whose secrets are protected by git-crypt).")
-    age_key_file: str | None = Field(None, description="age key file for sops, relative to the repo root or "
-                                                       "absolute; overrides SOPS_AGE_KEY_FILE for hubploy's "
-                                                       "sops calls.")
+    allow_plaintext: bool = Field(
+        False,
+        description="Allow files under secrets/ without sops metadata "
+        "(for repos whose secrets are protected by git-crypt).",
+    )
+    age_key_file: str | None = Field(
+        None,
+        description="age key file for sops, relative to the repo root or "
+        "absolute; overrides SOPS_AGE_KEY_FILE for hubploy's "
+        "sops calls.",
+    )
 
 
 def parse_moment(text: str) -> datetime:
@@ -81,9 +87,14 @@ class Approvers(Strict):
     """Per approved environment, the names that may decide its approval; unset: anyone who can reach the
     Prefect UI or API (the open-source server records no user, so the name is the one the form gives)."""
 
-    prod: list[Name] | None = Field(None, min_length=1, description=(
-        "Who may approve or reject a promotion to prod, e.g. [alice, bob@example.org]; the approver name "
-        "given in the form (or `hubploy approve --as`) must be one of them, case-insensitive."))
+    prod: list[Name] | None = Field(
+        None,
+        min_length=1,
+        description=(
+            "Who may approve or reject a promotion to prod, e.g. [alice, bob@example.org]; the approver name "
+            "given in the form (or `hubploy approve --as`) must be one of them, case-insensitive."
+        ),
+    )
 
     def allowed(self, env: str) -> list[str] | None:
         """The names that may decide ``env``'s approval, or None when anyone may."""
@@ -95,10 +106,10 @@ class Approvers(Strict):
         if allowed is None or name.strip().casefold() in {a.casefold() for a in allowed}:
             return
         who = repr(name.strip()) if name.strip() else "an approval without a name"
-        raise ApprovalError(f"{who} may not decide {env}: approvers.{env} in hubploy-repo.yaml lists "
-                            f"{', '.join(allowed)}",
-                            hint="give your name as listed there (the form's approver field, or "
-                                 "`hubploy approve --as NAME`)")
+        raise ApprovalError(
+            f"{who} may not decide {env}: approvers.{env} in hubploy-repo.yaml lists {', '.join(allowed)}",
+            hint="give your name as listed there (the form's approver field, or `hubploy approve --as NAME`)",
+        )
 
 
 # ---------------------------------------------------------------- rollout
@@ -139,27 +150,36 @@ class SmokeTest(enum.StrEnum):
     """What a hub's check proves after a deploy (and after a soak)."""
 
     health = "health"  # /hub/api answers as JupyterHub does
-    spawn = "spawn"    # ... and a smoke-test user's server starts, answers through the proxy, and stops
+    spawn = "spawn"  # ... and a smoke-test user's server starts, answers through the proxy, and stops
 
 
 class OnFailure(enum.StrEnum):
     """What a rollout that stops the line does with the hubs that failed their check."""
 
     rollback = "rollback"  # return them to their last verified release
-    keep = "keep"          # leave them as the deploy's own rollback left them (the revision before)
+    keep = "keep"  # leave them as the deploy's own rollback left them (the revision before)
 
 
 class Wave(Strict):
-    name: str = Field(description="Shown in the Prefect UI, the approval form and `hubploy plan`; lowercase "
-                                  "letters, digits and '-'.",
-                      json_schema_extra={"pattern": DNS_LABEL.pattern})
-    hubs: list[str] = Field(min_length=1,
-                            description="Hub names or globs (e.g. `physics`, `course-*`, `*`); a hub belongs "
-                                        "to the first wave that matches it.")
-    soak: Duration = Field("0s", description="Wait after the wave is healthy, then check its hubs again "
-                                             "(e.g. 2m); 0s: no soak.")
-    max_parallel: int | None = Field(None, ge=1, description="Most hubs of this wave deployed at once (the "
-                                                             "clusters' cluster_concurrency still applies).")
+    name: str = Field(
+        description="Shown in the Prefect UI, the approval form and `hubploy plan`; lowercase "
+        "letters, digits and '-'.",
+        json_schema_extra={"pattern": DNS_LABEL.pattern},
+    )
+    hubs: list[str] = Field(
+        min_length=1,
+        description="Hub names or globs (e.g. `physics`, `course-*`, `*`); a hub belongs "
+        "to the first wave that matches it.",
+    )
+    soak: Duration = Field(
+        "0s", description="Wait after the wave is healthy, then check its hubs again (e.g. 2m); 0s: no soak."
+    )
+    max_parallel: int | None = Field(
+        None,
+        ge=1,
+        description="Most hubs of this wave deployed at once (the "
+        "clusters' cluster_concurrency still applies).",
+    )
 
     @field_validator("name")
     @classmethod
@@ -177,29 +197,39 @@ class Wave(Strict):
 
 
 class SpawnTest(Strict):
-    service: str = Field("hubploy-smoke",
-                         description="The hub.services entry whose API token starts the smoke-test server: "
-                                     "the hub Secret's hub.services.<service>.apiToken (Zero to JupyterHub "
-                                     "keeps a given or generated token there). Give it a hub.loadRoles role "
-                                     "with the scopes admin:users, admin:servers and access:servers.")
-    user: str = Field("hubploy-smoke", pattern=r"^[a-z0-9][-a-z0-9._]*$",
-                      description="The smoke-test user (created when missing, its server stopped "
-                                  "afterwards).")
+    service: str = Field(
+        "hubploy-smoke",
+        description="The hub.services entry whose API token starts the smoke-test server: "
+        "the hub Secret's hub.services.<service>.apiToken (Zero to JupyterHub "
+        "keeps a given or generated token there). Give it a hub.loadRoles role "
+        "with the scopes admin:users, admin:servers and access:servers.",
+    )
+    user: str = Field(
+        "hubploy-smoke",
+        pattern=r"^[a-z0-9][-a-z0-9._]*$",
+        description="The smoke-test user (created when missing, its server stopped afterwards).",
+    )
     timeout: float = Field(180, gt=0, description="Seconds the user's server has to start and answer.")
 
 
 class RolloutSettings(Strict):
-    waves: list[Wave] = Field(default_factory=list, description="Waves, deployed one after another; hubs in "
-                                                                "no wave form a last wave.")
-    smoke_test: SmokeTest = Field(SmokeTest.health,
-                                  description="health: /hub/api answers. spawn: also start a smoke-test "
-                                              "user's server through the REST API, reach it through the "
-                                              "proxy, stop it.")
+    waves: list[Wave] = Field(
+        default_factory=list,
+        description="Waves, deployed one after another; hubs in no wave form a last wave.",
+    )
+    smoke_test: SmokeTest = Field(
+        SmokeTest.health,
+        description="health: /hub/api answers. spawn: also start a smoke-test "
+        "user's server through the REST API, reach it through the "
+        "proxy, stop it.",
+    )
     spawn: SpawnTest = Field(default_factory=SpawnTest, description="Settings of the spawn smoke test.")
-    on_failure: OnFailure = Field(OnFailure.rollback,
-                                  description="When a wave stops the line: rollback returns the hubs "
-                                              "that failed to their last verified release; keep leaves them "
-                                              "on the revision deployed before.")
+    on_failure: OnFailure = Field(
+        OnFailure.rollback,
+        description="When a wave stops the line: rollback returns the hubs "
+        "that failed to their last verified release; keep leaves them "
+        "on the revision deployed before.",
+    )
 
     @field_validator("waves")
     @classmethod
@@ -213,40 +243,50 @@ class RolloutSettings(Strict):
 
 # ---------------------------------------------------------------- approvals, notices
 
+
 class ApprovalPolicy(Strict):
-    required: int = Field(1, ge=1, le=10,
-                          description="Distinct approvers needed; a reject by anyone ends the run.")
+    required: int = Field(
+        1, ge=1, le=10, description="Distinct approvers needed; a reject by anyone ends the run."
+    )
 
 
 class Approvals(Strict):
-    prod: ApprovalPolicy = Field(default_factory=ApprovalPolicy,
-                                 description="The promotion of staging to prod.")
+    prod: ApprovalPolicy = Field(
+        default_factory=ApprovalPolicy, description="The promotion of staging to prod."
+    )
 
 
 class Notice(enum.StrEnum):
     """What the lifecycle and the rollouts tell people about."""
 
     approval_waiting = "approval_waiting"  # a run waits for an approval
-    run_failed = "run_failed"              # a lifecycle, prod deploy or rollout ended failed
-    wave_failed = "wave_failed"            # a wave stopped the line
+    run_failed = "run_failed"  # a lifecycle, prod deploy or rollout ended failed
+    wave_failed = "wave_failed"  # a wave stopped the line
 
 
 _BLOCK_REFERENCE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*/[A-Za-z0-9][-A-Za-z0-9_.]*$")
 
 
 class NoticeTarget(Strict):
-    block: str = Field(description="A Prefect notification block, as <block type slug>/<block name>, e.g. "
-                                   "slack-webhook/hub-ops or custom-webhook/pager.",
-                       json_schema_extra={"pattern": _BLOCK_REFERENCE.pattern})
-    events: list[Notice] = Field(default_factory=lambda: list(Notice), min_length=1,
-                                 description="Which notices it gets (default: all).")
+    block: str = Field(
+        description="A Prefect notification block, as <block type slug>/<block name>, e.g. "
+        "slack-webhook/hub-ops or custom-webhook/pager.",
+        json_schema_extra={"pattern": _BLOCK_REFERENCE.pattern},
+    )
+    events: list[Notice] = Field(
+        default_factory=lambda: list(Notice),
+        min_length=1,
+        description="Which notices it gets (default: all).",
+    )
 
     @field_validator("block")
     @classmethod
     def _reference(cls, value: str) -> str:
         if not _BLOCK_REFERENCE.match(value):
-            raise ValueError(f"{value!r} is not <block type slug>/<block name>, e.g. slack-webhook/hub-ops "
-                             "(`prefect block ls` lists both)")
+            raise ValueError(
+                f"{value!r} is not <block type slug>/<block name>, e.g. slack-webhook/hub-ops "
+                "(`prefect block ls` lists both)"
+            )
         return value
 
 
@@ -256,32 +296,49 @@ class RepoSettings(Strict):
     chart: str = Field("hub", description="Path of the local umbrella chart, relative to the repo root.")
     staging_branch: str = Field("staging", description="Branch whose pushes start the lifecycle.")
     prod_branch: str = Field("prod", description="Branch that only ever receives merges of staging.")
-    shared_paths: list[str] = Field(default_factory=list,
-                                    description="Extra paths (glob) whose change affects every hub; the "
-                                                "chart always does.")
+    shared_paths: list[str] = Field(
+        default_factory=list,
+        description="Extra paths (glob) whose change affects every hub; the chart always does.",
+    )
     secrets: SecretsSettings = Field(default_factory=SecretsSettings, description="Secret file policy.")
     freeze_windows: list[FreezeWindow] = Field(
-        default_factory=list, description="Date ranges during which prod promotion is refused.")
-    approval_timeout_hours: float = Field(24, gt=0,
-                                          description="How long the lifecycle waits for an approval.")
-    approvers: Approvers = Field(default_factory=Approvers,
-                                 description="Who may decide the approval of each approved environment.")
+        default_factory=list, description="Date ranges during which prod promotion is refused."
+    )
+    approval_timeout_hours: float = Field(
+        24, gt=0, description="How long the lifecycle waits for an approval."
+    )
+    approvers: Approvers = Field(
+        default_factory=Approvers, description="Who may decide the approval of each approved environment."
+    )
     cluster_concurrency: int = Field(4, ge=1, description="Most deploys run at once against one cluster.")
-    helm_timeout: Duration = Field("10m", description=(
-        "How long helm waits for a release to be ready (`helm upgrade --wait --timeout`) when a flow, "
-        "`hubploy deploy` or `hubploy rollout` deploys without --timeout; a hub that is still not ready "
-        "then fails and is rolled back. E.g. 10m, 300s, 1h."))
-    health_check_timeout: float = Field(180, gt=0, description="Seconds a deployed hub has to answer "
-                                                               "/hub/api before the deploy is rolled back.")
-    rollout: RolloutSettings | None = Field(None, description="Progressive delivery: waves, soak, smoke "
-                                                              "test. Without it, a fleet deploys every hub "
-                                                              "at once.")
-    approvals: Approvals = Field(default_factory=Approvals,
-                                 description="How many approvers a promotion needs.")
-    notifications: list[NoticeTarget] = Field(default_factory=list,
-                                              description="Prefect notification blocks told about waiting "
-                                                          "approvals, failed runs and waves that stopped the "
-                                                          "line.")
+    helm_timeout: Duration = Field(
+        "10m",
+        description=(
+            "How long helm waits for a release to be ready (`helm upgrade --wait --timeout`) when a flow, "
+            "`hubploy deploy` or `hubploy rollout` deploys without --timeout; a hub that is still not ready "
+            "then fails and is rolled back. E.g. 10m, 300s, 1h."
+        ),
+    )
+    health_check_timeout: float = Field(
+        180,
+        gt=0,
+        description="Seconds a deployed hub has to answer /hub/api before the deploy is rolled back.",
+    )
+    rollout: RolloutSettings | None = Field(
+        None,
+        description="Progressive delivery: waves, soak, smoke "
+        "test. Without it, a fleet deploys every hub "
+        "at once.",
+    )
+    approvals: Approvals = Field(
+        default_factory=Approvals, description="How many approvers a promotion needs."
+    )
+    notifications: list[NoticeTarget] = Field(
+        default_factory=list,
+        description="Prefect notification blocks told about waiting "
+        "approvals, failed runs and waves that stopped the "
+        "line.",
+    )
 
     def active_freeze(self, now: datetime | None = None) -> FreezeWindow | None:
         """The freeze window ``now`` (default: the current time) falls in, if any."""
@@ -299,29 +356,47 @@ class RepoSettings(Strict):
         Chart.yaml, a wave naming a hub that does not exist, an age key file that does not exist."""
         found = []
         if not (root / self.chart / "Chart.yaml").is_file():
-            found.append(Problem(("chart",), f"chart directory {self.chart}/ with a Chart.yaml not found",
-                                 "set `chart:` in hubploy-repo.yaml to your umbrella chart's directory"))
+            found.append(
+                Problem(
+                    ("chart",),
+                    f"chart directory {self.chart}/ with a Chart.yaml not found",
+                    "set `chart:` in hubploy-repo.yaml to your umbrella chart's directory",
+                )
+            )
         found += self._wave_problems(root)
         key_file = self.secrets.age_key_file
         if key_file and not (root / key_file).is_file():
-            found.append(Problem(("secrets", "age_key_file"), f"age key file {key_file} does not exist",
-                                 "the path is relative to the repository root; sops could decrypt nothing"))
+            found.append(
+                Problem(
+                    ("secrets", "age_key_file"),
+                    f"age key file {key_file} does not exist",
+                    "the path is relative to the repository root; sops could decrypt nothing",
+                )
+            )
         return found
 
     def _wave_problems(self, root: Path) -> list[Problem]:
         """A wave naming (without a glob) a hub that does not exist: a typo would deploy it last."""
         hubs_dir = root / "deployments"
-        known = ({p.name for p in hubs_dir.iterdir() if (p / "hubploy.yaml").is_file()} if hubs_dir.is_dir()
-                 else set())
+        known = (
+            {p.name for p in hubs_dir.iterdir() if (p / "hubploy.yaml").is_file()}
+            if hubs_dir.is_dir()
+            else set()
+        )
         found = []
         for index, wave in enumerate(self.rollout.waves if self.rollout else []):
             for position, name in enumerate(wave.hubs):
                 if not GLOB_CHARS & set(name) and name not in known:
                     close = get_close_matches(name, sorted(known), n=1)
-                    found.append(Problem(("rollout", "waves", index, "hubs", position),
-                                         f"wave {wave.name!r} names hub {name!r}, which does not exist",
-                                         f"did you mean `{close[0]}`?" if close else
-                                         "hubs are directories under deployments/ with a hubploy.yaml"))
+                    found.append(
+                        Problem(
+                            ("rollout", "waves", index, "hubs", position),
+                            f"wave {wave.name!r} names hub {name!r}, which does not exist",
+                            f"did you mean `{close[0]}`?"
+                            if close
+                            else "hubs are directories under deployments/ with a hubploy.yaml",
+                        )
+                    )
         return found
 
     def notice_blocks(self, notice: Notice) -> list[str]:

@@ -52,7 +52,24 @@ from hubploy.deploy.prepare import (
 from hubploy.deploy.release import is_transient
 from hubploy.deploy.sequence import deploy, rollback_hub
 
-__all__ = ["CONFIG_STAMP_PREFIX", "Credentials", "DeployOptions", "DeployResult", "ImageRef",
-           "KeyFileCredentials", "Logger", "Outcome", "PreparedValues", "check_images", "deploy",
-           "image_references", "is_transient", "prepared_values", "redact_rendered", "registry_image_digest",
-           "rollback_hub", "sops_env", "values_digest"]
+__all__ = [
+    "CONFIG_STAMP_PREFIX",
+    "Credentials",
+    "DeployOptions",
+    "DeployResult",
+    "ImageRef",
+    "KeyFileCredentials",
+    "Logger",
+    "Outcome",
+    "PreparedValues",
+    "check_images",
+    "deploy",
+    "image_references",
+    "is_transient",
+    "prepared_values",
+    "redact_rendered",
+    "registry_image_digest",
+    "rollback_hub",
+    "sops_env",
+    "values_digest",
+]

@@ -18,9 +18,9 @@ from hubploy.health import kubectl_argv
 from hubploy.runner import redact, run
 
 KINDS = "pods,persistentvolumeclaims,jobs,services"
-MAX_LOGS = 6           # containers whose last log line is read
-MAX_ITEM = 300         # characters of one reason
-USER_PODS = "singleuser-server"   # Z2JH's user pods: not part of a release's rollout
+MAX_LOGS = 6  # containers whose last log line is read
+MAX_ITEM = 300  # characters of one reason
+USER_PODS = "singleuser-server"  # Z2JH's user pods: not part of a release's rollout
 TIMEOUT_MARKERS = ("timed out waiting for the condition", "context deadline exceeded", "status: inprogress")
 
 Obj = Mapping[str, Any]
@@ -47,7 +47,7 @@ class Diagnosis:
         if not self.not_ready:
             return "every pod, claim, hook Job and Service of the release was ready when helm gave up"
         text = redact("not ready: " + "; ".join(self.not_ready))
-        return text if len(text) <= limit else text[:limit - 1] + "…"
+        return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def diagnose(target: Target) -> Diagnosis:
@@ -62,13 +62,18 @@ def diagnose(target: Target) -> Diagnosis:
     for obj in objects:
         by_kind.setdefault(obj.get("kind", ""), []).append(obj)
     logs = _Logs(target)
-    job_pods = {name: [p for p in by_kind.get("Pod", []) if _labels(p).get("job-name") == name]
-                for name in (_name(j) for j in by_kind.get("Job", []))}
-    found = [*_claims(by_kind.get("PersistentVolumeClaim", []), warnings),
-             *_jobs(by_kind.get("Job", []), job_pods, warnings, logs),
-             *_pods([p for p in by_kind.get("Pod", []) if _labels(p).get("job-name") not in job_pods],
-                    warnings, logs),
-             *_services(by_kind.get("Service", []))]
+    job_pods = {
+        name: [p for p in by_kind.get("Pod", []) if _labels(p).get("job-name") == name]
+        for name in (_name(j) for j in by_kind.get("Job", []))
+    }
+    found = [
+        *_claims(by_kind.get("PersistentVolumeClaim", []), warnings),
+        *_jobs(by_kind.get("Job", []), job_pods, warnings, logs),
+        *_pods(
+            [p for p in by_kind.get("Pod", []) if _labels(p).get("job-name") not in job_pods], warnings, logs
+        ),
+        *_services(by_kind.get("Service", [])),
+    ]
     return Diagnosis(tuple(found))
 
 
@@ -95,13 +100,16 @@ def _name(obj: Obj) -> str:
 def _of_release(obj: Obj, release: str) -> bool:
     labels = _labels(obj)
     owner = labels.get("release") or labels.get("app.kubernetes.io/instance")
-    return (owner in (None, release) and labels.get("component") != USER_PODS
-            and not (obj.get("metadata") or {}).get("deletionTimestamp"))
+    return (
+        owner in (None, release)
+        and labels.get("component") != USER_PODS
+        and not (obj.get("metadata") or {}).get("deletionTimestamp")
+    )
 
 
 def _short(text: str) -> str:
     text = " ".join(str(text).split())
-    return text if len(text) <= MAX_ITEM else text[:MAX_ITEM - 1] + "…"
+    return text if len(text) <= MAX_ITEM else text[: MAX_ITEM - 1] + "…"
 
 
 def _warnings(events: Iterable[Obj]) -> dict[tuple[str, str], str]:
@@ -130,9 +138,12 @@ class _Logs:
             return None
         self.read += 1
         args = ["logs", "-n", self.target.namespace, pod, "-c", container, "--tail", "20"]
-        done = run(kubectl_argv(self.target.env, self.target.context, *args,
-                                *(["--previous"] if previous else [])),
-                   env=self.target.env, check=False, timeout=60)
+        done = run(
+            kubectl_argv(self.target.env, self.target.context, *args, *(["--previous"] if previous else [])),
+            env=self.target.env,
+            check=False,
+            timeout=60,
+        )
         lines = [line.strip() for line in done.stdout.splitlines() if line.strip()]
         return _short(lines[-1]) if done.returncode == 0 and lines else None
 
@@ -178,8 +189,9 @@ def _pod(pod: Obj, warnings: Mapping[tuple[str, str], str], logs: _Logs) -> str 
     reasons = _containers(pod, logs)
     scheduled = conditions.get("PodScheduled") or {}
     if scheduled.get("status") == "False":
-        reasons.insert(0, f"{scheduled.get('reason', 'not scheduled')}: "
-                          f"{_short(scheduled.get('message', ''))}")
+        reasons.insert(
+            0, f"{scheduled.get('reason', 'not scheduled')}: {_short(scheduled.get('message', ''))}"
+        )
     if not reasons:
         reasons.append(warnings.get(("Pod", _name(pod))) or phase or "not ready")
     return f"Pod {_name(pod)} ({'; '.join(reasons)})"
@@ -195,26 +207,34 @@ def _claims(claims: Iterable[Obj], warnings: Mapping[tuple[str, str], str]) -> l
         phase = (claim.get("status") or {}).get("phase")
         if phase != "Bound":
             why = warnings.get(("PersistentVolumeClaim", _name(claim)))
-            found.append(f"PersistentVolumeClaim {_name(claim)} is {phase or 'unbound'}"
-                         + (f" ({why})" if why else ""))
+            found.append(
+                f"PersistentVolumeClaim {_name(claim)} is {phase or 'unbound'}" + (f" ({why})" if why else "")
+            )
     return found
 
 
-def _jobs(jobs: Iterable[Obj], job_pods: Mapping[str, list[Obj]], warnings: Mapping[tuple[str, str], str],
-          logs: _Logs) -> list[str]:
+def _jobs(
+    jobs: Iterable[Obj],
+    job_pods: Mapping[str, list[Obj]],
+    warnings: Mapping[tuple[str, str], str],
+    logs: _Logs,
+) -> list[str]:
     found = []
     for job in jobs:
         conditions = {c.get("type"): c for c in (job.get("status") or {}).get("conditions") or []}
         if (conditions.get("Complete") or {}).get("status") == "True":
             continue
         failed = conditions.get("Failed") or {}
-        why = (f"{failed.get('reason')}: {_short(failed.get('message', ''))}"
-               if failed.get("status") == "True"
-               else warnings.get(("Job", _name(job))) or "still running")
+        why = (
+            f"{failed.get('reason')}: {_short(failed.get('message', ''))}"
+            if failed.get("status") == "True"
+            else warnings.get(("Job", _name(job))) or "still running"
+        )
         hook = "hook " if "helm.sh/hook" in ((job.get("metadata") or {}).get("annotations") or {}) else ""
         pods = _pods(job_pods.get(_name(job), []), warnings, logs)
-        found.append(f"{hook}Job {_name(job)} not complete ({why})"
-                     + (f": {'; '.join(pods)}" if pods else ""))
+        found.append(
+            f"{hook}Job {_name(job)} not complete ({why})" + (f": {'; '.join(pods)}" if pods else "")
+        )
     return found
 
 

@@ -43,8 +43,12 @@ def image_references(merged: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     return found
 
 
-def registry_image_digest(env: Mapping[str, str], credentials_for: RegistryCredentialsFor | None = None, *,
-                          client: httpx.Client | None = None) -> ImageDigest:
+def registry_image_digest(
+    env: Mapping[str, str],
+    credentials_for: RegistryCredentialsFor | None = None,
+    *,
+    client: httpx.Client | None = None,
+) -> ImageDigest:
     """Manifest lookups: HUBPLOY_REGISTRY* credentials for that host, else anonymous; when a registry
     refuses (401/403), ``credentials_for(host)`` once per host (a registry login can be slow).
     Thread-safe; ``client`` (shared by the lookups) saves a TLS setup and connection per image."""
@@ -66,24 +70,34 @@ def registry_image_digest(env: Mapping[str, str], credentials_for: RegistryCrede
                 elif logins[host] is None or logins[host] is creds:
                     raise  # refused with the host's login too (a concurrent lookup's login is used below)
         if logins[host] is None:
-            raise RegistryError(f"registry {host} refused anonymous access to {name}:{tag} and the hub "
-                                "configures no credentials for it", status=401,
-                                hint="set images.registry in hubploy.yaml, or "
-                                     "HUBPLOY_REGISTRY_USERNAME/PASSWORD")
+            raise RegistryError(
+                f"registry {host} refused anonymous access to {name}:{tag} and the hub "
+                "configures no credentials for it",
+                status=401,
+                hint="set images.registry in hubploy.yaml, or HUBPLOY_REGISTRY_USERNAME/PASSWORD",
+            )
         return manifest_digest(name, tag, logins[host], **shared)
+
     return lookup
 
 
-def check_images(merged: Mapping[str, Any], image_digest: ImageDigest, *, logger: Logger = log,
-                 scope: ImageCheck = CHECK_ALL, built: Collection[str] = ()) -> list[ImageRef]:
+def check_images(
+    merged: Mapping[str, Any],
+    image_digest: ImageDigest,
+    *,
+    logger: Logger = log,
+    scope: ImageCheck = CHECK_ALL,
+    built: Collection[str] = (),
+) -> list[ImageRef]:
     """Look up every image of the merged values that ``scope`` (hubploy.yaml's ``image_check``) wants;
     ``built``: the image names hubploy.yaml declares. Refuse the deploy naming each missing image; an
     image whose registry cannot be asked is a RegistryError naming it, its registry and how to scope."""
     refs: list[ImageRef] = []
     missing: list[str] = []
     found = image_references(merged)
-    wanted = list(dict.fromkeys((name, tag) for _, name, tag in found
-                                if tag and scope.wants(name, set(built))))
+    wanted = list(
+        dict.fromkeys((name, tag) for _, name, tag in found if tag and scope.wants(name, set(built)))
+    )
     where = {(name, tag): path for path, name, tag in reversed(found)}
     # Distinct images are looked up concurrently; results (and the first error) are taken in values order.
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(wanted)))) as pool:
@@ -101,8 +115,10 @@ def check_images(merged: Mapping[str, Any], image_digest: ImageDigest, *, logger
             missing.append(f"{name}:{tag} (at {path})")
         refs.append(ImageRef(path, name, tag, digest))
     if missing:
-        raise DeployError("image(s) not found in their registry, refusing to deploy: " + "; ".join(missing),
-                          hint="build and push them first (`hubploy build <hub> --push`), or fix the tag")
+        raise DeployError(
+            "image(s) not found in their registry, refusing to deploy: " + "; ".join(missing),
+            hint="build and push them first (`hubploy build <hub> --push`), or fix the tag",
+        )
     present = sorted({f"{r.reference}@{r.digest}" for r in refs if r.checked})
     unchecked = sorted({r.reference for r in refs if not r.checked})
     logger.info("images present: %s", ", ".join(present) or "none")
@@ -122,5 +138,6 @@ def _answer(lookup: Future[str | None], name: str, tag: str, path: str) -> str |
             f"cannot check image {name}:{tag} (at {path}) in registry {host}: {exc.message}",
             status=exc.status,
             hint=(exc.hint + "; " if exc.hint else "") + f"or leave it out of the check in hubploy.yaml: "
-                 f"`image_check: {{skip: [{host}]}}`, or `image_check: {{only: built}}` for the images this "
-                 "repository builds") from None
+            f"`image_check: {{skip: [{host}]}}`, or `image_check: {{only: built}}` for the images this "
+            "repository builds",
+        ) from None

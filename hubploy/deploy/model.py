@@ -54,10 +54,11 @@ class DeployOptions:
     set_values: tuple[str, ...] = ()
     set_string_values: tuple[str, ...] = ()
     flags: helm.UpgradeFlags = field(
-        default_factory=lambda: helm.UpgradeFlags(timeout=DEFAULT_TIMEOUT, atomic=True))
+        default_factory=lambda: helm.UpgradeFlags(timeout=DEFAULT_TIMEOUT, atomic=True)
+    )
     health_check: bool = True
-    health_timeout: float | None = None   # None: the repo's health_check_timeout
-    skip_unchanged: bool = True           # False: upgrade even if the release already runs this configuration
+    health_timeout: float | None = None  # None: the repo's health_check_timeout
+    skip_unchanged: bool = True  # False: upgrade even if the release already runs this configuration
 
 
 @dataclass(frozen=True)
@@ -83,13 +84,13 @@ class Outcome(enum.StrEnum):
     """How a deploy or rollback ended. Only ``settle`` sets it; the audit artifact, the CLI line and the
     fleet table show its value."""
 
-    pending = "pending"          # not finished: interrupted, or stopped by an error that is no HubployError
-    deployed = "deployed"        # helm upgraded (or installed) the release; the hub answered when checked
-    unchanged = "unchanged"      # the release already ran exactly this chart and these values
-    dry_run = "dry-run"          # helm rendered and validated the release (--dry-run); nothing changed
+    pending = "pending"  # not finished: interrupted, or stopped by an error that is no HubployError
+    deployed = "deployed"  # helm upgraded (or installed) the release; the hub answered when checked
+    unchanged = "unchanged"  # the release already ran exactly this chart and these values
+    dry_run = "dry-run"  # helm rendered and validated the release (--dry-run); nothing changed
     rolled_back = "rolled-back"  # the release runs an earlier revision again (after a failure, or asked to)
-    refused = "refused"          # nothing changed: an image is missing, or the chart does not render
-    failed = "failed"            # anything else that went wrong
+    refused = "refused"  # nothing changed: an image is missing, or the chart does not render
+    failed = "failed"  # anything else that went wrong
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,7 @@ class Ending:
 
 @dataclass(frozen=True)
 class ImageRef:
-    path: str       # dotted values path of the {name, tag} mapping
+    path: str  # dotted values path of the {name, tag} mapping
     name: str
     tag: str
     digest: str | None
@@ -141,7 +142,7 @@ class DeployResult:
     message: str = ""
     recovered: list[str] = field(default_factory=list)
     hub_version: str | None = None
-    rendered: str | None = None      # dry-run output, secrets redacted
+    rendered: str | None = None  # dry-run output, secrets redacted
 
     def summary(self) -> dict[str, Any]:
         """The audit record: every field but the rendered output, the outcome under its key ``result``."""
@@ -150,8 +151,9 @@ class DeployResult:
         return {("result" if key == "outcome" else key): value for key, value in data.items()}
 
 
-def settle(result: DeployResult, steps: Callable[[], Ending],
-           on_result: Callable[[DeployResult], None] | None = None) -> DeployResult:
+def settle(
+    result: DeployResult, steps: Callable[[], Ending], on_result: Callable[[DeployResult], None] | None = None
+) -> DeployResult:
     """Run the steps of a deploy or rollback and record how it ended: the one place that sets the
     result's outcome and message. A HubployError that no step turned into an ending ends it ``failed``.
     The result is always timed and handed to ``on_result``; then the ending's error, if any, is raised."""

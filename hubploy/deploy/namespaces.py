@@ -31,7 +31,8 @@ def ensure_namespace(target: Target, *, logger: Logger = log, terminating_timeou
         if time.monotonic() > deadline:
             raise DeployError(
                 f"namespace {namespace} is still being deleted after {terminating_timeout:.0f} s",
-                hint=f"see `kubectl get namespace {namespace} -o yaml` for what blocks its deletion")
+                hint=f"see `kubectl get namespace {namespace} -o yaml` for what blocks its deletion",
+            )
         logger.info("namespace %s is being deleted; waiting to create it again", namespace)
         time.sleep(1.0)
     logger.info("creating namespace %s", namespace)
@@ -44,5 +45,8 @@ def ensure_namespace(target: Target, *, logger: Logger = log, terminating_timeou
 def remove_namespace(target: Target, *, logger: Logger = log) -> None:
     """Delete a namespace this deploy created when nothing was deployed into it (best effort)."""
     logger.info("removing namespace %s, created for this deploy: nothing was deployed", target.namespace)
-    run(kubectl_argv(target.env, target.context, "delete", "namespace", target.namespace, "--wait=false"),
-        env=target.env, check=False)
+    run(
+        kubectl_argv(target.env, target.context, "delete", "namespace", target.namespace, "--wait=false"),
+        env=target.env,
+        check=False,
+    )

@@ -32,10 +32,10 @@ class PreparedValues:
     chart: Path
     helm: str
     plan: values.ValuesPlan
-    decrypted: Mapping[Path, Path]   # secret file -> its decrypted temp file
-    values_args: list[str]           # -f ... --set ... --set-string ... (paths of decrypted temp files)
-    merged: dict[str, Any]           # chart values + every layer, as helm merges them
-    secret_strings: list[str]        # every string from a secret file (registered for redaction)
+    decrypted: Mapping[Path, Path]  # secret file -> its decrypted temp file
+    values_args: list[str]  # -f ... --set ... --set-string ... (paths of decrypted temp files)
+    merged: dict[str, Any]  # chart values + every layer, as helm merges them
+    secret_strings: list[str]  # every string from a secret file (registered for redaction)
 
     @property
     def user_values(self) -> dict[str, Any]:
@@ -49,28 +49,47 @@ class PreparedValues:
 
 
 @contextlib.contextmanager
-def prepared_values(repo: DeploymentRepo, hub: Hub, env_name: str, *, base_env: Mapping[str, str],
-                    set_values: tuple[str, ...] = (), set_string_values: tuple[str, ...] = (),
-                    chart: Path | None = None, logger: Logger = log) -> Iterator[PreparedValues]:
+def prepared_values(
+    repo: DeploymentRepo,
+    hub: Hub,
+    env_name: str,
+    *,
+    base_env: Mapping[str, str],
+    set_values: tuple[str, ...] = (),
+    set_string_values: tuple[str, ...] = (),
+    chart: Path | None = None,
+    logger: Logger = log,
+) -> Iterator[PreparedValues]:
     """Layer the values (images injected last), update chart dependencies and decrypt the secrets;
     the decrypted files exist only inside the ``with`` block."""
     chart = (chart or repo.chart_dir).resolve()
     executable = helm.helm_executable(base_env)
-    images = [values.ImageValue(spec.helm_substitution_path, spec.name, effective_tag(hub, spec))
-              for spec in hub.images]
-    plan = values.layered_values(hub.dir, repo.root, hub.name, env_name, images=images,
-                                 set_values=set_values, set_string_values=set_string_values)
+    images = [
+        values.ImageValue(spec.helm_substitution_path, spec.name, effective_tag(hub, spec))
+        for spec in hub.images
+    ]
+    plan = values.layered_values(
+        hub.dir,
+        repo.root,
+        hub.name,
+        env_name,
+        images=images,
+        set_values=set_values,
+        set_string_values=set_string_values,
+    )
     update_dependencies(executable, chart, root=repo.root, env=base_env, logger=logger)
-    with decrypted(plan.secret_files, env=sops_env(repo, base_env),
-                   allow_plaintext=repo.settings.secrets.allow_plaintext) as files:
+    with decrypted(
+        plan.secret_files, env=sops_env(repo, base_env), allow_plaintext=repo.settings.secrets.allow_plaintext
+    ) as files:
         secret_strings = register_secret_values(plan.secret_files, files)
         merged = values.merged_values(plan, files, _chart_values(chart))
-        yield PreparedValues(hub, env_name, chart, executable, plan, files, plan.helm_args(files), merged,
-                             secret_strings)
-
+        yield PreparedValues(
+            hub, env_name, chart, executable, plan, files, plan.helm_args(files), merged, secret_strings
+        )
 
 
 # --- step 2: secrets ------------------------------------------------------------------------------------
+
 
 def sops_env(repo: DeploymentRepo, env: Mapping[str, str]) -> dict[str, str]:
     """sops's environment: ``env`` with the repository's age key file added to the user's own."""
@@ -142,7 +161,7 @@ def redact_rendered(text: str, secret_strings: Sequence[str]) -> str:
             in_data = False
         if in_data and ":" in stripped:
             key = line.split(":", 1)[0]
-            out.append(f"{key}: \"{REDACTED}\"")  # quoted: the output stays valid YAML
+            out.append(f'{key}: "{REDACTED}"')  # quoted: the output stays valid YAML
             continue
         if in_secret and stripped in ("data:", "stringData:"):
             in_data, data_indent = True, indent
@@ -166,9 +185,14 @@ def config_digest(prepared: PreparedValues, release: str, namespace: str, versio
     (secrets included: helm stores them in the release anyway), the ``--set`` arguments, release,
     namespace and chart version. Comments and key order in values files do not count."""
     digest = hashlib.sha256(content_digest(prepared.chart).encode())
-    described = {"values": prepared.merged, "set": prepared.plan.set_args,
-                 "set-string": prepared.plan.set_string_args, "release": release, "namespace": namespace,
-                 "version": version}
+    described = {
+        "values": prepared.merged,
+        "set": prepared.plan.set_args,
+        "set-string": prepared.plan.set_string_args,
+        "release": release,
+        "namespace": namespace,
+        "version": version,
+    }
     digest.update(json.dumps(described, sort_keys=True, separators=(",", ":"), default=str).encode())
     return digest.hexdigest()
 

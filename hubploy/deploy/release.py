@@ -21,10 +21,19 @@ from hubploy.errors import (
 )
 from hubploy.runner import run
 
-_TRANSIENT_MARKERS = ("connection refused", "connection reset", "i/o timeout", "tls handshake timeout",
-                      "another operation (install/upgrade/rollback) is in progress", "etcdserver",
-                      "the server is currently unable", "too many requests", "no route to host",
-                      "unexpected eof", "server has asked for the client to provide credentials")
+_TRANSIENT_MARKERS = (
+    "connection refused",
+    "connection reset",
+    "i/o timeout",
+    "tls handshake timeout",
+    "another operation (install/upgrade/rollback) is in progress",
+    "etcdserver",
+    "the server is currently unable",
+    "too many requests",
+    "no route to host",
+    "unexpected eof",
+    "server has asked for the client to provide credentials",
+)
 _STATUS_LINE = re.compile(r"^STATUS: (\S+)\s*$")
 _REVISION_LINE = re.compile(r"^REVISION: (\d+)\s*$")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
@@ -59,9 +68,17 @@ def rollback(target: Target, revision: int, *, timeout: str | None = DEFAULT_TIM
     """``helm rollback --wait`` to ``revision`` (0: the previous one). A rollback restores what ran before,
     so it waits at least MIN_ROLLBACK_WAIT for it, however short the failed upgrade's timeout was: a
     rollback that gives up waiting leaves a failed revision on top of the release."""
-    run(helm.rollback_argv(target.helm, target.release, target.namespace, revision,
-                           timeout=at_least(timeout, MIN_ROLLBACK_WAIT), kube_context=target.context),
-        env=target.env)
+    run(
+        helm.rollback_argv(
+            target.helm,
+            target.release,
+            target.namespace,
+            revision,
+            timeout=at_least(timeout, MIN_ROLLBACK_WAIT),
+            kube_context=target.context,
+        ),
+        env=target.env,
+    )
 
 
 def seconds(duration: str) -> float | None:
@@ -81,16 +98,21 @@ def at_least(duration: str | None, floor: str) -> str:
 
 
 def uninstall(target: Target) -> None:
-    run(helm.uninstall_argv(target.helm, target.release, target.namespace, kube_context=target.context),
-        env=target.env)
+    run(
+        helm.uninstall_argv(target.helm, target.release, target.namespace, kube_context=target.context),
+        env=target.env,
+    )
 
 
 def rollback_revision(release: str, history: Sequence[helm.Revision], revision: int | None) -> int:
     """The revision a rollback of ``release`` goes to: ``revision``, or the deployed revision before the
     current one. Raises DeployError when the history has no such revision."""
     current = helm.last_deployed(history)
-    earlier = [r for r in history if current and r.revision < current.revision
-               and r.status in ("deployed", "superseded")]
+    earlier = [
+        r
+        for r in history
+        if current and r.revision < current.revision and r.status in ("deployed", "superseded")
+    ]
     wanted = revision or (earlier[-1].revision if earlier else None)
     if wanted is None or not any(r.revision == wanted for r in history):
         missing = wanted or "before the current one"
@@ -98,8 +120,13 @@ def rollback_revision(release: str, history: Sequence[helm.Revision], revision: 
     return wanted
 
 
-def recover_stuck_release(target: Target, *, timeout: str | None = DEFAULT_TIMEOUT, logger: Logger = log,
-                          history: Sequence[helm.Revision] | None = None) -> list[str]:
+def recover_stuck_release(
+    target: Target,
+    *,
+    timeout: str | None = DEFAULT_TIMEOUT,
+    logger: Logger = log,
+    history: Sequence[helm.Revision] | None = None,
+) -> list[str]:
     """Bring a release that an interrupted or failed run left behind back to an upgradable state.
 
     - pending-install/upgrade/rollback ("another operation is in progress"): roll back to the last
@@ -115,19 +142,25 @@ def recover_stuck_release(target: Target, *, timeout: str | None = DEFAULT_TIMEO
         return []
     name, latest, deployed = target.release, history[-1], helm.last_deployed(history)
     if latest.status in helm.PENDING_STATUSES and deployed is not None:
-        line = (f"release {name} is stuck in {latest.status} at revision {latest.revision} (another "
-                f"operation is in progress, left by an interrupted run): rolling back to revision "
-                f"{deployed.revision}, the last deployed one")
+        line = (
+            f"release {name} is stuck in {latest.status} at revision {latest.revision} (another "
+            f"operation is in progress, left by an interrupted run): rolling back to revision "
+            f"{deployed.revision}, the last deployed one"
+        )
         logger.warning(line)
         rollback(target, deployed.revision, timeout=timeout)
     elif latest.status in helm.PENDING_STATUSES:
-        line = (f"release {name} is stuck in {latest.status} with no deployed revision (an interrupted "
-                "first install): uninstalling it before installing again")
+        line = (
+            f"release {name} is stuck in {latest.status} with no deployed revision (an interrupted "
+            "first install): uninstalling it before installing again"
+        )
         logger.warning(line)
         uninstall(target)
     elif deployed is None and latest.status == "failed":
-        line = (f"release {name} has only failed revisions (a failed first install): uninstalling it and "
-                "retrying the install")
+        line = (
+            f"release {name} has only failed revisions (a failed first install): uninstalling it and "
+            "retrying the install"
+        )
         logger.warning(line)
         uninstall(target)
     else:
@@ -135,9 +168,18 @@ def recover_stuck_release(target: Target, *, timeout: str | None = DEFAULT_TIMEO
     return [line]
 
 
-def upgrade(target: Target, major: int, chart: Path, values_args: list[str], flags: helm.UpgradeFlags,
-            result: DeployResult, logger: Logger, *, history: list[helm.Revision], description: str
-            ) -> Ending | None:
+def upgrade(
+    target: Target,
+    major: int,
+    chart: Path,
+    values_args: list[str],
+    flags: helm.UpgradeFlags,
+    result: DeployResult,
+    logger: Logger,
+    *,
+    history: list[helm.Revision],
+    description: str,
+) -> Ending | None:
     """Step 7: recover a stuck release, then ``helm upgrade --install --wait`` with rollback on failure.
     None when the release is deployed, else how the deploy ends (see ``_failed_upgrade``).
 
@@ -150,11 +192,23 @@ def upgrade(target: Target, major: int, chart: Path, values_args: list[str], fla
         history = release_history(target)
     before = helm.last_deployed(history)
     result.revision_before = before.revision if before else None
-    logger.info("helm upgrade %s in %s (deployed revision before: %s)", target.release, target.namespace,
-                result.revision_before or "none")
-    argv = helm.upgrade_argv(target.helm, major, target.release, str(chart), target.namespace, values_args,
-                             dataclasses.replace(flags, atomic=False), kube_context=target.context,
-                             description=description)
+    logger.info(
+        "helm upgrade %s in %s (deployed revision before: %s)",
+        target.release,
+        target.namespace,
+        result.revision_before or "none",
+    )
+    argv = helm.upgrade_argv(
+        target.helm,
+        major,
+        target.release,
+        str(chart),
+        target.namespace,
+        values_args,
+        dataclasses.replace(flags, atomic=False),
+        kube_context=target.context,
+        description=description,
+    )
     try:
         upgraded = run(argv, env=target.env, on_line=lambda line: logger.debug("helm: %s", line))
     except CommandError as exc:
@@ -169,12 +223,18 @@ def helm_reason(stderr: str) -> str:
     """helm's error, from its last ``Error:`` line on, on one line (a hook's reason follows on the next)."""
     lines = [line.strip(" \t*") for line in stderr.strip().splitlines()]
     starts = [index for index, line in enumerate(lines) if line.lower().startswith("error:")]
-    chosen = lines[starts[-1]:] if starts else lines[-1:]
+    chosen = lines[starts[-1] :] if starts else lines[-1:]
     return " ".join(line for line in chosen if line) or "no output"
 
 
-def _failed_upgrade(target: Target, flags: helm.UpgradeFlags, result: DeployResult,
-                    history: list[helm.Revision], exc: CommandError, logger: Logger) -> Ending:
+def _failed_upgrade(
+    target: Target,
+    flags: helm.UpgradeFlags,
+    result: DeployResult,
+    history: list[helm.Revision],
+    exc: CommandError,
+    logger: Logger,
+) -> Ending:
     """A failed ``helm upgrade`` is refused when it left the history as it was (the chart did not render
     or validate). Otherwise what was not ready is read from the API, then, with ``flags.atomic``, the
     release is rolled back to its deployed revision (a first install is removed): rolled back or
@@ -185,23 +245,31 @@ def _failed_upgrade(target: Target, flags: helm.UpgradeFlags, result: DeployResu
     if [r.revision for r in after_history] == [r.revision for r in history]:
         after = helm.last_deployed(after_history)
         result.revision_after = after.revision if after else None
-        return Ending.failure(Outcome.refused, DeployError(
-            f"helm upgrade of {target.release} failed (nothing was changed: the chart does not render or "
-            f"validate with these values): {reason}", hint=hint))
+        return Ending.failure(
+            Outcome.refused,
+            DeployError(
+                f"helm upgrade of {target.release} failed (nothing was changed: the chart does not render or "
+                f"validate with these values): {reason}",
+                hint=hint,
+            ),
+        )
     diagnosis = diagnose(target).summary()
     logger.warning("helm upgrade of %s failed: %s; %s", target.release, reason, diagnosis)
     outcome, where = _undo_failed_upgrade(target, flags, result, logger)
     timed_out = is_timeout(reason)
     if timed_out:
-        what = (f"helm upgrade of {target.release} timed out after {flags.timeout or 'its default timeout'} "
-                f"waiting for the release to be ready ({where}): {diagnosis}")
+        what = (
+            f"helm upgrade of {target.release} timed out after {flags.timeout or 'its default timeout'} "
+            f"waiting for the release to be ready ({where}): {diagnosis}"
+        )
     else:
         what = f"helm upgrade of {target.release} failed ({where}): {reason}; {diagnosis}"
     return Ending.failure(outcome, UpgradeError(what, reason=reason, timed_out=timed_out, hint=hint))
 
 
-def _undo_failed_upgrade(target: Target, flags: helm.UpgradeFlags, result: DeployResult,
-                         logger: Logger) -> tuple[Outcome, str]:
+def _undo_failed_upgrade(
+    target: Target, flags: helm.UpgradeFlags, result: DeployResult, logger: Logger
+) -> tuple[Outcome, str]:
     """--atomic, done by hubploy: roll back to the deployed revision, or remove a failed first install."""
     before = result.revision_before
     if not flags.atomic:
@@ -218,11 +286,15 @@ def _undo_failed_upgrade(target: Target, flags: helm.UpgradeFlags, result: Deplo
         rollback(target, before, timeout=flags.timeout)
     except CommandError as failed:
         result.revision_after = None
-        return (Outcome.failed,
-                f"the rollback to revision {before} failed too: {helm_reason(failed.stderr_tail)}")
+        return (
+            Outcome.failed,
+            f"the rollback to revision {before} failed too: {helm_reason(failed.stderr_tail)}",
+        )
     result.revision_after = deployed_revision_now(target)
-    return Outcome.rolled_back, (f"rolled back to revision {before}'s configuration as revision "
-                                 f"{result.revision_after}, which is serving")
+    return Outcome.rolled_back, (
+        f"rolled back to revision {before}'s configuration as revision "
+        f"{result.revision_after}, which is serving"
+    )
 
 
 def deployed_revision(upgrade_stdout: str) -> int | None:

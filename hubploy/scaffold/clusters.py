@@ -28,10 +28,18 @@ PROVIDERS: tuple[Provider, ...] = ("kubeconfig", "gcloud", "aws", "azure")
 GOOGLE_REGISTRY = re.compile(r"^([a-z0-9-]+-docker\.pkg\.dev|([a-z]+\.)?gcr\.io)$")
 ECR_REGISTRY = re.compile(r"^(\d{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com$")
 ACR_REGISTRY = re.compile(r"^([a-z0-9]+)\.azurecr\.io$")
-KEY_FILE_KEYS: dict[Provider, str] = {"kubeconfig": "filename", "gcloud": "service_key", "aws": "service_key",
-                                      "azure": "auth_file"}
-KEY_FILE_NAMES: dict[Provider, str] = {"kubeconfig": "kubeconfig.yaml", "gcloud": "gcloud-service-key.json",
-                                       "aws": "aws-credentials.yaml", "azure": "azure-service-principal.yaml"}
+KEY_FILE_KEYS: dict[Provider, str] = {
+    "kubeconfig": "filename",
+    "gcloud": "service_key",
+    "aws": "service_key",
+    "azure": "auth_file",
+}
+KEY_FILE_NAMES: dict[Provider, str] = {
+    "kubeconfig": "kubeconfig.yaml",
+    "gcloud": "gcloud-service-key.json",
+    "aws": "aws-credentials.yaml",
+    "azure": "azure-service-principal.yaml",
+}
 # The options each provider reads (the others are refused, not silently dropped).
 PROVIDER_OPTIONS: dict[Provider, frozenset[str]] = {
     "kubeconfig": frozenset({"kubeconfig", "context", "credentials_block"}),
@@ -99,14 +107,24 @@ def missing_values(cluster: ClusterInput, registry: str | None) -> list[Missing]
         need("cluster", "name of the EKS cluster")
         need("region", "AWS region of the EKS cluster")
         if not {"role_arn", "credentials_file", "credentials_block"} & cluster.given():
-            needed.append(Missing("--role-arn", "role_arn", "IAM role hubploy assumes to reach the cluster "
-                                                            "(arn:aws:iam::ACCOUNT:role/NAME)"))
+            needed.append(
+                Missing(
+                    "--role-arn",
+                    "role_arn",
+                    "IAM role hubploy assumes to reach the cluster (arn:aws:iam::ACCOUNT:role/NAME)",
+                )
+            )
     elif cluster.provider == "azure":
         need("resource_group", "Azure resource group of the AKS cluster")
         need("cluster", "name of the AKS cluster")
         if not {"credentials_file", "credentials_block"} & cluster.given():
-            needed.append(Missing("--credentials-file", "credentials_file",
-                                  "service principal file (the output of `az ad sp create-for-rbac`)"))
+            needed.append(
+                Missing(
+                    "--credentials-file",
+                    "credentials_file",
+                    "service principal file (the output of `az ad sp create-for-rbac`)",
+                )
+            )
     if registry and ACR_REGISTRY.match(split_repository(registry)[0]) and cluster.provider != "azure":
         need("resource_group", "Azure resource group of the container registry")
     return needed
@@ -122,16 +140,20 @@ def check_options(cluster: ClusterInput, registry: str | None) -> None:
         allowed.add("resource_group")
     unread = sorted(cluster.given() - allowed)
     if unread:
-        raise HubployError(f"{', '.join(flag(n) for n in unread)} not read with --provider "
-                           f"{cluster.provider}", hint="leave it out, or choose the provider it belongs to")
+        raise HubployError(
+            f"{', '.join(flag(n) for n in unread)} not read with --provider {cluster.provider}",
+            hint="leave it out, or choose the provider it belongs to",
+        )
     if {"zone", "region"} <= cluster.given():
         raise HubployError("give --zone or --region for a GKE cluster, not both")
     if cluster.context is not None and cluster.kubeconfig is None:
         raise HubployError("--context picks the context of --kubeconfig: give both")
     sources = sorted({"role_arn", "credentials_file", "credentials_block", "kubeconfig"} & cluster.given())
     if len(sources) > 1:
-        raise HubployError(f"give only one of {', '.join(flag(s) for s in sources)}: each is a way to get "
-                           "the cluster's credentials")
+        raise HubployError(
+            f"give only one of {', '.join(flag(s) for s in sources)}: each is a way to get "
+            "the cluster's credentials"
+        )
 
 
 def key_file(cluster: ClusterInput, env: Mapping[str, str]) -> KeyFile | None:
@@ -150,13 +172,16 @@ def key_file(cluster: ClusterInput, env: Mapping[str, str]) -> KeyFile | None:
         data = decrypt_to_mapping(path, env=env, allow_plaintext=True)
         if cluster.provider == "aws":
             key_id, secret = keys_from_mapping(data)
-            return KeyFile(name, yaml.safe_dump({"creds": {"aws_access_key_id": key_id,
-                                                           "aws_secret_access_key": secret}}))
+            return KeyFile(
+                name,
+                yaml.safe_dump({"creds": {"aws_access_key_id": key_id, "aws_secret_access_key": secret}}),
+            )
         app_id, tenant, password = service_principal_from_mapping(data)
         return KeyFile(name, yaml.safe_dump({"appId": app_id, "tenant": tenant, "password": password}))
     except (CredentialsError, SecretsError) as exc:
-        raise HubployError(f"--credentials-file {path}: {exc.message.removeprefix(f'{path}: ')}",
-                           hint=exc.hint) from None
+        raise HubployError(
+            f"--credentials-file {path}: {exc.message.removeprefix(f'{path}: ')}", hint=exc.hint
+        ) from None
 
 
 def _kubeconfig_text(path: Path, context: str | None) -> str:
@@ -165,16 +190,23 @@ def _kubeconfig_text(path: Path, context: str | None) -> str:
     try:
         found = fields_from_kubeconfig(load_kubeconfig(path), context, base_dir=path.parent)
     except CredentialsError as exc:
-        raise HubployError(f"--kubeconfig {path}: {exc.message.removeprefix(f'{path}: ')}",
-                           hint=exc.hint or "give a kubeconfig whose context has a token or a client "
-                                            "certificate, or choose the cloud provider") from None
+        raise HubployError(
+            f"--kubeconfig {path}: {exc.message.removeprefix(f'{path}: ')}",
+            hint=exc.hint
+            or "give a kubeconfig whose context has a token or a client "
+            "certificate, or choose the cloud provider",
+        ) from None
     for secret in (found.token, found.client_key_data):
         register_secret(secret)
     kubeconfig = build_kubeconfig(
-        server=found.server, certificate_authority_data=found.certificate_authority_data,
-        insecure_skip_tls_verify=found.insecure_skip_tls_verify, token=found.token,
-        client_certificate_data=found.client_certificate_data, client_key_data=found.client_key_data,
-        context=found.context)
+        server=found.server,
+        certificate_authority_data=found.certificate_authority_data,
+        insecure_skip_tls_verify=found.insecure_skip_tls_verify,
+        token=found.token,
+        client_certificate_data=found.client_certificate_data,
+        client_key_data=found.client_key_data,
+        context=found.context,
+    )
     return str(yaml.safe_dump(kubeconfig, sort_keys=False))
 
 
@@ -185,9 +217,11 @@ def _service_account_key(path: Path) -> str:
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise CredentialsError(f"not a readable JSON key file: {type(exc).__name__}") from None
     if not isinstance(data, dict) or "type" not in data:
-        raise CredentialsError("not a Google credentials file (a JSON object with `type`)",
-                               hint="give the JSON key of a service account, or leave the flag out to use "
-                                    "application default credentials")
+        raise CredentialsError(
+            "not a Google credentials file (a JSON object with `type`)",
+            hint="give the JSON key of a service account, or leave the flag out to use "
+            "application default credentials",
+        )
     register_secret(data.get("private_key"))
     return text
 
@@ -211,8 +245,11 @@ def cluster_section(cluster: ClusterInput, key: KeyFile | None) -> dict[str, Any
         if not settings:
             return None
     elif cluster.provider == "gcloud":
-        settings = {"project": cluster.project, "cluster": cluster.cluster,
-                    "zone": cluster.zone or cluster.region}
+        settings = {
+            "project": cluster.project,
+            "cluster": cluster.cluster,
+            "zone": cluster.zone or cluster.region,
+        }
     elif cluster.provider == "aws":
         settings = {"cluster": cluster.cluster, "region": cluster.region}
     else:

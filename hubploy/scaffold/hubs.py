@@ -24,18 +24,24 @@ MAX_HUB_NAME = MAX_RELEASE_NAME - len("-staging")
 def check_hub_name(name: str) -> None:
     """Refuse a name that is no DNS label or makes a release name helm refuses."""
     if not is_dns_label(name) or len(name) > MAX_HUB_NAME:
-        raise HubployError(f"hub name {name!r} must be lowercase letters, digits and '-', starting and "
-                           f"ending with a letter or digit, at most {MAX_HUB_NAME} characters",
-                           hint="it names the hub's directory, its helm releases and namespaces "
-                                "(<hub>-<env>)")
+        raise HubployError(
+            f"hub name {name!r} must be lowercase letters, digits and '-', starting and "
+            f"ending with a letter or digit, at most {MAX_HUB_NAME} characters",
+            hint="it names the hub's directory, its helm releases and namespaces (<hub>-<env>)",
+        )
 
 
 def _yaml(data: dict[str, Any]) -> str:
     return str(yaml.safe_dump(data, sort_keys=False, default_flow_style=False))
 
 
-def hub_config_yaml(hub: str, *, image: dict[str, Any] | None, cluster: dict[str, Any] | None,
-                    environments: Iterable[str] = DEFAULT_ENVIRONMENTS) -> str:
+def hub_config_yaml(
+    hub: str,
+    *,
+    image: dict[str, Any] | None,
+    cluster: dict[str, Any] | None,
+    environments: Iterable[str] = DEFAULT_ENVIRONMENTS,
+) -> str:
     """hubploy.yaml: the image entry (with its registry section), the cluster section, the environments."""
     if image is not None:
         image_text = f"""
@@ -47,8 +53,9 @@ def hub_config_yaml(hub: str, *, image: dict[str, Any] | None, cluster: dict[str
 # No image of its own: users get the chart's default image ({CHART_NAME}.singleuser.image).
 """
     if cluster is not None:
-        cluster_text = ("\n# The cluster, and how hubploy gets its credentials.\n"
-                        + _yaml({"cluster": cluster}))
+        cluster_text = "\n# The cluster, and how hubploy gets its credentials.\n" + _yaml(
+            {"cluster": cluster}
+        )
     else:
         cluster_text = "\n# No cluster section: deploys use the caller's KUBECONFIG (its current context).\n"
     return f"""\
@@ -123,12 +130,20 @@ FROM {base_image}
 """
 
 
-def hub_files(hub: str, *, image: dict[str, Any] | None, cluster: dict[str, Any] | None,
-              base_image: str | None, environments: Iterable[str] = DEFAULT_ENVIRONMENTS) -> dict[str, str]:
+def hub_files(
+    hub: str,
+    *,
+    image: dict[str, Any] | None,
+    cluster: dict[str, Any] | None,
+    base_image: str | None,
+    environments: Iterable[str] = DEFAULT_ENVIRONMENTS,
+) -> dict[str, str]:
     """The hub's files but its secrets, by path relative to the hub's directory."""
     envs = list(environments)
-    files = {"hubploy.yaml": hub_config_yaml(hub, image=image, cluster=cluster, environments=envs),
-             "config/common.yaml": common_values_yaml(hub)}
+    files = {
+        "hubploy.yaml": hub_config_yaml(hub, image=image, cluster=cluster, environments=envs),
+        "config/common.yaml": common_values_yaml(hub),
+    }
     files.update({f"config/{env}.yaml": env_values_yaml(hub, env) for env in envs})
     if image is not None and base_image is not None:
         files[f"{IMAGE_DIR}/Dockerfile"] = dockerfile(hub, base_image)

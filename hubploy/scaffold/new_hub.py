@@ -53,9 +53,9 @@ class NewHubResult:
     dir: Path
     source: str | None
     environments: list[str]
-    images: list[tuple[str, str]] = field(default_factory=list)    # (source image, new image)
-    key_files: list[str] = field(default_factory=list)             # HUB's key files it refers to
-    changed: list[str] = field(default_factory=list)               # environment settings renamed or dropped
+    images: list[tuple[str, str]] = field(default_factory=list)  # (source image, new image)
+    key_files: list[str] = field(default_factory=list)  # HUB's key files it refers to
+    changed: list[str] = field(default_factory=list)  # environment settings renamed or dropped
     comments_kept: bool = True
 
 
@@ -64,14 +64,17 @@ def new_hub(root: Path, name: str, *, source: str | None, env: Mapping[str, str]
     check_hub_name(name)
     repo = load_repo(root)
     if os.path.lexists(repo.hubs_dir / name):
-        raise HubployError(f"hub {name!r} already exists: {repo.hubs_dir / name}",
-                           hint="choose another name, or edit that hub")
+        raise HubployError(
+            f"hub {name!r} already exists: {repo.hubs_dir / name}",
+            hint="choose another name, or edit that hub",
+        )
     hubs = repo.hub_names()
     if source is not None and source not in hubs:
         close = get_close_matches(source, hubs, n=1)
-        raise HubployError(f"--from {source}: no such hub",
-                           hint=f"did you mean {close[0]}?" if close
-                           else f"hubs: {', '.join(hubs) or 'none'}")
+        raise HubployError(
+            f"--from {source}: no such hub",
+            hint=f"did you mean {close[0]}?" if close else f"hubs: {', '.join(hubs) or 'none'}",
+        )
     original = repo.load_hub(source) if source is not None else None
     with StagedTree(repo.hubs_dir / name, workdir=repo.root) as tree:
         if original is None:
@@ -93,6 +96,7 @@ def new_hub(root: Path, name: str, *, source: str | None, env: Mapping[str, str]
 def _copy(hub: Hub, name: str, destination: Path) -> NewHubResult:
     """The source hub's directory copied to ``destination`` without its secrets/ and rebuild records,
     with its hubploy.yaml adapted."""
+
     def ignored(directory: str, names: list[str]) -> set[str]:
         top = {SECRETS_DIR, REBUILD_TAGS_FILE} if Path(directory) == hub.dir else set()
         return top | set(IGNORED_IN_COPIES(directory, names))
@@ -100,8 +104,9 @@ def _copy(hub: Hub, name: str, destination: Path) -> NewHubResult:
     shutil.copytree(hub.dir, destination, ignore=ignored, symlinks=True, dirs_exist_ok=True)
     result = NewHubResult(name, hub.repo.hubs_dir / name, hub.name, hub.environments)
     edits = _adapt(hub, result)
-    text, result.comments_kept = edited_yaml(hub.config_file.read_text(), load_yaml_or_raise(hub.config_file),
-                                             hub.lines, edits)
+    text, result.comments_kept = edited_yaml(
+        hub.config_file.read_text(), load_yaml_or_raise(hub.config_file), hub.lines, edits
+    )
     (destination / HUB_FILE).write_text(text)
     return result
 
@@ -112,8 +117,9 @@ def _adapt(hub: Hub, result: NewHubResult) -> dict[KeyPath, Any]:
     edits: dict[KeyPath, Any] = {}
     for prefix, settings in hub.config.provider_settings():
         for key, filename in settings.key_files().items():
-            shared = os.path.relpath(hub.secret_file(filename).resolve(),
-                                     (result.dir / SECRETS_DIR).resolve())
+            shared = os.path.relpath(
+                hub.secret_file(filename).resolve(), (result.dir / SECRETS_DIR).resolve()
+            )
             edits[(*prefix, key)] = shared
             result.key_files.append(shared)
     legacy = bool(hub.config.images and hub.config.images.image_name)
@@ -130,8 +136,9 @@ def _adapt(hub: Hub, result: NewHubResult) -> dict[KeyPath, Any]:
                 continue
             replaced = _replace_token(value, hub.name, result.hub)
             edits[("environments", env, key)] = DROP if replaced == value else replaced
-            result.changed.append(f"environments.{env}.{key}: "
-                                  + ("dropped" if replaced == value else replaced))
+            result.changed.append(
+                f"environments.{env}.{key}: " + ("dropped" if replaced == value else replaced)
+            )
     return edits
 
 
@@ -150,12 +157,15 @@ def renamed_image(image: str, source: str, name: str) -> str:
     return f"{head}{slash}{renamed}" + (f":{tag}" if tag else "")
 
 
-_KEY_LINE = re.compile(r"^(?P<lead>\s*(?:-\s+)?)(?P<key>[A-Za-z_][\w-]*|\"[^\"]*\"|'[^']*')(?P<sep>\s*:\s+)"
-                       r"(?P<value>[^#{}\[\]|>&*!\s][^#]*?|\"[^\"]*\"|'[^']*')(?P<comment>\s+#.*)?$")
+_KEY_LINE = re.compile(
+    r"^(?P<lead>\s*(?:-\s+)?)(?P<key>[A-Za-z_][\w-]*|\"[^\"]*\"|'[^']*')(?P<sep>\s*:\s+)"
+    r"(?P<value>[^#{}\[\]|>&*!\s][^#]*?|\"[^\"]*\"|'[^']*')(?P<comment>\s+#.*)?$"
+)
 
 
-def edited_yaml(text: str, data: Any, lines: Mapping[KeyPath, int], edits: Mapping[KeyPath, Any]
-                ) -> tuple[str, bool]:
+def edited_yaml(
+    text: str, data: Any, lines: Mapping[KeyPath, int], edits: Mapping[KeyPath, Any]
+) -> tuple[str, bool]:
     """``text`` (whose parsed ``data`` and key ``lines`` are given) with ``edits`` made line by line, and
     True; or, when a line cannot be changed alone, the edited data written anew, and False."""
     expected = copy.deepcopy(data)

@@ -51,22 +51,22 @@ class InitOptions:
     target: Path
     hub: str = "hub"
     cluster: ClusterInput = field(default_factory=ClusterInput)
-    registry: str | None = None        # the user image's repository, without a tag
-    base_image: str | None = None      # its Dockerfile's FROM (default: the chart's singleuser sample)
+    registry: str | None = None  # the user image's repository, without a tag
+    base_image: str | None = None  # its Dockerfile's FROM (default: the chart's singleuser sample)
     age_recipient: str | None = None
-    age_key_file: Path | None = None   # where a new key goes (default: default_age_key_file)
-    chart_version: str | None = None   # default: DEFAULT_CHART_VERSION, or the local chart's
+    age_key_file: Path | None = None  # where a new key goes (default: default_age_key_file)
+    chart_version: str | None = None  # default: DEFAULT_CHART_VERSION, or the local chart's
     chart_repository: str = DEFAULT_CHART_REPOSITORY
     chart_path: Path | None = None
     git: bool = True
     force: bool = False
-    pip_spec: str | None = None        # what the workflow installs (default: this version of hubploy)
+    pip_spec: str | None = None  # what the workflow installs (default: this version of hubploy)
 
 
 @dataclass(frozen=True)
 class AgeChoice:
     recipient: str
-    key_file: Path | None          # the identity's file (None: the operator has the recipient's key)
+    key_file: Path | None  # the identity's file (None: the operator has the recipient's key)
     new_key: AgeKey | None = None  # to be written to key_file
 
 
@@ -100,8 +100,10 @@ def check(options: InitOptions) -> None:
     if target.exists() and not target.is_dir():
         raise HubployError(f"{target} exists and is not a directory")
     if options.git and (target / ".git").exists():
-        raise HubployError(f"{target} is already a git repository",
-                           hint="pass --no-git, and commit what init writes yourself")
+        raise HubployError(
+            f"{target} is already a git repository",
+            hint="pass --no-git, and commit what init writes yourself",
+        )
     if options.registry:
         problem = image_reference_problem(options.registry)
         if problem is None and split_image_reference(options.registry)[1] is not None:
@@ -116,17 +118,22 @@ def check(options: InitOptions) -> None:
         raise HubployError(f"--age-recipient {options.age_recipient!r} is not an age recipient (age1...)")
     key = options.age_key_file or default_age_key_file(target)
     if not options.age_recipient and inside(key.resolve(), target.resolve()):
-        raise HubployError(f"--age-key-file {key} is inside the new repository",
-                           hint="the key decrypts every secret: keep it outside the repository")
+        raise HubployError(
+            f"--age-key-file {key} is inside the new repository",
+            hint="the key decrypts every secret: keep it outside the repository",
+        )
     if options.chart_path is None and not options.chart_repository.startswith(CHART_SCHEMES):
-        raise HubployError(f"--chart-repository {options.chart_repository!r} is not an https:// or oci:// "
-                           "URL", hint="for a chart on this machine, use --chart-path DIR")
+        raise HubployError(
+            f"--chart-repository {options.chart_repository!r} is not an https:// or oci:// URL",
+            hint="for a chart on this machine, use --chart-path DIR",
+        )
     check_options(options.cluster, options.registry)
     missing = missing_values(options.cluster, options.registry)
     if missing:
-        raise HubployError(f"--provider {options.cluster.provider} needs "
-                           f"{', '.join(m.flag for m in missing)}",
-                           hint="give them as flags (init asks for them only on a terminal)")
+        raise HubployError(
+            f"--provider {options.cluster.provider} needs {', '.join(m.flag for m in missing)}",
+            hint="give them as flags (init asks for them only on a terminal)",
+        )
 
 
 def chart_source(options: InitOptions) -> ChartSource:
@@ -141,17 +148,25 @@ def chart_source(options: InitOptions) -> ChartSource:
     meta = load_yaml_or_raise(path / "Chart.yaml")
     meta = meta if isinstance(meta, dict) else {}
     if meta.get("name") != CHART_NAME:
-        raise HubployError(f"--chart-path {options.chart_path} is the chart {meta.get('name')!r}, "
-                           f"not {CHART_NAME}")
+        raise HubployError(
+            f"--chart-path {options.chart_path} is the chart {meta.get('name')!r}, not {CHART_NAME}"
+        )
     local_version = str(meta.get("version", ""))
     if options.chart_version and options.chart_version != local_version:
-        raise HubployError(f"--chart-path {options.chart_path} is {CHART_NAME} {local_version}, not "
-                           f"--chart-version {options.chart_version}")
+        raise HubployError(
+            f"--chart-path {options.chart_path} is {CHART_NAME} {local_version}, not "
+            f"--chart-version {options.chart_version}"
+        )
     target = options.target.resolve()
     local_dir = os.path.relpath(path, target) if inside(path, target) else LOCAL_CHART_DIR
     kube = meta.get("kubeVersion")
-    return ChartSource(local_version, "file://" + os.path.relpath(target / local_dir, target / CHART_DIR),
-                       str(kube) if kube else None, local_dir, None if inside(path, target) else path)
+    return ChartSource(
+        local_version,
+        "file://" + os.path.relpath(target / local_dir, target / CHART_DIR),
+        str(kube) if kube else None,
+        local_dir,
+        None if inside(path, target) else path,
+    )
 
 
 def age_choice(options: InitOptions) -> AgeChoice:
@@ -184,16 +199,25 @@ def init_repository(options: InitOptions, env: Mapping[str, str]) -> InitResult:
     hub, prefix = options.hub, f"deployments/{options.hub}/"
     cluster = cluster_section(options.cluster, key)
     image = _image(options, key)
-    facts = RepoFacts(hub, chart, age.recipient, cluster, image is not None,
-                      options.pip_spec or default_pip_spec())
-    clear = {f"{CHART_DIR}/Chart.yaml": texts.chart_yaml(chart),
-             f"{CHART_DIR}/values.yaml": texts.chart_values_yaml(chart),
-             f"{CHART_DIR}/values.schema.json": texts.chart_values_schema(),
-             "hubploy-repo.yaml": texts.repo_settings_yaml(chart), ".gitignore": texts.gitignore(),
-             "README.md": texts.readme(facts), texts.WORKFLOW_FILE: texts.workflow(facts)}
+    facts = RepoFacts(
+        hub, chart, age.recipient, cluster, image is not None, options.pip_spec or default_pip_spec()
+    )
+    clear = {
+        f"{CHART_DIR}/Chart.yaml": texts.chart_yaml(chart),
+        f"{CHART_DIR}/values.yaml": texts.chart_values_yaml(chart),
+        f"{CHART_DIR}/values.schema.json": texts.chart_values_schema(),
+        "hubploy-repo.yaml": texts.repo_settings_yaml(chart),
+        ".gitignore": texts.gitignore(),
+        "README.md": texts.readme(facts),
+        texts.WORKFLOW_FILE: texts.workflow(facts),
+    }
     base = options.base_image or f"quay.io/jupyterhub/k8s-singleuser-sample:{chart.version}"
-    clear.update({prefix + path: text for path, text in hub_files(hub, image=image, cluster=cluster,
-                                                                  base_image=base).items()})
+    clear.update(
+        {
+            prefix + path: text
+            for path, text in hub_files(hub, image=image, cluster=cluster, base_image=base).items()
+        }
+    )
     secret = {prefix + path: text for path, text in secret_files(hub, DEFAULT_ENVIRONMENTS).items()}
     if key is not None:
         secret[f"{prefix}secrets/{key.name}"] = key.text
@@ -215,8 +239,9 @@ def init_repository(options: InitOptions, env: Mapping[str, str]) -> InitResult:
         if age.new_key is not None and age.key_file is not None:
             write_key_file(age.key_file, age.new_key)
         tree.move_into_place()
-    return InitResult(target, hub, files, replaced, age.recipient, age.key_file, age.new_key is not None,
-                      commit)
+    return InitResult(
+        target, hub, files, replaced, age.recipient, age.key_file, age.new_key is not None, commit
+    )
 
 
 def _commit(root: Path, hub: str, env: Mapping[str, str]) -> str:

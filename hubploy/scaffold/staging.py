@@ -24,16 +24,18 @@ class StagedTree:
     def __init__(self, destination: Path, workdir: Path | None = None) -> None:
         self.destination = destination
         destination.parent.mkdir(parents=True, exist_ok=True)
-        self.root = Path(tempfile.mkdtemp(prefix=f".{destination.name}.hubploy-",
-                                          dir=workdir or destination.parent))
+        self.root = Path(
+            tempfile.mkdtemp(prefix=f".{destination.name}.hubploy-", dir=workdir or destination.parent)
+        )
         self.root.chmod(0o755)  # mkdtemp's 0700 would become the destination's mode
         self.entries: list[str] = []  # paths relative to root, each moved as a whole
 
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
 
     def write(self, relative: str, text: str) -> None:
@@ -45,8 +47,9 @@ class StagedTree:
     def copy_tree(self, source: Path, relative: str) -> None:
         """Copy the directory ``source`` to ``relative`` (each of its files is an entry)."""
         shutil.copytree(source, self.root / relative, ignore=IGNORED_IN_COPIES, symlinks=True)
-        self.entries += sorted(str(p.relative_to(self.root)) for p in (self.root / relative).rglob("*")
-                               if not p.is_dir())
+        self.entries += sorted(
+            str(p.relative_to(self.root)) for p in (self.root / relative).rglob("*") if not p.is_dir()
+        )
 
     def add_entry(self, relative: str) -> None:
         """Something made under root by another program (e.g. `.git`), moved as a whole."""
@@ -59,8 +62,10 @@ class StagedTree:
         if existing and not force:
             more = f" (and {len(existing) - 20} more)" if len(existing) > 20 else ""
             shown = ", ".join(existing[:20]) + more
-            raise HubployError(f"{self.destination} already has {shown}; nothing was written",
-                               hint="move them away, or pass --force to replace them")
+            raise HubployError(
+                f"{self.destination} already has {shown}; nothing was written",
+                hint="move them away, or pass --force to replace them",
+            )
         return existing
 
     def move_into_place(self) -> None:

@@ -94,12 +94,16 @@ class PostgresServer:
 
 def binaries() -> Path:
     """The bin dir of the newest PostgreSQL server installed from Debian's packages."""
-    found = sorted((p for p in POSTGRES_BINARIES.glob("*/bin") if (p / "postgres").is_file()),
-                   key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0)
+    found = sorted(
+        (p for p in POSTGRES_BINARIES.glob("*/bin") if (p / "postgres").is_file()),
+        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+    )
     if not found:
-        raise HubployError(f"PostgreSQL is not installed (no {POSTGRES_BINARIES}/<version>/bin/postgres)",
-                           hint="run `hubploy sandbox install` (or `apt-get install postgresql`), or use "
-                                "`--database sqlite`")
+        raise HubployError(
+            f"PostgreSQL is not installed (no {POSTGRES_BINARIES}/<version>/bin/postgres)",
+            hint="run `hubploy sandbox install` (or `apt-get install postgresql`), or use "
+            "`--database sqlite`",
+        )
     return found[-1]
 
 
@@ -117,8 +121,10 @@ def _owner() -> tuple[int, int]:
     try:
         entry = pwd.getpwnam(SERVER_USER)
     except KeyError:
-        raise HubployError(f"there is no {SERVER_USER!r} user to run PostgreSQL as",
-                           hint="install Debian's postgresql package (`hubploy sandbox install`)") from None
+        raise HubployError(
+            f"there is no {SERVER_USER!r} user to run PostgreSQL as",
+            hint="install Debian's postgresql package (`hubploy sandbox install`)",
+        ) from None
     return entry.pw_uid, entry.pw_gid
 
 
@@ -175,9 +181,26 @@ def _initdb(files: PostgresFiles, password: str, env: Mapping[str, str]) -> None
         handle.write(password + "\n")
     os.chown(pwfile, uid, gid)
     try:
-        run(_as_server_user([str(binaries() / "initdb"), "-D", str(files.data), "-U", ROLE,
-                             f"--pwfile={pwfile}", "--auth-host=scram-sha-256", "--auth-local=peer",
-                             "-E", "UTF8", "--locale=C"]), env=env, cwd=files.data, timeout=300)
+        run(
+            _as_server_user(
+                [
+                    str(binaries() / "initdb"),
+                    "-D",
+                    str(files.data),
+                    "-U",
+                    ROLE,
+                    f"--pwfile={pwfile}",
+                    "--auth-host=scram-sha-256",
+                    "--auth-local=peer",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                ]
+            ),
+            env=env,
+            cwd=files.data,
+            timeout=300,
+        )
     finally:
         pwfile.unlink(missing_ok=True)
 
@@ -189,25 +212,49 @@ def _argv(files: PostgresFiles, port: int, settings: Mapping[str, str]) -> list[
 
 
 def _client_env(server: PostgresServer) -> dict[str, str]:
-    return child_env({"PGPASSWORD": server.password, "PGHOST": "127.0.0.1", "PGPORT": str(server.port),
-                      "PGUSER": ROLE, "PGCONNECT_TIMEOUT": "3"})
+    return child_env(
+        {
+            "PGPASSWORD": server.password,
+            "PGHOST": "127.0.0.1",
+            "PGPORT": str(server.port),
+            "PGUSER": ROLE,
+            "PGCONNECT_TIMEOUT": "3",
+        }
+    )
 
 
 def _accepts(server: PostgresServer) -> bool:
-    return run([str(binaries() / "pg_isready"), "-q", "-d", "postgres"], env=_client_env(server),
-               check=False, timeout=10).returncode == 0
+    return (
+        run(
+            [str(binaries() / "pg_isready"), "-q", "-d", "postgres"],
+            env=_client_env(server),
+            check=False,
+            timeout=10,
+        ).returncode
+        == 0
+    )
 
 
 def _ensure_database(server: PostgresServer) -> None:
     env = _client_env(server)
-    found = run([str(binaries() / "psql"), "-d", "postgres", "-tAc",
-                 f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'"], env=env, timeout=30).stdout
+    found = run(
+        [
+            str(binaries() / "psql"),
+            "-d",
+            "postgres",
+            "-tAc",
+            f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'",
+        ],
+        env=env,
+        timeout=30,
+    ).stdout
     if found.strip() != "1":
         run([str(binaries() / "createdb"), DATABASE], env=env, timeout=60)
 
 
-def start(files: PostgresFiles, *, say: Say = print, settings: Mapping[str, str] | None = None
-          ) -> tuple[PostgresServer, bool]:
+def start(
+    files: PostgresFiles, *, say: Say = print, settings: Mapping[str, str] | None = None
+) -> tuple[PostgresServer, bool]:
     """Initialise the cluster once, start the server unless it runs, wait until it accepts connections
     and has the Prefect database. Returns the server and whether this call started it. ``settings`` are
     extra server settings (``-c key=value``)."""
@@ -217,8 +264,13 @@ def start(files: PostgresFiles, *, say: Say = print, settings: Mapping[str, str]
     _initdb(files, password, env)
     started = read_pid(files.pid_file) is None
     if started:
-        spawn(_argv(files, server.port, settings or {}), pid_file=files.pid_file, log=files.log, env=env,
-              cwd=files.data)
+        spawn(
+            _argv(files, server.port, settings or {}),
+            pid_file=files.pid_file,
+            log=files.log,
+            env=env,
+            cwd=files.data,
+        )
     deadline = time.monotonic() + START_TIMEOUT
     while not _accepts(server):
         if read_pid(files.pid_file) is None:
@@ -226,12 +278,15 @@ def start(files: PostgresFiles, *, say: Say = print, settings: Mapping[str, str]
             last = log.splitlines()[-1] if log else "no output"
             raise HubployError(f"PostgreSQL exited: {last}", hint=f"see {files.log}")
         if time.monotonic() > deadline:
-            raise HubployError(f"PostgreSQL did not accept connections in {START_TIMEOUT:.0f} s",
-                               hint=f"see {files.log}")
+            raise HubployError(
+                f"PostgreSQL did not accept connections in {START_TIMEOUT:.0f} s", hint=f"see {files.log}"
+            )
         time.sleep(0.2)
     _ensure_database(server)
-    say(f"postgres: {'started' if started else 'already running'} on 127.0.0.1:{server.port} "
-        f"(pid {read_pid(files.pid_file)}, data {files.data})")
+    say(
+        f"postgres: {'started' if started else 'already running'} on 127.0.0.1:{server.port} "
+        f"(pid {read_pid(files.pid_file)}, data {files.data})"
+    )
     return server, started
 
 

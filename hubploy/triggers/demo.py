@@ -43,16 +43,24 @@ def push_change(stack: Stack) -> tuple[str, str]:
     """Commit a visible change to the demo hub on staging and push it; returns (before, after)."""
     work = stack.paths.demo_work
     if not (work / ".git").is_dir():
-        raise HubployError("the demo needs the example repository that `hubploy up` creates",
-                           hint="run `hubploy up` without --repo, or push to your own repo's staging branch")
-    env = {**stack.env, "GIT_AUTHOR_NAME": "hubploy demo", "GIT_AUTHOR_EMAIL": "demo@hubploy.invalid",
-           "GIT_COMMITTER_NAME": "hubploy demo", "GIT_COMMITTER_EMAIL": "demo@hubploy.invalid"}
+        raise HubployError(
+            "the demo needs the example repository that `hubploy up` creates",
+            hint="run `hubploy up` without --repo, or push to your own repo's staging branch",
+        )
+    env = {
+        **stack.env,
+        "GIT_AUTHOR_NAME": "hubploy demo",
+        "GIT_AUTHOR_EMAIL": "demo@hubploy.invalid",
+        "GIT_COMMITTER_NAME": "hubploy demo",
+        "GIT_COMMITTER_EMAIL": "demo@hubploy.invalid",
+    }
     before = run(["git", "rev-parse", "HEAD"], env=env, cwd=work).stdout.strip()
     path = work / "deployments" / DEMO_HUB / "config" / "common.yaml"
     values = yaml.safe_load(path.read_text()) or {}
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     values.setdefault("jupyterhub", {}).setdefault("hub", {}).setdefault("config", {}).setdefault(
-        "JupyterHub", {})["template_vars"] = {"announcement": f"hubploy demo change of {stamp}"}
+        "JupyterHub", {}
+    )["template_vars"] = {"announcement": f"hubploy demo change of {stamp}"}
     path.write_text(yaml.safe_dump(values, sort_keys=False))
     run(["git", "commit", "-q", "-am", f"demo: announcement of {stamp}"], env=env, cwd=work)
     run(["git", "push", "-q", "origin", "staging"], env=env, cwd=work)
@@ -62,15 +70,28 @@ def push_change(stack: Stack) -> tuple[str, str]:
 
 def deliver_push(stack: Stack, before: str, after: str) -> str:
     """POST a signed GitHub push event to the receiver; returns the flow run id it started."""
-    body = json.dumps({"ref": "refs/heads/staging", "before": before, "after": after,
-                       "repository": {"full_name": "hubploy/demo-deployments",
-                                      "clone_url": stack.repo_url}}).encode()
+    body = json.dumps(
+        {
+            "ref": "refs/heads/staging",
+            "before": before,
+            "after": after,
+            "repository": {"full_name": "hubploy/demo-deployments", "clone_url": stack.repo_url},
+        }
+    ).encode()
     signature = "sha256=" + hmac.new(stack.webhook_secret.encode(), body, hashlib.sha256).hexdigest()
     delivery = str(uuid.uuid4())
     try:
-        response = httpx.post(stack.webhook_url, content=body, timeout=30, headers={
-            "X-GitHub-Event": "push", "X-GitHub-Delivery": delivery, "X-Hub-Signature-256": signature,
-            "Content-Type": "application/json"})
+        response = httpx.post(
+            stack.webhook_url,
+            content=body,
+            timeout=30,
+            headers={
+                "X-GitHub-Event": "push",
+                "X-GitHub-Delivery": delivery,
+                "X-Hub-Signature-256": signature,
+                "Content-Type": "application/json",
+            },
+        )
     except httpx.HTTPError as exc:
         raise HubployError(f"cannot reach the webhook receiver at {stack.webhook_url}: {exc}") from None
     answer = response.json() if response.status_code == 202 else {}
@@ -88,17 +109,25 @@ def _run_of_delivery(delivery: str, timeout: float = 300) -> str:
 
     deadline = time.monotonic() + timeout
     with get_client(sync_client=True) as client:
-        while not (runs := client.read_flow_runs(flow_run_filter=FlowRunFilter(
-                idempotency_key=FlowRunFilterIdempotencyKey(any_=[f"github-{delivery}"])))):
+        while not (
+            runs := client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    idempotency_key=FlowRunFilterIdempotencyKey(any_=[f"github-{delivery}"])
+                )
+            )
+        ):
             if time.monotonic() > deadline:
-                raise HubployError(f"the webhook receiver accepted the push but started no run in "
-                                   f"{timeout:.0f} s", hint="see the receiver's log (logs/webhook.log)")
+                raise HubployError(
+                    f"the webhook receiver accepted the push but started no run in {timeout:.0f} s",
+                    hint="see the receiver's log (logs/webhook.log)",
+                )
             time.sleep(1)
     return str(runs[0].id)
 
 
-def _wait(run_id: UUID, done: Callable[[State], bool], timeout: float, say: Say,
-          what: str) -> tuple[FlowRun, State]:
+def _wait(
+    run_id: UUID, done: Callable[[State], bool], timeout: float, say: Say, what: str
+) -> tuple[FlowRun, State]:
     """The flow run and its state once ``done(state)`` holds or the state is final."""
     from prefect.client.orchestration import get_client
 
@@ -127,13 +156,19 @@ def demo(stack: Stack, *, approve: bool, say: Say = print, timeout: float = 900)
     say(f"webhook delivered; lifecycle run {run_id} started: {run_url}")
     flow_run, state = _wait(run_id, lambda s: s.is_paused(), timeout, say, "the approval form")
     if state.is_paused():
-        say(f"waiting for approval: log in at {stack.how_to_log_in(stack.run_path(str(run_id)))}, then press "
-            f"Resume on {run_url}; or run `hubploy approve {run_id}`")
+        say(
+            f"waiting for approval: log in at {stack.how_to_log_in(stack.run_path(str(run_id)))}, then press "
+            f"Resume on {run_url}; or run `hubploy approve {run_id}`"
+        )
         if approve:
             from prefect.flow_runs import resume_flow_run
 
-            answer = {"decision": "approve", "sha": after, "approver": "hubploy demo",
-                      "reason": "hubploy demo --approve"}
+            answer = {
+                "decision": "approve",
+                "sha": after,
+                "approver": "hubploy demo",
+                "reason": "hubploy demo --approve",
+            }
             resume_flow_run(run_id, run_input=answer)
             say("approved")
             flow_run, state = _wait(run_id, lambda s: s.is_final(), timeout, say, "prod")

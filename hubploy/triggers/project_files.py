@@ -32,8 +32,8 @@ _HUBPLOY = Path(__file__).resolve().parents[1]  # the hubploy package (a checkou
 class ProjectFiles:
     """Where this installation's project files are."""
 
-    root: Path          # holds PACKAGED: the source checkout, or hubploy/_project of an installed wheel
-    flows: Path         # the installed `flows` package, which prefect.yaml's entrypoints name
+    root: Path  # holds PACKAGED: the source checkout, or hubploy/_project of an installed wheel
+    flows: Path  # the installed `flows` package, which prefect.yaml's entrypoints name
     chart: Path | None  # the jupyterhub chart of hubploy-sandbox (None: that distribution is not installed)
 
 
@@ -60,13 +60,16 @@ def find_project_files(hubploy_package: Path = _HUBPLOY) -> ProjectFiles:
     in_checkout = (checkout / PREFECT_YAML).is_file() and (checkout / "pyproject.toml").is_file()
     root = checkout if in_checkout else hubploy_package / PACKAGED_DIR
     if not (root / PREFECT_YAML).is_file():
-        raise HubployError(f"this installation of hubploy ({hubploy_package}) has no {PREFECT_YAML}",
-                           hint="install a wheel built from the repository (pip wheel .), or run from a "
-                                "checkout")
+        raise HubployError(
+            f"this installation of hubploy ({hubploy_package}) has no {PREFECT_YAML}",
+            hint="install a wheel built from the repository (pip wheel .), or run from a checkout",
+        )
     flows = checkout / "flows"
     if not (flows / "__init__.py").is_file():
-        raise HubployError(f"the flows package is not installed next to hubploy ({flows})",
-                           hint="reinstall hubploy-prefect: its wheel holds hubploy, flows and blocks")
+        raise HubployError(
+            f"the flows package is not installed next to hubploy ({flows})",
+            hint="reinstall hubploy-prefect: its wheel holds hubploy, flows and blocks",
+        )
     in_tree_chart = checkout / EXAMPLE_CHART
     chart = in_tree_chart if in_checkout and (in_tree_chart / "Chart.yaml").is_file() else _sandbox_chart()
     return ProjectFiles(root, flows, chart)
@@ -96,8 +99,10 @@ def prepare_project_dir(project_dir: Path, files: ProjectFiles) -> Path:
     os.replace(staged, project_dir / PREFECT_YAML)
     link = project_dir / "flows"
     if link.exists() and not link.is_symlink():
-        raise HubployError(f"{link} is not the symlink hubploy keeps there", hint=f"remove it; `hubploy up` "
-                           f"links it to the installed flows package ({files.flows})")
+        raise HubployError(
+            f"{link} is not the symlink hubploy keeps there",
+            hint=f"remove it; `hubploy up` links it to the installed flows package ({files.flows})",
+        )
     staged_link = project_dir / ".flows.new"
     staged_link.unlink(missing_ok=True)
     staged_link.symlink_to(files.flows, target_is_directory=True)
@@ -109,8 +114,9 @@ def copy_example_repo(files: ProjectFiles, dest: Path) -> None:
     """The example deployment repository in ``dest``: the hubs and their chart, with the jupyterhub chart
     where ``hub/Chart.yaml`` expects it."""
     if files.chart is None:
-        raise HubployError("the example repository needs the jupyterhub chart of hubploy-sandbox, which is "
-                           "not installed", hint="pip install hubploy-sandbox, or give your repository with "
-                                                 "--repo")
+        raise HubployError(
+            "the example repository needs the jupyterhub chart of hubploy-sandbox, which is not installed",
+            hint="pip install hubploy-sandbox, or give your repository with --repo",
+        )
     copy_items(files.root, dest, EXAMPLE_REPO)
     copy_items(files.chart.parent, dest / EXAMPLE_CHART.parent, (EXAMPLE_CHART.name,))

@@ -34,8 +34,9 @@ DEPLOYMENT_SETTINGS = {
 }
 SILENCE = timedelta(seconds=3 * HEARTBEAT_SECONDS)
 CRASHED_NAME = "NoHeartbeat"
-FINAL_EVENTS = {f"prefect.flow-run.{name}" for name in ("Completed", "Failed", "Cancelled", "Crashed",
-                                                        CRASHED_NAME)}
+FINAL_EVENTS = {
+    f"prefect.flow-run.{name}" for name in ("Completed", "Failed", "Cancelled", "Crashed", CRASHED_NAME)
+}
 CRASH = "hubploy: crash runs without heartbeats"
 RETRY = "hubploy: retry runs crashed without heartbeats"
 
@@ -49,22 +50,40 @@ def automations() -> list[AutomationCore]:
         name=CRASH,
         description=f"A run tagged {RECOVERY_TAG} that sent no heartbeat for {SILENCE} lost its process.",
         trigger=EventTrigger(
-            match={"prefect.resource.id": "prefect.flow-run.*"}, match_related=_tagged(),
-            after={"prefect.flow-run.heartbeat"}, expect={"prefect.flow-run.heartbeat", *FINAL_EVENTS},
-            for_each={"prefect.resource.id"}, posture=Posture.Proactive, threshold=1, within=SILENCE),
-        actions=[ChangeFlowRunState(
-            state=StateType.CRASHED, name=CRASHED_NAME,
-            message=f"no heartbeat for {SILENCE.total_seconds():.0f} s: its process died")],
+            match={"prefect.resource.id": "prefect.flow-run.*"},
+            match_related=_tagged(),
+            after={"prefect.flow-run.heartbeat"},
+            expect={"prefect.flow-run.heartbeat", *FINAL_EVENTS},
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=SILENCE,
+        ),
+        actions=[
+            ChangeFlowRunState(
+                state=StateType.CRASHED,
+                name=CRASHED_NAME,
+                message=f"no heartbeat for {SILENCE.total_seconds():.0f} s: its process died",
+            )
+        ],
     )
     retry = AutomationCore(
         name=RETRY,
         description=f"Run again, on any worker of the pool, a run tagged {RECOVERY_TAG} whose process died.",
         trigger=EventTrigger(
-            match={"prefect.resource.id": "prefect.flow-run.*"}, match_related=_tagged(),
-            expect={f"prefect.flow-run.{CRASHED_NAME}"}, for_each={"prefect.resource.id"},
-            posture=Posture.Reactive, threshold=1, within=timedelta(0)),
-        actions=[ChangeFlowRunState(state=StateType.SCHEDULED, name="AwaitingRetry",
-                                    message="retried: its earlier process died")],
+            match={"prefect.resource.id": "prefect.flow-run.*"},
+            match_related=_tagged(),
+            expect={f"prefect.flow-run.{CRASHED_NAME}"},
+            for_each={"prefect.resource.id"},
+            posture=Posture.Reactive,
+            threshold=1,
+            within=timedelta(0),
+        ),
+        actions=[
+            ChangeFlowRunState(
+                state=StateType.SCHEDULED, name="AwaitingRetry", message="retried: its earlier process died"
+            )
+        ],
     )
     return [crash, retry]
 

@@ -65,8 +65,9 @@ class PayloadError(HubployError):
     """The payload lacks a field its event always carries."""
 
 
-def route(event: str, payload: Mapping[str, Any], delivery: str,
-          routes: Routes = Routes()) -> Start | Ignored:
+def route(
+    event: str, payload: Mapping[str, Any], delivery: str, routes: Routes = Routes()
+) -> Start | Ignored:
     if event == "push":
         return _route_push(payload, delivery, routes)
     if event == "pull_request":
@@ -79,15 +80,19 @@ def _route_push(payload: Mapping[str, Any], delivery: str, routes: Routes) -> St
     if not ref.startswith("refs/heads/"):
         return Ignored(f"{ref} is not a branch")
     branch = ref.removeprefix("refs/heads/")
-    deployment = {routes.staging_branch: routes.lifecycle_deployment,
-                  routes.prod_branch: routes.prod_deployment}.get(branch)
+    deployment = {
+        routes.staging_branch: routes.lifecycle_deployment,
+        routes.prod_branch: routes.prod_deployment,
+    }.get(branch)
     if deployment is None:
         return Ignored(f"branch {branch!r} is not configured")
     after = _sha_field(payload, "after")
     if payload.get("deleted") or after == NULL_SHA:
         return Ignored(f"branch {branch!r} was deleted")
-    return Start(deployment, {"sha": after, "before": _sha_field(payload, "before"),
-                              "trigger": f"github push {delivery}"})
+    return Start(
+        deployment,
+        {"sha": after, "before": _sha_field(payload, "before"), "trigger": f"github push {delivery}"},
+    )
 
 
 def _route_pull_request(payload: Mapping[str, Any], delivery: str, routes: Routes) -> Start | Ignored:
@@ -105,8 +110,10 @@ def _route_pull_request(payload: Mapping[str, Any], delivery: str, routes: Route
     number = pr.get("number", payload.get("number"))
     if not isinstance(number, int):
         raise PayloadError("pull_request without a number")
-    return Start(routes.pr_validation_deployment,
-                 {"sha": _sha_field(head, "sha"), "base_sha": _sha_field(base, "sha"), "pr_number": number})
+    return Start(
+        routes.pr_validation_deployment,
+        {"sha": _sha_field(head, "sha"), "base_sha": _sha_field(base, "sha"), "pr_number": number},
+    )
 
 
 def _sha_field(obj: Mapping[str, Any], key: str) -> str:

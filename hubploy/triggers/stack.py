@@ -100,9 +100,9 @@ class Stack:
     webhook_url: str
     webhook_secret: str
     repo_url: str
-    env: dict[str, str]     # what a client of this stack needs (Prefect URL and auth, sandbox tools)
-    started: tuple[str, ...] = ()   # what this call of `up` started ("sandbox" included), for `down(only=)`
-    database: str = "SQLite"        # where the server keeps its data, for people
+    env: dict[str, str]  # what a client of this stack needs (Prefect URL and auth, sandbox tools)
+    started: tuple[str, ...] = ()  # what this call of `up` started ("sandbox" included), for `down(only=)`
+    database: str = "SQLite"  # where the server keeps its data, for people
 
     def login_url(self, then: str = "") -> str:
         """The UI's log-in page; after logging in, the browser goes on to the UI path ``then``."""
@@ -143,8 +143,9 @@ def _answers(url: str) -> bool:
         return False
 
 
-def _wait_until(ready: Callable[[], bool], timeout: float, what: str, log: Path,
-                pid_file: Path | None = None) -> None:
+def _wait_until(
+    ready: Callable[[], bool], timeout: float, what: str, log: Path, pid_file: Path | None = None
+) -> None:
     """Wait for ``ready``; fail at once when the process of ``pid_file`` has exited."""
     deadline = time.monotonic() + timeout
     while not ready():
@@ -166,8 +167,9 @@ def _prefect(env: Mapping[str, str], *args: str, cwd: Path) -> None:
     run(_python_m("prefect", "--no-prompt", *args), env=env, cwd=cwd, timeout=600)
 
 
-def _start(paths: StackPaths, name: str, argv: list[str], env: Mapping[str, str], say: Say,
-           started: list[str]) -> None:
+def _start(
+    paths: StackPaths, name: str, argv: list[str], env: Mapping[str, str], say: Say, started: list[str]
+) -> None:
     if read_pid(paths.pid(name)) is not None:
         say(f"{name}: already running")
         return
@@ -185,19 +187,37 @@ def ensure_demo_repo(paths: StackPaths, env: Mapping[str, str], files: ProjectFi
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     copy_example_repo(files, work)
-    git_env = {**env, "GIT_AUTHOR_NAME": "hubploy demo", "GIT_AUTHOR_EMAIL": "demo@hubploy.invalid",
-               "GIT_COMMITTER_NAME": "hubploy demo", "GIT_COMMITTER_EMAIL": "demo@hubploy.invalid"}
-    for args in (["init", "-q", "-b", "staging"], ["add", "-A"], ["commit", "-q", "-m", "Example hubs"],
-                 ["branch", "prod"], ["init", "-q", "--bare", str(paths.demo_origin)],
-                 ["remote", "add", "origin", str(paths.demo_origin)],
-                 ["push", "-q", "origin", "staging", "prod"]):
+    git_env = {
+        **env,
+        "GIT_AUTHOR_NAME": "hubploy demo",
+        "GIT_AUTHOR_EMAIL": "demo@hubploy.invalid",
+        "GIT_COMMITTER_NAME": "hubploy demo",
+        "GIT_COMMITTER_EMAIL": "demo@hubploy.invalid",
+    }
+    for args in (
+        ["init", "-q", "-b", "staging"],
+        ["add", "-A"],
+        ["commit", "-q", "-m", "Example hubs"],
+        ["branch", "prod"],
+        ["init", "-q", "--bare", str(paths.demo_origin)],
+        ["remote", "add", "origin", str(paths.demo_origin)],
+        ["push", "-q", "origin", "staging", "prod"],
+    ):
         run(["git", *args], env=git_env, cwd=work)
     return str(paths.demo_origin)
 
 
-def up(*, port: int = 4200, webhook_port: int = 8787, repo_url: str | None = None, with_sandbox: bool = True,
-       db: Database = Database.sqlite, workers: int = 1, say: Say = print,
-       started: list[str] | None = None) -> Stack:
+def up(
+    *,
+    port: int = 4200,
+    webhook_port: int = 8787,
+    repo_url: str | None = None,
+    with_sandbox: bool = True,
+    db: Database = Database.sqlite,
+    workers: int = 1,
+    say: Say = print,
+    started: list[str] | None = None,
+) -> Stack:
     """Start whatever is not running yet and return how to reach it. ``started`` (if given) receives
     the name of each part as soon as this call starts it, so that an interrupted start can be undone.
     ``db`` is the Prefect server's database (when the server is already running, the one it runs on);
@@ -210,10 +230,20 @@ def up(*, port: int = 4200, webhook_port: int = 8787, repo_url: str | None = Non
     auth = auth_string(paths)
     api_url = f"http://127.0.0.1:{port}/api"
     state = json.loads(paths.state_file.read_text()) if paths.state_file.is_file() else {}
-    base = {**child_env(), "PREFECT_API_URL": api_url, "PREFECT_API_AUTH_STRING": auth,
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_EXTRA_LOGGERS": "hubploy"}
-    server_env = {**base, "PREFECT_HOME": str(paths.prefect_home), "PREFECT_SERVER_API_HOST": "127.0.0.1",
-                  "PREFECT_SERVER_API_PORT": str(port), "PREFECT_SERVER_API_AUTH_STRING": auth}
+    base = {
+        **child_env(),
+        "PREFECT_API_URL": api_url,
+        "PREFECT_API_AUTH_STRING": auth,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_LOGGING_EXTRA_LOGGERS": "hubploy",
+    }
+    server_env = {
+        **base,
+        "PREFECT_HOME": str(paths.prefect_home),
+        "PREFECT_SERVER_API_HOST": "127.0.0.1",
+        "PREFECT_SERVER_API_PORT": str(port),
+        "PREFECT_SERVER_API_AUTH_STRING": auth,
+    }
     start = time.monotonic()
     where = _start_server(paths, server_env, state, db, say, started)
     if with_sandbox:
@@ -224,8 +254,13 @@ def up(*, port: int = 4200, webhook_port: int = 8787, repo_url: str | None = Non
             paths.state_file.write_text(json.dumps(state))
             sandbox.up(sandbox_paths, say=lambda line: say(f"sandbox: {line}"))
         base.update(sandbox_env(sandbox_paths))
-    _wait_until(lambda: server_healthy(api_url, auth), 180, "the Prefect server", paths.log("prefect-server"),
-                paths.pid("prefect-server"))
+    _wait_until(
+        lambda: server_healthy(api_url, auth),
+        180,
+        "the Prefect server",
+        paths.log("prefect-server"),
+        paths.pid("prefect-server"),
+    )
     say(f"prefect server: healthy at {api_url} ({time.monotonic() - start:.1f} s)")
     repo_url = repo_url or state.get("repo_url") or ensure_demo_repo(paths, base, files)
     env = {**base, "HUBPLOY_REPO_URL": repo_url}
@@ -248,22 +283,44 @@ def up(*, port: int = 4200, webhook_port: int = 8787, repo_url: str | None = Non
         _start(paths, name, worker, {**env, "PREFECT_WORKER_QUERY_SECONDS": "2"}, say, started)
     webhook = _python_m("hubploy.cli.main", "webhook", "serve", "--port", str(webhook_port))
     _start(paths, "webhook", webhook, env, say, started)
-    _wait_until(lambda: _answers(f"http://127.0.0.1:{webhook_port}/health"), 60, "the webhook receiver",
-                paths.log("webhook"), paths.pid("webhook"))
+    _wait_until(
+        lambda: _answers(f"http://127.0.0.1:{webhook_port}/health"),
+        60,
+        "the webhook receiver",
+        paths.log("webhook"),
+        paths.pid("webhook"),
+    )
     state.update(repo_url=repo_url, port=port, webhook_port=webhook_port)
     paths.state_file.write_text(json.dumps(state))
-    return Stack(paths, api_url, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{webhook_port}/webhook",
-                 secret, repo_url, env, tuple(started), where)
+    return Stack(
+        paths,
+        api_url,
+        f"http://127.0.0.1:{port}",
+        f"http://127.0.0.1:{webhook_port}/webhook",
+        secret,
+        repo_url,
+        env,
+        tuple(started),
+        where,
+    )
 
 
-def _start_server(paths: StackPaths, server_env: dict[str, str], state: dict[str, object], db: Database,
-                  say: Say, started: list[str]) -> str:
+def _start_server(
+    paths: StackPaths,
+    server_env: dict[str, str],
+    state: dict[str, object],
+    db: Database,
+    say: Say,
+    started: list[str],
+) -> str:
     """The Prefect server on ``db`` (and its PostgreSQL server first), unless it runs (on ``db``); where it
     keeps its data, for people."""
     running_on = state.get("database", Database.sqlite.value)
     if read_pid(paths.pid("prefect-server")) is not None and running_on != db:
-        raise HubployError(f"the Prefect server of {paths.home} already runs on {running_on}",
-                           hint="`hubploy down` first to move it to another database")
+        raise HubployError(
+            f"the Prefect server of {paths.home} already runs on {running_on}",
+            hint="`hubploy down` first to move it to another database",
+        )
     if db is Database.postgres:
         server, postgres_started = database.start(paths.postgres, say=say)
         if postgres_started:
@@ -294,8 +351,12 @@ def _with_server(env: Mapping[str, str], call: Callable[[], T]) -> T:
     """``call()`` with this stack's server as the Prefect API."""
     from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
-    with temporary_settings(updates={PREFECT_API_URL: env["PREFECT_API_URL"],
-                                     PREFECT_API_AUTH_STRING: env["PREFECT_API_AUTH_STRING"]}):
+    with temporary_settings(
+        updates={
+            PREFECT_API_URL: env["PREFECT_API_URL"],
+            PREFECT_API_AUTH_STRING: env["PREFECT_API_AUTH_STRING"],
+        }
+    ):
         return call()
 
 

@@ -162,16 +162,27 @@ class _Receiver:
         try:
             creation = self._creation(decision, delivery)
         except _Busy:
-            return _answer(503, error=f"{self._config.max_pending_starts} deliveries are waiting for the "
-                                      "Prefect server already; redeliver this one later")
+            return _answer(
+                503,
+                error=f"{self._config.max_pending_starts} deliveries are waiting for the "
+                "Prefect server already; redeliver this one later",
+            )
         try:
             run = await asyncio.wait_for(asyncio.shield(creation), self._config.prefect_timeout)
         except TimeoutError:
             if time.monotonic() - self._server_answered < SERVER_ALIVE_SECONDS:
-                log.info("delivery %s (%s): the Prefect server is slow; the %s run is created when it "
-                         "answers", delivery, event, decision.deployment)
-                return _answer(202, status="accepted", deployment=decision.deployment,
-                               reason="the Prefect server is slow to answer; the run is created when it does")
+                log.info(
+                    "delivery %s (%s): the Prefect server is slow; the %s run is created when it answers",
+                    delivery,
+                    event,
+                    decision.deployment,
+                )
+                return _answer(
+                    202,
+                    status="accepted",
+                    deployment=decision.deployment,
+                    reason="the Prefect server is slow to answer; the run is created when it does",
+                )
             creation.cancel()
             error = f"cannot start deployment {decision.deployment!r}: {self._describe(TimeoutError())}"
             log.warning("delivery %s: %s", delivery, error)
@@ -179,8 +190,13 @@ class _Receiver:
         except (PrefectException, httpx.HTTPError) as exc:
             why = self._describe(exc)
             return _answer(503, error=f"cannot start deployment {decision.deployment!r}: {why}")
-        return _answer(202, status="started", deployment=decision.deployment, flow_run_id=str(run.id),
-                       flow_run_name=run.name)
+        return _answer(
+            202,
+            status="started",
+            deployment=decision.deployment,
+            flow_run_id=str(run.id),
+            flow_run_name=run.name,
+        )
 
     def _creation(self, decision: Start, delivery: str) -> asyncio.Task[FlowRun]:
         """The creation of ``delivery``'s run: the one in flight (a redelivery racing its original joins
@@ -206,7 +222,7 @@ class _Receiver:
                     if isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code < 500:
                         raise
                     log.info("delivery %s: %s; trying again", delivery, self._describe(exc))
-                    await asyncio.sleep(min(2.0 ** attempt, 30.0))
+                    await asyncio.sleep(min(2.0**attempt, 30.0))
         raise AssertionError("unreachable")
 
     def _created(self, delivery: str, deployment: str, creation: asyncio.Task[FlowRun]) -> None:
@@ -216,8 +232,11 @@ class _Receiver:
             return
         error = creation.exception()
         if error is not None:
-            why = (f"no answer within {self._config.background_timeout:g} s"
-                   if isinstance(error, TimeoutError) else self._describe(error))
+            why = (
+                f"no answer within {self._config.background_timeout:g} s"
+                if isinstance(error, TimeoutError)
+                else self._describe(error)
+            )
             log.warning("delivery %s: cannot start deployment %r: %s", delivery, deployment, why)
             return
         self._remember(delivery)
@@ -235,7 +254,8 @@ class _Receiver:
                 self._server_answered = time.monotonic()
             try:
                 run = await self.client.create_flow_run_from_deployment(
-                    deployment_id, parameters=decision.parameters, idempotency_key=f"github-{delivery}")
+                    deployment_id, parameters=decision.parameters, idempotency_key=f"github-{delivery}"
+                )
                 self._server_answered = time.monotonic()
                 return run
             except ObjectNotFound:
@@ -290,9 +310,13 @@ def create_app(secret: str, config: WebhookConfig = WebhookConfig()) -> Starlett
     async def health(request: Request) -> JSONResponse:
         return _answer(200)
 
-    return Starlette(routes=[Route(WEBHOOK_PATH, receiver.handle, methods=["POST"]),
-                             Route("/health", health, methods=["GET"])],
-                     lifespan=lifespan)
+    return Starlette(
+        routes=[
+            Route(WEBHOOK_PATH, receiver.handle, methods=["POST"]),
+            Route("/health", health, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
 
 
 def load_webhook_secret(block_name: str = DEFAULT_SECRET_BLOCK) -> str:
@@ -303,9 +327,10 @@ def load_webhook_secret(block_name: str = DEFAULT_SECRET_BLOCK) -> str:
         # load is sync here (called outside any event loop): the block, never a coroutine
         value = Secret.load(block_name).get()  # type: ignore[union-attr]
     except ValueError as exc:
-        raise CredentialsError(f"no Prefect Secret block named {block_name!r}",
-                               hint="run `hubploy up` (it creates one) or save a Secret block with that name"
-                               ) from exc
+        raise CredentialsError(
+            f"no Prefect Secret block named {block_name!r}",
+            hint="run `hubploy up` (it creates one) or save a Secret block with that name",
+        ) from exc
     except httpx.HTTPError as exc:
         raise HubployError(f"cannot reach the Prefect server: {exc}", hint="check PREFECT_API_URL") from exc
     if not isinstance(value, str) or not value:
@@ -327,15 +352,23 @@ def ensure_webhook_secret(block_name: str = DEFAULT_SECRET_BLOCK) -> str:
     return value
 
 
-def serve_webhook(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, secret: str | None = None,
-                  secret_block: str = DEFAULT_SECRET_BLOCK, config: WebhookConfig = WebhookConfig()) -> None:
+def serve_webhook(
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    *,
+    secret: str | None = None,
+    secret_block: str = DEFAULT_SECRET_BLOCK,
+    config: WebhookConfig = WebhookConfig(),
+) -> None:
     """Run the receiver until interrupted; the secret comes from ``secret`` or, once, from the block."""
     import uvicorn
     from prefect.settings import PREFECT_API_URL
 
     if not PREFECT_API_URL.value():
-        raise HubployError("PREFECT_API_URL is not set", hint="start the server with `hubploy up` or point "
-                                                             "PREFECT_API_URL at a running Prefect server")
+        raise HubployError(
+            "PREFECT_API_URL is not set",
+            hint="start the server with `hubploy up` or point PREFECT_API_URL at a running Prefect server",
+        )
     secret = secret or load_webhook_secret(secret_block)
     register_secret(secret)
     uvicorn.run(create_app(secret, config), host=host, port=port, log_level="info")

@@ -43,21 +43,25 @@ PROGRESS_EVERY = 150  # packages between two progress lines of `go build -v`
 def go_env(paths: SandboxPaths) -> dict[str, str]:
     """The environment of every go command: caches under the sandbox cache, no toolchain download,
     static binaries (no cgo), modules from the proxy (GOPROXY as the machine sets it)."""
-    return child_env({
-        "GOMODCACHE": str(paths.cache / "go" / "mod"),
-        "GOCACHE": str(paths.cache / "go" / "build"),
-        "GOFLAGS": "-mod=mod -buildvcs=false",
-        "GOTOOLCHAIN": "local",
-        "CGO_ENABLED": "0",
-    })
+    return child_env(
+        {
+            "GOMODCACHE": str(paths.cache / "go" / "mod"),
+            "GOCACHE": str(paths.cache / "go" / "build"),
+            "GOFLAGS": "-mod=mod -buildvcs=false",
+            "GOTOOLCHAIN": "local",
+            "CGO_ENABLED": "0",
+        }
+    )
 
 
 def go_version(env: Mapping[str, str]) -> str:
     """The installed Go's version, e.g. ``1.26.8``; SandboxError when there is no go."""
     found = shutil.which("go", path=env.get("PATH"))
     if found is None:
-        raise SandboxError("Go is not installed (the sandbox builds Kubernetes and etcd from Go modules)",
-                           hint="install Go 1.26 or newer and put it on PATH")
+        raise SandboxError(
+            "Go is not installed (the sandbox builds Kubernetes and etcd from Go modules)",
+            hint="install Go 1.26 or newer and put it on PATH",
+        )
     out = run([found, "env", "GOVERSION"], env=env).stdout.strip()
     return out.removeprefix("go")
 
@@ -65,8 +69,10 @@ def go_version(env: Mapping[str, str]) -> str:
 def require_go(module_dir: Path, env: Mapping[str, str]) -> None:
     wanted, have = go_directive(module_dir), go_version(env)
     if _version_tuple(have) < _version_tuple(wanted):
-        raise SandboxError(f"Go {have} is too old to build {module_dir.name} (its go.mod needs Go {wanted})",
-                           hint=f"install Go {wanted} or newer")
+        raise SandboxError(
+            f"Go {have} is too old to build {module_dir.name} (its go.mod needs Go {wanted})",
+            hint=f"install Go {wanted} or newer",
+        )
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:
@@ -88,16 +94,22 @@ def kubernetes_ldflags(version: str) -> str:
     ``kubeVersion`` with it) and kubectl its client version."""
     major, minor_ = minor(version)
     date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    stamps = {"gitVersion": version, "gitMajor": str(major), "gitMinor": str(minor_),
-              "gitTreeState": "clean", "buildDate": date}
+    stamps = {
+        "gitVersion": version,
+        "gitMajor": str(major),
+        "gitMinor": str(minor_),
+        "gitTreeState": "clean",
+        "buildDate": date,
+    }
     flags = ["-s", "-w"]
     for package in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
         flags += [f"-X {package}.{name}={value}" for name, value in stamps.items()]
     return " ".join(flags)
 
 
-def _go_build(module: str, paths: SandboxPaths, targets: list[str], dest: Path, ldflags: str,
-              say: Say) -> None:
+def _go_build(
+    module: str, paths: SandboxPaths, targets: list[str], dest: Path, ldflags: str, say: Say
+) -> None:
     """``go build`` ``targets`` in a copy of the build module ``gobuild/<module>`` into ``dest``."""
     env = go_env(paths)
     source = GOBUILD / module
@@ -118,8 +130,13 @@ def _go_build(module: str, paths: SandboxPaths, targets: list[str], dest: Path, 
         if compiled % PROGRESS_EVERY == 0:
             say(f"{module}: {compiled} packages compiled")
 
-    run(["go", "build", "-v", "-trimpath", "-ldflags", ldflags, "-o", str(tmp) + "/", *targets],
-        env=env, cwd=work, timeout=3600, on_line=progress)
+    run(
+        ["go", "build", "-v", "-trimpath", "-ldflags", ldflags, "-o", str(tmp) + "/", *targets],
+        env=env,
+        cwd=work,
+        timeout=3600,
+        on_line=progress,
+    )
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
 
@@ -145,15 +162,19 @@ def build_kubernetes(paths: SandboxPaths, say: Say = print) -> bool:
     if all(reports_version(paths.k8s_bin / c, KUBERNETES_VERSION, env=env) for c in KUBERNETES_COMMANDS):
         say(f"kubernetes {KUBERNETES_VERSION}: cached in {paths.k8s_bin}")
         return False
-    say(f"kubernetes {KUBERNETES_VERSION}: building {', '.join(KUBERNETES_COMMANDS)} from Go modules "
-        "(about 5 minutes on 2 cores; cached afterwards)")
+    say(
+        f"kubernetes {KUBERNETES_VERSION}: building {', '.join(KUBERNETES_COMMANDS)} from Go modules "
+        "(about 5 minutes on 2 cores; cached afterwards)"
+    )
     start = time.monotonic()
     targets = [f"{KUBERNETES_MODULE}/cmd/{c}" for c in KUBERNETES_COMMANDS]
     _go_build("kubernetes", paths, targets, paths.k8s_bin, kubernetes_ldflags(KUBERNETES_VERSION), say)
     peak = _disk_usage(paths.cache / "go")
     _clean_go_caches(paths)
-    say(f"kubernetes {KUBERNETES_VERSION}: built in {time.monotonic() - start:.0f} s; "
-        f"{_disk_usage(paths.k8s_bin) / 1e9:.2f} GB of binaries (Go caches {peak / 1e9:.1f} GB, removed)")
+    say(
+        f"kubernetes {KUBERNETES_VERSION}: built in {time.monotonic() - start:.0f} s; "
+        f"{_disk_usage(paths.k8s_bin) / 1e9:.2f} GB of binaries (Go caches {peak / 1e9:.1f} GB, removed)"
+    )
     return True
 
 
@@ -173,6 +194,7 @@ def build_etcd(paths: SandboxPaths, say: Say = print) -> bool:
 
 # --- changing a version (a maintainer's step; the result is committed) -----------------------------------
 
+
 def staging_replacements(kubernetes_go_mod: str, version: str) -> list[str]:
     """``k8s.io/x => k8s.io/x v0.Y.Z`` for every staging module Kubernetes ``version`` maps to
     ``./staging/src/...`` in its own go.mod."""
@@ -186,8 +208,9 @@ def staging_replacements(kubernetes_go_mod: str, version: str) -> list[str]:
 def _header(go_mod: Path) -> str:
     """The comment lines at the top of a go.mod (kept across a bump)."""
     lines = go_mod.read_text().splitlines()
-    return "\n".join(line for line in
-                     lines[: next(i for i, text in enumerate(lines) if text.startswith("module"))])
+    return "\n".join(
+        line for line in lines[: next(i for i, text in enumerate(lines) if text.startswith("module"))]
+    )
 
 
 def bump(component: str, version: str, paths: SandboxPaths, say: Say = print) -> None:
@@ -198,11 +221,19 @@ def bump(component: str, version: str, paths: SandboxPaths, say: Say = print) ->
     go_mod = module_dir / "go.mod"
     header, go_line = _header(go_mod), f"go {go_directive(module_dir)}"
     if component == "kubernetes":
-        info = json.loads(run(["go", "mod", "download", "-json", f"{KUBERNETES_MODULE}@{version}"],
-                              env=env, cwd=module_dir, timeout=600).stdout)
+        info = json.loads(
+            run(
+                ["go", "mod", "download", "-json", f"{KUBERNETES_MODULE}@{version}"],
+                env=env,
+                cwd=module_dir,
+                timeout=600,
+            ).stdout
+        )
         replaces = staging_replacements(Path(info["GoMod"]).read_text(), version)
-        body = (f"module hubploy-sandbox/kubernetes\n\n{go_line}\n\nrequire {KUBERNETES_MODULE} {version}\n\n"
-                "replace (\n" + "\n".join(replaces) + "\n)\n")
+        body = (
+            f"module hubploy-sandbox/kubernetes\n\n{go_line}\n\nrequire {KUBERNETES_MODULE} {version}\n\n"
+            "replace (\n" + "\n".join(replaces) + "\n)\n"
+        )
     elif component == "etcd":
         body = f"module hubploy-sandbox/etcd\n\n{go_line}\n\nrequire {ETCD_MODULE} {version}\n"
     else:
@@ -214,8 +245,9 @@ def bump(component: str, version: str, paths: SandboxPaths, say: Say = print) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hubploy_sandbox.builds",
-                                     description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m hubploy_sandbox.builds", description=__doc__.splitlines()[0]
+    )
     sub = parser.add_subparsers(dest="action", required=True)
     bump_parser = sub.add_parser("bump", help="point a build module at another version")
     bump_parser.add_argument("component", choices=["kubernetes", "etcd"])

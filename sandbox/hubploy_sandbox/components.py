@@ -36,20 +36,42 @@ class Component:
         return read_pid(self.pid_file)
 
 
-def _component(paths: SandboxPaths, name: str, argv: Callable[[], list[str]], ready: Callable[[], bool],
-               timeout: float, where: str = "") -> Component:
-    return Component(name, argv, ready, paths.pids / f"{name}.pid", paths.logs / f"{name}.log", timeout,
-                     where)
+def _component(
+    paths: SandboxPaths,
+    name: str,
+    argv: Callable[[], list[str]],
+    ready: Callable[[], bool],
+    timeout: float,
+    where: str = "",
+) -> Component:
+    return Component(
+        name, argv, ready, paths.pids / f"{name}.pid", paths.logs / f"{name}.log", timeout, where
+    )
 
 
 def registry_component(paths: SandboxPaths) -> Component:
-    return _component(paths, "registry", lambda: registry.argv(paths), lambda: registry.ready(paths), 30,
-                      f"127.0.0.1:{paths.ports.registry}")
+    return _component(
+        paths,
+        "registry",
+        lambda: registry.argv(paths),
+        lambda: registry.ready(paths),
+        30,
+        f"127.0.0.1:{paths.ports.registry}",
+    )
 
 
 def agent_argv(paths: SandboxPaths, cluster: ClusterPaths) -> list[str]:
-    return [sys.executable, "-m", "hubploy_sandbox.agent", "--cache-dir", str(paths.cache),
-            "--cluster-dir", str(cluster.root), "--cluster-index", str(cluster.index)]
+    return [
+        sys.executable,
+        "-m",
+        "hubploy_sandbox.agent",
+        "--cache-dir",
+        str(paths.cache),
+        "--cluster-dir",
+        str(cluster.root),
+        "--cluster-index",
+        str(cluster.index),
+    ]
 
 
 def agent_ready(cluster: ClusterPaths, pid_file: Path) -> bool:
@@ -85,16 +107,39 @@ def cluster_components(paths: SandboxPaths, cluster: ClusterPaths) -> ClusterCom
 
     agent_pid = paths.pids / f"agent{s}.pid"
     return ClusterComponents(
-        etcd=_component(paths, f"etcd{s}", lambda: k8s.etcd_argv(paths, cluster),
-                        lambda: k8s.etcd_ready(paths, cluster), 30, addr(ETCD_CLIENT_PORT)),
-        apiserver=_component(paths, f"kube-apiserver{s}", lambda: k8s.apiserver_argv(paths, cluster),
-                             lambda: k8s.apiserver_ready(paths, cluster), 90, addr(APISERVER_PORT)),
-        controller_manager=_component(paths, f"kube-controller-manager{s}",
-                                      lambda: k8s.controller_manager_argv(paths, cluster),
-                                      lambda: k8s.controller_manager_ready(paths, cluster), 60),
-        scheduler=_component(paths, f"kube-scheduler{s}", lambda: k8s.scheduler_argv(paths, cluster),
-                             lambda: True, 10),
-        agent=Component(f"agent{s}", lambda: agent_argv(paths, cluster),
-                        lambda: agent_ready(cluster, agent_pid),
-                        agent_pid, paths.logs / f"agent{s}.log", 60, addr(KUBELET_PORT)),
+        etcd=_component(
+            paths,
+            f"etcd{s}",
+            lambda: k8s.etcd_argv(paths, cluster),
+            lambda: k8s.etcd_ready(paths, cluster),
+            30,
+            addr(ETCD_CLIENT_PORT),
+        ),
+        apiserver=_component(
+            paths,
+            f"kube-apiserver{s}",
+            lambda: k8s.apiserver_argv(paths, cluster),
+            lambda: k8s.apiserver_ready(paths, cluster),
+            90,
+            addr(APISERVER_PORT),
+        ),
+        controller_manager=_component(
+            paths,
+            f"kube-controller-manager{s}",
+            lambda: k8s.controller_manager_argv(paths, cluster),
+            lambda: k8s.controller_manager_ready(paths, cluster),
+            60,
+        ),
+        scheduler=_component(
+            paths, f"kube-scheduler{s}", lambda: k8s.scheduler_argv(paths, cluster), lambda: True, 10
+        ),
+        agent=Component(
+            f"agent{s}",
+            lambda: agent_argv(paths, cluster),
+            lambda: agent_ready(cluster, agent_pid),
+            agent_pid,
+            paths.logs / f"agent{s}.log",
+            60,
+            addr(KUBELET_PORT),
+        ),
     )

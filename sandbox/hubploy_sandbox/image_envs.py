@@ -51,11 +51,11 @@ NOBODY = User(65534, 65534, "nobody", "/nonexistent")
 
 @dataclass(frozen=True)
 class ImageEnv:
-    name: str                         # the cache directory: <cache>/images/<name>
-    repository: str                   # the repository's last path element it stands in for
-    tags: str = "*"                   # fnmatch pattern of the tags
-    pip: tuple[str, ...] = ()         # a virtualenv with these packages
-    npm: tuple[str, ...] = ()         # an npm prefix with these packages
+    name: str  # the cache directory: <cache>/images/<name>
+    repository: str  # the repository's last path element it stands in for
+    tags: str = "*"  # fnmatch pattern of the tags
+    pip: tuple[str, ...] = ()  # a virtualenv with these packages
+    npm: tuple[str, ...] = ()  # an npm prefix with these packages
     entrypoint: tuple[str, ...] = ()
     cmd: tuple[str, ...] = ()
     workdir: str = "/"
@@ -63,7 +63,7 @@ class ImageEnv:
     # path in the container -> a stand-in program in standins/, "kubernetes/<command>" of the sandbox's build,
     # or "cache/<path>": a file of the sandbox's cache (helm)
     files: dict[str, str] = field(default_factory=dict)
-    own_venv: bool = False            # the virtualenv the sandbox runs in (hubploy's), not one of its own
+    own_venv: bool = False  # the virtualenv the sandbox runs in (hubploy's), not one of its own
 
     def matches(self, repository: str, tag: str) -> bool:
         return repository == self.repository and fnmatch.fnmatchcase(tag, self.tags)
@@ -83,55 +83,125 @@ class ImageEnv:
 
     def file_sources(self, cache: Path) -> dict[str, Path]:
         """Each file of ``files`` (path in the container -> where it is on the host)."""
+
         def source_path(source: str) -> Path:
             if source.startswith("kubernetes/"):
                 return cache / f"kubernetes-{KUBERNETES_VERSION}" / source.removeprefix("kubernetes/")
             if source.startswith("cache/"):
                 return cache / source.removeprefix("cache/")
             return STANDINS / source
+
         return {target: source_path(source) for target, source in self.files.items()}
 
 
 HUB_IMAGE_4 = ImageEnv(
-    "k8s-hub-4.4.0", "k8s-hub", "4.*",
-    pip=("jupyterhub==5.5.0", "jupyterhub-kubespawner==7.0.0", "kubernetes-asyncio==36.1.0",
-         "oauthenticator==17.4.0", "jupyterhub-idle-culler==1.4.0", "jupyterhub-nativeauthenticator==1.3.0",
-         "jupyterhub-tmpauthenticator==1.0.0", "pyyaml==6.0.3", "ruamel-yaml==0.19.1", "pymysql==1.2.0"),
+    "k8s-hub-4.4.0",
+    "k8s-hub",
+    "4.*",
+    pip=(
+        "jupyterhub==5.5.0",
+        "jupyterhub-kubespawner==7.0.0",
+        "kubernetes-asyncio==36.1.0",
+        "oauthenticator==17.4.0",
+        "jupyterhub-idle-culler==1.4.0",
+        "jupyterhub-nativeauthenticator==1.3.0",
+        "jupyterhub-tmpauthenticator==1.0.0",
+        "pyyaml==6.0.3",
+        "ruamel-yaml==0.19.1",
+        "pymysql==1.2.0",
+    ),
     entrypoint=("tini", "--"),
     cmd=("jupyterhub", "--config", "/usr/local/etc/jupyterhub/jupyterhub_config.py"),
-    workdir="/srv/jupyterhub", user=JOVYAN)
+    workdir="/srv/jupyterhub",
+    user=JOVYAN,
+)
 HUB_IMAGE_3 = ImageEnv(
-    "k8s-hub-3.3.8", "k8s-hub", "3.*",
-    pip=("jupyterhub==4.1.6", "jupyterhub-kubespawner==6.2.0", "kubernetes-asyncio==30.1.1",
-         "oauthenticator==16.3.1", "jupyterhub-idle-culler==1.3.1", "jupyterhub-nativeauthenticator==1.2.0",
-         "jupyterhub-tmpauthenticator==1.0.0", "pyyaml==6.0.1", "ruamel-yaml==0.18.6", "pymysql==1.1.1"),
-    entrypoint=HUB_IMAGE_4.entrypoint, cmd=HUB_IMAGE_4.cmd, workdir="/srv/jupyterhub", user=JOVYAN)
-PROXY_IMAGE_5 = ImageEnv("configurable-http-proxy-5.2.0", "configurable-http-proxy", "5.*",
-                         npm=("configurable-http-proxy@5.2.0",), entrypoint=("configurable-http-proxy",),
-                         workdir="/srv/configurable-http-proxy", user=NOBODY)
-PROXY_IMAGE_4 = ImageEnv("configurable-http-proxy-4.6.1", "configurable-http-proxy", "4.*",
-                         npm=("configurable-http-proxy@4.6.1",), entrypoint=("configurable-http-proxy",),
-                         workdir="/srv/configurable-http-proxy", user=NOBODY)
+    "k8s-hub-3.3.8",
+    "k8s-hub",
+    "3.*",
+    pip=(
+        "jupyterhub==4.1.6",
+        "jupyterhub-kubespawner==6.2.0",
+        "kubernetes-asyncio==30.1.1",
+        "oauthenticator==16.3.1",
+        "jupyterhub-idle-culler==1.3.1",
+        "jupyterhub-nativeauthenticator==1.2.0",
+        "jupyterhub-tmpauthenticator==1.0.0",
+        "pyyaml==6.0.1",
+        "ruamel-yaml==0.18.6",
+        "pymysql==1.1.1",
+    ),
+    entrypoint=HUB_IMAGE_4.entrypoint,
+    cmd=HUB_IMAGE_4.cmd,
+    workdir="/srv/jupyterhub",
+    user=JOVYAN,
+)
+PROXY_IMAGE_5 = ImageEnv(
+    "configurable-http-proxy-5.2.0",
+    "configurable-http-proxy",
+    "5.*",
+    npm=("configurable-http-proxy@5.2.0",),
+    entrypoint=("configurable-http-proxy",),
+    workdir="/srv/configurable-http-proxy",
+    user=NOBODY,
+)
+PROXY_IMAGE_4 = ImageEnv(
+    "configurable-http-proxy-4.6.1",
+    "configurable-http-proxy",
+    "4.*",
+    npm=("configurable-http-proxy@4.6.1",),
+    entrypoint=("configurable-http-proxy",),
+    workdir="/srv/configurable-http-proxy",
+    user=NOBODY,
+)
 SINGLEUSER_IMAGE = ImageEnv(
-    "k8s-singleuser-sample-4.4.0", "k8s-singleuser-sample",
+    "k8s-singleuser-sample-4.4.0",
+    "k8s-singleuser-sample",
     pip=("jupyterhub==5.5.0", "jupyter-server==2.19.0", "jupyterlab==4.5.8"),
-    entrypoint=("tini", "-g", "--"), cmd=("jupyterhub-singleuser",), workdir="/home/jovyan", user=JOVYAN)
+    entrypoint=("tini", "-g", "--"),
+    cmd=("jupyterhub-singleuser",),
+    workdir="/home/jovyan",
+    user=JOVYAN,
+)
 PAUSE_IMAGE = ImageEnv("pause", "pause", files={"/pause": "pause"}, entrypoint=("/pause",), user=NOBODY)
-IMAGE_AWAITER_IMAGE = ImageEnv("k8s-image-awaiter", "k8s-image-awaiter",
-                               files={"/image-awaiter": "image-awaiter"}, entrypoint=("/image-awaiter",))
+IMAGE_AWAITER_IMAGE = ImageEnv(
+    "k8s-image-awaiter",
+    "k8s-image-awaiter",
+    files={"/image-awaiter": "image-awaiter"},
+    entrypoint=("/image-awaiter",),
+)
 # Z2JH's user-scheduler: the sandbox's own kube-scheduler (its release, whatever the tag asks for).
-KUBE_SCHEDULER_IMAGE = ImageEnv("kube-scheduler", "kube-scheduler",
-                                files={"/usr/local/bin/kube-scheduler": "kubernetes/kube-scheduler"},
-                                entrypoint=("/usr/local/bin/kube-scheduler",))
+KUBE_SCHEDULER_IMAGE = ImageEnv(
+    "kube-scheduler",
+    "kube-scheduler",
+    files={"/usr/local/bin/kube-scheduler": "kubernetes/kube-scheduler"},
+    entrypoint=("/usr/local/bin/kube-scheduler",),
+)
 
 # hubploy's runner image (any tag): the Kubernetes work pool's Jobs run `prefect flow-run execute` with it;
 # it has the tools a deploy runs (sops comes with hubploy's virtualenv).
-RUNNER_IMAGE = ImageEnv("hubploy", "hubploy", own_venv=True, workdir="/",
-                        files={"/usr/local/bin/kubectl": "kubernetes/kubectl",
-                               "/usr/local/bin/helm": f"cache/helm-v{HELM_VERSIONS['3']}/helm"})
+RUNNER_IMAGE = ImageEnv(
+    "hubploy",
+    "hubploy",
+    own_venv=True,
+    workdir="/",
+    files={
+        "/usr/local/bin/kubectl": "kubernetes/kubectl",
+        "/usr/local/bin/helm": f"cache/helm-v{HELM_VERSIONS['3']}/helm",
+    },
+)
 
-CATALOG = (HUB_IMAGE_4, HUB_IMAGE_3, PROXY_IMAGE_5, PROXY_IMAGE_4, SINGLEUSER_IMAGE, PAUSE_IMAGE,
-           IMAGE_AWAITER_IMAGE, KUBE_SCHEDULER_IMAGE, RUNNER_IMAGE)
+CATALOG = (
+    HUB_IMAGE_4,
+    HUB_IMAGE_3,
+    PROXY_IMAGE_5,
+    PROXY_IMAGE_4,
+    SINGLEUSER_IMAGE,
+    PAUSE_IMAGE,
+    IMAGE_AWAITER_IMAGE,
+    KUBE_SCHEDULER_IMAGE,
+    RUNNER_IMAGE,
+)
 # An image the catalog does not know: a user image, built on the single-user image, or a tool image.
 OTHER_IMAGE = ImageEnv("other", "*")
 
@@ -160,6 +230,7 @@ def path_for(image: str, cache: Path) -> str:
 
 
 # --- install ------------------------------------------------------------------------------------------
+
 
 def _stamp(env: ImageEnv) -> str:
     return json.dumps({"pip": env.pip, "npm": env.npm})
@@ -190,8 +261,11 @@ def install_env(env: ImageEnv, cache: Path, say: Say) -> bool:
     if env.npm:
         say(f"image {env.name}: npm install {' '.join(env.npm)}")
         root.mkdir(parents=True)
-        run(["npm", "install", "--no-audit", "--no-fund", "--prefix", str(root), *env.npm], env=proc_env,
-            timeout=900)
+        run(
+            ["npm", "install", "--no-audit", "--no-fund", "--prefix", str(root), *env.npm],
+            env=proc_env,
+            timeout=900,
+        )
     for path in [root.parent, root, *root.rglob("*")]:  # readable by every container user
         if not path.is_symlink():
             path.chmod(path.stat().st_mode | 0o444 | (0o111 if path.is_dir() else 0))

@@ -17,11 +17,18 @@ from hubploy_sandbox.paths import SandboxPaths
 BASE_REPOSITORY = "base/busybox"
 BASE_TAG = "latest"
 STAND_IN_IMAGES = (
-    ("jupyterhub/k8s-hub", "4.4.0"), ("jupyterhub/k8s-hub", "3.3.8"),
-    ("jupyterhub/configurable-http-proxy", "5.2.0"), ("jupyterhub/configurable-http-proxy", "4.6.1"),
-    ("jupyterhub/k8s-singleuser-sample", "4.4.0"), ("jupyterhub/k8s-singleuser-sample", "3.3.8"),
-    ("jupyterhub/k8s-image-awaiter", "4.4.0"), ("jupyterhub/k8s-image-awaiter", "3.3.8"),
-    ("pause", "3.10.1"), ("pause", "3.10"), ("kube-scheduler", "v1.30.14"), ("traefik", "v3.6.12"),
+    ("jupyterhub/k8s-hub", "4.4.0"),
+    ("jupyterhub/k8s-hub", "3.3.8"),
+    ("jupyterhub/configurable-http-proxy", "5.2.0"),
+    ("jupyterhub/configurable-http-proxy", "4.6.1"),
+    ("jupyterhub/k8s-singleuser-sample", "4.4.0"),
+    ("jupyterhub/k8s-singleuser-sample", "3.3.8"),
+    ("jupyterhub/k8s-image-awaiter", "4.4.0"),
+    ("jupyterhub/k8s-image-awaiter", "3.3.8"),
+    ("pause", "3.10.1"),
+    ("pause", "3.10"),
+    ("kube-scheduler", "v1.30.14"),
+    ("traefik", "v3.6.12"),
 )
 DOCKERFILE = 'FROM scratch\nCOPY rootfs/ /\nENV PATH=/bin\nCMD ["/bin/sh"]\n'
 
@@ -79,8 +86,17 @@ def ensure_stand_in_images(paths: SandboxPaths, env: Mapping[str, str]) -> list[
         if registry.manifest_status(paths, repository, tag) == 200:
             continue
         target = f"{paths.registry_host}/{repository}:{tag}"
-        run([str(paths.bin / "skopeo"), "copy", "--src-tls-verify=false", "--dest-tls-verify=false",
-             f"docker://{base_image(paths)}", f"docker://{target}"],
-            env=env, timeout=120)
+        run(
+            [
+                str(paths.bin / "skopeo"),
+                "copy",
+                "--src-tls-verify=false",
+                "--dest-tls-verify=false",
+                f"docker://{base_image(paths)}",
+                f"docker://{target}",
+            ],
+            env=env,
+            timeout=120,
+        )
         copied.append(target)
     return copied

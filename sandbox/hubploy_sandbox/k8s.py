@@ -36,17 +36,26 @@ def etcd_argv(paths: SandboxPaths, cluster: ClusterPaths) -> list[str]:
     client, peer = f"http://{ip}:{ETCD_CLIENT_PORT}", f"http://{ip}:{ETCD_PEER_PORT}"
     return [
         str(paths.etcd_bin / "etcd"),
-        "--name", cluster.name,
-        "--data-dir", str(cluster.etcd_data),
-        "--listen-client-urls", client,
-        "--advertise-client-urls", client,
-        "--listen-peer-urls", peer,
-        "--initial-advertise-peer-urls", peer,
-        "--initial-cluster", f"{cluster.name}={peer}",
-        "--listen-metrics-urls", "",
+        "--name",
+        cluster.name,
+        "--data-dir",
+        str(cluster.etcd_data),
+        "--listen-client-urls",
+        client,
+        "--advertise-client-urls",
+        client,
+        "--listen-peer-urls",
+        peer,
+        "--initial-advertise-peer-urls",
+        peer,
+        "--initial-cluster",
+        f"{cluster.name}={peer}",
+        "--listen-metrics-urls",
+        "",
         # A throwaway test cluster: no fsync per write (helm stores every release revision in etcd).
         "--unsafe-no-fsync",
-        "--log-level", "warn",
+        "--log-level",
+        "warn",
     ]
 
 
@@ -71,8 +80,9 @@ def admin_token(cluster: ClusterPaths) -> str:
     try:
         return cluster.token_file.read_text().split(",", 1)[0].strip()
     except OSError:
-        raise SandboxError(f"cluster {cluster.name} has no admin token",
-                           hint="run `hubploy sandbox up`") from None
+        raise SandboxError(
+            f"cluster {cluster.name} has no admin token", hint="run `hubploy sandbox up`"
+        ) from None
 
 
 def apiserver_url(cluster: ClusterPaths) -> str:
@@ -117,12 +127,21 @@ def kubeconfig(clusters: Sequence[ClusterPaths]) -> dict[str, Any]:
         "kind": "Config",
         "current-context": clusters[0].name,
         "preferences": {},
-        "clusters": [{"name": c.name, "cluster": {"server": apiserver_url(c),
-                                                  "certificate-authority": str(c.serving_cert)}}
-                     for c in clusters],
+        "clusters": [
+            {
+                "name": c.name,
+                "cluster": {"server": apiserver_url(c), "certificate-authority": str(c.serving_cert)},
+            }
+            for c in clusters
+        ],
         "users": [{"name": f"admin@{c.name}", "user": {"token": admin_token(c)}} for c in clusters],
-        "contexts": [{"name": c.name, "context": {"cluster": c.name, "user": f"admin@{c.name}",
-                                                  "namespace": "default"}} for c in clusters],
+        "contexts": [
+            {
+                "name": c.name,
+                "context": {"cluster": c.name, "user": f"admin@{c.name}", "namespace": "default"},
+            }
+            for c in clusters
+        ],
     }
 
 
@@ -174,4 +193,5 @@ def scheduler_argv(paths: SandboxPaths, cluster: ClusterPaths) -> list[str]:
 
 def binaries_present(paths: SandboxPaths) -> bool:
     return (paths.etcd_bin / "etcd").is_file() and all(
-        (paths.k8s_bin / b).is_file() for b in KUBERNETES_COMMANDS)
+        (paths.k8s_bin / b).is_file() for b in KUBERNETES_COMMANDS
+    )

@@ -68,8 +68,9 @@ class _Starter:
 
     def wait(self, comp: Component) -> None:
         since = self.started.get(comp.name)
-        wait_for(comp.name, comp.ready, timeout=comp.timeout, log=comp.log,
-                 alive=lambda: comp.pid() is not None)
+        wait_for(
+            comp.name, comp.ready, timeout=comp.timeout, log=comp.log, alive=lambda: comp.pid() is not None
+        )
         where = f" on {comp.where}" if comp.where else ""
         if since is None:
             self.say(f"{comp.name}: already running (pid {comp.pid()}){where}")
@@ -83,8 +84,9 @@ class _Starter:
         return result
 
 
-def up(paths: SandboxPaths, *, clusters: int = 1, use_kubeconfig: Path | None = None,
-       say: Say = print) -> None:
+def up(
+    paths: SandboxPaths, *, clusters: int = 1, use_kubeconfig: Path | None = None, say: Say = print
+) -> None:
     """Start every part that is not running yet (``clusters`` Kubernetes clusters, at least as many as
     already run) and wait until all are ready."""
     t0 = time.monotonic()
@@ -104,14 +106,18 @@ def up(paths: SandboxPaths, *, clusters: int = 1, use_kubeconfig: Path | None = 
         wanted: list[ClusterPaths] = []
         if external is None:
             if not k8s.binaries_present(paths):
-                raise SandboxError(f"Kubernetes {KUBERNETES_VERSION} binaries are missing in {paths.cache}",
-                                   hint="run `hubploy sandbox install`")
+                raise SandboxError(
+                    f"Kubernetes {KUBERNETES_VERSION} binaries are missing in {paths.cache}",
+                    hint="run `hubploy sandbox install`",
+                )
             count = max(clusters, len(paths.clusters()))
             wanted = [paths.cluster(i) for i in range(1, count + 1)]
             for cluster in wanted:
                 net = network.ensure(cluster)
-                say(f"{cluster.name}: network {net.pod_cidr} (pods), {net.service_cidr} (services), "
-                    f"bridge {net.bridge}")
+                say(
+                    f"{cluster.name}: network {net.pod_cidr} (pods), {net.service_cidr} (services), "
+                    f"bridge {net.bridge}"
+                )
                 k8s.ensure_pki(cluster, s.env)
                 s.start(cluster_components(paths, cluster).etcd)
         reg = registry_component(paths)
@@ -126,8 +132,10 @@ def up(paths: SandboxPaths, *, clusters: int = 1, use_kubeconfig: Path | None = 
         s.wait(reg)
         built = s.step("base image", lambda: images.ensure_base_image(paths, s.env))
         say(f"base image {images.base_image(paths)}: {'built and pushed' if built else 'already present'}")
-        s.step("stand-in images (names of the charts' images)",
-               lambda: images.ensure_stand_in_images(paths, s.env))
+        s.step(
+            "stand-in images (names of the charts' images)",
+            lambda: images.ensure_stand_in_images(paths, s.env),
+        )
         for cluster in wanted:
             comps = cluster_components(paths, cluster)
             s.wait(comps.apiserver)
@@ -144,8 +152,10 @@ def up(paths: SandboxPaths, *, clusters: int = 1, use_kubeconfig: Path | None = 
             say(f"kubernetes: using the existing cluster of {external} (no local control plane, no agent)")
         elif len(wanted) > 1:
             say(f"kubeconfig contexts: {', '.join(c.name for c in wanted)} (current: {wanted[0].name})")
-    say(f'sandbox ready in {time.monotonic() - t0:.1f} s (Kubernetes {KUBERNETES_VERSION}); '
-        'run `eval "$(hubploy sandbox env)"`')
+    say(
+        f"sandbox ready in {time.monotonic() - t0:.1f} s (Kubernetes {KUBERNETES_VERSION}); "
+        'run `eval "$(hubploy sandbox env)"`'
+    )
 
 
 def down(paths: SandboxPaths, *, say: Say = print) -> None:

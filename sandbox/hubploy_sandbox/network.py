@@ -101,8 +101,10 @@ def ensure(cluster: ClusterPaths) -> ClusterNetwork:
     if net is None:
         free = [b for b in range(BLOCKS) if ClusterNetwork(b).bridge not in bridges]
         if not free:
-            raise SandboxError(f"all {BLOCKS} network blocks of {RANGE} are in use by other sandboxes",
-                               hint="stop one with `hubploy sandbox down`")
+            raise SandboxError(
+                f"all {BLOCKS} network blocks of {RANGE} are in use by other sandboxes",
+                hint="stop one with `hubploy sandbox down`",
+            )
         net = ClusterNetwork(free[0])
         cluster.root.mkdir(parents=True, exist_ok=True)
         cluster.network_file.write_text(json.dumps({"block": net.block}) + "\n")
@@ -124,5 +126,8 @@ def remove(net: ClusterNetwork) -> None:
         if name.startswith(prefix):
             run(["ip", "netns", "delete", name], env=env, check=False)
     run(["ip", "link", "delete", net.bridge], env=env, check=False)
-    run(["ip", "route", "delete", "local", str(net.local_cidr), "dev", "lo", "table", "local"],
-        env=env, check=False)
+    run(
+        ["ip", "route", "delete", "local", str(net.local_cidr), "dev", "lo", "table", "local"],
+        env=env,
+        check=False,
+    )

@@ -40,10 +40,7 @@ def runs(pid: int, argv: Sequence[str | os.PathLike[str]]) -> bool:
     running, wanted = command_line(pid), [os.fspath(a) for a in argv]
     if not running:
         return False
-    return (
-        running[1:] == wanted[1:]
-        and os.path.realpath(running[0]) == os.path.realpath(wanted[0])
-    )
+    return running[1:] == wanted[1:] and os.path.realpath(running[0]) == os.path.realpath(wanted[0])
 
 
 def read_pid(pid_file: Path) -> int | None:

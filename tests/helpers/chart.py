@@ -33,11 +33,13 @@ def vendored_umbrella(root: Path) -> Path:
     return chart
 
 
-def render(helm: str, chart: Path, *args: str, release: str = RELEASE,
-           namespace: str = NAMESPACE) -> list[dict]:
+def render(
+    helm: str, chart: Path, *args: str, release: str = RELEASE, namespace: str = NAMESPACE
+) -> list[dict]:
     """``helm template`` -> the rendered objects; a failure raises hubploy's CommandError."""
-    out = run([helm, "template", release, str(chart), "--namespace", namespace, *args],
-              env=child_env()).stdout
+    out = run(
+        [helm, "template", release, str(chart), "--namespace", namespace, *args], env=child_env()
+    ).stdout
     return [doc for doc in yaml.safe_load_all(out) if doc]
 
 

@@ -34,12 +34,13 @@ class Recorder:
         """Run ``effect(argv, env)`` for calls whose argv starts with ``prefix``."""
         self.effects.append((prefix, effect))
 
-    def __call__(self, argv: Sequence[str | os.PathLike[str]], *, env: Mapping[str, str],
-                 **kwargs: Any) -> CommandResult:
+    def __call__(
+        self, argv: Sequence[str | os.PathLike[str]], *, env: Mapping[str, str], **kwargs: Any
+    ) -> CommandResult:
         args = [os.fspath(a) for a in argv]
         self.calls.append(Call(args, dict(env)))
         for prefix, effect in self.effects:
-            if tuple(args[:len(prefix)]) == prefix:
+            if tuple(args[: len(prefix)]) == prefix:
                 effect(args, dict(env))
         return CommandResult(args, 0, "", "", 0.0)
 
@@ -60,11 +61,16 @@ def base_env(tmp_path: Path) -> dict[str, str]:
     """A caller env with an empty fake HOME and ambient cloud settings that must not leak through."""
     home = tmp_path / "home"
     home.mkdir()
-    return {"PATH": os.environ.get("PATH", os.defpath), "HOME": str(home), "LANG": "C.UTF-8",
-            "CLOUDSDK_CONFIG": str(home / ".config" / "gcloud"),
-            "CLOUDSDK_CORE_ACCOUNT": "someone@example.org",
-            "AZURE_CONFIG_DIR": str(home / ".azure"), "AWS_PROFILE": "personal",
-            "AWS_CONFIG_FILE": str(home / ".aws" / "config")}
+    return {
+        "PATH": os.environ.get("PATH", os.defpath),
+        "HOME": str(home),
+        "LANG": "C.UTF-8",
+        "CLOUDSDK_CONFIG": str(home / ".config" / "gcloud"),
+        "CLOUDSDK_CORE_ACCOUNT": "someone@example.org",
+        "AZURE_CONFIG_DIR": str(home / ".azure"),
+        "AWS_PROFILE": "personal",
+        "AWS_CONFIG_FILE": str(home / ".aws" / "config"),
+    }
 
 
 def mode(path: Path) -> int:
@@ -83,13 +89,21 @@ def assert_home_untouched(base_env: Mapping[str, str]) -> None:
 
 
 def write_kubeconfig(path: Path, user: dict[str, Any], name: str = "ctx") -> None:
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": name,
-        "clusters": [{"name": name, "cluster": {"server": "https://203.0.113.1"}}],
-        "users": [{"name": name, "user": user}],
-        "contexts": [{"name": name, "context": {"cluster": name, "user": name}}]}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": name,
+                "clusters": [{"name": name, "cluster": {"server": "https://203.0.113.1"}}],
+                "users": [{"name": name, "user": user}],
+                "contexts": [{"name": name, "context": {"cluster": name, "user": name}}],
+            }
+        )
+    )
 
 
 def exec_user(command: str, *args: str) -> dict[str, Any]:
-    return {"exec": {"apiVersion": "client.authentication.k8s.io/v1beta1", "command": command,
-                     "args": list(args)}}
+    return {
+        "exec": {"apiVersion": "client.authentication.k8s.io/v1beta1", "command": command, "args": list(args)}
+    }

@@ -23,8 +23,10 @@ DIRECTIVE = re.compile(r"^\{(?P<name>[\w-]+)\}\s*(?P<argument>.*)$")
 PAGE_NEED = re.compile(r"<!--\s*docs-test:\s*(?P<need>[\w-]+)\s*-->")
 SHELLS = ("bash", "sh", "shell", "console")
 # `hubploy` at the start of a command: line start, after a shell operator, `$(`, `env VAR=...`, or a path.
-HUBPLOY_CALL = re.compile(r"(?:^|[;&|(]|\$\()\s*(?:env\s+(?:-u\s+\S+\s+|\w+=\S+\s+)*)?(?:\w+=\S+\s+)*"
-                          r"(?:\S*/)?hubploy(?=\s|$)(?P<args>[^;&|)]*)")
+HUBPLOY_CALL = re.compile(
+    r"(?:^|[;&|(]|\$\()\s*(?:env\s+(?:-u\s+\S+\s+|\w+=\S+\s+)*)?(?:\w+=\S+\s+)*"
+    r"(?:\S*/)?hubploy(?=\s|$)(?P<args>[^;&|)]*)"
+)
 
 
 @dataclass(frozen=True)
@@ -86,8 +88,9 @@ def parse_page(path: Path, text: str | None = None) -> Page:
             continue
         following = raw[i + 1] if i + 1 < len(raw) else None
         if block.runnable and following is not None and "expected-output" in following.classes:
-            expected = tuple(line for line in following.text.splitlines()
-                             if line.strip() and line.strip() != "...")
+            expected = tuple(
+                line for line in following.text.splitlines() if line.strip() and line.strip() != "..."
+            )
             block = Block(block.page, block.line, block.language, block.classes, block.text, expected)
         blocks.append(block)
     return Page(path, tuple(blocks), frozenset(m.group("need") for m in PAGE_NEED.finditer(text)))
@@ -116,8 +119,15 @@ def _fenced_blocks(path: Path, lines: list[str]) -> list[Block]:
             i += 1
         i += 1
         if directive is None or directive.group("name") in ("code-block", "code"):
-            found.append(Block(path, start + 1, language, tuple(options.get("class", "").split()),
-                               "\n".join(body).strip("\n") + "\n"))
+            found.append(
+                Block(
+                    path,
+                    start + 1,
+                    language,
+                    tuple(options.get("class", "").split()),
+                    "\n".join(body).strip("\n") + "\n",
+                )
+            )
     return found
 
 

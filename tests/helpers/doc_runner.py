@@ -14,11 +14,11 @@ from pathlib import Path
 
 from helpers.doc_blocks import Block, missing_lines
 
-BLOCK_TIMEOUT = 600      # one block, as a reader would wait for it
-RETRY_SECONDS = 600      # how long a `retry` block is tried again
+BLOCK_TIMEOUT = 600  # one block, as a reader would wait for it
+RETRY_SECONDS = 600  # how long a `retry` block is tried again
 RETRY_PAUSE = 5
-READY_TIMEOUT = 600      # a background block's expected output
-STOP_TIMEOUT = 120       # a background block after Ctrl-C
+READY_TIMEOUT = 600  # a background block's expected output
+STOP_TIMEOUT = 120  # a background block after Ctrl-C
 
 # The block runs after the previous block's state is restored; on exit (also a failing one) it saves its own.
 PROLOGUE = """source "$HUBPLOY_DOCS_STATE"
@@ -67,9 +67,15 @@ class PageRunner:
         return output
 
     def _once(self, block: Block) -> tuple[int, str]:
-        proc = subprocess.Popen(["bash", "-c", PROLOGUE + block.text], cwd=self.workdir, env=self.env,
-                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            ["bash", "-c", PROLOGUE + block.text],
+            cwd=self.workdir,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             out, _ = proc.communicate(timeout=BLOCK_TIMEOUT)
         except subprocess.TimeoutExpired:
@@ -81,9 +87,15 @@ class PageRunner:
     def _start(self, block: Block) -> str:
         log = self.logs / f"background-{block.line}.log"
         with open(log, "wb") as handle:
-            proc = subprocess.Popen(["bash", "-c", f'source "$HUBPLOY_DOCS_STATE"\n{block.text}'],
-                                    cwd=self.workdir, env=self.env, stdin=subprocess.DEVNULL, stdout=handle,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(
+                ["bash", "-c", f'source "$HUBPLOY_DOCS_STATE"\n{block.text}'],
+                cwd=self.workdir,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.background.append((block, proc, log))
         deadline = time.monotonic() + READY_TIMEOUT
         while True:
@@ -93,8 +105,9 @@ class PageRunner:
             if proc.poll() is not None or time.monotonic() > deadline:
                 why = f"exited {proc.returncode}" if proc.returncode is not None else f"{READY_TIMEOUT} s"
                 wanted = missing_lines(block.expected, output)[0]
-                raise BlockFailed(f"{block.where}: {why} before printing {wanted!r}\n$ {block.text}"
-                                  f"{output[-6000:]}")
+                raise BlockFailed(
+                    f"{block.where}: {why} before printing {wanted!r}\n$ {block.text}{output[-6000:]}"
+                )
             time.sleep(1)
 
     def stop(self) -> list[str]:

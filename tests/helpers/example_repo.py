@@ -16,8 +16,13 @@ ITEMS = ("hub", "sandbox/charts/jupyterhub", "hubploy-repo.yaml", ".sops.yaml", 
 TEST_HELM_TIMEOUT = "2m"  # a hub that never gets ready fails a test's deploy in 2 minutes, not helm's 10
 
 
-def copy_example_repo(dest: Path, hubs: Mapping[str, str] | None = None, *, settings_extra: str = "",
-                      helm_timeout: str | None = TEST_HELM_TIMEOUT) -> Path:
+def copy_example_repo(
+    dest: Path,
+    hubs: Mapping[str, str] | None = None,
+    *,
+    settings_extra: str = "",
+    helm_timeout: str | None = TEST_HELM_TIMEOUT,
+) -> Path:
     """``dest`` with the example layout and ``hubs`` ({new name: example hub it copies}, default the
     ``minimal`` hub as is); ``settings_extra`` (and ``helm_timeout``, unless None) is appended to
     hubploy-repo.yaml. Nothing is committed."""
@@ -25,8 +30,13 @@ def copy_example_repo(dest: Path, hubs: Mapping[str, str] | None = None, *, sett
         src, target = PROJECT_ROOT / item, dest / item
         target.parent.mkdir(parents=True, exist_ok=True)
         if src.is_dir():
-            shutil.copytree(src, target, ignore=shutil.ignore_patterns("charts", "__pycache__")
-                            if item == "hub" else shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(
+                src,
+                target,
+                ignore=shutil.ignore_patterns("charts", "__pycache__")
+                if item == "hub"
+                else shutil.ignore_patterns("__pycache__"),
+            )
         else:
             shutil.copy2(src, target)
     for name, source in (hubs or {"minimal": "minimal"}).items():

@@ -32,8 +32,16 @@ def supersede(revisions: list[dict[str, Any]]) -> None:
 
 def append(revisions: list[dict[str, Any]], status: str, description: str) -> int:
     number = revisions[-1]["revision"] + 1 if revisions else 1
-    revisions.append({"revision": number, "status": status, "chart": "hub-0.1.0", "app_version": "5",
-                      "updated": "now", "description": description})
+    revisions.append(
+        {
+            "revision": number,
+            "status": status,
+            "chart": "hub-0.1.0",
+            "app_version": "5",
+            "updated": "now",
+            "description": description,
+        }
+    )
     return number
 
 
@@ -64,7 +72,7 @@ def helm_upgrade(state: State, args: list[str]) -> int:
         return fail("Error: UPGRADE FAILED: context deadline exceeded")
     supersede(revisions)
     number = append(revisions, "deployed", option(args, "--description") or "Upgrade complete")
-    print(f"Release \"{name}\" has been upgraded.\nSTATUS: deployed\nREVISION: {number}")
+    print(f'Release "{name}" has been upgraded.\nSTATUS: deployed\nREVISION: {number}')
     print("NOTES:\nREVISION: 99")  # the chart's notes: not helm's revision
     return 0
 

@@ -17,8 +17,10 @@ GIT = ["git", "-c", "user.email=t@example.org", "-c", "user.name=t"]
 SANDBOX_REGISTRY = "localhost:5000"  # where hub/values.yaml names the chart's images
 # What the hubs leave out: Z2JH's user-scheduler (two kube-scheduler replicas per hub) and its image
 # pullers (a pre-install hook Job and two DaemonSets per hub). Each hub still runs its hub and proxy pods.
-LEAN_VALUES: dict[str, Any] = {"scheduling": {"userScheduler": {"enabled": False}},
-                               "prePuller": {"hook": {"enabled": False}, "continuous": {"enabled": False}}}
+LEAN_VALUES: dict[str, Any] = {
+    "scheduling": {"userScheduler": {"enabled": False}},
+    "prePuller": {"hook": {"enabled": False}, "continuous": {"enabled": False}},
+}
 
 
 def set_values(root: Path, hub: str, values: Mapping[str, Any]) -> None:
@@ -33,8 +35,9 @@ def commit(root: Path, message: str) -> str:
     """Commit everything; the commit's SHA."""
     subprocess.run([*GIT, "add", "-A"], cwd=root, check=True)
     subprocess.run([*GIT, "commit", "-qm", message], cwd=root, check=True)
-    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, check=True, capture_output=True,
-                          text=True).stdout.strip()
+    return subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=root, check=True, capture_output=True, text=True
+    ).stdout.strip()
 
 
 def fleet_repo(root: Path, hubs: Sequence[str], image: str, *, registry_block: str | None = None) -> Path:
@@ -46,8 +49,10 @@ def fleet_repo(root: Path, hubs: Sequence[str], image: str, *, registry_block: s
     chart_values.write_text(chart_values.read_text().replace(f"{SANDBOX_REGISTRY}/", f"{registry}/"))
     images: dict[str, Any] = {"images": [{"name": image}]}
     if registry_block:
-        images["registry"] = {"provider": "dockerconfig",
-                              "dockerconfig": {"credentials_block": registry_block}}
+        images["registry"] = {
+            "provider": "dockerconfig",
+            "dockerconfig": {"credentials_block": registry_block},
+        }
     for hub in hubs:
         (root / "deployments" / hub / "hubploy.yaml").write_text(yaml.safe_dump({"images": images}))
         set_values(root, hub, LEAN_VALUES)

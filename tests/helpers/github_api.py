@@ -69,12 +69,13 @@ class FakeGitHub:
             return 201, {"id": 1}, {}
         return 404, {"message": "Not Found"}, {}
 
-    def _page(self, pr: int, path: str, query: dict[str, list[str]],
-              host: str) -> tuple[int, Any, dict[str, str]]:
+    def _page(
+        self, pr: int, path: str, query: dict[str, list[str]], host: str
+    ) -> tuple[int, Any, dict[str, str]]:
         per_page = int(query.get("per_page", ["30"])[0])
         page = int(query.get("page", ["1"])[0])
         items = [{"id": i, "body": c["body"]} for i, c in sorted(self.comments.items()) if c["pr"] == pr]
-        shown = items[(page - 1) * per_page:page * per_page]
+        shown = items[(page - 1) * per_page : page * per_page]
         headers = {}
         if page * per_page < len(items):
             headers["Link"] = f'<http://{host}{path}?per_page={per_page}&page={page + 1}>; rel="next"'

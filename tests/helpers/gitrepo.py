@@ -27,13 +27,15 @@ _EPOCH = 1_577_836_800  # 2020-01-01T00:00:00Z
 
 def git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """An env for git children that ignores the user's config and uses a fixed identity."""
-    return child_env({
-        **GIT_IDENTITY,
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "GIT_CONFIG_GLOBAL": os.devnull,
-        "GIT_TERMINAL_PROMPT": "0",
-        **(extra or {}),
-    })
+    return child_env(
+        {
+            **GIT_IDENTITY,
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_CONFIG_GLOBAL": os.devnull,
+            "GIT_TERMINAL_PROMPT": "0",
+            **(extra or {}),
+        }
+    )
 
 
 class Repo:
@@ -58,8 +60,13 @@ class Repo:
             else:
                 path.write_text(content)
 
-    def commit(self, files: Mapping[str, str | bytes] | None = None, message: str = "commit", *,
-               remove: tuple[str, ...] = ()) -> str:
+    def commit(
+        self,
+        files: Mapping[str, str | bytes] | None = None,
+        message: str = "commit",
+        *,
+        remove: tuple[str, ...] = (),
+    ) -> str:
         """Write ``files``, delete ``remove``, stage everything and commit; returns the new SHA."""
         self.write(files or {})
         if remove:

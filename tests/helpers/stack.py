@@ -166,24 +166,42 @@ class UpStack:
         """Settings for Prefect clients in this process to talk to this stack's server."""
         from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
-        return temporary_settings(updates={PREFECT_API_URL: self.api,
-                                           PREFECT_API_AUTH_STRING: self.auth_string})
+        return temporary_settings(
+            updates={PREFECT_API_URL: self.api, PREFECT_API_AUTH_STRING: self.auth_string}
+        )
 
     @contextmanager
     def demo(self, tmp_path: Path) -> Iterator[Demo]:
         """`hubploy demo` against this stack, stopped at the approval form; Ctrl-C when done. Hold
         demo_hub_lock() around it."""
         log = tmp_path / f"demo-{time.monotonic_ns()}.log"
-        argv = [str(VENV_BIN / "hubploy"), "demo", "--port", str(self.port),
-                "--webhook-port", str(self.webhook_port)]
-        proc = subprocess.Popen(argv, cwd=tmp_path, env=user_env(self.home),
-                                stdout=log.open("w"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+        argv = [
+            str(VENV_BIN / "hubploy"),
+            "demo",
+            "--port",
+            str(self.port),
+            "--webhook-port",
+            str(self.webhook_port),
+        ]
+        proc = subprocess.Popen(
+            argv,
+            cwd=tmp_path,
+            env=user_env(self.home),
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         try:
             out = wait_for_output(DEMO_WAITING, log, proc, timeout=900)
-            found = [re.search(pattern, out) for pattern in (r"hubploy approve ([0-9a-f-]{36})",
-                                                              r"press Resume on the run page (\S+)",
-                                                              r"Approve in the UI: log in at (\S+) ")]
+            found = [
+                re.search(pattern, out)
+                for pattern in (
+                    r"hubploy approve ([0-9a-f-]{36})",
+                    r"press Resume on the run page (\S+)",
+                    r"Approve in the UI: log in at (\S+) ",
+                )
+            ]
             assert all(found), out
             yield Demo(out, *(m.group(1) for m in found if m))
             assert interrupt(proc) == 0, log.read_text()[-3000:]
@@ -200,15 +218,28 @@ class UpStack:
         return code
 
 
-def start_up(home: Path, log: Path, *, hubploy: Sequence[str] = (str(VENV_BIN / "hubploy"),),
-             options: Sequence[str] = (), env: Mapping[str, str] | None = None) -> UpStack:
+def start_up(
+    home: Path,
+    log: Path,
+    *,
+    hubploy: Sequence[str] = (str(VENV_BIN / "hubploy"),),
+    options: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+) -> UpStack:
     """`hubploy up` on free ports, once it says it is up; ``hubploy`` is the command (default the installed
     one), ``options`` more options of `up`, ``env`` the environment (default a user's, user_env)."""
     port, webhook_port = free_port(), free_port()
     argv = [*hubploy, "up", "--port", str(port), "--webhook-port", str(webhook_port), *options]
     env = user_env(home) if env is None else env
-    proc = subprocess.Popen(argv, cwd=log.parent, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        argv,
+        cwd=log.parent,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     stack = UpStack(home, port, webhook_port, proc, log)
     try:
         stack.output = wait_for_output(UP_READY, log, proc, timeout=300)

@@ -25,11 +25,11 @@ _PASSED_HEADERS = ("Content-Type", "Docker-Content-Digest", "Content-Length")
 
 @dataclass
 class TokenRegistry:
-    upstream: str                          # base URL of the registry behind it, e.g. http://localhost:5000
+    upstream: str  # base URL of the registry behind it, e.g. http://localhost:5000
     upstream_auth: tuple[str, str]
-    public: tuple[str, ...]                # repository globs anyone may pull
-    users: dict[str, str]                  # Basic credentials for the others
-    host: str = ""                         # 127.0.0.1:<port>, once started
+    public: tuple[str, ...]  # repository globs anyone may pull
+    users: dict[str, str]  # Basic credentials for the others
+    host: str = ""  # 127.0.0.1:<port>, once started
     token_requests: list[dict[str, str]] = field(default_factory=list)
     _tokens: dict[str, set[str]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -80,16 +80,24 @@ def _handler(registry: TokenRegistry) -> type[http.server.BaseHTTPRequestHandler
             url = urlparse(self.path)
             if url.path == "/token":
                 query = {key: values[0] for key, values in parse_qs(url.query).items()}
-                registry.token_requests.append({**query,
-                                                "basic": str(self.headers.get("Authorization") is not None)})
-                token = registry.grant(query.get("scope", ""), self.headers.get("Authorization")) \
-                    if query.get("service") == SERVICE else None
+                registry.token_requests.append(
+                    {**query, "basic": str(self.headers.get("Authorization") is not None)}
+                )
+                token = (
+                    registry.grant(query.get("scope", ""), self.headers.get("Authorization"))
+                    if query.get("service") == SERVICE
+                    else None
+                )
                 if token is None:
-                    self._reply(401, {"Content-Type": "application/json"},
-                                b'{"errors": [{"code": "UNAUTHORIZED"}]}')
+                    self._reply(
+                        401, {"Content-Type": "application/json"}, b'{"errors": [{"code": "UNAUTHORIZED"}]}'
+                    )
                 else:  # Docker Hub gives both fields; quay.io the first
-                    self._reply(200, {"Content-Type": "application/json"},
-                                b'{"token": "%s", "access_token": "%s"}' % (token.encode(), token.encode()))
+                    self._reply(
+                        200,
+                        {"Content-Type": "application/json"},
+                        b'{"token": "%s", "access_token": "%s"}' % (token.encode(), token.encode()),
+                    )
                 return
             self._v2()
 
@@ -102,11 +110,19 @@ def _handler(registry: TokenRegistry) -> type[http.server.BaseHTTPRequestHandler
             if not registry.allowed(self.headers.get("Authorization"), name):
                 realm = f"http://{registry.host}/token"
                 challenge = f'Bearer realm="{realm}",service="{SERVICE}",scope="repository:{name}:pull"'
-                self._reply(401, {"WWW-Authenticate": challenge, "Content-Type": "application/json"},
-                            b'{"errors": [{"code": "UNAUTHORIZED"}]}')
+                self._reply(
+                    401,
+                    {"WWW-Authenticate": challenge, "Content-Type": "application/json"},
+                    b'{"errors": [{"code": "UNAUTHORIZED"}]}',
+                )
                 return
-            upstream = httpx.request(self.command, registry.upstream + path, auth=registry.upstream_auth,
-                                     headers={"Accept": self.headers.get("Accept", "*/*")}, timeout=30)
+            upstream = httpx.request(
+                self.command,
+                registry.upstream + path,
+                auth=registry.upstream_auth,
+                headers={"Accept": self.headers.get("Accept", "*/*")},
+                timeout=30,
+            )
             headers = {key: upstream.headers[key] for key in _PASSED_HEADERS if key in upstream.headers}
             self._reply(upstream.status_code, headers, upstream.content)
 

@@ -28,19 +28,37 @@ def shims(tmp_path: Path, sandbox) -> Shims:  # type: ignore[no-untyped-def]
     _write_shim(shim_dir / "helm", "helm", str(sandbox.helm_path("3")), log)
     _write_shim(shim_dir / "kubectl", "kubectl", str(sandbox.bin / "kubectl"), log)
     kubeconfig = tmp_path / "kubeconfig-closed"
-    kubeconfig.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "closed",
-        "clusters": [{"name": "closed", "cluster": {"server": f"https://127.0.0.1:{closed_port()}",
-                                                    "insecure-skip-tls-verify": True}}],
-        "users": [{"name": "closed", "user": {"token": "not-a-real-token"}}],
-        "contexts": [{"name": "closed", "context": {"cluster": "closed", "user": "closed"}}]}))
-    env = {**sandbox.env, "PATH": f"{shim_dir}{os.pathsep}{sandbox.env['PATH']}",
-           "HELM_EXECUTABLE": str(shim_dir / "helm"), "KUBECTL_EXECUTABLE": str(shim_dir / "kubectl"),
-           "KUBECONFIG": str(kubeconfig), "PREFECT_API_URL": f"http://127.0.0.1:{closed_port()}/api",
-           "HUBPLOY_HELM_VERSION": "3", "CI": ""}
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "closed",
+                "clusters": [
+                    {
+                        "name": "closed",
+                        "cluster": {
+                            "server": f"https://127.0.0.1:{closed_port()}",
+                            "insecure-skip-tls-verify": True,
+                        },
+                    }
+                ],
+                "users": [{"name": "closed", "user": {"token": "not-a-real-token"}}],
+                "contexts": [{"name": "closed", "context": {"cluster": "closed", "user": "closed"}}],
+            }
+        )
+    )
+    env = {
+        **sandbox.env,
+        "PATH": f"{shim_dir}{os.pathsep}{sandbox.env['PATH']}",
+        "HELM_EXECUTABLE": str(shim_dir / "helm"),
+        "KUBECTL_EXECUTABLE": str(shim_dir / "kubectl"),
+        "KUBECONFIG": str(kubeconfig),
+        "PREFECT_API_URL": f"http://127.0.0.1:{closed_port()}/api",
+        "HUBPLOY_HELM_VERSION": "3",
+        "CI": "",
+    }
     return Shims(shim_dir, log, kubeconfig, env)
-
-
 
 
 @pytest.fixture

@@ -14,9 +14,33 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 # Verbs that reach a cluster (helm and kubectl). `helm version`, `helm template`, `helm dependency`
 # and `kubectl version --client` do not.
-CLUSTER_VERBS = {"upgrade", "install", "get", "history", "apply", "create", "delete", "rollback", "uninstall",
-                 "status", "list", "ls", "patch", "replace", "wait", "rollout", "test", "cluster-info",
-                 "auth", "describe", "logs", "exec", "scale", "label", "annotate"}
+CLUSTER_VERBS = {
+    "upgrade",
+    "install",
+    "get",
+    "history",
+    "apply",
+    "create",
+    "delete",
+    "rollback",
+    "uninstall",
+    "status",
+    "list",
+    "ls",
+    "patch",
+    "replace",
+    "wait",
+    "rollout",
+    "test",
+    "cluster-info",
+    "auth",
+    "describe",
+    "logs",
+    "exec",
+    "scale",
+    "label",
+    "annotate",
+}
 
 
 def closed_port() -> int:
@@ -50,11 +74,13 @@ class Shims:
 
 
 def _write_shim(path: Path, name: str, real: str, log: Path) -> None:
-    path.write_text("#!/bin/sh\n"
-                    f"printf '%s' '{name}' >> '{log}'\n"
-                    f"for a in \"$@\"; do printf '\\t%s' \"$a\" >> '{log}'; done\n"
-                    f"printf '\\n' >> '{log}'\n"
-                    f"exec '{real}' \"$@\"\n")
+    path.write_text(
+        "#!/bin/sh\n"
+        f"printf '%s' '{name}' >> '{log}'\n"
+        f"for a in \"$@\"; do printf '\\t%s' \"$a\" >> '{log}'; done\n"
+        f"printf '\\n' >> '{log}'\n"
+        f"exec '{real}' \"$@\"\n"
+    )
     path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
 
 

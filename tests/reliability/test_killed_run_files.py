@@ -43,30 +43,56 @@ def _private(path: Path) -> bool:
 
 
 def test_a_killed_deploy_leaves_nothing_readable_once_the_next_run_starts(  # type: ignore[no-untyped-def]
-        tmp_path: Path, sandbox) -> None:
+    tmp_path: Path, sandbox
+) -> None:
     hub = f"kill{secrets.token_hex(3)}"
     repo = init_repo(tmp_path / "repo", branch="staging")
     copy_example_repo(repo.root, {hub: "minimal"}, settings_extra="health_check_timeout: 60\n")
     hub_dir = repo.root / "deployments" / hub
     shutil.copy(sandbox.env["KUBECONFIG"], hub_dir / "secrets" / "kubeconfig.yaml")
-    env = {**sandbox.env, "PATH": f"{VENV_BIN}{os.pathsep}{sandbox.env['PATH']}",
-           RUNTIME_DIR_ENV: str(tmp_path / "runtime")}
-    subprocess.run(["sops", "--encrypt", "--in-place", f"deployments/{hub}/secrets/kubeconfig.yaml"],
-                   cwd=repo.root, env=env, check=True, capture_output=True)
+    env = {
+        **sandbox.env,
+        "PATH": f"{VENV_BIN}{os.pathsep}{sandbox.env['PATH']}",
+        RUNTIME_DIR_ENV: str(tmp_path / "runtime"),
+    }
+    subprocess.run(
+        ["sops", "--encrypt", "--in-place", f"deployments/{hub}/secrets/kubeconfig.yaml"],
+        cwd=repo.root,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     # registry credentials from HUBPLOY_REGISTRY_* (no Prefect block), the cluster's from the encrypted file
-    (hub_dir / "hubploy.yaml").write_text("images:\n  image_name: localhost:5000/hubploy/minimal-user\n"
-                                          "cluster:\n  provider: kubeconfig\n  kubeconfig:\n"
-                                          "    filename: kubeconfig.yaml\n")
+    (hub_dir / "hubploy.yaml").write_text(
+        "images:\n  image_name: localhost:5000/hubploy/minimal-user\n"
+        "cluster:\n  provider: kubeconfig\n  kubeconfig:\n"
+        "    filename: kubeconfig.yaml\n"
+    )
     repo.commit(None, f"hub {hub} with a sops-encrypted kubeconfig")
-    built = subprocess.run([str(VENV_BIN / "hubploy"), "build", hub, "--check-registry", "--push"],
-                           cwd=repo.root, env=env, capture_output=True, text=True, timeout=900, check=False)
+    built = subprocess.run(
+        [str(VENV_BIN / "hubploy"), "build", hub, "--check-registry", "--push"],
+        cwd=repo.root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     assert built.returncode == 0, built.stderr
     runtime = tmp_path / "runtime"
     argv = [str(VENV_BIN / "hubploy"), "deploy", hub, "hub", "staging"]
     try:
-        first = subprocess.Popen(argv, cwd=repo.root, env=env, stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        first = subprocess.Popen(
+            argv,
+            cwd=repo.root,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         try:
+
             def in_flight() -> list[Path]:
                 secret_files = list(runtime.glob("run-*/hubploy-secrets-*/*"))
                 kubeconfigs = list(runtime.glob("run-*/hubploy-kube-*/config"))
@@ -83,8 +109,15 @@ def test_a_killed_deploy_leaves_nothing_readable_once_the_next_run_starts(  # ty
         assert _private(runtime) and _private(killed)  # ...but only its user could ever read it
         assert all(_private(f.parent) for f in files)
 
-        second = subprocess.Popen(argv, cwd=repo.root, env=env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        second = subprocess.Popen(
+            argv,
+            cwd=repo.root,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         try:
             started = _wait_for(lambda: _run_dirs(runtime) - {killed}, 300, "the next run's dir", second)
             assert not killed.exists() and not Path(f"{killed}.lock").exists(), "the stale dir is still there"
@@ -96,5 +129,9 @@ def test_a_killed_deploy_leaves_nothing_readable_once_the_next_run_starts(  # ty
         assert second.returncode == 0, out[-3000:]
         assert list(runtime.iterdir()) == [], "the next run removes its own directory at exit"
     finally:
-        subprocess.run([env["HELM_EXECUTABLE"], "uninstall", f"{hub}-staging", "-n", f"{hub}-staging"],
-                       env=env, capture_output=True, check=False)
+        subprocess.run(
+            [env["HELM_EXECUTABLE"], "uninstall", f"{hub}-staging", "-n", f"{hub}-staging"],
+            env=env,
+            capture_output=True,
+            check=False,
+        )

@@ -37,8 +37,15 @@ from flows.prefect_compat import ENGINE_LEASE_SECONDS
 
 pytestmark = [pytest.mark.reliability, pytest.mark.sandbox, pytest.mark.prefect]
 
-FINAL_NAMES = {"NothingToDeploy", "StagingFailed", "Rejected", "ApprovalTimedOut", "Superseded", "ProdFailed",
-               "Completed"}
+FINAL_NAMES = {
+    "NothingToDeploy",
+    "StagingFailed",
+    "Rejected",
+    "ApprovalTimedOut",
+    "Superseded",
+    "ProdFailed",
+    "Completed",
+}
 
 
 def paused_or_final(run) -> bool:  # type: ignore[no-untyped-def]
@@ -80,9 +87,10 @@ def helm_failure_then_failing_health_check(repo: DeployRepo, hubploy_worker: Wor
     history = repo.revisions("staging")
 
     # a chart template error: preflight (helm template) fails, no new revision
-    broken_chart = repo.push({"hub/templates/broken.yaml":
-                              "kind: ConfigMap\ndata:\n  x: {{ .Values.no.such.key }}\n"},
-                             "a template that cannot render")
+    broken_chart = repo.push(
+        {"hub/templates/broken.yaml": "kind: ConfigMap\ndata:\n  x: {{ .Values.no.such.key }}\n"},
+        "a template that cannot render",
+    )
     run = wait_for_state(repo.start(broken_chart), paused_or_final, worker=hubploy_worker)
     assert state_of(run) == ("FAILED", "StagingFailed"), run.state.message
     assert "no approval asked" in run.state.message and "broken.yaml" in run.state.message, run.state.message
@@ -101,8 +109,11 @@ def helm_failure_then_failing_health_check(repo: DeployRepo, hubploy_worker: Wor
 
     # a hub config with which JupyterHub never gets ready: helm gives up (helm_timeout), rolled back
     values["jupyterhub"]["hub"]["config"] = {"JupyterHub": {"authenticator_class": "no-such-authenticator"}}
-    broken_hub = repo.work.commit({repo.config("common.yaml"): yaml.safe_dump(values)},
-                                  "break the hub config", remove=("hub/templates/broken.yaml",))
+    broken_hub = repo.work.commit(
+        {repo.config("common.yaml"): yaml.safe_dump(values)},
+        "break the hub config",
+        remove=("hub/templates/broken.yaml",),
+    )
     repo.work.git("push", "--quiet", repo.url, "staging")
     run = wait_for_state(repo.start(broken_hub), paused_or_final, worker=hubploy_worker)
     assert state_of(run) == ("FAILED", "StagingFailed"), run.state.message
@@ -122,8 +133,9 @@ def rejected_approval(repo: DeployRepo, hubploy_worker: Worker) -> None:
     wait_for_state(run_id, paused, worker=hubploy_worker)
     assert repo.revisions("staging")[-1]["status"] == "deployed"
     assert_prod_untouched(repo, prod_before)
-    rejected = run_cli("approve", str(run_id), "--reject", "--reason", "not today", "--as", "rel",
-                       cwd=repo.work.root)
+    rejected = run_cli(
+        "approve", str(run_id), "--reject", "--reason", "not today", "--as", "rel", cwd=repo.work.root
+    )
     assert rejected.returncode == 0, rejected.stderr
     run = wait_for_state(run_id, final, worker=hubploy_worker)
     assert state_of(run) == ("CANCELLED", "Rejected") and "prod untouched" in run.state.message
@@ -149,8 +161,10 @@ def approval_timed_out(repo: DeployRepo, hubploy_worker: Worker) -> None:
     assert_no_pending(repo)
 
 
-def test_worker_killed_while_waiting_then_approved(deploy_repo: DeployRepo,  # noqa: F811
-                                                    hubploy_worker: Worker) -> None:
+def test_worker_killed_while_waiting_then_approved(
+    deploy_repo: DeployRepo,  # noqa: F811
+    hubploy_worker: Worker,
+) -> None:
     repo = deploy_repo
     prod_before = repo.origin_git("rev-parse", "prod")
     sha = change_values(repo, "# survive a killed worker\n")
@@ -166,8 +180,9 @@ def test_worker_killed_while_waiting_then_approved(deploy_repo: DeployRepo,  # n
         assert_prod_untouched(repo, prod_before)
     finally:
         hubploy_worker.start()
-    approved = run_cli("approve", str(run_id), "--reason", "after the crash", "--as", "rel",
-                       cwd=repo.work.root)
+    approved = run_cli(
+        "approve", str(run_id), "--reason", "after the crash", "--as", "rel", cwd=repo.work.root
+    )
     assert approved.returncode == 0, approved.stderr
     run = wait_for_state(run_id, final, worker=hubploy_worker)
     assert state_of(run) == ("COMPLETED", "Completed"), run.state.message
@@ -176,8 +191,10 @@ def test_worker_killed_while_waiting_then_approved(deploy_repo: DeployRepo,  # n
     assert_no_pending(repo)
 
 
-def test_a_run_in_the_hot_window_outlives_its_revoked_deployment_lease(deploy_repo: DeployRepo,  # noqa: F811
-                                                                       hubploy_worker: Worker) -> None:
+def test_a_run_in_the_hot_window_outlives_its_revoked_deployment_lease(
+    deploy_repo: DeployRepo,  # noqa: F811
+    hubploy_worker: Worker,
+) -> None:
     """The lifecycle deployment has a concurrency limit, so its flow-run process renews a deployment
     lease, which the suspension revokes. Unless the hot window stops that renewal, the engine cancels the
     waiting process at the next renewal (75 % of the lease, at most 225 s later) and the run ends Crashed."""
@@ -194,8 +211,9 @@ def test_a_run_in_the_hot_window_outlives_its_revoked_deployment_lease(deploy_re
             assert state.id == suspended.id, f"the waiting run became {state.name}: {state.message}"
             time.sleep(5)
     assert process_alive(waiting)
-    approved = run_cli("approve", str(run_id), "--reason", "after 4 minutes", "--as", "rel",
-                       cwd=repo.work.root)
+    approved = run_cli(
+        "approve", str(run_id), "--reason", "after 4 minutes", "--as", "rel", cwd=repo.work.root
+    )
     assert approved.returncode == 0, approved.stderr
     run = wait_for_state(run_id, final, worker=hubploy_worker)
     assert state_of(run) == ("COMPLETED", "Completed"), run.state.message
@@ -209,25 +227,31 @@ def two_pushes_racing(repo: DeployRepo, hubploy_worker: Worker) -> None:
     older_sha = change_values(repo, "# older push\n")
     newer_sha = change_values(repo, "# newer push\n")
     older, newer = repo.start(older_sha), repo.start(newer_sha)  # started together
-    runs = {older: wait_for_state(older, paused_or_final, worker=hubploy_worker),
-            newer: wait_for_state(newer, paused_or_final, worker=hubploy_worker)}
+    runs = {
+        older: wait_for_state(older, paused_or_final, worker=hubploy_worker),
+        newer: wait_for_state(newer, paused_or_final, worker=hubploy_worker),
+    }
     assert paused(runs[newer]), state_of(runs[newer])
     time.sleep(3)  # give a supersede in flight time to land
     with get_client(sync_client=True) as client:
         older_run = client.read_flow_run(older)
     assert_prod_untouched(repo, prod_before)
     if paused(older_run):  # both waiting (the older reached the form last): reject the older
-        resume_flow_run(older, run_input={"decision": "reject", "sha": older_sha, "reason": "the newer one",
-                                           "approver": "rel"})
+        resume_flow_run(
+            older,
+            run_input={"decision": "reject", "sha": older_sha, "reason": "the newer one", "approver": "rel"},
+        )
     older_run = wait_for_state(older, final, worker=hubploy_worker)
     assert state_of(older_run) in {("CANCELLED", "Superseded"), ("CANCELLED", "Rejected")}, (
-        older_run.state.message)
+        older_run.state.message
+    )
     if older_run.state.name == "Superseded":
         assert str(newer) in older_run.state.message
     assert_prod_untouched(repo, prod_before)
 
-    resume_flow_run(newer, run_input={"decision": "approve", "sha": newer_sha, "reason": "race winner",
-                                       "approver": "rel"})
+    resume_flow_run(
+        newer, run_input={"decision": "approve", "sha": newer_sha, "reason": "race winner", "approver": "rel"}
+    )
     run = wait_for_state(newer, final, worker=hubploy_worker)
     assert state_of(run) == ("COMPLETED", "Completed"), run.state.message
     assert repo.prod_parents()[1] == newer_sha, "prod got a commit nobody approved"
@@ -240,11 +264,12 @@ def two_pushes_racing(repo: DeployRepo, hubploy_worker: Worker) -> None:
             assert client.read_flow_run(run_id).state.name in FINAL_NAMES
 
 
-SCENARIOS = {"helm failure, schema violation and failing health check":
-             helm_failure_then_failing_health_check,
-             "approval rejected": rejected_approval,
-             "approval timed out": approval_timed_out,
-             "two pushes racing": two_pushes_racing}
+SCENARIOS = {
+    "helm failure, schema violation and failing health check": helm_failure_then_failing_health_check,
+    "approval rejected": rejected_approval,
+    "approval timed out": approval_timed_out,
+    "two pushes racing": two_pushes_racing,
+}
 
 
 def test_faults_side_by_side(deploy_repos, hubploy_worker: Worker) -> None:  # type: ignore[no-untyped-def]
@@ -268,6 +293,7 @@ def test_faults_side_by_side(deploy_repos, hubploy_worker: Worker) -> None:  # t
     print("\n" + "\n".join(f"timing: {name}: {seconds:.0f} s" for name, seconds in timings.items()))
     if failures:
         name, exc = next(iter(failures.items()))
-        others = "; ".join(f"{n}: {(str(e).splitlines() or [repr(e)])[0]}"
-                           for n, e in list(failures.items())[1:])
+        others = "; ".join(
+            f"{n}: {(str(e).splitlines() or [repr(e)])[0]}" for n, e in list(failures.items())[1:]
+        )
         raise AssertionError(f"{name}: {exc}" + (f"\n(also failed: {others})" if others else "")) from exc

@@ -44,6 +44,7 @@ pytestmark = [pytest.mark.reliability, pytest.mark.sandbox, pytest.mark.prefect]
 
 # ------------------------------------------------------------------ the registry dies during a push
 
+
 class KillOnUpload:
     """A TCP proxy in front of a registry that SIGKILLs the registry when a blob upload starts."""
 
@@ -96,8 +97,12 @@ class KillOnUpload:
         self.listener.close()
 
 
-def test_registry_stopped_during_a_push_then_back(sandbox_path, prefect_api, tmp_path: Path,  # type: ignore[no-untyped-def]  # noqa: F811
-                                                  own_registry) -> None:  # noqa: F811
+def test_registry_stopped_during_a_push_then_back(
+    sandbox_path,
+    prefect_api,
+    tmp_path: Path,  # type: ignore[no-untyped-def]  # noqa: F811
+    own_registry,
+) -> None:  # noqa: F811
     import flows.build_images as module
 
     host, creds, proc = own_registry
@@ -119,8 +124,12 @@ def test_registry_stopped_during_a_push_then_back(sandbox_path, prefect_api, tmp
 
         # the registry comes back on the same storage: nothing half-pushed is visible, the next build pushes
         config = tmp_path / "registry" / "config.yml"
-        back = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True)
+        back = subprocess.Popen(
+            ["docker-registry", "serve", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         try:
             deadline = time.monotonic() + 20
             while True:
@@ -133,11 +142,13 @@ def test_registry_stopped_during_a_push_then_back(sandbox_path, prefect_api, tmp
                 time.sleep(0.1)
             tags = httpx.get(f"http://{host}/v2/{name}/user/tags/list", auth=(creds.username, creds.password))
             assert tags.status_code == 404 or not tags.json().get("tags"), (
-                f"a tag after a failed push: {tags.text}")
+                f"a tag after a failed push: {tags.text}"
+            )
             rows = module.build_images(hubs=["h"], repo_path=str(repo.root))
             assert [(r["image"], r["result"]) for r in rows] == [(image, "built")]
-            assert rows[0]["digest"] == manifest_digest(image, rows[0]["tag"],
-                                                        creds.__class__(via, creds.username, creds.password))
+            assert rows[0]["digest"] == manifest_digest(
+                image, rows[0]["tag"], creds.__class__(via, creds.username, creds.password)
+            )
         finally:
             os.killpg(back.pid, signal.SIGKILL)
             back.wait()
@@ -147,13 +158,17 @@ def test_registry_stopped_during_a_push_then_back(sandbox_path, prefect_api, tmp
 
 # ------------------------------------------------------------------ the API server dies during a deploy
 
+
 @pytest.fixture(scope="module")
 def private_sandbox(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     """A second sandbox of our own (etcd, API server, registry, agent...), stopped afterwards. The
     shared one must exist first: its cache (binaries) is reused."""
     root = tmp_path_factory.mktemp("private-sandbox")
-    environ = {**os.environ, "HUBPLOY_SANDBOX_DIR": str(root / "sbx"),
-               "HUBPLOY_SANDBOX_PORT_OFFSET": str(free_port_offset(start=2300))}
+    environ = {
+        **os.environ,
+        "HUBPLOY_SANDBOX_DIR": str(root / "sbx"),
+        "HUBPLOY_SANDBOX_PORT_OFFSET": str(free_port_offset(start=2300)),
+    }
     paths = SandboxPaths.from_env(environ)
     lines: list[str] = []
     try:
@@ -166,8 +181,9 @@ def private_sandbox(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) 
 def _private_hub_repo(tmp_path: Path, sandbox: Sandbox) -> HubRepo:
     """As tests/test_deploy_sandbox.py's hub_repo, on the private sandbox."""
     name = f"a{secrets.token_hex(3)}"
-    root = copy_example_repo(tmp_path / "repo", {name: "minimal"},
-                             settings_extra="health_check_timeout: 30\n")
+    root = copy_example_repo(
+        tmp_path / "repo", {name: "minimal"}, settings_extra="health_check_timeout: 30\n"
+    )
     # the chart's images: the copies in this sandbox's own registry
     chart_values = root / "hub" / "values.yaml"
     chart_values.write_text(chart_values.read_text().replace("localhost:5000/", f"{sandbox.registry}/"))
@@ -190,10 +206,24 @@ def test_api_server_stopped_mid_deploy_then_restarted(private_sandbox: Sandbox, 
     assert [r["status"] for r in repo.history()] == ["deployed"]
 
     # an upgrade that takes its time (its hub never gets ready), killed under by the API server dying
-    deploy = subprocess.Popen([str(VENV_BIN / "hubploy"), "deploy", repo.name, "hub", "staging",
-                               "--timeout", "30s",
-                               "--set-string", BROKEN_HUB], cwd=repo.root, env={**os.environ, **repo.env},
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deploy = subprocess.Popen(
+        [
+            str(VENV_BIN / "hubploy"),
+            "deploy",
+            repo.name,
+            "hub",
+            "staging",
+            "--timeout",
+            "30s",
+            "--set-string",
+            BROKEN_HUB,
+        ],
+        cwd=repo.root,
+        env={**os.environ, **repo.env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 90
         while not any(r["status"].startswith("pending") for r in repo.history()):

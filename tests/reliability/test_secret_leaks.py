@@ -55,12 +55,29 @@ printf "ERROR: %s refused these credentials:%s\\n" "$(basename "$0")" "$leak" >&
 exit 1
 """
 CLOUD_HUBS = {  # hub: (its cluster section, naming a block; the CLI it runs first)
-    "leakgcp": ({"provider": "gcloud", "gcloud": {"project": "p", "cluster": "c", "zone": "us-central1-a",
-                                                   "credentials_block": "leak-gcp"}}, "gcloud"),
-    "leakaws": ({"provider": "aws", "aws": {"cluster": "c", "region": "us-west-2",
-                                            "credentials_block": "leak-aws"}}, "aws"),
-    "leakazure": ({"provider": "azure", "azure": {"resource_group": "g", "cluster": "c",
-                                                   "credentials_block": "leak-azure"}}, "az"),
+    "leakgcp": (
+        {
+            "provider": "gcloud",
+            "gcloud": {
+                "project": "p",
+                "cluster": "c",
+                "zone": "us-central1-a",
+                "credentials_block": "leak-gcp",
+            },
+        },
+        "gcloud",
+    ),
+    "leakaws": (
+        {"provider": "aws", "aws": {"cluster": "c", "region": "us-west-2", "credentials_block": "leak-aws"}},
+        "aws",
+    ),
+    "leakazure": (
+        {
+            "provider": "azure",
+            "azure": {"resource_group": "g", "cluster": "c", "credentials_block": "leak-azure"},
+        },
+        "az",
+    ),
 }
 
 
@@ -70,7 +87,7 @@ def encodings(value: str) -> set[str]:
     found = {value}
     for pad in range(3):
         encoded = base64.b64encode(b"\0" * pad + value.encode()).decode()
-        core = encoded[(pad * 8 + 5) // 6:-4]
+        core = encoded[(pad * 8 + 5) // 6 : -4]
         if len(core) >= 12:
             found.add(core)
     return found
@@ -86,14 +103,22 @@ def plant(markers: dict[str, str], sandbox, stack: UpStack) -> None:  # type: ig
     key = f"-----BEGIN PRIVATE KEY-----\n{markers['GCP block private key']}\n-----END PRIVATE KEY-----\n"
     key_file = {"type": "service_account", "client_email": "d@p.iam.example", "private_key": key}
     with stack.prefect_settings():
-        GcpClusterCredentials(service_account_info=key_file, project="p", cluster="c",
-                              location="us-central1-a").save("leak-gcp", overwrite=True)
-        AwsClusterCredentials(aws_access_key_id="AKIAEXAMPLE", cluster="c", region="us-west-2",
-                              aws_secret_access_key=markers["AWS block secret key"]
-                              ).save("leak-aws", overwrite=True)
-        AzureClusterCredentials(client_id="app", tenant_id="tenant", resource_group="g", cluster="c",
-                                client_secret=markers["Azure block secret"]).save("leak-azure",
-                                                                                  overwrite=True)
+        GcpClusterCredentials(
+            service_account_info=key_file, project="p", cluster="c", location="us-central1-a"
+        ).save("leak-gcp", overwrite=True)
+        AwsClusterCredentials(
+            aws_access_key_id="AKIAEXAMPLE",
+            cluster="c",
+            region="us-west-2",
+            aws_secret_access_key=markers["AWS block secret key"],
+        ).save("leak-aws", overwrite=True)
+        AzureClusterCredentials(
+            client_id="app",
+            tenant_id="tenant",
+            resource_group="g",
+            cluster="c",
+            client_secret=markers["Azure block secret"],
+        ).save("leak-azure", overwrite=True)
         KubeconfigCredentials.from_kubeconfig(sandbox.env["KUBECONFIG"]).save("leak-kube", overwrite=True)
 
 
@@ -107,19 +132,27 @@ def make_repo(root: Path, hub: str, markers: dict[str, str], env: dict[str, str]
     config["cluster"] = {"provider": "kubeconfig", "kubeconfig": {"credentials_block": "leak-kube"}}
     (hub_dir / "hubploy.yaml").write_text(yaml.safe_dump(config))
     password = markers["hub sops secret (hub config)"]
-    secrets_values = {"proxy": {"secretToken": markers["hub sops secret (proxy token)"]},
-                      "hub": {"config": {"DummyAuthenticator": {"password": password}}}}
+    secrets_values = {
+        "proxy": {"secretToken": markers["hub sops secret (proxy token)"]},
+        "hub": {"config": {"DummyAuthenticator": {"password": password}}},
+    }
     for env_name in ("staging", "prod"):
         secret_file = Path("deployments") / hub / "secrets" / f"{env_name}.yaml"
         (repo.root / secret_file).write_text(yaml.safe_dump({"jupyterhub": secrets_values}))
-        subprocess.run(["sops", "--encrypt", "--in-place", str(secret_file)], cwd=repo.root, env=env,
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["sops", "--encrypt", "--in-place", str(secret_file)],
+            cwd=repo.root,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
     repo.commit(None, f"hub {hub} with planted secrets")
     return repo
 
 
-def start(stack: UpStack, deployment: str, storage: Path, env: dict[str, str] | None = None,
-          **parameters: Any) -> UUID:
+def start(
+    stack: UpStack, deployment: str, storage: Path, env: dict[str, str] | None = None, **parameters: Any
+) -> UUID:
     """A run of ``deployment`` whose task results are stored under ``storage``."""
     from prefect.deployments import run_deployment
 
@@ -146,8 +179,10 @@ def lifecycle_to_prod(stack: UpStack, repo: Repo, origin: Path, hub: str, storag
     run_id = start(stack, LIFECYCLE, storage, sha=sha, repo_url=str(origin))
     assert wait(stack, run_id, "PAUSED")["type"] == "PAUSED"
     with stack.prefect_settings():
-        resume_flow_run(run_id, run_input={"decision": "approve", "sha": sha, "reason": "leak check",
-                                           "approver": "auditor"})
+        resume_flow_run(
+            run_id,
+            run_input={"decision": "approve", "sha": sha, "reason": "leak check", "approver": "auditor"},
+        )
     state = wait(stack, run_id, "COMPLETED")
     assert state["type"] == "COMPLETED", state
 
@@ -157,11 +192,17 @@ def failing_prod_deploy(stack: UpStack, repo: Repo, origin: Path, storage: Path,
     repo.git("fetch", "--quiet", str(origin), "prod")  # the merge the promotion made
     before = repo.git("rev-parse", "FETCH_HEAD")
     repo.git("checkout", "-q", "-b", "cloud", before)
-    cloud = repo.commit({f"deployments/{hub}/hubploy.yaml": yaml.safe_dump({"cluster": cluster})
-                         for hub, (cluster, _) in CLOUD_HUBS.items()}, "hubs on three clouds")
+    cloud = repo.commit(
+        {
+            f"deployments/{hub}/hubploy.yaml": yaml.safe_dump({"cluster": cluster})
+            for hub, (cluster, _) in CLOUD_HUBS.items()
+        },
+        "hubs on three clouds",
+    )
     repo.git("push", "--quiet", str(origin), "cloud")
-    run_id = start(stack, PROD_DEPLOY, storage, {"PATH": path}, sha=cloud, before=before,
-                   repo_url=str(origin))
+    run_id = start(
+        stack, PROD_DEPLOY, storage, {"PATH": path}, sha=cloud, before=before, repo_url=str(origin)
+    )
     state = wait(stack, run_id, "FAILED")
     assert (state["type"], state["name"]) == ("FAILED", "ProdFailed"), state
     for hub, (_, cli) in CLOUD_HUBS.items():
@@ -174,9 +215,17 @@ def webhook_deliveries(stack: UpStack, secret: str) -> None:
     for event, body in (("ping", {"zen": "hi"}), ("push", {"ref": "refs/heads/other", "after": "a" * 40})):
         raw = json.dumps(body).encode()
         signature = "sha256=" + hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()
-        answer = httpx.post(stack.printed("webhook URL"), content=raw, timeout=30, headers={
-            "X-GitHub-Event": event, "X-GitHub-Delivery": str(uuid.uuid4()), "X-Hub-Signature-256": signature,
-            "Content-Type": "application/json"})
+        answer = httpx.post(
+            stack.printed("webhook URL"),
+            content=raw,
+            timeout=30,
+            headers={
+                "X-GitHub-Event": event,
+                "X-GitHub-Delivery": str(uuid.uuid4()),
+                "X-Hub-Signature-256": signature,
+                "Content-Type": "application/json",
+            },
+        )
         assert answer.status_code in (200, 202), answer.text
 
 
@@ -193,15 +242,24 @@ def database_cells(db: Path) -> Iterator[tuple[str, str]]:
 
 def table_counts(db: Path, *tables: str) -> dict[str, int]:
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
-        return {t: connection.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0]
-                for t in tables}
+        return {t: connection.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0] for t in tables}
 
 
 def places_to_search(stack: UpStack, storage: Path) -> dict[str, list[str]]:
     """Where -> texts: every table and file of the server's database, the stack's logs, the task results."""
     db = stack.home / "prefect" / "prefect.db"
-    counts = table_counts(db, "log", "artifact", "flow_run", "flow_run_state", "flow_run_input", "task_run",
-                          "task_run_state", "block_document", "events")
+    counts = table_counts(
+        db,
+        "log",
+        "artifact",
+        "flow_run",
+        "flow_run_state",
+        "flow_run_input",
+        "task_run",
+        "task_run_state",
+        "block_document",
+        "events",
+    )
     assert all(counts.values()), f"a table to search is empty: {counts}"
     places: dict[str, list[str]] = {}
     for table, text in database_cells(db):
@@ -217,7 +275,8 @@ def places_to_search(stack: UpStack, storage: Path) -> dict[str, list[str]]:
 
 
 def test_no_planted_secret_anywhere_after_a_lifecycle_to_prod_and_a_failing_deploy(
-        up_stack: UpStack, sandbox, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    up_stack: UpStack, sandbox, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     stack = up_stack
     mark = f"leak{secrets.token_hex(6)}"
     kubeconfig = yaml.safe_load(Path(sandbox.env["KUBECONFIG"]).read_text())
@@ -256,12 +315,24 @@ def test_no_planted_secret_anywhere_after_a_lifecycle_to_prod_and_a_failing_depl
         for name in (hub, *CLOUD_HUBS):
             for env_name in ("staging", "prod"):
                 release = f"{name}-{env_name}"
-                subprocess.run([env["HELM_EXECUTABLE"], "uninstall", release, "-n", release], env=env,
-                               capture_output=True, check=False)
+                subprocess.run(
+                    [env["HELM_EXECUTABLE"], "uninstall", release, "-n", release],
+                    env=env,
+                    capture_output=True,
+                    check=False,
+                )
 
     places = places_to_search(stack, storage)
     assert any("refused these credentials" in text for text in places["worker log"])  # the failures logged
-    leaks = sorted({(what, where) for what, value in markers.items() for pattern in encodings(value)
-                    for where, texts in places.items() for text in texts if pattern in text})
+    leaks = sorted(
+        {
+            (what, where)
+            for what, value in markers.items()
+            for pattern in encodings(value)
+            for where, texts in places.items()
+            for text in texts
+            if pattern in text
+        }
+    )
     assert leaks == [], f"planted secrets found: {leaks}"
     assert stat.S_IMODE(stack.auth_file.stat().st_mode) == 0o600

@@ -42,8 +42,11 @@ Ids = dict[str, uuid.UUID]
 
 
 def _no_runs_for(ids: Ids, commits: set[str]) -> list:
-    return [r for r in all_runs(ids)
-            if r.parameters.get("sha") in commits or r.parameters.get("before") in commits]
+    return [
+        r
+        for r in all_runs(ids)
+        if r.parameters.get("sha") in commits or r.parameters.get("before") in commits
+    ]
 
 
 def test_refused_deliveries_start_nothing(receiver: str, deployment_ids: Ids) -> None:  # noqa: F811
@@ -54,47 +57,77 @@ def test_refused_deliveries_start_nothing(receiver: str, deployment_ids: Ids) ->
         return json.dumps(push(branch, commits[case])).encode()
 
     def raw(case: str, content: bytes, headers: dict[str, str]) -> httpx.Response:
-        base = {"Content-Type": "application/json", "X-GitHub-Event": "push",
-                "X-GitHub-Delivery": str(uuid.uuid4())}
+        base = {
+            "Content-Type": "application/json",
+            "X-GitHub-Event": "push",
+            "X-GitHub-Delivery": str(uuid.uuid4()),
+        }
         return httpx.post(f"{receiver}/webhook", content=content, headers={**base, **headers}, timeout=60)
 
     signed_elsewhere = body("body-swapped")
     cases: dict[str, tuple[httpx.Response, set[int]]] = {
         "no signature": (deliver(receiver, "push", body=body("no signature"), sign=None), {401}),
         "empty signature": (deliver(receiver, "push", body=body("empty signature"), sign=""), {401}),
-        "garbage signature": (deliver(receiver, "push", body=body("garbage signature"),
-                                      sign="sha256=zz"), {401}),
-        "sha1 signature only": (raw("sha1", body("sha1 signature only"),
-                                    {"X-Hub-Signature": "sha1=" + "0" * 40}), {401}),
-        "signed with another secret": (deliver(receiver, "push", body=body("signed with another secret"),
-                                               sign=signature(body("signed with another secret"), "guess")),
-                                       {401}),
-        "signature of another body": (deliver(receiver, "push", body=body("body-swapped2"),
-                                              sign=signature(signed_elsewhere)), {401}),
-        "signature upper-case hex": (deliver(receiver, "push", body=body("upper"),
-                                             sign=signature(body("upper")).upper()), {401}),
+        "garbage signature": (
+            deliver(receiver, "push", body=body("garbage signature"), sign="sha256=zz"),
+            {401},
+        ),
+        "sha1 signature only": (
+            raw("sha1", body("sha1 signature only"), {"X-Hub-Signature": "sha1=" + "0" * 40}),
+            {401},
+        ),
+        "signed with another secret": (
+            deliver(
+                receiver,
+                "push",
+                body=body("signed with another secret"),
+                sign=signature(body("signed with another secret"), "guess"),
+            ),
+            {401},
+        ),
+        "signature of another body": (
+            deliver(receiver, "push", body=body("body-swapped2"), sign=signature(signed_elsewhere)),
+            {401},
+        ),
+        "signature upper-case hex": (
+            deliver(receiver, "push", body=body("upper"), sign=signature(body("upper")).upper()),
+            {401},
+        ),
         "malformed json": (deliver(receiver, "push", body=body("malformed json")[:-2]), {400}),
-        "json list": (deliver(receiver, "push", body=json.dumps([push("staging", sha())]).encode()),
-                      {400, 202}),
+        "json list": (
+            deliver(receiver, "push", body=json.dumps([push("staging", sha())]).encode()),
+            {400, 202},
+        ),
         "json string": (deliver(receiver, "push", body=b'"refs/heads/staging"'), {400, 202}),
         "empty body": (deliver(receiver, "push", body=b""), {400}),
         "not utf-8": (deliver(receiver, "push", body=b"\xff\xfe{\x00}"), {400}),
         "oversize": (deliver(receiver, "push", body=body("oversize") + b" " * (1 << 20) * 2), {413}),
-        "wrong event": (deliver(receiver, "release", push("staging",
-                                                          commits.setdefault("wrong event", sha()))),
-                        {202}),
-        "no event header": (raw("no event", body("no event header"),
-                                {"X-GitHub-Event": "",
-                                 "X-Hub-Signature-256": signature(body("no event header"))}),
-                            {400, 202}),
-        "wrong branch": (deliver(receiver, "push", push("feature/x",
-                                                        commits.setdefault("wrong branch", sha()))),
-                         {202}),
-        "branch prefix trick": (deliver(receiver, "push", push("staging-old",
-                                                               commits.setdefault("prefix", sha()))),
-                                {202}),
-        "ref without heads": (deliver(receiver, "push", {**push("staging", commits.setdefault("ref", sha())),
-                                                         "ref": "staging"}), {202, 400}),
+        "wrong event": (
+            deliver(receiver, "release", push("staging", commits.setdefault("wrong event", sha()))),
+            {202},
+        ),
+        "no event header": (
+            raw(
+                "no event",
+                body("no event header"),
+                {"X-GitHub-Event": "", "X-Hub-Signature-256": signature(body("no event header"))},
+            ),
+            {400, 202},
+        ),
+        "wrong branch": (
+            deliver(receiver, "push", push("feature/x", commits.setdefault("wrong branch", sha()))),
+            {202},
+        ),
+        "branch prefix trick": (
+            deliver(receiver, "push", push("staging-old", commits.setdefault("prefix", sha()))),
+            {202},
+        ),
+        "ref without heads": (
+            deliver(
+                receiver, "push", {**push("staging", commits.setdefault("ref", sha())), "ref": "staging"}
+            ),
+            {202, 400},
+        ),
         "after not a sha": (deliver(receiver, "push", push("staging", "--upload-pack=touch /tmp/x")), {400}),
         "after missing": (deliver(receiver, "push", {"ref": "refs/heads/staging"}), {202, 400}),
     }
@@ -139,8 +172,11 @@ def _flood(url: str, deployment_ids: Ids, seed: int) -> tuple[Counter, list[str]
     redeliveries = random.Random(seed).sample(pushes, 40)
     forged = [(str(uuid.uuid4()), sha()) for _ in range(30)]
     elsewhere = [(str(uuid.uuid4()), sha()) for _ in range(30)]
-    jobs = ([("staging", d) for d in pushes + redeliveries] + [("forged", d) for d in forged]
-            + [("feature", d) for d in elsewhere])
+    jobs = (
+        [("staging", d) for d in pushes + redeliveries]
+        + [("forged", d) for d in forged]
+        + [("feature", d) for d in elsewhere]
+    )
     random.Random(seed + 1).shuffle(jobs)
 
     def send(job: tuple[str, tuple[str, str]], client: httpx.Client) -> httpx.Response:
@@ -152,8 +188,9 @@ def _flood(url: str, deployment_ids: Ids, seed: int) -> tuple[Counter, list[str]
 
     with httpx.Client(limits=httpx.Limits(max_connections=32)) as client, ThreadPoolExecutor(32) as pool:
         responses = list(pool.map(lambda j: send(j, client), jobs))  # sent once each: no error is retried
-    answers = Counter((kind, r.status_code, r.json().get("status"))
-                      for (kind, _), r in zip(jobs, responses, strict=True))
+    answers = Counter(
+        (kind, r.status_code, r.json().get("status")) for (kind, _), r in zip(jobs, responses, strict=True)
+    )
     assert answers[("forged", 401, None)] == 30, answers
     assert answers[("feature", 202, "ignored")] == 30, answers
     staging = {(status, code) for (kind, status, code) in answers if kind == "staging"}
@@ -184,7 +221,8 @@ def _flood(url: str, deployment_ids: Ids, seed: int) -> tuple[Counter, list[str]
 
 
 def test_two_floods_of_200_pushes_start_one_run_each_without_error_in_bounded_memory(
-        deployment_ids: Ids, tmp_path: Path) -> None:  # noqa: F811
+    deployment_ids: Ids, tmp_path: Path
+) -> None:  # noqa: F811
     """Each push to staging needs its own lifecycle run: the receiver never merges pushes (a newer run
     supersedes older ones when it reaches its approval, in the lifecycle). The second flood measures the
     receiver's memory after the first has warmed it up."""
@@ -194,6 +232,8 @@ def test_two_floods_of_200_pushes_start_one_run_each_without_error_in_bounded_me
         warm = _rss_mb(proc.pid)
         answers, _ = _flood(url, deployment_ids, seed=18)
         grown = _rss_mb(proc.pid) - warm
-    print(f"\nreceiver RSS {warm:.1f} MB after the first flood, {grown:+.1f} MB after the second; "
-          f"answers {answers}")
+    print(
+        f"\nreceiver RSS {warm:.1f} MB after the first flood, {grown:+.1f} MB after the second; "
+        f"answers {answers}"
+    )
     assert grown < 25, f"the receiver grew by {grown:.1f} MB in a flood of 300 deliveries"

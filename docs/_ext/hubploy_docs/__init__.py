@@ -24,8 +24,9 @@ def generated_pages(project_root: Path) -> dict[str, str]:
 
     return {
         "hubploy-yaml.md": config_reference(config_keys(HubConfig.model_json_schema()), "hubploy-yaml"),
-        "hubploy-repo-yaml.md": config_reference(config_keys(RepoSettings.model_json_schema()),
-                                                 "hubploy-repo-yaml"),
+        "hubploy-repo-yaml.md": config_reference(
+            config_keys(RepoSettings.model_json_schema()), "hubploy-repo-yaml"
+        ),
         "cli.md": cli_reference(commands(build_parser(None))),
         "flows.md": flows_reference(flow_deployments(project_root / "prefect.yaml")),
     }

@@ -32,11 +32,18 @@ class Command:
         return " ".join(self.words)
 
 
-def commands(parser: argparse.ArgumentParser, words: tuple[str, ...] = ("hubploy",),
-             help: str = "") -> list[Command]:
+def commands(
+    parser: argparse.ArgumentParser, words: tuple[str, ...] = ("hubploy",), help: str = ""
+) -> list[Command]:
     """``parser`` itself, then each of its sub-commands (depth first, in the order they were added)."""
-    found = [Command(words, (help or parser.description or "").strip(), _usage(parser),
-                     tuple(_argument(a) for a in parser._actions if _documented(a)))]
+    found = [
+        Command(
+            words,
+            (help or parser.description or "").strip(),
+            _usage(parser),
+            tuple(_argument(a) for a in parser._actions if _documented(a)),
+        )
+    ]
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             helps = {choice.dest: choice.help or "" for choice in action._choices_actions}
@@ -50,8 +57,10 @@ def _usage(parser: argparse.ArgumentParser) -> str:
 
 
 def _documented(action: argparse.Action) -> bool:
-    return not isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)) \
+    return (
+        not isinstance(action, (argparse._HelpAction, argparse._SubParsersAction))
         and action.help != argparse.SUPPRESS
+    )
 
 
 def _argument(action: argparse.Action) -> Argument:

@@ -55,8 +55,15 @@ def _walk(node: Schema, defs: Schema, prefix: str, keys: list[ConfigKey], seen: 
         path = f"{prefix}{name}"
         child = _resolve(prop, defs)
         description = (prop.get("description") or child.get("description") or "").strip()
-        keys.append(ConfigKey(path, type_name(prop, defs), _default(prop, child, name in required),
-                              name in required, description))
+        keys.append(
+            ConfigKey(
+                path,
+                type_name(prop, defs),
+                _default(prop, child, name in required),
+                name in required,
+                description,
+            )
+        )
         _children(child, defs, path, keys, seen)
 
 

@@ -15,7 +15,7 @@ import yaml
 class Parameter:
     name: str
     annotation: str
-    default: str          # "" when the parameter is required
+    default: str  # "" when the parameter is required
     deployment_value: str  # what prefect.yaml sets for it, "" when nothing
 
 
@@ -49,17 +49,32 @@ def _deployment(entry: dict[str, Any]) -> FlowDeployment:
     flow = getattr(importlib.import_module(path.removesuffix(".py").replace("/", ".")), function)
     fixed = entry.get("parameters") or {}
     parameters = tuple(
-        Parameter(name, _annotation(p.annotation),
-                  "" if p.default is inspect.Parameter.empty else repr(p.default),
-                  str(fixed[name]) if name in fixed else "")
-        for name, p in inspect.signature(flow.fn).parameters.items())
-    schedules = tuple(f"cron `{s['cron']}` ({s.get('timezone', 'UTC')})" for s in entry.get("schedules") or ()
-                      if "cron" in s)
+        Parameter(
+            name,
+            _annotation(p.annotation),
+            "" if p.default is inspect.Parameter.empty else repr(p.default),
+            str(fixed[name]) if name in fixed else "",
+        )
+        for name, p in inspect.signature(flow.fn).parameters.items()
+    )
+    schedules = tuple(
+        f"cron `{s['cron']}` ({s.get('timezone', 'UTC')})"
+        for s in entry.get("schedules") or ()
+        if "cron" in s
+    )
     description = " ".join(str(entry.get("description", "")).split())
     pool = (entry.get("work_pool") or {}).get("name", "")
-    return FlowDeployment(entry["name"], flow.name, entry["entrypoint"], description,
-                          inspect.cleandoc(flow.fn.__doc__ or ""), schedules, tuple(entry.get("tags") or ()),
-                          pool, parameters)
+    return FlowDeployment(
+        entry["name"],
+        flow.name,
+        entry["entrypoint"],
+        description,
+        inspect.cleandoc(flow.fn.__doc__ or ""),
+        schedules,
+        tuple(entry.get("tags") or ()),
+        pool,
+        parameters,
+    )
 
 
 def _annotation(annotation: object) -> str:

@@ -49,8 +49,9 @@ def clean_leftovers(ctx: Context, net: network.ClusterNetwork) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hubploy_sandbox.agent",
-                                     description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m hubploy_sandbox.agent", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--cache-dir", required=True, type=Path)
     parser.add_argument("--cluster-dir", required=True, type=Path)
     parser.add_argument("--cluster-index", required=True, type=int)
@@ -92,8 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         balancers.handle(kind, svc)
         proxy.service_changed(kind, svc)
 
-    def files(namespace: str, pod: str, container: str,
-              previous: bool) -> tuple[Path | None, Callable[[], bool]]:
+    def files(
+        namespace: str, pod: str, container: str, previous: bool
+    ) -> tuple[Path | None, Callable[[], bool]]:
         worker = pods.find(namespace, pod)
         if worker is None:
             return None, lambda: False
@@ -112,31 +114,55 @@ def main(argv: list[str] | None = None) -> int:
     logserver.serve(net.node_ip, KUBELET_PORT, cert, key, files)
 
     services_synced = threading.Event()
-    watches: list[tuple[str, str, Callable[[str, dict[str, Any]], None], dict[str, str],
-                        Callable[[], None] | None]] = [
+    watches: list[
+        tuple[str, str, Callable[[str, dict[str, Any]], None], dict[str, str], Callable[[], None] | None]
+    ] = [
         ("services", path("services"), service_event, {}, services_synced.set),
-        ("endpointslices", path("endpointslices", group="discovery.k8s.io/v1"), proxy.slice_changed, {},
-         None),
+        (
+            "endpointslices",
+            path("endpointslices", group="discovery.k8s.io/v1"),
+            proxy.slice_changed,
+            {},
+            None,
+        ),
         ("persistentvolumeclaims", path("persistentvolumeclaims"), provisioner.claim_changed, {}, None),
         ("persistentvolumes", path("persistentvolumes"), provisioner.volume_changed, {}, None),
     ]
-    threads = [threading.Thread(target=watch_forever, name=name, daemon=True,
-                                args=(name, api, url, stopping, handle), kwargs={"synced": synced, **params})
-               for name, url, handle, params, synced in watches]
+    threads = [
+        threading.Thread(
+            target=watch_forever,
+            name=name,
+            daemon=True,
+            args=(name, api, url, stopping, handle),
+            kwargs={"synced": synced, **params},
+        )
+        for name, url, handle, params, synced in watches
+    ]
     for thread in threads:
         thread.start()
     services_synced.wait(30)  # containers get their Service variables from the start
-    pod_watch = threading.Thread(target=watch_forever, name="pods", daemon=True,
-                                 args=("pods", api, path("pods"), stopping, pods.handle),
-                                 kwargs={"fieldSelector": f"spec.nodeName={NODE_NAME}"})
+    pod_watch = threading.Thread(
+        target=watch_forever,
+        name="pods",
+        daemon=True,
+        args=("pods", api, path("pods"), stopping, pods.handle),
+        kwargs={"fieldSelector": f"spec.nodeName={NODE_NAME}"},
+    )
     pod_watch.start()
-    threading.Thread(target=every, args=(stopping, RENEW_EVERY, node.renew_lease, "lease"),
-                     daemon=True).start()
-    threading.Thread(target=every, args=(stopping, STATUS_EVERY, node.report_status, "node status"),
-                     daemon=True).start()
+    threading.Thread(
+        target=every, args=(stopping, RENEW_EVERY, node.renew_lease, "lease"), daemon=True
+    ).start()
+    threading.Thread(
+        target=every, args=(stopping, STATUS_EVERY, node.report_status, "node status"), daemon=True
+    ).start()
     (state / "ready").write_text(f"{os.getpid()}\n")
-    log.info("agent ready: node %s at %s (pods %s, services %s)", NODE_NAME, net.node_ip, net.pod_cidr,
-             net.service_cidr)
+    log.info(
+        "agent ready: node %s at %s (pods %s, services %s)",
+        NODE_NAME,
+        net.node_ip,
+        net.pod_cidr,
+        net.service_cidr,
+    )
     while not stopping.wait(1.0):
         pass
     log.info("stopping: the pods' processes first")

@@ -57,7 +57,7 @@ def host_path_of(container_path: str, mounts: list[Mount]) -> str:
         if container_path == target:
             return mount.source
         if container_path.startswith(target + "/"):
-            return os.path.join(mount.source, container_path[len(target) + 1:])
+            return os.path.join(mount.source, container_path[len(target) + 1 :])
     return container_path
 
 
@@ -71,4 +71,3 @@ def find_program(program: str, path: str, mounts: list[Mount]) -> str | None:
         if host.is_file() and os.access(host, os.X_OK):
             return candidate
     return None if candidates and all(c.startswith("/") for c in candidates) else program
-

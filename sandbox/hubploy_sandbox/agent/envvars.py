@@ -14,9 +14,23 @@ from hubploy_sandbox.agent.rest import Api, ApiError, path
 
 ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 _SUFFIXES: dict[str, int | Decimal] = {
-    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
-    "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": 1, "k": 10**3,
-    "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18}
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "Pi": 2**50,
+    "Ei": 2**60,
+    "n": Decimal("1e-9"),
+    "u": Decimal("1e-6"),
+    "m": Decimal("1e-3"),
+    "": 1,
+    "k": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "P": 10**15,
+    "E": 10**18,
+}
 
 
 class ConfigMissing(Exception):
@@ -43,9 +57,9 @@ def expand(text: str, lookup: Callable[[str], str | None]) -> str:
             if nxt == "(":
                 end = text.find(")", i + 2)
                 if end != -1:
-                    name = text[i + 2:end]
+                    name = text[i + 2 : end]
                     value = lookup(name)
-                    out.append(value if value is not None else text[i:end + 1])
+                    out.append(value if value is not None else text[i : end + 1])
                     i = end + 1
                     continue
         out.append(text[i])
@@ -121,8 +135,9 @@ class Sources:
             if ref.get("optional"):
                 return None
             what = f"{kind} {self.namespace}/{ref['name']}"
-            raise ConfigMissing(f"{what} not found" if data is None
-                                else f"key {ref['key']!r} not found in {what}")
+            raise ConfigMissing(
+                f"{what} not found" if data is None else f"key {ref['key']!r} not found in {what}"
+            )
         return data[ref["key"]]
 
 
@@ -132,18 +147,24 @@ def field_value(pod: Mapping[str, Any], path: str, pod_ip: str, host_ip: str) ->
     if match:
         return (meta.get(match.group(1)) or {}).get(match.group(2), "")
     values = {
-        "metadata.name": meta["name"], "metadata.namespace": meta["namespace"], "metadata.uid": meta["uid"],
+        "metadata.name": meta["name"],
+        "metadata.namespace": meta["namespace"],
+        "metadata.uid": meta["uid"],
         "spec.nodeName": spec.get("nodeName", ""),
         "spec.serviceAccountName": spec.get("serviceAccountName", ""),
-        "status.podIP": pod_ip, "status.podIPs": pod_ip, "status.hostIP": host_ip, "status.hostIPs": host_ip,
+        "status.podIP": pod_ip,
+        "status.podIPs": pod_ip,
+        "status.hostIP": host_ip,
+        "status.hostIPs": host_ip,
     }
     if path not in values:
         raise ConfigMissing(f"fieldRef {path!r} is not supported")
     return values[path]
 
 
-def resource_value(container: Mapping[str, Any], ref: Mapping[str, Any],
-                   allocatable: Mapping[str, str]) -> str:
+def resource_value(
+    container: Mapping[str, Any], ref: Mapping[str, Any], allocatable: Mapping[str, str]
+) -> str:
     """``resourceFieldRef``: a limit or request of the container (a limit defaults to the node's
     allocatable amount), divided by the divisor and rounded up, as a kubelet does."""
     kind, _, resource = ref["resource"].partition(".")
@@ -154,14 +175,24 @@ def resource_value(container: Mapping[str, Any], ref: Mapping[str, Any],
     return str((parse_quantity(raw) / divisor).to_integral_value(rounding=ROUND_CEILING))
 
 
-def container_env(pod: Mapping[str, Any], container: Mapping[str, Any], *, sources: Sources,
-                  services: Mapping[str, str], pod_ip: str, host_ip: str,
-                  allocatable: Mapping[str, str]) -> dict[str, str]:
+def container_env(
+    pod: Mapping[str, Any],
+    container: Mapping[str, Any],
+    *,
+    sources: Sources,
+    services: Mapping[str, str],
+    pod_ip: str,
+    host_ip: str,
+    allocatable: Mapping[str, str],
+) -> dict[str, str]:
     """The container's environment variables (Service variables, then ``envFrom``, then ``env``)."""
     defined: dict[str, str] = {}
     for source in container.get("envFrom") or []:
-        kind, ref = ("configMap", source["configMapRef"]) if "configMapRef" in source \
+        kind, ref = (
+            ("configMap", source["configMapRef"])
+            if "configMapRef" in source
             else ("secret", source["secretRef"])
+        )
         data = sources.data(kind, ref["name"])
         if data is None:
             if ref.get("optional"):

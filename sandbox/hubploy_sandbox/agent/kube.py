@@ -19,9 +19,16 @@ def timestamp(micro: bool = False) -> str:
     return now.strftime("%Y-%m-%dT%H:%M:%S.%fZ" if micro else "%Y-%m-%dT%H:%M:%SZ")
 
 
-def watch_forever(name: str, api: Api, url: str, stopping: threading.Event,
-                  handle: Callable[[str, dict[str, Any]], None], *, synced: Callable[[], None] | None = None,
-                  **params: Any) -> None:
+def watch_forever(
+    name: str,
+    api: Api,
+    url: str,
+    stopping: threading.Event,
+    handle: Callable[[str, dict[str, Any]], None],
+    *,
+    synced: Callable[[], None] | None = None,
+    **params: Any,
+) -> None:
     """List ``url``, hand every object to ``handle("ADDED", obj)``, call ``synced`` (once), then watch from
     that point (``handle(event type, obj)``); list again after an error or an expired watch."""
     announced = False
@@ -57,22 +64,40 @@ class Recorder:
     def __init__(self, api: Api, node: str) -> None:
         self.api, self.node = api, node
 
-    def event(self, obj: dict[str, Any], reason: str, message: str, *, warning: bool = False,
-              field_path: str | None = None) -> None:
+    def event(
+        self,
+        obj: dict[str, Any],
+        reason: str,
+        message: str,
+        *,
+        warning: bool = False,
+        field_path: str | None = None,
+    ) -> None:
         meta = obj["metadata"]
         when = timestamp()
-        involved = {"kind": obj.get("kind", "Pod"), "name": meta["name"], "namespace": meta.get("namespace"),
-                    "uid": meta.get("uid"), "apiVersion": obj.get("apiVersion", "v1")}
+        involved = {
+            "kind": obj.get("kind", "Pod"),
+            "name": meta["name"],
+            "namespace": meta.get("namespace"),
+            "uid": meta.get("uid"),
+            "apiVersion": obj.get("apiVersion", "v1"),
+        }
         if field_path:
             involved["fieldPath"] = field_path
         body: dict[str, Any] = {
-            "apiVersion": "v1", "kind": "Event",
+            "apiVersion": "v1",
+            "kind": "Event",
             "metadata": {"generateName": f"{meta['name']}.", "namespace": meta.get("namespace", "default")},
-            "involvedObject": involved, "reason": reason, "message": message,
-            "type": "Warning" if warning else "Normal", "count": 1,
-            "firstTimestamp": when, "lastTimestamp": when,
+            "involvedObject": involved,
+            "reason": reason,
+            "message": message,
+            "type": "Warning" if warning else "Normal",
+            "count": 1,
+            "firstTimestamp": when,
+            "lastTimestamp": when,
             "source": {"component": "kubelet", "host": self.node},
-            "reportingComponent": "kubelet", "reportingInstance": self.node,
+            "reportingComponent": "kubelet",
+            "reportingInstance": self.node,
         }
         try:
             self.api.create(path("events", body["metadata"]["namespace"]), body)

@@ -20,9 +20,27 @@ def ensure_certificate(directory: Path, address: str) -> tuple[Path, Path]:
     cert, key = directory / "kubelet.crt", directory / "kubelet.key"
     if not cert.exists() or not key.exists():
         directory.mkdir(parents=True, exist_ok=True)
-        run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "365", "-subj",
-             "/CN=sandbox-node", "-addext", f"subjectAltName=IP:{address}", "-keyout", str(key),
-             "-out", str(cert)], env=child_env())
+        run(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "365",
+                "-subj",
+                "/CN=sandbox-node",
+                "-addext",
+                f"subjectAltName=IP:{address}",
+                "-keyout",
+                str(key),
+                "-out",
+                str(cert),
+            ],
+            env=child_env(),
+        )
         key.chmod(0o600)
     return cert, key
 
@@ -55,7 +73,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         data = file.read_bytes()
         if "tailLines" in query:
             lines = data.splitlines(keepends=True)
-            data = b"".join(lines[-int(query["tailLines"][0]):]) if int(query["tailLines"][0]) else b""
+            data = b"".join(lines[-int(query["tailLines"][0]) :]) if int(query["tailLines"][0]) else b""
         if "limitBytes" in query:
             data = data[: int(query["limitBytes"][0])]
         follow = query.get("follow", ["false"])[0] == "true"
@@ -107,4 +125,3 @@ def serve(address: str, port: int, cert: Path, key: Path, files: LogFiles) -> _S
     server.socket = context.wrap_socket(server.socket, server_side=True)
     threading.Thread(target=server.serve_forever, name="kubelet-port", daemon=True).start()
     return server
-

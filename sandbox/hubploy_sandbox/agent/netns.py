@@ -61,8 +61,10 @@ def create(network: ClusterNetwork, uid: str, address: str) -> Path:
     host_side = _veth(uid)
     run(["ip", "link", "add", host_side, "type", "veth", "peer", "name", "eth0", "netns", name], env=env)
     run(["ip", "link", "set", host_side, "master", network.bridge, "up"], env=env)
-    inside = (f"addr add {address}/{network.pod_cidr.prefixlen} dev eth0\nlink set lo up\nlink set eth0 up\n"
-              f"route add default via {network.node_ip}\n")
+    inside = (
+        f"addr add {address}/{network.pod_cidr.prefixlen} dev eth0\nlink set lo up\nlink set eth0 up\n"
+        f"route add default via {network.node_ip}\n"
+    )
     run(["ip", "-n", name, "-batch", "-"], env=env, input=inside)
     return NETNS_DIR / name
 

@@ -22,31 +22,66 @@ STATUS_EVERY = 60.0
 
 
 def node_body() -> dict[str, Any]:
-    labels = {"kubernetes.io/hostname": NODE_NAME, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
-              "node-role.kubernetes.io/sandbox": ""}
+    labels = {
+        "kubernetes.io/hostname": NODE_NAME,
+        "kubernetes.io/os": "linux",
+        "kubernetes.io/arch": "amd64",
+        "node-role.kubernetes.io/sandbox": "",
+    }
     return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": NODE_NAME, "labels": labels}, "spec": {}}
 
 
 def node_status(node_ip: str) -> dict[str, Any]:
     t = timestamp()
     conditions = [
-        {"type": kind, "status": "False", "reason": f"KubeletHas{reason}", "message": "hubploy sandbox",
-         "lastHeartbeatTime": t, "lastTransitionTime": t}
-        for kind, reason in (("MemoryPressure", "SufficientMemory"), ("DiskPressure", "NoDiskPressure"),
-                             ("PIDPressure", "SufficientPID"))
+        {
+            "type": kind,
+            "status": "False",
+            "reason": f"KubeletHas{reason}",
+            "message": "hubploy sandbox",
+            "lastHeartbeatTime": t,
+            "lastTransitionTime": t,
+        }
+        for kind, reason in (
+            ("MemoryPressure", "SufficientMemory"),
+            ("DiskPressure", "NoDiskPressure"),
+            ("PIDPressure", "SufficientPID"),
+        )
     ]
-    conditions.append({"type": "Ready", "status": "True", "reason": "KubeletReady",
-                       "message": "hubploy sandbox agent is posting ready status",
-                       "lastHeartbeatTime": t, "lastTransitionTime": t})
-    return {"status": {
-        "capacity": CAPACITY, "allocatable": CAPACITY, "conditions": conditions,
-        "addresses": [{"type": "InternalIP", "address": node_ip}, {"type": "Hostname", "address": NODE_NAME}],
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": KUBELET_PORT}},
-        "nodeInfo": {"kubeletVersion": KUBERNETES_VERSION, "kubeProxyVersion": KUBERNETES_VERSION,
-                     "operatingSystem": "linux", "architecture": "amd64",
-                     "containerRuntimeVersion": "hubploy-sandbox://2", "osImage": "hubploy sandbox",
-                     "kernelVersion": "", "machineID": "", "systemUUID": "", "bootID": ""},
-    }}
+    conditions.append(
+        {
+            "type": "Ready",
+            "status": "True",
+            "reason": "KubeletReady",
+            "message": "hubploy sandbox agent is posting ready status",
+            "lastHeartbeatTime": t,
+            "lastTransitionTime": t,
+        }
+    )
+    return {
+        "status": {
+            "capacity": CAPACITY,
+            "allocatable": CAPACITY,
+            "conditions": conditions,
+            "addresses": [
+                {"type": "InternalIP", "address": node_ip},
+                {"type": "Hostname", "address": NODE_NAME},
+            ],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": KUBELET_PORT}},
+            "nodeInfo": {
+                "kubeletVersion": KUBERNETES_VERSION,
+                "kubeProxyVersion": KUBERNETES_VERSION,
+                "operatingSystem": "linux",
+                "architecture": "amd64",
+                "containerRuntimeVersion": "hubploy-sandbox://2",
+                "osImage": "hubploy sandbox",
+                "kernelVersion": "",
+                "machineID": "",
+                "systemUUID": "",
+                "bootID": "",
+            },
+        }
+    }
 
 
 class NodeKeeper:
@@ -72,13 +107,18 @@ class NodeKeeper:
 
     def renew_lease(self) -> None:
         url = path("leases", "kube-node-lease", NODE_NAME, group="coordination.k8s.io/v1")
-        spec = {"holderIdentity": NODE_NAME, "leaseDurationSeconds": LEASE_SECONDS,
-                "renewTime": timestamp(micro=True)}
+        spec = {
+            "holderIdentity": NODE_NAME,
+            "leaseDurationSeconds": LEASE_SECONDS,
+            "renewTime": timestamp(micro=True),
+        }
         try:
             self.api.merge_patch(url, {"spec": spec})
         except ApiError as exc:
             if exc.status != 404:
                 raise
             owner = {"apiVersion": "v1", "kind": "Node", "name": NODE_NAME, "uid": self.uid}
-            self.api.create(path("leases", "kube-node-lease", group="coordination.k8s.io/v1"),
-                            {"metadata": {"name": NODE_NAME, "ownerReferences": [owner]}, "spec": spec})
+            self.api.create(
+                path("leases", "kube-node-lease", group="coordination.k8s.io/v1"),
+                {"metadata": {"name": NODE_NAME, "ownerReferences": [owner]}, "spec": spec},
+            )

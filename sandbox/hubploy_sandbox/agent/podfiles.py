@@ -15,9 +15,12 @@ from hubploy_sandbox.paths import CLUSTER_DOMAIN
 def hosts(*, pod_ip: str, hostname: str, namespace: str, services: Iterable[tuple[str, str, str]]) -> str:
     """``services`` are (namespace, name, cluster IP). A Service of the pod's own namespace also resolves
     by its short name, as the DNS search path makes it."""
-    lines = ["# Kubernetes-managed hosts file (hubploy sandbox agent): the pod and the cluster's Services.",
-             "127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback",
-             f"{pod_ip}\t{hostname}"]
+    lines = [
+        "# Kubernetes-managed hosts file (hubploy sandbox agent): the pod and the cluster's Services.",
+        "127.0.0.1\tlocalhost",
+        "::1\tlocalhost ip6-localhost ip6-loopback",
+        f"{pod_ip}\t{hostname}",
+    ]
     for ns, name, ip in sorted(services):
         if not ip or ip == "None":
             continue

@@ -75,8 +75,11 @@ def inside(root: str, path: str) -> str:
         hops = 0
         while os.path.islink(candidate) and hops < 40:
             link = os.readlink(candidate)
-            candidate = os.path.join(root, link.lstrip("/")) if link.startswith("/") else \
-                os.path.normpath(os.path.join(current, link))
+            candidate = (
+                os.path.join(root, link.lstrip("/"))
+                if link.startswith("/")
+                else os.path.normpath(os.path.join(current, link))
+            )
             hops += 1
         current = candidate
     return current

@@ -211,8 +211,12 @@ class LazyStart:
     def hand_over(self, accepted: list[tuple[socket.socket, int]]) -> None:
         """Relay each connection ``close`` returned to the container now listening on its port."""
         for connection, port in accepted:
-            threading.Thread(target=relay, args=(connection, self.address, port), daemon=True,
-                             name=f"relay {self.address}:{port}").start()
+            threading.Thread(
+                target=relay,
+                args=(connection, self.address, port),
+                daemon=True,
+                name=f"relay {self.address}:{port}",
+            ).start()
 
 
 class PodWorker:
@@ -237,8 +241,9 @@ class PodWorker:
         self.grace = DEFAULT_GRACE
         self.finalize = False
         annotations = meta.get("annotations") or {}
-        self.lazy = (annotations.get(LAZY_START) == "true" and self.policy == "Always"
-                     and not self.host_network)
+        self.lazy = (
+            annotations.get(LAZY_START) == "true" and self.policy == "Always" and not self.host_network
+        )
         self.thread = threading.Thread(target=self.run, name=f"pod {self.namespace}/{self.name}", daemon=True)
 
     # --- control from the manager ---------------------------------------------------------------------
@@ -260,8 +265,11 @@ class PodWorker:
                 self.run_containers()
         except Exception as exc:  # a bug of the agent: said on the pod, not only in the agent's log
             log.exception("pod %s/%s: the worker failed", self.namespace, self.name)
-            self.event("FailedCreatePodSandBox", f"the sandbox agent failed: {type(exc).__name__}: {exc}",
-                       warning=True)
+            self.event(
+                "FailedCreatePodSandBox",
+                f"the sandbox agent failed: {type(exc).__name__}: {exc}",
+                warning=True,
+            )
         finally:
             self.kill_all(self.grace)
             self.cleanup()
@@ -279,8 +287,14 @@ class PodWorker:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.write_pod_files()
         self.transitions["PodReadyToStartContainers"] = ("True", timestamp())
-        self.volumes = PodVolumes(self.ctx.api, self.pod, self.dir / "volumes", pod_ip=self.pod_ip,
-                                  host_ip=self.ctx.network.node_ip, allocatable=CAPACITY)
+        self.volumes = PodVolumes(
+            self.ctx.api,
+            self.pod,
+            self.dir / "volumes",
+            pod_ip=self.pod_ip,
+            host_ip=self.ctx.network.node_ip,
+            allocatable=CAPACITY,
+        )
         reported = ""
         while not self.stop_event.is_set():
             try:
@@ -342,21 +356,31 @@ class PodWorker:
     def wait_for_first_connection(self) -> bool:
         """A lazy pod: Ready without processes until a connection reaches one of its ports, then its
         containers start and get the connections; False when the pod is stopped meanwhile."""
-        ports = sorted({int(p["containerPort"]) for c in self.main for p in c.spec.get("ports") or []
-                        if p.get("protocol", "TCP") == "TCP"})
+        ports = sorted(
+            {
+                int(p["containerPort"])
+                for c in self.main
+                for p in c.spec.get("ports") or []
+                if p.get("protocol", "TCP") == "TCP"
+            }
+        )
         if not ports or self.netns is None:
             return True  # nothing could ever start it: it starts now
         try:
             lazy = LazyStart(self.netns, self.pod_ip, ports)
         except OSError as exc:
-            self.event("LazyStart", f"lazy start is not possible ({exc}): the containers start now",
-                       warning=True)
+            self.event(
+                "LazyStart", f"lazy start is not possible ({exc}): the containers start now", warning=True
+            )
             return True
         for container in self.main:
             container.state = {"running": {"startedAt": timestamp()}}
             container.ready = container.started = container.ever_started = True
-        self.event("LazyStart", f"lazy start: the containers start on the first connection to port(s) "
-                   f"{', '.join(map(str, ports))}")
+        self.event(
+            "LazyStart",
+            f"lazy start: the containers start on the first connection to port(s) "
+            f"{', '.join(map(str, ports))}",
+        )
         while not self.stop_event.is_set() and not lazy.triggered.wait(TICK):
             self.report()
         if self.stop_event.is_set():
@@ -383,15 +407,23 @@ class PodWorker:
         return self.policy == "OnFailure" and container.state["terminated"]["exitCode"] != 0
 
     def schedule_restart(self, container: Container) -> None:
-        delay = min(BACKOFF_BASE * 2 ** container.restart_count, BACKOFF_MAX)
+        delay = min(BACKOFF_BASE * 2**container.restart_count, BACKOFF_MAX)
         container.last_state = {"terminated": container.state["terminated"]}
         container.restart_count += 1
         container.next_start = time.monotonic() + delay
-        container.state = {"waiting": {"reason": "CrashLoopBackOff",
-                                       "message": f"back-off {delay:.0f}s restarting failed container="
-                                                  f"{container.name} pod={self.name}"}}
-        self.event("BackOff", f"Back-off restarting failed container {container.name}", warning=True,
-                   container=container)
+        container.state = {
+            "waiting": {
+                "reason": "CrashLoopBackOff",
+                "message": f"back-off {delay:.0f}s restarting failed container="
+                f"{container.name} pod={self.name}",
+            }
+        }
+        self.event(
+            "BackOff",
+            f"Back-off restarting failed container {container.name}",
+            warning=True,
+            container=container,
+        )
 
     # --- containers ----------------------------------------------------------------------------------
     def start_due(self, group: list[Container]) -> None:
@@ -412,11 +444,14 @@ class PodWorker:
         identity = containers.identity(self.pod, spec, image)
         passwd, group = podfiles.passwd_and_group(image.user, identity.uid, identity.gid)
         env.setdefault("HOME", podfiles.home_of(passwd, identity.uid))
-        etc = [Mount(str(podfiles.write(self.dir / f"{container.name}.{n}", text)), f"/etc/{n}",
-                     readonly=True)
-               for n, text in (("passwd", passwd), ("group", group))]
-        etc += [Mount(str(self.dir / "hosts"), "/etc/hosts"),
-                Mount(str(self.dir / "resolv.conf"), "/etc/resolv.conf")]
+        etc = [
+            Mount(str(podfiles.write(self.dir / f"{container.name}.{n}", text)), f"/etc/{n}", readonly=True)
+            for n, text in (("passwd", passwd), ("group", group))
+        ]
+        etc += [
+            Mount(str(self.dir / "hosts"), "/etc/hosts"),
+            Mount(str(self.dir / "resolv.conf"), "/etc/resolv.conf"),
+        ]
         assert self.volumes is not None
         mounts = [*etc, *containers.image_file_mounts(image, self.ctx.cache), *self.volumes.mounts(spec, env)]
         argv = containers.command(spec, image, env)
@@ -427,13 +462,18 @@ class PodWorker:
         log_file = self.log_dir / container.name / f"{container.restart_count}.log"
         log_file.parent.mkdir(parents=True, exist_ok=True)
         run_spec = {
-            "netns": str(self.netns) if self.netns else None, "hostname": self.hostname(),
+            "netns": str(self.netns) if self.netns else None,
+            "hostname": self.hostname(),
             "root": str(self.dir / "rootfs" / container.name / "merged"),
             "upper": str(self.dir / "rootfs" / container.name / "upper"),
             "work": str(self.dir / "rootfs" / container.name / "work"),
-            "mounts": [m.__dict__ for m in mounts], "uid": identity.uid, "gid": identity.gid,
-            "groups": list(identity.groups), "workdir": spec.get("workingDir") or image.workdir,
-            "argv": argv, "env": env,
+            "mounts": [m.__dict__ for m in mounts],
+            "uid": identity.uid,
+            "gid": identity.gid,
+            "groups": list(identity.groups),
+            "workdir": spec.get("workingDir") or image.workdir,
+            "argv": argv,
+            "env": env,
         }
         spec_file = self.dir / f"{container.name}.run.json"
         spec_file.write_text(json.dumps(run_spec))
@@ -441,28 +481,48 @@ class PodWorker:
         shutil.rmtree(self.dir / "rootfs" / container.name, ignore_errors=True)  # a fresh filesystem per run
         with open(log_file, "ab") as out:
             container.proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", str(PODRUN), str(spec_file)], stdin=subprocess.DEVNULL,
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
-                env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+                [sys.executable, "-I", "-S", str(PODRUN), str(spec_file)],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+                env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+            )
         self.ctx.pid_dir.mkdir(parents=True, exist_ok=True)
         (self.ctx.pid_dir / f"{self.uid}_{container.name}.pid").write_text(
-            f"{container.proc.pid} {proc_start_time(container.proc.pid) or 0}\n")
+            f"{container.proc.pid} {proc_start_time(container.proc.pid) or 0}\n"
+        )
         container.state = {"running": {"startedAt": timestamp()}}
         container.simulated, container.ever_started, container.ready = False, True, False
         container.started = "startupProbe" not in spec
-        container.probes = {kind: probes.ProbeState(spec[kind], time.monotonic())
-                            for kind in ("startupProbe", "readinessProbe", "livenessProbe") if kind in spec}
+        container.probes = {
+            kind: probes.ProbeState(spec[kind], time.monotonic())
+            for kind in ("startupProbe", "readinessProbe", "livenessProbe")
+            if kind in spec
+        }
         self.event("Started", f"Started container {container.name}", container=container)
 
     def simulate(self, container: Container, argv: list[str], image: str) -> None:
         what = f"program {argv[0]!r} does not exist" if argv else "no command, and the image has none"
-        self.event("Simulated", f"{what} on the host (image {image} is not run by the sandbox): the "
-                   f"container is simulated", container=container, once=True)
+        self.event(
+            "Simulated",
+            f"{what} on the host (image {image} is not run by the sandbox): the container is simulated",
+            container=container,
+            once=True,
+        )
         container.simulated, container.ever_started = True, True
         if container.init or self.policy != "Always":
             now = timestamp()
-            container.state = {"terminated": {"exitCode": 0, "reason": "Completed", "message": SIMULATED,
-                                              "startedAt": now, "finishedAt": now}}
+            container.state = {
+                "terminated": {
+                    "exitCode": 0,
+                    "reason": "Completed",
+                    "message": SIMULATED,
+                    "startedAt": now,
+                    "finishedAt": now,
+                }
+            }
             container.ready, container.started = False, True
         else:
             container.state = {"running": {"startedAt": timestamp()}}
@@ -471,8 +531,15 @@ class PodWorker:
     def container_environment(self, spec: dict[str, Any], image: ImageEnv) -> dict[str, str]:
         links = self.pod["spec"].get("enableServiceLinks", True)
         services = service_env(self.ctx.services.for_env(self.namespace, links=links))
-        env = container_env(self.pod, spec, sources=Sources(self.ctx.api, self.namespace), services=services,
-                            pod_ip=self.pod_ip, host_ip=self.ctx.network.node_ip, allocatable=CAPACITY)
+        env = container_env(
+            self.pod,
+            spec,
+            sources=Sources(self.ctx.api, self.namespace),
+            services=services,
+            pod_ip=self.pod_ip,
+            host_ip=self.ctx.network.node_ip,
+            allocatable=CAPACITY,
+        )
         base = {"PATH": path_for(spec.get("image", ""), self.ctx.cache), "HOSTNAME": self.hostname()}
         return {**base, **env}
 
@@ -484,8 +551,14 @@ class PodWorker:
         code = 128 - code if code < 0 else code  # killed by a signal: 128 + signal, as runtimes report it
         started = container.state.get("running", {}).get("startedAt", timestamp())
         reason = "Completed" if code == 0 else "Error"
-        container.state = {"terminated": {"exitCode": code, "reason": reason, "startedAt": started,
-                                          "finishedAt": timestamp()}}
+        container.state = {
+            "terminated": {
+                "exitCode": code,
+                "reason": reason,
+                "startedAt": started,
+                "finishedAt": timestamp(),
+            }
+        }
         container.proc, container.ready = None, False
         (self.ctx.pid_dir / f"{self.uid}_{container.name}.pid").unlink(missing_ok=True)
 
@@ -518,8 +591,9 @@ class PodWorker:
             ok, why = probes.check(liveness.probe, container.spec, self.pod_ip, prefix)
             liveness.record(ok, why, now)
             if liveness.failed:
-                self.kill(container,
-                          f"Container {container.name} failed liveness probe, will be restarted: {why}")
+                self.kill(
+                    container, f"Container {container.name} failed liveness probe, will be restarted: {why}"
+                )
 
     def kill(self, container: Container, why: str) -> None:
         self.event("Killing", why, container=container)
@@ -556,8 +630,12 @@ class PodWorker:
 
     def remove_from_api(self) -> None:
         """Delete the pod object, now that its processes are gone (grace 0, only this very pod)."""
-        body = {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0,
-                "preconditions": {"uid": self.uid}}
+        body = {
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "gracePeriodSeconds": 0,
+            "preconditions": {"uid": self.uid},
+        }
         try:
             self.ctx.api.delete(path("pods", self.namespace, self.name), body)
             log.info("pod %s/%s: deleted", self.namespace, self.name)
@@ -571,28 +649,43 @@ class PodWorker:
 
     def write_pod_files(self) -> None:
         self.write_hosts()
-        podfiles.write(self.dir / "resolv.conf",
-                       podfiles.resolv_conf(self.namespace, self.ctx.network.node_ip))
+        podfiles.write(
+            self.dir / "resolv.conf", podfiles.resolv_conf(self.namespace, self.ctx.network.node_ip)
+        )
 
     def write_hosts(self) -> None:
-        text = podfiles.hosts(pod_ip=self.pod_ip, hostname=self.hostname(), namespace=self.namespace,
-                              services=self.ctx.services.names())
-        aliases = "".join(f"{a['ip']}\t{' '.join(a.get('hostnames') or [])}\n"
-                          for a in self.pod["spec"].get("hostAliases") or [])
+        text = podfiles.hosts(
+            pod_ip=self.pod_ip,
+            hostname=self.hostname(),
+            namespace=self.namespace,
+            services=self.ctx.services.names(),
+        )
+        aliases = "".join(
+            f"{a['ip']}\t{' '.join(a.get('hostnames') or [])}\n"
+            for a in self.pod["spec"].get("hostAliases") or []
+        )
         target = self.dir / "hosts"
         if target.parent.exists():
             podfiles.write_in_place(target, text + aliases)
 
-    def event(self, reason: str, message: str, *, warning: bool = False, container: Container | None = None,
-              once: bool = False) -> None:
+    def event(
+        self,
+        reason: str,
+        message: str,
+        *,
+        warning: bool = False,
+        container: Container | None = None,
+        once: bool = False,
+    ) -> None:
         if once and container is not None:
             if container.last_event == reason + message:
                 return
             container.last_event = reason + message
         kind = "initContainers" if container is not None and container.init else "containers"
         field_path = f"spec.{kind}{{{container.name}}}" if container is not None else None
-        self.ctx.recorder.event({"kind": "Pod", **self.pod}, reason, message, warning=warning,
-                                field_path=field_path)
+        self.ctx.recorder.event(
+            {"kind": "Pod", **self.pod}, reason, message, warning=warning, field_path=field_path
+        )
 
     def _condition(self, kind: str, ok: bool, reason: str = "") -> dict[str, Any]:
         status = "True" if ok else "False"
@@ -606,11 +699,17 @@ class PodWorker:
 
     def container_status(self, container: Container) -> dict[str, Any]:
         image = container.spec.get("image", "")
-        return {"name": container.name, "image": image, "imageID": f"sandbox://{image}",
-                "containerID": f"sandbox://{self.uid}/{container.name}/{container.restart_count}",
-                "ready": container.ready, "started": container.started if container.running else False,
-                "restartCount": container.restart_count, "state": container.state,
-                "lastState": container.last_state}
+        return {
+            "name": container.name,
+            "image": image,
+            "imageID": f"sandbox://{image}",
+            "containerID": f"sandbox://{self.uid}/{container.name}/{container.restart_count}",
+            "ready": container.ready,
+            "started": container.started if container.running else False,
+            "restartCount": container.restart_count,
+            "state": container.state,
+            "lastState": container.last_state,
+        }
 
     def status(self) -> dict[str, Any]:
         initialized = all(c.terminated and c.state["terminated"]["exitCode"] == 0 for c in self.init)
@@ -620,8 +719,10 @@ class PodWorker:
         ready = initialized and self.phase == "Running" and all(c.ready for c in self.main)
         not_ready = "PodCompleted" if self.phase in ("Succeeded", "Failed") else "ContainersNotReady"
         status: dict[str, Any] = {
-            "phase": self.phase, "hostIP": self.ctx.network.node_ip,
-            "hostIPs": [{"ip": self.ctx.network.node_ip}], "startTime": self.start_time,
+            "phase": self.phase,
+            "hostIP": self.ctx.network.node_ip,
+            "hostIPs": [{"ip": self.ctx.network.node_ip}],
+            "startTime": self.start_time,
             "conditions": [
                 {"type": "PodScheduled", "status": "True"},
                 self._condition("PodReadyToStartContainers", "PodReadyToStartContainers" in self.transitions),
@@ -644,8 +745,9 @@ class PodWorker:
         if text == self.reported:
             return
         try:
-            self.ctx.api.merge_patch(path("pods", self.namespace, self.name, subresource="status"),
-                                     {"status": status})
+            self.ctx.api.merge_patch(
+                path("pods", self.namespace, self.name, subresource="status"), {"status": status}
+            )
             self.reported = text
         except ApiError as exc:
             if exc.status == 404:
@@ -694,8 +796,9 @@ class PodManager:
 
     def find(self, namespace: str, name: str) -> PodWorker | None:
         with self.lock:
-            return next((w for w in self.workers.values() if (w.namespace, w.name) == (namespace, name)),
-                        None)
+            return next(
+                (w for w in self.workers.values() if (w.namespace, w.name) == (namespace, name)), None
+            )
 
     def services_changed(self) -> None:
         with self.lock:

@@ -28,8 +28,9 @@ def _port(value: Any, container: dict[str, Any]) -> int:
     raise ValueError(f"no container port named {value!r}")
 
 
-def check(probe: dict[str, Any], container: dict[str, Any], pod_ip: str,
-          exec_prefix: list[str] | None) -> tuple[bool, str]:
+def check(
+    probe: dict[str, Any], container: dict[str, Any], pod_ip: str, exec_prefix: list[str] | None
+) -> tuple[bool, str]:
     """Run ``probe`` once: (success, what failed)."""
     timeout = float(probe.get("timeoutSeconds") or 1)
     try:
@@ -40,28 +41,35 @@ def check(probe: dict[str, Any], container: dict[str, Any], pod_ip: str,
                 context = ssl.create_default_context()
                 # a kubelet does not verify
                 context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-                conn: http.client.HTTPConnection = http.client.HTTPSConnection(host, port, timeout=timeout,
-                                                                               context=context)
+                conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                    host, port, timeout=timeout, context=context
+                )
             else:
                 conn = http.client.HTTPConnection(host, port, timeout=timeout)
             try:
                 headers = {h["name"]: h["value"] for h in get.get("httpHeaders") or []}
-                conn.request("GET", get.get("path") or "/",
-                             headers={"User-Agent": "kube-probe/1.36", **headers})
+                conn.request(
+                    "GET", get.get("path") or "/", headers={"User-Agent": "kube-probe/1.36", **headers}
+                )
                 status = conn.getresponse().status
             finally:
                 conn.close()
             return 200 <= status < 400, f"HTTP probe failed with statuscode: {status}"
         if "tcpSocket" in probe:
             sock = probe["tcpSocket"]
-            with socket.create_connection((sock.get("host") or pod_ip, _port(sock["port"], container)),
-                                          timeout=timeout):
+            with socket.create_connection(
+                (sock.get("host") or pod_ip, _port(sock["port"], container)), timeout=timeout
+            ):
                 return True, ""
         if "exec" in probe:
             if exec_prefix is None:
                 return False, "exec probe: the container is not running"
-            done = subprocess.run([*exec_prefix, *probe["exec"].get("command", [])], capture_output=True,
-                                  timeout=timeout, check=False)
+            done = subprocess.run(
+                [*exec_prefix, *probe["exec"].get("command", [])],
+                capture_output=True,
+                timeout=timeout,
+                check=False,
+            )
             return done.returncode == 0, f"exec probe exited with {done.returncode}"
         return True, ""  # grpc probes are not run by the sandbox: counted as passing
     except (OSError, ValueError, http.client.HTTPException, subprocess.TimeoutExpired) as exc:

@@ -22,8 +22,14 @@ class ApiError(Exception):
         self.status, self.reason, self.message = status, reason, message
 
 
-def path(resource: str, namespace: str | None = None, name: str | None = None, *, group: str = "",
-         subresource: str | None = None) -> str:
+def path(
+    resource: str,
+    namespace: str | None = None,
+    name: str | None = None,
+    *,
+    group: str = "",
+    subresource: str | None = None,
+) -> str:
     """The API path of ``resource`` (plural, e.g. "pods"); ``group`` like "apps/v1" (core if empty)."""
     parts = ["/api/v1"] if not group else ["/apis", group]
     if namespace is not None:
@@ -45,13 +51,23 @@ class Api:
     def _connection(self, timeout: float) -> http.client.HTTPSConnection:
         return http.client.HTTPSConnection(self.host, self.port, context=self.context, timeout=timeout)
 
-    def request(self, method: str, url: str, body: Any = None, *, params: Mapping[str, Any] | None = None,
-                content_type: str = "application/json") -> JSON:
+    def request(
+        self,
+        method: str,
+        url: str,
+        body: Any = None,
+        *,
+        params: Mapping[str, Any] | None = None,
+        content_type: str = "application/json",
+    ) -> JSON:
         if params:
             url += "?" + urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
         payload = None if body is None else json.dumps(body).encode()
-        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json",
-                   "Content-Type": content_type}
+        headers = {
+            "Authorization": f"Bearer {self.token}",
+            "Accept": "application/json",
+            "Content-Type": content_type,
+        }
         for attempt in (1, 2):  # a kept-alive connection the server closed meanwhile: reconnect once
             conn = getattr(self._local, "conn", None)
             if conn is None:
@@ -85,8 +101,15 @@ class Api:
 
     def watch(self, url: str, resource_version: str, timeout: int = 60, **params: Any) -> Iterator[JSON]:
         """Watch events ({type, object}) from ``resource_version`` until the server ends the watch."""
-        query = urllib.parse.urlencode({"watch": "1", "resourceVersion": resource_version,
-                                        "timeoutSeconds": timeout, "allowWatchBookmarks": "true", **params})
+        query = urllib.parse.urlencode(
+            {
+                "watch": "1",
+                "resourceVersion": resource_version,
+                "timeoutSeconds": timeout,
+                "allowWatchBookmarks": "true",
+                **params,
+            }
+        )
         conn = self._connection(timeout + 15)
         try:
             conn.request("GET", f"{url}?{query}", headers={"Authorization": f"Bearer {self.token}"})

@@ -29,8 +29,9 @@ SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 def service_info(svc: dict[str, Any]) -> ServiceInfo:
     spec = svc["spec"]
-    ports = tuple((p.get("name", ""), int(p["port"]), p.get("protocol", "TCP"))
-                  for p in spec.get("ports") or [])
+    ports = tuple(
+        (p.get("name", ""), int(p["port"]), p.get("protocol", "TCP")) for p in spec.get("ports") or []
+    )
     return ServiceInfo(svc["metadata"]["name"], spec.get("clusterIP", ""), ports)
 
 
@@ -63,8 +64,11 @@ class ServiceIndex:
     def for_env(self, namespace: str, *, links: bool = True) -> list[ServiceInfo]:
         """The Services of a pod's variables: ``kubernetes`` of ``default``, and with ``links``
         (enableServiceLinks) those of the pod's namespace."""
-        return [service_info(s) for (ns, name), s in sorted(self._snapshot().items())
-                if (links and ns == namespace) or (ns, name) == ("default", "kubernetes")]
+        return [
+            service_info(s)
+            for (ns, name), s in sorted(self._snapshot().items())
+            if (links and ns == namespace) or (ns, name) == ("default", "kubernetes")
+        ]
 
     def names(self) -> list[tuple[str, str, str]]:
         return [(ns, name, s["spec"].get("clusterIP", "")) for (ns, name), s in self._snapshot().items()]
@@ -86,8 +90,9 @@ class LoadBalancers:
     def handle(self, kind: str, svc: dict[str, Any]) -> None:
         meta, spec = svc["metadata"], svc["spec"]
         key = (meta["namespace"], meta["name"])
-        ingress = [i.get("ip")
-                   for i in ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []]
+        ingress = [
+            i.get("ip") for i in ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+        ]
         with self._lock:
             if kind == "DELETED" or spec.get("type") != "LoadBalancer" or spec.get("loadBalancerClass"):
                 self._taken.pop(key, None)
@@ -176,8 +181,13 @@ class ServiceProxy:
         listens and a connection is refused, as kube-proxy's REJECT rule makes it."""
         wanted: dict[tuple[str, int], tuple[str, str, str]] = {}
         for service in self._services.values():
-            wanted.update({addr: target for addr, target in self._wanted(service).items()
-                           if self._backends.get(target, Backends()).addresses})
+            wanted.update(
+                {
+                    addr: target
+                    for addr, target in self._wanted(service).items()
+                    if self._backends.get(target, Backends()).addresses
+                }
+            )
         for addr in [a for a in self._servers if self._servers[a][1] != wanted.get(a)]:
             server, _ = self._servers.pop(addr)
             server.close()
@@ -186,11 +196,15 @@ class ServiceProxy:
                 continue
             try:
                 server = await asyncio.start_server(
-                    functools.partial(self._forward, target=target), host=addr[0], port=addr[1],
-                    reuse_address=True)
+                    functools.partial(self._forward, target=target),
+                    host=addr[0],
+                    port=addr[1],
+                    reuse_address=True,
+                )
             except OSError as exc:
-                log.error("service %s/%s: cannot listen on %s:%s: %s", target[0], target[1], addr[0], addr[1],
-                          exc)
+                log.error(
+                    "service %s/%s: cannot listen on %s:%s: %s", target[0], target[1], addr[0], addr[1], exc
+                )
                 continue
             self._servers[addr] = (server, target)
 
@@ -211,19 +225,25 @@ class ServiceProxy:
         for (ns, _), eps in self._slices.items():
             if ns != namespace or (eps["metadata"].get("labels") or {}).get(SERVICE_NAME_LABEL) != service:
                 continue
-            ready = [a for e in eps.get("endpoints") or [] if (e.get("conditions") or {}).get("ready", True)
-                     for a in e.get("addresses") or []]
+            ready = [
+                a
+                for e in eps.get("endpoints") or []
+                if (e.get("conditions") or {}).get("ready", True)
+                for a in e.get("addresses") or []
+            ]
             for port in eps.get("ports") or []:
                 if port.get("port") is not None:
                     by_port.setdefault(port.get("name", ""), []).extend((a, int(port["port"])) for a in ready)
         for key in [k for k in self._backends if k[:2] == (namespace, service)]:
             self._backends[key].addresses = []
         for name, addresses in by_port.items():
-            self._backends.setdefault((namespace, service, name),
-                                      Backends()).addresses = sorted(set(addresses))
+            self._backends.setdefault((namespace, service, name), Backends()).addresses = sorted(
+                set(addresses)
+            )
 
-    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                       target: tuple[str, str, str]) -> None:
+    async def _forward(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, target: tuple[str, str, str]
+    ) -> None:
         backend = self._backends.get(target, Backends()).pick()
         if backend is None:  # the last endpoint went away after the connection was accepted
             writer.close()

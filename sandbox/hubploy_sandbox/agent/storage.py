@@ -25,10 +25,15 @@ PROVISIONED_BY = "pv.kubernetes.io/provisioned-by"
 
 def storage_class() -> dict[str, Any]:
     return {
-        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
-        "metadata": {"name": STORAGE_CLASS,
-                     "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
-        "provisioner": PROVISIONER, "reclaimPolicy": "Delete", "volumeBindingMode": "WaitForFirstConsumer",
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "StorageClass",
+        "metadata": {
+            "name": STORAGE_CLASS,
+            "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+        },
+        "provisioner": PROVISIONER,
+        "reclaimPolicy": "Delete",
+        "volumeBindingMode": "WaitForFirstConsumer",
     }
 
 
@@ -46,9 +51,13 @@ class Provisioner:
     def claim_changed(self, kind: str, claim: dict[str, Any]) -> None:
         meta, spec = claim["metadata"], claim["spec"]
         annotations = meta.get("annotations") or {}
-        if (kind == "DELETED" or spec.get("volumeName") or meta.get("deletionTimestamp")
-                or annotations.get(PROVISIONER_ANNOTATION) != PROVISIONER
-                or annotations.get(SELECTED_NODE_ANNOTATION, NODE_NAME) != NODE_NAME):
+        if (
+            kind == "DELETED"
+            or spec.get("volumeName")
+            or meta.get("deletionTimestamp")
+            or annotations.get(PROVISIONER_ANNOTATION) != PROVISIONER
+            or annotations.get(SELECTED_NODE_ANNOTATION, NODE_NAME) != NODE_NAME
+        ):
             return
         name = f"pvc-{meta['uid']}"
         directory = self.volumes / f"{meta['namespace']}_{meta['name']}_{name}"
@@ -56,7 +65,8 @@ class Provisioner:
         directory.chmod(0o777)  # as local-path does: any pod user may write to its claim
         size = ((spec.get("resources") or {}).get("requests") or {}).get("storage", "1Gi")
         volume = {
-            "apiVersion": "v1", "kind": "PersistentVolume",
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
             "metadata": {"name": name, "annotations": {PROVISIONED_BY: PROVISIONER}},
             "spec": {
                 "capacity": {"storage": size},
@@ -65,10 +75,24 @@ class Provisioner:
                 "storageClassName": spec.get("storageClassName") or STORAGE_CLASS,
                 "volumeMode": spec.get("volumeMode", "Filesystem"),
                 "hostPath": {"path": str(directory), "type": "DirectoryOrCreate"},
-                "claimRef": {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-                             "namespace": meta["namespace"], "name": meta["name"], "uid": meta["uid"]},
-                "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
-                    {"key": "kubernetes.io/hostname", "operator": "In", "values": [NODE_NAME]}]}]}},
+                "claimRef": {
+                    "apiVersion": "v1",
+                    "kind": "PersistentVolumeClaim",
+                    "namespace": meta["namespace"],
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                },
+                "nodeAffinity": {
+                    "required": {
+                        "nodeSelectorTerms": [
+                            {
+                                "matchExpressions": [
+                                    {"key": "kubernetes.io/hostname", "operator": "In", "values": [NODE_NAME]}
+                                ]
+                            }
+                        ]
+                    }
+                },
             },
         }
         try:
@@ -77,16 +101,23 @@ class Provisioner:
             if exc.status != 409:
                 raise
             return
-        log.info("claim %s/%s: provisioned %s (%s) at %s", meta["namespace"], meta["name"], name, size,
-                 directory)
-        self.recorder.event({**claim, "kind": "PersistentVolumeClaim"}, "ProvisioningSucceeded",
-                            f"Successfully provisioned volume {name}")
+        log.info(
+            "claim %s/%s: provisioned %s (%s) at %s", meta["namespace"], meta["name"], name, size, directory
+        )
+        self.recorder.event(
+            {**claim, "kind": "PersistentVolumeClaim"},
+            "ProvisioningSucceeded",
+            f"Successfully provisioned volume {name}",
+        )
 
     def volume_changed(self, kind: str, volume: dict[str, Any]) -> None:
         meta, spec = volume["metadata"], volume["spec"]
-        if ((meta.get("annotations") or {}).get(PROVISIONED_BY) != PROVISIONER or kind == "DELETED"
-                or (volume.get("status") or {}).get("phase") != "Released"
-                or spec.get("persistentVolumeReclaimPolicy") != "Delete"):
+        if (
+            (meta.get("annotations") or {}).get(PROVISIONED_BY) != PROVISIONER
+            or kind == "DELETED"
+            or (volume.get("status") or {}).get("phase") != "Released"
+            or spec.get("persistentVolumeReclaimPolicy") != "Delete"
+        ):
             return
         directory = Path((spec.get("hostPath") or {}).get("path", ""))
         if directory.parent == self.volumes:

@@ -51,8 +51,16 @@ def _safe_join(root: Path, relative: str) -> Path:
 class PodVolumes:
     """Sets up the volumes of one pod under ``directory`` (``<directory>/<volume name>``)."""
 
-    def __init__(self, api: Api, pod: dict[str, Any], directory: Path, *, pod_ip: str, host_ip: str,
-                 allocatable: dict[str, str]) -> None:
+    def __init__(
+        self,
+        api: Api,
+        pod: dict[str, Any],
+        directory: Path,
+        *,
+        pod_ip: str,
+        host_ip: str,
+        allocatable: dict[str, str],
+    ) -> None:
         self.api, self.pod, self.directory = api, pod, directory
         self.namespace = pod["metadata"]["namespace"]
         self.pod_ip, self.host_ip, self.allocatable = pod_ip, host_ip, allocatable
@@ -89,8 +97,9 @@ class PodVolumes:
             ref = {**volume["secret"], "name": volume["secret"].get("secretName", "")}
             files = self._keyed("secret", ref, ref.get("defaultMode"))
         elif "downwardAPI" in volume:
-            files = self._downward(volume["downwardAPI"].get("items"),
-                                   volume["downwardAPI"].get("defaultMode"))
+            files = self._downward(
+                volume["downwardAPI"].get("items"), volume["downwardAPI"].get("defaultMode")
+            )
         elif "projected" in volume:
             files = self._projected(volume["projected"], target)
         else:
@@ -112,8 +121,9 @@ class PodVolumes:
         volume = self.api.get(path("persistentvolumes", name=volume_name))
         source = volume["spec"].get("hostPath") or volume["spec"].get("local")
         if source is None:
-            raise VolumeNotReady(f"persistentvolume {volume_name}: only hostPath and local volumes exist on "
-                                 "the sandbox")
+            raise VolumeNotReady(
+                f"persistentvolume {volume_name}: only hostPath and local volumes exist on the sandbox"
+            )
         directory = Path(source["path"])
         directory.mkdir(parents=True, exist_ok=True)
         return directory
@@ -132,8 +142,9 @@ class PodVolumes:
         return target
 
     # --- file contents -------------------------------------------------------------------------------
-    def _keyed(self, kind: str, ref: dict[str, Any],
-               default_mode: int | None) -> dict[str, tuple[bytes, int]]:
+    def _keyed(
+        self, kind: str, ref: dict[str, Any], default_mode: int | None
+    ) -> dict[str, tuple[bytes, int]]:
         """The files of a ConfigMap or Secret ``ref`` ({name, items, optional})."""
         data = self.sources.raw(kind, ref["name"])
         optional = bool(ref.get("optional"))
@@ -154,8 +165,9 @@ class PodVolumes:
             files[item["path"]] = (data[item["key"]], item.get("mode", mode))
         return files
 
-    def _downward(self, items: list[dict[str, Any]] | None,
-                  default_mode: int | None) -> dict[str, tuple[bytes, int]]:
+    def _downward(
+        self, items: list[dict[str, Any]] | None, default_mode: int | None
+    ) -> dict[str, tuple[bytes, int]]:
         mode = 0o644 if default_mode is None else default_mode
         containers = self.pod["spec"]["containers"]
         files = {}
@@ -165,8 +177,9 @@ class PodVolumes:
             else:
                 ref = item["resourceFieldRef"]
                 wanted = ref.get("containerName") or containers[0]["name"]
-                value = resource_value(next(c for c in containers if c["name"] == wanted), ref,
-                                       self.allocatable)
+                value = resource_value(
+                    next(c for c in containers if c["name"] == wanted), ref, self.allocatable
+                )
             files[item["path"]] = (value.encode(), item.get("mode", mode))
         return files
 
@@ -182,22 +195,35 @@ class PodVolumes:
                 files.update(self._downward(source["downwardAPI"].get("items"), mode))
             elif "serviceAccountToken" in source:
                 sat = source["serviceAccountToken"]
-                token = Token(_safe_join(target, sat["path"]),
-                              self.pod["spec"].get("serviceAccountName", "default"),
-                              sat.get("audience"), int(sat.get("expirationSeconds", 3600)))
+                token = Token(
+                    _safe_join(target, sat["path"]),
+                    self.pod["spec"].get("serviceAccountName", "default"),
+                    sat.get("audience"),
+                    int(sat.get("expirationSeconds", 3600)),
+                )
                 files[sat["path"]] = (self._request_token(token).encode(), mode)
                 self.tokens.append(token)
         return files
 
     def _request_token(self, token: Token) -> str:
         meta = self.pod["metadata"]
-        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-                "spec": {"audiences": [token.audience] if token.audience else [],
-                         "expirationSeconds": token.expiration_seconds,
-                         "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": meta["name"],
-                                            "uid": meta["uid"]}}}
-        result = self.api.create(path("serviceaccounts", self.namespace, token.service_account,
-                                      subresource="token"), body)
+        body = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {
+                "audiences": [token.audience] if token.audience else [],
+                "expirationSeconds": token.expiration_seconds,
+                "boundObjectRef": {
+                    "kind": "Pod",
+                    "apiVersion": "v1",
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                },
+            },
+        }
+        result = self.api.create(
+            path("serviceaccounts", self.namespace, token.service_account, subresource="token"), body
+        )
         expires = dt.datetime.fromisoformat(result["status"]["expirationTimestamp"].replace("Z", "+00:00"))
         token.refresh_at = dt.datetime.now(dt.UTC) + (expires - dt.datetime.now(dt.UTC)) * 0.8
         return str(result["status"]["token"])

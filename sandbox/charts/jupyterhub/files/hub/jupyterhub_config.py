@@ -205,8 +205,9 @@ if get_config("scheduling.podPriority.enabled"):
 
 node_required = chart_copy("singleuser.extraNodeAffinity.required", [])
 node_preferred = chart_copy("singleuser.extraNodeAffinity.preferred", [])
-user_nodes = {"matchExpressions": [{"key": "hub.jupyter.org/node-purpose", "operator": "In",
-                                    "values": ["user"]}]}
+user_nodes = {
+    "matchExpressions": [{"key": "hub.jupyter.org/node-purpose", "operator": "In", "values": ["user"]}]
+}
 node_purpose = get_config("scheduling.userPods.nodeAffinity.matchNodePurpose")
 if node_purpose == "require":
     node_required.append(user_nodes)
@@ -217,8 +218,9 @@ elif node_purpose not in (None, "ignore"):
 c.KubeSpawner.node_affinity_required = node_required
 c.KubeSpawner.node_affinity_preferred = node_preferred
 
-tolerations = (chart_copy("scheduling.userPods.tolerations", [])
-               + chart_copy("singleuser.extraTolerations", []))
+tolerations = chart_copy("scheduling.userPods.tolerations", []) + chart_copy(
+    "singleuser.extraTolerations", []
+)
 if tolerations:
     c.KubeSpawner.tolerations = tolerations
 
@@ -239,26 +241,36 @@ if storage_type == "dynamic":
     if pvc_template:
         c.KubeSpawner.pvc_name_template = pvc_template
     set_config_if_not_none(c.KubeSpawner, "storage_class", "singleuser.storage.dynamic.storageClass")
-    set_config_if_not_none(c.KubeSpawner, "storage_access_modes",
-                           "singleuser.storage.dynamic.storageAccessModes")
+    set_config_if_not_none(
+        c.KubeSpawner, "storage_access_modes", "singleuser.storage.dynamic.storageAccessModes"
+    )
     set_config_if_not_none(c.KubeSpawner, "storage_capacity", "singleuser.storage.capacity")
     volume = name_template(get_config("singleuser.storage.dynamic.volumeNameTemplate"))
     volumes[volume] = {"name": volume, "persistentVolumeClaim": {"claimName": claim}}
-    volume_mounts[volume] = {"name": volume, "mountPath": home,
-                             "subPath": get_config("singleuser.storage.dynamic.subPath")}
+    volume_mounts[volume] = {
+        "name": volume,
+        "mountPath": home,
+        "subPath": get_config("singleuser.storage.dynamic.subPath"),
+    }
 elif storage_type == "static":
     # One existing PVC for everyone, a sub-directory each.
-    volumes["home"] = {"name": "home",
-                       "persistentVolumeClaim": {
-                           "claimName": get_config("singleuser.storage.static.pvcName")}}
-    volume_mounts["home"] = {"name": "home", "mountPath": home,
-                             "subPath": get_config("singleuser.storage.static.subPath")}
+    volumes["home"] = {
+        "name": "home",
+        "persistentVolumeClaim": {"claimName": get_config("singleuser.storage.static.pvcName")},
+    }
+    volume_mounts["home"] = {
+        "name": "home",
+        "mountPath": home,
+        "subPath": get_config("singleuser.storage.static.subPath"),
+    }
 
 # singleuser.extraFiles, from the chart's singleuser Secret.
 extra_files = get_config("singleuser.extraFiles") or {}
 if extra_files:
-    items = [{"key": key, "path": key, **({"mode": f["mode"]} if "mode" in f else {})}
-             for key, f in extra_files.items()]
+    items = [
+        {"key": key, "path": key, **({"mode": f["mode"]} if "mode" in f else {})}
+        for key, f in extra_files.items()
+    ]
     volumes["files"] = {"name": "files", "secret": {"secretName": get_name("singleuser"), "items": items}}
     for i, (key, f) in enumerate(extra_files.items()):
         volume_mounts[f"{i}-files"] = {"name": "files", "mountPath": f["mountPath"], "subPath": key}
@@ -267,8 +279,11 @@ if extra_files:
 extra_volumes = chart_copy("singleuser.storage.extraVolumes") or {}
 volumes.update(extra_volumes if isinstance(extra_volumes, dict) else {v["name"]: v for v in extra_volumes})
 extra_mounts = chart_copy("singleuser.storage.extraVolumeMounts") or {}
-volume_mounts.update(extra_mounts if isinstance(extra_mounts, dict)
-                     else {f"{i}-{m['name']}": m for i, m in enumerate(extra_mounts)})
+volume_mounts.update(
+    extra_mounts
+    if isinstance(extra_mounts, dict)
+    else {f"{i}-{m['name']}": m for i, m in enumerate(extra_mounts)}
+)
 if LEGACY_KUBESPAWNER:
     volumes, volume_mounts = list(volumes.values()), list(volume_mounts.values())
 c.KubeSpawner.volumes = volumes
@@ -280,14 +295,27 @@ if metadata.get("blockWithIptables"):
     # Before the user's container starts, drop its traffic to the cloud metadata server (which
     # can hand out the node's credentials).
     tools = get_config("singleuser.networkTools")
-    init_containers.append({
-        "name": "block-cloud-metadata",
-        "image": f"{tools['image']['name']}:{tools['image']['tag']}",
-        "command": ["iptables", "--append", "OUTPUT", "--protocol", "tcp", "--destination", metadata["ip"],
-                    "--destination-port", "80", "--jump", "DROP"],
-        "securityContext": {"privileged": True, "runAsUser": 0, "capabilities": {"add": ["NET_ADMIN"]}},
-        **({"resources": tools["resources"]} if tools.get("resources") else {}),
-    })
+    init_containers.append(
+        {
+            "name": "block-cloud-metadata",
+            "image": f"{tools['image']['name']}:{tools['image']['tag']}",
+            "command": [
+                "iptables",
+                "--append",
+                "OUTPUT",
+                "--protocol",
+                "tcp",
+                "--destination",
+                metadata["ip"],
+                "--destination-port",
+                "80",
+                "--jump",
+                "DROP",
+            ],
+            "securityContext": {"privileged": True, "runAsUser": 0, "capabilities": {"add": ["NET_ADMIN"]}},
+            **({"resources": tools["resources"]} if tools.get("resources") else {}),
+        }
+    )
 if init_containers:
     c.KubeSpawner.init_containers = init_containers
 
@@ -300,12 +328,23 @@ if get_config("cull.enabled"):
     if importlib.util.find_spec("jupyterhub_idle_culler"):
         # A hub-managed service with only the permissions the culler needs.
         base_url = get_config("hub.baseUrl") or "/"
-        cull = [sys.executable, "-m", "jupyterhub_idle_culler",
-                f"--url=http://localhost:8081{base_url.rstrip('/')}/hub/api"]
-        role = {"name": "jupyterhub-idle-culler", "services": ["jupyterhub-idle-culler"],
-                "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"]}
-        for flag, key in (("timeout", "timeout"), ("cull-every", "every"), ("concurrency", "concurrency"),
-                          ("max-age", "maxAge")):
+        cull = [
+            sys.executable,
+            "-m",
+            "jupyterhub_idle_culler",
+            f"--url=http://localhost:8081{base_url.rstrip('/')}/hub/api",
+        ]
+        role = {
+            "name": "jupyterhub-idle-culler",
+            "services": ["jupyterhub-idle-culler"],
+            "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
+        }
+        for flag, key in (
+            ("timeout", "timeout"),
+            ("cull-every", "every"),
+            ("concurrency", "concurrency"),
+            ("max-age", "maxAge"),
+        ):
             if get_config(f"cull.{key}"):
                 cull.append(f"--{flag}={get_config(f'cull.{key}')}")
         if get_config("cull.users"):
@@ -318,8 +357,10 @@ if get_config("cull.enabled"):
         services.append({"name": "jupyterhub-idle-culler", "command": cull})
         roles.append(role)
     else:
-        print("cull.enabled is true, but jupyterhub_idle_culler is not installed in the hub image:"
-              " idle user servers are not culled")
+        print(
+            "cull.enabled is true, but jupyterhub_idle_culler is not installed in the hub image:"
+            " idle user servers are not culled"
+        )
 
 # hub.services and hub.loadRoles are mappings (so values files can merge them); JupyterHub wants
 # lists. A service's API token comes from the hub Secret (generated unless given).
@@ -356,8 +397,10 @@ SECRET_TRAITS = {
 for section, traits in (chart_copy("hub.config") or {}).items():
     if not section[:1].isupper():
         # Sections are Configurable class names; anything else is a misplaced value.
-        sys.exit(f"hub.config.{section}: hub.config keys must be class names like JupyterHub"
-                 " (is this value meant for another place?)")
+        sys.exit(
+            f"hub.config.{section}: hub.config keys must be class names like JupyterHub"
+            " (is this value meant for another place?)"
+        )
     for secret in SECRET_TRAITS.get(section, ()):
         traits.pop(secret, None)
     print(f"Loading hub.config.{section}")
