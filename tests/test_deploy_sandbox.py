@@ -36,7 +36,9 @@ pytest_plugins = ["fixtures.sandbox"]
 pytestmark = pytest.mark.sandbox
 
 GIT = ["git", "-c", "user.email=t@example.org", "-c", "user.name=t"]
-FAST = DeployOptions(flags=UpgradeFlags(timeout="60s", atomic=True), health_timeout=60)
+# helm's wait for a good hub: 150 s, as several test modules run at once (scripts/test) and a hub whose
+# proxy is not up yet restarts with a backoff, as on a real cluster
+FAST = DeployOptions(flags=UpgradeFlags(timeout="150s", atomic=True), health_timeout=60)
 # A hub config that makes JupyterHub exit at start: the hub pod crash-loops and never gets ready.
 BROKEN_HUB = "jupyterhub.hub.extraConfig.99-broken=raise SystemExit('broken on purpose')"
 CHART_IMAGES = {
@@ -356,7 +358,7 @@ def test_chart_that_does_not_render_changes_nothing(hub_repo: HubRepo, sandbox: 
 
 def test_cli_deploy_and_dry_run_never_prints_secrets(hub_repo: HubRepo) -> None:
     env = {**hub_repo.env, "CI": ""}
-    done = run_cli("deploy", hub_repo.name, "hub", "staging", "--timeout", "60", cwd=hub_repo.root, env=env)
+    done = run_cli("deploy", hub_repo.name, "hub", "staging", "--timeout", "150", cwd=hub_repo.root, env=env)
     assert done.returncode == 0, done.stderr
     assert f"{hub_repo.release}: deployed (revision none -> 1" in done.stderr
     token = subprocess.run(
@@ -383,7 +385,7 @@ def test_cli_deploy_and_dry_run_never_prints_secrets(hub_repo: HubRepo) -> None:
     )
     assert refused.returncode == 1 and "refused in CI" in refused.stderr
 
-    again = run_cli("deploy", hub_repo.name, "hub", "staging", "--timeout", "60", cwd=hub_repo.root, env=env)
+    again = run_cli("deploy", hub_repo.name, "hub", "staging", "--timeout", "150", cwd=hub_repo.root, env=env)
     assert again.returncode == 0 and f"{hub_repo.release}: unchanged (revision 1 -> 1" in again.stderr, (
         again.stderr
     )
@@ -414,7 +416,7 @@ def test_concurrent_deploys_of_one_release_are_serialized(
                     hub_repo.name,
                     "staging",
                     str(hub_repo.root),
-                    timeout="60s",
+                    timeout="150s",
                     set_string_values=[f"jupyterhub.hub.extraEnv.COLOUR={colour}"],
                     trigger=f"test-{colour}",
                 )
@@ -506,7 +508,7 @@ def test_rollback_task_restores_the_previous_configuration(
             set_string_values=("jupyterhub.hub.extraEnv.COLOUR=blue",), flags=FAST.flags, health_timeout=60
         )
     )
-    record = rollback_hub(hub_repo.name, "staging", str(hub_repo.root), timeout="60s", trigger="test")
+    record = rollback_hub(hub_repo.name, "staging", str(hub_repo.root), timeout="150s", trigger="test")
     assert (record["result"], record["revision_before"], record["revision_after"]) == (
         Outcome.rolled_back,
         2,
