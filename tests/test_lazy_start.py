@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from fixtures.sandbox import Sandbox
 
+from hubploy_sandbox.agent.pods import HAND_OVER_TIMEOUT
+
 pytestmark = pytest.mark.sandbox
 
 POD = """
@@ -69,7 +71,8 @@ def test_a_lazy_pod_is_ready_without_a_process_until_a_first_connection(
 
     url = f"http://{pod['status']['podIP']}:8080/"
     # accepted by the agent, answered by the program
-    with urllib.request.urlopen(url, timeout=60) as response:
+    # the agent holds the connection until the container listens (HAND_OVER_TIMEOUT) on a busy machine
+    with urllib.request.urlopen(url, timeout=HAND_OVER_TIMEOUT + 10) as response:
         assert response.status == 200 and "hostname" in response.read().decode()
     assert _pid_file(sandbox, pod).is_file()
     with urllib.request.urlopen(url, timeout=10) as response:  # straight to the program now

@@ -583,6 +583,8 @@ def test_approve_in_the_prefect_ui_then_prod_is_deployed(
         page.goto(f"{ui}/runs/flow-run/{run_id}")
         page.get_by_role("button", name="Resume").click()
         dialog = page.get_by_role("dialog")
+        # the form (and its description) comes once the UI has read the run's input schema
+        dialog.get_by_text(f"Promote {sha[:12]} to prod?").wait_for(timeout=60_000)
         assert f"Promote {sha[:12]} to prod?" in dialog.inner_text()  # the markdown description is shown
         assert repo.hub in dialog.inner_text()
         decision = dialog.locator(".p-select-button__control")
