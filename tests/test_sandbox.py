@@ -311,6 +311,36 @@ def test_pods_get_unique_addresses_and_reach_services_by_name(sandbox, sandbox_n
     assert http_get(f"http://{cluster_ip}/who")[1].startswith(b"served-by-web-")
 
 
+def test_a_ready_pod_marked_not_ready_by_the_node_controller_is_reported_ready_again(
+    sandbox, sandbox_namespace
+) -> None:
+    """After the API server was away for longer than the node's lease, the node lifecycle controller marks
+    the node's pods not ready; the kubelet (here the agent) reports what it knows again, so a chart's
+    Deployments become available again without a restart."""
+    ns = sandbox_namespace
+    sandbox.apply(pod_manifest("steady", "sleep 3600"), ns)
+    wait_ready(sandbox, ns, "steady")
+    marked = [
+        {"type": kind, "status": "False", "reason": "NodeNotReady"} for kind in ("Ready", "ContainersReady")
+    ]
+    sandbox.kubectl(
+        "patch",
+        "pod",
+        "steady",
+        "-n",
+        ns,
+        "--subresource=status",
+        "--type=strategic",
+        "-p",
+        json.dumps({"status": {"conditions": marked}}),
+    )
+    sandbox.wait_for(
+        "the agent to report the pod ready again",
+        lambda: condition(pod(sandbox, ns, "steady"), "Ready") == "True",
+        timeout=20,
+    )
+
+
 def test_restarts_back_off_and_logs_keep_the_previous_run(sandbox, sandbox_namespace) -> None:
     ns = sandbox_namespace
     sandbox.apply(pod_manifest("crasher", "echo run-$(date +%s%N); exit 3"), ns)

@@ -738,6 +738,15 @@ class PodWorker:
             status["initContainerStatuses"] = [self.container_status(c) for c in self.init]
         return status
 
+    def reconcile(self, api_status: dict[str, Any]) -> None:
+        """Send the status again at the next report when the API's conditions are not the ones this
+        agent reported: the node lifecycle controller marks the pods of a node whose lease went stale
+        (the API server was away) not ready, and a kubelet's status manager then restores its own."""
+        if not self.reported:
+            return
+        if _condition_states(api_status) != _condition_states(json.loads(self.reported)):
+            self.reported = ""
+
     def report(self) -> None:
         """Send the pod's status when it changed since the last report."""
         status = self.status()
@@ -754,6 +763,10 @@ class PodWorker:
                 self.stop_event.set()  # the pod is gone
             else:
                 log.warning("pod %s/%s: status update failed: %s", self.namespace, self.name, exc)
+
+
+def _condition_states(status: dict[str, Any]) -> dict[str, str]:
+    return {c["type"]: c["status"] for c in status.get("conditions") or []}
 
 
 def _signal_group(pid: int, sig: int) -> None:
@@ -787,6 +800,7 @@ class PodManager:
                 return
             if worker is not None:
                 worker.pod = pod
+                worker.reconcile(pod.get("status") or {})
                 return
             phase = (pod.get("status") or {}).get("phase")
             worker = self.workers[uid] = PodWorker(self.ctx, pod)
