@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import yaml
-from fixtures.prefect_worker import Worker, wait_for_state
+from fixtures.prefect_worker import LEASE_RENEWAL_FRACTION, Worker, wait_for_state
 from helpers.cli import run_cli
 from prefect.client.orchestration import get_client
 from prefect.flow_runs import resume_flow_run
@@ -197,14 +197,15 @@ def test_a_run_in_the_hot_window_outlives_its_revoked_deployment_lease(
 ) -> None:
     """The lifecycle deployment has a concurrency limit, so its flow-run process renews a deployment
     lease, which the suspension revokes. Unless the hot window stops that renewal, the engine cancels the
-    waiting process at the next renewal (75 % of the lease, at most 225 s later) and the run ends Crashed."""
+    waiting process at the next renewal (75 % of the lease, at most 225 s later; 30 s for the test
+    worker, whose processes renew at LEASE_RENEWAL_FRACTION) and the run ends Crashed."""
     repo = deploy_repo
     sha = change_values(repo, "# approved after a lease renewal period\n")
     run_id = repo.start(sha)
     suspended = wait_for_state(run_id, paused, worker=hubploy_worker).state
     assert suspended.state_details.deployment_concurrency_lease_id, "no deployment lease: nothing to outlive"
     waiting = wait_for_process_log(run_id, WAITING_IN)
-    past_renewal = time.monotonic() + 0.75 * ENGINE_LEASE_SECONDS + 15
+    past_renewal = time.monotonic() + LEASE_RENEWAL_FRACTION * ENGINE_LEASE_SECONDS + 15
     with get_client(sync_client=True) as client:
         while time.monotonic() < past_renewal:
             state = client.read_flow_run(run_id).state
@@ -212,7 +213,7 @@ def test_a_run_in_the_hot_window_outlives_its_revoked_deployment_lease(
             time.sleep(5)
     assert process_alive(waiting)
     approved = run_cli(
-        "approve", str(run_id), "--reason", "after 4 minutes", "--as", "rel", cwd=repo.work.root
+        "approve", str(run_id), "--reason", "after a renewal", "--as", "rel", cwd=repo.work.root
     )
     assert approved.returncode == 0, approved.stderr
     run = wait_for_state(run_id, final, worker=hubploy_worker)
