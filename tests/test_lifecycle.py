@@ -566,6 +566,11 @@ CHROMIUM_ARGS = [
 ]
 
 
+def is_resume_request(response) -> bool:  # type: ignore[no-untyped-def]
+    """The UI's POST that resumes a paused flow run with the form's input."""
+    return response.request.method == "POST" and response.url.endswith("/resume")
+
+
 @pytest.mark.browser
 def test_approve_in_the_prefect_ui_then_prod_is_deployed(
     deploy_repo: DeployRepo, hubploy_worker: Worker, prefect_api: str, tmp_path: Path
@@ -580,6 +585,7 @@ def test_approve_in_the_prefect_ui_then_prod_is_deployed(
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(120_000)  # a busy 2-core machine renders the run page slowly
         page.goto(f"{ui}/runs/flow-run/{run_id}")
         page.get_by_role("button", name="Resume").click()
         dialog = page.get_by_role("dialog")
@@ -599,7 +605,10 @@ def test_approve_in_the_prefect_ui_then_prod_is_deployed(
         dialog.locator("textarea").nth(1).fill("checked staging in the browser")
         dialog.locator("textarea").nth(2).fill("erin@example.org")
         page.screenshot(path=str(tmp_path / "approval-form.png"))
-        dialog.get_by_role("button", name="Submit").click()
+        # closing the browser right after the click can cancel the request: wait for the server's answer
+        with page.expect_response(is_resume_request, timeout=120_000) as answer:
+            dialog.get_by_role("button", name="Submit").click()
+        assert answer.value.ok, f"the UI's resume request failed: {answer.value.status} {answer.value.text()}"
         browser.close()
     run = wait_for_state(run_id, final, worker=hubploy_worker)
     assert run.state.is_completed(), run.state.message
