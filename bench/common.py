@@ -477,7 +477,7 @@ class PrefectStack:
 
     def server_pids(self) -> list[int]:
         """The Prefect server's process, and the PostgreSQL server's when it runs on one."""
-        from hubploy_sandbox.procs import read_pid
+        from hubploy.processes import read_pid
 
         assert self.server is not None
         postgres = read_pid(self.postgres.pid_file) if self.database == "postgres" else None
@@ -566,7 +566,7 @@ class PrefectStack:
     def stop(self) -> None:
         """Kill the workers, the flow-run processes they started (each in a session of its own), the
         server; remove the PostgreSQL server and its data."""
-        from hubploy_sandbox.procs import child_pids
+        from hubploy.processes import child_pids
 
         for proc in [*self.worker_procs, self.server]:
             if proc is not None and proc.poll() is None:

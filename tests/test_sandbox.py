@@ -19,9 +19,9 @@ import pytest
 import yaml
 
 from hubploy.errors import CommandError
+from hubploy.processes import proc_start_time, read_pid
 from hubploy_sandbox.agent.envvars import parse_quantity
 from hubploy_sandbox.builds import build_kubernetes
-from hubploy_sandbox.procs import proc_start_time, read_pid
 from hubploy_sandbox.versions import KUBERNETES_VERSION
 
 pytest_plugins = ["fixtures.sandbox"]  # harmless when tests/conftest.py loads it too

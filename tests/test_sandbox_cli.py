@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from fixtures.sandbox import free_port_offset
 
+from hubploy.processes import proc_start_time
 from hubploy.runner import child_env, run
-from hubploy_sandbox.procs import proc_start_time
 from hubploy_sandbox.versions import KUBERNETES_VERSION
 
 pytest_plugins = ["fixtures.sandbox"]

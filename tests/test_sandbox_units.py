@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from hubploy.processes import command_line, proc_start_time, read_pid, runs, stop
 from hubploy_sandbox import builds, image_envs, versions
 from hubploy_sandbox.agent import containers, envvars, podfiles, probes
 from hubploy_sandbox.agent.volumes import Mount, VolumeNotReady, _safe_join
@@ -18,7 +19,6 @@ from hubploy_sandbox.env import sandbox_env, shell_exports
 from hubploy_sandbox.errors import SandboxError
 from hubploy_sandbox.network import RANGE, ClusterNetwork
 from hubploy_sandbox.paths import Ports, SandboxPaths
-from hubploy_sandbox.procs import command_line, proc_start_time, read_pid, runs, stop
 
 # --- versions and builds ------------------------------------------------------------------------------
 

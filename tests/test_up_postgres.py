@@ -1,7 +1,9 @@
 """`hubploy up --database postgres --workers 2` as a user runs it (a subprocess with its own HUBPLOY_HOME and
 free ports, no sandbox): a PostgreSQL server of its own, loopback only, its password 0600, run as the
 ``postgres`` user when root; the Prefect server keeps everything in it; Ctrl-C stops it and keeps the data,
-which the next `hubploy up --database postgres` finds again."""
+which the next `hubploy up --database postgres` finds again. As on a shared server, hubploy-sandbox is not
+installed (the processes import a stand-in that says so), and the deployment repository is the operator's
+(--repo)."""
 
 from __future__ import annotations
 
@@ -25,11 +27,31 @@ pytestmark = pytest.mark.prefect
 READY = "Ctrl-C stops what this `hubploy up` started"
 
 
+def without_sandbox(home: Path) -> dict[str, str]:
+    """A user's environment in which ``import hubploy_sandbox`` fails as it does where it is not installed
+    (a package of that name first on PYTHONPATH raises ModuleNotFoundError): the checkout's venv has it."""
+    shadow = home.parent / "no-hubploy-sandbox"
+    (shadow / "hubploy_sandbox").mkdir(parents=True, exist_ok=True)
+    (shadow / "hubploy_sandbox" / "__init__.py").write_text(
+        'raise ModuleNotFoundError("No module named \'hubploy_sandbox\'", name="hubploy_sandbox")\n'
+    )
+    env = user_env(home)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(shadow), env.get("PYTHONPATH")) if p)
+    return env
+
+
+def _bare_repo(path: Path) -> str:
+    run(["git", "init", "-q", "--bare", str(path)], env=child_env())
+    return str(path)
+
+
 def _up(home: Path, port: int, webhook_port: int, log: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [
             str(VENV_BIN / "hubploy"),
             "up",
+            "--repo",
+            _bare_repo(home.parent / "hubs.git"),
             "--database",
             "postgres",
             "--workers",
@@ -41,7 +63,7 @@ def _up(home: Path, port: int, webhook_port: int, log: Path) -> subprocess.Popen
             str(webhook_port),
         ],
         cwd=home.parent,
-        env=user_env(home),
+        env=without_sandbox(home),
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -104,7 +126,7 @@ def test_up_on_postgres_with_two_workers_keeps_its_data_across_down(tmp_path: Pa
         down = subprocess.run(
             [str(VENV_BIN / "hubploy"), "down"],
             cwd=tmp_path,
-            env=user_env(home),
+            env=without_sandbox(home),
             text=True,
             capture_output=True,
             timeout=120,
@@ -120,3 +142,25 @@ def test_up_on_postgres_with_two_workers_keeps_its_data_across_down(tmp_path: Pa
             if alive(pid):
                 os.killpg(pid, signal.SIGKILL)
         remove(files)
+
+
+def test_up_with_the_sandbox_where_it_is_not_installed_starts_nothing_and_says_what_to_do(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "home"
+    argv = [str(VENV_BIN / "hubploy"), "up", "--port", str(free_port()), "--webhook-port", str(free_port())]
+    up = subprocess.run(
+        argv,
+        cwd=tmp_path,
+        env=without_sandbox(home),
+        text=True,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert up.returncode != 0
+    assert "hubploy-sandbox is not installed" in up.stderr and "hubploy up --no-sandbox" in up.stderr, (
+        up.stderr
+    )
+    assert "Traceback" not in up.stderr
+    assert not (home / "pids").is_dir() or not pids(home)

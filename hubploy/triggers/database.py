@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hubploy.errors import HubployError
+from hubploy.processes import read_pid, spawn
+from hubploy.processes import stop as stop_process
 from hubploy.runner import child_env, register_secret, run
-from hubploy_sandbox.procs import read_pid, spawn
-from hubploy_sandbox.procs import stop as stop_process
 
 POSTGRES_BINARIES = Path("/usr/lib/postgresql")
 ROOT_DATA_DIRS = Path("/var/lib/postgresql/hubploy")

@@ -11,6 +11,7 @@ in HUBPLOY_HOME/prefect-auth (0600). Only the webhook receiver is meant to face 
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import secrets
@@ -26,6 +27,7 @@ import httpx
 import yaml
 
 from hubploy.errors import HubployError
+from hubploy.processes import read_pid, spawn, stop
 from hubploy.runner import child_env, run
 from hubploy.triggers import database
 from hubploy.triggers.database import Database
@@ -36,10 +38,6 @@ from hubploy.triggers.project_files import (
     find_project_files,
     prepare_project_dir,
 )
-from hubploy_sandbox import lifecycle as sandbox
-from hubploy_sandbox.env import sandbox_env
-from hubploy_sandbox.paths import SandboxPaths
-from hubploy_sandbox.procs import read_pid, spawn, stop
 
 POOL = "hubploy-process"
 BLOCK_MODULES = ("blocks.gcp", "blocks.aws", "blocks.azure", "blocks.kubeconfig")
@@ -157,6 +155,21 @@ def _wait_until(
         time.sleep(0.5)
 
 
+def _require_sandbox() -> None:
+    """hubploy-sandbox is a separate distribution, which only `up` without --no-sandbox needs (and `down`
+    when such an `up` started the sandbox): checked before anything starts."""
+    try:
+        importlib.import_module("hubploy_sandbox.lifecycle")
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith("hubploy_sandbox"):
+            raise
+        raise HubployError(
+            "`hubploy up` starts the local sandbox platform, and hubploy-sandbox is not installed",
+            hint="install it (pip install ./sandbox in hubploy's repository), or use your own cluster: "
+            "hubploy up --no-sandbox",
+        ) from exc
+
+
 def _python_m(module: str, *args: str) -> list[str]:
     """``module``'s command with this interpreter: found wherever the packages are installed (a virtualenv,
     --user, a --target directory on PYTHONPATH), unlike a console script next to the interpreter."""
@@ -222,6 +235,8 @@ def up(
     the name of each part as soon as this call starts it, so that an interrupted start can be undone.
     ``db`` is the Prefect server's database (when the server is already running, the one it runs on);
     ``workers`` process workers poll the pool (each run goes to one of them)."""
+    if with_sandbox:
+        _require_sandbox()
     started = [] if started is None else started
     names = worker_names(workers)
     paths = StackPaths.from_env()
@@ -247,6 +262,10 @@ def up(
     start = time.monotonic()
     where = _start_server(paths, server_env, state, db, say, started)
     if with_sandbox:
+        from hubploy_sandbox import lifecycle as sandbox
+        from hubploy_sandbox.env import sandbox_env
+        from hubploy_sandbox.paths import SandboxPaths
+
         sandbox_paths = SandboxPaths.from_env()
         if not sandbox.healthy(sandbox_paths):
             started.append("sandbox")
@@ -386,6 +405,10 @@ def down(*, say: Say = print, only: tuple[str, ...] | list[str] | None = None) -
         say(f"postgres: stopped (its data is kept in {paths.postgres.data})")
     state = json.loads(paths.state_file.read_text()) if paths.state_file.is_file() else {}
     if (only is None or "sandbox" in only) and state.pop("sandbox_started", False):
+        _require_sandbox()
+        from hubploy_sandbox import lifecycle as sandbox
+        from hubploy_sandbox.paths import SandboxPaths
+
         sandbox.down(SandboxPaths.from_env(), say=lambda line: say(f"sandbox: {line}"))
     if paths.state_file.parent.is_dir():
         paths.state_file.write_text(json.dumps(state))

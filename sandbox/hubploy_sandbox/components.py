@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from hubploy.processes import read_pid
 from hubploy_sandbox import k8s, network, registry
 from hubploy_sandbox.paths import (
     APISERVER_PORT,
@@ -19,7 +20,6 @@ from hubploy_sandbox.paths import (
     ClusterPaths,
     SandboxPaths,
 )
-from hubploy_sandbox.procs import read_pid
 
 
 @dataclass(frozen=True)

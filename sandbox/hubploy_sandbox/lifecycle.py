@@ -11,13 +11,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from hubploy.processes import read_pid, runs, spawn, stop
 from hubploy.runner import child_env
 from hubploy_sandbox import images, k8s, network, registry, tools
 from hubploy_sandbox.components import Component, cluster_components, registry_component
 from hubploy_sandbox.errors import SandboxError
 from hubploy_sandbox.health import wait_for
 from hubploy_sandbox.paths import ClusterPaths, SandboxPaths
-from hubploy_sandbox.procs import read_pid, runs, spawn, stop
 from hubploy_sandbox.versions import KUBERNETES_VERSION
 
 Say = Callable[[str], None]

@@ -31,13 +31,13 @@ from test_build_sandbox import _repo, _save_block, _task_runs, own_registry, san
 from test_deploy_sandbox import BROKEN_HUB, HubRepo, base_image
 
 from hubploy.errors import HubployError
+from hubploy.processes import stop
 from hubploy.registry import manifest_digest
 from hubploy.runner import child_env
 from hubploy_sandbox import lifecycle
 from hubploy_sandbox.components import cluster_components
 from hubploy_sandbox.env import sandbox_env
 from hubploy_sandbox.paths import SandboxPaths
-from hubploy_sandbox.procs import stop
 
 pytestmark = [pytest.mark.reliability, pytest.mark.sandbox, pytest.mark.prefect]
 

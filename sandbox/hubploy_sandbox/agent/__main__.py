@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hubploy.processes import stop
 from hubploy_sandbox import k8s, network
 from hubploy_sandbox.agent import logserver, netns
 from hubploy_sandbox.agent.kube import Recorder, watch_forever
@@ -26,7 +27,6 @@ from hubploy_sandbox.agent.rest import Api, path
 from hubploy_sandbox.agent.services import LoadBalancers, ServiceIndex, ServiceProxy
 from hubploy_sandbox.agent.storage import Provisioner
 from hubploy_sandbox.paths import APISERVER_PORT, KUBELET_PORT, NODE_NAME, ClusterPaths
-from hubploy_sandbox.procs import stop
 
 log = logging.getLogger("hubploy_sandbox.agent")
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hubploy.processes import proc_start_time
 from hubploy_sandbox.agent import containers, netns, podfiles, probes
 from hubploy_sandbox.agent.envvars import ConfigMissing, Sources, container_env, service_env
 from hubploy_sandbox.agent.kube import Recorder, timestamp
@@ -42,7 +43,6 @@ from hubploy_sandbox.agent.services import ServiceIndex
 from hubploy_sandbox.agent.volumes import Mount, PodVolumes, VolumeNotReady
 from hubploy_sandbox.image_envs import ImageEnv, env_for, path_for
 from hubploy_sandbox.network import ClusterNetwork
-from hubploy_sandbox.procs import proc_start_time
 
 log = logging.getLogger("hubploy_sandbox.agent")
 PODRUN = Path(__file__).resolve().parent / "podrun.py"

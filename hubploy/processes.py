@@ -9,8 +9,8 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from hubploy.errors import HubployError
 from hubploy.runner import run
-from hubploy_sandbox.errors import SandboxError
 
 
 def proc_start_time(pid: int) -> int | None:
@@ -65,14 +65,14 @@ def spawn(
     cwd: Path | None = None,
 ) -> int:
     """Start ``argv`` detached (new session, output to ``log``); return its PID."""
-    launcher = [sys.executable, "-m", "hubploy_sandbox.spawn", "--pid-file", str(pid_file), "--log", str(log)]
+    launcher = [sys.executable, "-m", "hubploy.spawn", "--pid-file", str(pid_file), "--log", str(log)]
     if cwd is not None:
         launcher += ["--cwd", str(cwd)]
     run(launcher + ["--", *(os.fspath(a) for a in argv)], env=env, timeout=60)
     pid = read_pid(pid_file)
     if pid is None:
         tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-        raise SandboxError(
+        raise HubployError(
             f"{os.fspath(argv[0])} exited at once: {tail.strip().splitlines()[-1:] or 'no output'}",
             hint=f"see {log}",
         )

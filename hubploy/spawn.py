@@ -1,6 +1,6 @@
 """Start one long-running program detached from the caller and record its PID.
 
-Run as ``python -m hubploy_sandbox.spawn --pid-file P --log L [--cwd D] -- ARGV...`` through
+Run as ``python -m hubploy.spawn --pid-file P --log L [--cwd D] -- ARGV...`` through
 :func:`hubploy.runner.run`: it starts ARGV in a new session (so it outlives the CLI), with output
 appended to L, writes ``<pid> <starttime>`` to P and exits. The child inherits this process's env.
 """
@@ -13,11 +13,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hubploy_sandbox.procs import proc_start_time
+from hubploy.processes import proc_start_time
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hubploy_sandbox.spawn")
+    parser = argparse.ArgumentParser(prog="hubploy.spawn")
     parser.add_argument("--pid-file", required=True, type=Path)
     parser.add_argument("--log", required=True, type=Path)
     parser.add_argument("--cwd", type=Path)
