@@ -49,6 +49,7 @@ class _GitHub:
                 self.pr_number,
                 body,
                 marker=MARKER,
+                head_sha=self.sha,
                 api_url=self.api_url,
             )
 

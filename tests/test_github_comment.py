@@ -121,3 +121,21 @@ def test_an_answer_that_is_not_a_list_of_comments_is_an_error(github: FakeGitHub
     github.answers[LIST] = (200, {"message": "odd"})
     with pytest.raises(HubployError, match="not a list of comments"):
         _upsert(github, "x")
+
+
+def test_a_validation_that_ends_after_a_newer_pushs_leaves_that_comment_alone(github: FakeGitHub) -> None:
+    api, older, newer = GitHubApi(github.url, TOKEN), "a" * 40, "b" * 40
+    github.heads[PR] = newer
+    posted = upsert_comment(api, REPO, PR, f"{MARKER}\nfor b", marker=MARKER, head_sha=newer)
+    assert posted is not None and posted.action is CommentAction.created
+    github.requests.clear()
+    assert upsert_comment(api, REPO, PR, f"{MARKER}\nfor a", marker=MARKER, head_sha=older) is None
+    assert github.calls() == [("GET", f"/repos/{REPO}/pulls/{PR}")]
+    assert github.pr_comments(PR) == [f"{MARKER}\nfor b"]
+
+
+def test_a_pull_request_without_its_head_commit_is_an_error(github: FakeGitHub) -> None:
+    github.answers[f"/repos/{REPO}/pulls/{PR}"] = (200, {"number": PR})
+    with pytest.raises(HubployError, match="without the pull request's head commit"):
+        upsert_comment(GitHubApi(github.url, TOKEN), REPO, PR, "x", marker=MARKER, head_sha="a" * 40)
+    assert github.pr_comments(PR) == []

@@ -60,7 +60,11 @@ def _pr_branch(repo: lc.DeployRepo, files: dict[str, str], message: str) -> tupl
     return base, head
 
 
-def _validate(repo: lc.DeployRepo, worker: Worker, github: FakeGitHub, base: str, head: str):  # type: ignore[no-untyped-def]
+def _validate(  # type: ignore[no-untyped-def]
+    repo: lc.DeployRepo, worker: Worker, github: FakeGitHub, base: str, head: str, pr_head: str | None = None
+):
+    """Validate ``head`` while GitHub says the pull request's head is ``pr_head`` (default ``head``)."""
+    github.heads[PR] = pr_head or head
     run = run_deployment(
         PR_VALIDATION,
         timeout=0,
@@ -254,3 +258,7 @@ def test_one_comment_per_pr_edited_in_place_with_the_diff_against_the_running_re
     for secret in planted:
         assert secret not in shown and base64.b64encode(secret.encode()).decode() not in shown
     assert TOKEN not in json.dumps([r.body for r in github.requests])
+    # a validation of the first push that ends after the second's leaves the second's comment
+    late = _validate(repo, hubploy_worker, github, base, first, pr_head=second)
+    assert late.state.is_completed(), late.state.message
+    assert github.comments[ours]["body"] == body

@@ -136,17 +136,41 @@ def upsert_pr_comment(
     body: str,
     *,
     marker: str,
+    head_sha: str | None = None,
     api_url: str = DEFAULT_API_URL,
 ) -> Comment | None:
     """Keep one comment per pull request: edit the one whose body starts with ``marker`` (markdown
-    ``body``, cut to GitHub's limit), or post it when there is none. None without a block."""
+    ``body``, cut to GitHub's limit), or post it when there is none. With ``head_sha`` (the commit ``body``
+    is about), only while that commit is still the pull request's head. None without a block, or when the
+    pull request has moved on."""
     if credentials_block is None:
         return None
-    return upsert_comment(_api(credentials_block, api_url), repo_full_name, pr_number, body, marker=marker)
+    api = _api(credentials_block, api_url)
+    return upsert_comment(api, repo_full_name, pr_number, body, marker=marker, head_sha=head_sha)
 
 
-def upsert_comment(api: GitHubApi, repo_full_name: str, pr_number: int, body: str, *, marker: str) -> Comment:
-    """:func:`upsert_pr_comment` with the API at hand. A comment deleted since it was found is posted anew."""
+def upsert_comment(
+    api: GitHubApi,
+    repo_full_name: str,
+    pr_number: int,
+    body: str,
+    *,
+    marker: str,
+    head_sha: str | None = None,
+) -> Comment | None:
+    """:func:`upsert_pr_comment` with the API at hand. A comment deleted since it was found is posted anew.
+    A validation that ends after the one of a newer push leaves that one's comment alone."""
+    if head_sha is not None:
+        head = pull_request_head(api, repo_full_name, pr_number)
+        if head != head_sha:
+            log.info(
+                "%s#%d is at %s now, not %s: its comment is left to that commit's validation",
+                repo_full_name,
+                pr_number,
+                head[:12],
+                head_sha[:12],
+            )
+            return None
     body = _truncate(body, MAX_COMMENT)
     found = find_comment(api, repo_full_name, pr_number, marker)
     if found is not None:
@@ -166,6 +190,17 @@ def upsert_comment(api: GitHubApi, repo_full_name: str, pr_number: int, body: st
     comment = Comment(_comment_id(posted), CommentAction.created)
     log.info("GitHub comment %d on %s#%d posted", comment.id, repo_full_name, pr_number)
     return comment
+
+
+def pull_request_head(api: GitHubApi, repo_full_name: str, pr_number: int) -> str:
+    """The commit at the head of the pull request now."""
+    path = f"/repos/{repo_full_name}/pulls/{pr_number}"
+    answer = api.request("GET", path).json()
+    head = answer.get("head") if isinstance(answer, dict) else None
+    sha = head.get("sha") if isinstance(head, dict) else None
+    if not isinstance(sha, str) or not sha:
+        raise HubployError(f"GitHub answered GET {path} without the pull request's head commit")
+    return sha
 
 
 def find_comment(api: GitHubApi, repo_full_name: str, pr_number: int, marker: str) -> int | None:

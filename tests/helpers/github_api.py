@@ -1,6 +1,6 @@
 """A stand-in for GitHub's REST API on loopback (stdlib http.server) that records every request: commit
-statuses, and issue comments kept as GitHub keeps them (list in pages with a ``Link`` header, post,
-edit, a 404 for an edit of a deleted comment)."""
+statuses, issue comments kept as GitHub keeps them (list in pages with a ``Link`` header, post, edit, a
+404 for an edit of a deleted comment), and the head commit of the pull requests a test says were pushed."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 
 COMMENTS = re.compile(r"/repos/([^/]+/[^/]+)/issues/(\d+)/comments")
 COMMENT = re.compile(r"/repos/([^/]+/[^/]+)/issues/comments/(\d+)")
+PULL = re.compile(r"/repos/([^/]+/[^/]+)/pulls/(\d+)")
 
 
 @dataclass
@@ -32,6 +33,7 @@ class FakeGitHub:
     requests: list[Recorded] = field(default_factory=list)
     comments: dict[int, dict[str, Any]] = field(default_factory=dict)  # id -> {"pr", "body"}
     answers: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)  # path -> forced answer
+    heads: dict[int, str] = field(default_factory=dict)  # pull request -> its head commit
     next_id: int = 1000
 
     def add_comment(self, pr: int, body: str) -> int:
@@ -52,7 +54,10 @@ class FakeGitHub:
         if path in self.answers:
             status, answer = self.answers[path]
             return status, answer, {}
-        listed, one = COMMENTS.fullmatch(path), COMMENT.fullmatch(path)
+        listed, one, pull = COMMENTS.fullmatch(path), COMMENT.fullmatch(path), PULL.fullmatch(path)
+        if method == "GET" and pull and int(pull.group(2)) in self.heads:
+            number = int(pull.group(2))
+            return 200, {"number": number, "head": {"sha": self.heads[number]}}, {}
         if method == "GET" and listed:
             return self._page(int(listed.group(2)), path, parse_qs(urlsplit(raw_path).query), host)
         if method == "POST" and listed:
