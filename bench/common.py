@@ -367,12 +367,15 @@ class TreeMemory:
     """Samples the RSS of processes and all their descendants every ``interval`` s (a thread).
 
     ``peak_tree_kb``: the largest sum of VmRSS over the trees at one sample; ``peak_by_proc``: the largest
-    VmHWM seen per process (worker, flow-run process, helm/kubectl children are reported grouped)."""
+    VmHWM seen per process (worker, flow-run process, helm/kubectl children are reported grouped);
+    ``flow_run_cpu``: per flow-run process (``prefect.engine``), its own CPU seconds (Prefect's engine and
+    hubploy's Python) and those of its children it has waited for (helm, sops, git), at the last sample."""
 
     def __init__(self, roots: Sequence[int], interval: float = 0.1) -> None:
         self.roots, self.interval = list(roots), interval
         self.peak_tree_kb = 0
         self.peak_by_proc: dict[int, tuple[int, str]] = {}
+        self.flow_run_cpu: dict[int, tuple[float, float]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -393,6 +396,13 @@ class TreeMemory:
                 hwm = _status_kb(pid, "VmHWM")
                 if hwm > self.peak_by_proc.get(pid, (0, ""))[0]:
                     self.peak_by_proc[pid] = (hwm, _cmdline(pid))
+                sample = (
+                    _own_and_children_cpu(pid)
+                    if "prefect.engine" in self.peak_by_proc.get(pid, (0, ""))[1]
+                    else None
+                )
+                if sample is not None:
+                    self.flow_run_cpu[pid] = sample
             self.peak_tree_kb = max(self.peak_tree_kb, total)
             self._stop.wait(self.interval)
 
@@ -409,6 +419,16 @@ class TreeMemory:
 
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _own_and_children_cpu(pid: int) -> tuple[float, float] | None:
+    """(utime + stime, cutime + cstime) of ``pid`` in seconds, None when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    utime, stime, cutime, cstime = (int(f) for f in fields[11:15])
+    return (utime + stime) / CLOCK_TICKS, (cutime + cstime) / CLOCK_TICKS
 
 
 def tree_cpu_seconds(roots: Iterable[int]) -> float:

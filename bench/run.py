@@ -308,6 +308,9 @@ def ours_fleet(stack: PrefectStack, root: Path, hubs: list[str], health_check: b
         "server peak RSS MB": server_memory.peak_tree_kb / 1024,
         "CPU seconds": cpu,
         "peak VmHWM by process": [(round(kb / 1024), cmd) for kb, cmd in memory.top(4)],
+        "flow-run process CPU seconds (own, children: helm, sops, git)": tuple(
+            round(sum(cpu[i] for cpu in memory.flow_run_cpu.values()), 2) for i in (0, 1)
+        ),
         "flow run": done.name,
     }
 
