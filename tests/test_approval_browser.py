@@ -15,20 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.browser import CHROMIUM_ARGS, submit_resume_form
 from helpers.stack import Demo, UpStack, demo_hub_lock
 
 pytestmark = [pytest.mark.browser, pytest.mark.sandbox, pytest.mark.prefect]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def artifacts_dir(request: pytest.FixtureRequest) -> Path:
@@ -109,7 +101,7 @@ def submit(
     page.screenshot(path=str(shots / "approval-form-diff.png"))
     dialog.get_by_role("button", name="Submit").scroll_into_view_if_needed()
     page.screenshot(path=str(shots / "approval-form.png"))
-    dialog.get_by_role("button", name="Submit").click()
+    submit_resume_form(page, dialog)
     deadline = time.monotonic() + 180  # the server may be slow to take it on a busy machine
     while stack.flow_run(demo.run_id)["state"]["type"] == "PAUSED":
         if time.monotonic() > deadline:

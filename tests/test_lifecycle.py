@@ -18,6 +18,7 @@ import pytest
 import yaml
 from conftest import PROJECT_ROOT
 from fixtures.prefect_worker import Worker, wait_for_state
+from helpers.browser import CHROMIUM_ARGS, submit_resume_form
 from helpers.cli import run_cli
 from helpers.example_repo import copy_example_repo
 from helpers.gitrepo import Repo, init_repo
@@ -555,22 +556,6 @@ def test_nothing_to_deploy(deploy_repo: DeployRepo, hubploy_worker: Worker) -> N
     assert repo.revisions("staging") == []
 
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def is_resume_request(response) -> bool:  # type: ignore[no-untyped-def]
-    """The UI's POST that resumes a paused flow run with the form's input."""
-    return response.request.method == "POST" and response.url.endswith("/resume")
-
-
 @pytest.mark.browser
 def test_approve_in_the_prefect_ui_then_prod_is_deployed(
     deploy_repo: DeployRepo, hubploy_worker: Worker, prefect_api: str, tmp_path: Path
@@ -605,10 +590,7 @@ def test_approve_in_the_prefect_ui_then_prod_is_deployed(
         dialog.locator("textarea").nth(1).fill("checked staging in the browser")
         dialog.locator("textarea").nth(2).fill("erin@example.org")
         page.screenshot(path=str(tmp_path / "approval-form.png"))
-        # closing the browser right after the click can cancel the request: wait for the server's answer
-        with page.expect_response(is_resume_request, timeout=120_000) as answer:
-            dialog.get_by_role("button", name="Submit").click()
-        assert answer.value.ok, f"the UI's resume request failed: {answer.value.status} {answer.value.text()}"
+        submit_resume_form(page, dialog)
         browser.close()
     run = wait_for_state(run_id, final, worker=hubploy_worker)
     assert run.state.is_completed(), run.state.message
