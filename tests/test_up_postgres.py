@@ -40,6 +40,19 @@ def without_sandbox(home: Path) -> dict[str, str]:
     return env
 
 
+def _hubploy_without_sandbox(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """A `hubploy` command that returns, run from ``home``'s parent in the environment of without_sandbox."""
+    return subprocess.run(
+        [str(VENV_BIN / "hubploy"), *args],
+        cwd=home.parent,
+        env=without_sandbox(home),
+        text=True,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+
+
 def _bare_repo(path: Path) -> str:
     run(["git", "init", "-q", "--bare", str(path)], env=child_env())
     return str(path)
@@ -123,15 +136,7 @@ def test_up_on_postgres_with_two_workers_keeps_its_data_across_down(tmp_path: Pa
         again = wait_for_output(READY, second_log, proc, timeout=300)
         assert f"postgres: started on 127.0.0.1:{db_port}" in again  # the same server, the same data:
         assert re.search(r"webhook secret +(\S+)", again).group(1) == secret  # the secret block was kept
-        down = subprocess.run(
-            [str(VENV_BIN / "hubploy"), "down"],
-            cwd=tmp_path,
-            env=without_sandbox(home),
-            text=True,
-            capture_output=True,
-            timeout=120,
-            check=False,
-        )
+        down = _hubploy_without_sandbox(home, "down")
         assert down.returncode == 0 and "postgres: stopped (its data is kept in" in down.stderr, down.stderr
         assert listen_addresses(db_port) == set()
         _stop(proc, second_log)
@@ -148,16 +153,7 @@ def test_up_with_the_sandbox_where_it_is_not_installed_starts_nothing_and_says_w
     tmp_path: Path,
 ) -> None:
     home = tmp_path / "home"
-    argv = [str(VENV_BIN / "hubploy"), "up", "--port", str(free_port()), "--webhook-port", str(free_port())]
-    up = subprocess.run(
-        argv,
-        cwd=tmp_path,
-        env=without_sandbox(home),
-        text=True,
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
+    up = _hubploy_without_sandbox(home, "up", "--port", str(free_port()), "--webhook-port", str(free_port()))
     assert up.returncode != 0
     assert "hubploy-sandbox is not installed" in up.stderr and "hubploy up --no-sandbox" in up.stderr, (
         up.stderr
