@@ -434,16 +434,15 @@ def _own_and_children_cpu(pid: int) -> tuple[float, float] | None:
 def tree_cpu_seconds(roots: Iterable[int]) -> float:
     """CPU time (user + system) of the processes under ``roots`` and of their children already waited for."""
     kids = _children()
-    total, todo = 0, list(roots)
+    total, todo = 0.0, list(roots)
     while todo:
         pid = todo.pop()
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
+        cpu = _own_and_children_cpu(pid)
+        if cpu is None:
             continue
-        total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+        total += sum(cpu)
         todo += kids.get(pid, [])
-    return total / CLOCK_TICKS
+    return total
 
 
 @contextmanager
